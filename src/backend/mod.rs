@@ -1,0 +1,45 @@
+//! The seam between the pipeline's steps and what executes them. A backend runs a batch of
+//! traces and answers one result per trace; an error stays with its trace.
+
+use crate::flow::{self, Cancel, FlowResult};
+use crate::params::Params;
+use crate::trace::{Trace, TraceError};
+use rayon::prelude::*;
+
+pub trait Backend: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Runs the pipeline on every trace of the batch.
+    fn run_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>>;
+}
+
+/// The reference: f64 solves, rayon across traces and inside each solve.
+pub struct Cpu;
+
+impl Backend for Cpu {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn run_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
+        traces.par_iter().map(|t| flow::analyze(t, params, cancel)).collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Choice {
+    /// CUDA, then wgpu, then CPU: the first one present.
+    Auto,
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+/// Resolves a choice to a backend. `auto` never fails; asking for a backend this build or this
+/// machine lacks is an error the user should see, not a silent fallback.
+pub fn select(choice: Choice) -> Result<Box<dyn Backend>, String> {
+    match choice {
+        Choice::Auto | Choice::Cpu => Ok(Box::new(Cpu)),
+        Choice::Wgpu => Err("the wgpu backend is not part of this build yet; use --backend cpu or auto".into()),
+        Choice::Cuda => Err("the CUDA backend is not part of this build yet; use --backend cpu or auto".into()),
+    }
+}

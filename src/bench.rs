@@ -1,0 +1,139 @@
+//! `flowtracer bench`: time of each pipeline step and of the whole export at several N, peak
+//! heap against the one-N×N-matrix budget, and aggregation bandwidth. Synthetic traces are
+//! generated first and written to a temporary folder so the mapped-file path is what is timed.
+
+use crate::backend::Backend;
+use crate::flow::{self, Cancel, StepTimes};
+use crate::params::Params;
+use crate::synth::{SynthSpec, synth_trace};
+use crate::trace::{Dtype, Trace};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub struct BenchRow {
+    pub n: usize,
+    pub layout: String,
+    pub attention_bytes: usize,
+    pub steps: StepTimes,
+    pub pipeline: Duration,
+    pub export: Option<Duration>,
+    /// Peak heap above the baseline during the pipeline, bytes (None: allocator not installed).
+    pub peak_heap: Option<usize>,
+}
+
+impl BenchRow {
+    pub fn aggregate_gbps(&self) -> f64 {
+        self.attention_bytes as f64 / self.steps.aggregate.as_secs_f64().max(1e-9) / 1e9
+    }
+}
+
+/// Median of each step over `repeat` runs.
+fn time_pipeline(trace: &Trace, params: &Params, repeat: usize) -> (StepTimes, Duration, Option<usize>) {
+    let mut runs: Vec<(StepTimes, Duration, usize)> = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let base = crate::alloc::reset_peak();
+        let t = Instant::now();
+        let r = flow::analyze(trace, params, &Cancel::default()).expect("synthetic traces are valid");
+        let total = t.elapsed();
+        runs.push((r.times, total, crate::alloc::peak().saturating_sub(base)));
+    }
+    let med = |f: &dyn Fn(&(StepTimes, Duration, usize)) -> Duration| {
+        let mut v: Vec<Duration> = runs.iter().map(f).collect();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let steps = StepTimes {
+        aggregate: med(&|r| r.0.aggregate),
+        reach: med(&|r| r.0.reach),
+        flow: med(&|r| r.0.flow),
+        backbone: med(&|r| r.0.backbone),
+        roles: med(&|r| r.0.roles),
+        credit: med(&|r| r.0.credit),
+    };
+    let peak = runs.iter().map(|r| r.2).max().unwrap_or(0);
+    (steps, med(&|r| r.1), crate::alloc::installed().then_some(peak))
+}
+
+pub struct BenchCase {
+    pub n: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub dtype: Dtype,
+}
+
+impl BenchCase {
+    pub fn label(&self) -> String {
+        if self.layers == 1 && self.heads == 1 {
+            format!("[N,N] {}", self.dtype.name())
+        } else {
+            format!("[{},{},N,N] {}", self.layers, self.heads, self.dtype.name())
+        }
+    }
+}
+
+pub fn run_case(case: &BenchCase, dir: &Path, backend: &dyn Backend, repeat: usize, with_export: bool) -> Result<BenchRow, String> {
+    let rank = if case.layers == 1 && case.heads == 1 { 2 } else { 4 };
+    let spec = SynthSpec {
+        seed: case.n as u64,
+        target_tokens: case.n,
+        layers: case.layers,
+        heads: case.heads,
+        dtype: case.dtype,
+        rank,
+        no_answer: false,
+    };
+    let builder = synth_trace(&spec);
+    let path = dir.join(format!("bench_{}_{}x{}_{}.safetensors", case.n, case.layers, case.heads, case.dtype.name()));
+    builder.write(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    drop(builder);
+    let trace = Trace::open(&path).map_err(|e| e.to_string())?;
+    // All layers: the bench measures reading every byte of the file.
+    let mut params = Params::default();
+    if rank == 4 {
+        params.aggregate.layers = Some([0, case.layers]);
+    }
+    let (steps, pipeline, peak_heap) = time_pipeline(&trace, &params, repeat);
+    let export = if with_export {
+        let out = dir.join(format!("export_{}", case.n));
+        let t = Instant::now();
+        crate::export::export(&out, &[path.clone()], &params, crate::export::Formats::ALL, backend, &Cancel::default(), &|_| {})?;
+        Some(t.elapsed())
+    } else {
+        None
+    };
+    Ok(BenchRow {
+        n: trace.n(),
+        layout: case.label(),
+        attention_bytes: trace.attention.byte_len(),
+        steps,
+        pipeline,
+        export,
+        peak_heap,
+    })
+}
+
+pub fn format_table(rows: &[BenchRow]) -> String {
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+    let mut s = String::from(
+        "| N | attention | aggregate ms | GB/s | reach ms | flow ms | backbone ms | roles ms | credit ms | pipeline ms | export ms | peak heap MiB | N×N f32 MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            r.n,
+            r.layout,
+            ms(r.steps.aggregate),
+            r.aggregate_gbps(),
+            ms(r.steps.reach),
+            ms(r.steps.flow),
+            ms(r.steps.backbone),
+            ms(r.steps.roles),
+            ms(r.steps.credit),
+            ms(r.pipeline),
+            r.export.map_or("-".into(), ms),
+            r.peak_heap.map_or("n/a".into(), |b| format!("{:.0}", b as f64 / (1 << 20) as f64)),
+            (r.n * r.n * 4) as f64 / (1 << 20) as f64,
+        ));
+    }
+    s
+}

@@ -1,0 +1,127 @@
+//! `report.html`: one self-contained page for every exported trace. No script, no CDN, no
+//! network: it opens the same in ten years from a CI artefact.
+
+use super::{Done, Summary};
+use crate::render::colormap::{self, hex};
+use crate::render::{backbone::backbone_svg, escape, layout::display_text};
+use std::fmt::Write;
+
+const STYLE: &str = r#"
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1260px;color:#1a1a1a;background:#fff}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:32px 0 6px;border-top:1px solid #ddd;padding-top:18px}
+table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
+th{background:#f6f6f6} .num{text-align:right;font-variant-numeric:tabular-nums}
+.failed{color:#b00020} .muted{color:#666;font-size:13px}
+.text{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:13px;line-height:1.9;white-space:pre-wrap;word-break:break-all;border:1px solid #e4e4e4;padding:10px;border-radius:4px}
+.t{padding:1px 0;border-radius:2px} .q{outline:1.5px solid #1f5fbf} .a{outline:1.5px solid #1a8a3a}
+.hub{box-shadow:0 0 0 2px #7b1fa2} .cp{box-shadow:0 0 0 2px #7b1fa2 inset} .g{border-bottom:3px solid #d0106a}
+.p{color:#888;background:#f2f2f2} svg{max-width:100%;height:auto}
+"#;
+
+pub fn report(done: &[Done], summary: &Summary) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>FlowTracer report</title><style>{STYLE}</style></head><body>");
+    let _ = write!(
+        s,
+        "<h1>FlowTracer report</h1><p class=\"muted\">{} exported, {} failed · backend {} · credit: top {:.0}% of response tokens by throughput get γ = {}</p>",
+        summary.exported,
+        summary.failed,
+        escape(&summary.backend),
+        summary.params.credit.fraction * 100.0,
+        summary.params.credit.gamma
+    );
+    s.push_str("<table><tr><th>trace</th><th>status</th><th class=num>tokens</th><th class=num>backbone flow</th><th class=num>paths</th><th class=num>hubs</th><th class=num>checkpoints</th></tr>");
+    for (i, d) in done.iter().enumerate() {
+        let r = &d.result;
+        let _ = write!(
+            s,
+            "<tr><td><a href=\"#t{i}\">{}</a></td><td>{}</td><td class=num>{}</td><td class=num>{:.1}%</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
+            escape(&d.stem.display().to_string()),
+            r.status.name(),
+            d.tokens.len(),
+            100.0 * r.backbone_flow(),
+            r.backbone.len(),
+            r.hubs.len(),
+            r.checkpoints.len()
+        );
+    }
+    for o in summary.traces.iter().filter(|o| o.status == "failed") {
+        let _ = write!(
+            s,
+            "<tr class=failed><td>{}</td><td colspan=6>failed: {}</td></tr>",
+            escape(&o.source),
+            escape(o.error.as_deref().unwrap_or(""))
+        );
+    }
+    s.push_str("</table>");
+    for (i, d) in done.iter().enumerate() {
+        section(&mut s, i, d);
+    }
+    let _ = write!(
+        s,
+        "<h2>Parameters</h2><pre class=muted>{}</pre></body></html>",
+        escape(&serde_json::to_string_pretty(&summary.params).unwrap())
+    );
+    s
+}
+
+fn section(s: &mut String, i: usize, d: &Done) {
+    let r = &d.result;
+    let _ = write!(s, "<h2 id=\"t{i}\">{}</h2>", escape(&d.stem.display().to_string()));
+    let _ = write!(
+        s,
+        "<p class=muted>{} · status {} · {} tokens · question {} · response {} · answer {} · {} question tokens reach the answer · backend {}</p>",
+        escape(&d.source),
+        r.status.name(),
+        d.tokens.len(),
+        d.spans.question,
+        d.spans.response,
+        d.spans.answer,
+        r.question_sources,
+        escape(&r.backend)
+    );
+    let title = format!("{} backbone", d.label);
+    s.push_str(&backbone_svg(&title, &d.tokens, d.spans, r));
+    let names = |ks: &[usize]| ks.iter().map(|&k| format!("#{k} {}", escape(&display_text(&d.tokens[k])))).collect::<Vec<_>>().join(", ");
+    let _ = write!(s, "<p><b>Hubs</b>: {}<br><b>Checkpoints</b>: {}</p>", names(&r.hubs), names(&r.checkpoints));
+
+    let tau_max = d.spans.question.range().chain(d.spans.response.range()).map(|k| r.throughput[k]).fold(0.0, f64::max);
+    s.push_str("<div class=text>");
+    for (k, tok) in d.tokens.iter().enumerate() {
+        let mut class = String::from("t");
+        let in_prompt = k < d.spans.response.start && !d.spans.question.contains(k);
+        if in_prompt {
+            class.push_str(" p");
+        }
+        if d.spans.question.contains(k) {
+            class.push_str(" q");
+        }
+        if d.spans.answer.contains(k) {
+            class.push_str(" a");
+        }
+        if r.hubs.binary_search(&k).is_ok() {
+            class.push_str(" hub");
+        } else if r.checkpoints.binary_search(&k).is_ok() {
+            class.push_str(" cp");
+        }
+        if r.credit[k] > 1.0 {
+            class.push_str(" g");
+        }
+        let style = if in_prompt {
+            String::new()
+        } else {
+            let bg = colormap::heat(colormap::heat_scale(r.throughput[k], tau_max));
+            format!(" style=\"background:{};color:{}\"", hex(bg), hex(colormap::ink_on(bg)))
+        };
+        let _ = write!(
+            s,
+            "<span class=\"{class}\"{style} title=\"#{k} reach {:.3e} · flow {:.4} · throughput {:.4} · credit {:.2}\">{}</span>",
+            r.reach[k],
+            r.flow[k],
+            r.throughput[k],
+            r.credit[k],
+            escape(tok)
+        );
+    }
+    s.push_str("</div>");
+}

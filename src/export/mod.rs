@@ -1,0 +1,281 @@
+//! Headless export (`flowtracer --export`): every input trace through the pipeline, files per
+//! trace, then the run-wide files. One broken trace is reported in the summary and costs nothing
+//! else; every file is written atomically.
+
+mod credits;
+mod html;
+pub mod record;
+mod table;
+
+use crate::atomic::write_atomic;
+use crate::backend::Backend;
+use crate::flow::{Cancel, FlowResult};
+use crate::params::Params;
+use crate::render;
+use crate::trace::{Problem, Trace, TraceError, run};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Formats {
+    pub json: bool,
+    pub csv: bool,
+    pub png: bool,
+    pub svg: bool,
+    pub html: bool,
+    pub credits: bool,
+}
+
+impl Formats {
+    pub const ALL: Formats = Formats { json: true, csv: true, png: true, svg: true, html: true, credits: true };
+
+    /// Parses `json,csv,png,svg,html,credits` (any subset).
+    pub fn parse(list: &str) -> Result<Formats, String> {
+        let mut f = Formats { json: false, csv: false, png: false, svg: false, html: false, credits: false };
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item {
+                "json" => f.json = true,
+                "csv" => f.csv = true,
+                "png" => f.png = true,
+                "svg" => f.svg = true,
+                "html" => f.html = true,
+                "credits" => f.credits = true,
+                "all" => f = Formats::ALL,
+                other => return Err(format!("unknown format `{other}` (known: json, csv, png, svg, html, credits, all)")),
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// One trace to export and where its files go (relative to the output folder, no extension).
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub source: PathBuf,
+    pub stem: PathBuf,
+}
+
+/// What became of one input.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    pub elapsed_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RunInfo {
+    pub root: String,
+    pub name: String,
+    pub traces: usize,
+    pub metrics: usize,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub format: &'static str,
+    pub backend: String,
+    pub params: Params,
+    pub exported: usize,
+    pub failed: usize,
+    pub runs: Vec<RunInfo>,
+    pub traces: Vec<Outcome>,
+}
+
+/// A trace that went through, kept (without its attention) for the run-wide files.
+pub struct Done {
+    pub stem: PathBuf,
+    pub label: String,
+    pub source: String,
+    pub tokens: Vec<String>,
+    pub token_ids: Option<Vec<i64>>,
+    pub sample_id: Option<String>,
+    pub spans: crate::span::Spans,
+    pub result: FlowResult,
+}
+
+/// Expands inputs (trace files and run folders) into jobs. Inputs that do not exist become
+/// failed outcomes rather than stopping the others.
+pub fn plan(inputs: &[PathBuf]) -> (Vec<Job>, Vec<RunInfo>, Vec<Outcome>) {
+    let mut jobs = Vec::new();
+    let mut runs = Vec::new();
+    let mut failed = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            match run::discover(input) {
+                Ok(r) => {
+                    for t in &r.traces {
+                        jobs.push(Job { source: t.clone(), stem: r.relative(t).with_extension("") });
+                    }
+                    runs.push(RunInfo {
+                        root: input.display().to_string(),
+                        name: r.name(),
+                        traces: r.traces.len(),
+                        metrics: r.metrics.len(),
+                        warnings: r.warnings,
+                    });
+                }
+                Err(e) => failed.push(failure(input, Problem::Io, e)),
+            }
+        } else if input.is_file() {
+            let stem = input.file_stem().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("trace"));
+            jobs.push(Job { source: input.clone(), stem });
+        } else {
+            failed.push(failure(input, Problem::Io, format!("{}: no such file or folder", input.display())));
+        }
+    }
+    dedupe_stems(&mut jobs);
+    (jobs, runs, failed)
+}
+
+/// Two inputs named alike (`a/x.safetensors`, `b/x.safetensors`) must not overwrite each other.
+fn dedupe_stems(jobs: &mut [Job]) {
+    let mut seen = std::collections::HashSet::new();
+    for job in jobs.iter_mut() {
+        let base = job.stem.clone();
+        let mut i = 2;
+        while !seen.insert(job.stem.clone()) {
+            job.stem = PathBuf::from(format!("{}-{i}", base.display()));
+            i += 1;
+        }
+    }
+}
+
+fn failure(source: &Path, problem: Problem, message: String) -> Outcome {
+    Outcome {
+        source: source.display().to_string(),
+        output: None,
+        status: "failed".into(),
+        problem: Some(problem.name()),
+        error: Some(message),
+        n: None,
+        elapsed_ms: 0.0,
+    }
+}
+
+/// Runs the export. `tick` is called once per finished trace (progress bars, the app).
+pub fn export(
+    out: &Path,
+    inputs: &[PathBuf],
+    params: &Params,
+    formats: Formats,
+    backend: &dyn Backend,
+    cancel: &Cancel,
+    tick: &(dyn Fn(&Outcome) + Sync),
+) -> Result<Summary, String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create output folder: {e}", out.display()))?;
+    let (jobs, runs, mut outcomes) = plan(inputs);
+    let results: Vec<(Outcome, Option<Done>)> = jobs
+        .par_iter()
+        .with_max_len(1)
+        .map(|job| {
+            let t = Instant::now();
+            let res = if cancel.is_cancelled() {
+                Err(TraceError::new(&job.source, Problem::Cancelled, "cancelled before it started"))
+            } else {
+                export_one(out, job, params, formats, backend, cancel)
+            };
+            let elapsed_ms = t.elapsed().as_secs_f64() * 1e3;
+            let pair = match res {
+                Ok(done) => (
+                    Outcome {
+                        source: job.source.display().to_string(),
+                        output: Some(job.stem.with_extension("json").display().to_string()),
+                        status: done.result.status.name().into(),
+                        problem: None,
+                        error: None,
+                        n: Some(done.tokens.len()),
+                        elapsed_ms,
+                    },
+                    Some(done),
+                ),
+                Err(e) => (Outcome { elapsed_ms, ..failure(&job.source, e.problem, e.to_string()) }, None),
+            };
+            tick(&pair.0);
+            pair
+        })
+        .collect();
+    let mut done = Vec::new();
+    for (o, d) in results {
+        outcomes.push(o);
+        done.extend(d);
+    }
+    let failed = outcomes.iter().filter(|o| o.status == "failed").count();
+    let summary = Summary {
+        format: "flowtracer.summary/1",
+        backend: backend.name().into(),
+        params: params.clone(),
+        exported: done.len(),
+        failed,
+        runs,
+        traces: outcomes,
+    };
+    let write = |name: &str, bytes: &[u8]| {
+        write_atomic(&out.join(name), bytes).map_err(|e| format!("{}: {e}", out.join(name).display()))
+    };
+    if formats.csv {
+        write("scores.csv", table::scores_csv(&done).as_bytes())?;
+    }
+    if formats.credits {
+        write("credits.safetensors", &credits::credits_safetensors(&done, params)?)?;
+    }
+    if formats.html {
+        write("report.html", html::report(&done, &summary).as_bytes())?;
+    }
+    write("summary.json", &serde_json::to_vec_pretty(&summary).expect("summary serialises"))?;
+    Ok(summary)
+}
+
+fn export_one(out: &Path, job: &Job, params: &Params, f: Formats, backend: &dyn Backend, cancel: &Cancel) -> Result<Done, TraceError> {
+    let trace = Trace::open(&job.source)?;
+    let result = backend
+        .run_batch(&[&trace], params, cancel)
+        .pop()
+        .expect("a backend answers once per trace")?;
+    let io = |path: PathBuf, bytes: &[u8]| {
+        write_atomic(&path, bytes).map_err(|e| TraceError::new(&job.source, Problem::Io, format!("{}: {e}", path.display())))
+    };
+    let base = out.join(&job.stem);
+    let file = |ext: &str| PathBuf::from(format!("{}.{ext}", base.display()));
+    if f.json {
+        let rec = record::record(&trace, &result, params);
+        io(file("json"), &serde_json::to_vec(&rec).expect("record serialises"))?;
+    }
+    let title = format!("{} · {} · {} tokens", trace.label(), result.status.name(), trace.n());
+    if f.png {
+        let svg = render::text::credit_svg(&title, &trace.tokens, trace.spans, &result, &Default::default());
+        let png = render::svg_to_png(&svg).map_err(|e| TraceError::new(&job.source, Problem::Io, e))?;
+        io(file("credit.png"), &png)?;
+    }
+    if f.svg || f.png {
+        let svg = render::backbone::backbone_svg(&title, &trace.tokens, trace.spans, &result);
+        if f.svg {
+            io(file("backbone.svg"), svg.as_bytes())?;
+        }
+        if f.png {
+            let png = render::svg_to_png(&svg).map_err(|e| TraceError::new(&job.source, Problem::Io, e))?;
+            io(file("backbone.png"), &png)?;
+        }
+    }
+    Ok(Done {
+        stem: job.stem.clone(),
+        label: trace.label(),
+        source: job.source.display().to_string(),
+        tokens: trace.tokens.clone(),
+        token_ids: trace.token_ids.clone(),
+        sample_id: trace.meta.sample_id.clone(),
+        spans: trace.spans,
+        result,
+    })
+}

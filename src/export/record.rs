@@ -1,0 +1,66 @@
+//! The per-trace JSON document (`flowtracer.credit/1`): everything the pipeline derived, with the
+//! parameters that made it, so a file on its own says how to reproduce it.
+
+use crate::flow::{FlowPath, FlowResult};
+use crate::params::Params;
+use crate::span::Spans;
+use crate::trace::{Trace, TraceMeta};
+use serde::Serialize;
+
+pub const CREDIT_FORMAT: &str = "flowtracer.credit/1";
+
+#[derive(Serialize)]
+pub struct CreditRecord<'a> {
+    pub format: &'static str,
+    pub source: String,
+    pub status: &'static str,
+    pub backend: &'a str,
+    pub n: usize,
+    pub spans: Spans,
+    pub params: &'a Params,
+    pub layers: &'a [usize],
+    pub heads: &'a [usize],
+    pub meta: &'a TraceMeta,
+    pub question_sources: usize,
+    pub answer_inflow: f64,
+    pub backbone_flow: f64,
+    pub tokens: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_ids: Option<&'a [i64]>,
+    pub reach: &'a [f64],
+    pub flow: &'a [f64],
+    pub throughput: &'a [f64],
+    pub credit: &'a [f64],
+    pub far_sources: &'a [f64],
+    pub backbone: &'a [FlowPath],
+    pub hubs: &'a [usize],
+    pub checkpoints: &'a [usize],
+}
+
+pub fn record<'a>(trace: &'a Trace, r: &'a FlowResult, params: &'a Params) -> CreditRecord<'a> {
+    CreditRecord {
+        format: CREDIT_FORMAT,
+        source: trace.path.display().to_string(),
+        status: r.status.name(),
+        backend: &r.backend,
+        n: trace.n(),
+        spans: trace.spans,
+        params,
+        layers: &r.layers,
+        heads: &r.heads,
+        meta: &trace.meta,
+        question_sources: r.question_sources,
+        answer_inflow: r.answer_inflow(trace.spans),
+        backbone_flow: r.backbone_flow(),
+        tokens: &trace.tokens,
+        token_ids: trace.token_ids.as_deref(),
+        reach: &r.reach,
+        flow: &r.flow,
+        throughput: &r.throughput,
+        credit: &r.credit,
+        far_sources: &r.far_sources,
+        backbone: &r.backbone,
+        hubs: &r.hubs,
+        checkpoints: &r.checkpoints,
+    }
+}

@@ -1,0 +1,51 @@
+//! `scores.csv`: one row per token of every exported trace, for spreadsheets and pandas.
+
+use super::Done;
+use std::fmt::Write;
+
+pub fn segment(spans: crate::span::Spans, k: usize) -> &'static str {
+    if spans.question.contains(k) {
+        "question"
+    } else if spans.answer.contains(k) {
+        "answer"
+    } else if spans.response.contains(k) {
+        "response"
+    } else {
+        "prompt"
+    }
+}
+
+pub fn scores_csv(done: &[Done]) -> String {
+    let mut s = String::from("trace,index,token,segment,reach,flow,throughput,credit,far_sources,hub,checkpoint,backbone\n");
+    for d in done {
+        let r = &d.result;
+        let on_backbone: std::collections::HashSet<usize> = r.backbone.iter().flat_map(|p| p.tokens.iter().copied()).collect();
+        let trace = csv_field(&d.stem.display().to_string());
+        for (k, tok) in d.tokens.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "{trace},{k},{},{},{},{},{},{},{},{},{},{}",
+                csv_field(tok),
+                segment(d.spans, k),
+                r.reach[k],
+                r.flow[k],
+                r.throughput[k],
+                r.credit[k],
+                r.far_sources[k],
+                r.hubs.binary_search(&k).is_ok() as u8,
+                r.checkpoints.binary_search(&k).is_ok() as u8,
+                on_backbone.contains(&k) as u8,
+            );
+        }
+    }
+    s
+}
+
+/// RFC 4180 quoting: tokens hold commas, quotes and newlines.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ') {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}

@@ -1,0 +1,174 @@
+//! Step 1, aggregate: M[k,i] = mean (or max) over the selected layers and heads, with the
+//! self edge dropped and edges below ε zeroed (step 2's threshold). This is the only step that
+//! reads the attention, so it is also where the values are checked: NaN, negative, non-causal,
+//! rows that hold more than one unit of attention.
+
+use super::matrix::Matrix;
+use crate::params::{AggregateParams, Reduce};
+use crate::trace::{Attention, DataError, Problem, Trace};
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Attention above the diagonal up to this much is taken for rounding, not information.
+pub const CAUSAL_TOLERANCE: f32 = 1e-6;
+/// A softmax row sums to 1; half-precision rounding over 8k entries stays far below this.
+pub const ROW_SUM_TOLERANCE: f64 = 1e-2;
+
+/// The (layer, head) slabs of the file that the parameters select, plus their original layer
+/// numbers and head indices for the export.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selection {
+    pub slabs: Vec<(usize, usize)>,
+    pub layers: Vec<usize>,
+    pub heads: Vec<usize>,
+}
+
+pub fn select(trace: &Trace, p: &AggregateParams) -> Result<Selection, DataError> {
+    let a = &trace.attention;
+    let original = trace.original_layers();
+    let file_layers: Vec<usize> = if !a.has_layer_axis {
+        if p.layers.is_some() {
+            return Err(DataError::new(
+                Problem::Params,
+                "the attention is fully aggregated ([N,N]); aggregate.layers cannot apply",
+            ));
+        }
+        vec![0]
+    } else {
+        let picked: Vec<usize> = match p.layers {
+            Some([s, e]) => {
+                let picked: Vec<usize> = (0..a.layers).filter(|&j| (s..e).contains(&original[j])).collect();
+                if picked.is_empty() {
+                    return Err(DataError::new(
+                        Problem::Params,
+                        format!("aggregate.layers [{s}, {e}) holds none of the kept layers {original:?}"),
+                    ));
+                }
+                picked
+            }
+            None => {
+                let total = trace.meta.num_layers.unwrap_or_else(|| original.last().map_or(0, |&l| l + 1));
+                let (lo, hi) = middle_third(total);
+                let picked: Vec<usize> = (0..a.layers).filter(|&j| (lo..hi).contains(&original[j])).collect();
+                if picked.is_empty() { (0..a.layers).collect() } else { picked }
+            }
+        };
+        picked
+    };
+    let heads: Vec<usize> = match &p.heads {
+        None => (0..a.heads).collect(),
+        Some(list) => {
+            if !a.has_head_axis {
+                return Err(DataError::new(
+                    Problem::Params,
+                    "the attention has no head axis (heads were averaged when written); aggregate.heads cannot apply",
+                ));
+            }
+            if let Some(&bad) = list.iter().find(|&&h| h >= a.heads) {
+                return Err(DataError::new(
+                    Problem::Params,
+                    format!("aggregate.heads names head {bad} but the trace has {} heads", a.heads),
+                ));
+            }
+            let mut l = list.clone();
+            l.sort_unstable();
+            l.dedup();
+            l
+        }
+    };
+    let slabs = file_layers.iter().flat_map(|&l| heads.iter().map(move |&h| (l, h))).collect();
+    let layers = if a.has_layer_axis { file_layers.iter().map(|&j| original[j]).collect() } else { vec![] };
+    Ok(Selection { slabs, layers, heads: if a.has_head_axis { heads } else { vec![] } })
+}
+
+/// The paper's default: layers [floor(L/3), ceil(2L/3)), all of them when L < 3.
+pub fn middle_third(total: usize) -> (usize, usize) {
+    if total < 3 { (0, total) } else { (total / 3, (2 * total).div_ceil(3)) }
+}
+
+pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: &AtomicBool) -> Result<Matrix, DataError> {
+    let n = att.n;
+    let mut m = Matrix::zeros(n);
+    let scale = 1.0 / sel.slabs.len() as f64;
+    let threshold = p.threshold;
+    m.data.par_chunks_mut(n).enumerate().with_min_len(16).try_for_each_init(
+        || (vec![0f32; n], vec![0f64; n]),
+        |(buf, acc), (k, out)| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(DataError::new(Problem::Cancelled, "cancelled"));
+            }
+            acc[..=k].fill(if p.reduce == Reduce::Max { f64::NEG_INFINITY } else { 0.0 });
+            for &(l, h) in &sel.slabs {
+                let bytes = att.row_bytes(l, h, k);
+                let es = att.dtype.size();
+                check_causal(&bytes[(k + 1) * es..], att, l, h, k)?;
+                att.dtype.decode(&bytes[..(k + 1) * es], &mut buf[..=k]);
+                let mut sum = 0.0f64;
+                for (i, &x) in buf[..=k].iter().enumerate() {
+                    if !x.is_finite() {
+                        return Err(bad(Problem::NonFinite, att, l, h, k, format!("weight {x} on key {i}")));
+                    }
+                    if x < 0.0 {
+                        return Err(bad(Problem::Negative, att, l, h, k, format!("negative weight {x} on key {i}")));
+                    }
+                    sum += x as f64;
+                    match p.reduce {
+                        Reduce::Mean => acc[i] += x as f64,
+                        Reduce::Max => acc[i] = acc[i].max(x as f64),
+                    }
+                }
+                if sum > 1.0 + ROW_SUM_TOLERANCE {
+                    return Err(bad(
+                        Problem::RowSum,
+                        att,
+                        l,
+                        h,
+                        k,
+                        format!("sums to {sum:.4} > 1: not attention probabilities (softmax rows sum to 1)"),
+                    ));
+                }
+            }
+            for i in 0..k {
+                let v = if p.reduce == Reduce::Mean { acc[i] * scale } else { acc[i] };
+                out[i] = if v < threshold { 0.0 } else { v as f32 };
+            }
+            // out[k..] stays 0: no self edge, nothing from the future.
+            Ok(())
+        },
+    )?;
+    Ok(m)
+}
+
+fn check_causal(upper: &[u8], att: &Attention, l: usize, h: usize, k: usize) -> Result<(), DataError> {
+    if upper.iter().all(|&b| b == 0) {
+        return Ok(());
+    }
+    let mut vals = vec![0f32; upper.len() / att.dtype.size()];
+    att.dtype.decode(upper, &mut vals);
+    for (j, &x) in vals.iter().enumerate() {
+        let i = k + 1 + j;
+        if !x.is_finite() {
+            return Err(bad(Problem::NonFinite, att, l, h, k, format!("weight {x} on key {i}")));
+        }
+        if x.abs() > CAUSAL_TOLERANCE {
+            return Err(bad(
+                Problem::NonCausal,
+                att,
+                l,
+                h,
+                k,
+                format!("puts {x} on later token {i}: attention must be causal (zero above the diagonal)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn bad(problem: Problem, att: &Attention, l: usize, h: usize, k: usize, what: String) -> DataError {
+    let place = match (att.has_layer_axis, att.has_head_axis) {
+        (true, true) => format!("attention[layer {l}, head {h}] query row {k}"),
+        (true, false) => format!("attention[layer {l}] query row {k}"),
+        _ => format!("attention query row {k}"),
+    };
+    DataError::new(problem, format!("{place} {what}"))
+}

@@ -1,0 +1,34 @@
+//! Step 9, credit: the top `fraction` of response tokens by throughput get γ, everything else 1
+//! (the paper's best mapping, a hard top-k). In RL the token advantage is γ_t·A_seq.
+
+use super::roles::{share_count, top_by_score};
+use crate::params::CreditParams;
+use crate::span::Spans;
+
+pub fn credit(tau: &[f64], spans: Spans, p: &CreditParams) -> Vec<f64> {
+    let n = tau.len();
+    let mut gamma = vec![1.0; n];
+    let r = spans.response;
+    for k in top_by_score(tau, r.range(), share_count(p.fraction, r.len())) {
+        gamma[k] = p.gamma;
+    }
+    if p.normalize_mean {
+        normalize_mean(&mut gamma, spans);
+    }
+    gamma
+}
+
+/// Rescales the response's γ to mean 1 (prompt tokens stay 1).
+pub fn normalize_mean(gamma: &mut [f64], spans: Spans) {
+    let r = spans.response.range();
+    let mean = gamma[r.clone()].iter().sum::<f64>() / r.len().max(1) as f64;
+    if mean > 0.0 {
+        gamma[r].iter_mut().for_each(|g| *g /= mean);
+    }
+}
+
+/// The token advantage: A_t = γ_t·A_seq, with γ left out for negative advantages unless
+/// `apply_to_negative` (γ is a constant here: it is never differentiated).
+pub fn token_advantage(gamma: f64, seq_advantage: f64, p: &CreditParams) -> f64 {
+    if seq_advantage < 0.0 && !p.apply_to_negative { seq_advantage } else { gamma * seq_advantage }
+}

@@ -1,0 +1,186 @@
+//! The FlowTracer pipeline (FLOWTRACER.md §1): one module per step, one definition of each.
+//! Backends execute these steps; the CPU one here is the reference the others are checked against.
+
+pub mod aggregate;
+pub mod backbone;
+pub mod conserve;
+pub mod credit;
+pub mod matrix;
+pub mod reach;
+pub mod roles;
+pub mod sweep;
+pub mod throughput;
+pub mod unit_flow;
+
+pub use backbone::FlowPath;
+pub use matrix::Matrix;
+
+use crate::params::Params;
+use crate::span::Spans;
+use crate::trace::{DataError, Problem, Trace, TraceError};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    /// The answer span is empty: nothing to trace toward; credit 1 everywhere.
+    NoAnswer,
+    /// No question token reaches the answer: no flow; credit 1 everywhere.
+    NoFlow,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::NoAnswer => "no_answer",
+            Status::NoFlow => "no_flow",
+        }
+    }
+}
+
+/// Wall time of each step, for `bench` and the app's status bar.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StepTimes {
+    pub aggregate: Duration,
+    pub reach: Duration,
+    pub flow: Duration,
+    pub backbone: Duration,
+    pub roles: Duration,
+    pub credit: Duration,
+}
+
+impl StepTimes {
+    pub fn total(&self) -> Duration {
+        self.aggregate + self.reach + self.flow + self.backbone + self.roles + self.credit
+    }
+}
+
+/// Everything the pipeline derives from one trace.
+#[derive(Clone, Debug)]
+pub struct FlowResult {
+    pub status: Status,
+    pub backend: String,
+    /// Original layer numbers and head indices that were aggregated (empty: axis absent).
+    pub layers: Vec<usize>,
+    pub heads: Vec<usize>,
+    pub reach: Vec<f64>,
+    pub flow: Vec<f64>,
+    pub throughput: Vec<f64>,
+    pub credit: Vec<f64>,
+    /// Effective number of far sources feeding each token (the checkpoint score).
+    pub far_sources: Vec<f64>,
+    pub backbone: Vec<FlowPath>,
+    pub hubs: Vec<usize>,
+    pub checkpoints: Vec<usize>,
+    /// |Q⁺|: question tokens that reach the answer.
+    pub question_sources: usize,
+    pub times: StepTimes,
+}
+
+impl FlowResult {
+    /// Σ_{a∈𝒜} f(a): 1 whenever there is flow.
+    pub fn answer_inflow(&self, spans: Spans) -> f64 {
+        spans.answer.range().map(|a| self.flow[a]).sum()
+    }
+
+    pub fn backbone_flow(&self) -> f64 {
+        self.backbone.iter().map(|p| p.flow).sum()
+    }
+}
+
+/// A cancel flag shared between a UI or a Ctrl-C handler and the pipeline.
+#[derive(Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn flag(&self) -> &AtomicBool {
+        &self.0
+    }
+}
+
+/// Runs every step on the CPU and keeps the aggregated matrix (the app draws it; the inspector
+/// reads edge flows from it).
+pub fn analyze_with_matrix(trace: &Trace, params: &Params, cancel: &Cancel) -> Result<(FlowResult, Matrix), TraceError> {
+    analyze_inner(trace, params, cancel).map_err(|e| e.at(&trace.path))
+}
+
+/// Runs every step on the CPU.
+pub fn analyze(trace: &Trace, params: &Params, cancel: &Cancel) -> Result<FlowResult, TraceError> {
+    analyze_with_matrix(trace, params, cancel).map(|(r, _)| r)
+}
+
+fn analyze_inner(trace: &Trace, params: &Params, cancel: &Cancel) -> Result<(FlowResult, Matrix), DataError> {
+    params.validate().map_err(|e| DataError::new(Problem::Params, e))?;
+    let mut times = StepTimes::default();
+    let t = Instant::now();
+    let sel = aggregate::select(trace, &params.aggregate)?;
+    let mut m = aggregate::aggregate(&trace.attention, &sel, &params.aggregate, cancel.flag())?;
+    times.aggregate = t.elapsed();
+    let check = || if cancel.is_cancelled() { Err(DataError::new(Problem::Cancelled, "cancelled")) } else { Ok(()) };
+    check()?;
+    let mut result = solve(&mut m, trace.spans, params, &mut times);
+    result.layers = sel.layers;
+    result.heads = sel.heads;
+    result.times = times;
+    Ok((result, m))
+}
+
+/// Steps 3–9 on an aggregated matrix. Public so that backends which aggregate elsewhere, and
+/// tests with hand-made graphs, run exactly the same steps.
+pub fn solve(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepTimes) -> FlowResult {
+    let n = m.n;
+    let t = Instant::now();
+    let h = reach::reach(m, spans.answer);
+    times.reach = t.elapsed();
+    let t = Instant::now();
+    let uf = unit_flow::unit_flow(m, &h, spans);
+    times.flow = t.elapsed();
+    let status = if spans.answer.is_empty() {
+        Status::NoAnswer
+    } else if uf.sources == 0 {
+        Status::NoFlow
+    } else {
+        Status::Ok
+    };
+    let tau = throughput::throughput(&uf.flow, &h, spans.answer);
+    let t = Instant::now();
+    let backbone = backbone::backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone);
+    times.backbone = t.elapsed();
+    let t = Instant::now();
+    let far = roles::far_sources(m, &h, &uf.flow, spans, params.roles.checkpoint_min_distance);
+    let hubs = if status == Status::Ok { roles::hubs(&tau, spans, &params.roles) } else { vec![] };
+    let checkpoints = roles::checkpoints(&backbone, &far, spans, &params.roles);
+    times.roles = t.elapsed();
+    let t = Instant::now();
+    let credit = if status == Status::Ok { credit::credit(&tau, spans, &params.credit) } else { vec![1.0; n] };
+    times.credit = t.elapsed();
+    FlowResult {
+        status,
+        backend: "cpu".into(),
+        layers: vec![],
+        heads: vec![],
+        reach: h,
+        flow: uf.flow,
+        throughput: tau,
+        credit,
+        far_sources: far,
+        backbone,
+        hubs,
+        checkpoints,
+        question_sources: uf.sources,
+        times: times.clone(),
+    }
+}

@@ -1,0 +1,88 @@
+//! Step 8, hubs and aggregation checkpoints (named by the paper; the rules are ours).
+//! Hubs: the response tokens of highest throughput. Checkpoints: backbone tokens where distinct
+//! backbone paths merge, or whose inflow comes from many far-apart sources.
+
+use super::backbone::FlowPath;
+use super::conserve::conserves;
+use super::matrix::Matrix;
+use crate::params::RoleParams;
+use crate::span::Spans;
+use rayon::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Indices of the top-`count` entries of `score` among `candidates`, highest first, ties to the
+/// earlier token. Shared by hubs and credit so both rank the same way.
+pub fn top_by_score(score: &[f64], candidates: impl Iterator<Item = usize>, count: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = candidates.collect();
+    idx.sort_by(|&a, &b| score[b].total_cmp(&score[a]).then(a.cmp(&b)));
+    idx.truncate(count);
+    idx
+}
+
+/// ⌈fraction·len⌉, immune to 0.4·10 = 4.000000000000001.
+pub fn share_count(fraction: f64, len: usize) -> usize {
+    ((fraction * len as f64) - 1e-9).ceil().max(0.0) as usize
+}
+
+pub fn hubs(tau: &[f64], spans: Spans, p: &RoleParams) -> Vec<usize> {
+    let r = spans.response;
+    let count = share_count(p.hub_fraction, r.len()).max(1);
+    let mut hubs = top_by_score(tau, r.range().filter(|&k| tau[k] > 0.0), count);
+    hubs.sort_unstable();
+    hubs
+}
+
+/// Effective number of far sources of every token: the share of inflow from tokens at least
+/// `min_distance` back, times the exponential of the entropy of that far inflow. m equal far
+/// sources give m; a token fed mostly by its neighbour gives about 0.
+pub fn far_sources(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, min_distance: usize) -> Vec<f64> {
+    let n = m.n;
+    let g: Vec<f64> = (0..n).map(|i| if conserves(i, h, spans.answer) { f[i] / h[i] } else { 0.0 }).collect();
+    (0..n)
+        .into_par_iter()
+        .with_min_len(64)
+        .map(|k| {
+            if f[k] <= 0.0 || k < spans.question.end {
+                return 0.0;
+            }
+            let row = m.row(k);
+            let d = min_distance.max(1);
+            let far_end = if k >= d { k - d + 1 } else { 0 };
+            let (mut total, mut far, mut far_plogp) = (0.0f64, 0.0f64, 0.0f64);
+            for i in 0..k {
+                let phi = g[i] * row[i] as f64 * h[k];
+                if phi <= 0.0 {
+                    continue;
+                }
+                total += phi;
+                if i < far_end {
+                    far += phi;
+                    far_plogp += phi * phi.ln();
+                }
+            }
+            if far <= 0.0 || total <= 0.0 {
+                return 0.0;
+            }
+            // H = -Σ p ln p with p = φ/far  =  ln(far) - Σ φ ln φ / far.
+            let entropy = far.ln() - far_plogp / far;
+            (far / total) * entropy.exp()
+        })
+        .collect()
+}
+
+pub fn checkpoints(paths: &[FlowPath], sources: &[f64], spans: Spans, p: &RoleParams) -> Vec<usize> {
+    let mut preds: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+    for path in paths {
+        for w in path.tokens.windows(2) {
+            preds.entry(w[1]).or_default().insert(w[0]);
+        }
+    }
+    preds
+        .into_iter()
+        .filter(|(k, from)| {
+            !spans.question.contains(*k)
+                && (from.len() >= p.checkpoint_min_merging_paths.max(2) || sources[*k] > p.checkpoint_min_sources)
+        })
+        .map(|(k, _)| k)
+        .collect()
+}

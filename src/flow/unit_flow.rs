@@ -1,0 +1,60 @@
+//! Step 5, flow: a super-source feeds each question token that reaches the answer an equal
+//! share; f(k) = s(k) + Σ_{i<k} f(i)·W'[i,k]. With g(i) = f(i)/h(i) this is
+//! f(k) = s(k) + h(k)·Σ_{i<k} M[k,i]·g(i): a forward solve that reads M by rows.
+
+use super::matrix::Matrix;
+use super::sweep::{Sweep, forward_sweep};
+use crate::span::Spans;
+use std::ops::Range;
+
+pub struct UnitFlow {
+    pub flow: Vec<f64>,
+    /// |Q⁺|: question tokens with h > 0. Zero means the trace has no flow.
+    pub sources: usize,
+}
+
+struct Solve<'a> {
+    h: &'a [f64],
+    spans: Spans,
+    share: f64,
+    f: Vec<f64>,
+    /// f(i)/h(i) for conserving tokens, 0 otherwise (answer tokens absorb).
+    g: Vec<f64>,
+}
+
+impl Sweep for Solve<'_> {
+    type Acc = f64;
+
+    fn gather(&self, _k: usize, row: &[f32], sources: Range<usize>) -> f64 {
+        row[sources.clone()].iter().zip(&self.g[sources]).map(|(&w, &g)| w as f64 * g).sum()
+    }
+
+    fn combine(a: f64, b: f64) -> f64 {
+        a + b
+    }
+
+    fn settle(&mut self, k: usize, acc: f64) {
+        let hk = self.h[k];
+        if hk <= 0.0 {
+            return;
+        }
+        let s = if self.spans.question.contains(k) { self.share } else { 0.0 };
+        let fk = s + hk * acc;
+        self.f[k] = fk;
+        if !self.spans.answer.contains(k) {
+            self.g[k] = fk / hk;
+        }
+    }
+}
+
+pub fn unit_flow(m: &Matrix, h: &[f64], spans: Spans) -> UnitFlow {
+    let n = m.n;
+    let q = spans.question;
+    let sources = q.range().filter(|&i| h[i] > 0.0).count();
+    if sources == 0 || spans.answer.is_empty() {
+        return UnitFlow { flow: vec![0.0; n], sources: 0 };
+    }
+    let mut s = Solve { h, spans, share: 1.0 / sources as f64, f: vec![0.0; n], g: vec![0.0; n] };
+    forward_sweep(m, q.start, q.start..spans.answer.end, &mut s);
+    UnitFlow { flow: s.f, sources }
+}

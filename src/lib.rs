@@ -1,0 +1,31 @@
+//! FlowTracer Studio: which tokens of a reasoning trace carried the information from the
+//! question to the answer. See `FLOWTRACER.md` for the method; the README for the program.
+//!
+//! The library holds all the logic (trace loading, the flow pipeline, rendering, export); the
+//! binary and the app only call it.
+
+pub mod alloc;
+pub mod atomic;
+pub mod backend;
+pub mod bench;
+pub mod export;
+pub mod flow;
+pub mod params;
+pub mod render;
+pub mod span;
+pub mod summary;
+pub mod synth;
+pub mod trace;
+
+pub use flow::{Cancel, FlowResult, Status, analyze};
+pub use params::Params;
+pub use span::{Span, Spans};
+pub use trace::{Trace, TraceError};
+
+/// The bundled sample trace (synthetic until the project's own policy writes real ones).
+pub const SAMPLE_TRACE: &[u8] = include_bytes!("../sample_traces/addition.safetensors");
+pub const SAMPLE_NAME: &str = "sample_traces/addition.safetensors";
+
+pub fn sample_trace() -> Trace {
+    Trace::from_bytes(SAMPLE_TRACE.to_vec(), std::path::Path::new(SAMPLE_NAME)).expect("the bundled sample is valid")
+}

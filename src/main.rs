@@ -1,0 +1,229 @@
+//! The `flowtracer` binary: a thin layer of argument parsing over the library.
+
+use clap::{Parser, Subcommand};
+use flowtracer::backend::{self, Choice};
+use flowtracer::export::{self, Formats};
+use flowtracer::flow::Cancel;
+use flowtracer::params::Params;
+use flowtracer::trace::Dtype;
+use flowtracer::{Trace, bench, summary, synth};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[global_allocator]
+static ALLOC: flowtracer::alloc::Counting = flowtracer::alloc::Counting;
+
+#[derive(Parser)]
+#[command(name = "flowtracer", version, about = "Trace which tokens carried the information from the question to the answer.", args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Write results here instead of opening a window (headless, for CI).
+    #[arg(long, value_name = "OUT_DIR")]
+    export: Option<PathBuf>,
+    /// Parameter file (TOML, or JSON by extension); defaults otherwise.
+    #[arg(long, value_name = "FILE")]
+    params: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Choice::Auto)]
+    backend: Choice,
+    /// Comma-separated subset of json,csv,png,svg,html,credits.
+    #[arg(long, default_value = "json,csv,png,svg,html,credits")]
+    format: String,
+    /// Trace files or run folders.
+    #[arg(value_name = "TRACE|RUN")]
+    inputs: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Time every pipeline step and the whole export on synthetic traces.
+    Bench {
+        /// Token counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1024,4096,8192")]
+        sizes: Vec<usize>,
+        #[arg(long, value_enum, default_value_t = Choice::Auto)]
+        backend: Choice,
+        /// Runs per case; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Skip the [L,H,N,N] f16 aggregation cases.
+        #[arg(long)]
+        no_heads: bool,
+        /// Where the synthetic traces go (a temporary folder by default).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Write synthetic traces (the bundled samples are made with this).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 160)]
+        tokens: usize,
+        #[arg(long, default_value_t = 6)]
+        layers: usize,
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// f32, f16 or bf16.
+        #[arg(long, default_value = "f16")]
+        dtype: String,
+        /// 4 = [L,H,N,N], 3 = [L,N,N], 2 = [N,N].
+        #[arg(long, default_value_t = 4)]
+        rank: usize,
+        #[arg(long)]
+        no_answer: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Bench { sizes, backend, repeat, no_heads, dir }) => run_bench(sizes, backend, repeat, no_heads, dir),
+        Some(Command::Synth { out, tokens, layers, heads, seed, dtype, rank, no_answer }) => {
+            let dtype = match dtype.to_ascii_lowercase().as_str() {
+                "f32" => Dtype::F32,
+                "f16" => Dtype::F16,
+                "bf16" => Dtype::BF16,
+                other => return usage(format!("--dtype {other}: expected f32, f16 or bf16")),
+            };
+            let spec = synth::SynthSpec { seed, target_tokens: tokens, layers, heads, dtype, rank, no_answer };
+            match synth::synth_trace(&spec).write(&out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("flowtracer: {}: {e}", out.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
+        None => match cli.export.clone() {
+            Some(out) => run_export(out, &cli),
+            None => run_view(&cli),
+        },
+    }
+}
+
+fn usage(msg: String) -> ExitCode {
+    eprintln!("flowtracer: {msg}");
+    ExitCode::from(2)
+}
+
+fn load_params(path: &Option<PathBuf>) -> Result<Params, String> {
+    match path {
+        Some(p) => Params::load(p),
+        None => Ok(Params::default()),
+    }
+}
+
+fn run_export(out: PathBuf, cli: &Cli) -> ExitCode {
+    if cli.inputs.is_empty() {
+        return usage("--export needs at least one trace file or run folder".into());
+    }
+    let params = match load_params(&cli.params) {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+    let formats = match Formats::parse(&cli.format) {
+        Ok(f) => f,
+        Err(e) => return usage(e),
+    };
+    let backend = match backend::select(cli.backend) {
+        Ok(b) => b,
+        Err(e) => return usage(e),
+    };
+    let (jobs, _, _) = export::plan(&cli.inputs);
+    let bar = indicatif::ProgressBar::with_draw_target(Some(jobs.len() as u64), indicatif::ProgressDrawTarget::stderr());
+    if jobs.len() > 1 {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} traces {elapsed_precise} eta {eta} {msg}")
+                .expect("static template"),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let tick = |o: &export::Outcome| {
+        if o.status == "failed" {
+            bar.suspend(|| eprintln!("flowtracer: {}", o.error.as_deref().unwrap_or("failed")));
+        }
+        bar.inc(1);
+    };
+    let result = export::export(&out, &cli.inputs, &params, formats, backend.as_ref(), &Cancel::default(), &tick);
+    bar.finish_and_clear();
+    match result {
+        Ok(s) => {
+            eprintln!(
+                "flowtracer: exported {} trace(s), {} failed, backend {} → {}",
+                s.exported,
+                s.failed,
+                s.backend,
+                out.join("summary.json").display()
+            );
+            if s.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        }
+        Err(e) => {
+            eprintln!("flowtracer: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Without the desktop app in this build, the "view" is the terminal summary.
+fn run_view(cli: &Cli) -> ExitCode {
+    let params = match load_params(&cli.params) {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+    let traces: Vec<Result<Trace, String>> = if cli.inputs.is_empty() {
+        vec![Ok(flowtracer::sample_trace())]
+    } else {
+        let (jobs, _, failed) = export::plan(&cli.inputs);
+        for f in failed {
+            eprintln!("flowtracer: {}", f.error.unwrap_or_default());
+        }
+        jobs.iter().map(|j| Trace::open(&j.source).map_err(|e| e.to_string())).collect()
+    };
+    let mut failed = 0;
+    for t in traces {
+        match t.and_then(|t| flowtracer::analyze(&t, &params, &Cancel::default()).map(|r| (t, r)).map_err(|e| e.to_string())) {
+            Ok((t, r)) => println!("{}", summary::describe(&t, &r)),
+            Err(e) => {
+                eprintln!("flowtracer: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, dir: Option<PathBuf>) -> ExitCode {
+    let backend = match backend::select(choice) {
+        Ok(b) => b,
+        Err(e) => return usage(e),
+    };
+    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("flowtracer-bench-{}", std::process::id())));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return usage(format!("{}: {e}", dir.display()));
+    }
+    println!("backend {} · {} threads · median of {repeat}", backend.name(), rayon::current_num_threads());
+    let mut rows = Vec::new();
+    for &n in &sizes {
+        let mut cases = vec![bench::BenchCase { n, layers: 1, heads: 1, dtype: Dtype::F32 }];
+        if !no_heads {
+            let (l, h) = if n >= 8192 { (2, 4) } else { (4, 8) };
+            cases.push(bench::BenchCase { n, layers: l, heads: h, dtype: Dtype::F16 });
+        }
+        for case in cases {
+            eprintln!("bench: N = {n}, {} …", case.label());
+            match bench::run_case(&case, &dir, backend.as_ref(), repeat, case.layers == 1) {
+                Ok(row) => rows.push(row),
+                Err(e) => {
+                    eprintln!("flowtracer: bench N = {n}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    print!("{}", bench::format_table(&rows));
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,190 @@
+//! Every choice the method leaves open, as data. One struct, loadable from TOML or JSON and
+//! saved into every export, so a result always says how it was made.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Params {
+    pub aggregate: AggregateParams,
+    pub backbone: BackboneParams,
+    pub roles: RoleParams,
+    pub credit: CreditParams,
+}
+
+/// How the attention of many layers and heads becomes one token-to-token matrix M.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregateParams {
+    /// Original layer indices `[start, end)`; `None` takes the middle third (the paper's best).
+    pub layers: Option<[usize; 2]>,
+    /// Head indices to keep; `None` keeps all.
+    pub heads: Option<Vec<usize>>,
+    pub reduce: Reduce,
+    /// Edges weaker than this are dropped (ε).
+    pub threshold: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reduce {
+    Mean,
+    Max,
+}
+
+/// The greedy widest-path decomposition of the unit flow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackboneParams {
+    pub max_paths: usize,
+    /// Stop once this share of the unit flow is explained by the paths taken.
+    pub coverage: f64,
+}
+
+/// Hubs and aggregation checkpoints (the paper names them; the rules are ours).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoleParams {
+    /// Share of response tokens, by throughput, that are hubs (at least one).
+    pub hub_fraction: f64,
+    /// A backbone token whose effective number of far sources exceeds this is a checkpoint.
+    pub checkpoint_min_sources: f64,
+    /// How far back (in tokens) a source must lie to count as far.
+    pub checkpoint_min_distance: usize,
+    /// Backbone tokens entered from at least this many distinct backbone paths are checkpoints.
+    pub checkpoint_min_merging_paths: usize,
+}
+
+/// From throughput to the per-token advantage multiplier γ.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CreditParams {
+    /// Share of response tokens (rounded up) that get `gamma`.
+    pub fraction: f64,
+    pub gamma: f64,
+    /// Rescale γ to mean 1 over the response, so shaping does not change the effective step size.
+    pub normalize_mean: bool,
+    /// RL only: shape negative advantages too ("toward or away from correct answers").
+    pub apply_to_negative: bool,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            aggregate: AggregateParams::default(),
+            backbone: BackboneParams::default(),
+            roles: RoleParams::default(),
+            credit: CreditParams::default(),
+        }
+    }
+}
+
+impl Default for AggregateParams {
+    fn default() -> Self {
+        AggregateParams { layers: None, heads: None, reduce: Reduce::Mean, threshold: 0.0 }
+    }
+}
+
+impl Default for BackboneParams {
+    fn default() -> Self {
+        BackboneParams { max_paths: 8, coverage: 0.9 }
+    }
+}
+
+impl Default for RoleParams {
+    fn default() -> Self {
+        RoleParams {
+            hub_fraction: 0.05,
+            checkpoint_min_sources: 4.0,
+            checkpoint_min_distance: 8,
+            checkpoint_min_merging_paths: 2,
+        }
+    }
+}
+
+impl Default for CreditParams {
+    fn default() -> Self {
+        CreditParams { fraction: 0.4, gamma: 1.5, normalize_mean: false, apply_to_negative: true }
+    }
+}
+
+impl Params {
+    /// Reads a parameter file: `.json` as JSON, anything else as TOML. Missing fields take defaults.
+    pub fn load(path: &Path) -> Result<Params, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read parameters: {e}", path.display()))?;
+        let params: Params = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        } else {
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        };
+        params.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(params)
+    }
+
+    /// Ranges that the maths needs; anything outside them is a user error, not a panic later.
+    pub fn validate(&self) -> Result<(), String> {
+        let a = &self.aggregate;
+        if let Some([s, e]) = a.layers {
+            if e <= s {
+                return Err(format!("aggregate.layers [{s}, {e}] is empty"));
+            }
+        }
+        if a.heads.as_ref().is_some_and(|h| h.is_empty()) {
+            return Err("aggregate.heads is an empty list".into());
+        }
+        if !(a.threshold.is_finite() && a.threshold >= 0.0) {
+            return Err(format!("aggregate.threshold {} must be a finite number ≥ 0", a.threshold));
+        }
+        let b = &self.backbone;
+        if !(b.coverage > 0.0 && b.coverage <= 1.0) {
+            return Err(format!("backbone.coverage {} must lie in (0, 1]", b.coverage));
+        }
+        let r = &self.roles;
+        if !(r.hub_fraction >= 0.0 && r.hub_fraction <= 1.0) {
+            return Err(format!("roles.hub_fraction {} must lie in [0, 1]", r.hub_fraction));
+        }
+        if !(r.checkpoint_min_sources.is_finite() && r.checkpoint_min_sources >= 1.0) {
+            return Err(format!(
+                "roles.checkpoint_min_sources {} must be a finite number ≥ 1",
+                r.checkpoint_min_sources
+            ));
+        }
+        let c = &self.credit;
+        if !(c.fraction >= 0.0 && c.fraction <= 1.0) {
+            return Err(format!("credit.fraction {} must lie in [0, 1]", c.fraction));
+        }
+        if !(c.gamma.is_finite() && c.gamma > 0.0) {
+            return Err(format!("credit.gamma {} must be a finite number > 0", c.gamma));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_and_json_round_trip_with_defaults() {
+        let p: Params = toml::from_str("[credit]\ngamma = 2.0\n").unwrap();
+        assert_eq!(p.credit.gamma, 2.0);
+        assert_eq!(p.credit.fraction, 0.4);
+        assert_eq!(p.backbone.max_paths, 8);
+        let json = serde_json::to_string(&p).unwrap();
+        let back: Params = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_ranges_are_refused() {
+        assert!(toml::from_str::<Params>("[credit]\ngama = 2.0\n").is_err());
+        let mut p = Params::default();
+        p.credit.fraction = 1.5;
+        assert!(p.validate().unwrap_err().contains("credit.fraction"));
+        p = Params::default();
+        p.aggregate.layers = Some([4, 4]);
+        assert!(p.validate().is_err());
+    }
+}

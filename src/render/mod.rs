@@ -1,0 +1,50 @@
+//! Pictures of a result, drawn by the library so the export and the app show the same thing:
+//! the text with a heat map, and the backbone as arcs. Both are SVG first; PNG is the SVG
+//! rasterised with the bundled font, so images look the same on every machine.
+
+pub mod backbone;
+pub mod colormap;
+pub mod layout;
+pub mod text;
+
+use std::sync::OnceLock;
+
+/// DejaVu Sans Mono (see `assets/fonts/DejaVu-LICENSE.txt`): monospace keeps layout exact
+/// without shaping, and the file ships with the binary, so no system font is needed.
+pub const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSansMono.ttf");
+pub const FONT_FAMILY: &str = "DejaVu Sans Mono";
+/// Advance of one glyph in em (1233/2048 for DejaVu Sans Mono).
+pub const CHAR_WIDTH_EM: f64 = 0.602;
+
+/// Rasterises an SVG drawn by this module into PNG bytes.
+pub fn svg_to_png(svg: &str) -> Result<Vec<u8>, String> {
+    static OPTIONS: OnceLock<resvg::usvg::Options<'static>> = OnceLock::new();
+    let opt = OPTIONS.get_or_init(|| {
+        let mut opt = resvg::usvg::Options { font_family: FONT_FAMILY.into(), ..Default::default() };
+        opt.fontdb_mut().load_font_data(FONT.to_vec());
+        opt
+    });
+    let tree = resvg::usvg::Tree::from_str(svg, opt).map_err(|e| format!("cannot parse SVG: {e}"))?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| format!("image of {}×{} pixels cannot be allocated", size.width(), size.height()))?;
+    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.encode_png().map_err(|e| format!("cannot encode PNG: {e}"))
+}
+
+/// Escapes text for SVG/HTML content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => out.push('\u{00b7}'),
+            c => out.push(c),
+        }
+    }
+    out
+}

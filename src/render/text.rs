@@ -1,0 +1,115 @@
+//! The trace as text, each token's background by throughput, credited tokens underlined,
+//! question and answer framed, hubs outlined.
+
+use super::colormap::{self, hex};
+use super::{CHAR_WIDTH_EM, FONT_FAMILY, escape, layout};
+use crate::flow::FlowResult;
+use crate::span::Spans;
+use std::fmt::Write;
+
+pub struct TextStyle {
+    pub columns: usize,
+    pub font_size: f64,
+    pub line_height: f64,
+    pub margin: f64,
+}
+
+impl Default for TextStyle {
+    fn default() -> Self {
+        TextStyle { columns: 110, font_size: 13.0, line_height: 21.0, margin: 16.0 }
+    }
+}
+
+pub fn credit_svg(title: &str, tokens: &[String], spans: Spans, r: &FlowResult, style: &TextStyle) -> String {
+    let cw = style.font_size * CHAR_WIDTH_EM;
+    let lh = style.line_height;
+    let cells = layout::wrap(tokens, style.columns);
+    let lines = cells.last().map_or(1, |c| c.line + 1);
+    let header = 64.0;
+    let width = style.margin * 2.0 + cw * style.columns as f64;
+    let height = header + lines as f64 * lh + style.margin;
+    let tau_max = spans.response.range().chain(spans.question.range()).map(|k| r.throughput[k]).fold(0.0, f64::max);
+    let gamma_max = r.credit.iter().cloned().fold(1.0, f64::max);
+    let hubs: std::collections::HashSet<usize> = r.hubs.iter().copied().collect();
+    let checkpoints: std::collections::HashSet<usize> = r.checkpoints.iter().copied().collect();
+
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="{FONT_FAMILY}, monospace" font-size="{fs}">"##,
+        fs = style.font_size
+    );
+    let _ = write!(s, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##);
+    let _ = write!(
+        s,
+        r##"<text x="{m}" y="22" font-size="15" fill="#1a1a1a">{t}</text>"##,
+        m = style.margin,
+        t = escape(title)
+    );
+    legend(&mut s, style.margin, 36.0);
+
+    for c in &cells {
+        let k = c.index;
+        let x = style.margin + c.col as f64 * cw;
+        let y = header + c.line as f64 * lh;
+        let w = c.width as f64 * cw;
+        let in_prompt = k < spans.response.start && !spans.question.contains(k);
+        let bg = if in_prompt { [0xf2, 0xf2, 0xf2] } else { colormap::heat(colormap::heat_scale(r.throughput[k], tau_max)) };
+        let _ = write!(s, r##"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="{}"><title>{}</title></rect>"##,
+            y + 1.0, lh - 4.0, hex(bg), escape(&tooltip(tokens, r, k)));
+        let span_colour = if spans.question.contains(k) {
+            Some(colormap::QUESTION)
+        } else if spans.answer.contains(k) {
+            Some(colormap::ANSWER)
+        } else {
+            None
+        };
+        if let Some(col) = span_colour {
+            let _ = write!(s, r##"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="none" stroke="{}" stroke-width="1.5"/>"##,
+                y + 0.5, lh - 3.0, hex(col));
+        }
+        if hubs.contains(&k) || checkpoints.contains(&k) {
+            let dash = if checkpoints.contains(&k) && !hubs.contains(&k) { r##" stroke-dasharray="3,2""## } else { "" };
+            let _ = write!(s, r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="{}" stroke-width="2"{dash}/>"##,
+                x - 1.0, y - 0.5, w + 2.0, lh - 1.0, hex(colormap::HUB));
+        }
+        if r.credit[k] > 1.0 {
+            let thick = 1.0 + 2.0 * ((r.credit[k] - 1.0) / (gamma_max - 1.0).max(1e-9)).min(1.0);
+            let _ = write!(s, r##"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{thick:.1}" fill="{}"/>"##,
+                y + lh - 4.0 - thick, hex(colormap::CREDIT));
+        }
+        let ink = if in_prompt { [0x80, 0x80, 0x80] } else { colormap::ink_on(bg) };
+        let text: String = c.text.chars().take(c.width).collect();
+        let _ = write!(s, r##"<text x="{x:.1}" y="{:.1}" fill="{}" xml:space="preserve">{}</text>"##,
+            y + lh * 0.68, hex(ink), escape(&text));
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn tooltip(tokens: &[String], r: &FlowResult, k: usize) -> String {
+    format!(
+        "#{k} {:?}  reach {:.3e}  flow {:.4}  throughput {:.4}  credit {:.2}",
+        tokens[k], r.reach[k], r.flow[k], r.throughput[k], r.credit[k]
+    )
+}
+
+fn legend(s: &mut String, x0: f64, y: f64) {
+    let _ = write!(s, r##"<text x="{x0}" y="{:.0}" font-size="11" fill="#555">throughput</text>"##, y + 10.0);
+    let bx = x0 + 80.0;
+    for i in 0..40 {
+        let c = colormap::heat(i as f64 / 39.0);
+        let _ = write!(s, r##"<rect x="{:.1}" y="{y}" width="3.2" height="12" fill="{}"/>"##, bx + i as f64 * 3.0, hex(c));
+    }
+    let mut x = bx + 136.0;
+    let mut item = |s: &mut String, label: &str, shape: String| {
+        s.push_str(&shape.replace("{X}", &format!("{x:.1}")));
+        let _ = write!(s, r##"<text x="{:.1}" y="{:.0}" font-size="11" fill="#555">{label}</text>"##, x + 22.0, y + 10.0);
+        x += 34.0 + label.len() as f64 * 6.7;
+    };
+    item(s, "question", format!(r##"<rect x="{{X}}" y="{y}" width="16" height="12" fill="none" stroke="{}" stroke-width="1.5"/>"##, hex(colormap::QUESTION)));
+    item(s, "answer", format!(r##"<rect x="{{X}}" y="{y}" width="16" height="12" fill="none" stroke="{}" stroke-width="1.5"/>"##, hex(colormap::ANSWER)));
+    item(s, "hub", format!(r##"<rect x="{{X}}" y="{y}" width="16" height="12" fill="none" stroke="{}" stroke-width="2"/>"##, hex(colormap::HUB)));
+    item(s, "checkpoint", format!(r##"<rect x="{{X}}" y="{y}" width="16" height="12" fill="none" stroke="{}" stroke-width="2" stroke-dasharray="3,2"/>"##, hex(colormap::HUB)));
+    item(s, "credit γ > 1", format!(r##"<rect x="{{X}}" y="{:.0}" width="16" height="3" fill="{}"/>"##, y + 9.0, hex(colormap::CREDIT)));
+}

@@ -1,0 +1,39 @@
+//! A terminal view of one result: the backbone as token chains, hubs, checkpoints and the
+//! credited tokens. What `flowtracer` prints when there is no window to open.
+
+use crate::flow::FlowResult;
+use crate::render::layout::display_text;
+use crate::trace::Trace;
+use std::fmt::Write;
+
+pub fn describe(trace: &Trace, r: &FlowResult) -> String {
+    let mut s = String::new();
+    let sp = trace.spans;
+    let tok = |k: usize| format!("#{k}{:?}", display_text(&trace.tokens[k]));
+    let _ = writeln!(
+        s,
+        "{} — {} tokens, status {}, backend {}\n  question {} · response {} · answer {} · {} question tokens reach the answer",
+        trace.path.display(),
+        trace.n(),
+        r.status.name(),
+        r.backend,
+        sp.question,
+        sp.response,
+        sp.answer,
+        r.question_sources
+    );
+    if !r.layers.is_empty() {
+        let _ = writeln!(s, "  layers {:?}, {} heads", r.layers, r.heads.len().max(1));
+    }
+    let _ = writeln!(s, "  inflow into the answer {:.6}; backbone explains {:.1}%", r.answer_inflow(sp), 100.0 * r.backbone_flow());
+    for (i, p) in r.backbone.iter().enumerate() {
+        let chain: Vec<String> = p.tokens.iter().map(|&k| tok(k)).collect();
+        let _ = writeln!(s, "  path {} ({:.3}): {}", i + 1, p.flow, chain.join(" → "));
+    }
+    let list = |ks: &[usize]| ks.iter().map(|&k| tok(k)).collect::<Vec<_>>().join(" ");
+    let _ = writeln!(s, "  hubs: {}", list(&r.hubs));
+    let _ = writeln!(s, "  checkpoints: {}", list(&r.checkpoints));
+    let credited: Vec<usize> = (0..trace.n()).filter(|&k| r.credit[k] > 1.0).collect();
+    let _ = writeln!(s, "  credit γ > 1 on {} of {} response tokens", credited.len(), sp.response.len());
+    s
+}

@@ -1,0 +1,331 @@
+//! Reading and checking trace format v1 (see FLOWTRACER.md §2). Everything in the file is
+//! untrusted: each check here exists because a real dumper can get it wrong.
+
+use super::{Attention, DataError, Dtype, Problem, Storage, Trace, TraceError, TraceMeta};
+use crate::span::{Span, Spans};
+use safetensors::SafeTensors;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+pub const FORMAT: &str = "flowtracer.trace/1";
+/// Overrides the memory budget for the one N×N matrix a trace needs (bytes).
+pub const MAX_MATRIX_BYTES_ENV: &str = "FLOWTRACER_MAX_MATRIX_BYTES";
+
+pub(super) fn open(path: &Path) -> Result<Trace, TraceError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| TraceError::new(path, Problem::Io, format!("cannot open: {e}")))?;
+    let len = file
+        .metadata()
+        .map_err(|e| TraceError::new(path, Problem::Io, format!("cannot stat: {e}")))?
+        .len();
+    if len < 8 {
+        return Err(TraceError::new(
+            path,
+            Problem::Container,
+            format!("file is {len} bytes: too short to be safetensors (truncated?)"),
+        ));
+    }
+    // SAFETY: the map is read-only; a file truncated under us by another process can still
+    // fault, which is the documented risk of every memory-mapped reader.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| TraceError::new(path, Problem::Io, format!("cannot map: {e}")))?;
+    parse(Arc::new(Storage::Mapped(map)), path)
+}
+
+pub(super) fn parse(storage: Arc<Storage>, path: &Path) -> Result<Trace, TraceError> {
+    parse_inner(storage, path).map_err(|e| e.at(path))
+}
+
+fn parse_inner(storage: Arc<Storage>, path: &Path) -> Result<Trace, DataError> {
+    let bytes = storage.bytes();
+    let (header_len, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
+        DataError::new(Problem::Container, format!("not a valid safetensors file: {}", describe(&e)))
+    })?;
+    let data_start = 8 + header_len;
+    let meta: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
+    let get = |k: &str| meta.get(k).map(String::as_str);
+
+    match get("format") {
+        Some(FORMAT) => {}
+        Some(other) => {
+            return Err(DataError::new(
+                Problem::Metadata,
+                format!("metadata `format` is `{other}`, expected `{FORMAT}`"),
+            ));
+        }
+        None => {
+            return Err(DataError::new(
+                Problem::Metadata,
+                format!("metadata has no `format` key (expected `{FORMAT}`)"),
+            ));
+        }
+    }
+    let tokens: Vec<String> = serde_json::from_str(
+        get("tokens")
+            .ok_or_else(|| DataError::new(Problem::Metadata, "metadata has no `tokens` key"))?,
+    )
+    .map_err(|e| {
+        DataError::new(Problem::Metadata, format!("metadata `tokens` is not a JSON list of strings: {e}"))
+    })?;
+    let n = tokens.len();
+    if n == 0 {
+        return Err(DataError::new(Problem::TokenCount, "the trace has no tokens"));
+    }
+
+    // Attention: dtype, layout, N.
+    let info = header
+        .info("attention")
+        .ok_or_else(|| DataError::new(Problem::Shape, "no `attention` tensor"))?;
+    let dtype = match info.dtype {
+        safetensors::Dtype::F32 => Dtype::F32,
+        safetensors::Dtype::F16 => Dtype::F16,
+        safetensors::Dtype::BF16 => Dtype::BF16,
+        other => {
+            return Err(DataError::new(
+                Problem::Dtype,
+                format!("`attention` has dtype {other:?}; supported: F32, F16, BF16"),
+            ));
+        }
+    };
+    let shape = &info.shape;
+    let (layers, heads, has_layer_axis, has_head_axis) = match shape.len() {
+        4 => (shape[0], shape[1], true, true),
+        3 => (shape[0], 1, true, false),
+        2 => (1, 1, false, false),
+        d => {
+            return Err(DataError::new(
+                Problem::Shape,
+                format!("`attention` has {d} axes {shape:?}; expected [L,H,N,N], [L,N,N] or [N,N]"),
+            ));
+        }
+    };
+    let (nq, nk) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    if nq != nk {
+        return Err(DataError::new(
+            Problem::Shape,
+            format!("`attention` is {nq}×{nk} in its last two axes; it must be square (query, key)"),
+        ));
+    }
+    if layers == 0 || heads == 0 {
+        return Err(DataError::new(Problem::Shape, format!("`attention` shape {shape:?} has an empty axis")));
+    }
+    if nq != n {
+        return Err(DataError::new(
+            Problem::TokenCount,
+            format!("`attention` covers {nq} tokens but metadata `tokens` lists {n}"),
+        ));
+    }
+    let budget = matrix_budget();
+    let need = (n as u128) * (n as u128) * 4;
+    if need > budget as u128 {
+        return Err(DataError::new(
+            Problem::TooLarge,
+            format!(
+                "N = {n} needs a {} MiB N×N matrix, over the budget of {} MiB (set {MAX_MATRIX_BYTES_ENV} to change it)",
+                need >> 20,
+                budget >> 20
+            ),
+        ));
+    }
+    let attention = Attention {
+        storage: storage.clone(),
+        offset: data_start + info.data_offsets.0,
+        dtype,
+        layers,
+        heads,
+        has_layer_axis,
+        has_head_axis,
+        n,
+    };
+
+    let token_ids = match header.info("token_ids") {
+        None => None,
+        Some(t) => Some(read_ids(bytes, data_start, t, n)?),
+    };
+    let entropy = read_optional_f32(bytes, data_start, header.info("token_entropy"), "token_entropy", n)?;
+    let logprob = read_optional_f32(bytes, data_start, header.info("token_logprob"), "token_logprob", n)?;
+
+    // Spans.
+    let span = |key: &str, default: Option<Span>| -> Result<Span, DataError> {
+        match get(key) {
+            Some(text) => Span::parse(text, n)
+                .map_err(|e| DataError::new(Problem::Span, format!("metadata `{key}`: {e}"))),
+            None => default.ok_or_else(|| DataError::new(Problem::Metadata, format!("metadata has no `{key}` span"))),
+        }
+    };
+    let question = span("question", None)?;
+    let answer = span("answer", None)?;
+    let response = span("response", Some(Span::new(question.end, n)))?;
+    let spans = Spans { question, response, answer };
+    spans.validate(n).map_err(|e| DataError::new(Problem::Span, e))?;
+
+    let meta = parse_meta(&meta, layers, has_layer_axis)?;
+    Ok(Trace { path: path.to_path_buf(), tokens, spans, token_ids, entropy, logprob, meta, attention })
+}
+
+fn describe(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => "shorter than the 8-byte header length (truncated?)".into(),
+        E::InvalidHeaderLength => "header length points past the end of the file (truncated?)".into(),
+        E::MetadataIncompleteBuffer => {
+            "tensor data does not match the file size (truncated or padded file)".into()
+        }
+        E::HeaderTooLarge => "header length is implausibly large".into(),
+        E::InvalidHeader(_) => "header is not UTF-8".into(),
+        E::InvalidHeaderDeserialization(e) => format!("header is not valid JSON: {e}"),
+        E::TensorInvalidInfo => "a tensor's byte range disagrees with its shape and dtype".into(),
+        E::InvalidOffset(name) => format!("tensor `{name}` has overlapping or out-of-order offsets"),
+        E::ValidationOverflow => "a tensor's shape overflows".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn read_ids(bytes: &[u8], start: usize, info: &safetensors::tensor::TensorInfo, n: usize) -> Result<Vec<i64>, DataError> {
+    check_vector(info, "token_ids", n)?;
+    let data = &bytes[start + info.data_offsets.0..start + info.data_offsets.1];
+    match info.dtype {
+        safetensors::Dtype::I64 => Ok(data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()),
+        safetensors::Dtype::I32 => {
+            Ok(data.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as i64).collect())
+        }
+        other => Err(DataError::new(Problem::Dtype, format!("`token_ids` has dtype {other:?}; supported: I64, I32"))),
+    }
+}
+
+fn read_optional_f32(
+    bytes: &[u8],
+    start: usize,
+    info: Option<&safetensors::tensor::TensorInfo>,
+    name: &str,
+    n: usize,
+) -> Result<Option<Vec<f32>>, DataError> {
+    let Some(info) = info else { return Ok(None) };
+    check_vector(info, name, n)?;
+    if info.dtype != safetensors::Dtype::F32 {
+        return Err(DataError::new(Problem::Dtype, format!("`{name}` has dtype {:?}; expected F32", info.dtype)));
+    }
+    let data = &bytes[start + info.data_offsets.0..start + info.data_offsets.1];
+    let mut out = vec![0f32; n];
+    Dtype::F32.decode(data, &mut out);
+    if let Some(i) = out.iter().position(|x| !x.is_finite()) {
+        return Err(DataError::new(Problem::NonFinite, format!("`{name}`[{i}] is {}", out[i])));
+    }
+    Ok(Some(out))
+}
+
+fn check_vector(info: &safetensors::tensor::TensorInfo, name: &str, n: usize) -> Result<(), DataError> {
+    if info.shape.len() != 1 {
+        return Err(DataError::new(Problem::Shape, format!("`{name}` has shape {:?}; expected [N]", info.shape)));
+    }
+    if info.shape[0] != n {
+        return Err(DataError::new(
+            Problem::TokenCount,
+            format!("`{name}` has {} entries but the trace has {n} tokens", info.shape[0]),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_meta(meta: &HashMap<String, String>, file_layers: usize, has_layer_axis: bool) -> Result<TraceMeta, DataError> {
+    fn parse<T: std::str::FromStr>(meta: &HashMap<String, String>, key: &str, what: &str) -> Result<Option<T>, DataError> {
+        meta.get(key)
+            .map(|v| {
+                v.trim().parse::<T>().map_err(|_| {
+                    DataError::new(Problem::Metadata, format!("metadata `{key}` = `{v}` is not {what}"))
+                })
+            })
+            .transpose()
+    }
+    let layers: Option<Vec<usize>> = meta
+        .get("layers")
+        .map(|v| {
+            serde_json::from_str(v).map_err(|_| {
+                DataError::new(Problem::Metadata, format!("metadata `layers` = `{v}` is not a JSON list of layer indices"))
+            })
+        })
+        .transpose()?;
+    let num_layers: Option<usize> = parse(meta, "num_layers", "a layer count")?;
+    if let Some(kept) = &layers {
+        if !has_layer_axis {
+            return Err(DataError::new(Problem::Metadata, "metadata `layers` given but `attention` has no layer axis"));
+        }
+        if kept.len() != file_layers {
+            return Err(DataError::new(
+                Problem::Shape,
+                format!("metadata `layers` lists {} layers but `attention` holds {file_layers}", kept.len()),
+            ));
+        }
+        if kept.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(DataError::new(Problem::Metadata, "metadata `layers` must be strictly increasing"));
+        }
+        if let (Some(total), Some(&last)) = (num_layers, kept.last()) {
+            if last >= total {
+                return Err(DataError::new(
+                    Problem::Metadata,
+                    format!("metadata `layers` names layer {last} but `num_layers` is {total}"),
+                ));
+            }
+        }
+    } else if let Some(total) = num_layers {
+        if has_layer_axis && total != file_layers {
+            return Err(DataError::new(
+                Problem::Metadata,
+                format!("metadata `num_layers` is {total} but `attention` holds {file_layers} layers and no `layers` list says which"),
+            ));
+        }
+    }
+    let correct = match meta.get("correct").map(|s| s.trim()) {
+        None => None,
+        Some("true" | "1" | "True") => Some(true),
+        Some("false" | "0" | "False") => Some(false),
+        Some(v) => {
+            return Err(DataError::new(Problem::Metadata, format!("metadata `correct` = `{v}` is not true/false")));
+        }
+    };
+    const KNOWN: &[&str] = &[
+        "format", "tokens", "question", "answer", "response", "layers", "num_layers", "model", "task",
+        "sample_id", "group_id", "step", "reward", "advantage", "correct", "synthetic",
+    ];
+    let extra: BTreeMap<String, String> =
+        meta.iter().filter(|(k, _)| !KNOWN.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let finite = |key: &str| -> Result<Option<f64>, DataError> {
+        let v: Option<f64> = parse(meta, key, "a number")?;
+        match v {
+            Some(x) if !x.is_finite() => {
+                Err(DataError::new(Problem::Metadata, format!("metadata `{key}` is {x}, not a finite number")))
+            }
+            v => Ok(v),
+        }
+    };
+    Ok(TraceMeta {
+        layers,
+        num_layers,
+        model: meta.get("model").cloned(),
+        task: meta.get("task").cloned(),
+        sample_id: meta.get("sample_id").cloned(),
+        group_id: meta.get("group_id").cloned(),
+        step: parse(meta, "step", "a non-negative integer")?,
+        reward: finite("reward")?,
+        advantage: finite("advantage")?,
+        correct,
+        synthetic: meta.get("synthetic").is_some_and(|v| v == "true"),
+        extra,
+    })
+}
+
+/// Bytes the one N×N f32 matrix of a trace may take: `FLOWTRACER_MAX_MATRIX_BYTES`, else half of
+/// the memory available now, so a 100k-token dump is refused with a reason instead of swapping.
+pub fn matrix_budget() -> u64 {
+    if let Some(v) = std::env::var(MAX_MATRIX_BYTES_ENV).ok().and_then(|v| v.trim().parse().ok()) {
+        return v;
+    }
+    let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        text.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    });
+    available_kib.map(|kib| kib * 1024 / 2).unwrap_or(8 << 30)
+}

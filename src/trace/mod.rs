@@ -1,0 +1,134 @@
+//! One reasoning trace: tokens, spans and the attention the policy paid while reading it.
+//!
+//! The attention stays in the file (memory-mapped); only what the pipeline selects is read,
+//! once, by the aggregation step.
+
+mod dtype;
+mod error;
+mod load;
+pub mod run;
+mod write;
+
+pub use dtype::{Dtype, f16_to_f32, f32_to_bf16, f32_to_f16};
+pub use error::{DataError, Problem, TraceError};
+pub use load::{FORMAT, MAX_MATRIX_BYTES_ENV, matrix_budget};
+pub use write::{AttentionInput, TraceBuilder};
+
+use crate::span::Spans;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes that back a trace: a mapped file, or a buffer built in memory (RL rollouts, tests).
+pub enum Storage {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Storage {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Mapped(m) => m,
+            Storage::Owned(v) => v,
+        }
+    }
+}
+
+/// The attention tensor as a stack of `slabs()` N×N matrices (query rows, key columns).
+#[derive(Clone)]
+pub struct Attention {
+    storage: Arc<Storage>,
+    offset: usize,
+    pub dtype: Dtype,
+    /// Layers in the file (1 for a fully aggregated `[N,N]`).
+    pub layers: usize,
+    /// Heads per layer (1 when heads were averaged before writing).
+    pub heads: usize,
+    pub has_layer_axis: bool,
+    pub has_head_axis: bool,
+    pub n: usize,
+}
+
+impl Attention {
+    pub fn slabs(&self) -> usize {
+        self.layers * self.heads
+    }
+
+    /// Raw bytes of query row `k` of layer `l`, head `h`.
+    pub fn row_bytes(&self, l: usize, h: usize, k: usize) -> &[u8] {
+        let n = self.n;
+        let es = self.dtype.size();
+        let slab = l * self.heads + h;
+        let start = self.offset + ((slab * n + k) * n) * es;
+        &self.storage.bytes()[start..start + n * es]
+    }
+
+    /// Query row `k` of one layer and head, decoded.
+    pub fn row(&self, l: usize, h: usize, k: usize, out: &mut [f32]) {
+        self.dtype.decode(self.row_bytes(l, h, k), out);
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.slabs() * self.n * self.n * self.dtype.size()
+    }
+}
+
+/// The optional metadata of the trace format, typed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TraceMeta {
+    /// Original indices of the layers the file kept.
+    pub layers: Option<Vec<usize>>,
+    pub num_layers: Option<usize>,
+    pub model: Option<String>,
+    pub task: Option<String>,
+    pub sample_id: Option<String>,
+    pub group_id: Option<String>,
+    pub step: Option<u64>,
+    pub reward: Option<f64>,
+    pub advantage: Option<f64>,
+    pub correct: Option<bool>,
+    pub synthetic: bool,
+    /// Every other metadata key, kept verbatim.
+    pub extra: BTreeMap<String, String>,
+}
+
+pub struct Trace {
+    pub path: PathBuf,
+    pub tokens: Vec<String>,
+    pub spans: Spans,
+    pub token_ids: Option<Vec<i64>>,
+    pub entropy: Option<Vec<f32>>,
+    pub logprob: Option<Vec<f32>>,
+    pub meta: TraceMeta,
+    pub attention: Attention,
+}
+
+impl Trace {
+    /// Opens and checks a trace file. The attention values themselves are checked when the
+    /// pipeline reads them, so a multi-gigabyte dump is read once, not twice.
+    pub fn open(path: &Path) -> Result<Trace, TraceError> {
+        load::open(path)
+    }
+
+    /// Parses a trace held in memory; `path` only names it in errors.
+    pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Trace, TraceError> {
+        load::parse(Arc::new(Storage::Owned(bytes)), path)
+    }
+
+    pub fn n(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// A short name for tables: the sample id when the file has one, else the file stem.
+    pub fn label(&self) -> String {
+        self.meta.sample_id.clone().unwrap_or_else(|| {
+            self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+        })
+    }
+
+    /// Original layer indices of the slabs in the file.
+    pub fn original_layers(&self) -> Vec<usize> {
+        self.meta.layers.clone().unwrap_or_else(|| (0..self.attention.layers).collect())
+    }
+}

@@ -1,0 +1,102 @@
+//! A run: a folder of traces at any depth (`step_000100/sample_0007.safetensors`), with an
+//! optional `run.json` and `metrics.jsonl` beside them.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default)]
+pub struct Run {
+    pub root: PathBuf,
+    /// Trace files, sorted by path so exports and tables are deterministic.
+    pub traces: Vec<PathBuf>,
+    pub info: Option<serde_json::Value>,
+    /// One JSON object per line of `metrics.jsonl`, in file order.
+    pub metrics: Vec<serde_json::Value>,
+    /// Problems with `run.json` / `metrics.jsonl`: reported, never fatal to the traces.
+    pub warnings: Vec<String>,
+}
+
+impl Run {
+    pub fn name(&self) -> String {
+        self.info
+            .as_ref()
+            .and_then(|i| i.get("name"))
+            .and_then(|n| n.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+    }
+
+    /// Path of a trace relative to the run root, for mirroring the layout in an export.
+    pub fn relative<'a>(&self, trace: &'a Path) -> &'a Path {
+        trace.strip_prefix(&self.root).unwrap_or(trace)
+    }
+}
+
+pub fn is_trace_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "safetensors")
+        && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// Lists a run folder. Only an unreadable root is an error; everything else becomes a warning.
+pub fn discover(root: &Path) -> Result<Run, String> {
+    let mut run = Run { root: root.to_path_buf(), ..Default::default() };
+    let mut stack = vec![root.to_path_buf()];
+    let mut first = true;
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if first => return Err(format!("{}: cannot read run folder: {e}", dir.display())),
+            Err(e) => {
+                run.warnings.push(format!("{}: cannot read folder: {e}", dir.display()));
+                continue;
+            }
+        };
+        first = false;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                if !entry.file_name().to_string_lossy().starts_with('.') {
+                    stack.push(path);
+                }
+            } else if is_trace_file(&path) {
+                run.traces.push(path);
+            }
+        }
+    }
+    run.traces.sort();
+
+    let info_path = root.join("run.json");
+    if info_path.exists() {
+        match std::fs::read_to_string(&info_path).map_err(|e| e.to_string()).and_then(|t| {
+            serde_json::from_str::<serde_json::Value>(&t).map_err(|e| e.to_string())
+        }) {
+            Ok(v) => run.info = Some(v),
+            Err(e) => run.warnings.push(format!("{}: {e}", info_path.display())),
+        }
+    }
+    let metrics_path = root.join("metrics.jsonl");
+    if metrics_path.exists() {
+        match std::fs::read_to_string(&metrics_path) {
+            Ok(text) => run.metrics = parse_metrics(&text, &metrics_path, &mut run.warnings),
+            Err(e) => run.warnings.push(format!("{}: {e}", metrics_path.display())),
+        }
+    }
+    Ok(run)
+}
+
+/// Parses `metrics.jsonl`, skipping (and reporting) lines that are not JSON objects, such as the
+/// half-written last line of a run that was killed.
+pub fn parse_metrics(text: &str, path: &Path, warnings: &mut Vec<String>) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) if v.is_object() => out.push(v),
+            Ok(_) => warnings.push(format!("{}:{}: not a JSON object", path.display(), i + 1)),
+            Err(e) => warnings.push(format!("{}:{}: {e}", path.display(), i + 1)),
+        }
+    }
+    out
+}

@@ -1,0 +1,95 @@
+//! Writing trace format v1: the synthetic generator and the RL loop produce the same files a
+//! PyTorch dumper would, so everything downstream is exercised on one path.
+
+use super::{Dtype, FORMAT, f32_to_bf16, f32_to_f16};
+use crate::span::Span;
+use safetensors::tensor::TensorView;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// Attention given as f32 values of shape `[L,H,N,N]`, `[L,N,N]` or `[N,N]`, stored as `dtype`.
+pub struct AttentionInput {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+    pub dtype: Dtype,
+}
+
+pub struct TraceBuilder {
+    tokens: Vec<String>,
+    attention: AttentionInput,
+    token_ids: Option<Vec<i64>>,
+    entropy: Option<Vec<f32>>,
+    logprob: Option<Vec<f32>>,
+    meta: BTreeMap<String, String>,
+}
+
+impl TraceBuilder {
+    pub fn new(tokens: Vec<String>, question: Span, response: Span, answer: Span, attention: AttentionInput) -> Self {
+        let mut meta = BTreeMap::new();
+        meta.insert("format".into(), FORMAT.into());
+        meta.insert("tokens".into(), serde_json::to_string(&tokens).expect("strings serialise"));
+        meta.insert("question".into(), question.to_string());
+        meta.insert("response".into(), response.to_string());
+        meta.insert("answer".into(), answer.to_string());
+        TraceBuilder { tokens, attention, token_ids: None, entropy: None, logprob: None, meta }
+    }
+
+    pub fn token_ids(mut self, ids: Vec<i64>) -> Self {
+        self.token_ids = Some(ids);
+        self
+    }
+
+    pub fn entropy(mut self, e: Vec<f32>) -> Self {
+        self.entropy = Some(e);
+        self
+    }
+
+    pub fn logprob(mut self, l: Vec<f32>) -> Self {
+        self.logprob = Some(l);
+        self
+    }
+
+    /// Sets any metadata key, the required ones included (tests use this to write bad files).
+    pub fn meta(mut self, key: &str, value: impl ToString) -> Self {
+        self.meta.insert(key.into(), value.to_string());
+        self
+    }
+
+    pub fn n(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let a = &self.attention;
+        let (st_dtype, attn_bytes): (safetensors::Dtype, Vec<u8>) = match a.dtype {
+            Dtype::F32 => (safetensors::Dtype::F32, a.values.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Dtype::F16 => (safetensors::Dtype::F16, a.values.iter().flat_map(|&x| f32_to_f16(x).to_le_bytes()).collect()),
+            Dtype::BF16 => {
+                (safetensors::Dtype::BF16, a.values.iter().flat_map(|&x| f32_to_bf16(x).to_le_bytes()).collect())
+            }
+        };
+        let ids_bytes: Option<Vec<u8>> = self.token_ids.as_ref().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect());
+        let f32_bytes = |v: &Option<Vec<f32>>| -> Option<Vec<u8>> { v.as_ref().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()) };
+        let entropy = f32_bytes(&self.entropy);
+        let logprob = f32_bytes(&self.logprob);
+        let mut views: Vec<(&str, TensorView)> = vec![(
+            "attention",
+            TensorView::new(st_dtype, a.shape.clone(), &attn_bytes).expect("attention shape matches its values"),
+        )];
+        if let Some(b) = &ids_bytes {
+            views.push(("token_ids", TensorView::new(safetensors::Dtype::I64, vec![b.len() / 8], b).unwrap()));
+        }
+        if let Some(b) = &entropy {
+            views.push(("token_entropy", TensorView::new(safetensors::Dtype::F32, vec![b.len() / 4], b).unwrap()));
+        }
+        if let Some(b) = &logprob {
+            views.push(("token_logprob", TensorView::new(safetensors::Dtype::F32, vec![b.len() / 4], b).unwrap()));
+        }
+        let meta: HashMap<String, String> = self.meta.clone().into_iter().collect();
+        safetensors::serialize(views, Some(meta)).expect("a well-formed trace serialises")
+    }
+
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        crate::atomic::write_atomic(path, &self.to_bytes())
+    }
+}
