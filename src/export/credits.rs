@@ -2,8 +2,8 @@
 //! ids, in the format an RL stack already reads. Offsets delimit the traces.
 
 use super::Done;
-use safetensors::tensor::TensorView;
-use std::collections::HashMap;
+use crate::trace::st_write::{RawTensor, serialize};
+use std::collections::BTreeMap;
 
 pub const CREDITS_FORMAT: &str = "flowtracer.credits/1";
 
@@ -28,18 +28,18 @@ pub fn credits_safetensors(done: &[Done], params: &crate::params::Params) -> Res
     }
     let n = done.len();
     let t = total as usize;
-    let views = vec![
-        ("credit", TensorView::new(safetensors::Dtype::F32, vec![t], &credit).map_err(|e| e.to_string())?),
-        ("token_ids", TensorView::new(safetensors::Dtype::I64, vec![t], &ids).map_err(|e| e.to_string())?),
-        ("offsets", TensorView::new(safetensors::Dtype::I64, vec![n + 1], &offsets).map_err(|e| e.to_string())?),
-        ("spans", TensorView::new(safetensors::Dtype::I64, vec![n, 3, 2], &spans).map_err(|e| e.to_string())?),
+    let tensors = [
+        RawTensor { name: "credit", dtype: "F32", elem_size: 4, shape: vec![t], data: &credit },
+        RawTensor { name: "token_ids", dtype: "I64", elem_size: 8, shape: vec![t], data: &ids },
+        RawTensor { name: "offsets", dtype: "I64", elem_size: 8, shape: vec![n + 1], data: &offsets },
+        RawTensor { name: "spans", dtype: "I64", elem_size: 8, shape: vec![n, 3, 2], data: &spans },
     ];
-    let mut meta = HashMap::new();
+    let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), CREDITS_FORMAT.to_string());
     meta.insert("sources".into(), serde_json::to_string(&done.iter().map(|d| &d.source).collect::<Vec<_>>()).unwrap());
     meta.insert("sample_ids".into(), serde_json::to_string(&done.iter().map(|d| d.sample_id.clone()).collect::<Vec<_>>()).unwrap());
     meta.insert("status".into(), serde_json::to_string(&done.iter().map(|d| d.result.status.name()).collect::<Vec<_>>()).unwrap());
     meta.insert("params".into(), serde_json::to_string(params).unwrap());
     meta.insert("semantics".into(), "gamma: per-token advantage multiplier, A_t = gamma_t * A_seq; spans: [trace, question|response|answer, start|end]".into());
-    safetensors::serialize(views, Some(meta)).map_err(|e| format!("cannot write credits.safetensors: {e}"))
+    Ok(serialize(&tensors, &meta))
 }

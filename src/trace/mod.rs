@@ -6,6 +6,7 @@
 mod dtype;
 mod error;
 mod load;
+pub mod st_write;
 pub mod run;
 mod write;
 

@@ -3,8 +3,8 @@
 
 use super::{Dtype, FORMAT, f32_to_bf16, f32_to_f16};
 use crate::span::Span;
-use safetensors::tensor::TensorView;
-use std::collections::{BTreeMap, HashMap};
+use super::st_write::{RawTensor, serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Attention given as f32 values of shape `[L,H,N,N]`, `[L,N,N]` or `[N,N]`, stored as `dtype`.
@@ -61,32 +61,24 @@ impl TraceBuilder {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let a = &self.attention;
-        let (st_dtype, attn_bytes): (safetensors::Dtype, Vec<u8>) = match a.dtype {
-            Dtype::F32 => (safetensors::Dtype::F32, a.values.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            Dtype::F16 => (safetensors::Dtype::F16, a.values.iter().flat_map(|&x| f32_to_f16(x).to_le_bytes()).collect()),
-            Dtype::BF16 => {
-                (safetensors::Dtype::BF16, a.values.iter().flat_map(|&x| f32_to_bf16(x).to_le_bytes()).collect())
-            }
+        let (dtype, attn): (&'static str, Vec<u8>) = match a.dtype {
+            Dtype::F32 => ("F32", a.values.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Dtype::F16 => ("F16", a.values.iter().flat_map(|&x| f32_to_f16(x).to_le_bytes()).collect()),
+            Dtype::BF16 => ("BF16", a.values.iter().flat_map(|&x| f32_to_bf16(x).to_le_bytes()).collect()),
         };
-        let ids_bytes: Option<Vec<u8>> = self.token_ids.as_ref().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect());
+        let ids: Option<Vec<u8>> = self.token_ids.as_ref().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect());
         let f32_bytes = |v: &Option<Vec<f32>>| -> Option<Vec<u8>> { v.as_ref().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()) };
-        let entropy = f32_bytes(&self.entropy);
-        let logprob = f32_bytes(&self.logprob);
-        let mut views: Vec<(&str, TensorView)> = vec![(
-            "attention",
-            TensorView::new(st_dtype, a.shape.clone(), &attn_bytes).expect("attention shape matches its values"),
-        )];
-        if let Some(b) = &ids_bytes {
-            views.push(("token_ids", TensorView::new(safetensors::Dtype::I64, vec![b.len() / 8], b).unwrap()));
+        let (entropy, logprob) = (f32_bytes(&self.entropy), f32_bytes(&self.logprob));
+        let mut tensors = vec![RawTensor { name: "attention", dtype, elem_size: a.dtype.size(), shape: a.shape.clone(), data: &attn }];
+        if let Some(b) = &ids {
+            tensors.push(RawTensor { name: "token_ids", dtype: "I64", elem_size: 8, shape: vec![b.len() / 8], data: b });
         }
-        if let Some(b) = &entropy {
-            views.push(("token_entropy", TensorView::new(safetensors::Dtype::F32, vec![b.len() / 4], b).unwrap()));
+        for (name, v) in [("token_entropy", &entropy), ("token_logprob", &logprob)] {
+            if let Some(b) = v {
+                tensors.push(RawTensor { name, dtype: "F32", elem_size: 4, shape: vec![b.len() / 4], data: b });
+            }
         }
-        if let Some(b) = &logprob {
-            views.push(("token_logprob", TensorView::new(safetensors::Dtype::F32, vec![b.len() / 4], b).unwrap()));
-        }
-        let meta: HashMap<String, String> = self.meta.clone().into_iter().collect();
-        safetensors::serialize(views, Some(meta)).expect("a well-formed trace serialises")
+        serialize(&tensors, &self.meta)
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {

@@ -1,0 +1,98 @@
+//! Helpers shared by the integration tests: hand-made graphs and throwaway files.
+#![allow(dead_code)]
+
+use flowtracer::flow::{self, FlowResult, Matrix, StepTimes};
+use flowtracer::span::{Span, Spans};
+use flowtracer::synth::Rng;
+use flowtracer::trace::{AttentionInput, Dtype, TraceBuilder};
+use flowtracer::Params;
+use std::path::PathBuf;
+
+/// A fresh folder under the system temp dir, unique per test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("flowtracer-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn spans(q: (usize, usize), r: (usize, usize), a: (usize, usize)) -> Spans {
+    Spans { question: Span::new(q.0, q.1), response: Span::new(r.0, r.1), answer: Span::new(a.0, a.1) }
+}
+
+/// M from (query k, key i, weight) triples.
+pub fn matrix(n: usize, edges: &[(usize, usize, f32)]) -> Matrix {
+    let mut m = Matrix::zeros(n);
+    for &(k, i, w) in edges {
+        m.set(k, i, w);
+    }
+    m
+}
+
+pub fn solve(m: &Matrix, s: Spans, p: &Params) -> FlowResult {
+    let mut m = m.clone();
+    flow::solve(&mut m, s, p, &mut StepTimes::default())
+}
+
+/// Random causal attention rows that sum to 1 (with a sink and a little sparsity), [N,N].
+pub fn random_attention(n: usize, rng: &mut Rng) -> Vec<f32> {
+    let mut v = vec![0f32; n * n];
+    for k in 0..n {
+        let row = &mut v[k * n..(k + 1) * n];
+        let mut total = 0.0;
+        for i in 0..=k {
+            let x = if rng.f64() < 0.3 { 0.0 } else { rng.f64().powi(3) };
+            let x = if i == 0 { x + 0.5 } else { x };
+            row[i] = x as f32;
+            total += x;
+        }
+        for x in row[..=k].iter_mut() {
+            *x = (*x as f64 / total) as f32;
+        }
+    }
+    v
+}
+
+/// A valid small trace with random attention and random spans.
+pub fn random_trace(n: usize, seed: u64) -> TraceBuilder {
+    let mut rng = Rng::new(seed);
+    let q0 = rng.below(n / 4 + 1);
+    let q1 = (q0 + 1 + rng.below(n / 4 + 1)).min(n - 1);
+    let r0 = q1 + rng.below(2).min(n - 1 - q1);
+    let a0 = r0 + rng.below(n - r0);
+    let a1 = (a0 + 1 + rng.below(3)).min(n);
+    let tokens: Vec<String> = (0..n).map(|i| format!(" t{i}")).collect();
+    let values = random_attention(n, &mut rng);
+    TraceBuilder::new(
+        tokens,
+        Span::new(q0, q1),
+        Span::new(r0, n),
+        Span::new(a0, a1),
+        AttentionInput { shape: vec![n, n], values, dtype: Dtype::F32 },
+    )
+}
+
+/// A tiny valid trace with a chain of attention: each token looks at its predecessor.
+pub fn chain_builder(n: usize, dtype: Dtype, shape: Vec<usize>) -> TraceBuilder {
+    let slabs: usize = shape[..shape.len() - 2].iter().product();
+    let mut values = vec![0f32; slabs * n * n];
+    for s in 0..slabs {
+        for k in 0..n {
+            let row = &mut values[s * n * n + k * n..s * n * n + (k + 1) * n];
+            if k == 0 {
+                row[0] = 1.0;
+            } else {
+                row[k - 1] = 0.75;
+                row[0] += 0.25;
+            }
+        }
+    }
+    let tokens: Vec<String> = (0..n).map(|i| format!(" w{i}")).collect();
+    TraceBuilder::new(
+        tokens,
+        Span::new(0, 2),
+        Span::new(2, n),
+        Span::new(n - 1, n),
+        AttentionInput { shape, values, dtype },
+    )
+}

@@ -1,0 +1,140 @@
+//! The headless export end to end, through the real binary, as CI would run it.
+
+mod common;
+use common::temp_dir;
+use std::path::Path;
+use std::process::Command;
+
+fn flowtracer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flowtracer"))
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+#[test]
+fn exports_a_run_with_one_broken_trace_and_keeps_the_rest() {
+    let dir = temp_dir("export-run");
+    let run = dir.join("run");
+    let step = run.join("step_000001");
+    std::fs::create_dir_all(&step).unwrap();
+    for entry in std::fs::read_dir("sample_traces/demo_run/step_000000").unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, step.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(step.join("broken.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
+    std::fs::write(run.join("metrics.jsonl"), "{\"step\":1}\n{\"step\":2\n").unwrap();
+    let out = dir.join("out");
+    let status = flowtracer()
+        .args(["--export", out.to_str().unwrap(), run.to_str().unwrap(), "sample_traces/addition.safetensors"])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "some traces failed → exit 1");
+
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["exported"], 3);
+    assert_eq!(summary["failed"], 1);
+    let failed: Vec<&serde_json::Value> = summary["traces"].as_array().unwrap().iter().filter(|t| t["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0]["error"].as_str().unwrap().contains("broken.safetensors"));
+    assert!(summary["runs"][0]["warnings"][0].as_str().unwrap().contains("metrics.jsonl:2"), "{}", summary["runs"]);
+
+    // Per-trace files, mirroring the run layout.
+    for stem in ["step_000001/sample_0000", "step_000001/sample_0001", "addition"] {
+        for ext in ["json", "credit.png", "backbone.svg", "backbone.png"] {
+            let p = out.join(format!("{stem}.{ext}"));
+            assert!(p.metadata().map(|m| m.len() > 100).unwrap_or(false), "{} missing or empty", p.display());
+        }
+    }
+    let rec = json(&out.join("addition.json"));
+    assert_eq!(rec["format"], "flowtracer.credit/1");
+    assert_eq!(rec["status"], "ok");
+    let n = rec["tokens"].as_array().unwrap().len();
+    for key in ["reach", "flow", "throughput", "credit"] {
+        assert_eq!(rec[key].as_array().unwrap().len(), n, "{key}");
+    }
+    assert!((rec["answer_inflow"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    assert!(rec["backbone"][0]["tokens"].as_array().unwrap().len() >= 2);
+    assert!(rec["backbone"][0]["flow"].as_f64().unwrap() > 0.0);
+    assert_eq!(rec["params"]["credit"]["gamma"], 1.5);
+    assert!(rec["spans"]["question"].as_array().unwrap().len() == 2);
+    assert!(!rec["hubs"].as_array().unwrap().is_empty());
+
+    // scores.csv: a header and one row per token of every exported trace.
+    let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+    let total: usize = ["addition", "step_000001/sample_0000", "step_000001/sample_0001"]
+        .iter()
+        .map(|s| json(&out.join(format!("{s}.json")))["n"].as_u64().unwrap() as usize)
+        .sum();
+    assert_eq!(csv.lines().count(), total + 1);
+    assert!(csv.starts_with("trace,index,token,segment,reach,flow,throughput,credit"));
+
+    // report.html: self-contained, every trace in it, the failure too.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(!html.contains("http://") || html.matches("http://").all(|_| html.contains("xmlns=\"http://www.w3.org/2000/svg\"")));
+    assert!(!html.contains("https://") && !html.contains("<script src"), "no network in the report");
+    assert!(html.contains("broken.safetensors") && html.contains("sample_0001"));
+
+    // credits.safetensors: γ per token with offsets per trace.
+    let bytes = std::fs::read(out.join("credits.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let credit = st.tensor("credit").unwrap();
+    assert_eq!(credit.shape(), &[total]);
+    let offsets = st.tensor("offsets").unwrap();
+    assert_eq!(offsets.shape(), &[4]);
+    let last = i64::from_le_bytes(offsets.data()[24..32].try_into().unwrap());
+    assert_eq!(last as usize, total);
+    let gammas: Vec<f32> = credit.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    assert!(gammas.iter().any(|&g| g == 1.5) && gammas.iter().all(|&g| g == 1.0 || g == 1.5));
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(meta.metadata().as_ref().unwrap()["format"], "flowtracer.credits/1");
+}
+
+#[test]
+fn usage_errors_exit_2_and_formats_select_files() {
+    let dir = temp_dir("export-usage");
+    let out = dir.join("out");
+    let s = flowtracer().args(["--export", out.to_str().unwrap()]).status().unwrap();
+    assert_eq!(s.code(), Some(2), "no inputs");
+    let s = flowtracer().args(["--export", out.to_str().unwrap(), "--format", "jpeg", "sample_traces"]).status().unwrap();
+    assert_eq!(s.code(), Some(2), "unknown format");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[credit]\nfraction = 2.0\n").unwrap();
+    let o = flowtracer().args(["--export", out.to_str().unwrap(), "--params", bad.to_str().unwrap(), "sample_traces"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.toml") && String::from_utf8_lossy(&o.stderr).contains("credit.fraction"));
+
+    let params = dir.join("p.json");
+    std::fs::write(&params, r#"{"credit": {"gamma": 2.0, "fraction": 0.2}}"#).unwrap();
+    let s = flowtracer()
+        .args(["--export", out.to_str().unwrap(), "--format", "json", "--params", params.to_str().unwrap(), "sample_traces/addition.safetensors"])
+        .status()
+        .unwrap();
+    assert_eq!(s.code(), Some(0));
+    assert!(out.join("addition.json").exists() && !out.join("addition.credit.png").exists() && !out.join("scores.csv").exists());
+    let rec = json(&out.join("addition.json"));
+    assert_eq!(rec["params"]["credit"]["gamma"], 2.0);
+    assert!(rec["credit"].as_array().unwrap().iter().any(|g| g == 2.0));
+}
+
+#[test]
+fn the_default_command_describes_the_bundled_sample() {
+    let o = flowtracer().output().unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("status ok") && text.contains("path 1"), "{text}");
+}
+
+#[test]
+fn export_is_deterministic() {
+    let dir = temp_dir("export-determinism");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for out in [&a, &b] {
+        let s = flowtracer().args(["--export", out.to_str().unwrap(), "sample_traces"]).status().unwrap();
+        assert_eq!(s.code(), Some(0));
+    }
+    for f in ["addition.json", "scores.csv", "credits.safetensors", "report.html", "addition.backbone.svg", "addition.credit.png"] {
+        assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs between runs");
+    }
+}

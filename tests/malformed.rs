@@ -1,0 +1,184 @@
+//! Every malformed category of the trace format, each with a file that triggers it. The error
+//! must name the file and the problem, and never panic.
+
+mod common;
+use common::{chain_builder, temp_dir};
+use flowtracer::trace::{Dtype, Problem, Trace, TraceBuilder};
+use flowtracer::{Cancel, Params};
+use safetensors::tensor::TensorView;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// Writes `bytes`, opens and analyses it; returns the error (the test fails if there is none).
+fn error_of(name: &str, bytes: &[u8]) -> (PathBuf, flowtracer::TraceError) {
+    let dir = temp_dir(name);
+    let path = dir.join(format!("{name}.safetensors"));
+    std::fs::write(&path, bytes).unwrap();
+    let err = match Trace::open(&path) {
+        Err(e) => e,
+        Ok(t) => flowtracer::analyze(&t, &Params::default(), &Cancel::default()).err().unwrap_or_else(|| panic!("{name}: accepted")),
+    };
+    (path, err)
+}
+
+fn expect(name: &str, bytes: &[u8], problem: Problem, words: &str) {
+    let (path, e) = error_of(name, bytes);
+    let text = e.to_string();
+    assert_eq!(e.problem, problem, "{name}: {text}");
+    assert!(text.contains(&path.display().to_string()), "{name}: error does not name the file: {text}");
+    assert!(text.to_lowercase().contains(words), "{name}: error does not say `{words}`: {text}");
+}
+
+fn chain(n: usize) -> TraceBuilder {
+    chain_builder(n, Dtype::F32, vec![n, n])
+}
+
+/// A chain trace whose attention values are edited by `f` before writing.
+fn edited(n: usize, f: impl Fn(&mut [f32])) -> Vec<u8> {
+    let mut v = vec![0f32; n * n];
+    for k in 0..n {
+        if k == 0 {
+            v[0] = 1.0;
+        } else {
+            v[k * n + k - 1] = 1.0;
+        }
+    }
+    f(&mut v);
+    raw(&[("attention", safetensors::Dtype::F32, vec![n, n], v.iter().flat_map(|x| x.to_le_bytes()).collect())], n, &[])
+}
+
+/// A safetensors file with the given tensors and a valid trace header for `n` tokens.
+fn raw(tensors: &[(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)], n: usize, overrides: &[(&str, &str)]) -> Vec<u8> {
+    let mut meta: HashMap<String, String> = HashMap::new();
+    meta.insert("format".into(), "flowtracer.trace/1".into());
+    meta.insert("tokens".into(), serde_json::to_string(&(0..n).map(|i| format!("t{i}")).collect::<Vec<_>>()).unwrap());
+    meta.insert("question".into(), "0:1".into());
+    meta.insert("answer".into(), format!("{}:{n}", n - 1));
+    for (k, v) in overrides {
+        if v.is_empty() {
+            meta.remove(*k);
+        } else {
+            meta.insert(k.to_string(), v.to_string());
+        }
+    }
+    let views: Vec<(&str, TensorView)> =
+        tensors.iter().map(|(name, d, shape, data)| (*name, TensorView::new(*d, shape.clone(), data).unwrap())).collect();
+    safetensors::serialize(views, Some(meta)).unwrap()
+}
+
+fn f32s(n: usize) -> Vec<u8> {
+    vec![0u8; n * 4]
+}
+
+#[test]
+fn container_problems() {
+    let good = chain(6).to_bytes();
+    expect("truncated", &good[..good.len() - 10], Problem::Container, "truncated");
+    expect("header_only", &good[..6], Problem::Container, "too short");
+    expect("not_safetensors", b"PK\x03\x04 this is a zip file, not a trace at all", Problem::Container, "not a valid safetensors");
+    let mut padded = good.clone();
+    padded.extend([0u8; 16]);
+    expect("padded", &padded, Problem::Container, "does not match the file size");
+}
+
+#[test]
+fn metadata_problems() {
+    expect("no_format", &chain(5).meta("format", "").to_bytes().to_vec().into_iter().collect::<Vec<_>>(), Problem::Metadata, "format");
+    expect("wrong_format", &chain(5).meta("format", "flowtracer.trace/9").to_bytes(), Problem::Metadata, "expected `flowtracer.trace/1`");
+    expect("bad_tokens", &chain(5).meta("tokens", "[1, 2").to_bytes(), Problem::Metadata, "tokens");
+    expect("bad_correct", &chain(5).meta("correct", "maybe").to_bytes(), Problem::Metadata, "correct");
+    expect("bad_reward", &chain(5).meta("reward", "NaN").to_bytes(), Problem::Metadata, "reward");
+    expect("bad_layers", &chain_builder(5, Dtype::F32, vec![2, 5, 5]).meta("layers", "[3]").to_bytes(), Problem::Shape, "layers");
+    let missing = raw(&[("attention", safetensors::Dtype::F32, vec![4, 4], f32s(16))], 4, &[("question", "")]);
+    expect("no_question", &missing, Problem::Metadata, "question");
+}
+
+#[test]
+fn shape_dtype_and_count_problems() {
+    expect("five_axes", &raw(&[("attention", safetensors::Dtype::F32, vec![1, 1, 1, 4, 4], f32s(16))], 4, &[]), Problem::Shape, "axes");
+    expect("not_square", &raw(&[("attention", safetensors::Dtype::F32, vec![4, 3], f32s(12))], 4, &[]), Problem::Shape, "square");
+    expect("no_attention", &raw(&[("token_ids", safetensors::Dtype::I64, vec![4], vec![0; 32])], 4, &[]), Problem::Shape, "attention");
+    expect("int_attention", &raw(&[("attention", safetensors::Dtype::I8, vec![4, 4], vec![0; 16])], 4, &[]), Problem::Dtype, "dtype");
+    expect("f64_attention", &raw(&[("attention", safetensors::Dtype::F64, vec![4, 4], vec![0; 128])], 4, &[]), Problem::Dtype, "f32, f16, bf16");
+    expect("n_mismatch", &raw(&[("attention", safetensors::Dtype::F32, vec![5, 5], f32s(25))], 4, &[]), Problem::TokenCount, "5 tokens");
+    let ids = raw(
+        &[("attention", safetensors::Dtype::F32, vec![4, 4], f32s(16)), ("token_ids", safetensors::Dtype::I64, vec![3], vec![0; 24])],
+        4,
+        &[],
+    );
+    expect("ids_mismatch", &ids, Problem::TokenCount, "token_ids");
+    let ids_dtype = raw(
+        &[("attention", safetensors::Dtype::F32, vec![4, 4], f32s(16)), ("token_ids", safetensors::Dtype::F32, vec![4], f32s(4))],
+        4,
+        &[],
+    );
+    expect("ids_dtype", &ids_dtype, Problem::Dtype, "token_ids");
+    let ent = raw(
+        &[("attention", safetensors::Dtype::F32, vec![4, 4], f32s(16)), ("token_entropy", safetensors::Dtype::F32, vec![4, 1], f32s(4))],
+        4,
+        &[],
+    );
+    expect("entropy_shape", &ent, Problem::Shape, "token_entropy");
+}
+
+#[test]
+fn span_problems() {
+    let n = 6;
+    let span = |k: &str, v: &str| chain(n).meta(k, v).to_bytes();
+    expect("answer_out_of_range", &span("answer", "5:9"), Problem::Span, "outside");
+    expect("question_after_response", &span("question", "0:4").iter().copied().collect::<Vec<_>>(), Problem::Span, "before the response");
+    expect("answer_outside_response", &chain(n).meta("answer", "1:2").to_bytes(), Problem::Span, "not inside the response");
+    expect("reversed", &span("answer", "5:4"), Problem::Span, "ends before it starts");
+    expect("empty_question", &span("question", "1:1"), Problem::Span, "question span 1:1 is empty");
+    expect("garbage_span", &span("response", "two:six"), Problem::Span, "response");
+}
+
+#[test]
+fn value_problems() {
+    let n = 5;
+    expect("nan", &edited(n, |v| v[3 * n + 1] = f32::NAN), Problem::NonFinite, "nan");
+    expect("inf", &edited(n, |v| v[2 * n] = f32::INFINITY), Problem::NonFinite, "inf");
+    expect("negative", &edited(n, |v| v[4 * n] = -0.25), Problem::Negative, "negative");
+    expect("non_causal", &edited(n, |v| v[n + 3] = 0.2), Problem::NonCausal, "causal");
+    expect("row_sum", &edited(n, |v| v[3 * n] = 0.9), Problem::RowSum, "sums to");
+    // The message says where: layer/head/row.
+    let (_, e) = error_of("where", &edited(n, |v| v[2 * n + 4] = 0.5));
+    assert!(e.message.contains("query row 2") && e.message.contains("later token 4"), "{e}");
+}
+
+#[test]
+fn params_that_do_not_fit_the_trace() {
+    let t = Trace::from_bytes(chain_builder(6, Dtype::F16, vec![3, 6, 6]).to_bytes(), std::path::Path::new("lnn.safetensors")).unwrap();
+    let mut p = Params::default();
+    p.aggregate.heads = Some(vec![0]);
+    let e = flowtracer::analyze(&t, &p, &Cancel::default()).unwrap_err();
+    assert_eq!(e.problem, Problem::Params);
+    assert!(e.to_string().contains("lnn.safetensors") && e.to_string().contains("no head axis"), "{e}");
+    p.aggregate.heads = None;
+    p.aggregate.layers = Some([7, 9]);
+    let e = flowtracer::analyze(&t, &p, &Cancel::default()).unwrap_err();
+    assert!(e.to_string().contains("holds none of the kept layers"), "{e}");
+}
+
+#[test]
+fn every_layout_and_dtype_loads_and_agrees() {
+    // The same chain through [N,N] f32, [L,N,N] bf16 and [L,H,N,N] f16 gives the same credit.
+    let n = 9;
+    let mut credits = vec![];
+    for (dtype, shape) in [(Dtype::F32, vec![n, n]), (Dtype::BF16, vec![2, n, n]), (Dtype::F16, vec![3, 2, n, n])] {
+        let t = Trace::from_bytes(chain_builder(n, dtype, shape.clone()).to_bytes(), std::path::Path::new("layout.safetensors")).unwrap();
+        let r = flowtracer::analyze(&t, &Params::default(), &Cancel::default()).unwrap();
+        assert_eq!(r.status, flowtracer::Status::Ok, "{shape:?}");
+        credits.push(r.credit);
+    }
+    assert_eq!(credits[0], credits[1]);
+    assert_eq!(credits[0], credits[2]);
+}
+
+#[test]
+fn empty_answer_is_valid_with_status_no_answer() {
+    let t = Trace::from_bytes(chain(6).meta("answer", "6:6").to_bytes(), std::path::Path::new("noans.safetensors")).unwrap();
+    let r = flowtracer::analyze(&t, &Params::default(), &Cancel::default()).unwrap();
+    assert_eq!(r.status, flowtracer::Status::NoAnswer);
+    assert!(r.credit.iter().all(|&g| g == 1.0));
+}
