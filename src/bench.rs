@@ -19,6 +19,8 @@ pub struct BenchRow {
     pub export: Option<Duration>,
     /// Peak heap above the baseline during the pipeline, bytes (None: allocator not installed).
     pub peak_heap: Option<usize>,
+    /// The NumPy/SciPy peer's pipeline time on the same file, when asked for.
+    pub peer: Option<Duration>,
 }
 
 impl BenchRow {
@@ -28,13 +30,15 @@ impl BenchRow {
 }
 
 /// Median of each step over `repeat` runs.
-fn time_pipeline(trace: &Trace, params: &Params, repeat: usize) -> (StepTimes, Duration, Option<usize>) {
+fn time_pipeline(trace: &Trace, params: &Params, repeat: usize) -> (StepTimes, Duration, Option<usize>, usize) {
     let mut runs: Vec<(StepTimes, Duration, usize)> = Vec::new();
+    let mut slabs = 1;
     for _ in 0..repeat.max(1) {
         let base = crate::alloc::reset_peak();
         let t = Instant::now();
         let r = flow::analyze(trace, params, &Cancel::default()).expect("synthetic traces are valid");
         let total = t.elapsed();
+        slabs = r.layers.len().max(1) * r.heads.len().max(1);
         runs.push((r.times, total, crate::alloc::peak().saturating_sub(base)));
     }
     let med = |f: &dyn Fn(&(StepTimes, Duration, usize)) -> Duration| {
@@ -51,7 +55,23 @@ fn time_pipeline(trace: &Trace, params: &Params, repeat: usize) -> (StepTimes, D
         credit: med(&|r| r.0.credit),
     };
     let peak = runs.iter().map(|r| r.2).max().unwrap_or(0);
-    (steps, med(&|r| r.1), crate::alloc::installed().then_some(peak))
+    (steps, med(&|r| r.1), crate::alloc::installed().then_some(peak), slabs)
+}
+
+/// Runs the peer script (`python3 SCRIPT FILE --bench REPEAT`) and reads its median pipeline time.
+pub fn run_peer(script: &Path, file: &Path, repeat: usize) -> Result<Duration, String> {
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(file)
+        .args(["--bench", &repeat.max(1).to_string()])
+        .output()
+        .map_err(|e| format!("python3 {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("peer failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("peer output: {e}"))?;
+    let ms = v["ms"]["pipeline"].as_f64().ok_or("peer output has no ms.pipeline")?;
+    Ok(Duration::from_secs_f64(ms / 1e3))
 }
 
 pub struct BenchCase {
@@ -71,7 +91,14 @@ impl BenchCase {
     }
 }
 
-pub fn run_case(case: &BenchCase, dir: &Path, backend: &dyn Backend, repeat: usize, with_export: bool) -> Result<BenchRow, String> {
+pub fn run_case(
+    case: &BenchCase,
+    dir: &Path,
+    backend: &dyn Backend,
+    repeat: usize,
+    with_export: bool,
+    peer: Option<&Path>,
+) -> Result<BenchRow, String> {
     let rank = if case.layers == 1 && case.heads == 1 { 2 } else { 4 };
     let spec = SynthSpec {
         seed: case.n as u64,
@@ -87,12 +114,9 @@ pub fn run_case(case: &BenchCase, dir: &Path, backend: &dyn Backend, repeat: usi
     builder.write(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     drop(builder);
     let trace = Trace::open(&path).map_err(|e| e.to_string())?;
-    // All layers: the bench measures reading every byte of the file.
-    let mut params = Params::default();
-    if rank == 4 {
-        params.aggregate.layers = Some([0, case.layers]);
-    }
-    let (steps, pipeline, peak_heap) = time_pipeline(&trace, &params, repeat);
+    let params = Params::default();
+    let (steps, pipeline, peak_heap, slabs) = time_pipeline(&trace, &params, repeat);
+    let peer = peer.map(|script| run_peer(script, &path, repeat)).transpose()?;
     let export = if with_export {
         let out = dir.join(format!("export_{}", case.n));
         let t = Instant::now();
@@ -104,22 +128,23 @@ pub fn run_case(case: &BenchCase, dir: &Path, backend: &dyn Backend, repeat: usi
     Ok(BenchRow {
         n: trace.n(),
         layout: case.label(),
-        attention_bytes: trace.attention.byte_len(),
+        attention_bytes: slabs * trace.n() * trace.n() * trace.attention.dtype.size(),
         steps,
         pipeline,
         export,
         peak_heap,
+        peer,
     })
 }
 
 pub fn format_table(rows: &[BenchRow]) -> String {
     let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
     let mut s = String::from(
-        "| N | attention | aggregate ms | GB/s | reach ms | flow ms | backbone ms | roles ms | credit ms | pipeline ms | export ms | peak heap MiB | N×N f32 MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| N | attention | aggregate ms | GB/s | reach ms | flow ms | backbone ms | roles ms | credit ms | pipeline ms | export ms | peak heap MiB | N×N f32 MiB | NumPy peer ms | speed-up |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |\n",
             r.n,
             r.layout,
             ms(r.steps.aggregate),
@@ -133,6 +158,8 @@ pub fn format_table(rows: &[BenchRow]) -> String {
             r.export.map_or("-".into(), ms),
             r.peak_heap.map_or("n/a".into(), |b| format!("{:.0}", b as f64 / (1 << 20) as f64)),
             (r.n * r.n * 4) as f64 / (1 << 20) as f64,
+            r.peer.map_or("-".into(), ms),
+            r.peer.map_or("-".into(), |p| format!("{:.1}×", p.as_secs_f64() / r.pipeline.as_secs_f64())),
         ));
     }
     s

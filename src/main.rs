@@ -52,6 +52,9 @@ enum Command {
         /// Where the synthetic traces go (a temporary folder by default).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also time this peer script on the same files (`tests/peer/flowtracer_numpy.py`).
+        #[arg(long)]
+        peer: Option<PathBuf>,
     },
     /// Write synthetic traces (the bundled samples are made with this).
     Synth {
@@ -79,7 +82,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Bench { sizes, backend, repeat, no_heads, dir }) => run_bench(sizes, backend, repeat, no_heads, dir),
+        Some(Command::Bench { sizes, backend, repeat, no_heads, dir, peer }) => run_bench(sizes, backend, repeat, no_heads, dir, peer),
         Some(Command::Synth { out, tokens, layers, heads, seed, dtype, rank, no_answer }) => {
             let dtype = match dtype.to_ascii_lowercase().as_str() {
                 "f32" => Dtype::F32,
@@ -195,7 +198,7 @@ fn run_view(cli: &Cli) -> ExitCode {
     if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
-fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, dir: Option<PathBuf>) -> ExitCode {
+fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, dir: Option<PathBuf>, peer: Option<PathBuf>) -> ExitCode {
     let backend = match backend::select(choice) {
         Ok(b) => b,
         Err(e) => return usage(e),
@@ -214,7 +217,7 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, d
         }
         for case in cases {
             eprintln!("bench: N = {n}, {} …", case.label());
-            match bench::run_case(&case, &dir, backend.as_ref(), repeat, case.layers == 1) {
+            match bench::run_case(&case, &dir, backend.as_ref(), repeat, case.layers == 1, peer.as_deref()) {
                 Ok(row) => rows.push(row),
                 Err(e) => {
                     eprintln!("flowtracer: bench N = {n}: {e}");
