@@ -140,7 +140,7 @@ pub fn run_case(
 pub fn format_table(rows: &[BenchRow]) -> String {
     let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
     let mut s = String::from(
-        "| N | attention | aggregate ms | GB/s | reach ms | flow ms | backbone ms | roles ms | credit ms | pipeline ms | export ms | peak heap MiB | N×N f32 MiB | NumPy peer ms | speed-up |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| N | attention | aggregate ms | GB/s | reach ms | flow ms | backbone ms | roles ms | credit ms | pipeline ms | export ms | peak heap MiB | matrix MiB | NumPy peer ms | speed-up |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         s.push_str(&format!(
@@ -157,7 +157,7 @@ pub fn format_table(rows: &[BenchRow]) -> String {
             ms(r.pipeline),
             r.export.map_or("-".into(), ms),
             r.peak_heap.map_or("n/a".into(), |b| format!("{:.0}", b as f64 / (1 << 20) as f64)),
-            (r.n * r.n * 4) as f64 / (1 << 20) as f64,
+            crate::flow::Matrix::bytes_for(r.n) as f64 / (1 << 20) as f64,
             r.peer.map_or("-".into(), ms),
             r.peer.map_or("-".into(), |p| format!("{:.1}×", p.as_secs_f64() / r.pipeline.as_secs_f64())),
         ));

@@ -91,31 +91,37 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
     let mut m = Matrix::zeros(n);
     let scale = 1.0 / sel.slabs.len() as f64;
     let threshold = p.threshold;
-    m.data.par_chunks_mut(n).enumerate().with_min_len(16).try_for_each_init(
+    m.rows_mut().into_par_iter().enumerate().with_min_len(16).try_for_each_init(
         || (vec![0f32; n], vec![0f64; n]),
         |(buf, acc), (k, out)| {
             if cancel.load(Ordering::Relaxed) {
                 return Err(DataError::new(Problem::Cancelled, "cancelled"));
             }
             acc[..=k].fill(if p.reduce == Reduce::Max { f64::NEG_INFINITY } else { 0.0 });
+            let mean = p.reduce == Reduce::Mean;
             for &(l, h) in &sel.slabs {
                 let bytes = att.row_bytes(l, h, k);
                 let es = att.dtype.size();
                 check_causal(&bytes[(k + 1) * es..], att, l, h, k)?;
-                att.dtype.decode(&bytes[..(k + 1) * es], &mut buf[..=k]);
-                let mut sum = 0.0f64;
-                for (i, &x) in buf[..=k].iter().enumerate() {
-                    if !x.is_finite() {
-                        return Err(bad(Problem::NonFinite, att, l, h, k, format!("weight {x} on key {i}")));
+                let row = &mut buf[..=k];
+                att.dtype.decode(&bytes[..(k + 1) * es], row);
+                // One branch-free pass: a NaN or ∞ poisons the sum, a negative shows in the min.
+                let (mut sum, mut min) = (0.0f64, f32::INFINITY);
+                if mean {
+                    for (a, &x) in acc[..=k].iter_mut().zip(row.iter()) {
+                        *a += x as f64;
+                        sum += x as f64;
+                        min = min.min(x);
                     }
-                    if x < 0.0 {
-                        return Err(bad(Problem::Negative, att, l, h, k, format!("negative weight {x} on key {i}")));
+                } else {
+                    for (a, &x) in acc[..=k].iter_mut().zip(row.iter()) {
+                        *a = a.max(x as f64);
+                        sum += x as f64;
+                        min = min.min(x);
                     }
-                    sum += x as f64;
-                    match p.reduce {
-                        Reduce::Mean => acc[i] += x as f64,
-                        Reduce::Max => acc[i] = acc[i].max(x as f64),
-                    }
+                }
+                if !sum.is_finite() || min < 0.0 {
+                    return Err(first_bad_value(row, att, l, h, k));
                 }
                 if sum > 1.0 + ROW_SUM_TOLERANCE {
                     return Err(bad(
@@ -128,19 +134,36 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
                     ));
                 }
             }
-            for i in 0..k {
-                let v = if p.reduce == Reduce::Mean { acc[i] * scale } else { acc[i] };
-                out[i] = if v < threshold { 0.0 } else { v as f32 };
+            // `out` is M[k, 0..k]: no self edge, nothing from the future.
+            for (o, &a) in out.iter_mut().zip(&acc[..k]) {
+                let v = if mean { a * scale } else { a };
+                *o = if v < threshold { 0.0 } else { v as f32 };
             }
-            // out[k..] stays 0: no self edge, nothing from the future.
             Ok(())
         },
     )?;
     Ok(m)
 }
 
+/// Names the first NaN, infinite or negative entry of a row already known to hold one.
+fn first_bad_value(row: &[f32], att: &Attention, l: usize, h: usize, k: usize) -> DataError {
+    for (i, &x) in row.iter().enumerate() {
+        if !x.is_finite() {
+            return bad(Problem::NonFinite, att, l, h, k, format!("weight {x} on key {i}"));
+        }
+        if x < 0.0 {
+            return bad(Problem::Negative, att, l, h, k, format!("negative weight {x} on key {i}"));
+        }
+    }
+    // NaN makes `min` skip it but the sum catches it; reaching here means an overflowing sum.
+    bad(Problem::NonFinite, att, l, h, k, "sums to infinity".into())
+}
+
 fn check_causal(upper: &[u8], att: &Attention, l: usize, h: usize, k: usize) -> Result<(), DataError> {
-    if upper.iter().all(|&b| b == 0) {
+    // Fast path: whole words of zero bytes (what every causal dump holds above the diagonal).
+    // SAFETY: every bit pattern is a valid u64; align_to only reinterprets the aligned middle.
+    let (head, words, tail) = unsafe { upper.align_to::<u64>() };
+    if head.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && tail.iter().all(|&b| b == 0) {
         return Ok(());
     }
     let mut vals = vec![0f32; upper.len() / att.dtype.size()];

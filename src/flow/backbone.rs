@@ -41,22 +41,28 @@ impl Sweep for Widest<'_> {
 
     fn gather(&self, k: usize, row: &[f32], sources: Range<usize>) -> (f64, usize) {
         let hk = self.h[k];
-        let mut best = (0.0, NONE);
-        if hk <= 0.0 {
-            return best;
+        if hk <= 0.0 || sources.is_empty() {
+            return (0.0, NONE);
         }
-        let start = sources.start;
-        for (j, (&w, &g)) in row[sources.clone()].iter().zip(&self.g[sources]).enumerate() {
-            if w == 0.0 || g == 0.0 {
-                continue;
-            }
-            let i = start + j;
-            let cand = self.width[i].min(g * w as f64 * hk);
-            if cand > best.0 {
-                best = (cand, i);
+        let (w, g, width) = (&row[sources.clone()], &self.g[sources.clone()], &self.width[sources.clone()]);
+        let cand = |j: usize| width[j].min(g[j] * w[j] as f64 * hk);
+        // The maximum first, in four independent lanes so it pipelines; then its first index.
+        let mut lanes = [0.0f64; 4];
+        let split = w.len() / 4 * 4;
+        for j in (0..split).step_by(4) {
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                *lane = lane.max(cand(j + l));
             }
         }
-        best
+        let mut best = lanes.iter().copied().fold(0.0, f64::max);
+        for j in split..w.len() {
+            best = best.max(cand(j));
+        }
+        if best <= 0.0 {
+            return (0.0, NONE);
+        }
+        let j = (0..w.len()).find(|&j| cand(j) == best).expect("the maximum is attained");
+        (best, sources.start + j)
     }
 
     fn combine(a: (f64, usize), b: (f64, usize)) -> (f64, usize) {
@@ -71,6 +77,29 @@ impl Sweep for Widest<'_> {
         }
         self.width[k] = best.0;
         self.pred[k] = best.1;
+    }
+}
+
+/// Re-settles only the tokens whose widest path used what the last path consumed. Residuals only
+/// shrink, so a token whose chosen predecessor kept its width over an untouched edge keeps its
+/// width and predecessor (earlier candidates were strictly narrower and stay so): the result is
+/// the full sweep's, at a fraction of its cost.
+fn update_widths(m: &Matrix, w: &mut Widest, rows: Range<usize>, source: usize, changed_edge_into: &std::collections::HashMap<usize, usize>) {
+    let mut dirty = vec![false; m.n];
+    let first = rows.start;
+    for k in rows {
+        let p = w.pred[k];
+        let stale = match p {
+            NONE => false,
+            SOURCE => k == source,
+            i => dirty[i] || changed_edge_into.get(&k) == Some(&i),
+        };
+        if stale {
+            let old = w.width[k];
+            let acc = w.gather(k, m.row(k), first..k);
+            w.settle(k, acc);
+            dirty[k] = w.width[k] != old;
+        }
     }
 }
 
@@ -91,10 +120,10 @@ pub fn backbone(m: &mut Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usi
     let mut explained = 0.0;
     let rows = spans.question.start..spans.answer.end;
 
+    let mut w = Widest { h, g: &g, spans, source_left: &source_left, width: vec![0.0; n], pred: vec![NONE; n] };
+    forward_sweep(m, spans.question.start, rows.clone(), &mut w);
+    let (mut width, mut pred) = (w.width, w.pred);
     while paths.len() < p.max_paths && explained < p.coverage - 1e-12 {
-        let mut w = Widest { h, g: &g, spans, source_left: &source_left, width: vec![0.0; n], pred: vec![NONE; n] };
-        forward_sweep(m, spans.question.start, rows.clone(), &mut w);
-        let (width, pred) = (w.width, w.pred);
         let Some((a, flow)) = spans
             .answer
             .range()
@@ -131,7 +160,14 @@ pub fn backbone(m: &mut Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usi
             m.set(k, i, scaled);
         }
         explained += flow;
+        let source = tokens[0];
+        let changed_edge_into: std::collections::HashMap<usize, usize> = tokens.windows(2).map(|e| (e[1], e[0])).collect();
         paths.push(FlowPath { tokens, flow });
+        if paths.len() < p.max_paths && explained < p.coverage - 1e-12 {
+            let mut w = Widest { h, g: &g, spans, source_left: &source_left, width, pred };
+            update_widths(m, &mut w, rows.clone(), source, &changed_edge_into);
+            (width, pred) = (w.width, w.pred);
+        }
     }
     // Restore in reverse so an edge used twice gets its original value back.
     for &(k, i, v) in undo.iter().rev() {

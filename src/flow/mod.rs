@@ -72,7 +72,8 @@ pub struct FlowResult {
     pub flow: Vec<f64>,
     pub throughput: Vec<f64>,
     pub credit: Vec<f64>,
-    /// Effective number of far sources feeding each token (the checkpoint score).
+    /// Effective number of far sources feeding each backbone token (the checkpoint score; 0 off
+    /// the backbone).
     pub far_sources: Vec<f64>,
     pub backbone: Vec<FlowPath>,
     pub hubs: Vec<usize>,
@@ -160,7 +161,7 @@ pub fn solve(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepTime
     let backbone = backbone::backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone);
     times.backbone = t.elapsed();
     let t = Instant::now();
-    let far = roles::far_sources(m, &h, &uf.flow, spans, params.roles.checkpoint_min_distance);
+    let far = roles::far_sources(m, &h, &uf.flow, spans, &backbone, params.roles.checkpoint_min_distance);
     let hubs = if status == Status::Ok { roles::hubs(&tau, spans, &params.roles) } else { vec![] };
     let checkpoints = roles::checkpoints(&backbone, &far, spans, &params.roles);
     times.roles = t.elapsed();

@@ -32,42 +32,53 @@ pub fn hubs(tau: &[f64], spans: Spans, p: &RoleParams) -> Vec<usize> {
     hubs
 }
 
-/// Effective number of far sources of every token: the share of inflow from tokens at least
-/// `min_distance` back, times the exponential of the entropy of that far inflow. m equal far
-/// sources give m; a token fed mostly by its neighbour gives about 0.
-pub fn far_sources(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, min_distance: usize) -> Vec<f64> {
+/// Effective number of far sources of each backbone token: the share of its inflow from tokens
+/// at least `min_distance` back, times the exponential of the entropy of that far inflow. m equal
+/// far sources give m; a token fed by its neighbour gives about 0. Off the backbone it is 0: the
+/// score only decides checkpoints, and a logarithm per edge of all N² is not worth paying for.
+pub fn far_sources(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, paths: &[FlowPath], min_distance: usize) -> Vec<f64> {
     let n = m.n;
-    let g: Vec<f64> = (0..n).map(|i| if conserves(i, h, spans.answer) { f[i] / h[i] } else { 0.0 }).collect();
-    (0..n)
+    let mut out = vec![0.0; n];
+    let tokens: BTreeSet<usize> = paths.iter().flat_map(|p| p.tokens.iter().copied()).filter(|&k| k >= spans.question.end).collect();
+    let values: Vec<(usize, f64)> = tokens
         .into_par_iter()
-        .with_min_len(64)
-        .map(|k| {
-            if f[k] <= 0.0 || k < spans.question.end {
-                return 0.0;
-            }
-            let row = m.row(k);
-            let d = min_distance.max(1);
-            let far_end = if k >= d { k - d + 1 } else { 0 };
-            let (mut total, mut far, mut far_plogp) = (0.0f64, 0.0f64, 0.0f64);
-            for i in 0..k {
-                let phi = g[i] * row[i] as f64 * h[k];
-                if phi <= 0.0 {
-                    continue;
-                }
-                total += phi;
-                if i < far_end {
-                    far += phi;
-                    far_plogp += phi * phi.ln();
-                }
-            }
-            if far <= 0.0 || total <= 0.0 {
-                return 0.0;
-            }
-            // H = -Σ p ln p with p = φ/far  =  ln(far) - Σ φ ln φ / far.
-            let entropy = far.ln() - far_plogp / far;
-            (far / total) * entropy.exp()
-        })
-        .collect()
+        .map(|k| (k, far_sources_of(m, h, f, spans, k, min_distance)))
+        .collect();
+    for (k, v) in values {
+        out[k] = v;
+    }
+    out
+}
+
+/// The far-source score of one token (the app's inspector asks for any token).
+pub fn far_sources_of(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, k: usize, min_distance: usize) -> f64 {
+    if f[k] <= 0.0 {
+        return 0.0;
+    }
+    let row = m.row(k);
+    let d = min_distance.max(1);
+    let far_end = if k >= d { k - d + 1 } else { 0 };
+    let (mut total, mut far, mut far_plogp) = (0.0f64, 0.0f64, 0.0f64);
+    for i in 0..k {
+        if !conserves(i, h, spans.answer) {
+            continue;
+        }
+        let phi = f[i] / h[i] * row[i] as f64 * h[k];
+        if phi <= 0.0 {
+            continue;
+        }
+        total += phi;
+        if i < far_end {
+            far += phi;
+            far_plogp += phi * phi.ln();
+        }
+    }
+    if far <= 0.0 || total <= 0.0 {
+        return 0.0;
+    }
+    // H = -Σ p ln p with p = φ/far  =  ln(far) - Σ φ ln φ / far.
+    let entropy = far.ln() - far_plogp / far;
+    (far / total) * entropy.exp()
 }
 
 pub fn checkpoints(paths: &[FlowPath], sources: &[f64], spans: Spans, p: &RoleParams) -> Vec<usize> {

@@ -117,12 +117,13 @@ fn parse_inner(storage: Arc<Storage>, path: &Path) -> Result<Trace, DataError> {
         ));
     }
     let budget = matrix_budget();
-    let need = (n as u128) * (n as u128) * 4;
+    // The pipeline's one matrix: the strict lower triangle in f32.
+    let need = (n as u128) * (n as u128).saturating_sub(1) / 2 * 4;
     if need > budget as u128 {
         return Err(DataError::new(
             Problem::TooLarge,
             format!(
-                "N = {n} needs a {} MiB N×N matrix, over the budget of {} MiB (set {MAX_MATRIX_BYTES_ENV} to change it)",
+                "N = {n} needs a {} MiB attention matrix, over the budget of {} MiB (set {MAX_MATRIX_BYTES_ENV} to change it)",
                 need >> 20,
                 budget >> 20
             ),
@@ -315,7 +316,7 @@ fn parse_meta(meta: &HashMap<String, String>, file_layers: usize, has_layer_axis
     })
 }
 
-/// Bytes the one N×N f32 matrix of a trace may take: `FLOWTRACER_MAX_MATRIX_BYTES`, else half of
+/// Bytes the one (lower-triangular f32) matrix of a trace may take: `FLOWTRACER_MAX_MATRIX_BYTES`, else half of
 /// the memory available now, so a 100k-token dump is refused with a reason instead of swapping.
 pub fn matrix_budget() -> u64 {
     if let Some(v) = std::env::var(MAX_MATRIX_BYTES_ENV).ok().and_then(|v| v.trim().parse().ok()) {

@@ -143,7 +143,8 @@ def pipeline(att, meta, timings):
     hubs = sorted(int(x) for x in top(tau, [k for k in resp if tau[k] > 0], max(1, math.ceil(0.05 * len(resp) - 1e-9)))) if status == "ok" else []
     phi0 = m * g[None, :] * h[:, None]
     far_sources = np.zeros(n)
-    for k in range(q1, n):
+    on_backbone = {k for p in paths for k in p["tokens"] if k >= q1}
+    for k in sorted(on_backbone):
         if f[k] <= 0:
             continue
         row = phi0[k, :k]
