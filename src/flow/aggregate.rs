@@ -97,6 +97,28 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
             if cancel.load(Ordering::Relaxed) {
                 return Err(DataError::new(Problem::Cancelled, "cancelled"));
             }
+            if let [(l, h)] = sel.slabs[..] {
+                // One slab (an [N,N] file, or one layer and head): mean and max are the values
+                // themselves, so they go straight into M without the f64 accumulator.
+                let es = att.dtype.size();
+                let bytes = att.row_bytes(l, h, k);
+                check_causal(&bytes[(k + 1) * es..], att, l, h, k)?;
+                att.dtype.decode(&bytes[..k * es], out);
+                let mut diag = [0f32];
+                att.dtype.decode(&bytes[k * es..(k + 1) * es], &mut diag);
+                let (sum, min) = row_stats(out);
+                let (sum, min) = (sum + diag[0] as f64, min.min(diag[0]));
+                if !sum.is_finite() || min < 0.0 {
+                    buf[..k].copy_from_slice(out);
+                    buf[k] = diag[0];
+                    return Err(first_bad_value(&buf[..=k], att, l, h, k));
+                }
+                check_row_sum(sum, att, l, h, k)?;
+                if threshold > 0.0 {
+                    out.iter_mut().filter(|x| ((**x) as f64) < threshold).for_each(|x| *x = 0.0);
+                }
+                return Ok(());
+            }
             acc[..=k].fill(if p.reduce == Reduce::Max { f64::NEG_INFINITY } else { 0.0 });
             let mean = p.reduce == Reduce::Mean;
             for &(l, h) in &sel.slabs {
@@ -105,34 +127,16 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
                 check_causal(&bytes[(k + 1) * es..], att, l, h, k)?;
                 let row = &mut buf[..=k];
                 att.dtype.decode(&bytes[..(k + 1) * es], row);
-                // One branch-free pass: a NaN or ∞ poisons the sum, a negative shows in the min.
-                let (mut sum, mut min) = (0.0f64, f32::INFINITY);
+                let (sum, min) = row_stats(row);
                 if mean {
-                    for (a, &x) in acc[..=k].iter_mut().zip(row.iter()) {
-                        *a += x as f64;
-                        sum += x as f64;
-                        min = min.min(x);
-                    }
+                    acc[..=k].iter_mut().zip(row.iter()).for_each(|(a, &x)| *a += x as f64);
                 } else {
-                    for (a, &x) in acc[..=k].iter_mut().zip(row.iter()) {
-                        *a = a.max(x as f64);
-                        sum += x as f64;
-                        min = min.min(x);
-                    }
+                    acc[..=k].iter_mut().zip(row.iter()).for_each(|(a, &x)| *a = a.max(x as f64));
                 }
                 if !sum.is_finite() || min < 0.0 {
                     return Err(first_bad_value(row, att, l, h, k));
                 }
-                if sum > 1.0 + ROW_SUM_TOLERANCE {
-                    return Err(bad(
-                        Problem::RowSum,
-                        att,
-                        l,
-                        h,
-                        k,
-                        format!("sums to {sum:.4} > 1: not attention probabilities (softmax rows sum to 1)"),
-                    ));
-                }
+                check_row_sum(sum, att, l, h, k)?;
             }
             // `out` is M[k, 0..k]: no self edge, nothing from the future.
             for (o, &a) in out.iter_mut().zip(&acc[..k]) {
@@ -143,6 +147,46 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
         },
     )?;
     Ok(m)
+}
+
+/// Sum and minimum of a row in one branch-free pass: a NaN or ∞ poisons the sum, a negative
+/// shows in the minimum. Eight lanes so the additions pipeline instead of waiting on each other.
+fn row_stats(row: &[f32]) -> (f64, f32) {
+    let mut sums = [0f32; 8];
+    let mut mins = [f32::INFINITY; 8];
+    let chunks = row.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            sums[l] += c[l];
+            mins[l] = mins[l].min(c[l]);
+        }
+    }
+    let mut sum: f64 = sums.iter().map(|&x| x as f64).sum();
+    let mut min = mins.iter().copied().fold(f32::INFINITY, f32::min);
+    for &x in rest {
+        sum += x as f64;
+        min = min.min(x);
+    }
+    // f32::min ignores NaN; make sure a NaN anywhere still shows.
+    if sums.iter().any(|s| s.is_nan()) {
+        sum = f64::NAN;
+    }
+    (sum, min)
+}
+
+fn check_row_sum(sum: f64, att: &Attention, l: usize, h: usize, k: usize) -> Result<(), DataError> {
+    if sum > 1.0 + ROW_SUM_TOLERANCE {
+        return Err(bad(
+            Problem::RowSum,
+            att,
+            l,
+            h,
+            k,
+            format!("sums to {sum:.4} > 1: not attention probabilities (softmax rows sum to 1)"),
+        ));
+    }
+    Ok(())
 }
 
 /// Names the first NaN, infinite or negative entry of a row already known to hold one.
