@@ -29,3 +29,5 @@ pub const SAMPLE_NAME: &str = "sample_traces/addition.safetensors";
 pub fn sample_trace() -> Trace {
     Trace::from_bytes(SAMPLE_TRACE.to_vec(), std::path::Path::new(SAMPLE_NAME)).expect("the bundled sample is valid")
 }
+
+pub mod app;

@@ -27,6 +27,9 @@ struct Cli {
     /// Comma-separated subset of json,csv,png,svg,html,credits.
     #[arg(long, default_value = "json,csv,png,svg,html,credits")]
     format: String,
+    /// Print the backbone, hubs and credit on the terminal instead of opening the window.
+    #[arg(long)]
+    print: bool,
     /// Trace files or run folders.
     #[arg(value_name = "TRACE|RUN")]
     inputs: Vec<PathBuf>,
@@ -55,6 +58,9 @@ enum Command {
         /// Also time this peer script on the same files (`tests/peer/flowtracer_numpy.py`).
         #[arg(long)]
         peer: Option<PathBuf>,
+        /// Time the app instead: a re-score and a frame of the text view, per size.
+        #[arg(long)]
+        ui: bool,
     },
     /// Write synthetic traces (the bundled samples are made with this).
     Synth {
@@ -82,7 +88,16 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Bench { sizes, backend, repeat, no_heads, dir, peer }) => run_bench(sizes, backend, repeat, no_heads, dir, peer),
+        Some(Command::Bench { sizes, repeat, ui: true, .. }) => {
+            println!("| N | re-score ms: credit/backbone/roles change | re-score ms: aggregation change ([4,8,N,N] F16) | text view frame ms (CPU: layout + tessellation) |\n|---|---|---|---|");
+            for n in sizes {
+                let b = bench::ui_bench(n, repeat);
+                let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+                println!("| {} | {:.1} | {:.1} | {:.2} |", b.n, ms(b.rescore), ms(b.reaggregate), ms(b.frame));
+            }
+            ExitCode::SUCCESS
+        }
+        Some(Command::Bench { sizes, backend, repeat, no_heads, dir, peer, ui: false }) => run_bench(sizes, backend, repeat, no_heads, dir, peer),
         Some(Command::Synth { out, tokens, layers, heads, seed, dtype, rank, no_answer }) => {
             let dtype = match dtype.to_ascii_lowercase().as_str() {
                 "f32" => Dtype::F32,
@@ -101,7 +116,8 @@ fn main() -> ExitCode {
         }
         None => match cli.export.clone() {
             Some(out) => run_export(out, &cli),
-            None => run_view(&cli),
+            None if cli.print => run_print(&cli),
+            None => run_app(&cli),
         },
     }
 }
@@ -170,8 +186,22 @@ fn run_export(out: PathBuf, cli: &Cli) -> ExitCode {
     }
 }
 
-/// Without the desktop app in this build, the "view" is the terminal summary.
-fn run_view(cli: &Cli) -> ExitCode {
+fn run_app(cli: &Cli) -> ExitCode {
+    let params = match load_params(&cli.params) {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+    match flowtracer::app::run(&cli.inputs, params) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flowtracer: {e}\n(or print the result on the terminal: flowtracer --print [TRACE|RUN])");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The terminal view: backbone, hubs, checkpoints, credit counts.
+fn run_print(cli: &Cli) -> ExitCode {
     let params = match load_params(&cli.params) {
         Ok(p) => p,
         Err(e) => return usage(e),

@@ -119,8 +119,8 @@ fn usage_errors_exit_2_and_formats_select_files() {
 }
 
 #[test]
-fn the_default_command_describes_the_bundled_sample() {
-    let o = flowtracer().output().unwrap();
+fn print_describes_the_bundled_sample() {
+    let o = flowtracer().arg("--print").output().unwrap();
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("status ok") && text.contains("path 1"), "{text}");
@@ -137,4 +137,12 @@ fn export_is_deterministic() {
     for f in ["addition.json", "scores.csv", "credits.safetensors", "report.html", "addition.backbone.svg", "addition.credit.png"] {
         assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs between runs");
     }
+}
+
+#[test]
+fn without_a_display_the_app_points_to_the_export() {
+    let o = flowtracer().env_remove("DISPLAY").env_remove("WAYLAND_DISPLAY").output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no display") && err.contains("--export"), "{err}");
 }

@@ -5,7 +5,7 @@
 mod credits;
 mod html;
 pub mod record;
-mod table;
+pub mod table;
 
 use crate::atomic::write_atomic;
 use crate::backend::Backend;

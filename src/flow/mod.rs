@@ -115,7 +115,16 @@ impl Cancel {
 /// Runs every step on the CPU and keeps the aggregated matrix (the app draws it; the inspector
 /// reads edge flows from it).
 pub fn analyze_with_matrix(trace: &Trace, params: &Params, cancel: &Cancel) -> Result<(FlowResult, Matrix), TraceError> {
-    analyze_inner(trace, params, cancel).map_err(|e| e.at(&trace.path))
+    analyze_spans(trace, trace.spans, params, cancel)
+}
+
+/// Like [`analyze_with_matrix`] with other spans than the file's (the app lets the user pick the
+/// question and answer by selecting tokens).
+pub fn analyze_spans(trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel) -> Result<(FlowResult, Matrix), TraceError> {
+    spans
+        .validate(trace.n())
+        .map_err(|e| TraceError::new(&trace.path, Problem::Span, e))?;
+    analyze_inner(trace, spans, params, cancel).map_err(|e| e.at(&trace.path))
 }
 
 /// Runs every step on the CPU.
@@ -123,7 +132,7 @@ pub fn analyze(trace: &Trace, params: &Params, cancel: &Cancel) -> Result<FlowRe
     analyze_with_matrix(trace, params, cancel).map(|(r, _)| r)
 }
 
-fn analyze_inner(trace: &Trace, params: &Params, cancel: &Cancel) -> Result<(FlowResult, Matrix), DataError> {
+fn analyze_inner(trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel) -> Result<(FlowResult, Matrix), DataError> {
     params.validate().map_err(|e| DataError::new(Problem::Params, e))?;
     let mut times = StepTimes::default();
     let t = Instant::now();
@@ -132,11 +141,26 @@ fn analyze_inner(trace: &Trace, params: &Params, cancel: &Cancel) -> Result<(Flo
     times.aggregate = t.elapsed();
     let check = || if cancel.is_cancelled() { Err(DataError::new(Problem::Cancelled, "cancelled")) } else { Ok(()) };
     check()?;
-    let mut result = solve(&mut m, trace.spans, params, &mut times);
+    let mut result = solve(&mut m, spans, params, &mut times);
     result.layers = sel.layers;
     result.heads = sel.heads;
     result.times = times;
     Ok((result, m))
+}
+
+/// Steps 3–9 again on a matrix aggregated earlier with the same aggregate parameters: what a
+/// re-score costs when only later steps' parameters (credit, backbone, roles) or the spans
+/// changed. `aggregated` is the result that came with the matrix.
+pub fn rescore(m: &mut Matrix, spans: Spans, params: &Params, aggregated: &FlowResult) -> Result<FlowResult, String> {
+    params.validate()?;
+    spans.validate(m.n)?;
+    let mut times = StepTimes::default();
+    let mut r = solve(m, spans, params, &mut times);
+    r.layers = aggregated.layers.clone();
+    r.heads = aggregated.heads.clone();
+    r.backend = aggregated.backend.clone();
+    r.times = times;
+    Ok(r)
 }
 
 /// Steps 3–9 on an aggregated matrix. Public so that backends which aggregate elsewhere, and

@@ -30,7 +30,8 @@ pub fn ink_on(bg: [u8; 3]) -> [u8; 3] {
     if lum < 120.0 { [0xff, 0xff, 0xff] } else { [0x1a, 0x1a, 0x1a] }
 }
 
-/// Paths and series (Okabe-Ito, safe for colour-blind readers).
+/// Paths and series (Okabe-Ito, safe for colour-blind readers; its black is grey here so it
+/// shows on dark backgrounds too).
 pub const CATEGORICAL: [[u8; 3]; 8] = [
     [0x00, 0x72, 0xb2],
     [0xd5, 0x5e, 0x00],
@@ -38,7 +39,7 @@ pub const CATEGORICAL: [[u8; 3]; 8] = [
     [0xcc, 0x79, 0xa7],
     [0x56, 0xb4, 0xe9],
     [0xe6, 0x9f, 0x00],
-    [0x00, 0x00, 0x00],
+    [0x99, 0x99, 0x99],
     [0xf0, 0xe4, 0x42],
 ];
 

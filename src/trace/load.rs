@@ -138,6 +138,7 @@ fn parse_inner(storage: Arc<Storage>, path: &Path) -> Result<Trace, DataError> {
         has_layer_axis,
         has_head_axis,
         n,
+        causal_checked: Default::default(),
     };
 
     let token_ids = match header.info("token_ids") {

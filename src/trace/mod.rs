@@ -49,6 +49,9 @@ pub struct Attention {
     pub has_layer_axis: bool,
     pub has_head_axis: bool,
     pub n: usize,
+    /// Slabs whose upper triangle was already read and found causal: a re-aggregation of the
+    /// same slabs reads only the half it uses.
+    causal_checked: Arc<std::sync::Mutex<std::collections::HashSet<(usize, usize)>>>,
 }
 
 impl Attention {
@@ -68,6 +71,16 @@ impl Attention {
     /// Query row `k` of one layer and head, decoded.
     pub fn row(&self, l: usize, h: usize, k: usize, out: &mut [f32]) {
         self.dtype.decode(self.row_bytes(l, h, k), out);
+    }
+
+    pub fn causal_checked(&self, l: usize, h: usize) -> bool {
+        self.causal_checked.lock().map(|s| s.contains(&(l, h))).unwrap_or(false)
+    }
+
+    pub fn mark_causal_checked(&self, slabs: &[(usize, usize)]) {
+        if let Ok(mut s) = self.causal_checked.lock() {
+            s.extend(slabs.iter().copied());
+        }
     }
 
     pub fn byte_len(&self) -> usize {

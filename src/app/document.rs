@@ -1,0 +1,116 @@
+//! The app's data model, kept apart from its views (as rerun does): an open trace, the spans the
+//! user traces between, and the analyses of it. Views read this; only the app's update code
+//! writes it.
+
+use crate::flow::{FlowResult, Matrix};
+use crate::params::Params;
+use crate::span::Spans;
+use crate::trace::Trace;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One finished run of the pipeline over a document.
+pub struct Analysis {
+    pub result: FlowResult,
+    pub matrix: Matrix,
+    pub params: Params,
+    pub spans: Spans,
+    pub elapsed: Duration,
+}
+
+pub struct Document {
+    pub trace: Arc<Trace>,
+    /// The spans traced between: the file's, until the user picks others.
+    pub spans: Spans,
+    pub analysis: Option<Arc<Analysis>>,
+    /// The analysis before the latest re-score, for the diff mode.
+    pub previous: Option<Arc<Analysis>>,
+    pub error: Option<String>,
+}
+
+impl Document {
+    pub fn new(trace: Trace) -> Self {
+        let spans = trace.spans;
+        Document { trace: Arc::new(trace), spans, analysis: None, previous: None, error: None }
+    }
+
+    pub fn title(&self) -> String {
+        self.trace.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| self.trace.label())
+    }
+
+    pub fn n(&self) -> usize {
+        self.trace.n()
+    }
+
+    /// Installs a new analysis, keeping the old one for the diff.
+    pub fn set_analysis(&mut self, a: Analysis) {
+        self.previous = self.analysis.take();
+        self.analysis = Some(Arc::new(a));
+        self.error = None;
+    }
+
+    /// Tokens whose credit differs between the current and the previous analysis.
+    pub fn credit_changes(&self) -> Vec<usize> {
+        match (&self.analysis, &self.previous) {
+            (Some(a), Some(b)) if a.result.credit.len() == b.result.credit.len() => (0..a.result.credit.len())
+                .filter(|&k| (a.result.credit[k] - b.result.credit[k]).abs() > 1e-12)
+                .collect(),
+            _ => vec![],
+        }
+    }
+}
+
+/// What a view colours tokens by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Score {
+    Credit,
+    Throughput,
+    Flow,
+    Reach,
+    Entropy,
+}
+
+impl Score {
+    pub const ALL: [Score; 5] = [Score::Credit, Score::Throughput, Score::Flow, Score::Reach, Score::Entropy];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Score::Credit => "credit",
+            Score::Throughput => "throughput",
+            Score::Flow => "flow",
+            Score::Reach => "reach",
+            Score::Entropy => "entropy",
+        }
+    }
+
+    /// Per-token values, or None when the trace lacks them (entropy is optional in the format).
+    pub fn values(self, trace: &Trace, r: &FlowResult) -> Option<Vec<f64>> {
+        Some(match self {
+            Score::Credit => r.credit.clone(),
+            Score::Throughput => r.throughput.clone(),
+            Score::Flow => r.flow.clone(),
+            // Reach spans orders of magnitude: show it on a log scale.
+            Score::Reach => r.reach.iter().map(|&h| if h > 0.0 { (1.0 + h * 1e6).ln() } else { 0.0 }).collect(),
+            Score::Entropy => trace.entropy.as_ref()?.iter().map(|&e| e as f64).collect(),
+        })
+    }
+}
+
+/// Values scaled to [0, 1] for colouring, against the largest over question and response.
+pub fn normalised(values: &[f64], spans: Spans, score: Score) -> Vec<f64> {
+    let range = spans.question.start..spans.response.end;
+    let (lo, hi) = match score {
+        Score::Credit => {
+            let hi = values.iter().cloned().fold(1.0, f64::max);
+            (1.0f64.min(values.iter().cloned().fold(1.0, f64::min)), hi)
+        }
+        _ => (0.0, values[range].iter().cloned().fold(0.0, f64::max)),
+    };
+    values
+        .iter()
+        .map(|&v| {
+            let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.0 };
+            if score == Score::Credit { t } else { t.max(0.0).sqrt() }
+        })
+        .collect()
+}

@@ -1,0 +1,147 @@
+//! The backbone as arcs over the token axis, the same picture as the exported SVG: question
+//! left, answer right, one colour per path, width ∝ flow. Hover a path in the legend to light it;
+//! click a token marker to select it.
+
+use super::{Action, Marks};
+use crate::app::document::Analysis;
+use crate::app::theme;
+use crate::render::layout::display_text;
+use crate::trace::Trace;
+use egui::{Align2, FontId, Pos2, Sense, Shape, Stroke, Ui, pos2, vec2};
+use std::collections::BTreeSet;
+
+#[derive(Default)]
+pub struct BackboneState {
+    pub hovered_path: Option<usize>,
+}
+
+pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut BackboneState) -> Option<Action> {
+    let r = &a.result;
+    let spans = a.spans;
+    let mut action = None;
+    ui.horizontal_wrapped(|ui| {
+        ui.label(format!("backbone: {} paths, {:.1}% of the unit flow", r.backbone.len(), 100.0 * r.backbone_flow()));
+    });
+    let legend_w = 210.0;
+    let size = vec2((ui.available_width() - legend_w).max(200.0), ui.available_height().max(200.0));
+    let mut hovered_path = None;
+    ui.horizontal_top(|ui| {
+        let (resp, painter) = ui.allocate_painter(size, Sense::click());
+        let rect = resp.rect;
+        let axis_y = rect.bottom() - 90.0;
+        let lo = spans.question.start;
+        let hi = spans.answer.end.max(spans.question.end).max(lo + 1);
+        let x_of = |k: usize| rect.left() + 20.0 + (k as f32 - lo as f32 + 0.5) / (hi - lo) as f32 * (rect.width() - 40.0);
+        let weak = ui.visuals().weak_text_color();
+        painter.line_segment([pos2(rect.left() + 10.0, axis_y), pos2(rect.right() - 10.0, axis_y)], Stroke::new(1.0, weak));
+        for (s, c, label) in [(spans.question, theme::question(), "question"), (spans.answer, theme::answer(), "answer")] {
+            if !s.is_empty() {
+                let (x0, x1) = (x_of(s.start) - 2.0, x_of(s.end - 1) + 2.0);
+                painter.rect_filled(egui::Rect::from_min_max(pos2(x0, axis_y - 4.0), pos2(x1.max(x0 + 3.0), axis_y + 4.0)), 1.0, c);
+                // Question labels hang right of the span's start, answer labels left of its end.
+                let (at, align) = if label == "question" { (pos2(x0, axis_y + 8.0), Align2::LEFT_TOP) } else { (pos2(x1, axis_y + 8.0), Align2::RIGHT_TOP) };
+                painter.text(at, align, label, FontId::proportional(11.0), c);
+            }
+        }
+        if r.backbone.is_empty() {
+            painter.text(rect.center(), Align2::CENTER_CENTER, format!("no backbone (status {})", r.status.name()), FontId::proportional(14.0), weak);
+        }
+        let max_flow = r.backbone.iter().map(|p| p.flow).fold(0.0, f64::max).max(1e-300);
+        let focus = state.hovered_path;
+        for (pi, path) in r.backbone.iter().enumerate().rev() {
+            let mut c = theme::path(pi);
+            if focus.is_some_and(|f| f != pi) {
+                c = c.gamma_multiply(0.15);
+            }
+            let w = 1.0 + 12.0 * (path.flow / max_flow) as f32;
+            for e in path.tokens.windows(2) {
+                let pts = arc(x_of(e[0]), x_of(e[1]), axis_y, axis_y - rect.top() - 20.0, rect.width());
+                painter.add(Shape::line(pts, Stroke::new(w, c.gamma_multiply(0.8))));
+            }
+        }
+        let on_path: BTreeSet<usize> = r.backbone.iter().flat_map(|p| p.tokens.iter().copied()).collect();
+        let pointer = resp.hover_pos();
+        let mut near: Option<(usize, f32)> = None;
+        let mut last_label = f32::NEG_INFINITY;
+        for &k in &on_path {
+            let x = x_of(k);
+            let hub = r.hubs.binary_search(&k).is_ok();
+            let cp = r.checkpoints.binary_search(&k).is_ok();
+            let selected = marks.selected == Some(k);
+            let c = if hub { theme::hub() } else { ui.visuals().text_color() };
+            if cp {
+                painter.rect_stroke(egui::Rect::from_center_size(pos2(x, axis_y), vec2(10.0, 10.0)), 0.0, Stroke::new(2.0, theme::hub()), egui::StrokeKind::Middle);
+            }
+            painter.circle_filled(pos2(x, axis_y), if hub || selected { 4.5 } else { 3.0 }, c);
+            if selected {
+                painter.circle_stroke(pos2(x, axis_y), 8.0, Stroke::new(2.0, ui.visuals().strong_text_color()));
+            }
+            if x - last_label > 12.0 {
+                last_label = x;
+                let label: String = display_text(&trace.tokens[k]).chars().take(12).collect();
+                painter.add(egui::epaint::TextShape::new(
+                    pos2(x - 3.0, axis_y + 24.0),
+                    ui.ctx().fonts_mut(|f| f.layout_no_wrap(label, FontId::monospace(11.0), c)),
+                    c,
+                ).with_angle(std::f32::consts::FRAC_PI_3));
+            }
+            if let Some(p) = pointer {
+                let d = (p - pos2(x, axis_y)).length();
+                if d < 8.0 && near.is_none_or(|(_, best)| d < best) {
+                    near = Some((k, d));
+                }
+            }
+        }
+        if let Some((k, _)) = near {
+            let resp = resp.clone().on_hover_ui_at_pointer(|ui| super::text::tooltip(ui, trace, a, k));
+            if resp.clicked() {
+                action = Some(Action::Select { token: k, extend: false });
+            }
+        }
+        // Legend: hover a row to light its path.
+        ui.vertical(|ui| {
+            ui.set_width(legend_w - 10.0);
+            for (pi, path) in r.backbone.iter().enumerate() {
+                let resp = ui
+                    .horizontal(|ui| {
+                        let (sw, _) = ui.allocate_exact_size(vec2(16.0, 10.0), Sense::hover());
+                        ui.painter().rect_filled(sw, 1.0, theme::path(pi));
+                        ui.label(format!("path {} · {:.3} · {} tokens", pi + 1, path.flow, path.tokens.len()));
+                    })
+                    .response
+                    .interact(Sense::hover());
+                if resp.hovered() {
+                    hovered_path = Some(pi);
+                }
+            }
+            ui.separator();
+            ui.horizontal(|ui| {
+                let (sw, _) = ui.allocate_exact_size(vec2(10.0, 10.0), Sense::hover());
+                ui.painter().circle_filled(sw.center(), 4.5, theme::hub());
+                ui.label("hub");
+            });
+            ui.horizontal(|ui| {
+                let (sw, _) = ui.allocate_exact_size(vec2(10.0, 10.0), Sense::hover());
+                ui.painter().rect_stroke(sw, 0.0, Stroke::new(2.0, theme::hub()), egui::StrokeKind::Inside);
+                ui.label("checkpoint");
+            });
+        });
+    });
+    state.hovered_path = hovered_path;
+    action
+}
+
+/// Half an ellipse from x1 to x2 above the axis, as a polyline. Its height grows with the span
+/// it jumps (sub-linearly), so long-range edges use the height of the canvas.
+fn arc(x1: f32, x2: f32, y: f32, max_h: f32, width: f32) -> Vec<Pos2> {
+    let rx = (x2 - x1) / 2.0;
+    let ry = max_h.max(10.0) * ((x2 - x1).abs() / width.max(1.0)).clamp(0.0, 1.0).powf(0.6);
+    let cx = x1 + rx;
+    let steps = 24;
+    (0..=steps)
+        .map(|s| {
+            let t = std::f32::consts::PI * (1.0 - s as f32 / steps as f32);
+            pos2(cx + rx * t.cos(), y - ry * t.sin())
+        })
+        .collect()
+}

@@ -1,0 +1,190 @@
+//! The aggregated attention (or W', or edge flow φ, or one layer and head) as a heat map that
+//! zooms and pans, with the backbone drawn over it. Large matrices are reduced to a texture of at
+//! most `MAX_TEXTURE` pixels a side, each pixel the largest entry of its block, so a lone strong
+//! edge never disappears when zoomed out.
+
+use super::{Action, Marks};
+use crate::app::document::Analysis;
+use crate::app::theme;
+use crate::flow::conserve::{conserved, edge_flow};
+use crate::trace::Trace;
+use egui::{Color32, ColorImage, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Ui, pos2, vec2};
+
+pub const MAX_TEXTURE: usize = 768;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// The aggregated M.
+    Aggregated,
+    /// W' = the conserved kernel.
+    Conserved,
+    /// φ(i,k) = f(i)·W'[i,k].
+    EdgeFlow,
+    /// One layer and head of the file.
+    Slab(usize, usize),
+}
+
+pub struct MatrixState {
+    pub layer: Layer,
+    /// Visible window in matrix coordinates (keys on x, queries on y), as fractions [0,1].
+    pub view: Rect,
+    texture: Option<(TextureKey, TextureHandle, f64)>,
+}
+
+type TextureKey = (usize, usize, Layer, bool);
+
+impl Default for MatrixState {
+    fn default() -> Self {
+        MatrixState { layer: Layer::Aggregated, view: Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), texture: None }
+    }
+}
+
+/// Downsampled values (row-major, s×s) of the chosen matrix; block maxima.
+pub fn downsample(trace: &Trace, a: &Analysis, layer: Layer, s: usize) -> Vec<f32> {
+    let n = trace.n();
+    let s = s.min(n).max(1);
+    let mut out = vec![0f32; s * s];
+    let r = &a.result;
+    let mut row = vec![0f32; n];
+    for k in 0..n {
+        let y = k * s / n;
+        match layer {
+            Layer::Slab(l, h) => trace.attention.row(l, h, k, &mut row),
+            _ => row[..k].copy_from_slice(a.matrix.row(k)),
+        }
+        let upto = if matches!(layer, Layer::Slab(..)) { k + 1 } else { k };
+        for i in 0..upto {
+            let v = match layer {
+                Layer::Aggregated | Layer::Slab(..) => row[i] as f64,
+                Layer::Conserved => conserved(&a.matrix, &r.reach, a.spans.answer, i, k),
+                Layer::EdgeFlow => edge_flow(&a.matrix, &r.reach, &r.flow, a.spans.answer, i, k),
+            } as f32;
+            let cell = &mut out[y * s + i * s / n];
+            *cell = cell.max(v);
+        }
+    }
+    out
+}
+
+pub fn show(ui: &mut Ui, doc_id: usize, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut MatrixState) -> Option<Action> {
+    let dark = ui.visuals().dark_mode;
+    let n = trace.n();
+    ui.horizontal(|ui| {
+        egui::ComboBox::from_label("matrix")
+            .selected_text(layer_name(state.layer))
+            .show_ui(ui, |ui| {
+                for l in [Layer::Aggregated, Layer::Conserved, Layer::EdgeFlow] {
+                    ui.selectable_value(&mut state.layer, l, layer_name(l));
+                }
+                let att = &trace.attention;
+                if att.slabs() > 1 {
+                    ui.separator();
+                    let original = trace.original_layers();
+                    for l in 0..att.layers {
+                        for h in 0..att.heads {
+                            ui.selectable_value(&mut state.layer, Layer::Slab(l, h), layer_name_of(&original, att.has_head_axis, l, h));
+                        }
+                    }
+                }
+            });
+        if ui.button("reset zoom").clicked() {
+            state.view = Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0));
+        }
+        theme::legend(ui, "", "0", "max", dark);
+        ui.small("rows: query token ↓   columns: key token →   circles: backbone edges");
+    });
+    let key: TextureKey = (doc_id, a as *const Analysis as usize, state.layer, dark);
+    if state.texture.as_ref().is_none_or(|t| t.0 != key) {
+        let s = MAX_TEXTURE.min(n);
+        let vals = downsample(trace, a, state.layer, s);
+        let max = vals.iter().cloned().fold(0.0f32, f32::max).max(1e-30);
+        let pixels: Vec<Color32> = vals.iter().map(|&v| theme::heat(((v / max) as f64).sqrt(), dark)).collect();
+        let img = ColorImage::new([s, s], pixels);
+        let tex = ui.ctx().load_texture("matrix", img, TextureOptions::NEAREST);
+        state.texture = Some((key, tex, max as f64));
+    }
+    let (_, tex, _) = state.texture.as_ref().expect("just made");
+    let side = ui.available_width().min(ui.available_height()).max(100.0);
+    let (resp, painter) = ui.allocate_painter(vec2(side, side), Sense::click_and_drag());
+    let rect = resp.rect;
+    // Zoom with the wheel around the pointer, pan by dragging.
+    let v = state.view;
+    if let Some(p) = resp.hover_pos() {
+        let scroll = ui.input(|i| i.smooth_scroll_delta.y);
+        if scroll != 0.0 {
+            let factor = (-scroll * 0.003).exp().clamp(0.5, 2.0);
+            let at = pos2(v.left() + (p.x - rect.left()) / rect.width() * v.width(), v.top() + (p.y - rect.top()) / rect.height() * v.height());
+            let w = (v.width() * factor).clamp(4.0 / n as f32, 1.0);
+            let f = w / v.width();
+            state.view = Rect::from_min_size(pos2(at.x - (at.x - v.left()) * f, at.y - (at.y - v.top()) * f), vec2(w, w));
+        }
+    }
+    if resp.dragged() {
+        let d = resp.drag_delta();
+        state.view = state.view.translate(vec2(-d.x / rect.width() * state.view.width(), -d.y / rect.height() * state.view.height()));
+    }
+    let w = state.view.width().min(1.0);
+    state.view = Rect::from_min_size(
+        pos2(state.view.left().clamp(0.0, 1.0 - w), state.view.top().clamp(0.0, 1.0 - w)),
+        vec2(w, w),
+    );
+    painter.image(tex.id(), rect, state.view, Color32::WHITE);
+    let to_screen = |i: usize, k: usize| -> Pos2 {
+        let (x, y) = ((i as f32 + 0.5) / n as f32, (k as f32 + 0.5) / n as f32);
+        pos2(rect.left() + (x - state.view.left()) / state.view.width() * rect.width(), rect.top() + (y - state.view.top()) / state.view.height() * rect.height())
+    };
+    // Backbone over the matrix: each edge i→k is the entry (row k, column i).
+    for (pi, path) in a.result.backbone.iter().enumerate() {
+        let pts: Vec<Pos2> = path.tokens.windows(2).map(|e| to_screen(e[0], e[1])).collect();
+        for p in &pts {
+            if rect.contains(*p) {
+                painter.circle_stroke(*p, 3.0, Stroke::new(1.5, theme::path(pi)));
+            }
+        }
+        painter.add(egui::Shape::line(pts, Stroke::new(1.0, theme::path(pi).gamma_multiply(0.6))));
+    }
+    if let Some(k) = marks.selected {
+        let (a0, a1) = (to_screen(0, k), to_screen(n - 1, k));
+        painter.line_segment([pos2(rect.left(), a0.y), pos2(rect.right(), a1.y)], Stroke::new(1.0, ui.visuals().strong_text_color().gamma_multiply(0.5)));
+    }
+    let mut action = None;
+    if let Some(p) = resp.hover_pos() {
+        let i = ((state.view.left() + (p.x - rect.left()) / rect.width() * state.view.width()) * n as f32) as usize;
+        let k = ((state.view.top() + (p.y - rect.top()) / rect.height() * state.view.height()) * n as f32) as usize;
+        if i < n && k < n {
+            let value = match state.layer {
+                Layer::Aggregated => a.matrix.get(k, i) as f64,
+                Layer::Conserved => conserved(&a.matrix, &a.result.reach, a.spans.answer, i, k),
+                Layer::EdgeFlow => edge_flow(&a.matrix, &a.result.reach, &a.result.flow, a.spans.answer, i, k),
+                Layer::Slab(l, h) => {
+                    let mut row = vec![0f32; n];
+                    trace.attention.row(l, h, k, &mut row);
+                    row[i] as f64
+                }
+            };
+            let resp = resp.clone().on_hover_text_at_pointer(format!(
+                "query #{k} {:?}\nkey #{i} {:?}\n{}: {value:.4e}",
+                trace.tokens[k],
+                trace.tokens[i],
+                layer_name(state.layer)
+            ));
+            if resp.clicked() {
+                action = Some(Action::Select { token: k, extend: false });
+            }
+        }
+    }
+    action
+}
+
+fn layer_name(l: Layer) -> String {
+    match l {
+        Layer::Aggregated => "attention M (aggregated)".into(),
+        Layer::Conserved => "conserved W'".into(),
+        Layer::EdgeFlow => "edge flow φ".into(),
+        Layer::Slab(l, h) => format!("layer slot {l}, head {h}"),
+    }
+}
+
+fn layer_name_of(original: &[usize], heads: bool, l: usize, h: usize) -> String {
+    if heads { format!("layer {}, head {h}", original[l]) } else { format!("layer {}", original[l]) }
+}

@@ -1,0 +1,79 @@
+//! Every field of the parameter struct as a widget. The panel only edits the parameters; the
+//! app notices the change and re-scores in the background.
+
+use crate::params::{Params, Reduce};
+use crate::trace::Trace;
+use egui::{DragValue, Slider, Ui};
+
+/// Returns true when the user changed something.
+pub fn show(ui: &mut Ui, p: &mut Params, trace: &Trace) -> bool {
+    let before = p.clone();
+    let att = &trace.attention;
+    ui.collapsing("aggregate", |ui| {
+        if att.has_layer_axis {
+            let original = trace.original_layers();
+            let total = trace.meta.num_layers.unwrap_or_else(|| original.last().map_or(1, |l| l + 1));
+            let mut auto = p.aggregate.layers.is_none();
+            if ui.checkbox(&mut auto, "middle third of the layers").changed() {
+                let (lo, hi) = crate::flow::aggregate::middle_third(total);
+                p.aggregate.layers = if auto { None } else { Some([lo, hi]) };
+            }
+            if let Some([s, e]) = &mut p.aggregate.layers {
+                ui.horizontal(|ui| {
+                    ui.label("layers");
+                    ui.add(DragValue::new(s).range(0..=total.saturating_sub(1)));
+                    ui.label("to");
+                    ui.add(DragValue::new(e).range(1..=total));
+                });
+                if *e <= *s {
+                    *e = *s + 1;
+                }
+            }
+        } else {
+            ui.weak("attention is fully aggregated: no layers to pick");
+        }
+        if att.has_head_axis {
+            ui.label(format!("heads ({} in the file)", att.heads));
+            ui.horizontal_wrapped(|ui| {
+                let mut chosen: Vec<bool> = (0..att.heads).map(|h| p.aggregate.heads.as_ref().is_none_or(|l| l.contains(&h))).collect();
+                let mut changed = false;
+                for (h, c) in chosen.iter_mut().enumerate() {
+                    changed |= ui.toggle_value(c, h.to_string()).changed();
+                }
+                if changed {
+                    if chosen.iter().all(|&c| c) {
+                        p.aggregate.heads = None;
+                    } else if chosen.iter().any(|&c| c) {
+                        p.aggregate.heads = Some((0..att.heads).filter(|&h| chosen[h]).collect());
+                    }
+                }
+            });
+        }
+        ui.horizontal(|ui| {
+            ui.label("reduce");
+            ui.selectable_value(&mut p.aggregate.reduce, Reduce::Mean, "mean");
+            ui.selectable_value(&mut p.aggregate.reduce, Reduce::Max, "max");
+        });
+        ui.add(Slider::new(&mut p.aggregate.threshold, 0.0..=0.2).text("threshold ε").logarithmic(false));
+    });
+    egui::CollapsingHeader::new("credit").default_open(true).show(ui, |ui| {
+        ui.add(Slider::new(&mut p.credit.fraction, 0.0..=1.0).text("fraction"));
+        ui.add(Slider::new(&mut p.credit.gamma, 0.1..=4.0).text("γ"));
+        ui.checkbox(&mut p.credit.normalize_mean, "normalise γ to mean 1");
+        ui.checkbox(&mut p.credit.apply_to_negative, "apply to negative advantages");
+    });
+    ui.collapsing("backbone", |ui| {
+        ui.add(Slider::new(&mut p.backbone.max_paths, 1..=32).text("max paths"));
+        ui.add(Slider::new(&mut p.backbone.coverage, 0.05..=1.0).text("coverage"));
+    });
+    ui.collapsing("hubs and checkpoints", |ui| {
+        ui.add(Slider::new(&mut p.roles.hub_fraction, 0.0..=0.5).text("hub fraction"));
+        ui.add(Slider::new(&mut p.roles.checkpoint_min_sources, 1.0..=32.0).text("min far sources"));
+        ui.add(Slider::new(&mut p.roles.checkpoint_min_distance, 1..=256).text("far = tokens back"));
+        ui.add(Slider::new(&mut p.roles.checkpoint_min_merging_paths, 2..=8).text("merging paths"));
+    });
+    if ui.button("defaults").clicked() {
+        *p = Params::default();
+    }
+    *p != before
+}

@@ -1,0 +1,149 @@
+//! The trace as wrapped text, one background per token by the chosen score. Only the lines on
+//! screen are laid out into shapes, so an 8k-token trace scrolls at full frame rate.
+
+use super::{Action, Marks};
+use crate::app::document::{Analysis, Score, normalised};
+use crate::app::theme;
+use crate::render::layout::{Cell, wrap};
+use crate::trace::Trace;
+use egui::{Align2, FontId, Rect, Sense, Stroke, StrokeKind, Ui, pos2, vec2};
+
+pub const FONT_SIZE: f32 = 13.0;
+const ROW_GAP: f32 = 7.0;
+
+/// Layout of the last frame, kept until the trace or the width changes.
+#[derive(Default)]
+pub struct TextState {
+    key: (usize, usize, usize),
+    cells: Vec<Cell>,
+    line_starts: Vec<usize>,
+    /// Screen rectangles of the tokens drawn last frame (tests click through these).
+    pub visible: Vec<(usize, Rect)>,
+    /// Scroll so this token is in view on the next frame.
+    pub scroll_to: Option<usize>,
+}
+
+impl TextState {
+    fn layout(&mut self, trace: &Trace, doc_id: usize, columns: usize) {
+        let key = (doc_id, trace.n(), columns);
+        if key == self.key && !self.cells.is_empty() {
+            return;
+        }
+        self.key = key;
+        self.cells = wrap(&trace.tokens, columns);
+        self.line_starts.clear();
+        for (i, c) in self.cells.iter().enumerate() {
+            if c.line == self.line_starts.len() {
+                self.line_starts.push(i);
+            }
+        }
+    }
+
+    pub fn lines(&self) -> usize {
+        self.line_starts.len()
+    }
+
+    pub fn rect_of(&self, token: usize) -> Option<Rect> {
+        self.visible.iter().find(|(k, _)| *k == token).map(|(_, r)| *r)
+    }
+}
+
+pub fn show(
+    ui: &mut Ui,
+    id: &str,
+    doc_id: usize,
+    trace: &Trace,
+    a: &Analysis,
+    score: Score,
+    marks: &Marks,
+    state: &mut TextState,
+) -> Option<Action> {
+    let dark = ui.visuals().dark_mode;
+    let font = FontId::monospace(FONT_SIZE);
+    let cw = ui.ctx().fonts_mut(|f| f.glyph_width(&font, 'M'));
+    let row_h = ui.ctx().fonts_mut(|f| f.row_height(&font)) + ROW_GAP;
+    let columns = ((ui.available_width() - 16.0) / cw).floor().max(16.0) as usize;
+    state.layout(trace, doc_id, columns);
+    let values = score.values(trace, &a.result).unwrap_or_else(|| a.result.throughput.clone());
+    let norm = normalised(&values, a.spans, score);
+    let r = &a.result;
+    let mut action = None;
+    let mut visible = Vec::new();
+    let mut area = egui::ScrollArea::vertical().id_salt(id).auto_shrink([false, false]);
+    if let Some(t) = state.scroll_to.take() {
+        if let Some(cell) = state.cells.get(t) {
+            area = area.vertical_scroll_offset((cell.line as f32 - 3.0).max(0.0) * row_h);
+        }
+    }
+    let spans = a.spans;
+    area.show_rows(ui, row_h, state.lines(), |ui, lines| {
+        for line in lines {
+            let start = state.line_starts[line];
+            let end = state.line_starts.get(line + 1).copied().unwrap_or(state.cells.len());
+            let (rect, resp) = ui.allocate_exact_size(vec2(columns as f32 * cw, row_h), Sense::click());
+            let painter = ui.painter_at(rect.expand(2.0));
+            let mut hovered = None;
+            for cell in &state.cells[start..end] {
+                let k = cell.index;
+                let x = rect.left() + cell.col as f32 * cw;
+                let cr = Rect::from_min_size(pos2(x, rect.top() + 2.0), vec2(cell.width as f32 * cw, row_h - 4.0));
+                visible.push((k, cr));
+                let in_prompt = k < spans.response.start && !spans.question.contains(k);
+                let bg = if in_prompt { ui.visuals().faint_bg_color } else { theme::heat(norm[k], dark) };
+                painter.rect_filled(cr, 2.0, bg);
+                let frame = if spans.question.contains(k) {
+                    Some(theme::question())
+                } else if spans.answer.contains(k) {
+                    Some(theme::answer())
+                } else {
+                    None
+                };
+                if let Some(c) = frame {
+                    painter.rect_stroke(cr, 2.0, Stroke::new(1.5, c), StrokeKind::Inside);
+                }
+                if r.hubs.binary_search(&k).is_ok() {
+                    painter.rect_stroke(cr.expand(1.0), 2.0, Stroke::new(2.0, theme::hub()), StrokeKind::Outside);
+                } else if r.checkpoints.binary_search(&k).is_ok() {
+                    painter.rect_stroke(cr.expand(1.0), 0.0, Stroke::new(1.5, theme::hub()), StrokeKind::Outside);
+                }
+                if r.credit[k] > 1.0 {
+                    let bar = Rect::from_min_max(pos2(cr.left(), cr.bottom() - 2.5), cr.right_bottom());
+                    painter.rect_filled(bar, 0.0, theme::credit());
+                }
+                if marks.show_changes && marks.changed.contains(&k) {
+                    painter.rect_stroke(cr.expand(2.0), 2.0, Stroke::new(2.0, theme::changed()), StrokeKind::Outside);
+                }
+                if marks.hits.contains(&k) {
+                    painter.rect_stroke(cr.expand(1.5), 2.0, Stroke::new(1.5, egui::Color32::YELLOW), StrokeKind::Outside);
+                }
+                if marks.selected == Some(k) || marks.in_range(k) {
+                    painter.rect_stroke(cr.expand(2.5), 3.0, Stroke::new(2.0, ui.visuals().strong_text_color()), StrokeKind::Outside);
+                }
+                let ink = if in_prompt { ui.visuals().weak_text_color() } else { theme::ink_on(bg) };
+                let text: String = cell.text.chars().take(cell.width).collect();
+                painter.text(pos2(x, cr.center().y), Align2::LEFT_CENTER, text, font.clone(), ink);
+                if resp.hovered() && ui.rect_contains_pointer(cr) {
+                    hovered = Some(k);
+                }
+            }
+            if let Some(k) = hovered {
+                let resp = resp.clone().on_hover_ui_at_pointer(|ui| tooltip(ui, trace, a, k));
+                if resp.clicked() {
+                    let extend = ui.input(|i| i.modifiers.shift);
+                    action = Some(Action::Select { token: k, extend });
+                }
+            }
+        }
+    });
+    state.visible = visible;
+    action
+}
+
+pub fn tooltip(ui: &mut Ui, trace: &Trace, a: &Analysis, k: usize) {
+    let r = &a.result;
+    ui.label(format!("#{k} {:?}", trace.tokens[k]));
+    ui.small(format!(
+        "reach {:.3e}\nflow {:.4}\nthroughput {:.4}\ncredit {:.2}",
+        r.reach[k], r.flow[k], r.throughput[k], r.credit[k]
+    ));
+}
