@@ -10,6 +10,7 @@ pub mod backend;
 pub mod bench;
 pub mod export;
 pub mod flow;
+pub mod gpu;
 pub mod params;
 pub mod render;
 pub mod span;

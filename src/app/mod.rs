@@ -338,7 +338,7 @@ impl FlowApp {
         let bytes = match self.view {
             View::Matrix => {
                 let s = views::matrix::MAX_TEXTURE.min(d.n());
-                let vals = views::matrix::downsample(&d.trace, a, self.matrix.layer, s);
+                let (vals, _) = views::matrix::reduce(&d.trace, a, self.matrix.layer, s);
                 matrix_png(&vals, s)?
             }
             View::Backbone => {

@@ -26,6 +26,8 @@ pub enum Layer {
 
 pub struct MatrixState {
     pub layer: Layer,
+    /// Where the last texture was reduced: the GPU adapter, or the CPU and why.
+    pub reduced_on: String,
     /// Visible window in matrix coordinates (keys on x, queries on y), as fractions [0,1].
     pub view: Rect,
     texture: Option<(TextureKey, TextureHandle, f64)>,
@@ -35,11 +37,43 @@ type TextureKey = (usize, usize, Layer, bool);
 
 impl Default for MatrixState {
     fn default() -> Self {
-        MatrixState { layer: Layer::Aggregated, view: Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), texture: None }
+        MatrixState { layer: Layer::Aggregated, reduced_on: String::new(), view: Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), texture: None }
     }
 }
 
-/// Downsampled values (row-major, s×s) of the chosen matrix; block maxima.
+/// The per-row and per-column factors that turn M into the chosen matrix (None: not derived
+/// from M, i.e. a raw layer and head of the file).
+pub fn scale_for(a: &Analysis, layer: Layer) -> Option<crate::gpu::Scale> {
+    let r = &a.result;
+    let n = r.reach.len();
+    let conserving = |i: usize| crate::flow::conserve::conserves(i, &r.reach, a.spans.answer);
+    match layer {
+        Layer::Aggregated => Some(crate::gpu::Scale::ones(n)),
+        Layer::Conserved => Some(crate::gpu::Scale {
+            row: r.reach.iter().map(|&h| h as f32).collect(),
+            col: (0..n).map(|i| if conserving(i) { (1.0 / r.reach[i]) as f32 } else { 0.0 }).collect(),
+        }),
+        Layer::EdgeFlow => Some(crate::gpu::Scale {
+            row: r.reach.iter().map(|&h| h as f32).collect(),
+            col: (0..n).map(|i| if conserving(i) { (r.flow[i] / r.reach[i]) as f32 } else { 0.0 }).collect(),
+        }),
+        Layer::Slab(..) => None,
+    }
+}
+
+/// The texture's values: on the GPU when there is one and the matrix derives from M, else on
+/// the CPU. Returns the values and where they were computed.
+pub fn reduce(trace: &Trace, a: &Analysis, layer: Layer, s: usize) -> (Vec<f32>, String) {
+    if let Some(scale) = scale_for(a, layer) {
+        match crate::gpu::shared().and_then(|g| g.downsample(&a.matrix, &scale, s).map(|v| (v, g.adapter.clone()))) {
+            Ok((v, adapter)) => return (v, format!("reduced on {adapter}")),
+            Err(e) => return (downsample(trace, a, layer, s), format!("reduced on the CPU ({e})")),
+        }
+    }
+    (downsample(trace, a, layer, s), "reduced on the CPU".into())
+}
+
+/// Downsampled values (row-major, s×s) of the chosen matrix; block maxima. The CPU reference.
 pub fn downsample(trace: &Trace, a: &Analysis, layer: Layer, s: usize) -> Vec<f32> {
     let n = trace.n();
     let s = s.min(n).max(1);
@@ -93,10 +127,14 @@ pub fn show(ui: &mut Ui, doc_id: usize, trace: &Trace, a: &Analysis, marks: &Mar
         theme::legend(ui, "", "0", "max", dark);
         ui.small("rows: query token ↓   columns: key token →   circles: backbone edges");
     });
+    if !state.reduced_on.is_empty() {
+        ui.small(format!("{}×{} tokens, {}", n, n, state.reduced_on));
+    }
     let key: TextureKey = (doc_id, a as *const Analysis as usize, state.layer, dark);
     if state.texture.as_ref().is_none_or(|t| t.0 != key) {
         let s = MAX_TEXTURE.min(n);
-        let vals = downsample(trace, a, state.layer, s);
+        let (vals, on) = reduce(trace, a, state.layer, s);
+        state.reduced_on = on;
         let max = vals.iter().cloned().fold(0.0f32, f32::max).max(1e-30);
         let pixels: Vec<Color32> = vals.iter().map(|&v| theme::heat(((v / max) as f64).sqrt(), dark)).collect();
         let img = ColorImage::new([s, s], pixels);

@@ -1,0 +1,52 @@
+//! wgpu compute: one device per process, found the way wgpu's tools do (honouring
+//! WGPU_BACKEND, WGPU_ADAPTER_NAME, WGPU_POWER_PREF), so a machine without a GPU uses Mesa's
+//! lavapipe and a machine without either says why instead of panicking.
+
+mod downsample;
+
+pub use downsample::Scale;
+
+use std::sync::OnceLock;
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    /// "llvmpipe (LLVM 15.0.6, 256 bits)", "NVIDIA H200", …
+    pub adapter: String,
+    pub limits: wgpu::Limits,
+    downsample: wgpu::ComputePipeline,
+}
+
+impl Gpu {
+    pub fn new() -> Result<Gpu, String> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(&instance, None))
+            .map_err(|e| format!("no wgpu adapter: {e}"))?;
+        let info = adapter.get_info();
+        // Ask for what the adapter offers: the defaults cap storage buffers at 128 MiB, less than
+        // one matrix of an 8k-token trace.
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("flowtracer"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| format!("{}: cannot open the device: {e}", info.name))?;
+        let downsample = downsample::pipeline(&device);
+        Ok(Gpu { device, queue, adapter: format!("{} ({:?})", info.name, info.backend), limits, downsample })
+    }
+
+    /// Largest storage buffer one binding may see, in bytes.
+    pub fn max_binding(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+}
+
+/// The process's device, created on first use; the error says why there is none.
+pub fn shared() -> Result<&'static Gpu, String> {
+    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
+    GPU.get_or_init(Gpu::new).as_ref().map_err(|e| e.clone())
+}
