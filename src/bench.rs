@@ -3,7 +3,7 @@
 //! generated first and written to a temporary folder so the mapped-file path is what is timed.
 
 use crate::backend::Backend;
-use crate::flow::{self, Cancel, StepTimes};
+use crate::flow::{Cancel, StepTimes};
 use crate::params::Params;
 use crate::synth::{SynthSpec, synth_trace};
 use crate::trace::{Dtype, Trace};
@@ -31,7 +31,7 @@ impl BenchRow {
 
 /// Median of each step over `repeat` runs.
 /// Each run opens the file afresh, so every run pays for the full first read and its checks.
-fn time_pipeline(path: &Path, params: &Params, repeat: usize) -> (StepTimes, Duration, Option<usize>, usize) {
+fn time_pipeline(path: &Path, params: &Params, repeat: usize, backend: &dyn Backend) -> (StepTimes, Duration, Option<usize>, usize) {
     let mut runs: Vec<(StepTimes, Duration, usize)> = Vec::new();
     let mut slabs = 1;
     for _ in 0..repeat.max(1) {
@@ -39,7 +39,7 @@ fn time_pipeline(path: &Path, params: &Params, repeat: usize) -> (StepTimes, Dur
         let trace = &trace;
         let base = crate::alloc::reset_peak();
         let t = Instant::now();
-        let r = flow::analyze(trace, params, &Cancel::default()).expect("synthetic traces are valid");
+        let r = backend.run_batch(&[trace], params, &Cancel::default()).pop().expect("one result").expect("synthetic traces are valid");
         let total = t.elapsed();
         slabs = r.layers.len().max(1) * r.heads.len().max(1);
         runs.push((r.times, total, crate::alloc::peak().saturating_sub(base)));
@@ -118,7 +118,7 @@ pub fn run_case(
     drop(builder);
     let trace = Trace::open(&path).map_err(|e| e.to_string())?;
     let params = Params::default();
-    let (steps, pipeline, peak_heap, slabs) = time_pipeline(&path, &params, repeat);
+    let (steps, pipeline, peak_heap, slabs) = time_pipeline(&path, &params, repeat, backend);
     let peer = peer.map(|script| run_peer(script, &path, repeat)).transpose()?;
     let export = if with_export {
         let out = dir.join(format!("export_{}", case.n));

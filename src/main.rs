@@ -237,7 +237,11 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, d
     if let Err(e) = std::fs::create_dir_all(&dir) {
         return usage(format!("{}: {e}", dir.display()));
     }
-    println!("backend {} · {} threads · median of {repeat}", backend.name(), rayon::current_num_threads());
+    let device = match choice {
+        Choice::Wgpu => flowtracer::gpu::shared().map(|g| format!(" on {}", g.adapter)).unwrap_or_default(),
+        _ => String::new(),
+    };
+    println!("backend {}{device} · {} threads · median of {repeat}", backend.name(), rayon::current_num_threads());
     let mut rows = Vec::new();
     for &n in &sizes {
         let mut cases = vec![bench::BenchCase { n, layers: 1, heads: 1, dtype: Dtype::F32 }];

@@ -45,3 +45,97 @@ fn gpu_downsample_matches_the_cpu() {
         }
     }
 }
+
+fn compare_backends(trace: &Trace, g: &'static flowtracer::gpu::Gpu, params: &Params) {
+    let cpu = flowtracer::analyze(trace, params, &Cancel::default()).unwrap();
+    let gpu = flowtracer::backend::wgpu::Wgpu { gpu: g }.analyze(trace, params, &Cancel::default()).unwrap();
+    let name = format!("{} (N = {})", trace.path.display(), trace.n());
+    assert!(gpu.backend.starts_with("wgpu"), "{name}: ran on {}", gpu.backend);
+    assert_eq!(gpu.status, cpu.status, "{name}");
+    // The stated tolerance: relative 1e-4 on reach, flow and throughput (f32 sums against f64).
+    for (key, a, b) in [("reach", &cpu.reach, &gpu.reach), ("flow", &cpu.flow, &gpu.flow), ("throughput", &cpu.throughput, &gpu.throughput)] {
+        for (k, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * x.abs().max(y.abs()) + 1e-12, "{name} {key}[{k}]: cpu {x} vs wgpu {y}");
+        }
+    }
+    // Credit selects the same tokens, except where throughputs tie within the tolerance.
+    for k in 0..trace.n() {
+        if cpu.credit[k] != gpu.credit[k] {
+            let cut = cpu.throughput[k];
+            let near = cpu.throughput.iter().filter(|&&t| (t - cut).abs() <= 1e-4 * cut.abs()).count();
+            assert!(near > 1, "{name}: credit of token {k} differs without a tie");
+        }
+    }
+}
+
+#[test]
+fn wgpu_backend_matches_the_cpu_on_samples_and_random_traces() {
+    let Some(g) = gpu() else { return };
+    let run = flowtracer::trace::run::discover(Path::new("sample_traces")).unwrap();
+    for p in &run.traces {
+        compare_backends(&Trace::open(p).unwrap(), g, &Params::default());
+    }
+    for (n, seed) in [(2usize, 1u64), (3, 2), (63, 3), (64, 4), (65, 5), (1000, 6), (4096, 7)] {
+        let b = common::random_trace(n, seed);
+        compare_backends(&Trace::from_bytes(b.to_bytes(), Path::new("random.safetensors")).unwrap(), g, &Params::default());
+    }
+    // Every dtype and layout, mean and max, a head subset and a threshold.
+    for (dtype, shape) in [
+        (flowtracer::trace::Dtype::F16, vec![3, 2, 70, 70]),
+        (flowtracer::trace::Dtype::BF16, vec![2, 70, 70]),
+        (flowtracer::trace::Dtype::F32, vec![70, 70]),
+    ] {
+        let t = Trace::from_bytes(common::chain_builder(70, dtype, shape.clone()).to_bytes(), Path::new("layout.safetensors")).unwrap();
+        compare_backends(&t, g, &Params::default());
+        let mut p = Params::default();
+        p.aggregate.reduce = flowtracer::params::Reduce::Max;
+        p.aggregate.threshold = 0.1;
+        if shape.len() == 4 {
+            p.aggregate.heads = Some(vec![1]);
+        }
+        compare_backends(&t, g, &p);
+    }
+}
+
+#[test]
+fn wgpu_backend_reports_bad_files_like_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let n = 6;
+    let mut b = common::random_attention(n, &mut flowtracer::synth::Rng::new(3));
+    b[2 * n + 4] = 0.5; // above the diagonal
+    let toks: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let builder = flowtracer::trace::TraceBuilder::new(
+        toks,
+        flowtracer::Span::new(0, 1),
+        flowtracer::Span::new(1, n),
+        flowtracer::Span::new(n - 1, n),
+        flowtracer::trace::AttentionInput { shape: vec![n, n], values: b, dtype: flowtracer::trace::Dtype::F32 },
+    );
+    let t = Trace::from_bytes(builder.to_bytes(), Path::new("noncausal.safetensors")).unwrap();
+    let e = flowtracer::backend::wgpu::Wgpu { gpu: g }.analyze(&t, &Params::default(), &Cancel::default()).unwrap_err();
+    assert_eq!(e.problem, flowtracer::trace::Problem::NonCausal);
+    assert!(e.to_string().contains("noncausal.safetensors") && e.to_string().contains("query row 2"), "{e}");
+}
+
+#[test]
+fn export_credit_is_identical_between_cpu_and_wgpu() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = common::temp_dir("backends");
+    let mut credits = vec![];
+    for backend in ["cpu", "wgpu"] {
+        let out = dir.join(backend);
+        let s = std::process::Command::new(env!("CARGO_BIN_EXE_flowtracer"))
+            .args(["--export", out.to_str().unwrap(), "--backend", backend, "--format", "json,credits", "sample_traces"])
+            .status()
+            .unwrap();
+        assert_eq!(s.code(), Some(0));
+        let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary["backend"], backend);
+        let bytes = std::fs::read(out.join("credits.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        credits.push(st.tensor("credit").unwrap().data().to_vec());
+    }
+    assert!(credits[0] == credits[1], "credit differs between --backend cpu and --backend wgpu");
+}

@@ -561,7 +561,7 @@ impl FlowApp {
 
     fn central(&mut self, ui: &mut egui::Ui) {
         if self.view == View::Run {
-            match &self.run {
+            match &mut self.run {
                 Some(r) => {
                     if let Some(p) = views::runs::show(ui, r) {
                         self.open_trace(&p);

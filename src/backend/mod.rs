@@ -6,6 +6,8 @@ use crate::params::Params;
 use crate::trace::{Trace, TraceError};
 use rayon::prelude::*;
 
+pub mod wgpu;
+
 pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Runs the pipeline on every trace of the batch.
@@ -34,12 +36,17 @@ pub enum Choice {
     Cuda,
 }
 
-/// Resolves a choice to a backend. `auto` never fails; asking for a backend this build or this
-/// machine lacks is an error the user should see, not a silent fallback.
+/// Resolves a choice to a backend. `auto` never fails: a hardware wgpu adapter if there is one,
+/// else the CPU (a software adapter such as lavapipe is correct but slower than the CPU backend).
+/// Asking for a backend this machine lacks is an error the user should see, not a fallback.
 pub fn select(choice: Choice) -> Result<Box<dyn Backend>, String> {
     match choice {
-        Choice::Auto | Choice::Cpu => Ok(Box::new(Cpu)),
-        Choice::Wgpu => Err("the wgpu backend is not part of this build yet; use --backend cpu or auto".into()),
-        Choice::Cuda => Err("the CUDA backend is not part of this build yet; use --backend cpu or auto".into()),
+        Choice::Cpu => Ok(Box::new(Cpu)),
+        Choice::Auto => match crate::gpu::shared() {
+            Ok(gpu) if !gpu.is_software => Ok(Box::new(wgpu::Wgpu { gpu })),
+            _ => Ok(Box::new(Cpu)),
+        },
+        Choice::Wgpu => crate::gpu::shared().map(|gpu| Box::new(wgpu::Wgpu { gpu }) as Box<dyn Backend>).map_err(|e| format!("--backend wgpu: {e}")),
+        Choice::Cuda => Err("the CUDA backend is not part of this build yet; use --backend auto, cpu or wgpu".into()),
     }
 }

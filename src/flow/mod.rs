@@ -133,11 +133,20 @@ pub fn analyze(trace: &Trace, params: &Params, cancel: &Cancel) -> Result<FlowRe
 }
 
 fn analyze_inner(trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel) -> Result<(FlowResult, Matrix), DataError> {
+    analyze_using(trace, spans, params, cancel, &|att, sel, p| aggregate::aggregate(att, sel, p, cancel.flag()))
+}
+
+/// How a backend builds the matrix from the selected slabs (step 1); steps 3–9 are shared.
+pub type Aggregator<'a> = dyn Fn(&crate::trace::Attention, &aggregate::Selection, &crate::params::AggregateParams) -> Result<Matrix, DataError> + 'a;
+
+/// The pipeline with step 1 done by `aggregator`: backends that aggregate elsewhere (the GPU)
+/// run every other step exactly as the CPU does.
+pub fn analyze_using(trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel, aggregator: &Aggregator) -> Result<(FlowResult, Matrix), DataError> {
     params.validate().map_err(|e| DataError::new(Problem::Params, e))?;
     let mut times = StepTimes::default();
     let t = Instant::now();
     let sel = aggregate::select(trace, &params.aggregate)?;
-    let mut m = aggregate::aggregate(&trace.attention, &sel, &params.aggregate, cancel.flag())?;
+    let mut m = aggregator(&trace.attention, &sel, &params.aggregate)?;
     times.aggregate = t.elapsed();
     let check = || if cancel.is_cancelled() { Err(DataError::new(Problem::Cancelled, "cancelled")) } else { Ok(()) };
     check()?;

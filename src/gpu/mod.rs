@@ -2,6 +2,7 @@
 //! WGPU_BACKEND, WGPU_ADAPTER_NAME, WGPU_POWER_PREF), so a machine without a GPU uses Mesa's
 //! lavapipe and a machine without either says why instead of panicking.
 
+pub mod aggregate;
 mod downsample;
 
 pub use downsample::Scale;
@@ -14,7 +15,11 @@ pub struct Gpu {
     /// "llvmpipe (LLVM 15.0.6, 256 bits)", "NVIDIA H200", …
     pub adapter: String,
     pub limits: wgpu::Limits,
+    /// A software rasteriser (lavapipe, SwiftShader): correct, but slower than the CPU backend,
+    /// so `--backend auto` passes it over.
+    pub is_software: bool,
     downsample: wgpu::ComputePipeline,
+    aggregate: wgpu::ComputePipeline,
 }
 
 impl Gpu {
@@ -36,7 +41,16 @@ impl Gpu {
         }))
         .map_err(|e| format!("{}: cannot open the device: {e}", info.name))?;
         let downsample = downsample::pipeline(&device);
-        Ok(Gpu { device, queue, adapter: format!("{} ({:?})", info.name, info.backend), limits, downsample })
+        let aggregate = aggregate::pipeline(&device);
+        Ok(Gpu {
+            device,
+            queue,
+            adapter: format!("{} ({:?})", info.name, info.backend),
+            limits,
+            is_software: info.device_type == wgpu::DeviceType::Cpu,
+            downsample,
+            aggregate,
+        })
     }
 
     /// Largest storage buffer one binding may see, in bytes.

@@ -68,6 +68,15 @@ impl Attention {
         &self.storage.bytes()[start..start + n * es]
     }
 
+    /// Raw bytes of query rows `k0..k1` of one layer and head (contiguous in the file).
+    pub fn rows_bytes(&self, l: usize, h: usize, k0: usize, k1: usize) -> &[u8] {
+        let n = self.n;
+        let es = self.dtype.size();
+        let slab = l * self.heads + h;
+        let start = self.offset + ((slab * n + k0) * n) * es;
+        &self.storage.bytes()[start..start + (k1 - k0) * n * es]
+    }
+
     /// Query row `k` of one layer and head, decoded.
     pub fn row(&self, l: usize, h: usize, k: usize, out: &mut [f32]) {
         self.dtype.decode(self.row_bytes(l, h, k), out);

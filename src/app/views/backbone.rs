@@ -48,6 +48,8 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut
         }
         let max_flow = r.backbone.iter().map(|p| p.flow).fold(0.0, f64::max).max(1e-300);
         let focus = state.hovered_path;
+        let pointer = resp.hover_pos();
+        let mut nearest_arc: Option<(usize, f32)> = None;
         for (pi, path) in r.backbone.iter().enumerate().rev() {
             let mut c = theme::path(pi);
             if focus.is_some_and(|f| f != pi) {
@@ -56,11 +58,18 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut
             let w = 1.0 + 12.0 * (path.flow / max_flow) as f32;
             for e in path.tokens.windows(2) {
                 let pts = arc(x_of(e[0]), x_of(e[1]), axis_y, axis_y - rect.top() - 20.0, rect.width());
+                if let Some(p) = pointer {
+                    let d = pts.iter().map(|q| (*q - p).length()).fold(f32::INFINITY, f32::min);
+                    if d < w / 2.0 + 4.0 && nearest_arc.is_none_or(|(_, best)| d < best) {
+                        nearest_arc = Some((pi, d));
+                    }
+                }
                 painter.add(Shape::line(pts, Stroke::new(w, c.gamma_multiply(0.8))));
             }
         }
+        // Hovering an arc lights its path, like hovering its legend row.
+        hovered_path = nearest_arc.map(|(pi, _)| pi);
         let on_path: BTreeSet<usize> = r.backbone.iter().flat_map(|p| p.tokens.iter().copied()).collect();
-        let pointer = resp.hover_pos();
         let mut near: Option<(usize, f32)> = None;
         let mut last_label = f32::NEG_INFINITY;
         for &k in &on_path {

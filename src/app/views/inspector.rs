@@ -28,13 +28,13 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -
     if on_backbone > 0 {
         roles.push(format!("on {on_backbone} backbone path(s)"));
     }
+    ui.add(egui::Label::new(roles.join(" · ")).wrap());
     egui::Grid::new("inspector-numbers").num_columns(2).striped(true).show(ui, |ui| {
         let mut row = |name: &str, value: String| {
             ui.label(name);
             ui.monospace(value);
             ui.end_row();
         };
-        row("role", roles.join(", "));
         row("reach", format!("{:.4e}", r.reach[k]));
         row("flow", format!("{:.5}", r.flow[k]));
         row("throughput", format!("{:.5}", r.throughput[k]));

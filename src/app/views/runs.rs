@@ -19,6 +19,10 @@ pub struct RunRow {
 pub struct RunView {
     pub run: Run,
     pub rows: Vec<RunRow>,
+    /// Pipeline status of each row (`ok`, `no_answer`, `no_flow`, or the error), filled in by a
+    /// background thread as it gets through the run.
+    pub status: Vec<Option<String>>,
+    statuses: std::sync::mpsc::Receiver<(usize, String)>,
 }
 
 impl RunView {
@@ -41,13 +45,38 @@ impl RunView {
                     Err(e) => RunRow { path: p.clone(), relative, n: None, step: None, reward: None, correct: None, error: Some(e.message) },
                 }
             })
-            .collect();
-        RunView { run, rows }
+            .collect::<Vec<RunRow>>();
+        let (tx, statuses) = std::sync::mpsc::channel();
+        let paths: Vec<PathBuf> = rows.iter().map(|r| r.path.clone()).collect();
+        std::thread::spawn(move || {
+            for (i, p) in paths.iter().enumerate() {
+                let status = crate::trace::Trace::open(p)
+                    .and_then(|t| crate::flow::analyze(&t, &crate::params::Params::default(), &Default::default()))
+                    .map(|r| r.status.name().to_string())
+                    .unwrap_or_else(|e| format!("failed: {}", e.message));
+                if tx.send((i, status)).is_err() {
+                    return;
+                }
+            }
+        });
+        let status = vec![None; rows.len()];
+        RunView { run, rows, status, statuses }
+    }
+
+    /// Takes in the statuses computed since the last frame; true while some are still missing.
+    pub fn poll(&mut self) -> bool {
+        while let Ok((i, s)) = self.statuses.try_recv() {
+            self.status[i] = Some(s);
+        }
+        self.status.iter().any(Option::is_none)
     }
 }
 
 /// Returns a trace the user asked to open.
-pub fn show(ui: &mut Ui, view: &RunView) -> Option<PathBuf> {
+pub fn show(ui: &mut Ui, view: &mut RunView) -> Option<PathBuf> {
+    if view.poll() {
+        ui.ctx().request_repaint_after(std::time::Duration::from_millis(100));
+    }
     let mut open = None;
     ui.heading(format!("run {}", view.run.name()));
     for w in &view.run.warnings {
@@ -87,17 +116,21 @@ pub fn show(ui: &mut Ui, view: &RunView) -> Option<PathBuf> {
     }
     ui.separator();
     egui::ScrollArea::vertical().id_salt("run-rows").show(ui, |ui| {
-        egui::Grid::new("run-table").striped(true).num_columns(6).show(ui, |ui| {
-            for h in ["trace", "tokens", "step", "reward", "correct", ""] {
+        egui::Grid::new("run-table").striped(true).num_columns(7).show(ui, |ui| {
+            for h in ["trace", "tokens", "step", "reward", "correct", "status", ""] {
                 ui.strong(h);
             }
             ui.end_row();
-            for row in &view.rows {
+            for (row, status) in view.rows.iter().zip(&view.status) {
                 ui.label(&row.relative);
                 ui.label(row.n.map_or("-".into(), |n| n.to_string()));
                 ui.label(row.step.map_or("-".into(), |s| s.to_string()));
                 ui.label(row.reward.map_or("-".into(), |r| format!("{r:.3}")));
                 ui.label(row.correct.map_or("-", |c| if c { "yes" } else { "no" }));
+                match status {
+                    Some(s) => ui.label(s),
+                    None => ui.spinner(),
+                };
                 match &row.error {
                     Some(e) => {
                         ui.colored_label(ui.visuals().error_fg_color, "broken").on_hover_text(e);
