@@ -615,8 +615,11 @@ impl FlowApp {
         let btrace = self.docs[bdoc].trace.clone();
         if bdoc == self.current && b.result.credit.len() == a.result.credit.len() {
             let changed = (0..a.result.credit.len()).filter(|&k| a.result.credit[k] != b.result.credit[k]).count();
-            let moved: f64 = (0..a.result.throughput.len()).map(|k| (a.result.throughput[k] - b.result.throughput[k]).abs()).sum::<f64>() / 2.0;
-            ui.label(format!("same trace: credit differs on {changed} tokens; {:.1}% of the throughput moved", 100.0 * moved / 2.0));
+            let (ta, tb) = (&a.result.throughput, &b.result.throughput);
+            let moved: f64 = ta.iter().zip(tb).map(|(x, y)| (x - y).abs()).sum();
+            let total: f64 = ta.iter().chain(tb).sum();
+            let share = if total > 0.0 { 100.0 * moved / total } else { 0.0 };
+            ui.label(format!("same trace: credit differs on {changed} tokens; {share:.1}% of the throughput moved"));
         }
         let mut action = None;
         ui.columns(2, |cols| {
