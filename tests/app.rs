@@ -38,7 +38,7 @@ fn opens_the_sample_and_inspects_a_clicked_token() {
     h.get_by_label(&format!("#{k} {token:?}"));
     h.get_by_label(&format!("{:.5}", a.result.flow[k]));
     h.get_by_label(&format!("{:.5}", a.result.throughput[k]));
-    h.get_by_label_contains("response, hub");
+    h.get_by_label_contains("response · hub");
     h.get_by_label("strongest inflow");
     // An inflow edge is a link that selects its source.
     let (src, _) = flowtracer::flow::conserve::strongest_into(&a.matrix, &a.result.reach, &a.result.flow, a.spans.answer, k, 1)[0];
