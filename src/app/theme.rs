@@ -22,12 +22,7 @@ pub fn heat(t: f64, dark: bool) -> Color32 {
     if !dark {
         return rgb(colormap::heat(t));
     }
-    let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
-    let x = t * (DARK.len() - 1) as f64;
-    let i = (x.floor() as usize).min(DARK.len() - 2);
-    let f = x - i as f64;
-    let (a, b) = (DARK[i], DARK[i + 1]);
-    rgb([0, 1, 2].map(|c| (a[c] as f64 + (b[c] as f64 - a[c] as f64) * f).round() as u8))
+    rgb(colormap::interpolate(&DARK, t))
 }
 
 pub fn ink_on(bg: Color32) -> Color32 {

@@ -11,10 +11,13 @@ pub struct Matrix {
     pub data: Vec<f32>,
 }
 
+/// Where row k starts in packed storage: k(k-1)/2 (the shaders use the same formula).
 #[inline]
-fn offset(k: usize) -> usize {
+pub fn row_offset(k: usize) -> usize {
     k * k.saturating_sub(1) / 2
 }
+
+use row_offset as offset;
 
 impl Matrix {
     pub fn zeros(n: usize) -> Self {

@@ -7,24 +7,8 @@ use crate::flow::Matrix;
 use crate::flow::aggregate::{CAUSAL_TOLERANCE, ROW_SUM_TOLERANCE, Selection};
 use crate::params::{AggregateParams, Reduce};
 use crate::trace::{Attention, Dtype};
+use crate::flow::matrix::row_offset as offset;
 use wgpu::util::DeviceExt;
-
-const SHADER: &str = include_str!("../../shaders/aggregate.wgsl");
-
-pub fn pipeline(device: &wgpu::Device) -> wgpu::ComputePipeline {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("aggregate.wgsl"),
-        source: wgpu::ShaderSource::Wgsl(SHADER.into()),
-    });
-    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("aggregate"),
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    })
-}
 
 /// Why the GPU did not produce the matrix.
 #[derive(Debug)]
@@ -51,9 +35,6 @@ struct Params {
     _pad: [u32; 2],
 }
 
-fn offset(k: usize) -> usize {
-    k * k.saturating_sub(1) / 2
-}
 
 impl Gpu {
     pub fn aggregate(&self, att: &Attention, sel: &Selection, p: &AggregateParams) -> Result<Matrix, AggregateError> {

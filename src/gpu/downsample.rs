@@ -3,24 +3,8 @@
 
 use super::Gpu;
 use crate::flow::Matrix;
+use crate::flow::matrix::row_offset as offset;
 use wgpu::util::DeviceExt;
-
-const SHADER: &str = include_str!("../../shaders/downsample.wgsl");
-
-pub fn pipeline(device: &wgpu::Device) -> wgpu::ComputePipeline {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("downsample.wgsl"),
-        source: wgpu::ShaderSource::Wgsl(SHADER.into()),
-    });
-    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("downsample"),
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    })
-}
 
 /// Per-row and per-column factors applied before the maximum (see the shader).
 pub struct Scale {
@@ -45,9 +29,6 @@ struct Params {
     _pad: [u32; 3],
 }
 
-fn offset(k: usize) -> usize {
-    k * k.saturating_sub(1) / 2
-}
 
 fn block_start(b: usize, n: usize, s: usize) -> usize {
     (b * n).div_ceil(s)

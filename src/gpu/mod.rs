@@ -40,8 +40,8 @@ impl Gpu {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| format!("{}: cannot open the device: {e}", info.name))?;
-        let downsample = downsample::pipeline(&device);
-        let aggregate = aggregate::pipeline(&device);
+        let downsample = compute_pipeline(&device, "downsample.wgsl", include_str!("../../shaders/downsample.wgsl"));
+        let aggregate = compute_pipeline(&device, "aggregate.wgsl", include_str!("../../shaders/aggregate.wgsl"));
         Ok(Gpu {
             device,
             queue,
@@ -57,6 +57,19 @@ impl Gpu {
     pub fn max_binding(&self) -> u64 {
         (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
     }
+}
+
+/// A compute pipeline from WGSL source with entry point `main` and the layout the shader implies.
+pub fn compute_pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(source.into()) });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    })
 }
 
 /// The process's device, created on first use; the error says why there is none.

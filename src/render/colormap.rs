@@ -16,11 +16,16 @@ const HEAT: [[u8; 3]; 9] = [
 
 /// The heat colour of `t` in [0, 1] (clamped; NaN reads as 0).
 pub fn heat(t: f64) -> [u8; 3] {
+    interpolate(&HEAT, t)
+}
+
+/// Linear interpolation between evenly spaced colour stops.
+pub fn interpolate(stops: &[[u8; 3]], t: f64) -> [u8; 3] {
     let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
-    let x = t * (HEAT.len() - 1) as f64;
-    let i = (x.floor() as usize).min(HEAT.len() - 2);
+    let x = t * (stops.len() - 1) as f64;
+    let i = (x.floor() as usize).min(stops.len() - 2);
     let f = x - i as f64;
-    let (a, b) = (HEAT[i], HEAT[i + 1]);
+    let (a, b) = (stops[i], stops[i + 1]);
     [0, 1, 2].map(|c| (a[c] as f64 + (b[c] as f64 - a[c] as f64) * f).round() as u8)
 }
 
