@@ -139,3 +139,21 @@ fn export_credit_is_identical_between_cpu_and_wgpu() {
     }
     assert!(credits[0] == credits[1], "credit differs between --backend cpu and --backend wgpu");
 }
+
+#[test]
+fn gpu_solves_match_the_cpu_solves() {
+    let Some(g) = gpu() else { return };
+    for (n, seed) in [(2usize, 11u64), (3, 12), (63, 13), (64, 14), (65, 15), (129, 16), (1000, 17), (4096, 18)] {
+        let b = common::random_trace(n, seed);
+        let t = Trace::from_bytes(b.to_bytes(), Path::new("random.safetensors")).unwrap();
+        let (_, m) = flowtracer::flow::analyze_with_matrix(&t, &Params::default(), &Cancel::default()).unwrap();
+        let h = flowtracer::flow::reach::reach(&m, t.spans.answer);
+        let uf = flowtracer::flow::unit_flow::unit_flow(&m, &h, t.spans);
+        let (gh, guf) = g.solve(&m, t.spans).expect("the GPU solves run");
+        assert_eq!(guf.sources, uf.sources, "N = {n}");
+        for k in 0..n {
+            assert!((h[k] - gh[k]).abs() <= 1e-4 * h[k].abs().max(gh[k].abs()) + 1e-30, "N = {n}: h({k}) cpu {} gpu {}", h[k], gh[k]);
+            assert!((uf.flow[k] - guf.flow[k]).abs() <= 1e-4 * uf.flow[k].abs().max(guf.flow[k].abs()) + 1e-12, "N = {n}: f({k}) cpu {} gpu {}", uf.flow[k], guf.flow[k]);
+        }
+    }
+}

@@ -503,6 +503,14 @@ impl FlowApp {
             if self.worker.busy_since().is_some() || self.dirty_since.is_some() {
                 ui.spinner();
                 ui.label("re-scoring…");
+                if ui.small_button("cancel").clicked() {
+                    self.worker.cancel();
+                    self.dirty_since = None;
+                    self.status = "re-score cancelled; the view shows the previous analysis".into();
+                    if let Some(d) = self.docs.get_mut(self.current).filter(|d| d.analysis.is_none()) {
+                        d.error = Some("analysis cancelled: change a parameter to run it again".into());
+                    }
+                }
             }
             ui.label(&self.status);
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {

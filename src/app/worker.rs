@@ -41,6 +41,13 @@ impl Worker {
         self.running.as_ref().map(|r| r.2)
     }
 
+    /// Stops the running job; its result, if it still arrives, is dropped.
+    pub fn cancel(&mut self) {
+        if let Some((_, c, _)) = self.running.take() {
+            c.cancel();
+        }
+    }
+
     pub fn submit(&mut self, doc: usize, trace: Arc<Trace>, spans: Spans, params: Params, previous: Option<Arc<Analysis>>) {
         if let Some((_, c, _)) = self.running.take() {
             c.cancel();

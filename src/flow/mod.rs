@@ -133,15 +133,25 @@ pub fn analyze(trace: &Trace, params: &Params, cancel: &Cancel) -> Result<FlowRe
 }
 
 fn analyze_inner(trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel) -> Result<(FlowResult, Matrix), DataError> {
-    analyze_using(trace, spans, params, cancel, &|att, sel, p| aggregate::aggregate(att, sel, p, cancel.flag()))
+    analyze_using(trace, spans, params, cancel, &|att, sel, p| aggregate::aggregate(att, sel, p, cancel.flag()), None)
 }
+
+/// How a backend solves steps 3 and 5 (reach and unit flow) on the aggregated matrix.
+pub type Solver<'a> = dyn Fn(&Matrix, Spans) -> Result<(Vec<f64>, unit_flow::UnitFlow), String> + 'a;
 
 /// How a backend builds the matrix from the selected slabs (step 1); steps 3–9 are shared.
 pub type Aggregator<'a> = dyn Fn(&crate::trace::Attention, &aggregate::Selection, &crate::params::AggregateParams) -> Result<Matrix, DataError> + 'a;
 
 /// The pipeline with step 1 done by `aggregator`: backends that aggregate elsewhere (the GPU)
 /// run every other step exactly as the CPU does.
-pub fn analyze_using(trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel, aggregator: &Aggregator) -> Result<(FlowResult, Matrix), DataError> {
+pub fn analyze_using(
+    trace: &Trace,
+    spans: Spans,
+    params: &Params,
+    cancel: &Cancel,
+    aggregator: &Aggregator,
+    solver: Option<&Solver>,
+) -> Result<(FlowResult, Matrix), DataError> {
     params.validate().map_err(|e| DataError::new(Problem::Params, e))?;
     let mut times = StepTimes::default();
     let t = Instant::now();
@@ -150,7 +160,22 @@ pub fn analyze_using(trace: &Trace, spans: Spans, params: &Params, cancel: &Canc
     times.aggregate = t.elapsed();
     let check = || if cancel.is_cancelled() { Err(DataError::new(Problem::Cancelled, "cancelled")) } else { Ok(()) };
     check()?;
-    let mut result = solve(&mut m, spans, params, &mut times);
+    let mut result = match solver {
+        None => solve(&mut m, spans, params, &mut times),
+        Some(solver) => {
+            let t = Instant::now();
+            match solver(&m, spans) {
+                Ok((h, uf)) => {
+                    times.reach = t.elapsed();
+                    finish(&mut m, spans, params, &mut times, h, uf)
+                }
+                Err(e) => {
+                    eprintln!("flowtracer: warning: {}: the GPU solves failed ({e}); solving on the CPU", trace.path.display());
+                    solve(&mut m, spans, params, &mut times)
+                }
+            }
+        }
+    };
     result.layers = sel.layers;
     result.heads = sel.heads;
     result.times = times;
@@ -175,13 +200,18 @@ pub fn rescore(m: &mut Matrix, spans: Spans, params: &Params, aggregated: &FlowR
 /// Steps 3–9 on an aggregated matrix. Public so that backends which aggregate elsewhere, and
 /// tests with hand-made graphs, run exactly the same steps.
 pub fn solve(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepTimes) -> FlowResult {
-    let n = m.n;
     let t = Instant::now();
     let h = reach::reach(m, spans.answer);
     times.reach = t.elapsed();
     let t = Instant::now();
     let uf = unit_flow::unit_flow(m, &h, spans);
     times.flow = t.elapsed();
+    finish(m, spans, params, times, h, uf)
+}
+
+/// Steps 6–9 from the reach and the flow (solved here or by another backend).
+pub fn finish(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepTimes, h: Vec<f64>, uf: unit_flow::UnitFlow) -> FlowResult {
+    let n = m.n;
     let status = if spans.answer.is_empty() {
         Status::NoAnswer
     } else if uf.sources == 0 {

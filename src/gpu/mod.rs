@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 mod downsample;
+pub mod solve;
 
 pub use downsample::Scale;
 
@@ -20,6 +21,7 @@ pub struct Gpu {
     pub is_software: bool,
     downsample: wgpu::ComputePipeline,
     aggregate: wgpu::ComputePipeline,
+    solve: solve::SolvePipelines,
 }
 
 impl Gpu {
@@ -42,6 +44,7 @@ impl Gpu {
         .map_err(|e| format!("{}: cannot open the device: {e}", info.name))?;
         let downsample = compute_pipeline(&device, "downsample.wgsl", include_str!("../../shaders/downsample.wgsl"));
         let aggregate = compute_pipeline(&device, "aggregate.wgsl", include_str!("../../shaders/aggregate.wgsl"));
+        let solve = solve::pipelines(&device);
         Ok(Gpu {
             device,
             queue,
@@ -50,6 +53,7 @@ impl Gpu {
             is_software: info.device_type == wgpu::DeviceType::Cpu,
             downsample,
             aggregate,
+            solve,
         })
     }
 

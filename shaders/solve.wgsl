@@ -1,0 +1,140 @@
+// Steps 3 and 5 on the GPU: the two triangular solves, blocked like the CPU's (FLOWTRACER.md §1).
+// M is the packed strict lower triangle: row k starts at k(k-1)/2.
+//
+// Reach (backward, "push" form), blocks of rows from the answer's end down to 0:
+//   reach_block: one workgroup settles the block's rows in order, h(k) = 1 on the answer, else
+//                the sum gathered so far, pushing W[i,k]·h(k) into the block's own earlier tokens;
+//   reach_push:  every token before the block adds Σ_{k in block} M[k,i]·h(k), in parallel.
+// Flow (forward, "pull" form), blocks of rows from the question's start to the answer's end:
+//   flow_gather: each row of the block sums M[k,i]·g(i) over the sources before the block;
+//   flow_block:  one workgroup settles the block's rows in order: f(k) = s(k) + h(k)·(sum),
+//                g(k) = f(k)/h(k) for conserving tokens (the answer absorbs).
+
+struct Params {
+    n: u32,
+    k0: u32,      // first row of the block
+    k1: u32,      // one past its last row
+    a0: u32,      // answer span
+    a1: u32,
+    q0: u32,      // first source (the question's start)
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> m: array<f32>;
+@group(0) @binding(2) var<storage, read_write> h: array<f32>;
+@group(0) @binding(3) var<storage, read_write> acc: array<f32>;
+@group(0) @binding(4) var<storage, read_write> g: array<f32>;
+@group(0) @binding(5) var<storage, read_write> f: array<f32>;
+@group(0) @binding(6) var<storage, read> s: array<f32>;
+
+const B: u32 = 64u;
+var<workgroup> s_acc: array<f32, 64>;
+var<workgroup> s_h: f32;
+var<workgroup> s_red: array<f32, 256>;
+
+fn row(k: u32) -> u32 {
+    return (k * (k - 1u)) / 2u;
+}
+
+fn in_answer(k: u32) -> bool {
+    return k >= p.a0 && k < p.a1;
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn reach_block(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    let i = p.k0 + t;
+    if (i < p.k1) {
+        s_acc[t] = acc[i];
+    }
+    workgroupBarrier();
+    for (var k = p.k1; k > p.k0; k = k - 1u) {
+        let kk = k - 1u;
+        if (t == 0u) {
+            var hk = s_acc[kk - p.k0];
+            if (in_answer(kk)) {
+                hk = 1.0;
+            }
+            h[kk] = hk;
+            s_h = hk;
+        }
+        workgroupBarrier();
+        let hk = s_h;
+        if (i < kk && hk != 0.0) {
+            s_acc[t] = s_acc[t] + m[row(kk) + i] * hk;
+        }
+        workgroupBarrier();
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn reach_push(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= p.k0) {
+        return;
+    }
+    var sum = 0.0;
+    for (var k = p.k0; k < p.k1; k = k + 1u) {
+        sum = sum + m[row(k) + i] * h[k];
+    }
+    acc[i] = acc[i] + sum;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn flow_gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let k = p.k0 + wg.x;
+    let t = lid.x;
+    var sum = 0.0;
+    if (k < p.k1) {
+        for (var i = p.q0 + t; i < p.k0; i = i + 256u) {
+            sum = sum + m[row(k) + i] * g[i];
+        }
+    }
+    s_red[t] = sum;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride = stride / 2u) {
+        if (t < stride) {
+            s_red[t] = s_red[t] + s_red[t + stride];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u && k < p.k1) {
+        acc[k] = s_red[0];
+    }
+}
+
+@compute @workgroup_size(64, 1, 1)
+fn flow_block(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let t = lid.x;
+    for (var k = p.k0; k < p.k1; k = k + 1u) {
+        // The block's own earlier sources, one per thread, then a tree sum.
+        let i = p.k0 + t;
+        var v = 0.0;
+        if (i < k && i >= p.q0) {
+            v = m[row(k) + i] * g[i];
+        }
+        s_red[t] = v;
+        workgroupBarrier();
+        for (var stride = 32u; stride > 0u; stride = stride / 2u) {
+            if (t < stride) {
+                s_red[t] = s_red[t] + s_red[t + stride];
+            }
+            workgroupBarrier();
+        }
+        if (t == 0u) {
+            let hk = h[k];
+            if (hk > 0.0) {
+                let fk = s[k] + hk * (acc[k] + s_red[0]);
+                f[k] = fk;
+                if (!in_answer(k)) {
+                    g[k] = fk / hk;
+                }
+            }
+        }
+        // g(k) is read by the next rows' threads: make the write visible to the workgroup.
+        storageBarrier();
+        workgroupBarrier();
+    }
+}

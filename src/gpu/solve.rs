@@ -1,0 +1,174 @@
+//! Steps 3 and 5 on the GPU (`shaders/solve.wgsl`): the backward reach solve and the forward
+//! flow solve, in f32, blocked as on the CPU: a few dispatches per block of 64 rows.
+
+use super::Gpu;
+use crate::flow::Matrix;
+use crate::flow::unit_flow::UnitFlow;
+use crate::span::Spans;
+use wgpu::util::DeviceExt;
+
+const BLOCK: usize = 64;
+
+pub struct SolvePipelines {
+    layout: wgpu::BindGroupLayout,
+    reach_block: wgpu::ComputePipeline,
+    reach_push: wgpu::ComputePipeline,
+    flow_gather: wgpu::ComputePipeline,
+    flow_block: wgpu::ComputePipeline,
+}
+
+pub fn pipelines(device: &wgpu::Device) -> SolvePipelines {
+    let entry = |binding: u32, ty: wgpu::BindingType| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty,
+        count: None,
+    };
+    let storage = |read_only: bool| wgpu::BindingType::Buffer {
+        ty: wgpu::BufferBindingType::Storage { read_only },
+        has_dynamic_offset: false,
+        min_binding_size: None,
+    };
+    let uniform = wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None };
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("solve"),
+        entries: &[
+            entry(0, uniform),
+            entry(1, storage(true)),
+            entry(2, storage(false)),
+            entry(3, storage(false)),
+            entry(4, storage(false)),
+            entry(5, storage(false)),
+            entry(6, storage(true)),
+        ],
+    });
+    let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some("solve"), bind_group_layouts: &[Some(&layout)], immediate_size: 0 });
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("solve.wgsl"),
+        source: wgpu::ShaderSource::Wgsl(include_str!("../../shaders/solve.wgsl").into()),
+    });
+    let make = |entry: &str| {
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        })
+    };
+    SolvePipelines { reach_block: make("reach_block"), reach_push: make("reach_push"), flow_gather: make("flow_gather"), flow_block: make("flow_block"), layout }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    k0: u32,
+    k1: u32,
+    a0: u32,
+    a1: u32,
+    q0: u32,
+    _pad: [u32; 2],
+}
+
+impl Gpu {
+    /// Reach and unit flow of `m` (the matrix must fit one storage binding).
+    pub fn solve(&self, m: &Matrix, spans: Spans) -> Result<(Vec<f64>, UnitFlow), String> {
+        let n = m.n;
+        if (m.data.len() * 4) as u64 > self.max_binding() {
+            return Err(format!("the {} MiB matrix is over the adapter's binding limit", m.data.len() * 4 >> 20));
+        }
+        if spans.answer.is_empty() {
+            return Ok((vec![0.0; n], UnitFlow { flow: vec![0.0; n], sources: 0 }));
+        }
+        let dev = &self.device;
+        let buf = |label: &str, data: &[f32], read_only: bool| {
+            let usage = wgpu::BufferUsages::STORAGE | if read_only { wgpu::BufferUsages::empty() } else { wgpu::BufferUsages::COPY_SRC };
+            // A binding may not be empty.
+            let contents: Vec<f32> = if data.is_empty() { vec![0.0] } else { data.to_vec() };
+            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(&contents), usage })
+        };
+        let zeros = vec![0f32; n];
+        let mbuf = buf("M", &m.data, true);
+        let (h, acc, g, f) = (buf("h", &zeros, false), buf("acc", &zeros, false), buf("g", &zeros, false), buf("f", &zeros, false));
+        let p = &self.solve;
+        let bind = |params: Params, s: &wgpu::Buffer| {
+            let pbuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("solve params"),
+                contents: bytemuck::bytes_of(&params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            dev.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("solve"),
+                layout: &p.layout,
+                entries: &[
+                    wgpu::BindGroupEntry { binding: 0, resource: pbuf.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 1, resource: mbuf.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 2, resource: h.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 3, resource: acc.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 4, resource: g.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 5, resource: f.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 6, resource: s.as_entire_binding() },
+                ],
+            })
+        };
+        let params = |k0: usize, k1: usize| Params {
+            n: n as u32,
+            k0: k0 as u32,
+            k1: k1 as u32,
+            a0: spans.answer.start as u32,
+            a1: spans.answer.end as u32,
+            q0: spans.question.start as u32,
+            _pad: [0; 2],
+        };
+
+        // Reach: blocks from the answer's end down to token 0.
+        let no_sources = buf("s", &zeros, true);
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("reach") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("reach"), timestamp_writes: None });
+            let mut k1 = spans.answer.end;
+            while k1 > 0 {
+                let k0 = k1.saturating_sub(BLOCK);
+                let bg = bind(params(k0, k1), &no_sources);
+                pass.set_bind_group(0, &bg, &[]);
+                pass.set_pipeline(&p.reach_block);
+                pass.dispatch_workgroups(1, 1, 1);
+                if k0 > 0 {
+                    pass.set_pipeline(&p.reach_push);
+                    pass.dispatch_workgroups((k0 as u32).div_ceil(256), 1, 1);
+                }
+                k1 = k0;
+            }
+        }
+        self.queue.submit([enc.finish()]);
+        let reach: Vec<f64> = self.read_back(&h, n)?.into_iter().map(|x| x as f64).collect();
+
+        // Sources: the question tokens that reach the answer share one unit.
+        let sources = spans.question.range().filter(|&i| reach[i] > 0.0).count();
+        if sources == 0 {
+            return Ok((reach, UnitFlow { flow: vec![0.0; n], sources: 0 }));
+        }
+        let share: Vec<f32> = (0..n).map(|i| if spans.question.contains(i) && reach[i] > 0.0 { 1.0 / sources as f32 } else { 0.0 }).collect();
+        let sbuf = buf("s", &share, true);
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("flow") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("flow"), timestamp_writes: None });
+            let mut k0 = spans.question.start;
+            while k0 < spans.answer.end {
+                let k1 = (k0 + BLOCK).min(spans.answer.end);
+                let bg = bind(params(k0, k1), &sbuf);
+                pass.set_bind_group(0, &bg, &[]);
+                pass.set_pipeline(&p.flow_gather);
+                pass.dispatch_workgroups((k1 - k0) as u32, 1, 1);
+                pass.set_pipeline(&p.flow_block);
+                pass.dispatch_workgroups(1, 1, 1);
+                k0 = k1;
+            }
+        }
+        self.queue.submit([enc.finish()]);
+        let flow: Vec<f64> = self.read_back(&f, n)?.into_iter().map(|x| x as f64).collect();
+        Ok((reach, UnitFlow { flow, sources }))
+    }
+}
