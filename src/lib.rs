@@ -13,6 +13,7 @@ pub mod flow;
 pub mod gpu;
 pub mod params;
 pub mod render;
+pub mod rl;
 pub mod span;
 pub mod summary;
 pub mod synth;

@@ -62,6 +62,33 @@ enum Command {
         #[arg(long)]
         ui: bool,
     },
+    /// Fine-tune the project's small policy with GRPO, token advantages shaped by a credit mode.
+    Train {
+        #[arg(long, value_enum, default_value_t = flowtracer::rl::task::Task::Addition)]
+        task: flowtracer::rl::task::Task,
+        #[arg(long, value_enum, default_value_t = flowtracer::rl::grpo::CreditMode::Flow)]
+        credit: flowtracer::rl::grpo::CreditMode,
+        #[arg(long, default_value_t = 40)]
+        steps: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The run folder (resumed if it holds a checkpoint).
+        #[arg(long)]
+        out: PathBuf,
+        /// Supervised warm-start steps when starting without --init.
+        #[arg(long, default_value_t = 300)]
+        sft_steps: usize,
+        /// Start from these policy weights (a checkpoint of an earlier run).
+        #[arg(long)]
+        init: Option<PathBuf>,
+        #[arg(long, default_value_t = 1.5)]
+        gamma: f64,
+        #[arg(long, default_value_t = 0.4)]
+        fraction: f64,
+        /// A tiny policy, for trying the loop in seconds.
+        #[arg(long)]
+        tiny: bool,
+    },
     /// Write synthetic traces (the bundled samples are made with this).
     Synth {
         #[arg(long)]
@@ -98,6 +125,41 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Bench { sizes, backend, repeat, no_heads, dir, peer, ui: false }) => run_bench(sizes, backend, repeat, no_heads, dir, peer),
+        Some(Command::Train { task, credit, steps, seed, out, sft_steps, init, gamma, fraction, tiny }) => {
+            use flowtracer::rl::train::{TrainConfig, train};
+            let mut cfg = TrainConfig::new(task, credit, steps, seed);
+            cfg.sft_steps = sft_steps;
+            cfg.init = init;
+            cfg.credit.gamma = gamma;
+            cfg.credit.fraction = fraction;
+            if tiny {
+                cfg.model = flowtracer::rl::model::Config::tiny();
+                cfg.eval_size = 16;
+            }
+            let bar = indicatif::ProgressBar::with_draw_target(Some(steps as u64), indicatif::ProgressDrawTarget::stderr());
+            bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} step {pos}/{len} {elapsed_precise} {msg}").expect("static template"));
+            bar.set_message("warm start…");
+            let mut tick = |m: &flowtracer::rl::train::StepMetrics| {
+                bar.set_position(m.step as u64);
+                bar.set_message(format!(
+                    "reward {:.2}{}",
+                    m.reward,
+                    m.heldout_accuracy.map(|a| format!(", held-out {a:.2}")).unwrap_or_default()
+                ));
+            };
+            let result = train(&cfg, &out, &Cancel::default(), &mut tick);
+            bar.finish_and_clear();
+            match result {
+                Ok(()) => {
+                    eprintln!("flowtracer: run in {} (metrics.jsonl, ckpt/, step_*/ traces)", out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("flowtracer: train: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Some(Command::Synth { out, tokens, layers, heads, seed, dtype, rank, no_answer }) => {
             let dtype = match dtype.to_ascii_lowercase().as_str() {
                 "f32" => Dtype::F32,

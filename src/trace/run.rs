@@ -31,6 +31,9 @@ impl Run {
     }
 }
 
+/// The folder of a training run that holds policy checkpoints, not traces.
+pub const CHECKPOINTS: &str = "ckpt";
+
 pub fn is_trace_file(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "safetensors")
         && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
@@ -55,7 +58,9 @@ pub fn discover(root: &Path) -> Result<Run, String> {
             let path = entry.path();
             let Ok(kind) = entry.file_type() else { continue };
             if kind.is_dir() {
-                if !entry.file_name().to_string_lossy().starts_with('.') {
+                // Hidden folders and `ckpt/` (policy checkpoints of a training run) hold no traces.
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') && name != CHECKPOINTS {
                     stack.push(path);
                 }
             } else if is_trace_file(&path) {

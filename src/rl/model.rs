@@ -1,0 +1,149 @@
+//! The policy: a small decoder-only character transformer (candle, CPU) whose forward pass can
+//! return every layer's and head's attention, so its own rollouts can be traced.
+//!
+//! Written out plainly, and with two of candle's traps avoided: `softmax_last_dim` and the fused
+//! layer norm are forward-only ops that silently drop gradients, so attention uses the composed
+//! `ops::softmax` and the layer norm is written here (a test checks every parameter gets a
+//! gradient).
+
+use candle_core::{D, DType, Device, Module, Result, Tensor};
+use candle_nn::{Embedding, Init, Linear, VarBuilder, VarMap, embedding, linear};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub vocab: usize,
+    pub context: usize,
+    pub d: usize,
+    pub layers: usize,
+    pub heads: usize,
+}
+
+impl Config {
+    /// The default policy: 3 layers, d = 96, 4 heads, context 96 (about 0.34 M parameters).
+    pub fn small() -> Config {
+        Config { vocab: super::task::vocab_size(), context: 96, d: 96, layers: 3, heads: 4 }
+    }
+
+    /// For tests that must run in seconds.
+    pub fn tiny() -> Config {
+        Config { vocab: super::task::vocab_size(), context: 96, d: 16, layers: 2, heads: 2 }
+    }
+}
+
+struct LayerNorm {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl LayerNorm {
+    fn new(d: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(LayerNorm {
+            w: vb.get_with_hints(d, "weight", Init::Const(1.0))?,
+            b: vb.get_with_hints(d, "bias", Init::Const(0.0))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
+        xn.broadcast_mul(&self.w)?.broadcast_add(&self.b)
+    }
+}
+
+struct Block {
+    ln1: LayerNorm,
+    qkv: Linear,
+    proj: Linear,
+    ln2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+pub struct Policy {
+    pub cfg: Config,
+    pub varmap: VarMap,
+    tok: Embedding,
+    pos: Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    head: Linear,
+}
+
+impl Policy {
+    pub fn new(cfg: Config) -> Result<Policy> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let d = cfg.d;
+        let blocks = (0..cfg.layers)
+            .map(|l| {
+                let vb = vb.pp(format!("h{l}"));
+                Ok(Block {
+                    ln1: LayerNorm::new(d, vb.pp("ln1"))?,
+                    qkv: linear(d, 3 * d, vb.pp("qkv"))?,
+                    proj: linear(d, d, vb.pp("proj"))?,
+                    ln2: LayerNorm::new(d, vb.pp("ln2"))?,
+                    fc1: linear(d, 4 * d, vb.pp("fc1"))?,
+                    fc2: linear(4 * d, d, vb.pp("fc2"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Policy {
+            tok: embedding(cfg.vocab, d, vb.pp("tok"))?,
+            pos: embedding(cfg.context, d, vb.pp("pos"))?,
+            ln_f: LayerNorm::new(d, vb.pp("ln_f"))?,
+            head: linear(d, cfg.vocab, vb.pp("head"))?,
+            blocks,
+            varmap,
+            cfg,
+        })
+    }
+
+    /// Logits `[B,T,V]` and, when asked, each layer's attention `[B,H,T,T]` (rows sum to 1).
+    pub fn forward(&self, ids: &Tensor, want_attention: bool) -> Result<(Tensor, Vec<Tensor>)> {
+        let (b, t) = ids.dims2()?;
+        let (d, nh) = (self.cfg.d, self.cfg.heads);
+        let dh = d / nh;
+        let positions = Tensor::arange(0u32, t as u32, &Device::Cpu)?;
+        let mut x = self.tok.forward(ids)?.broadcast_add(&self.pos.forward(&positions)?)?;
+        let mask: Vec<f32> = (0..t * t).map(|j| if j % t > j / t { -1e9 } else { 0.0 }).collect();
+        let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu)?;
+        let mut attentions = Vec::new();
+        for blk in &self.blocks {
+            let h = blk.ln1.forward(&x)?;
+            let qkv = blk.qkv.forward(&h)?.reshape((b, t, 3, nh, dh))?.permute((2, 0, 3, 1, 4))?;
+            let (q, k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
+            let scores = (q.matmul(&k.t()?.contiguous()?)? / (dh as f64).sqrt())?.broadcast_add(&mask)?;
+            let att = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let y = att.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, d))?;
+            x = (x + blk.proj.forward(&y)?)?;
+            let m = blk.fc2.forward(&blk.fc1.forward(&blk.ln2.forward(&x)?)?.gelu()?)?;
+            x = (x + m)?;
+            if want_attention {
+                attentions.push(att);
+            }
+        }
+        Ok((self.head.forward(&self.ln_f.forward(&x)?)?, attentions))
+    }
+
+    pub fn parameters(&self) -> usize {
+        self.varmap.all_vars().iter().map(|v| v.elem_count()).sum()
+    }
+
+    /// Writes the weights (safetensors) atomically: a temporary file, then a rename.
+    pub fn save(&self, path: &Path) -> std::result::Result<(), String> {
+        let tmp = path.with_extension("safetensors.tmp");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        self.varmap.save(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn load(&mut self, path: &Path) -> std::result::Result<(), String> {
+        self.varmap.load(path).map_err(|e| format!("{}: cannot load the policy: {e}", path.display()))
+    }
+}
