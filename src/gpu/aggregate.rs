@@ -103,16 +103,7 @@ impl Gpu {
                     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                     mapped_at_creation: false,
                 });
-                let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("aggregate"),
-                    layout: &self.aggregate.get_bind_group_layout(0),
-                    entries: &[
-                        wgpu::BindGroupEntry { binding: 0, resource: pbuf.as_entire_binding() },
-                        wgpu::BindGroupEntry { binding: 1, resource: abuf.as_entire_binding() },
-                        wgpu::BindGroupEntry { binding: 2, resource: mbuf.as_entire_binding() },
-                        wgpu::BindGroupEntry { binding: 3, resource: sbuf.as_entire_binding() },
-                    ],
-                });
+                let bind = super::bind_buffers(dev, "aggregate", &self.aggregate.get_bind_group_layout(0), &[&pbuf, &abuf, &mbuf, &sbuf]);
                 {
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("aggregate"), timestamp_writes: None });
                     pass.set_pipeline(&self.aggregate);

@@ -86,17 +86,7 @@ impl Gpu {
                 contents: bytemuck::bytes_of(&params),
                 usage: wgpu::BufferUsages::UNIFORM,
             });
-            let bind = dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("downsample"),
-                layout: &self.downsample.get_bind_group_layout(0),
-                entries: &[
-                    wgpu::BindGroupEntry { binding: 0, resource: pbuf.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 1, resource: mbuf.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 2, resource: rows.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 3, resource: cols.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 4, resource: out.as_entire_binding() },
-                ],
-            });
+            let bind = super::bind_buffers(dev, "downsample", &self.downsample.get_bind_group_layout(0), &[&pbuf, &mbuf, &rows, &cols, &out]);
             let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("downsample") });
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("downsample"), timestamp_writes: None });

@@ -76,6 +76,16 @@ pub fn compute_pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgp
     })
 }
 
+/// A bind group whose binding i is the whole of `buffers[i]` (every shader here binds that way).
+pub fn bind_buffers(device: &wgpu::Device, label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry> = buffers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
+}
+
 /// The process's device, created on first use; the error says why there is none.
 pub fn shared() -> Result<&'static Gpu, String> {
     static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();

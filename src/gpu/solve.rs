@@ -99,19 +99,7 @@ impl Gpu {
                 contents: bytemuck::bytes_of(&params),
                 usage: wgpu::BufferUsages::UNIFORM,
             });
-            dev.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("solve"),
-                layout: &p.layout,
-                entries: &[
-                    wgpu::BindGroupEntry { binding: 0, resource: pbuf.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 1, resource: mbuf.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 2, resource: h.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 3, resource: acc.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 4, resource: g.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 5, resource: f.as_entire_binding() },
-                    wgpu::BindGroupEntry { binding: 6, resource: s.as_entire_binding() },
-                ],
-            })
+            super::bind_buffers(dev, "solve", &p.layout, &[&pbuf, &mbuf, &h, &acc, &g, &f, s])
         };
         let params = |k0: usize, k1: usize| Params {
             n: n as u32,

@@ -73,7 +73,8 @@ impl Task {
         match self {
             Task::Addition => {
                 let digits = match phase {
-                    Phase::Sft => 1 + rng.below(3) + (rng.below(10) == 0) as usize,
+                    // Mostly 1–3 digits, about one in ten at the RL length, so RL starts above zero.
+                    Phase::Sft => if rng.below(10) == 0 { 4 } else { 1 + rng.below(3) },
                     Phase::Rl => 4,
                 };
                 let lo = if digits == 1 { 0 } else { 10usize.pow(digits as u32 - 1) };
