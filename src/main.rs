@@ -75,8 +75,9 @@ enum Command {
         /// The run folder (resumed if it holds a checkpoint).
         #[arg(long)]
         out: PathBuf,
-        /// Supervised warm-start steps when starting without --init.
-        #[arg(long, default_value_t = 300)]
+        /// Supervised warm-start steps when starting without --init (addition: 700 steps gave 14%
+        /// held-out on 4 digits, 1500 gave 84%; RL wants 20–60%).
+        #[arg(long, default_value_t = 1000)]
         sft_steps: usize,
         /// Start from these policy weights (a checkpoint of an earlier run).
         #[arg(long)]

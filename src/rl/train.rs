@@ -53,7 +53,7 @@ impl TrainConfig {
             credit: CreditParams::default(),
             steps,
             seed,
-            sft_steps: 300,
+            sft_steps: 1000,
             sft_batch: 32,
             prompts_per_step: 8,
             group: 8,
