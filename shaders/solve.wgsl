@@ -38,6 +38,18 @@ fn row(k: u32) -> u32 {
     return (k * (k - 1u)) / 2u;
 }
 
+// Tree sum of s_red[0..width) into s_red[0]; every thread of the workgroup calls it (barriers).
+fn tree_sum(t: u32, width: u32) -> f32 {
+    workgroupBarrier();
+    for (var stride = width / 2u; stride > 0u; stride = stride / 2u) {
+        if (t < stride) {
+            s_red[t] = s_red[t] + s_red[t + stride];
+        }
+        workgroupBarrier();
+    }
+    return s_red[0];
+}
+
 fn in_answer(k: u32) -> bool {
     return k >= p.a0 && k < p.a1;
 }
@@ -93,15 +105,9 @@ fn flow_gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         }
     }
     s_red[t] = sum;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride = stride / 2u) {
-        if (t < stride) {
-            s_red[t] = s_red[t] + s_red[t + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = tree_sum(t, 256u);
     if (t == 0u && k < p.k1) {
-        acc[k] = s_red[0];
+        acc[k] = total;
     }
 }
 
@@ -116,17 +122,11 @@ fn flow_block(@builtin(local_invocation_id) lid: vec3<u32>) {
             v = m[row(k) + i] * g[i];
         }
         s_red[t] = v;
-        workgroupBarrier();
-        for (var stride = 32u; stride > 0u; stride = stride / 2u) {
-            if (t < stride) {
-                s_red[t] = s_red[t] + s_red[t + stride];
-            }
-            workgroupBarrier();
-        }
+        let inside = tree_sum(t, 64u);
         if (t == 0u) {
             let hk = h[k];
             if (hk > 0.0) {
-                let fk = s[k] + hk * (acc[k] + s_red[0]);
+                let fk = s[k] + hk * (acc[k] + inside);
                 f[k] = fk;
                 if (!in_answer(k)) {
                     g[k] = fk / hk;

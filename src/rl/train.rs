@@ -224,7 +224,7 @@ fn rl_step(policy: &Policy, opt: &mut AdamW, cfg: &TrainConfig, step: usize, rng
     let mut trace_time = std::time::Duration::ZERO;
     let mut samples: Vec<Sample> = Vec::new();
     let mut zero_var = 0;
-    for prompt_i in 0..cfg.prompts_per_step {
+    for _ in 0..cfg.prompts_per_step {
         let p = cfg.task.problem(rng, Phase::Rl);
         let group = rollout::sample(policy, &p.prompt, cfg.group, cfg.temperature, 80, rng).map_err(err)?;
         let rewards: Vec<f64> = group.iter().map(|r| Task::verify(&p, &r.response_text()) as u8 as f64).collect();
@@ -248,7 +248,6 @@ fn rl_step(policy: &Policy, opt: &mut AdamW, cfg: &TrainConfig, step: usize, rng
             let scored = Scored { tokens: &tokens, spans, attention: &attention, layers: atts.len(), heads: cfg.model.heads, entropy: &entropy };
             let gamma = grpo::credit(cfg.credit_mode, &scored, &cfg.credit, rng);
             trace_time += t.elapsed();
-            let _ = prompt_i;
             samples.push(Sample { rollout: r, reward, advantage, gamma, spans, tokens, attention });
         }
     }
@@ -261,8 +260,7 @@ fn rl_step(policy: &Policy, opt: &mut AdamW, cfg: &TrainConfig, step: usize, rng
     let mut old = vec![0f32; b * (t - 1)];
     for (i, s) in samples.iter().enumerate() {
         let r0 = 1 + s.rollout.prompt_len;
-        for (j, (&lp, pos)) in s.rollout.logprob.iter().zip(r0..).enumerate() {
-            let _ = j;
+        for (&lp, pos) in s.rollout.logprob.iter().zip(r0..) {
             let a = crate::flow::credit::token_advantage(s.gamma[pos], s.advantage, &cfg.credit);
             adv[i * (t - 1) + pos - 1] = a as f32;
             old[i * (t - 1) + pos - 1] = lp;
