@@ -24,7 +24,8 @@ pub use params::Params;
 pub use span::{Span, Spans};
 pub use trace::{Trace, TraceError};
 
-/// The bundled sample trace (synthetic until the project's own policy writes real ones).
+/// The bundled sample: a 4-digit addition the project's own policy solved during a fine-tune
+/// (`sample_traces/policy_run/step_000030/sample_0000`).
 pub const SAMPLE_TRACE: &[u8] = include_bytes!("../sample_traces/addition.safetensors");
 pub const SAMPLE_NAME: &str = "sample_traces/addition.safetensors";
 

@@ -7,8 +7,13 @@ use flowtracer::flow::Cancel;
 use flowtracer::params::Params;
 use flowtracer::trace::Dtype;
 use flowtracer::{Trace, bench, summary, synth};
+use flowtracer::rl::grpo::CreditMode;
+use flowtracer::rl::task::Task;
+use flowtracer::rl::train::TrainConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod cli_rl;
 
 #[global_allocator]
 static ALLOC: flowtracer::alloc::Counting = flowtracer::alloc::Counting;
@@ -62,23 +67,24 @@ enum Command {
         #[arg(long)]
         ui: bool,
     },
-    /// Fine-tune the project's small policy with GRPO, token advantages shaped by a credit mode.
+    /// Fine-tune the project's small policy with GRPO, token advantages shaped by a credit mode;
+    /// with --compare, one run per mode and seed and a table of held-out accuracy.
     Train {
-        #[arg(long, value_enum, default_value_t = flowtracer::rl::task::Task::Addition)]
-        task: flowtracer::rl::task::Task,
-        #[arg(long, value_enum, default_value_t = flowtracer::rl::grpo::CreditMode::Flow)]
-        credit: flowtracer::rl::grpo::CreditMode,
+        #[arg(long, value_enum, default_value_t = Task::Addition)]
+        task: Task,
+        #[arg(long, value_enum, default_value_t = CreditMode::Flow)]
+        credit: CreditMode,
         #[arg(long, default_value_t = 40)]
         steps: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// The run folder (resumed if it holds a checkpoint).
+        /// The run folder (resumed if it holds a checkpoint); with --compare, the folder of runs.
         #[arg(long)]
         out: PathBuf,
-        /// Supervised warm-start steps when starting without --init (addition: 700 steps gave 14%
-        /// held-out on 4 digits, 1500 gave 84%; RL wants 20–60%).
-        #[arg(long, default_value_t = 1000)]
-        sft_steps: usize,
+        /// Start from a supervised warm start of this many steps instead of the task's shipped
+        /// checkpoint (or, for a task without one, supervised training to 30% held-out).
+        #[arg(long)]
+        sft_steps: Option<usize>,
         /// Start from these policy weights (a checkpoint of an earlier run).
         #[arg(long)]
         init: Option<PathBuf>,
@@ -86,11 +92,61 @@ enum Command {
         gamma: f64,
         #[arg(long, default_value_t = 0.4)]
         fraction: f64,
+        /// Held-out problems scored every --eval-every steps.
+        #[arg(long, default_value_t = 256)]
+        eval_size: usize,
+        #[arg(long, default_value_t = 10)]
+        eval_every: usize,
+        /// Compare these credit modes (comma-separated), each over --seeds seeds.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        compare: Vec<CreditMode>,
+        #[arg(long, default_value_t = 1)]
+        seeds: usize,
+        /// The accuracy whose "steps to" the comparison reports.
+        #[arg(long, default_value_t = 0.5)]
+        target: f64,
         /// A tiny policy, for trying the loop in seconds.
         #[arg(long)]
         tiny: bool,
     },
-    /// Write synthetic traces (the bundled samples are made with this).
+    /// Supervised training of a fresh policy until its held-out accuracy reaches --target: the
+    /// warm start RL begins from (the shipped checkpoints were made with this).
+    Warmstart {
+        #[arg(long, value_enum, default_value_t = Task::Addition)]
+        task: Task,
+        #[arg(long, default_value_t = 0.3)]
+        target: f64,
+        #[arg(long, default_value_t = 3000)]
+        max_steps: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 256)]
+        eval_size: usize,
+        /// Where the weights go (safetensors).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The causal check: hide the highest-flow, lowest-flow or random 20% of each response's
+    /// reasoning tokens from the policy's attention, regenerate the answer, count what changes.
+    Probe {
+        #[arg(long, value_enum, default_value_t = Task::Addition)]
+        task: Task,
+        /// Policy weights (default: the task's shipped checkpoint).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long, default_value_t = 256)]
+        problems: usize,
+        #[arg(long, default_value_t = 0.2)]
+        fraction: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = Choice::Auto)]
+        backend: Choice,
+        /// Flow parameters (TOML or JSON).
+        #[arg(long)]
+        params: Option<PathBuf>,
+    },
+    /// Write synthetic traces (`sample_traces/synthetic/` was made with this).
     Synth {
         #[arg(long)]
         out: PathBuf,
@@ -114,6 +170,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Mesa's Vulkan device-select layer connects to Wayland to pick a GPU and prints an error
+    // where there is no session (servers, CI). Without a session it has nothing to pick with.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() && std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: first thing in main, before any thread exists.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bench { sizes, repeat, ui: true, .. }) => {
@@ -126,41 +188,26 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Bench { sizes, backend, repeat, no_heads, dir, peer, ui: false }) => run_bench(sizes, backend, repeat, no_heads, dir, peer),
-        Some(Command::Train { task, credit, steps, seed, out, sft_steps, init, gamma, fraction, tiny }) => {
-            use flowtracer::rl::train::{TrainConfig, train};
+        Some(Command::Train { task, credit, steps, seed, out, sft_steps, init, gamma, fraction, eval_size, eval_every, compare, seeds, target, tiny }) => {
             let mut cfg = TrainConfig::new(task, credit, steps, seed);
             cfg.sft_steps = sft_steps;
             cfg.init = init;
             cfg.credit.gamma = gamma;
             cfg.credit.fraction = fraction;
+            cfg.eval_size = eval_size;
+            cfg.eval_every = eval_every;
             if tiny {
                 cfg.model = flowtracer::rl::model::Config::tiny();
                 cfg.eval_size = 16;
+                cfg.sft_steps.get_or_insert(20);
             }
-            let bar = indicatif::ProgressBar::with_draw_target(Some(steps as u64), indicatif::ProgressDrawTarget::stderr());
-            bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} step {pos}/{len} {elapsed_precise} {msg}").expect("static template"));
-            bar.set_message("warm start…");
-            let mut tick = |m: &flowtracer::rl::train::StepMetrics| {
-                bar.set_position(m.step as u64);
-                bar.set_message(format!(
-                    "reward {:.2}{}",
-                    m.reward,
-                    m.heldout_accuracy.map(|a| format!(", held-out {a:.2}")).unwrap_or_default()
-                ));
-            };
-            let result = train(&cfg, &out, &Cancel::default(), &mut tick);
-            bar.finish_and_clear();
-            match result {
-                Ok(()) => {
-                    eprintln!("flowtracer: run in {} (metrics.jsonl, ckpt/, step_*/ traces)", out.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("flowtracer: train: {e}");
-                    ExitCode::from(1)
-                }
-            }
+            cli_rl::run_train(cli_rl::TrainArgs { cfg, out, compare, seeds, target })
         }
+        Some(Command::Warmstart { task, target, max_steps, seed, eval_size, out }) => cli_rl::run_warmstart(task, target, max_steps, seed, eval_size, &out),
+        Some(Command::Probe { task, policy, problems, fraction, seed, backend, params }) => match load_params(&params) {
+            Ok(params) => cli_rl::run_probe(cli_rl::ProbeArgs { task, policy, problems, fraction, seed, backend, params }),
+            Err(e) => usage(e),
+        },
         Some(Command::Synth { out, tokens, layers, heads, seed, dtype, rank, no_answer }) => {
             let dtype = match dtype.to_ascii_lowercase().as_str() {
                 "f32" => Dtype::F32,

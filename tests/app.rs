@@ -186,3 +186,93 @@ fn a_rescore_that_reuses_the_matrix_equals_a_full_analysis() {
     assert_eq!(reused.result.layers, full.result.layers);
     assert_eq!(reused.matrix.data, full.matrix.data);
 }
+
+/// A fine-tune small enough for a test: a tiny policy, a few steps, traces every step.
+fn tiny_form(h: &mut Harness<'static, FlowApp>, name: &str, steps: usize) -> std::path::PathBuf {
+    let root = std::env::temp_dir().join(format!("flowtracer-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let f = &mut h.state_mut().train_form;
+    f.cfg.task = flowtracer::rl::task::Task::Parity;
+    f.cfg.model = flowtracer::rl::model::Config::tiny();
+    f.cfg.sft_steps = Some(5);
+    f.cfg.sft_batch = 8;
+    f.cfg.steps = steps;
+    f.cfg.prompts_per_step = 2;
+    f.cfg.group = 4;
+    f.cfg.eval_every = 1;
+    f.cfg.eval_size = 4;
+    f.cfg.checkpoint_every = 1;
+    f.root = root.clone();
+    f.modes = [true, true, false, false, false];
+    root
+}
+
+/// Frames until the panel's runs have all finished.
+fn wait_for_training(h: &mut Harness<'static, FlowApp>) {
+    let start = std::time::Instant::now();
+    while h.state().training.as_ref().is_some_and(|t| t.running()) {
+        assert!(start.elapsed().as_secs() < 300, "training did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.step();
+    }
+    h.step();
+}
+
+#[test]
+fn the_train_panel_trains_modes_in_the_background_and_opens_their_traces() {
+    let mut h = harness();
+    h.get_by_label("Train").click();
+    h.run();
+    let root = tiny_form(&mut h, "train-panel", 2);
+    h.get_by_label("Start").click();
+    h.step();
+    assert!(h.state().training.is_some(), "Start began a fine-tune");
+    wait_for_training(&mut h);
+    let t = h.state().training.as_ref().unwrap();
+    assert_eq!(t.runs.len(), 2);
+    for r in &t.runs {
+        assert_eq!(r.error, None);
+        assert_eq!(r.phase, "done");
+        // Live plots: a reward per step; held-out accuracy at the start and after each step.
+        assert_eq!(r.reward.iter().map(|p| p[0]).collect::<Vec<_>>(), vec![1.0, 2.0], "{:?}", r.mode);
+        assert_eq!(r.accuracy.len(), 3);
+        assert!(!r.traces.is_empty());
+        assert!(r.dir.starts_with(&root) && r.dir.join("metrics.jsonl").exists());
+    }
+    // A trace the run wrote opens in the viewer and is analysed there.
+    let trace = t.runs[1].traces.last().unwrap().clone();
+    let label = trace.strip_prefix(&t.runs[1].dir).unwrap().display().to_string().trim_end_matches(".safetensors").to_string();
+    h.get_all_by_label(&label).last().unwrap().click();
+    h.run();
+    assert_eq!(h.state().view, View::Text);
+    let doc = h.state().doc().unwrap();
+    assert_eq!(doc.trace.path, trace);
+    assert!(doc.analysis.is_some() || doc.error.is_some());
+    let _ = std::fs::remove_dir_all(root);
+}
+
+#[test]
+fn the_train_panel_cancels_and_the_run_resumes() {
+    let mut h = harness();
+    h.state_mut().view = View::Train;
+    h.run();
+    let root = tiny_form(&mut h, "train-cancel", 1000);
+    h.get_by_label("Start").click();
+    h.step();
+    // Let the runs get past their warm start, then cancel.
+    let start = std::time::Instant::now();
+    while h.state().training.as_ref().unwrap().runs.iter().any(|r| r.reward.is_empty()) {
+        assert!(start.elapsed().as_secs() < 300, "no step finished");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.step();
+    }
+    h.get_by_label("Cancel").click();
+    h.step();
+    wait_for_training(&mut h);
+    for r in &h.state().training.as_ref().unwrap().runs {
+        assert_eq!(r.phase, "cancelled (resumable)");
+        let steps = std::fs::read_to_string(r.dir.join("metrics.jsonl")).unwrap().lines().count();
+        assert!(steps < 1000, "{steps} steps ran after the cancel");
+    }
+    let _ = std::fs::remove_dir_all(root);
+}

@@ -19,7 +19,7 @@ fn exports_a_run_with_one_broken_trace_and_keeps_the_rest() {
     let run = dir.join("run");
     let step = run.join("step_000001");
     std::fs::create_dir_all(&step).unwrap();
-    for entry in std::fs::read_dir("sample_traces/demo_run/step_000000").unwrap() {
+    for entry in std::fs::read_dir("sample_traces/synthetic/demo_run/step_000000").unwrap() {
         let p = entry.unwrap().path();
         std::fs::copy(&p, step.join(p.file_name().unwrap())).unwrap();
     }

@@ -26,7 +26,7 @@ fn gpu() -> Option<&'static flowtracer::gpu::Gpu> {
 #[test]
 fn gpu_downsample_matches_the_cpu() {
     let Some(g) = gpu() else { return };
-    let mut cases: Vec<(Trace, usize)> = vec![(flowtracer::sample_trace(), 64), (flowtracer::sample_trace(), 165)];
+    let mut cases: Vec<(Trace, usize)> = vec![(flowtracer::sample_trace(), 20), (flowtracer::sample_trace(), flowtracer::sample_trace().n())];
     for (n, s) in [(2usize, 2usize), (63, 20), (64, 64), (65, 7), (1000, 768), (300, 299)] {
         let b = common::random_trace(n, n as u64);
         cases.push((Trace::from_bytes(b.to_bytes(), Path::new("random.safetensors")).unwrap(), s));
@@ -57,6 +57,12 @@ fn compare_backends(trace: &Trace, g: &'static flowtracer::gpu::Gpu, params: &Pa
         for (k, (x, y)) in a.iter().zip(b.iter()).enumerate() {
             assert!((x - y).abs() <= 1e-4 * x.abs().max(y.abs()) + 1e-12, "{name} {key}[{k}]: cpu {x} vs wgpu {y}");
         }
+    }
+    // The backbone is taken on the device too: the same paths, the same flows within tolerance.
+    assert_eq!(gpu.backbone.len(), cpu.backbone.len(), "{name}: backbone");
+    for (a, b) in cpu.backbone.iter().zip(&gpu.backbone) {
+        assert_eq!(a.tokens, b.tokens, "{name}: backbone path");
+        assert!((a.flow - b.flow).abs() <= 1e-3 * a.flow, "{name}: path flow {} vs {}", a.flow, b.flow);
     }
     // Credit selects the same tokens, except where throughputs tie within the tolerance.
     for k in 0..trace.n() {
@@ -156,4 +162,32 @@ fn gpu_solves_match_the_cpu_solves() {
             assert!((uf.flow[k] - guf.flow[k]).abs() <= 1e-4 * uf.flow[k].abs().max(guf.flow[k].abs()) + 1e-12, "N = {n}: f({k}) cpu {} gpu {}", uf.flow[k], guf.flow[k]);
         }
     }
+}
+
+#[test]
+fn gpu_widest_paths_match_the_cpu_backbone() {
+    let Some(g) = gpu() else { return };
+    let mut traces: Vec<Trace> = flowtracer::trace::run::discover(Path::new("sample_traces")).unwrap().traces.iter().map(|p| Trace::open(p).unwrap()).collect();
+    for (n, seed) in [(2usize, 21u64), (3, 22), (63, 23), (64, 24), (65, 25), (129, 26), (1000, 27)] {
+        traces.push(Trace::from_bytes(common::random_trace(n, seed).to_bytes(), Path::new("random.safetensors")).unwrap());
+    }
+    let p = Params::default();
+    let mut compared = 0;
+    for t in &traces {
+        let (_, mut m) = flowtracer::flow::analyze_with_matrix(t, &p, &Cancel::default()).unwrap();
+        let h = flowtracer::flow::reach::reach(&m, t.spans.answer);
+        let uf = flowtracer::flow::unit_flow::unit_flow(&m, &h, t.spans);
+        let before = m.data.clone();
+        let cpu = flowtracer::flow::backbone::backbone(&mut m, &h, &uf.flow, t.spans, uf.sources, &p.backbone);
+        assert_eq!(m.data, before, "the CPU restores its residuals");
+        let gpu = g.backbone(&m, &h, &uf.flow, t.spans, uf.sources, &p.backbone).expect("the GPU backbone runs");
+        let name = format!("{} (N = {})", t.path.display(), t.n());
+        assert_eq!(gpu.len(), cpu.len(), "{name}: {cpu:?}\nvs {gpu:?}");
+        for (a, b) in cpu.iter().zip(&gpu) {
+            assert_eq!(a.tokens, b.tokens, "{name}");
+            assert!((a.flow - b.flow).abs() <= 1e-4 * a.flow, "{name}: flow {} vs {}", a.flow, b.flow);
+        }
+        compared += cpu.len();
+    }
+    assert!(compared > 20, "only {compared} paths compared");
 }

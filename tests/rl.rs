@@ -14,7 +14,11 @@ use flowtracer::synth::Rng;
 fn supervised_loss_falls() {
     let policy = Policy::new(Config::tiny()).unwrap();
     let mut losses = vec![];
-    sft(&policy, Task::Parity, 60, 16, 3e-3, &mut Rng::new(1), |_, l| losses.push(l)).unwrap();
+    sft(&policy, Task::Parity, 60, 16, 3e-3, &mut Rng::new(1), |_, l| {
+        losses.push(l);
+        true
+    })
+    .unwrap();
     let first: f64 = losses[..5].iter().sum::<f64>() / 5.0;
     let last: f64 = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
     assert!(last < 0.6 * first, "loss {first:.3} → {last:.3}");
@@ -88,7 +92,7 @@ fn every_credit_mode_selects_the_same_count() {
 fn tiny(steps: usize) -> TrainConfig {
     let mut c = TrainConfig::new(Task::Parity, CreditMode::Flow, steps, 7);
     c.model = Config::tiny();
-    c.sft_steps = 5;
+    c.sft_steps = Some(5);
     c.sft_batch = 8;
     c.prompts_per_step = 2;
     c.group = 4;
@@ -129,4 +133,126 @@ fn an_interrupted_run_resumes_without_losing_or_doubling_metrics() {
         assert!(t.meta.reward.is_some() && t.meta.step.is_some() && t.meta.correct.is_some());
         flowtracer::analyze(&t, &Default::default(), &Default::default()).unwrap();
     }
+}
+
+#[test]
+fn cached_sampling_matches_the_full_forward_pass() {
+    let policy = Policy::new(Config::tiny()).unwrap();
+    let ids: Vec<u32> = std::iter::once(task::BOS).chain(task::encode("123+456?3+6+0=09;")).collect();
+    let n = ids.len();
+    let full = Tensor::from_vec(ids.clone(), (1, n), &Device::Cpu).unwrap();
+    let (want, _) = policy.forward(&full, false).unwrap();
+    let want = want.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+    // A prefix of 5, then one position at a time through the cache.
+    let mut cache = flowtracer::rl::model::Cache::default();
+    let mut got = Vec::new();
+    let first = Tensor::from_vec(ids[..5].to_vec(), (1, 5), &Device::Cpu).unwrap();
+    got.extend(policy.step(&first, &mut cache, None).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap());
+    for &id in &ids[5..] {
+        let one = Tensor::from_vec(vec![id], (1, 1), &Device::Cpu).unwrap();
+        got.extend(policy.step(&one, &mut cache, None).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap());
+    }
+    assert_eq!(cache.len(), n);
+    for (k, (a, b)) in want.iter().zip(&got).enumerate() {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-4, "position {k}: {x} vs {y}");
+        }
+    }
+    // Hiding a key position changes what later positions compute, and only those.
+    let mut blocked = vec![0f32; policy.cfg.context];
+    blocked[3] = -1e9;
+    let bias = Tensor::from_vec(blocked, (1, 1, 1, policy.cfg.context), &Device::Cpu).unwrap();
+    let hidden = policy.step(&full, &mut Default::default(), Some(&bias)).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(hidden[2], want[2], "positions before the hidden one see nothing different");
+    assert!(hidden[n - 1].iter().zip(&want[n - 1]).any(|(x, y)| (x - y).abs() > 1e-5), "the last position no longer reads position 3");
+}
+
+#[test]
+fn greedy_batches_agree_with_one_at_a_time() {
+    let policy = Policy::new(Config::tiny()).unwrap();
+    sft(&policy, Task::Addition, 30, 8, 3e-3, &mut Rng::new(4), |_, _| true).unwrap();
+    let prompts: Vec<String> = ["12+34?", "56+78?", "9+9?"].iter().map(|s| s.to_string()).collect();
+    let together = rollout::sample_groups(&policy, &prompts, 1, 0.0, 30, &mut Rng::new(1)).unwrap();
+    for (p, r) in prompts.iter().zip(&together) {
+        let alone = rollout::sample(&policy, p, 1, 0.0, 30, &mut Rng::new(1)).unwrap();
+        assert_eq!(alone[0].ids, r[0].ids, "{p}");
+        assert_eq!(r[0].logprob.len(), r[0].response().len());
+    }
+}
+
+#[test]
+fn warm_start_stops_at_its_target() {
+    let policy = Policy::new(Config::tiny()).unwrap();
+    let mut seen = vec![];
+    let w = flowtracer::rl::train::warm_start(&policy, Task::Parity, 0.0, 500, 10, 4, &mut Rng::new(2), |step, _, acc| {
+        seen.push((step, acc.is_some()));
+        true
+    })
+    .unwrap();
+    // A target of 0 is met at the first measurement.
+    assert_eq!(w.steps, 10);
+    assert_eq!(seen.len(), 10);
+    assert!(seen[9].1 && !seen[8].1);
+}
+
+#[test]
+fn the_comparison_table_reads_the_runs() {
+    use flowtracer::rl::compare;
+    let root = common::temp_dir("rl-compare");
+    let write = |mode: CreditMode, seed: u64, accs: &[f64]| {
+        let dir = compare::run_dir(&root, mode, seed);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lines: String = accs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{{\"step\":{},\"heldout_accuracy\":{a},\"trace_ms\":10,\"other_ms\":90}}\n", i * 10))
+            .collect();
+        std::fs::write(dir.join("metrics.jsonl"), lines).unwrap();
+    };
+    write(CreditMode::Uniform, 0, &[0.2, 0.3, 0.4]);
+    write(CreditMode::Uniform, 1, &[0.2, 0.5, 0.6]);
+    write(CreditMode::Flow, 0, &[0.2, 0.2, 0.2]);
+    write(CreditMode::Flow, 1, &[0.2, 0.2, 0.3]);
+    let t = compare::table(&root, &[CreditMode::Uniform, CreditMode::Flow], &[0, 1], &[0, 20], 0.5).unwrap();
+    let rows: Vec<&str> = t.lines().collect();
+    assert_eq!(rows.len(), 4, "{t}");
+    // Uniform at step 20: mean 0.5, std sqrt(0.02) = 0.1414; one of two runs reached 50% at 10.
+    assert!(rows[2].starts_with("| uniform | 20.0 ± 0.0% | 50.0 ± 14.1% | 10 (1/2 runs) | 10 (10.0%) |"), "{}", rows[2]);
+    assert!(rows[3].contains("| 25.0 ± 7.1% | none of 2 |"), "{}", rows[3]);
+    assert!(compare::table(&root, &[CreditMode::Random], &[0], &[0], 0.5).unwrap_err().contains("metrics.jsonl"));
+}
+
+#[test]
+fn probe_hides_high_flow_tokens_to_more_effect_than_random_ones() {
+    // The shipped warm start: a real policy that states an answer every time.
+    let mut policy = Policy::new(Config::small()).unwrap();
+    policy.load_bytes(flowtracer::rl::shipped::checkpoint(Task::Addition).unwrap()).unwrap();
+    let r = flowtracer::rl::probe::probe(&policy, Task::Addition, 32, 0.1, 3, &flowtracer::backend::Cpu, &Default::default(), &Default::default(), &mut |_, _| {}).unwrap();
+    assert_eq!(r.probed + r.skipped, 32);
+    assert!(r.probed >= 30, "the warm start states answers: {} skipped", r.skipped);
+    assert_eq!(r.counts.len(), 3);
+    for (_, c) in &r.counts {
+        assert!(c.answer_changed <= r.probed && c.correctness_flipped <= r.probed && c.broke <= c.correctness_flipped);
+        // Right → wrong or wrong → right, never more flips than right answers plus wrong ones.
+        assert!(c.broke <= r.correct);
+    }
+    let changed = |k: usize| r.counts[k].1.answer_changed;
+    assert!(changed(0) > changed(2), "highest-flow {} vs random {}: {}", changed(0), changed(2), r.table());
+    assert!(r.table().contains("highest-flow"));
+}
+
+#[test]
+fn shipped_warm_starts_load_and_leave_room_for_rl() {
+    for task in [Task::Addition, Task::Chain, Task::Parity] {
+        let Some(bytes) = flowtracer::rl::shipped::checkpoint(task) else { continue };
+        let mut policy = Policy::new(Config::small()).unwrap();
+        policy.load_bytes(bytes).unwrap();
+        // The first 64 held-out problems: right sometimes, not always, so GRPO groups differ.
+        let acc = flowtracer::rl::train::evaluate(&policy, task, 64).unwrap();
+        assert!((0.15..=0.75).contains(&acc), "{task:?}: {acc}");
+    }
+    // A checkpoint of another configuration is refused, not half-loaded.
+    let mut tiny = Policy::new(Config::tiny()).unwrap();
+    let e = tiny.load_bytes(flowtracer::rl::shipped::checkpoint(Task::Addition).unwrap()).unwrap_err();
+    assert!(e.contains("shape"), "{e}");
 }

@@ -4,6 +4,7 @@
 
 pub mod document;
 pub mod theme;
+pub mod training;
 pub mod views;
 pub mod worker;
 
@@ -27,10 +28,11 @@ pub enum View {
     Matrix,
     Run,
     Compare,
+    Train,
 }
 
 impl View {
-    pub const ALL: [View; 5] = [View::Text, View::Backbone, View::Matrix, View::Run, View::Compare];
+    pub const ALL: [View; 6] = [View::Text, View::Backbone, View::Matrix, View::Run, View::Compare, View::Train];
     pub fn name(self) -> &'static str {
         match self {
             View::Text => "Text",
@@ -38,6 +40,7 @@ impl View {
             View::Matrix => "Matrix",
             View::Run => "Run",
             View::Compare => "Compare",
+            View::Train => "Train",
         }
     }
 }
@@ -71,6 +74,8 @@ pub struct FlowApp {
     pub backbone: views::backbone::BackboneState,
     pub matrix: views::matrix::MatrixState,
     pub recent: Vec<PathBuf>,
+    pub train_form: training::TrainForm,
+    pub training: Option<training::Training>,
     dirty_since: Option<Instant>,
     worker: worker::Worker,
     replies: (std::sync::mpsc::Sender<Reply>, Receiver<Reply>),
@@ -98,6 +103,8 @@ impl FlowApp {
             backbone: Default::default(),
             matrix: Default::default(),
             recent: load_recent(),
+            train_form: Default::default(),
+            training: None,
             dirty_since: None,
             worker: worker::Worker::default(),
             replies: channel(),
@@ -362,6 +369,9 @@ impl FlowApp {
             self.waker_set = true;
         }
         self.handle_replies();
+        if let Some(t) = &mut self.training {
+            t.poll();
+        }
         let dropped: Vec<PathBuf> = ctx.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect());
         for p in dropped {
             self.open(&p);
@@ -400,7 +410,10 @@ impl FlowApp {
         egui::Panel::top("menu").show(ui, |ui| self.menu(ui));
         egui::Panel::top("toolbar").show(ui, |ui| self.toolbar(ui));
         egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
-        egui::Panel::right("side").resizable(true).default_size(330.0).show(ui, |ui| self.side(ui));
+        // The Train panel is about runs, not the open trace: it gets the whole width.
+        if self.view != View::Train {
+            egui::Panel::right("side").resizable(true).default_size(330.0).show(ui, |ui| self.side(ui));
+        }
         egui::CentralPanel::default().show(ui, |ui| self.central(ui));
     }
 
@@ -568,6 +581,10 @@ impl FlowApp {
     }
 
     fn central(&mut self, ui: &mut egui::Ui) {
+        if self.view == View::Train {
+            self.train_panel(ui);
+            return;
+        }
         if self.view == View::Run {
             match &mut self.run {
                 Some(r) => {
@@ -610,9 +627,30 @@ impl FlowApp {
             View::Backbone => views::backbone::show(ui, &trace, &a, &self.marks, &mut self.backbone),
             View::Matrix => views::matrix::show(ui, self.current, &trace, &a, &self.marks, &mut self.matrix),
             View::Compare => self.compare(ui, &trace, &a),
-            View::Run => None,
+            View::Run | View::Train => None,
         };
         self.apply(action);
+    }
+
+    fn train_panel(&mut self, ui: &mut egui::Ui) {
+        match views::train::show(ui, &mut self.train_form, self.training.as_ref()) {
+            Some(views::train::Request::Start) => {
+                let ctx = ui.ctx().clone();
+                self.training = Some(training::Training::start(&self.train_form, move || ctx.request_repaint()));
+                self.status = format!("training into {}", self.train_form.root.display());
+            }
+            Some(views::train::Request::Cancel) => {
+                if let Some(t) = &self.training {
+                    t.cancel();
+                    self.status = "cancelling: each run stops after its current step".into();
+                }
+            }
+            Some(views::train::Request::Open(p)) => {
+                self.open_trace(&p);
+                self.view = View::Text;
+            }
+            None => {}
+        }
     }
 
     fn compare(&mut self, ui: &mut egui::Ui, trace: &Arc<Trace>, a: &Arc<document::Analysis>) -> Option<Action> {

@@ -1,6 +1,6 @@
-//! The wgpu backend: step 1 (aggregation, the only step that reads the attention) and steps 3
-//! and 5 (the reach and flow solves) run as compute shaders; the backbone, roles and credit run
-//! on the solved flow exactly as on the CPU. A device failure moves that trace to the CPU with a warning; a bad file gets the
+//! The wgpu backend: step 1 (aggregation, the only step that reads the attention), steps 3 and 5
+//! (the reach and flow solves) and step 7's widest paths run as compute shaders; throughput,
+//! roles and credit run on the solved flow exactly as on the CPU. A device failure moves that trace to the CPU with a warning; a bad file gets the
 //! CPU's error, which names the exact layer, head and row.
 
 use super::Backend;
@@ -27,8 +27,7 @@ impl Wgpu {
                 }
             }
         };
-        let solver = |m: &flow::Matrix, spans| self.gpu.solve(m, spans);
-        let (mut r, _) = flow::analyze_using(trace, trace.spans, params, cancel, &aggregator, Some(&solver)).map_err(|e| e.at(&trace.path))?;
+        let (mut r, _) = flow::analyze_using(trace, trace.spans, params, cancel, &aggregator, Some(self.gpu)).map_err(|e| e.at(&trace.path))?;
         r.backend = match fell_back.take() {
             None => format!("wgpu: {}", self.gpu.adapter),
             Some(_) => "cpu (wgpu failed)".into(),

@@ -21,8 +21,9 @@ pub struct FlowPath {
     pub flow: f64,
 }
 
-const NONE: usize = usize::MAX;
-const SOURCE: usize = usize::MAX - 1;
+/// `pred` of a token no path reaches, and of a question token fed by the super-source.
+pub const NONE: usize = usize::MAX;
+pub const SOURCE: usize = usize::MAX - 1;
 /// Paths thinner than this are numerical dust, not structure.
 const MIN_PATH_FLOW: f64 = 1e-12;
 
@@ -103,69 +104,116 @@ fn update_widths(m: &Matrix, w: &mut Widest, rows: Range<usize>, source: usize, 
     }
 }
 
-/// `f` and `h` from the earlier steps; `m` is borrowed mutably for the residuals and restored.
-pub fn backbone(m: &mut Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &BackboneParams) -> Vec<FlowPath> {
-    let n = m.n;
-    let mut paths = Vec::new();
-    if sources == 0 || spans.answer.is_empty() || p.max_paths == 0 {
-        return paths;
+/// The widest path left: the answer token whose width (capped by what it still absorbs) is
+/// largest, followed back through `pred` to the super-source. `None` when what is left is dust.
+pub fn next_path(width: &[f64], pred: &[usize], sink_left: &[f64], spans: Spans) -> Option<(Vec<usize>, f64)> {
+    let (a, flow) = spans.answer.range().map(|a| (a, width[a].min(sink_left[a]))).fold(None, |best: Option<(usize, f64)>, c| match best {
+        Some(b) if b.1 >= c.1 => Some(b),
+        _ => Some(c),
+    })?;
+    if flow <= MIN_PATH_FLOW {
+        return None;
     }
-    let g: Vec<f64> = (0..n)
-        .map(|i| if h[i] > 0.0 && !spans.answer.contains(i) { f[i] / h[i] } else { 0.0 })
-        .collect();
-    let share = 1.0 / sources as f64;
-    let mut source_left: Vec<f64> = (0..n).map(|i| if spans.question.contains(i) && h[i] > 0.0 { share } else { 0.0 }).collect();
-    let mut sink_left: Vec<f64> = (0..n).map(|i| if spans.answer.contains(i) { f[i] } else { 0.0 }).collect();
-    let mut undo: Vec<(usize, usize, f32)> = Vec::new();
-    let mut explained = 0.0;
-    let rows = spans.question.start..spans.answer.end;
-
-    let mut w = Widest { h, g: &g, spans, source_left: &source_left, width: vec![0.0; n], pred: vec![NONE; n] };
-    forward_sweep(m, spans.question.start, rows.clone(), &mut w);
-    let (mut width, mut pred) = (w.width, w.pred);
-    while paths.len() < p.max_paths && explained < p.coverage - 1e-12 {
-        let Some((a, flow)) = spans
-            .answer
-            .range()
-            .map(|a| (a, width[a].min(sink_left[a])))
-            .fold(None, |best: Option<(usize, f64)>, c| match best {
-                Some(b) if b.1 >= c.1 => Some(b),
-                _ => Some(c),
-            })
-        else {
-            break;
-        };
-        if flow <= MIN_PATH_FLOW {
-            break;
+    let mut tokens = vec![a];
+    let mut cur = a;
+    while pred[cur] != SOURCE {
+        cur = pred[cur];
+        if cur == NONE || tokens.len() > width.len() {
+            return None;
         }
-        let mut tokens = vec![a];
-        let mut cur = a;
-        while pred[cur] != SOURCE {
-            cur = pred[cur];
-            debug_assert!(cur != NONE, "a path with width > 0 reaches the source");
-            tokens.push(cur);
-        }
-        tokens.reverse();
+        tokens.push(cur);
+    }
+    tokens.reverse();
+    Some((tokens, flow))
+}
 
-        // Subtract the bottleneck along the path; its tightest edges drop to exactly zero.
-        source_left[tokens[0]] = (source_left[tokens[0]] - flow).max(0.0);
-        sink_left[a] = (sink_left[a] - flow).max(0.0);
+/// M's entry for edge i → k once `flow` more of its φ = g(i)·M[k,i]·h(k) is explained; the
+/// path's tightest edges drop to exactly zero.
+pub fn residual(g_i: f64, h_k: f64, old: f32, flow: f64) -> f32 {
+    let left = g_i * old as f64 * h_k - flow;
+    if left <= flow * 1e-9 { 0.0 } else { (left / (g_i * h_k)) as f32 }
+}
+
+/// The decomposition's bookkeeping, the same whoever computes the widths (the CPU here, a GPU
+/// sweep in `gpu::backbone`): what each source and answer token has left, what is explained,
+/// and the paths taken.
+pub struct Decomposition<'a> {
+    h: &'a [f64],
+    pub g: Vec<f64>,
+    pub source_left: Vec<f64>,
+    sink_left: Vec<f64>,
+    explained: f64,
+    pub paths: Vec<FlowPath>,
+    spans: Spans,
+    p: &'a BackboneParams,
+}
+
+impl<'a> Decomposition<'a> {
+    /// `None` when there is nothing to decompose (no answer, no flow, no paths wanted).
+    pub fn new(h: &'a [f64], f: &[f64], spans: Spans, sources: usize, p: &'a BackboneParams) -> Option<Self> {
+        if sources == 0 || spans.answer.is_empty() || p.max_paths == 0 {
+            return None;
+        }
+        let n = h.len();
+        let share = 1.0 / sources as f64;
+        Some(Decomposition {
+            g: (0..n).map(|i| if h[i] > 0.0 && !spans.answer.contains(i) { f[i] / h[i] } else { 0.0 }).collect(),
+            source_left: (0..n).map(|i| if spans.question.contains(i) && h[i] > 0.0 { share } else { 0.0 }).collect(),
+            sink_left: (0..n).map(|i| if spans.answer.contains(i) { f[i] } else { 0.0 }).collect(),
+            explained: 0.0,
+            paths: Vec::new(),
+            h,
+            spans,
+            p,
+        })
+    }
+
+    pub fn wants_more(&self) -> bool {
+        self.paths.len() < self.p.max_paths && self.explained < self.p.coverage - 1e-12
+    }
+
+    /// Takes the widest path left and subtracts its bottleneck: `edge(k, i, new)` is told each
+    /// path edge i → k with the function from its old M entry to its residual. False when
+    /// nothing but dust is left.
+    pub fn take(&mut self, width: &[f64], pred: &[usize], mut edge: impl FnMut(usize, usize, &dyn Fn(f32) -> f32)) -> bool {
+        let Some((tokens, flow)) = next_path(width, pred, &self.sink_left, self.spans) else { return false };
+        let a = *tokens.last().expect("a path has tokens");
+        self.source_left[tokens[0]] = (self.source_left[tokens[0]] - flow).max(0.0);
+        self.sink_left[a] = (self.sink_left[a] - flow).max(0.0);
         for e in tokens.windows(2) {
             let (i, k) = (e[0], e[1]);
+            let (gi, hk) = (self.g[i], self.h[k]);
+            edge(k, i, &|old| residual(gi, hk, old, flow));
+        }
+        self.explained += flow;
+        self.paths.push(FlowPath { tokens, flow });
+        true
+    }
+}
+
+/// `f` and `h` from the earlier steps; `m` is borrowed mutably for the residuals and restored.
+pub fn backbone(m: &mut Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &BackboneParams) -> Vec<FlowPath> {
+    let Some(mut d) = Decomposition::new(h, f, spans, sources, p) else { return Vec::new() };
+    let n = m.n;
+    let mut undo: Vec<(usize, usize, f32)> = Vec::new();
+    let rows = spans.question.start..spans.answer.end;
+    let mut w = Widest { h, g: &d.g, spans, source_left: &d.source_left, width: vec![0.0; n], pred: vec![NONE; n] };
+    forward_sweep(m, spans.question.start, rows.clone(), &mut w);
+    let (mut width, mut pred) = (w.width, w.pred);
+    while d.wants_more() {
+        let taken = d.take(&width, &pred, |k, i, residual| {
             let old = m.get(k, i);
             undo.push((k, i, old));
-            let phi = g[i] * old as f64 * h[k];
-            let left = phi - flow;
-            let scaled = if left <= flow * 1e-9 { 0.0 } else { (left / (g[i] * h[k])) as f32 };
-            m.set(k, i, scaled);
+            m.set(k, i, residual(old));
+        });
+        if !taken {
+            break;
         }
-        explained += flow;
-        let source = tokens[0];
-        let changed_edge_into: std::collections::HashMap<usize, usize> = tokens.windows(2).map(|e| (e[1], e[0])).collect();
-        paths.push(FlowPath { tokens, flow });
-        if paths.len() < p.max_paths && explained < p.coverage - 1e-12 {
-            let mut w = Widest { h, g: &g, spans, source_left: &source_left, width, pred };
-            update_widths(m, &mut w, rows.clone(), source, &changed_edge_into);
+        if d.wants_more() {
+            let tokens = &d.paths.last().expect("just taken").tokens;
+            let changed_edge_into: std::collections::HashMap<usize, usize> = tokens.windows(2).map(|e| (e[1], e[0])).collect();
+            let mut w = Widest { h, g: &d.g, spans, source_left: &d.source_left, width, pred };
+            update_widths(m, &mut w, rows.clone(), tokens[0], &changed_edge_into);
             (width, pred) = (w.width, w.pred);
         }
     }
@@ -173,5 +221,5 @@ pub fn backbone(m: &mut Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usi
     for &(k, i, v) in undo.iter().rev() {
         m.set(k, i, v);
     }
-    paths
+    d.paths
 }

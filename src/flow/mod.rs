@@ -136,8 +136,13 @@ fn analyze_inner(trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel) 
     analyze_using(trace, spans, params, cancel, &|att, sel, p| aggregate::aggregate(att, sel, p, cancel.flag()), None)
 }
 
-/// How a backend solves steps 3 and 5 (reach and unit flow) on the aggregated matrix.
-pub type Solver<'a> = dyn Fn(&Matrix, Spans) -> Result<(Vec<f64>, unit_flow::UnitFlow), String> + 'a;
+/// The steps a device backend takes over from the CPU after aggregation: the reach and flow
+/// solves (steps 3 and 5) and the backbone's widest paths (step 7). Either may fail (a lost
+/// device, a matrix over its limits); that step then runs on the CPU, with a warning.
+pub trait Offload {
+    fn solve(&self, m: &Matrix, spans: Spans) -> Result<(Vec<f64>, unit_flow::UnitFlow), String>;
+    fn backbone(&self, m: &Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &crate::params::BackboneParams) -> Result<Vec<FlowPath>, String>;
+}
 
 /// How a backend builds the matrix from the selected slabs (step 1); steps 3–9 are shared.
 pub type Aggregator<'a> = dyn Fn(&crate::trace::Attention, &aggregate::Selection, &crate::params::AggregateParams) -> Result<Matrix, DataError> + 'a;
@@ -150,7 +155,7 @@ pub fn analyze_using(
     params: &Params,
     cancel: &Cancel,
     aggregator: &Aggregator,
-    solver: Option<&Solver>,
+    offload: Option<&dyn Offload>,
 ) -> Result<(FlowResult, Matrix), DataError> {
     params.validate().map_err(|e| DataError::new(Problem::Params, e))?;
     let mut times = StepTimes::default();
@@ -160,14 +165,14 @@ pub fn analyze_using(
     times.aggregate = t.elapsed();
     let check = || if cancel.is_cancelled() { Err(DataError::new(Problem::Cancelled, "cancelled")) } else { Ok(()) };
     check()?;
-    let mut result = match solver {
+    let mut result = match offload {
         None => solve(&mut m, spans, params, &mut times),
-        Some(solver) => {
+        Some(device) => {
             let t = Instant::now();
-            match solver(&m, spans) {
+            match device.solve(&m, spans) {
                 Ok((h, uf)) => {
                     times.reach = t.elapsed();
-                    finish(&mut m, spans, params, &mut times, h, uf)
+                    finish_using(&mut m, spans, params, &mut times, h, uf, Some(device))
                 }
                 Err(e) => {
                     eprintln!("flowtracer: warning: {}: the GPU solves failed ({e}); solving on the CPU", trace.path.display());
@@ -211,6 +216,10 @@ pub fn solve(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepTime
 
 /// Steps 6–9 from the reach and the flow (solved here or by another backend).
 pub fn finish(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepTimes, h: Vec<f64>, uf: unit_flow::UnitFlow) -> FlowResult {
+    finish_using(m, spans, params, times, h, uf, None)
+}
+
+fn finish_using(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepTimes, h: Vec<f64>, uf: unit_flow::UnitFlow, device: Option<&dyn Offload>) -> FlowResult {
     let n = m.n;
     let status = if spans.answer.is_empty() {
         Status::NoAnswer
@@ -221,7 +230,14 @@ pub fn finish(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepTim
     };
     let tau = throughput::throughput(&uf.flow, &h, spans.answer);
     let t = Instant::now();
-    let backbone = backbone::backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone);
+    let backbone = match device.map(|d| d.backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone)) {
+        Some(Ok(paths)) => paths,
+        Some(Err(e)) => {
+            eprintln!("flowtracer: warning: the GPU backbone failed ({e}); taking it on the CPU");
+            backbone::backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone)
+        }
+        None => backbone::backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone),
+    };
     times.backbone = t.elapsed();
     let t = Instant::now();
     let far = roles::far_sources(m, &h, &uf.flow, spans, &backbone, params.roles.checkpoint_min_distance);

@@ -3,6 +3,7 @@
 //! lavapipe and a machine without either says why instead of panicking.
 
 pub mod aggregate;
+pub mod backbone;
 mod downsample;
 pub mod solve;
 
@@ -22,11 +23,18 @@ pub struct Gpu {
     downsample: wgpu::ComputePipeline,
     aggregate: wgpu::ComputePipeline,
     solve: solve::SolvePipelines,
+    backbone: backbone::BackbonePipelines,
 }
 
 impl Gpu {
     pub fn new() -> Result<Gpu, String> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        // Compute needs no window system: unless WGPU_BACKEND says otherwise, leave out GL, whose
+        // EGL probe complains on the terminal about a missing Wayland session.
+        if std::env::var_os("WGPU_BACKEND").is_none() {
+            desc.backends = wgpu::Backends::PRIMARY;
+        }
+        let instance = wgpu::Instance::new(desc);
         let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(&instance, None))
             .map_err(|e| format!("no wgpu adapter: {e}"))?;
         let info = adapter.get_info();
@@ -45,6 +53,7 @@ impl Gpu {
         let downsample = compute_pipeline(&device, "downsample.wgsl", include_str!("../../shaders/downsample.wgsl"));
         let aggregate = compute_pipeline(&device, "aggregate.wgsl", include_str!("../../shaders/aggregate.wgsl"));
         let solve = solve::pipelines(&device);
+        let backbone = backbone::pipelines(&device);
         Ok(Gpu {
             device,
             queue,
@@ -54,6 +63,7 @@ impl Gpu {
             downsample,
             aggregate,
             solve,
+            backbone,
         })
     }
 
@@ -76,6 +86,38 @@ pub fn compute_pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgp
     })
 }
 
+/// A layout of a uniform at binding 0 and storage buffers after it (`read_only[i]` for binding
+/// i + 1), and one pipeline per entry point of `source` on it: the multi-kernel shaders' shape.
+pub fn kernels(device: &wgpu::Device, label: &str, source: &str, read_only: &[bool], entries: &[&str]) -> (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>) {
+    let buffer = |ty| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
+    let mut layout_entries = vec![wgpu::BindGroupLayoutEntry { binding: 0, visibility: wgpu::ShaderStages::COMPUTE, ty: buffer(wgpu::BufferBindingType::Uniform), count: None }];
+    for (i, &read_only) in read_only.iter().enumerate() {
+        layout_entries.push(wgpu::BindGroupLayoutEntry {
+            binding: i as u32 + 1,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: buffer(wgpu::BufferBindingType::Storage { read_only }),
+            count: None,
+        });
+    }
+    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(label), entries: &layout_entries });
+    let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some(label), bind_group_layouts: &[Some(&layout)], immediate_size: 0 });
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(label), source: wgpu::ShaderSource::Wgsl(source.into()) });
+    let pipelines = entries
+        .iter()
+        .map(|entry| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        })
+        .collect();
+    (layout, pipelines)
+}
+
 /// A bind group whose binding i is the whole of `buffers[i]` (every shader here binds that way).
 pub fn bind_buffers(device: &wgpu::Device, label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
     let entries: Vec<wgpu::BindGroupEntry> = buffers
@@ -90,4 +132,14 @@ pub fn bind_buffers(device: &wgpu::Device, label: &str, layout: &wgpu::BindGroup
 pub fn shared() -> Result<&'static Gpu, String> {
     static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
     GPU.get_or_init(Gpu::new).as_ref().map_err(|e| e.clone())
+}
+
+impl crate::flow::Offload for Gpu {
+    fn solve(&self, m: &crate::flow::Matrix, spans: crate::span::Spans) -> Result<(Vec<f64>, crate::flow::unit_flow::UnitFlow), String> {
+        Gpu::solve(self, m, spans)
+    }
+
+    fn backbone(&self, m: &crate::flow::Matrix, h: &[f64], f: &[f64], spans: crate::span::Spans, sources: usize, p: &crate::params::BackboneParams) -> Result<Vec<crate::flow::backbone::FlowPath>, String> {
+        Gpu::backbone(self, m, h, f, spans, sources, p)
+    }
 }

@@ -18,46 +18,15 @@ pub struct SolvePipelines {
 }
 
 pub fn pipelines(device: &wgpu::Device) -> SolvePipelines {
-    let entry = |binding: u32, ty: wgpu::BindingType| wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty,
-        count: None,
-    };
-    let storage = |read_only: bool| wgpu::BindingType::Buffer {
-        ty: wgpu::BufferBindingType::Storage { read_only },
-        has_dynamic_offset: false,
-        min_binding_size: None,
-    };
-    let uniform = wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Uniform, has_dynamic_offset: false, min_binding_size: None };
-    let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-        label: Some("solve"),
-        entries: &[
-            entry(0, uniform),
-            entry(1, storage(true)),
-            entry(2, storage(false)),
-            entry(3, storage(false)),
-            entry(4, storage(false)),
-            entry(5, storage(false)),
-            entry(6, storage(true)),
-        ],
-    });
-    let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: Some("solve"), bind_group_layouts: &[Some(&layout)], immediate_size: 0 });
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some("solve.wgsl"),
-        source: wgpu::ShaderSource::Wgsl(include_str!("../../shaders/solve.wgsl").into()),
-    });
-    let make = |entry: &str| {
-        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: Some(&pl),
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: Default::default(),
-            cache: None,
-        })
-    };
-    SolvePipelines { reach_block: make("reach_block"), reach_push: make("reach_push"), flow_gather: make("flow_gather"), flow_block: make("flow_block"), layout }
+    let (layout, mut k) = super::kernels(
+        device,
+        "solve.wgsl",
+        include_str!("../../shaders/solve.wgsl"),
+        &[true, false, false, false, false, true],
+        &["reach_block", "reach_push", "flow_gather", "flow_block"],
+    );
+    let mut next = || k.remove(0);
+    SolvePipelines { reach_block: next(), reach_push: next(), flow_gather: next(), flow_block: next(), layout }
 }
 
 #[repr(C)]

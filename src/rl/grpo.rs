@@ -2,7 +2,8 @@
 //! objective, and the credit modes that turn a score per token into γ with the same
 //! top-fraction selection as the flow credit.
 
-use crate::flow::{self, Cancel};
+use crate::backend::Backend;
+use crate::flow::{self, Cancel, FlowResult};
 use crate::params::{CreditParams, Params};
 use crate::span::Spans;
 use crate::synth::Rng;
@@ -74,20 +75,7 @@ pub fn credit(mode: CreditMode, s: &Scored, p: &CreditParams, rng: &mut Rng) -> 
     let n = s.tokens.len();
     let score: Vec<f64> = match mode {
         CreditMode::Uniform => return vec![1.0; n],
-        CreditMode::Flow => {
-            let b = TraceBuilder::new(
-                s.tokens.to_vec(),
-                s.spans.question,
-                s.spans.response,
-                s.spans.answer,
-                AttentionInput { shape: vec![s.layers, s.heads, n, n], values: s.attention.to_vec(), dtype: Dtype::F32 },
-            );
-            let params = Params { credit: p.clone(), ..Params::default() };
-            return match Trace::from_bytes(b.to_bytes(), std::path::Path::new("rollout")).and_then(|t| flow::analyze(&t, &params, &Cancel::default())) {
-                Ok(r) => r.credit,
-                Err(_) => vec![1.0; n],
-            };
-        }
+        CreditMode::Flow => return flow_credits(&crate::backend::Cpu, std::slice::from_ref(s), p).pop().unwrap_or_else(|| vec![1.0; n]),
         CreditMode::Random => (0..n).map(|_| rng.f64()).collect(),
         CreditMode::Entropy => s.entropy.iter().map(|&e| e as f64).collect(),
         CreditMode::Attention => {
@@ -110,4 +98,38 @@ pub fn credit(mode: CreditMode, s: &Scored, p: &CreditParams, rng: &mut Rng) -> 
         }
     };
     flow::credit::credit(&score, s.spans, p)
+}
+
+/// Flow credit for many sequences at once: the engine runs them as one batch through the backend
+/// seam (the GPU when there is one). A sequence the engine refuses (say, no answer stated) gets
+/// γ = 1: it is still trained on, just not shaped.
+pub fn flow_credits(backend: &dyn Backend, seqs: &[Scored], p: &CreditParams) -> Vec<Vec<f64>> {
+    let params = Params { credit: p.clone(), ..Params::default() };
+    flow_results(backend, seqs, &params)
+        .into_iter()
+        .zip(seqs)
+        .map(|(r, s)| r.map_or_else(|| vec![1.0; s.tokens.len()], |r| r.credit))
+        .collect()
+}
+
+/// The whole flow analysis of each sequence, one batch through the backend; `None` where the
+/// engine refused the sequence.
+pub fn flow_results(backend: &dyn Backend, seqs: &[Scored], params: &Params) -> Vec<Option<FlowResult>> {
+    let traces: Vec<Option<Trace>> = seqs.iter().map(rollout_trace).collect();
+    let present: Vec<&Trace> = traces.iter().flatten().collect();
+    let mut results = backend.run_batch(&present, params, &Cancel::default()).into_iter();
+    traces.iter().map(|t| t.as_ref().and_then(|_| results.next()).and_then(Result::ok)).collect()
+}
+
+/// A sequence as a v1 trace (F32 attention), as the export and the app would read it.
+pub fn rollout_trace(s: &Scored) -> Option<Trace> {
+    let n = s.tokens.len();
+    let b = TraceBuilder::new(
+        s.tokens.to_vec(),
+        s.spans.question,
+        s.spans.response,
+        s.spans.answer,
+        AttentionInput { shape: vec![s.layers, s.heads, n, n], values: s.attention.to_vec(), dtype: Dtype::F32 },
+    );
+    Trace::from_bytes(b.to_bytes(), std::path::Path::new("rollout")).ok()
 }

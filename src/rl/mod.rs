@@ -2,8 +2,11 @@
 //! on verifiable synthetic reasoning tasks, with GRPO whose token advantages are shaped by the
 //! flow credit of the policy's own attention.
 
+pub mod compare;
 pub mod grpo;
 pub mod model;
+pub mod probe;
 pub mod rollout;
+pub mod shipped;
 pub mod task;
 pub mod train;

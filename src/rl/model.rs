@@ -63,6 +63,22 @@ struct Block {
     fc2: Linear,
 }
 
+/// Keys and values `[B,H,T,dh]` of the positions already run, one pair per layer.
+#[derive(Default)]
+pub struct Cache {
+    kv: Vec<(Tensor, Tensor)>,
+}
+
+impl Cache {
+    pub fn len(&self) -> usize {
+        self.kv.first().map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 pub struct Policy {
     pub cfg: Config,
     pub varmap: VarMap,
@@ -104,18 +120,50 @@ impl Policy {
 
     /// Logits `[B,T,V]` and, when asked, each layer's attention `[B,H,T,T]` (rows sum to 1).
     pub fn forward(&self, ids: &Tensor, want_attention: bool) -> Result<(Tensor, Vec<Tensor>)> {
+        self.run(ids, None, None, want_attention)
+    }
+
+    /// Logits for `ids` `[B,t]` as the positions after those already in `cache`, whose keys and
+    /// values it appends: sampling then costs one position per token instead of the whole prefix.
+    /// `key_bias` `[B,1,1,context]` is added to every attention score of a key position; −1e9
+    /// blocks it (the probe's masking).
+    pub fn step(&self, ids: &Tensor, cache: &mut Cache, key_bias: Option<&Tensor>) -> Result<Tensor> {
+        Ok(self.run(ids, Some(cache), key_bias, false)?.0)
+    }
+
+    fn run(&self, ids: &Tensor, mut cache: Option<&mut Cache>, key_bias: Option<&Tensor>, want_attention: bool) -> Result<(Tensor, Vec<Tensor>)> {
         let (b, t) = ids.dims2()?;
         let (d, nh) = (self.cfg.d, self.cfg.heads);
         let dh = d / nh;
-        let positions = Tensor::arange(0u32, t as u32, &Device::Cpu)?;
+        let p0 = cache.as_ref().map_or(0, |c| c.len());
+        let total = p0 + t;
+        if total > self.cfg.context {
+            candle_core::bail!("{total} positions do not fit the policy's context of {}", self.cfg.context);
+        }
+        let positions = Tensor::arange(p0 as u32, total as u32, &Device::Cpu)?;
         let mut x = self.tok.forward(ids)?.broadcast_add(&self.pos.forward(&positions)?)?;
-        let mask: Vec<f32> = (0..t * t).map(|j| if j % t > j / t { -1e9 } else { 0.0 }).collect();
-        let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu)?;
+        // Query i sits at position p0 + i and sees keys up to it.
+        let mask: Vec<f32> = (0..t * total).map(|j| if j % total > p0 + j / total { -1e9 } else { 0.0 }).collect();
+        let mut mask = Tensor::from_vec(mask, (1, 1, t, total), &Device::Cpu)?;
+        if let Some(bias) = key_bias {
+            mask = mask.broadcast_add(&bias.narrow(3, 0, total)?)?;
+        }
         let mut attentions = Vec::new();
-        for blk in &self.blocks {
+        for (l, blk) in self.blocks.iter().enumerate() {
             let h = blk.ln1.forward(&x)?;
             let qkv = blk.qkv.forward(&h)?.reshape((b, t, 3, nh, dh))?.permute((2, 0, 3, 1, 4))?;
-            let (q, k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
+            let (q, mut k, mut v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
+            if let Some(c) = cache.as_deref_mut() {
+                if let Some((pk, pv)) = c.kv.get(l) {
+                    k = Tensor::cat(&[pk, &k], 2)?;
+                    v = Tensor::cat(&[pv, &v], 2)?;
+                }
+                if l < c.kv.len() {
+                    c.kv[l] = (k.clone(), v.clone());
+                } else {
+                    c.kv.push((k.clone(), v.clone()));
+                }
+            }
             let scores = (q.matmul(&k.t()?.contiguous()?)? / (dh as f64).sqrt())?.broadcast_add(&mask)?;
             let att = candle_nn::ops::softmax(&scores, D::Minus1)?;
             let y = att.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, d))?;
@@ -144,6 +192,22 @@ impl Policy {
     }
 
     pub fn load(&mut self, path: &Path) -> std::result::Result<(), String> {
-        self.varmap.load(path).map_err(|e| format!("{}: cannot load the policy: {e}", path.display()))
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.load_bytes(&bytes).map_err(|e| format!("{}: cannot load the policy: {e}", path.display()))
+    }
+
+    /// Sets every parameter from safetensors bytes; a missing or misshapen tensor is an error
+    /// (a checkpoint of another configuration), not a silent partial load.
+    pub fn load_bytes(&mut self, bytes: &[u8]) -> std::result::Result<(), String> {
+        let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| e.to_string())?;
+        let vars = self.varmap.data().lock().map_err(|_| "the policy's parameters are poisoned".to_string())?;
+        for (name, var) in vars.iter() {
+            let t = tensors.get(name).ok_or_else(|| format!("no tensor {name}"))?;
+            if t.dims() != var.dims() {
+                return Err(format!("{name} has shape {:?}, the policy wants {:?}", t.dims(), var.dims()));
+            }
+            var.set(t).map_err(|e| format!("{name}: {e}"))?;
+        }
+        Ok(())
     }
 }

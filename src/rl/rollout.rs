@@ -1,6 +1,6 @@
 //! Sampling from the policy and scoring sequences under it.
 
-use super::model::Policy;
+use super::model::{Cache, Policy};
 use super::task::{self, BOS, PAD};
 use crate::synth::Rng;
 use candle_core::{D, Device, Result, Tensor};
@@ -35,53 +35,104 @@ fn finished(response: &[u32]) -> bool {
 
 /// `g` responses to one prompt, sampled together; temperature 0 means greedy.
 pub fn sample(policy: &Policy, prompt: &str, g: usize, temperature: f64, max_new: usize, rng: &mut Rng) -> Result<Vec<Rollout>> {
-    let p = task::encode(prompt);
-    let mut seqs: Vec<Rollout> = (0..g)
-        .map(|_| {
-            let mut ids = vec![BOS];
-            ids.extend(&p);
-            Rollout { ids, prompt_len: p.len(), logprob: vec![], entropy: vec![] }
-        })
-        .collect();
-    let limit = max_new.min(policy.cfg.context.saturating_sub(1 + p.len()));
-    for _ in 0..limit {
-        let live: Vec<usize> = (0..g).filter(|&i| !finished(seqs[i].response())).collect();
-        if live.is_empty() {
+    let mut groups = sample_groups(policy, &[prompt.to_string()], g, temperature, max_new, rng)?;
+    Ok(groups.pop().unwrap_or_default())
+}
+
+/// `g` responses to each prompt, in the prompts' order. Prompts of one length are sampled as one
+/// batch through the key/value cache.
+pub fn sample_groups(policy: &Policy, prompts: &[String], g: usize, temperature: f64, max_new: usize, rng: &mut Rng) -> Result<Vec<Vec<Rollout>>> {
+    let encoded: Vec<Vec<u32>> = prompts.iter().map(|p| task::encode(p)).collect();
+    let mut lengths: Vec<usize> = encoded.iter().map(|p| p.len()).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    let mut out: Vec<Vec<Rollout>> = vec![Vec::new(); prompts.len()];
+    for len in lengths {
+        let members: Vec<usize> = (0..prompts.len()).filter(|&i| encoded[i].len() == len).collect();
+        let prefixes: Vec<Vec<u32>> = members
+            .iter()
+            .flat_map(|&i| std::iter::repeat_n(std::iter::once(BOS).chain(encoded[i].iter().copied()).collect::<Vec<u32>>(), g))
+            .collect();
+        let rollouts = generate(policy, &prefixes, len, temperature, max_new, None, rng)?;
+        for (&i, chunk) in members.iter().zip(rollouts.chunks(g.max(1))) {
+            out[i] = chunk.to_vec();
+        }
+    }
+    Ok(out)
+}
+
+/// Continues each prefix (`[bos] prompt …`, all of one length, the prompt being the first
+/// `prompt_len` tokens after `bos`) until it states an answer or reaches `max_new` new tokens.
+/// `blocked[row][pos]` hides that key position from every later query of the row.
+pub fn generate(
+    policy: &Policy,
+    prefixes: &[Vec<u32>],
+    prompt_len: usize,
+    temperature: f64,
+    max_new: usize,
+    blocked: Option<&[Vec<bool>]>,
+    rng: &mut Rng,
+) -> Result<Vec<Rollout>> {
+    let b = prefixes.len();
+    let Some(t0) = prefixes.first().map(|p| p.len()) else { return Ok(vec![]) };
+    if prefixes.iter().any(|p| p.len() != t0) {
+        candle_core::bail!("generate: prefixes of different lengths");
+    }
+    let context = policy.cfg.context;
+    let bias = match blocked {
+        Some(rows) => {
+            let v: Vec<f32> = rows.iter().flat_map(|r| (0..context).map(|k| if r.get(k).copied().unwrap_or(false) { -1e9 } else { 0.0 })).collect();
+            Some(Tensor::from_vec(v, (b, 1, 1, context), &Device::Cpu)?)
+        }
+        None => None,
+    };
+    let mut seqs: Vec<Rollout> = prefixes.iter().map(|p| Rollout { ids: p.clone(), prompt_len, logprob: vec![], entropy: vec![] }).collect();
+    let mut done: Vec<bool> = seqs.iter().map(|s| finished(s.response())).collect();
+    let mut cache = Cache::default();
+    let mut input = Tensor::from_vec(prefixes.concat(), (b, t0), &Device::Cpu)?;
+    let dot = task::encode(".")[0] as usize;
+    for _ in 0..max_new.min(context.saturating_sub(t0)) {
+        if done.iter().all(|&d| d) {
             break;
         }
-        let t = seqs[live[0]].ids.len();
-        let flat: Vec<u32> = live.iter().flat_map(|&i| seqs[i].ids.clone()).collect();
-        let ids = Tensor::from_vec(flat, (live.len(), t), &Device::Cpu)?;
-        let (logits, _) = policy.forward(&ids, false)?;
+        let logits = policy.step(&input, &mut cache, bias.as_ref())?;
+        let t = logits.dim(1)?;
         let last = logits.narrow(1, t - 1, 1)?.squeeze(1)?;
         let logp = candle_nn::ops::log_softmax(&last, D::Minus1)?.to_vec2::<f32>()?;
-        for (row, &i) in live.iter().enumerate() {
-            let lp = &logp[row];
-            let entropy: f32 = -lp.iter().map(|&l| l.exp() * l).sum::<f32>();
-            let next = if temperature <= 0.0 {
-                (0..lp.len()).max_by(|&a, &b| lp[a].total_cmp(&lp[b])).unwrap_or(0)
-            } else {
-                let w: Vec<f64> = lp.iter().map(|&l| (l as f64 / temperature).exp()).collect();
-                let total: f64 = w.iter().sum();
-                let mut u = rng.f64() * total;
-                let mut pick = w.len() - 1;
-                for (j, x) in w.iter().enumerate() {
-                    if u < *x {
-                        pick = j;
-                        break;
-                    }
-                    u -= x;
-                }
-                pick
-            };
+        let mut next_ids = vec![PAD; b];
+        for (i, lp) in logp.iter().enumerate() {
+            if done[i] {
+                continue;
+            }
+            let next = pick(lp, temperature, rng);
             // Never emit the specials inside a response.
-            let next = if (next as u32) < 3 { task::encode(".")[0] as usize } else { next };
+            let next = if next < 3 { dot } else { next };
+            let entropy: f32 = -lp.iter().map(|&l| l.exp() * l).sum::<f32>();
             seqs[i].ids.push(next as u32);
             seqs[i].logprob.push(lp[next]);
             seqs[i].entropy.push(entropy);
+            next_ids[i] = next as u32;
+            done[i] = finished(seqs[i].response());
         }
+        input = Tensor::from_vec(next_ids, (b, 1), &Device::Cpu)?;
     }
     Ok(seqs)
+}
+
+/// The most likely token at temperature 0, else a draw from the tempered distribution.
+fn pick(logp: &[f32], temperature: f64, rng: &mut Rng) -> usize {
+    if temperature <= 0.0 {
+        return (0..logp.len()).max_by(|&a, &b| logp[a].total_cmp(&logp[b])).unwrap_or(0);
+    }
+    let w: Vec<f64> = logp.iter().map(|&l| (l as f64 / temperature).exp()).collect();
+    let mut u = rng.f64() * w.iter().sum::<f64>();
+    for (j, x) in w.iter().enumerate() {
+        if u < *x {
+            return j;
+        }
+        u -= x;
+    }
+    w.len() - 1
 }
 
 /// Pads sequences to one length; returns ids `[B,T]` and the response mask `[B,T-1]` aligned with
@@ -102,8 +153,12 @@ pub fn batch(seqs: &[&[u32]], prompt_lens: &[usize]) -> Result<(Tensor, Vec<f32>
 
 /// Log-probabilities `[B,T-1]` of each next token under the policy (differentiable).
 pub fn token_logprobs(policy: &Policy, ids: &Tensor) -> Result<Tensor> {
+    logprobs_of(&policy.forward(ids, false)?.0, ids)
+}
+
+/// The same from logits `[B,T,V]` a forward pass already produced.
+pub fn logprobs_of(logits: &Tensor, ids: &Tensor) -> Result<Tensor> {
     let (b, t) = ids.dims2()?;
-    let (logits, _) = policy.forward(ids, false)?;
     let logp = candle_nn::ops::log_softmax(&logits.narrow(1, 0, t - 1)?, D::Minus1)?;
     let next = ids.narrow(1, 1, t - 1)?.contiguous()?.reshape((b, t - 1, 1))?;
     logp.gather(&next, D::Minus1)?.squeeze(D::Minus1)

@@ -121,7 +121,8 @@ impl Task {
             }
             Task::Parity => {
                 let bits = match phase {
-                    Phase::Sft => 3 + rng.below(4),
+                    // As for addition: one in ten at the RL length, so RL starts above chance.
+                    Phase::Sft => if rng.below(10) == 0 { 9 } else { 3 + rng.below(4) },
                     Phase::Rl => 9,
                 };
                 let b: Vec<usize> = (0..bits).map(|_| rng.below(2)).collect();

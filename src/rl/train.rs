@@ -7,6 +7,7 @@ use super::grpo::{self, CreditMode, Scored};
 use super::model::{Config, Policy};
 use super::rollout::{self, Rollout};
 use super::task::{self, Phase, Task};
+use crate::backend::Backend;
 use crate::flow::Cancel;
 use crate::params::CreditParams;
 use crate::span::Spans;
@@ -26,7 +27,10 @@ pub struct TrainConfig {
     pub credit: CreditParams,
     pub steps: usize,
     pub seed: u64,
-    pub sft_steps: usize,
+    /// Supervised warm-start steps; `None`: the shipped checkpoint of the task if there is one,
+    /// else supervised training until held-out accuracy reaches `warm_target`.
+    pub sft_steps: Option<usize>,
+    pub warm_target: f64,
     pub sft_batch: usize,
     pub prompts_per_step: usize,
     pub group: usize,
@@ -53,7 +57,8 @@ impl TrainConfig {
             credit: CreditParams::default(),
             steps,
             seed,
-            sft_steps: 1000,
+            sft_steps: None,
+            warm_target: 0.3,
             sft_batch: 32,
             prompts_per_step: 8,
             group: 8,
@@ -63,7 +68,7 @@ impl TrainConfig {
             passes: 2,
             temperature: 1.0,
             eval_every: 10,
-            eval_size: 64,
+            eval_size: 256,
             checkpoint_every: 10,
             traces_per_checkpoint: 4,
             model: Config::small(),
@@ -94,7 +99,8 @@ pub fn latest_checkpoint(out: &Path) -> Option<(usize, PathBuf)> {
 }
 
 /// Teacher-forced cross-entropy on the reference solutions: the warm start.
-pub fn sft(policy: &Policy, task: Task, steps: usize, batch: usize, lr: f64, rng: &mut Rng, mut log: impl FnMut(usize, f64)) -> Result<f64, String> {
+/// `log` gets each step's loss and answers whether to go on.
+pub fn sft(policy: &Policy, task: Task, steps: usize, batch: usize, lr: f64, rng: &mut Rng, mut log: impl FnMut(usize, f64) -> bool) -> Result<f64, String> {
     let mut opt = AdamW::new(policy.varmap.all_vars(), ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() }).map_err(err)?;
     let mut last = f64::NAN;
     for step in 0..steps {
@@ -117,21 +123,101 @@ pub fn sft(policy: &Policy, task: Task, steps: usize, batch: usize, lr: f64, rng
         let loss = ((logp * mask).map_err(err)?.sum_all().map_err(err)? / (-(count as f64))).map_err(err)?;
         opt.backward_step(&loss).map_err(err)?;
         last = loss.to_scalar::<f32>().map_err(err)? as f64;
-        log(step, last);
+        if !log(step, last) {
+            break;
+        }
     }
     Ok(last)
 }
 
-/// Greedy accuracy on a fixed held-out set of RL-length problems.
-pub fn evaluate(policy: &Policy, task: Task, size: usize, seed: u64) -> Result<f64, String> {
-    let mut rng = Rng::new(seed ^ 0x4845_4c44_4f55_5421);
-    let mut correct = 0;
-    for _ in 0..size {
-        let p = task.problem(&mut rng, Phase::Rl);
-        let r = rollout::sample(policy, &p.prompt, 1, 0.0, 80, &mut rng).map_err(err)?;
-        correct += Task::verify(&p, &r[0].response_text()) as usize;
-    }
+/// Greedy accuracy on the held-out set: the first `size` RL-length problems of a stream no
+/// training seed draws from, so runs of every seed and mode are scored on the same problems.
+pub fn evaluate(policy: &Policy, task: Task, size: usize) -> Result<f64, String> {
+    let mut rng = Rng::new(0x4845_4c44_4f55_5421);
+    let problems: Vec<task::Problem> = (0..size).map(|_| task.problem(&mut rng, Phase::Rl)).collect();
+    let prompts: Vec<String> = problems.iter().map(|p| p.prompt.clone()).collect();
+    let answers = rollout::sample_groups(policy, &prompts, 1, 0.0, MAX_NEW, &mut rng).map_err(err)?;
+    let correct = problems.iter().zip(&answers).filter(|(p, r)| r.first().is_some_and(|r| Task::verify(p, &r.response_text()))).count();
     Ok(correct as f64 / size.max(1) as f64)
+}
+
+/// Where a warm start ended: after how many supervised steps, at what held-out accuracy.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct WarmStart {
+    pub steps: usize,
+    pub accuracy: f64,
+}
+
+/// Supervised training until held-out accuracy first reaches `target` (checked every `every`
+/// steps), or `max_steps`: RL needs a policy that is right sometimes, not always, or every
+/// group's rewards are equal and GRPO has no signal. `log(step, loss, accuracy)` sees progress
+/// and answers whether to go on.
+pub fn warm_start(
+    policy: &Policy,
+    task: Task,
+    target: f64,
+    max_steps: usize,
+    every: usize,
+    eval_size: usize,
+    rng: &mut Rng,
+    mut log: impl FnMut(usize, f64, Option<f64>) -> bool,
+) -> Result<WarmStart, String> {
+    let mut reached = WarmStart { steps: 0, accuracy: 0.0 };
+    let mut failure = None;
+    let cfg = TrainConfig::new(task, CreditMode::Uniform, 0, 0);
+    sft(policy, task, max_steps, cfg.sft_batch, cfg.sft_lr, rng, |step, loss| {
+        if (step + 1) % every.max(1) != 0 && step + 1 != max_steps {
+            return log(step + 1, loss, None);
+        }
+        match evaluate(policy, task, eval_size) {
+            Ok(acc) => {
+                reached = WarmStart { steps: step + 1, accuracy: acc };
+                log(step + 1, loss, Some(acc)) && acc < target
+            }
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        }
+    })?;
+    failure.map_or(Ok(reached), Err)
+}
+
+/// The longest response sampled: every task's reference solution fits well inside it.
+pub const MAX_NEW: usize = 80;
+
+/// Each sequence's attention `[L,H,n,n]` (row-major, its own length n), from one batched forward
+/// pass over the padded sequences.
+pub fn attention_of(policy: &Policy, rollouts: &[&Rollout]) -> Result<Vec<Vec<f32>>, String> {
+    let refs: Vec<&[u32]> = rollouts.iter().map(|r| r.ids.as_slice()).collect();
+    let pl: Vec<usize> = rollouts.iter().map(|r| r.prompt_len).collect();
+    let (ids, _, _) = rollout::batch(&refs, &pl).map_err(err)?;
+    let (_, atts) = policy.forward(&ids, true).map_err(err)?;
+    split_attention(&atts, rollouts, policy.cfg.heads)
+}
+
+/// Cuts each sequence's `[L,H,n,n]` out of a padded batch's per-layer `[B,H,T,T]`: padding sits
+/// after every real position, so causal attention never reached it.
+fn split_attention(atts: &[Tensor], rollouts: &[&Rollout], heads: usize) -> Result<Vec<Vec<f32>>, String> {
+    let layers: Vec<Vec<f32>> = atts.iter().map(|a| a.flatten_all().and_then(|a| a.to_vec1::<f32>())).collect::<candle_core::Result<_>>().map_err(err)?;
+    let t = atts.first().map_or(0, |a| a.dims()[2]);
+    Ok(rollouts
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let n = r.ids.len();
+            let mut out = Vec::with_capacity(layers.len() * heads * n * n);
+            for layer in &layers {
+                for h in 0..heads {
+                    for row in 0..n {
+                        let at = ((i * heads + h) * t + row) * t;
+                        out.extend_from_slice(&layer[at..at + n]);
+                    }
+                }
+            }
+            out
+        })
+        .collect())
 }
 
 /// Everything one RL step did, one line of `metrics.jsonl`.
@@ -162,10 +248,23 @@ struct Sample {
     attention: Vec<f32>,
 }
 
-/// Runs (or resumes) a training run into `out`. `tick` gets each step's metrics.
-pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMut(&StepMetrics)) -> Result<(), String> {
+/// What a run reports as it goes.
+pub enum Progress<'a> {
+    /// Supervised warm start, `step` of at most `max`; accuracy when it was just measured.
+    WarmStart { step: usize, max: usize, accuracy: Option<f64> },
+    /// The policy RL starts from, and its held-out accuracy.
+    Ready { accuracy: f64 },
+    Step(&'a StepMetrics),
+}
+
+/// The warm start's cap when it has to reach its target accuracy by itself.
+pub const WARM_START_MAX_STEPS: usize = 3000;
+
+/// Runs (or resumes) a training run into `out`; `tick` sees its progress.
+pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMut(Progress)) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut policy = Policy::new(cfg.model.clone()).map_err(err)?;
+    let backend = crate::backend::select(crate::backend::Choice::Auto)?;
     let metrics_path = out.join("metrics.jsonl");
     let start = match latest_checkpoint(out) {
         Some((step, path)) => {
@@ -175,19 +274,44 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
         }
         None => {
             let mut rng = Rng::new(cfg.seed);
-            match &cfg.init {
-                Some(p) => policy.load(p)?,
-                None => {
-                    sft(&policy, cfg.task, cfg.sft_steps, cfg.sft_batch, cfg.sft_lr, &mut rng, |_, _| {})?;
+            let shipped = super::shipped::checkpoint(cfg.task);
+            let warm = match (&cfg.init, cfg.sft_steps, shipped) {
+                (Some(p), _, _) => {
+                    policy.load(p)?;
+                    "init".to_string()
                 }
+                (None, Some(steps), _) => {
+                    sft(&policy, cfg.task, steps, cfg.sft_batch, cfg.sft_lr, &mut rng, |step, _| {
+                        tick(Progress::WarmStart { step: step + 1, max: steps, accuracy: None });
+                        !cancel.is_cancelled()
+                    })?;
+                    format!("{steps} supervised steps")
+                }
+                (None, None, Some(bytes)) => {
+                    policy.load_bytes(bytes).map_err(|e| format!("the shipped {} checkpoint: {e}", cfg.task.name()))?;
+                    "shipped".to_string()
+                }
+                (None, None, None) => {
+                    let (target, max) = (cfg.warm_target, WARM_START_MAX_STEPS);
+                    let w = warm_start(&policy, cfg.task, target, max, 100, cfg.eval_size, &mut rng, |step, _, accuracy| {
+                        tick(Progress::WarmStart { step, max, accuracy });
+                        !cancel.is_cancelled()
+                    })?;
+                    format!("{} supervised steps to {:.0}% held-out", w.steps, w.accuracy * 100.0)
+                }
+            };
+            if cancel.is_cancelled() {
+                return Ok(());
             }
-            let acc = evaluate(&policy, cfg.task, cfg.eval_size, cfg.seed)?;
+            let acc = evaluate(&policy, cfg.task, cfg.eval_size)?;
             let info = serde_json::json!({
                 "name": out.file_name().map(|n| n.to_string_lossy().into_owned()),
                 "model": format!("flowtracer-policy-{}x{}", cfg.model.layers, cfg.model.d),
                 "task": cfg.task.name(),
                 "credit": cfg.credit_mode.name(),
                 "parameters": policy.parameters(),
+                "backend": backend.name(),
+                "warm_start": warm,
                 "warm_start_accuracy": acc,
                 "config": cfg,
             });
@@ -195,66 +319,96 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
             std::fs::write(&metrics_path, b"").map_err(err)?;
             append_metrics(&metrics_path, &serde_json::json!({"step": 0, "heldout_accuracy": acc}))?;
             policy.save(&ckpt_path(out, 0))?;
+            tick(Progress::Ready { accuracy: acc });
             0
         }
     };
     let mut opt = AdamW::new(policy.varmap.all_vars(), ParamsAdamW { lr: cfg.lr, weight_decay: 0.0, ..Default::default() }).map_err(err)?;
     for step in start + 1..=cfg.steps {
         if cancel.is_cancelled() {
+            // Stopped by the user: keep the steps done so far, so a resume starts here.
+            if step - 1 > start && (step - 1) % cfg.checkpoint_every != 0 {
+                policy.save(&ckpt_path(out, step - 1))?;
+            }
             break;
         }
         // Each step draws from its own seed, so a resumed run sees the problems it would have.
         let mut rng = Rng::new(cfg.seed.wrapping_mul(0x9e37_79b9).wrapping_add(step as u64));
-        let m = rl_step(&policy, &mut opt, cfg, step, &mut rng, out)?;
+        let m = rl_step(&policy, &mut opt, cfg, backend.as_ref(), step, &mut rng, out)?;
         let mut m = m;
         if step % cfg.eval_every == 0 || step == cfg.steps {
-            m.heldout_accuracy = Some(evaluate(&policy, cfg.task, cfg.eval_size, cfg.seed)?);
+            m.heldout_accuracy = Some(evaluate(&policy, cfg.task, cfg.eval_size)?);
         }
         append_metrics(&metrics_path, &serde_json::to_value(&m).unwrap())?;
         if step % cfg.checkpoint_every == 0 || step == cfg.steps {
             policy.save(&ckpt_path(out, step))?;
         }
-        tick(&m);
+        tick(Progress::Step(&m));
     }
     Ok(())
 }
 
-fn rl_step(policy: &Policy, opt: &mut AdamW, cfg: &TrainConfig, step: usize, rng: &mut Rng, out: &Path) -> Result<StepMetrics, String> {
+fn rl_step(policy: &Policy, opt: &mut AdamW, cfg: &TrainConfig, backend: &dyn Backend, step: usize, rng: &mut Rng, out: &Path) -> Result<StepMetrics, String> {
     let t0 = Instant::now();
-    let mut trace_time = std::time::Duration::ZERO;
-    let mut samples: Vec<Sample> = Vec::new();
+    let problems: Vec<task::Problem> = (0..cfg.prompts_per_step).map(|_| cfg.task.problem(rng, Phase::Rl)).collect();
+    let prompts: Vec<String> = problems.iter().map(|p| p.prompt.clone()).collect();
+    let groups = rollout::sample_groups(policy, &prompts, cfg.group, cfg.temperature, MAX_NEW, rng).map_err(err)?;
     let mut zero_var = 0;
-    for _ in 0..cfg.prompts_per_step {
-        let p = cfg.task.problem(rng, Phase::Rl);
-        let group = rollout::sample(policy, &p.prompt, cfg.group, cfg.temperature, 80, rng).map_err(err)?;
-        let rewards: Vec<f64> = group.iter().map(|r| Task::verify(&p, &r.response_text()) as u8 as f64).collect();
+    let mut scored: Vec<(Rollout, f64, f64)> = Vec::new();
+    for (p, group) in problems.iter().zip(groups) {
+        let rewards: Vec<f64> = group.iter().map(|r| Task::verify(p, &r.response_text()) as u8 as f64).collect();
         let adv = grpo::group_advantages(&rewards);
         zero_var += adv.iter().all(|&a| a == 0.0) as usize;
-        for ((r, reward), advantage) in group.into_iter().zip(rewards).zip(adv) {
-            let (q, resp, a) = task::spans(r.prompt_len, r.response());
-            let spans = Spans { question: q, response: resp, answer: a };
-            let tokens: Vec<String> = r.ids.iter().map(|&t| task::token_text(t)).collect();
-            let n = r.ids.len();
-            // The policy's own attention on its rollout, for tracing and the attention baseline.
-            let ids = Tensor::from_vec(r.ids.clone(), (1, n), &Device::Cpu).map_err(err)?;
-            let (_, atts) = policy.forward(&ids, true).map_err(err)?;
-            let mut attention = Vec::with_capacity(atts.len() * cfg.model.heads * n * n);
-            for a in &atts {
-                attention.extend(a.flatten_all().map_err(err)?.to_vec1::<f32>().map_err(err)?);
-            }
-            let mut entropy = vec![0f32; n];
-            entropy[1 + r.prompt_len..].copy_from_slice(&r.entropy);
-            let t = Instant::now();
-            let scored = Scored { tokens: &tokens, spans, attention: &attention, layers: atts.len(), heads: cfg.model.heads, entropy: &entropy };
-            let gamma = grpo::credit(cfg.credit_mode, &scored, &cfg.credit, rng);
-            trace_time += t.elapsed();
-            samples.push(Sample { rollout: r, reward, advantage, gamma, spans, tokens, attention });
-        }
+        scored.extend(group.into_iter().zip(rewards).zip(adv).map(|((r, w), a)| (r, w, a)));
     }
-    // Token advantages A_t = γ_t·A (γ left out for negative A unless apply_to_negative).
-    let refs: Vec<&[u32]> = samples.iter().map(|s| s.rollout.ids.as_slice()).collect();
-    let pl: Vec<usize> = samples.iter().map(|s| s.rollout.prompt_len).collect();
+    let refs: Vec<&[u32]> = scored.iter().map(|s| s.0.ids.as_slice()).collect();
+    let pl: Vec<usize> = scored.iter().map(|s| s.0.prompt_len).collect();
     let (ids, mask, t) = rollout::batch(&refs, &pl).map_err(err)?;
+    // The first gradient pass's forward also yields the policy's attention on its own rollouts,
+    // so tracing needs no extra pass: its cost is reading the attention out plus the credit.
+    // Only the modes that read attention keep it, and checkpoint steps, which write traces.
+    let writes_traces = step % cfg.checkpoint_every == 0;
+    let wants_attention = matches!(cfg.credit_mode, CreditMode::Flow | CreditMode::Attention) || writes_traces;
+    let (first_logits, atts) = policy.forward(&ids, wants_attention).map_err(err)?;
+    let t_trace = Instant::now();
+    let attention = if wants_attention {
+        split_attention(&atts, &scored.iter().map(|s| &s.0).collect::<Vec<_>>(), cfg.model.heads)?
+    } else {
+        vec![Vec::new(); scored.len()]
+    };
+    drop(atts);
+    let mut samples: Vec<Sample> = scored
+        .into_iter()
+        .zip(attention)
+        .map(|((rollout, reward, advantage), attention)| {
+            let (q, resp, a) = task::spans(rollout.prompt_len, rollout.response());
+            let tokens = rollout.ids.iter().map(|&t| task::token_text(t)).collect();
+            Sample { spans: Spans { question: q, response: resp, answer: a }, tokens, attention, rollout, reward, advantage, gamma: Vec::new() }
+        })
+        .collect();
+    let entropies: Vec<Vec<f32>> = samples
+        .iter()
+        .map(|s| {
+            let mut e = vec![0f32; s.tokens.len()];
+            e[1 + s.rollout.prompt_len..].copy_from_slice(&s.rollout.entropy);
+            e
+        })
+        .collect();
+    let views: Vec<Scored> = samples
+        .iter()
+        .zip(&entropies)
+        .map(|(s, e)| Scored { tokens: &s.tokens, spans: s.spans, attention: &s.attention, layers: cfg.model.layers, heads: cfg.model.heads, entropy: e })
+        .collect();
+    let gammas: Vec<Vec<f64>> = match cfg.credit_mode {
+        CreditMode::Flow => grpo::flow_credits(backend, &views, &cfg.credit),
+        mode => views.iter().map(|v| grpo::credit(mode, v, &cfg.credit, rng)).collect(),
+    };
+    drop(views);
+    for (s, g) in samples.iter_mut().zip(gammas) {
+        s.gamma = g;
+    }
+    let trace_time = t_trace.elapsed();
+    // Token advantages A_t = γ_t·A (γ left out for negative A unless apply_to_negative).
     let b = samples.len();
     let mut adv = vec![0f32; b * (t - 1)];
     let mut old = vec![0f32; b * (t - 1)];
@@ -271,8 +425,13 @@ fn rl_step(policy: &Policy, opt: &mut AdamW, cfg: &TrainConfig, step: usize, rng
     let old_t = Tensor::from_vec(old.clone(), (b, t - 1), &Device::Cpu).map_err(err)?;
     let mask_t = Tensor::from_vec(mask.clone(), (b, t - 1), &Device::Cpu).map_err(err)?;
     let (mut loss_value, mut clipped, mut counted) = (0.0, 0usize, 0usize);
+    let mut first_logits = Some(first_logits);
     for _ in 0..cfg.passes.max(1) {
-        let logp = rollout::token_logprobs(policy, &ids).map_err(err)?;
+        let logp = match first_logits.take() {
+            Some(logits) => rollout::logprobs_of(&logits, &ids),
+            None => rollout::token_logprobs(policy, &ids),
+        }
+        .map_err(err)?;
         let ratio = (&logp - &old_t).map_err(err)?.clamp(-20f32, 20f32).map_err(err)?.exp().map_err(err)?;
         let unclipped = (&ratio * &adv_t).map_err(err)?;
         let clipped_t = (ratio.clamp(1.0 - cfg.clip as f32, 1.0 + cfg.clip as f32).map_err(err)? * &adv_t).map_err(err)?;
@@ -289,7 +448,7 @@ fn rl_step(policy: &Policy, opt: &mut AdamW, cfg: &TrainConfig, step: usize, rng
         opt.backward_step(&loss).map_err(err)?;
         loss_value = loss.to_scalar::<f32>().map_err(err)? as f64;
     }
-    if step % cfg.checkpoint_every == 0 {
+    if writes_traces {
         write_traces(out, step, cfg, &samples)?;
     }
     let resp_tokens: Vec<f64> = samples.iter().flat_map(|s| s.spans.response.range().map(|k| s.gamma[k]).collect::<Vec<_>>()).collect();

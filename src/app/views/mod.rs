@@ -7,6 +7,7 @@ pub mod matrix;
 pub mod rescore;
 pub mod runs;
 pub mod text;
+pub mod train;
 
 use std::collections::HashSet;
 

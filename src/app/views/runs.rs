@@ -95,24 +95,36 @@ pub fn show(ui: &mut Ui, view: &mut RunView) -> Option<PathBuf> {
         keys.dedup();
         keys
     };
-    if !numeric.is_empty() {
-        Plot::new("run-metrics").height(180.0).legend(Legend::default()).show(ui, |plot| {
-            for key in &numeric {
-                let pts: Vec<[f64; 2]> = view
-                    .run
-                    .metrics
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, m)| {
-                        let x = m.get("step").and_then(|s| s.as_f64()).unwrap_or(i as f64);
-                        m.get(key).and_then(|v| v.as_f64()).map(|y| [x, y])
-                    })
-                    .collect();
-                plot.line(Line::new(key.clone(), PlotPoints::from(pts)));
+    if numeric.is_empty() {
+        ui.weak("no metrics.jsonl");
+    } else {
+        // Rates and scores (reward, accuracy, loss, γ) live near [0, 1]; timings in the thousands
+        // would flatten them, so they get a plot of their own.
+        let series = |key: &str| -> Vec<[f64; 2]> {
+            view.run
+                .metrics
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    let x = m.get("step").and_then(|s| s.as_f64()).unwrap_or(i as f64);
+                    m.get(key).and_then(|v| v.as_f64()).map(|y| [x, y])
+                })
+                .collect()
+        };
+        let (small, large): (Vec<&String>, Vec<&String>) = numeric.iter().partition(|k| series(k).iter().all(|p| p[1].abs() <= 2.0));
+        let half = (ui.available_width() / 2.0 - 8.0).max(200.0);
+        ui.horizontal(|ui| {
+            for (id, keys) in [("run-metrics", &small), ("run-timings", &large)] {
+                if keys.is_empty() {
+                    continue;
+                }
+                Plot::new(id).width(if small.is_empty() || large.is_empty() { 2.0 * half } else { half }).height(180.0).legend(Legend::default()).show(ui, |plot| {
+                    for key in keys.iter() {
+                        plot.line(Line::new(key.as_str(), PlotPoints::from(series(key))));
+                    }
+                });
             }
         });
-    } else {
-        ui.weak("no metrics.jsonl");
     }
     ui.separator();
     egui::ScrollArea::vertical().id_salt("run-rows").show(ui, |ui| {

@@ -8,7 +8,10 @@ use crate::render::layout::{Cell, wrap};
 use crate::trace::Trace;
 use egui::{Align2, FontId, Rect, Sense, Stroke, StrokeKind, Ui, pos2, vec2};
 
-pub const FONT_SIZE: f32 = 13.0;
+/// Long traces need density; a short one (a character-level policy's rollout) reads better large.
+pub fn font_size(tokens: usize) -> f32 {
+    if tokens <= 400 { 18.0 } else { 13.0 }
+}
 const ROW_GAP: f32 = 7.0;
 
 /// Layout of the last frame, kept until the trace or the width changes.
@@ -59,7 +62,7 @@ pub fn show(
     state: &mut TextState,
 ) -> Option<Action> {
     let dark = ui.visuals().dark_mode;
-    let font = FontId::monospace(FONT_SIZE);
+    let font = FontId::monospace(font_size(trace.n()));
     let cw = ui.ctx().fonts_mut(|f| f.glyph_width(&font, 'M'));
     let row_h = ui.ctx().fonts_mut(|f| f.row_height(&font)) + ROW_GAP;
     let columns = ((ui.available_width() - 16.0) / cw).floor().max(16.0) as usize;

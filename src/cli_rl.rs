@@ -1,0 +1,195 @@
+//! The binary's RL commands: `train` (one run or a comparison), `warmstart`, `probe`. Argument
+//! handling and terminal progress only; the work is in `flowtracer::rl`.
+
+use flowtracer::backend::{self, Choice};
+use flowtracer::flow::Cancel;
+use flowtracer::params::Params;
+use flowtracer::rl::compare;
+use flowtracer::rl::grpo::CreditMode;
+use flowtracer::rl::model::{Config, Policy};
+use flowtracer::rl::task::Task;
+use flowtracer::rl::train::{self, Progress, TrainConfig};
+use flowtracer::synth::Rng;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::OnceLock;
+
+static INTERRUPT: OnceLock<Cancel> = OnceLock::new();
+
+/// The cancel flag Ctrl-C sets: the run finishes its step, keeps its files, and stops. A second
+/// Ctrl-C kills at once.
+pub fn interrupt() -> Cancel {
+    let cancel = INTERRUPT.get_or_init(Cancel::default).clone();
+    #[cfg(unix)]
+    {
+        extern "C" fn on_sigint(_: libc::c_int) {
+            if let Some(c) = INTERRUPT.get() {
+                c.cancel();
+            }
+            // SAFETY: restoring the default disposition is async-signal-safe.
+            unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+        }
+        // SAFETY: the handler only stores to an atomic and resets the disposition.
+        unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    }
+    cancel
+}
+
+fn bar(len: u64, template: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template(template).expect("static template"));
+    bar
+}
+
+/// Shows a run's progress on `bar`: the warm start, then each step's reward and accuracy.
+fn show(bar: &ProgressBar, label: &str, p: Progress) {
+    match p {
+        Progress::WarmStart { step, max, accuracy } => {
+            let acc = accuracy.map(|a| format!(", held-out {:.0}%", a * 100.0)).unwrap_or_default();
+            bar.set_message(format!("{label}warm start {step}/{max}{acc}"));
+        }
+        Progress::Ready { accuracy } => bar.set_message(format!("{label}held-out {:.1}% at the start", accuracy * 100.0)),
+        Progress::Step(m) => {
+            bar.inc(1);
+            let acc = m.heldout_accuracy.map(|a| format!(", held-out {:.1}%", a * 100.0)).unwrap_or_default();
+            bar.set_message(format!("{label}step {} reward {:.2}{acc}", m.step, m.reward));
+        }
+    }
+}
+
+pub struct TrainArgs {
+    pub cfg: TrainConfig,
+    pub out: PathBuf,
+    pub compare: Vec<CreditMode>,
+    pub seeds: usize,
+    pub target: f64,
+}
+
+pub fn run_train(a: TrainArgs) -> ExitCode {
+    let cancel = interrupt();
+    if a.compare.is_empty() {
+        let bar = bar(a.cfg.steps as u64, "{bar:40} {pos}/{len} steps {elapsed_precise} {msg}");
+        let result = train::train(&a.cfg, &a.out, &cancel, &mut |p| show(&bar, "", p));
+        bar.finish_and_clear();
+        return match result {
+            Ok(()) if cancel.is_cancelled() => {
+                eprintln!("flowtracer: stopped; `flowtracer train` with the same --out resumes from {}", a.out.display());
+                ExitCode::from(130)
+            }
+            Ok(()) => {
+                eprintln!("flowtracer: run in {} (metrics.jsonl, ckpt/, step_*/ traces)", a.out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("flowtracer: train: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let seeds: Vec<u64> = (0..a.seeds as u64).map(|k| a.cfg.seed + k).collect();
+    let runs = (a.compare.len() * seeds.len()) as u64;
+    let bar = bar(runs * a.cfg.steps as u64, "{bar:40} {pos}/{len} steps, all runs {elapsed_precise} eta {eta} {msg}");
+    let result = compare::compare(&a.cfg, &a.compare, &seeds, &a.out, &cancel, &mut |mode, seed, p| show(&bar, &format!("{} seed {seed}: ", mode.name()), p));
+    bar.finish_and_clear();
+    if let Err(e) = result {
+        eprintln!("flowtracer: train --compare: {e}");
+        return ExitCode::from(1);
+    }
+    if cancel.is_cancelled() {
+        eprintln!("flowtracer: stopped; the same command resumes the comparison in {}", a.out.display());
+        return ExitCode::from(130);
+    }
+    let every = a.cfg.eval_every.max(1);
+    let at: Vec<usize> = [0, a.cfg.steps / 2 / every * every, a.cfg.steps].into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    match compare::table(&a.out, &a.compare, &seeds, &at, a.target) {
+        Ok(t) => {
+            println!(
+                "{} · {} steps · {} seeds · held-out = {} problems, greedy · mean ± std over seeds\n\n{t}",
+                a.cfg.task.name(),
+                a.cfg.steps,
+                seeds.len(),
+                a.cfg.eval_size
+            );
+            let _ = flowtracer::atomic::write_atomic(&a.out.join("compare.md"), t.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("flowtracer: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn run_warmstart(task: Task, target: f64, max_steps: usize, seed: u64, eval_size: usize, out: &Path) -> ExitCode {
+    let cancel = interrupt();
+    let policy = match Policy::new(Config::small()) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let bar = bar(max_steps as u64, "{bar:40} {pos}/{len} supervised steps {elapsed_precise} {msg}");
+    let mut rng = Rng::new(seed);
+    let result = train::warm_start(&policy, task, target, max_steps, 100, eval_size, &mut rng, |step, loss, acc| {
+        bar.set_position(step as u64);
+        if let Some(a) = acc {
+            bar.set_message(format!("loss {loss:.3}, held-out {:.1}%", a * 100.0));
+            bar.suspend(|| eprintln!("step {step}: loss {loss:.4}, held-out {:.1}%", a * 100.0));
+        }
+        !cancel.is_cancelled()
+    });
+    bar.finish_and_clear();
+    match result.and_then(|w| policy.save(out).map(|()| w)) {
+        Ok(w) => {
+            eprintln!("flowtracer: {} after {} supervised steps: {:.1}% held-out → {}", task.name(), w.steps, w.accuracy * 100.0, out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+pub struct ProbeArgs {
+    pub task: Task,
+    pub policy: Option<PathBuf>,
+    pub problems: usize,
+    pub fraction: f64,
+    pub seed: u64,
+    pub backend: Choice,
+    pub params: Params,
+}
+
+pub fn run_probe(a: ProbeArgs) -> ExitCode {
+    let cancel = interrupt();
+    let mut policy = match Policy::new(Config::small()) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let loaded = match (&a.policy, flowtracer::rl::shipped::checkpoint(a.task)) {
+        (Some(p), _) => policy.load(p),
+        (None, Some(bytes)) => policy.load_bytes(bytes),
+        (None, None) => Err(format!("no checkpoint ships for {}; pass --policy RUN/ckpt/step_N.safetensors", a.task.name())),
+    };
+    if let Err(e) = loaded {
+        return fail(e);
+    }
+    let backend = match backend::select(a.backend) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let bar = bar(a.problems as u64, "{bar:40} {pos}/{len} problems {elapsed_precise}");
+    let result = flowtracer::rl::probe::probe(&policy, a.task, a.problems, a.fraction, a.seed, backend.as_ref(), &a.params, &cancel, &mut |done, _| {
+        bar.set_position(done as u64)
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(r) => {
+            println!("{}", r.table());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("flowtracer: {e}");
+    ExitCode::from(1)
+}
