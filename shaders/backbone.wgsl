@@ -8,20 +8,8 @@
 //                  sources, then a question token may instead start a path of its share.
 //
 // Widths and predecessors travel as vec2<f32>: the predecessor's index as a float (exact below
-// 2^24 tokens), −1 for none and −2 for the super-source.
+// 2^24 tokens), −1 for none and −2 for the super-source. Params, p and row(): block.wgsl.
 
-struct Params {
-    n: u32,
-    k0: u32,      // first row of the block
-    k1: u32,      // one past its last row
-    q0: u32,      // question span (sources start at q0)
-    q1: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> m: array<f32>;
 @group(0) @binding(2) var<storage, read> hg: array<vec2<f32>>;          // (h, g)
 @group(0) @binding(3) var<storage, read> source_left: array<f32>;
@@ -33,10 +21,6 @@ const PRED_NONE: f32 = -1.0;
 const PRED_SOURCE: f32 = -2.0;
 var<workgroup> s_w: array<f32, 256>;
 var<workgroup> s_i: array<u32, 256>;
-
-fn row(k: u32) -> u32 {
-    return (k * (k - 1u)) / 2u;
-}
 
 fn candidate(k: u32, i: u32) -> f32 {
     return min(wp[i].x, hg[i].y * m[row(k) + i] * hg[k].x);

@@ -1,5 +1,4 @@
 // Steps 3 and 5 on the GPU: the two triangular solves, blocked like the CPU's (FLOWTRACER.md §1).
-// M is the packed strict lower triangle: row k starts at k(k-1)/2.
 //
 // Reach (backward, "push" form), blocks of rows from the answer's end down to 0:
 //   reach_block: one workgroup settles the block's rows in order, h(k) = 1 on the answer, else
@@ -9,19 +8,8 @@
 //   flow_gather: each row of the block sums M[k,i]·g(i) over the sources before the block;
 //   flow_block:  one workgroup settles the block's rows in order: f(k) = s(k) + h(k)·(sum),
 //                g(k) = f(k)/h(k) for conserving tokens (the answer absorbs).
+// Params, the uniform p and row() come from block.wgsl.
 
-struct Params {
-    n: u32,
-    k0: u32,      // first row of the block
-    k1: u32,      // one past its last row
-    a0: u32,      // answer span
-    a1: u32,
-    q0: u32,      // first source (the question's start)
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> m: array<f32>;
 @group(0) @binding(2) var<storage, read_write> h: array<f32>;
 @group(0) @binding(3) var<storage, read_write> acc: array<f32>;
@@ -33,10 +21,6 @@ const B: u32 = 64u;
 var<workgroup> s_acc: array<f32, 64>;
 var<workgroup> s_h: f32;
 var<workgroup> s_red: array<f32, 256>;
-
-fn row(k: u32) -> u32 {
-    return (k * (k - 1u)) / 2u;
-}
 
 // Tree sum of s_red[0..width) into s_red[0]; every thread of the workgroup calls it (barriers).
 fn tree_sum(t: u32, width: u32) -> f32 {

@@ -25,23 +25,12 @@ pub fn pipelines(device: &wgpu::Device) -> BackbonePipelines {
     let (layout, mut k) = super::kernels(
         device,
         "backbone.wgsl",
-        include_str!("../../shaders/backbone.wgsl"),
+        concat!(include_str!("../../shaders/block.wgsl"), include_str!("../../shaders/backbone.wgsl")),
         &[true, true, true, false, false],
         &["widest_gather", "widest_block"],
     );
     let mut next = || k.remove(0);
     BackbonePipelines { gather: next(), block: next(), layout }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    k0: u32,
-    k1: u32,
-    q0: u32,
-    q1: u32,
-    _pad: [u32; 3],
 }
 
 impl Gpu {
@@ -73,7 +62,7 @@ impl Gpu {
         let mut k0 = spans.question.start;
         while k0 < spans.answer.end {
             let k1 = (k0 + BLOCK).min(spans.answer.end);
-            let params = Params { n: n as u32, k0: k0 as u32, k1: k1 as u32, q0: spans.question.start as u32, q1: spans.question.end as u32, _pad: [0; 3] };
+            let params = super::BlockParams::new(n, k0..k1, spans);
             let pbuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("backbone params"), contents: bytemuck::bytes_of(&params), usage: U::UNIFORM });
             blocks.push((k1 - k0, super::bind_buffers(dev, "backbone", &pl.layout, &[&pbuf, &mbuf, &hgbuf, &left, &wp, &acc])));
             k0 = k1;

@@ -86,6 +86,37 @@ pub fn compute_pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgp
     })
 }
 
+/// The uniform of the blocked sweeps (`solve.wgsl`, `backbone.wgsl` declare the same struct):
+/// the block of rows and the spans.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockParams {
+    pub n: u32,
+    pub k0: u32,
+    pub k1: u32,
+    pub q0: u32,
+    pub q1: u32,
+    pub a0: u32,
+    pub a1: u32,
+    pub _pad: u32,
+}
+
+impl BlockParams {
+    pub fn new(n: usize, rows: std::ops::Range<usize>, spans: crate::span::Spans) -> BlockParams {
+        let u = |x: usize| x as u32;
+        BlockParams {
+            n: u(n),
+            k0: u(rows.start),
+            k1: u(rows.end),
+            q0: u(spans.question.start),
+            q1: u(spans.question.end),
+            a0: u(spans.answer.start),
+            a1: u(spans.answer.end),
+            _pad: 0,
+        }
+    }
+}
+
 /// A layout of a uniform at binding 0 and storage buffers after it (`read_only[i]` for binding
 /// i + 1), and one pipeline per entry point of `source` on it: the multi-kernel shaders' shape.
 pub fn kernels(device: &wgpu::Device, label: &str, source: &str, read_only: &[bool], entries: &[&str]) -> (wgpu::BindGroupLayout, Vec<wgpu::ComputePipeline>) {

@@ -21,24 +21,12 @@ pub fn pipelines(device: &wgpu::Device) -> SolvePipelines {
     let (layout, mut k) = super::kernels(
         device,
         "solve.wgsl",
-        include_str!("../../shaders/solve.wgsl"),
+        concat!(include_str!("../../shaders/block.wgsl"), include_str!("../../shaders/solve.wgsl")),
         &[true, false, false, false, false, true],
         &["reach_block", "reach_push", "flow_gather", "flow_block"],
     );
     let mut next = || k.remove(0);
     SolvePipelines { reach_block: next(), reach_push: next(), flow_gather: next(), flow_block: next(), layout }
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    k0: u32,
-    k1: u32,
-    a0: u32,
-    a1: u32,
-    q0: u32,
-    _pad: [u32; 2],
 }
 
 impl Gpu {
@@ -62,7 +50,7 @@ impl Gpu {
         let mbuf = buf("M", &m.data, true);
         let (h, acc, g, f) = (buf("h", &zeros, false), buf("acc", &zeros, false), buf("g", &zeros, false), buf("f", &zeros, false));
         let p = &self.solve;
-        let bind = |params: Params, s: &wgpu::Buffer| {
+        let bind = |params: super::BlockParams, s: &wgpu::Buffer| {
             let pbuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("solve params"),
                 contents: bytemuck::bytes_of(&params),
@@ -70,15 +58,7 @@ impl Gpu {
             });
             super::bind_buffers(dev, "solve", &p.layout, &[&pbuf, &mbuf, &h, &acc, &g, &f, s])
         };
-        let params = |k0: usize, k1: usize| Params {
-            n: n as u32,
-            k0: k0 as u32,
-            k1: k1 as u32,
-            a0: spans.answer.start as u32,
-            a1: spans.answer.end as u32,
-            q0: spans.question.start as u32,
-            _pad: [0; 2],
-        };
+        let params = |k0: usize, k1: usize| super::BlockParams::new(n, k0..k1, spans);
 
         // Reach: blocks from the answer's end down to token 0.
         let no_sources = buf("s", &zeros, true);

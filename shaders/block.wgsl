@@ -1,0 +1,20 @@
+// Shared by the blocked sweeps (prepended to solve.wgsl and backbone.wgsl when they are built;
+// WGSL has no includes). Mirrors gpu::BlockParams.
+
+struct Params {
+    n: u32,
+    k0: u32,      // first row of the block
+    k1: u32,      // one past its last row
+    q0: u32,      // question span (the first source is q0)
+    q1: u32,
+    a0: u32,      // answer span
+    a1: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+// M is the packed strict lower triangle: row k starts at k(k-1)/2.
+fn row(k: u32) -> u32 {
+    return (k * (k - 1u)) / 2u;
+}
