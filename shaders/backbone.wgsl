@@ -8,7 +8,7 @@
 //                  sources, then a question token may instead start a path of its share.
 //
 // Widths and predecessors travel as vec2<f32>: the predecessor's index as a float (exact below
-// 2^24 tokens), −1 for none and −2 for the super-source. Params, p and row(): block.wgsl.
+// 2^24 tokens), −1 for none and −2 for the super-source. Params, p and at(): block.wgsl.
 
 @group(0) @binding(1) var<storage, read> m: array<f32>;
 @group(0) @binding(2) var<storage, read> hg: array<vec2<f32>>;          // (h, g)
@@ -23,7 +23,7 @@ var<workgroup> s_w: array<f32, 256>;
 var<workgroup> s_i: array<u32, 256>;
 
 fn candidate(k: u32, i: u32) -> f32 {
-    return min(wp[i].x, hg[i].y * m[row(k) + i] * hg[k].x);
+    return min(wp[i].x, hg[i].y * m[at(k, i)] * hg[k].x);
 }
 
 // The widest of s_w[0..width) into slot 0, the earliest source among equals.

@@ -9,12 +9,13 @@ struct Params {
     q1: u32,
     a0: u32,      // answer span
     a1: u32,
-    _pad: u32,
+    base: u32,    // packed index of the first entry of the buffer bound as m
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// M is the packed strict lower triangle: row k starts at k(k-1)/2.
-fn row(k: u32) -> u32 {
-    return (k * (k - 1u)) / 2u;
+// M is the packed strict lower triangle: row k starts at k(k-1)/2. The buffer bound as m holds
+// the rows of the dispatch's block (gpu::matrix), starting at packed index p.base.
+fn at(k: u32, i: u32) -> u32 {
+    return (k * (k - 1u)) / 2u - p.base + i;
 }

@@ -8,7 +8,7 @@
 //   flow_gather: each row of the block sums M[k,i]·g(i) over the sources before the block;
 //   flow_block:  one workgroup settles the block's rows in order: f(k) = s(k) + h(k)·(sum),
 //                g(k) = f(k)/h(k) for conserving tokens (the answer absorbs).
-// Params, the uniform p and row() come from block.wgsl.
+// Params, the uniform p and at() come from block.wgsl.
 
 @group(0) @binding(1) var<storage, read> m: array<f32>;
 @group(0) @binding(2) var<storage, read_write> h: array<f32>;
@@ -59,7 +59,7 @@ fn reach_block(@builtin(local_invocation_id) lid: vec3<u32>) {
         workgroupBarrier();
         let hk = s_h;
         if (i < kk && hk != 0.0) {
-            s_acc[t] = s_acc[t] + m[row(kk) + i] * hk;
+            s_acc[t] = s_acc[t] + m[at(kk, i)] * hk;
         }
         workgroupBarrier();
     }
@@ -73,7 +73,7 @@ fn reach_push(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var sum = 0.0;
     for (var k = p.k0; k < p.k1; k = k + 1u) {
-        sum = sum + m[row(k) + i] * h[k];
+        sum = sum + m[at(k, i)] * h[k];
     }
     acc[i] = acc[i] + sum;
 }
@@ -85,7 +85,7 @@ fn flow_gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     var sum = 0.0;
     if (k < p.k1) {
         for (var i = p.q0 + t; i < p.k0; i = i + 256u) {
-            sum = sum + m[row(k) + i] * g[i];
+            sum = sum + m[at(k, i)] * g[i];
         }
     }
     s_red[t] = sum;
@@ -103,7 +103,7 @@ fn flow_block(@builtin(local_invocation_id) lid: vec3<u32>) {
         let i = p.k0 + t;
         var v = 0.0;
         if (i < k && i >= p.q0) {
-            v = m[row(k) + i] * g[i];
+            v = m[at(k, i)] * g[i];
         }
         s_red[t] = v;
         let inside = tree_sum(t, 64u);

@@ -155,8 +155,19 @@ fn gpu_solves_match_the_cpu_solves() {
         let (_, m) = flowtracer::flow::analyze_with_matrix(&t, &Params::default(), &Cancel::default()).unwrap();
         let h = flowtracer::flow::reach::reach(&m, t.spans.answer);
         let uf = flowtracer::flow::unit_flow::unit_flow(&m, &h, t.spans);
-        let (gh, guf) = g.solve(&m, t.spans).expect("the GPU solves run");
+        let (gh, guf) = g.solve(&g.upload(&m).unwrap(), t.spans).expect("the GPU solves run");
         assert_eq!(guf.sources, uf.sources, "N = {n}");
+        // A matrix over the binding limit is split across buffers, whole 64-row blocks each: the
+        // same numbers, bit for bit.
+        let ro = flowtracer::flow::matrix::row_offset;
+        let block_bytes = flowtracer::gpu::matrix::blocks_up(0..n).iter().map(|b| ((ro(b.end) - ro(b.start)) * 4) as u64).max().unwrap();
+        let split = g.upload_within(&m, block_bytes + 8).unwrap();
+        assert!(n <= 64 || split.chunks() > 1, "N = {n}: {} chunk(s)", split.chunks());
+        let (sh, suf) = g.solve(&split, t.spans).expect("the split solves run");
+        assert_eq!((sh, suf.flow), (gh.clone(), guf.flow.clone()), "N = {n}: split across {} buffers", split.chunks());
+        let p = Params::default();
+        let whole = g.backbone(&m, &g.upload(&m).unwrap(), &h, &uf.flow, t.spans, uf.sources, &p.backbone).unwrap();
+        assert_eq!(g.backbone(&m, &split, &h, &uf.flow, t.spans, uf.sources, &p.backbone).unwrap(), whole, "N = {n}: backbone split");
         for k in 0..n {
             assert!((h[k] - gh[k]).abs() <= 1e-4 * h[k].abs().max(gh[k].abs()) + 1e-30, "N = {n}: h({k}) cpu {} gpu {}", h[k], gh[k]);
             assert!((uf.flow[k] - guf.flow[k]).abs() <= 1e-4 * uf.flow[k].abs().max(guf.flow[k].abs()) + 1e-12, "N = {n}: f({k}) cpu {} gpu {}", uf.flow[k], guf.flow[k]);
@@ -180,7 +191,7 @@ fn gpu_widest_paths_match_the_cpu_backbone() {
         let before = m.data.clone();
         let cpu = flowtracer::flow::backbone::backbone(&mut m, &h, &uf.flow, t.spans, uf.sources, &p.backbone);
         assert_eq!(m.data, before, "the CPU restores its residuals");
-        let gpu = g.backbone(&m, &h, &uf.flow, t.spans, uf.sources, &p.backbone).expect("the GPU backbone runs");
+        let gpu = g.backbone(&m, &g.upload(&m).unwrap(), &h, &uf.flow, t.spans, uf.sources, &p.backbone).expect("the GPU backbone runs");
         let name = format!("{} (N = {})", t.path.display(), t.n());
         assert_eq!(gpu.len(), cpu.len(), "{name}: {cpu:?}\nvs {gpu:?}");
         for (a, b) in cpu.iter().zip(&gpu) {

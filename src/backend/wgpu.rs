@@ -27,7 +27,7 @@ impl Wgpu {
                 }
             }
         };
-        let (mut r, _) = flow::analyze_using(trace, trace.spans, params, cancel, &aggregator, Some(self.gpu)).map_err(|e| e.at(&trace.path))?;
+        let (mut r, _) = flow::analyze_using(trace, trace.spans, params, cancel, &aggregator, Some(&crate::gpu::OnDevice::new(self.gpu))).map_err(|e| e.at(&trace.path))?;
         r.backend = match fell_back.take() {
             None => format!("wgpu: {}", self.gpu.adapter),
             Some(_) => "cpu (wgpu failed)".into(),

@@ -1,19 +1,17 @@
 //! Step 7 on the GPU (`shaders/backbone.wgsl`): the widths of every path come from a blocked
 //! (max, min) sweep on the device, a few dispatches per block of 64 rows; the bookkeeping
 //! (`flow::backbone::Decomposition`: which path, how much flow, which residuals) is the CPU's,
-//! so both backends take paths by one rule. Residuals go into the device's copy of M; the
-//! caller's matrix is untouched.
+//! so both backends take paths by one rule. Residuals go into the device's copy of M (the one the
+//! solves used: M is uploaded once); the caller's matrix is untouched.
 
 use super::Gpu;
 use crate::flow::Matrix;
 use crate::flow::backbone::{Decomposition, FlowPath, NONE, SOURCE};
-use crate::flow::matrix::row_offset;
+use super::matrix::{DeviceMatrix, blocks_up};
 use crate::params::BackboneParams;
 use crate::span::Spans;
 use std::collections::HashMap;
 use wgpu::util::DeviceExt;
-
-const BLOCK: usize = 64;
 
 pub struct BackbonePipelines {
     layout: wgpu::BindGroupLayout,
@@ -34,39 +32,35 @@ pub fn pipelines(device: &wgpu::Device) -> BackbonePipelines {
 }
 
 impl Gpu {
-    /// The backbone of `m` given the solved reach `h` and flow `f` (the matrix must fit one
-    /// storage binding, as for the solves).
-    pub fn backbone(&self, m: &Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &BackboneParams) -> Result<Vec<FlowPath>, String> {
+    /// The backbone given the solved reach `h` and flow `f`. `on_device` is `m` uploaded (its
+    /// entries on the paths are overwritten with residuals); `m` itself is read, not changed.
+    pub fn backbone(&self, m: &Matrix, on_device: &DeviceMatrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &BackboneParams) -> Result<Vec<FlowPath>, String> {
         let Some(mut d) = Decomposition::new(h, f, spans, sources, p) else { return Ok(Vec::new()) };
-        if (m.data.len() * 4) as u64 > self.max_binding() {
-            return Err(format!("the {} MiB matrix is over the adapter's binding limit", m.data.len() * 4 >> 20));
-        }
         let n = m.n;
         let dev = &self.device;
         let init = |label: &str, data: &[f32], usage: wgpu::BufferUsages| {
             // A binding may not be empty.
-            let contents: Vec<f32> = if data.is_empty() { vec![0.0] } else { data.to_vec() };
-            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(&contents), usage })
+            let contents: &[f32] = if data.is_empty() { &[0.0] } else { data };
+            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(contents), usage })
         };
         use wgpu::BufferUsages as U;
         let hg: Vec<f32> = (0..n).flat_map(|i| [h[i] as f32, d.g[i] as f32]).collect();
         let to_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-        let mbuf = init("M residual", &m.data, U::STORAGE | U::COPY_DST);
         let hgbuf = init("h g", &hg, U::STORAGE);
         let left = init("source left", &to_f32(&d.source_left), U::STORAGE | U::COPY_DST);
         let wp = init("width pred", &vec![0.0; 2 * n], U::STORAGE | U::COPY_SRC);
         let acc = init("gathered", &vec![0.0; 2 * n], U::STORAGE);
         let pl = &self.backbone;
         // One bind group per block, made once and reused by every path's sweep.
-        let mut blocks = Vec::new();
-        let mut k0 = spans.question.start;
-        while k0 < spans.answer.end {
-            let k1 = (k0 + BLOCK).min(spans.answer.end);
-            let params = super::BlockParams::new(n, k0..k1, spans);
-            let pbuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("backbone params"), contents: bytemuck::bytes_of(&params), usage: U::UNIFORM });
-            blocks.push((k1 - k0, super::bind_buffers(dev, "backbone", &pl.layout, &[&pbuf, &mbuf, &hgbuf, &left, &wp, &acc])));
-            k0 = k1;
-        }
+        let blocks: Vec<(usize, wgpu::BindGroup)> = blocks_up(spans.question.start..spans.answer.end)
+            .into_iter()
+            .map(|rows| {
+                let (mbuf, base) = on_device.holding(&rows);
+                let params = super::BlockParams::new(n, rows.clone(), spans, base);
+                let pbuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("backbone params"), contents: bytemuck::bytes_of(&params), usage: U::UNIFORM });
+                (rows.len(), super::bind_buffers(dev, "backbone", &pl.layout, &[&pbuf, mbuf, &hgbuf, &left, &wp, &acc]))
+            })
+            .collect();
         let mut residuals: HashMap<(usize, usize), f32> = HashMap::new();
         while d.wants_more() {
             let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("widest") });
@@ -97,7 +91,7 @@ impl Gpu {
                 let old = residuals.get(&(k, i)).copied().unwrap_or_else(|| m.get(k, i));
                 let new = residual(old);
                 residuals.insert((k, i), new);
-                self.queue.write_buffer(&mbuf, ((row_offset(k) + i) * 4) as u64, bytemuck::bytes_of(&new));
+                on_device.write(&self.queue, k, i, new);
             });
             if !taken {
                 break;

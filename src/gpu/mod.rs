@@ -4,6 +4,7 @@
 
 pub mod aggregate;
 pub mod backbone;
+pub mod matrix;
 mod downsample;
 pub mod solve;
 
@@ -98,11 +99,12 @@ pub struct BlockParams {
     pub q1: u32,
     pub a0: u32,
     pub a1: u32,
-    pub _pad: u32,
+    /// Packed index of the first entry of the M buffer bound with these parameters.
+    pub base: u32,
 }
 
 impl BlockParams {
-    pub fn new(n: usize, rows: std::ops::Range<usize>, spans: crate::span::Spans) -> BlockParams {
+    pub fn new(n: usize, rows: std::ops::Range<usize>, spans: crate::span::Spans, base: u32) -> BlockParams {
         let u = |x: usize| x as u32;
         BlockParams {
             n: u(n),
@@ -112,7 +114,7 @@ impl BlockParams {
             q1: u(spans.question.end),
             a0: u(spans.answer.start),
             a1: u(spans.answer.end),
-            _pad: 0,
+            base,
         }
     }
 }
@@ -165,12 +167,32 @@ pub fn shared() -> Result<&'static Gpu, String> {
     GPU.get_or_init(Gpu::new).as_ref().map_err(|e| e.clone())
 }
 
-impl crate::flow::Offload for Gpu {
+/// The device's side of one trace's analysis: M is uploaded for the solves and kept for the
+/// backbone, which writes its residuals into that copy.
+pub struct OnDevice<'g> {
+    pub gpu: &'g Gpu,
+    matrix: std::cell::RefCell<Option<matrix::DeviceMatrix>>,
+}
+
+impl<'g> OnDevice<'g> {
+    pub fn new(gpu: &'g Gpu) -> Self {
+        OnDevice { gpu, matrix: Default::default() }
+    }
+}
+
+impl crate::flow::Offload for OnDevice<'_> {
     fn solve(&self, m: &crate::flow::Matrix, spans: crate::span::Spans) -> Result<(Vec<f64>, crate::flow::unit_flow::UnitFlow), String> {
-        Gpu::solve(self, m, spans)
+        let on_device = self.gpu.upload(m)?;
+        let r = self.gpu.solve(&on_device, spans);
+        *self.matrix.borrow_mut() = Some(on_device);
+        r
     }
 
     fn backbone(&self, m: &crate::flow::Matrix, h: &[f64], f: &[f64], spans: crate::span::Spans, sources: usize, p: &crate::params::BackboneParams) -> Result<Vec<crate::flow::backbone::FlowPath>, String> {
-        Gpu::backbone(self, m, h, f, spans, sources, p)
+        let on_device = match self.matrix.borrow_mut().take() {
+            Some(d) => d,
+            None => self.gpu.upload(m)?,
+        };
+        self.gpu.backbone(m, &on_device, h, f, spans, sources, p)
     }
 }

@@ -1,13 +1,13 @@
 //! Steps 3 and 5 on the GPU (`shaders/solve.wgsl`): the backward reach solve and the forward
-//! flow solve, in f32, blocked as on the CPU: a few dispatches per block of 64 rows.
+//! flow solve, in f32, blocked as on the CPU: a few dispatches per block of 64 rows, each binding
+//! the buffer of the device matrix that holds its rows.
 
 use super::Gpu;
-use crate::flow::Matrix;
+use super::matrix::{DeviceMatrix, blocks_down, blocks_up};
 use crate::flow::unit_flow::UnitFlow;
 use crate::span::Spans;
+use std::ops::Range;
 use wgpu::util::DeviceExt;
-
-const BLOCK: usize = 64;
 
 pub struct SolvePipelines {
     layout: wgpu::BindGroupLayout,
@@ -30,12 +30,9 @@ pub fn pipelines(device: &wgpu::Device) -> SolvePipelines {
 }
 
 impl Gpu {
-    /// Reach and unit flow of `m` (the matrix must fit one storage binding).
-    pub fn solve(&self, m: &Matrix, spans: Spans) -> Result<(Vec<f64>, UnitFlow), String> {
+    /// Reach and unit flow of the matrix on the device.
+    pub fn solve(&self, m: &DeviceMatrix, spans: Spans) -> Result<(Vec<f64>, UnitFlow), String> {
         let n = m.n;
-        if (m.data.len() * 4) as u64 > self.max_binding() {
-            return Err(format!("the {} MiB matrix is over the adapter's binding limit", m.data.len() * 4 >> 20));
-        }
         if spans.answer.is_empty() {
             return Ok((vec![0.0; n], UnitFlow { flow: vec![0.0; n], sources: 0 }));
         }
@@ -43,40 +40,37 @@ impl Gpu {
         let buf = |label: &str, data: &[f32], read_only: bool| {
             let usage = wgpu::BufferUsages::STORAGE | if read_only { wgpu::BufferUsages::empty() } else { wgpu::BufferUsages::COPY_SRC };
             // A binding may not be empty.
-            let contents: Vec<f32> = if data.is_empty() { vec![0.0] } else { data.to_vec() };
-            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(&contents), usage })
+            let contents: &[f32] = if data.is_empty() { &[0.0] } else { data };
+            dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(contents), usage })
         };
         let zeros = vec![0f32; n];
-        let mbuf = buf("M", &m.data, true);
         let (h, acc, g, f) = (buf("h", &zeros, false), buf("acc", &zeros, false), buf("g", &zeros, false), buf("f", &zeros, false));
         let p = &self.solve;
-        let bind = |params: super::BlockParams, s: &wgpu::Buffer| {
+        let bind = |rows: &Range<usize>, s: &wgpu::Buffer| {
+            let (mbuf, base) = m.holding(rows);
+            let params = super::BlockParams::new(n, rows.clone(), spans, base);
             let pbuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("solve params"),
                 contents: bytemuck::bytes_of(&params),
                 usage: wgpu::BufferUsages::UNIFORM,
             });
-            super::bind_buffers(dev, "solve", &p.layout, &[&pbuf, &mbuf, &h, &acc, &g, &f, s])
+            super::bind_buffers(dev, "solve", &p.layout, &[&pbuf, mbuf, &h, &acc, &g, &f, s])
         };
-        let params = |k0: usize, k1: usize| super::BlockParams::new(n, k0..k1, spans);
 
         // Reach: blocks from the answer's end down to token 0.
         let no_sources = buf("s", &zeros, true);
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("reach") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("reach"), timestamp_writes: None });
-            let mut k1 = spans.answer.end;
-            while k1 > 0 {
-                let k0 = k1.saturating_sub(BLOCK);
-                let bg = bind(params(k0, k1), &no_sources);
+            for rows in blocks_down(spans.answer.end) {
+                let bg = bind(&rows, &no_sources);
                 pass.set_bind_group(0, &bg, &[]);
                 pass.set_pipeline(&p.reach_block);
                 pass.dispatch_workgroups(1, 1, 1);
-                if k0 > 0 {
+                if rows.start > 0 {
                     pass.set_pipeline(&p.reach_push);
-                    pass.dispatch_workgroups((k0 as u32).div_ceil(256), 1, 1);
+                    pass.dispatch_workgroups((rows.start as u32).div_ceil(256), 1, 1);
                 }
-                k1 = k0;
             }
         }
         self.queue.submit([enc.finish()]);
@@ -92,16 +86,13 @@ impl Gpu {
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("flow") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("flow"), timestamp_writes: None });
-            let mut k0 = spans.question.start;
-            while k0 < spans.answer.end {
-                let k1 = (k0 + BLOCK).min(spans.answer.end);
-                let bg = bind(params(k0, k1), &sbuf);
+            for rows in blocks_up(spans.question.start..spans.answer.end) {
+                let bg = bind(&rows, &sbuf);
                 pass.set_bind_group(0, &bg, &[]);
                 pass.set_pipeline(&p.flow_gather);
-                pass.dispatch_workgroups((k1 - k0) as u32, 1, 1);
+                pass.dispatch_workgroups(rows.len() as u32, 1, 1);
                 pass.set_pipeline(&p.flow_block);
                 pass.dispatch_workgroups(1, 1, 1);
-                k0 = k1;
             }
         }
         self.queue.submit([enc.finish()]);

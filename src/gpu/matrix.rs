@@ -1,0 +1,113 @@
+//! M on the device, uploaded once per trace and shared by the solves and the backbone. Whole
+//! 64-row blocks of the packed triangle go into one buffer while it stays within the adapter's
+//! binding limit, and the next block starts the next buffer: every dispatch reads only the rows
+//! of its own block, so it binds the one buffer that holds them, and no matrix is refused for
+//! size alone. Blocks sit on a global grid (rows 64j..64j+64), so the backward and the forward
+//! sweeps cut the same blocks.
+
+use super::Gpu;
+use crate::flow::Matrix;
+use crate::flow::matrix::row_offset;
+use std::ops::Range;
+use wgpu::util::DeviceExt;
+
+pub const BLOCK: usize = 64;
+
+pub struct DeviceMatrix {
+    pub n: usize,
+    /// (rows held, buffer); rows are whole grid blocks except at the matrix's end.
+    chunks: Vec<(Range<usize>, wgpu::Buffer)>,
+}
+
+impl DeviceMatrix {
+    /// The buffer holding `rows` (within one grid block) and the packed index of its first entry.
+    pub fn holding(&self, rows: &Range<usize>) -> (&wgpu::Buffer, u32) {
+        let (r, buf) = self.chunks.iter().find(|(r, _)| r.start <= rows.start && rows.end <= r.end).expect("a block lies within one chunk");
+        (buf, row_offset(r.start) as u32)
+    }
+
+    /// Overwrites M[k,i] (the backbone's residuals).
+    pub fn write(&self, queue: &wgpu::Queue, k: usize, i: usize, value: f32) {
+        let (buf, base) = self.holding(&(k..k + 1));
+        queue.write_buffer(buf, ((row_offset(k) + i - base as usize) * 4) as u64, bytemuck::bytes_of(&value));
+    }
+
+    pub fn chunks(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+/// Blocks of the backward sweep: from `end` down to 0, on the grid.
+pub fn blocks_down(end: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut k1 = end;
+    while k1 > 0 {
+        let k0 = (k1 - 1) / BLOCK * BLOCK;
+        out.push(k0..k1);
+        k1 = k0;
+    }
+    out
+}
+
+/// Blocks of the forward sweeps: `rows` in order, on the grid.
+pub fn blocks_up(rows: Range<usize>) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut k0 = rows.start;
+    while k0 < rows.end {
+        let k1 = ((k0 / BLOCK + 1) * BLOCK).min(rows.end);
+        out.push(k0..k1);
+        k0 = k1;
+    }
+    out
+}
+
+impl Gpu {
+    /// Uploads `m` in buffers of at most the adapter's binding size.
+    pub fn upload(&self, m: &Matrix) -> Result<DeviceMatrix, String> {
+        self.upload_within(m, self.max_binding())
+    }
+
+    /// Uploads `m` in buffers of at most `limit` bytes (tests force small ones).
+    pub fn upload_within(&self, m: &Matrix, limit: u64) -> Result<DeviceMatrix, String> {
+        let n = m.n;
+        let bytes = |rows: &Range<usize>| ((row_offset(rows.end) - row_offset(rows.start)) * 4) as u64;
+        let mut chunks: Vec<Range<usize>> = Vec::new();
+        for block in blocks_up(0..n) {
+            if bytes(&block) > limit {
+                return Err(format!("64 rows of the matrix ({} MiB) are over the adapter's binding limit", bytes(&block) >> 20));
+            }
+            match chunks.last_mut() {
+                Some(c) if bytes(&(c.start..block.end)) <= limit => c.end = block.end,
+                _ => chunks.push(block),
+            }
+        }
+        let chunks = chunks
+            .into_iter()
+            .map(|rows| {
+                let data = &m.data[row_offset(rows.start)..row_offset(rows.end)];
+                // A binding may not be empty (rows 0 and 1 hold no entries).
+                let contents: &[u8] = if data.is_empty() { &[0; 4] } else { bytemuck::cast_slice(data) };
+                let buf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("M"),
+                    contents,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                });
+                (rows, buf)
+            })
+            .collect();
+        Ok(DeviceMatrix { n, chunks })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweeps_cut_the_same_grid_blocks() {
+        assert_eq!(blocks_down(130), vec![128..130, 64..128, 0..64]);
+        assert_eq!(blocks_down(64), vec![0..64]);
+        assert_eq!(blocks_up(3..130), vec![3..64, 64..128, 128..130]);
+        assert_eq!(blocks_up(64..64), Vec::<Range<usize>>::new());
+    }
+}
