@@ -100,8 +100,13 @@ pub fn run_train(a: TrainArgs) -> ExitCode {
         eprintln!("flowtracer: stopped; the same command resumes the comparison in {}", a.out.display());
         return ExitCode::from(130);
     }
+    // Every evaluation when they fit in a table, else the start, the middle and the end.
     let every = a.cfg.eval_every.max(1);
-    let at: Vec<usize> = [0, a.cfg.steps / 2 / every * every, a.cfg.steps].into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let mut at: std::collections::BTreeSet<usize> = (0..=a.cfg.steps).step_by(every).chain([a.cfg.steps]).collect();
+    if at.len() > 6 {
+        at = [0, a.cfg.steps / 2 / every * every, a.cfg.steps].into_iter().collect();
+    }
+    let at: Vec<usize> = at.into_iter().collect();
     match compare::table(&a.out, &a.compare, &seeds, &at, a.target) {
         Ok(t) => {
             println!(

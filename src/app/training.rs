@@ -24,7 +24,8 @@ impl Default for TrainForm {
         TrainForm {
             cfg: TrainConfig::new(crate::rl::task::Task::Addition, CreditMode::Flow, 40, 0),
             modes: [true, true, false, false, false],
-            root: PathBuf::from("flowtracer-runs").join(format!("run-{stamp}")),
+            // Under the home folder: an app started from a launcher may have `/` as its cwd.
+            root: std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join("flowtracer-runs").join(format!("run-{stamp}")),
         }
     }
 }
