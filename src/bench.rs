@@ -221,3 +221,33 @@ pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
     frames.sort();
     UiBench { n, rescore, reaggregate, frame: frames[frames.len() / 2] }
 }
+
+/// A batch of `count` different traces of about `n` tokens (`[N,N]` F32), run as one
+/// `run_batch` as the RL loop runs a step's rollouts: traces per second, the median of `repeat`.
+pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backend, repeat: usize) -> Result<f64, String> {
+    let mut paths = Vec::with_capacity(count);
+    for i in 0..count {
+        let spec = SynthSpec { seed: 1000 + i as u64, target_tokens: n, layers: 1, heads: 1, dtype: Dtype::F32, rank: 2, no_answer: false };
+        let path = dir.join(format!("batch_{n}_{i}.safetensors"));
+        synth_trace(&spec).write(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        paths.push(path);
+    }
+    let params = Params::default();
+    let mut rates = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let traces: Vec<Trace> = paths.iter().map(|p| Trace::open(p).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+        let refs: Vec<&Trace> = traces.iter().collect();
+        let t = Instant::now();
+        let results = backend.run_batch(&refs, &params, &Cancel::default());
+        let secs = t.elapsed().as_secs_f64();
+        if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+            return Err(e.to_string());
+        }
+        rates.push(count as f64 / secs.max(1e-9));
+    }
+    for p in &paths {
+        let _ = std::fs::remove_file(p);
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[rates.len() / 2])
+}

@@ -66,6 +66,9 @@ enum Command {
         /// Time the app instead: a re-score and a frame of the text view, per size.
         #[arg(long)]
         ui: bool,
+        /// Also run this many different traces as one batch at the first size: traces per second.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
     },
     /// Fine-tune the project's small policy with GRPO, token advantages shaped by a credit mode;
     /// with --compare, one run per mode and seed and a table of held-out accuracy.
@@ -187,7 +190,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Some(Command::Bench { sizes, backend, repeat, no_heads, dir, peer, ui: false }) => run_bench(sizes, backend, repeat, no_heads, dir, peer),
+        Some(Command::Bench { sizes, backend, repeat, no_heads, dir, peer, ui: false, batch }) => run_bench(sizes, backend, repeat, no_heads, dir, peer, batch),
         Some(Command::Train { task, credit, steps, seed, out, sft_steps, init, gamma, fraction, eval_size, eval_every, compare, seeds, target, tiny }) => {
             let mut cfg = TrainConfig::new(task, credit, steps, seed);
             cfg.sft_steps = sft_steps;
@@ -338,7 +341,7 @@ fn run_print(cli: &Cli) -> ExitCode {
     if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
-fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, dir: Option<PathBuf>, peer: Option<PathBuf>) -> ExitCode {
+fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, dir: Option<PathBuf>, peer: Option<PathBuf>, batch: usize) -> ExitCode {
     let backend = match backend::select(choice) {
         Ok(b) => b,
         Err(e) => return usage(e),
@@ -370,7 +373,23 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, d
             }
         }
     }
+    let batch_line = match (batch, sizes.first()) {
+        (b, Some(&n)) if b > 0 => {
+            eprintln!("bench: a batch of {b} traces at N = {n} …");
+            match bench::batch_throughput(n, b, &dir, backend.as_ref(), repeat) {
+                Ok(rate) => Some(format!("\nbatch of {b} different [N,N] F32 traces at N = {n}, one run_batch: {rate:.0} traces/s ({})\n", backend.name())),
+                Err(e) => {
+                    eprintln!("flowtracer: bench batch: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        _ => None,
+    };
     let _ = std::fs::remove_dir_all(&dir);
     print!("{}", bench::format_table(&rows));
+    if let Some(line) = batch_line {
+        print!("{line}");
+    }
     ExitCode::SUCCESS
 }

@@ -139,7 +139,7 @@ fn spawn(i: usize, cfg: TrainConfig, dir: PathBuf, cancel: Cancel, tx: Sender<(u
                 step: m.step,
                 reward: m.reward,
                 accuracy: m.heldout_accuracy,
-                traces_written: m.step % every == 0,
+                traces_written: m.step % every == 0 || m.step == steps,
             }),
         });
         send(Event::Finished(result));

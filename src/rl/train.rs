@@ -260,7 +260,8 @@ pub enum Progress<'a> {
 /// The warm start's cap when it has to reach its target accuracy by itself.
 pub const WARM_START_MAX_STEPS: usize = 3000;
 
-/// Runs (or resumes) a training run into `out`; `tick` sees its progress.
+/// Runs (or resumes) a training run into `out`; `tick` sees its progress. Checkpoints and traces
+/// are written every `checkpoint_every` steps and at the last step.
 pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMut(Progress)) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut policy = Policy::new(cfg.model.clone()).map_err(err)?;
@@ -367,7 +368,7 @@ fn rl_step(policy: &Policy, opt: &mut AdamW, cfg: &TrainConfig, backend: &dyn Ba
     // The first gradient pass's forward also yields the policy's attention on its own rollouts,
     // so tracing needs no extra pass: its cost is reading the attention out plus the credit.
     // Only the modes that read attention keep it, and checkpoint steps, which write traces.
-    let writes_traces = step % cfg.checkpoint_every == 0;
+    let writes_traces = step % cfg.checkpoint_every == 0 || step == cfg.steps;
     let wants_attention = matches!(cfg.credit_mode, CreditMode::Flow | CreditMode::Attention) || writes_traces;
     let (first_logits, atts) = policy.forward(&ids, wants_attention).map_err(err)?;
     let t_trace = Instant::now();
