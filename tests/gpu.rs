@@ -202,3 +202,22 @@ fn gpu_widest_paths_match_the_cpu_backbone() {
     }
     assert!(compared > 20, "only {compared} paths compared");
 }
+
+#[test]
+fn gpu_credit_selection_matches_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut rng = flowtracer::synth::Rng::new(5);
+    for (n, r0) in [(1usize, 0usize), (2, 1), (63, 10), (64, 0), (65, 3), (300, 40), (4096, 100)] {
+        // Coarse scores (many exact ties) and fine ones.
+        for coarse in [true, false] {
+            let score: Vec<f64> = (0..n).map(|_| if coarse { rng.below(7) as f64 / 7.0 } else { rng.f64() }).collect();
+            for fraction in [0.0, 0.2, 0.4, 1.0] {
+                let count = flowtracer::flow::roles::share_count(fraction, n - r0);
+                let mut cpu = flowtracer::flow::roles::top_by_score(&score, r0..n, count);
+                cpu.sort_unstable();
+                let gpu = g.top_by_score(&score, r0..n, count).unwrap();
+                assert_eq!(gpu, cpu, "N = {n}, from {r0}, coarse {coarse}, fraction {fraction}");
+            }
+        }
+    }
+}

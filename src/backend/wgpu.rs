@@ -1,6 +1,6 @@
 //! The wgpu backend: step 1 (aggregation, the only step that reads the attention), steps 3 and 5
-//! (the reach and flow solves) and step 7's widest paths run as compute shaders; throughput,
-//! roles and credit run on the solved flow exactly as on the CPU. A device failure moves that trace to the CPU with a warning; a bad file gets the
+//! (the reach and flow solves), step 7's widest paths and step 9's selection run as compute
+//! shaders; throughput and the roles run on the solved flow exactly as on the CPU. A device failure moves that trace to the CPU with a warning; a bad file gets the
 //! CPU's error, which names the exact layer, head and row.
 
 use super::Backend;

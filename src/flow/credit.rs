@@ -6,10 +6,14 @@ use crate::params::CreditParams;
 use crate::span::Spans;
 
 pub fn credit(tau: &[f64], spans: Spans, p: &CreditParams) -> Vec<f64> {
-    let n = tau.len();
-    let mut gamma = vec![1.0; n];
     let r = spans.response;
-    for k in top_by_score(tau, r.range(), share_count(p.fraction, r.len())) {
+    credit_from(tau.len(), top_by_score(tau, r.range(), share_count(p.fraction, r.len())), spans, p)
+}
+
+/// γ from the chosen tokens, whoever chose them (`top_by_score` here, a shader on the GPU).
+pub fn credit_from(n: usize, chosen: impl IntoIterator<Item = usize>, spans: Spans, p: &CreditParams) -> Vec<f64> {
+    let mut gamma = vec![1.0; n];
+    for k in chosen {
         gamma[k] = p.gamma;
     }
     if p.normalize_mean {

@@ -137,11 +137,14 @@ fn analyze_inner(trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel) 
 }
 
 /// The steps a device backend takes over from the CPU after aggregation: the reach and flow
-/// solves (steps 3 and 5) and the backbone's widest paths (step 7). Either may fail (a lost
+/// solves (steps 3 and 5), the backbone's widest paths (step 7) and the credit's selection
+/// (step 9). Either may fail (a lost
 /// device, a matrix over its limits); that step then runs on the CPU, with a warning.
 pub trait Offload {
     fn solve(&self, m: &Matrix, spans: Spans) -> Result<(Vec<f64>, unit_flow::UnitFlow), String>;
     fn backbone(&self, m: &Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &crate::params::BackboneParams) -> Result<Vec<FlowPath>, String>;
+    /// The credit's selection (step 9): the tokens of `range` among the `count` highest scores.
+    fn top_by_score(&self, score: &[f64], range: std::ops::Range<usize>, count: usize) -> Result<Vec<usize>, String>;
 }
 
 /// How a backend builds the matrix from the selected slabs (step 1); steps 3–9 are shared.
@@ -245,7 +248,17 @@ fn finish_using(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepT
     let checkpoints = roles::checkpoints(&backbone, &far, spans, &params.roles);
     times.roles = t.elapsed();
     let t = Instant::now();
-    let credit = if status == Status::Ok { credit::credit(&tau, spans, &params.credit) } else { vec![1.0; n] };
+    let credit = match (status, device) {
+        (Status::Ok, None) => credit::credit(&tau, spans, &params.credit),
+        (Status::Ok, Some(d)) => match d.top_by_score(&tau, spans.response.range(), roles::share_count(params.credit.fraction, spans.response.len())) {
+            Ok(chosen) => credit::credit_from(n, chosen, spans, &params.credit),
+            Err(e) => {
+                eprintln!("flowtracer: warning: the GPU credit selection failed ({e}); selecting on the CPU");
+                credit::credit(&tau, spans, &params.credit)
+            }
+        },
+        _ => vec![1.0; n],
+    };
     times.credit = t.elapsed();
     FlowResult {
         status,

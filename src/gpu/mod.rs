@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod backbone;
 pub mod matrix;
+mod select;
 mod downsample;
 pub mod solve;
 
@@ -25,6 +26,7 @@ pub struct Gpu {
     aggregate: wgpu::ComputePipeline,
     solve: solve::SolvePipelines,
     backbone: backbone::BackbonePipelines,
+    select: wgpu::ComputePipeline,
 }
 
 impl Gpu {
@@ -55,6 +57,7 @@ impl Gpu {
         let aggregate = compute_pipeline(&device, "aggregate.wgsl", include_str!("../../shaders/aggregate.wgsl"));
         let solve = solve::pipelines(&device);
         let backbone = backbone::pipelines(&device);
+        let select = compute_pipeline(&device, "select.wgsl", include_str!("../../shaders/select.wgsl"));
         Ok(Gpu {
             device,
             queue,
@@ -65,6 +68,7 @@ impl Gpu {
             aggregate,
             solve,
             backbone,
+            select,
         })
     }
 
@@ -194,5 +198,9 @@ impl crate::flow::Offload for OnDevice<'_> {
             None => self.gpu.upload(m)?,
         };
         self.gpu.backbone(m, &on_device, h, f, spans, sources, p)
+    }
+
+    fn top_by_score(&self, score: &[f64], range: std::ops::Range<usize>, count: usize) -> Result<Vec<usize>, String> {
+        self.gpu.top_by_score(score, range, count)
     }
 }
