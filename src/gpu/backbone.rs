@@ -96,7 +96,9 @@ impl Gpu {
             if !taken {
                 break;
             }
-            self.queue.write_buffer(&left, 0, bytemuck::cast_slice(&to_f32(&d.source_left)));
+            // Only the path's source token has less left; send that one value, not all N.
+            let source = d.paths.last().expect("just taken").tokens[0];
+            self.queue.write_buffer(&left, (source * 4) as u64, bytemuck::bytes_of(&(d.source_left[source] as f32)));
         }
         Ok(d.paths)
     }
