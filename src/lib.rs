@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod atomic;
 pub mod backend;
 pub mod bench;
+pub mod cuda;
 pub mod export;
 pub mod flow;
 pub mod gpu;

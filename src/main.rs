@@ -350,9 +350,9 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, d
     if let Err(e) = std::fs::create_dir_all(&dir) {
         return usage(format!("{}: {e}", dir.display()));
     }
-    let device = match choice {
-        Choice::Wgpu => flowtracer::gpu::shared().map(|g| format!(" on {}", g.adapter)).unwrap_or_default(),
-        _ => String::new(),
+    let device = match backend.device() {
+        d if d.is_empty() => d,
+        d => format!(" on {d}"),
     };
     println!("backend {}{device} · {} threads · median of {repeat}", backend.name(), rayon::current_num_threads());
     let mut rows = Vec::new();

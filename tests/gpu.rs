@@ -8,19 +8,9 @@ use flowtracer::{Cancel, Params, Trace};
 use std::path::Path;
 
 fn gpu() -> Option<&'static flowtracer::gpu::Gpu> {
-    match flowtracer::gpu::shared() {
-        Ok(g) => {
-            eprintln!("wgpu adapter: {}", g.adapter);
-            Some(g)
-        }
-        Err(why) => {
-            if std::env::var("FLOWTRACER_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("FLOWTRACER_REQUIRE_GPU=1 but there is no wgpu adapter: {why}");
-            }
-            eprintln!("SKIPPED: no wgpu adapter ({why}); install mesa-vulkan-drivers");
-            None
-        }
-    }
+    let g = common::required_or_skip(flowtracer::gpu::shared(), "FLOWTRACER_REQUIRE_GPU", "wgpu adapter", "; install mesa-vulkan-drivers")?;
+    eprintln!("wgpu adapter: {}", g.adapter);
+    Some(g)
 }
 
 #[test]
@@ -49,29 +39,7 @@ fn gpu_downsample_matches_the_cpu() {
 fn compare_backends(trace: &Trace, g: &'static flowtracer::gpu::Gpu, params: &Params) {
     let cpu = flowtracer::analyze(trace, params, &Cancel::default()).unwrap();
     let gpu = flowtracer::backend::wgpu::Wgpu { gpu: g }.analyze(trace, params, &Cancel::default()).unwrap();
-    let name = format!("{} (N = {})", trace.path.display(), trace.n());
-    assert!(gpu.backend.starts_with("wgpu"), "{name}: ran on {}", gpu.backend);
-    assert_eq!(gpu.status, cpu.status, "{name}");
-    // The stated tolerance: relative 1e-4 on reach, flow and throughput (f32 sums against f64).
-    for (key, a, b) in [("reach", &cpu.reach, &gpu.reach), ("flow", &cpu.flow, &gpu.flow), ("throughput", &cpu.throughput, &gpu.throughput)] {
-        for (k, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-            assert!((x - y).abs() <= 1e-4 * x.abs().max(y.abs()) + 1e-12, "{name} {key}[{k}]: cpu {x} vs wgpu {y}");
-        }
-    }
-    // The backbone is taken on the device too: the same paths, the same flows within tolerance.
-    assert_eq!(gpu.backbone.len(), cpu.backbone.len(), "{name}: backbone");
-    for (a, b) in cpu.backbone.iter().zip(&gpu.backbone) {
-        assert_eq!(a.tokens, b.tokens, "{name}: backbone path");
-        assert!((a.flow - b.flow).abs() <= 1e-3 * a.flow, "{name}: path flow {} vs {}", a.flow, b.flow);
-    }
-    // Credit selects the same tokens, except where throughputs tie within the tolerance.
-    for k in 0..trace.n() {
-        if cpu.credit[k] != gpu.credit[k] {
-            let cut = cpu.throughput[k];
-            let near = cpu.throughput.iter().filter(|&&t| (t - cut).abs() <= 1e-4 * cut.abs()).count();
-            assert!(near > 1, "{name}: credit of token {k} differs without a tie");
-        }
-    }
+    common::assert_matches_cpu(trace, &cpu, &gpu, "wgpu");
 }
 
 #[test]
@@ -106,17 +74,7 @@ fn wgpu_backend_matches_the_cpu_on_samples_and_random_traces() {
 #[test]
 fn wgpu_backend_reports_bad_files_like_the_cpu() {
     let Some(g) = gpu() else { return };
-    let n = 6;
-    let mut b = common::random_attention(n, &mut flowtracer::synth::Rng::new(3));
-    b[2 * n + 4] = 0.5; // above the diagonal
-    let toks: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-    let builder = flowtracer::trace::TraceBuilder::new(
-        toks,
-        flowtracer::Span::new(0, 1),
-        flowtracer::Span::new(1, n),
-        flowtracer::Span::new(n - 1, n),
-        flowtracer::trace::AttentionInput { shape: vec![n, n], values: b, dtype: flowtracer::trace::Dtype::F32 },
-    );
+    let builder = common::noncausal_trace(6);
     let t = Trace::from_bytes(builder.to_bytes(), Path::new("noncausal.safetensors")).unwrap();
     let e = flowtracer::backend::wgpu::Wgpu { gpu: g }.analyze(&t, &Params::default(), &Cancel::default()).unwrap_err();
     assert_eq!(e.problem, flowtracer::trace::Problem::NonCausal);
@@ -172,6 +130,34 @@ fn gpu_solves_match_the_cpu_solves() {
             assert!((h[k] - gh[k]).abs() <= 1e-4 * h[k].abs().max(gh[k].abs()) + 1e-30, "N = {n}: h({k}) cpu {} gpu {}", h[k], gh[k]);
             assert!((uf.flow[k] - guf.flow[k]).abs() <= 1e-4 * uf.flow[k].abs().max(guf.flow[k].abs()) + 1e-12, "N = {n}: f({k}) cpu {} gpu {}", uf.flow[k], guf.flow[k]);
         }
+    }
+}
+
+#[test]
+fn gpu_aggregation_writes_the_device_matrix_the_solves_use() {
+    let Some(g) = gpu() else { return };
+    let ro = flowtracer::flow::matrix::row_offset;
+    for (dtype, shape, n) in [
+        (flowtracer::trace::Dtype::F16, vec![3, 2, 200, 200], 200usize),
+        (flowtracer::trace::Dtype::BF16, vec![2, 130, 130], 130),
+        (flowtracer::trace::Dtype::F32, vec![300, 300], 300),
+    ] {
+        let t = Trace::from_bytes(common::chain_builder(n, dtype, shape).to_bytes(), Path::new("layout.safetensors")).unwrap();
+        let p = Params::default();
+        let sel = flowtracer::flow::aggregate::select(&t, &p.aggregate).unwrap();
+        let cpu = flowtracer::flow::aggregate::aggregate(&t.attention, &sel, &p.aggregate, &Default::default()).unwrap();
+        let (dm, m) = g.aggregate(&t.attention, &sel, &p.aggregate).unwrap();
+        for (k, (a, b)) in cpu.data.iter().zip(&m.data).enumerate() {
+            assert!((a - b).abs() <= 1e-6 * a.abs().max(b.abs()), "{dtype:?}: packed[{k}] cpu {a} gpu {b}");
+        }
+        // What stays on the device is what came back to the host.
+        assert_eq!(g.download(&dm).unwrap().data, m.data);
+        // Buffers of one 64-row block each, attention sent a few rows at a time: the same matrix.
+        let block_bytes = flowtracer::gpu::matrix::blocks_up(0..n).iter().map(|b| ((ro(b.end) - ro(b.start)) * 4) as u64).max().unwrap();
+        let (split, ms) = g.aggregate_within(&t.attention, &sel, &p.aggregate, block_bytes + 8).unwrap();
+        assert!(split.chunks() > 1, "{dtype:?}: {} chunk(s)", split.chunks());
+        assert_eq!(ms.data, m.data, "{dtype:?}: aggregated across {} buffers", split.chunks());
+        assert_eq!(g.solve(&split, t.spans).unwrap().1.flow, g.solve(&dm, t.spans).unwrap().1.flow, "{dtype:?}: solves on the split matrix");
     }
 }
 

@@ -95,6 +95,7 @@ pub fn analyse(trace: &Trace, spans: Spans, params: Params, previous: Option<&An
         let result = flow::rescore(&mut matrix, spans, &params, &prev.result).map_err(|e| format!("{}: {e}", trace.path.display()))?;
         return Ok(Analysis { result, matrix, params, spans, elapsed: t.elapsed() });
     }
-    let (result, matrix) = flow::analyze_spans(trace, spans, &params, cancel).map_err(|e| e.to_string())?;
+    // A full analysis goes to the device `auto` picks (the status bar shows which answered).
+    let (result, matrix) = crate::backend::auto().analyze_spans(trace, spans, &params, cancel).map_err(|e| e.to_string())?;
     Ok(Analysis { result, matrix, params, spans, elapsed: t.elapsed() })
 }

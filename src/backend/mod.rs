@@ -1,17 +1,32 @@
 //! The seam between the pipeline's steps and what executes them. A backend runs a batch of
 //! traces and answers one result per trace; an error stays with its trace.
 
-use crate::flow::{self, Cancel, FlowResult};
+use crate::flow::{self, Cancel, FlowResult, Matrix};
+use crate::span::Spans;
 use crate::params::Params;
 use crate::trace::{Trace, TraceError};
 use rayon::prelude::*;
 
+pub mod cuda;
 pub mod wgpu;
 
 pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
+    /// How many traces it takes at once when it has the choice (an export of a folder).
+    fn batch_size(&self) -> usize {
+        1
+    }
+    /// The device it runs on, for `bench` and the logs ("" for the CPU).
+    fn device(&self) -> String {
+        String::new()
+    }
     /// Runs the pipeline on every trace of the batch.
     fn run_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>>;
+    /// One trace with the given spans, keeping the aggregated matrix (the app draws it and reads
+    /// edge flows from it).
+    fn analyze_spans(&self, trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel) -> Result<(FlowResult, Matrix), TraceError> {
+        flow::analyze_spans(trace, spans, params, cancel)
+    }
 }
 
 /// The reference: f64 solves, rayon across traces and inside each solve.
@@ -36,17 +51,29 @@ pub enum Choice {
     Cuda,
 }
 
-/// Resolves a choice to a backend. `auto` never fails: a hardware wgpu adapter if there is one,
-/// else the CPU (a software adapter such as lavapipe is correct but slower than the CPU backend).
-/// Asking for a backend this machine lacks is an error the user should see, not a fallback.
+/// The backend `auto` picks, chosen once per process (the app's analyses go through it).
+pub fn auto() -> &'static dyn Backend {
+    static AUTO: std::sync::OnceLock<Box<dyn Backend>> = std::sync::OnceLock::new();
+    AUTO.get_or_init(|| select(Choice::Auto).expect("auto always has the CPU")).as_ref()
+}
+
+/// Resolves a choice to a backend. `auto` never fails: CUDA if a device answers, else a hardware
+/// wgpu adapter, else the CPU (a software adapter such as lavapipe is correct but slower than the
+/// CPU backend). Asking for a backend this machine lacks is an error the user should see, not a
+/// fallback.
 pub fn select(choice: Choice) -> Result<Box<dyn Backend>, String> {
     match choice {
         Choice::Cpu => Ok(Box::new(Cpu)),
-        Choice::Auto => match crate::gpu::shared() {
-            Ok(gpu) if !gpu.is_software => Ok(Box::new(wgpu::Wgpu { gpu })),
-            _ => Ok(Box::new(Cpu)),
-        },
+        Choice::Auto => {
+            if let Ok(cuda) = crate::cuda::shared() {
+                return Ok(Box::new(cuda::CudaBackend { cuda }));
+            }
+            match crate::gpu::shared() {
+                Ok(gpu) if !gpu.is_software => Ok(Box::new(wgpu::Wgpu { gpu })),
+                _ => Ok(Box::new(Cpu)),
+            }
+        }
         Choice::Wgpu => crate::gpu::shared().map(|gpu| Box::new(wgpu::Wgpu { gpu }) as Box<dyn Backend>).map_err(|e| format!("--backend wgpu: {e}")),
-        Choice::Cuda => Err("the CUDA backend is not part of this build yet; use --backend auto, cpu or wgpu".into()),
+        Choice::Cuda => crate::cuda::shared().map(|cuda| Box::new(cuda::CudaBackend { cuda }) as Box<dyn Backend>).map_err(|e| format!("--backend cuda: {e}")),
     }
 }

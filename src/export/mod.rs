@@ -176,34 +176,17 @@ pub fn export(
 ) -> Result<Summary, String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create output folder: {e}", out.display()))?;
     let (jobs, runs, mut outcomes) = plan(inputs);
+    // Traces go to the backend in batches of the size it runs best (one for the CPU, whose
+    // parallelism is across traces here; many for CUDA, which solves a batch in one set of launches).
     let results: Vec<(Outcome, Option<Done>)> = jobs
-        .par_iter()
+        .par_chunks(backend.batch_size().max(1))
         .with_max_len(1)
-        .map(|job| {
-            let t = Instant::now();
-            let res = if cancel.is_cancelled() {
-                Err(TraceError::new(&job.source, Problem::Cancelled, "cancelled before it started"))
-            } else {
-                export_one(out, job, params, formats, backend, cancel)
-            };
-            let elapsed_ms = t.elapsed().as_secs_f64() * 1e3;
-            let pair = match res {
-                Ok(done) => (
-                    Outcome {
-                        source: job.source.display().to_string(),
-                        output: Some(job.stem.with_extension("json").display().to_string()),
-                        status: done.result.status.name().into(),
-                        problem: None,
-                        error: None,
-                        n: Some(done.tokens.len()),
-                        elapsed_ms,
-                    },
-                    Some(done),
-                ),
-                Err(e) => (Outcome { elapsed_ms, ..failure(&job.source, e.problem, e.to_string()) }, None),
-            };
-            tick(&pair.0);
-            pair
+        .flat_map_iter(|chunk| {
+            let pairs = export_batch(out, chunk, params, formats, backend, cancel);
+            for (outcome, _) in &pairs {
+                tick(outcome);
+            }
+            pairs
         })
         .collect();
     let mut done = Vec::new();
@@ -237,19 +220,65 @@ pub fn export(
     Ok(summary)
 }
 
-fn export_one(out: &Path, job: &Job, params: &Params, f: Formats, backend: &dyn Backend, cancel: &Cancel) -> Result<Done, TraceError> {
-    let trace = Trace::open(&job.source)?;
-    let result = backend
-        .run_batch(&[&trace], params, cancel)
-        .pop()
-        .expect("a backend answers once per trace")?;
+/// One batch: open every trace (a broken file stays with its job), run the backend on the rest
+/// together, write each trace's files. Each outcome's time is its own opening and writing plus
+/// its share of the batch's pipeline run.
+fn export_batch(out: &Path, chunk: &[Job], params: &Params, formats: Formats, backend: &dyn Backend, cancel: &Cancel) -> Vec<(Outcome, Option<Done>)> {
+    let opened: Vec<(Result<Trace, TraceError>, f64)> = chunk
+        .iter()
+        .map(|job| {
+            let t = Instant::now();
+            let trace = if cancel.is_cancelled() {
+                Err(TraceError::new(&job.source, Problem::Cancelled, "cancelled before it started"))
+            } else {
+                Trace::open(&job.source)
+            };
+            (trace, t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect();
+    let ready: Vec<&Trace> = opened.iter().filter_map(|(t, _)| t.as_ref().ok()).collect();
+    let t = Instant::now();
+    let mut results = backend.run_batch(&ready, params, cancel).into_iter();
+    let share_ms = t.elapsed().as_secs_f64() * 1e3 / ready.len().max(1) as f64;
+    // Each opened trace with its result, in the chunk's order; the files are written in parallel.
+    let paired: Vec<(Result<(Trace, FlowResult), TraceError>, f64)> = opened
+        .into_iter()
+        .map(|(trace, ms)| (trace.and_then(|t| results.next().expect("a backend answers once per trace").map(|r| (t, r))), ms))
+        .collect();
+    chunk
+        .par_iter()
+        .zip(paired)
+        .map(|(job, (ran, open_ms))| {
+            let t = Instant::now();
+            let res = ran.and_then(|(trace, result)| write_one(out, job, &trace, result, params, formats));
+            let elapsed_ms = open_ms + share_ms + t.elapsed().as_secs_f64() * 1e3;
+            match res {
+                Ok(done) => (
+                    Outcome {
+                        source: job.source.display().to_string(),
+                        output: Some(job.stem.with_extension("json").display().to_string()),
+                        status: done.result.status.name().into(),
+                        problem: None,
+                        error: None,
+                        n: Some(done.tokens.len()),
+                        elapsed_ms,
+                    },
+                    Some(done),
+                ),
+                Err(e) => (Outcome { elapsed_ms, ..failure(&job.source, e.problem, e.to_string()) }, None),
+            }
+        })
+        .collect()
+}
+
+fn write_one(out: &Path, job: &Job, trace: &Trace, result: FlowResult, params: &Params, f: Formats) -> Result<Done, TraceError> {
     let io = |path: PathBuf, bytes: &[u8]| {
         write_atomic(&path, bytes).map_err(|e| TraceError::new(&job.source, Problem::Io, format!("{}: {e}", path.display())))
     };
     let base = out.join(&job.stem);
     let file = |ext: &str| PathBuf::from(format!("{}.{ext}", base.display()));
     if f.json {
-        let rec = record::record(&trace, &result, params);
+        let rec = record::record(trace, &result, params);
         io(file("json"), &serde_json::to_vec(&rec).expect("record serialises"))?;
     }
     let title = format!("{} · {} · {} tokens", trace.label(), result.status.name(), trace.n());

@@ -1,6 +1,8 @@
 //! Step 1 on the GPU (`shaders/aggregate.wgsl`): the attention's raw words go up as they are in
 //! the file, the shader decodes them and folds every selected slab into the packed matrix.
-//! Rows are sent in chunks that fit the adapter's binding limit, so no trace is refused for size.
+//! The matrix is written straight into the device matrix the solves and the backbone use, buffer
+//! by buffer; rows are sent in chunks that fit the adapter's binding limit, so no trace is refused
+//! for size. The host gets one copy back for the steps that run on the CPU.
 
 use super::Gpu;
 use crate::flow::Matrix;
@@ -8,6 +10,8 @@ use crate::flow::aggregate::{CAUSAL_TOLERANCE, ROW_SUM_TOLERANCE, Selection};
 use crate::params::{AggregateParams, Reduce};
 use crate::trace::{Attention, Dtype};
 use crate::flow::matrix::row_offset as offset;
+use super::matrix::DeviceMatrix;
+use std::ops::Range;
 use wgpu::util::DeviceExt;
 
 /// Why the GPU did not produce the matrix.
@@ -37,101 +41,94 @@ struct Params {
 
 
 impl Gpu {
-    pub fn aggregate(&self, att: &Attention, sel: &Selection, p: &AggregateParams) -> Result<Matrix, AggregateError> {
+    /// Step 1 into a matrix that stays on the device for the solves and the backbone, and its
+    /// host copy (the CPU's steps and the app read M by rows).
+    pub fn aggregate(&self, att: &Attention, sel: &Selection, p: &AggregateParams) -> Result<(DeviceMatrix, Matrix), AggregateError> {
+        self.aggregate_within(att, sel, p, self.max_binding())
+    }
+
+    /// [`Gpu::aggregate`] with buffers of at most `limit` bytes (tests force small ones).
+    pub fn aggregate_within(&self, att: &Attention, sel: &Selection, p: &AggregateParams, limit: u64) -> Result<(DeviceMatrix, Matrix), AggregateError> {
         let n = att.n;
         if offset(n) >= u32::MAX as usize || n * n >= u32::MAX as usize {
             return Err(AggregateError::Device(format!("N = {n} is past what 32-bit shader indices address")));
         }
         let es = att.dtype.size();
-        let budget = self.max_binding() as usize;
-        let dev = &self.device;
-        let mut m = Matrix::zeros(n);
-        let mut k0 = 0;
-        while k0 < n {
-            // As many rows as fit both the attention chunk and the matrix chunk in one binding.
-            let mut k1 = k0 + 1;
-            while k1 < n && (k1 + 1 - k0) * n * es <= budget && (offset(k1 + 1) - offset(k0)) * 4 <= budget {
-                k1 += 1;
+        if (n * es) as u64 > limit {
+            return Err(AggregateError::Device(format!("one attention row ({} bytes) is over the binding limit", n * es)));
+        }
+        let dm = self.allocate_within(n, limit).map_err(AggregateError::Device)?;
+        for (rows, mbuf) in dm.buffers() {
+            // Within one buffer of M, as many rows at a time as their attention fits one binding.
+            let per_pass = ((limit as usize) / (n * es)).max(1);
+            let mut k0 = rows.start;
+            while k0 < rows.end {
+                let k1 = (k0 + per_pass).min(rows.end);
+                self.aggregate_rows(att, sel, p, k0..k1, mbuf, offset(rows.start))?;
+                k0 = k1;
             }
-            if (k1 - k0) * n * es > budget {
-                return Err(AggregateError::Device(format!("one attention row ({} bytes) is over the binding limit", n * es)));
-            }
-            let rows = k1 - k0;
-            let m_len = (offset(k1) - offset(k0)).max(1);
-            let mbuf = dev.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("M chunk"),
-                size: (m_len * 4) as u64,
+        }
+        att.mark_causal_checked(&sel.slabs);
+        let m = self.download(&dm).map_err(AggregateError::Device)?;
+        Ok((dm, m))
+    }
+
+    /// Folds query rows `rows` of every selected slab into `mbuf`, which holds M from packed
+    /// index `base` on, and checks each row as the CPU does.
+    fn aggregate_rows(&self, att: &Attention, sel: &Selection, p: &AggregateParams, rows: Range<usize>, mbuf: &wgpu::Buffer, base: usize) -> Result<(), AggregateError> {
+        let (n, dev) = (att.n, &self.device);
+        let count = rows.len();
+        let mut stats_bufs = Vec::new();
+        let mut keep = Vec::new();
+        let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("aggregate") });
+        for (si, &(l, h)) in sel.slabs.iter().enumerate() {
+            let mut words = att.rows_bytes(l, h, rows.start, rows.end).to_vec();
+            words.resize(words.len().next_multiple_of(4), 0);
+            let abuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("attention rows"), contents: &words, usage: wgpu::BufferUsages::STORAGE });
+            let params = Params {
+                n: n as u32,
+                k0: rows.start as u32,
+                rows: count as u32,
+                dtype: match att.dtype {
+                    Dtype::F32 => 0,
+                    Dtype::F16 => 1,
+                    Dtype::BF16 => 2,
+                },
+                first: (si == 0) as u32,
+                last: (si + 1 == sel.slabs.len()) as u32,
+                reduce: (p.reduce == Reduce::Max) as u32,
+                base: base as u32,
+                scale: 1.0 / sel.slabs.len() as f32,
+                threshold: p.threshold as f32,
+                _pad: [0; 2],
+            };
+            let pbuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("aggregate params"), contents: bytemuck::bytes_of(&params), usage: wgpu::BufferUsages::UNIFORM });
+            let sbuf = dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("row stats"),
+                size: (count * 16) as u64,
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
-            let mut stats_bufs = Vec::new();
-            let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("aggregate") });
-            let mut keep = Vec::new();
-            for (si, &(l, h)) in sel.slabs.iter().enumerate() {
-                let mut words = att.rows_bytes(l, h, k0, k1).to_vec();
-                words.resize(words.len().next_multiple_of(4), 0);
-                let abuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("attention rows"),
-                    contents: &words,
-                    usage: wgpu::BufferUsages::STORAGE,
-                });
-                let params = Params {
-                    n: n as u32,
-                    k0: k0 as u32,
-                    rows: rows as u32,
-                    dtype: match att.dtype {
-                        Dtype::F32 => 0,
-                        Dtype::F16 => 1,
-                        Dtype::BF16 => 2,
-                    },
-                    first: (si == 0) as u32,
-                    last: (si + 1 == sel.slabs.len()) as u32,
-                    reduce: (p.reduce == Reduce::Max) as u32,
-                    base: offset(k0) as u32,
-                    scale: 1.0 / sel.slabs.len() as f32,
-                    threshold: p.threshold as f32,
-                    _pad: [0; 2],
-                };
-                let pbuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("aggregate params"),
-                    contents: bytemuck::bytes_of(&params),
-                    usage: wgpu::BufferUsages::UNIFORM,
-                });
-                let sbuf = dev.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("row stats"),
-                    size: (rows * 16) as u64,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                    mapped_at_creation: false,
-                });
-                let bind = super::bind_buffers(dev, "aggregate", &self.aggregate.get_bind_group_layout(0), &[&pbuf, &abuf, &mbuf, &sbuf]);
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("aggregate"), timestamp_writes: None });
-                    pass.set_pipeline(&self.aggregate);
-                    pass.set_bind_group(0, &bind, &[]);
-                    pass.dispatch_workgroups((rows as u32).min(65535), (rows as u32).div_ceil(65535), 1);
-                }
-                keep.push((abuf, pbuf, bind));
-                stats_bufs.push(sbuf);
+            let bind = super::bind_buffers(dev, "aggregate", &self.aggregate.get_bind_group_layout(0), &[&pbuf, &abuf, mbuf, &sbuf]);
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("aggregate"), timestamp_writes: None });
+                pass.set_pipeline(&self.aggregate);
+                pass.set_bind_group(0, &bind, &[]);
+                pass.dispatch_workgroups((count as u32).min(65535), (count as u32).div_ceil(65535), 1);
             }
-            self.queue.submit([enc.finish()]);
-            for sbuf in &stats_bufs {
-                let stats = self.read_back(sbuf, rows * 4).map_err(AggregateError::Device)?;
-                for s in stats.chunks_exact(4) {
-                    let (sum, min, upper, bad) = (s[0] as f64, s[1], s[2], s[3]);
-                    if bad > 0.0 || !sum.is_finite() || min < 0.0 || upper > CAUSAL_TOLERANCE || sum > 1.0 + ROW_SUM_TOLERANCE {
-                        return Err(AggregateError::BadData);
-                    }
-                }
-            }
-            if m_len > 0 && k1 > 1 {
-                let chunk = self.read_back(&mbuf, m_len).map_err(AggregateError::Device)?;
-                let len = offset(k1) - offset(k0);
-                m.data[offset(k0)..offset(k1)].copy_from_slice(&chunk[..len]);
-            }
-            drop(keep);
-            k0 = k1;
+            keep.push((abuf, pbuf, bind));
+            stats_bufs.push(sbuf);
         }
-        att.mark_causal_checked(&sel.slabs);
-        Ok(m)
+        self.queue.submit([enc.finish()]);
+        for sbuf in &stats_bufs {
+            let stats = self.read_back(sbuf, count * 4).map_err(AggregateError::Device)?;
+            for s in stats.chunks_exact(4) {
+                let (sum, min, upper, bad) = (s[0] as f64, s[1], s[2], s[3]);
+                if bad > 0.0 || !sum.is_finite() || min < 0.0 || upper > CAUSAL_TOLERANCE || sum > 1.0 + ROW_SUM_TOLERANCE {
+                    return Err(AggregateError::BadData);
+                }
+            }
+        }
+        Ok(())
     }
 }

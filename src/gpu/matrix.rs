@@ -35,6 +35,11 @@ impl DeviceMatrix {
     pub fn chunks(&self) -> usize {
         self.chunks.len()
     }
+
+    /// Each buffer with the rows it holds.
+    pub fn buffers(&self) -> impl Iterator<Item = (&Range<usize>, &wgpu::Buffer)> {
+        self.chunks.iter().map(|(r, b)| (r, b))
+    }
 }
 
 /// Blocks of the backward sweep: from `end` down to 0, on the grid.
@@ -69,34 +74,62 @@ impl Gpu {
 
     /// Uploads `m` in buffers of at most `limit` bytes (tests force small ones).
     pub fn upload_within(&self, m: &Matrix, limit: u64) -> Result<DeviceMatrix, String> {
-        let n = m.n;
-        let bytes = |rows: &Range<usize>| ((row_offset(rows.end) - row_offset(rows.start)) * 4) as u64;
-        let mut chunks: Vec<Range<usize>> = Vec::new();
-        for block in blocks_up(0..n) {
-            if bytes(&block) > limit {
-                return Err(format!("64 rows of the matrix ({} MiB) are over the adapter's binding limit", bytes(&block) >> 20));
-            }
-            match chunks.last_mut() {
-                Some(c) if bytes(&(c.start..block.end)) <= limit => c.end = block.end,
-                _ => chunks.push(block),
-            }
-        }
-        let chunks = chunks
+        let chunks = chunk_rows(m.n, limit)?
             .into_iter()
             .map(|rows| {
                 let data = &m.data[row_offset(rows.start)..row_offset(rows.end)];
                 // A binding may not be empty (rows 0 and 1 hold no entries).
                 let contents: &[u8] = if data.is_empty() { &[0; 4] } else { bytemuck::cast_slice(data) };
-                let buf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("M"),
-                    contents,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                });
+                let buf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("M"), contents, usage: USAGE });
+                (rows, buf)
+            })
+            .collect();
+        Ok(DeviceMatrix { n: m.n, chunks })
+    }
+
+    /// An N-token matrix on the device, its contents for a shader to write (the aggregation).
+    pub fn allocate_within(&self, n: usize, limit: u64) -> Result<DeviceMatrix, String> {
+        let chunks = chunk_rows(n, limit)?
+            .into_iter()
+            .map(|rows| {
+                let size = ((row_offset(rows.end) - row_offset(rows.start)).max(1) * 4) as u64;
+                let buf = self.device.create_buffer(&wgpu::BufferDescriptor { label: Some("M"), size, usage: USAGE, mapped_at_creation: false });
                 (rows, buf)
             })
             .collect();
         Ok(DeviceMatrix { n, chunks })
     }
+
+    /// Copies the device matrix into a host one (the CPU's steps and the app read it by rows).
+    pub fn download(&self, dm: &DeviceMatrix) -> Result<Matrix, String> {
+        let mut m = Matrix::zeros(dm.n);
+        for (rows, buf) in &dm.chunks {
+            let (a, b) = (row_offset(rows.start), row_offset(rows.end));
+            if b > a {
+                m.data[a..b].copy_from_slice(&self.read_back(buf, b - a)?);
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// Read by the shaders, written by the aggregation and the backbone's residuals, read back once.
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST).union(wgpu::BufferUsages::COPY_SRC);
+
+/// Rows of each buffer: whole grid blocks while the buffer stays within `limit` bytes.
+fn chunk_rows(n: usize, limit: u64) -> Result<Vec<Range<usize>>, String> {
+    let bytes = |rows: &Range<usize>| ((row_offset(rows.end) - row_offset(rows.start)) * 4) as u64;
+    let mut chunks: Vec<Range<usize>> = Vec::new();
+    for block in blocks_up(0..n) {
+        if bytes(&block) > limit {
+            return Err(format!("64 rows of the matrix ({} MiB) are over the adapter's binding limit", bytes(&block) >> 20));
+        }
+        match chunks.last_mut() {
+            Some(c) if bytes(&(c.start..block.end)) <= limit => c.end = block.end,
+            _ => chunks.push(block),
+        }
+    }
+    Ok(chunks)
 }
 
 #[cfg(test)]

@@ -171,8 +171,8 @@ pub fn shared() -> Result<&'static Gpu, String> {
     GPU.get_or_init(Gpu::new).as_ref().map_err(|e| e.clone())
 }
 
-/// The device's side of one trace's analysis: M is uploaded for the solves and kept for the
-/// backbone, which writes its residuals into that copy.
+/// The device's side of one trace's analysis: M, aggregated on the device or uploaded for the
+/// solves, is kept for the backbone, which writes its residuals into that copy.
 pub struct OnDevice<'g> {
     pub gpu: &'g Gpu,
     matrix: std::cell::RefCell<Option<matrix::DeviceMatrix>>,
@@ -182,21 +182,33 @@ impl<'g> OnDevice<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
         OnDevice { gpu, matrix: Default::default() }
     }
+
+    /// Step 1 on the device: the matrix stays there for the later steps; the host gets its copy.
+    pub fn aggregate(&self, att: &crate::trace::Attention, sel: &crate::flow::aggregate::Selection, p: &crate::params::AggregateParams) -> Result<crate::flow::Matrix, aggregate::AggregateError> {
+        let (on_device, m) = self.gpu.aggregate(att, sel, p)?;
+        *self.matrix.borrow_mut() = Some(on_device);
+        Ok(m)
+    }
+
+    /// The device's copy of `m`: the one aggregation left, else an upload.
+    fn take_or_upload(&self, m: &crate::flow::Matrix) -> Result<matrix::DeviceMatrix, String> {
+        match self.matrix.borrow_mut().take() {
+            Some(d) if d.n == m.n => Ok(d),
+            _ => self.gpu.upload(m),
+        }
+    }
 }
 
 impl crate::flow::Offload for OnDevice<'_> {
     fn solve(&self, m: &crate::flow::Matrix, spans: crate::span::Spans) -> Result<(Vec<f64>, crate::flow::unit_flow::UnitFlow), String> {
-        let on_device = self.gpu.upload(m)?;
+        let on_device = self.take_or_upload(m)?;
         let r = self.gpu.solve(&on_device, spans);
         *self.matrix.borrow_mut() = Some(on_device);
         r
     }
 
     fn backbone(&self, m: &crate::flow::Matrix, h: &[f64], f: &[f64], spans: crate::span::Spans, sources: usize, p: &crate::params::BackboneParams) -> Result<Vec<crate::flow::backbone::FlowPath>, String> {
-        let on_device = match self.matrix.borrow_mut().take() {
-            Some(d) => d,
-            None => self.gpu.upload(m)?,
-        };
+        let on_device = self.take_or_upload(m)?;
         self.gpu.backbone(m, &on_device, h, f, spans, sources, p)
     }
 

@@ -96,3 +96,51 @@ pub fn chain_builder(n: usize, dtype: Dtype, shape: Vec<usize>) -> TraceBuilder 
         AttentionInput { shape, values, dtype },
     )
 }
+
+/// A device backend's result against the CPU reference, at the stated tolerance: relative 1e-4 on
+/// reach, flow and throughput (f32 against f64), the same backbone paths, and credit on the same
+/// tokens except where throughputs tie within the tolerance.
+pub fn assert_matches_cpu(trace: &flowtracer::Trace, cpu: &FlowResult, dev: &FlowResult, backend: &str) {
+    let name = format!("{} (N = {})", trace.path.display(), trace.n());
+    assert!(dev.backend.starts_with(backend), "{name}: ran on {}", dev.backend);
+    assert_eq!(dev.status, cpu.status, "{name}");
+    for (key, a, b) in [("reach", &cpu.reach, &dev.reach), ("flow", &cpu.flow, &dev.flow), ("throughput", &cpu.throughput, &dev.throughput)] {
+        for (k, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * x.abs().max(y.abs()) + 1e-12, "{name} {key}[{k}]: cpu {x} vs {backend} {y}");
+        }
+    }
+    assert_eq!(dev.backbone.len(), cpu.backbone.len(), "{name}: backbone");
+    for (a, b) in cpu.backbone.iter().zip(&dev.backbone) {
+        assert_eq!(a.tokens, b.tokens, "{name}: backbone path");
+        assert!((a.flow - b.flow).abs() <= 1e-3 * a.flow, "{name}: path flow {} vs {}", a.flow, b.flow);
+    }
+    for k in 0..trace.n() {
+        if cpu.credit[k] != dev.credit[k] {
+            let cut = cpu.throughput[k];
+            let near = cpu.throughput.iter().filter(|&&t| (t - cut).abs() <= 1e-4 * cut.abs()).count();
+            assert!(near > 1, "{name}: credit of token {k} differs without a tie");
+        }
+    }
+}
+
+/// A trace whose query row 2 attends to key 4, above the diagonal: every backend must refuse it
+/// with the CPU's error naming that row.
+pub fn noncausal_trace(n: usize) -> TraceBuilder {
+    let mut values = random_attention(n, &mut Rng::new(3));
+    values[2 * n + 4] = 0.5;
+    let tokens: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    TraceBuilder::new(tokens, Span::new(0, 1), Span::new(1, n), Span::new(n - 1, n), AttentionInput { shape: vec![n, n], values, dtype: Dtype::F32 })
+}
+
+/// What a test needs from the machine (a wgpu adapter, a CUDA device, NVRTC): `Some` when it is
+/// there; otherwise the test says it skipped and why, or fails when `var`=1 (CI, the device script).
+pub fn required_or_skip<T>(found: Result<T, String>, var: &str, what: &str, hint: &str) -> Option<T> {
+    match found {
+        Ok(x) => Some(x),
+        Err(why) => {
+            assert!(std::env::var(var).map_or(true, |v| v != "1"), "{var}=1 but there is no {what}: {why}");
+            eprintln!("SKIPPED: no {what} ({why}){hint}");
+            None
+        }
+    }
+}

@@ -1,0 +1,33 @@
+// Shared by every kernel of the CUDA backend (prepended to each .cu when they are compiled at
+// run time by NVRTC, so no include paths are needed). Mirrors cuda::Job on the host.
+//
+// A batch holds many traces: each trace's packed M (strict lower triangle, row k at k(k-1)/2)
+// lies at `m` in one float buffer, and its per-token vectors (h, acc, g, f, s) at `v` in buffers
+// of doubles. The solves' sums are accumulated in double: M stays f32 (half the bytes), the
+// arithmetic is the CPU reference's.
+
+struct Job {
+    unsigned long long m;  // first float of this trace's M in the batch buffer
+    unsigned int v;        // first token of this trace in the vector buffers
+    unsigned int n;        // tokens
+    unsigned int q0, q1;   // question span
+    unsigned int a0, a1;   // answer span
+};
+
+__device__ __forceinline__ unsigned long long row_at(unsigned int k) {
+    return (unsigned long long)k * (k - 1u) / 2ull;
+}
+
+__device__ __forceinline__ bool in_answer(const Job& j, unsigned int k) {
+    return k >= j.a0 && k < j.a1;
+}
+
+// Tree sum of red[0..width) into red[0]; every thread of the block calls it.
+__device__ double tree_sum(double* red, unsigned int t, unsigned int width) {
+    __syncthreads();
+    for (unsigned int stride = width / 2u; stride > 0u; stride /= 2u) {
+        if (t < stride) red[t] += red[t + stride];
+        __syncthreads();
+    }
+    return red[0];
+}

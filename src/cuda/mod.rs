@@ -1,0 +1,142 @@
+//! CUDA: the kernels in `kernels/*.cu`, compiled at run time by NVRTC and launched through the
+//! driver API, both loaded with `dlopen` (cudarc's `dynamic-loading`): the binary builds and runs
+//! where no CUDA is installed, and says why it has no CUDA instead of failing to start.
+//!
+//! A missing or partial CUDA install must never take the program down: cudarc panics when a
+//! library or one of its symbols is missing, so every entry into it here goes through
+//! [`guard`], which turns a panic into an error (and `--backend auto` moves on to wgpu or the CPU).
+
+mod aggregate;
+mod solve;
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, DeviceRepr};
+use std::sync::{Arc, OnceLock};
+
+/// The kernels as one NVRTC program: the shared header first (NVRTC has no include path here).
+pub fn source() -> String {
+    [
+        include_str!("../../kernels/common.cuh"),
+        include_str!("../../kernels/aggregate.cu"),
+        include_str!("../../kernels/solve.cu"),
+    ]
+    .join("\n")
+}
+
+/// The kernel entry points, in the order [`Cuda`] loads them.
+pub const KERNELS: [&str; 5] = ["aggregate", "reach_block", "reach_push", "flow_gather", "flow_block"];
+
+/// Runs `f`, turning a panic inside cudarc (a library or symbol it could not load) into an error.
+pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let why = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(format!("{what}: {}", why.unwrap_or_else(|| "CUDA library failure".into())))
+        }
+    }
+}
+
+/// Whether NVRTC (the run-time compiler) can be loaded.
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to dlopen the library by its usual names.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// Whether the CUDA driver library can be loaded (it says nothing about a device being there).
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen the library by its usual names.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Compiles the kernels to PTX. Needs NVRTC only, not a GPU: the tests compile them wherever
+/// NVRTC is installed.
+pub fn compile() -> Result<cudarc::nvrtc::Ptx, String> {
+    compile_source(&source())
+}
+
+/// Compiles CUDA C `source` to PTX; the error carries NVRTC's log.
+pub fn compile_source(source: &str) -> Result<cudarc::nvrtc::Ptx, String> {
+    if !nvrtc_present() {
+        return Err("NVRTC (libnvrtc.so) is not installed or not on LD_LIBRARY_PATH".into());
+    }
+    guard("NVRTC", || {
+        let opts = cudarc::nvrtc::CompileOptions { name: Some("flowtracer.cu".into()), ..Default::default() };
+        cudarc::nvrtc::compile_ptx_with_opts(source, opts).map_err(|e| format!("the kernels did not compile: {e}"))
+    })
+}
+
+/// One CUDA device (the first) with the kernels loaded.
+pub struct Cuda {
+    pub(crate) stream: Arc<CudaStream>,
+    /// "NVIDIA H200 (sm_90)".
+    pub name: String,
+    pub(crate) f: Kernels,
+}
+
+pub(crate) struct Kernels {
+    pub aggregate: CudaFunction,
+    pub reach_block: CudaFunction,
+    pub reach_push: CudaFunction,
+    pub flow_gather: CudaFunction,
+    pub flow_block: CudaFunction,
+}
+
+impl Cuda {
+    pub fn new() -> Result<Cuda, String> {
+        if !driver_present() {
+            return Err("no CUDA driver (libcuda.so) on this machine".into());
+        }
+        let ptx = compile()?;
+        guard("CUDA driver", || {
+            let e = |e: cudarc::driver::DriverError| format!("CUDA: {e}");
+            let ctx = CudaContext::new(0).map_err(e)?;
+            let (major, minor) = ctx.compute_capability().map_err(e)?;
+            let name = format!("{} (sm_{major}{minor})", ctx.name().map_err(e)?);
+            let module = ctx.load_module(ptx).map_err(e)?;
+            let load = |k: &str| module.load_function(k).map_err(|err| format!("CUDA: kernel {k}: {err}"));
+            let f = Kernels {
+                aggregate: load(KERNELS[0])?,
+                reach_block: load(KERNELS[1])?,
+                reach_push: load(KERNELS[2])?,
+                flow_gather: load(KERNELS[3])?,
+                flow_block: load(KERNELS[4])?,
+            };
+            Ok(Cuda { stream: ctx.default_stream(), name, f })
+        })
+    }
+
+    /// Bytes free on the device now.
+    pub fn free_memory(&self) -> Result<usize, String> {
+        guard("CUDA", || self.stream.context().mem_get_info().map(|(free, _)| free).map_err(|e| format!("CUDA: {e}")))
+    }
+}
+
+/// The process's CUDA device, set up on first use; the error says why there is none.
+pub fn shared() -> Result<&'static Cuda, String> {
+    static CUDA: OnceLock<Result<Cuda, String>> = OnceLock::new();
+    CUDA.get_or_init(Cuda::new).as_ref().map_err(|e| e.clone())
+}
+
+/// One trace of a batch as the kernels see it (mirrors `struct Job` in `kernels/common.cuh`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Job {
+    /// First float of the trace's packed M in the batch's buffer.
+    pub m: u64,
+    /// First token of the trace in the batch's vector buffers.
+    pub v: u32,
+    pub n: u32,
+    pub q0: u32,
+    pub q1: u32,
+    pub a0: u32,
+    pub a1: u32,
+}
+
+// SAFETY: plain old data with the C layout the kernels declare.
+unsafe impl DeviceRepr for Job {}
+
+pub(crate) fn driver_err(e: cudarc::driver::DriverError) -> String {
+    format!("CUDA: {e}")
+}
+
+pub use aggregate::Aggregated;
