@@ -24,7 +24,7 @@ mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 log "build"
 cargo build --release 2>&1 | tail -2 | tee -a "$out/summary.txt"
 log "CUDA and wgpu parity tests"
-cargo test --release --test cuda --test cuda_kernels --test gpu 2>&1 | tee "$out/tests.txt" | grep -E "^test |test result|SKIPPED|panicked" | tee -a "$out/summary.txt"
+cargo test --release --test cuda --test cuda_emulated --test gpu 2>&1 | tee "$out/tests.txt" | grep -E "^test |test result|SKIPPED|panicked" | tee -a "$out/summary.txt"
 for backend in cuda wgpu cpu; do
     log "bench --backend $backend"
     target/release/flowtracer bench --backend "$backend" --sizes 1024,4096,8192 --batch 64 --repeat 5 >"$out/bench-$backend.md" 2>"$out/bench-$backend.err"

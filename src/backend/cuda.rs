@@ -99,7 +99,8 @@ fn groups<'a, 't>(items: &'a [Item<'t>], budget: usize) -> Vec<&'a [Item<'t>]> {
     let (mut start, mut bytes) = (0, 0);
     for (i, it) in items.iter().enumerate() {
         let b = Matrix::bytes_for(it.trace.n());
-        if i > start && bytes + b > budget {
+        // A launch's y index is the trace: at most 65535 of them.
+        if i > start && (bytes + b > budget || i - start == 65535) {
             out.push(&items[start..i]);
             (start, bytes) = (i, 0);
         }

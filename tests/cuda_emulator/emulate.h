@@ -1,7 +1,7 @@
 // CUDA's built-ins on CPU threads, so that kernels/*.cu run here as written: a block's threads
 // are real threads that meet at __syncthreads (a std::barrier), __shared__ is a static shared by
 // them, and a launch runs its blocks one after another. Slow, but it executes the very source
-// NVRTC compiles, on machines with no GPU (tests/cuda_kernels.rs).
+// NVRTC compiles, on machines with no GPU (tests/cuda_emulated.rs).
 #pragma once
 #include <algorithm>
 #include <barrier>

@@ -1,6 +1,6 @@
 // Runs the CUDA backend's kernels on the CPU (emulate.h) with the launch sequence of
 // src/cuda/aggregate.rs and src/cuda/solve.rs, for a batch of traces read from argv[1]; writes
-// each trace's M, row checks, reach and flow to argv[2]. tests/cuda_kernels.rs compares them
+// each trace's M, row checks, reach and flow to argv[2]. tests/cuda_emulated.rs compares them
 // with the CPU pipeline.
 //
 // Input, little-endian: u32 count; then per trace u32 n, q0, q1, a0, a1, dtype, slabs, flags

@@ -1,0 +1,200 @@
+//! The CUDA backend executed on the CPU, where there is no GPU (CI). `tests/cuda_emulator`
+//! compiles `kernels/*.cu` as C++ with CUDA's built-ins played by threads and a barrier:
+//! - `harness.cpp` launches the kernels in the backend's order for one batch of traces of
+//!   different sizes, spans and dtypes: their M must match the CPU's aggregation, and their reach
+//!   and flow the CPU's solves on that M;
+//! - `fake_driver.cpp` is a stand-in `libcuda.so` around the same kernels: the real binary's
+//!   `--backend cuda` (NVRTC, cudarc, the batching, the fallback) runs end to end against it.
+//! The device itself is checked by tests/cuda.rs where one is lent.
+
+mod common;
+use flowtracer::flow::{Matrix, aggregate, reach, unit_flow};
+use flowtracer::params::{Params, Reduce};
+use flowtracer::trace::{Dtype, Trace};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Compiles one of the emulator's sources with the kernels, as a program or a shared library.
+fn build(source: &str, out: &Path, shared: bool) {
+    let mut cmd = Command::new("g++");
+    cmd.args(["-std=c++20", "-O1", "-pthread"]);
+    if shared {
+        cmd.args(["-shared", "-fPIC"]);
+    }
+    let built = cmd.arg("-o").arg(out).arg(source).output().expect("g++ is needed to run the CUDA kernels on the CPU (Debian: apt-get install g++)");
+    assert!(built.status.success(), "{source} did not compile:\n{}", String::from_utf8_lossy(&built.stderr));
+}
+
+struct Case {
+    trace: Trace,
+    params: Params,
+}
+
+fn input(cases: &[Case]) -> Vec<u8> {
+    let mut b = Vec::new();
+    let u = |b: &mut Vec<u8>, x: u32| b.extend_from_slice(&x.to_le_bytes());
+    u(&mut b, cases.len() as u32);
+    for c in cases {
+        let t = &c.trace;
+        let s = t.spans;
+        let sel = aggregate::select(t, &c.params.aggregate).unwrap();
+        for x in [t.n(), s.question.start, s.question.end, s.answer.start, s.answer.end] {
+            u(&mut b, x as u32);
+        }
+        let dtype = match t.attention.dtype {
+            Dtype::F32 => 0,
+            Dtype::F16 => 1,
+            Dtype::BF16 => 2,
+        };
+        u(&mut b, dtype);
+        u(&mut b, sel.slabs.len() as u32);
+        u(&mut b, if c.params.aggregate.reduce == Reduce::Max { 4 } else { 0 });
+        b.extend_from_slice(&(c.params.aggregate.threshold as f32).to_le_bytes());
+        for &(l, h) in &sel.slabs {
+            b.extend_from_slice(t.attention.rows_bytes(l, h, 0, t.n()));
+        }
+    }
+    b
+}
+
+fn cases() -> Vec<Case> {
+    let open = |bytes: Vec<u8>, name: &str| Trace::from_bytes(bytes, Path::new(name)).unwrap();
+    let mut cases = vec![Case { trace: flowtracer::sample_trace(), params: Params::default() }];
+    for (n, seed) in [(2usize, 1u64), (3, 2), (63, 3), (64, 4), (65, 5), (130, 8), (300, 6)] {
+        cases.push(Case { trace: open(common::random_trace(n, seed).to_bytes(), &format!("random-{n}")), params: Params::default() });
+    }
+    let mut max = Params::default();
+    max.aggregate.reduce = Reduce::Max;
+    max.aggregate.threshold = 0.1;
+    for (dtype, shape) in [(Dtype::F16, vec![3, 2, 70, 70]), (Dtype::BF16, vec![2, 70, 70]), (Dtype::F32, vec![70, 70])] {
+        for params in [Params::default(), max.clone()] {
+            cases.push(Case { trace: open(common::chain_builder(70, dtype, shape.clone()).to_bytes(), &format!("{dtype:?}")), params });
+        }
+    }
+    // A value above the diagonal: the kernel's row checks must catch it.
+    cases.push(Case { trace: open(common::noncausal_trace(40).to_bytes(), "noncausal"), params: Params::default() });
+    cases
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()) + 1e-300
+}
+
+#[test]
+fn cuda_kernels_run_on_the_cpu_match_the_reference() {
+    let dir = common::temp_dir("cuda-emulator");
+    let exe = dir.join("harness");
+    build("tests/cuda_emulator/harness.cpp", &exe, false);
+    let cases = cases();
+    std::fs::write(dir.join("in.bin"), input(&cases)).unwrap();
+    let status = Command::new(&exe).arg(dir.join("in.bin")).arg(dir.join("out.bin")).status().unwrap();
+    assert!(status.success(), "the emulated kernels failed: {status}");
+    let out = std::fs::read(dir.join("out.bin")).unwrap();
+    let mut pos = 0;
+    let mut take = |len: usize| {
+        let s = &out[pos..pos + len];
+        pos += len;
+        s
+    };
+    for c in &cases {
+        let t = &c.trace;
+        let (n, name) = (t.n(), t.path.display().to_string());
+        let ok = u32::from_le_bytes(take(4).try_into().unwrap()) == 1;
+        let mut m = Matrix::zeros(n);
+        let len = m.data.len();
+        for (x, w) in m.data.iter_mut().zip(take(len * 4).chunks_exact(4)) {
+            *x = f32::from_le_bytes(w.try_into().unwrap());
+        }
+        let f64s = |b: &[u8]| b.chunks_exact(8).map(|w| f64::from_le_bytes(w.try_into().unwrap())).collect::<Vec<f64>>();
+        let h = f64s(take(n * 8));
+        let f = f64s(take(n * 8));
+        let sources = u32::from_le_bytes(take(4).try_into().unwrap()) as usize;
+
+        let sel = aggregate::select(t, &c.params.aggregate).unwrap();
+        let cpu = aggregate::aggregate(&t.attention, &sel, &c.params.aggregate, &Default::default());
+        assert_eq!(ok, cpu.is_ok(), "{name}: the kernel's row checks disagree with the CPU's ({:?})", cpu.err());
+        let Ok(cpu_m) = cpu else { continue };
+        for (k, (a, b)) in cpu_m.data.iter().zip(&m.data).enumerate() {
+            assert!(close(*a as f64, *b as f64, 1e-6), "{name}: M packed[{k}]: cpu {a} vs kernel {b}");
+        }
+        // The solves on the kernel's own M: both sum f32 weights in double, so only the order
+        // of the additions differs.
+        let h_cpu = reach::reach(&m, t.spans.answer);
+        let uf = unit_flow::unit_flow(&m, &h_cpu, t.spans);
+        assert_eq!(sources, uf.sources, "{name}: question sources");
+        for k in 0..n {
+            assert!(close(h_cpu[k], h[k], 1e-12), "{name}: reach[{k}]: cpu {} vs kernel {}", h_cpu[k], h[k]);
+            assert!(close(uf.flow[k], f[k], 1e-12), "{name}: flow[{k}]: cpu {} vs kernel {}", uf.flow[k], f[k]);
+        }
+    }
+    assert_eq!(pos, out.len(), "the harness wrote more than the cases");
+}
+
+/// Exports `inputs` with `--backend`, the fake driver first on the library path when `fake` is set.
+fn export(out: &Path, backend: &str, fake: Option<&Path>, inputs: &[PathBuf], extra_env: &[(&str, &str)]) -> (serde_json::Value, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowtracer"));
+    cmd.args(["--export", out.to_str().unwrap(), "--backend", backend, "--format", "json,credits"]).args(inputs);
+    if let Some(dir) = fake {
+        let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+        cmd.env("LD_LIBRARY_PATH", format!("{}:{old}", dir.display()));
+    }
+    cmd.envs(extra_env.iter().copied());
+    let o = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{backend}: one input is broken, so exit 1:\n{stderr}");
+    (serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap(), stderr)
+}
+
+#[test]
+fn the_cuda_backend_runs_end_to_end_on_an_emulated_driver() {
+    let found = if flowtracer::cuda::nvrtc_present() { Ok(()) } else { Err("libnvrtc does not load".to_string()) };
+    if common::required_or_skip(found, "FLOWTRACER_REQUIRE_NVRTC", "NVRTC", " (the backend compiles its kernels before it launches them)").is_none() {
+        return;
+    }
+    let dir = common::temp_dir("cuda-driver");
+    build("tests/cuda_emulator/fake_driver.cpp", &dir.join("libcuda.so"), true);
+    let mut inputs = vec![PathBuf::from("sample_traces")];
+    for (n, seed) in [(2usize, 1u64), (63, 3), (64, 4), (65, 5), (130, 8), (300, 6)] {
+        let p = dir.join(format!("random-{n}.safetensors"));
+        common::random_trace(n, seed).write(&p).unwrap();
+        inputs.push(p);
+    }
+    let bad = dir.join("noncausal.safetensors");
+    common::noncausal_trace(40).write(&bad).unwrap();
+    inputs.push(bad);
+
+    let (cpu, _) = export(&dir.join("cpu"), "cpu", None, &inputs, &[]);
+    let (cuda, _) = export(&dir.join("cuda"), "cuda", Some(&dir), &inputs, &[]);
+    assert_eq!(cuda["backend"], "cuda");
+    assert_eq!(cuda["exported"], cpu["exported"]);
+    let (a, b) = (cpu["traces"].as_array().unwrap(), cuda["traces"].as_array().unwrap());
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        // The broken file fails the same way: the CPU re-reads it for the exact place.
+        assert_eq!((&x["status"], &x["error"]), (&y["status"], &y["error"]), "{}", x["source"]);
+        let Some(rel) = x["output"].as_str() else { continue };
+        let read = |which: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(dir.join(which).join(rel)).unwrap()).unwrap() };
+        let (c, d) = (read("cpu"), read("cuda"));
+        assert!(d["backend"].as_str().unwrap().starts_with("cuda: FlowTracer CPU emulator"), "{rel}: ran on {}", d["backend"]);
+        for key in ["reach", "flow", "throughput"] {
+            for (k, (p, q)) in c[key].as_array().unwrap().iter().zip(d[key].as_array().unwrap()).enumerate() {
+                let (p, q) = (p.as_f64().unwrap(), q.as_f64().unwrap());
+                assert!(close(p, q, 1e-6), "{rel} {key}[{k}]: cpu {p} vs cuda {q}");
+            }
+        }
+        assert_eq!(c["credit"], d["credit"], "{rel}: credit");
+        assert_eq!(c["backbone"].as_array().unwrap().len(), d["backbone"].as_array().unwrap().len(), "{rel}: backbone");
+    }
+    assert_eq!(std::fs::read(dir.join("cpu/credits.safetensors")).unwrap(), std::fs::read(dir.join("cuda/credits.safetensors")).unwrap());
+
+    // A device that fails mid-run: that batch goes to the CPU with a warning, nothing is lost.
+    let (failed, stderr) = export(&dir.join("failing"), "cuda", Some(&dir), &inputs, &[("FLOWTRACER_FAKE_CUDA_FAIL_LAUNCH", "3")]);
+    assert!(stderr.contains("warning: CUDA failed") && stderr.contains("runs on the CPU"), "{stderr}");
+    assert_eq!(failed["exported"], cpu["exported"]);
+    let fell_back = failed["traces"].as_array().unwrap().iter().filter_map(|t| t["output"].as_str()).map(|rel| {
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("failing").join(rel)).unwrap()).unwrap();
+        r["backend"].as_str().unwrap().to_string()
+    });
+    assert!(fell_back.clone().all(|b| b == "cpu (cuda failed)"), "{:?}", fell_back.collect::<Vec<_>>());
+    assert_eq!(std::fs::read(dir.join("cpu/credits.safetensors")).unwrap(), std::fs::read(dir.join("failing/credits.safetensors")).unwrap());
+}

@@ -1,0 +1,130 @@
+// A stand-in for libcuda.so that runs the CUDA backend's kernels on CPU threads (emulate.h), so
+// the whole backend, host code included, runs end to end on machines with no GPU. Device
+// memory is host memory, every call completes before it returns (streams and events are no-ops),
+// and cuModuleGetFunction finds the kernels by name in this library, whatever PTX it was given.
+// Only the calls cudarc makes for this project are here: a missing one shows up as cudarc's
+// "Missing symbol" error, which the backend turns into a fallback to the CPU.
+//
+// Built by tests/cuda_emulated.rs and put on LD_LIBRARY_PATH of one child process only. It names
+// itself "FlowTracer CPU emulator (not a GPU)" so that no result is mistaken for a device's.
+#include "emulate.h"
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "../../kernels/common.cuh"
+#include "../../kernels/aggregate.cu"
+#include "../../kernels/solve.cu"
+
+typedef int CUresult;
+typedef unsigned long long CUdeviceptr;
+typedef void (*Trampoline)(void** a, dim3 g, dim3 b);
+
+template <class T> T arg(void** a, int i) { return *(T*)a[i]; }
+
+static void t_aggregate(void** a, dim3 g, dim3 b) {
+    launch(aggregate, g, b, arg<const void*>(a, 0), arg<float*>(a, 1), arg<float*>(a, 2), arg<unsigned>(a, 3), arg<unsigned>(a, 4), arg<unsigned>(a, 5), arg<float>(a, 6),
+           arg<float>(a, 7));
+}
+static void t_reach_block(void** a, dim3 g, dim3 b) {
+    launch(reach_block, g, b, arg<const Job*>(a, 0), arg<const float*>(a, 1), arg<double*>(a, 2), arg<double*>(a, 3), arg<unsigned>(a, 4), arg<unsigned>(a, 5));
+}
+static void t_reach_push(void** a, dim3 g, dim3 b) {
+    launch(reach_push, g, b, arg<const Job*>(a, 0), arg<const float*>(a, 1), arg<const double*>(a, 2), arg<double*>(a, 3), arg<unsigned>(a, 4), arg<unsigned>(a, 5));
+}
+static void t_flow_gather(void** a, dim3 g, dim3 b) {
+    launch(flow_gather, g, b, arg<const Job*>(a, 0), arg<const float*>(a, 1), arg<const double*>(a, 2), arg<double*>(a, 3), arg<unsigned>(a, 4), arg<unsigned>(a, 5));
+}
+static void t_flow_block(void** a, dim3 g, dim3 b) {
+    launch(flow_block, g, b, arg<const Job*>(a, 0), arg<const float*>(a, 1), arg<const double*>(a, 2), arg<const double*>(a, 3), arg<double*>(a, 4), arg<double*>(a, 5),
+           arg<const double*>(a, 6), arg<unsigned>(a, 7), arg<unsigned>(a, 8));
+}
+
+struct Kernel {
+    const char* name;
+    Trampoline run;
+};
+static Kernel kernels[] = {{"aggregate", t_aggregate}, {"reach_block", t_reach_block}, {"reach_push", t_reach_push}, {"flow_gather", t_flow_gather}, {"flow_block", t_flow_block}};
+
+static int context_token;
+static thread_local void* current = nullptr;
+static int launches = 0;
+
+extern "C" {
+CUresult cuInit(unsigned) { return 0; }
+CUresult cuDriverGetVersion(int* v) { *v = 12060; return 0; }
+CUresult cuDeviceGetCount(int* n) { *n = 1; return 0; }
+CUresult cuDeviceGet(int* d, int ordinal) { *d = ordinal; return ordinal == 0 ? 0 : 101; /* CUDA_ERROR_INVALID_DEVICE */ }
+CUresult cuDeviceGetName(char* name, int len, int) {
+    std::snprintf(name, len, "FlowTracer CPU emulator (not a GPU)");
+    return 0;
+}
+CUresult cuDeviceGetAttribute(int* v, int attribute, int) {
+    // 75/76: compute capability; everything else (memory pools included) reads as absent.
+    *v = attribute == 75 ? 9 : 0;
+    return 0;
+}
+CUresult cuDeviceTotalMem_v2(size_t* bytes, int) { *bytes = 8ull << 30; return 0; }
+CUresult cuDevicePrimaryCtxRetain(void** ctx, int) { *ctx = &context_token; return 0; }
+CUresult cuDevicePrimaryCtxRelease_v2(int) { return 0; }
+CUresult cuCtxGetCurrent(void** ctx) { *ctx = current; return 0; }
+CUresult cuCtxSetCurrent(void* ctx) { current = ctx; return 0; }
+CUresult cuCtxSynchronize() { return 0; }
+CUresult cuMemGetInfo_v2(size_t* free, size_t* total) { *free = 4ull << 30; *total = 8ull << 30; return 0; }
+
+CUresult cuModuleLoadData(void** module, const void* image) {
+    // Only PTX from NVRTC comes here: it must hold every kernel this library stands in for.
+    const char* ptx = (const char*)image;
+    for (auto& k : kernels)
+        if (!std::strstr(ptx, (std::string(".entry ") + k.name).c_str())) return 200; /* CUDA_ERROR_INVALID_IMAGE */
+    *module = &context_token;
+    return 0;
+}
+CUresult cuModuleUnload(void*) { return 0; }
+CUresult cuModuleGetFunction(void** f, void*, const char* name) {
+    for (auto& k : kernels)
+        if (!std::strcmp(k.name, name)) { *f = &k; return 0; }
+    return 500; /* CUDA_ERROR_NOT_FOUND */
+}
+// FLOWTRACER_FAKE_CUDA_FAIL_LAUNCH=k: the k-th launch fails as a lost device would (the test of
+// the backend's fallback to the CPU).
+static int fail_at() {
+    const char* v = std::getenv("FLOWTRACER_FAKE_CUDA_FAIL_LAUNCH");
+    return v ? std::atoi(v) : 0;
+}
+
+CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned, void*, void** params, void**) {
+    if (gx == 0 || gy == 0 || gz != 1 || by != 1 || bz != 1 || bx == 0 || bx > 1024) return 1; /* CUDA_ERROR_INVALID_VALUE */
+    if (launches + 1 == fail_at()) return 999; /* CUDA_ERROR_UNKNOWN */
+    ((Kernel*)f)->run(params, dim3{gx, gy, 1}, dim3{bx, 1, 1});
+    ++launches;
+    return 0;
+}
+
+CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
+    if (bytes == 0) return 1;
+    *p = (CUdeviceptr)std::malloc(bytes);
+    return *p ? 0 : 2; /* CUDA_ERROR_OUT_OF_MEMORY */
+}
+CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, void*) { return cuMemAlloc_v2(p, bytes); }
+CUresult cuMemFree_v2(CUdeviceptr p) { std::free((void*)p); return 0; }
+CUresult cuMemFreeAsync(CUdeviceptr p, void*) { return cuMemFree_v2(p); }
+CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n) { std::memset((void*)p, v, n); return 0; }
+CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, void*) { return cuMemsetD8_v2(p, v, n); }
+CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* s, size_t n) { std::memcpy((void*)d, s, n); return 0; }
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* s, size_t n, void*) { return cuMemcpyHtoD_v2(d, s, n); }
+CUresult cuMemcpyDtoH_v2(void* d, CUdeviceptr s, size_t n) { std::memcpy(d, (const void*)s, n); return 0; }
+CUresult cuMemcpyDtoHAsync_v2(void* d, CUdeviceptr s, size_t n, void*) { return cuMemcpyDtoH_v2(d, s, n); }
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void*) { std::memcpy((void*)d, (const void*)s, n); return 0; }
+
+CUresult cuStreamSynchronize(void*) { return 0; }
+CUresult cuStreamWaitEvent(void*, void*, unsigned) { return 0; }
+CUresult cuEventCreate(void** e, unsigned) { *e = &context_token; return 0; }
+CUresult cuEventRecord(void*, void*) { return 0; }
+CUresult cuEventSynchronize(void*) { return 0; }
+CUresult cuEventQuery(void*) { return 0; }
+CUresult cuEventDestroy_v2(void*) { return 0; }
+CUresult cuGetErrorString(CUresult, const char** s) { *s = "error in the CPU emulator of the CUDA driver"; return 0; }
+CUresult cuGetErrorName(CUresult, const char** s) { *s = "CUDA_ERROR_EMULATOR"; return 0; }
+}
