@@ -27,6 +27,15 @@ impl BenchRow {
     pub fn aggregate_gbps(&self) -> f64 {
         self.attention_bytes as f64 / self.steps.aggregate.as_secs_f64().max(1e-9) / 1e9
     }
+
+    /// The GB/s cell: end to end from the mapped file; for CUDA also the kernels alone.
+    fn gbps_cell(&self) -> String {
+        let end_to_end = format!("{:.2}", self.aggregate_gbps());
+        match self.steps.aggregate_on_device.as_secs_f64() {
+            0.0 => end_to_end,
+            t => format!("{end_to_end} (kernels {:.0})", self.attention_bytes as f64 / t / 1e9),
+        }
+    }
 }
 
 /// Median of each step over `repeat` runs.
@@ -51,6 +60,7 @@ fn time_pipeline(path: &Path, params: &Params, repeat: usize, backend: &dyn Back
     };
     let steps = StepTimes {
         aggregate: med(&|r| r.0.aggregate),
+        aggregate_on_device: med(&|r| r.0.aggregate_on_device),
         reach: med(&|r| r.0.reach),
         flow: med(&|r| r.0.flow),
         backbone: med(&|r| r.0.backbone),
@@ -147,11 +157,11 @@ pub fn format_table(rows: &[BenchRow]) -> String {
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |\n",
             r.n,
             r.layout,
             ms(r.steps.aggregate),
-            r.aggregate_gbps(),
+            r.gbps_cell(),
             ms(r.steps.reach),
             ms(r.steps.flow),
             ms(r.steps.backbone),

@@ -134,8 +134,8 @@ impl CudaBackend {
                 return Ok(group.iter().map(cancelled).collect());
             }
             let t = Instant::now();
-            let a = cuda.aggregate_into(&mut m, off, &it.trace.attention, &it.sel, &params.aggregate, &mut staging)?;
-            aggregated.push((a, t.elapsed()));
+            let (a, kernels) = cuda.aggregate_into(&mut m, off, &it.trace.attention, &it.sel, &params.aggregate, &mut staging)?;
+            aggregated.push((a, (t.elapsed(), kernels)));
         }
 
         // Steps 3 and 5 for every trace whose values passed, together.
@@ -178,8 +178,8 @@ impl CudaBackend {
             .map(|(it, done)| match done {
                 // The CPU reads the file again for the exact place of the bad value.
                 None => flow::analyze_with_matrix(it.trace, params, cancel),
-                Some((mut matrix, agg_time, (h, uf))) => {
-                    let mut times = StepTimes { aggregate: agg_time, reach: reach_time / per_trace, flow: flow_time / per_trace, ..Default::default() };
+                Some((mut matrix, (agg_time, agg_kernels), (h, uf))) => {
+                    let mut times = StepTimes { aggregate: agg_time, aggregate_on_device: agg_kernels, reach: reach_time / per_trace, flow: flow_time / per_trace, ..Default::default() };
                     let mut r = flow::finish(&mut matrix, it.trace.spans, params, &mut times, h, uf);
                     r.backend = format!("cuda: {}", cuda.name);
                     r.layers = it.sel.layers.clone();

@@ -8,6 +8,7 @@ use crate::flow::aggregate::{CAUSAL_TOLERANCE, ROW_SUM_TOLERANCE, Selection};
 use crate::params::{AggregateParams, Reduce};
 use crate::trace::{Attention, Dtype};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use std::time::Duration;
 
 /// What aggregation left for one trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,8 +37,10 @@ fn grow<'a, T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(cud
 
 impl Cuda {
     /// Folds the slabs `sel` of `att` into `m` from float `offset` on (the trace's packed M).
-    /// `staging` holds the upload and check buffers, reused across the batch's traces.
-    pub(crate) fn aggregate_into(&self, m: &mut CudaSlice<f32>, offset: usize, att: &Attention, sel: &Selection, p: &AggregateParams, staging: &mut Staging) -> Result<Aggregated, String> {
+    /// `staging` holds the upload and check buffers, reused across the batch's traces. Also
+    /// answers the kernels' own time (events around each launch, uploads excluded): what the
+    /// aggregation would take with the attention already on the device.
+    pub(crate) fn aggregate_into(&self, m: &mut CudaSlice<f32>, offset: usize, att: &Attention, sel: &Selection, p: &AggregateParams, staging: &mut Staging) -> Result<(Aggregated, Duration), String> {
         guard("CUDA aggregate", || {
             let n = att.n;
             let s = &self.stream;
@@ -50,6 +53,8 @@ impl Cuda {
             };
             let (n32, scale, threshold) = (n as u32, 1.0 / sel.slabs.len() as f32, p.threshold as f32);
             let cfg = LaunchConfig { grid_dim: (n32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+            let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+            let mut events = Vec::with_capacity(sel.slabs.len());
             for (si, &(l, h)) in sel.slabs.iter().enumerate() {
                 let bytes = att.rows_bytes(l, h, 0, n);
                 s.memcpy_htod(bytes, &mut words.slice_mut(0..bytes.len())).map_err(driver_err)?;
@@ -60,17 +65,24 @@ impl Cuda {
                 launch.arg(&*words).arg(&mut mv).arg(&mut sv).arg(&n32).arg(&dtype).arg(&flags).arg(&scale).arg(&threshold);
                 // SAFETY: the arguments match the kernel's signature; every index it forms stays
                 // within the slab (n·n elements) and the trace's packed rows (n(n-1)/2 floats).
+                let start = s.record_event(timed).map_err(driver_err)?;
                 unsafe { launch.launch(cfg) }.map_err(driver_err)?;
+                events.push((start, s.record_event(timed).map_err(driver_err)?));
             }
             let stats = self.read(&stats.slice(0..4 * n * sel.slabs.len()))?;
+            let mut kernel_ms = 0.0;
+            for (start, end) in &events {
+                kernel_ms += start.elapsed_ms(end).map_err(driver_err)? as f64;
+            }
+            let kernels = Duration::from_secs_f64(kernel_ms / 1e3);
             for row in stats.chunks_exact(4) {
                 let (sum, min, upper, bad) = (row[0] as f64, row[1], row[2], row[3]);
                 if bad > 0.0 || !sum.is_finite() || min < 0.0 || upper > CAUSAL_TOLERANCE || sum > 1.0 + ROW_SUM_TOLERANCE {
-                    return Ok(Aggregated::BadData);
+                    return Ok((Aggregated::BadData, kernels));
                 }
             }
             att.mark_causal_checked(&sel.slabs);
-            Ok(Aggregated::Ok)
+            Ok((Aggregated::Ok, kernels))
         })
     }
 

@@ -47,6 +47,9 @@ impl Status {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StepTimes {
     pub aggregate: Duration,
+    /// The aggregation kernels alone, uploads excluded (CUDA; zero elsewhere): the aggregation's
+    /// speed when the attention is already on the device.
+    pub aggregate_on_device: Duration,
     pub reach: Duration,
     pub flow: Duration,
     pub backbone: Duration,

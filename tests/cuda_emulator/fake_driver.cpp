@@ -124,6 +124,7 @@ CUresult cuEventCreate(void** e, unsigned) { *e = &context_token; return 0; }
 CUresult cuEventRecord(void*, void*) { return 0; }
 CUresult cuEventSynchronize(void*) { return 0; }
 CUresult cuEventQuery(void*) { return 0; }
+CUresult cuEventElapsedTime(float* ms, void*, void*) { *ms = 0.0f; return 0; }
 CUresult cuEventDestroy_v2(void*) { return 0; }
 CUresult cuGetErrorString(CUresult, const char** s) { *s = "error in the CPU emulator of the CUDA driver"; return 0; }
 CUresult cuGetErrorName(CUresult, const char** s) { *s = "CUDA_ERROR_EMULATOR"; return 0; }
