@@ -73,7 +73,7 @@ pub fn select(choice: Choice) -> Result<Box<dyn Backend>, String> {
                 _ => Ok(Box::new(Cpu)),
             }
         }
-        Choice::Wgpu => crate::gpu::shared().map(|gpu| Box::new(wgpu::Wgpu { gpu }) as Box<dyn Backend>).map_err(|e| format!("--backend wgpu: {e}")),
-        Choice::Cuda => crate::cuda::shared().map(|cuda| Box::new(cuda::CudaBackend { cuda }) as Box<dyn Backend>).map_err(|e| format!("--backend cuda: {e}")),
+        Choice::Wgpu => crate::gpu::shared().map(|gpu| Box::new(wgpu::Wgpu { gpu }) as Box<dyn Backend>).map_err(|e| format!("--backend wgpu: {e} (--backend auto takes what this machine has)")),
+        Choice::Cuda => crate::cuda::shared().map(|cuda| Box::new(cuda::CudaBackend { cuda }) as Box<dyn Backend>).map_err(|e| format!("--backend cuda: {e} (--backend auto takes what this machine has)")),
     }
 }
