@@ -149,6 +149,8 @@ enum Command {
         #[arg(long)]
         params: Option<PathBuf>,
     },
+    /// Which backends this machine has, on which device, and which one `--backend auto` takes.
+    Backends,
     /// Write synthetic traces (`sample_traces/synthetic/` was made with this).
     Synth {
         #[arg(long)]
@@ -211,6 +213,20 @@ fn main() -> ExitCode {
             Ok(params) => cli_rl::run_probe(cli_rl::ProbeArgs { task, policy, problems, fraction, seed, backend, params }),
             Err(e) => usage(e),
         },
+        Some(Command::Backends) => {
+            for a in backend::availability() {
+                match (&a.device, a.note) {
+                    (Ok(d), None) => println!("{:<5} {d}", a.name),
+                    (Ok(d), Some(note)) => println!("{:<5} {d}: {note}", a.name),
+                    (Err(why), _) => println!("{:<5} not available: {why}", a.name),
+                }
+            }
+            match backend::select(Choice::Auto) {
+                Ok(b) => println!("auto  → {}", b.name()),
+                Err(e) => println!("auto  → none: {e}"),
+            }
+            ExitCode::SUCCESS
+        }
         Some(Command::Synth { out, tokens, layers, heads, seed, dtype, rank, no_answer }) => {
             let dtype = match dtype.to_ascii_lowercase().as_str() {
                 "f32" => Dtype::F32,

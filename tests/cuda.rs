@@ -108,3 +108,18 @@ fn a_bad_trace_in_a_cuda_batch_gets_the_cpu_error_and_costs_nothing_else() {
         common::assert_matches_cpu(&good, &cpu, r.as_ref().unwrap(), "cuda");
     }
 }
+
+#[test]
+fn backends_says_what_this_machine_has_and_what_auto_takes() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowtracer")).arg("backends").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    for (line, name) in lines.iter().zip(["cuda", "wgpu", "cpu"]) {
+        assert!(line.starts_with(name), "{text}");
+    }
+    let cuda_line = lines[0];
+    assert_eq!(cuda_line.contains("not available"), flowtracer::cuda::shared().is_err(), "{text}");
+    let auto = backend::select(Choice::Auto).unwrap().name();
+    assert_eq!(lines.last().copied(), Some(format!("auto  → {auto}").as_str()), "{text}");
+}

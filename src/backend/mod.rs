@@ -77,3 +77,28 @@ pub fn select(choice: Choice) -> Result<Box<dyn Backend>, String> {
         Choice::Cuda => crate::cuda::shared().map(|cuda| Box::new(cuda::CudaBackend { cuda }) as Box<dyn Backend>).map_err(|e| format!("--backend cuda: {e} (--backend auto takes what this machine has)")),
     }
 }
+
+/// One backend as this machine has it: the device it would run on, or why it cannot run.
+pub struct Availability {
+    pub name: &'static str,
+    pub device: Result<String, String>,
+    /// Why `auto` passes over a backend that is there (a software adapter).
+    pub note: Option<&'static str>,
+}
+
+/// Every backend and whether this machine has it, in the order `auto` tries them
+/// (`flowtracer backends` prints it): what a user reads when `auto` did not pick what they expected.
+pub fn availability() -> Vec<Availability> {
+    let cuda = crate::cuda::shared().map(|c| c.name.clone());
+    let wgpu = crate::gpu::shared().map(|g| (g.adapter.clone(), g.is_software));
+    let software = wgpu.as_ref().is_ok_and(|w| w.1);
+    vec![
+        Availability { name: "cuda", device: cuda, note: None },
+        Availability {
+            name: "wgpu",
+            device: wgpu.map(|w| w.0),
+            note: software.then_some("a software adapter: correct, but slower than the CPU backend, so auto passes it over"),
+        },
+        Availability { name: "cpu", device: Ok(format!("{} threads", rayon::current_num_threads())), note: None },
+    ]
+}
