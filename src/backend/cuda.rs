@@ -8,7 +8,7 @@
 //! nothing; a bad file gets the CPU's error, which names the exact layer, head and row.
 
 use super::Backend;
-use crate::cuda::{Aggregated, Cuda, Job, driver_err, guard};
+use crate::cuda::{Aggregated, Cuda, Fold, Job, driver_err, guard};
 use crate::flow::{self, Cancel, FlowResult, Matrix, StepTimes, aggregate};
 use crate::params::Params;
 use crate::span::Spans;
@@ -126,17 +126,15 @@ impl CudaBackend {
         }
         let mut m = guard("CUDA", || cuda.stream.alloc_zeros::<f32>(total + 1).map_err(driver_err))?;
 
-        // Step 1, trace by trace (each its own slabs and dtype).
-        let mut staging = Default::default();
-        let mut aggregated = Vec::with_capacity(group.len());
-        for (it, &off) in group.iter().zip(&offsets) {
-            if cancel.is_cancelled() {
-                return Ok(group.iter().map(cancelled).collect());
-            }
-            let t = Instant::now();
-            let (a, kernels) = cuda.aggregate_into(&mut m, off, &it.trace.attention, &it.sel, &params.aggregate, &mut staging)?;
-            aggregated.push((a, (t.elapsed(), kernels)));
+        // Step 1 for the whole batch; each trace is charged its share of the wall time.
+        if cancel.is_cancelled() {
+            return Ok(group.iter().map(cancelled).collect());
         }
+        let folds: Vec<Fold> = group.iter().zip(&offsets).map(|(it, &offset)| Fold { att: &it.trace.attention, sel: &it.sel, offset }).collect();
+        let t = Instant::now();
+        let aggregated = cuda.aggregate_batch(&mut m, &folds, &params.aggregate)?;
+        let agg_share = t.elapsed() / group.len().max(1) as u32;
+        let aggregated: Vec<_> = aggregated.into_iter().map(|(a, kernels)| (a, (agg_share, kernels))).collect();
 
         // Steps 3 and 5 for every trace whose values passed, together.
         let mut jobs = Vec::new();

@@ -2,6 +2,9 @@
 //! the file, the kernel decodes them and folds them into the trace's packed M inside the batch's
 //! one device buffer, where the solves find it. Every row's checks come back with it, so a bad
 //! file still gets the CPU's error, which names the exact layer, head and row.
+//!
+//! The whole batch is queued before the host waits once: each upload overlaps the kernels queued
+//! before it, and one slab buffer serves every trace (the stream orders its reuse).
 
 use super::{Cuda, driver_err, guard};
 use crate::flow::aggregate::{CAUSAL_TOLERANCE, ROW_SUM_TOLERANCE, Selection};
@@ -18,71 +21,77 @@ pub enum Aggregated {
     BadData,
 }
 
+/// One trace to aggregate: its attention, its slabs, and where its packed M starts in the batch.
+pub(crate) struct Fold<'a> {
+    pub att: &'a Attention,
+    pub sel: &'a Selection,
+    pub offset: usize,
+}
+
 const THREADS: u32 = 256;
 
-/// Device buffers one batch's aggregation reuses: the slab being folded and the rows' checks.
-#[derive(Default)]
-pub(crate) struct Staging {
-    words: Option<CudaSlice<u8>>,
-    stats: Option<CudaSlice<f32>>,
-}
-
-/// `slot`'s buffer, replaced by a larger one when it holds fewer than `len` elements.
-fn grow<'a, T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(cuda: &Cuda, slot: &'a mut Option<CudaSlice<T>>, len: usize) -> Result<&'a mut CudaSlice<T>, String> {
-    if slot.as_ref().is_none_or(|b| b.len() < len) {
-        *slot = Some(cuda.stream.alloc_zeros::<T>(len.max(1)).map_err(driver_err)?);
-    }
-    Ok(slot.as_mut().expect("just filled"))
-}
-
 impl Cuda {
-    /// Folds the slabs `sel` of `att` into `m` from float `offset` on (the trace's packed M).
-    /// `staging` holds the upload and check buffers, reused across the batch's traces. Also
-    /// answers the kernels' own time (events around each launch, uploads excluded): what the
-    /// aggregation would take with the attention already on the device.
-    pub(crate) fn aggregate_into(&self, m: &mut CudaSlice<f32>, offset: usize, att: &Attention, sel: &Selection, p: &AggregateParams, staging: &mut Staging) -> Result<(Aggregated, Duration), String> {
+    /// Folds every trace's slabs into `m`. Answers, per trace, whether its values passed the
+    /// checks and the kernels' own time (CUDA events around each launch, uploads excluded): what
+    /// the aggregation takes when the attention is already on the device.
+    pub(crate) fn aggregate_batch(&self, m: &mut CudaSlice<f32>, folds: &[Fold], p: &AggregateParams) -> Result<Vec<(Aggregated, Duration)>, String> {
         guard("CUDA aggregate", || {
-            let n = att.n;
             let s = &self.stream;
-            let words = grow(self, &mut staging.words, (n * n * att.dtype.size()).next_multiple_of(4))?;
-            let stats = grow(self, &mut staging.stats, 4 * n * sel.slabs.len())?;
-            let dtype: u32 = match att.dtype {
-                Dtype::F32 => 0,
-                Dtype::F16 => 1,
-                Dtype::BF16 => 2,
-            };
-            let (n32, scale, threshold) = (n as u32, 1.0 / sel.slabs.len() as f32, p.threshold as f32);
-            let cfg = LaunchConfig { grid_dim: (n32, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+            let slab_bytes = folds.iter().map(|f| f.att.n * f.att.n * f.att.dtype.size()).max().unwrap_or(0);
+            let mut words = s.alloc_zeros::<u8>(slab_bytes.next_multiple_of(4).max(4)).map_err(driver_err)?;
+            // Four floats per row and slab: sum, minimum, largest weight above the diagonal, bad count.
+            let rows: Vec<usize> = folds.iter().map(|f| f.att.n * f.sel.slabs.len()).collect();
+            let mut stats = s.alloc_zeros::<f32>(4 * rows.iter().sum::<usize>().max(1)).map_err(driver_err)?;
             let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-            let mut events = Vec::with_capacity(sel.slabs.len());
-            for (si, &(l, h)) in sel.slabs.iter().enumerate() {
-                let bytes = att.rows_bytes(l, h, 0, n);
-                s.memcpy_htod(bytes, &mut words.slice_mut(0..bytes.len())).map_err(driver_err)?;
-                let flags: u32 = (si == 0) as u32 | ((si + 1 == sel.slabs.len()) as u32) << 1 | ((p.reduce == Reduce::Max) as u32) << 2;
-                let mut mv = m.slice_mut(offset..);
-                let mut sv = stats.slice_mut(4 * n * si..4 * n * (si + 1));
-                let mut launch = s.launch_builder(&self.f.aggregate);
-                launch.arg(&*words).arg(&mut mv).arg(&mut sv).arg(&n32).arg(&dtype).arg(&flags).arg(&scale).arg(&threshold);
-                // SAFETY: the arguments match the kernel's signature; every index it forms stays
-                // within the slab (n·n elements) and the trace's packed rows (n(n-1)/2 floats).
-                let start = s.record_event(timed).map_err(driver_err)?;
-                unsafe { launch.launch(cfg) }.map_err(driver_err)?;
-                events.push((start, s.record_event(timed).map_err(driver_err)?));
-            }
-            let stats = self.read(&stats.slice(0..4 * n * sel.slabs.len()))?;
-            let mut kernel_ms = 0.0;
-            for (start, end) in &events {
-                kernel_ms += start.elapsed_ms(end).map_err(driver_err)? as f64;
-            }
-            let kernels = Duration::from_secs_f64(kernel_ms / 1e3);
-            for row in stats.chunks_exact(4) {
-                let (sum, min, upper, bad) = (row[0] as f64, row[1], row[2], row[3]);
-                if bad > 0.0 || !sum.is_finite() || min < 0.0 || upper > CAUSAL_TOLERANCE || sum > 1.0 + ROW_SUM_TOLERANCE {
-                    return Ok((Aggregated::BadData, kernels));
+            let (threshold, flag_max) = (p.threshold as f32, ((p.reduce == Reduce::Max) as u32) << 2);
+            let mut events = Vec::with_capacity(folds.len());
+            let mut at = 0;
+            for f in folds {
+                let (att, n) = (f.att, f.att.n as u32);
+                let dtype: u32 = match att.dtype {
+                    Dtype::F32 => 0,
+                    Dtype::F16 => 1,
+                    Dtype::BF16 => 2,
+                };
+                let scale = 1.0 / f.sel.slabs.len() as f32;
+                let cfg = LaunchConfig { grid_dim: (n, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
+                let mut timing = Vec::with_capacity(f.sel.slabs.len());
+                for (si, &(l, h)) in f.sel.slabs.iter().enumerate() {
+                    let bytes = att.rows_bytes(l, h, 0, att.n);
+                    s.memcpy_htod(bytes, &mut words.slice_mut(0..bytes.len())).map_err(driver_err)?;
+                    let flags: u32 = (si == 0) as u32 | ((si + 1 == f.sel.slabs.len()) as u32) << 1 | flag_max;
+                    let mut mv = m.slice_mut(f.offset..);
+                    let mut sv = stats.slice_mut(4 * at..4 * (at + att.n));
+                    at += att.n;
+                    let mut launch = s.launch_builder(&self.f.aggregate);
+                    launch.arg(&words).arg(&mut mv).arg(&mut sv).arg(&n).arg(&dtype).arg(&flags).arg(&scale).arg(&threshold);
+                    let start = s.record_event(timed).map_err(driver_err)?;
+                    // SAFETY: the arguments match the kernel's signature; every index it forms stays
+                    // within the slab (n·n elements) and the trace's packed rows (n(n-1)/2 floats).
+                    unsafe { launch.launch(cfg) }.map_err(driver_err)?;
+                    timing.push((start, s.record_event(timed).map_err(driver_err)?));
                 }
+                events.push(timing);
             }
-            att.mark_causal_checked(&sel.slabs);
-            Ok((Aggregated::Ok, kernels))
+            let stats = self.read(&stats)?;
+            let mut out = Vec::with_capacity(folds.len());
+            let mut rows_at = 0;
+            for ((f, timing), rows) in folds.iter().zip(&events).zip(rows) {
+                let mut kernel_ms = 0.0;
+                for (start, end) in timing {
+                    kernel_ms += start.elapsed_ms(end).map_err(driver_err)? as f64;
+                }
+                let passed = stats[4 * rows_at..4 * (rows_at + rows)].chunks_exact(4).all(|row| {
+                    let (sum, min, upper, bad) = (row[0] as f64, row[1], row[2], row[3]);
+                    bad == 0.0 && sum.is_finite() && min >= 0.0 && upper <= CAUSAL_TOLERANCE && sum <= 1.0 + ROW_SUM_TOLERANCE
+                });
+                rows_at += rows;
+                if passed {
+                    f.att.mark_causal_checked(&f.sel.slabs);
+                }
+                out.push((if passed { Aggregated::Ok } else { Aggregated::BadData }, Duration::from_secs_f64(kernel_ms / 1e3)));
+            }
+            Ok(out)
         })
     }
 

@@ -140,3 +140,4 @@ pub(crate) fn driver_err(e: cudarc::driver::DriverError) -> String {
 }
 
 pub use aggregate::Aggregated;
+pub(crate) use aggregate::Fold;
