@@ -2,6 +2,7 @@
 //! Interaction tests need no GPU; the snapshot test renders on a wgpu adapter (Mesa's lavapipe in
 //! CI, where FLOWTRACER_REQUIRE_GPU=1 makes a missing adapter a failure instead of a skip).
 
+mod common;
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
@@ -140,16 +141,8 @@ fn adapter() -> Result<String, String> {
 
 #[test]
 fn views_render_like_their_snapshots() {
-    match adapter() {
-        Ok(name) => eprintln!("rendering snapshots on {name}"),
-        Err(why) => {
-            if std::env::var("FLOWTRACER_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("FLOWTRACER_REQUIRE_GPU=1 but there is no wgpu adapter: {why}");
-            }
-            eprintln!("SKIPPED views_render_like_their_snapshots: no wgpu adapter ({why}); install mesa-vulkan-drivers");
-            return;
-        }
-    }
+    let Some(name) = common::required_or_skip(adapter(), "FLOWTRACER_REQUIRE_GPU", "wgpu adapter", "; install mesa-vulkan-drivers") else { return };
+    eprintln!("rendering snapshots on {name}");
     let mut h = Harness::builder()
         .with_size(egui::vec2(1280.0, 800.0))
         .wgpu()

@@ -44,11 +44,7 @@ fn compare(path: &Path) {
 
 #[test]
 fn cpu_backend_matches_the_numpy_peer() {
-    if let Err(why) = peer_available() {
-        if std::env::var("FLOWTRACER_REQUIRE_PEER").is_ok_and(|v| v == "1") {
-            panic!("FLOWTRACER_REQUIRE_PEER=1 but the NumPy peer cannot run: {why}");
-        }
-        eprintln!("SKIPPED cpu_backend_matches_the_numpy_peer: python3 with numpy and scipy is not available ({why})");
+    if common::required_or_skip(peer_available(), "FLOWTRACER_REQUIRE_PEER", "NumPy peer", "; python3 with numpy and scipy runs it").is_none() {
         return;
     }
     let run = flowtracer::trace::run::discover(Path::new("sample_traces")).unwrap();
