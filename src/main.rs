@@ -214,17 +214,7 @@ fn main() -> ExitCode {
             Err(e) => usage(e),
         },
         Some(Command::Backends) => {
-            for a in backend::availability() {
-                match (&a.device, a.note) {
-                    (Ok(d), None) => println!("{:<5} {d}", a.name),
-                    (Ok(d), Some(note)) => println!("{:<5} {d}: {note}", a.name),
-                    (Err(why), _) => println!("{:<5} not available: {why}", a.name),
-                }
-            }
-            match backend::select(Choice::Auto) {
-                Ok(b) => println!("auto  → {}", b.name()),
-                Err(e) => println!("auto  → none: {e}"),
-            }
+            println!("{}", backend::availability_report());
             ExitCode::SUCCESS
         }
         Some(Command::Synth { out, tokens, layers, heads, seed, dtype, rank, no_answer }) => {

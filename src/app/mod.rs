@@ -525,7 +525,7 @@ impl FlowApp {
                     }
                 }
             }
-            ui.label(&self.status);
+            ui.label(&self.status).on_hover_text(backends());
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 if let Some(d) = self.doc() {
                     ui.weak(format!("{} tokens", d.n()));
@@ -755,4 +755,10 @@ pub fn run(inputs: &[PathBuf], params: Params) -> Result<(), String> {
         ..Default::default()
     };
     eframe::run_native("FlowTracer Studio", options, Box::new(|_cc| Ok(Box::new(app)))).map_err(|e| e.to_string())
+}
+
+/// What this machine's backends are, for the status bar's tooltip (probed once).
+fn backends() -> &'static str {
+    static REPORT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    REPORT.get_or_init(crate::backend::availability_report)
 }

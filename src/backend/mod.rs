@@ -102,3 +102,21 @@ pub fn availability() -> Vec<Availability> {
         Availability { name: "cpu", device: Ok(format!("{} threads", rayon::current_num_threads())), note: None },
     ]
 }
+
+/// [`availability`] as text, one backend a line, then what `auto` takes (`flowtracer backends`,
+/// the tooltip of the app's status bar).
+pub fn availability_report() -> String {
+    let mut out = String::new();
+    for a in availability() {
+        match (&a.device, a.note) {
+            (Ok(d), None) => out += &format!("{:<5} {d}\n", a.name),
+            (Ok(d), Some(note)) => out += &format!("{:<5} {d}: {note}\n", a.name),
+            (Err(why), _) => out += &format!("{:<5} not available: {why}\n", a.name),
+        }
+    }
+    match select(Choice::Auto) {
+        Ok(b) => out += &format!("auto  → {}", b.name()),
+        Err(e) => out += &format!("auto  → none: {e}"),
+    }
+    out
+}
