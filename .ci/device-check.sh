@@ -3,7 +3,7 @@
 # the CUDA and wgpu parity tests with nothing allowed to skip, then the bench on every backend.
 # Everything it prints also lands in $OUT (default ./device-out) for the README's figures.
 #
-#   OUT=/some/dir scripts/device-check.sh            # ~5 min on an H200 after the build
+#   OUT=/some/dir .ci/device-check.sh            # ~5 min on an H200 after the build
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-device-out}"
