@@ -41,12 +41,7 @@ fn input(cases: &[Case]) -> Vec<u8> {
         for x in [t.n(), s.question.start, s.question.end, s.answer.start, s.answer.end] {
             u(&mut b, x as u32);
         }
-        let dtype = match t.attention.dtype {
-            Dtype::F32 => 0,
-            Dtype::F16 => 1,
-            Dtype::BF16 => 2,
-        };
-        u(&mut b, dtype);
+        u(&mut b, t.attention.dtype.kernel_code());
         u(&mut b, sel.slabs.len() as u32);
         u(&mut b, if c.params.aggregate.reduce == Reduce::Max { 4 } else { 0 });
         b.extend_from_slice(&(c.params.aggregate.threshold as f32).to_le_bytes());

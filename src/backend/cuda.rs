@@ -20,10 +20,11 @@ pub struct CudaBackend {
     pub cuda: &'static Cuda,
 }
 
-/// One trace of a batch that passed its parameter checks.
+/// One trace of a batch that passed its parameter checks, with the spans to trace between.
 struct Item<'t> {
     index: usize,
     trace: &'t Trace,
+    spans: Spans,
     sel: aggregate::Selection,
 }
 
@@ -42,27 +43,29 @@ impl Backend for CudaBackend {
     }
 
     fn run_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
-        self.run_with_matrices(traces, params, cancel).into_iter().map(|r| r.map(|(r, _)| r)).collect()
+        let with_spans: Vec<(&Trace, Spans)> = traces.iter().map(|&t| (t, t.spans)).collect();
+        self.run_with_matrices(&with_spans, params, cancel).into_iter().map(|r| r.map(|(r, _)| r)).collect()
     }
 
     fn analyze_spans(&self, trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel) -> Result<(FlowResult, Matrix), TraceError> {
-        if spans != trace.spans {
-            // Spans picked in the app: one trace, so the CPU's time is the device's.
-            return flow::analyze_spans(trace, spans, params, cancel);
-        }
-        self.run_with_matrices(&[trace], params, cancel).pop().expect("one result per trace")
+        self.run_with_matrices(&[(trace, spans)], params, cancel).pop().expect("one result per trace")
     }
 }
 
 impl CudaBackend {
-    /// The batch with each trace's aggregated matrix (the app keeps it for its views).
-    pub fn run_with_matrices(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<(FlowResult, Matrix), TraceError>> {
+    /// The batch, each trace between the given spans, with its aggregated matrix (the app keeps
+    /// it for its views).
+    pub fn run_with_matrices(&self, traces: &[(&Trace, Spans)], params: &Params, cancel: &Cancel) -> Vec<Result<(FlowResult, Matrix), TraceError>> {
         let mut out: Vec<Option<Result<(FlowResult, Matrix), TraceError>>> = traces.iter().map(|_| None).collect();
         let mut items = Vec::new();
-        for (index, &trace) in traces.iter().enumerate() {
-            let checked = params.validate().map_err(|e| DataError::new(Problem::Params, e)).and_then(|()| aggregate::select(trace, &params.aggregate));
+        for (index, &(trace, spans)) in traces.iter().enumerate() {
+            let checked = params
+                .validate()
+                .map_err(|e| DataError::new(Problem::Params, e))
+                .and_then(|()| spans.validate(trace.n()).map_err(|e| DataError::new(Problem::Span, e)))
+                .and_then(|()| aggregate::select(trace, &params.aggregate));
             match checked {
-                Ok(sel) => items.push(Item { index, trace, sel }),
+                Ok(sel) => items.push(Item { index, trace, spans, sel }),
                 Err(e) => out[index] = Some(Err(e.at(&trace.path))),
             }
         }
@@ -76,7 +79,7 @@ impl CudaBackend {
                     group
                         .par_iter()
                         .map(|it| {
-                            flow::analyze_with_matrix(it.trace, params, cancel).map(|(mut r, m)| {
+                            flow::analyze_spans(it.trace, it.spans, params, cancel).map(|(mut r, m)| {
                                 r.backend = "cpu (cuda failed)".into();
                                 (r, m)
                             })
@@ -141,7 +144,7 @@ impl CudaBackend {
         let mut v = 0u32;
         for ((it, &off), (a, _)) in group.iter().zip(&offsets).zip(&aggregated) {
             let n = it.trace.n() as u32;
-            let s = it.trace.spans;
+            let s = it.spans;
             let (q, ans) = if s.answer.is_empty() { (0..0, 0..0) } else { (s.question.range(), s.answer.range()) };
             if *a == Aggregated::Ok {
                 jobs.push(Job { m: off as u64, v, n, q0: q.start as u32, q1: q.end as u32, a0: ans.start as u32, a1: ans.end as u32 });
@@ -175,10 +178,10 @@ impl CudaBackend {
             .into_par_iter()
             .map(|(it, done)| match done {
                 // The CPU reads the file again for the exact place of the bad value.
-                None => flow::analyze_with_matrix(it.trace, params, cancel),
+                None => flow::analyze_spans(it.trace, it.spans, params, cancel),
                 Some((mut matrix, (agg_time, agg_kernels), (h, uf))) => {
                     let mut times = StepTimes { aggregate: agg_time, aggregate_on_device: agg_kernels, reach: reach_time / per_trace, flow: flow_time / per_trace, ..Default::default() };
-                    let mut r = flow::finish(&mut matrix, it.trace.spans, params, &mut times, h, uf);
+                    let mut r = flow::finish(&mut matrix, it.spans, params, &mut times, h, uf);
                     r.backend = format!("cuda: {}", cuda.name);
                     r.layers = it.sel.layers.clone();
                     r.heads = it.sel.heads.clone();

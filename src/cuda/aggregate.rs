@@ -7,9 +7,9 @@
 //! before it, and one slab buffer serves every trace (the stream orders its reuse).
 
 use super::{Cuda, driver_err, guard};
-use crate::flow::aggregate::{CAUSAL_TOLERANCE, ROW_SUM_TOLERANCE, Selection};
+use crate::flow::aggregate::{Selection, row_passes};
 use crate::params::{AggregateParams, Reduce};
-use crate::trace::{Attention, Dtype};
+use crate::trace::Attention;
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use std::time::Duration;
 
@@ -48,11 +48,7 @@ impl Cuda {
             let mut at = 0;
             for f in folds {
                 let (att, n) = (f.att, f.att.n as u32);
-                let dtype: u32 = match att.dtype {
-                    Dtype::F32 => 0,
-                    Dtype::F16 => 1,
-                    Dtype::BF16 => 2,
-                };
+                let dtype = att.dtype.kernel_code();
                 let scale = 1.0 / f.sel.slabs.len() as f32;
                 let cfg = LaunchConfig { grid_dim: (n, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
                 let mut timing = Vec::with_capacity(f.sel.slabs.len());
@@ -81,10 +77,7 @@ impl Cuda {
                 for (start, end) in timing {
                     kernel_ms += start.elapsed_ms(end).map_err(driver_err)? as f64;
                 }
-                let passed = stats[4 * rows_at..4 * (rows_at + rows)].chunks_exact(4).all(|row| {
-                    let (sum, min, upper, bad) = (row[0] as f64, row[1], row[2], row[3]);
-                    bad == 0.0 && sum.is_finite() && min >= 0.0 && upper <= CAUSAL_TOLERANCE && sum <= 1.0 + ROW_SUM_TOLERANCE
-                });
+                let passed = stats[4 * rows_at..4 * (rows_at + rows)].chunks_exact(4).all(|r| row_passes(r[0] as f64, r[1], r[2], r[3]));
                 rows_at += rows;
                 if passed {
                     f.att.mark_causal_checked(&f.sel.slabs);
@@ -93,12 +86,5 @@ impl Cuda {
             }
             Ok(out)
         })
-    }
-
-    /// Copies a device buffer to the host, waiting for the work queued before it.
-    pub(crate) fn read<T: cudarc::driver::DeviceRepr, S: cudarc::driver::DevicePtr<T>>(&self, src: &S) -> Result<Vec<T>, String> {
-        let v = self.stream.clone_dtoh(src).map_err(driver_err)?;
-        self.stream.synchronize().map_err(driver_err)?;
-        Ok(v)
     }
 }

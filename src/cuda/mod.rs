@@ -105,6 +105,13 @@ impl Cuda {
         })
     }
 
+    /// Copies a device buffer to the host, waiting for the work queued before it.
+    pub(crate) fn read<T: cudarc::driver::DeviceRepr, S: cudarc::driver::DevicePtr<T>>(&self, src: &S) -> Result<Vec<T>, String> {
+        let v = self.stream.clone_dtoh(src).map_err(driver_err)?;
+        self.stream.synchronize().map_err(driver_err)?;
+        Ok(v)
+    }
+
     /// Bytes free on the device now.
     pub fn free_memory(&self) -> Result<usize, String> {
         guard("CUDA", || self.stream.context().mem_get_info().map(|(free, _)| free).map_err(|e| format!("CUDA: {e}")))

@@ -14,6 +14,13 @@ pub const CAUSAL_TOLERANCE: f32 = 1e-6;
 /// A softmax row sums to 1; half-precision rounding over 8k entries stays far below this.
 pub const ROW_SUM_TOLERANCE: f64 = 1e-2;
 
+/// The rules this module checks, on one row as the device kernels summarise it (sum, minimum,
+/// largest weight above the diagonal, count of NaN/infinite values). A row that fails goes back
+/// to the CPU path, which names the exact place.
+pub fn row_passes(sum: f64, min: f32, upper: f32, bad: f32) -> bool {
+    bad == 0.0 && sum.is_finite() && min >= 0.0 && upper <= CAUSAL_TOLERANCE && sum <= 1.0 + ROW_SUM_TOLERANCE
+}
+
 /// The (layer, head) slabs of the file that the parameters select, plus their original layer
 /// numbers and head indices for the export.
 #[derive(Clone, Debug, PartialEq)]

@@ -18,6 +18,15 @@ impl Dtype {
         }
     }
 
+    /// The code the device kernels decode by (`dtype` in `aggregate.wgsl` and `aggregate.cu`).
+    pub fn kernel_code(self) -> u32 {
+        match self {
+            Dtype::F32 => 0,
+            Dtype::F16 => 1,
+            Dtype::BF16 => 2,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "F32",
