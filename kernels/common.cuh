@@ -6,12 +6,17 @@
 // of doubles. The solves' sums are accumulated in double: M stays f32 (half the bytes), the
 // arithmetic is the CPU reference's.
 
+// Rows per block of the blocked sweeps (src/gpu/matrix.rs BLOCK): one thread per row of a block.
+#define ROWS 64u
+
 struct Job {
     unsigned long long m;  // first float of this trace's M in the batch buffer
     unsigned int v;        // first token of this trace in the vector buffers
     unsigned int n;        // tokens
     unsigned int q0, q1;   // question span
     unsigned int a0, a1;   // answer span
+    unsigned int r0, r1;   // response span (the credit's candidates)
+    unsigned int top;      // how many response tokens the credit selects (0: none)
 };
 
 __device__ __forceinline__ unsigned long long row_at(unsigned int k) {

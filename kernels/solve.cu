@@ -12,8 +12,6 @@
 //   flow_block:  one block settles the rows in order: f(k) = s(k) + h(k)·(sum), and
 //                g(k) = f(k)/h(k) for conserving tokens (the answer absorbs).
 
-#define ROWS 64u
-
 extern "C" __global__ void reach_block(const Job* jobs, const float* M, double* h, double* acc,
                                        unsigned int k0, unsigned int k1) {
     const Job j = jobs[blockIdx.y];

@@ -65,6 +65,7 @@ fn traces() -> Vec<Trace> {
     for (n, seed) in [(2usize, 1u64), (3, 2), (63, 3), (64, 4), (65, 5), (1000, 6), (4096, 7)] {
         v.push(Trace::from_bytes(common::random_trace(n, seed).to_bytes(), Path::new(&format!("random-{n}.safetensors"))).unwrap());
     }
+    v.push(Trace::from_bytes(common::long_hop_trace(1000, 97).to_bytes(), Path::new("long-hops.safetensors")).unwrap());
     for (dtype, shape) in [
         (flowtracer::trace::Dtype::F16, vec![3, 2, 70, 70]),
         (flowtracer::trace::Dtype::BF16, vec![2, 70, 70]),

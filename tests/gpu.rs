@@ -53,6 +53,8 @@ fn wgpu_backend_matches_the_cpu_on_samples_and_random_traces() {
         let b = common::random_trace(n, seed);
         compare_backends(&Trace::from_bytes(b.to_bytes(), Path::new("random.safetensors")).unwrap(), g, &Params::default());
     }
+    let long = common::long_hop_trace(400, 70);
+    compare_backends(&Trace::from_bytes(long.to_bytes(), Path::new("long-hops.safetensors")).unwrap(), g, &Params::default());
     // Every dtype and layout, mean and max, a head subset and a threshold.
     for (dtype, shape) in [
         (flowtracer::trace::Dtype::F16, vec![3, 2, 70, 70]),
@@ -187,6 +189,27 @@ fn gpu_widest_paths_match_the_cpu_backbone() {
         compared += cpu.len();
     }
     assert!(compared > 20, "only {compared} paths compared");
+}
+
+/// Steps 6 and 9 on the solve's own h and f, left on the device: the throughput is the CPU's
+/// rule on those values, exactly (doubling is exact in f32), and the selection the CPU's on it.
+#[test]
+fn gpu_throughput_and_selection_on_the_solved_flow_match_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let traces = [common::random_trace(300, 21), common::random_trace(65, 22), common::long_hop_trace(400, 70)];
+    for b in traces {
+        let t = Trace::from_bytes(b.to_bytes(), Path::new("t.safetensors")).unwrap();
+        let (_, m) = flowtracer::flow::analyze_with_matrix(&t, &Params::default(), &Cancel::default()).unwrap();
+        let (h, uf, kept) = g.solve_keeping(&g.upload(&m).unwrap(), t.spans).unwrap();
+        let kept = kept.expect("a trace with flow keeps h and f on the device");
+        let r = t.spans.response;
+        let count = flowtracer::flow::roles::share_count(0.4, r.len());
+        let (tau, chosen) = g.credit(&kept.h, &kept.f, t.n(), t.spans, count).unwrap();
+        assert_eq!(tau, flowtracer::flow::throughput::throughput(&uf.flow, &h, t.spans.answer), "N = {}", t.n());
+        let mut cpu = flowtracer::flow::roles::top_by_score(&tau, r.range(), count);
+        cpu.sort_unstable();
+        assert_eq!(chosen, cpu, "N = {}", t.n());
+    }
 }
 
 #[test]

@@ -1,20 +1,24 @@
 //! The CUDA backend: a batch of traces (the rollouts of one RL step, a folder being exported)
 //! goes to the device together. Step 1 folds each trace's slabs into one shared buffer of
-//! matrices; steps 3 and 5 solve every trace in the same launches; steps 6–9 (throughput, the
-//! backbone, the roles, the credit) then run per trace on the CPU, in parallel, through the same
-//! `flow::finish` as every other backend: they take milliseconds where the solves take the time.
+//! matrices; the solves (3, 5), the throughput (6), the credit's selection (9) and the backbone's
+//! widest paths (7) then run for every trace in the same launches. Per trace on the CPU, in
+//! parallel, through the same `flow::finish_with` as every backend: the roles (step 8: hubs are a
+//! selection like the credit's, checkpoints read a few backbone rows) and γ from the selection.
 //!
 //! A device failure anywhere in a batch sends that batch to the CPU with a warning, losing
 //! nothing; a bad file gets the CPU's error, which names the exact layer, head and row.
 
 use super::Backend;
-use crate::cuda::{Aggregated, Cuda, Fold, Job, driver_err, guard};
-use crate::flow::{self, Cancel, FlowResult, Matrix, StepTimes, aggregate};
-use crate::params::Params;
+use crate::cuda::{Aggregated, Cuda, Decomposing, Fold, Job, driver_err, guard};
+use crate::flow::backbone::Decomposition;
+use crate::flow::unit_flow::UnitFlow;
+use crate::flow::{self, Cancel, Computed, FlowResult, Matrix, StepTimes, aggregate, roles};
+use crate::params::{CreditParams, Params};
 use crate::span::Spans;
 use crate::trace::{DataError, Problem, Trace, TraceError};
 use rayon::prelude::*;
-use std::time::Instant;
+use cudarc::driver::CudaSlice;
+use std::time::{Duration, Instant};
 
 pub struct CudaBackend {
     pub cuda: &'static Cuda,
@@ -116,7 +120,8 @@ fn groups<'a, 't>(items: &'a [Item<'t>], budget: usize) -> Vec<&'a [Item<'t>]> {
 }
 
 impl CudaBackend {
-    /// Steps 1, 3 and 5 on the device for the whole group, then 6–9 per trace on the CPU.
+    /// Steps 1, 3, 5, 6, 7 and 9 on the device for the whole group; the roles (step 8) and the
+    /// credit's γ from the selection per trace on the CPU.
     fn batch(&self, group: &[Item], params: &Params, cancel: &Cancel) -> Result<Vec<Result<(FlowResult, Matrix), TraceError>>, String> {
         let cuda = self.cuda;
         let cancelled = |it: &Item| Err(DataError::new(Problem::Cancelled, "cancelled").at(&it.trace.path));
@@ -137,51 +142,31 @@ impl CudaBackend {
         let t = Instant::now();
         let aggregated = cuda.aggregate_batch(&mut m, &folds, &params.aggregate)?;
         let agg_share = t.elapsed() / group.len().max(1) as u32;
-        let aggregated: Vec<_> = aggregated.into_iter().map(|(a, kernels)| (a, (agg_share, kernels))).collect();
 
-        // Steps 3 and 5 for every trace whose values passed, together.
+        // The later steps for every trace whose values passed, together.
         let mut jobs = Vec::new();
         let mut v = 0u32;
         for ((it, &off), (a, _)) in group.iter().zip(&offsets).zip(&aggregated) {
-            let n = it.trace.n() as u32;
-            let s = it.spans;
-            let (q, ans) = if s.answer.is_empty() { (0..0, 0..0) } else { (s.question.range(), s.answer.range()) };
             if *a == Aggregated::Ok {
-                jobs.push(Job { m: off as u64, v, n, q0: q.start as u32, q1: q.end as u32, a0: ans.start as u32, a1: ans.end as u32 });
-                v += n;
+                jobs.push(job(it, off, v, &params.credit));
+                v += it.trace.n() as u32;
             }
         }
-        let (solved, [reach_time, flow_time]) = cuda.solve_batch(&m, &jobs)?;
-        let mut solved = solved.into_iter();
-        // The traces share the solves' launches; each is charged its part of their time.
-        let per_trace = jobs.len().max(1) as u32;
-
-        // The host keeps each matrix for the backbone and the roles, which read it by rows.
-        let mut work = Vec::with_capacity(group.len());
-        for ((it, &off), (a, agg_time)) in group.iter().zip(&offsets).zip(aggregated) {
-            if a == Aggregated::BadData {
-                work.push((it, None));
-                continue;
-            }
-            let mut matrix = Matrix::zeros(it.trace.n());
-            let len = matrix.data.len();
-            if len > 0 {
-                guard("CUDA", || cuda.stream.memcpy_dtoh(&m.slice(off..off + len), &mut matrix.data).map_err(driver_err))?;
-            }
-            work.push((it, Some((matrix, agg_time, solved.next().expect("one solve per job")))));
-        }
-        guard("CUDA", || cuda.stream.synchronize().map_err(driver_err))?;
+        let mut done = if jobs.is_empty() { Vec::new() } else { self.on_device(&mut m, &jobs, group, &aggregated, params)? };
+        done.reverse();
         if cancel.is_cancelled() {
             return Ok(group.iter().map(cancelled).collect());
         }
+        let work: Vec<_> = group.iter().zip(aggregated).map(|(it, (a, kernels))| (it, (a == Aggregated::Ok).then(|| (done.pop().expect("one result per job"), kernels)))).collect();
         Ok(work
             .into_par_iter()
             .map(|(it, done)| match done {
                 // The CPU reads the file again for the exact place of the bad value.
                 None => flow::analyze_spans(it.trace, it.spans, params, cancel),
-                Some((mut matrix, (agg_time, agg_kernels), (h, uf))) => {
-                    let mut times = StepTimes { aggregate: agg_time, aggregate_on_device: agg_kernels, reach: reach_time / per_trace, flow: flow_time / per_trace, ..Default::default() };
-                    let mut r = flow::finish(&mut matrix, it.spans, params, &mut times, h, uf);
+                Some((d, kernels)) => {
+                    let OnDevice { mut matrix, h, uf, computed, times: [reach, flow, credit, backbone] } = d;
+                    let mut times = StepTimes { aggregate: agg_share, aggregate_on_device: kernels, reach, flow, credit, backbone, ..Default::default() };
+                    let mut r = flow::finish_with(&mut matrix, it.spans, params, &mut times, h, uf, computed);
                     r.backend = format!("cuda: {}", cuda.name);
                     r.layers = it.sel.layers.clone();
                     r.heads = it.sel.heads.clone();
@@ -190,5 +175,77 @@ impl CudaBackend {
                 }
             })
             .collect())
+    }
+
+    /// Steps 3, 5, 6, 9 and 7 for `jobs` (the group's traces that aggregated), in their order.
+    fn on_device(&self, m: &mut CudaSlice<f32>, jobs: &[Job], group: &[Item], aggregated: &[(Aggregated, Duration)], params: &Params) -> Result<Vec<OnDevice>, String> {
+        let cuda = self.cuda;
+        let solved = cuda.solve_batch(m, jobs)?;
+        let (credit, credit_time) = cuda.credit_batch(jobs, &solved)?;
+        // The host keeps each matrix as aggregated (the roles read it, the app draws it), copied
+        // before the backbone writes residuals into the device's.
+        let mut matrices = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            let mut matrix = Matrix::zeros(j.n as usize);
+            let len = matrix.data.len();
+            if len > 0 {
+                guard("CUDA", || cuda.stream.memcpy_dtoh(&m.slice(j.m as usize..j.m as usize + len), &mut matrix.data).map_err(driver_err))?;
+            }
+            matrices.push(matrix);
+        }
+        let passed = group.iter().zip(aggregated).filter(|(_, (a, _))| *a == Aggregated::Ok).map(|(it, _)| it);
+        let mut decomposing = Vec::new();
+        let mut wants = Vec::with_capacity(jobs.len());
+        for (((j, it), (h, uf)), matrix) in jobs.iter().zip(passed).zip(&solved.host).zip(&matrices) {
+            let d = Decomposition::new(h, &uf.flow, it.spans, uf.sources, &params.backbone);
+            wants.push(d.is_some());
+            decomposing.extend(d.map(|d| Decomposing { job: *j, d, m: matrix }));
+        }
+        let (mut paths, backbone_time) = if decomposing.is_empty() { (Vec::new(), Duration::ZERO) } else { cuda.backbone_batch(m, &solved, decomposing)? };
+        paths.reverse();
+        // The traces share the launches; each is charged its part of their time.
+        let per_trace = jobs.len() as u32;
+        let [reach, flow] = solved.times.map(|t| t / per_trace);
+        let times = [reach, flow, credit_time / per_trace, backbone_time / per_trace];
+        Ok(matrices
+            .into_iter()
+            .zip(solved.host)
+            .zip(credit)
+            .zip(wants)
+            .map(|(((matrix, (h, uf)), (tau, chosen)), wanted)| {
+                let backbone = if wanted { paths.pop().expect("one backbone per decomposition") } else { Vec::new() };
+                OnDevice { matrix, h, uf, computed: Computed { throughput: Some(tau), backbone: Some(backbone), chosen: Some(chosen) }, times }
+            })
+            .collect())
+    }
+}
+
+/// One trace's results from the device, for the host to finish.
+struct OnDevice {
+    matrix: Matrix,
+    h: Vec<f64>,
+    uf: UnitFlow,
+    computed: Computed,
+    /// Its share of the reach, flow, credit (throughput and selection) and backbone launches.
+    times: [Duration; 4],
+}
+
+/// The trace as the kernels see it: its matrix at `m`, its vectors at `v`.
+fn job(it: &Item, m: usize, v: u32, credit: &CreditParams) -> Job {
+    let s = it.spans;
+    // An empty answer: nothing to solve toward; empty spans make every kernel pass the job by.
+    let (q, a) = if s.answer.is_empty() { (0..0, 0..0) } else { (s.question.range(), s.answer.range()) };
+    let r = s.response.range();
+    Job {
+        m: m as u64,
+        v,
+        n: it.trace.n() as u32,
+        q0: q.start as u32,
+        q1: q.end as u32,
+        a0: a.start as u32,
+        a1: a.end as u32,
+        r0: r.start as u32,
+        r1: r.end as u32,
+        top: roles::share_count(credit.fraction, r.len()) as u32,
     }
 }

@@ -1,7 +1,8 @@
 //! The wgpu backend: step 1 (aggregation, the only step that reads the attention), steps 3 and 5
-//! (the reach and flow solves), step 7's widest paths and step 9's selection run as compute
-//! shaders; throughput and the roles run on the solved flow exactly as on the CPU. A device failure moves that trace to the CPU with a warning; a bad file gets the
-//! CPU's error, which names the exact layer, head and row.
+//! (the reach and flow solves), step 6's throughput and step 9's selection on the solves' h and
+//! f, and step 7's widest paths run as compute shaders; the roles (step 8) run on the host as on
+//! the CPU. A device failure moves that trace or step to the CPU with a warning; a bad file gets
+//! the CPU's error, which names the exact layer, head and row.
 
 use super::Backend;
 use crate::flow::{self, Cancel, FlowResult, Matrix, aggregate};

@@ -7,6 +7,8 @@
 //! [`guard`], which turns a panic into an error (and `--backend auto` moves on to wgpu or the CPU).
 
 mod aggregate;
+mod backbone;
+mod credit;
 mod solve;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, DeviceRepr};
@@ -18,12 +20,25 @@ pub fn source() -> String {
         include_str!("../../kernels/common.cuh"),
         include_str!("../../kernels/aggregate.cu"),
         include_str!("../../kernels/solve.cu"),
+        include_str!("../../kernels/backbone.cu"),
+        include_str!("../../kernels/credit.cu"),
     ]
     .join("\n")
 }
 
 /// The kernel entry points, in the order [`Cuda`] loads them.
-pub const KERNELS: [&str; 5] = ["aggregate", "reach_block", "reach_push", "flow_gather", "flow_block"];
+pub const KERNELS: [&str; 10] = [
+    "aggregate",
+    "reach_block",
+    "reach_push",
+    "flow_gather",
+    "flow_block",
+    "throughput",
+    "credit_select",
+    "widest_gather",
+    "widest_block",
+    "take_paths",
+];
 
 /// Runs `f`, turning a panic inside cudarc (a library or symbol it could not load) into an error.
 pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
@@ -79,6 +94,11 @@ pub(crate) struct Kernels {
     pub reach_push: CudaFunction,
     pub flow_gather: CudaFunction,
     pub flow_block: CudaFunction,
+    pub throughput: CudaFunction,
+    pub credit_select: CudaFunction,
+    pub widest_gather: CudaFunction,
+    pub widest_block: CudaFunction,
+    pub take_paths: CudaFunction,
 }
 
 impl Cuda {
@@ -100,6 +120,11 @@ impl Cuda {
                 reach_push: load(KERNELS[2])?,
                 flow_gather: load(KERNELS[3])?,
                 flow_block: load(KERNELS[4])?,
+                throughput: load(KERNELS[5])?,
+                credit_select: load(KERNELS[6])?,
+                widest_gather: load(KERNELS[7])?,
+                widest_block: load(KERNELS[8])?,
+                take_paths: load(KERNELS[9])?,
             };
             Ok(Cuda { stream: ctx.default_stream(), name, f })
         })
@@ -137,6 +162,11 @@ pub(crate) struct Job {
     pub q1: u32,
     pub a0: u32,
     pub a1: u32,
+    /// The response span: the credit's candidates.
+    pub r0: u32,
+    pub r1: u32,
+    /// How many response tokens the credit selects (0 where the trace has no flow).
+    pub top: u32,
 }
 
 // SAFETY: plain old data with the C layout the kernels declare.
@@ -148,3 +178,10 @@ pub(crate) fn driver_err(e: cudarc::driver::DriverError) -> String {
 
 pub use aggregate::Aggregated;
 pub(crate) use aggregate::Fold;
+pub(crate) use backbone::Decomposing;
+pub(crate) use solve::Solved;
+
+/// A launch configuration of `grid` blocks of `threads` threads.
+pub(crate) fn cfg(grid: (u32, u32, u32), threads: u32) -> cudarc::driver::LaunchConfig {
+    cudarc::driver::LaunchConfig { grid_dim: grid, block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}

@@ -2,23 +2,32 @@
 //! one grid of 64-row blocks, so each block is two launches for all traces together (the trace
 //! is the launch's y index), not two per trace. Sums run in double over f32 M, as on the CPU.
 
-use super::{Cuda, Job, driver_err, guard};
+use super::{Cuda, Job, cfg, driver_err, guard};
 use crate::flow::unit_flow::UnitFlow;
 use crate::gpu::matrix::{blocks_down, blocks_up};
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, PushKernelArg};
 use std::time::{Duration, Instant};
 
-const ROWS: u32 = 64;
-const THREADS: u32 = 256;
+pub(crate) const ROWS: u32 = 64;
+pub(crate) const THREADS: u32 = 256;
+
+/// The solves of a batch: on the host for the results, and left on the device, where the
+/// throughput, the credit's selection and the backbone read them.
+pub(crate) struct Solved {
+    /// Per job: its reach and unit flow.
+    pub host: Vec<(Vec<f64>, UnitFlow)>,
+    /// Wall time of the reach and the flow solves for the whole batch.
+    pub times: [Duration; 2],
+    pub h: CudaSlice<f64>,
+    pub f: CudaSlice<f64>,
+    /// f/h of conserving tokens, 0 elsewhere: φ(i,k) = g(i)·M[k,i]·h(k).
+    pub g: CudaSlice<f64>,
+}
 
 impl Cuda {
-    /// Reach and unit flow of every job's matrix in `m`, and the wall time of each solve for the
-    /// whole batch. Jobs with an empty answer give zeros.
-    pub(crate) fn solve_batch(&self, m: &CudaSlice<f32>, jobs: &[Job]) -> Result<(Vec<(Vec<f64>, UnitFlow)>, [Duration; 2]), String> {
-        if jobs.is_empty() {
-            // Every trace of the batch failed its checks (a launch needs at least one block).
-            return Ok((vec![], [Duration::ZERO; 2]));
-        }
+    /// Reach and unit flow of every job's matrix in `m` (`jobs` not empty: a launch needs a
+    /// block). Jobs with an empty answer give zeros.
+    pub(crate) fn solve_batch(&self, m: &CudaSlice<f32>, jobs: &[Job]) -> Result<Solved, String> {
         guard("CUDA solve", || {
             let t = Instant::now();
             let s = &self.stream;
@@ -26,7 +35,6 @@ impl Cuda {
             let count = jobs.len() as u32;
             let zeros = || s.alloc_zeros::<f64>(total).map_err(driver_err);
             let (mut h, mut acc, mut g, mut f) = (zeros()?, zeros()?, zeros()?, zeros()?);
-            let cfg = |grid: (u32, u32, u32), threads: u32| LaunchConfig { grid_dim: grid, block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
 
             // Reach: from the longest answer's end down to token 0.
             let d_jobs = s.clone_htod(jobs).map_err(driver_err)?;
@@ -73,7 +81,7 @@ impl Cuda {
             let flow = self.read(&f)?;
             let flow_time = t.elapsed();
 
-            let solved = jobs
+            let host = jobs
                 .iter()
                 .zip(sources)
                 .map(|(j, sources)| {
@@ -81,7 +89,7 @@ impl Cuda {
                     (reach[v.clone()].to_vec(), UnitFlow { flow: flow[v].to_vec(), sources })
                 })
                 .collect();
-            Ok((solved, [reach_time, flow_time]))
+            Ok(Solved { host, times: [reach_time, flow_time], h, f, g })
         })
     }
 }

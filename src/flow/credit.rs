@@ -10,7 +10,7 @@ pub fn credit(tau: &[f64], spans: Spans, p: &CreditParams) -> Vec<f64> {
     credit_from(tau.len(), top_by_score(tau, r.range(), share_count(p.fraction, r.len())), spans, p)
 }
 
-/// γ from the chosen tokens, whoever chose them (`top_by_score` here, a shader on the GPU).
+/// γ from the chosen tokens, whoever chose them (`top_by_score` here, a shader or a kernel on a device).
 pub fn credit_from(n: usize, chosen: impl IntoIterator<Item = usize>, spans: Spans, p: &CreditParams) -> Vec<f64> {
     let mut gamma = vec![1.0; n];
     for k in chosen {

@@ -140,14 +140,15 @@ fn analyze_inner(trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel) 
 }
 
 /// The steps a device backend takes over from the CPU after aggregation: the reach and flow
-/// solves (steps 3 and 5), the backbone's widest paths (step 7) and the credit's selection
-/// (step 9). Either may fail (a lost
-/// device, a matrix over its limits); that step then runs on the CPU, with a warning.
+/// solves (steps 3 and 5), the throughput (step 6), the backbone's widest paths (step 7) and
+/// the credit's selection (step 9). Any may fail (a lost device, a matrix over its limits);
+/// that step then runs on the CPU, with a warning.
 pub trait Offload {
     fn solve(&self, m: &Matrix, spans: Spans) -> Result<(Vec<f64>, unit_flow::UnitFlow), String>;
     fn backbone(&self, m: &Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &crate::params::BackboneParams) -> Result<Vec<FlowPath>, String>;
-    /// The credit's selection (step 9): the tokens of `range` among the `count` highest scores.
-    fn top_by_score(&self, score: &[f64], range: std::ops::Range<usize>, count: usize) -> Result<Vec<usize>, String>;
+    /// Steps 6 and 9 on the h and f of the last `solve`: every one of the `n` tokens'
+    /// throughput, and the response tokens among the `count` highest, in token order.
+    fn credit(&self, n: usize, spans: Spans, count: usize) -> Result<(Vec<f64>, Vec<usize>), String>;
 }
 
 /// How a backend builds the matrix from the selected slabs (step 1); steps 3–9 are shared.
@@ -178,7 +179,7 @@ pub fn analyze_using(
             match device.solve(&m, spans) {
                 Ok((h, uf)) => {
                     times.reach = t.elapsed();
-                    finish_using(&mut m, spans, params, &mut times, h, uf, Some(device))
+                    finish_offloaded(&mut m, spans, params, &mut times, h, uf, device)
                 }
                 Err(e) => {
                     eprintln!("flowtracer: warning: {}: the GPU solves failed ({e}); solving on the CPU", trace.path.display());
@@ -222,47 +223,72 @@ pub fn solve(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepTime
 
 /// Steps 6–9 from the reach and the flow (solved here or by another backend).
 pub fn finish(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepTimes, h: Vec<f64>, uf: unit_flow::UnitFlow) -> FlowResult {
-    finish_using(m, spans, params, times, h, uf, None)
+    finish_with(m, spans, params, times, h, uf, Computed::default())
 }
 
-fn finish_using(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepTimes, h: Vec<f64>, uf: unit_flow::UnitFlow, device: Option<&dyn Offload>) -> FlowResult {
-    let n = m.n;
-    let status = if spans.answer.is_empty() {
+/// Steps 6–9 with the backbone and the credit's selection offloaded to `d`; a step it fails runs
+/// on the CPU, with a warning.
+fn finish_offloaded(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepTimes, h: Vec<f64>, uf: unit_flow::UnitFlow, d: &dyn Offload) -> FlowResult {
+    let t = Instant::now();
+    let backbone = d.backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone).map_err(|e| eprintln!("flowtracer: warning: the GPU backbone failed ({e}); taking it on the CPU")).ok();
+    times.backbone = t.elapsed();
+    // With no flow, throughput is 0 and nothing is selected: nothing the device need do.
+    let (mut throughput, mut chosen) = (None, None);
+    if status(spans, &uf) == Status::Ok {
+        let t = Instant::now();
+        let count = roles::share_count(params.credit.fraction, spans.response.len());
+        match d.credit(m.n, spans, count) {
+            Ok((tau, picked)) => (throughput, chosen) = (Some(tau), Some(picked)),
+            Err(e) => eprintln!("flowtracer: warning: the GPU throughput and credit selection failed ({e}); taking them on the CPU"),
+        }
+        times.credit = t.elapsed();
+    }
+    finish_with(m, spans, params, times, h, uf, Computed { throughput, backbone, chosen })
+}
+
+fn status(spans: Spans, uf: &unit_flow::UnitFlow) -> Status {
+    if spans.answer.is_empty() {
         Status::NoAnswer
     } else if uf.sources == 0 {
         Status::NoFlow
     } else {
         Status::Ok
-    };
-    let tau = throughput::throughput(&uf.flow, &h, spans.answer);
+    }
+}
+
+/// What a device backend already computed of steps 6, 7 and 9 (`None`: not computed there).
+#[derive(Default)]
+pub struct Computed {
+    pub throughput: Option<Vec<f64>>,
+    pub backbone: Option<Vec<FlowPath>>,
+    /// The credit's selection: the response tokens among the top `fraction` by throughput.
+    pub chosen: Option<Vec<usize>>,
+}
+
+/// Steps 6–9 from the reach and the flow, taking what a device computed as it is and running
+/// the rest here: one place puts a result together, whichever backend did which step. Step
+/// times add to those the caller has already set for the steps it ran.
+pub fn finish_with(m: &mut Matrix, spans: Spans, params: &Params, times: &mut StepTimes, h: Vec<f64>, uf: unit_flow::UnitFlow, done: Computed) -> FlowResult {
+    let n = m.n;
+    let status = status(spans, &uf);
     let t = Instant::now();
-    let backbone = match device.map(|d| d.backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone)) {
-        Some(Ok(paths)) => paths,
-        Some(Err(e)) => {
-            eprintln!("flowtracer: warning: the GPU backbone failed ({e}); taking it on the CPU");
-            backbone::backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone)
-        }
-        None => backbone::backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone),
-    };
-    times.backbone = t.elapsed();
+    let tau = done.throughput.unwrap_or_else(|| throughput::throughput(&uf.flow, &h, spans.answer));
+    times.credit += t.elapsed();
+    let t = Instant::now();
+    let backbone = done.backbone.unwrap_or_else(|| backbone::backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone));
+    times.backbone += t.elapsed();
     let t = Instant::now();
     let far = roles::far_sources(m, &h, &uf.flow, spans, &backbone, params.roles.checkpoint_min_distance);
     let hubs = if status == Status::Ok { roles::hubs(&tau, spans, &params.roles) } else { vec![] };
     let checkpoints = roles::checkpoints(&backbone, &far, spans, &params.roles);
-    times.roles = t.elapsed();
+    times.roles += t.elapsed();
     let t = Instant::now();
-    let credit = match (status, device) {
+    let credit = match (status, done.chosen) {
+        (Status::Ok, Some(chosen)) => credit::credit_from(n, chosen, spans, &params.credit),
         (Status::Ok, None) => credit::credit(&tau, spans, &params.credit),
-        (Status::Ok, Some(d)) => match d.top_by_score(&tau, spans.response.range(), roles::share_count(params.credit.fraction, spans.response.len())) {
-            Ok(chosen) => credit::credit_from(n, chosen, spans, &params.credit),
-            Err(e) => {
-                eprintln!("flowtracer: warning: the GPU credit selection failed ({e}); selecting on the CPU");
-                credit::credit(&tau, spans, &params.credit)
-            }
-        },
         _ => vec![1.0; n],
     };
-    times.credit = t.elapsed();
+    times.credit += t.elapsed();
     FlowResult {
         status,
         backend: "cpu".into(),

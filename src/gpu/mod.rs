@@ -4,8 +4,8 @@
 
 pub mod aggregate;
 pub mod backbone;
+mod credit;
 pub mod matrix;
-mod select;
 mod downsample;
 pub mod solve;
 
@@ -26,7 +26,7 @@ pub struct Gpu {
     aggregate: wgpu::ComputePipeline,
     solve: solve::SolvePipelines,
     backbone: backbone::BackbonePipelines,
-    select: wgpu::ComputePipeline,
+    credit: credit::CreditPipelines,
 }
 
 impl Gpu {
@@ -57,7 +57,7 @@ impl Gpu {
         let aggregate = compute_pipeline(&device, "aggregate.wgsl", include_str!("../../shaders/aggregate.wgsl"));
         let solve = solve::pipelines(&device);
         let backbone = backbone::pipelines(&device);
-        let select = compute_pipeline(&device, "select.wgsl", include_str!("../../shaders/select.wgsl"));
+        let credit = credit::pipelines(&device);
         Ok(Gpu {
             device,
             queue,
@@ -68,7 +68,7 @@ impl Gpu {
             aggregate,
             solve,
             backbone,
-            select,
+            credit,
         })
     }
 
@@ -172,15 +172,17 @@ pub fn shared() -> Result<&'static Gpu, String> {
 }
 
 /// The device's side of one trace's analysis: M, aggregated on the device or uploaded for the
-/// solves, is kept for the backbone, which writes its residuals into that copy.
+/// solves, is kept for the backbone, which writes its residuals into that copy; the solves' h and
+/// f are kept for the throughput and the credit's selection.
 pub struct OnDevice<'g> {
     pub gpu: &'g Gpu,
     matrix: std::cell::RefCell<Option<matrix::DeviceMatrix>>,
+    solved: std::cell::RefCell<Option<solve::FlowBuffers>>,
 }
 
 impl<'g> OnDevice<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
-        OnDevice { gpu, matrix: Default::default() }
+        OnDevice { gpu, matrix: Default::default(), solved: Default::default() }
     }
 
     /// Step 1 on the device: the matrix stays there for the later steps; the host gets its copy.
@@ -202,9 +204,11 @@ impl<'g> OnDevice<'g> {
 impl crate::flow::Offload for OnDevice<'_> {
     fn solve(&self, m: &crate::flow::Matrix, spans: crate::span::Spans) -> Result<(Vec<f64>, crate::flow::unit_flow::UnitFlow), String> {
         let on_device = self.take_or_upload(m)?;
-        let r = self.gpu.solve(&on_device, spans);
+        let r = self.gpu.solve_keeping(&on_device, spans);
         *self.matrix.borrow_mut() = Some(on_device);
-        r
+        let (h, uf, buffers) = r?;
+        *self.solved.borrow_mut() = buffers;
+        Ok((h, uf))
     }
 
     fn backbone(&self, m: &crate::flow::Matrix, h: &[f64], f: &[f64], spans: crate::span::Spans, sources: usize, p: &crate::params::BackboneParams) -> Result<Vec<crate::flow::backbone::FlowPath>, String> {
@@ -212,7 +216,9 @@ impl crate::flow::Offload for OnDevice<'_> {
         self.gpu.backbone(m, &on_device, h, f, spans, sources, p)
     }
 
-    fn top_by_score(&self, score: &[f64], range: std::ops::Range<usize>, count: usize) -> Result<Vec<usize>, String> {
-        self.gpu.top_by_score(score, range, count)
+    fn credit(&self, n: usize, spans: crate::span::Spans, count: usize) -> Result<(Vec<f64>, Vec<usize>), String> {
+        let solved = self.solved.borrow();
+        let b = solved.as_ref().ok_or("the flow was not solved on the device")?;
+        self.gpu.credit(&b.h, &b.f, n, spans, count)
     }
 }

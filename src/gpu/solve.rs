@@ -29,12 +29,23 @@ pub fn pipelines(device: &wgpu::Device) -> SolvePipelines {
     SolvePipelines { reach_block: next(), reach_push: next(), flow_gather: next(), flow_block: next(), layout }
 }
 
+/// The solves' h and f where they left them, for the throughput and the credit's selection.
+pub struct FlowBuffers {
+    pub h: wgpu::Buffer,
+    pub f: wgpu::Buffer,
+}
+
 impl Gpu {
     /// Reach and unit flow of the matrix on the device.
     pub fn solve(&self, m: &DeviceMatrix, spans: Spans) -> Result<(Vec<f64>, UnitFlow), String> {
+        self.solve_keeping(m, spans).map(|(h, uf, _)| (h, uf))
+    }
+
+    /// [`Gpu::solve`], keeping h and f on the device when there is flow.
+    pub fn solve_keeping(&self, m: &DeviceMatrix, spans: Spans) -> Result<(Vec<f64>, UnitFlow, Option<FlowBuffers>), String> {
         let n = m.n;
         if spans.answer.is_empty() {
-            return Ok((vec![0.0; n], UnitFlow { flow: vec![0.0; n], sources: 0 }));
+            return Ok((vec![0.0; n], UnitFlow { flow: vec![0.0; n], sources: 0 }, None));
         }
         let dev = &self.device;
         let buf = |label: &str, data: &[f32], read_only: bool| {
@@ -79,7 +90,7 @@ impl Gpu {
         // Sources: the question tokens that reach the answer share one unit.
         let sources = spans.question.range().filter(|&i| reach[i] > 0.0).count();
         if sources == 0 {
-            return Ok((reach, UnitFlow { flow: vec![0.0; n], sources: 0 }));
+            return Ok((reach, UnitFlow { flow: vec![0.0; n], sources: 0 }, None));
         }
         let share: Vec<f32> = (0..n).map(|i| if spans.question.contains(i) && reach[i] > 0.0 { 1.0 / sources as f32 } else { 0.0 }).collect();
         let sbuf = buf("s", &share, true);
@@ -97,6 +108,6 @@ impl Gpu {
         }
         self.queue.submit([enc.finish()]);
         let flow: Vec<f64> = self.read_back(&f, n)?.into_iter().map(|x| x as f64).collect();
-        Ok((reach, UnitFlow { flow, sources }))
+        Ok((reach, UnitFlow { flow, sources }, Some(FlowBuffers { h, f })))
     }
 }

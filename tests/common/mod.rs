@@ -34,6 +34,33 @@ pub fn solve(m: &Matrix, s: Spans, p: &Params) -> FlowResult {
     flow::solve(&mut m, s, p, &mut StepTimes::default())
 }
 
+/// A trace whose flow runs along "hub" tokens `hop` apart (more than a block of rows), each
+/// attending to the last two hubs and the question; every other response token attends only to
+/// itself, so it reaches nothing. The backbone's widest paths then take long hops from sources
+/// far before the row's block, and most of the response has throughput exactly 0: the credit's
+/// selection is decided by its tie rule (earlier token first).
+pub fn long_hop_trace(n: usize, hop: usize) -> TraceBuilder {
+    let q = 4;
+    let mut values = vec![0f32; n * n];
+    let hubs: Vec<usize> = (q + hop..n - 1).step_by(hop).collect();
+    for k in 0..n {
+        let row = &mut values[k * n..(k + 1) * n];
+        if k == n - 1 || hubs.contains(&k) {
+            let before: Vec<usize> = hubs.iter().copied().filter(|&h| h < k).rev().take(2).collect();
+            let (near, far) = (before.first().copied().unwrap_or(1), before.get(1).copied().unwrap_or(2));
+            row[near] += 0.5;
+            row[far] += 0.3;
+            for x in &mut row[..q] {
+                *x += 0.05;
+            }
+        } else {
+            row[k] = 1.0;
+        }
+    }
+    let tokens: Vec<String> = (0..n).map(|i| format!(" t{i}")).collect();
+    TraceBuilder::new(tokens, Span::new(0, q), Span::new(q, n), Span::new(n - 1, n), AttentionInput { shape: vec![n, n], values, dtype: Dtype::F32 })
+}
+
 /// Random causal attention rows that sum to 1 (with a sink and a little sparsity), [N,N].
 pub fn random_attention(n: usize, rng: &mut Rng) -> Vec<f32> {
     let mut v = vec![0f32; n * n];
