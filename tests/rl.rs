@@ -135,6 +135,35 @@ fn an_interrupted_run_resumes_without_losing_or_doubling_metrics() {
     }
 }
 
+/// A run stopped and resumed ends with the very weights of one that ran straight through: the
+/// checkpoint holds the optimizer's moments and step count beside the weights, and each step
+/// draws its problems and samples from its own seed.
+#[test]
+fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
+    let dir = common::temp_dir("rl-exact-resume");
+    // Both runs start from the same weights (a fresh policy's are random), warmed up enough that
+    // groups differ in reward, so every step moves the weights.
+    let init = dir.join("init.safetensors");
+    let policy = Policy::new(Config::tiny()).unwrap();
+    sft(&policy, Task::Parity, 60, 16, 3e-3, &mut Rng::new(1), |_, _| true).unwrap();
+    policy.save(&init).unwrap();
+    let cfg = |steps| TrainConfig { init: Some(init.clone()), prompts_per_step: 4, group: 8, ..tiny(steps) };
+    let (straight, resumed) = (dir.join("straight"), dir.join("resumed"));
+    train(&cfg(4), &straight, &Default::default(), &mut |_| {}).unwrap();
+    train(&cfg(2), &resumed, &Default::default(), &mut |_| {}).unwrap();
+    assert!(resumed.join("ckpt/step_000002.optim.safetensors").exists(), "the optimizer's state is checkpointed");
+    train(&cfg(4), &resumed, &Default::default(), &mut |_| {}).unwrap();
+    let weights = |run: &std::path::Path, step: usize| std::fs::read(run.join(format!("ckpt/step_{step:06}.safetensors"))).unwrap();
+    // (Even a step whose groups all tie in reward moves them, on the moments of earlier steps.)
+    assert!(weights(&straight, 2) != weights(&straight, 4), "steps 3 and 4 changed nothing: the test would prove nothing");
+    assert!(weights(&straight, 4) == weights(&resumed, 4), "the resumed run's weights differ from the uninterrupted run's");
+    // A state file of another model is refused by name, not half loaded.
+    let mut other = flowtracer::rl::optim::Adam::new(&Policy::new(Config::tiny()).unwrap().varmap, 1e-3).unwrap();
+    std::fs::write(dir.join("bad.optim.safetensors"), b"not safetensors").unwrap();
+    let e = other.load(&dir.join("bad.optim.safetensors")).unwrap_err();
+    assert!(e.contains("bad.optim.safetensors"), "{e}");
+}
+
 #[test]
 fn cached_sampling_matches_the_full_forward_pass() {
     let policy = Policy::new(Config::tiny()).unwrap();

@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod grpo;
 pub mod model;
+pub mod optim;
 pub mod probe;
 pub mod rollout;
 pub mod shipped;

@@ -1,10 +1,12 @@
 //! `flowtracer train`: supervised warm start, then GRPO with a credit mode, writing a run folder
 //! the app and the export read: `run.json`, `metrics.jsonl`, `ckpt/step_NNNNNN.safetensors`, and
 //! traces of a few rollouts (`step_NNNNNN/sample_NNNN.safetensors`, trace format v1). A killed
-//! run resumes from its last checkpoint; metrics past it are dropped, so none is lost or doubled.
+//! run resumes from its last checkpoint (weights and optimizer state), exactly where it was;
+//! metrics past it are dropped, so none is lost or doubled.
 
 use super::grpo::{self, CreditMode, Scored};
 use super::model::{Config, Policy};
+use super::optim::Adam;
 use super::rollout::{self, Rollout};
 use super::task::{self, Phase, Task};
 use crate::backend::Backend;
@@ -14,7 +16,6 @@ use crate::span::Spans;
 use crate::synth::Rng;
 use crate::trace::{AttentionInput, Dtype, TraceBuilder};
 use candle_core::{Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,14 @@ fn ckpt_path(out: &Path, step: usize) -> PathBuf {
     out.join(crate::trace::run::CHECKPOINTS).join(format!("step_{step:06}.safetensors"))
 }
 
+/// The weights, then the optimizer's state beside them: a crash between the two leaves weights
+/// without state, which resume with fresh moments, never state without weights.
+fn checkpoint(policy: &Policy, opt: &Adam, out: &Path, step: usize) -> Result<(), String> {
+    let path = ckpt_path(out, step);
+    policy.save(&path)?;
+    opt.save(&Adam::path_beside(&path))
+}
+
 /// The newest checkpoint in a run folder, if any.
 pub fn latest_checkpoint(out: &Path) -> Option<(usize, PathBuf)> {
     std::fs::read_dir(out.join(crate::trace::run::CHECKPOINTS))
@@ -101,7 +110,7 @@ pub fn latest_checkpoint(out: &Path) -> Option<(usize, PathBuf)> {
 /// Teacher-forced cross-entropy on the reference solutions: the warm start.
 /// `log` gets each step's loss and answers whether to go on.
 pub fn sft(policy: &Policy, task: Task, steps: usize, batch: usize, lr: f64, rng: &mut Rng, mut log: impl FnMut(usize, f64) -> bool) -> Result<f64, String> {
-    let mut opt = AdamW::new(policy.varmap.all_vars(), ParamsAdamW { lr, weight_decay: 0.0, ..Default::default() }).map_err(err)?;
+    let mut opt = Adam::new(&policy.varmap, lr).map_err(err)?;
     let mut last = f64::NAN;
     for step in 0..steps {
         let probs: Vec<task::Problem> = (0..batch).map(|_| task.problem(rng, Phase::Sft)).collect();
@@ -267,9 +276,15 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
     let mut policy = Policy::new(cfg.model.clone()).map_err(err)?;
     let backend = crate::backend::select(crate::backend::Choice::Auto)?;
     let metrics_path = out.join("metrics.jsonl");
+    let mut opt = Adam::new(&policy.varmap, cfg.lr).map_err(err)?;
     let start = match latest_checkpoint(out) {
         Some((step, path)) => {
             policy.load(&path)?;
+            // Runs from before the optimizer was checkpointed resume with fresh moments.
+            let state = Adam::path_beside(&path);
+            if state.exists() {
+                opt.load(&state)?;
+            }
             truncate_metrics(&metrics_path, step)?;
             step
         }
@@ -324,12 +339,11 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
             0
         }
     };
-    let mut opt = AdamW::new(policy.varmap.all_vars(), ParamsAdamW { lr: cfg.lr, weight_decay: 0.0, ..Default::default() }).map_err(err)?;
     for step in start + 1..=cfg.steps {
         if cancel.is_cancelled() {
             // Stopped by the user: keep the steps done so far, so a resume starts here.
             if step - 1 > start && (step - 1) % cfg.checkpoint_every != 0 {
-                policy.save(&ckpt_path(out, step - 1))?;
+                checkpoint(&policy, &opt, out, step - 1)?;
             }
             break;
         }
@@ -342,14 +356,14 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
         }
         append_metrics(&metrics_path, &serde_json::to_value(&m).unwrap())?;
         if step % cfg.checkpoint_every == 0 || step == cfg.steps {
-            policy.save(&ckpt_path(out, step))?;
+            checkpoint(&policy, &opt, out, step)?;
         }
         tick(Progress::Step(&m));
     }
     Ok(())
 }
 
-fn rl_step(policy: &Policy, opt: &mut AdamW, cfg: &TrainConfig, backend: &dyn Backend, step: usize, rng: &mut Rng, out: &Path) -> Result<StepMetrics, String> {
+fn rl_step(policy: &Policy, opt: &mut Adam, cfg: &TrainConfig, backend: &dyn Backend, step: usize, rng: &mut Rng, out: &Path) -> Result<StepMetrics, String> {
     let t0 = Instant::now();
     let problems: Vec<task::Problem> = (0..cfg.prompts_per_step).map(|_| cfg.task.problem(rng, Phase::Rl)).collect();
     let prompts: Vec<String> = problems.iter().map(|p| p.prompt.clone()).collect();
