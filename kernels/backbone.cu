@@ -39,7 +39,8 @@ extern "C" __global__ void widest_gather(const Job* jobs, const float* M, const 
                                          unsigned int k0, unsigned int k1) {
     const Job j = jobs[blockIdx.y];
     const unsigned int k = k0 + blockIdx.x;
-    if (k < j.q0 || k >= min(k1, j.a1)) return;  // the same for every thread of the block
+    const Rows rows = forward_rows(j, k0, k1);
+    if (k < rows.lo || k >= rows.end) return;  // the same for every thread of the block
     const float* row = M + j.m + row_at(k);
     const double hk = h[j.v + k];
     const unsigned int t = threadIdx.x;
@@ -70,13 +71,13 @@ extern "C" __global__ void widest_block(const Job* jobs, const float* M, const d
                                         const double* source_left, const double* acc_w, const unsigned int* acc_i,
                                         double* width, unsigned int* pred, unsigned int k0, unsigned int k1) {
     const Job j = jobs[blockIdx.y];
-    const unsigned int lo = max(k0, j.q0), end = min(k1, j.a1);
-    if (lo >= end) return;  // the same for every thread of the block
+    const Rows rows = forward_rows(j, k0, k1);
+    if (rows.lo >= rows.end) return;  // the same for every thread of the block
     const float* m = M + j.m;
     const unsigned int t = threadIdx.x, i = k0 + t;
     __shared__ double red_w[ROWS];
     __shared__ unsigned int red_i[ROWS];
-    for (unsigned int k = lo; k < end; ++k) {
+    for (unsigned int k = rows.lo; k < rows.end; ++k) {
         const double hk = h[j.v + k];
         const double c = (hk > 0.0 && i < k && i >= j.q0) ? candidate(j, m + row_at(k), g, width, i, hk) : 0.0;
         red_w[t] = c;

@@ -23,6 +23,16 @@ __device__ __forceinline__ unsigned long long row_at(unsigned int k) {
     return (unsigned long long)k * (k - 1u) / 2ull;
 }
 
+// The rows of block [k0, k1) that a forward sweep (flow, widest paths) settles for job j: from
+// its question's start to its answer's end; lo >= end when the job has none in the block.
+struct Rows {
+    unsigned int lo, end;
+};
+
+__device__ __forceinline__ Rows forward_rows(const Job& j, unsigned int k0, unsigned int k1) {
+    return Rows{max(k0, j.q0), min(k1, j.a1)};
+}
+
 __device__ __forceinline__ bool in_answer(const Job& j, unsigned int k) {
     return k >= j.a0 && k < j.a1;
 }

@@ -59,7 +59,8 @@ extern "C" __global__ void flow_gather(const Job* jobs, const float* M, const do
                                        unsigned int k0, unsigned int k1) {
     const Job j = jobs[blockIdx.y];
     const unsigned int k = k0 + blockIdx.x;
-    if (k < j.q0 || k >= min(k1, j.a1)) return;  // the same for every thread of the block
+    const Rows rows = forward_rows(j, k0, k1);
+    if (k < rows.lo || k >= rows.end) return;  // the same for every thread of the block
     const float* row = M + j.m + row_at(k);
     const double* gv = g + j.v;
     const unsigned int t = threadIdx.x;
@@ -74,12 +75,12 @@ extern "C" __global__ void flow_gather(const Job* jobs, const float* M, const do
 extern "C" __global__ void flow_block(const Job* jobs, const float* M, const double* h, const double* acc,
                                       double* g, double* f, const double* s, unsigned int k0, unsigned int k1) {
     const Job j = jobs[blockIdx.y];
-    const unsigned int lo = max(k0, j.q0), end = min(k1, j.a1);
-    if (lo >= end) return;  // the same for every thread of the block
+    const Rows rows = forward_rows(j, k0, k1);
+    if (rows.lo >= rows.end) return;  // the same for every thread of the block
     const float* m = M + j.m;
     const unsigned int t = threadIdx.x, i = k0 + t;
     __shared__ double red[ROWS];
-    for (unsigned int k = lo; k < end; ++k) {
+    for (unsigned int k = rows.lo; k < rows.end; ++k) {
         // The block's own earlier sources, one per thread, then a tree sum.
         red[t] = (i < k && i >= j.q0) ? (double)m[row_at(k) + i] * g[j.v + i] : 0.0;
         const double inside = tree_sum(red, t, ROWS);
