@@ -1,34 +1,61 @@
 #!/usr/bin/env bash
-# The GPU checks, as one script for a machine with an NVIDIA GPU (the project's lent device):
-# the CUDA and wgpu parity tests with nothing allowed to skip, then the bench on every backend.
-# Everything it prints also lands in $OUT (default ./device-out) for the README's figures.
+# The GPU checks, as one script for the lent machine with an NVIDIA GPU: the CUDA parity tests
+# with nothing allowed to skip, the wgpu tests on the real adapter, then the bench on every
+# backend. That machine has no Rust and no network: .ci/device-kit.sh builds everything here
+# first, and the call carries it:
 #
-#   OUT=/some/dir .ci/device-check.sh            # ~5 min on an H200 after the build
+#   .ci/device-kit.sh                                   # here
+#   run: bash .ci/device-check.sh, carry target/device-kit   # there, ~5 min on an H200
+#
+# Everything it prints also lands in $OUT (default ./device-out) for the README's figures.
+# SIZES=1024 shortens the bench (a dry run of the script elsewhere).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+kit=target/device-kit
 out="${OUT:-device-out}"
 mkdir -p "$out"
 log() { echo "== $*" | tee -a "$out/summary.txt"; }
+[ -e "$kit/bin.tgz" ] || { echo "no $kit/bin.tgz: run .ci/device-kit.sh first and carry $kit"; exit 2; }
 
 log "$(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
-# NVRTC: the system's CUDA toolkit if there is one, else NVIDIA's wheel (no GPU needed to install).
-if ! ldconfig -p | grep -q libnvrtc.so; then
-    nvrtc="${FLOWTRACER_NVRTC_DIR:-$HOME/.cache/flowtracer/nvrtc}"
-    [ -e "$nvrtc/nvidia/cuda_nvrtc/lib/libnvrtc.so.12" ] || python3 -m pip install --quiet --target "$nvrtc" nvidia-cuda-nvrtc-cu12
-    export LD_LIBRARY_PATH="$nvrtc/nvidia/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+bin=/tmp/flowtracer-kit
+rm -rf "$bin" && mkdir -p "$bin" && tar -C "$bin" -xzf "$kit/bin.tgz"
+# The tests start the binary by the path cargo compiled into them.
+exe="$(cat "$kit/bin-path")"
+mkdir -p "$(dirname "$exe")" && cp "$bin/flowtracer" "$exe"
+
+# NVRTC: cudarc looks for libnvrtc.so or libnvrtc.so.12 (and older); a CUDA 13 toolkit has
+# libnvrtc.so.13. Give the newest one found the name cudarc asks for.
+if ! ldconfig -p | grep -q 'libnvrtc\.so \|libnvrtc\.so\.12 '; then
+    lib="$( (ldconfig -p | grep -o '/[^ ]*libnvrtc\.so\.[0-9]*$'; find / -xdev -name 'libnvrtc.so.[0-9]*' 2>/dev/null) | sort -V | tail -1)"
+    if [ -n "$lib" ]; then
+        mkdir -p /tmp/nvrtc-link && ln -sf "$lib" /tmp/nvrtc-link/libnvrtc.so
+        export LD_LIBRARY_PATH="/tmp/nvrtc-link:$(dirname "$lib")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        log "NVRTC: $lib"
+    else
+        log "NVRTC: none found (the CUDA tests will fail: FLOWTRACER_REQUIRE_NVRTC=1)"
+    fi
 fi
-export FLOWTRACER_REQUIRE_CUDA=1 FLOWTRACER_REQUIRE_NVRTC=1 FLOWTRACER_REQUIRE_GPU=1
+# The Vulkan loader for wgpu, from the kit when the image has none.
+if ! ldconfig -p | grep -q libvulkan; then
+    for f in "$kit"/debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
+    ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -e "$icd" ] && export VK_DRIVER_FILES="$icd"
+export FLOWTRACER_REQUIRE_CUDA=1 FLOWTRACER_REQUIRE_NVRTC=1
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/flowtracer-xdg}"
 mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 
-log "build"
-cargo build --release 2>&1 | tail -2 | tee -a "$out/summary.txt"
-log "CUDA and wgpu parity tests"
-cargo test --release --test cuda --test cuda_emulated --test gpu 2>&1 | tee "$out/tests.txt" | grep -E "^test |test result|SKIPPED|panicked" | tee -a "$out/summary.txt"
+log "$("$exe" backends 2>&1 | tr '\n' ';')"
+for t in "$bin"/tests/*; do
+    log "tests: $(basename "$t")"
+    "$t" 2>&1 | tee -a "$out/tests.txt" | grep -E "^test |test result|SKIPPED|panicked" | tee -a "$out/summary.txt"
+done
 for backend in cuda wgpu cpu; do
     log "bench --backend $backend"
-    target/release/flowtracer bench --backend "$backend" --sizes 1024,4096,8192 --batch 64 --repeat 5 >"$out/bench-$backend.md" 2>"$out/bench-$backend.err"
+    "$exe" bench --backend "$backend" --sizes "${SIZES:-1024,4096,8192}" --batch 64 --repeat 5 >"$out/bench-$backend.md" 2>"$out/bench-$backend.err"
     echo "exit $?" | tee -a "$out/summary.txt"
-    cat "$out/bench-$backend.md" | tee -a "$out/summary.txt"
+    tee -a "$out/summary.txt" <"$out/bench-$backend.md"
 done
 log "done $(date -u +%FT%TZ)"

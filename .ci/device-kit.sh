@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds, here, what .ci/device-check.sh runs on the lent GPU machine. That machine has CUDA's
+# driver and toolkit but no Rust and no network, and takes at most 64 MiB with the working tree:
+# so the release binary and the CUDA and wgpu test binaries are built here, stripped and packed
+# into target/device-kit (about 25 MB), with the Vulkan loader's packages for the wgpu tests.
+#
+#   .ci/device-kit.sh        # then: run `bash .ci/device-check.sh` there, carrying target/device-kit
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kit=target/device-kit
+rm -rf "$kit" && mkdir -p "$kit/bin/tests" "$kit/debs"
+
+cargo build --release
+# The test binaries, by name from cargo's own report of what it built.
+cargo test --release --no-run --test cuda --test gpu --message-format=json \
+    | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["kind"] == ["test"] and m.get("executable"):
+        print(m["target"]["name"], m["executable"])' \
+    | while read -r name exe; do strip -o "$kit/bin/tests/$name" "$exe"; done
+strip -o "$kit/bin/flowtracer" target/release/flowtracer
+# The tests start the binary by the absolute path cargo compiled into them.
+echo "$PWD/target/release/flowtracer" >"$kit/bin-path"
+tar -C "$kit/bin" -czf "$kit/bin.tgz" . && rm -rf "$kit/bin"
+
+# The Vulkan loader (the machine's image may lack it; its driver brings the NVIDIA ICD).
+(cd "$kit/debs" && apt-get download libvulkan1 >/dev/null 2>&1) || echo "note: no libvulkan1 package fetched; the wgpu tests there need the image's own loader"
+du -sh "$kit"
