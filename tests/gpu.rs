@@ -200,8 +200,8 @@ fn gpu_throughput_and_selection_on_the_solved_flow_match_the_cpu() {
     for b in traces {
         let t = Trace::from_bytes(b.to_bytes(), Path::new("t.safetensors")).unwrap();
         let (_, m) = flowtracer::flow::analyze_with_matrix(&t, &Params::default(), &Cancel::default()).unwrap();
-        let (h, uf, kept) = g.solve_keeping(&g.upload(&m).unwrap(), t.spans).unwrap();
-        let kept = kept.expect("a trace with flow keeps h and f on the device");
+        let flowtracer::gpu::solve::Kept { h, uf, buffers, .. } = g.solve_keeping(&g.upload(&m).unwrap(), t.spans).unwrap();
+        let kept = buffers.expect("a trace with flow keeps h and f on the device");
         let r = t.spans.response;
         let count = flowtracer::flow::roles::share_count(0.4, r.len());
         let (tau, chosen) = g.credit(&kept.h, &kept.f, t.n(), t.spans, count).unwrap();

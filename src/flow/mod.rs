@@ -144,7 +144,8 @@ fn analyze_inner(trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel) 
 /// the credit's selection (step 9). Any may fail (a lost device, a matrix over its limits);
 /// that step then runs on the CPU, with a warning.
 pub trait Offload {
-    fn solve(&self, m: &Matrix, spans: Spans) -> Result<(Vec<f64>, unit_flow::UnitFlow), String>;
+    /// Steps 3 and 5, and how long step 3 took of the whole.
+    fn solve(&self, m: &Matrix, spans: Spans) -> Result<(Vec<f64>, unit_flow::UnitFlow, Duration), String>;
     fn backbone(&self, m: &Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &crate::params::BackboneParams) -> Result<Vec<FlowPath>, String>;
     /// Steps 6 and 9 on the h and f of the last `solve`: every one of the `n` tokens'
     /// throughput, and the response tokens among the `count` highest, in token order.
@@ -177,8 +178,8 @@ pub fn analyze_using(
         Some(device) => {
             let t = Instant::now();
             match device.solve(&m, spans) {
-                Ok((h, uf)) => {
-                    times.reach = t.elapsed();
+                Ok((h, uf, reach)) => {
+                    (times.reach, times.flow) = (reach, t.elapsed().saturating_sub(reach));
                     finish_offloaded(&mut m, spans, params, &mut times, h, uf, device)
                 }
                 Err(e) => {

@@ -202,13 +202,13 @@ impl<'g> OnDevice<'g> {
 }
 
 impl crate::flow::Offload for OnDevice<'_> {
-    fn solve(&self, m: &crate::flow::Matrix, spans: crate::span::Spans) -> Result<(Vec<f64>, crate::flow::unit_flow::UnitFlow), String> {
+    fn solve(&self, m: &crate::flow::Matrix, spans: crate::span::Spans) -> Result<(Vec<f64>, crate::flow::unit_flow::UnitFlow, std::time::Duration), String> {
         let on_device = self.take_or_upload(m)?;
         let r = self.gpu.solve_keeping(&on_device, spans);
         *self.matrix.borrow_mut() = Some(on_device);
-        let (h, uf, buffers) = r?;
-        *self.solved.borrow_mut() = buffers;
-        Ok((h, uf))
+        let kept = r?;
+        *self.solved.borrow_mut() = kept.buffers;
+        Ok((kept.h, kept.uf, kept.reach_time))
     }
 
     fn backbone(&self, m: &crate::flow::Matrix, h: &[f64], f: &[f64], spans: crate::span::Spans, sources: usize, p: &crate::params::BackboneParams) -> Result<Vec<crate::flow::backbone::FlowPath>, String> {

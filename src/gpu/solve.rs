@@ -29,7 +29,16 @@ pub fn pipelines(device: &wgpu::Device) -> SolvePipelines {
     SolvePipelines { reach_block: next(), reach_push: next(), flow_gather: next(), flow_block: next(), layout }
 }
 
-/// The solves' h and f where they left them, for the throughput and the credit's selection.
+/// The solves' results on the host, and h and f where they left them on the device (when there
+/// is flow) for the throughput and the credit's selection.
+pub struct Kept {
+    pub h: Vec<f64>,
+    pub uf: UnitFlow,
+    pub buffers: Option<FlowBuffers>,
+    /// How long the reach solve took (its readback included); the flow solve took the rest.
+    pub reach_time: std::time::Duration,
+}
+
 pub struct FlowBuffers {
     pub h: wgpu::Buffer,
     pub f: wgpu::Buffer,
@@ -38,14 +47,15 @@ pub struct FlowBuffers {
 impl Gpu {
     /// Reach and unit flow of the matrix on the device.
     pub fn solve(&self, m: &DeviceMatrix, spans: Spans) -> Result<(Vec<f64>, UnitFlow), String> {
-        self.solve_keeping(m, spans).map(|(h, uf, _)| (h, uf))
+        self.solve_keeping(m, spans).map(|s| (s.h, s.uf))
     }
 
     /// [`Gpu::solve`], keeping h and f on the device when there is flow.
-    pub fn solve_keeping(&self, m: &DeviceMatrix, spans: Spans) -> Result<(Vec<f64>, UnitFlow, Option<FlowBuffers>), String> {
+    pub fn solve_keeping(&self, m: &DeviceMatrix, spans: Spans) -> Result<Kept, String> {
+        let t = std::time::Instant::now();
         let n = m.n;
         if spans.answer.is_empty() {
-            return Ok((vec![0.0; n], UnitFlow { flow: vec![0.0; n], sources: 0 }, None));
+            return Ok(Kept { h: vec![0.0; n], uf: UnitFlow { flow: vec![0.0; n], sources: 0 }, buffers: None, reach_time: t.elapsed() });
         }
         let dev = &self.device;
         let buf = |label: &str, data: &[f32], read_only: bool| {
@@ -86,11 +96,12 @@ impl Gpu {
         }
         self.queue.submit([enc.finish()]);
         let reach: Vec<f64> = self.read_back(&h, n)?.into_iter().map(|x| x as f64).collect();
+        let reach_time = t.elapsed();
 
         // Sources: the question tokens that reach the answer share one unit.
         let sources = spans.question.range().filter(|&i| reach[i] > 0.0).count();
         if sources == 0 {
-            return Ok((reach, UnitFlow { flow: vec![0.0; n], sources: 0 }, None));
+            return Ok(Kept { h: reach, uf: UnitFlow { flow: vec![0.0; n], sources: 0 }, buffers: None, reach_time });
         }
         let share: Vec<f32> = (0..n).map(|i| if spans.question.contains(i) && reach[i] > 0.0 { 1.0 / sources as f32 } else { 0.0 }).collect();
         let sbuf = buf("s", &share, true);
@@ -108,6 +119,6 @@ impl Gpu {
         }
         self.queue.submit([enc.finish()]);
         let flow: Vec<f64> = self.read_back(&f, n)?.into_iter().map(|x| x as f64).collect();
-        Ok((reach, UnitFlow { flow, sources }, Some(FlowBuffers { h, f })))
+        Ok(Kept { h: reach, uf: UnitFlow { flow, sources }, buffers: Some(FlowBuffers { h, f }), reach_time })
     }
 }
