@@ -152,12 +152,11 @@ impl CudaBackend {
                 v += it.trace.n() as u32;
             }
         }
-        let mut done = if jobs.is_empty() { Vec::new() } else { self.on_device(&mut m, &jobs, group, &aggregated, params)? };
-        done.reverse();
+        let mut done = if jobs.is_empty() { Vec::new() } else { self.on_device(&mut m, &jobs, group, &aggregated, params)? }.into_iter();
         if cancel.is_cancelled() {
             return Ok(group.iter().map(cancelled).collect());
         }
-        let work: Vec<_> = group.iter().zip(aggregated).map(|(it, (a, kernels))| (it, (a == Aggregated::Ok).then(|| (done.pop().expect("one result per job"), kernels)))).collect();
+        let work: Vec<_> = group.iter().zip(aggregated).map(|(it, (a, kernels))| (it, (a == Aggregated::Ok).then(|| (done.next().expect("one result per job"), kernels)))).collect();
         Ok(work
             .into_par_iter()
             .map(|(it, done)| match done {
@@ -201,8 +200,8 @@ impl CudaBackend {
             wants.push(d.is_some());
             decomposing.extend(d.map(|d| Decomposing { job: *j, d, m: matrix }));
         }
-        let (mut paths, backbone_time) = if decomposing.is_empty() { (Vec::new(), Duration::ZERO) } else { cuda.backbone_batch(m, &solved, decomposing)? };
-        paths.reverse();
+        let (paths, backbone_time) = if decomposing.is_empty() { (Vec::new(), Duration::ZERO) } else { cuda.backbone_batch(m, &solved, decomposing)? };
+        let mut paths = paths.into_iter();
         // The traces share the launches; each is charged its part of their time.
         let per_trace = jobs.len() as u32;
         let [reach, flow] = solved.times.map(|t| t / per_trace);
@@ -213,7 +212,7 @@ impl CudaBackend {
             .zip(credit)
             .zip(wants)
             .map(|(((matrix, (h, uf)), (tau, chosen)), wanted)| {
-                let backbone = if wanted { paths.pop().expect("one backbone per decomposition") } else { Vec::new() };
+                let backbone = if wanted { paths.next().expect("one backbone per decomposition") } else { Vec::new() };
                 OnDevice { matrix, h, uf, computed: Computed { throughput: Some(tau), backbone: Some(backbone), chosen: Some(chosen) }, times }
             })
             .collect())
