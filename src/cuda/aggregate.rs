@@ -6,11 +6,11 @@
 //! The whole batch is queued before the host waits once: each upload overlaps the kernels queued
 //! before it, and one slab buffer serves every trace (the stream orders its reuse).
 
-use super::{Cuda, driver_err, guard};
+use super::{Cuda, THREADS, cfg, driver_err, guard};
 use crate::flow::aggregate::{Selection, row_passes};
 use crate::params::{AggregateParams, Reduce};
 use crate::trace::Attention;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, PushKernelArg};
 use std::time::Duration;
 
 /// What aggregation left for one trace.
@@ -27,8 +27,6 @@ pub(crate) struct Fold<'a> {
     pub sel: &'a Selection,
     pub offset: usize,
 }
-
-const THREADS: u32 = 256;
 
 impl Cuda {
     /// Folds every trace's slabs into `m`. Answers, per trace, whether its values passed the
@@ -50,7 +48,6 @@ impl Cuda {
                 let (att, n) = (f.att, f.att.n as u32);
                 let dtype = att.dtype.kernel_code();
                 let scale = 1.0 / f.sel.slabs.len() as f32;
-                let cfg = LaunchConfig { grid_dim: (n, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
                 let mut timing = Vec::with_capacity(f.sel.slabs.len());
                 for (si, &(l, h)) in f.sel.slabs.iter().enumerate() {
                     let bytes = att.rows_bytes(l, h, 0, att.n);
@@ -64,7 +61,7 @@ impl Cuda {
                     let start = s.record_event(timed).map_err(driver_err)?;
                     // SAFETY: the arguments match the kernel's signature; every index it forms stays
                     // within the slab (n·n elements) and the trace's packed rows (n(n-1)/2 floats).
-                    unsafe { launch.launch(cfg) }.map_err(driver_err)?;
+                    unsafe { launch.launch(cfg((n, 1, 1), THREADS)) }.map_err(driver_err)?;
                     timing.push((start, s.record_event(timed).map_err(driver_err)?));
                 }
                 events.push(timing);

@@ -5,8 +5,7 @@
 //! one rule; one more launch writes every path's residuals into M and what its source has left.
 //! At most `max_paths` rounds, whatever the batch's size.
 
-use super::solve::{ROWS, THREADS};
-use super::{Cuda, Job, Solved, cfg, driver_err, guard};
+use super::{Cuda, Job, ROWS, Solved, THREADS, cfg, driver_err, guard};
 use crate::flow::Matrix;
 use crate::flow::backbone::{Decomposition, FlowPath, NONE, SOURCE};
 use crate::flow::matrix::row_offset;

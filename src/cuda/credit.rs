@@ -2,8 +2,7 @@
 //! the solves left them: every token's throughput, then the credit's selection among each
 //! trace's response tokens; one launch each for all traces.
 
-use super::solve::THREADS;
-use super::{Cuda, Job, Solved, cfg, driver_err, guard};
+use super::{Cuda, Job, Solved, THREADS, cfg, driver_err, guard};
 use cudarc::driver::PushKernelArg;
 use std::time::{Duration, Instant};
 

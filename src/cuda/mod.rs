@@ -181,6 +181,12 @@ pub(crate) use aggregate::Fold;
 pub(crate) use backbone::Decomposing;
 pub(crate) use solve::Solved;
 
+/// Threads of a block that settles one 64-row block of a sweep (`ROWS` in kernels/common.cuh,
+/// `gpu::matrix::BLOCK`): one per row.
+pub(crate) const ROWS: u32 = 64;
+/// Threads of every other block: a row's gather, a slab row's fold, an elementwise step.
+pub(crate) const THREADS: u32 = 256;
+
 /// A launch configuration of `grid` blocks of `threads` threads.
 pub(crate) fn cfg(grid: (u32, u32, u32), threads: u32) -> cudarc::driver::LaunchConfig {
     cudarc::driver::LaunchConfig { grid_dim: grid, block_dim: (threads, 1, 1), shared_mem_bytes: 0 }

@@ -2,14 +2,11 @@
 //! one grid of 64-row blocks, so each block is two launches for all traces together (the trace
 //! is the launch's y index), not two per trace. Sums run in double over f32 M, as on the CPU.
 
-use super::{Cuda, Job, cfg, driver_err, guard};
+use super::{Cuda, Job, ROWS, THREADS, cfg, driver_err, guard};
 use crate::flow::unit_flow::UnitFlow;
 use crate::gpu::matrix::{blocks_down, blocks_up};
 use cudarc::driver::{CudaSlice, PushKernelArg};
 use std::time::{Duration, Instant};
-
-pub(crate) const ROWS: u32 = 64;
-pub(crate) const THREADS: u32 = 256;
 
 /// The solves of a batch: on the host for the results, and left on the device, where the
 /// throughput, the credit's selection and the backbone read them.
