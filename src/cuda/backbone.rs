@@ -7,11 +7,10 @@
 
 use super::{Cuda, Job, ROWS, Solved, THREADS, cfg, driver_err, guard};
 use crate::flow::Matrix;
-use crate::flow::backbone::{Decomposition, FlowPath, NONE, SOURCE};
+use crate::flow::backbone::{Decomposition, FlowPath, NONE, Residuals, SOURCE};
 use crate::flow::matrix::row_offset;
 use crate::gpu::matrix::blocks_up;
 use cudarc::driver::PushKernelArg;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// `pred` codes of kernels/backbone.cu.
@@ -44,7 +43,7 @@ impl Cuda {
             let mut pred = s.alloc_zeros::<u32>(total).map_err(driver_err)?;
             let mut acc_w = s.alloc_zeros::<f64>(total).map_err(driver_err)?;
             let mut acc_i = s.alloc_zeros::<u32>(total).map_err(driver_err)?;
-            let mut residuals: Vec<HashMap<(usize, usize), f32>> = work.iter().map(|_| HashMap::new()).collect();
+            let mut residuals: Vec<Residuals> = work.iter().map(|_| Residuals::default()).collect();
             let mut live: Vec<usize> = (0..work.len()).filter(|&w| work[w].d.wants_more()).collect();
             while !live.is_empty() {
                 let jobs: Vec<Job> = live.iter().map(|&w| work[w].job).collect();
@@ -106,10 +105,8 @@ impl Cuda {
                         .collect();
                     let kept = &mut residuals[w];
                     let taken = d.take(&widths[v.clone()], &pred, |k, i, residual| {
-                        let new = residual(kept.get(&(k, i)).copied().unwrap_or_else(|| host.get(k, i)));
-                        kept.insert((k, i), new);
                         edge_at.push(job.m + (row_offset(k) + i) as u64);
-                        edge_left.push(new);
+                        edge_left.push(kept.cut(host, k, i, residual));
                     });
                     if taken {
                         let source = d.paths.last().expect("just taken").tokens[0];

@@ -191,6 +191,21 @@ impl<'a> Decomposition<'a> {
     }
 }
 
+/// The residuals of the edges paths have taken, kept beside an M that stays as aggregated: a
+/// device backend writes them into its own copy of M, and an edge a second path takes must start
+/// from what the first one left.
+#[derive(Default)]
+pub struct Residuals(std::collections::HashMap<(usize, usize), f32>);
+
+impl Residuals {
+    /// Edge i → k's new entry, from its current one (`m`'s if no path took it yet).
+    pub fn cut(&mut self, m: &Matrix, k: usize, i: usize, residual: &dyn Fn(f32) -> f32) -> f32 {
+        let new = residual(self.0.get(&(k, i)).copied().unwrap_or_else(|| m.get(k, i)));
+        self.0.insert((k, i), new);
+        new
+    }
+}
+
 /// `f` and `h` from the earlier steps; `m` is borrowed mutably for the residuals and restored.
 pub fn backbone(m: &mut Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &BackboneParams) -> Vec<FlowPath> {
     let Some(mut d) = Decomposition::new(h, f, spans, sources, p) else { return Vec::new() };

@@ -6,11 +6,10 @@
 
 use super::Gpu;
 use crate::flow::Matrix;
-use crate::flow::backbone::{Decomposition, FlowPath, NONE, SOURCE};
+use crate::flow::backbone::{Decomposition, FlowPath, NONE, Residuals, SOURCE};
 use super::matrix::{DeviceMatrix, blocks_up};
 use crate::params::BackboneParams;
 use crate::span::Spans;
-use std::collections::HashMap;
 use wgpu::util::DeviceExt;
 
 pub struct BackbonePipelines {
@@ -61,7 +60,7 @@ impl Gpu {
                 (rows.len(), super::bind_buffers(dev, "backbone", &pl.layout, &[&pbuf, mbuf, &hgbuf, &left, &wp, &acc]))
             })
             .collect();
-        let mut residuals: HashMap<(usize, usize), f32> = HashMap::new();
+        let mut residuals = Residuals::default();
         while d.wants_more() {
             let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("widest") });
             {
@@ -87,12 +86,7 @@ impl Gpu {
                     p => p as usize,
                 })
                 .collect();
-            let taken = d.take(&width, &pred, |k, i, residual| {
-                let old = residuals.get(&(k, i)).copied().unwrap_or_else(|| m.get(k, i));
-                let new = residual(old);
-                residuals.insert((k, i), new);
-                on_device.write(&self.queue, k, i, new);
-            });
+            let taken = d.take(&width, &pred, |k, i, residual| on_device.write(&self.queue, k, i, residuals.cut(m, k, i, residual)));
             if !taken {
                 break;
             }
