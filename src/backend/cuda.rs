@@ -144,15 +144,16 @@ impl CudaBackend {
         let agg_share = t.elapsed() / group.len().max(1) as u32;
 
         // The later steps for every trace whose values passed, together.
-        let mut jobs = Vec::new();
+        let (mut jobs, mut spans) = (Vec::new(), Vec::new());
         let mut v = 0u32;
         for ((it, &off), (a, _)) in group.iter().zip(&offsets).zip(&aggregated) {
             if *a == Aggregated::Ok {
                 jobs.push(job(it, off, v, &params.credit));
+                spans.push(it.spans);
                 v += it.trace.n() as u32;
             }
         }
-        let mut done = if jobs.is_empty() { Vec::new() } else { self.on_device(&mut m, &jobs, group, &aggregated, params)? }.into_iter();
+        let mut done = if jobs.is_empty() { Vec::new() } else { self.on_device(&mut m, &jobs, &spans, params)? }.into_iter();
         if cancel.is_cancelled() {
             return Ok(group.iter().map(cancelled).collect());
         }
@@ -176,8 +177,9 @@ impl CudaBackend {
             .collect())
     }
 
-    /// Steps 3, 5, 6, 9 and 7 for `jobs` (the group's traces that aggregated), in their order.
-    fn on_device(&self, m: &mut CudaSlice<f32>, jobs: &[Job], group: &[Item], aggregated: &[(Aggregated, Duration)], params: &Params) -> Result<Vec<OnDevice>, String> {
+    /// Steps 3, 5, 6, 9 and 7 for `jobs` (the group's traces that aggregated, between `spans`),
+    /// in their order.
+    fn on_device(&self, m: &mut CudaSlice<f32>, jobs: &[Job], spans: &[Spans], params: &Params) -> Result<Vec<OnDevice>, String> {
         let cuda = self.cuda;
         let solved = cuda.solve_batch(m, jobs)?;
         let (credit, credit_time) = cuda.credit_batch(jobs, &solved)?;
@@ -192,11 +194,10 @@ impl CudaBackend {
             }
             matrices.push(matrix);
         }
-        let passed = group.iter().zip(aggregated).filter(|(_, (a, _))| *a == Aggregated::Ok).map(|(it, _)| it);
         let mut decomposing = Vec::new();
         let mut wants = Vec::with_capacity(jobs.len());
-        for (((j, it), (h, uf)), matrix) in jobs.iter().zip(passed).zip(&solved.host).zip(&matrices) {
-            let d = Decomposition::new(h, &uf.flow, it.spans, uf.sources, &params.backbone);
+        for (((j, &s), (h, uf)), matrix) in jobs.iter().zip(spans).zip(&solved.host).zip(&matrices) {
+            let d = Decomposition::new(h, &uf.flow, s, uf.sources, &params.backbone);
             wants.push(d.is_some());
             decomposing.extend(d.map(|d| Decomposing { job: *j, d, m: matrix }));
         }
