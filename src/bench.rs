@@ -187,6 +187,8 @@ pub struct UiBench {
     pub rescore: Duration,
     /// After an aggregation change (the attention is read again).
     pub reaggregate: Duration,
+    /// Every token's knock-out loss (the "colour by knock-out loss"), part of each re-score.
+    pub knockout: Duration,
     pub frame: Duration,
 }
 
@@ -229,7 +231,16 @@ pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
         }
     }
     frames.sort();
-    UiBench { n, rescore, reaggregate, frame: frames[frames.len() / 2] }
+    let a = app.doc().and_then(|d| d.analysis.clone()).expect("analysed above");
+    let mut knock = (0..repeat.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(crate::flow::knockout::loss_per_token(&a.matrix, &a.result.reach, a.spans));
+            t.elapsed()
+        })
+        .collect::<Vec<_>>();
+    knock.sort();
+    UiBench { n, rescore, reaggregate, knockout: knock[knock.len() / 2], frame: frames[frames.len() / 2] }
 }
 
 /// A batch of `count` different traces of about `n` tokens (`[N,N]` F32), run as one

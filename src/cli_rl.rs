@@ -162,20 +162,23 @@ pub struct ProbeArgs {
     pub params: Params,
 }
 
+/// The policy a probe runs: `--policy`, else the task's shipped checkpoint.
+fn probe_policy(task: Task, path: &Option<PathBuf>) -> Result<Policy, String> {
+    let mut policy = Policy::new(Config::small()).map_err(|e| e.to_string())?;
+    match (path, flowtracer::rl::shipped::checkpoint(task)) {
+        (Some(p), _) => policy.load(p)?,
+        (None, Some(bytes)) => policy.load_bytes(bytes)?,
+        (None, None) => return Err(format!("no checkpoint ships for {}; pass --policy RUN/ckpt/step_N.safetensors", task.name())),
+    }
+    Ok(policy)
+}
+
 pub fn run_probe(a: ProbeArgs) -> ExitCode {
     let cancel = interrupt();
-    let mut policy = match Policy::new(Config::small()) {
+    let policy = match probe_policy(a.task, &a.policy) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    let loaded = match (&a.policy, flowtracer::rl::shipped::checkpoint(a.task)) {
-        (Some(p), _) => policy.load(p),
-        (None, Some(bytes)) => policy.load_bytes(bytes),
-        (None, None) => Err(format!("no checkpoint ships for {}; pass --policy RUN/ckpt/step_N.safetensors", a.task.name())),
-    };
-    if let Err(e) = loaded {
-        return fail(e);
-    }
     let backend = match backend::select(a.backend) {
         Ok(b) => b,
         Err(e) => return fail(e),
@@ -197,4 +200,59 @@ pub fn run_probe(a: ProbeArgs) -> ExitCode {
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("flowtracer: {e}");
     ExitCode::from(1)
+}
+
+pub struct TokenProbeArgs {
+    pub task: Task,
+    pub policy: Option<PathBuf>,
+    pub problems: usize,
+    pub seed: u64,
+    pub params: Params,
+    pub table: bool,
+    pub out: Option<PathBuf>,
+}
+
+/// `probe --per-token`: every reasoning token hidden alone; the traces with their causal effect
+/// (`--out`) and the score table (`--table`).
+pub fn run_token_probe(a: TokenProbeArgs) -> ExitCode {
+    use flowtracer::rl::{causal, fidelity};
+    let cancel = interrupt();
+    let policy = match probe_policy(a.task, &a.policy) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let bar = bar(a.problems as u64, "{bar:40} {pos}/{len} problems {elapsed_precise} eta {eta}");
+    let probes = causal::probe_tokens(&policy, a.task, a.problems, a.seed, &cancel, &mut |done, _| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    let probes = match probes {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let (layers, heads) = (policy.cfg.layers, policy.cfg.heads);
+    if let Some(dir) = &a.out {
+        for (i, p) in probes.iter().enumerate() {
+            let label = format!("{}-{i:04}", a.task.name());
+            let path = dir.join(format!("{label}.safetensors"));
+            if let Err(e) = p.to_trace(layers, heads, a.task, &label).meta("model", policy.cfg.model_name()).write(&path) {
+                return fail(format!("{}: {e}", path.display()));
+            }
+        }
+        eprintln!("flowtracer: {} traces with causal_effect in {}", probes.len(), dir.display());
+    }
+    let sets = match fidelity::score_sets(&probes, layers, heads, &a.params, a.seed) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let rows = fidelity::rows(&probes, &sets, a.seed);
+    let table = fidelity::table(a.task.name(), &probes, &rows);
+    if a.table {
+        println!("{table}");
+    } else {
+        println!("{}", table.lines().next().unwrap_or_default());
+    }
+    if cancel.is_cancelled() {
+        eprintln!("flowtracer: stopped; the table covers the problems probed so far");
+        return ExitCode::from(130);
+    }
+    ExitCode::SUCCESS
 }

@@ -91,10 +91,16 @@ enum Command {
         /// Start from these policy weights (a checkpoint of an earlier run).
         #[arg(long)]
         init: Option<PathBuf>,
-        #[arg(long, default_value_t = 1.5)]
-        gamma: f64,
-        #[arg(long, default_value_t = 0.4)]
-        fraction: f64,
+        /// Flow parameters (TOML or JSON): the layers and heads flow credit aggregates, and γ's
+        /// selection for every mode.
+        #[arg(long, value_name = "FILE")]
+        params: Option<PathBuf>,
+        /// γ for the selected tokens (overrides the parameters' credit.gamma; default 1.5).
+        #[arg(long)]
+        gamma: Option<f64>,
+        /// Share of response tokens that get γ (overrides credit.fraction; default 0.4).
+        #[arg(long)]
+        fraction: Option<f64>,
         /// Held-out problems scored every --eval-every steps.
         #[arg(long, default_value_t = 256)]
         eval_size: usize,
@@ -130,7 +136,8 @@ enum Command {
         out: PathBuf,
     },
     /// The causal check: hide the highest-flow, lowest-flow or random 20% of each response's
-    /// reasoning tokens from the policy's attention, regenerate the answer, count what changes.
+    /// reasoning tokens from the policy's attention, regenerate the answer, count what changes;
+    /// with --per-token, hide each reasoning token alone and measure its effect on the answer.
     Probe {
         #[arg(long, value_enum, default_value_t = Task::Addition)]
         task: Task,
@@ -148,6 +155,16 @@ enum Command {
         /// Flow parameters (TOML or JSON).
         #[arg(long)]
         params: Option<PathBuf>,
+        /// Hide each reasoning token alone instead of a share: its effect on the answer, per token.
+        #[arg(long)]
+        per_token: bool,
+        /// With --per-token: print how well every credit score (and throughput under each layer
+        /// choice) predicts the measured effects.
+        #[arg(long, requires = "per_token")]
+        table: bool,
+        /// With --per-token: write each probed response here as a trace with its `causal_effect`.
+        #[arg(long, requires = "per_token", value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Which backends this machine has, on which device, and which one `--backend auto` takes.
     Backends,
@@ -184,21 +201,28 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bench { sizes, repeat, ui: true, .. }) => {
-            println!("| N | re-score ms: credit/backbone/roles change | re-score ms: aggregation change ([4,8,N,N] F16) | text view frame ms (CPU: layout + tessellation) |\n|---|---|---|---|");
+            println!("| N | re-score ms: credit/backbone/roles change | re-score ms: aggregation change ([4,8,N,N] F16) | knock-out loss of every token ms (in each re-score) | text view frame ms (CPU: layout + tessellation) |\n|---|---|---|---|---|");
             for n in sizes {
                 let b = bench::ui_bench(n, repeat);
                 let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-                println!("| {} | {:.1} | {:.1} | {:.2} |", b.n, ms(b.rescore), ms(b.reaggregate), ms(b.frame));
+                println!("| {} | {:.1} | {:.1} | {:.1} | {:.2} |", b.n, ms(b.rescore), ms(b.reaggregate), ms(b.knockout), ms(b.frame));
             }
             ExitCode::SUCCESS
         }
         Some(Command::Bench { sizes, backend, repeat, no_heads, dir, peer, ui: false, batch }) => run_bench(sizes, backend, repeat, no_heads, dir, peer, batch),
-        Some(Command::Train { task, credit, steps, seed, out, sft_steps, init, gamma, fraction, eval_size, eval_every, compare, seeds, target, tiny }) => {
+        Some(Command::Train { task, credit, steps, seed, out, sft_steps, init, params, gamma, fraction, eval_size, eval_every, compare, seeds, target, tiny }) => {
             let mut cfg = TrainConfig::new(task, credit, steps, seed);
             cfg.sft_steps = sft_steps;
             cfg.init = init;
-            cfg.credit.gamma = gamma;
-            cfg.credit.fraction = fraction;
+            cfg.params = match load_params(&params) {
+                Ok(p) => p,
+                Err(e) => return usage(e),
+            };
+            cfg.params.credit.gamma = gamma.unwrap_or(cfg.params.credit.gamma);
+            cfg.params.credit.fraction = fraction.unwrap_or(cfg.params.credit.fraction);
+            if let Err(e) = cfg.params.validate() {
+                return usage(e);
+            }
             cfg.eval_size = eval_size;
             cfg.eval_every = eval_every;
             if tiny {
@@ -209,7 +233,8 @@ fn main() -> ExitCode {
             cli_rl::run_train(cli_rl::TrainArgs { cfg, out, compare, seeds, target })
         }
         Some(Command::Warmstart { task, target, max_steps, seed, eval_size, out }) => cli_rl::run_warmstart(task, target, max_steps, seed, eval_size, &out),
-        Some(Command::Probe { task, policy, problems, fraction, seed, backend, params }) => match load_params(&params) {
+        Some(Command::Probe { task, policy, problems, fraction, seed, backend, params, per_token, table, out }) => match load_params(&params) {
+            Ok(params) if per_token => cli_rl::run_token_probe(cli_rl::TokenProbeArgs { task, policy, problems, seed, params, table, out }),
             Ok(params) => cli_rl::run_probe(cli_rl::ProbeArgs { task, policy, problems, fraction, seed, backend, params }),
             Err(e) => usage(e),
         },

@@ -17,8 +17,13 @@ pub struct Params {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AggregateParams {
-    /// Original layer indices `[start, end)`; `None` takes the middle third (the paper's best).
+    /// Original layer indices `[start, end)`; `None`: the default rule (`deep_from`).
     pub layers: Option<[usize; 2]>,
+    /// When `layers` is unset: models with at least this many layers aggregate their middle third
+    /// (the paper's best, on 28+ layers), shallower ones their last third (the per-token probe's
+    /// best on the project's 3-layer policy). Between 3 and 28 layers nothing was measured: 6 is
+    /// a judgement, and `flowtracer probe --per-token --table` measures it for a given policy.
+    pub deep_from: usize,
     /// Head indices to keep; `None` keeps all.
     pub heads: Option<Vec<usize>>,
     pub reduce: Reduce,
@@ -82,7 +87,7 @@ impl Default for Params {
 
 impl Default for AggregateParams {
     fn default() -> Self {
-        AggregateParams { layers: None, heads: None, reduce: Reduce::Mean, threshold: 0.0 }
+        AggregateParams { layers: None, deep_from: 6, heads: None, reduce: Reduce::Mean, threshold: 0.0 }
     }
 }
 

@@ -269,3 +269,104 @@ fn the_train_panel_cancels_and_the_run_resumes() {
     }
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// The sample run's last step, whose checkpoint the run keeps: the what-if can regenerate it.
+const RUN_TRACE: &str = "sample_traces/policy_run/step_000030/sample_0000.safetensors";
+
+fn run_trace_harness(wgpu: bool) -> Harness<'static, FlowApp> {
+    let mut app = FlowApp::new(vec![], flowtracer::Params::default());
+    app.synchronous = true;
+    app.recent.clear();
+    app.open(std::path::Path::new(RUN_TRACE));
+    let mut b = Harness::builder().with_size(egui::vec2(1280.0, 800.0));
+    if wgpu {
+        b = b.wgpu();
+    }
+    let mut h = b.build_ui_state(|ui, app: &mut FlowApp| app.draw(ui), app);
+    h.run();
+    h
+}
+
+/// The reasoning token whose knock-out loses the most path mass.
+fn heaviest_reasoning_token(h: &Harness<'static, FlowApp>) -> usize {
+    let d = &h.state().docs[0];
+    let a = d.analysis.as_ref().unwrap();
+    (a.spans.response.start..a.spans.answer.start).max_by(|&x, &y| a.knockout[x].total_cmp(&a.knockout[y])).unwrap()
+}
+
+#[test]
+fn knock_out_and_what_if_from_the_inspector() {
+    use flowtracer::app::document::Score;
+    let mut h = run_trace_harness(false);
+    assert!(h.state().docs[0].checkpoint.is_ok(), "{:?}", h.state().docs[0].checkpoint);
+    let k = heaviest_reasoning_token(&h);
+    click_token(&mut h, k);
+    h.get_by_label(&format!("What if #{k} were gone?"));
+
+    // Knock-out: the graph without the token, re-solved; the inspector shows what was lost.
+    h.get_by_label("knock out").click();
+    h.run();
+    let a = h.state().docs[0].analysis.clone().unwrap();
+    let Some(Ok(ko)) = &h.state().docs[0].knock_out else { panic!("no knock-out shown") };
+    assert_eq!(ko.removed, vec![k]);
+    assert!((ko.mass_lost - a.knockout[k]).abs() < 1e-9, "the inspector's number is the colour's number");
+    // Shown twice: the token's own "knock-out loss" and the knock-out's "path mass lost".
+    assert_eq!(h.query_all_by_label(&format!("{:.1}%", 100.0 * ko.mass_lost)).count(), 2);
+    h.get_by_label("path mass lost");
+
+    // Colour by knock-out loss: every response token has its loss, computed with the analysis.
+    h.state_mut().score = Score::KnockOut;
+    h.run();
+    assert_eq!(a.knockout.len(), a.result.reach.len());
+    assert!(a.knockout[k] > 0.0);
+
+    // What if: hidden from the policy that wrote the trace, the answer regenerated.
+    h.get_by_label("hide and regenerate").click();
+    h.run();
+    let Some(Ok(w)) = &h.state().docs[0].what_if else { panic!("no what-if shown: {:?}", h.state().docs[0].what_if.as_ref().map(|r| r.as_ref().err())) };
+    assert_eq!(w.hidden, vec![k]);
+    let original = flowtracer::rl::task::Task::stated_answer(&h.state().docs[0].trace.tokens[a.spans.response.start..].concat()).map(str::to_string);
+    assert_eq!(w.before, original);
+    assert!(w.logprob_before <= 0.0 && w.logprob_after <= 0.0);
+    h.get_by_label(if w.before == w.after { "the answer stays" } else { "the answer changes" });
+
+    // Kept as a trace of its own: opened beside the original, which becomes the baseline.
+    h.get_by_label("keep as trace").click();
+    h.run();
+    let s = h.state();
+    assert_eq!(s.docs.len(), 2);
+    assert_eq!(s.current, 1);
+    assert_eq!(s.view, View::Compare);
+    assert_eq!(s.baseline.as_ref().map(|b| b.0), Some(0));
+    assert_eq!(s.docs[1].trace.meta.extra.get("what_if_hidden").map(String::as_str), Some(format!("[{k}]").as_str()));
+    assert!(s.docs[1].analysis.is_some(), "the regenerated trace is analysed like any other");
+}
+
+#[test]
+fn what_if_is_offered_only_where_the_policy_is_known() {
+    // The bundled sample is a copy outside its run: no run.json above it, no checkpoint.
+    let mut h = harness();
+    let why = h.state().docs[0].checkpoint.clone().unwrap_err();
+    assert!(why.contains("run"), "{why}");
+    let k = h.state().docs[0].analysis.as_ref().unwrap().spans.response.start + 1;
+    click_token(&mut h, k);
+    h.get_by_label("hide and regenerate").click();
+    h.run();
+    assert!(h.state().docs[0].what_if.is_none(), "a disabled button does nothing");
+}
+
+#[test]
+fn what_if_renders_like_its_snapshot() {
+    let Some(name) = common::required_or_skip(adapter(), "FLOWTRACER_REQUIRE_GPU", "wgpu adapter", "; install mesa-vulkan-drivers") else { return };
+    eprintln!("rendering the what-if snapshot on {name}");
+    let mut h = run_trace_harness(true);
+    let k = heaviest_reasoning_token(&h);
+    click_token(&mut h, k);
+    h.get_by_label("knock out").click();
+    h.run();
+    h.get_by_label("hide and regenerate").click();
+    h.run();
+    let status = h.get_by_label_contains("re-scored in").rect();
+    h.mask(egui::Rect::from_min_max(egui::pos2(0.0, status.top() - 2.0), egui::pos2(1280.0, status.bottom() + 2.0)));
+    h.snapshot("what_if_view");
+}

@@ -285,3 +285,62 @@ fn shipped_warm_starts_load_and_leave_room_for_rl() {
     let e = tiny.load_bytes(flowtracer::rl::shipped::checkpoint(Task::Addition).unwrap()).unwrap_err();
     assert!(e.contains("shape"), "{e}");
 }
+
+#[test]
+fn per_token_probe_hides_exactly_one_key_position_per_regeneration() {
+    use flowtracer::rl::causal;
+    let masks = causal::masks(&[vec![], vec![5], vec![7, 7]], 96);
+    assert_eq!(masks.iter().map(|m| m.iter().filter(|&&b| b).count()).collect::<Vec<_>>(), vec![0, 1, 1]);
+    assert!(masks[1][5] && masks[2][7]);
+
+    let mut policy = Policy::new(Config::small()).unwrap();
+    policy.load_bytes(flowtracer::rl::shipped::checkpoint(Task::Addition).unwrap()).unwrap();
+    let probes = causal::probe_tokens(&policy, Task::Addition, 6, 5, &Default::default(), &mut |_, _| {}).unwrap();
+    assert!(probes.len() >= 5, "the warm start states answers");
+    let mut moved = 0;
+    for p in &probes {
+        // Nothing hidden: greedy regeneration restates the answer the unhidden policy wrote.
+        assert!(p.reproduces, "{}", p.rollout.response_text());
+        let probed: Vec<usize> = p.probed().collect();
+        assert_eq!(p.effects.iter().map(|e| e.token).collect::<Vec<_>>(), probed, "one regeneration per reasoning token, in order");
+        moved += p.effects.iter().filter(|e| e.logprob_drop.abs() > 1e-4).count();
+        for e in &p.effects {
+            assert!(!e.flipped || e.changed, "correctness cannot flip while the answer stays");
+        }
+    }
+    assert!(moved > 0, "hiding a token changes what the policy assigns to its answer");
+
+    // The regenerations themselves: each hid exactly the token asked, and the empty selection
+    // gives back the original sequence up to its answer's end.
+    let p = &probes[0];
+    let t = p.probed().start + 2;
+    let regen = causal::hide_and_regenerate(&policy, &p.rollout, p.spans.answer, &[vec![], vec![t]]).unwrap();
+    assert_eq!((regen[0].hidden.clone(), regen[1].hidden.clone()), (vec![], vec![t]));
+    assert_eq!(regen[0].rollout.ids[..p.spans.answer.end], p.rollout.ids[..p.spans.answer.end]);
+    assert!((regen[0].answer_logprob - p.answer_logprob).abs() < 1e-4);
+    let e = p.effects.iter().find(|e| e.token == t).unwrap();
+    assert!((regen[0].answer_logprob - regen[1].answer_logprob - e.logprob_drop).abs() < 1e-4);
+}
+
+#[test]
+fn causal_effect_round_trips_through_a_trace_file() {
+    let dir = common::temp_dir("causal-effect");
+    let n = 12;
+    let effect: Vec<f32> = (0..n).map(|k| k as f32 * 0.25 - 1.0).collect();
+    let b = common::chain_builder(n, flowtracer::trace::Dtype::F32, vec![n, n]).causal_effect(effect.clone());
+    let path = dir.join("t.safetensors");
+    b.write(&path).unwrap();
+    let t = flowtracer::Trace::open(&path).unwrap();
+    assert_eq!(t.causal_effect.as_deref(), Some(&effect[..]));
+    // The export carries it per token.
+    let out = dir.join("out");
+    flowtracer::export::export(&out, &[path.clone()], &Default::default(), flowtracer::export::Formats::ALL, &flowtracer::backend::Cpu, &Default::default(), &|_| {}).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("t.json")).unwrap()).unwrap();
+    assert_eq!(json["causal_effect"].as_array().unwrap().len(), n);
+    assert_eq!(json["causal_effect"][4].as_f64(), Some(0.0));
+    // A wrong length is refused with the tensor named.
+    let bad = dir.join("bad.safetensors");
+    common::chain_builder(n, flowtracer::trace::Dtype::F32, vec![n, n]).causal_effect(vec![0.0; n - 1]).write(&bad).unwrap();
+    let e = flowtracer::Trace::open(&bad).err().unwrap().to_string();
+    assert!(e.contains("causal_effect") && e.contains("bad.safetensors"), "{e}");
+}

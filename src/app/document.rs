@@ -7,7 +7,7 @@ use crate::params::Params;
 use crate::span::Spans;
 use crate::trace::Trace;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One finished run of the pipeline over a document.
 pub struct Analysis {
@@ -16,6 +16,17 @@ pub struct Analysis {
     pub params: Params,
     pub spans: Spans,
     pub elapsed: Duration,
+    /// Each token's knock-out loss on its own (`flow::knockout::loss_per_token`), computed with
+    /// the analysis, off the UI thread.
+    pub knockout: Vec<f64>,
+}
+
+impl Analysis {
+    /// The analysis with its knock-out losses; `started` is when the work began.
+    pub fn new(result: FlowResult, matrix: Matrix, params: Params, spans: Spans, started: Instant) -> Self {
+        let knockout = crate::flow::knockout::loss_per_token(&matrix, &result.reach, spans);
+        Analysis { result, matrix, params, spans, elapsed: started.elapsed(), knockout }
+    }
 }
 
 pub struct Document {
@@ -26,12 +37,19 @@ pub struct Document {
     /// The analysis before the latest re-score, for the diff mode.
     pub previous: Option<Arc<Analysis>>,
     pub error: Option<String>,
+    /// The last knock-out of a selection (no model needed); it refers to the current analysis.
+    pub knock_out: Option<Result<crate::flow::knockout::KnockOut, String>>,
+    /// The last selection hidden from the policy that wrote the trace, the answer regenerated.
+    pub what_if: Option<Result<crate::rl::causal::WhatIf, String>>,
+    /// The checkpoint of the policy that wrote the trace, or why none is known (looked up once).
+    pub checkpoint: Result<std::path::PathBuf, String>,
 }
 
 impl Document {
     pub fn new(trace: Trace) -> Self {
         let spans = trace.spans;
-        Document { trace: Arc::new(trace), spans, analysis: None, previous: None, error: None }
+        let checkpoint = crate::rl::causal::checkpoint_for(&trace);
+        Document { trace: Arc::new(trace), spans, analysis: None, previous: None, error: None, knock_out: None, what_if: None, checkpoint }
     }
 
     pub fn title(&self) -> String {
@@ -47,6 +65,7 @@ impl Document {
         self.previous = self.analysis.take();
         self.analysis = Some(Arc::new(a));
         self.error = None;
+        self.knock_out = None;
     }
 
     /// Tokens whose credit differs between the current and the previous analysis.
@@ -68,10 +87,14 @@ pub enum Score {
     Flow,
     Reach,
     Entropy,
+    /// The per-token probe's measurement, when the file has it.
+    CausalEffect,
+    /// The graph's own prediction of it: the share of path mass lost without the token.
+    KnockOut,
 }
 
 impl Score {
-    pub const ALL: [Score; 5] = [Score::Credit, Score::Throughput, Score::Flow, Score::Reach, Score::Entropy];
+    pub const ALL: [Score; 7] = [Score::Credit, Score::Throughput, Score::Flow, Score::Reach, Score::Entropy, Score::CausalEffect, Score::KnockOut];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -80,11 +103,15 @@ impl Score {
             Score::Flow => "flow",
             Score::Reach => "reach",
             Score::Entropy => "entropy",
+            Score::CausalEffect => "causal effect",
+            Score::KnockOut => "knock-out loss",
         }
     }
 
-    /// Per-token values, or None when the trace lacks them (entropy is optional in the format).
-    pub fn values(self, trace: &Trace, r: &FlowResult) -> Option<Vec<f64>> {
+    /// Per-token values, or None when the trace lacks them (entropy and the causal effect are
+    /// optional in the format).
+    pub fn values(self, trace: &Trace, a: &Analysis) -> Option<Vec<f64>> {
+        let r = &a.result;
         Some(match self {
             Score::Credit => r.credit.clone(),
             Score::Throughput => r.throughput.clone(),
@@ -92,6 +119,9 @@ impl Score {
             // Reach spans orders of magnitude: show it on a log scale.
             Score::Reach => r.reach.iter().map(|&h| if h > 0.0 { (1.0 + h * 1e6).ln() } else { 0.0 }).collect(),
             Score::Entropy => trace.entropy.as_ref()?.iter().map(|&e| e as f64).collect(),
+            // A hidden token can also make the answer likelier; the colour shows harm only.
+            Score::CausalEffect => trace.causal_effect.as_ref()?.iter().map(|&e| (e as f64).max(0.0)).collect(),
+            Score::KnockOut => a.knockout.clone(),
         })
     }
 }

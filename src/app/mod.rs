@@ -228,8 +228,49 @@ impl FlowApp {
     }
 
     fn apply(&mut self, action: Option<Action>) {
-        if let Some(Action::Select { token, extend }) = action {
-            self.select(token, extend);
+        match action {
+            None => {}
+            Some(Action::Select { token, extend }) => self.select(token, extend),
+            Some(Action::KnockOut) => self.knock_out(),
+            Some(Action::WhatIf) => self.what_if(),
+            Some(Action::KeepWhatIf) => self.keep_what_if(),
+        }
+    }
+
+    /// Takes the selection out of the current analysis's graph and re-solves (no model needed).
+    pub fn knock_out(&mut self) {
+        let selection = self.marks.selection();
+        let Some(d) = self.docs.get_mut(self.current) else { return };
+        let Some(a) = d.analysis.clone() else { return };
+        d.knock_out = Some(crate::flow::knockout::knock_out(&a.matrix, a.spans, &a.params, &a.result, &selection));
+    }
+
+    /// Hides the selection from the policy that wrote the trace and regenerates the answer.
+    pub fn what_if(&mut self) {
+        let selection = self.marks.selection();
+        let Some(d) = self.docs.get_mut(self.current) else { return };
+        d.what_if = Some(crate::rl::causal::what_if(&d.trace, &selection));
+    }
+
+    /// Opens the last what-if's regenerated trace and compares it with the original.
+    pub fn keep_what_if(&mut self) {
+        let Some(d) = self.docs.get(self.current) else { return };
+        let Some(Ok(w)) = &d.what_if else { return };
+        let stem = d.trace.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let path = d.trace.path.with_file_name(format!("{stem}.what-if-{}.safetensors", self.docs.len()));
+        match Trace::from_bytes(w.trace.to_bytes(), &path) {
+            Ok(t) => {
+                if let Some(a) = d.analysis.clone() {
+                    self.baseline = Some((self.current, a));
+                }
+                self.docs.push(Document::new(t));
+                self.current = self.docs.len() - 1;
+                self.marks = Marks::default();
+                self.view = View::Compare;
+                self.status = format!("{} (not saved): compared with its original", path.display());
+                self.request_rescore();
+            }
+            Err(e) => self.status = e.to_string(),
         }
     }
 
@@ -559,6 +600,10 @@ impl FlowApp {
             if let Some(a) = &analysis {
                 let act = views::inspector::show(ui, &trace, a, self.marks.selected);
                 self.apply(act);
+                ui.separator();
+                let d = &self.docs[self.current];
+                let act = views::inspector::what_if(ui, a, &self.marks.selection(), d, d.checkpoint.as_ref().map(|_| ()).map_err(String::as_str));
+                self.apply(act);
             }
             ui.separator();
             ui.heading("Re-score");
@@ -620,6 +665,9 @@ impl FlowApp {
             ui.horizontal(|ui| {
                 theme::legend(ui, self.score.name(), "low", "high", dark);
                 theme::marks_legend(ui);
+                if self.score.values(&trace, &a).is_none() {
+                    ui.weak(format!("(this trace has no {}: showing throughput)", self.score.name()));
+                }
             });
         }
         let action = match self.view {
@@ -635,6 +683,9 @@ impl FlowApp {
     fn train_panel(&mut self, ui: &mut egui::Ui) {
         match views::train::show(ui, &mut self.train_form, self.training.as_ref()) {
             Some(views::train::Request::Start) => {
+                // Flow credit aggregates as the Re-score panel says; γ and its share are the form's.
+                let credit = self.train_form.cfg.params.credit.clone();
+                self.train_form.cfg.params = Params { credit, ..self.params.clone() };
                 let ctx = ui.ctx().clone();
                 self.training = Some(training::Training::start(&self.train_form, move || ctx.request_repaint()));
                 self.status = format!("training into {}", self.train_form.root.display());

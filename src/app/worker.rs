@@ -93,9 +93,9 @@ pub fn analyse(trace: &Trace, spans: Spans, params: Params, previous: Option<&An
     if let Some(prev) = previous.filter(|p| p.params.aggregate == params.aggregate) {
         let mut matrix = prev.matrix.clone();
         let result = flow::rescore(&mut matrix, spans, &params, &prev.result).map_err(|e| format!("{}: {e}", trace.path.display()))?;
-        return Ok(Analysis { result, matrix, params, spans, elapsed: t.elapsed() });
+        return Ok(Analysis::new(result, matrix, params, spans, t));
     }
     // A full analysis goes to the device `auto` picks (the status bar shows which answered).
     let (result, matrix) = crate::backend::auto().analyze_spans(trace, spans, &params, cancel).map_err(|e| e.to_string())?;
-    Ok(Analysis { result, matrix, params, spans, elapsed: t.elapsed() })
+    Ok(Analysis::new(result, matrix, params, spans, t))
 }

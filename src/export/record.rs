@@ -33,6 +33,9 @@ pub struct CreditRecord<'a> {
     pub credit: &'a [f64],
     pub far_sources: &'a [f64],
     pub backbone: &'a [FlowPath],
+    /// The per-token probe's measurement, when the trace carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causal_effect: Option<&'a [f32]>,
     pub hubs: &'a [usize],
     pub checkpoints: &'a [usize],
 }
@@ -60,6 +63,7 @@ pub fn record<'a>(trace: &'a Trace, r: &'a FlowResult, params: &'a Params) -> Cr
         credit: &r.credit,
         far_sources: &r.far_sources,
         backbone: &r.backbone,
+        causal_effect: trace.causal_effect.as_deref(),
         hubs: &r.hubs,
         checkpoints: &r.checkpoints,
     }

@@ -55,7 +55,7 @@ pub fn select(trace: &Trace, p: &AggregateParams) -> Result<Selection, DataError
             }
             None => {
                 let total = trace.meta.num_layers.unwrap_or_else(|| original.last().map_or(0, |&l| l + 1));
-                let (lo, hi) = middle_third(total);
+                let (lo, hi) = default_layers(total, p.deep_from);
                 let picked: Vec<usize> = (0..a.layers).filter(|&j| (lo..hi).contains(&original[j])).collect();
                 if picked.is_empty() { (0..a.layers).collect() } else { picked }
             }
@@ -91,6 +91,16 @@ pub fn select(trace: &Trace, p: &AggregateParams) -> Result<Selection, DataError
 /// The paper's default: layers [floor(L/3), ceil(2L/3)), all of them when L < 3.
 pub fn middle_third(total: usize) -> (usize, usize) {
     if total < 3 { (0, total) } else { (total / 3, (2 * total).div_ceil(3)) }
+}
+
+/// The layers aggregated when the parameters name none. Models of at least `deep_from` layers
+/// take the paper's middle third (its finding on 28+-layer models). Shallower ones take the last
+/// third [ceil(2L/3), L): on the project's 3-layer policy the per-token probe found the last
+/// layer's throughput the best predictor of which tokens the answer depends on, and the middle
+/// one among the worst (README, "Does flow find the tokens that matter?"). All layers when L < 3.
+pub fn default_layers(total: usize, deep_from: usize) -> (usize, usize) {
+    let (lo, hi) = middle_third(total);
+    if total < 3 || total >= deep_from { (lo, hi) } else { (hi, total) }
 }
 
 pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: &AtomicBool) -> Result<Matrix, DataError> {

@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod backbone;
 pub mod conserve;
 pub mod credit;
+pub mod knockout;
 pub mod matrix;
 pub mod reach;
 pub mod roles;

@@ -72,40 +72,54 @@ pub struct Scored<'a> {
 
 /// γ per token (1 outside the response) for one sequence.
 pub fn credit(mode: CreditMode, s: &Scored, p: &CreditParams, rng: &mut Rng) -> Vec<f64> {
+    match mode {
+        CreditMode::Uniform => vec![1.0; s.tokens.len()],
+        CreditMode::Flow => {
+            let params = Params { credit: p.clone(), ..Params::default() };
+            flow_credits(&crate::backend::Cpu, std::slice::from_ref(s), &params).pop().unwrap_or_else(|| vec![1.0; s.tokens.len()])
+        }
+        _ => flow::credit::credit(&baseline_score(mode, s, rng), s.spans, p),
+    }
+}
+
+/// The per-token score a baseline mode ranks by (uniform and flow have none of their own here:
+/// uniform ranks nothing, flow's score is the pipeline's throughput).
+pub fn baseline_score(mode: CreditMode, s: &Scored, rng: &mut Rng) -> Vec<f64> {
     let n = s.tokens.len();
-    let score: Vec<f64> = match mode {
-        CreditMode::Uniform => return vec![1.0; n],
-        CreditMode::Flow => return flow_credits(&crate::backend::Cpu, std::slice::from_ref(s), p).pop().unwrap_or_else(|| vec![1.0; n]),
+    match mode {
+        CreditMode::Uniform | CreditMode::Flow => vec![0.0; n],
         CreditMode::Random => (0..n).map(|_| rng.f64()).collect(),
         CreditMode::Entropy => s.entropy.iter().map(|&e| e as f64).collect(),
-        CreditMode::Attention => {
-            let slabs = s.layers * s.heads;
-            (0..n)
-                .map(|i| {
-                    let later = n - i - 1;
-                    if later == 0 {
-                        return 0.0;
-                    }
-                    let mut sum = 0.0;
-                    for slab in 0..slabs {
-                        for k in i + 1..n {
-                            sum += s.attention[(slab * n + k) * n + i] as f64;
-                        }
-                    }
-                    sum / (slabs * later) as f64
-                })
-                .collect()
-        }
-    };
-    flow::credit::credit(&score, s.spans, p)
+        CreditMode::Attention => attention_received(s),
+    }
+}
+
+/// The mean attention a token gets from later tokens, over every layer and head (one hop).
+pub fn attention_received(s: &Scored) -> Vec<f64> {
+    let n = s.tokens.len();
+    let slabs = s.layers * s.heads;
+    (0..n)
+        .map(|i| {
+            let later = n - i - 1;
+            if later == 0 {
+                return 0.0;
+            }
+            let mut sum = 0.0;
+            for slab in 0..slabs {
+                for k in i + 1..n {
+                    sum += s.attention[(slab * n + k) * n + i] as f64;
+                }
+            }
+            sum / (slabs * later) as f64
+        })
+        .collect()
 }
 
 /// Flow credit for many sequences at once: the engine runs them as one batch through the backend
 /// seam (the GPU when there is one). A sequence the engine refuses (say, no answer stated) gets
 /// γ = 1: it is still trained on, just not shaped.
-pub fn flow_credits(backend: &dyn Backend, seqs: &[Scored], p: &CreditParams) -> Vec<Vec<f64>> {
-    let params = Params { credit: p.clone(), ..Params::default() };
-    flow_results(backend, seqs, &params)
+pub fn flow_credits(backend: &dyn Backend, seqs: &[Scored], params: &Params) -> Vec<Vec<f64>> {
+    flow_results(backend, seqs, params)
         .into_iter()
         .zip(seqs)
         .map(|(r, s)| r.map_or_else(|| vec![1.0; s.tokens.len()], |r| r.credit))

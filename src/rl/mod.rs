@@ -2,7 +2,9 @@
 //! on verifiable synthetic reasoning tasks, with GRPO whose token advantages are shaped by the
 //! flow credit of the policy's own attention.
 
+pub mod causal;
 pub mod compare;
+pub mod fidelity;
 pub mod grpo;
 pub mod model;
 pub mod optim;

@@ -20,7 +20,15 @@ pub struct Config {
     pub heads: usize,
 }
 
+/// The `model` every trace and run of the project's policy is labelled with starts with this.
+pub const MODEL_PREFIX: &str = "flowtracer-policy-";
+
 impl Config {
+    /// The `model` label of traces and runs: `flowtracer-policy-{layers}x{d}`.
+    pub fn model_name(&self) -> String {
+        format!("{MODEL_PREFIX}{}x{}", self.layers, self.d)
+    }
+
     /// The default policy: 3 layers, d = 96, 4 heads, context 96 (about 0.34 M parameters).
     pub fn small() -> Config {
         Config { vocab: super::task::vocab_size(), context: 96, d: 96, layers: 3, heads: 4 }
@@ -129,6 +137,13 @@ impl Policy {
     /// blocks it (the probe's masking).
     pub fn step(&self, ids: &Tensor, cache: &mut Cache, key_bias: Option<&Tensor>) -> Result<Tensor> {
         Ok(self.run(ids, Some(cache), key_bias, false)?.0)
+    }
+
+    /// The whole of `ids` `[B,T]` in one pass with `key_bias` `[B,1,1,context]` on every attention
+    /// score of a key position (−1e9 hides it): what-if scoring sees the policy exactly as the
+    /// hidden regeneration does, attention included when asked.
+    pub fn forward_biased(&self, ids: &Tensor, key_bias: Option<&Tensor>, want_attention: bool) -> Result<(Tensor, Vec<Tensor>)> {
+        self.run(ids, None, key_bias, want_attention)
     }
 
     fn run(&self, ids: &Tensor, mut cache: Option<&mut Cache>, key_bias: Option<&Tensor>, want_attention: bool) -> Result<(Tensor, Vec<Tensor>)> {

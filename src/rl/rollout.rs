@@ -79,13 +79,7 @@ pub fn generate(
         candle_core::bail!("generate: prefixes of different lengths");
     }
     let context = policy.cfg.context;
-    let bias = match blocked {
-        Some(rows) => {
-            let v: Vec<f32> = rows.iter().flat_map(|r| (0..context).map(|k| if r.get(k).copied().unwrap_or(false) { -1e9 } else { 0.0 })).collect();
-            Some(Tensor::from_vec(v, (b, 1, 1, context), &Device::Cpu)?)
-        }
-        None => None,
-    };
+    let bias = blocked.map(|rows| hiding_bias(rows, context)).transpose()?;
     let mut seqs: Vec<Rollout> = prefixes.iter().map(|p| Rollout { ids: p.clone(), prompt_len, logprob: vec![], entropy: vec![] }).collect();
     let mut done: Vec<bool> = seqs.iter().map(|s| finished(s.response())).collect();
     let mut cache = Cache::default();
@@ -117,6 +111,13 @@ pub fn generate(
         input = Tensor::from_vec(next_ids, (b, 1), &Device::Cpu)?;
     }
     Ok(seqs)
+}
+
+/// The key bias `[B,1,1,context]` that hides, in row b, every position `rows[b][pos]` marks:
+/// −1e9 on its attention score for every query, so softmax gives it nothing.
+pub fn hiding_bias(rows: &[Vec<bool>], context: usize) -> Result<Tensor> {
+    let v: Vec<f32> = rows.iter().flat_map(|r| (0..context).map(|k| if r.get(k).copied().unwrap_or(false) { -1e9 } else { 0.0 })).collect();
+    Tensor::from_vec(v, (rows.len(), 1, 1, context), &Device::Cpu)
 }
 
 /// The most likely token at temperature 0, else a draw from the tempered distribution.

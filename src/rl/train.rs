@@ -11,7 +11,7 @@ use super::rollout::{self, Rollout};
 use super::task::{self, Phase, Task};
 use crate::backend::Backend;
 use crate::flow::Cancel;
-use crate::params::CreditParams;
+use crate::params::Params;
 use crate::span::Spans;
 use crate::synth::Rng;
 use crate::trace::{AttentionInput, Dtype, TraceBuilder};
@@ -25,7 +25,9 @@ use std::time::Instant;
 pub struct TrainConfig {
     pub task: Task,
     pub credit_mode: CreditMode,
-    pub credit: CreditParams,
+    /// The flow parameters: which layers and heads the flow mode aggregates, and γ's selection
+    /// (`credit`) for every mode.
+    pub params: Params,
     pub steps: usize,
     pub seed: u64,
     /// Supervised warm-start steps; `None`: the shipped checkpoint of the task if there is one,
@@ -55,7 +57,7 @@ impl TrainConfig {
         TrainConfig {
             task,
             credit_mode,
-            credit: CreditParams::default(),
+            params: Params::default(),
             steps,
             seed,
             sft_steps: None,
@@ -322,7 +324,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
             let acc = evaluate(&policy, cfg.task, cfg.eval_size)?;
             let info = serde_json::json!({
                 "name": out.file_name().map(|n| n.to_string_lossy().into_owned()),
-                "model": format!("flowtracer-policy-{}x{}", cfg.model.layers, cfg.model.d),
+                "model": cfg.model.model_name(),
                 "task": cfg.task.name(),
                 "credit": cfg.credit_mode.name(),
                 "parameters": policy.parameters(),
@@ -415,8 +417,8 @@ fn rl_step(policy: &Policy, opt: &mut Adam, cfg: &TrainConfig, backend: &dyn Bac
         .map(|(s, e)| Scored { tokens: &s.tokens, spans: s.spans, attention: &s.attention, layers: cfg.model.layers, heads: cfg.model.heads, entropy: e })
         .collect();
     let gammas: Vec<Vec<f64>> = match cfg.credit_mode {
-        CreditMode::Flow => grpo::flow_credits(backend, &views, &cfg.credit),
-        mode => views.iter().map(|v| grpo::credit(mode, v, &cfg.credit, rng)).collect(),
+        CreditMode::Flow => grpo::flow_credits(backend, &views, &cfg.params),
+        mode => views.iter().map(|v| grpo::credit(mode, v, &cfg.params.credit, rng)).collect(),
     };
     drop(views);
     for (s, g) in samples.iter_mut().zip(gammas) {
@@ -430,7 +432,7 @@ fn rl_step(policy: &Policy, opt: &mut Adam, cfg: &TrainConfig, backend: &dyn Bac
     for (i, s) in samples.iter().enumerate() {
         let r0 = 1 + s.rollout.prompt_len;
         for (&lp, pos) in s.rollout.logprob.iter().zip(r0..) {
-            let a = crate::flow::credit::token_advantage(s.gamma[pos], s.advantage, &cfg.credit);
+            let a = crate::flow::credit::token_advantage(s.gamma[pos], s.advantage, &cfg.params.credit);
             adv[i * (t - 1) + pos - 1] = a as f32;
             old[i * (t - 1) + pos - 1] = lp;
         }
@@ -509,7 +511,7 @@ fn write_traces(out: &Path, step: usize, cfg: &TrainConfig, samples: &[Sample]) 
         .entropy(entropy)
         .logprob(logprob)
         .meta("num_layers", layers)
-        .meta("model", format!("flowtracer-policy-{}x{}", layers, cfg.model.d))
+        .meta("model", cfg.model.model_name())
         .meta("task", cfg.task.name())
         .meta("sample_id", format!("step{step}-{i}"))
         .meta("step", step)

@@ -147,6 +147,7 @@ fn parse_inner(storage: Arc<Storage>, path: &Path) -> Result<Trace, DataError> {
     };
     let entropy = read_optional_f32(bytes, data_start, header.info("token_entropy"), "token_entropy", n)?;
     let logprob = read_optional_f32(bytes, data_start, header.info("token_logprob"), "token_logprob", n)?;
+    let causal_effect = read_optional_f32(bytes, data_start, header.info("causal_effect"), "causal_effect", n)?;
 
     // Spans.
     let span = |key: &str, default: Option<Span>| -> Result<Span, DataError> {
@@ -163,7 +164,7 @@ fn parse_inner(storage: Arc<Storage>, path: &Path) -> Result<Trace, DataError> {
     spans.validate(n).map_err(|e| DataError::new(Problem::Span, e))?;
 
     let meta = parse_meta(&meta, layers, has_layer_axis)?;
-    Ok(Trace { path: path.to_path_buf(), tokens, spans, token_ids, entropy, logprob, meta, attention })
+    Ok(Trace { path: path.to_path_buf(), tokens, spans, token_ids, entropy, logprob, causal_effect, meta, attention })
 }
 
 fn describe(e: &safetensors::SafeTensorError) -> String {

@@ -123,6 +123,8 @@ pub struct Trace {
     pub token_ids: Option<Vec<i64>>,
     pub entropy: Option<Vec<f32>>,
     pub logprob: Option<Vec<f32>>,
+    /// Per-token effect of hiding that token on the answer, as the per-token probe measured it.
+    pub causal_effect: Option<Vec<f32>>,
     pub meta: TraceMeta,
     pub attention: Attention,
 }

@@ -20,6 +20,7 @@ pub struct TraceBuilder {
     token_ids: Option<Vec<i64>>,
     entropy: Option<Vec<f32>>,
     logprob: Option<Vec<f32>>,
+    causal_effect: Option<Vec<f32>>,
     meta: BTreeMap<String, String>,
 }
 
@@ -31,7 +32,7 @@ impl TraceBuilder {
         meta.insert("question".into(), question.to_string());
         meta.insert("response".into(), response.to_string());
         meta.insert("answer".into(), answer.to_string());
-        TraceBuilder { tokens, attention, token_ids: None, entropy: None, logprob: None, meta }
+        TraceBuilder { tokens, attention, token_ids: None, entropy: None, logprob: None, causal_effect: None, meta }
     }
 
     pub fn token_ids(mut self, ids: Vec<i64>) -> Self {
@@ -46,6 +47,12 @@ impl TraceBuilder {
 
     pub fn logprob(mut self, l: Vec<f32>) -> Self {
         self.logprob = Some(l);
+        self
+    }
+
+    /// Per-token effect of hiding that token on the answer (the per-token probe writes it).
+    pub fn causal_effect(mut self, c: Vec<f32>) -> Self {
+        self.causal_effect = Some(c);
         self
     }
 
@@ -68,12 +75,12 @@ impl TraceBuilder {
         };
         let ids: Option<Vec<u8>> = self.token_ids.as_ref().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect());
         let f32_bytes = |v: &Option<Vec<f32>>| -> Option<Vec<u8>> { v.as_ref().map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()) };
-        let (entropy, logprob) = (f32_bytes(&self.entropy), f32_bytes(&self.logprob));
+        let (entropy, logprob, causal) = (f32_bytes(&self.entropy), f32_bytes(&self.logprob), f32_bytes(&self.causal_effect));
         let mut tensors = vec![RawTensor { name: "attention", dtype, elem_size: a.dtype.size(), shape: a.shape.clone(), data: &attn }];
         if let Some(b) = &ids {
             tensors.push(RawTensor { name: "token_ids", dtype: "I64", elem_size: 8, shape: vec![b.len() / 8], data: b });
         }
-        for (name, v) in [("token_entropy", &entropy), ("token_logprob", &logprob)] {
+        for (name, v) in [("token_entropy", &entropy), ("token_logprob", &logprob), ("causal_effect", &causal)] {
             if let Some(b) = v {
                 tensors.push(RawTensor { name, dtype: "F32", elem_size: 4, shape: vec![b.len() / 4], data: b });
             }

@@ -51,7 +51,8 @@ def pipeline(att, meta, timings):
     a0, a1 = span(meta["answer"], n)
     r0, r1 = span(meta.get("response", f"{q1}:{n}"), n)
 
-    # 1-2. aggregate: middle third of the layers, mean over layers and heads, no self edges.
+    # 1-2. aggregate: the default layers (the middle third from 6 layers on, the last third below),
+    # mean over layers and heads, no self edges.
     t = time.perf_counter()
     if att.ndim == 2:
         m = att.astype(np.float64)
@@ -61,6 +62,8 @@ def pipeline(att, meta, timings):
         kept = json.loads(meta["layers"]) if "layers" in meta else list(range(att.shape[0]))
         total = int(meta.get("num_layers", kept[-1] + 1))
         lo, hi = (0, total) if total < 3 else (total // 3, -(-2 * total // 3))
+        if 3 <= total < 6:
+            lo, hi = hi, total
         sel = [j for j, l in enumerate(kept) if lo <= l < hi] or list(range(att.shape[0]))
         m = att[sel].astype(np.float64).mean(axis=(0, 1))
     m = np.tril(m, -1)

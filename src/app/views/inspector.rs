@@ -1,13 +1,67 @@
 //! The selected token: its numbers, its role, and its strongest flow edges as links.
 
 use super::Action;
-use crate::app::document::Analysis;
+use crate::app::document::{Analysis, Document};
 use crate::export::table::segment;
 use crate::flow::conserve::{strongest_into, strongest_out_of};
 use crate::flow::roles::far_sources_of;
 use crate::render::layout::display_text;
 use crate::trace::Trace;
 use egui::Ui;
+
+/// What taking the selection away would do: in the graph (any trace) and, for a trace of the
+/// project's policy whose checkpoint the run keeps, to the answer itself.
+pub fn what_if(ui: &mut Ui, a: &Analysis, selection: &[usize], d: &Document, can_regenerate: Result<(), &str>) -> Option<Action> {
+    let mut action = None;
+    ui.label(match selection {
+        [] => "What if: select a token (shift-click for a range)".to_string(),
+        [k] => format!("What if #{k} were gone?"),
+        s => format!("What if #{}–#{} were gone?", s[0], s[s.len() - 1]),
+    });
+    ui.horizontal_wrapped(|ui| {
+        let some = !selection.is_empty();
+        if ui.add_enabled(some, egui::Button::new("knock out")).on_hover_text("take the selection out of the attention graph and re-solve (no model needed)").clicked() {
+            action = Some(Action::KnockOut);
+        }
+        let why = can_regenerate.err().unwrap_or("hide the selection from the policy's attention and regenerate the answer");
+        if ui.add_enabled(some && can_regenerate.is_ok(), egui::Button::new("hide and regenerate")).on_hover_text(why).on_disabled_hover_text(why).clicked() {
+            action = Some(Action::WhatIf);
+        }
+    });
+    let failed = |ui: &mut Ui, e: &str| {
+        ui.colored_label(ui.visuals().error_fg_color, e);
+    };
+    match &d.knock_out {
+        None => {}
+        Some(Err(e)) => failed(ui, e),
+        Some(Ok(k)) => {
+            ui.strong(format!("knock-out of {} token(s)", k.removed.len()));
+            grid(ui, "knockout", &[
+                ("answer inflow", format!("{:.3} → {:.3}", a.result.answer_inflow(a.spans), k.answer_inflow)),
+                ("path mass lost", format!("{:.1}%", 100.0 * k.mass_lost)),
+                ("backbone lost", format!("{} of {} paths, {:.1}% of its flow", k.paths_lost, a.result.backbone.len(), 100.0 * k.backbone_lost)),
+            ]);
+        }
+    }
+    match &d.what_if {
+        None => {}
+        Some(Err(e)) => failed(ui, e),
+        Some(Ok(w)) => {
+            let said = |x: &Option<String>| x.clone().unwrap_or_else(|| "(none stated)".into());
+            ui.strong(format!("{} token(s) hidden from the policy", w.hidden.len()));
+            grid(ui, "whatif", &[
+                ("answer", format!("{} → {}", said(&w.before), said(&w.after))),
+                ("log p(original answer)", format!("{:.3} → {:.3}", w.logprob_before, w.logprob_after)),
+            ]);
+            ui.label(if w.before == w.after { "the answer stays" } else { "the answer changes" });
+            ui.weak(format!("policy: {}", w.checkpoint.display()));
+            if ui.button("keep as trace").on_hover_text("open the regenerated trace beside this one, in the Compare view").clicked() {
+                action = Some(Action::KeepWhatIf);
+            }
+        }
+    }
+    action
+}
 
 pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -> Option<Action> {
     let Some(k) = selected.filter(|&k| k < trace.n()) else {
@@ -41,6 +95,10 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -
         row("credit", format!("{:.3}", r.credit[k]));
         let far = far_sources_of(&a.matrix, &r.reach, &r.flow, a.spans, k, a.params.roles.checkpoint_min_distance);
         row("far sources", format!("{far:.2}"));
+        row("knock-out loss", format!("{:.1}%", 100.0 * a.knockout[k]));
+        if let Some(c) = &trace.causal_effect {
+            row("causal effect", format!("{:.3}", c[k]));
+        }
         if let Some(e) = &trace.entropy {
             row("entropy", format!("{:.3}", e[k]));
         }
@@ -64,4 +122,14 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -
     edges(ui, "strongest inflow", strongest_into(&a.matrix, &r.reach, &r.flow, a.spans.answer, k, 5));
     edges(ui, "strongest outflow", strongest_out_of(&a.matrix, &r.reach, &r.flow, a.spans.answer, k, 5));
     action
+}
+
+fn grid(ui: &mut Ui, id: &str, rows: &[(&str, String)]) {
+    egui::Grid::new(id).num_columns(2).striped(true).show(ui, |ui| {
+        for (name, value) in rows {
+            ui.label(*name);
+            ui.monospace(value);
+            ui.end_row();
+        }
+    });
 }

@@ -16,6 +16,12 @@ use std::collections::HashSet;
 pub enum Action {
     /// Select this token (extend the range when `extend`).
     Select { token: usize, extend: bool },
+    /// Take the selection out of the graph and re-solve.
+    KnockOut,
+    /// Hide the selection from the policy that wrote the trace and regenerate the answer.
+    WhatIf,
+    /// Open the last what-if's regenerated trace beside the original.
+    KeepWhatIf,
 }
 
 /// Marks shared by the views: the selection, search hits, diff.
@@ -30,6 +36,15 @@ pub struct Marks {
 }
 
 impl Marks {
+    /// The shift-click range, else the selected token, else nothing.
+    pub fn selection(&self) -> Vec<usize> {
+        match (self.range, self.selected) {
+            (Some((a, b)), _) => (a..=b).collect(),
+            (None, Some(k)) => vec![k],
+            (None, None) => vec![],
+        }
+    }
+
     pub fn in_range(&self, k: usize) -> bool {
         self.range.is_some_and(|(a, b)| a <= k && k <= b)
     }

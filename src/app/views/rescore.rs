@@ -14,8 +14,9 @@ pub fn show(ui: &mut Ui, p: &mut Params, trace: &Trace) -> bool {
             let original = trace.original_layers();
             let total = trace.meta.num_layers.unwrap_or_else(|| original.last().map_or(1, |l| l + 1));
             let mut auto = p.aggregate.layers.is_none();
-            if ui.checkbox(&mut auto, "middle third of the layers").changed() {
-                let (lo, hi) = crate::flow::aggregate::middle_third(total);
+            let (lo, hi) = crate::flow::aggregate::default_layers(total, p.aggregate.deep_from);
+            let rule = if total >= p.aggregate.deep_from || total < 3 { "middle third" } else { "last third: a shallow model" };
+            if ui.checkbox(&mut auto, format!("default layers [{lo}, {hi}) ({rule})")).on_hover_text("models of at least `deep_from` layers take their middle third, shallower ones their last third").changed() {
                 p.aggregate.layers = if auto { None } else { Some([lo, hi]) };
             }
             if let Some([s, e]) = &mut p.aggregate.layers {

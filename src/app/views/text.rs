@@ -67,7 +67,7 @@ pub fn show(
     let row_h = ui.ctx().fonts_mut(|f| f.row_height(&font)) + ROW_GAP;
     let columns = ((ui.available_width() - 16.0) / cw).floor().max(16.0) as usize;
     state.layout(trace, doc_id, columns);
-    let values = score.values(trace, &a.result).unwrap_or_else(|| a.result.throughput.clone());
+    let values = score.values(trace, a).unwrap_or_else(|| a.result.throughput.clone());
     let norm = normalised(&values, a.spans, score);
     let r = &a.result;
     let mut action = None;

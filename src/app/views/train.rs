@@ -65,10 +65,13 @@ fn settings(ui: &mut Ui, form: &mut TrainForm) {
         ui.add(egui::DragValue::new(&mut cfg.steps).range(1..=10_000)).labelled_by(l.id);
         ui.end_row();
         let l = ui.label("γ");
-        ui.add(egui::DragValue::new(&mut cfg.credit.gamma).range(1.0..=5.0).speed(0.05)).labelled_by(l.id);
+        ui.add(egui::DragValue::new(&mut cfg.params.credit.gamma).range(1.0..=5.0).speed(0.05)).labelled_by(l.id);
         ui.end_row();
         let l = ui.label("fraction");
-        ui.add(egui::Slider::new(&mut cfg.credit.fraction, 0.05..=1.0)).labelled_by(l.id);
+        ui.add(egui::Slider::new(&mut cfg.params.credit.fraction, 0.05..=1.0)).labelled_by(l.id);
+        ui.end_row();
+        ui.label("flow parameters");
+        ui.weak("the Re-score panel's (layers, heads, backbone, roles) when Start is pressed");
         ui.end_row();
         let l = ui.label("seed");
         ui.add(egui::DragValue::new(&mut cfg.seed)).labelled_by(l.id);
