@@ -8,6 +8,7 @@ use std::path::Path;
 #[serde(default, deny_unknown_fields)]
 pub struct Params {
     pub aggregate: AggregateParams,
+    pub answer: AnswerParams,
     pub backbone: BackboneParams,
     pub roles: RoleParams,
     pub credit: CreditParams,
@@ -20,15 +21,37 @@ pub struct AggregateParams {
     /// Original layer indices `[start, end)`; `None`: the default rule (`deep_from`).
     pub layers: Option<[usize; 2]>,
     /// When `layers` is unset: models with at least this many layers aggregate their middle third
-    /// (the paper's best, on 28+ layers), shallower ones their last third (the per-token probe's
-    /// best on the project's 3-layer policy). Between 3 and 28 layers nothing was measured: 6 is
-    /// a judgement, and `flowtracer probe --per-token --table` measures it for a given policy.
+    /// (the paper's best, on 28+ layers), shallower ones the middle third through the last layer
+    /// (the per-token probe's best on the project's 3-layer policy). Between 3 and 28 layers
+    /// nothing was measured: 6 is a judgement, and `flowtracer probe --per-token --table`
+    /// measures it for a given policy.
     pub deep_from: usize,
     /// Head indices to keep; `None` keeps all.
     pub heads: Option<Vec<usize>>,
     pub reduce: Reduce,
     /// Edges weaker than this are dropped (ε).
     pub threshold: f64,
+}
+
+/// What the flow is conditioned on (step 3's sink).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnswerParams {
+    pub sink: Sink,
+}
+
+/// Which positions absorb the flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sink {
+    /// The positions whose next-token prediction wrote the answer, [a0−1, a1−1): in a causal LM
+    /// token t is written by the attention of position t−1, and the last answer token's own
+    /// attention only writes what follows the answer. Kept inside the response (a first answer
+    /// token that opens the response is its own writer); a one-token answer at the response's
+    /// start falls back to the answer itself.
+    Writers,
+    /// The answer tokens themselves (FLOWTRACER.md §1, read literally).
+    Tokens,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +101,7 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             aggregate: AggregateParams::default(),
+            answer: AnswerParams::default(),
             backbone: BackboneParams::default(),
             roles: RoleParams::default(),
             credit: CreditParams::default(),
@@ -88,6 +112,12 @@ impl Default for Params {
 impl Default for AggregateParams {
     fn default() -> Self {
         AggregateParams { layers: None, deep_from: 6, heads: None, reduce: Reduce::Mean, threshold: 0.0 }
+    }
+}
+
+impl Default for AnswerParams {
+    fn default() -> Self {
+        AnswerParams { sink: Sink::Writers }
     }
 }
 
@@ -180,6 +210,14 @@ mod tests {
         let json = serde_json::to_string(&p).unwrap();
         let back: Params = serde_json::from_str(&json).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn the_sink_reads_from_toml() {
+        let p: Params = toml::from_str("[answer]\nsink = \"tokens\"\n").unwrap();
+        assert_eq!(p.answer.sink, Sink::Tokens);
+        assert_eq!(Params::default().answer.sink, Sink::Writers);
+        assert!(toml::from_str::<Params>("[answer]\nsink = \"readers\"\n").is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub fn describe(trace: &Trace, r: &FlowResult) -> String {
     if !r.layers.is_empty() {
         let _ = writeln!(s, "  layers {:?}, {} heads", r.layers, r.heads.len().max(1));
     }
-    let _ = writeln!(s, "  inflow into the answer {:.6}; backbone explains {:.1}%", r.answer_inflow(sp), 100.0 * r.backbone_flow());
+    let _ = writeln!(s, "  inflow into the answer {:.6}; backbone explains {:.1}%", r.answer_inflow(), 100.0 * r.backbone_flow());
     for (i, p) in r.backbone.iter().enumerate() {
         let chain: Vec<String> = p.tokens.iter().map(|&k| tok(k)).collect();
         let _ = writeln!(s, "  path {} ({:.3}): {}", i + 1, p.flow, chain.join(" → "));

@@ -146,3 +146,42 @@ fn without_a_display_the_app_points_to_the_export() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no display") && err.contains("--export"), "{err}");
 }
+
+/// Runs the binary with a deadline: a hang is a failure, never a stuck CI job.
+#[cfg(unix)]
+fn run_with_deadline(cmd: &mut Command, secs: u64) -> std::process::Output {
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() > secs {
+            let _ = child.kill();
+            panic!("the command hung for {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_refused_by_name_and_never_hangs_the_export() {
+    let dir = temp_dir("export-fifo");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::copy("sample_traces/addition.safetensors", run.join("a.safetensors")).unwrap();
+    let fifo = run.join("p.safetensors");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let out = dir.join("out");
+    let o = run_with_deadline(flowtracer().args(["--export", out.to_str().unwrap(), run.to_str().unwrap()]), 60);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = json(&out.join("summary.json"));
+    assert_eq!((summary["exported"].as_u64(), summary["failed"].as_u64()), (Some(1), Some(1)));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("p.safetensors") && stderr.contains("not a regular file (a FIFO)"), "{stderr}");
+    // Given directly, and to --print: the same reason, not "no such file".
+    let o = run_with_deadline(flowtracer().args(["--export", out.to_str().unwrap(), fifo.to_str().unwrap()]), 60);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a FIFO"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run_with_deadline(flowtracer().args(["--print", run.to_str().unwrap()]), 60);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file (a FIFO)"), "{}", String::from_utf8_lossy(&o.stderr));
+}

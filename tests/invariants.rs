@@ -9,7 +9,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 fn check(trace: &Trace, r: &FlowResult, m: &Matrix) {
-    let s = trace.spans;
+    // The method's invariants hold between the spans the steps ran between: the trace's, with the
+    // answer replaced by the sink (the positions that wrote it, by default).
+    let s = r.spans;
+    assert_eq!((s.question, s.response), (trace.spans.question, trace.spans.response));
+    let writers = flowtracer::flow::reach::conditioned(trace.spans, &Params::default().answer);
+    assert_eq!(s, writers);
     let n = trace.n();
     let name = trace.path.display();
     assert!(r.reach.iter().all(|&h| h >= 0.0 && h.is_finite()), "{name}: reach");
@@ -21,7 +26,7 @@ fn check(trace: &Trace, r: &FlowResult, m: &Matrix) {
         }
     }
     if r.status == Status::Ok {
-        let inflow = r.answer_inflow(s);
+        let inflow = r.answer_inflow();
         assert!((inflow - 1.0).abs() <= 1e-9, "{name}: inflow into the answer {inflow}");
     }
     // Throughput equals inflow plus the explicit outflow Σ φ.
@@ -88,4 +93,28 @@ fn bundled_samples_hold_the_invariants() {
         seen += 1;
     }
     assert!(seen >= 3, "expected the bundled samples, found {seen}");
+}
+
+#[test]
+fn the_sink_is_the_positions_that_wrote_the_answer() {
+    use flowtracer::flow::reach::conditioned;
+    use flowtracer::params::{AnswerParams, Sink};
+    use flowtracer::span::{Span, Spans};
+    let spans = |a: (usize, usize)| Spans { question: Span::new(0, 3), response: Span::new(3, 10), answer: Span::new(a.0, a.1) };
+    let writers = AnswerParams { sink: Sink::Writers };
+    // `>` at 6 writes the first answer digit 7, digit 7 writes 8; digit 8's own row writes `.`.
+    assert_eq!(conditioned(spans((7, 9)), &writers).answer, Span::new(6, 8));
+    // Kept inside the response: an answer opening the response is its own first writer …
+    assert_eq!(conditioned(spans((3, 6)), &writers).answer, Span::new(3, 5));
+    // … and a one-token answer there falls back to itself; no answer stays no answer.
+    assert_eq!(conditioned(spans((3, 4)), &writers).answer, Span::new(3, 4));
+    assert!(conditioned(spans((9, 9)), &writers).answer.is_empty());
+    assert_eq!(conditioned(spans((7, 9)), &AnswerParams { sink: Sink::Tokens }).answer, Span::new(7, 9));
+    // The pipeline runs between them and records it; the answer inflow is the sink's.
+    let b = common::chain_builder(12, flowtracer::trace::Dtype::F32, vec![12, 12]);
+    let t = Trace::from_bytes(b.to_bytes(), Path::new("chain")).unwrap();
+    let r = flowtracer::analyze(&t, &Params::default(), &Cancel::default()).unwrap();
+    assert_eq!(r.spans.answer, Span::new(10, 11), "answer 11..12: written by position 10");
+    assert!((r.answer_inflow() - 1.0).abs() < 1e-9);
+    assert_eq!(r.reach[11], 0.0, "the last answer token's own row writes what follows the answer");
 }

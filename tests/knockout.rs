@@ -23,9 +23,9 @@ fn the_only_bridge_takes_all_answer_inflow_and_a_parallel_token_none() {
     let (m, s) = bridge();
     let p = Params::default();
     let base = solve(&m, s, &p);
-    assert!(close(base.answer_inflow(s), 1.0));
+    assert!(close(base.answer_inflow(), 1.0));
 
-    let cut = knock_out(&m, s, &p, &base, &[1]).unwrap();
+    let cut = knock_out(&m, &p, &base, &[1]).unwrap();
     assert_eq!(cut.answer_inflow, 0.0, "no route is left");
     assert!(close(cut.mass_lost, 1.0));
     assert!(close(cut.backbone_lost, 1.0));
@@ -33,11 +33,11 @@ fn the_only_bridge_takes_all_answer_inflow_and_a_parallel_token_none() {
 
     // Token 2 is one of two parallel routes: the conserved flow re-routes through 3 and the
     // answer still gets all of it, while 3/4 of the path mass ran through 2.
-    let side = knock_out(&m, s, &p, &base, &[2]).unwrap();
+    let side = knock_out(&m, &p, &base, &[2]).unwrap();
     assert!(close(side.answer_inflow, 1.0), "{}", side.answer_inflow);
     assert!(close(side.mass_lost, 0.75), "{}", side.mass_lost);
     assert!(close(side.result.flow[3], 1.0), "everything re-routes through the other branch");
-    let both = knock_out(&m, s, &p, &base, &[2, 3]).unwrap();
+    let both = knock_out(&m, &p, &base, &[2, 3]).unwrap();
     assert_eq!(both.answer_inflow, 0.0);
     assert!(close(both.mass_lost, 1.0));
 
@@ -45,7 +45,7 @@ fn the_only_bridge_takes_all_answer_inflow_and_a_parallel_token_none() {
     let m2 = matrix(6, &[(1, 0, 1.0), (2, 1, 1.0), (3, 1, 1.0), (4, 2, 0.75), (4, 3, 0.25), (5, 0, 1.0)]);
     let s2 = spans((0, 1), (1, 6), (4, 5));
     let base2 = solve(&m2, s2, &p);
-    let off = knock_out(&m2, s2, &p, &base2, &[5]).unwrap();
+    let off = knock_out(&m2, &p, &base2, &[5]).unwrap();
     assert!(close(off.answer_inflow, 1.0) && off.mass_lost == 0.0 && off.backbone_lost == 0.0 && off.paths_lost == 0);
 
     // The per-token closed form gives the same losses.
@@ -60,8 +60,8 @@ fn answer_tokens_and_tokens_past_the_end_are_refused() {
     let (m, s) = bridge();
     let p = Params::default();
     let base = solve(&m, s, &p);
-    assert!(knock_out(&m, s, &p, &base, &[4]).unwrap_err().contains("in the answer"));
-    assert!(knock_out(&m, s, &p, &base, &[9]).unwrap_err().contains("has 5 tokens"));
+    assert!(knock_out(&m, &p, &base, &[4]).unwrap_err().contains("in the sink"));
+    assert!(knock_out(&m, &p, &base, &[9]).unwrap_err().contains("has 5 tokens"));
 }
 
 #[test]
@@ -81,7 +81,7 @@ fn one_solve_gives_every_token_the_loss_of_its_own_re_solve() {
         let base = solve(&m, s, &p);
         let per = loss_per_token(&m, &base.reach, s);
         for t in (0..n).filter(|&t| !s.answer.contains(t)) {
-            let k = knock_out(&m, s, &p, &base, &[t]).unwrap();
+            let k = knock_out(&m, &p, &base, &[t]).unwrap();
             assert!((k.mass_lost - per[t]).abs() < 1e-9, "N = {n}, token {t}: re-solve {} vs closed form {}", k.mass_lost, per[t]);
         }
         // Every path starts at a question token, so the question's losses add up to at least 1

@@ -24,7 +24,7 @@ pub struct Analysis {
 impl Analysis {
     /// The analysis with its knock-out losses; `started` is when the work began.
     pub fn new(result: FlowResult, matrix: Matrix, params: Params, spans: Spans, started: Instant) -> Self {
-        let knockout = crate::flow::knockout::loss_per_token(&matrix, &result.reach, spans);
+        let knockout = crate::flow::knockout::loss_per_token(&matrix, &result.reach, result.spans);
         Analysis { result, matrix, params, spans, elapsed: started.elapsed(), knockout }
     }
 }

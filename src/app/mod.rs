@@ -242,7 +242,7 @@ impl FlowApp {
         let selection = self.marks.selection();
         let Some(d) = self.docs.get_mut(self.current) else { return };
         let Some(a) = d.analysis.clone() else { return };
-        d.knock_out = Some(crate::flow::knockout::knock_out(&a.matrix, a.spans, &a.params, &a.result, &selection));
+        d.knock_out = Some(crate::flow::knockout::knock_out(&a.matrix, &a.params, &a.result, &selection));
     }
 
     /// Hides the selection from the policy that wrote the trace and regenerates the answer.

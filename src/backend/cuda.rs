@@ -29,6 +29,8 @@ struct Item<'t> {
     index: usize,
     trace: &'t Trace,
     spans: Spans,
+    /// `spans` with the answer replaced by the sink: what the device steps run between.
+    sink: Spans,
     sel: aggregate::Selection,
 }
 
@@ -69,7 +71,7 @@ impl CudaBackend {
                 .and_then(|()| spans.validate(trace.n()).map_err(|e| DataError::new(Problem::Span, e)))
                 .and_then(|()| aggregate::select(trace, &params.aggregate));
             match checked {
-                Ok(sel) => items.push(Item { index, trace, spans, sel }),
+                Ok(sel) => items.push(Item { index, trace, spans, sink: flow::reach::conditioned(spans, &params.answer), sel }),
                 Err(e) => out[index] = Some(Err(e.at(&trace.path))),
             }
         }
@@ -149,7 +151,7 @@ impl CudaBackend {
         for ((it, &off), (a, _)) in group.iter().zip(&offsets).zip(&aggregated) {
             if *a == Aggregated::Ok {
                 jobs.push(job(it, off, v, &params.credit));
-                spans.push(it.spans);
+                spans.push(it.sink);
                 v += it.trace.n() as u32;
             }
         }
@@ -166,7 +168,7 @@ impl CudaBackend {
                 Some((d, kernels)) => {
                     let OnDevice { mut matrix, h, uf, computed, times: [reach, flow, credit, backbone] } = d;
                     let mut times = StepTimes { aggregate: agg_share, aggregate_on_device: kernels, reach, flow, credit, backbone, ..Default::default() };
-                    let mut r = flow::finish_with(&mut matrix, it.spans, params, &mut times, h, uf, computed);
+                    let mut r = flow::finish_with(&mut matrix, it.sink, params, &mut times, h, uf, computed);
                     r.backend = format!("cuda: {}", cuda.name);
                     r.layers = it.sel.layers.clone();
                     r.heads = it.sel.heads.clone();
@@ -232,7 +234,7 @@ struct OnDevice {
 
 /// The trace as the kernels see it: its matrix at `m`, its vectors at `v`.
 fn job(it: &Item, m: usize, v: u32, credit: &CreditParams) -> Job {
-    let s = it.spans;
+    let s = it.sink;
     // An empty answer: nothing to solve toward; empty spans make every kernel pass the job by.
     let (q, a) = if s.answer.is_empty() { (0..0, 0..0) } else { (s.question.range(), s.answer.range()) };
     let r = s.response.range();

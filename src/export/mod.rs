@@ -128,7 +128,8 @@ pub fn plan(inputs: &[PathBuf]) -> (Vec<Job>, Vec<RunInfo>, Vec<Outcome>) {
                 }
                 Err(e) => failed.push(failure(input, Problem::Io, e)),
             }
-        } else if input.is_file() {
+        } else if std::fs::metadata(input).is_ok() {
+            // A FIFO or a device too: opening it reports what it is, as that input's failure.
             let stem = input.file_stem().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("trace"));
             jobs.push(Job { source: input.clone(), stem });
         } else {

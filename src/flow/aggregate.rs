@@ -94,13 +94,14 @@ pub fn middle_third(total: usize) -> (usize, usize) {
 }
 
 /// The layers aggregated when the parameters name none. Models of at least `deep_from` layers
-/// take the paper's middle third (its finding on 28+-layer models). Shallower ones take the last
-/// third [ceil(2L/3), L): on the project's 3-layer policy the per-token probe found the last
-/// layer's throughput the best predictor of which tokens the answer depends on, and the middle
-/// one among the worst (README, "Does flow find the tokens that matter?"). All layers when L < 3.
+/// take the paper's middle third (its finding on 28+-layer models). Shallower ones take the
+/// middle third through the last layer, [floor(L/3), L): on the project's 3-layer policy the
+/// per-token probe found that choice the best predictor of which tokens the answer depends on
+/// across both tasks, where the middle layer alone and the last alone each failed one of them
+/// (README, "Does flow find the tokens that matter?"). All layers when L < 3.
 pub fn default_layers(total: usize, deep_from: usize) -> (usize, usize) {
     let (lo, hi) = middle_third(total);
-    if total < 3 || total >= deep_from { (lo, hi) } else { (hi, total) }
+    if total >= deep_from { (lo, hi) } else { (lo, total) }
 }
 
 pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: &AtomicBool) -> Result<Matrix, DataError> {

@@ -46,10 +46,11 @@ pub fn path_mass(h: &[f64], spans: Spans) -> f64 {
     spans.question.range().map(|q| h[q]).sum()
 }
 
-/// Removes `tokens` from the graph of `m`, re-runs steps 3–9 on what is left, and compares with
-/// `base` (the analysis of the whole graph, with the same spans and parameters). Answer tokens
-/// cannot be removed: they are where the flow is measured.
-pub fn knock_out(m: &Matrix, spans: Spans, params: &Params, base: &FlowResult, tokens: &[usize]) -> Result<KnockOut, String> {
+/// Removes `tokens` from the graph of `m`, re-runs steps 3–9 on what is left between the spans
+/// `base` (the analysis of the whole graph, with the same parameters) ran between, and compares.
+/// The sink cannot be removed: it is where the flow is measured.
+pub fn knock_out(m: &Matrix, params: &Params, base: &FlowResult, tokens: &[usize]) -> Result<KnockOut, String> {
+    let spans = base.spans;
     let mut removed = tokens.to_vec();
     removed.sort_unstable();
     removed.dedup();
@@ -57,7 +58,7 @@ pub fn knock_out(m: &Matrix, spans: Spans, params: &Params, base: &FlowResult, t
         return Err(format!("cannot knock out token {k}: the trace has {} tokens", m.n));
     }
     if let Some(&k) = removed.iter().find(|&&k| spans.answer.contains(k)) {
-        return Err(format!("token {k} is in the answer {}: knock-out measures what reaches the answer, so the answer stays", spans.answer));
+        return Err(format!("token {k} is in the sink {} (the positions that wrote the answer): knock-out measures what reaches it, so it stays", spans.answer));
     }
     params.validate()?;
     let mut cut = m.clone();
@@ -70,7 +71,7 @@ pub fn knock_out(m: &Matrix, spans: Spans, params: &Params, base: &FlowResult, t
     let lost: Vec<&FlowPath> = base.backbone.iter().filter(through).collect();
     let total = base.backbone_flow();
     let backbone_lost = if total > 0.0 { lost.iter().map(|p| p.flow).sum::<f64>() / total } else { 0.0 };
-    Ok(KnockOut { answer_inflow: result.answer_inflow(spans), mass_lost, backbone_lost, paths_lost: lost.len(), removed, result })
+    Ok(KnockOut { answer_inflow: result.answer_inflow(), mass_lost, backbone_lost, paths_lost: lost.len(), removed, result })
 }
 
 /// Zeroes the rows and columns of `tokens` (sorted): they neither read nor are read.
@@ -114,7 +115,8 @@ impl Sweep for IntoToken<'_> {
 }
 
 /// The knock-out loss of every token on its own (`mass_lost` of removing just that token), in one
-/// forward solve: r(t)·h(t) / Σ_q h(q). Answer tokens, which cannot be knocked out, get 0.
+/// forward solve: r(t)·h(t) / Σ_q h(q). `spans` are those the analysis ran between
+/// (`FlowResult::spans`); sink tokens, which cannot be knocked out, get 0.
 pub fn loss_per_token(m: &Matrix, h: &[f64], spans: Spans) -> Vec<f64> {
     let n = m.n;
     let total = path_mass(h, spans);

@@ -68,6 +68,9 @@ impl StepTimes {
 #[derive(Clone, Debug)]
 pub struct FlowResult {
     pub status: Status,
+    /// The spans the steps ran between: the trace's, with the answer replaced by the sink the
+    /// flow was conditioned on (`flow::reach::conditioned`).
+    pub spans: Spans,
     pub backend: String,
     /// Original layer numbers and head indices that were aggregated (empty: axis absent).
     pub layers: Vec<usize>,
@@ -88,9 +91,9 @@ pub struct FlowResult {
 }
 
 impl FlowResult {
-    /// Σ_{a∈𝒜} f(a): 1 whenever there is flow.
-    pub fn answer_inflow(&self, spans: Spans) -> f64 {
-        spans.answer.range().map(|a| self.flow[a]).sum()
+    /// The flow into the sink: 1 whenever there is flow.
+    pub fn answer_inflow(&self) -> f64 {
+        self.spans.answer.range().map(|a| self.flow[a]).sum()
     }
 
     pub fn backbone_flow(&self) -> f64 {
@@ -167,6 +170,7 @@ pub fn analyze_using(
     offload: Option<&dyn Offload>,
 ) -> Result<(FlowResult, Matrix), DataError> {
     params.validate().map_err(|e| DataError::new(Problem::Params, e))?;
+    let spans = reach::conditioned(spans, &params.answer);
     let mut times = StepTimes::default();
     let t = Instant::now();
     let sel = aggregate::select(trace, &params.aggregate)?;
@@ -202,6 +206,7 @@ pub fn analyze_using(
 pub fn rescore(m: &mut Matrix, spans: Spans, params: &Params, aggregated: &FlowResult) -> Result<FlowResult, String> {
     params.validate()?;
     spans.validate(m.n)?;
+    let spans = reach::conditioned(spans, &params.answer);
     let mut times = StepTimes::default();
     let mut r = solve(m, spans, params, &mut times);
     r.layers = aggregated.layers.clone();
@@ -293,6 +298,7 @@ pub fn finish_with(m: &mut Matrix, spans: Spans, params: &Params, times: &mut St
     times.credit += t.elapsed();
     FlowResult {
         status,
+        spans,
         backend: "cpu".into(),
         layers: vec![],
         heads: vec![],

@@ -7,10 +7,27 @@
 
 use super::matrix::Matrix;
 use super::sweep::BLOCK;
-use crate::span::Span;
+use crate::params::{AnswerParams, Sink};
+use crate::span::{Span, Spans};
 use rayon::prelude::*;
 
 const CHUNK: usize = 2048;
+
+/// The spans the steps run between: the trace's, with the answer replaced by the positions the
+/// flow is conditioned on (`answer.sink`). Every entry point that starts from a trace's spans
+/// calls this once; the steps themselves (`flow::solve` and after) take its result as it is.
+pub fn conditioned(spans: Spans, p: &AnswerParams) -> Spans {
+    let a = spans.answer;
+    let sink = match p.sink {
+        Sink::Tokens => a,
+        _ if a.is_empty() => a,
+        Sink::Writers => {
+            let writers = Span::new(a.start.saturating_sub(1).max(spans.response.start), a.end - 1);
+            if writers.is_empty() { a } else { writers }
+        }
+    };
+    Spans { answer: sink, ..spans }
+}
 
 pub fn reach(m: &Matrix, answer: Span) -> Vec<f64> {
     let n = m.n;

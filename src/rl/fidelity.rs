@@ -122,7 +122,7 @@ pub fn score_sets(probes: &[TokenProbe], layers: usize, heads: usize, params: &P
         let view = Scored { tokens: &tokens, spans: p.spans, attention: &p.attention, layers, heads, entropy: &entropy };
         let trace = grpo::rollout_trace(&view).ok_or("a probed response is not a valid trace")?;
         let (res, m) = flow::analyze_with_matrix(&trace, params, &Cancel::default()).map_err(|e| e.to_string())?;
-        let loss = knockout::loss_per_token(&m, &res.reach, p.spans);
+        let loss = knockout::loss_per_token(&m, &res.reach, res.spans);
         let received = grpo::attention_received(&view);
         let random = grpo::baseline_score(CreditMode::Random, &view, &mut rng);
         let a0 = p.spans.answer.start as f64;

@@ -13,6 +13,12 @@ pub const FORMAT: &str = "flowtracer.trace/1";
 pub const MAX_MATRIX_BYTES_ENV: &str = "FLOWTRACER_MAX_MATRIX_BYTES";
 
 pub(super) fn open(path: &Path) -> Result<Trace, TraceError> {
+    // Opening a FIFO blocks until someone writes to it, and a device can be endless: only regular
+    // files (or links to them) are read.
+    let meta = std::fs::metadata(path).map_err(|e| TraceError::new(path, Problem::Io, format!("cannot stat: {e}")))?;
+    if !meta.is_file() {
+        return Err(TraceError::new(path, Problem::Io, format!("not a regular file ({}): traces are read from files", kind(&meta.file_type()))));
+    }
     let file = std::fs::File::open(path)
         .map_err(|e| TraceError::new(path, Problem::Io, format!("cannot open: {e}")))?;
     let len = file
@@ -31,6 +37,24 @@ pub(super) fn open(path: &Path) -> Result<Trace, TraceError> {
     let map = unsafe { memmap2::Mmap::map(&file) }
         .map_err(|e| TraceError::new(path, Problem::Io, format!("cannot map: {e}")))?;
     parse(Arc::new(Storage::Mapped(map)), path)
+}
+
+/// What a path that is not a regular file is, in words.
+fn kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() { "a folder" } else { "not a file" }
 }
 
 pub(super) fn parse(storage: Arc<Storage>, path: &Path) -> Result<Trace, TraceError> {

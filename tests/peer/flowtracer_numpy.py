@@ -50,9 +50,13 @@ def pipeline(att, meta, timings):
     q0, q1 = span(meta["question"], n)
     a0, a1 = span(meta["answer"], n)
     r0, r1 = span(meta.get("response", f"{q1}:{n}"), n)
+    # The sink (answer.sink = "writers"): the positions whose next-token prediction wrote the
+    # answer, [a0-1, a1-1), kept inside the response; the answer itself if that is empty.
+    if a1 > a0 and a1 - 1 > max(a0 - 1, r0):
+        a0, a1 = max(a0 - 1, r0), a1 - 1
 
-    # 1-2. aggregate: the default layers (the middle third from 6 layers on, the last third below),
-    # mean over layers and heads, no self edges.
+    # 1-2. aggregate: the default layers (the middle third from 6 layers on, the middle third
+    # through the last layer below), mean over layers and heads, no self edges.
     t = time.perf_counter()
     if att.ndim == 2:
         m = att.astype(np.float64)
@@ -62,8 +66,8 @@ def pipeline(att, meta, timings):
         kept = json.loads(meta["layers"]) if "layers" in meta else list(range(att.shape[0]))
         total = int(meta.get("num_layers", kept[-1] + 1))
         lo, hi = (0, total) if total < 3 else (total // 3, -(-2 * total // 3))
-        if 3 <= total < 6:
-            lo, hi = hi, total
+        if total < 6:
+            hi = total
         sel = [j for j, l in enumerate(kept) if lo <= l < hi] or list(range(att.shape[0]))
         m = att[sel].astype(np.float64).mean(axis=(0, 1))
     m = np.tril(m, -1)

@@ -37,7 +37,7 @@ pub fn what_if(ui: &mut Ui, a: &Analysis, selection: &[usize], d: &Document, can
         Some(Ok(k)) => {
             ui.strong(format!("knock-out of {} token(s)", k.removed.len()));
             grid(ui, "knockout", &[
-                ("answer inflow", format!("{:.3} → {:.3}", a.result.answer_inflow(a.spans), k.answer_inflow)),
+                ("answer inflow", format!("{:.3} → {:.3}", a.result.answer_inflow(), k.answer_inflow)),
                 ("path mass lost", format!("{:.1}%", 100.0 * k.mass_lost)),
                 ("backbone lost", format!("{} of {} paths, {:.1}% of its flow", k.paths_lost, a.result.backbone.len(), 100.0 * k.backbone_lost)),
             ]);
@@ -93,9 +93,10 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -
         row("flow", format!("{:.5}", r.flow[k]));
         row("throughput", format!("{:.5}", r.throughput[k]));
         row("credit", format!("{:.3}", r.credit[k]));
-        let far = far_sources_of(&a.matrix, &r.reach, &r.flow, a.spans, k, a.params.roles.checkpoint_min_distance);
+        let far = far_sources_of(&a.matrix, &r.reach, &r.flow, r.spans, k, a.params.roles.checkpoint_min_distance);
         row("far sources", format!("{far:.2}"));
-        row("knock-out loss", format!("{:.1}%", 100.0 * a.knockout[k]));
+        let sink = r.spans.answer;
+        row("knock-out loss", if sink.contains(k) { format!("– (in the sink {sink})") } else { format!("{:.1}%", 100.0 * a.knockout[k]) });
         if let Some(c) = &trace.causal_effect {
             row("causal effect", format!("{:.3}", c[k]));
         }
@@ -119,8 +120,8 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -
         }
     };
     ui.separator();
-    edges(ui, "strongest inflow", strongest_into(&a.matrix, &r.reach, &r.flow, a.spans.answer, k, 5));
-    edges(ui, "strongest outflow", strongest_out_of(&a.matrix, &r.reach, &r.flow, a.spans.answer, k, 5));
+    edges(ui, "strongest inflow", strongest_into(&a.matrix, &r.reach, &r.flow, r.spans.answer, k, 5));
+    edges(ui, "strongest outflow", strongest_out_of(&a.matrix, &r.reach, &r.flow, r.spans.answer, k, 5));
     action
 }
 

@@ -46,7 +46,7 @@ impl Default for MatrixState {
 pub fn scale_for(a: &Analysis, layer: Layer) -> Option<crate::gpu::Scale> {
     let r = &a.result;
     let n = r.reach.len();
-    let conserving = |i: usize| crate::flow::conserve::conserves(i, &r.reach, a.spans.answer);
+    let conserving = |i: usize| crate::flow::conserve::conserves(i, &r.reach, r.spans.answer);
     match layer {
         Layer::Aggregated => Some(crate::gpu::Scale::ones(n)),
         Layer::Conserved => Some(crate::gpu::Scale {
@@ -90,8 +90,8 @@ pub fn downsample(trace: &Trace, a: &Analysis, layer: Layer, s: usize) -> Vec<f3
         for i in 0..upto {
             let v = match layer {
                 Layer::Aggregated | Layer::Slab(..) => row[i] as f64,
-                Layer::Conserved => conserved(&a.matrix, &r.reach, a.spans.answer, i, k),
-                Layer::EdgeFlow => edge_flow(&a.matrix, &r.reach, &r.flow, a.spans.answer, i, k),
+                Layer::Conserved => conserved(&a.matrix, &r.reach, r.spans.answer, i, k),
+                Layer::EdgeFlow => edge_flow(&a.matrix, &r.reach, &r.flow, r.spans.answer, i, k),
             } as f32;
             let cell = &mut out[y * s + i * s / n];
             *cell = cell.max(v);
@@ -192,8 +192,8 @@ pub fn show(ui: &mut Ui, doc_id: usize, trace: &Trace, a: &Analysis, marks: &Mar
         if i < n && k < n {
             let value = match state.layer {
                 Layer::Aggregated => a.matrix.get(k, i) as f64,
-                Layer::Conserved => conserved(&a.matrix, &a.result.reach, a.spans.answer, i, k),
-                Layer::EdgeFlow => edge_flow(&a.matrix, &a.result.reach, &a.result.flow, a.spans.answer, i, k),
+                Layer::Conserved => conserved(&a.matrix, &a.result.reach, a.result.spans.answer, i, k),
+                Layer::EdgeFlow => edge_flow(&a.matrix, &a.result.reach, &a.result.flow, a.result.spans.answer, i, k),
                 Layer::Slab(l, h) => {
                     let mut row = vec![0f32; n];
                     trace.attention.row(l, h, k, &mut row);

@@ -15,8 +15,8 @@ pub fn show(ui: &mut Ui, p: &mut Params, trace: &Trace) -> bool {
             let total = trace.meta.num_layers.unwrap_or_else(|| original.last().map_or(1, |l| l + 1));
             let mut auto = p.aggregate.layers.is_none();
             let (lo, hi) = crate::flow::aggregate::default_layers(total, p.aggregate.deep_from);
-            let rule = if total >= p.aggregate.deep_from || total < 3 { "middle third" } else { "last third: a shallow model" };
-            if ui.checkbox(&mut auto, format!("default layers [{lo}, {hi}) ({rule})")).on_hover_text("models of at least `deep_from` layers take their middle third, shallower ones their last third").changed() {
+            let rule = if total >= p.aggregate.deep_from { "middle third" } else { "middle third to the last: a shallow model" };
+            if ui.checkbox(&mut auto, format!("default layers [{lo}, {hi}) ({rule})")).on_hover_text("models of at least `deep_from` layers take their middle third, shallower ones the middle third through the last layer").changed() {
                 p.aggregate.layers = if auto { None } else { Some([lo, hi]) };
             }
             if let Some([s, e]) = &mut p.aggregate.layers {
