@@ -401,3 +401,21 @@ fn colour_by_causal_effect_reads_the_file_and_says_when_it_is_missing() {
     assert_eq!(values, effect.iter().map(|&e| (e as f64).max(0.0)).collect::<Vec<_>>());
     assert!(h.query_by_label_contains("this trace has no causal effect").is_none());
 }
+
+#[test]
+fn the_sink_is_a_widget_and_rescoring_with_it_moves_the_flow() {
+    use flowtracer::params::Sink;
+    let mut h = harness();
+    let writers = h.state().docs[0].analysis.clone().unwrap();
+    h.get_by_label("answer sink").click();
+    h.run();
+    h.get_by_label("the answer tokens themselves").click();
+    h.run();
+    assert_eq!(h.state().params.answer.sink, Sink::Tokens);
+    let tokens = h.state().docs[0].analysis.clone().unwrap();
+    let answer = tokens.spans.answer;
+    assert_eq!(tokens.result.spans.answer, answer, "the sink is the answer itself");
+    assert_eq!(writers.result.spans.answer, flowtracer::Span::new(answer.start - 1, answer.end - 1));
+    assert!((tokens.result.answer_inflow() - 1.0).abs() < 1e-9 && (writers.result.answer_inflow() - 1.0).abs() < 1e-9);
+    assert_ne!(tokens.result.throughput, writers.result.throughput);
+}

@@ -1,7 +1,7 @@
 //! Every field of the parameter struct as a widget. The panel only edits the parameters; the
 //! app notices the change and re-scores in the background.
 
-use crate::params::{Params, Reduce};
+use crate::params::{Params, Reduce, Sink};
 use crate::trace::Trace;
 use egui::{DragValue, Slider, Ui};
 
@@ -18,6 +18,13 @@ pub fn show(ui: &mut Ui, p: &mut Params, trace: &Trace) -> bool {
             let rule = if total >= p.aggregate.deep_from { "middle third" } else { "middle third to the last: a shallow model" };
             if ui.checkbox(&mut auto, format!("default layers [{lo}, {hi}) ({rule})")).on_hover_text("models of at least `deep_from` layers take their middle third, shallower ones the middle third through the last layer").changed() {
                 p.aggregate.layers = if auto { None } else { Some([lo, hi]) };
+            }
+            if p.aggregate.layers.is_none() {
+                ui.horizontal(|ui| {
+                    ui.label("middle third from");
+                    ui.add(DragValue::new(&mut p.aggregate.deep_from).range(0..=1000));
+                    ui.label("layers (deep_from)");
+                });
             }
             if let Some([s, e]) = &mut p.aggregate.layers {
                 ui.horizontal(|ui| {
@@ -56,6 +63,11 @@ pub fn show(ui: &mut Ui, p: &mut Params, trace: &Trace) -> bool {
             ui.selectable_value(&mut p.aggregate.reduce, Reduce::Max, "max");
         });
         ui.add(Slider::new(&mut p.aggregate.threshold, 0.0..=0.2).text("threshold ε").logarithmic(false));
+    });
+    ui.collapsing("answer sink", |ui| {
+        ui.label("the flow ends at");
+        ui.radio_value(&mut p.answer.sink, Sink::Writers, "the positions that wrote the answer").on_hover_text("[a0−1, a1−1): in a causal LM token t is written by position t−1");
+        ui.radio_value(&mut p.answer.sink, Sink::Tokens, "the answer tokens themselves");
     });
     egui::CollapsingHeader::new("credit").default_open(true).show(ui, |ui| {
         ui.add(Slider::new(&mut p.credit.fraction, 0.0..=1.0).text("fraction"));
