@@ -19,6 +19,7 @@ pub struct Params {
 #[serde(default, deny_unknown_fields)]
 pub struct AggregateParams {
     /// Original layer indices `[start, end)`; `None`: the default rule (`deep_from`).
+    #[serde(deserialize_with = "layer_range")]
     pub layers: Option<[usize; 2]>,
     /// When `layers` is unset: models with at least this many layers aggregate their middle third
     /// (the paper's best, on 28+ layers), shallower ones the middle third through the last layer
@@ -144,11 +145,34 @@ impl Default for CreditParams {
     }
 }
 
+/// `[start, end]` exactly: TOML would otherwise drop a third number without a word.
+fn layer_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<[usize; 2]>, D::Error> {
+    let Some(v) = Option::<Vec<usize>>::deserialize(d)? else { return Ok(None) };
+    <[usize; 2]>::try_from(v.as_slice())
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("aggregate.layers must be [start, end], two layer indices; got {} numbers {v:?}", v.len())))
+}
+
+/// A parameter file is a few hundred bytes; anything past this is not one.
+pub const MAX_PARAMS_BYTES: u64 = 1 << 20;
+
 impl Params {
     /// Reads a parameter file: `.json` as JSON, anything else as TOML. Missing fields take defaults.
+    /// Only a regular file of at most `MAX_PARAMS_BYTES` is read (`--params /dev/zero` would
+    /// otherwise read until memory runs out).
     pub fn load(path: &Path) -> Result<Params, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read parameters: {e}", path.display()))?;
+        use std::io::Read;
+        let fail = |e: String| format!("{}: cannot read parameters: {e}", path.display());
+        let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(fail("not a regular file".into()));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(path).and_then(|f| f.take(MAX_PARAMS_BYTES + 1).read_to_end(&mut bytes)).map_err(|e| fail(e.to_string()))?;
+        if bytes.len() as u64 > MAX_PARAMS_BYTES {
+            return Err(fail(format!("larger than {} bytes, the most a parameter file may be", MAX_PARAMS_BYTES)));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| fail(format!("not UTF-8 text ({e})")))?;
         let params: Params = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
         } else {
@@ -210,6 +234,34 @@ mod tests {
         let json = serde_json::to_string(&p).unwrap();
         let back: Params = serde_json::from_str(&json).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn a_layer_range_is_exactly_two_numbers() {
+        let e = toml::from_str::<Params>("[aggregate]\nlayers = [1, 2, 3]\n").unwrap_err().to_string();
+        assert!(e.contains("aggregate.layers must be [start, end]") && e.contains("got 3"), "{e}");
+        let e = serde_json::from_str::<Params>(r#"{"aggregate":{"layers":[1]}}"#).unwrap_err().to_string();
+        assert!(e.contains("aggregate.layers"), "{e}");
+        let p: Params = toml::from_str("[aggregate]\nlayers = [1, 3]\n").unwrap();
+        assert_eq!(p.aggregate.layers, Some([1, 3]));
+        assert_eq!(serde_json::from_str::<Params>(&serde_json::to_string(&p).unwrap()).unwrap(), p);
+    }
+
+    #[test]
+    fn parameter_files_are_bounded_regular_files() {
+        let dir = std::env::temp_dir().join(format!("flowtracer-params-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.toml");
+        std::fs::write(&big, format!("# {}\n", "x".repeat(MAX_PARAMS_BYTES as usize))).unwrap();
+        let e = Params::load(&big).unwrap_err();
+        assert!(e.contains("big.toml") && e.contains("larger than"), "{e}");
+        assert!(Params::load(&dir).unwrap_err().contains("not a regular file"));
+        #[cfg(unix)]
+        assert!(Params::load(Path::new("/dev/zero")).unwrap_err().contains("/dev/zero: cannot read parameters: not a regular file"));
+        let ok = dir.join("ok.toml");
+        std::fs::write(&ok, "[credit]\ngamma = 2.0\n").unwrap();
+        assert_eq!(Params::load(&ok).unwrap().credit.gamma, 2.0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
