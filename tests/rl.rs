@@ -344,3 +344,17 @@ fn causal_effect_round_trips_through_a_trace_file() {
     let e = flowtracer::Trace::open(&bad).err().unwrap().to_string();
     assert!(e.contains("causal_effect") && e.contains("bad.safetensors"), "{e}");
 }
+
+#[test]
+fn flow_parameters_the_policy_cannot_honour_are_refused_before_training() {
+    let dir = common::temp_dir("train-params");
+    let mut cfg = tiny(1);
+    cfg.params.aggregate.layers = Some([5, 7]);
+    let e = train(&cfg, &dir.join("a"), &Default::default(), &mut |_| {}).unwrap_err();
+    assert!(e.contains("aggregate.layers [5, 7) holds none of the policy's 2 layers"), "{e}");
+    cfg.params.aggregate.layers = Some([1, 2]);
+    cfg.params.aggregate.heads = Some(vec![0, 9]);
+    let e = train(&cfg, &dir.join("b"), &Default::default(), &mut |_| {}).unwrap_err();
+    assert!(e.contains("head 9"), "{e}");
+    assert!(!dir.join("a").exists() && !dir.join("b").exists(), "nothing is written for a refused run");
+}

@@ -274,6 +274,7 @@ pub const WARM_START_MAX_STEPS: usize = 3000;
 /// Runs (or resumes) a training run into `out`; `tick` sees its progress. Checkpoints and traces
 /// are written every `checkpoint_every` steps and at the last step.
 pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMut(Progress)) -> Result<(), String> {
+    check_params(cfg)?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut policy = Policy::new(cfg.model.clone()).map_err(err)?;
     let backend = crate::backend::select(crate::backend::Choice::Auto)?;
@@ -361,6 +362,20 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
             checkpoint(&policy, &opt, out, step)?;
         }
         tick(Progress::Step(&m));
+    }
+    Ok(())
+}
+
+/// Parameters that can never apply to the policy would make the engine refuse every rollout, and
+/// flow credit would fall back to γ = 1 without a word: refused before the run starts.
+fn check_params(cfg: &TrainConfig) -> Result<(), String> {
+    cfg.params.validate()?;
+    let a = &cfg.params.aggregate;
+    if let Some([s, e]) = a.layers.filter(|&[s, _]| s >= cfg.model.layers) {
+        return Err(format!("aggregate.layers [{s}, {e}) holds none of the policy's {} layers (0–{})", cfg.model.layers, cfg.model.layers - 1));
+    }
+    if let Some(h) = a.heads.as_ref().and_then(|hs| hs.iter().find(|&&h| h >= cfg.model.heads)) {
+        return Err(format!("aggregate.heads names head {h} but the policy has {} heads", cfg.model.heads));
     }
     Ok(())
 }
