@@ -602,7 +602,7 @@ impl FlowApp {
                 self.apply(act);
                 ui.separator();
                 let d = &self.docs[self.current];
-                let act = views::inspector::what_if(ui, a, &self.marks.selection(), d, d.checkpoint.as_ref().map(|_| ()).map_err(String::as_str));
+                let act = views::inspector::what_if(ui, a, &self.marks.selection(), d);
                 self.apply(act);
             }
             ui.separator();

@@ -138,10 +138,7 @@ impl TokenProbe {
     pub fn to_trace(&self, layers: usize, heads: usize, task: Task, label: &str) -> TraceBuilder {
         let r = &self.rollout;
         let n = r.ids.len();
-        let mut entropy = vec![0f32; n];
-        let mut logprob = vec![0f32; n];
-        entropy[1 + r.prompt_len..].copy_from_slice(&r.entropy);
-        logprob[1 + r.prompt_len..].copy_from_slice(&r.logprob);
+        let (entropy, logprob) = (r.over_sequence(&r.entropy), r.over_sequence(&r.logprob));
         let changed: Vec<usize> = self.effects.iter().filter(|e| e.changed).map(|e| e.token).collect();
         TraceBuilder::new(
             r.ids.iter().map(|&t| task::token_text(t)).collect(),

@@ -115,10 +115,8 @@ pub fn score_sets(probes: &[TokenProbe], layers: usize, heads: usize, params: &P
     sets.extend(choices.iter().map(|(label, [s, e])| ScoreSet { name: format!("throughput, layers [{s}, {e}) ({label})"), values: vec![] }));
     for p in probes {
         let r = &p.rollout;
-        let n = r.ids.len();
         let tokens: Vec<String> = r.ids.iter().map(|&t| super::task::token_text(t)).collect();
-        let mut entropy = vec![0f32; n];
-        entropy[1 + r.prompt_len..].copy_from_slice(&r.entropy);
+        let (entropy, logprob) = (r.over_sequence(&r.entropy), r.over_sequence(&r.logprob));
         let view = Scored { tokens: &tokens, spans: p.spans, attention: &p.attention, layers, heads, entropy: &entropy };
         let trace = grpo::rollout_trace(&view).ok_or("a probed response is not a valid trace")?;
         let (res, m) = flow::analyze_with_matrix(&trace, params, &Cancel::default()).map_err(|e| e.to_string())?;
@@ -135,7 +133,7 @@ pub fn score_sets(probes: &[TokenProbe], layers: usize, heads: usize, params: &P
                 loss[t],
                 received[t],
                 entropy[t] as f64,
-                -(r.logprob[t - 1 - r.prompt_len] as f64),
+                -(logprob[t] as f64),
                 -(a0 - t as f64),
                 random[t],
             ];

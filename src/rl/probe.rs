@@ -143,18 +143,9 @@ pub fn probe(
                     Condition::Random => shuffled[..k].to_vec(),
                 })
                 .collect();
-            let prefix = r.ids[..answer.start].to_vec();
-            let blocked: Vec<Vec<bool>> = hidden
-                .iter()
-                .map(|h| {
-                    let mut b = vec![false; policy.cfg.context];
-                    h.iter().for_each(|&k| b[k] = true);
-                    b
-                })
-                .collect();
-            let again = rollout::generate(policy, &vec![prefix; CONDITIONS.len()], r.prompt_len, 0.0, 16, Some(&blocked), &mut rng).map_err(err)?;
+            let again = super::causal::hide_and_regenerate(policy, r, answer, &hidden).map_err(err)?;
             for (regen, (_, counts)) in again.iter().zip(report.counts.iter_mut()) {
-                let text = regen.response_text();
+                let text = regen.rollout.response_text();
                 let right = Task::verify(p, &text);
                 counts.answer_changed += (Task::stated_answer(&text).map(str::to_string) != before) as usize;
                 counts.correctness_flipped += (right != was_right) as usize;

@@ -21,6 +21,14 @@ impl Rollout {
         &self.ids[1 + self.prompt_len..]
     }
 
+    /// A per-response-token vector (`logprob`, `entropy`) laid over every position of the
+    /// sequence, 0 before the response: the layout of the trace format's per-token tensors.
+    pub fn over_sequence(&self, values: &[f32]) -> Vec<f32> {
+        let mut v = vec![0f32; self.ids.len()];
+        v[1 + self.prompt_len..].copy_from_slice(values);
+        v
+    }
+
     pub fn response_text(&self) -> String {
         self.response().iter().map(|&t| task::token_text(t)).collect()
     }

@@ -421,9 +421,7 @@ fn rl_step(policy: &Policy, opt: &mut Adam, cfg: &TrainConfig, backend: &dyn Bac
     let entropies: Vec<Vec<f32>> = samples
         .iter()
         .map(|s| {
-            let mut e = vec![0f32; s.tokens.len()];
-            e[1 + s.rollout.prompt_len..].copy_from_slice(&s.rollout.entropy);
-            e
+            s.rollout.over_sequence(&s.rollout.entropy)
         })
         .collect();
     let views: Vec<Scored> = samples
@@ -511,10 +509,7 @@ fn write_traces(out: &Path, step: usize, cfg: &TrainConfig, samples: &[Sample]) 
         let n = s.tokens.len();
         let heads = cfg.model.heads;
         let layers = s.attention.len() / (heads * n * n);
-        let mut logprob = vec![0f32; n];
-        logprob[1 + s.rollout.prompt_len..].copy_from_slice(&s.rollout.logprob);
-        let mut entropy = vec![0f32; n];
-        entropy[1 + s.rollout.prompt_len..].copy_from_slice(&s.rollout.entropy);
+        let (logprob, entropy) = (s.rollout.over_sequence(&s.rollout.logprob), s.rollout.over_sequence(&s.rollout.entropy));
         let b = TraceBuilder::new(
             s.tokens.clone(),
             s.spans.question,

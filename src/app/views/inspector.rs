@@ -11,7 +11,7 @@ use egui::Ui;
 
 /// What taking the selection away would do: in the graph (any trace) and, for a trace of the
 /// project's policy whose checkpoint the run keeps, to the answer itself.
-pub fn what_if(ui: &mut Ui, a: &Analysis, selection: &[usize], d: &Document, can_regenerate: Result<(), &str>) -> Option<Action> {
+pub fn what_if(ui: &mut Ui, a: &Analysis, selection: &[usize], d: &Document) -> Option<Action> {
     let mut action = None;
     ui.label(match selection {
         [] => "What if: select a token (shift-click for a range)".to_string(),
@@ -23,8 +23,8 @@ pub fn what_if(ui: &mut Ui, a: &Analysis, selection: &[usize], d: &Document, can
         if ui.add_enabled(some, egui::Button::new("knock out")).on_hover_text("take the selection out of the attention graph and re-solve (no model needed)").clicked() {
             action = Some(Action::KnockOut);
         }
-        let why = can_regenerate.err().unwrap_or("hide the selection from the policy's attention and regenerate the answer");
-        if ui.add_enabled(some && can_regenerate.is_ok(), egui::Button::new("hide and regenerate")).on_hover_text(why).on_disabled_hover_text(why).clicked() {
+        let why = d.checkpoint.as_ref().err().map_or("hide the selection from the policy's attention and regenerate the answer", String::as_str);
+        if ui.add_enabled(some && d.checkpoint.is_ok(), egui::Button::new("hide and regenerate")).on_hover_text(why).on_disabled_hover_text(why).clicked() {
             action = Some(Action::WhatIf);
         }
     });
