@@ -36,13 +36,16 @@ if ! ldconfig -p | grep -q 'libnvrtc\.so \|libnvrtc\.so\.12 '; then
         log "NVRTC: none found (the CUDA tests will fail: FLOWTRACER_REQUIRE_NVRTC=1)"
     fi
 fi
-# The Vulkan loader for wgpu, from the kit when the image has none.
-if ! ldconfig -p | grep -q libvulkan; then
-    for f in "$kit"/debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
-    ldconfig
-fi
+# The Vulkan loader and GL libraries for wgpu, from the kit (the image may have the driver's
+# ICD without what it links against).
+for f in "$kit"/debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
+ldconfig
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 [ -e "$icd" ] && export VK_DRIVER_FILES="$icd"
+egl=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+[ -e "$egl" ] && export __EGL_VENDOR_LIBRARY_FILENAMES="$egl"
+log "ICDs: $(ls /usr/local/nvidia/share/vulkan/icd.d /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>/dev/null | tr '\n' ' ')"
+log "vulkan: $(ldconfig -p | grep -c libvulkan) loader(s); ICD ${VK_DRIVER_FILES:-none found}"
 export FLOWTRACER_REQUIRE_CUDA=1 FLOWTRACER_REQUIRE_NVRTC=1
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/flowtracer-xdg}"
 mkdir -p -m 700 "$XDG_RUNTIME_DIR"

@@ -25,6 +25,9 @@ strip -o "$kit/bin/flowtracer" target/release/flowtracer
 echo "$PWD/target/release/flowtracer" >"$kit/bin-path"
 tar -C "$kit/bin" -czf "$kit/bin.tgz" . && rm -rf "$kit/bin"
 
-# The Vulkan loader (the machine's image may lack it; its driver brings the NVIDIA ICD).
-(cd "$kit/debs" && apt-get download libvulkan1 >/dev/null 2>&1) || echo "note: no libvulkan1 package fetched; the wgpu tests there need the image's own loader"
+# The Vulkan loader and the GL vendor-neutral libraries the NVIDIA ICD links against (the
+# machine's image may lack them; its driver brings the ICD itself). The first device run
+# (2026-11-30) found wgpu without an adapter when only libvulkan1 travelled.
+pkgs="libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2"
+(cd "$kit/debs" && apt-get download $pkgs >/dev/null 2>&1) || echo "note: not every one of $pkgs was fetched; the wgpu tests there need the image's own loader"
 du -sh "$kit"
