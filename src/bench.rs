@@ -235,7 +235,7 @@ pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
     let mut knock = (0..repeat.max(1))
         .map(|_| {
             let t = Instant::now();
-            std::hint::black_box(crate::flow::knockout::loss_per_token(&a.matrix, &a.result.reach, a.spans));
+            std::hint::black_box(crate::flow::knockout::loss_per_token(&a.matrix, &a.result.reach, a.result.spans));
             t.elapsed()
         })
         .collect::<Vec<_>>();

@@ -305,8 +305,12 @@ fn run_export(out: PathBuf, cli: &Cli) -> ExitCode {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let tick = |o: &export::Outcome| {
-        if o.status == "failed" {
-            bar.suspend(|| eprintln!("flowtracer: {}", o.error.as_deref().unwrap_or("failed")));
+        match o {
+            export::Outcome::Failed { error, .. } => bar.suspend(|| eprintln!("flowtracer: {error}")),
+            export::Outcome::Exported { source, fallbacks, .. } if !fallbacks.is_empty() => {
+                bar.suspend(|| eprintln!("flowtracer: warning: {source}: {}", flowtracer::flow::provenance::describe(fallbacks)));
+            }
+            export::Outcome::Exported { .. } => {}
         }
         bar.inc(1);
     };
@@ -354,8 +358,8 @@ fn run_print(cli: &Cli) -> ExitCode {
         vec![Ok(flowtracer::sample_trace())]
     } else {
         let (jobs, _, failed) = export::plan(&cli.inputs);
-        for f in failed {
-            eprintln!("flowtracer: {}", f.error.unwrap_or_default());
+        for f in failed.iter().filter_map(export::Outcome::error) {
+            eprintln!("flowtracer: {f}");
         }
         jobs.iter().map(|j| Trace::open(&j.source).map_err(|e| e.to_string())).collect()
     };

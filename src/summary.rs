@@ -12,11 +12,11 @@ pub fn describe(trace: &Trace, r: &FlowResult) -> String {
     let tok = |k: usize| format!("#{k}{:?}", display_text(&trace.tokens[k]));
     let _ = writeln!(
         s,
-        "{} — {} tokens, status {}, backend {}\n  question {} · response {} · answer {} · {} question tokens reach the answer",
+        "{} — {} tokens, status {}, on {}\n  question {} · response {} · answer {} · {} question tokens reach the answer",
         trace.path.display(),
         trace.n(),
         r.status.name(),
-        r.backend,
+        r.provenance.summary(),
         sp.question,
         sp.response,
         sp.answer,

@@ -42,7 +42,7 @@ fn opens_the_sample_and_inspects_a_clicked_token() {
     h.get_by_label_contains("response · hub");
     h.get_by_label("strongest inflow");
     // An inflow edge is a link that selects its source.
-    let (src, _) = flowtracer::flow::conserve::strongest_into(&a.matrix, &a.result.reach, &a.result.flow, a.spans.answer, k, 1)[0];
+    let (src, _) = flowtracer::flow::conserve::strongest_into(&a.matrix, &a.result.reach, &a.result.flow, a.plan.spans.answer, k, 1)[0];
     h.get_by_label_contains(&format!("#{src} ")).click();
     h.run();
     assert_eq!(h.state().marks.selected, Some(src));
@@ -53,12 +53,12 @@ fn changing_a_parameter_rescores_and_changes_credit() {
     let mut h = harness();
     let before = h.state().docs[0].analysis.clone().unwrap();
     let credited = |a: &flowtracer::app::document::Analysis| a.result.credit.iter().filter(|&&g| g > 1.0).count();
-    assert_eq!(credited(&before), flowtracer::flow::roles::share_count(0.4, before.spans.response.len()));
+    assert_eq!(credited(&before), flowtracer::flow::roles::share_count(0.4, before.plan.spans.response.len()));
     h.get_by_role_and_label(Role::Slider, "fraction").set_value_accesskit(0.1);
     h.run();
     let after = h.state().docs[0].analysis.clone().unwrap();
     assert_eq!(h.state().params.credit.fraction, 0.1);
-    assert_eq!(credited(&after), flowtracer::flow::roles::share_count(0.1, after.spans.response.len()));
+    assert_eq!(credited(&after), flowtracer::flow::roles::share_count(0.1, after.plan.spans.response.len()));
     // The diff mode knows which tokens changed.
     assert!(!h.state().marks.changed.is_empty());
     assert_eq!(h.state().marks.changed.len(), credited(&before) - credited(&after));
@@ -124,7 +124,7 @@ fn picking_spans_by_selection_retargets_the_flow() {
     let d = &h.state().docs[0];
     assert_eq!(d.spans.answer, flowtracer::Span::new(k, k + 1), "status: {}", h.state().status);
     let a = d.analysis.as_ref().unwrap();
-    assert_eq!(a.spans.answer.start, k);
+    assert_eq!(a.plan.spans.answer.start, k);
     // The flow now ends at the position that wrote that token (the sink, `answer.sink`).
     assert_eq!(a.result.spans.answer, flowtracer::Span::new(k - 1, k));
     assert!((a.result.flow[k - 1] - 1.0).abs() < 1e-9);
@@ -170,12 +170,12 @@ fn a_rescore_that_reuses_the_matrix_equals_a_full_analysis() {
     use flowtracer::app::worker::analyse;
     let trace = flowtracer::sample_trace();
     let cancel = flowtracer::Cancel::default();
-    let first = analyse(&trace, trace.spans, flowtracer::Params::default(), None, &cancel).unwrap();
+    let first = analyse(&flowtracer::backend::Cpu, &trace, trace.spans, flowtracer::Params::default(), None, &cancel).unwrap();
     let mut p = flowtracer::Params::default();
     p.credit.fraction = 0.2;
     p.backbone.max_paths = 3;
-    let reused = analyse(&trace, trace.spans, p.clone(), Some(&first), &cancel).unwrap();
-    let full = analyse(&trace, trace.spans, p, None, &cancel).unwrap();
+    let reused = analyse(&flowtracer::backend::Cpu, &trace, trace.spans, p.clone(), Some(&first), &cancel).unwrap();
+    let full = analyse(&flowtracer::backend::Cpu, &trace, trace.spans, p, None, &cancel).unwrap();
     assert_eq!(reused.result.credit, full.result.credit);
     assert_eq!(reused.result.backbone, full.result.backbone);
     assert_eq!(reused.result.layers, full.result.layers);
@@ -293,7 +293,7 @@ fn run_trace_harness(wgpu: bool) -> Harness<'static, FlowApp> {
 fn heaviest_reasoning_token(h: &Harness<'static, FlowApp>) -> usize {
     let d = &h.state().docs[0];
     let a = d.analysis.as_ref().unwrap();
-    (a.spans.response.start..a.spans.answer.start).max_by(|&x, &y| a.knockout[x].total_cmp(&a.knockout[y])).unwrap()
+    (a.plan.spans.response.start..a.plan.spans.answer.start).max_by(|&x, &y| a.knockout[x].total_cmp(&a.knockout[y])).unwrap()
 }
 
 #[test]
@@ -327,7 +327,7 @@ fn knock_out_and_what_if_from_the_inspector() {
     h.run();
     let Some(Ok(w)) = &h.state().docs[0].what_if else { panic!("no what-if shown: {:?}", h.state().docs[0].what_if.as_ref().map(|r| r.as_ref().err())) };
     assert_eq!(w.hidden, vec![k]);
-    let original = flowtracer::rl::task::Task::stated_answer(&h.state().docs[0].trace.tokens[a.spans.response.start..].concat()).map(str::to_string);
+    let original = flowtracer::rl::task::Task::stated_answer(&h.state().docs[0].trace.tokens[a.plan.spans.response.start..].concat()).map(str::to_string);
     assert_eq!(w.before, original);
     assert!(w.logprob_before <= 0.0 && w.logprob_after <= 0.0);
     h.get_by_label(if w.before == w.after { "the answer stays" } else { "the answer changes" });
@@ -352,7 +352,7 @@ fn what_if_is_offered_only_where_the_policy_is_known() {
     let mut h = harness();
     let why = h.state().docs[0].checkpoint.clone().unwrap_err();
     assert!(why.contains("run"), "{why}");
-    let k = h.state().docs[0].analysis.as_ref().unwrap().spans.response.start + 1;
+    let k = h.state().docs[0].analysis.as_ref().unwrap().plan.spans.response.start + 1;
     click_token(&mut h, k);
     h.get_by_label("hide and regenerate").click();
     h.run();
@@ -413,7 +413,7 @@ fn the_sink_is_a_widget_and_rescoring_with_it_moves_the_flow() {
     h.run();
     assert_eq!(h.state().params.answer.sink, Sink::Tokens);
     let tokens = h.state().docs[0].analysis.clone().unwrap();
-    let answer = tokens.spans.answer;
+    let answer = tokens.plan.spans.answer;
     assert_eq!(tokens.result.spans.answer, answer, "the sink is the answer itself");
     assert_eq!(writers.result.spans.answer, flowtracer::Span::new(answer.start - 1, answer.end - 1));
     assert!((tokens.result.answer_inflow() - 1.0).abs() < 1e-9 && (writers.result.answer_inflow() - 1.0).abs() < 1e-9);

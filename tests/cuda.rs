@@ -95,8 +95,8 @@ fn cuda_batch_matches_the_cpu_on_samples_and_random_traces() {
     // Spans picked in the app: the device traces between them, as the CPU does.
     let t = flowtracer::sample_trace();
     let spans = common::spans((t.spans.question.start, t.spans.question.end), (t.spans.question.end, t.n()), (t.n() - 3, t.n() - 1));
-    let (cpu, _) = flowtracer::flow::analyze_spans(&t, spans, &Params::default(), &Cancel::default()).unwrap();
-    let (dev, m) = CudaBackend { cuda }.analyze_spans(&t, spans, &Params::default(), &Cancel::default()).unwrap();
+    let (cpu, _) = flowtracer::backend::Cpu.analyze(&t, spans, &Params::default(), &Cancel::default()).unwrap();
+    let (dev, m) = CudaBackend { cuda }.analyze(&t, spans, &Params::default(), &Cancel::default()).unwrap();
     assert_eq!(m.n, t.n());
     common::assert_matches_cpu(&t, &cpu, &dev, "cuda");
 }

@@ -22,7 +22,7 @@ fn gpu_downsample_matches_the_cpu() {
         cases.push((Trace::from_bytes(b.to_bytes(), Path::new("random.safetensors")).unwrap(), s));
     }
     for (trace, s) in &cases {
-        let a = analyse(trace, trace.spans, Params::default(), None, &Cancel::default()).unwrap();
+        let a = analyse(&flowtracer::backend::Cpu, trace, trace.spans, Params::default(), None, &Cancel::default()).unwrap();
         for layer in [Layer::Aggregated, Layer::Conserved, Layer::EdgeFlow] {
             let cpu = downsample(trace, &a, layer, *s);
             let scale = scale_for(&a, layer).unwrap();
@@ -36,9 +36,44 @@ fn gpu_downsample_matches_the_cpu() {
     }
 }
 
+fn wgpu(g: &'static flowtracer::gpu::Gpu) -> &'static dyn flowtracer::backend::Backend {
+    Box::leak(Box::new(flowtracer::backend::wgpu::Wgpu { gpu: g }))
+}
+
+/// The status bar's bug (issue 11): a re-score after a change to later steps' parameters runs
+/// steps 3–9 on the CPU, on the matrix the device aggregated, and its provenance says exactly that.
+#[test]
+fn a_rescore_after_a_parameter_change_reports_the_executor_that_ran_it() {
+    use flowtracer::flow::{Executor, Step};
+    let Some(g) = gpu() else { return };
+    let (trace, cancel) = (flowtracer::sample_trace(), Cancel::default());
+    let first = analyse(wgpu(g), &trace, trace.spans, Params::default(), None, &cancel).unwrap();
+    let p = &first.result.provenance;
+    assert_eq!(p.on(Step::Aggregate), Some(Executor::Wgpu));
+    assert_eq!(p.on(Step::Reach), Some(Executor::Wgpu));
+    assert!(p.summary().starts_with("wgpu: "), "{}", p.summary());
+
+    let mut params = Params::default();
+    params.credit.fraction = 0.2;
+    let again = analyse(wgpu(g), &trace, trace.spans, params.clone(), Some(&first), &cancel).unwrap();
+    let p = &again.result.provenance;
+    assert!(p.reused_aggregation);
+    assert_eq!(p.on(Step::Aggregate), Some(Executor::Wgpu));
+    for s in [Step::Reach, Step::Flow, Step::Throughput, Step::Backbone, Step::Roles, Step::Credit] {
+        assert_eq!(p.on(s), Some(Executor::Cpu), "{s:?}");
+    }
+    assert!(p.summary().starts_with("cpu (aggregation reused from wgpu: "), "{}", p.summary());
+
+    // A change to the aggregation is a full run on the device again.
+    params.aggregate.threshold = 0.001;
+    let full = analyse(wgpu(g), &trace, trace.spans, params, Some(&again), &cancel).unwrap();
+    assert!(!full.result.provenance.reused_aggregation);
+    assert_eq!(full.result.provenance.on(Step::Reach), Some(Executor::Wgpu));
+}
+
 fn compare_backends(trace: &Trace, g: &'static flowtracer::gpu::Gpu, params: &Params) {
     let cpu = flowtracer::analyze(trace, params, &Cancel::default()).unwrap();
-    let gpu = flowtracer::backend::wgpu::Wgpu { gpu: g }.analyze(trace, params, &Cancel::default()).unwrap();
+    let gpu = wgpu(g).analyze(trace, trace.spans, params, &Cancel::default()).unwrap().0;
     common::assert_matches_cpu(trace, &cpu, &gpu, "wgpu");
 }
 
@@ -78,7 +113,7 @@ fn wgpu_backend_reports_bad_files_like_the_cpu() {
     let Some(g) = gpu() else { return };
     let builder = common::noncausal_trace(6);
     let t = Trace::from_bytes(builder.to_bytes(), Path::new("noncausal.safetensors")).unwrap();
-    let e = flowtracer::backend::wgpu::Wgpu { gpu: g }.analyze(&t, &Params::default(), &Cancel::default()).unwrap_err();
+    let e = wgpu(g).analyze(&t, t.spans, &Params::default(), &Cancel::default()).unwrap_err();
     assert_eq!(e.problem, flowtracer::trace::Problem::NonCausal);
     assert!(e.to_string().contains("noncausal.safetensors") && e.to_string().contains("query row 2"), "{e}");
 }
@@ -112,7 +147,7 @@ fn gpu_solves_match_the_cpu_solves() {
     for (n, seed) in [(2usize, 11u64), (3, 12), (63, 13), (64, 14), (65, 15), (129, 16), (1000, 17), (4096, 18)] {
         let b = common::random_trace(n, seed);
         let t = Trace::from_bytes(b.to_bytes(), Path::new("random.safetensors")).unwrap();
-        let (_, m) = flowtracer::flow::analyze_with_matrix(&t, &Params::default(), &Cancel::default()).unwrap();
+        let (_, m) = common::analyze_keeping(&t, &Params::default());
         let h = flowtracer::flow::reach::reach(&m, t.spans.answer);
         let uf = flowtracer::flow::unit_flow::unit_flow(&m, &h, t.spans);
         let (gh, guf) = g.solve(&g.upload(&m).unwrap(), t.spans).expect("the GPU solves run");
@@ -173,7 +208,7 @@ fn gpu_widest_paths_match_the_cpu_backbone() {
     let p = Params::default();
     let mut compared = 0;
     for t in &traces {
-        let (_, mut m) = flowtracer::flow::analyze_with_matrix(t, &p, &Cancel::default()).unwrap();
+        let (_, mut m) = common::analyze_keeping(t, &p);
         let h = flowtracer::flow::reach::reach(&m, t.spans.answer);
         let uf = flowtracer::flow::unit_flow::unit_flow(&m, &h, t.spans);
         let before = m.data.clone();
@@ -199,7 +234,7 @@ fn gpu_throughput_and_selection_on_the_solved_flow_match_the_cpu() {
     let traces = [common::random_trace(300, 21), common::random_trace(65, 22), common::long_hop_trace(400, 70)];
     for b in traces {
         let t = Trace::from_bytes(b.to_bytes(), Path::new("t.safetensors")).unwrap();
-        let (_, m) = flowtracer::flow::analyze_with_matrix(&t, &Params::default(), &Cancel::default()).unwrap();
+        let (_, m) = common::analyze_keeping(&t, &Params::default());
         let flowtracer::gpu::solve::Kept { h, uf, buffers, .. } = g.solve_keeping(&g.upload(&m).unwrap(), t.spans).unwrap();
         let kept = buffers.expect("a trace with flow keeps h and f on the device");
         let r = t.spans.response;

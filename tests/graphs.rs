@@ -123,7 +123,7 @@ fn backbone_stops_at_max_paths_and_coverage() {
 #[test]
 fn threshold_drops_weak_edges_and_max_reduce_is_available() {
     use flowtracer::trace::{AttentionInput, Dtype, TraceBuilder};
-    use flowtracer::{Cancel, Span};
+    use flowtracer::Span;
     // Two heads: one reads the predecessor, one the question. Mean halves, max keeps both.
     let n = 4;
     let mut v = vec![0f32; 2 * n * n];
@@ -137,18 +137,18 @@ fn threshold_drops_weak_edges_and_max_reduce_is_available() {
     let b = TraceBuilder::new(toks, Span::new(0, 1), Span::new(1, 4), Span::new(3, 4), AttentionInput { shape: vec![1, 2, n, n], values: v, dtype: Dtype::F32 });
     let t = flowtracer::Trace::from_bytes(b.to_bytes(), std::path::Path::new("heads.safetensors")).unwrap();
     let mut p = Params::default();
-    let (_, m) = flowtracer::flow::analyze_with_matrix(&t, &p, &Cancel::default()).unwrap();
+    let (_, m) = common::analyze_keeping(&t, &p);
     assert_eq!(m.get(2, 1), 0.5);
     p.aggregate.reduce = flowtracer::params::Reduce::Max;
-    let (_, m) = flowtracer::flow::analyze_with_matrix(&t, &p, &Cancel::default()).unwrap();
+    let (_, m) = common::analyze_keeping(&t, &p);
     assert_eq!(m.get(2, 1), 1.0);
     p.aggregate.reduce = flowtracer::params::Reduce::Mean;
     p.aggregate.heads = Some(vec![1]);
-    let (r, m) = flowtracer::flow::analyze_with_matrix(&t, &p, &Cancel::default()).unwrap();
+    let (r, m) = common::analyze_keeping(&t, &p);
     assert_eq!((m.get(2, 1), m.get(2, 0)), (0.0, 1.0));
     assert_eq!(r.heads, vec![1]);
     p.aggregate.heads = None;
     p.aggregate.threshold = 0.6;
-    let (_, m) = flowtracer::flow::analyze_with_matrix(&t, &p, &Cancel::default()).unwrap();
+    let (_, m) = common::analyze_keeping(&t, &p);
     assert_eq!((m.get(2, 1), m.get(2, 0)), (0.0, 0.0), "both 0.5 edges fall under ε = 0.6");
 }

@@ -2,8 +2,7 @@
 //! user traces between, and the analyses of it. Views read this; only the app's update code
 //! writes it.
 
-use crate::flow::{FlowResult, Matrix};
-use crate::params::Params;
+use crate::flow::{FlowResult, Matrix, Plan};
 use crate::span::Spans;
 use crate::trace::Trace;
 use std::sync::Arc;
@@ -13,8 +12,8 @@ use std::time::{Duration, Instant};
 pub struct Analysis {
     pub result: FlowResult,
     pub matrix: Matrix,
-    pub params: Params,
-    pub spans: Spans,
+    /// What was run: the spans and parameters (and the selection, which a re-score reuses).
+    pub plan: Plan,
     pub elapsed: Duration,
     /// Each token's knock-out loss on its own (`flow::knockout::loss_per_token`), computed with
     /// the analysis, off the UI thread.
@@ -23,9 +22,9 @@ pub struct Analysis {
 
 impl Analysis {
     /// The analysis with its knock-out losses; `started` is when the work began.
-    pub fn new(result: FlowResult, matrix: Matrix, params: Params, spans: Spans, started: Instant) -> Self {
+    pub fn new(result: FlowResult, matrix: Matrix, plan: Plan, started: Instant) -> Self {
         let knockout = crate::flow::knockout::loss_per_token(&matrix, &result.reach, result.spans);
-        Analysis { result, matrix, params, spans, elapsed: started.elapsed(), knockout }
+        Analysis { result, matrix, plan, elapsed: started.elapsed(), knockout }
     }
 }
 

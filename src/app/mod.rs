@@ -74,6 +74,8 @@ pub struct FlowApp {
     pub backbone: views::backbone::BackboneState,
     pub matrix: views::matrix::MatrixState,
     pub recent: Vec<PathBuf>,
+    /// What full analyses run on (`auto`'s pick; tests set others).
+    pub backend: &'static dyn crate::backend::Backend,
     pub train_form: training::TrainForm,
     pub training: Option<training::Training>,
     dirty_since: Option<Instant>,
@@ -103,6 +105,7 @@ impl FlowApp {
             backbone: Default::default(),
             matrix: Default::default(),
             recent: load_recent(),
+            backend: crate::backend::auto(),
             train_form: Default::default(),
             training: None,
             dirty_since: None,
@@ -190,7 +193,7 @@ impl FlowApp {
     /// Re-scores the current document on this thread.
     pub fn rescore_now(&mut self) {
         let Some(d) = self.docs.get(self.current) else { return };
-        let done = worker::Worker::run_now(self.current, &d.trace, d.spans, &self.params, d.analysis.as_deref());
+        let done = worker::Worker::run_now(self.backend, self.current, &d.trace, d.spans, &self.params, d.analysis.as_deref());
         self.install(done);
     }
 
@@ -203,7 +206,7 @@ impl FlowApp {
                     d.title(),
                     a.result.status.name(),
                     a.elapsed.as_secs_f64() * 1e3,
-                    a.result.backend
+                    a.result.provenance.summary()
                 );
                 d.set_analysis(a);
                 self.marks.changed = d.credit_changes().into_iter().collect();
@@ -242,7 +245,7 @@ impl FlowApp {
         let selection = self.marks.selection();
         let Some(d) = self.docs.get_mut(self.current) else { return };
         let Some(a) = d.analysis.clone() else { return };
-        d.knock_out = Some(crate::flow::knockout::knock_out(&a.matrix, &a.params, &a.result, &selection));
+        d.knock_out = Some(crate::flow::knockout::knock_out(&a.matrix, &a.plan.params, &a.result, &selection));
     }
 
     /// Hides the selection from the policy that wrote the trace and regenerates the answer.
@@ -390,11 +393,11 @@ impl FlowApp {
                 matrix_png(&vals, s)?
             }
             View::Backbone => {
-                let svg = crate::render::backbone::backbone_svg(&title, &d.trace.tokens, a.spans, &a.result);
+                let svg = crate::render::backbone::backbone_svg(&title, &d.trace.tokens, a.plan.spans, &a.result);
                 if png { crate::render::svg_to_png(&svg)? } else { svg.into_bytes() }
             }
             _ => {
-                let svg = crate::render::text::credit_svg(&title, &d.trace.tokens, a.spans, &a.result, &Default::default());
+                let svg = crate::render::text::credit_svg(&title, &d.trace.tokens, a.plan.spans, &a.result, &Default::default());
                 if png { crate::render::svg_to_png(&svg)? } else { svg.into_bytes() }
             }
         };
@@ -424,7 +427,7 @@ impl FlowApp {
             if since.elapsed() >= DEBOUNCE {
                 self.dirty_since = None;
                 if let Some(d) = self.docs.get(self.current) {
-                    self.worker.submit(self.current, d.trace.clone(), d.spans, self.params.clone(), d.analysis.clone());
+                    self.worker.submit(self.backend, self.current, d.trace.clone(), d.spans, self.params.clone(), d.analysis.clone());
                 }
             } else {
                 ctx.request_repaint_after(DEBOUNCE);

@@ -2,7 +2,8 @@
 //! results of stale jobs are dropped, so dragging a slider never queues up work.
 
 use super::document::Analysis;
-use crate::flow::{self, Cancel};
+use crate::backend::Backend;
+use crate::flow::{self, Cancel, Plan};
 use crate::params::Params;
 use crate::span::Spans;
 use crate::trace::Trace;
@@ -48,7 +49,7 @@ impl Worker {
         }
     }
 
-    pub fn submit(&mut self, doc: usize, trace: Arc<Trace>, spans: Spans, params: Params, previous: Option<Arc<Analysis>>) {
+    pub fn submit(&mut self, backend: &'static dyn Backend, doc: usize, trace: Arc<Trace>, spans: Spans, params: Params, previous: Option<Arc<Analysis>>) {
         if let Some((_, c, _)) = self.running.take() {
             c.cancel();
         }
@@ -59,7 +60,7 @@ impl Worker {
         let tx = self.tx.clone();
         let waker = self.repaint.clone();
         std::thread::spawn(move || {
-            let outcome = analyse(&trace, spans, params, previous.as_deref(), &cancel);
+            let outcome = analyse(backend, &trace, spans, params, previous.as_deref(), &cancel);
             let _ = tx.send(Done { doc, generation, outcome });
             if let Some(w) = waker {
                 w();
@@ -68,8 +69,8 @@ impl Worker {
     }
 
     /// Runs a job on this thread (tests and the first frame use this: no waiting).
-    pub fn run_now(doc: usize, trace: &Trace, spans: Spans, params: &Params, previous: Option<&Analysis>) -> Done {
-        let outcome = analyse(trace, spans, params.clone(), previous, &Cancel::default());
+    pub fn run_now(backend: &dyn Backend, doc: usize, trace: &Trace, spans: Spans, params: &Params, previous: Option<&Analysis>) -> Done {
+        let outcome = analyse(backend, trace, spans, params.clone(), previous, &Cancel::default());
         Done { doc, generation: 0, outcome }
     }
 
@@ -86,16 +87,20 @@ impl Worker {
     }
 }
 
-/// A full analysis, or, when the aggregation parameters did not change, steps 3–9 on a copy of
-/// the previous analysis's matrix (the aggregation is most of the cost of a re-score).
-pub fn analyse(trace: &Trace, spans: Spans, params: Params, previous: Option<&Analysis>, cancel: &Cancel) -> Result<Analysis, String> {
+/// A full analysis on `backend`, or, when the aggregation parameters did not change, steps 3–9
+/// on the CPU on a copy of the previous analysis's matrix (the aggregation is most of the cost of
+/// a re-score). The result's provenance says which it was.
+pub fn analyse(backend: &dyn Backend, trace: &Trace, spans: Spans, params: Params, previous: Option<&Analysis>, cancel: &Cancel) -> Result<Analysis, String> {
     let t = Instant::now();
-    if let Some(prev) = previous.filter(|p| p.params.aggregate == params.aggregate) {
-        let mut matrix = prev.matrix.clone();
-        let result = flow::rescore(&mut matrix, spans, &params, &prev.result).map_err(|e| format!("{}: {e}", trace.path.display()))?;
-        return Ok(Analysis::new(result, matrix, params, spans, t));
+    if let Some(prev) = previous {
+        if let Some(plan) = prev.plan.reusing(spans, &params) {
+            let plan = plan.map_err(|e| e.at(&trace.path).to_string())?;
+            let mut matrix = prev.matrix.clone();
+            let result = flow::rescore(&mut matrix, &plan, &prev.result.provenance, cancel).map_err(|e| e.at(&trace.path).to_string())?;
+            return Ok(Analysis::new(result, matrix, plan, t));
+        }
     }
-    // A full analysis goes to the device `auto` picks (the status bar shows which answered).
-    let (result, matrix) = crate::backend::auto().analyze_spans(trace, spans, &params, cancel).map_err(|e| e.to_string())?;
-    Ok(Analysis::new(result, matrix, params, spans, t))
+    let plan = Plan::new(trace, spans, &params).map_err(|e| e.to_string())?;
+    let (result, matrix) = backend.execute(&[(trace, &plan)], cancel).pop().expect("one result per trace").map_err(|e| e.to_string())?;
+    Ok(Analysis::new(result, matrix, plan, t))
 }

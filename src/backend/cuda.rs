@@ -1,42 +1,42 @@
 //! The CUDA backend: a batch of traces (the rollouts of one RL step, a folder being exported)
 //! goes to the device together. Step 1 folds each trace's slabs into one shared buffer of
 //! matrices; the solves (3, 5), the throughput (6), the credit's selection (9) and the backbone's
-//! widest paths (7) then run for every trace in the same launches. Per trace on the CPU, in
-//! parallel, through the same `flow::finish_with` as every backend: the roles (step 8: hubs are a
-//! selection like the credit's, checkpoints read a few backbone rows) and γ from the selection.
+//! widest paths (7) then run for every trace in the same launches. Each trace is then put
+//! together by the same assembly as every backend (`flow::execute`), which takes the batch's
+//! answers as its device's: the roles (step 8: hubs are a selection like the credit's,
+//! checkpoints read a few backbone rows) and γ from the selection run on the host, in parallel.
 //!
-//! A device failure anywhere in a batch sends that batch to the CPU with a warning, losing
-//! nothing; a bad file gets the CPU's error, which names the exact layer, head and row.
+//! A device failure anywhere in a batch sends that batch to the CPU, losing nothing and recorded
+//! in each result's provenance; a bad file gets the CPU's error, which names the exact layer,
+//! head and row.
 
 use super::Backend;
 use crate::cuda::{Aggregated, Cuda, Decomposing, Fold, Job, driver_err, guard};
-use crate::flow::backbone::Decomposition;
+use crate::flow::backbone::{Decomposition, FlowPath};
 use crate::flow::unit_flow::UnitFlow;
-use crate::flow::{self, Cancel, Computed, FlowResult, Matrix, StepTimes, aggregate, roles};
-use crate::params::{CreditParams, Params};
+use crate::flow::{self, AggregateError, Cancel, Executor, FlowResult, Matrix, Offload, Plan, StepTimes, aggregate, roles};
+use crate::params::{AggregateParams, BackboneParams, Params};
 use crate::span::Spans;
-use crate::trace::{DataError, Problem, Trace, TraceError};
-use rayon::prelude::*;
+use crate::trace::{Attention, Trace, TraceError};
 use cudarc::driver::CudaSlice;
+use rayon::prelude::*;
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 pub struct CudaBackend {
     pub cuda: &'static Cuda,
 }
 
-/// One trace of a batch that passed its parameter checks, with the spans to trace between.
+/// One planned trace of a batch.
 struct Item<'t> {
     index: usize,
     trace: &'t Trace,
-    spans: Spans,
-    /// `spans` with the answer replaced by the sink: what the device steps run between.
-    sink: Spans,
-    sel: aggregate::Selection,
+    plan: &'t Plan,
 }
 
 impl Backend for CudaBackend {
-    fn name(&self) -> &'static str {
-        "cuda"
+    fn executor(&self) -> Executor {
+        Executor::Cuda
     }
 
     fn device(&self) -> String {
@@ -48,51 +48,23 @@ impl Backend for CudaBackend {
         64
     }
 
-    fn run_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
-        let with_spans: Vec<(&Trace, Spans)> = traces.iter().map(|&t| (t, t.spans)).collect();
-        self.run_with_matrices(&with_spans, params, cancel).into_iter().map(|r| r.map(|(r, _)| r)).collect()
-    }
-
-    fn analyze_spans(&self, trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel) -> Result<(FlowResult, Matrix), TraceError> {
-        self.run_with_matrices(&[(trace, spans)], params, cancel).pop().expect("one result per trace")
-    }
-}
-
-impl CudaBackend {
-    /// The batch, each trace between the given spans, with its aggregated matrix (the app keeps
-    /// it for its views).
-    pub fn run_with_matrices(&self, traces: &[(&Trace, Spans)], params: &Params, cancel: &Cancel) -> Vec<Result<(FlowResult, Matrix), TraceError>> {
-        let mut out: Vec<Option<Result<(FlowResult, Matrix), TraceError>>> = traces.iter().map(|_| None).collect();
-        let mut items = Vec::new();
-        for (index, &(trace, spans)) in traces.iter().enumerate() {
-            let checked = params
-                .validate()
-                .map_err(|e| DataError::new(Problem::Params, e))
-                .and_then(|()| spans.validate(trace.n()).map_err(|e| DataError::new(Problem::Span, e)))
-                .and_then(|()| aggregate::select(trace, &params.aggregate));
-            match checked {
-                Ok(sel) => items.push(Item { index, trace, spans, sink: flow::reach::conditioned(spans, &params.answer), sel }),
-                Err(e) => out[index] = Some(Err(e.at(&trace.path))),
-            }
-        }
+    /// The batch in groups that fit the device's free memory; a group the device fails runs on
+    /// the CPU, each result recording why.
+    fn execute(&self, batch: &[(&Trace, &Plan)], cancel: &Cancel) -> Vec<Result<(FlowResult, Matrix), TraceError>> {
+        let items: Vec<Item> = batch.iter().enumerate().map(|(index, &(trace, plan))| Item { index, trace, plan }).collect();
+        let mut out: Vec<Option<Result<(FlowResult, Matrix), TraceError>>> = batch.iter().map(|_| None).collect();
         // As many traces' matrices at once as fit in half the free device memory.
         let budget = self.cuda.free_memory().unwrap_or(1 << 30) / 2;
         for group in groups(&items, budget) {
-            let results = match self.batch(group, params, cancel) {
-                Ok(results) => results,
-                Err(e) => {
-                    eprintln!("flowtracer: warning: CUDA failed ({e}); a batch of {} trace(s) runs on the CPU", group.len());
-                    group
-                        .par_iter()
-                        .map(|it| {
-                            flow::analyze_spans(it.trace, it.spans, params, cancel).map(|(mut r, m)| {
-                                r.backend = "cpu (cuda failed)".into();
-                                (r, m)
-                            })
-                        })
-                        .collect()
-                }
+            let answers = match self.batch(group, cancel) {
+                Ok(answers) => answers,
+                Err(why) => group.iter().map(|_| FromBatch::Failed(why.clone())).collect(),
             };
+            let results: Vec<_> = group
+                .par_iter()
+                .zip(answers)
+                .map(|(it, answer)| flow::execute(it.trace, it.plan, &Answered { cuda: self.cuda, answer: RefCell::new(answer) }, cancel))
+                .collect();
             for (it, r) in group.iter().zip(results) {
                 out[it.index] = Some(r);
             }
@@ -101,15 +73,15 @@ impl CudaBackend {
     }
 }
 
-/// Consecutive runs of items whose packed matrices together stay within `budget` bytes (a
-/// trace larger than the budget alone goes in a group of its own).
+/// Consecutive runs of items with the same parameters whose packed matrices together stay
+/// within `budget` bytes (a trace larger than the budget alone goes in a group of its own).
 fn groups<'a, 't>(items: &'a [Item<'t>], budget: usize) -> Vec<&'a [Item<'t>]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, it) in items.iter().enumerate() {
         let b = Matrix::bytes_for(it.trace.n());
         // A launch's y index is the trace: at most 65535 of them.
-        if i > start && (bytes + b > budget || i - start == 65535) {
+        if i > start && (bytes + b > budget || i - start == 65535 || it.plan.params != items[start].plan.params) {
             out.push(&items[start..i]);
             (start, bytes) = (i, 0);
         }
@@ -122,11 +94,12 @@ fn groups<'a, 't>(items: &'a [Item<'t>], budget: usize) -> Vec<&'a [Item<'t>]> {
 }
 
 impl CudaBackend {
-    /// Steps 1, 3, 5, 6, 7 and 9 on the device for the whole group; the roles (step 8) and the
-    /// credit's γ from the selection per trace on the CPU.
-    fn batch(&self, group: &[Item], params: &Params, cancel: &Cancel) -> Result<Vec<Result<(FlowResult, Matrix), TraceError>>, String> {
+    /// Steps 1, 3, 5, 6, 7 and 9 on the device for the whole group, one answer per trace for the
+    /// assembly to take.
+    fn batch(&self, group: &[Item], cancel: &Cancel) -> Result<Vec<FromBatch>, String> {
         let cuda = self.cuda;
-        let cancelled = |it: &Item| Err(DataError::new(Problem::Cancelled, "cancelled").at(&it.trace.path));
+        // Every trace of a group shares the parameters of the export or step that made it.
+        let Some(params) = group.first().map(|it| &it.plan.params) else { return Ok(Vec::new()) };
         // Packed matrices back to back, one float to spare so no trace's view is empty.
         let mut offsets = Vec::with_capacity(group.len());
         let mut total = 0;
@@ -135,12 +108,12 @@ impl CudaBackend {
             total += Matrix::bytes_for(it.trace.n()) / 4;
         }
         let mut m = guard("CUDA", || cuda.stream.alloc_zeros::<f32>(total + 1).map_err(driver_err))?;
+        if cancel.is_cancelled() {
+            return Ok(group.iter().map(|_| FromBatch::Cancelled).collect());
+        }
 
         // Step 1 for the whole batch; each trace is charged its share of the wall time.
-        if cancel.is_cancelled() {
-            return Ok(group.iter().map(cancelled).collect());
-        }
-        let folds: Vec<Fold> = group.iter().zip(&offsets).map(|(it, &offset)| Fold { att: &it.trace.attention, sel: &it.sel, offset }).collect();
+        let folds: Vec<Fold> = group.iter().zip(&offsets).map(|(it, &offset)| Fold { att: &it.trace.attention, sel: &it.plan.selection, offset }).collect();
         let t = Instant::now();
         let aggregated = cuda.aggregate_batch(&mut m, &folds, &params.aggregate)?;
         let agg_share = t.elapsed() / group.len().max(1) as u32;
@@ -150,30 +123,23 @@ impl CudaBackend {
         let mut v = 0u32;
         for ((it, &off), (a, _)) in group.iter().zip(&offsets).zip(&aggregated) {
             if *a == Aggregated::Ok {
-                jobs.push(job(it, off, v, &params.credit));
-                spans.push(it.sink);
+                jobs.push(job(it, off, v));
+                spans.push(it.plan.sink);
                 v += it.trace.n() as u32;
             }
         }
         let mut done = if jobs.is_empty() { Vec::new() } else { self.on_device(&mut m, &jobs, &spans, params)? }.into_iter();
         if cancel.is_cancelled() {
-            return Ok(group.iter().map(cancelled).collect());
+            return Ok(group.iter().map(|_| FromBatch::Cancelled).collect());
         }
-        let work: Vec<_> = group.iter().zip(aggregated).map(|(it, (a, kernels))| (it, (a == Aggregated::Ok).then(|| (done.next().expect("one result per job"), kernels)))).collect();
-        Ok(work
-            .into_par_iter()
-            .map(|(it, done)| match done {
-                // The CPU reads the file again for the exact place of the bad value.
-                None => flow::analyze_spans(it.trace, it.spans, params, cancel),
-                Some((d, kernels)) => {
-                    let OnDevice { mut matrix, h, uf, computed, times: [reach, flow, credit, backbone] } = d;
-                    let mut times = StepTimes { aggregate: agg_share, aggregate_on_device: kernels, reach, flow, credit, backbone, ..Default::default() };
-                    let mut r = flow::finish_with(&mut matrix, it.sink, params, &mut times, h, uf, computed);
-                    r.backend = format!("cuda: {}", cuda.name);
-                    r.layers = it.sel.layers.clone();
-                    r.heads = it.sel.heads.clone();
-                    r.times = times;
-                    Ok((r, matrix))
+        Ok(aggregated
+            .into_iter()
+            .map(|(a, kernels)| match a {
+                Aggregated::BadData => FromBatch::BadData,
+                Aggregated::Ok => {
+                    let mut d = done.next().expect("one result per job");
+                    (d.times.aggregate, d.times.aggregate_on_device) = (agg_share, kernels);
+                    FromBatch::Done(d)
                 }
             })
             .collect())
@@ -208,7 +174,7 @@ impl CudaBackend {
         // The traces share the launches; each is charged its part of their time.
         let per_trace = jobs.len() as u32;
         let [reach, flow] = solved.times.map(|t| t / per_trace);
-        let times = [reach, flow, credit_time / per_trace, backbone_time / per_trace];
+        let times = StepTimes { reach, flow, credit: credit_time / per_trace, backbone: backbone_time / per_trace, ..Default::default() };
         Ok(matrices
             .into_iter()
             .zip(solved.host)
@@ -216,25 +182,91 @@ impl CudaBackend {
             .zip(wants)
             .map(|(((matrix, (h, uf)), (tau, chosen)), wanted)| {
                 let backbone = if wanted { paths.next().expect("one backbone per decomposition") } else { Vec::new() };
-                OnDevice { matrix, h, uf, computed: Computed { throughput: Some(tau), backbone: Some(backbone), chosen: Some(chosen) }, times }
+                OnDevice { matrix: Some(matrix), solved: Some((h, uf)), backbone: Some(backbone), credit: Some((tau, chosen)), times: times.clone() }
             })
             .collect())
     }
 }
 
-/// One trace's results from the device, for the host to finish.
+/// One trace's results from the device, each taken once by the assembly.
 struct OnDevice {
-    matrix: Matrix,
-    h: Vec<f64>,
-    uf: UnitFlow,
-    computed: Computed,
-    /// Its share of the reach, flow, credit (throughput and selection) and backbone launches.
-    times: [Duration; 4],
+    matrix: Option<Matrix>,
+    solved: Option<(Vec<f64>, UnitFlow)>,
+    backbone: Option<Vec<FlowPath>>,
+    credit: Option<(Vec<f64>, Vec<usize>)>,
+    /// Its share of the batch's launches.
+    times: StepTimes,
+}
+
+/// What the batch left for one trace.
+enum FromBatch {
+    Done(OnDevice),
+    /// Its values broke a rule of the format: the CPU names the exact place.
+    BadData,
+    /// The device failed the batch: every step runs on the CPU, for this reason.
+    Failed(String),
+    Cancelled,
+}
+
+/// The batch's answer for one trace, offered to the assembly as its device's steps.
+struct Answered<'c> {
+    cuda: &'c Cuda,
+    answer: RefCell<FromBatch>,
+}
+
+impl Answered<'_> {
+    /// The part `take` picks of a finished trace's results; a failure's reason otherwise.
+    fn part<T>(&self, take: impl FnOnce(&mut OnDevice) -> Option<T>) -> Option<Result<T, String>> {
+        match &mut *self.answer.borrow_mut() {
+            FromBatch::Done(d) => take(d).map(Ok),
+            FromBatch::Failed(why) => Some(Err(why.clone())),
+            FromBatch::BadData | FromBatch::Cancelled => None,
+        }
+    }
+}
+
+impl Offload for Answered<'_> {
+    fn executor(&self) -> Executor {
+        Executor::Cuda
+    }
+
+    fn device(&self) -> String {
+        self.cuda.name.clone()
+    }
+
+    fn aggregate(&self, _: &Attention, _: &aggregate::Selection, _: &AggregateParams) -> Option<Result<Matrix, AggregateError>> {
+        match &mut *self.answer.borrow_mut() {
+            FromBatch::Done(d) => d.matrix.take().map(Ok),
+            FromBatch::BadData => Some(Err(AggregateError::BadData)),
+            FromBatch::Failed(why) => Some(Err(AggregateError::Device(why.clone()))),
+            // The CPU's aggregation sees the same flag and stops at once.
+            FromBatch::Cancelled => None,
+        }
+    }
+
+    fn solve(&self, _: &Matrix, _: Spans) -> Option<Result<(Vec<f64>, UnitFlow, Duration), String>> {
+        self.part(|d| d.solved.take().map(|(h, uf)| (h, uf, d.times.reach)))
+    }
+
+    fn backbone(&self, _: &Matrix, _: &[f64], _: &[f64], _: Spans, _: usize, _: &BackboneParams) -> Option<Result<Vec<FlowPath>, String>> {
+        self.part(|d| d.backbone.take())
+    }
+
+    fn credit(&self, _: usize, _: Spans, _: usize) -> Option<Result<(Vec<f64>, Vec<usize>), String>> {
+        self.part(|d| d.credit.take())
+    }
+
+    fn charged(&self) -> Option<StepTimes> {
+        match &*self.answer.borrow() {
+            FromBatch::Done(d) => Some(d.times.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// The trace as the kernels see it: its matrix at `m`, its vectors at `v`.
-fn job(it: &Item, m: usize, v: u32, credit: &CreditParams) -> Job {
-    let s = it.sink;
+fn job(it: &Item, m: usize, v: u32) -> Job {
+    let s = it.plan.sink;
     // An empty answer: nothing to solve toward; empty spans make every kernel pass the job by.
     let (q, a) = if s.answer.is_empty() { (0..0, 0..0) } else { (s.question.range(), s.answer.range()) };
     let r = s.response.range();
@@ -248,6 +280,6 @@ fn job(it: &Item, m: usize, v: u32, credit: &CreditParams) -> Job {
         a1: a.end as u32,
         r0: r.start as u32,
         r1: r.end as u32,
-        top: roles::share_count(credit.fraction, r.len()) as u32,
+        top: roles::share_count(it.plan.params.credit.fraction, r.len()) as u32,
     }
 }

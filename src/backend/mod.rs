@@ -1,7 +1,7 @@
 //! The seam between the pipeline's steps and what executes them. A backend runs a batch of
 //! traces and answers one result per trace; an error stays with its trace.
 
-use crate::flow::{self, Cancel, FlowResult, Matrix};
+use crate::flow::{self, Cancel, Executor, FlowResult, Matrix, Plan};
 use crate::span::Spans;
 use crate::params::Params;
 use crate::trace::{Trace, TraceError};
@@ -11,7 +11,10 @@ pub mod cuda;
 pub mod wgpu;
 
 pub trait Backend: Send + Sync {
-    fn name(&self) -> &'static str;
+    fn executor(&self) -> Executor;
+    fn name(&self) -> &'static str {
+        self.executor().name()
+    }
     /// How many traces it takes at once when it has the choice (an export of a folder).
     fn batch_size(&self) -> usize {
         1
@@ -20,25 +23,35 @@ pub trait Backend: Send + Sync {
     fn device(&self) -> String {
         String::new()
     }
-    /// Runs the pipeline on every trace of the batch.
-    fn run_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>>;
-    /// One trace with the given spans, keeping the aggregated matrix (the app draws it and reads
-    /// edge flows from it).
-    fn analyze_spans(&self, trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel) -> Result<(FlowResult, Matrix), TraceError> {
-        flow::analyze_spans(trace, spans, params, cancel)
+    /// Every planned trace of a batch, each result with its aggregated matrix, in order.
+    fn execute(&self, batch: &[(&Trace, &Plan)], cancel: &Cancel) -> Vec<Result<(FlowResult, Matrix), TraceError>>;
+
+    /// The batch between each trace's own spans; a trace whose plan fails keeps its error and
+    /// costs the others nothing.
+    fn run_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
+        let plans: Vec<Result<Plan, TraceError>> = traces.iter().map(|t| Plan::for_trace(t, params)).collect();
+        let ready: Vec<(&Trace, &Plan)> = traces.iter().zip(&plans).filter_map(|(&t, p)| p.as_ref().ok().map(|p| (t, p))).collect();
+        let mut ran = self.execute(&ready, cancel).into_iter();
+        plans.into_iter().map(|p| p.and_then(|_| ran.next().expect("one result per planned trace").map(|(r, _)| r))).collect()
+    }
+
+    /// One trace between `spans`, keeping the aggregated matrix (the app's analyses).
+    fn analyze(&self, trace: &Trace, spans: Spans, params: &Params, cancel: &Cancel) -> Result<(FlowResult, Matrix), TraceError> {
+        let plan = Plan::new(trace, spans, params)?;
+        self.execute(&[(trace, &plan)], cancel).pop().expect("one result per planned trace")
     }
 }
 
 /// The reference: f64 solves, rayon across traces and inside each solve.
-pub struct Cpu;
+pub use crate::flow::Cpu;
 
 impl Backend for Cpu {
-    fn name(&self) -> &'static str {
-        "cpu"
+    fn executor(&self) -> Executor {
+        Executor::Cpu
     }
 
-    fn run_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
-        traces.par_iter().map(|t| flow::analyze(t, params, cancel)).collect()
+    fn execute(&self, batch: &[(&Trace, &Plan)], cancel: &Cancel) -> Vec<Result<(FlowResult, Matrix), TraceError>> {
+        batch.par_iter().map(|&(t, p)| flow::execute(t, p, &Cpu, cancel)).collect()
     }
 }
 

@@ -1,7 +1,7 @@
 //! `report.html`: one self-contained page for every exported trace. No script, no CDN, no
 //! network: it opens the same in ten years from a CI artefact.
 
-use super::{Done, Summary};
+use super::{Done, Outcome, Summary};
 use crate::render::colormap::{self, hex};
 use crate::render::{backbone::backbone_svg, escape, layout::display_text};
 use std::fmt::Write;
@@ -45,12 +45,13 @@ pub fn report(done: &[Done], summary: &Summary) -> String {
             r.checkpoints.len()
         );
     }
-    for o in summary.traces.iter().filter(|o| o.status == "failed") {
+    for o in &summary.traces {
+        let Outcome::Failed { source, error, .. } = o else { continue };
         let _ = write!(
             s,
             "<tr class=failed><td>{}</td><td colspan=6>failed: {}</td></tr>",
-            escape(&o.source),
-            escape(o.error.as_deref().unwrap_or(""))
+            escape(source),
+            escape(error)
         );
     }
     s.push_str("</table>");
@@ -78,7 +79,7 @@ fn section(s: &mut String, i: usize, d: &Done) {
         d.spans.response,
         d.spans.answer,
         r.question_sources,
-        escape(&r.backend)
+        escape(&r.provenance.summary())
     );
     let title = format!("{} backbone", d.label);
     s.push_str(&backbone_svg(&title, &d.tokens, d.spans, r));

@@ -58,19 +58,97 @@ pub struct Job {
 }
 
 /// What became of one input.
-#[derive(Clone, Debug, Serialize)]
-pub struct Outcome {
-    pub source: String,
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Exported {
+        source: String,
+        /// The per-trace JSON, relative to the output folder.
+        output: String,
+        status: crate::flow::Status,
+        n: usize,
+        /// Steps the backend was asked to run that ran on the CPU instead, and why.
+        fallbacks: Vec<crate::flow::Fallback>,
+        elapsed_ms: f64,
+    },
+    Failed {
+        source: String,
+        problem: Problem,
+        error: String,
+        elapsed_ms: f64,
+    },
+}
+
+impl Outcome {
+    pub fn source(&self) -> &str {
+        match self {
+            Outcome::Exported { source, .. } | Outcome::Failed { source, .. } => source,
+        }
+    }
+
+    pub fn is_failed(&self) -> bool {
+        matches!(self, Outcome::Failed { .. })
+    }
+
+    /// Why it failed (a message that names the file).
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Failed { error, .. } => Some(error),
+            Outcome::Exported { .. } => None,
+        }
+    }
+
+    fn with_elapsed(mut self, ms: f64) -> Self {
+        match &mut self {
+            Outcome::Exported { elapsed_ms, .. } | Outcome::Failed { elapsed_ms, .. } => *elapsed_ms = ms,
+        }
+        self
+    }
+}
+
+/// `summary.json`'s shape of an outcome, one flat object as it has always been.
+#[derive(Serialize)]
+struct OutcomeJson<'a> {
+    source: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub output: Option<String>,
-    pub status: String,
+    output: Option<&'a str>,
+    status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<&'static str>,
+    problem: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub n: Option<usize>,
-    pub elapsed_ms: f64,
+    n: Option<usize>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    fallbacks: &'a [crate::flow::Fallback],
+    elapsed_ms: f64,
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Outcome::Exported { source, output, status, n, fallbacks, elapsed_ms } => OutcomeJson {
+                source,
+                output: Some(output),
+                status: status.name(),
+                problem: None,
+                error: None,
+                n: Some(*n),
+                fallbacks,
+                elapsed_ms: *elapsed_ms,
+            },
+            Outcome::Failed { source, problem, error, elapsed_ms } => OutcomeJson {
+                source,
+                output: None,
+                status: "failed",
+                problem: Some(problem.name()),
+                error: Some(error),
+                n: None,
+                fallbacks: &[],
+                elapsed_ms: *elapsed_ms,
+            },
+        }
+        .serialize(s)
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -154,15 +232,7 @@ fn dedupe_stems(jobs: &mut [Job]) {
 }
 
 fn failure(source: &Path, problem: Problem, message: String) -> Outcome {
-    Outcome {
-        source: source.display().to_string(),
-        output: None,
-        status: "failed".into(),
-        problem: Some(problem.name()),
-        error: Some(message),
-        n: None,
-        elapsed_ms: 0.0,
-    }
+    Outcome::Failed { source: source.display().to_string(), problem, error: message, elapsed_ms: 0.0 }
 }
 
 /// Runs the export. `tick` is called once per finished trace (progress bars, the app).
@@ -195,7 +265,7 @@ pub fn export(
         outcomes.push(o);
         done.extend(d);
     }
-    let failed = outcomes.iter().filter(|o| o.status == "failed").count();
+    let failed = outcomes.iter().filter(|o| o.is_failed()).count();
     let summary = Summary {
         format: "flowtracer.summary/1",
         backend: backend.name().into(),
@@ -255,18 +325,17 @@ fn export_batch(out: &Path, chunk: &[Job], params: &Params, formats: Formats, ba
             let elapsed_ms = open_ms + share_ms + t.elapsed().as_secs_f64() * 1e3;
             match res {
                 Ok(done) => (
-                    Outcome {
+                    Outcome::Exported {
                         source: job.source.display().to_string(),
-                        output: Some(job.stem.with_extension("json").display().to_string()),
-                        status: done.result.status.name().into(),
-                        problem: None,
-                        error: None,
-                        n: Some(done.tokens.len()),
+                        output: job.stem.with_extension("json").display().to_string(),
+                        status: done.result.status,
+                        n: done.tokens.len(),
+                        fallbacks: done.result.provenance.fallbacks.clone(),
                         elapsed_ms,
                     },
                     Some(done),
                 ),
-                Err(e) => (Outcome { elapsed_ms, ..failure(&job.source, e.problem, e.to_string()) }, None),
+                Err(e) => (failure(&job.source, e.problem, e.to_string()).with_elapsed(elapsed_ms), None),
             }
         })
         .collect()

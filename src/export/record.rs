@@ -14,7 +14,10 @@ pub struct CreditRecord<'a> {
     pub format: &'static str,
     pub source: String,
     pub status: &'static str,
-    pub backend: &'a str,
+    /// Where the aggregation ran (`cpu`, `wgpu: ADAPTER`, `cuda: DEVICE`, `cpu (wgpu failed)`).
+    pub backend: String,
+    /// Which executor ran each step, and any fallback with its reason.
+    pub provenance: &'a crate::flow::Provenance,
     pub n: usize,
     pub spans: Spans,
     /// The positions the flow was conditioned on (`answer.sink`).
@@ -47,7 +50,8 @@ pub fn record<'a>(trace: &'a Trace, r: &'a FlowResult, params: &'a Params) -> Cr
         format: CREDIT_FORMAT,
         source: trace.path.display().to_string(),
         status: r.status.name(),
-        backend: &r.backend,
+        backend: r.provenance.label(),
+        provenance: &r.provenance,
         n: trace.n(),
         spans: trace.spans,
         sink: r.spans.answer,

@@ -23,7 +23,7 @@ pub fn row_passes(sum: f64, min: f32, upper: f32, bad: f32) -> bool {
 
 /// The (layer, head) slabs of the file that the parameters select, plus their original layer
 /// numbers and head indices for the export.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Selection {
     pub slabs: Vec<(usize, usize)>,
     pub layers: Vec<usize>,

@@ -14,14 +14,7 @@ use super::matrix::DeviceMatrix;
 use std::ops::Range;
 use wgpu::util::DeviceExt;
 
-/// Why the GPU did not produce the matrix.
-#[derive(Debug)]
-pub enum AggregateError {
-    /// The values break a rule of the format; the CPU path names the exact place.
-    BadData,
-    /// The device failed (lost, out of memory, a limit): run this trace on the CPU.
-    Device(String),
-}
+pub use crate::flow::AggregateError;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -202,23 +202,37 @@ impl<'g> OnDevice<'g> {
 }
 
 impl crate::flow::Offload for OnDevice<'_> {
-    fn solve(&self, m: &crate::flow::Matrix, spans: crate::span::Spans) -> Result<(Vec<f64>, crate::flow::unit_flow::UnitFlow, std::time::Duration), String> {
-        let on_device = self.take_or_upload(m)?;
-        let r = self.gpu.solve_keeping(&on_device, spans);
-        *self.matrix.borrow_mut() = Some(on_device);
-        let kept = r?;
-        *self.solved.borrow_mut() = kept.buffers;
-        Ok((kept.h, kept.uf, kept.reach_time))
+    fn executor(&self) -> crate::flow::Executor {
+        crate::flow::Executor::Wgpu
     }
 
-    fn backbone(&self, m: &crate::flow::Matrix, h: &[f64], f: &[f64], spans: crate::span::Spans, sources: usize, p: &crate::params::BackboneParams) -> Result<Vec<crate::flow::backbone::FlowPath>, String> {
-        let on_device = self.take_or_upload(m)?;
-        self.gpu.backbone(m, &on_device, h, f, spans, sources, p)
+    fn device(&self) -> String {
+        self.gpu.adapter.clone()
     }
 
-    fn credit(&self, n: usize, spans: crate::span::Spans, count: usize) -> Result<(Vec<f64>, Vec<usize>), String> {
+    fn aggregate(&self, att: &crate::trace::Attention, sel: &crate::flow::aggregate::Selection, p: &crate::params::AggregateParams) -> Option<Result<crate::flow::Matrix, aggregate::AggregateError>> {
+        Some(OnDevice::aggregate(self, att, sel, p))
+    }
+
+    fn solve(&self, m: &crate::flow::Matrix, spans: crate::span::Spans) -> Option<Result<(Vec<f64>, crate::flow::unit_flow::UnitFlow, std::time::Duration), String>> {
+        Some(self.take_or_upload(m).and_then(|on_device| {
+            let r = self.gpu.solve_keeping(&on_device, spans);
+            *self.matrix.borrow_mut() = Some(on_device);
+            let kept = r?;
+            *self.solved.borrow_mut() = kept.buffers;
+            Ok((kept.h, kept.uf, kept.reach_time))
+        }))
+    }
+
+    fn backbone(&self, m: &crate::flow::Matrix, h: &[f64], f: &[f64], spans: crate::span::Spans, sources: usize, p: &crate::params::BackboneParams) -> Option<Result<Vec<crate::flow::backbone::FlowPath>, String>> {
+        Some(self.take_or_upload(m).and_then(|on_device| self.gpu.backbone(m, &on_device, h, f, spans, sources, p)))
+    }
+
+    fn credit(&self, n: usize, spans: crate::span::Spans, count: usize) -> Option<Result<(Vec<f64>, Vec<usize>), String>> {
         let solved = self.solved.borrow();
-        let b = solved.as_ref().ok_or("the flow was not solved on the device")?;
-        self.gpu.credit(&b.h, &b.f, n, spans, count)
+        Some(match solved.as_ref() {
+            Some(b) => self.gpu.credit(&b.h, &b.f, n, spans, count),
+            None => Err("the flow was not solved on the device".into()),
+        })
     }
 }

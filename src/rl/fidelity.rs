@@ -119,7 +119,8 @@ pub fn score_sets(probes: &[TokenProbe], layers: usize, heads: usize, params: &P
         let (entropy, logprob) = (r.over_sequence(&r.entropy), r.over_sequence(&r.logprob));
         let view = Scored { tokens: &tokens, spans: p.spans, attention: &p.attention, layers, heads, entropy: &entropy };
         let trace = grpo::rollout_trace(&view).ok_or("a probed response is not a valid trace")?;
-        let (res, m) = flow::analyze_with_matrix(&trace, params, &Cancel::default()).map_err(|e| e.to_string())?;
+        let plan = flow::Plan::for_trace(&trace, params).map_err(|e| e.to_string())?;
+        let (res, m) = flow::execute(&trace, &plan, &flow::Cpu, &Cancel::default()).map_err(|e| e.to_string())?;
         let loss = knockout::loss_per_token(&m, &res.reach, res.spans);
         let received = grpo::attention_received(&view);
         let random = grpo::baseline_score(CreditMode::Random, &view, &mut rng);

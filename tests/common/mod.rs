@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: hand-made graphs and throwaway files.
 #![allow(dead_code)]
 
-use flowtracer::flow::{self, FlowResult, Matrix, StepTimes};
+use flowtracer::flow::{self, FlowResult, Matrix};
 use flowtracer::span::{Span, Spans};
 use flowtracer::synth::Rng;
 use flowtracer::trace::{AttentionInput, Dtype, TraceBuilder};
@@ -29,9 +29,15 @@ pub fn matrix(n: usize, edges: &[(usize, usize, f32)]) -> Matrix {
     m
 }
 
+/// Every step on the CPU between the trace's own spans, keeping the aggregated matrix.
+pub fn analyze_keeping(t: &flowtracer::Trace, p: &Params) -> (FlowResult, Matrix) {
+    let plan = flow::Plan::for_trace(t, p).unwrap();
+    flow::execute(t, &plan, &flow::Cpu, &Default::default()).unwrap()
+}
+
 pub fn solve(m: &Matrix, s: Spans, p: &Params) -> FlowResult {
     let mut m = m.clone();
-    flow::solve(&mut m, s, p, &mut StepTimes::default())
+    flow::solve_graph(&mut m, s, p)
 }
 
 /// A trace whose flow runs along "hub" tokens `hop` apart (more than a block of rows), each
@@ -129,7 +135,9 @@ pub fn chain_builder(n: usize, dtype: Dtype, shape: Vec<usize>) -> TraceBuilder 
 /// tokens except where throughputs tie within the tolerance.
 pub fn assert_matches_cpu(trace: &flowtracer::Trace, cpu: &FlowResult, dev: &FlowResult, backend: &str) {
     let name = format!("{} (N = {})", trace.path.display(), trace.n());
-    assert!(dev.backend.starts_with(backend), "{name}: ran on {}", dev.backend);
+    let ran = dev.provenance.label();
+    assert!(ran.starts_with(backend), "{name}: ran on {ran}");
+    assert!(dev.provenance.fallbacks.is_empty(), "{name}: steps fell back to the CPU: {:?}", dev.provenance.fallbacks);
     assert_eq!(dev.status, cpu.status, "{name}");
     for (key, a, b) in [("reach", &cpu.reach, &dev.reach), ("flow", &cpu.flow, &dev.flow), ("throughput", &cpu.throughput, &dev.throughput)] {
         for (k, (x, y)) in a.iter().zip(b.iter()).enumerate() {

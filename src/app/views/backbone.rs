@@ -17,7 +17,7 @@ pub struct BackboneState {
 
 pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut BackboneState) -> Option<Action> {
     let r = &a.result;
-    let spans = a.spans;
+    let spans = a.plan.spans;
     let mut action = None;
     ui.horizontal_wrapped(|ui| {
         ui.label(format!("backbone: {} paths, {:.1}% of the unit flow", r.backbone.len(), 100.0 * r.backbone_flow()));

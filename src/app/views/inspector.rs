@@ -72,7 +72,7 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -
     let mut action = None;
     ui.heading(format!("#{k} {:?}", trace.tokens[k]));
     let on_backbone = r.backbone.iter().filter(|p| p.tokens.contains(&k)).count();
-    let mut roles = vec![segment(a.spans, k).to_string()];
+    let mut roles = vec![segment(a.plan.spans, k).to_string()];
     if r.hubs.binary_search(&k).is_ok() {
         roles.push("hub".into());
     }
@@ -93,7 +93,7 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -
         row("flow", format!("{:.5}", r.flow[k]));
         row("throughput", format!("{:.5}", r.throughput[k]));
         row("credit", format!("{:.3}", r.credit[k]));
-        let far = far_sources_of(&a.matrix, &r.reach, &r.flow, r.spans, k, a.params.roles.checkpoint_min_distance);
+        let far = far_sources_of(&a.matrix, &r.reach, &r.flow, r.spans, k, a.plan.params.roles.checkpoint_min_distance);
         row("far sources", format!("{far:.2}"));
         let sink = r.spans.answer;
         row("knock-out loss", if sink.contains(k) { format!("– (in the sink {sink})") } else { format!("{:.1}%", 100.0 * a.knockout[k]) });

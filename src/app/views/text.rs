@@ -68,7 +68,7 @@ pub fn show(
     let columns = ((ui.available_width() - 16.0) / cw).floor().max(16.0) as usize;
     state.layout(trace, doc_id, columns);
     let values = score.values(trace, a).unwrap_or_else(|| a.result.throughput.clone());
-    let norm = normalised(&values, a.spans, score);
+    let norm = normalised(&values, a.plan.spans, score);
     let r = &a.result;
     let mut action = None;
     let mut visible = Vec::new();
@@ -78,7 +78,7 @@ pub fn show(
             area = area.vertical_scroll_offset((cell.line as f32 - 3.0).max(0.0) * row_h);
         }
     }
-    let spans = a.spans;
+    let spans = a.plan.spans;
     area.show_rows(ui, row_h, state.lines(), |ui, lines| {
         for line in lines {
             let start = state.line_starts[line];

@@ -1,0 +1,251 @@
+//! The one assembly of a result. An executor offers steps through [`Offload`]; whatever it does
+//! not offer, or fails at, runs here on the CPU, and the [`Provenance`] records which was which
+//! and why. The CPU, wgpu (per trace) and CUDA (a batch's launches, then per trace) all come
+//! through [`execute`]; a re-score on an earlier run's matrix comes through [`rescore`].
+
+use super::provenance::{Executor, Provenance, Step};
+use super::{Cancel, FlowPath, FlowResult, Matrix, Plan, Status, StepTimes, aggregate, backbone, credit, reach, roles, throughput, unit_flow};
+use crate::params::{AggregateParams, BackboneParams};
+use crate::span::Spans;
+use crate::trace::{Attention, DataError, Problem, Trace, TraceError};
+use std::time::{Duration, Instant};
+
+/// Why a device could not aggregate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AggregateError {
+    /// A value breaks a rule of the format: the CPU runs the step again to name the exact layer,
+    /// head and row.
+    BadData,
+    /// The device failed (lost, out of memory, a matrix past its limits).
+    Device(String),
+}
+
+/// The steps an executor may take over from the CPU. Each answers `None` when it does not offer
+/// the step, `Some(Err(why))` when it tried and failed (the CPU then runs it, recorded as a
+/// fallback). An executor that offers nothing is the CPU.
+pub trait Offload {
+    fn executor(&self) -> Executor;
+    /// The device it runs on ("" for the CPU).
+    fn device(&self) -> String {
+        String::new()
+    }
+    /// Step 1.
+    fn aggregate(&self, _att: &Attention, _sel: &aggregate::Selection, _p: &AggregateParams) -> Option<Result<Matrix, AggregateError>> {
+        None
+    }
+    /// Steps 3 and 5, and how long step 3 took of the whole.
+    fn solve(&self, _m: &Matrix, _spans: Spans) -> Option<Result<(Vec<f64>, unit_flow::UnitFlow, Duration), String>> {
+        None
+    }
+    /// Step 7.
+    fn backbone(&self, _m: &Matrix, _h: &[f64], _f: &[f64], _spans: Spans, _sources: usize, _p: &BackboneParams) -> Option<Result<Vec<FlowPath>, String>> {
+        None
+    }
+    /// Steps 6 and 9 on the h and f of the last `solve`: every one of the `n` tokens'
+    /// throughput, and the response tokens among the `count` highest, in token order.
+    fn credit(&self, _n: usize, _spans: Spans, _count: usize) -> Option<Result<(Vec<f64>, Vec<usize>), String>> {
+        None
+    }
+    /// The device's own account of its steps' times, where the wall time around each call is not
+    /// it (a batch's shared launches, charged to each trace in part).
+    fn charged(&self) -> Option<StepTimes> {
+        None
+    }
+}
+
+/// The reference executor: every step here, in f64.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+impl Offload for Cpu {
+    fn executor(&self) -> Executor {
+        Executor::Cpu
+    }
+}
+
+/// Every step of `plan` over `trace`, offered to `on` first; the aggregated matrix comes back
+/// with the result (the app draws it and reads edge flows from it). Errors name the file.
+pub fn execute(trace: &Trace, plan: &Plan, on: &dyn Offload, cancel: &Cancel) -> Result<(FlowResult, Matrix), TraceError> {
+    run(trace, plan, on, cancel).map_err(|e| e.at(&trace.path))
+}
+
+fn run(trace: &Trace, plan: &Plan, on: &dyn Offload, cancel: &Cancel) -> Result<(FlowResult, Matrix), DataError> {
+    let mut prov = Provenance::new(on.executor(), on.device());
+    let mut times = StepTimes::default();
+    let t = Instant::now();
+    let (att, sel, p) = (&trace.attention, &plan.selection, &plan.params.aggregate);
+    let on_cpu = || aggregate::aggregate(att, sel, p, cancel.flag());
+    let mut m = match on.aggregate(att, sel, p) {
+        None => {
+            prov.ran(Step::Aggregate, Executor::Cpu);
+            on_cpu()?
+        }
+        Some(Ok(m)) => {
+            prov.ran(Step::Aggregate, on.executor());
+            m
+        }
+        // The CPU's checks name the exact place; should they pass, its matrix is the one used.
+        Some(Err(AggregateError::BadData)) => {
+            let m = on_cpu()?;
+            prov.fell_back(Step::Aggregate, "the device flagged a value the CPU's checks accept".into());
+            m
+        }
+        Some(Err(AggregateError::Device(why))) => {
+            prov.fell_back(Step::Aggregate, why);
+            on_cpu()?
+        }
+    };
+    times.aggregate = t.elapsed();
+    check(cancel)?;
+    let result = assemble(&mut m, plan, on, cancel, prov, times)?;
+    Ok((result, m))
+}
+
+/// Steps 3–9 on the matrix an earlier run aggregated (`aggregated` is that run's provenance),
+/// for a plan from [`Plan::reusing`]: what a re-score costs when only later steps' parameters
+/// or the spans changed. The steps run on the CPU, and the provenance says so.
+pub fn rescore(m: &mut Matrix, plan: &Plan, aggregated: &Provenance, cancel: &Cancel) -> Result<FlowResult, DataError> {
+    let mut prov = aggregated.clone();
+    prov.steps.retain(|&s, _| s == Step::Aggregate);
+    prov.fallbacks.retain(|f| f.step == Step::Aggregate);
+    prov.reused_aggregation = true;
+    check(cancel)?;
+    assemble(m, plan, &Cpu, cancel, prov, StepTimes::default())
+}
+
+/// Steps 3–9 on a hand-made graph between `spans` as they are (no sink conditioning): the
+/// tests' and the knock-out's way in.
+pub fn solve_graph(m: &mut Matrix, spans: Spans, params: &crate::params::Params) -> FlowResult {
+    let plan = Plan { spans, sink: spans, params: params.clone(), selection: aggregate::Selection::default(), n: m.n };
+    let prov = Provenance::new(Executor::Cpu, String::new());
+    assemble(m, &plan, &Cpu, &Cancel::default(), prov, StepTimes::default()).expect("nothing cancels it")
+}
+
+fn check(cancel: &Cancel) -> Result<(), DataError> {
+    if cancel.is_cancelled() { Err(DataError::new(Problem::Cancelled, "cancelled")) } else { Ok(()) }
+}
+
+/// The device's answer for `steps`, recorded: `None` when the CPU must run them (not offered,
+/// or failed).
+fn offered<T>(prov: &mut Provenance, steps: &[Step], answer: Option<Result<T, String>>) -> Option<T> {
+    match answer {
+        Some(Ok(v)) => {
+            for &s in steps {
+                prov.ran(s, prov.executor);
+            }
+            Some(v)
+        }
+        Some(Err(why)) => {
+            for &s in steps {
+                prov.fell_back(s, why.clone());
+            }
+            None
+        }
+        None => {
+            for &s in steps {
+                prov.ran(s, Executor::Cpu);
+            }
+            None
+        }
+    }
+}
+
+fn status(spans: Spans, uf: &unit_flow::UnitFlow) -> Status {
+    if spans.answer.is_empty() {
+        Status::NoAnswer
+    } else if uf.sources == 0 {
+        Status::NoFlow
+    } else {
+        Status::Ok
+    }
+}
+
+/// Steps 3–9 between the plan's sink spans; `times` holds the aggregation's already.
+fn assemble(m: &mut Matrix, plan: &Plan, on: &dyn Offload, cancel: &Cancel, mut prov: Provenance, mut times: StepTimes) -> Result<FlowResult, DataError> {
+    let (spans, params, n) = (plan.sink, &plan.params, m.n);
+
+    let t = Instant::now();
+    let (h, uf) = match offered(&mut prov, &[Step::Reach, Step::Flow], on.solve(m, spans)) {
+        Some((h, uf, reach)) => {
+            (times.reach, times.flow) = (reach, t.elapsed().saturating_sub(reach));
+            (h, uf)
+        }
+        None => {
+            let t = Instant::now();
+            let h = reach::reach(m, spans.answer);
+            times.reach = t.elapsed();
+            let t = Instant::now();
+            let uf = unit_flow::unit_flow(m, &h, spans);
+            times.flow = t.elapsed();
+            (h, uf)
+        }
+    };
+    check(cancel)?;
+    let status = status(spans, &uf);
+
+    let t = Instant::now();
+    let paths = offered(&mut prov, &[Step::Backbone], on.backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone));
+    let backbone = paths.unwrap_or_else(|| backbone::backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone));
+    times.backbone = t.elapsed();
+    check(cancel)?;
+
+    // With no flow, throughput is 0 and nothing is selected: nothing to ask of the device.
+    let t = Instant::now();
+    let count = roles::share_count(params.credit.fraction, spans.response.len());
+    let asked = if status == Status::Ok { on.credit(n, spans, count) } else { None };
+    let (tau, chosen) = match offered(&mut prov, &[Step::Throughput, Step::Credit], asked) {
+        Some((tau, chosen)) => (tau, Some(chosen)),
+        None => (throughput::throughput(&uf.flow, &h, spans.answer), None),
+    };
+    let credit = match (status, chosen) {
+        (Status::Ok, Some(chosen)) => credit::credit_from(n, chosen, spans, &params.credit),
+        (Status::Ok, None) => credit::credit(&tau, spans, &params.credit),
+        _ => vec![1.0; n],
+    };
+    times.credit = t.elapsed();
+
+    let t = Instant::now();
+    let far = roles::far_sources(m, &h, &uf.flow, spans, &backbone, params.roles.checkpoint_min_distance);
+    let hubs = if status == Status::Ok { roles::hubs(&tau, spans, &params.roles) } else { vec![] };
+    let checkpoints = roles::checkpoints(&backbone, &far, spans, &params.roles);
+    prov.ran(Step::Roles, Executor::Cpu);
+    times.roles = t.elapsed();
+
+    if let Some(c) = on.charged() {
+        charge(&mut times, &c, &prov);
+    }
+    Ok(FlowResult {
+        status,
+        spans,
+        layers: plan.selection.layers.clone(),
+        heads: plan.selection.heads.clone(),
+        provenance: prov,
+        reach: h,
+        flow: uf.flow,
+        throughput: tau,
+        credit,
+        far_sources: far,
+        backbone,
+        hubs,
+        checkpoints,
+        question_sources: uf.sources,
+        times,
+    })
+}
+
+/// The device's own times in place of the wall time, for the steps it ran.
+fn charge(times: &mut StepTimes, c: &StepTimes, prov: &Provenance) {
+    let on_device = |s| prov.on(s) == Some(prov.executor);
+    if on_device(Step::Aggregate) {
+        (times.aggregate, times.aggregate_on_device) = (c.aggregate, c.aggregate_on_device);
+    }
+    if on_device(Step::Reach) {
+        (times.reach, times.flow) = (c.reach, c.flow);
+    }
+    if on_device(Step::Backbone) {
+        times.backbone = c.backbone;
+    }
+    if on_device(Step::Credit) {
+        times.credit = c.credit;
+    }
+}

@@ -1,0 +1,55 @@
+//! What a run of the pipeline will do, validated once: the spans to trace between (and the sink
+//! the flow is conditioned on), the parameters, and the layers, heads and slabs to aggregate.
+//! Every executor takes a plan; none repeats its checks.
+
+use super::aggregate::{self, Selection};
+use super::reach;
+use crate::params::Params;
+use crate::span::Spans;
+use crate::trace::{DataError, Problem, Trace, TraceError};
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The spans the user traces between (the file's, unless they picked others).
+    pub spans: Spans,
+    /// `spans` with the answer replaced by the sink (`flow::reach::conditioned`): what the steps
+    /// run between.
+    pub sink: Spans,
+    pub params: Params,
+    pub selection: Selection,
+    /// The number of tokens.
+    pub n: usize,
+}
+
+impl Plan {
+    /// The plan for `trace` between `spans`; the error names the file.
+    pub fn new(trace: &Trace, spans: Spans, params: &Params) -> Result<Plan, TraceError> {
+        Self::checked(trace, spans, params).map_err(|e| e.at(&trace.path))
+    }
+
+    /// The plan for `trace` between its own spans.
+    pub fn for_trace(trace: &Trace, params: &Params) -> Result<Plan, TraceError> {
+        Self::new(trace, trace.spans, params)
+    }
+
+    fn checked(trace: &Trace, spans: Spans, params: &Params) -> Result<Plan, DataError> {
+        params.validate().map_err(|e| DataError::new(Problem::Params, e))?;
+        spans.validate(trace.n()).map_err(|e| DataError::new(Problem::Span, e))?;
+        let selection = aggregate::select(trace, &params.aggregate)?;
+        Ok(Plan { spans, sink: reach::conditioned(spans, &params.answer), params: params.clone(), selection, n: trace.n() })
+    }
+
+    /// A plan for steps 3–9 on the matrix an earlier plan aggregated: new spans or parameters of
+    /// the later steps. `None` when the aggregation parameters changed (the matrix would not be
+    /// the one these parameters make: a full run is needed).
+    pub fn reusing(&self, spans: Spans, params: &Params) -> Option<Result<Plan, DataError>> {
+        if params.aggregate != self.params.aggregate {
+            return None;
+        }
+        let checked = params
+            .validate()
+            .map_err(|e| DataError::new(Problem::Params, e))
+            .and_then(|()| spans.validate(self.n).map_err(|e| DataError::new(Problem::Span, e)));
+        Some(checked.map(|()| Plan { spans, sink: reach::conditioned(spans, &params.answer), params: params.clone(), selection: self.selection.clone(), n: self.n }))
+    }
+}
