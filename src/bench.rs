@@ -193,25 +193,25 @@ pub struct UiBench {
 }
 
 pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
-    use crate::app::{FlowApp, document::Document};
+    use crate::app::{Command, FlowApp, document::Document, recent::Recent};
     let spec = SynthSpec { seed: n as u64, target_tokens: n, layers: 4, heads: 8, dtype: Dtype::F16, rank: 4, no_answer: false };
     let bytes = synth_trace(&spec).to_bytes();
     let trace = Trace::from_bytes(bytes, Path::new("ui-bench.safetensors")).expect("synthetic traces are valid");
     let n = trace.n();
-    let mut app = FlowApp::new(vec![Document::new(trace)], Params::default());
-    app.synchronous = true;
+    let mut app = FlowApp::new(vec![Document::new(trace)], Params::default(), Recent::in_memory());
+    app.model.rescoring.synchronous = true;
     let median = |app: &mut FlowApp, change: &dyn Fn(&mut Params, usize)| {
         let mut times = Vec::new();
         for i in 0..repeat.max(1) {
-            change(&mut app.params, i);
+            change(&mut app.model.params, i);
             let t = Instant::now();
-            app.rescore_now();
+            app.model.rescore_now();
             times.push(t.elapsed());
         }
         times.sort();
         times[times.len() / 2]
     };
-    app.rescore_now();
+    app.model.rescore_now();
     let rescore = median(&mut app, &|p, i| p.credit.fraction = if i % 2 == 0 { 0.3 } else { 0.4 });
     let reaggregate = median(&mut app, &|p, i| p.aggregate.threshold = if i % 2 == 0 { 1e-4 } else { 0.0 });
     let ctx = egui::Context::default();
@@ -220,7 +220,7 @@ pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
         screen_rect: Some(egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1280.0, 800.0))),
         ..Default::default()
     };
-    app.select(n / 2, false);
+    app.apply(Command::Select { token: n / 2, extend: false });
     let mut frames = Vec::new();
     for i in 0..(repeat.max(1) * 4 + 3) {
         let t = Instant::now();
@@ -231,7 +231,7 @@ pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
         }
     }
     frames.sort();
-    let a = app.doc().and_then(|d| d.analysis.clone()).expect("analysed above");
+    let a = app.model.doc().and_then(|d| d.analysis.clone()).expect("analysed above");
     let mut knock = (0..repeat.max(1))
         .map(|_| {
             let t = Instant::now();

@@ -17,7 +17,7 @@ fn harness() -> Harness<'static, FlowApp> {
 }
 
 fn click_token(h: &mut Harness<'static, FlowApp>, k: usize) {
-    let rect = h.state().text.rect_of(k).unwrap_or_else(|| panic!("token {k} is not on screen"));
+    let rect = h.state().ui.text.rect_of(k).unwrap_or_else(|| panic!("token {k} is not on screen"));
     let pos = rect.center();
     h.hover_at(pos);
     for pressed in [true, false] {
@@ -29,13 +29,13 @@ fn click_token(h: &mut Harness<'static, FlowApp>, k: usize) {
 #[test]
 fn opens_the_sample_and_inspects_a_clicked_token() {
     let mut h = harness();
-    let doc = &h.state().docs[0];
+    let doc = &h.state().model.docs[0];
     let a = doc.analysis.clone().expect("analysed on open");
     // A hub of the response: click it in the text view and read the inspector.
     let k = a.result.hubs[0];
     let token = doc.trace.tokens[k].clone();
     click_token(&mut h, k);
-    assert_eq!(h.state().marks.selected, Some(k));
+    assert_eq!(h.state().ui.marks.selected, Some(k));
     h.get_by_label(&format!("#{k} {token:?}"));
     h.get_by_label(&format!("{:.5}", a.result.flow[k]));
     h.get_by_label(&format!("{:.5}", a.result.throughput[k]));
@@ -45,45 +45,45 @@ fn opens_the_sample_and_inspects_a_clicked_token() {
     let (src, _) = flowtracer::flow::conserve::strongest_into(&a.matrix, &a.result.reach, &a.result.flow, a.plan.spans.answer, k, 1)[0];
     h.get_by_label_contains(&format!("#{src} ")).click();
     h.run();
-    assert_eq!(h.state().marks.selected, Some(src));
+    assert_eq!(h.state().ui.marks.selected, Some(src));
 }
 
 #[test]
 fn changing_a_parameter_rescores_and_changes_credit() {
     let mut h = harness();
-    let before = h.state().docs[0].analysis.clone().unwrap();
+    let before = h.state().model.docs[0].analysis.clone().unwrap();
     let credited = |a: &flowtracer::app::document::Analysis| a.result.credit.iter().filter(|&&g| g > 1.0).count();
     assert_eq!(credited(&before), flowtracer::flow::roles::share_count(0.4, before.plan.spans.response.len()));
     h.get_by_role_and_label(Role::Slider, "fraction").set_value_accesskit(0.1);
     h.run();
-    let after = h.state().docs[0].analysis.clone().unwrap();
-    assert_eq!(h.state().params.credit.fraction, 0.1);
+    let after = h.state().model.docs[0].analysis.clone().unwrap();
+    assert_eq!(h.state().model.params.credit.fraction, 0.1);
     assert_eq!(credited(&after), flowtracer::flow::roles::share_count(0.1, after.plan.spans.response.len()));
     // The diff mode knows which tokens changed.
-    assert!(!h.state().marks.changed.is_empty());
-    assert_eq!(h.state().marks.changed.len(), credited(&before) - credited(&after));
+    assert!(!h.state().ui.marks.changed.is_empty());
+    assert_eq!(h.state().ui.marks.changed.len(), credited(&before) - credited(&after));
     h.get_by_label_contains("diff (");
 }
 
 #[test]
 fn search_finds_tokens_and_jumps_to_them() {
     let mut h = harness();
-    let doc = &h.state().docs[0];
+    let doc = &h.state().model.docs[0];
     let needle = doc.trace.tokens[doc.spans.answer.start].trim().to_string();
     let expected: Vec<usize> = (0..doc.n()).filter(|&k| doc.trace.tokens[k].contains(&needle)).collect();
     let field = h.get_by_role(Role::TextInput);
     field.click();
     field.type_text(&needle);
     h.run();
-    assert_eq!(h.state().marks.hits.len(), expected.len());
+    assert_eq!(h.state().ui.marks.hits.len(), expected.len());
     h.get_by_label(&format!("{} matches", expected.len()));
     h.get_by_label("next match").click();
     h.run();
-    assert_eq!(h.state().marks.selected, Some(expected[0]));
+    assert_eq!(h.state().ui.marks.selected, Some(expected[0]));
     h.get_by_label("next hub").click();
     h.run();
-    let hubs = &h.state().docs[0].analysis.as_ref().unwrap().result.hubs;
-    assert!(hubs.contains(&h.state().marks.selected.unwrap()));
+    let hubs = &h.state().model.docs[0].analysis.as_ref().unwrap().result.hubs;
+    assert!(hubs.contains(&h.state().ui.marks.selected.unwrap()));
 }
 
 #[test]
@@ -91,38 +91,38 @@ fn switches_between_views() {
     let mut h = harness();
     h.get_by_label("Backbone").click();
     h.run();
-    assert_eq!(h.state().view, View::Backbone);
+    assert_eq!(h.state().ui.view, View::Backbone);
     h.get_by_label_contains("backbone: ");
     h.get_by_label_contains("path 1 · ");
     h.get_by_label("Matrix").click();
     h.run();
-    assert_eq!(h.state().view, View::Matrix);
+    assert_eq!(h.state().ui.view, View::Matrix);
     h.get_by_label("reset zoom");
     h.get_by_label("Compare").click();
     h.run();
     h.get_by_label("pin as baseline").click();
     h.run();
-    assert!(h.state().baseline.is_some());
+    assert!(h.state().model.baseline.is_some());
     h.get_by_label_contains("same trace: credit differs on 0 tokens");
     h.get_by_label("Run").click();
     h.run();
     h.get_by_label_contains("No run open");
     h.get_by_label("Text").click();
     h.run();
-    assert_eq!(h.state().view, View::Text);
+    assert_eq!(h.state().ui.view, View::Text);
 }
 
 #[test]
 fn picking_spans_by_selection_retargets_the_flow() {
     let mut h = harness();
-    let old = h.state().docs[0].spans;
+    let old = h.state().model.docs[0].spans;
     // Use the token before the answer as the new answer: the flow now ends there.
     let k = old.answer.start - 1;
-    h.state_mut().select(k, false);
+    h.state_mut().apply(flowtracer::app::Command::Select { token: k, extend: false });
     h.get_by_label("use as answer").click();
     h.run();
-    let d = &h.state().docs[0];
-    assert_eq!(d.spans.answer, flowtracer::Span::new(k, k + 1), "status: {}", h.state().status);
+    let d = &h.state().model.docs[0];
+    assert_eq!(d.spans.answer, flowtracer::Span::new(k, k + 1), "status: {}", h.state().model.status);
     let a = d.analysis.as_ref().unwrap();
     assert_eq!(a.plan.spans.answer.start, k);
     // The flow now ends at the position that wrote that token (the sink, `answer.sink`).
@@ -130,7 +130,7 @@ fn picking_spans_by_selection_retargets_the_flow() {
     assert!((a.result.flow[k - 1] - 1.0).abs() < 1e-9);
     h.get_by_label("file spans").click();
     h.run();
-    assert_eq!(h.state().docs[0].spans, old);
+    assert_eq!(h.state().model.docs[0].spans, old);
 }
 
 /// A wgpu adapter for rendering snapshots, or why there is none.
@@ -186,7 +186,7 @@ fn a_rescore_that_reuses_the_matrix_equals_a_full_analysis() {
 fn tiny_form(h: &mut Harness<'static, FlowApp>, name: &str, steps: usize) -> std::path::PathBuf {
     let root = std::env::temp_dir().join(format!("flowtracer-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let f = &mut h.state_mut().train_form;
+    let f = &mut h.state_mut().model.train_form;
     f.cfg.task = flowtracer::rl::task::Task::Parity;
     f.cfg.model = flowtracer::rl::model::Config::tiny();
     f.cfg.sft_steps = Some(5);
@@ -205,7 +205,7 @@ fn tiny_form(h: &mut Harness<'static, FlowApp>, name: &str, steps: usize) -> std
 /// Frames until the panel's runs have all finished.
 fn wait_for_training(h: &mut Harness<'static, FlowApp>) {
     let start = std::time::Instant::now();
-    while h.state().training.as_ref().is_some_and(|t| t.running()) {
+    while h.state().model.training.as_ref().is_some_and(|t| t.running()) {
         assert!(start.elapsed().as_secs() < 300, "training did not finish");
         std::thread::sleep(std::time::Duration::from_millis(20));
         h.step();
@@ -221,9 +221,9 @@ fn the_train_panel_trains_modes_in_the_background_and_opens_their_traces() {
     let root = tiny_form(&mut h, "train-panel", 2);
     h.get_by_label("Start").click();
     h.step();
-    assert!(h.state().training.is_some(), "Start began a fine-tune");
+    assert!(h.state().model.training.is_some(), "Start began a fine-tune");
     wait_for_training(&mut h);
-    let t = h.state().training.as_ref().unwrap();
+    let t = h.state().model.training.as_ref().unwrap();
     assert_eq!(t.runs.len(), 2);
     for r in &t.runs {
         assert_eq!(r.error, None);
@@ -239,8 +239,8 @@ fn the_train_panel_trains_modes_in_the_background_and_opens_their_traces() {
     let label = trace.strip_prefix(&t.runs[1].dir).unwrap().display().to_string().trim_end_matches(".safetensors").to_string();
     h.get_all_by_label(&label).last().unwrap().click();
     h.run();
-    assert_eq!(h.state().view, View::Text);
-    let doc = h.state().doc().unwrap();
+    assert_eq!(h.state().ui.view, View::Text);
+    let doc = h.state().model.doc().unwrap();
     assert_eq!(doc.trace.path, trace);
     assert!(doc.analysis.is_some() || doc.error.is_some());
     let _ = std::fs::remove_dir_all(root);
@@ -249,14 +249,14 @@ fn the_train_panel_trains_modes_in_the_background_and_opens_their_traces() {
 #[test]
 fn the_train_panel_cancels_and_the_run_resumes() {
     let mut h = harness();
-    h.state_mut().view = View::Train;
+    h.state_mut().ui.view = View::Train;
     h.run();
     let root = tiny_form(&mut h, "train-cancel", 1000);
     h.get_by_label("Start").click();
     h.step();
     // Let the runs get past their warm start, then cancel.
     let start = std::time::Instant::now();
-    while h.state().training.as_ref().unwrap().runs.iter().any(|r| r.reward.is_empty()) {
+    while h.state().model.training.as_ref().unwrap().runs.iter().any(|r| r.reward.is_empty()) {
         assert!(start.elapsed().as_secs() < 300, "no step finished");
         std::thread::sleep(std::time::Duration::from_millis(20));
         h.step();
@@ -264,7 +264,7 @@ fn the_train_panel_cancels_and_the_run_resumes() {
     h.get_by_label("Cancel").click();
     h.step();
     wait_for_training(&mut h);
-    for r in &h.state().training.as_ref().unwrap().runs {
+    for r in &h.state().model.training.as_ref().unwrap().runs {
         assert_eq!(r.phase, "cancelled (resumable)");
         let steps = std::fs::read_to_string(r.dir.join("metrics.jsonl")).unwrap().lines().count();
         assert!(steps < 1000, "{steps} steps ran after the cancel");
@@ -276,10 +276,9 @@ fn the_train_panel_cancels_and_the_run_resumes() {
 const RUN_TRACE: &str = "sample_traces/policy_run/step_000030/sample_0000.safetensors";
 
 fn run_trace_harness(wgpu: bool) -> Harness<'static, FlowApp> {
-    let mut app = FlowApp::new(vec![], flowtracer::Params::default());
-    app.synchronous = true;
-    app.recent.clear();
-    app.open(std::path::Path::new(RUN_TRACE));
+    let mut app = FlowApp::new(vec![], flowtracer::Params::default(), flowtracer::app::recent::Recent::in_memory());
+    app.model.rescoring.synchronous = true;
+    app.apply(flowtracer::app::Command::Open(RUN_TRACE.into()));
     let mut b = Harness::builder().with_size(egui::vec2(1280.0, 800.0));
     if wgpu {
         b = b.wgpu();
@@ -291,7 +290,7 @@ fn run_trace_harness(wgpu: bool) -> Harness<'static, FlowApp> {
 
 /// The reasoning token whose knock-out loses the most path mass.
 fn heaviest_reasoning_token(h: &Harness<'static, FlowApp>) -> usize {
-    let d = &h.state().docs[0];
+    let d = &h.state().model.docs[0];
     let a = d.analysis.as_ref().unwrap();
     (a.plan.spans.response.start..a.plan.spans.answer.start).max_by(|&x, &y| a.knockout[x].total_cmp(&a.knockout[y])).unwrap()
 }
@@ -300,7 +299,7 @@ fn heaviest_reasoning_token(h: &Harness<'static, FlowApp>) -> usize {
 fn knock_out_and_what_if_from_the_inspector() {
     use flowtracer::app::document::Score;
     let mut h = run_trace_harness(false);
-    assert!(h.state().docs[0].checkpoint.is_ok(), "{:?}", h.state().docs[0].checkpoint);
+    assert!(h.state().model.docs[0].checkpoint.is_ok(), "{:?}", h.state().model.docs[0].checkpoint);
     let k = heaviest_reasoning_token(&h);
     click_token(&mut h, k);
     h.get_by_label(&format!("What if #{k} were gone?"));
@@ -308,8 +307,8 @@ fn knock_out_and_what_if_from_the_inspector() {
     // Knock-out: the graph without the token, re-solved; the inspector shows what was lost.
     h.get_by_label("knock out").click();
     h.run();
-    let a = h.state().docs[0].analysis.clone().unwrap();
-    let Some(Ok(ko)) = &h.state().docs[0].knock_out else { panic!("no knock-out shown") };
+    let a = h.state().model.docs[0].analysis.clone().unwrap();
+    let Some(Ok(ko)) = &h.state().model.docs[0].knock_out else { panic!("no knock-out shown") };
     assert_eq!(ko.removed, vec![k]);
     assert!((ko.mass_lost - a.knockout[k]).abs() < 1e-9, "the inspector's number is the colour's number");
     // The knock-out's "path mass lost" (and the token's own "knock-out loss", the same number).
@@ -317,7 +316,7 @@ fn knock_out_and_what_if_from_the_inspector() {
     h.get_by_label("path mass lost");
 
     // Colour by knock-out loss: every response token has its loss, computed with the analysis.
-    h.state_mut().score = Score::KnockOut;
+    h.state_mut().ui.score = Score::KnockOut;
     h.run();
     assert_eq!(a.knockout.len(), a.result.reach.len());
     assert!(a.knockout[k] > 0.0);
@@ -325,9 +324,9 @@ fn knock_out_and_what_if_from_the_inspector() {
     // What if: hidden from the policy that wrote the trace, the answer regenerated.
     h.get_by_label("hide and regenerate").click();
     h.run();
-    let Some(Ok(w)) = &h.state().docs[0].what_if else { panic!("no what-if shown: {:?}", h.state().docs[0].what_if.as_ref().map(|r| r.as_ref().err())) };
+    let Some(Ok(w)) = &h.state().model.docs[0].what_if else { panic!("no what-if shown: {:?}", h.state().model.docs[0].what_if.as_ref().map(|r| r.as_ref().err())) };
     assert_eq!(w.hidden, vec![k]);
-    let original = flowtracer::rl::task::Task::stated_answer(&h.state().docs[0].trace.tokens[a.plan.spans.response.start..].concat()).map(str::to_string);
+    let original = flowtracer::rl::task::Task::stated_answer(&h.state().model.docs[0].trace.tokens[a.plan.spans.response.start..].concat()).map(str::to_string);
     assert_eq!(w.before, original);
     assert!(w.logprob_before <= 0.0 && w.logprob_after <= 0.0);
     h.get_by_label(if w.before == w.after { "the answer stays" } else { "the answer changes" });
@@ -337,10 +336,10 @@ fn knock_out_and_what_if_from_the_inspector() {
     h.run();
     h.get_by_label("keep as trace").click();
     h.run();
-    let s = h.state();
+    let (s, view) = (&h.state().model, h.state().ui.view);
     assert_eq!(s.docs.len(), 2);
     assert_eq!(s.current, 1);
-    assert_eq!(s.view, View::Compare);
+    assert_eq!(view, View::Compare);
     assert_eq!(s.baseline.as_ref().map(|b| b.0), Some(0));
     assert_eq!(s.docs[1].trace.meta.extra.get("what_if_hidden").map(String::as_str), Some(format!("[{k}]").as_str()));
     assert!(s.docs[1].analysis.is_some(), "the regenerated trace is analysed like any other");
@@ -350,13 +349,13 @@ fn knock_out_and_what_if_from_the_inspector() {
 fn what_if_is_offered_only_where_the_policy_is_known() {
     // The bundled sample is a copy outside its run: no run.json above it, no checkpoint.
     let mut h = harness();
-    let why = h.state().docs[0].checkpoint.clone().unwrap_err();
+    let why = h.state().model.docs[0].checkpoint.clone().unwrap_err();
     assert!(why.contains("run"), "{why}");
-    let k = h.state().docs[0].analysis.as_ref().unwrap().plan.spans.response.start + 1;
+    let k = h.state().model.docs[0].analysis.as_ref().unwrap().plan.spans.response.start + 1;
     click_token(&mut h, k);
     h.get_by_label("hide and regenerate").click();
     h.run();
-    assert!(h.state().docs[0].what_if.is_none(), "a disabled button does nothing");
+    assert!(h.state().model.docs[0].what_if.is_none(), "a disabled button does nothing");
 }
 
 #[test]
@@ -366,7 +365,7 @@ fn what_if_renders_like_its_snapshot() {
     let mut h = run_trace_harness(true);
     // The `5` of the carry step `0+4+1=05`, which the answer 7953 copies.
     let k = 27;
-    assert_eq!(h.state().docs[0].trace.tokens[k], "5");
+    assert_eq!(h.state().model.docs[0].trace.tokens[k], "5");
     click_token(&mut h, k);
     h.get_by_label("knock out").click();
     h.run();
@@ -383,7 +382,7 @@ fn what_if_renders_like_its_snapshot() {
 fn colour_by_causal_effect_reads_the_file_and_says_when_it_is_missing() {
     use flowtracer::app::document::Score;
     let mut h = harness();
-    h.state_mut().score = Score::CausalEffect;
+    h.state_mut().ui.score = Score::CausalEffect;
     h.run();
     h.get_by_label_contains("this trace has no causal effect: showing throughput");
 
@@ -392,9 +391,9 @@ fn colour_by_causal_effect_reads_the_file_and_says_when_it_is_missing() {
     let effect: Vec<f32> = (0..n).map(|k| k as f32 - 4.0).collect();
     let path = dir.join("probed.safetensors");
     common::chain_builder(n, flowtracer::trace::Dtype::F32, vec![n, n]).causal_effect(effect.clone()).write(&path).unwrap();
-    h.state_mut().open(&path);
+    h.state_mut().apply(flowtracer::app::Command::Open(path.clone()));
     h.run();
-    let s = h.state();
+    let s = &h.state().model;
     let d = &s.docs[s.current];
     let values = Score::CausalEffect.values(&d.trace, d.analysis.as_ref().unwrap()).unwrap();
     // Harm is coloured: a token whose hiding made the answer likelier shows as no effect.
@@ -406,16 +405,47 @@ fn colour_by_causal_effect_reads_the_file_and_says_when_it_is_missing() {
 fn the_sink_is_a_widget_and_rescoring_with_it_moves_the_flow() {
     use flowtracer::params::Sink;
     let mut h = harness();
-    let writers = h.state().docs[0].analysis.clone().unwrap();
+    let writers = h.state().model.docs[0].analysis.clone().unwrap();
     h.get_by_label("answer sink").click();
     h.run();
     h.get_by_label("the answer tokens themselves").click();
     h.run();
-    assert_eq!(h.state().params.answer.sink, Sink::Tokens);
-    let tokens = h.state().docs[0].analysis.clone().unwrap();
+    assert_eq!(h.state().model.params.answer.sink, Sink::Tokens);
+    let tokens = h.state().model.docs[0].analysis.clone().unwrap();
     let answer = tokens.plan.spans.answer;
     assert_eq!(tokens.result.spans.answer, answer, "the sink is the answer itself");
     assert_eq!(writers.result.spans.answer, flowtracer::Span::new(answer.start - 1, answer.end - 1));
     assert!((tokens.result.answer_inflow() - 1.0).abs() < 1e-9 && (writers.result.answer_inflow() - 1.0).abs() < 1e-9);
     assert_ne!(tokens.result.throughput, writers.result.throughput);
+}
+
+/// The Run view's rows are filled in off the UI thread, through the app's backend and with the
+/// current parameters; new parameters fill them in again.
+#[test]
+fn a_run_folder_is_analysed_in_the_background_with_the_current_parameters() {
+    let mut app = FlowApp::new(vec![], flowtracer::Params::default(), flowtracer::app::recent::Recent::in_memory());
+    app.model.rescoring.synchronous = true;
+    app.apply(flowtracer::app::Command::Open("sample_traces/policy_run".into()));
+    assert_eq!(app.ui.view, View::Run);
+    let wait = |app: &mut FlowApp| {
+        let started = std::time::Instant::now();
+        while app.model.run.as_mut().unwrap().poll() {
+            assert!(started.elapsed().as_secs() < 120, "the run's rows were not filled in");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait(&mut app);
+    let rows = &app.model.run.as_ref().unwrap().rows;
+    assert_eq!(rows.len(), 12);
+    assert!(rows.iter().all(|r| r.n.is_some() && r.step.is_some() && r.status.as_ref().is_some_and(|s| s.is_ok())), "{rows:?}");
+    // Layers a 3-layer policy lacks: every row fails with the pipeline's own error.
+    let mut p = flowtracer::Params::default();
+    p.aggregate.layers = Some([5, 9]);
+    app.apply(flowtracer::app::Command::SetParams(p));
+    wait(&mut app);
+    for r in &app.model.run.as_ref().unwrap().rows {
+        let e = r.status.clone().unwrap().unwrap_err();
+        assert!(e.contains("layers"), "{e}");
+        assert!(r.broken().is_none(), "the file opened: it can still be shown");
+    }
 }

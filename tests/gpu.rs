@@ -265,3 +265,22 @@ fn gpu_credit_selection_matches_the_cpu() {
         }
     }
 }
+
+/// The same, as the user reads it: the status bar after the first analysis and after a
+/// parameter change.
+#[test]
+fn the_status_bar_says_where_each_rescore_ran() {
+    use flowtracer::app::{Command, FlowApp, document::Document, recent::Recent};
+    let Some(g) = gpu() else { return };
+    let mut app = FlowApp::new(vec![], Params::default(), Recent::in_memory());
+    app.model.rescoring.synchronous = true;
+    app.model.backend = wgpu(g);
+    app.model.add(Document::new(flowtracer::sample_trace()));
+    let status = app.model.status.clone();
+    assert!(status.contains(" · re-scored in ") && status.contains(" ms on wgpu: "), "{status}");
+    let mut p = Params::default();
+    p.credit.fraction = 0.2;
+    app.apply(Command::SetParams(p));
+    let status = app.model.status.clone();
+    assert!(status.contains(" ms on cpu (aggregation reused from wgpu: "), "{status}");
+}

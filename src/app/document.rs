@@ -18,13 +18,17 @@ pub struct Analysis {
     /// Each token's knock-out loss on its own (`flow::knockout::loss_per_token`), computed with
     /// the analysis, off the UI thread.
     pub knockout: Vec<f64>,
+    /// Unique for the process's lifetime: what the views key their caches by.
+    pub generation: u64,
 }
 
 impl Analysis {
     /// The analysis with its knock-out losses; `started` is when the work began.
     pub fn new(result: FlowResult, matrix: Matrix, plan: Plan, started: Instant) -> Self {
         let knockout = crate::flow::knockout::loss_per_token(&matrix, &result.reach, result.spans);
-        Analysis { result, matrix, plan, elapsed: started.elapsed(), knockout }
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Analysis { result, matrix, plan, elapsed: started.elapsed(), knockout, generation }
     }
 }
 
@@ -70,12 +74,19 @@ impl Document {
     /// Tokens whose credit differs between the current and the previous analysis.
     pub fn credit_changes(&self) -> Vec<usize> {
         match (&self.analysis, &self.previous) {
-            (Some(a), Some(b)) if a.result.credit.len() == b.result.credit.len() => (0..a.result.credit.len())
-                .filter(|&k| (a.result.credit[k] - b.result.credit[k]).abs() > 1e-12)
-                .collect(),
+            (Some(a), Some(b)) => credit_changed(&a.result, &b.result),
             _ => vec![],
         }
     }
+}
+
+/// Tokens whose credit differs between two results of one trace (none if they are of different
+/// lengths): the diff marks and the Compare view both count these.
+pub fn credit_changed(a: &crate::flow::FlowResult, b: &crate::flow::FlowResult) -> Vec<usize> {
+    if a.credit.len() != b.credit.len() {
+        return vec![];
+    }
+    (0..a.credit.len()).filter(|&k| (a.credit[k] - b.credit[k]).abs() > 1e-12).collect()
 }
 
 /// What a view colours tokens by.

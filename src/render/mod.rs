@@ -32,6 +32,18 @@ pub fn svg_to_png(svg: &str) -> Result<Vec<u8>, String> {
     pixmap.encode_png().map_err(|e| format!("cannot encode PNG: {e}"))
 }
 
+/// A square heat map (row-major `s`×`s` values, scaled to their maximum) as PNG bytes: the
+/// matrix view's picture.
+pub fn matrix_png(vals: &[f32], s: usize) -> Result<Vec<u8>, String> {
+    let max = vals.iter().cloned().fold(0.0f32, f32::max).max(1e-30);
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(s as u32, s as u32).ok_or("empty matrix")?;
+    for (px, &v) in pixmap.pixels_mut().iter_mut().zip(vals) {
+        let c = colormap::heat(((v / max) as f64).sqrt());
+        *px = resvg::tiny_skia::PremultipliedColorU8::from_rgba(c[0], c[1], c[2], 255).expect("opaque");
+    }
+    pixmap.encode_png().map_err(|e| e.to_string())
+}
+
 /// Escapes text for SVG/HTML content and attribute values.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -2,7 +2,8 @@
 //! left, answer right, one colour per path, width ∝ flow. Hover a path in the legend to light it;
 //! click a token marker to select it.
 
-use super::{Action, Marks};
+use super::Marks;
+use crate::app::command::Command;
 use crate::app::document::Analysis;
 use crate::app::theme;
 use crate::render::layout::display_text;
@@ -15,7 +16,7 @@ pub struct BackboneState {
     pub hovered_path: Option<usize>,
 }
 
-pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut BackboneState) -> Option<Action> {
+pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut BackboneState) -> Option<Command> {
     let r = &a.result;
     let spans = a.plan.spans;
     let mut action = None;
@@ -104,7 +105,7 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut
         if let Some((k, _)) = near {
             let resp = resp.clone().on_hover_ui_at_pointer(|ui| super::text::tooltip(ui, trace, a, k));
             if resp.clicked() {
-                action = Some(Action::Select { token: k, extend: false });
+                action = Some(Command::Select { token: k, extend: false });
             }
         }
         // Legend: hover a row to light its path.

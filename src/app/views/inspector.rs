@@ -1,6 +1,6 @@
 //! The selected token: its numbers, its role, and its strongest flow edges as links.
 
-use super::Action;
+use crate::app::command::Command;
 use crate::app::document::{Analysis, Document};
 use crate::export::table::segment;
 use crate::flow::conserve::{strongest_into, strongest_out_of};
@@ -11,7 +11,7 @@ use egui::Ui;
 
 /// What taking the selection away would do: in the graph (any trace) and, for a trace of the
 /// project's policy whose checkpoint the run keeps, to the answer itself.
-pub fn what_if(ui: &mut Ui, a: &Analysis, selection: &[usize], d: &Document) -> Option<Action> {
+pub fn what_if(ui: &mut Ui, a: &Analysis, selection: &[usize], d: &Document) -> Option<Command> {
     let mut action = None;
     ui.label(match selection {
         [] => "What if: select a token (shift-click for a range)".to_string(),
@@ -21,11 +21,11 @@ pub fn what_if(ui: &mut Ui, a: &Analysis, selection: &[usize], d: &Document) -> 
     ui.horizontal_wrapped(|ui| {
         let some = !selection.is_empty();
         if ui.add_enabled(some, egui::Button::new("knock out")).on_hover_text("take the selection out of the attention graph and re-solve (no model needed)").clicked() {
-            action = Some(Action::KnockOut);
+            action = Some(Command::KnockOut);
         }
         let why = d.checkpoint.as_ref().err().map_or("hide the selection from the policy's attention and regenerate the answer", String::as_str);
         if ui.add_enabled(some && d.checkpoint.is_ok(), egui::Button::new("hide and regenerate")).on_hover_text(why).on_disabled_hover_text(why).clicked() {
-            action = Some(Action::WhatIf);
+            action = Some(Command::WhatIf);
         }
     });
     let failed = |ui: &mut Ui, e: &str| {
@@ -56,14 +56,14 @@ pub fn what_if(ui: &mut Ui, a: &Analysis, selection: &[usize], d: &Document) -> 
             ui.label(if w.before == w.after { "the answer stays" } else { "the answer changes" });
             ui.weak(format!("policy: {}", w.checkpoint.display()));
             if ui.button("keep as trace").on_hover_text("open the regenerated trace beside this one, in the Compare view").clicked() {
-                action = Some(Action::KeepWhatIf);
+                action = Some(Command::KeepWhatIf);
             }
         }
     }
     action
 }
 
-pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -> Option<Action> {
+pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -> Option<Command> {
     let Some(k) = selected.filter(|&k| k < trace.n()) else {
         ui.weak("Click a token to inspect it.");
         return None;
@@ -115,7 +115,7 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -
         for (j, phi) in list {
             let text = format!("#{j} {}  φ {:.4}", display_text(&trace.tokens[j]), phi);
             if ui.link(text).clicked() {
-                action = Some(Action::Select { token: j, extend: false });
+                action = Some(Command::Select { token: j, extend: false });
             }
         }
     };

@@ -3,7 +3,8 @@
 //! most `MAX_TEXTURE` pixels a side, each pixel the largest entry of its block, so a lone strong
 //! edge never disappears when zoomed out.
 
-use super::{Action, Marks};
+use super::Marks;
+use crate::app::command::Command;
 use crate::app::document::Analysis;
 use crate::app::theme;
 use crate::flow::conserve::{conserved, edge_flow};
@@ -33,7 +34,8 @@ pub struct MatrixState {
     texture: Option<(TextureKey, TextureHandle, f64)>,
 }
 
-type TextureKey = (usize, usize, Layer, bool);
+/// The analysis generation, the matrix shown, the theme.
+type TextureKey = (u64, Layer, bool);
 
 impl Default for MatrixState {
     fn default() -> Self {
@@ -100,7 +102,7 @@ pub fn downsample(trace: &Trace, a: &Analysis, layer: Layer, s: usize) -> Vec<f3
     out
 }
 
-pub fn show(ui: &mut Ui, doc_id: usize, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut MatrixState) -> Option<Action> {
+pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut MatrixState) -> Option<Command> {
     let dark = ui.visuals().dark_mode;
     let n = trace.n();
     ui.horizontal(|ui| {
@@ -130,7 +132,7 @@ pub fn show(ui: &mut Ui, doc_id: usize, trace: &Trace, a: &Analysis, marks: &Mar
     if !state.reduced_on.is_empty() {
         ui.small(format!("{}×{} tokens, {}", n, n, state.reduced_on));
     }
-    let key: TextureKey = (doc_id, a as *const Analysis as usize, state.layer, dark);
+    let key: TextureKey = (a.generation, state.layer, dark);
     if state.texture.as_ref().is_none_or(|t| t.0 != key) {
         let s = MAX_TEXTURE.min(n);
         let (vals, on) = reduce(trace, a, state.layer, s);
@@ -207,7 +209,7 @@ pub fn show(ui: &mut Ui, doc_id: usize, trace: &Trace, a: &Analysis, marks: &Mar
                 layer_name(state.layer)
             ));
             if resp.clicked() {
-                action = Some(Action::Select { token: k, extend: false });
+                action = Some(Command::Select { token: k, extend: false });
             }
         }
     }

@@ -1,7 +1,8 @@
-//! The views of one trace. Each reads the data model and reports what the user did (a token
-//! clicked, a path hovered) back to the app, which owns every change.
+//! The views. Each reads the model, keeps its own UI state, and returns what the user asked for
+//! as a [`Command`](super::command::Command) for the app to apply; none changes the model.
 
 pub mod backbone;
+pub mod compare;
 pub mod inspector;
 pub mod matrix;
 pub mod rescore;
@@ -10,19 +11,6 @@ pub mod text;
 pub mod train;
 
 use std::collections::HashSet;
-
-/// What a view reports back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Select this token (extend the range when `extend`).
-    Select { token: usize, extend: bool },
-    /// Take the selection out of the graph and re-solve.
-    KnockOut,
-    /// Hide the selection from the policy that wrote the trace and regenerate the answer.
-    WhatIf,
-    /// Open the last what-if's regenerated trace beside the original.
-    KeepWhatIf,
-}
 
 /// Marks shared by the views: the selection, search hits, diff.
 #[derive(Default)]

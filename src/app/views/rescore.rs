@@ -1,13 +1,15 @@
-//! Every field of the parameter struct as a widget. The panel only edits the parameters; the
-//! app notices the change and re-scores in the background.
+//! Every field of the parameter struct as a widget. The panel edits a copy and hands a changed
+//! one back as a command; the app re-scores in the background.
 
+use crate::app::command::Command;
 use crate::params::{Params, Reduce, Sink};
 use crate::trace::Trace;
 use egui::{DragValue, Slider, Ui};
 
-/// Returns true when the user changed something.
-pub fn show(ui: &mut Ui, p: &mut Params, trace: &Trace) -> bool {
-    let before = p.clone();
+/// The parameters as the user changed them, if they did.
+pub fn show(ui: &mut Ui, current: &Params, trace: &Trace) -> Option<Command> {
+    let mut edited = current.clone();
+    let p = &mut edited;
     let att = &trace.attention;
     ui.collapsing("aggregate", |ui| {
         if att.has_layer_axis {
@@ -88,5 +90,5 @@ pub fn show(ui: &mut Ui, p: &mut Params, trace: &Trace) -> bool {
     if ui.button("defaults").clicked() {
         *p = Params::default();
     }
-    *p != before
+    (edited != *current).then(|| Command::SetParams(edited))
 }

@@ -1,79 +1,12 @@
 //! A run folder: its traces (step × sample, reward, correctness, status) and its metrics.
 
-use crate::trace::run::Run;
+use crate::app::command::Command;
+use crate::app::run_model::RunModel;
 use egui::Ui;
 use egui_plot::{Legend, Line, Plot, PlotPoints};
-use std::path::PathBuf;
 
-/// One row of the run table, read from the trace header only (the attention stays unread).
-pub struct RunRow {
-    pub path: PathBuf,
-    pub relative: String,
-    pub n: Option<usize>,
-    pub step: Option<u64>,
-    pub reward: Option<f64>,
-    pub correct: Option<bool>,
-    pub error: Option<String>,
-}
-
-pub struct RunView {
-    pub run: Run,
-    pub rows: Vec<RunRow>,
-    /// Pipeline status of each row (`ok`, `no_answer`, `no_flow`, or the error), filled in by a
-    /// background thread as it gets through the run.
-    pub status: Vec<Option<String>>,
-    statuses: std::sync::mpsc::Receiver<(usize, String)>,
-}
-
-impl RunView {
-    pub fn new(run: Run) -> Self {
-        let rows = run
-            .traces
-            .iter()
-            .map(|p| {
-                let relative = run.relative(p).display().to_string();
-                match crate::trace::Trace::open(p) {
-                    Ok(t) => RunRow {
-                        path: p.clone(),
-                        relative,
-                        n: Some(t.n()),
-                        step: t.meta.step,
-                        reward: t.meta.reward,
-                        correct: t.meta.correct,
-                        error: None,
-                    },
-                    Err(e) => RunRow { path: p.clone(), relative, n: None, step: None, reward: None, correct: None, error: Some(e.message) },
-                }
-            })
-            .collect::<Vec<RunRow>>();
-        let (tx, statuses) = std::sync::mpsc::channel();
-        let paths: Vec<PathBuf> = rows.iter().map(|r| r.path.clone()).collect();
-        std::thread::spawn(move || {
-            for (i, p) in paths.iter().enumerate() {
-                let status = crate::trace::Trace::open(p)
-                    .and_then(|t| crate::flow::analyze(&t, &crate::params::Params::default(), &Default::default()))
-                    .map(|r| r.status.name().to_string())
-                    .unwrap_or_else(|e| format!("failed: {}", e.message));
-                if tx.send((i, status)).is_err() {
-                    return;
-                }
-            }
-        });
-        let status = vec![None; rows.len()];
-        RunView { run, rows, status, statuses }
-    }
-
-    /// Takes in the statuses computed since the last frame; true while some are still missing.
-    pub fn poll(&mut self) -> bool {
-        while let Ok((i, s)) = self.statuses.try_recv() {
-            self.status[i] = Some(s);
-        }
-        self.status.iter().any(Option::is_none)
-    }
-}
-
-/// Returns a trace the user asked to open.
-pub fn show(ui: &mut Ui, view: &mut RunView) -> Option<PathBuf> {
+/// The run's metrics and table; a trace the user asked to open comes back as a command.
+pub fn show(ui: &mut Ui, view: &mut RunModel) -> Option<Command> {
     if view.poll() {
         ui.ctx().request_repaint_after(std::time::Duration::from_millis(100));
     }
@@ -133,23 +66,24 @@ pub fn show(ui: &mut Ui, view: &mut RunView) -> Option<PathBuf> {
                 ui.strong(h);
             }
             ui.end_row();
-            for (row, status) in view.rows.iter().zip(&view.status) {
+            for row in &view.rows {
                 ui.label(&row.relative);
                 ui.label(row.n.map_or("-".into(), |n| n.to_string()));
                 ui.label(row.step.map_or("-".into(), |s| s.to_string()));
                 ui.label(row.reward.map_or("-".into(), |r| format!("{r:.3}")));
                 ui.label(row.correct.map_or("-", |c| if c { "yes" } else { "no" }));
-                match status {
-                    Some(s) => ui.label(s),
+                match &row.status {
+                    Some(Ok(s)) => ui.label(*s),
+                    Some(Err(e)) => ui.colored_label(ui.visuals().error_fg_color, "failed").on_hover_text(e),
                     None => ui.spinner(),
                 };
-                match &row.error {
+                match row.broken() {
                     Some(e) => {
                         ui.colored_label(ui.visuals().error_fg_color, "broken").on_hover_text(e);
                     }
                     None => {
                         if ui.button("open").clicked() {
-                            open = Some(row.path.clone());
+                            open = Some(Command::Open(row.path.clone()));
                         }
                     }
                 }

@@ -1,7 +1,8 @@
 //! The trace as wrapped text, one background per token by the chosen score. Only the lines on
 //! screen are laid out into shapes, so an 8k-token trace scrolls at full frame rate.
 
-use super::{Action, Marks};
+use super::Marks;
+use crate::app::command::Command;
 use crate::app::document::{Analysis, Score, normalised};
 use crate::app::theme;
 use crate::render::layout::{Cell, wrap};
@@ -60,7 +61,7 @@ pub fn show(
     score: Score,
     marks: &Marks,
     state: &mut TextState,
-) -> Option<Action> {
+) -> Option<Command> {
     let dark = ui.visuals().dark_mode;
     let font = FontId::monospace(font_size(trace.n()));
     let cw = ui.ctx().fonts_mut(|f| f.glyph_width(&font, 'M'));
@@ -133,7 +134,7 @@ pub fn show(
                 let resp = resp.clone().on_hover_ui_at_pointer(|ui| tooltip(ui, trace, a, k));
                 if resp.clicked() {
                     let extend = ui.input(|i| i.modifiers.shift);
-                    action = Some(Action::Select { token: k, extend });
+                    action = Some(Command::Select { token: k, extend });
                 }
             }
         }

@@ -5,16 +5,10 @@ use crate::app::training::{MODES, TrainForm, Training};
 use crate::rl::task::Task;
 use egui::Ui;
 use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
+use crate::app::command::Command;
 use std::path::PathBuf;
 
-/// What the user asked for.
-pub enum Request {
-    Start,
-    Cancel,
-    Open(PathBuf),
-}
-
-pub fn show(ui: &mut Ui, form: &mut TrainForm, training: Option<&Training>) -> Option<Request> {
+pub fn show(ui: &mut Ui, form: &mut TrainForm, training: Option<&Training>) -> Option<Command> {
     let mut request = None;
     let running = training.is_some_and(Training::running);
     ui.horizontal_top(|ui| {
@@ -25,10 +19,10 @@ pub fn show(ui: &mut Ui, form: &mut TrainForm, training: Option<&Training>) -> O
             ui.horizontal(|ui| {
                 let any = form.modes.iter().any(|&m| m);
                 if ui.add_enabled(!running && any, egui::Button::new("Start")).clicked() {
-                    request = Some(Request::Start);
+                    request = Some(Command::StartTraining);
                 }
                 if ui.add_enabled(running, egui::Button::new("Cancel")).clicked() {
-                    request = Some(Request::Cancel);
+                    request = Some(Command::CancelTraining);
                 }
                 if running {
                     ui.spinner();
@@ -97,7 +91,7 @@ fn settings(ui: &mut Ui, form: &mut TrainForm) {
     ui.small(start);
 }
 
-fn progress(ui: &mut Ui, t: &Training) -> Option<Request> {
+fn progress(ui: &mut Ui, t: &Training) -> Option<Command> {
     let mut request = None;
     let half = (ui.available_width() / 2.0 - 8.0).max(200.0);
     ui.horizontal(|ui| {
@@ -137,7 +131,7 @@ fn progress(ui: &mut Ui, t: &Training) -> Option<Request> {
                     for p in r.traces.iter().rev().take(6) {
                         let name = p.strip_prefix(&r.dir).unwrap_or(p).display().to_string();
                         if ui.small_button(name.trim_end_matches(".safetensors")).on_hover_text("open in the viewer").clicked() {
-                            request = Some(Request::Open(p.clone()));
+                            request = Some(Command::Open(p.clone()));
                         }
                     }
                 });

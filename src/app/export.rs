@@ -1,0 +1,27 @@
+//! The current view as a picture file, drawn by the library's renderers (the same pictures as
+//! the export).
+
+use super::model::Model;
+use super::ui_state::{UiState, View};
+use super::views;
+use std::path::Path;
+
+/// Writes the current view as SVG or PNG (by extension); the message says what was written.
+pub fn export_view(m: &Model, ui: &UiState, path: &Path) -> Result<String, String> {
+    let d = m.doc().ok_or("no trace open")?;
+    let a = d.analysis.as_ref().ok_or("not analysed yet")?;
+    let title = format!("{} · {}", d.title(), a.result.status.name());
+    let png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    let svg_or_png = |svg: String| if png { crate::render::svg_to_png(&svg) } else { Ok(svg.into_bytes()) };
+    let bytes = match ui.view {
+        View::Matrix => {
+            let s = views::matrix::MAX_TEXTURE.min(d.n());
+            let (vals, _) = views::matrix::reduce(&d.trace, a, ui.matrix.layer, s);
+            crate::render::matrix_png(&vals, s)?
+        }
+        View::Backbone => svg_or_png(crate::render::backbone::backbone_svg(&title, &d.trace.tokens, a.plan.spans, &a.result))?,
+        _ => svg_or_png(crate::render::text::credit_svg(&title, &d.trace.tokens, a.plan.spans, &a.result, &Default::default()))?,
+    };
+    crate::atomic::write_atomic(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(format!("wrote {}", path.display()))
+}

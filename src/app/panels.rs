@@ -1,0 +1,211 @@
+//! The shell's panels: menu, toolbar, status bar, side panel and the central view. Each reads
+//! the model and UI state and sends commands; only UI state (the view shown, the colour, the
+//! diff toggle, the theme) is changed in place.
+
+use super::command::{Command, SpanRole};
+use super::document::Score;
+use super::ui_state::View;
+use super::{FlowApp, theme, views};
+
+impl FlowApp {
+    pub(super) fn menu(&mut self, ui: &mut egui::Ui) {
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.button("Open trace…").clicked() {
+                    self.dialog(|| rfd::FileDialog::new().add_filter("trace", &["safetensors"]).pick_file(), Command::Open);
+                }
+                if ui.button("Open run…").clicked() {
+                    self.dialog(|| rfd::FileDialog::new().pick_folder(), Command::Open);
+                }
+                ui.menu_button("Recent", |ui| {
+                    if self.model.recent.paths.is_empty() {
+                        ui.weak("nothing yet");
+                    }
+                    for p in &self.model.recent.paths {
+                        if ui.button(p.display().to_string()).clicked() {
+                            self.commands.send(Command::Open(p.clone()));
+                        }
+                    }
+                });
+                ui.separator();
+                if ui.button("Load parameters…").clicked() {
+                    self.dialog(|| rfd::FileDialog::new().add_filter("parameters", &["toml", "json"]).pick_file(), Command::LoadParams);
+                }
+                if ui.button("Save parameters…").clicked() {
+                    self.dialog(|| rfd::FileDialog::new().set_file_name("params.toml").save_file(), Command::SaveParams);
+                }
+                ui.separator();
+                if ui.button("Export trace…").clicked() {
+                    self.dialog(|| rfd::FileDialog::new().pick_folder(), Command::ExportTrace);
+                }
+                if ui.button("Export view as PNG/SVG…").clicked() {
+                    self.dialog(|| rfd::FileDialog::new().add_filter("image", &["png", "svg"]).set_file_name("view.png").save_file(), Command::ExportView);
+                }
+            });
+            ui.menu_button("View", |ui| {
+                ui.checkbox(&mut self.ui.dark, "dark theme");
+            });
+        });
+    }
+
+    pub(super) fn toolbar(&mut self, ui: &mut egui::Ui) {
+        let m = &self.model;
+        ui.horizontal_wrapped(|ui| {
+            if m.docs.len() > 1 {
+                let mut current = m.current;
+                egui::ComboBox::from_label("trace").selected_text(m.docs[current].title()).show_ui(ui, |ui| {
+                    for (i, d) in m.docs.iter().enumerate() {
+                        ui.selectable_value(&mut current, i, d.title());
+                    }
+                });
+                if current != m.current {
+                    self.commands.send(Command::ShowDocument(current));
+                }
+            } else if let Some(d) = m.doc() {
+                ui.strong(d.title());
+            }
+            ui.separator();
+            for v in View::ALL {
+                ui.selectable_value(&mut self.ui.view, v, v.name());
+            }
+            ui.separator();
+            egui::ComboBox::from_label("colour by").selected_text(self.ui.score.name()).show_ui(ui, |ui| {
+                for s in Score::ALL {
+                    ui.selectable_value(&mut self.ui.score, s, s.name());
+                }
+            });
+            ui.separator();
+            let mut q = self.ui.search.clone();
+            let resp = ui.add(egui::TextEdit::singleline(&mut q).hint_text("search tokens").desired_width(120.0));
+            if q != self.ui.search {
+                self.commands.send(Command::Search(q));
+            }
+            let enter = resp.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            if ui.button("next match").clicked() || enter {
+                self.commands.send(Command::JumpNext(self.ui.marks.hits.iter().copied().collect()));
+            }
+            ui.small(format!("{} matches", self.ui.marks.hits.len()));
+            if let Some(a) = m.doc().and_then(|d| d.analysis.as_ref()) {
+                if ui.button("next hub").clicked() {
+                    self.commands.send(Command::JumpNext(a.result.hubs.clone()));
+                }
+                if ui.button("next checkpoint").clicked() {
+                    self.commands.send(Command::JumpNext(a.result.checkpoints.clone()));
+                }
+            }
+            ui.toggle_value(&mut self.ui.marks.show_changes, format!("diff ({})", self.ui.marks.changed.len()))
+                .on_hover_text("outline the tokens whose credit changed at the last re-score");
+        });
+    }
+
+    pub(super) fn status_bar(&mut self, ui: &mut egui::Ui) {
+        let m = &self.model;
+        ui.horizontal(|ui| {
+            if m.busy() {
+                ui.spinner();
+                ui.label("re-scoring…");
+                if ui.small_button("cancel").clicked() {
+                    self.commands.send(Command::CancelRescore);
+                }
+            }
+            ui.label(&m.status).on_hover_text(super::backends());
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if let Some(d) = m.doc() {
+                    ui.weak(format!("{} tokens", d.n()));
+                }
+            });
+        });
+    }
+
+    pub(super) fn side(&mut self, ui: &mut egui::Ui) {
+        let (m, marks) = (&self.model, &self.ui.marks);
+        egui::ScrollArea::vertical().id_salt("side-scroll").show(ui, |ui| {
+            let Some(d) = m.doc() else {
+                ui.weak("Open a trace (File → Open, or drop a file here).");
+                return;
+            };
+            ui.heading("Inspector");
+            ui.horizontal_wrapped(|ui| {
+                if ui.button("use as question").on_hover_text("the selected token, or shift-click range").clicked() {
+                    self.commands.send(Command::UseSelectionAs(SpanRole::Question));
+                }
+                if ui.button("use as answer").clicked() {
+                    self.commands.send(Command::UseSelectionAs(SpanRole::Answer));
+                }
+                if ui.button("file spans").clicked() {
+                    self.commands.send(Command::FileSpans);
+                }
+            });
+            if let Some(a) = &d.analysis {
+                self.send(views::inspector::show(ui, &d.trace, a, marks.selected));
+                ui.separator();
+                self.send(views::inspector::what_if(ui, a, &marks.selection(), d));
+            }
+            ui.separator();
+            ui.heading("Re-score");
+            self.send(views::rescore::show(ui, &m.params, &d.trace));
+            ui.horizontal(|ui| {
+                if ui.button("pin as baseline").on_hover_text("compare later analyses against this one").clicked() {
+                    self.commands.send(Command::PinBaseline);
+                }
+                if m.baseline.is_some() && ui.button("clear baseline").clicked() {
+                    self.commands.send(Command::ClearBaseline);
+                }
+            });
+        });
+    }
+
+    pub(super) fn central(&mut self, ui: &mut egui::Ui) {
+        match self.ui.view {
+            View::Train => {
+                let c = views::train::show(ui, &mut self.model.train_form, self.model.training.as_ref());
+                self.send(c);
+            }
+            View::Run => match &mut self.model.run {
+                Some(r) => {
+                    let c = views::runs::show(ui, r);
+                    self.send(c);
+                }
+                None => {
+                    ui.weak("No run open: File → Open run…, or start with `flowtracer RUN_FOLDER`.");
+                }
+            },
+            _ => self.trace_view(ui),
+        }
+    }
+
+    /// The Text, Backbone, Matrix and Compare views of the current document.
+    fn trace_view(&mut self, ui: &mut egui::Ui) {
+        let m = &self.model;
+        let Some(d) = m.doc() else {
+            ui.centered_and_justified(|ui| ui.label("Open a trace: File → Open trace…, or drop a .safetensors file here."));
+            return;
+        };
+        let Some(a) = &d.analysis else {
+            match &d.error {
+                Some(e) => ui.colored_label(ui.visuals().error_fg_color, e),
+                None => ui.spinner(),
+            };
+            return;
+        };
+        let s = &mut self.ui;
+        if matches!(s.view, View::Text | View::Compare) {
+            let dark = s.dark;
+            ui.horizontal(|ui| {
+                theme::legend(ui, s.score.name(), "low", "high", dark);
+                theme::marks_legend(ui);
+                if s.score.values(&d.trace, a).is_none() {
+                    ui.weak(format!("(this trace has no {}: showing throughput)", s.score.name()));
+                }
+            });
+        }
+        let c = match s.view {
+            View::Text => views::text::show(ui, "text", m.current, &d.trace, a, s.score, &s.marks, &mut s.text),
+            View::Backbone => views::backbone::show(ui, &d.trace, a, &s.marks, &mut s.backbone),
+            View::Matrix => views::matrix::show(ui, &d.trace, a, &s.marks, &mut s.matrix),
+            View::Compare => views::compare::show(ui, m, s),
+            View::Run | View::Train => None,
+        };
+        self.send(c);
+    }
+}
