@@ -163,12 +163,12 @@ pub struct ProbeArgs {
 }
 
 /// The policy a probe runs: `--policy`, else the task's shipped checkpoint.
-fn probe_policy(task: Task, path: &Option<PathBuf>) -> Result<Policy, String> {
-    let mut policy = Policy::new(Config::small()).map_err(|e| e.to_string())?;
+fn probe_policy(task: Task, path: &Option<PathBuf>) -> flowtracer::rl::Result<Policy> {
+    let mut policy = Policy::new(Config::small())?;
     match (path, flowtracer::rl::shipped::checkpoint(task)) {
         (Some(p), _) => policy.load(p)?,
         (None, Some(bytes)) => policy.load_bytes(bytes)?,
-        (None, None) => return Err(format!("no checkpoint ships for {}; pass --policy RUN/ckpt/step_N.safetensors", task.name())),
+        (None, None) => return Err(flowtracer::rl::Error::msg(format!("no checkpoint ships for {}; pass --policy RUN/ckpt/step_N.safetensors", task.name()))),
     }
     Ok(policy)
 }

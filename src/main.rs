@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use flowtracer::backend::{self, Choice};
-use flowtracer::export::{self, Formats};
+use flowtracer::export::{self, Format, Formats};
 use flowtracer::flow::Cancel;
 use flowtracer::params::Params;
 use flowtracer::trace::Dtype;
@@ -27,11 +27,12 @@ struct Cli {
     /// Parameter file (TOML, or JSON by extension); defaults otherwise.
     #[arg(long, value_name = "FILE")]
     params: Option<PathBuf>,
+    /// What runs the pipeline; `flowtracer backends` says what this machine has.
     #[arg(long, value_enum, default_value_t = Choice::Auto)]
     backend: Choice,
-    /// Comma-separated subset of json,csv,png,svg,html,credits.
-    #[arg(long, default_value = "json,csv,png,svg,html,credits")]
-    format: String,
+    /// The files to write, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    format: Vec<Format>,
     /// Print the backbone, hubs and credit on the terminal instead of opening the window.
     #[arg(long)]
     print: bool,
@@ -49,6 +50,7 @@ enum Command {
         /// Token counts to measure.
         #[arg(long, value_delimiter = ',', default_value = "1024,4096,8192")]
         sizes: Vec<usize>,
+        /// The backend to time.
         #[arg(long, value_enum, default_value_t = Choice::Auto)]
         backend: Choice,
         /// Runs per case; the median is reported.
@@ -73,12 +75,16 @@ enum Command {
     /// Fine-tune the project's small policy with GRPO, token advantages shaped by a credit mode;
     /// with --compare, one run per mode and seed and a table of held-out accuracy.
     Train {
+        /// The task the policy learns.
         #[arg(long, value_enum, default_value_t = Task::Addition)]
         task: Task,
+        /// How token advantages are shaped (flow: by the pipeline's credit).
         #[arg(long, value_enum, default_value_t = CreditMode::Flow)]
         credit: CreditMode,
+        /// GRPO steps.
         #[arg(long, default_value_t = 40)]
         steps: usize,
+        /// Seeds the policy's sampling and the problems.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// The run folder (resumed if it holds a checkpoint); with --compare, the folder of runs.
@@ -104,11 +110,13 @@ enum Command {
         /// Held-out problems scored every --eval-every steps.
         #[arg(long, default_value_t = 256)]
         eval_size: usize,
+        /// Steps between held-out evaluations.
         #[arg(long, default_value_t = 10)]
         eval_every: usize,
         /// Compare these credit modes (comma-separated), each over --seeds seeds.
         #[arg(long, value_enum, value_delimiter = ',')]
         compare: Vec<CreditMode>,
+        /// With --compare: seeds per mode (0, 1, …).
         #[arg(long, default_value_t = 1)]
         seeds: usize,
         /// The accuracy whose "steps to" the comparison reports.
@@ -121,14 +129,19 @@ enum Command {
     /// Supervised training of a fresh policy until its held-out accuracy reaches --target: the
     /// warm start RL begins from (the shipped checkpoints were made with this).
     Warmstart {
+        /// The task the policy learns.
         #[arg(long, value_enum, default_value_t = Task::Addition)]
         task: Task,
+        /// Held-out accuracy to stop at.
         #[arg(long, default_value_t = 0.3)]
         target: f64,
+        /// Stop here even below the target.
         #[arg(long, default_value_t = 3000)]
         max_steps: usize,
+        /// Seeds the initial weights and the problems.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Held-out problems scored at each evaluation.
         #[arg(long, default_value_t = 256)]
         eval_size: usize,
         /// Where the weights go (safetensors).
@@ -139,17 +152,22 @@ enum Command {
     /// reasoning tokens from the policy's attention, regenerate the answer, count what changes;
     /// with --per-token, hide each reasoning token alone and measure its effect on the answer.
     Probe {
+        /// The task whose problems are probed.
         #[arg(long, value_enum, default_value_t = Task::Addition)]
         task: Task,
         /// Policy weights (default: the task's shipped checkpoint).
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Held-out problems to probe.
         #[arg(long, default_value_t = 256)]
         problems: usize,
+        /// Share of each response's reasoning tokens hidden at once.
         #[arg(long, default_value_t = 0.2)]
         fraction: f64,
+        /// Seeds the problems and the random choice.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// What computes the flow of each response.
         #[arg(long, value_enum, default_value_t = Choice::Auto)]
         backend: Choice,
         /// Flow parameters (TOML or JSON).
@@ -170,22 +188,28 @@ enum Command {
     Backends,
     /// Write synthetic traces (`sample_traces/synthetic/` was made with this).
     Synth {
+        /// The trace file to write.
         #[arg(long)]
         out: PathBuf,
+        /// About this many tokens.
         #[arg(long, default_value_t = 160)]
         tokens: usize,
+        /// Layers of attention stored.
         #[arg(long, default_value_t = 6)]
         layers: usize,
+        /// Heads per layer stored.
         #[arg(long, default_value_t = 4)]
         heads: usize,
+        /// Seeds the text and the attention.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// f32, f16 or bf16.
-        #[arg(long, default_value = "f16")]
-        dtype: String,
+        /// The attention's element type.
+        #[arg(long, value_enum, default_value_t = Dtype::F16)]
+        dtype: Dtype,
         /// 4 = [L,H,N,N], 3 = [L,N,N], 2 = [N,N].
-        #[arg(long, default_value_t = 4)]
-        rank: usize,
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=4))]
+        rank: u8,
+        /// Leave the answer span empty (the pipeline's `no_answer` case).
         #[arg(long)]
         no_answer: bool,
     },
@@ -243,13 +267,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Synth { out, tokens, layers, heads, seed, dtype, rank, no_answer }) => {
-            let dtype = match dtype.to_ascii_lowercase().as_str() {
-                "f32" => Dtype::F32,
-                "f16" => Dtype::F16,
-                "bf16" => Dtype::BF16,
-                other => return usage(format!("--dtype {other}: expected f32, f16 or bf16")),
-            };
-            let spec = synth::SynthSpec { seed, target_tokens: tokens, layers, heads, dtype, rank, no_answer };
+            let spec = synth::SynthSpec { seed, target_tokens: tokens, layers, heads, dtype, rank: rank.into(), no_answer };
             match synth::synth_trace(&spec).write(&out) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -286,10 +304,7 @@ fn run_export(out: PathBuf, cli: &Cli) -> ExitCode {
         Ok(p) => p,
         Err(e) => return usage(e),
     };
-    let formats = match Formats::parse(&cli.format) {
-        Ok(f) => f,
-        Err(e) => return usage(e),
-    };
+    let formats = Formats::of(&cli.format);
     let backend = match backend::select(cli.backend) {
         Ok(b) => b,
         Err(e) => return usage(e),

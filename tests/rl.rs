@@ -160,7 +160,7 @@ fn a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one() {
     // A state file of another model is refused by name, not half loaded.
     let mut other = flowtracer::rl::optim::Adam::new(&Policy::new(Config::tiny()).unwrap().varmap, 1e-3).unwrap();
     std::fs::write(dir.join("bad.optim.safetensors"), b"not safetensors").unwrap();
-    let e = other.load(&dir.join("bad.optim.safetensors")).unwrap_err();
+    let e = other.load(&dir.join("bad.optim.safetensors")).unwrap_err().to_string();
     assert!(e.contains("bad.optim.safetensors"), "{e}");
 }
 
@@ -248,7 +248,7 @@ fn the_comparison_table_reads_the_runs() {
     // Uniform at step 20: mean 0.5, std sqrt(0.02) = 0.1414; one of two runs reached 50% at 10.
     assert!(rows[2].starts_with("| uniform | 20.0 ± 0.0% | 50.0 ± 14.1% | 10 (1/2 runs) | 10 (10.0%) |"), "{}", rows[2]);
     assert!(rows[3].contains("| 25.0 ± 7.1% | none of 2 |"), "{}", rows[3]);
-    assert!(compare::table(&root, &[CreditMode::Random], &[0], &[0], 0.5).unwrap_err().contains("metrics.jsonl"));
+    assert!(compare::table(&root, &[CreditMode::Random], &[0], &[0], 0.5).unwrap_err().to_string().contains("metrics.jsonl"));
 }
 
 #[test]
@@ -282,7 +282,7 @@ fn shipped_warm_starts_load_and_leave_room_for_rl() {
     }
     // A checkpoint of another configuration is refused, not half-loaded.
     let mut tiny = Policy::new(Config::tiny()).unwrap();
-    let e = tiny.load_bytes(flowtracer::rl::shipped::checkpoint(Task::Addition).unwrap()).unwrap_err();
+    let e = tiny.load_bytes(flowtracer::rl::shipped::checkpoint(Task::Addition).unwrap()).unwrap_err().to_string();
     assert!(e.contains("shape"), "{e}");
 }
 
@@ -350,11 +350,11 @@ fn flow_parameters_the_policy_cannot_honour_are_refused_before_training() {
     let dir = common::temp_dir("train-params");
     let mut cfg = tiny(1);
     cfg.params.aggregate.layers = Some([5, 7]);
-    let e = train(&cfg, &dir.join("a"), &Default::default(), &mut |_| {}).unwrap_err();
+    let e = train(&cfg, &dir.join("a"), &Default::default(), &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("aggregate.layers [5, 7) holds none of the policy's 2 layers"), "{e}");
     cfg.params.aggregate.layers = Some([1, 2]);
     cfg.params.aggregate.heads = Some(vec![0, 9]);
-    let e = train(&cfg, &dir.join("b"), &Default::default(), &mut |_| {}).unwrap_err();
+    let e = train(&cfg, &dir.join("b"), &Default::default(), &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("head 9"), "{e}");
     assert!(!dir.join("a").exists() && !dir.join("b").exists(), "nothing is written for a refused run");
 }

@@ -51,7 +51,7 @@ pub struct Document {
 impl Document {
     pub fn new(trace: Trace) -> Self {
         let spans = trace.spans;
-        let checkpoint = crate::rl::causal::checkpoint_for(&trace);
+        let checkpoint = crate::rl::causal::checkpoint_for(&trace).map_err(|e| e.to_string());
         Document { trace: Arc::new(trace), spans, analysis: None, previous: None, error: None, knock_out: None, what_if: None, checkpoint }
     }
 

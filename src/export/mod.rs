@@ -28,25 +28,43 @@ pub struct Formats {
     pub credits: bool,
 }
 
+/// One kind of output file (`--format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One `flowtracer.credit/1` document per trace.
+    Json,
+    /// `scores.csv`: a row per token of every trace.
+    Csv,
+    /// The credit heat map and the backbone, rasterised.
+    Png,
+    /// The backbone as SVG.
+    Svg,
+    /// `report.html`: every trace on one page.
+    Html,
+    /// `credits.safetensors`: per-token credit for the RL trainer.
+    Credits,
+    /// Every one of the above.
+    All,
+}
+
 impl Formats {
     pub const ALL: Formats = Formats { json: true, csv: true, png: true, svg: true, html: true, credits: true };
+    pub const NONE: Formats = Formats { json: false, csv: false, png: false, svg: false, html: false, credits: false };
 
-    /// Parses `json,csv,png,svg,html,credits` (any subset).
-    pub fn parse(list: &str) -> Result<Formats, String> {
-        let mut f = Formats { json: false, csv: false, png: false, svg: false, html: false, credits: false };
-        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    /// The set a list of formats names.
+    pub fn of(list: &[Format]) -> Formats {
+        list.iter().fold(Formats::NONE, |mut f, item| {
             match item {
-                "json" => f.json = true,
-                "csv" => f.csv = true,
-                "png" => f.png = true,
-                "svg" => f.svg = true,
-                "html" => f.html = true,
-                "credits" => f.credits = true,
-                "all" => f = Formats::ALL,
-                other => return Err(format!("unknown format `{other}` (known: json, csv, png, svg, html, credits, all)")),
+                Format::Json => f.json = true,
+                Format::Csv => f.csv = true,
+                Format::Png => f.png = true,
+                Format::Svg => f.svg = true,
+                Format::Html => f.html = true,
+                Format::Credits => f.credits = true,
+                Format::All => f = Formats::ALL,
             }
-        }
-        Ok(f)
+            f
+        })
     }
 }
 

@@ -7,6 +7,7 @@
 //! The same `hide_and_regenerate` serves the app's "what if": any selection, any trace whose
 //! policy checkpoint is known.
 
+use super::{Error, Result};
 use super::model::{Config, Policy};
 use super::rollout::{self, Rollout};
 use super::task::{self, Phase, Problem, Task};
@@ -162,8 +163,7 @@ impl TokenProbe {
 /// Probes `problems` RL-length problems of `task`: each greedy response that states an answer
 /// after at least one reasoning token, every reasoning token hidden alone. `tick(done, of)` after
 /// each problem.
-pub fn probe_tokens(policy: &Policy, task: Task, problems: usize, seed: u64, cancel: &Cancel, tick: &mut dyn FnMut(usize, usize)) -> Result<Vec<TokenProbe>, String> {
-    let err = |e: candle_core::Error| e.to_string();
+pub fn probe_tokens(policy: &Policy, task: Task, problems: usize, seed: u64, cancel: &Cancel, tick: &mut dyn FnMut(usize, usize)) -> Result<Vec<TokenProbe>> {
     let mut rng = Rng::new(seed);
     let mut out = Vec::new();
     let batch = 32;
@@ -171,7 +171,7 @@ pub fn probe_tokens(policy: &Policy, task: Task, problems: usize, seed: u64, can
     while done < problems && !cancel.is_cancelled() {
         let probs: Vec<Problem> = (0..batch.min(problems - done)).map(|_| task.problem(&mut rng, Phase::Rl)).collect();
         let prompts: Vec<String> = probs.iter().map(|p| p.prompt.clone()).collect();
-        let responses: Vec<Rollout> = rollout::sample_groups(policy, &prompts, 1, 0.0, MAX_NEW, &mut rng).map_err(err)?.into_iter().flatten().collect();
+        let responses: Vec<Rollout> = rollout::sample_groups(policy, &prompts, 1, 0.0, MAX_NEW, &mut rng)?.into_iter().flatten().collect();
         let attention = attention_of(policy, &responses.iter().collect::<Vec<_>>())?;
         for ((r, p), att) in responses.into_iter().zip(probs).zip(attention) {
             done += 1;
@@ -189,7 +189,7 @@ pub fn probe_tokens(policy: &Policy, task: Task, problems: usize, seed: u64, can
             let right = Task::verify(&p, &text);
             let tokens: Vec<usize> = (response.start..answer.start).collect();
             let selections: Vec<Vec<usize>> = std::iter::once(vec![]).chain(tokens.iter().map(|&t| vec![t])).collect();
-            let regen = hide_and_regenerate(policy, &r, answer, &selections).map_err(err)?;
+            let regen = hide_and_regenerate(policy, &r, answer, &selections)?;
             let (base, hidden) = regen.split_first().expect("the empty selection comes first");
             let effects = hidden
                 .iter()
@@ -217,26 +217,26 @@ pub fn probe_tokens(policy: &Policy, task: Task, problems: usize, seed: u64, can
 
 /// A trace of the project's policy as the rollout it was, for regenerating from it: its token
 /// ids (required) and its prompt length (the question span starts after `<bos>`).
-pub fn rollout_of(trace: &Trace) -> Result<Rollout, String> {
-    let ids = trace.token_ids.as_ref().ok_or("the trace has no token_ids: it cannot be fed back to a policy")?;
+pub fn rollout_of(trace: &Trace) -> Result<Rollout> {
+    let ids = trace.token_ids.as_ref().ok_or_else(|| Error::msg("the trace has no token_ids: it cannot be fed back to a policy"))?;
     let vocab = task::vocab_size() as i64;
     if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= vocab) {
-        return Err(format!("token id {bad} is outside the policy's vocabulary of {vocab}"));
+        return Err(Error::msg(format!("token id {bad} is outside the policy's vocabulary of {vocab}")));
     }
     let q = trace.spans.question;
     if q.start != 1 || trace.spans.response.start != q.end {
-        return Err(format!("question {q} is not the prompt right after <bos>: not a rollout of the project's policy"));
+        return Err(Error::msg(format!("question {q} is not the prompt right after <bos>: not a rollout of the project's policy")));
     }
     Ok(Rollout { ids: ids.iter().map(|&t| t as u32).collect(), prompt_len: q.end - 1, logprob: vec![], entropy: vec![] })
 }
 
 /// Where the checkpoint of the policy that wrote `trace` lies: `ckpt/step_N.safetensors` in the
 /// run folder (the nearest folder above the trace with a `run.json`), N the trace's `step`.
-pub fn checkpoint_for(trace: &Trace) -> Result<PathBuf, String> {
-    let step = trace.meta.step.ok_or("the trace has no `step` metadata, so no checkpoint is known")?;
+pub fn checkpoint_for(trace: &Trace) -> Result<PathBuf> {
+    let step = trace.meta.step.ok_or_else(|| Error::msg("the trace has no `step` metadata, so no checkpoint is known"))?;
     match trace.meta.model.as_deref() {
         Some(m) if m.starts_with(super::model::MODEL_PREFIX) => {}
-        other => return Err(format!("the trace comes from {}, not from the project's policy", other.unwrap_or("an unnamed model"))),
+        other => return Err(Error::msg(format!("the trace comes from {}, not from the project's policy", other.unwrap_or("an unnamed model")))),
     }
     let run = trace
         .path
@@ -245,9 +245,9 @@ pub fn checkpoint_for(trace: &Trace) -> Result<PathBuf, String> {
         .take(4)
         .filter(|d| !d.as_os_str().is_empty())
         .find(|d| d.join("run.json").is_file())
-        .ok_or("the trace is not inside a run folder (no run.json above it)")?;
+        .ok_or_else(|| Error::msg("the trace is not inside a run folder (no run.json above it)"))?;
     let ckpt = run.join(crate::trace::run::CHECKPOINTS).join(format!("step_{step:06}.safetensors"));
-    if ckpt.is_file() { Ok(ckpt) } else { Err(format!("the run {} keeps no checkpoint of step {step}", run.display())) }
+    if ckpt.is_file() { Ok(ckpt) } else { Err(Error::msg(format!("the run {} keeps no checkpoint of step {step}", run.display()))) }
 }
 
 /// The answer of a trace regenerated with tokens hidden, beside the original.
@@ -266,7 +266,7 @@ pub struct WhatIf {
 
 /// Hides `hidden` from the policy that wrote `trace` (its run's checkpoint of the trace's step),
 /// regenerates the answer and scores the original one.
-pub fn what_if(trace: &Trace, hidden: &[usize]) -> Result<WhatIf, String> {
+pub fn what_if(trace: &Trace, hidden: &[usize]) -> Result<WhatIf> {
     let checkpoint = checkpoint_for(trace)?;
     let run = checkpoint.parent().and_then(Path::parent).expect("a checkpoint lies in RUN/ckpt/");
     let cfg = std::fs::read(run.join("run.json"))
@@ -274,22 +274,21 @@ pub fn what_if(trace: &Trace, hidden: &[usize]) -> Result<WhatIf, String> {
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| serde_json::from_value::<Config>(v["config"]["model"].clone()).ok())
         .unwrap_or_else(Config::small);
-    let mut policy = Policy::new(cfg).map_err(|e| e.to_string())?;
+    let mut policy = Policy::new(cfg)?;
     policy.load(&checkpoint)?;
     let r = rollout_of(trace)?;
     if let Some(&k) = hidden.iter().find(|&&k| k == 0 || k >= trace.spans.answer.start) {
-        return Err(format!("token {k} cannot be hidden: only tokens after <bos> and before the answer can (the answer is what is regenerated)"));
+        return Err(Error::msg(format!("token {k} cannot be hidden: only tokens after <bos> and before the answer can (the answer is what is regenerated)")));
     }
-    let err = |e: candle_core::Error| format!("{}: {e}", checkpoint.display());
-    let regen = hide_and_regenerate(&policy, &r, trace.spans.answer, &[vec![], hidden.to_vec()]).map_err(err)?;
+    let regen = hide_and_regenerate(&policy, &r, trace.spans.answer, &[vec![], hidden.to_vec()])?;
     let [base, hid] = &regen[..] else { unreachable!("two selections give two regenerations") };
     let new = &hid.rollout;
     let (question, response, answer) = task::spans(new.prompt_len, new.response());
     let n = new.ids.len();
-    let input = Tensor::from_vec(new.ids.clone(), (1, n), &Device::Cpu).map_err(err)?;
-    let bias = rollout::hiding_bias(&masks(&[hid.hidden.clone()], policy.cfg.context), policy.cfg.context).map_err(err)?;
-    let (_, layers) = policy.forward_biased(&input, Some(&bias), true).map_err(err)?;
-    let attention: Vec<f32> = layers.iter().map(|l| l.flatten_all().and_then(|l| l.to_vec1::<f32>())).collect::<candle_core::Result<Vec<_>>>().map_err(err)?.concat();
+    let input = Tensor::from_vec(new.ids.clone(), (1, n), &Device::Cpu)?;
+    let bias = rollout::hiding_bias(&masks(&[hid.hidden.clone()], policy.cfg.context), policy.cfg.context)?;
+    let (_, layers) = policy.forward_biased(&input, Some(&bias), true)?;
+    let attention: Vec<f32> = layers.iter().map(|l| l.flatten_all().and_then(|l| l.to_vec1::<f32>())).collect::<candle_core::Result<Vec<_>>>()?.concat();
     let mut b = TraceBuilder::new(
         new.ids.iter().map(|&t| task::token_text(t)).collect(),
         question,

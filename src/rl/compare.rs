@@ -3,6 +3,7 @@
 //! target accuracy, and what tracing cost per step. Runs are ordinary run folders
 //! (`OUT/<mode>-s<seed>/`), so a killed comparison resumes and the app opens each run.
 
+use super::{Result, at};
 use super::grpo::CreditMode;
 use super::train::{Progress, TrainConfig, train};
 use crate::flow::Cancel;
@@ -21,7 +22,7 @@ pub fn compare(
     root: &Path,
     cancel: &Cancel,
     tick: &mut dyn FnMut(CreditMode, u64, Progress),
-) -> Result<(), String> {
+) -> Result<()> {
     for &seed in seeds {
         for &mode in modes {
             if cancel.is_cancelled() {
@@ -46,12 +47,12 @@ pub struct Curve {
 }
 
 impl Curve {
-    pub fn read(run: &Path) -> Result<Curve, String> {
+    pub fn read(run: &Path) -> Result<Curve> {
         let path = run.join("metrics.jsonl");
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(at(&path))?;
         let mut c = Curve::default();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{}: {e}", path.display()))?;
+            let v: serde_json::Value = serde_json::from_str(line).map_err(at(&path))?;
             let step = v["step"].as_u64().unwrap_or(0) as usize;
             if let Some(a) = v["heldout_accuracy"].as_f64() {
                 c.accuracy.push((step, a));
@@ -83,7 +84,7 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
 }
 
 /// The comparison as a Markdown table: one row per mode.
-pub fn table(root: &Path, modes: &[CreditMode], seeds: &[u64], at_steps: &[usize], target: f64) -> Result<String, String> {
+pub fn table(root: &Path, modes: &[CreditMode], seeds: &[u64], at_steps: &[usize], target: f64) -> Result<String> {
     let mut out = String::from("| credit |");
     for s in at_steps {
         out += &format!(" held-out @ {s} |");
@@ -92,7 +93,7 @@ pub fn table(root: &Path, modes: &[CreditMode], seeds: &[u64], at_steps: &[usize
     out += &"---|".repeat(at_steps.len() + 2);
     out.push('\n');
     for &mode in modes {
-        let curves: Vec<Curve> = seeds.iter().map(|&s| Curve::read(&run_dir(root, mode, s))).collect::<Result<_, _>>()?;
+        let curves: Vec<Curve> = seeds.iter().map(|&s| Curve::read(&run_dir(root, mode, s))).collect::<Result<_>>()?;
         out += &format!("| {} |", mode.name());
         for &s in at_steps {
             let xs: Vec<f64> = curves.iter().filter_map(|c| c.at(s)).collect();

@@ -8,6 +8,7 @@
 //! all): the paper found middle layers best on 28+-layer models; this table is where a shallow
 //! policy says whether that holds for it.
 
+use super::{Error, Result};
 use super::causal::TokenProbe;
 use super::grpo::{self, CreditMode, Scored};
 use crate::flow::{self, Cancel, knockout};
@@ -107,7 +108,7 @@ pub fn layer_choices(layers: usize) -> Vec<(&'static str, [usize; 2])> {
 /// knock-out loss), the baselines (attention received, entropy, surprisal, nearness to the
 /// answer, random), and throughput under each layer choice. Flow runs on the CPU: the traces are
 /// a few dozen tokens.
-pub fn score_sets(probes: &[TokenProbe], layers: usize, heads: usize, params: &Params, seed: u64) -> Result<Vec<ScoreSet>, String> {
+pub fn score_sets(probes: &[TokenProbe], layers: usize, heads: usize, params: &Params, seed: u64) -> Result<Vec<ScoreSet>> {
     let mut rng = Rng::new(seed);
     let names = ["flow throughput", "flow credit γ", "reach h", "knock-out loss", "attention received", "entropy", "surprisal −log p", "nearness to the answer", "random"];
     let choices = layer_choices(layers);
@@ -118,9 +119,9 @@ pub fn score_sets(probes: &[TokenProbe], layers: usize, heads: usize, params: &P
         let tokens: Vec<String> = r.ids.iter().map(|&t| super::task::token_text(t)).collect();
         let (entropy, logprob) = (r.over_sequence(&r.entropy), r.over_sequence(&r.logprob));
         let view = Scored { tokens: &tokens, spans: p.spans, attention: &p.attention, layers, heads, entropy: &entropy };
-        let trace = grpo::rollout_trace(&view).ok_or("a probed response is not a valid trace")?;
-        let plan = flow::Plan::for_trace(&trace, params).map_err(|e| e.to_string())?;
-        let (res, m) = flow::execute(&trace, &plan, &flow::Cpu, &Cancel::default()).map_err(|e| e.to_string())?;
+        let trace = grpo::rollout_trace(&view).ok_or_else(|| Error::msg("a probed response is not a valid trace"))?;
+        let plan = flow::Plan::for_trace(&trace, params).map_err(Error::msg)?;
+        let (res, m) = flow::execute(&trace, &plan, &flow::Cpu, &Cancel::default()).map_err(Error::msg)?;
         let loss = knockout::loss_per_token(&m, &res.reach, res.spans);
         let received = grpo::attention_received(&view);
         let random = grpo::baseline_score(CreditMode::Random, &view, &mut rng);
@@ -145,7 +146,7 @@ pub fn score_sets(probes: &[TokenProbe], layers: usize, heads: usize, params: &P
         for (j, (_, range)) in choices.iter().enumerate() {
             let mut q = params.clone();
             q.aggregate.layers = Some(*range);
-            let tau = flow::analyze(&trace, &q, &Cancel::default()).map_err(|e| e.to_string())?.throughput;
+            let tau = flow::analyze(&trace, &q, &Cancel::default()).map_err(Error::msg)?.throughput;
             per[names.len() + j] = p.probed().map(|t| tau[t]).collect();
         }
         for (set, v) in sets.iter_mut().zip(per) {

@@ -6,6 +6,7 @@
 //! `ops::softmax` and the layer norm is written here (a test checks every parameter gets a
 //! gradient).
 
+use super::{Error, at};
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Init, Linear, VarBuilder, VarMap, embedding, linear};
 use serde::{Deserialize, Serialize};
@@ -197,31 +198,31 @@ impl Policy {
     }
 
     /// Writes the weights (safetensors) atomically: a temporary file, then a rename.
-    pub fn save(&self, path: &Path) -> std::result::Result<(), String> {
+    pub fn save(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension("safetensors.tmp");
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(at(&dir))?;
         }
-        self.varmap.save(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+        self.varmap.save(&tmp).map_err(at(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(at(&path))
     }
 
-    pub fn load(&mut self, path: &Path) -> std::result::Result<(), String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        self.load_bytes(&bytes).map_err(|e| format!("{}: cannot load the policy: {e}", path.display()))
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(at(&path))?;
+        self.load_bytes(&bytes).map_err(|e| Error::msg(format!("{}: cannot load the policy: {e}", path.display())))
     }
 
     /// Sets every parameter from safetensors bytes; a missing or misshapen tensor is an error
     /// (a checkpoint of another configuration), not a silent partial load.
-    pub fn load_bytes(&mut self, bytes: &[u8]) -> std::result::Result<(), String> {
-        let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| e.to_string())?;
-        let vars = self.varmap.data().lock().map_err(|_| "the policy's parameters are poisoned".to_string())?;
+    pub fn load_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
+        let vars = self.varmap.data().lock().map_err(|_| Error::msg("the policy's parameters are poisoned"))?;
         for (name, var) in vars.iter() {
-            let t = tensors.get(name).ok_or_else(|| format!("no tensor {name}"))?;
+            let t = tensors.get(name).ok_or_else(|| Error::msg(format!("no tensor {name}")))?;
             if t.dims() != var.dims() {
-                return Err(format!("{name} has shape {:?}, the policy wants {:?}", t.dims(), var.dims()));
+                return Err(Error::msg(format!("{name} has shape {:?}, the policy wants {:?}", t.dims(), var.dims())));
             }
-            var.set(t).map_err(|e| format!("{name}: {e}"))?;
+            var.set(t).map_err(|e| Error::msg(format!("{name}: {e}")))?;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! beside the weights, so a resumed run continues exactly as an uninterrupted one would, where
 //! fresh moments would give the first steps after a resume a different size and direction.
 
+use super::{Error, Result, at};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -73,37 +74,37 @@ impl Adam {
     }
 
     /// Writes the moments and the step count (safetensors), atomically.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
+    pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors: HashMap<String, Tensor> = HashMap::new();
         for p in &self.vars {
             tensors.insert(format!("m.{}", p.name), p.m.as_tensor().clone());
             tensors.insert(format!("v.{}", p.name), p.v.as_tensor().clone());
         }
-        let steps = Tensor::new(&[self.steps], &Device::Cpu).map_err(|e| e.to_string())?;
+        let steps = Tensor::new(&[self.steps], &Device::Cpu)?;
         tensors.insert("steps".into(), steps);
         let tmp = path.with_extension("tmp");
-        candle_core::safetensors::save(&tensors, &tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+        candle_core::safetensors::save(&tensors, &tmp).map_err(at(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(at(&path))
     }
 
     /// Takes the state `save` wrote for these same parameters; anything missing or misshapen is
     /// an error (the state of another model), never a partial load.
-    pub fn load(&mut self, path: &Path) -> Result<(), String> {
-        let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| at(&e))?;
-        let get = |name: &str, like: &Var| -> Result<Tensor, String> {
-            let t = tensors.get(name).ok_or_else(|| at(&format!("no tensor {name}")))?;
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        let here = |e: &dyn std::fmt::Display| Error::msg(format!("{}: {e}", path.display()));
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| here(&e))?;
+        let get = |name: &str, like: &Var| -> Result<Tensor> {
+            let t = tensors.get(name).ok_or_else(|| here(&format!("no tensor {name}")))?;
             if t.dims() != like.dims() || t.dtype() != like.dtype() {
-                return Err(at(&format!("{name} has shape {:?}, the policy wants {:?}", t.dims(), like.dims())));
+                return Err(here(&format!("{name} has shape {:?}, the policy wants {:?}", t.dims(), like.dims())));
             }
             Ok(t.clone())
         };
         for p in &self.vars {
-            p.m.set(&get(&format!("m.{}", p.name), &p.var)?).map_err(|e| at(&e))?;
-            p.v.set(&get(&format!("v.{}", p.name), &p.var)?).map_err(|e| at(&e))?;
+            p.m.set(&get(&format!("m.{}", p.name), &p.var)?).map_err(|e| here(&e))?;
+            p.v.set(&get(&format!("v.{}", p.name), &p.var)?).map_err(|e| here(&e))?;
         }
-        let steps = tensors.get("steps").filter(|t| t.dtype() == DType::U32 && t.elem_count() == 1).ok_or_else(|| at(&"no step count"))?;
-        self.steps = steps.flatten_all().and_then(|t| t.to_vec1::<u32>()).map_err(|e| at(&e))?[0];
+        let steps = tensors.get("steps").filter(|t| t.dtype() == DType::U32 && t.elem_count() == 1).ok_or_else(|| here(&"no step count"))?;
+        self.steps = steps.flatten_all().and_then(|t| t.to_vec1::<u32>()).map_err(|e| here(&e))?[0];
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! the three conditions regenerate the same span from the same text and differ only in which
 //! tokens were hidden.
 
+use super::Result;
 use super::grpo::{self, Scored};
 use super::model::Policy;
 use super::rollout::{self, Rollout};
@@ -93,8 +94,7 @@ pub fn probe(
     params: &Params,
     cancel: &Cancel,
     tick: &mut dyn FnMut(usize, usize),
-) -> Result<ProbeReport, String> {
-    let err = |e: candle_core::Error| e.to_string();
+) -> Result<ProbeReport> {
     let mut rng = Rng::new(seed);
     let mut report = ProbeReport { task: task.name(), fraction, probed: 0, correct: 0, skipped: 0, counts: CONDITIONS.iter().map(|&c| (c, Counts::default())).collect() };
     let batch = 32;
@@ -102,7 +102,7 @@ pub fn probe(
     while done < problems && !cancel.is_cancelled() {
         let probs: Vec<Problem> = (0..batch.min(problems - done)).map(|_| task.problem(&mut rng, Phase::Rl)).collect();
         let prompts: Vec<String> = probs.iter().map(|p| p.prompt.clone()).collect();
-        let responses: Vec<Rollout> = rollout::sample_groups(policy, &prompts, 1, 0.0, super::train::MAX_NEW, &mut rng).map_err(err)?.into_iter().flatten().collect();
+        let responses: Vec<Rollout> = rollout::sample_groups(policy, &prompts, 1, 0.0, super::train::MAX_NEW, &mut rng)?.into_iter().flatten().collect();
         let attention = attention_of(policy, &responses.iter().collect::<Vec<_>>())?;
         let tokens: Vec<Vec<String>> = responses.iter().map(|r| r.ids.iter().map(|&t| task::token_text(t)).collect()).collect();
         let spans: Vec<crate::span::Spans> = responses
@@ -143,7 +143,7 @@ pub fn probe(
                     Condition::Random => shuffled[..k].to_vec(),
                 })
                 .collect();
-            let again = super::causal::hide_and_regenerate(policy, r, answer, &hidden).map_err(err)?;
+            let again = super::causal::hide_and_regenerate(policy, r, answer, &hidden)?;
             for (regen, (_, counts)) in again.iter().zip(report.counts.iter_mut()) {
                 let text = regen.rollout.response_text();
                 let right = Task::verify(p, &text);

@@ -4,6 +4,7 @@
 //! run resumes from its last checkpoint (weights and optimizer state), exactly where it was;
 //! metrics past it are dropped, so none is lost or doubled.
 
+use super::{Error, Result, at};
 use super::grpo::{self, CreditMode, Scored};
 use super::model::{Config, Policy};
 use super::optim::Adam;
@@ -80,17 +81,13 @@ impl TrainConfig {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
-
 fn ckpt_path(out: &Path, step: usize) -> PathBuf {
     out.join(crate::trace::run::CHECKPOINTS).join(format!("step_{step:06}.safetensors"))
 }
 
 /// The weights, then the optimizer's state beside them: a crash between the two leaves weights
 /// without state, which resume with fresh moments, never state without weights.
-fn checkpoint(policy: &Policy, opt: &Adam, out: &Path, step: usize) -> Result<(), String> {
+fn checkpoint(policy: &Policy, opt: &Adam, out: &Path, step: usize) -> Result<()> {
     let path = ckpt_path(out, step);
     policy.save(&path)?;
     opt.save(&Adam::path_beside(&path))
@@ -111,8 +108,8 @@ pub fn latest_checkpoint(out: &Path) -> Option<(usize, PathBuf)> {
 
 /// Teacher-forced cross-entropy on the reference solutions: the warm start.
 /// `log` gets each step's loss and answers whether to go on.
-pub fn sft(policy: &Policy, task: Task, steps: usize, batch: usize, lr: f64, rng: &mut Rng, mut log: impl FnMut(usize, f64) -> bool) -> Result<f64, String> {
-    let mut opt = Adam::new(&policy.varmap, lr).map_err(err)?;
+pub fn sft(policy: &Policy, task: Task, steps: usize, batch: usize, lr: f64, rng: &mut Rng, mut log: impl FnMut(usize, f64) -> bool) -> Result<f64> {
+    let mut opt = Adam::new(&policy.varmap, lr)?;
     let mut last = f64::NAN;
     for step in 0..steps {
         let probs: Vec<task::Problem> = (0..batch).map(|_| task.problem(rng, Phase::Sft)).collect();
@@ -127,13 +124,13 @@ pub fn sft(policy: &Policy, task: Task, steps: usize, batch: usize, lr: f64, rng
             .collect();
         let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
         let pl: Vec<usize> = probs.iter().map(|p| task::encode(&p.prompt).len()).collect();
-        let (ids, mask, t) = rollout::batch(&refs, &pl).map_err(err)?;
-        let logp = rollout::token_logprobs(policy, &ids).map_err(err)?;
+        let (ids, mask, t) = rollout::batch(&refs, &pl)?;
+        let logp = rollout::token_logprobs(policy, &ids)?;
         let count: f32 = mask.iter().sum();
-        let mask = Tensor::from_vec(mask, (batch, t - 1), &Device::Cpu).map_err(err)?;
-        let loss = ((logp * mask).map_err(err)?.sum_all().map_err(err)? / (-(count as f64))).map_err(err)?;
-        opt.backward_step(&loss).map_err(err)?;
-        last = loss.to_scalar::<f32>().map_err(err)? as f64;
+        let mask = Tensor::from_vec(mask, (batch, t - 1), &Device::Cpu)?;
+        let loss = ((logp * mask)?.sum_all()? / (-(count as f64)))?;
+        opt.backward_step(&loss)?;
+        last = loss.to_scalar::<f32>()? as f64;
         if !log(step, last) {
             break;
         }
@@ -143,11 +140,11 @@ pub fn sft(policy: &Policy, task: Task, steps: usize, batch: usize, lr: f64, rng
 
 /// Greedy accuracy on the held-out set: the first `size` RL-length problems of a stream no
 /// training seed draws from, so runs of every seed and mode are scored on the same problems.
-pub fn evaluate(policy: &Policy, task: Task, size: usize) -> Result<f64, String> {
+pub fn evaluate(policy: &Policy, task: Task, size: usize) -> Result<f64> {
     let mut rng = Rng::new(0x4845_4c44_4f55_5421);
     let problems: Vec<task::Problem> = (0..size).map(|_| task.problem(&mut rng, Phase::Rl)).collect();
     let prompts: Vec<String> = problems.iter().map(|p| p.prompt.clone()).collect();
-    let answers = rollout::sample_groups(policy, &prompts, 1, 0.0, MAX_NEW, &mut rng).map_err(err)?;
+    let answers = rollout::sample_groups(policy, &prompts, 1, 0.0, MAX_NEW, &mut rng)?;
     let correct = problems.iter().zip(&answers).filter(|(p, r)| r.first().is_some_and(|r| Task::verify(p, &r.response_text()))).count();
     Ok(correct as f64 / size.max(1) as f64)
 }
@@ -172,7 +169,7 @@ pub fn warm_start(
     eval_size: usize,
     rng: &mut Rng,
     mut log: impl FnMut(usize, f64, Option<f64>) -> bool,
-) -> Result<WarmStart, String> {
+) -> Result<WarmStart> {
     let mut reached = WarmStart { steps: 0, accuracy: 0.0 };
     let mut failure = None;
     let cfg = TrainConfig::new(task, CreditMode::Uniform, 0, 0);
@@ -199,18 +196,18 @@ pub const MAX_NEW: usize = 80;
 
 /// Each sequence's attention `[L,H,n,n]` (row-major, its own length n), from one batched forward
 /// pass over the padded sequences.
-pub fn attention_of(policy: &Policy, rollouts: &[&Rollout]) -> Result<Vec<Vec<f32>>, String> {
+pub fn attention_of(policy: &Policy, rollouts: &[&Rollout]) -> Result<Vec<Vec<f32>>> {
     let refs: Vec<&[u32]> = rollouts.iter().map(|r| r.ids.as_slice()).collect();
     let pl: Vec<usize> = rollouts.iter().map(|r| r.prompt_len).collect();
-    let (ids, _, _) = rollout::batch(&refs, &pl).map_err(err)?;
-    let (_, atts) = policy.forward(&ids, true).map_err(err)?;
+    let (ids, _, _) = rollout::batch(&refs, &pl)?;
+    let (_, atts) = policy.forward(&ids, true)?;
     split_attention(&atts, rollouts, policy.cfg.heads)
 }
 
 /// Cuts each sequence's `[L,H,n,n]` out of a padded batch's per-layer `[B,H,T,T]`: padding sits
 /// after every real position, so causal attention never reached it.
-fn split_attention(atts: &[Tensor], rollouts: &[&Rollout], heads: usize) -> Result<Vec<Vec<f32>>, String> {
-    let layers: Vec<Vec<f32>> = atts.iter().map(|a| a.flatten_all().and_then(|a| a.to_vec1::<f32>())).collect::<candle_core::Result<_>>().map_err(err)?;
+fn split_attention(atts: &[Tensor], rollouts: &[&Rollout], heads: usize) -> Result<Vec<Vec<f32>>> {
+    let layers: Vec<Vec<f32>> = atts.iter().map(|a| a.flatten_all().and_then(|a| a.to_vec1::<f32>())).collect::<candle_core::Result<_>>()?;
     let t = atts.first().map_or(0, |a| a.dims()[2]);
     Ok(rollouts
         .iter()
@@ -273,13 +270,13 @@ pub const WARM_START_MAX_STEPS: usize = 3000;
 
 /// Runs (or resumes) a training run into `out`; `tick` sees its progress. Checkpoints and traces
 /// are written every `checkpoint_every` steps and at the last step.
-pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMut(Progress)) -> Result<(), String> {
+pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMut(Progress)) -> Result<()> {
     check_params(cfg)?;
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let mut policy = Policy::new(cfg.model.clone()).map_err(err)?;
-    let backend = crate::backend::select(crate::backend::Choice::Auto)?;
+    std::fs::create_dir_all(out).map_err(at(&out))?;
+    let mut policy = Policy::new(cfg.model.clone())?;
+    let backend = crate::backend::select(crate::backend::Choice::Auto).map_err(Error::msg)?;
     let metrics_path = out.join("metrics.jsonl");
-    let mut opt = Adam::new(&policy.varmap, cfg.lr).map_err(err)?;
+    let mut opt = Adam::new(&policy.varmap, cfg.lr)?;
     let start = match latest_checkpoint(out) {
         Some((step, path)) => {
             policy.load(&path)?;
@@ -307,7 +304,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
                     format!("{steps} supervised steps")
                 }
                 (None, None, Some(bytes)) => {
-                    policy.load_bytes(bytes).map_err(|e| format!("the shipped {} checkpoint: {e}", cfg.task.name()))?;
+                    policy.load_bytes(bytes).map_err(|e| Error::msg(format!("the shipped {} checkpoint: {e}", cfg.task.name())))?;
                     "shipped".to_string()
                 }
                 (None, None, None) => {
@@ -334,8 +331,8 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
                 "warm_start_accuracy": acc,
                 "config": cfg,
             });
-            crate::atomic::write_atomic(&out.join("run.json"), &serde_json::to_vec_pretty(&info).unwrap()).map_err(err)?;
-            std::fs::write(&metrics_path, b"").map_err(err)?;
+            crate::atomic::write_atomic(&out.join("run.json"), &serde_json::to_vec_pretty(&info).unwrap())?;
+            std::fs::write(&metrics_path, b"")?;
             append_metrics(&metrics_path, &serde_json::json!({"step": 0, "heldout_accuracy": acc}))?;
             policy.save(&ckpt_path(out, 0))?;
             tick(Progress::Ready { accuracy: acc });
@@ -368,40 +365,80 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
 
 /// Parameters that can never apply to the policy would make the engine refuse every rollout, and
 /// flow credit would fall back to γ = 1 without a word: refused before the run starts.
-fn check_params(cfg: &TrainConfig) -> Result<(), String> {
-    cfg.params.validate()?;
+fn check_params(cfg: &TrainConfig) -> Result<()> {
+    cfg.params.validate().map_err(Error::msg)?;
     let a = &cfg.params.aggregate;
     if let Some([s, e]) = a.layers.filter(|&[s, _]| s >= cfg.model.layers) {
-        return Err(format!("aggregate.layers [{s}, {e}) holds none of the policy's {} layers (0–{})", cfg.model.layers, cfg.model.layers - 1));
+        return Err(Error::msg(format!("aggregate.layers [{s}, {e}) holds none of the policy's {} layers (0–{})", cfg.model.layers, cfg.model.layers - 1)));
     }
     if let Some(h) = a.heads.as_ref().and_then(|hs| hs.iter().find(|&&h| h >= cfg.model.heads)) {
-        return Err(format!("aggregate.heads names head {h} but the policy has {} heads", cfg.model.heads));
+        return Err(Error::msg(format!("aggregate.heads names head {h} but the policy has {} heads", cfg.model.heads)));
     }
     Ok(())
 }
 
-fn rl_step(policy: &Policy, opt: &mut Adam, cfg: &TrainConfig, backend: &dyn Backend, step: usize, rng: &mut Rng, out: &Path) -> Result<StepMetrics, String> {
+/// One GRPO step: sample groups, score them and shape their token advantages with credit,
+/// update the policy, then report.
+fn rl_step(policy: &Policy, opt: &mut Adam, cfg: &TrainConfig, backend: &dyn Backend, step: usize, rng: &mut Rng, out: &Path) -> Result<StepMetrics> {
     let t0 = Instant::now();
+    let batch = sample(policy, cfg, rng)?;
+    // Checkpoint steps write traces, which carry the attention whatever the credit mode.
+    let writes_traces = step % cfg.checkpoint_every == 0 || step == cfg.steps;
+    let credited = credit(policy, cfg, backend, batch, writes_traces, rng)?;
+    let update = update(policy, opt, cfg, &credited)?;
+    if writes_traces {
+        write_traces(out, step, cfg, &credited.samples)?;
+    }
+    Ok(metrics(step, cfg, &credited, &update, t0.elapsed()))
+}
+
+/// A step's groups: each problem's responses with their rewards and group advantages, padded
+/// into one batch.
+struct Batch {
+    scored: Vec<(Rollout, f64, f64)>,
+    ids: Tensor,
+    mask: Vec<f32>,
+    /// The padded length.
+    t: usize,
+    zero_variance_groups: usize,
+}
+
+fn sample(policy: &Policy, cfg: &TrainConfig, rng: &mut Rng) -> Result<Batch> {
     let problems: Vec<task::Problem> = (0..cfg.prompts_per_step).map(|_| cfg.task.problem(rng, Phase::Rl)).collect();
     let prompts: Vec<String> = problems.iter().map(|p| p.prompt.clone()).collect();
-    let groups = rollout::sample_groups(policy, &prompts, cfg.group, cfg.temperature, MAX_NEW, rng).map_err(err)?;
-    let mut zero_var = 0;
+    let groups = rollout::sample_groups(policy, &prompts, cfg.group, cfg.temperature, MAX_NEW, rng)?;
+    let mut zero_variance_groups = 0;
     let mut scored: Vec<(Rollout, f64, f64)> = Vec::new();
     for (p, group) in problems.iter().zip(groups) {
         let rewards: Vec<f64> = group.iter().map(|r| Task::verify(p, &r.response_text()) as u8 as f64).collect();
         let adv = grpo::group_advantages(&rewards);
-        zero_var += adv.iter().all(|&a| a == 0.0) as usize;
+        zero_variance_groups += adv.iter().all(|&a| a == 0.0) as usize;
         scored.extend(group.into_iter().zip(rewards).zip(adv).map(|((r, w), a)| (r, w, a)));
     }
     let refs: Vec<&[u32]> = scored.iter().map(|s| s.0.ids.as_slice()).collect();
     let pl: Vec<usize> = scored.iter().map(|s| s.0.prompt_len).collect();
-    let (ids, mask, t) = rollout::batch(&refs, &pl).map_err(err)?;
-    // The first gradient pass's forward also yields the policy's attention on its own rollouts,
-    // so tracing needs no extra pass: its cost is reading the attention out plus the credit.
-    // Only the modes that read attention keep it, and checkpoint steps, which write traces.
-    let writes_traces = step % cfg.checkpoint_every == 0 || step == cfg.steps;
+    let (ids, mask, t) = rollout::batch(&refs, &pl)?;
+    Ok(Batch { scored, ids, mask, t, zero_variance_groups })
+}
+
+/// The batch with every sample's credit γ, and the first gradient pass's logits.
+struct Credited {
+    batch_ids: Tensor,
+    mask: Vec<f32>,
+    t: usize,
+    zero_variance_groups: usize,
+    samples: Vec<Sample>,
+    first_logits: Tensor,
+    trace_time: std::time::Duration,
+}
+
+/// The first gradient pass's forward also yields the policy's attention on its own rollouts, so
+/// tracing needs no extra pass: its cost is reading the attention out plus the credit. Only the
+/// modes that read attention keep it, and steps that write traces.
+fn credit(policy: &Policy, cfg: &TrainConfig, backend: &dyn Backend, batch: Batch, writes_traces: bool, rng: &mut Rng) -> Result<Credited> {
+    let Batch { scored, ids, mask, t, zero_variance_groups } = batch;
     let wants_attention = matches!(cfg.credit_mode, CreditMode::Flow | CreditMode::Attention) || writes_traces;
-    let (first_logits, atts) = policy.forward(&ids, wants_attention).map_err(err)?;
+    let (first_logits, atts) = policy.forward(&ids, wants_attention)?;
     let t_trace = Instant::now();
     let attention = if wants_attention {
         split_attention(&atts, &scored.iter().map(|s| &s.0).collect::<Vec<_>>(), cfg.model.heads)?
@@ -418,12 +455,7 @@ fn rl_step(policy: &Policy, opt: &mut Adam, cfg: &TrainConfig, backend: &dyn Bac
             Sample { spans: Spans { question: q, response: resp, answer: a }, tokens, attention, rollout, reward, advantage, gamma: Vec::new() }
         })
         .collect();
-    let entropies: Vec<Vec<f32>> = samples
-        .iter()
-        .map(|s| {
-            s.rollout.over_sequence(&s.rollout.entropy)
-        })
-        .collect();
+    let entropies: Vec<Vec<f32>> = samples.iter().map(|s| s.rollout.over_sequence(&s.rollout.entropy)).collect();
     let views: Vec<Scored> = samples
         .iter()
         .zip(&entropies)
@@ -437,12 +469,22 @@ fn rl_step(policy: &Policy, opt: &mut Adam, cfg: &TrainConfig, backend: &dyn Bac
     for (s, g) in samples.iter_mut().zip(gammas) {
         s.gamma = g;
     }
-    let trace_time = t_trace.elapsed();
-    // Token advantages A_t = γ_t·A (γ left out for negative A unless apply_to_negative).
-    let b = samples.len();
+    Ok(Credited { batch_ids: ids, mask, t, zero_variance_groups, samples, first_logits, trace_time: t_trace.elapsed() })
+}
+
+/// What the policy update did.
+struct Update {
+    loss: f64,
+    clip_fraction: f64,
+}
+
+/// `cfg.passes` clipped-objective passes on token advantages A_t = γ_t·A (γ left out for
+/// negative A unless `apply_to_negative`); the first reuses the credit pass's logits.
+fn update(policy: &Policy, opt: &mut Adam, cfg: &TrainConfig, c: &Credited) -> Result<Update> {
+    let (b, t, mask) = (c.samples.len(), c.t, &c.mask);
     let mut adv = vec![0f32; b * (t - 1)];
     let mut old = vec![0f32; b * (t - 1)];
-    for (i, s) in samples.iter().enumerate() {
+    for (i, s) in c.samples.iter().enumerate() {
         let r0 = 1 + s.rollout.prompt_len;
         for (&lp, pos) in s.rollout.logprob.iter().zip(r0..) {
             let a = crate::flow::credit::token_advantage(s.gamma[pos], s.advantage, &cfg.params.credit);
@@ -451,58 +493,55 @@ fn rl_step(policy: &Policy, opt: &mut Adam, cfg: &TrainConfig, backend: &dyn Bac
         }
     }
     let count: f32 = mask.iter().sum::<f32>().max(1.0);
-    let adv_t = Tensor::from_vec(adv.clone(), (b, t - 1), &Device::Cpu).map_err(err)?;
-    let old_t = Tensor::from_vec(old.clone(), (b, t - 1), &Device::Cpu).map_err(err)?;
-    let mask_t = Tensor::from_vec(mask.clone(), (b, t - 1), &Device::Cpu).map_err(err)?;
+    let adv_t = Tensor::from_vec(adv.clone(), (b, t - 1), &Device::Cpu)?;
+    let old_t = Tensor::from_vec(old, (b, t - 1), &Device::Cpu)?;
+    let mask_t = Tensor::from_vec(mask.clone(), (b, t - 1), &Device::Cpu)?;
     let (mut loss_value, mut clipped, mut counted) = (0.0, 0usize, 0usize);
-    let mut first_logits = Some(first_logits);
-    for _ in 0..cfg.passes.max(1) {
-        let logp = match first_logits.take() {
-            Some(logits) => rollout::logprobs_of(&logits, &ids),
-            None => rollout::token_logprobs(policy, &ids),
-        }
-        .map_err(err)?;
-        let ratio = (&logp - &old_t).map_err(err)?.clamp(-20f32, 20f32).map_err(err)?.exp().map_err(err)?;
-        let unclipped = (&ratio * &adv_t).map_err(err)?;
-        let clipped_t = (ratio.clamp(1.0 - cfg.clip as f32, 1.0 + cfg.clip as f32).map_err(err)? * &adv_t).map_err(err)?;
-        let objective = unclipped.minimum(&clipped_t).map_err(err)?;
-        let loss = ((objective * &mask_t).map_err(err)?.sum_all().map_err(err)? / -(count as f64)).map_err(err)?;
+    for pass in 0..cfg.passes.max(1) {
+        let logp = if pass == 0 { rollout::logprobs_of(&c.first_logits, &c.batch_ids) } else { rollout::token_logprobs(policy, &c.batch_ids) }?;
+        let ratio = (&logp - &old_t)?.clamp(-20f32, 20f32)?.exp()?;
+        let unclipped = (&ratio * &adv_t)?;
+        let clipped_t = (ratio.clamp(1.0 - cfg.clip as f32, 1.0 + cfg.clip as f32)? * &adv_t)?;
+        let objective = unclipped.minimum(&clipped_t)?;
+        let loss = ((objective * &mask_t)?.sum_all()? / -(count as f64))?;
         // Clip statistics from the values this pass used.
-        let r = ratio.flatten_all().map_err(err)?.to_vec1::<f32>().map_err(err)?;
+        let r = ratio.flatten_all()?.to_vec1::<f32>()?;
         for (k, &m) in mask.iter().enumerate() {
             if m > 0.0 {
                 counted += 1;
                 clipped += grpo::clipped_objective(r[k] as f64, adv[k] as f64, cfg.clip).1 as usize;
             }
         }
-        opt.backward_step(&loss).map_err(err)?;
-        loss_value = loss.to_scalar::<f32>().map_err(err)? as f64;
+        opt.backward_step(&loss)?;
+        loss_value = loss.to_scalar::<f32>()? as f64;
     }
-    if writes_traces {
-        write_traces(out, step, cfg, &samples)?;
-    }
-    let resp_tokens: Vec<f64> = samples.iter().flat_map(|s| s.spans.response.range().map(|k| s.gamma[k]).collect::<Vec<_>>()).collect();
-    let n_resp = resp_tokens.len().max(1) as f64;
+    Ok(Update { loss: loss_value, clip_fraction: clipped as f64 / counted.max(1) as f64 })
+}
+
+fn metrics(step: usize, cfg: &TrainConfig, c: &Credited, u: &Update, elapsed: std::time::Duration) -> StepMetrics {
+    let samples = &c.samples;
+    let resp_gamma: Vec<f64> = samples.iter().flat_map(|s| s.spans.response.range().map(|k| s.gamma[k])).collect();
+    let n_resp = resp_gamma.len().max(1) as f64;
     let entropy: f64 = samples.iter().flat_map(|s| s.rollout.entropy.iter().map(|&e| e as f64)).sum::<f64>()
         / samples.iter().map(|s| s.rollout.entropy.len()).sum::<usize>().max(1) as f64;
-    Ok(StepMetrics {
+    StepMetrics {
         step,
-        reward: samples.iter().map(|s| s.reward).sum::<f64>() / b.max(1) as f64,
+        reward: samples.iter().map(|s| s.reward).sum::<f64>() / samples.len().max(1) as f64,
         heldout_accuracy: None,
-        loss: loss_value,
-        clip_fraction: clipped as f64 / counted.max(1) as f64,
+        loss: u.loss,
+        clip_fraction: u.clip_fraction,
         entropy,
-        credit_share: resp_tokens.iter().filter(|&&g| g > 1.0).count() as f64 / n_resp,
-        credit_mean: resp_tokens.iter().sum::<f64>() / n_resp,
-        zero_variance_groups: zero_var as f64 / cfg.prompts_per_step.max(1) as f64,
-        trace_ms: trace_time.as_secs_f64() * 1e3,
-        other_ms: (t0.elapsed() - trace_time).as_secs_f64() * 1e3,
-    })
+        credit_share: resp_gamma.iter().filter(|&&g| g > 1.0).count() as f64 / n_resp,
+        credit_mean: resp_gamma.iter().sum::<f64>() / n_resp,
+        zero_variance_groups: c.zero_variance_groups as f64 / cfg.prompts_per_step.max(1) as f64,
+        trace_ms: c.trace_time.as_secs_f64() * 1e3,
+        other_ms: (elapsed - c.trace_time).as_secs_f64() * 1e3,
+    }
 }
 
 /// A few rollouts of this step in trace format v1: correct and incorrect ones, with reward and
 /// advantage in the metadata.
-fn write_traces(out: &Path, step: usize, cfg: &TrainConfig, samples: &[Sample]) -> Result<(), String> {
+fn write_traces(out: &Path, step: usize, cfg: &TrainConfig, samples: &[Sample]) -> Result<()> {
     let mut picked: Vec<&Sample> = samples.iter().filter(|s| s.reward > 0.0).take(cfg.traces_per_checkpoint / 2).collect();
     picked.extend(samples.iter().filter(|s| s.reward == 0.0).take(cfg.traces_per_checkpoint - picked.len()));
     for (i, s) in picked.iter().enumerate() {
@@ -529,24 +568,24 @@ fn write_traces(out: &Path, step: usize, cfg: &TrainConfig, samples: &[Sample]) 
         .meta("advantage", s.advantage)
         .meta("correct", s.reward > 0.0);
         let path = out.join(format!("step_{step:06}")).join(format!("sample_{i:04}.safetensors"));
-        b.write(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        b.write(&path).map_err(at(&path))?;
     }
     Ok(())
 }
 
-fn append_metrics(path: &Path, v: &serde_json::Value) -> Result<(), String> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    writeln!(f, "{v}").map_err(|e| format!("{}: {e}", path.display()))?;
-    f.sync_data().map_err(|e| format!("{}: {e}", path.display()))
+fn append_metrics(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(at(&path))?;
+    writeln!(f, "{v}").map_err(at(&path))?;
+    f.sync_data().map_err(at(&path))
 }
 
 /// Keeps the metrics of steps up to `step` (the checkpoint resumed from), atomically.
-fn truncate_metrics(path: &Path, step: usize) -> Result<(), String> {
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let kept: String = text
         .lines()
         .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step))
         .map(|l| format!("{l}\n"))
         .collect();
-    crate::atomic::write_atomic(path, kept.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+    crate::atomic::write_atomic(path, kept.as_bytes()).map_err(at(&path))
 }

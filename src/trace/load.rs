@@ -68,92 +68,69 @@ fn parse_inner(storage: Arc<Storage>, path: &Path) -> Result<Trace, DataError> {
     })?;
     let data_start = 8 + header_len;
     let meta: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
-    let get = |k: &str| meta.get(k).map(String::as_str);
-
-    match get("format") {
-        Some(FORMAT) => {}
-        Some(other) => {
-            return Err(DataError::new(
-                Problem::Metadata,
-                format!("metadata `format` is `{other}`, expected `{FORMAT}`"),
-            ));
-        }
-        None => {
-            return Err(DataError::new(
-                Problem::Metadata,
-                format!("metadata has no `format` key (expected `{FORMAT}`)"),
-            ));
-        }
-    }
-    let tokens: Vec<String> = serde_json::from_str(
-        get("tokens")
-            .ok_or_else(|| DataError::new(Problem::Metadata, "metadata has no `tokens` key"))?,
-    )
-    .map_err(|e| {
-        DataError::new(Problem::Metadata, format!("metadata `tokens` is not a JSON list of strings: {e}"))
-    })?;
+    check_format(&meta)?;
+    let tokens = read_tokens(&meta)?;
     let n = tokens.len();
-    if n == 0 {
+    let attention = read_attention(&storage, &header, data_start, n)?;
+    let token_ids = match header.info("token_ids") {
+        None => None,
+        Some(t) => Some(read_ids(bytes, data_start, t, n)?),
+    };
+    let entropy = read_optional_f32(bytes, data_start, header.info("token_entropy"), "token_entropy", n)?;
+    let logprob = read_optional_f32(bytes, data_start, header.info("token_logprob"), "token_logprob", n)?;
+    let causal_effect = read_optional_f32(bytes, data_start, header.info("causal_effect"), "causal_effect", n)?;
+    let spans = read_spans(&meta, n)?;
+    let meta = parse_meta(&meta, attention.layers, attention.has_layer_axis)?;
+    Ok(Trace { path: path.to_path_buf(), tokens, spans, token_ids, entropy, logprob, causal_effect, meta, attention })
+}
+
+fn check_format(meta: &HashMap<String, String>) -> Result<(), DataError> {
+    match meta.get("format").map(String::as_str) {
+        Some(FORMAT) => Ok(()),
+        Some(other) => Err(DataError::new(Problem::Metadata, format!("metadata `format` is `{other}`, expected `{FORMAT}`"))),
+        None => Err(DataError::new(Problem::Metadata, format!("metadata has no `format` key (expected `{FORMAT}`)"))),
+    }
+}
+
+fn read_tokens(meta: &HashMap<String, String>) -> Result<Vec<String>, DataError> {
+    let text = meta.get("tokens").ok_or_else(|| DataError::new(Problem::Metadata, "metadata has no `tokens` key"))?;
+    let tokens: Vec<String> = serde_json::from_str(text)
+        .map_err(|e| DataError::new(Problem::Metadata, format!("metadata `tokens` is not a JSON list of strings: {e}")))?;
+    if tokens.is_empty() {
         return Err(DataError::new(Problem::TokenCount, "the trace has no tokens"));
     }
+    Ok(tokens)
+}
 
-    // Attention: dtype, layout, N.
-    let info = header
-        .info("attention")
-        .ok_or_else(|| DataError::new(Problem::Shape, "no `attention` tensor"))?;
+/// The `attention` tensor's dtype, layout and N, checked against the tokens and the matrix
+/// budget; its bytes stay where they are.
+fn read_attention(storage: &Arc<Storage>, header: &safetensors::tensor::Metadata, data_start: usize, n: usize) -> Result<Attention, DataError> {
+    let info = header.info("attention").ok_or_else(|| DataError::new(Problem::Shape, "no `attention` tensor"))?;
     let dtype = match info.dtype {
         safetensors::Dtype::F32 => Dtype::F32,
         safetensors::Dtype::F16 => Dtype::F16,
         safetensors::Dtype::BF16 => Dtype::BF16,
-        other => {
-            return Err(DataError::new(
-                Problem::Dtype,
-                format!("`attention` has dtype {other:?}; supported: F32, F16, BF16"),
-            ));
-        }
+        other => return Err(DataError::new(Problem::Dtype, format!("`attention` has dtype {other:?}; supported: F32, F16, BF16"))),
     };
     let shape = &info.shape;
     let (layers, heads, has_layer_axis, has_head_axis) = match shape.len() {
         4 => (shape[0], shape[1], true, true),
         3 => (shape[0], 1, true, false),
         2 => (1, 1, false, false),
-        d => {
-            return Err(DataError::new(
-                Problem::Shape,
-                format!("`attention` has {d} axes {shape:?}; expected [L,H,N,N], [L,N,N] or [N,N]"),
-            ));
-        }
+        d => return Err(DataError::new(Problem::Shape, format!("`attention` has {d} axes {shape:?}; expected [L,H,N,N], [L,N,N] or [N,N]"))),
     };
     let (nq, nk) = (shape[shape.len() - 2], shape[shape.len() - 1]);
     if nq != nk {
-        return Err(DataError::new(
-            Problem::Shape,
-            format!("`attention` is {nq}×{nk} in its last two axes; it must be square (query, key)"),
-        ));
+        return Err(DataError::new(Problem::Shape, format!("`attention` is {nq}×{nk} in its last two axes; it must be square (query, key)")));
     }
     if layers == 0 || heads == 0 {
         return Err(DataError::new(Problem::Shape, format!("`attention` shape {shape:?} has an empty axis")));
     }
     if nq != n {
-        return Err(DataError::new(
-            Problem::TokenCount,
-            format!("`attention` covers {nq} tokens but metadata `tokens` lists {n}"),
-        ));
+        return Err(DataError::new(Problem::TokenCount, format!("`attention` covers {nq} tokens but metadata `tokens` lists {n}")));
     }
-    let budget = matrix_budget();
-    // The pipeline's one matrix: the strict lower triangle in f32.
-    let need = (n as u128) * (n as u128).saturating_sub(1) / 2 * 4;
-    if need > budget as u128 {
-        return Err(DataError::new(
-            Problem::TooLarge,
-            format!(
-                "N = {n} needs a {} MiB attention matrix, over the budget of {} MiB (set {MAX_MATRIX_BYTES_ENV} to change it)",
-                need >> 20,
-                budget >> 20
-            ),
-        ));
-    }
-    let attention = Attention {
+    check_budget(n)?;
+    Ok(Attention {
         storage: storage.clone(),
         offset: data_start + info.data_offsets.0,
         dtype,
@@ -163,21 +140,26 @@ fn parse_inner(storage: Arc<Storage>, path: &Path) -> Result<Trace, DataError> {
         has_head_axis,
         n,
         causal_checked: Default::default(),
-    };
+    })
+}
 
-    let token_ids = match header.info("token_ids") {
-        None => None,
-        Some(t) => Some(read_ids(bytes, data_start, t, n)?),
-    };
-    let entropy = read_optional_f32(bytes, data_start, header.info("token_entropy"), "token_entropy", n)?;
-    let logprob = read_optional_f32(bytes, data_start, header.info("token_logprob"), "token_logprob", n)?;
-    let causal_effect = read_optional_f32(bytes, data_start, header.info("causal_effect"), "causal_effect", n)?;
+/// The pipeline's one matrix (the strict lower triangle in f32) must fit the budget.
+fn check_budget(n: usize) -> Result<(), DataError> {
+    let budget = matrix_budget();
+    let need = (n as u128) * (n as u128).saturating_sub(1) / 2 * 4;
+    if need > budget as u128 {
+        return Err(DataError::new(
+            Problem::TooLarge,
+            format!("N = {n} needs a {} MiB attention matrix, over the budget of {} MiB (set {MAX_MATRIX_BYTES_ENV} to change it)", need >> 20, budget >> 20),
+        ));
+    }
+    Ok(())
+}
 
-    // Spans.
+fn read_spans(meta: &HashMap<String, String>, n: usize) -> Result<Spans, DataError> {
     let span = |key: &str, default: Option<Span>| -> Result<Span, DataError> {
-        match get(key) {
-            Some(text) => Span::parse(text, n)
-                .map_err(|e| DataError::new(Problem::Span, format!("metadata `{key}`: {e}"))),
+        match meta.get(key) {
+            Some(text) => Span::parse(text, n).map_err(|e| DataError::new(Problem::Span, format!("metadata `{key}`: {e}"))),
             None => default.ok_or_else(|| DataError::new(Problem::Metadata, format!("metadata has no `{key}` span"))),
         }
     };
@@ -186,9 +168,7 @@ fn parse_inner(storage: Arc<Storage>, path: &Path) -> Result<Trace, DataError> {
     let response = span("response", Some(Span::new(question.end, n)))?;
     let spans = Spans { question, response, answer };
     spans.validate(n).map_err(|e| DataError::new(Problem::Span, e))?;
-
-    let meta = parse_meta(&meta, layers, has_layer_axis)?;
-    Ok(Trace { path: path.to_path_buf(), tokens, spans, token_ids, entropy, logprob, causal_effect, meta, attention })
+    Ok(spans)
 }
 
 fn describe(e: &safetensors::SafeTensorError) -> String {

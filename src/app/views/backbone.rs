@@ -18,8 +18,7 @@ pub struct BackboneState {
 
 pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut BackboneState) -> Option<Command> {
     let r = &a.result;
-    let spans = a.plan.spans;
-    let mut action = None;
+    let mut command = None;
     ui.horizontal_wrapped(|ui| {
         ui.label(format!("backbone: {} paths, {:.1}% of the unit flow", r.backbone.len(), 100.0 * r.backbone_flow()));
     });
@@ -28,58 +27,99 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut
     let mut hovered_path = None;
     ui.horizontal_top(|ui| {
         let (resp, painter) = ui.allocate_painter(size, Sense::click());
-        let rect = resp.rect;
-        let axis_y = rect.bottom() - 90.0;
+        let canvas = Canvas::new(resp.rect, a.plan.spans);
+        canvas.axis(ui, &painter, a);
+        // Hovering an arc lights its path, like hovering its legend row.
+        hovered_path = canvas.arcs(&painter, a, state.hovered_path, resp.hover_pos());
+        if let Some(k) = canvas.markers(ui, &painter, trace, a, marks, resp.hover_pos()) {
+            let resp = resp.clone().on_hover_ui_at_pointer(|ui| super::text::tooltip(ui, trace, a, k));
+            if resp.clicked() {
+                command = Some(Command::Select { token: k, extend: false });
+            }
+        }
+        hovered_path = legend(ui, a, legend_w).or(hovered_path);
+    });
+    state.hovered_path = hovered_path;
+    command
+}
+
+/// The drawing area and the token axis across it, question left, answer right.
+struct Canvas {
+    rect: egui::Rect,
+    axis_y: f32,
+    lo: usize,
+    hi: usize,
+}
+
+impl Canvas {
+    fn new(rect: egui::Rect, spans: crate::span::Spans) -> Self {
         let lo = spans.question.start;
         let hi = spans.answer.end.max(spans.question.end).max(lo + 1);
-        let x_of = |k: usize| rect.left() + 20.0 + (k as f32 - lo as f32 + 0.5) / (hi - lo) as f32 * (rect.width() - 40.0);
+        Canvas { rect, axis_y: rect.bottom() - 90.0, lo, hi }
+    }
+
+    fn x_of(&self, k: usize) -> f32 {
+        self.rect.left() + 20.0 + (k as f32 - self.lo as f32 + 0.5) / (self.hi - self.lo) as f32 * (self.rect.width() - 40.0)
+    }
+
+    /// The axis with the question and answer spans marked on it.
+    fn axis(&self, ui: &Ui, painter: &egui::Painter, a: &Analysis) {
+        let (rect, axis_y, spans) = (self.rect, self.axis_y, a.plan.spans);
         let weak = ui.visuals().weak_text_color();
         painter.line_segment([pos2(rect.left() + 10.0, axis_y), pos2(rect.right() - 10.0, axis_y)], Stroke::new(1.0, weak));
         for (s, c, label) in [(spans.question, theme::question(), "question"), (spans.answer, theme::answer(), "answer")] {
             if !s.is_empty() {
-                let (x0, x1) = (x_of(s.start) - 2.0, x_of(s.end - 1) + 2.0);
+                let (x0, x1) = (self.x_of(s.start) - 2.0, self.x_of(s.end - 1) + 2.0);
                 painter.rect_filled(egui::Rect::from_min_max(pos2(x0, axis_y - 4.0), pos2(x1.max(x0 + 3.0), axis_y + 4.0)), 1.0, c);
                 // Question labels hang right of the span's start, answer labels left of its end.
                 let (at, align) = if label == "question" { (pos2(x0, axis_y + 8.0), Align2::LEFT_TOP) } else { (pos2(x1, axis_y + 8.0), Align2::RIGHT_TOP) };
                 painter.text(at, align, label, FontId::proportional(11.0), c);
             }
         }
-        if r.backbone.is_empty() {
-            painter.text(rect.center(), Align2::CENTER_CENTER, format!("no backbone (status {})", r.status.name()), FontId::proportional(14.0), weak);
+        if a.result.backbone.is_empty() {
+            painter.text(rect.center(), Align2::CENTER_CENTER, format!("no backbone (status {})", a.result.status.name()), FontId::proportional(14.0), weak);
         }
-        let max_flow = r.backbone.iter().map(|p| p.flow).fold(0.0, f64::max).max(1e-300);
-        let focus = state.hovered_path;
-        let pointer = resp.hover_pos();
-        let mut nearest_arc: Option<(usize, f32)> = None;
-        for (pi, path) in r.backbone.iter().enumerate().rev() {
+    }
+
+    /// Every path's edges as arcs, width ∝ flow, all but `focus` dimmed when one is lit; the
+    /// path whose arc is under the pointer.
+    fn arcs(&self, painter: &egui::Painter, a: &Analysis, focus: Option<usize>, pointer: Option<Pos2>) -> Option<usize> {
+        let backbone = &a.result.backbone;
+        let max_flow = backbone.iter().map(|p| p.flow).fold(0.0, f64::max).max(1e-300);
+        let mut nearest: Option<(usize, f32)> = None;
+        for (pi, path) in backbone.iter().enumerate().rev() {
             let mut c = theme::path(pi);
             if focus.is_some_and(|f| f != pi) {
                 c = c.gamma_multiply(0.15);
             }
             let w = 1.0 + 12.0 * (path.flow / max_flow) as f32;
             for e in path.tokens.windows(2) {
-                let pts = arc(x_of(e[0]), x_of(e[1]), axis_y, axis_y - rect.top() - 20.0, rect.width());
+                let pts = arc(self.x_of(e[0]), self.x_of(e[1]), self.axis_y, self.axis_y - self.rect.top() - 20.0, self.rect.width());
                 if let Some(p) = pointer {
                     let d = pts.iter().map(|q| (*q - p).length()).fold(f32::INFINITY, f32::min);
-                    if d < w / 2.0 + 4.0 && nearest_arc.is_none_or(|(_, best)| d < best) {
-                        nearest_arc = Some((pi, d));
+                    if d < w / 2.0 + 4.0 && nearest.is_none_or(|(_, best)| d < best) {
+                        nearest = Some((pi, d));
                     }
                 }
                 painter.add(Shape::line(pts, Stroke::new(w, c.gamma_multiply(0.8))));
             }
         }
-        // Hovering an arc lights its path, like hovering its legend row.
-        hovered_path = nearest_arc.map(|(pi, _)| pi);
+        nearest.map(|(pi, _)| pi)
+    }
+
+    /// A marker and a slanted label for every token on the backbone (hubs and checkpoints
+    /// marked); the token under the pointer.
+    fn markers(&self, ui: &Ui, painter: &egui::Painter, trace: &Trace, a: &Analysis, marks: &Marks, pointer: Option<Pos2>) -> Option<usize> {
+        let (r, axis_y) = (&a.result, self.axis_y);
         let on_path: BTreeSet<usize> = r.backbone.iter().flat_map(|p| p.tokens.iter().copied()).collect();
         let mut near: Option<(usize, f32)> = None;
         let mut last_label = f32::NEG_INFINITY;
         for &k in &on_path {
-            let x = x_of(k);
+            let x = self.x_of(k);
             let hub = r.hubs.binary_search(&k).is_ok();
-            let cp = r.checkpoints.binary_search(&k).is_ok();
             let selected = marks.selected == Some(k);
             let c = if hub { theme::hub() } else { ui.visuals().text_color() };
-            if cp {
+            if r.checkpoints.binary_search(&k).is_ok() {
                 painter.rect_stroke(egui::Rect::from_center_size(pos2(x, axis_y), vec2(10.0, 10.0)), 0.0, Stroke::new(2.0, theme::hub()), egui::StrokeKind::Middle);
             }
             painter.circle_filled(pos2(x, axis_y), if hub || selected { 4.5 } else { 3.0 }, c);
@@ -89,11 +129,8 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut
             if x - last_label > 12.0 {
                 last_label = x;
                 let label: String = display_text(&trace.tokens[k]).chars().take(12).collect();
-                painter.add(egui::epaint::TextShape::new(
-                    pos2(x - 3.0, axis_y + 24.0),
-                    ui.ctx().fonts_mut(|f| f.layout_no_wrap(label, FontId::monospace(11.0), c)),
-                    c,
-                ).with_angle(std::f32::consts::FRAC_PI_3));
+                let galley = ui.ctx().fonts_mut(|f| f.layout_no_wrap(label, FontId::monospace(11.0), c));
+                painter.add(egui::epaint::TextShape::new(pos2(x - 3.0, axis_y + 24.0), galley, c).with_angle(std::f32::consts::FRAC_PI_3));
             }
             if let Some(p) = pointer {
                 let d = (p - pos2(x, axis_y)).length();
@@ -102,43 +139,41 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut
                 }
             }
         }
-        if let Some((k, _)) = near {
-            let resp = resp.clone().on_hover_ui_at_pointer(|ui| super::text::tooltip(ui, trace, a, k));
-            if resp.clicked() {
-                action = Some(Command::Select { token: k, extend: false });
+        near.map(|(k, _)| k)
+    }
+}
+
+/// One row per path and the marks' key; the path whose row is hovered.
+fn legend(ui: &mut Ui, a: &Analysis, width: f32) -> Option<usize> {
+    let mut hovered = None;
+    ui.vertical(|ui| {
+        ui.set_width(width - 10.0);
+        for (pi, path) in a.result.backbone.iter().enumerate() {
+            let resp = ui
+                .horizontal(|ui| {
+                    let (sw, _) = ui.allocate_exact_size(vec2(16.0, 10.0), Sense::hover());
+                    ui.painter().rect_filled(sw, 1.0, theme::path(pi));
+                    ui.label(format!("path {} · {:.3} · {} tokens", pi + 1, path.flow, path.tokens.len()));
+                })
+                .response
+                .interact(Sense::hover());
+            if resp.hovered() {
+                hovered = Some(pi);
             }
         }
-        // Legend: hover a row to light its path.
-        ui.vertical(|ui| {
-            ui.set_width(legend_w - 10.0);
-            for (pi, path) in r.backbone.iter().enumerate() {
-                let resp = ui
-                    .horizontal(|ui| {
-                        let (sw, _) = ui.allocate_exact_size(vec2(16.0, 10.0), Sense::hover());
-                        ui.painter().rect_filled(sw, 1.0, theme::path(pi));
-                        ui.label(format!("path {} · {:.3} · {} tokens", pi + 1, path.flow, path.tokens.len()));
-                    })
-                    .response
-                    .interact(Sense::hover());
-                if resp.hovered() {
-                    hovered_path = Some(pi);
-                }
-            }
-            ui.separator();
-            ui.horizontal(|ui| {
-                let (sw, _) = ui.allocate_exact_size(vec2(10.0, 10.0), Sense::hover());
-                ui.painter().circle_filled(sw.center(), 4.5, theme::hub());
-                ui.label("hub");
-            });
-            ui.horizontal(|ui| {
-                let (sw, _) = ui.allocate_exact_size(vec2(10.0, 10.0), Sense::hover());
-                ui.painter().rect_stroke(sw, 0.0, Stroke::new(2.0, theme::hub()), egui::StrokeKind::Inside);
-                ui.label("checkpoint");
-            });
+        ui.separator();
+        ui.horizontal(|ui| {
+            let (sw, _) = ui.allocate_exact_size(vec2(10.0, 10.0), Sense::hover());
+            ui.painter().circle_filled(sw.center(), 4.5, theme::hub());
+            ui.label("hub");
+        });
+        ui.horizontal(|ui| {
+            let (sw, _) = ui.allocate_exact_size(vec2(10.0, 10.0), Sense::hover());
+            ui.painter().rect_stroke(sw, 0.0, Stroke::new(2.0, theme::hub()), egui::StrokeKind::Inside);
+            ui.label("checkpoint");
         });
     });
-    state.hovered_path = hovered_path;
-    action
+    hovered
 }
 
 /// Half an ellipse from x1 to x2 above the axis, as a polyline. Its height grows with the span

@@ -103,52 +103,68 @@ pub fn downsample(trace: &Trace, a: &Analysis, layer: Layer, s: usize) -> Vec<f3
 }
 
 pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut MatrixState) -> Option<Command> {
-    let dark = ui.visuals().dark_mode;
     let n = trace.n();
+    header(ui, trace, state);
+    if !state.reduced_on.is_empty() {
+        ui.small(format!("{}×{} tokens, {}", n, n, state.reduced_on));
+    }
+    let texture = texture(ui, trace, a, state);
+    let side = ui.available_width().min(ui.available_height()).max(100.0);
+    let (resp, painter) = ui.allocate_painter(vec2(side, side), Sense::click_and_drag());
+    navigate(ui, &resp, n, &mut state.view);
+    painter.image(texture, resp.rect, state.view, Color32::WHITE);
+    overlay(ui, &painter, resp.rect, n, a, marks, state.view);
+    hover(&resp, trace, a, state)
+}
+
+/// The matrix picker, the zoom reset and the legend.
+fn header(ui: &mut Ui, trace: &Trace, state: &mut MatrixState) {
+    let dark = ui.visuals().dark_mode;
     ui.horizontal(|ui| {
-        egui::ComboBox::from_label("matrix")
-            .selected_text(layer_name(state.layer))
-            .show_ui(ui, |ui| {
-                for l in [Layer::Aggregated, Layer::Conserved, Layer::EdgeFlow] {
-                    ui.selectable_value(&mut state.layer, l, layer_name(l));
-                }
-                let att = &trace.attention;
-                if att.slabs() > 1 {
-                    ui.separator();
-                    let original = trace.original_layers();
-                    for l in 0..att.layers {
-                        for h in 0..att.heads {
-                            ui.selectable_value(&mut state.layer, Layer::Slab(l, h), layer_name_of(&original, att.has_head_axis, l, h));
-                        }
+        egui::ComboBox::from_label("matrix").selected_text(layer_name(state.layer)).show_ui(ui, |ui| {
+            for l in [Layer::Aggregated, Layer::Conserved, Layer::EdgeFlow] {
+                ui.selectable_value(&mut state.layer, l, layer_name(l));
+            }
+            let att = &trace.attention;
+            if att.slabs() > 1 {
+                ui.separator();
+                let original = trace.original_layers();
+                for l in 0..att.layers {
+                    for h in 0..att.heads {
+                        ui.selectable_value(&mut state.layer, Layer::Slab(l, h), layer_name_of(&original, att.has_head_axis, l, h));
                     }
                 }
-            });
+            }
+        });
         if ui.button("reset zoom").clicked() {
             state.view = Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0));
         }
         theme::legend(ui, "", "0", "max", dark);
         ui.small("rows: query token ↓   columns: key token →   circles: backbone edges");
     });
-    if !state.reduced_on.is_empty() {
-        ui.small(format!("{}×{} tokens, {}", n, n, state.reduced_on));
-    }
+}
+
+/// The downsampled picture of the chosen matrix, made again only when the analysis, the matrix
+/// or the theme changed.
+fn texture(ui: &Ui, trace: &Trace, a: &Analysis, state: &mut MatrixState) -> egui::TextureId {
+    let dark = ui.visuals().dark_mode;
     let key: TextureKey = (a.generation, state.layer, dark);
     if state.texture.as_ref().is_none_or(|t| t.0 != key) {
-        let s = MAX_TEXTURE.min(n);
+        let s = MAX_TEXTURE.min(trace.n());
         let (vals, on) = reduce(trace, a, state.layer, s);
         state.reduced_on = on;
         let max = vals.iter().cloned().fold(0.0f32, f32::max).max(1e-30);
         let pixels: Vec<Color32> = vals.iter().map(|&v| theme::heat(((v / max) as f64).sqrt(), dark)).collect();
-        let img = ColorImage::new([s, s], pixels);
-        let tex = ui.ctx().load_texture("matrix", img, TextureOptions::NEAREST);
+        let tex = ui.ctx().load_texture("matrix", ColorImage::new([s, s], pixels), TextureOptions::NEAREST);
         state.texture = Some((key, tex, max as f64));
     }
-    let (_, tex, _) = state.texture.as_ref().expect("just made");
-    let side = ui.available_width().min(ui.available_height()).max(100.0);
-    let (resp, painter) = ui.allocate_painter(vec2(side, side), Sense::click_and_drag());
+    state.texture.as_ref().expect("just made").1.id()
+}
+
+/// Zoom with the wheel around the pointer, pan by dragging; the window stays inside the matrix.
+fn navigate(ui: &Ui, resp: &egui::Response, n: usize, view: &mut Rect) {
     let rect = resp.rect;
-    // Zoom with the wheel around the pointer, pan by dragging.
-    let v = state.view;
+    let v = *view;
     if let Some(p) = resp.hover_pos() {
         let scroll = ui.input(|i| i.smooth_scroll_delta.y);
         if scroll != 0.0 {
@@ -156,24 +172,24 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut
             let at = pos2(v.left() + (p.x - rect.left()) / rect.width() * v.width(), v.top() + (p.y - rect.top()) / rect.height() * v.height());
             let w = (v.width() * factor).clamp(4.0 / n as f32, 1.0);
             let f = w / v.width();
-            state.view = Rect::from_min_size(pos2(at.x - (at.x - v.left()) * f, at.y - (at.y - v.top()) * f), vec2(w, w));
+            *view = Rect::from_min_size(pos2(at.x - (at.x - v.left()) * f, at.y - (at.y - v.top()) * f), vec2(w, w));
         }
     }
     if resp.dragged() {
         let d = resp.drag_delta();
-        state.view = state.view.translate(vec2(-d.x / rect.width() * state.view.width(), -d.y / rect.height() * state.view.height()));
+        *view = view.translate(vec2(-d.x / rect.width() * view.width(), -d.y / rect.height() * view.height()));
     }
-    let w = state.view.width().min(1.0);
-    state.view = Rect::from_min_size(
-        pos2(state.view.left().clamp(0.0, 1.0 - w), state.view.top().clamp(0.0, 1.0 - w)),
-        vec2(w, w),
-    );
-    painter.image(tex.id(), rect, state.view, Color32::WHITE);
+    let w = view.width().min(1.0);
+    *view = Rect::from_min_size(pos2(view.left().clamp(0.0, 1.0 - w), view.top().clamp(0.0, 1.0 - w)), vec2(w, w));
+}
+
+/// The backbone over the matrix (each edge i→k is the entry at row k, column i) and the
+/// selected token's row.
+fn overlay(ui: &Ui, painter: &egui::Painter, rect: Rect, n: usize, a: &Analysis, marks: &Marks, view: Rect) {
     let to_screen = |i: usize, k: usize| -> Pos2 {
         let (x, y) = ((i as f32 + 0.5) / n as f32, (k as f32 + 0.5) / n as f32);
-        pos2(rect.left() + (x - state.view.left()) / state.view.width() * rect.width(), rect.top() + (y - state.view.top()) / state.view.height() * rect.height())
+        pos2(rect.left() + (x - view.left()) / view.width() * rect.width(), rect.top() + (y - view.top()) / view.height() * rect.height())
     };
-    // Backbone over the matrix: each edge i→k is the entry (row k, column i).
     for (pi, path) in a.result.backbone.iter().enumerate() {
         let pts: Vec<Pos2> = path.tokens.windows(2).map(|e| to_screen(e[0], e[1])).collect();
         for p in &pts {
@@ -187,33 +203,30 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut
         let (a0, a1) = (to_screen(0, k), to_screen(n - 1, k));
         painter.line_segment([pos2(rect.left(), a0.y), pos2(rect.right(), a1.y)], Stroke::new(1.0, ui.visuals().strong_text_color().gamma_multiply(0.5)));
     }
-    let mut action = None;
-    if let Some(p) = resp.hover_pos() {
-        let i = ((state.view.left() + (p.x - rect.left()) / rect.width() * state.view.width()) * n as f32) as usize;
-        let k = ((state.view.top() + (p.y - rect.top()) / rect.height() * state.view.height()) * n as f32) as usize;
-        if i < n && k < n {
-            let value = match state.layer {
-                Layer::Aggregated => a.matrix.get(k, i) as f64,
-                Layer::Conserved => conserved(&a.matrix, &a.result.reach, a.result.spans.answer, i, k),
-                Layer::EdgeFlow => edge_flow(&a.matrix, &a.result.reach, &a.result.flow, a.result.spans.answer, i, k),
-                Layer::Slab(l, h) => {
-                    let mut row = vec![0f32; n];
-                    trace.attention.row(l, h, k, &mut row);
-                    row[i] as f64
-                }
-            };
-            let resp = resp.clone().on_hover_text_at_pointer(format!(
-                "query #{k} {:?}\nkey #{i} {:?}\n{}: {value:.4e}",
-                trace.tokens[k],
-                trace.tokens[i],
-                layer_name(state.layer)
-            ));
-            if resp.clicked() {
-                action = Some(Command::Select { token: k, extend: false });
-            }
-        }
+}
+
+/// The cell under the pointer in a tooltip; a click selects its query token.
+fn hover(resp: &egui::Response, trace: &Trace, a: &Analysis, state: &MatrixState) -> Option<Command> {
+    let (rect, view, n) = (resp.rect, state.view, trace.n());
+    let p = resp.hover_pos()?;
+    let i = ((view.left() + (p.x - rect.left()) / rect.width() * view.width()) * n as f32) as usize;
+    let k = ((view.top() + (p.y - rect.top()) / rect.height() * view.height()) * n as f32) as usize;
+    if i >= n || k >= n {
+        return None;
     }
-    action
+    let r = &a.result;
+    let value = match state.layer {
+        Layer::Aggregated => a.matrix.get(k, i) as f64,
+        Layer::Conserved => conserved(&a.matrix, &r.reach, r.spans.answer, i, k),
+        Layer::EdgeFlow => edge_flow(&a.matrix, &r.reach, &r.flow, r.spans.answer, i, k),
+        Layer::Slab(l, h) => {
+            let mut row = vec![0f32; n];
+            trace.attention.row(l, h, k, &mut row);
+            row[i] as f64
+        }
+    };
+    let resp = resp.clone().on_hover_text_at_pointer(format!("query #{k} {:?}\nkey #{i} {:?}\n{}: {value:.4e}", trace.tokens[k], trace.tokens[i], layer_name(state.layer)));
+    resp.clicked().then_some(Command::Select { token: k, extend: false })
 }
 
 fn layer_name(l: Layer) -> String {
