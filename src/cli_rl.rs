@@ -134,7 +134,8 @@ pub fn run_warmstart(task: Task, target: f64, max_steps: usize, seed: u64, eval_
     };
     let bar = bar(max_steps as u64, "{bar:40} {pos}/{len} supervised steps {elapsed_precise} {msg}");
     let mut rng = Rng::new(seed);
-    let result = train::warm_start(&policy, task, target, max_steps, 100, eval_size, &mut rng, |step, loss, acc| {
+    let until = train::WarmTarget { target, max_steps, every: 100, eval_size };
+    let result = train::warm_start(&policy, task, until, &mut rng, |step, loss, acc| {
         bar.set_position(step as u64);
         if let Some(a) = acc {
             bar.set_message(format!("loss {loss:.3}, held-out {:.1}%", a * 100.0));
@@ -162,6 +163,12 @@ pub struct ProbeArgs {
     pub params: Params,
 }
 
+impl ProbeArgs {
+    fn spec(&self) -> flowtracer::rl::probe::ProbeSpec {
+        flowtracer::rl::probe::ProbeSpec { task: self.task, problems: self.problems, fraction: self.fraction, seed: self.seed }
+    }
+}
+
 /// The policy a probe runs: `--policy`, else the task's shipped checkpoint.
 fn probe_policy(task: Task, path: &Option<PathBuf>) -> flowtracer::rl::Result<Policy> {
     let mut policy = Policy::new(Config::small())?;
@@ -184,7 +191,7 @@ pub fn run_probe(a: ProbeArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let bar = bar(a.problems as u64, "{bar:40} {pos}/{len} problems {elapsed_precise}");
-    let result = flowtracer::rl::probe::probe(&policy, a.task, a.problems, a.fraction, a.seed, backend.as_ref(), &a.params, &cancel, &mut |done, _| {
+    let result = flowtracer::rl::probe::probe(&policy, a.spec(), backend.as_ref(), &a.params, &cancel, &mut |done, _| {
         bar.set_position(done as u64)
     });
     bar.finish_and_clear();

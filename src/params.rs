@@ -6,6 +6,7 @@ use std::path::Path;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct Params {
     pub aggregate: AggregateParams,
     pub answer: AnswerParams,
@@ -98,17 +99,6 @@ pub struct CreditParams {
     pub apply_to_negative: bool,
 }
 
-impl Default for Params {
-    fn default() -> Self {
-        Params {
-            aggregate: AggregateParams::default(),
-            answer: AnswerParams::default(),
-            backbone: BackboneParams::default(),
-            roles: RoleParams::default(),
-            credit: CreditParams::default(),
-        }
-    }
-}
 
 impl Default for AggregateParams {
     fn default() -> Self {
@@ -185,11 +175,10 @@ impl Params {
     /// Ranges that the maths needs; anything outside them is a user error, not a panic later.
     pub fn validate(&self) -> Result<(), String> {
         let a = &self.aggregate;
-        if let Some([s, e]) = a.layers {
-            if e <= s {
+        if let Some([s, e]) = a.layers
+            && e <= s {
                 return Err(format!("aggregate.layers [{s}, {e}] is empty"));
             }
-        }
         if a.heads.as_ref().is_some_and(|h| h.is_empty()) {
             return Err("aggregate.heads is an empty list".into());
         }

@@ -186,8 +186,8 @@ fn attention_row(text: &Text, k: usize, kind: f64, rng: &mut Rng, row: &mut [f32
     let retrieve = 2.5 * kind;
     let mut w = vec![0.0f64; k + 1];
     w[0] += sink;
-    for i in k.saturating_sub(6)..=k {
-        w[i] += local * (-((k - i) as f64) / 1.5).exp();
+    for (i, x) in w.iter_mut().enumerate().skip(k.saturating_sub(6)) {
+        *x += local * (-((k - i) as f64) / 1.5).exp();
     }
     if !text.deps[k].is_empty() {
         let share = retrieve / text.deps[k].len() as f64;

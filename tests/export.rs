@@ -86,7 +86,7 @@ fn exports_a_run_with_one_broken_trace_and_keeps_the_rest() {
     let last = i64::from_le_bytes(offsets.data()[24..32].try_into().unwrap());
     assert_eq!(last as usize, total);
     let gammas: Vec<f32> = credit.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-    assert!(gammas.iter().any(|&g| g == 1.5) && gammas.iter().all(|&g| g == 1.0 || g == 1.5));
+    assert!(gammas.contains(&1.5) && gammas.iter().all(|&g| g == 1.0 || g == 1.5));
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     assert_eq!(meta.metadata().as_ref().unwrap()["format"], "flowtracer.credits/1");
 }

@@ -126,7 +126,7 @@ fn span_problems() {
     let n = 6;
     let span = |k: &str, v: &str| chain(n).meta(k, v).to_bytes();
     expect("answer_out_of_range", &span("answer", "5:9"), Problem::Span, "outside");
-    expect("question_after_response", &span("question", "0:4").iter().copied().collect::<Vec<_>>(), Problem::Span, "before the response");
+    expect("question_after_response", &span("question", "0:4").to_vec(), Problem::Span, "before the response");
     expect("answer_outside_response", &chain(n).meta("answer", "1:2").to_bytes(), Problem::Span, "not inside the response");
     expect("reversed", &span("answer", "5:4"), Problem::Span, "ends before it starts");
     expect("empty_question", &span("question", "1:1"), Problem::Span, "question span 1:1 is empty");

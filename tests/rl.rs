@@ -213,7 +213,7 @@ fn greedy_batches_agree_with_one_at_a_time() {
 fn warm_start_stops_at_its_target() {
     let policy = Policy::new(Config::tiny()).unwrap();
     let mut seen = vec![];
-    let w = flowtracer::rl::train::warm_start(&policy, Task::Parity, 0.0, 500, 10, 4, &mut Rng::new(2), |step, _, acc| {
+    let w = flowtracer::rl::train::warm_start(&policy, Task::Parity, flowtracer::rl::train::WarmTarget { target: 0.0, max_steps: 500, every: 10, eval_size: 4 }, &mut Rng::new(2), |step, _, acc| {
         seen.push((step, acc.is_some()));
         true
     })
@@ -256,7 +256,7 @@ fn probe_hides_high_flow_tokens_to_more_effect_than_random_ones() {
     // The shipped warm start: a real policy that states an answer every time.
     let mut policy = Policy::new(Config::small()).unwrap();
     policy.load_bytes(flowtracer::rl::shipped::checkpoint(Task::Addition).unwrap()).unwrap();
-    let r = flowtracer::rl::probe::probe(&policy, Task::Addition, 32, 0.1, 3, &flowtracer::backend::Cpu, &Default::default(), &Default::default(), &mut |_, _| {}).unwrap();
+    let r = flowtracer::rl::probe::probe(&policy, flowtracer::rl::probe::ProbeSpec { task: Task::Addition, problems: 32, fraction: 0.1, seed: 3 }, &flowtracer::backend::Cpu, &Default::default(), &Default::default(), &mut |_, _| {}).unwrap();
     assert_eq!(r.probed + r.skipped, 32);
     assert!(r.probed >= 30, "the warm start states answers: {} skipped", r.skipped);
     assert_eq!(r.counts.len(), 3);
@@ -334,7 +334,7 @@ fn causal_effect_round_trips_through_a_trace_file() {
     assert_eq!(t.causal_effect.as_deref(), Some(&effect[..]));
     // The export carries it per token.
     let out = dir.join("out");
-    flowtracer::export::export(&out, &[path.clone()], &Default::default(), flowtracer::export::Formats::ALL, &flowtracer::backend::Cpu, &Default::default(), &|_| {}).unwrap();
+    flowtracer::export::export(&out, std::slice::from_ref(&path), &Default::default(), flowtracer::export::Formats::ALL, &flowtracer::backend::Cpu, &Default::default(), &|_| {}).unwrap();
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("t.json")).unwrap()).unwrap();
     assert_eq!(json["causal_effect"].as_array().unwrap().len(), n);
     assert_eq!(json["causal_effect"][4].as_f64(), Some(0.0));

@@ -45,11 +45,10 @@ impl FlowApp {
             Command::CancelRescore => m.cancel_rescore(),
             Command::KnockOut => {
                 let selection = ui.marks.selection();
-                if let Some(d) = m.doc_mut() {
-                    if let Some(a) = d.analysis.clone() {
+                if let Some(d) = m.doc_mut()
+                    && let Some(a) = d.analysis.clone() {
                         d.knock_out = Some(crate::flow::knockout::knock_out(&a.matrix, &a.plan.params, &a.result, &selection));
                     }
-                }
             }
             Command::WhatIf => {
                 let selection = ui.marks.selection();

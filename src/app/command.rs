@@ -53,12 +53,15 @@ pub enum Command {
     Status(String),
 }
 
+/// Asks the UI for a frame.
+type Waker = Arc<dyn Fn() + Send + Sync>;
+
 /// The sending end, cloned into every view call, dialog thread and background job. Sending
 /// wakes the UI so a command from another thread is applied on the next frame.
 #[derive(Clone)]
 pub struct CommandSender {
     tx: Sender<Command>,
-    wake: Arc<std::sync::Mutex<Option<Arc<dyn Fn() + Send + Sync>>>>,
+    wake: Arc<std::sync::Mutex<Option<Waker>>>,
 }
 
 impl CommandSender {
@@ -76,7 +79,7 @@ impl CommandSender {
     }
 
     /// Wakes the UI after each send from another thread (the app passes `request_repaint`).
-    pub fn set_waker(&self, f: Arc<dyn Fn() + Send + Sync>) {
+    pub fn set_waker(&self, f: Waker) {
         if let Ok(mut w) = self.wake.lock() {
             *w = Some(f);
         }

@@ -200,7 +200,7 @@ impl FlowApp {
             });
         }
         let c = match s.view {
-            View::Text => views::text::show(ui, "text", m.current, &d.trace, a, s.score, &s.marks, &mut s.text),
+            View::Text => views::text::show(ui, m.current, &d.trace, a, s.score, &s.marks, &mut s.text),
             View::Backbone => views::backbone::show(ui, &d.trace, a, &s.marks, &mut s.backbone),
             View::Matrix => views::matrix::show(ui, &d.trace, a, &s.marks, &mut s.matrix),
             View::Compare => views::compare::show(ui, m, s),

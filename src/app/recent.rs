@@ -28,12 +28,11 @@ impl Recent {
         self.paths.retain(|r| r != &p);
         self.paths.insert(0, p);
         self.paths.truncate(KEEP);
-        if self.persist {
-            if let Some(file) = store() {
+        if self.persist
+            && let Some(file) = store() {
                 // A list that cannot be saved costs the user nothing but the list.
                 let _ = crate::atomic::write_atomic(&file, &serde_json::to_vec(&self.paths).unwrap_or_default());
             }
-        }
     }
 }
 

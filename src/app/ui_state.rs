@@ -50,8 +50,8 @@ impl Default for UiState {
             marks: Marks::default(),
             search: String::new(),
             dark: true,
-            text: Default::default(),
-            text_b: Default::default(),
+            text: views::text::TextState::named("text"),
+            text_b: views::text::TextState::named("text-b"),
             backbone: Default::default(),
             matrix: Default::default(),
         }

@@ -92,14 +92,13 @@ impl Worker {
 /// a re-score). The result's provenance says which it was.
 pub fn analyse(backend: &dyn Backend, trace: &Trace, spans: Spans, params: Params, previous: Option<&Analysis>, cancel: &Cancel) -> Result<Analysis, String> {
     let t = Instant::now();
-    if let Some(prev) = previous {
-        if let Some(plan) = prev.plan.reusing(spans, &params) {
+    if let Some(prev) = previous
+        && let Some(plan) = prev.plan.reusing(spans, &params) {
             let plan = plan.map_err(|e| e.at(&trace.path).to_string())?;
             let mut matrix = prev.matrix.clone();
             let result = flow::rescore(&mut matrix, &plan, &prev.result.provenance, cancel).map_err(|e| e.at(&trace.path).to_string())?;
             return Ok(Analysis::new(result, matrix, plan, t));
         }
-    }
     let plan = Plan::new(trace, spans, &params).map_err(|e| e.to_string())?;
     let (result, matrix) = backend.execute(&[(trace, &plan)], cancel).pop().expect("one result per trace").map_err(|e| e.to_string())?;
     Ok(Analysis::new(result, matrix, plan, t))

@@ -14,7 +14,7 @@ use super::Backend;
 use crate::cuda::{Aggregated, Cuda, Decomposing, Fold, Job, driver_err, guard};
 use crate::flow::backbone::{Decomposition, FlowPath};
 use crate::flow::unit_flow::UnitFlow;
-use crate::flow::{self, AggregateError, Cancel, Executor, FlowResult, Matrix, Offload, Plan, StepTimes, aggregate, roles};
+use crate::flow::{self, AggregateError, Cancel, Executor, FlowResult, Matrix, Offered, Offload, Plan, Selected, Solved, StepTimes, aggregate, roles};
 use crate::params::{AggregateParams, BackboneParams, Params};
 use crate::span::Spans;
 use crate::trace::{Attention, Trace, TraceError};
@@ -139,7 +139,7 @@ impl CudaBackend {
                 Aggregated::Ok => {
                     let mut d = done.next().expect("one result per job");
                     (d.times.aggregate, d.times.aggregate_on_device) = (agg_share, kernels);
-                    FromBatch::Done(d)
+                    FromBatch::Done(Box::new(d))
                 }
             })
             .collect())
@@ -200,7 +200,7 @@ struct OnDevice {
 
 /// What the batch left for one trace.
 enum FromBatch {
-    Done(OnDevice),
+    Done(Box<OnDevice>),
     /// Its values broke a rule of the format: the CPU names the exact place.
     BadData,
     /// The device failed the batch: every step runs on the CPU, for this reason.
@@ -216,7 +216,7 @@ struct Answered<'c> {
 
 impl Answered<'_> {
     /// The part `take` picks of a finished trace's results; a failure's reason otherwise.
-    fn part<T>(&self, take: impl FnOnce(&mut OnDevice) -> Option<T>) -> Option<Result<T, String>> {
+    fn part<T>(&self, take: impl FnOnce(&mut OnDevice) -> Option<T>) -> Offered<T> {
         match &mut *self.answer.borrow_mut() {
             FromBatch::Done(d) => take(d).map(Ok),
             FromBatch::Failed(why) => Some(Err(why.clone())),
@@ -244,15 +244,15 @@ impl Offload for Answered<'_> {
         }
     }
 
-    fn solve(&self, _: &Matrix, _: Spans) -> Option<Result<(Vec<f64>, UnitFlow, Duration), String>> {
+    fn solve(&self, _: &Matrix, _: Spans) -> Offered<Solved> {
         self.part(|d| d.solved.take().map(|(h, uf)| (h, uf, d.times.reach)))
     }
 
-    fn backbone(&self, _: &Matrix, _: &[f64], _: &[f64], _: Spans, _: usize, _: &BackboneParams) -> Option<Result<Vec<FlowPath>, String>> {
+    fn backbone(&self, _: &Matrix, _: &[f64], _: &[f64], _: Spans, _: usize, _: &BackboneParams) -> Offered<Vec<FlowPath>> {
         self.part(|d| d.backbone.take())
     }
 
-    fn credit(&self, _: usize, _: Spans, _: usize) -> Option<Result<(Vec<f64>, Vec<usize>), String>> {
+    fn credit(&self, _: usize, _: Spans, _: usize) -> Offered<Selected> {
         self.part(|d| d.credit.take())
     }
 

@@ -309,6 +309,9 @@ pub fn export(
     Ok(summary)
 }
 
+/// A trace opened and run through the pipeline, or why not.
+type Ran = Result<(Trace, FlowResult), TraceError>;
+
 /// One batch: open every trace (a broken file stays with its job), run the backend on the rest
 /// together, write each trace's files. Each outcome's time is its own opening and writing plus
 /// its share of the batch's pipeline run.
@@ -330,7 +333,7 @@ fn export_batch(out: &Path, chunk: &[Job], params: &Params, formats: Formats, ba
     let mut results = backend.run_batch(&ready, params, cancel).into_iter();
     let share_ms = t.elapsed().as_secs_f64() * 1e3 / ready.len().max(1) as f64;
     // Each opened trace with its result, in the chunk's order; the files are written in parallel.
-    let paired: Vec<(Result<(Trace, FlowResult), TraceError>, f64)> = opened
+    let paired: Vec<(Ran, f64)> = opened
         .into_iter()
         .map(|(trace, ms)| (trace.and_then(|t| results.next().expect("a backend answers once per trace").map(|r| (t, r))), ms))
         .collect();

@@ -10,6 +10,16 @@ use crate::span::Spans;
 use crate::trace::{Attention, DataError, Problem, Trace, TraceError};
 use std::time::{Duration, Instant};
 
+/// A device's answer for a step: `None` when it does not offer it, `Some(Err(why))` when it
+/// tried and failed.
+pub type Offered<T> = Option<Result<T, String>>;
+
+/// Steps 3 and 5: the reach h, the unit flow, and how long step 3 took of the whole.
+pub type Solved = (Vec<f64>, unit_flow::UnitFlow, Duration);
+
+/// Steps 6 and 9: every token's throughput, and the response tokens selected for γ.
+pub type Selected = (Vec<f64>, Vec<usize>);
+
 /// Why a device could not aggregate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AggregateError {
@@ -34,16 +44,16 @@ pub trait Offload {
         None
     }
     /// Steps 3 and 5, and how long step 3 took of the whole.
-    fn solve(&self, _m: &Matrix, _spans: Spans) -> Option<Result<(Vec<f64>, unit_flow::UnitFlow, Duration), String>> {
+    fn solve(&self, _m: &Matrix, _spans: Spans) -> Offered<Solved> {
         None
     }
     /// Step 7.
-    fn backbone(&self, _m: &Matrix, _h: &[f64], _f: &[f64], _spans: Spans, _sources: usize, _p: &BackboneParams) -> Option<Result<Vec<FlowPath>, String>> {
+    fn backbone(&self, _m: &Matrix, _h: &[f64], _f: &[f64], _spans: Spans, _sources: usize, _p: &BackboneParams) -> Offered<Vec<FlowPath>> {
         None
     }
     /// Steps 6 and 9 on the h and f of the last `solve`: every one of the `n` tokens'
     /// throughput, and the response tokens among the `count` highest, in token order.
-    fn credit(&self, _n: usize, _spans: Spans, _count: usize) -> Option<Result<(Vec<f64>, Vec<usize>), String>> {
+    fn credit(&self, _n: usize, _spans: Spans, _count: usize) -> Offered<Selected> {
         None
     }
     /// The device's own account of its steps' times, where the wall time around each call is not
@@ -127,7 +137,7 @@ fn check(cancel: &Cancel) -> Result<(), DataError> {
 
 /// The device's answer for `steps`, recorded: `None` when the CPU must run them (not offered,
 /// or failed).
-fn offered<T>(prov: &mut Provenance, steps: &[Step], answer: Option<Result<T, String>>) -> Option<T> {
+fn offered<T>(prov: &mut Provenance, steps: &[Step], answer: Offered<T>) -> Option<T> {
     match answer {
         Some(Ok(v)) => {
             for &s in steps {

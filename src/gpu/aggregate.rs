@@ -77,7 +77,7 @@ impl Gpu {
         for (si, &(l, h)) in sel.slabs.iter().enumerate() {
             // The file's bytes as they are; a copy only to pad an odd count of 16-bit values.
             let bytes = att.rows_bytes(l, h, rows.start, rows.end);
-            let words: std::borrow::Cow<[u8]> = if bytes.len() % 4 == 0 {
+            let words: std::borrow::Cow<[u8]> = if bytes.len().is_multiple_of(4) {
                 bytes.into()
             } else {
                 let mut padded = bytes.to_vec();

@@ -8,7 +8,6 @@ use super::Gpu;
 use crate::flow::Matrix;
 use crate::flow::backbone::{Decomposition, FlowPath, NONE, Residuals, SOURCE};
 use super::matrix::{DeviceMatrix, blocks_up};
-use crate::params::BackboneParams;
 use crate::span::Spans;
 use wgpu::util::DeviceExt;
 
@@ -33,8 +32,7 @@ pub fn pipelines(device: &wgpu::Device) -> BackbonePipelines {
 impl Gpu {
     /// The backbone given the solved reach `h` and flow `f`. `on_device` is `m` uploaded (its
     /// entries on the paths are overwritten with residuals); `m` itself is read, not changed.
-    pub fn backbone(&self, m: &Matrix, on_device: &DeviceMatrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &BackboneParams) -> Result<Vec<FlowPath>, String> {
-        let Some(mut d) = Decomposition::new(h, f, spans, sources, p) else { return Ok(Vec::new()) };
+    pub fn backbone(&self, m: &Matrix, on_device: &DeviceMatrix, h: &[f64], mut d: Decomposition, spans: Spans) -> Result<Vec<FlowPath>, String> {
         let n = m.n;
         let dev = &self.device;
         let init = |label: &str, data: &[f32], usage: wgpu::BufferUsages| {
@@ -81,7 +79,7 @@ impl Gpu {
                 .skip(1)
                 .step_by(2)
                 .map(|&p| match p {
-                    p if p == -2.0 => SOURCE,
+                    -2.0 => SOURCE,
                     p if p < 0.0 => NONE,
                     p => p as usize,
                 })

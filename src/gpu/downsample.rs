@@ -71,7 +71,7 @@ impl Gpu {
             let k_end = block_start(y1, n, s).min(n);
             let (a, b) = (offset(k_start), offset(k_end).max(offset(k_start) + 1));
             if b - a > budget {
-                return Err(format!("one block of rows needs {} MiB, over the adapter's binding limit", (b - a) * 4 >> 20));
+                return Err(format!("one block of rows needs {} MiB, over the adapter's binding limit", ((b - a) * 4) >> 20));
             }
             let mut chunk = m.data[a..offset(k_end)].to_vec();
             chunk.resize(b - a, 0.0);

@@ -74,7 +74,7 @@ impl Gpu {
 
     /// Largest storage buffer one binding may see, in bytes.
     pub fn max_binding(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 }
 
@@ -214,7 +214,7 @@ impl crate::flow::Offload for OnDevice<'_> {
         Some(OnDevice::aggregate(self, att, sel, p))
     }
 
-    fn solve(&self, m: &crate::flow::Matrix, spans: crate::span::Spans) -> Option<Result<(Vec<f64>, crate::flow::unit_flow::UnitFlow, std::time::Duration), String>> {
+    fn solve(&self, m: &crate::flow::Matrix, spans: crate::span::Spans) -> crate::flow::Offered<crate::flow::Solved> {
         Some(self.take_or_upload(m).and_then(|on_device| {
             let r = self.gpu.solve_keeping(&on_device, spans);
             *self.matrix.borrow_mut() = Some(on_device);
@@ -224,11 +224,13 @@ impl crate::flow::Offload for OnDevice<'_> {
         }))
     }
 
-    fn backbone(&self, m: &crate::flow::Matrix, h: &[f64], f: &[f64], spans: crate::span::Spans, sources: usize, p: &crate::params::BackboneParams) -> Option<Result<Vec<crate::flow::backbone::FlowPath>, String>> {
-        Some(self.take_or_upload(m).and_then(|on_device| self.gpu.backbone(m, &on_device, h, f, spans, sources, p)))
+    fn backbone(&self, m: &crate::flow::Matrix, h: &[f64], f: &[f64], spans: crate::span::Spans, sources: usize, p: &crate::params::BackboneParams) -> crate::flow::Offered<Vec<crate::flow::backbone::FlowPath>> {
+        // No source reaches the answer: no paths, nothing to send to the device.
+        let Some(d) = crate::flow::backbone::Decomposition::new(h, f, spans, sources, p) else { return Some(Ok(Vec::new())) };
+        Some(self.take_or_upload(m).and_then(|on_device| self.gpu.backbone(m, &on_device, h, d, spans)))
     }
 
-    fn credit(&self, n: usize, spans: crate::span::Spans, count: usize) -> Option<Result<(Vec<f64>, Vec<usize>), String>> {
+    fn credit(&self, n: usize, spans: crate::span::Spans, count: usize) -> crate::flow::Offered<crate::flow::Selected> {
         let solved = self.solved.borrow();
         Some(match solved.as_ref() {
             Some(b) => self.gpu.credit(&b.h, &b.f, n, spans, count),

@@ -286,7 +286,7 @@ pub fn what_if(trace: &Trace, hidden: &[usize]) -> Result<WhatIf> {
     let (question, response, answer) = task::spans(new.prompt_len, new.response());
     let n = new.ids.len();
     let input = Tensor::from_vec(new.ids.clone(), (1, n), &Device::Cpu)?;
-    let bias = rollout::hiding_bias(&masks(&[hid.hidden.clone()], policy.cfg.context), policy.cfg.context)?;
+    let bias = rollout::hiding_bias(&masks(std::slice::from_ref(&hid.hidden), policy.cfg.context), policy.cfg.context)?;
     let (_, layers) = policy.forward_biased(&input, Some(&bias), true)?;
     let attention: Vec<f32> = layers.iter().map(|l| l.flatten_all().and_then(|l| l.to_vec1::<f32>())).collect::<candle_core::Result<Vec<_>>>()?.concat();
     let mut b = TraceBuilder::new(

@@ -201,14 +201,14 @@ impl Policy {
     pub fn save(&self, path: &Path) -> Result<()> {
         let tmp = path.with_extension("safetensors.tmp");
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(at(&dir))?;
+            std::fs::create_dir_all(dir).map_err(at(dir))?;
         }
         self.varmap.save(&tmp).map_err(at(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(at(&path))
+        std::fs::rename(&tmp, path).map_err(at(path))
     }
 
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let bytes = std::fs::read(path).map_err(at(&path))?;
+        let bytes = std::fs::read(path).map_err(at(path))?;
         self.load_bytes(&bytes).map_err(|e| Error::msg(format!("{}: cannot load the policy: {e}", path.display())))
     }
 

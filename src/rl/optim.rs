@@ -84,7 +84,7 @@ impl Adam {
         tensors.insert("steps".into(), steps);
         let tmp = path.with_extension("tmp");
         candle_core::safetensors::save(&tensors, &tmp).map_err(at(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(at(&path))
+        std::fs::rename(&tmp, path).map_err(at(path))
     }
 
     /// Takes the state `save` wrote for these same parameters; anything missing or misshapen is

@@ -83,18 +83,20 @@ fn reasoning(r: &Rollout, answer_start: usize) -> std::ops::Range<usize> {
     1 + r.prompt_len..answer_start.saturating_sub(1)
 }
 
-/// Probes `problems` RL-length problems of `task` in batches, `tick(done, of)` after each.
-pub fn probe(
-    policy: &Policy,
-    task: Task,
-    problems: usize,
-    fraction: f64,
-    seed: u64,
-    backend: &dyn Backend,
-    params: &Params,
-    cancel: &Cancel,
-    tick: &mut dyn FnMut(usize, usize),
-) -> Result<ProbeReport> {
+/// Which problems a share probe runs, and how much of each response it hides.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeSpec {
+    pub task: Task,
+    /// RL-length problems drawn from `seed`.
+    pub problems: usize,
+    /// Share of each response's reasoning tokens hidden at once.
+    pub fraction: f64,
+    pub seed: u64,
+}
+
+/// Probes the spec's problems in batches, `tick(done, of)` after each.
+pub fn probe(policy: &Policy, spec: ProbeSpec, backend: &dyn Backend, params: &Params, cancel: &Cancel, tick: &mut dyn FnMut(usize, usize)) -> Result<ProbeReport> {
+    let ProbeSpec { task, problems, fraction, seed } = spec;
     let mut rng = Rng::new(seed);
     let mut report = ProbeReport { task: task.name(), fraction, probed: 0, correct: 0, skipped: 0, counts: CONDITIONS.iter().map(|&c| (c, Counts::default())).collect() };
     let batch = 32;

@@ -156,20 +156,21 @@ pub struct WarmStart {
     pub accuracy: f64,
 }
 
-/// Supervised training until held-out accuracy first reaches `target` (checked every `every`
-/// steps), or `max_steps`: RL needs a policy that is right sometimes, not always, or every
-/// group's rewards are equal and GRPO has no signal. `log(step, loss, accuracy)` sees progress
-/// and answers whether to go on.
-pub fn warm_start(
-    policy: &Policy,
-    task: Task,
-    target: f64,
-    max_steps: usize,
-    every: usize,
-    eval_size: usize,
-    rng: &mut Rng,
-    mut log: impl FnMut(usize, f64, Option<f64>) -> bool,
-) -> Result<WarmStart> {
+/// When a warm start stops: held-out accuracy (over `eval_size` problems, measured every
+/// `every` steps) first at `target`, or `max_steps`.
+#[derive(Clone, Copy, Debug)]
+pub struct WarmTarget {
+    pub target: f64,
+    pub max_steps: usize,
+    pub every: usize,
+    pub eval_size: usize,
+}
+
+/// Supervised training until the target: RL needs a policy that is right sometimes, not always,
+/// or every group's rewards are equal and GRPO has no signal. `log(step, loss, accuracy)` sees
+/// progress and answers whether to go on.
+pub fn warm_start(policy: &Policy, task: Task, until: WarmTarget, rng: &mut Rng, mut log: impl FnMut(usize, f64, Option<f64>) -> bool) -> Result<WarmStart> {
+    let WarmTarget { target, max_steps, every, eval_size } = until;
     let mut reached = WarmStart { steps: 0, accuracy: 0.0 };
     let mut failure = None;
     let cfg = TrainConfig::new(task, CreditMode::Uniform, 0, 0);
@@ -272,7 +273,7 @@ pub const WARM_START_MAX_STEPS: usize = 3000;
 /// are written every `checkpoint_every` steps and at the last step.
 pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMut(Progress)) -> Result<()> {
     check_params(cfg)?;
-    std::fs::create_dir_all(out).map_err(at(&out))?;
+    std::fs::create_dir_all(out).map_err(at(out))?;
     let mut policy = Policy::new(cfg.model.clone())?;
     let backend = crate::backend::select(crate::backend::Choice::Auto).map_err(Error::msg)?;
     let metrics_path = out.join("metrics.jsonl");
@@ -309,7 +310,8 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
                 }
                 (None, None, None) => {
                     let (target, max) = (cfg.warm_target, WARM_START_MAX_STEPS);
-                    let w = warm_start(&policy, cfg.task, target, max, 100, cfg.eval_size, &mut rng, |step, _, accuracy| {
+                    let until = WarmTarget { target, max_steps: max, every: 100, eval_size: cfg.eval_size };
+                    let w = warm_start(&policy, cfg.task, until, &mut rng, |step, _, accuracy| {
                         tick(Progress::WarmStart { step, max, accuracy });
                         !cancel.is_cancelled()
                     })?;
@@ -383,7 +385,7 @@ fn rl_step(policy: &Policy, opt: &mut Adam, cfg: &TrainConfig, backend: &dyn Bac
     let t0 = Instant::now();
     let batch = sample(policy, cfg, rng)?;
     // Checkpoint steps write traces, which carry the attention whatever the credit mode.
-    let writes_traces = step % cfg.checkpoint_every == 0 || step == cfg.steps;
+    let writes_traces = step.is_multiple_of(cfg.checkpoint_every) || step == cfg.steps;
     let credited = credit(policy, cfg, backend, batch, writes_traces, rng)?;
     let update = update(policy, opt, cfg, &credited)?;
     if writes_traces {
@@ -574,9 +576,9 @@ fn write_traces(out: &Path, step: usize, cfg: &TrainConfig, samples: &[Sample]) 
 }
 
 fn append_metrics(path: &Path, v: &serde_json::Value) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(at(&path))?;
-    writeln!(f, "{v}").map_err(at(&path))?;
-    f.sync_data().map_err(at(&path))
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(at(path))?;
+    writeln!(f, "{v}").map_err(at(path))?;
+    f.sync_data().map_err(at(path))
 }
 
 /// Keeps the metrics of steps up to `step` (the checkpoint resumed from), atomically.
@@ -587,5 +589,5 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
         .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step))
         .map(|l| format!("{l}\n"))
         .collect();
-    crate::atomic::write_atomic(path, kept.as_bytes()).map_err(at(&path))
+    crate::atomic::write_atomic(path, kept.as_bytes()).map_err(at(path))
 }

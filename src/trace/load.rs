@@ -267,22 +267,20 @@ fn parse_meta(meta: &HashMap<String, String>, file_layers: usize, has_layer_axis
         if kept.windows(2).any(|w| w[0] >= w[1]) {
             return Err(DataError::new(Problem::Metadata, "metadata `layers` must be strictly increasing"));
         }
-        if let (Some(total), Some(&last)) = (num_layers, kept.last()) {
-            if last >= total {
+        if let (Some(total), Some(&last)) = (num_layers, kept.last())
+            && last >= total {
                 return Err(DataError::new(
                     Problem::Metadata,
                     format!("metadata `layers` names layer {last} but `num_layers` is {total}"),
                 ));
             }
-        }
-    } else if let Some(total) = num_layers {
-        if has_layer_axis && total != file_layers {
+    } else if let Some(total) = num_layers
+        && has_layer_axis && total != file_layers {
             return Err(DataError::new(
                 Problem::Metadata,
                 format!("metadata `num_layers` is {total} but `attention` holds {file_layers} layers and no `layers` list says which"),
             ));
         }
-    }
     let correct = match meta.get("correct").map(|s| s.trim()) {
         None => None,
         Some("true" | "1" | "True") => Some(true),

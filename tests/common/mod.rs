@@ -73,10 +73,10 @@ pub fn random_attention(n: usize, rng: &mut Rng) -> Vec<f32> {
     for k in 0..n {
         let row = &mut v[k * n..(k + 1) * n];
         let mut total = 0.0;
-        for i in 0..=k {
+        for (i, slot) in row[..=k].iter_mut().enumerate() {
             let x = if rng.f64() < 0.3 { 0.0 } else { rng.f64().powi(3) };
             let x = if i == 0 { x + 0.5 } else { x };
-            row[i] = x as f32;
+            *slot = x as f32;
             total += x;
         }
         for x in row[..=k].iter_mut() {

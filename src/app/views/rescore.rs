@@ -90,5 +90,5 @@ pub fn show(ui: &mut Ui, current: &Params, trace: &Trace) -> Option<Command> {
     if ui.button("defaults").clicked() {
         *p = Params::default();
     }
-    (edited != *current).then(|| Command::SetParams(edited))
+    (edited != *current).then_some(Command::SetParams(edited))
 }

@@ -18,6 +18,8 @@ const ROW_GAP: f32 = 7.0;
 /// Layout of the last frame, kept until the trace or the width changes.
 #[derive(Default)]
 pub struct TextState {
+    /// The scroll area's id: each text column keeps its own scroll.
+    pub id: &'static str,
     key: (usize, usize, usize),
     cells: Vec<Cell>,
     line_starts: Vec<usize>,
@@ -28,6 +30,10 @@ pub struct TextState {
 }
 
 impl TextState {
+    pub fn named(id: &'static str) -> Self {
+        TextState { id, ..Default::default() }
+    }
+
     fn layout(&mut self, trace: &Trace, doc_id: usize, columns: usize) {
         let key = (doc_id, trace.n(), columns);
         if key == self.key && !self.cells.is_empty() {
@@ -54,7 +60,6 @@ impl TextState {
 
 pub fn show(
     ui: &mut Ui,
-    id: &str,
     doc_id: usize,
     trace: &Trace,
     a: &Analysis,
@@ -73,12 +78,11 @@ pub fn show(
     let r = &a.result;
     let mut action = None;
     let mut visible = Vec::new();
-    let mut area = egui::ScrollArea::vertical().id_salt(id).auto_shrink([false, false]);
-    if let Some(t) = state.scroll_to.take() {
-        if let Some(cell) = state.cells.get(t) {
+    let mut area = egui::ScrollArea::vertical().id_salt(state.id).auto_shrink([false, false]);
+    if let Some(t) = state.scroll_to.take()
+        && let Some(cell) = state.cells.get(t) {
             area = area.vertical_scroll_offset((cell.line as f32 - 3.0).max(0.0) * row_h);
         }
-    }
     let spans = a.plan.spans;
     area.show_rows(ui, row_h, state.lines(), |ui, lines| {
         for line in lines {
