@@ -36,6 +36,10 @@ struct Cli {
     /// Print the backbone, hubs and credit on the terminal instead of opening the window.
     #[arg(long)]
     print: bool,
+    /// A run folder without traces is not an error (by default it is: a wrong path in a CI job
+    /// would otherwise pass).
+    #[arg(long)]
+    allow_empty: bool,
     /// Trace files or run folders.
     #[arg(value_name = "TRACE|RUN")]
     inputs: Vec<PathBuf>,
@@ -309,7 +313,7 @@ fn run_export(out: PathBuf, cli: &Cli) -> ExitCode {
         Ok(b) => b,
         Err(e) => return usage(e),
     };
-    let (jobs, _, _) = export::plan(&cli.inputs);
+    let jobs = export::plan(&cli.inputs, Some(&out), cli.allow_empty).jobs;
     let bar = indicatif::ProgressBar::with_draw_target(Some(jobs.len() as u64), indicatif::ProgressDrawTarget::stderr());
     if jobs.len() > 1 {
         bar.set_style(
@@ -329,24 +333,33 @@ fn run_export(out: PathBuf, cli: &Cli) -> ExitCode {
         }
         bar.inc(1);
     };
-    let result = export::export(&out, &cli.inputs, &params, formats, backend.as_ref(), &Cancel::default(), &tick);
+    // Ctrl-C: the traces in flight finish, the rest are marked not done, summary.json is
+    // written; a second Ctrl-C ends the process at once.
+    let stop = cli_rl::interrupt();
+    let options = export::Options { formats, allow_empty: cli.allow_empty };
+    let result = export::export(&out, &cli.inputs, &params, options, backend.as_ref(), &stop, &tick);
     bar.finish_and_clear();
-    match result {
-        Ok(s) => {
-            eprintln!(
-                "flowtracer: exported {} trace(s), {} failed, backend {} → {}",
-                s.exported,
-                s.failed,
-                s.backend,
-                out.join("summary.json").display()
-            );
-            if s.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
-        }
+    let s = match result {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("flowtracer: {e}");
-            ExitCode::from(1)
+            return ExitCode::from(1);
         }
+    };
+    for w in s.runs.iter().flat_map(|r| &r.warnings) {
+        eprintln!("flowtracer: warning: {w}");
     }
+    for e in &s.errors {
+        eprintln!("flowtracer: {e}");
+    }
+    let summary = out.join("summary.json");
+    if s.interrupted {
+        let not_done = s.traces.iter().filter(|o| matches!(o, export::Outcome::Failed { problem: flowtracer::trace::Problem::Cancelled, .. })).count();
+        eprintln!("flowtracer: interrupted: exported {} trace(s), {} not done, {} failed → {}", s.exported, not_done, s.failed - not_done, summary.display());
+        return ExitCode::from(130);
+    }
+    eprintln!("flowtracer: exported {} trace(s), {} failed, backend {} → {}", s.exported, s.failed, s.backend, summary.display());
+    if s.failed > 0 || !s.errors.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
 fn run_app(cli: &Cli) -> ExitCode {
@@ -369,16 +382,17 @@ fn run_print(cli: &Cli) -> ExitCode {
         Ok(p) => p,
         Err(e) => return usage(e),
     };
+    let mut failed = 0;
     let traces: Vec<Result<Trace, String>> = if cli.inputs.is_empty() {
         vec![Ok(flowtracer::sample_trace())]
     } else {
-        let (jobs, _, failed) = export::plan(&cli.inputs);
-        for f in failed.iter().filter_map(export::Outcome::error) {
+        let planned = export::plan(&cli.inputs, None, cli.allow_empty);
+        for f in planned.failed.iter().filter_map(export::Outcome::error) {
             eprintln!("flowtracer: {f}");
+            failed += 1;
         }
-        jobs.iter().map(|j| Trace::open(&j.source).map_err(|e| e.to_string())).collect()
+        planned.jobs.iter().map(|j| Trace::open(&j.source).map_err(|e| e.to_string())).collect()
     };
-    let mut failed = 0;
     for t in traces {
         match t.and_then(|t| flowtracer::analyze(&t, &params, &Cancel::default()).map(|r| (t, r)).map_err(|e| e.to_string())) {
             Ok((t, r)) => println!("{}", summary::describe(&t, &r)),

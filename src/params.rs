@@ -163,12 +163,14 @@ impl Params {
             return Err(fail(format!("larger than {} bytes, the most a parameter file may be", MAX_PARAMS_BYTES)));
         }
         let text = String::from_utf8(bytes).map_err(|e| fail(format!("not UTF-8 text ({e})")))?;
-        let params: Params = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        } else {
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
-        };
-        params.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        let json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        Params::parse(&text, json).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parameters from the text of a file (JSON or TOML), checked.
+    pub fn parse(text: &str, json: bool) -> Result<Params, String> {
+        let params: Params = if json { serde_json::from_str(text).map_err(|e| e.to_string())? } else { toml::from_str(text).map_err(|e| e.to_string())? };
+        params.validate()?;
         Ok(params)
     }
 

@@ -14,6 +14,10 @@ fn error_of(name: &str, bytes: &[u8]) -> (PathBuf, flowtracer::TraceError) {
     let dir = temp_dir(name);
     let path = dir.join(format!("{name}.safetensors"));
     std::fs::write(&path, bytes).unwrap();
+    // `tests/fuzz/seed.sh` collects every malformed file as a seed of the loader's fuzz corpus.
+    if let Some(seeds) = std::env::var_os("FLOWTRACER_FUZZ_SEEDS") {
+        std::fs::write(std::path::Path::new(&seeds).join(format!("{name}.safetensors")), bytes).unwrap();
+    }
     let err = match Trace::open(&path) {
         Err(e) => e,
         Ok(t) => flowtracer::analyze(&t, &Params::default(), &Cancel::default()).err().unwrap_or_else(|| panic!("{name}: accepted")),

@@ -4,15 +4,18 @@
 
 mod credits;
 mod html;
+mod outputs;
+pub mod plan;
 pub mod record;
 pub mod table;
 
-use crate::atomic::write_atomic;
+pub use plan::{Job, plan};
+
 use crate::backend::Backend;
 use crate::flow::{Cancel, FlowResult};
 use crate::params::Params;
 use crate::render;
-use crate::trace::{Problem, Trace, TraceError, run};
+use crate::trace::{Problem, Trace, TraceError};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -66,13 +69,6 @@ impl Formats {
             f
         })
     }
-}
-
-/// One trace to export and where its files go (relative to the output folder, no extension).
-#[derive(Clone, Debug)]
-pub struct Job {
-    pub source: PathBuf,
-    pub stem: PathBuf,
 }
 
 /// What became of one input.
@@ -185,6 +181,12 @@ pub struct Summary {
     pub params: Params,
     pub exported: usize,
     pub failed: usize,
+    /// Stopped by the user (Ctrl-C): the traces not done are among `traces`, problem `cancelled`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+    /// Run-wide files that could not be written, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
     pub runs: Vec<RunInfo>,
     pub traces: Vec<Outcome>,
 }
@@ -201,77 +203,48 @@ pub struct Done {
     pub result: FlowResult,
 }
 
-/// Expands inputs (trace files and run folders) into jobs. Inputs that do not exist become
-/// failed outcomes rather than stopping the others.
-pub fn plan(inputs: &[PathBuf]) -> (Vec<Job>, Vec<RunInfo>, Vec<Outcome>) {
-    let mut jobs = Vec::new();
-    let mut runs = Vec::new();
-    let mut failed = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            match run::discover(input) {
-                Ok(r) => {
-                    for t in &r.traces {
-                        jobs.push(Job { source: t.clone(), stem: r.relative(t).with_extension("") });
-                    }
-                    runs.push(RunInfo {
-                        root: input.display().to_string(),
-                        name: r.name(),
-                        traces: r.traces.len(),
-                        metrics: r.metrics.len(),
-                        warnings: r.warnings,
-                    });
-                }
-                Err(e) => failed.push(failure(input, Problem::Io, e)),
-            }
-        } else if std::fs::metadata(input).is_ok() {
-            // A FIFO or a device too: opening it reports what it is, as that input's failure.
-            let stem = input.file_stem().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("trace"));
-            jobs.push(Job { source: input.clone(), stem });
-        } else {
-            failed.push(failure(input, Problem::Io, format!("{}: no such file or folder", input.display())));
-        }
-    }
-    dedupe_stems(&mut jobs);
-    (jobs, runs, failed)
-}
-
-/// Two inputs named alike (`a/x.safetensors`, `b/x.safetensors`) must not overwrite each other.
-fn dedupe_stems(jobs: &mut [Job]) {
-    let mut seen = std::collections::HashSet::new();
-    for job in jobs.iter_mut() {
-        let base = job.stem.clone();
-        let mut i = 2;
-        while !seen.insert(job.stem.clone()) {
-            job.stem = PathBuf::from(format!("{}-{i}", base.display()));
-            i += 1;
-        }
-    }
-}
-
 fn failure(source: &Path, problem: Problem, message: String) -> Outcome {
     Outcome::Failed { source: source.display().to_string(), problem, error: message, elapsed_ms: 0.0 }
 }
 
-/// Runs the export. `tick` is called once per finished trace (progress bars, the app).
+/// What the export writes, and whether a run folder without traces is fine.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub formats: Formats,
+    /// An empty run folder is an error (a wrong path in a CI job) unless this is set.
+    pub allow_empty: bool,
+}
+
+impl From<Formats> for Options {
+    fn from(formats: Formats) -> Self {
+        Options { formats, allow_empty: false }
+    }
+}
+
+/// Runs the export. `stop` stops it after the traces in flight (Ctrl-C): the rest are marked not
+/// done and `summary.json` is still written. `tick` is called once per input that is finished or
+/// failed (progress bars, the app).
 pub fn export(
     out: &Path,
     inputs: &[PathBuf],
     params: &Params,
-    formats: Formats,
+    options: Options,
     backend: &dyn Backend,
-    cancel: &Cancel,
+    stop: &Cancel,
     tick: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Summary, String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create output folder: {e}", out.display()))?;
-    let (jobs, runs, mut outcomes) = plan(inputs);
+    crate::atomic::remove_stale_temporaries(out);
+    let plan::Planned { jobs, runs, failed: mut outcomes } = plan::plan(inputs, Some(out), options.allow_empty);
+    outcomes.iter().for_each(tick);
+    let outputs = outputs::Outputs::new(out, jobs.iter().map(|j| j.source.clone()));
     // Traces go to the backend in batches of the size it runs best (one for the CPU, whose
     // parallelism is across traces here; many for CUDA, which solves a batch in one set of launches).
     let results: Vec<(Outcome, Option<Done>)> = jobs
         .par_chunks(backend.batch_size().max(1))
         .with_max_len(1)
         .flat_map_iter(|chunk| {
-            let pairs = export_batch(out, chunk, params, formats, backend, cancel);
+            let pairs = export_batch(&outputs, chunk, params, options.formats, backend, stop);
             for (outcome, _) in &pairs {
                 tick(outcome);
             }
@@ -283,29 +256,38 @@ pub fn export(
         outcomes.push(o);
         done.extend(d);
     }
-    let failed = outcomes.iter().filter(|o| o.is_failed()).count();
-    let summary = Summary {
+    let mut summary = Summary {
         format: "flowtracer.summary/1",
         backend: backend.name().into(),
         params: params.clone(),
         exported: done.len(),
-        failed,
+        failed: outcomes.iter().filter(|o| o.is_failed()).count(),
+        interrupted: stop.is_cancelled(),
+        errors: Vec::new(),
         runs,
         traces: outcomes,
     };
-    let write = |name: &str, bytes: &[u8]| {
-        write_atomic(&out.join(name), bytes).map_err(|e| format!("{}: {e}", out.join(name).display()))
+    // Run-wide files: one that cannot be written is reported, and costs the others nothing.
+    let f = options.formats;
+    let mut errors = Vec::new();
+    let mut write = |name: &str, bytes: Result<Vec<u8>, String>| {
+        if let Err(e) = bytes.and_then(|b| outputs.write(&out.join(name), &b)) {
+            errors.push(e);
+        }
     };
-    if formats.csv {
-        write("scores.csv", table::scores_csv(&done).as_bytes())?;
+    if f.csv {
+        write("scores.csv", Ok(table::scores_csv(&done).into_bytes()));
     }
-    if formats.credits {
-        write("credits.safetensors", &credits::credits_safetensors(&done, params)?)?;
+    if f.credits {
+        write("credits.safetensors", credits::credits_safetensors(&done, params));
     }
-    if formats.html {
-        write("report.html", html::report(&done, &summary).as_bytes())?;
+    if f.html {
+        let report = html::report(&done, &summary).into_bytes();
+        write("report.html", Ok(report));
     }
-    write("summary.json", &serde_json::to_vec_pretty(&summary).expect("summary serialises"))?;
+    summary.errors = errors;
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    outputs.write(&out.join("summary.json"), &json)?;
     Ok(summary)
 }
 
@@ -314,14 +296,15 @@ type Ran = Result<(Trace, FlowResult), TraceError>;
 
 /// One batch: open every trace (a broken file stays with its job), run the backend on the rest
 /// together, write each trace's files. Each outcome's time is its own opening and writing plus
-/// its share of the batch's pipeline run.
-fn export_batch(out: &Path, chunk: &[Job], params: &Params, formats: Formats, backend: &dyn Backend, cancel: &Cancel) -> Vec<(Outcome, Option<Done>)> {
+/// its share of the batch's pipeline run. A trace not yet opened when `stop` is set is not done;
+/// the ones opened finish (the pipeline gets no cancel).
+fn export_batch(outputs: &outputs::Outputs, chunk: &[Job], params: &Params, formats: Formats, backend: &dyn Backend, stop: &Cancel) -> Vec<(Outcome, Option<Done>)> {
     let opened: Vec<(Result<Trace, TraceError>, f64)> = chunk
         .iter()
         .map(|job| {
             let t = Instant::now();
-            let trace = if cancel.is_cancelled() {
-                Err(TraceError::new(&job.source, Problem::Cancelled, "cancelled before it started"))
+            let trace = if stop.is_cancelled() {
+                Err(TraceError::new(&job.source, Problem::Cancelled, "not exported: the export was interrupted"))
             } else {
                 Trace::open(&job.source)
             };
@@ -330,7 +313,7 @@ fn export_batch(out: &Path, chunk: &[Job], params: &Params, formats: Formats, ba
         .collect();
     let ready: Vec<&Trace> = opened.iter().filter_map(|(t, _)| t.as_ref().ok()).collect();
     let t = Instant::now();
-    let mut results = backend.run_batch(&ready, params, cancel).into_iter();
+    let mut results = backend.run_batch(&ready, params, &Cancel::default()).into_iter();
     let share_ms = t.elapsed().as_secs_f64() * 1e3 / ready.len().max(1) as f64;
     // Each opened trace with its result, in the chunk's order; the files are written in parallel.
     let paired: Vec<(Ran, f64)> = opened
@@ -342,7 +325,7 @@ fn export_batch(out: &Path, chunk: &[Job], params: &Params, formats: Formats, ba
         .zip(paired)
         .map(|(job, (ran, open_ms))| {
             let t = Instant::now();
-            let res = ran.and_then(|(trace, result)| write_one(out, job, &trace, result, params, formats));
+            let res = ran.and_then(|(trace, result)| write_one(outputs, job, &trace, result, params, formats));
             let elapsed_ms = open_ms + share_ms + t.elapsed().as_secs_f64() * 1e3;
             match res {
                 Ok(done) => (
@@ -362,32 +345,30 @@ fn export_batch(out: &Path, chunk: &[Job], params: &Params, formats: Formats, ba
         .collect()
 }
 
-fn write_one(out: &Path, job: &Job, trace: &Trace, result: FlowResult, params: &Params, f: Formats) -> Result<Done, TraceError> {
-    let io = |path: PathBuf, bytes: &[u8]| {
-        write_atomic(&path, bytes).map_err(|e| TraceError::new(&job.source, Problem::Io, format!("{}: {e}", path.display())))
-    };
-    let base = out.join(&job.stem);
-    let file = |ext: &str| PathBuf::from(format!("{}.{ext}", base.display()));
+/// A trace's files, made in memory first and then written all or none.
+fn write_one(outputs: &outputs::Outputs, job: &Job, trace: &Trace, result: FlowResult, params: &Params, f: Formats) -> Result<Done, TraceError> {
+    let fail = |e: String| TraceError::new(&job.source, Problem::Io, e);
+    let file = |ext: &str| outputs.file(&job.stem, ext);
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     if f.json {
         let rec = record::record(trace, &result, params);
-        io(file("json"), &serde_json::to_vec(&rec).expect("record serialises"))?;
+        files.push((file("json"), serde_json::to_vec(&rec).expect("record serialises")));
     }
     let title = format!("{} · {} · {} tokens", trace.label(), result.status.name(), trace.n());
     if f.png {
         let svg = render::text::credit_svg(&title, &trace.tokens, trace.spans, &result, &Default::default());
-        let png = render::svg_to_png(&svg).map_err(|e| TraceError::new(&job.source, Problem::Io, e))?;
-        io(file("credit.png"), &png)?;
+        files.push((file("credit.png"), render::svg_to_png(&svg).map_err(|e| fail(format!("{}: {e}", file("credit.png").display())))?));
     }
     if f.svg || f.png {
         let svg = render::backbone::backbone_svg(&title, &trace.tokens, trace.spans, &result);
-        if f.svg {
-            io(file("backbone.svg"), svg.as_bytes())?;
-        }
         if f.png {
-            let png = render::svg_to_png(&svg).map_err(|e| TraceError::new(&job.source, Problem::Io, e))?;
-            io(file("backbone.png"), &png)?;
+            files.push((file("backbone.png"), render::svg_to_png(&svg).map_err(|e| fail(format!("{}: {e}", file("backbone.png").display())))?));
+        }
+        if f.svg {
+            files.push((file("backbone.svg"), svg.into_bytes()));
         }
     }
+    outputs.write_all(&files).map_err(fail)?;
     Ok(Done {
         stem: job.stem.clone(),
         label: trace.label(),

@@ -41,11 +41,14 @@ pub fn scores_csv(done: &[Done]) -> String {
     s
 }
 
-/// RFC 4180 quoting: tokens hold commas, quotes and newlines.
+/// A text cell: RFC 4180 quoting (tokens hold commas, quotes and newlines), and a leading `'` on
+/// text a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, carriage return: OWASP's
+/// CSV injection list). Numbers are written by the caller and never pass through here.
 pub fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
     if s.contains([',', '"', '\n', '\r']) || s.starts_with(' ') || s.ends_with(' ') {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
 }

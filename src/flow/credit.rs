@@ -22,10 +22,12 @@ pub fn credit_from(n: usize, chosen: impl IntoIterator<Item = usize>, spans: Spa
     gamma
 }
 
-/// Rescales the response's γ to mean 1 (prompt tokens stay 1).
+/// Rescales the response's γ to mean 1 (prompt tokens stay 1). The mean is summed in parts of
+/// 1/len, so a γ near f64's largest value does not overflow it (and zero every credit).
 pub fn normalize_mean(gamma: &mut [f64], spans: Spans) {
     let r = spans.response.range();
-    let mean = gamma[r.clone()].iter().sum::<f64>() / r.len().max(1) as f64;
+    let len = r.len().max(1) as f64;
+    let mean = gamma[r.clone()].iter().map(|g| g / len).sum::<f64>();
     if mean > 0.0 {
         gamma[r].iter_mut().for_each(|g| *g /= mean);
     }

@@ -29,9 +29,11 @@ pub fn display_text(token: &str) -> String {
 }
 
 /// Lays tokens out in lines of at most `columns` cells; a token containing a newline ends its
-/// line, a token wider than a line gets a line of its own (and is cut when drawn). Traces of
-/// one-character tokens (a character-level policy) get a blank cell between tokens, or their
-/// backgrounds and outlines run together into one unreadable bar.
+/// line, a token wider than a line gets a line of its own (and is cut when drawn). A run of
+/// blank line-break tokens shares one line of ↵ marks and ends it once: otherwise every blank
+/// line costs a picture line, and 20 000 `"\n"` tokens make a picture 400 000 pixels tall.
+/// Traces of one-character tokens (a character-level policy) get a blank cell between tokens, or
+/// their backgrounds and outlines run together into one unreadable bar.
 pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
     let columns = columns.max(8);
     let chars: usize = tokens.iter().map(|t| t.chars().count().max(1)).sum();
@@ -47,12 +49,18 @@ pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
         }
         cells.push(Cell { index, line, col, width, text });
         col += width + gap;
-        if tok.contains('\n') {
+        let run_goes_on = is_blank_break(tok) && tokens.get(index + 1).is_some_and(|t| is_blank_break(t));
+        if tok.contains('\n') && !run_goes_on {
             line += 1;
             col = 0;
         }
     }
     cells
+}
+
+/// A token that is only white space with a line break in it.
+fn is_blank_break(tok: &str) -> bool {
+    tok.contains('\n') && tok.chars().all(char::is_whitespace)
 }
 
 #[cfg(test)]
@@ -68,6 +76,21 @@ mod tests {
         assert_eq!(c[1].text, "cd\u{21b5}");
         assert_eq!((c[2].line, c[2].col), (1, 0));
         assert_eq!((c[3].line, c[3].col), (1, 6));
+    }
+
+    #[test]
+    fn a_run_of_blank_lines_is_one_line_of_marks() {
+        let mut toks: Vec<String> = vec!["a".into()];
+        toks.extend(std::iter::repeat_n("\n".to_string(), 1000));
+        toks.push("b".into());
+        let c = wrap(&toks, 100);
+        // 1000 marks (two cells each with the gap) wrap at the width, then the run's one break.
+        assert_eq!(c[1].line, 0);
+        assert_eq!(c.last().unwrap().line, c[1000].line + 1);
+        assert!(c.last().unwrap().line <= 1 + 2000 / 100 + 1, "{}", c.last().unwrap().line);
+        // A lone break still ends its line.
+        let c = wrap(&["a\n".to_string(), "b".to_string()], 100);
+        assert_eq!(c[1].line, 1);
     }
 
     #[test]

@@ -16,7 +16,11 @@ pub const FONT_FAMILY: &str = "DejaVu Sans Mono";
 /// Advance of one glyph in em (1233/2048 for DejaVu Sans Mono).
 pub const CHAR_WIDTH_EM: f64 = 0.602;
 
-/// Rasterises an SVG drawn by this module into PNG bytes.
+/// The most pixels a picture is rasterised to (128 MiB of RGBA); a larger SVG is drawn scaled
+/// down to fit, so no input can make a raster of unbounded size. The SVG keeps every detail.
+pub const MAX_RASTER_PIXELS: u64 = 32 << 20;
+
+/// Rasterises an SVG drawn by this module into PNG bytes, within [`MAX_RASTER_PIXELS`].
 pub fn svg_to_png(svg: &str) -> Result<Vec<u8>, String> {
     static OPTIONS: OnceLock<resvg::usvg::Options<'static>> = OnceLock::new();
     let opt = OPTIONS.get_or_init(|| {
@@ -26,9 +30,11 @@ pub fn svg_to_png(svg: &str) -> Result<Vec<u8>, String> {
     });
     let tree = resvg::usvg::Tree::from_str(svg, opt).map_err(|e| format!("cannot parse SVG: {e}"))?;
     let size = tree.size().to_int_size();
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
-        .ok_or_else(|| format!("image of {}×{} pixels cannot be allocated", size.width(), size.height()))?;
-    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    let pixels = size.width() as u64 * size.height() as u64;
+    let scale = if pixels > MAX_RASTER_PIXELS { (MAX_RASTER_PIXELS as f64 / pixels as f64).sqrt() as f32 } else { 1.0 };
+    let (w, h) = (((size.width() as f32 * scale) as u32).max(1), ((size.height() as f32 * scale) as u32).max(1));
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(w, h).ok_or_else(|| format!("image of {w}×{h} pixels cannot be allocated"))?;
+    resvg::render(&tree, resvg::tiny_skia::Transform::from_scale(scale, scale), &mut pixmap.as_mut());
     pixmap.encode_png().map_err(|e| format!("cannot encode PNG: {e}"))
 }
 
@@ -55,6 +61,8 @@ pub fn escape(s: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             c if (c as u32) < 0x20 && c != '\n' && c != '\t' => out.push('\u{00b7}'),
+            // Not characters XML may hold: an SVG with them does not parse.
+            '\u{FFFE}' | '\u{FFFF}' => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }

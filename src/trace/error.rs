@@ -26,6 +26,8 @@ pub enum Problem {
     /// The parameters ask for something this trace does not have (a head axis, a layer).
     Params,
     Cancelled,
+    /// A run folder without a single trace (a wrong path in a CI job, say).
+    Empty,
 }
 
 impl Problem {
@@ -45,6 +47,7 @@ impl Problem {
             Problem::RowSum => "row_sum",
             Problem::Params => "params",
             Problem::Cancelled => "cancelled",
+            Problem::Empty => "empty",
         }
     }
 }

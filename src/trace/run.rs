@@ -13,6 +13,9 @@ pub struct Run {
     pub metrics: Vec<serde_json::Value>,
     /// Problems with `run.json` / `metrics.jsonl`: reported, never fatal to the traces.
     pub warnings: Vec<String>,
+    /// Subfolders that could not be read, and why: traces there were not found (the export counts
+    /// each as a failure).
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 impl Run {
@@ -41,7 +44,24 @@ pub fn is_trace_file(path: &Path) -> bool {
 
 /// Lists a run folder. Only an unreadable root is an error; everything else becomes a warning.
 pub fn discover(root: &Path) -> Result<Run, String> {
+    discover_except(root, None)
+}
+
+/// Whether a folder holds an export's output (its `summary.json`): never traces to read back.
+pub fn is_export_output(dir: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(dir.join("summary.json")).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
+    String::from_utf8_lossy(&head[..n]).contains("\"flowtracer.summary/")
+}
+
+/// [`discover`], passing over `skip` (the export's own output folder) and every folder that holds
+/// an export's output.
+pub fn discover_except(root: &Path, skip: Option<&Path>) -> Result<Run, String> {
+    let skip = skip.and_then(|s| s.canonicalize().ok());
     let mut run = Run { root: root.to_path_buf(), ..Default::default() };
+    // Symbolic links to folders are followed, each folder once (a link to an ancestor is no loop).
+    let mut visited: std::collections::HashSet<PathBuf> = root.canonicalize().into_iter().collect();
     let mut stack = vec![root.to_path_buf()];
     let mut first = true;
     while let Some(dir) = stack.pop() {
@@ -50,17 +70,34 @@ pub fn discover(root: &Path) -> Result<Run, String> {
             Err(e) if first => return Err(format!("{}: cannot read run folder: {e}", dir.display())),
             Err(e) => {
                 run.warnings.push(format!("{}: cannot read folder: {e}", dir.display()));
+                run.unreadable.push((dir.clone(), format!("{}: cannot read folder: {e}", dir.display())));
                 continue;
             }
         };
         first = false;
         for entry in entries.flatten() {
             let path = entry.path();
-            let Ok(kind) = entry.file_type() else { continue };
+            let kind = match std::fs::metadata(&path) {
+                Ok(m) => m.file_type(),
+                // A link to nothing, or to itself: a trace-named one is tried (and fails by name);
+                // anything else is said, and holds no trace.
+                Err(e) if !is_trace_file(&path) => {
+                    run.warnings.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+                Err(_) => {
+                    run.traces.push(path);
+                    continue;
+                }
+            };
+            if kind.is_dir() && !path.canonicalize().is_ok_and(|c| visited.insert(c)) {
+                continue;
+            }
             if kind.is_dir() {
                 // Hidden folders and `ckpt/` (policy checkpoints of a training run) hold no traces.
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.starts_with('.') && name != CHECKPOINTS {
+                let skipped = skip.as_ref().is_some_and(|s| path.canonicalize().is_ok_and(|p| &p == s)) || is_export_output(&path);
+                if !name.starts_with('.') && name != CHECKPOINTS && !skipped {
                     stack.push(path);
                 }
             } else if is_trace_file(&path) {
@@ -81,8 +118,8 @@ pub fn discover(root: &Path) -> Result<Run, String> {
     }
     let metrics_path = root.join("metrics.jsonl");
     if metrics_path.exists() {
-        match std::fs::read_to_string(&metrics_path) {
-            Ok(text) => run.metrics = parse_metrics(&text, &metrics_path, &mut run.warnings),
+        match std::fs::read(&metrics_path) {
+            Ok(bytes) => run.metrics = parse_metrics(&bytes, &metrics_path, &mut run.warnings),
             Err(e) => run.warnings.push(format!("{}: {e}", metrics_path.display())),
         }
     }
@@ -90,10 +127,15 @@ pub fn discover(root: &Path) -> Result<Run, String> {
 }
 
 /// Parses `metrics.jsonl`, skipping (and reporting) lines that are not JSON objects, such as the
-/// half-written last line of a run that was killed.
-pub fn parse_metrics(text: &str, path: &Path, warnings: &mut Vec<String>) -> Vec<serde_json::Value> {
+/// half-written last line of a run that was killed, or a line that is not UTF-8: one bad line
+/// costs only itself.
+pub fn parse_metrics(bytes: &[u8], path: &Path, warnings: &mut Vec<String>) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let Ok(line) = std::str::from_utf8(raw) else {
+            warnings.push(format!("{}:{}: not UTF-8 text", path.display(), i + 1));
+            continue;
+        };
         if line.trim().is_empty() {
             continue;
         }

@@ -35,6 +35,13 @@ impl TraceBuilder {
         TraceBuilder { tokens, attention, token_ids: None, entropy: None, logprob: None, causal_effect: None, meta }
     }
 
+    /// Other token texts, as many as there were (tests of how tokens are shown).
+    pub fn set_tokens(&mut self, tokens: Vec<String>) {
+        assert_eq!(tokens.len(), self.tokens.len(), "a trace keeps its length");
+        self.meta.insert("tokens".into(), serde_json::to_string(&tokens).expect("strings serialise"));
+        self.tokens = tokens;
+    }
+
     pub fn token_ids(mut self, ids: Vec<i64>) -> Self {
         self.token_ids = Some(ids);
         self

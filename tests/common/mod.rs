@@ -130,6 +130,14 @@ pub fn chain_builder(n: usize, dtype: Dtype, shape: Vec<usize>) -> TraceBuilder 
     )
 }
 
+/// [`chain_builder`]'s [N,N] chain with these tokens (question the first two, answer the last).
+pub fn chain_with_tokens(tokens: Vec<String>, dtype: Dtype) -> TraceBuilder {
+    let n = tokens.len();
+    let mut b = chain_builder(n, dtype, vec![n, n]);
+    b.set_tokens(tokens);
+    b
+}
+
 /// A device backend's result against the CPU reference, at the stated tolerance: relative 1e-4 on
 /// reach, flow and throughput (f32 against f64), the same backbone paths, and credit on the same
 /// tokens except where throughputs tie within the tolerance.

@@ -1,0 +1,274 @@
+//! The export's file handling, signals and limits (issue "Nothing lost, nothing hangs"): each
+//! test is a reproduction of a failure found by a hostile-input pass, through the real binary.
+
+mod common;
+use common::{chain_with_tokens, temp_dir};
+use flowtracer::trace::Dtype;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn flowtracer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flowtracer"))
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+fn run(args: &[&str]) -> Output {
+    flowtracer().args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const SAMPLE: &str = "sample_traces/addition.safetensors";
+
+#[test]
+fn the_export_never_overwrites_its_inputs_and_reserves_its_own_names() {
+    let d = temp_dir("robust-reserved");
+    std::fs::create_dir_all(&d).unwrap();
+    let original = std::fs::read(SAMPLE).unwrap();
+    std::fs::write(d.join("credits.safetensors"), &original).unwrap();
+    std::fs::write(d.join("summary.safetensors"), &original).unwrap();
+    let o = run(&["--export", s(&d), s(&d)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("credits.safetensors: not written: it is one of the export's inputs"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(d.join("credits.safetensors")).unwrap(), original, "an input was replaced");
+    // The trace named `summary` keeps its record apart from the run-wide summary.
+    let summary = json(&d.join("summary.json"));
+    assert_eq!(summary["format"], "flowtracer.summary/1");
+    assert_eq!(summary["exported"], 2);
+    assert_eq!(json(&d.join("summary-2.json"))["format"], "flowtracer.credit/1");
+    assert!(summary["errors"][0].as_str().unwrap().contains("credits.safetensors"));
+    // Again into the same folder: the export's own files are not read back as traces.
+    let o = run(&["--export", s(&d), s(&d)]);
+    assert_eq!(json(&d.join("summary.json"))["exported"], 2, "{}", stderr(&o));
+}
+
+#[test]
+fn an_output_folder_inside_the_input_is_not_read_back() {
+    let d = temp_dir("robust-inside");
+    let runf = d.join("run");
+    std::fs::create_dir_all(runf.join("step_1")).unwrap();
+    std::fs::copy(SAMPLE, runf.join("step_1/a.safetensors")).unwrap();
+    let out = runf.join("out");
+    for _ in 0..2 {
+        let o = run(&["--export", s(&out), s(&runf)]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(json(&out.join("summary.json"))["exported"], 1);
+    }
+    // An export folder elsewhere in the run (an earlier `--export run/old run`) is passed over too.
+    std::fs::rename(&out, runf.join("old")).unwrap();
+    let o = run(&["--export", s(&d.join("o2")), s(&runf)]);
+    assert_eq!(json(&d.join("o2/summary.json"))["exported"], 1, "{}", stderr(&o));
+}
+
+#[test]
+fn a_run_wide_name_taken_by_a_folder_costs_only_that_file() {
+    let d = temp_dir("robust-folder-names");
+    std::fs::create_dir_all(d.join("credits.safetensors")).unwrap();
+    std::fs::copy(SAMPLE, d.join("credits.safetensors/a.safetensors")).unwrap();
+    let o = run(&["--export", s(&d), s(&d)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let summary = json(&d.join("summary.json"));
+    assert_eq!(summary["exported"], 1);
+    assert!(summary["errors"][0].as_str().unwrap().contains("credits.safetensors"), "{summary}");
+    assert!(d.join("credits.safetensors/a.json").is_file());
+    assert!(d.join("scores.csv").is_file() && d.join("report.html").is_file());
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_after_the_traces_in_flight_writes_the_summary_and_leaves_no_temporaries() {
+    let d = temp_dir("robust-sigint");
+    let runf = d.join("run");
+    std::fs::create_dir_all(&runf).unwrap();
+    for i in 0..150 {
+        std::fs::copy(SAMPLE, runf.join(format!("t{i:03}.safetensors"))).unwrap();
+    }
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // A killed writer's temporary (a process that cannot exist) goes; a live one's stays.
+    let stale = out.join(".t000.json.4294967.1.tmp");
+    let live = out.join(format!(".x.json.{}.1.tmp", std::process::id()));
+    std::fs::write(&stale, b"half").unwrap();
+    std::fs::write(&live, b"busy").unwrap();
+    let mut child = flowtracer().args(["--export", s(&out), s(&runf)]).stderr(Stdio::piped()).spawn().unwrap();
+    // Interrupt once the first trace is out.
+    let start = std::time::Instant::now();
+    while !out.join("t000.json").exists() && !out.join("t001.json").exists() {
+        assert!(start.elapsed().as_secs() < 60, "no trace was exported");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = wait_with_deadline(&mut child, 120);
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["interrupted"], true);
+    let traces = summary["traces"].as_array().unwrap();
+    let not_done = traces.iter().filter(|t| t["problem"] == "cancelled").count();
+    let exported = summary["exported"].as_u64().unwrap() as usize;
+    assert_eq!(traces.len(), 150);
+    assert_eq!(exported + not_done, 150, "{summary}");
+    assert!(not_done > 0, "the export finished before the signal: make it longer");
+    assert!(!stale.exists(), "a dead writer's temporary was left");
+    assert!(live.exists(), "a live writer's temporary was taken");
+    std::fs::remove_file(&live).unwrap();
+    assert_eq!(temporaries(&out), Vec::<PathBuf>::new());
+}
+
+fn wait_with_deadline(child: &mut std::process::Child, secs: u64) -> Output {
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() > secs {
+            let _ = child.kill();
+            panic!("the export did not stop within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut err = String::new();
+    use std::io::Read;
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    Output { status: child.wait().unwrap(), stdout: vec![], stderr: err.into_bytes() }
+}
+
+fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(temporaries(&p));
+        } else if p.to_string_lossy().ends_with(".tmp") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn missing_inputs_and_empty_runs_fail_with_the_reason_on_stderr() {
+    let d = temp_dir("robust-missing");
+    std::fs::create_dir_all(d.join("empty")).unwrap();
+    let o = run(&["--export", s(&d.join("o1")), "/nonexistent/x.safetensors"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nonexistent/x.safetensors: no such file or folder"), "{}", stderr(&o));
+    let o = run(&["--export", s(&d.join("o2")), "/dev/zero"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/dev/zero: not a regular file (a device)"), "{}", stderr(&o));
+    // An empty run folder: a CI job pointed at the wrong place must not pass.
+    let o = run(&["--export", s(&d.join("o3")), s(&d.join("empty"))]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no trace files") && stderr(&o).contains("--allow-empty"), "{}", stderr(&o));
+    assert_eq!(json(&d.join("o3/summary.json"))["traces"][0]["problem"], "empty");
+    let o = run(&["--export", s(&d.join("o4")), "--allow-empty", s(&d.join("empty"))]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // --print agrees.
+    let o = run(&["--print", "/nonexistent/x.safetensors"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no such file or folder"));
+}
+
+#[cfg(unix)]
+#[test]
+fn an_unreadable_subfolder_fails_the_export_and_run_warnings_reach_stderr() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let d = temp_dir("robust-unreadable");
+    let runf = d.join("run");
+    std::fs::create_dir_all(runf.join("locked")).unwrap();
+    std::fs::copy(SAMPLE, runf.join("a.safetensors")).unwrap();
+    std::fs::copy(SAMPLE, runf.join("locked/b.safetensors")).unwrap();
+    std::fs::write(runf.join("metrics.jsonl"), b"{\"step\":1}\n\xff\xfe not text\n{\"step\":2}\n").unwrap();
+    let out = d.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for p in [&d, &runf, &out] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(runf.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let mut cmd = flowtracer();
+    cmd.args(["--export", s(&out), s(&runf)]);
+    // Root reads any folder: the export then runs as `nobody`, for whom `locked` is locked.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    let o = cmd.output().unwrap();
+    std::fs::set_permissions(runf.join("locked"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("locked: cannot read folder"), "{}", stderr(&o));
+    // One bad line of metrics.jsonl costs that line only, and is said.
+    assert!(stderr(&o).contains("metrics.jsonl:2: not UTF-8 text"), "{}", stderr(&o));
+    assert_eq!(json(&out.join("summary.json"))["runs"][0]["metrics"], 2);
+}
+
+#[test]
+fn a_trace_whose_files_cannot_all_be_written_leaves_none() {
+    let d = temp_dir("robust-partial");
+    let out = d.join("out");
+    // The last of the trace's files cannot be written: a folder has its name.
+    std::fs::create_dir_all(out.join("addition.backbone.svg")).unwrap();
+    let o = run(&["--export", s(&out), SAMPLE]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    for f in ["addition.json", "addition.credit.png", "addition.backbone.png"] {
+        assert!(!out.join(f).exists(), "{f} was left behind by a failed trace");
+    }
+}
+
+#[test]
+fn tokens_that_xml_cannot_hold_and_formulas_are_written_safely() {
+    let d = temp_dir("robust-tokens");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut tokens: Vec<String> = ["q", "?", "=1+2", "+x", "-y", "@z", "a\u{FFFE}b", "\u{FFFF}", "c", "d"].iter().map(|t| t.to_string()).collect();
+    tokens.extend((0..6).map(|i| format!("w{i}")));
+    let path = d.join("odd.safetensors");
+    chain_with_tokens(tokens, Dtype::F32).write(&path).unwrap();
+    let out = d.join("out");
+    let o = run(&["--export", s(&out), s(&path)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(out.join("odd.backbone.svg")).unwrap();
+    assert!(!svg.contains('\u{FFFE}') && !svg.contains('\u{FFFF}'));
+    let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+    for cell in ["'=1+2", "'+x", "'-y", "'@z"] {
+        assert!(csv.contains(&format!(",{cell},")), "{cell} not escaped in scores.csv");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn names_that_print_alike_keep_their_own_outputs() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = temp_dir("robust-names");
+    let runf = d.join("run");
+    std::fs::create_dir_all(&runf).unwrap();
+    for byte in [0xffu8, 0xfe] {
+        let mut name = vec![b'a', byte];
+        name.extend_from_slice(b".safetensors");
+        std::fs::copy(SAMPLE, runf.join(std::ffi::OsStr::from_bytes(&name))).unwrap();
+    }
+    let out = d.join("out");
+    let o = run(&["--export", s(&out), s(&runf)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let jsons: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json") && e.file_name() != "summary.json").collect();
+    assert_eq!(jsons.len(), 2, "two traces, two records: {jsons:?}");
+}
+
+#[test]
+fn a_huge_gamma_with_mean_normalisation_keeps_credit_finite() {
+    let mut p = flowtracer::Params::default();
+    p.credit.gamma = 1e308;
+    p.credit.normalize_mean = true;
+    let r = flowtracer::analyze(&flowtracer::sample_trace(), &p, &Default::default()).unwrap();
+    let resp = flowtracer::sample_trace().spans.response.range();
+    assert!(r.credit.iter().all(|g| g.is_finite() && *g >= 0.0), "{:?}", r.credit);
+    let mean: f64 = r.credit[resp.clone()].iter().sum::<f64>() / resp.len() as f64;
+    assert!((mean - 1.0).abs() < 1e-9, "mean γ over the response {mean}");
+    assert!(r.credit[resp].iter().any(|&g| g > 1.0), "the selected tokens still stand out");
+}
