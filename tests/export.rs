@@ -151,15 +151,7 @@ fn without_a_display_the_app_points_to_the_export() {
 #[cfg(unix)]
 fn run_with_deadline(cmd: &mut Command, secs: u64) -> std::process::Output {
     let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed().as_secs() > secs {
-            let _ = child.kill();
-            panic!("the command hung for {secs} s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
+    common::wait_with_deadline(&mut child, secs)
 }
 
 #[cfg(unix)]

@@ -108,7 +108,7 @@ fn ctrl_c_stops_after_the_traces_in_flight_writes_the_summary_and_leaves_no_temp
     }
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let o = wait_with_deadline(&mut child, 120);
+    let o = common::wait_with_deadline(&mut child, 120);
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
     let summary = json(&out.join("summary.json"));
@@ -123,21 +123,6 @@ fn ctrl_c_stops_after_the_traces_in_flight_writes_the_summary_and_leaves_no_temp
     assert!(live.exists(), "a live writer's temporary was taken");
     std::fs::remove_file(&live).unwrap();
     assert_eq!(temporaries(&out), Vec::<PathBuf>::new());
-}
-
-fn wait_with_deadline(child: &mut std::process::Child, secs: u64) -> Output {
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed().as_secs() > secs {
-            let _ = child.kill();
-            panic!("the export did not stop within {secs} s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let mut err = String::new();
-    use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    Output { status: child.wait().unwrap(), stdout: vec![], stderr: err.into_bytes() }
 }
 
 fn temporaries(dir: &Path) -> Vec<PathBuf> {

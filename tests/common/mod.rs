@@ -190,3 +190,25 @@ pub fn required_or_skip<T>(found: Result<T, String>, var: &str, what: &str, hint
         }
     }
 }
+
+/// Waits for a child started with its stderr piped, killing it past the deadline: a hang is a
+/// failure, never a stuck CI job.
+pub fn wait_with_deadline(child: &mut std::process::Child, secs: u64) -> std::process::Output {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() > secs {
+            let _ = child.kill();
+            panic!("the command did not finish within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_end(&mut out).unwrap();
+    }
+    if let Some(mut s) = child.stderr.take() {
+        s.read_to_end(&mut err).unwrap();
+    }
+    std::process::Output { status: child.wait().unwrap(), stdout: out, stderr: err }
+}
