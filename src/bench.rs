@@ -178,6 +178,7 @@ pub fn format_table(rows: &[BenchRow]) -> String {
     s
 }
 
+#[cfg(feature = "app")]
 /// Interactive figures of the app: one re-score of an N-token trace end to end (what the app does
 /// after a parameter change), and the CPU time of one frame of the text view (layout of the
 /// visible lines and tessellation, everything but the GPU upload), scrolled to the middle.
@@ -192,6 +193,7 @@ pub struct UiBench {
     pub frame: Duration,
 }
 
+#[cfg(feature = "app")]
 pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
     use crate::app::{Command, FlowApp, document::Document, recent::Recent};
     let spec = SynthSpec { seed: n as u64, target_tokens: n, layers: 4, heads: 8, dtype: Dtype::F16, rank: 4, no_answer: false };

@@ -3,17 +3,26 @@
 //!
 //! The library holds all the logic (trace loading, the flow pipeline, rendering, export); the
 //! binary and the app only call it.
+//!
+//! Cargo features, all on by default: `app` (the desktop app: egui, eframe; it needs `rl` and
+//! `wgpu`), `wgpu` (the wgpu backend), `cuda` (the CUDA backend, loaded at run time), `rl` (the
+//! project's policy and RL loop on candle). Without any of them the library is the engine alone:
+//! the loader, the CPU pipeline and the export.
 
 pub mod alloc;
 pub mod atomic;
 pub mod backend;
 pub mod bench;
+#[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod export;
 pub mod flow;
+#[cfg(feature = "wgpu")]
 pub mod gpu;
+pub mod grid;
 pub mod params;
 pub mod render;
+#[cfg(feature = "rl")]
 pub mod rl;
 pub mod span;
 pub mod summary;
@@ -34,4 +43,5 @@ pub fn sample_trace() -> Trace {
     Trace::from_bytes(SAMPLE_TRACE.to_vec(), std::path::Path::new(SAMPLE_NAME)).expect("the bundled sample is valid")
 }
 
+#[cfg(feature = "app")]
 pub mod app;

@@ -7,7 +7,9 @@ use crate::params::Params;
 use crate::trace::{Trace, TraceError};
 use rayon::prelude::*;
 
+#[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "wgpu")]
 pub mod wgpu;
 
 pub trait Backend: Send + Sync {
@@ -75,20 +77,43 @@ pub fn auto() -> &'static dyn Backend {
 /// CPU backend). Asking for a backend this machine lacks is an error the user should see, not a
 /// fallback.
 pub fn select(choice: Choice) -> Result<Box<dyn Backend>, String> {
+    let asked = |name: &str, e: String| format!("--backend {name}: {e} (--backend auto takes what this machine has)");
     match choice {
         Choice::Cpu => Ok(Box::new(Cpu)),
         Choice::Auto => {
-            if let Ok(cuda) = crate::cuda::shared() {
-                return Ok(Box::new(cuda::CudaBackend { cuda }));
+            if let Ok(cuda) = cuda_backend() {
+                return Ok(cuda);
             }
-            match crate::gpu::shared() {
-                Ok(gpu) if !gpu.is_software => Ok(Box::new(wgpu::Wgpu { gpu })),
+            match wgpu_backend() {
+                Ok((gpu, false)) => Ok(gpu),
                 _ => Ok(Box::new(Cpu)),
             }
         }
-        Choice::Wgpu => crate::gpu::shared().map(|gpu| Box::new(wgpu::Wgpu { gpu }) as Box<dyn Backend>).map_err(|e| format!("--backend wgpu: {e} (--backend auto takes what this machine has)")),
-        Choice::Cuda => crate::cuda::shared().map(|cuda| Box::new(cuda::CudaBackend { cuda }) as Box<dyn Backend>).map_err(|e| format!("--backend cuda: {e} (--backend auto takes what this machine has)")),
+        Choice::Wgpu => wgpu_backend().map(|(b, _)| b).map_err(|e| asked("wgpu", e)),
+        Choice::Cuda => cuda_backend().map_err(|e| asked("cuda", e)),
     }
+}
+
+#[cfg(any(not(feature = "cuda"), not(feature = "wgpu")))]
+fn not_built(feature: &str) -> String {
+    format!("this build of flowtracer has no {feature} backend (built without the `{feature}` feature)")
+}
+
+/// The CUDA backend, if this build has it and a device answers.
+fn cuda_backend() -> Result<Box<dyn Backend>, String> {
+    #[cfg(feature = "cuda")]
+    return crate::cuda::shared().map(|cuda| Box::new(cuda::CudaBackend { cuda }) as Box<dyn Backend>);
+    #[cfg(not(feature = "cuda"))]
+    Err(not_built("cuda"))
+}
+
+/// The wgpu backend, if this build has it and an adapter answers, and whether the adapter is a
+/// software one.
+fn wgpu_backend() -> Result<(Box<dyn Backend>, bool), String> {
+    #[cfg(feature = "wgpu")]
+    return crate::gpu::shared().map(|gpu| (Box::new(wgpu::Wgpu { gpu }) as Box<dyn Backend>, gpu.is_software));
+    #[cfg(not(feature = "wgpu"))]
+    Err(not_built("wgpu"))
 }
 
 /// One backend as this machine has it: the device it would run on, or why it cannot run.
@@ -102,8 +127,8 @@ pub struct Availability {
 /// Every backend and whether this machine has it, in the order `auto` tries them
 /// (`flowtracer backends` prints it): what a user reads when `auto` did not pick what they expected.
 pub fn availability() -> Vec<Availability> {
-    let cuda = crate::cuda::shared().map(|c| c.name.clone());
-    let wgpu = crate::gpu::shared().map(|g| (g.adapter.clone(), g.is_software));
+    let cuda = cuda_backend().map(|b| b.device());
+    let wgpu = wgpu_backend().map(|(b, software)| (b.device(), software));
     let software = wgpu.as_ref().is_ok_and(|w| w.1);
     vec![
         Availability { name: "cuda", device: cuda, note: None },

@@ -9,7 +9,7 @@ use super::{Cuda, Job, ROWS, Solved, THREADS, cfg, driver_err, guard};
 use crate::flow::Matrix;
 use crate::flow::backbone::{Decomposition, FlowPath, NONE, Residuals, SOURCE};
 use crate::flow::matrix::row_offset;
-use crate::gpu::matrix::blocks_up;
+use crate::grid::blocks_up;
 use cudarc::driver::PushKernelArg;
 use std::time::{Duration, Instant};
 

@@ -182,7 +182,7 @@ pub(crate) use backbone::Decomposing;
 pub(crate) use solve::Solved;
 
 /// Threads of a block that settles one 64-row block of a sweep (`ROWS` in kernels/common.cuh,
-/// `gpu::matrix::BLOCK`): one per row.
+/// `grid::BLOCK`): one per row.
 pub(crate) const ROWS: u32 = 64;
 /// Threads of every other block: a row's gather, a slab row's fold, an elementwise step.
 pub(crate) const THREADS: u32 = 256;

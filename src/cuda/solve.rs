@@ -4,7 +4,7 @@
 
 use super::{Cuda, Job, ROWS, THREADS, cfg, driver_err, guard};
 use crate::flow::unit_flow::UnitFlow;
-use crate::gpu::matrix::{blocks_down, blocks_up};
+use crate::grid::{blocks_down, blocks_up};
 use cudarc::driver::{CudaSlice, PushKernelArg};
 use std::time::{Duration, Instant};
 

@@ -11,7 +11,7 @@ use crate::flow::matrix::row_offset;
 use std::ops::Range;
 use wgpu::util::DeviceExt;
 
-pub const BLOCK: usize = 64;
+pub use crate::grid::{BLOCK, blocks_down, blocks_up};
 
 pub struct DeviceMatrix {
     pub n: usize,
@@ -40,30 +40,6 @@ impl DeviceMatrix {
     pub fn buffers(&self) -> impl Iterator<Item = (&Range<usize>, &wgpu::Buffer)> {
         self.chunks.iter().map(|(r, b)| (r, b))
     }
-}
-
-/// Blocks of the backward sweep: from `end` down to 0, on the grid.
-pub fn blocks_down(end: usize) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut k1 = end;
-    while k1 > 0 {
-        let k0 = (k1 - 1) / BLOCK * BLOCK;
-        out.push(k0..k1);
-        k1 = k0;
-    }
-    out
-}
-
-/// Blocks of the forward sweeps: `rows` in order, on the grid.
-pub fn blocks_up(rows: Range<usize>) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut k0 = rows.start;
-    while k0 < rows.end {
-        let k1 = ((k0 / BLOCK + 1) * BLOCK).min(rows.end);
-        out.push(k0..k1);
-        k0 = k1;
-    }
-    out
 }
 
 impl Gpu {
