@@ -197,9 +197,10 @@ fn the_cuda_backend_runs_end_to_end_on_an_emulated_driver() {
     }
     assert_eq!(std::fs::read(dir.join("cpu/credits.safetensors")).unwrap(), std::fs::read(dir.join("cuda/credits.safetensors")).unwrap());
 
-    // A device that fails mid-run: that batch goes to the CPU with a warning, nothing is lost.
+    // A device that fails mid-run: that batch goes to the CPU, the binary says which steps fell
+    // back and why, once per trace, and nothing is lost.
     let (failed, stderr) = export(&dir.join("failing"), "cuda", Some(&dir), &inputs, &[("FLOWTRACER_FAKE_CUDA_FAIL_LAUNCH", "3")]);
-    assert!(stderr.contains("warning: CUDA failed") && stderr.contains("runs on the CPU"), "{stderr}");
+    assert!(stderr.contains("warning: ") && stderr.contains("aggregate, reach, flow, backbone") && stderr.contains("fell back to the cpu: CUDA"), "{stderr}");
     assert_eq!(failed["exported"], cpu["exported"]);
     let fell_back = failed["traces"].as_array().unwrap().iter().filter_map(|t| t["output"].as_str()).map(|rel| {
         let r: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("failing").join(rel)).unwrap()).unwrap();
