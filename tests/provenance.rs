@@ -7,6 +7,8 @@ use flowtracer::span::Spans;
 use flowtracer::trace::{Attention, Problem};
 use flowtracer::{Params, sample_trace};
 
+mod common;
+
 /// Aggregates (by the CPU's own function), loses itself at the solves, and offers nothing else.
 struct Flaky;
 
@@ -74,4 +76,20 @@ fn a_rescore_is_cancelled_between_steps() {
     let again = plan.reusing(t.spans, &Params::default()).unwrap().unwrap();
     let e = flow::rescore(&mut m, &again, &r.provenance, &cancel).unwrap_err();
     assert_eq!(e.problem, Problem::Cancelled);
+}
+
+/// A fully aggregated `[N,N]` may name the layers averaged into it (what `flowtracer.capture`
+/// records): the trace loads, and the result reports them; a list that contradicts the model's
+/// depth is still refused.
+#[test]
+fn an_aggregated_trace_reports_the_layers_it_was_averaged_over() {
+    let bytes = common::chain_builder(6, flowtracer::trace::Dtype::F32, vec![6, 6]).meta("layers", "[9, 10, 11]").meta("num_layers", 28).to_bytes();
+    let t = flowtracer::Trace::from_bytes(bytes, std::path::Path::new("captured.safetensors")).unwrap();
+    assert_eq!(t.meta.layers, Some(vec![9, 10, 11]));
+    let r = flowtracer::analyze(&t, &Params::default(), &Cancel::default()).unwrap();
+    assert_eq!(r.layers, vec![9, 10, 11]);
+
+    let bad = common::chain_builder(6, flowtracer::trace::Dtype::F32, vec![6, 6]).meta("layers", "[9, 30]").meta("num_layers", 28).to_bytes();
+    let e = flowtracer::Trace::from_bytes(bad, std::path::Path::new("captured.safetensors")).err().expect("layer 30 of 28 is refused");
+    assert!(e.to_string().contains("num_layers"), "{e}");
 }

@@ -174,7 +174,7 @@ fn an_unreadable_subfolder_fails_the_export_and_run_warnings_reach_stderr() {
     std::fs::write(runf.join("metrics.jsonl"), b"{\"step\":1}\n\xff\xfe not text\n{\"step\":2}\n").unwrap();
     let out = d.join("out");
     std::fs::create_dir_all(&out).unwrap();
-    for p in [&d, &runf, &out] {
+    for p in [&*d, &*runf, &*out] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
     std::fs::set_permissions(runf.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();

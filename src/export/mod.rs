@@ -9,6 +9,7 @@ pub mod plan;
 pub mod record;
 pub mod table;
 
+pub use credits::{CreditRow, Credits, read_credits};
 pub use plan::{Job, plan};
 
 use crate::backend::Backend;

@@ -84,7 +84,7 @@ pub fn select(trace: &Trace, p: &AggregateParams) -> Result<Selection, DataError
         }
     };
     let slabs = file_layers.iter().flat_map(|&l| heads.iter().map(move |&h| (l, h))).collect();
-    let layers = if a.has_layer_axis { file_layers.iter().map(|&j| original[j]).collect() } else { vec![] };
+    let layers = if a.has_layer_axis { file_layers.iter().map(|&j| original[j]).collect() } else { trace.meta.layers.clone().unwrap_or_default() };
     Ok(Selection { slabs, layers, heads: if a.has_head_axis { heads } else { vec![] } })
 }
 

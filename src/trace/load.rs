@@ -1,7 +1,7 @@
 //! Reading and checking trace format v1 (see FLOWTRACER.md §2). Everything in the file is
 //! untrusted: each check here exists because a real dumper can get it wrong.
 
-use super::{Attention, DataError, Dtype, Problem, Storage, Trace, TraceError, TraceMeta};
+use super::{ArrayInput, Attention, DataError, Dtype, Problem, Storage, Trace, TraceError, TraceMeta};
 use crate::span::{Span, Spans};
 use safetensors::SafeTensors;
 use std::collections::{BTreeMap, HashMap};
@@ -112,7 +112,11 @@ fn read_attention(storage: &Arc<Storage>, header: &safetensors::tensor::Metadata
         safetensors::Dtype::BF16 => Dtype::BF16,
         other => return Err(DataError::new(Problem::Dtype, format!("`attention` has dtype {other:?}; supported: F32, F16, BF16"))),
     };
-    let shape = &info.shape;
+    attention_over(storage, data_start + info.data_offsets.0, dtype, &info.shape, n)
+}
+
+/// The layout checks every attention tensor passes, wherever its bytes live.
+fn attention_over(storage: &Arc<Storage>, offset: usize, dtype: Dtype, shape: &[usize], n: usize) -> Result<Attention, DataError> {
     let (layers, heads, has_layer_axis, has_head_axis) = match shape.len() {
         4 => (shape[0], shape[1], true, true),
         3 => (shape[0], 1, true, false),
@@ -130,17 +134,28 @@ fn read_attention(storage: &Arc<Storage>, header: &safetensors::tensor::Metadata
         return Err(DataError::new(Problem::TokenCount, format!("`attention` covers {nq} tokens but metadata `tokens` lists {n}")));
     }
     check_budget(n)?;
-    Ok(Attention {
-        storage: storage.clone(),
-        offset: data_start + info.data_offsets.0,
-        dtype,
-        layers,
-        heads,
-        has_layer_axis,
-        has_head_axis,
-        n,
-        causal_checked: Default::default(),
-    })
+    Ok(Attention { storage: storage.clone(), offset, dtype, layers, heads, has_layer_axis, has_head_axis, n, causal_checked: Default::default() })
+}
+
+pub(super) fn from_array(array: ArrayInput, tokens: Vec<String>, question: Span, answer: Span, response: Option<Span>, name: &Path) -> Result<Trace, DataError> {
+    let n = tokens.len();
+    if n == 0 {
+        return Err(DataError::new(Problem::TokenCount, "the trace has no tokens"));
+    }
+    let ArrayInput { bytes, dtype, shape } = array;
+    let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let expected = elements.and_then(|e| e.checked_mul(dtype.size()));
+    if expected != Some(bytes.bytes().len()) {
+        return Err(DataError::new(
+            Problem::Shape,
+            format!("`attention` shape {shape:?} in {dtype:?} needs {} bytes, the array holds {}", expected.map_or("more than usize".into(), |e| e.to_string()), bytes.bytes().len()),
+        ));
+    }
+    let storage = Arc::new(bytes);
+    let attention = attention_over(&storage, 0, dtype, &shape, n)?;
+    let spans = Spans { question, response: response.unwrap_or(Span::new(question.end, n)), answer };
+    spans.validate(n).map_err(|e| DataError::new(Problem::Span, e))?;
+    Ok(Trace { path: name.to_path_buf(), tokens, spans, token_ids: None, entropy: None, logprob: None, causal_effect: None, meta: TraceMeta::default(), attention })
 }
 
 /// The pipeline's one matrix (the strict lower triangle in f32) must fit the budget.
@@ -255,10 +270,8 @@ fn parse_meta(meta: &HashMap<String, String>, file_layers: usize, has_layer_axis
         .transpose()?;
     let num_layers: Option<usize> = parse(meta, "num_layers", "a layer count")?;
     if let Some(kept) = &layers {
-        if !has_layer_axis {
-            return Err(DataError::new(Problem::Metadata, "metadata `layers` given but `attention` has no layer axis"));
-        }
-        if kept.len() != file_layers {
+        // On `[N,N]` the list names the layers averaged into it: provenance, not a layout.
+        if has_layer_axis && kept.len() != file_layers {
             return Err(DataError::new(
                 Problem::Shape,
                 format!("metadata `layers` lists {} layers but `attention` holds {file_layers}", kept.len()),

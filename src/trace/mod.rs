@@ -15,16 +15,18 @@ pub use error::{DataError, Problem, TraceError};
 pub use load::{FORMAT, MAX_MATRIX_BYTES_ENV, matrix_budget};
 pub use write::{AttentionInput, TraceBuilder};
 
-use crate::span::Spans;
+use crate::span::{Span, Spans};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Bytes that back a trace: a mapped file, or a buffer built in memory (RL rollouts, tests).
+/// Bytes that back a trace: a mapped file, a buffer built in memory (RL rollouts, tests), or
+/// memory a caller owns (a NumPy array or a torch tensor handed over from Python, read in place).
 pub enum Storage {
     Mapped(memmap2::Mmap),
     Owned(Vec<u8>),
+    Borrowed(Box<dyn AsRef<[u8]> + Send + Sync>),
 }
 
 impl Storage {
@@ -32,8 +34,17 @@ impl Storage {
         match self {
             Storage::Mapped(m) => m,
             Storage::Owned(v) => v,
+            Storage::Borrowed(b) => (**b).as_ref(),
         }
     }
+}
+
+/// Attention held outside a trace file: `bytes` are the tensor's elements in `dtype`, row-major in
+/// `shape` (`[N,N]`, `[L,N,N]` or `[L,H,N,N]`), little-endian, with nothing before or after them.
+pub struct ArrayInput {
+    pub bytes: Storage,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
 }
 
 /// The attention tensor as a stack of `slabs()` N×N matrices (query rows, key columns).
@@ -92,6 +103,11 @@ impl Attention {
         }
     }
 
+    /// The whole tensor's bytes, where they lie (a caller checks that an array was not copied).
+    pub fn bytes(&self) -> &[u8] {
+        &self.storage.bytes()[self.offset..self.offset + self.byte_len()]
+    }
+
     pub fn byte_len(&self) -> usize {
         self.slabs() * self.n * self.n * self.dtype.size()
     }
@@ -139,6 +155,13 @@ impl Trace {
     /// Parses a trace held in memory; `path` only names it in errors.
     pub fn from_bytes(bytes: Vec<u8>, path: &Path) -> Result<Trace, TraceError> {
         load::parse(Arc::new(Storage::Owned(bytes)), path)
+    }
+
+    /// A trace over attention that is already in memory, read where it lies (no copy): the
+    /// checks of a trace file's tensor and spans, with `name` standing for the file in errors.
+    /// `response` defaults to everything after the question, as in the file format.
+    pub fn from_array(array: ArrayInput, tokens: Vec<String>, question: Span, answer: Span, response: Option<Span>, name: &Path) -> Result<Trace, TraceError> {
+        load::from_array(array, tokens, question, answer, response, name).map_err(|e| e.at(name))
     }
 
     pub fn n(&self) -> usize {

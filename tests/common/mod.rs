@@ -6,14 +6,47 @@ use flowtracer::span::{Span, Spans};
 use flowtracer::synth::Rng;
 use flowtracer::trace::{AttentionInput, Dtype, TraceBuilder};
 use flowtracer::Params;
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
 
 /// A fresh folder under the system temp dir, unique per test.
-pub fn temp_dir(name: &str) -> PathBuf {
+pub fn temp_dir(name: &str) -> TempDir {
     let d = std::env::temp_dir().join(format!("flowtracer-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(d)
+}
+
+/// A test's scratch folder: removed when the test passes, kept when it panics so that the files
+/// behind a failure can be looked at. Runs would otherwise leave ~150 MB in /tmp each time.
+pub struct TempDir(PathBuf);
+
+impl Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<OsStr> for TempDir {
+    fn as_ref(&self) -> &OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 pub fn spans(q: (usize, usize), r: (usize, usize), a: (usize, usize)) -> Spans {

@@ -1,120 +1,247 @@
-//! `flowtracer._native`: the engine's entry points for Python. Each call plans, runs the pipeline
-//! with the GIL released, and hands the per-token results back as NumPy arrays that take over the
-//! Rust vectors (no copy). Errors are `ValueError`s whose message names the file (or the array)
-//! and the problem, as the command line's do. The pure-Python package (`python/flowtracer`)
-//! wraps these in typed results.
+//! `flowtracer._native`: the engine's entry points for Python. Each call plans and runs the
+//! pipeline with the GIL released; attention arrays are read where they lie (`input`), and the
+//! per-token results go back as NumPy arrays that take over the Rust vectors (`output`). Errors
+//! are `flowtracer.TraceError`s (a `ValueError`) whose message names the file or the array and
+//! the problem, as the command line's do, with the problem's name in `.problem`. The pure-Python
+//! package (`python/flowtracer`) wraps all of this in typed objects.
 
-use flowtracer::flow::{self, Cancel, FlowResult, Plan};
-use flowtracer::trace::{AttentionInput, Dtype, TraceBuilder};
+mod input;
+mod output;
+
+use flowtracer::backend::{self, Backend, Choice};
+use flowtracer::flow::Cancel;
+use flowtracer::params::CreditParams;
 use flowtracer::{Params, Span, Trace};
-use numpy::{IntoPyArray, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
 use std::path::Path;
 
-fn value_error(e: impl std::fmt::Display) -> PyErr {
+create_exception!(_native, TraceError, PyValueError, "A trace, array or file the engine cannot use; `.problem` names the kind.");
+
+pub(crate) fn value_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
 
-/// Parameters from their JSON text (the Python layer serialises a dict), checked; defaults when none.
+/// The engine's error as a `TraceError` carrying the problem's name.
+fn trace_error(py: Python<'_>, e: &flowtracer::TraceError) -> PyErr {
+    let err = TraceError::new_err(e.to_string());
+    let _ = err.value(py).setattr("problem", e.problem.name());
+    err
+}
+
+/// Parameters from their JSON text (the Python layer serialises them), checked; defaults when none.
 fn params_of(json: Option<&str>) -> PyResult<Params> {
     json.map_or_else(|| Ok(Params::default()), |text| Params::parse(text, true).map_err(|e| value_error(format!("params: {e}"))))
 }
 
-/// The pipeline on the CPU between the trace's own spans, the GIL released.
-fn run(py: Python<'_>, trace: &Trace, params: &Params) -> PyResult<FlowResult> {
-    py.detach(|| {
-        let plan = Plan::for_trace(trace, params)?;
-        flow::execute(trace, &plan, &flow::Cpu, &Cancel::default()).map(|(r, _)| r)
-    })
-    .map_err(value_error)
+fn backend_of(name: &str) -> PyResult<Box<dyn Backend>> {
+    let choice = match name {
+        "auto" => Choice::Auto,
+        "cpu" => Choice::Cpu,
+        "wgpu" => Choice::Wgpu,
+        "cuda" => Choice::Cuda,
+        other => return Err(value_error(format!("backend {other:?}: expected \"auto\", \"cpu\", \"wgpu\" or \"cuda\""))),
+    };
+    backend::select(choice).map_err(value_error)
 }
 
-/// Analyses a trace file (format v1).
+/// Runs every trace that opened; each item of the answer is a result dict or the error of its
+/// trace (one bad trace costs the others nothing).
+fn run_all(py: Python<'_>, opened: Vec<Result<Trace, flowtracer::TraceError>>, params: &Params, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
+    let backend = backend_of(backend)?;
+    let ready: Vec<&Trace> = opened.iter().filter_map(|t| t.as_ref().ok()).collect();
+    let mut ran = py.detach(|| backend.run_batch(&ready, params, &Cancel::default())).into_iter();
+    opened
+        .iter()
+        .map(|t| {
+            let r = match t {
+                Ok(trace) => ran.next().expect("one result per trace").map(|r| (trace, r)),
+                Err(e) => Err(e.clone()),
+            };
+            match r {
+                Ok((trace, r)) => Ok(output::result_dict(py, trace, r)?.into_any().unbind()),
+                Err(e) => Ok(trace_error(py, &e).into_value(py).into_any()),
+            }
+        })
+        .collect()
+}
+
+/// One attention array with what the engine needs besides it.
+#[derive(FromPyObject)]
+struct ArrayItem<'py> {
+    #[pyo3(item)]
+    attention: Bound<'py, PyUntypedArray>,
+    #[pyo3(item)]
+    bf16: bool,
+    #[pyo3(item)]
+    tokens: Vec<String>,
+    #[pyo3(item)]
+    question: (usize, usize),
+    #[pyo3(item)]
+    answer: (usize, usize),
+    #[pyo3(item)]
+    response: Option<(usize, usize)>,
+    #[pyo3(item)]
+    name: String,
+}
+
+fn span((a, b): (usize, usize)) -> Span {
+    Span::new(a, b.max(a))
+}
+
+/// Analyses attention arrays (dicts: `attention`, `bf16`, `tokens`, `question`, `answer`,
+/// `response`, `name`), read in place; a result dict or a `TraceError` per item, in order.
 #[pyfunction]
-#[pyo3(signature = (path, params_json=None))]
-fn analyze_file<'py>(py: Python<'py>, path: &str, params_json: Option<&str>) -> PyResult<Bound<'py, PyDict>> {
+#[pyo3(signature = (items, params_json=None, backend="auto"))]
+fn analyze_arrays(py: Python<'_>, items: Vec<ArrayItem<'_>>, params_json: Option<&str>, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
     let params = params_of(params_json)?;
-    let trace = py.detach(|| Trace::open(Path::new(path))).map_err(value_error)?;
-    let r = run(py, &trace, &params)?;
-    result_dict(py, &trace, r)
+    let mut opened = Vec::with_capacity(items.len());
+    for item in items {
+        let name = Path::new(&item.name);
+        let array = input::borrow(&item.attention, item.bf16, &item.name)?;
+        opened.push(Trace::from_array(array, item.tokens, span(item.question), span(item.answer), item.response.map(span), name));
+    }
+    run_all(py, opened, &params, backend)
 }
 
-/// Analyses attention given as an array: `[N,N]`, `[L,N,N]` or `[L,H,N,N]` float32 rows of
-/// softmax probabilities (query, key), with the tokens and the spans `(start, end)`.
+/// Analyses trace files (format v1); a result dict or a `TraceError` per path, in order.
 #[pyfunction]
-#[pyo3(signature = (attention, tokens, question, response, answer, params_json=None, name="attention"))]
-#[allow(clippy::too_many_arguments, reason = "the Python signature: one keyword argument each")]
-fn analyze_attention<'py>(
+#[pyo3(signature = (paths, params_json=None, backend="auto"))]
+fn analyze_files(py: Python<'_>, paths: Vec<String>, params_json: Option<&str>, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
+    let params = params_of(params_json)?;
+    let opened = py.detach(|| paths.iter().map(|p| Trace::open(Path::new(p))).collect());
+    run_all(py, opened, &params, backend)
+}
+
+/// A trace file's tokens, spans, layout and metadata, without running the pipeline.
+#[pyfunction]
+fn load_trace<'py>(py: Python<'py>, path: &str) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    let trace = py.detach(|| Trace::open(Path::new(path))).map_err(|e| trace_error(py, &e))?;
+    output::trace_dict(py, &trace)
+}
+
+/// A `credits.safetensors` read back and checked.
+#[pyfunction]
+fn read_credits<'py>(py: Python<'py>, path: &str) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    let credits = py.detach(|| flowtracer::export::read_credits(Path::new(path))).map_err(|e| trace_error(py, &e))?;
+    output::credits_dict(py, credits)
+}
+
+/// The engine's token advantage, A_t = γ_t·A (negative A unshaped unless `apply_to_negative`),
+/// for γ of shape `(..., T)` and A of shape `(...)` (one per sequence) or `()`.
+#[pyfunction]
+fn token_advantages<'py>(
     py: Python<'py>,
-    attention: PyReadonlyArrayDyn<'py, f32>,
+    gamma: PyReadonlyArrayDyn<'py, f64>,
+    advantages: PyReadonlyArrayDyn<'py, f64>,
+    apply_to_negative: bool,
+) -> PyResult<Bound<'py, PyArrayDyn<f64>>> {
+    let (g_shape, a_shape) = (gamma.shape().to_vec(), advantages.shape().to_vec());
+    if g_shape.is_empty() || !(a_shape.is_empty() || a_shape == g_shape[..g_shape.len() - 1]) {
+        return Err(value_error(format!("advantages of shape {a_shape:?} do not match gamma of shape {g_shape:?}: expected {:?} or a scalar", &g_shape[..g_shape.len().saturating_sub(1)])));
+    }
+    let p = CreditParams { apply_to_negative, ..CreditParams::default() };
+    let t = g_shape[g_shape.len() - 1].max(1);
+    let g = gamma.as_array();
+    let a: Vec<f64> = advantages.as_array().iter().copied().collect();
+    let out: Vec<f64> = g.iter().enumerate().map(|(i, &g)| flowtracer::flow::credit::token_advantage(g, a[if a_shape.is_empty() { 0 } else { i / t }], &p)).collect();
+    numpy::ndarray::ArrayD::from_shape_vec(g_shape, out).map(|a| a.into_pyarray(py)).map_err(value_error)
+}
+
+/// The parameters' defaults, as JSON.
+#[pyfunction]
+fn params_default() -> String {
+    serde_json::to_string(&Params::default()).expect("params serialise")
+}
+
+/// Parameters from TOML or JSON text (`json`), or from a file (`path`), checked; as JSON with
+/// every default filled in.
+#[pyfunction]
+#[pyo3(signature = (text=None, json=true, path=None))]
+fn params_parse(text: Option<&str>, json: bool, path: Option<&str>) -> PyResult<String> {
+    let params = match (text, path) {
+        (_, Some(path)) => Params::load(Path::new(path)),
+        (Some(text), None) => Params::parse(text, json),
+        (None, None) => Ok(Params::default()),
+    }
+    .map_err(|e| value_error(format!("params: {e}")))?;
+    Ok(serde_json::to_string(&params).expect("params serialise"))
+}
+
+/// The layers `[start, end)` the engine aggregates for a model of `total` layers under `params`
+/// (`capture` records the same ones).
+#[pyfunction]
+#[pyo3(signature = (total, params_json=None))]
+fn default_layers(total: usize, params_json: Option<&str>) -> PyResult<(usize, usize)> {
+    let p = params_of(params_json)?;
+    Ok(match p.aggregate.layers {
+        Some([lo, hi]) => (lo.min(total), hi.min(total)),
+        None => flowtracer::flow::aggregate::default_layers(total, p.aggregate.deep_from),
+    })
+}
+
+/// Writes trace format v1 (`flowtracer.dump`): float32 attention, tokens, spans, optional token
+/// ids and metadata. Refuses to replace an existing file unless `overwrite`; the write is atomic.
+#[pyfunction]
+#[pyo3(signature = (path, attention, tokens, question, answer, response=None, token_ids=None, meta=None, overwrite=false))]
+#[allow(clippy::too_many_arguments, reason = "the Python signature: one keyword argument each")]
+fn write_trace(
+    py: Python<'_>,
+    path: &str,
+    attention: PyReadonlyArrayDyn<'_, f32>,
     tokens: Vec<String>,
     question: (usize, usize),
-    response: (usize, usize),
     answer: (usize, usize),
-    params_json: Option<&str>,
-    name: &str,
-) -> PyResult<Bound<'py, PyDict>> {
-    let params = params_of(params_json)?;
-    let shape = attention.shape().to_vec();
-    if !(2..=4).contains(&shape.len()) {
-        return Err(value_error(format!("{name}: {} axes {shape:?}; expected [N,N], [L,N,N] or [L,H,N,N]", shape.len())));
+    response: Option<(usize, usize)>,
+    token_ids: Option<Vec<i64>>,
+    meta: Option<std::collections::BTreeMap<String, String>>,
+    overwrite: bool,
+) -> PyResult<()> {
+    let target = Path::new(path);
+    if !overwrite && target.exists() {
+        return Err(value_error(format!("{path}: already exists (pass overwrite=True to replace it)")));
     }
-    let values = match attention.as_slice() {
-        Ok(s) => s.to_vec(),
-        Err(_) => attention.as_array().iter().copied().collect(),
-    };
-    let span = |(a, b): (usize, usize)| Span::new(a, b.max(a));
-    let builder = TraceBuilder::new(tokens, span(question), span(response), span(answer), AttentionInput { shape, values, dtype: Dtype::F32 });
-    let label = format!("{name}.safetensors");
-    let trace = py.detach(|| Trace::from_bytes(builder.to_bytes(), Path::new(&label))).map_err(value_error)?;
-    let r = run(py, &trace, &params)?;
-    result_dict(py, &trace, r)
+    let n = tokens.len();
+    let shape = attention.shape().to_vec();
+    let values: Vec<f32> = attention.as_array().iter().copied().collect();
+    let response = response.map_or(Span::new(question.1, n), span);
+    let mut builder = flowtracer::trace::TraceBuilder::new(tokens, span(question), response, span(answer), flowtracer::trace::AttentionInput { shape, values, dtype: flowtracer::trace::Dtype::F32 });
+    if let Some(ids) = token_ids {
+        builder = builder.token_ids(ids);
+    }
+    for (k, v) in meta.unwrap_or_default() {
+        if ["format", "tokens", "question", "answer", "response"].contains(&k.as_str()) {
+            return Err(value_error(format!("meta: `{k}` is written from the arguments, not from meta")));
+        }
+        builder = builder.meta(&k, v);
+    }
+    // The same checks as any trace file before it is written: a dump that would not load is refused.
+    let bytes = builder.to_bytes();
+    let check = Trace::from_bytes(bytes.clone(), target).map_err(|e| trace_error(py, &e))?;
+    drop(check);
+    py.detach(|| flowtracer::atomic::write_atomic(target, &bytes)).map_err(|e| value_error(format!("{path}: {e}")))
 }
 
 /// What this machine's backends are, and which one `auto` takes.
 #[pyfunction]
 fn backends() -> String {
-    flowtracer::backend::availability_report()
-}
-
-/// The result as a dict of NumPy arrays and plain values (`flowtracer.FlowResult` wraps it).
-fn result_dict<'py>(py: Python<'py>, trace: &Trace, r: FlowResult) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    let span = |s: Span| (s.start, s.end);
-    d.set_item("source", trace.path.display().to_string())?;
-    d.set_item("status", r.status.name())?;
-    d.set_item("tokens", PyList::new(py, &trace.tokens)?)?;
-    d.set_item("question", span(trace.spans.question))?;
-    d.set_item("response", span(trace.spans.response))?;
-    d.set_item("answer", span(trace.spans.answer))?;
-    d.set_item("sink", span(r.spans.answer))?;
-    d.set_item("answer_inflow", r.answer_inflow())?;
-    d.set_item("backbone_flow", r.backbone_flow())?;
-    d.set_item("question_sources", r.question_sources)?;
-    d.set_item("layers", r.layers.clone())?;
-    d.set_item("heads", r.heads.clone())?;
-    let paths = PyList::empty(py);
-    for p in &r.backbone {
-        paths.append((p.tokens.clone(), p.flow))?;
-    }
-    d.set_item("backbone", paths)?;
-    d.set_item("hubs", r.hubs.into_pyarray(py))?;
-    d.set_item("checkpoints", r.checkpoints.into_pyarray(py))?;
-    d.set_item("provenance", serde_json::to_string(&r.provenance).map_err(value_error)?)?;
-    d.set_item("reach", r.reach.into_pyarray(py))?;
-    d.set_item("flow", r.flow.into_pyarray(py))?;
-    d.set_item("throughput", r.throughput.into_pyarray(py))?;
-    d.set_item("credit", r.credit.into_pyarray(py))?;
-    d.set_item("far_sources", r.far_sources.into_pyarray(py))?;
-    Ok(d)
+    backend::availability_report()
 }
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(analyze_file, m)?)?;
-    m.add_function(wrap_pyfunction!(analyze_attention, m)?)?;
+    m.add("TraceError", m.py().get_type::<TraceError>())?;
+    m.add_function(wrap_pyfunction!(analyze_arrays, m)?)?;
+    m.add_function(wrap_pyfunction!(analyze_files, m)?)?;
+    m.add_function(wrap_pyfunction!(load_trace, m)?)?;
+    m.add_function(wrap_pyfunction!(read_credits, m)?)?;
+    m.add_function(wrap_pyfunction!(token_advantages, m)?)?;
+    m.add_function(wrap_pyfunction!(params_default, m)?)?;
+    m.add_function(wrap_pyfunction!(params_parse, m)?)?;
+    m.add_function(wrap_pyfunction!(default_layers, m)?)?;
+    m.add_function(wrap_pyfunction!(write_trace, m)?)?;
     m.add_function(wrap_pyfunction!(backends, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -1,35 +1,17 @@
 """The Python package against the engine's own export of the same traces, and its errors."""
 
-import json
 import math
-import os
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import flowtracer
-
-ROOT = Path(__file__).resolve().parents[3]
-SAMPLE = ROOT / "sample_traces" / "addition.safetensors"
-BINARY = Path(os.environ.get("FLOWTRACER_BIN", ROOT / "target" / "debug" / "flowtracer"))
-
-
-def exported(trace: Path, tmp_path: Path, params: dict | None = None) -> dict:
-    """The binary's own JSON record of `trace` (`cargo build` makes the binary)."""
-    assert BINARY.exists(), f"{BINARY}: build the binary first (cargo build), or set FLOWTRACER_BIN"
-    args = [str(BINARY), "--export", str(tmp_path / "out"), "--format", "json", str(trace)]
-    if params is not None:
-        (tmp_path / "p.json").write_text(json.dumps(params))
-        args[1:1] = ["--params", str(tmp_path / "p.json")]
-    subprocess.run(args, check=True, capture_output=True)
-    return json.loads((tmp_path / "out" / f"{trace.stem}.json").read_text())
+from conftest import SAMPLE, export, exported
 
 
 @pytest.mark.parametrize("params", [None, {"credit": {"fraction": 0.2, "gamma": 2.0}, "answer": {"sink": "tokens"}}])
 def test_a_trace_file_gives_the_binarys_numbers(tmp_path, params):
-    r = flowtracer.analyze(SAMPLE, params)
+    r = flowtracer.analyze(SAMPLE, params=params)
     e = exported(SAMPLE, tmp_path, params)
     assert r.status == e["status"] == "ok"
     assert r.tokens == e["tokens"]
@@ -41,45 +23,126 @@ def test_a_trace_file_gives_the_binarys_numbers(tmp_path, params):
     assert list(r.hubs) == e["hubs"] and list(r.checkpoints) == e["checkpoints"]
     assert r.answer_inflow == pytest.approx(1.0)
     assert r.provenance["steps"]["aggregate"] == "cpu"
+    assert r.zero_copy is None
 
 
-def chain(n: int) -> np.ndarray:
+def chain(n: int, dtype=np.float32) -> np.ndarray:
     """Each token attends half to its predecessor and half to the first token."""
     a = np.zeros((n, n), dtype=np.float64)
     a[0, 0] = 1.0
     for k in range(1, n):
         a[k, k - 1] += 0.5
         a[k, 0] += 0.5
-    return a
+    return a.astype(dtype)
 
 
 def test_attention_in_memory_runs_the_same_pipeline():
     n = 24
-    r = flowtracer.analyze_attention(chain(n), [f"t{i}" for i in range(n)], question=(0, 3), response=(3, n), answer=(n - 2, n))
-    assert r.status == "ok"
+    r = flowtracer.analyze(chain(n), tokens=[f"t{i}" for i in range(n)], question=(0, 3), answer=(n - 2, n))
+    assert r.status == "ok" and r.response == (3, n)
     assert r.answer_inflow == pytest.approx(1.0)
     gamma = r.credit[r.response[0] : r.response[1]]
     assert 0 < (gamma > 1).sum() <= math.ceil(0.4 * len(gamma))
     assert set(np.unique(r.credit)) <= {1.0, 1.5}
     # [L,H,N,N] of the same rows aggregates to the same matrix.
-    r4 = flowtracer.analyze_attention(np.broadcast_to(chain(n), (3, 2, n, n)), r.tokens, (0, 3), (3, n), (n - 2, n))
+    stacked = np.ascontiguousarray(np.broadcast_to(chain(n), (3, 2, n, n)))
+    r4 = flowtracer.analyze(stacked, question=(0, 3), answer=(n - 2, n))
     np.testing.assert_allclose(r4.flow, r.flow, rtol=1e-12)
 
 
-def test_bad_input_is_a_value_error_that_names_it(tmp_path):
+def test_an_array_is_read_where_it_lies():
+    n = 32
+    for dtype in (np.float32, np.float16):
+        a = chain(n, dtype)
+        r = flowtracer.analyze(a, question=(0, 3), answer=(n - 2, n))
+        assert r.zero_copy is True, dtype
+    # float64 has to be converted, and the result says so.
+    assert flowtracer.analyze(chain(n, np.float64), question=(0, 3), answer=(n - 2, n)).zero_copy is False
+    # A strided view is not contiguous: converted too, same numbers.
+    wide = np.zeros((n, 2 * n), dtype=np.float32)
+    wide[:, ::2] = chain(n)
+    view = wide[:, ::2]
+    r = flowtracer.analyze(view, question=(0, 3), answer=(n - 2, n))
+    assert r.zero_copy is False
+    np.testing.assert_array_equal(r.credit, flowtracer.analyze(chain(n), question=(0, 3), answer=(n - 2, n)).credit)
+
+
+def test_bad_input_is_an_error_that_names_it(tmp_path):
     n = 8
     a = chain(n)
     a[2, 5] = 0.3  # a query attending to a later token
-    with pytest.raises(ValueError, match=r"rollout_7\.safetensors.*non_causal|rollout_7\.safetensors.*row 2"):
-        flowtracer.analyze_attention(a, ["x"] * n, (0, 2), (2, n), (n - 1, n), name="rollout_7")
+    with pytest.raises(flowtracer.TraceError, match=r"rollout_7.*row 2") as e:
+        flowtracer.analyze(a, question=(0, 2), answer=(n - 1, n), name="rollout_7")
+    assert e.value.problem == "non_causal" and isinstance(e.value, ValueError)
     with pytest.raises(ValueError, match="params"):
-        flowtracer.analyze(SAMPLE, {"credit": {"fraction": 7}})
-    with pytest.raises(ValueError, match="no_such.safetensors"):
+        flowtracer.analyze(SAMPLE, params={"credit": {"fraction": 7}})
+    with pytest.raises(flowtracer.TraceError, match="no_such.safetensors"):
         flowtracer.analyze(tmp_path / "no_such.safetensors")
-    with pytest.raises(ValueError, match="axes"):
-        flowtracer.analyze_attention(np.zeros(5, dtype=np.float32), ["x"] * 5, (0, 1), (1, 5), (4, 5))
+    with pytest.raises(flowtracer.TraceError, match="axes"):
+        flowtracer.analyze(np.zeros(5, dtype=np.float32), question=(0, 1), answer=(4, 5))
+    with pytest.raises(flowtracer.TraceError, match="attention.*tokens"):
+        flowtracer.analyze(chain(n), tokens=["x"] * (n + 1), question=(0, 1), answer=(n - 1, n))
+    with pytest.raises(flowtracer.TraceError, match="span"):
+        flowtracer.analyze(chain(n), question=(0, 1), answer=(n - 1, n + 4))
+    with pytest.raises(ValueError, match="dtype"):
+        flowtracer.analyze(chain(n).astype(np.int32), question=(0, 1), answer=(n - 1, n))
+
+
+def test_a_batch_keeps_each_traces_error_to_itself():
+    n = 16
+    bad = chain(n)
+    bad[3, 9] = 0.5
+    items = [dict(attention=chain(n), question=(0, 2), answer=(n - 1, n)), dict(attention=bad, question=(0, 2), answer=(n - 1, n), name="bad one")]
+    out = flowtracer.analyze_batch(items, errors="return")
+    assert isinstance(out[0], flowtracer.FlowResult) and out[0].status == "ok"
+    assert isinstance(out[1], flowtracer.TraceError) and "bad one" in str(out[1])
+    with pytest.raises(flowtracer.TraceError, match="bad one"):
+        flowtracer.analyze_batch(items)
+
+
+def test_files_load_and_credits_read_back(tmp_path):
+    t = flowtracer.load_trace(SAMPLE)
+    assert len(t.tokens) == t.shape[-1] and t.question[1] <= t.response[0] and t.dtype in ("f32", "f16", "bf16")
+    out = export([SAMPLE], tmp_path / "out", "credits")
+    credits = flowtracer.read_credits(out / "credits.safetensors")
+    (row,) = credits.rows
+    r = t.analyze()
+    np.testing.assert_array_equal(row.credit, r.credit.astype(np.float32))
+    assert (row.question, row.response, row.answer) == (t.question, t.response, t.answer)
+    assert credits.params == flowtracer.Params()
+    (tmp_path / "not_credits.safetensors").write_bytes(SAMPLE.read_bytes())
+    with pytest.raises(flowtracer.TraceError, match=r"not_credits\.safetensors.*format"):
+        flowtracer.read_credits(tmp_path / "not_credits.safetensors")
+
+
+def test_params_are_the_engines(tmp_path):
+    p = flowtracer.Params()
+    assert p.credit.fraction == 0.4 and p.credit.gamma == 1.5 and p.answer.sink == "writers"
+    q = p.replace(credit={"gamma": 2.0})
+    assert q.credit.gamma == 2.0 and q.credit.fraction == 0.4 and p.credit.gamma == 1.5
+    (tmp_path / "p.toml").write_text("[credit]\nfraction = 0.25\n")
+    assert flowtracer.Params.load(tmp_path / "p.toml").credit.fraction == 0.25
+    assert flowtracer.Params.from_toml("[backbone]\nmax_paths = 3\n").backbone.max_paths == 3
+    with pytest.raises(ValueError, match="fraction"):
+        flowtracer.Params(credit={"fraction": 2})
+    with pytest.raises(ValueError, match="unknown field"):
+        flowtracer.Params(credit={"fracton": 0.2})
+    with pytest.raises(AttributeError, match="immutable"):
+        p.credit.gamma = 3
+
+
+def test_token_advantages_follow_the_engines_rule():
+    gamma = np.array([[1.0, 1.5, 1.0], [1.5, 1.5, 1.0]])
+    adv = np.array([2.0, -1.0])
+    np.testing.assert_array_equal(flowtracer.token_advantages(gamma, adv, apply_to_negative=True), [[2.0, 3.0, 2.0], [-1.5, -1.5, -1.0]])
+    np.testing.assert_array_equal(flowtracer.token_advantages(gamma, adv, apply_to_negative=False), [[2.0, 3.0, 2.0], [-1.0, -1.0, -1.0]])
+    np.testing.assert_array_equal(flowtracer.token_advantages(gamma[0], 0.5), [0.5, 0.75, 0.5])
+    with pytest.raises(ValueError, match="do not match"):
+        flowtracer.token_advantages(gamma, np.ones(3))
 
 
 def test_backends_says_what_the_wheel_has():
     report = flowtracer.backends()
     assert "cpu" in report and "auto" in report
+    with pytest.raises(ValueError, match="backend"):
+        flowtracer.analyze(chain(8), question=(0, 1), answer=(7, 8), backend="tpu")

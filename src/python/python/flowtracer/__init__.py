@@ -1,93 +1,160 @@
 """FlowTracer from Python: the same Rust engine as the `flowtracer` binary, in process.
 
     import flowtracer
-    r = flowtracer.analyze("trace.safetensors")                 # a trace file (format v1)
-    r = flowtracer.analyze_attention(att, tokens, question=(0, 12), response=(12, 80), answer=(78, 80))
+    r = flowtracer.analyze(att, question=(0, 12), answer=(78, 80))   # NumPy or torch, [N,N] / [L,N,N] / [L,H,N,N]
     r.credit, r.throughput, r.flow            # per-token NumPy arrays (float64)
     r.backbone                                # [(token indices, flow), ...], widest first
+    flowtracer.analyze("trace.safetensors")   # a trace file (format v1)
 
-Parameters are the `Params` of a `--params` file, as a dict (`{"credit": {"fraction": 0.2}}`);
-what is left out takes its default. Errors are `ValueError`s that name the file or the array.
+    with flowtracer.capture(model) as cap:    # attention of a Hugging Face model, without output_attentions
+        model(**batch)
+    r = flowtracer.analyze(cap.attention(0), question=..., answer=...)
+
+Attention is read where it lies when it is C-contiguous float32, float16 or bfloat16; the GIL is
+released while the engine runs. Parameters are a `Params` (or a dict of its sections); errors are
+`TraceError`s (a `ValueError`) that name the file or the array and the problem.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from os import PathLike
-from typing import Any, Mapping, Sequence
+from os import PathLike, fspath
+from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
 from . import _native
+from ._arrays import address, engine_array
+from .params import Params, params_json
+from .results import CreditRow, Credits, FlowResult, Trace
 
-__all__ = ["FlowResult", "analyze", "analyze_attention", "backends", "__version__"]
-__version__ = _native.__version__
+__all__ = [
+    "FlowResult",
+    "Params",
+    "Trace",
+    "TraceError",
+    "Credits",
+    "CreditRow",
+    "analyze",
+    "analyze_batch",
+    "analyze_files",
+    "load_trace",
+    "read_credits",
+    "token_advantages",
+    "capture",
+    "dump",
+    "backends",
+    "__version__",
+]
+__version__: str = _native.__version__
+TraceError = _native.TraceError
 
-
-@dataclass(frozen=True)
-class FlowResult:
-    """Everything the pipeline derives from one trace (FLOWTRACER.md §1)."""
-
-    source: str
-    status: str
-    tokens: list[str]
-    question: tuple[int, int]
-    response: tuple[int, int]
-    answer: tuple[int, int]
-    sink: tuple[int, int]
-    """The positions the flow was conditioned on (`answer.sink`)."""
-    reach: np.ndarray
-    flow: np.ndarray
-    throughput: np.ndarray
-    credit: np.ndarray
-    """γ per token: what RL multiplies each token's advantage by."""
-    far_sources: np.ndarray
-    backbone: list[tuple[list[int], float]]
-    hubs: np.ndarray
-    checkpoints: np.ndarray
-    answer_inflow: float
-    backbone_flow: float
-    question_sources: int
-    layers: list[int]
-    heads: list[int]
-    provenance: dict[str, Any]
-    """Which executor ran each step, and any fallback with its reason."""
-
-    @classmethod
-    def _of(cls, d: dict[str, Any]) -> "FlowResult":
-        d = dict(d)
-        d["provenance"] = json.loads(d["provenance"])
-        return cls(**d)
+Span = tuple[int, int]
+ParamsLike = Params | Mapping[str, Any] | None
+Errors = Literal["raise", "return"]
 
 
-def _params(params: Mapping[str, Any] | None) -> str | None:
-    return None if params is None else json.dumps(params)
+def _item(attention: Any, question: Span, answer: Span, response: Span | None, tokens: Sequence[str] | None, name: str) -> dict[str, Any]:
+    array, bf16 = engine_array(attention, name)
+    n = array.shape[-1] if array.ndim else 0
+    return {
+        "attention": array,
+        "bf16": bf16,
+        "tokens": [f"<{i}>" for i in range(n)] if tokens is None else [str(t) for t in tokens],
+        "question": tuple(question),
+        "answer": tuple(answer),
+        "response": None if response is None else tuple(response),
+        "name": name,
+    }
 
 
-def analyze(path: str | PathLike[str], params: Mapping[str, Any] | None = None) -> FlowResult:
-    """Runs the pipeline on a trace file (format v1), between the spans the file gives."""
-    return FlowResult._of(_native.analyze_file(str(path), _params(params)))
+def _finish(answers: list[Any], addresses: Iterable[int | None], errors: Errors) -> list[Any]:
+    out = [a if isinstance(a, BaseException) else FlowResult._of(a, addr) for a, addr in zip(answers, addresses)]
+    if errors == "raise":
+        for a in out:
+            if isinstance(a, BaseException):
+                raise a
+    return out
 
 
-def analyze_attention(
-    attention: np.ndarray,
-    tokens: Sequence[str],
-    question: tuple[int, int],
-    response: tuple[int, int],
-    answer: tuple[int, int],
-    params: Mapping[str, Any] | None = None,
+def analyze(
+    attention: Any,
+    *,
+    question: Span | None = None,
+    answer: Span | None = None,
+    response: Span | None = None,
+    tokens: Sequence[str] | None = None,
+    params: ParamsLike = None,
+    backend: str = "auto",
     name: str = "attention",
 ) -> FlowResult:
-    """Runs the pipeline on attention in memory: `[N,N]`, `[L,N,N]` or `[L,H,N,N]` rows of
-    softmax probabilities (query, key), any float dtype (computed in float32). Spans are
-    `(start, end)` token ranges; `name` is what errors call the array."""
-    att = np.ascontiguousarray(attention, dtype=np.float32)
-    return FlowResult._of(
-        _native.analyze_attention(att, list(tokens), tuple(question), tuple(response), tuple(answer), _params(params), name)
-    )
+    """Runs the pipeline on one trace: attention rows of softmax probabilities (query, key) as a
+    NumPy array or torch tensor shaped `[N,N]`, `[L,N,N]` or `[L,H,N,N]`, between the `question`
+    and `answer` spans (`response` defaults to everything after the question); or a trace file's
+    path, between the spans it records. `name` is what errors call the array."""
+    if isinstance(attention, (str, PathLike)):
+        if question is not None or answer is not None or response is not None:
+            raise TypeError("a trace file records its own spans: pass question/answer only with an array")
+        return analyze_files([attention], params=params, backend=backend)[0]
+    if question is None or answer is None:
+        raise TypeError("analyze(attention, ...) needs question=(start, end) and answer=(start, end)")
+    return analyze_batch([dict(attention=attention, question=question, answer=answer, response=response, tokens=tokens, name=name)], params=params, backend=backend)[0]
+
+
+def analyze_batch(items: Sequence[Mapping[str, Any]], *, params: ParamsLike = None, backend: str = "auto", errors: Errors = "raise") -> list[Any]:
+    """Runs many traces at once (in parallel in the engine). Each item is a dict with the keys of
+    `analyze`: `attention`, `question`, `answer`, and optionally `response`, `tokens`, `name`
+    (default `attention[i]`). With `errors="return"` a trace that fails gives its `TraceError`
+    in its place; with `"raise"` (the default) the first one is raised after all have run."""
+    prepared = [
+        _item(it["attention"], it["question"], it["answer"], it.get("response"), it.get("tokens"), it.get("name") or f"attention[{i}]")
+        for i, it in enumerate(items)
+    ]
+    answers = _native.analyze_arrays(prepared, params_json(params), backend)
+    return _finish(answers, (address(it["attention"]) for it in items), errors)
+
+
+def analyze_files(paths: Iterable[str | PathLike[str]], *, params: ParamsLike = None, backend: str = "auto", errors: Errors = "raise") -> list[Any]:
+    """Runs trace files (format v1), each between the spans it records; errors as in `analyze_batch`."""
+    names = [fspath(p) for p in paths]
+    answers = _native.analyze_files(names, params_json(params), backend)
+    return _finish(answers, (None for _ in names), errors)
+
+
+def load_trace(path: str | PathLike[str]) -> Trace:
+    """A trace file's tokens, spans, layout and metadata, checked, without running the pipeline."""
+    return Trace._of(_native.load_trace(fspath(path)))
+
+
+def read_credits(path: str | PathLike[str]) -> Credits:
+    """A `credits.safetensors` that `flowtracer --export` wrote, read back and checked."""
+    return Credits._of(_native.read_credits(fspath(path)))
+
+
+def token_advantages(gamma: Any, advantages: Any, apply_to_negative: bool = True) -> Any:
+    """Per-token advantages with the engine's rule: A_t = γ_t·A, except that a negative A is left
+    unshaped unless `apply_to_negative`. `gamma` is `(..., T)`; `advantages` is one value per
+    sequence (`gamma.shape[:-1]`) or a scalar. A torch `gamma` gives a torch tensor on its
+    device and in its dtype; NumPy gives float64."""
+    like = gamma if type(gamma).__module__.startswith("torch") else None
+    to_np = lambda x: x.detach().double().cpu().numpy() if type(x).__module__.startswith("torch") else np.asarray(x, dtype=np.float64)
+    # (np.asarray, not np.ascontiguousarray: the latter turns a scalar into shape (1,))
+    out = _native.token_advantages(np.asarray(to_np(gamma), order="C"), np.asarray(to_np(advantages), order="C"), bool(apply_to_negative))
+    if like is not None:
+        import torch
+
+        return torch.from_numpy(out).to(device=like.device, dtype=like.dtype if like.is_floating_point() else torch.float64)
+    return out
 
 
 def backends() -> str:
     """The backends this build and machine have, and which one `auto` takes."""
     return _native.backends()
+
+
+def __getattr__(name: str) -> Any:
+    # `capture` and `dump` need torch; importing the package does not.
+    if name in ("capture", "dump"):
+        from . import _capture as module
+
+        return getattr(module, name)
+    raise AttributeError(f"module 'flowtracer' has no attribute {name!r}")

@@ -1,0 +1,254 @@
+"""Attention of a Hugging Face model, recorded during an ordinary forward pass.
+
+`output_attentions=True` forces eager attention and keeps `[L,H,N,N]` for every layer (about
+105 GB at N = 8192 for a 28-layer, 28-head model). `capture` instead wraps the attention
+implementation the model already uses (eager, SDPA, flash, ...): that implementation still
+computes the model's output, and for the layers the engine would aggregate the wrapper
+recomputes the probabilities softmax(q·kᵀ·scale + mask) from the exact q and k it receives, in
+chunks of query rows, GQA by broadcasting, and adds them into one float32 `[N,N]` per sample.
+The extra memory is that accumulator plus one chunk of scores.
+
+The padding mask is kept: transformers hands a custom implementation no mask unless a mask
+function is registered under its name, so the wrapper registers the one the model used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from os import PathLike, fspath
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _native
+from .params import Params, params_json
+
+_NAME = "flowtracer_capture"
+
+
+def _text_config(model: Any) -> Any:
+    cfg = model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+class capture:
+    """Records head- and layer-averaged attention while the model runs.
+
+        with flowtracer.capture(model) as cap:
+            model(input_ids=ids, attention_mask=mask)
+        a = cap.attention(0)          # [n, n] float32 NumPy, the first sample's valid tokens
+
+    `layers` is `(start, end)` of original layer indices; by default the engine's own rule for
+    this depth (the middle third on deep models), or `params.aggregate.layers`. `reduce` is
+    `"mean"` (the engine's default) or `"max"`. `chunk` query rows are scored at a time. Each
+    forward pass of the model replaces what the previous one recorded; a pass whose queries do
+    not cover the keys (a decoding step with a KV cache) is not recorded.
+    """
+
+    def __init__(self, model: Any, layers: tuple[int, int] | None = None, reduce: str = "mean", chunk: int = 256, params: Params | None = None):
+        if reduce not in ("mean", "max"):
+            raise ValueError(f"capture: reduce must be 'mean' or 'max', not {reduce!r}")
+        if chunk < 1:
+            raise ValueError(f"capture: chunk must be at least 1, not {chunk}")
+        self.model = model
+        cfg = _text_config(model)
+        self.num_layers: int = int(cfg.num_hidden_layers)
+        if layers is None:
+            layers = _native.default_layers(self.num_layers, params_json(params))
+        lo, hi = int(layers[0]), int(layers[1])
+        if not 0 <= lo < hi <= self.num_layers:
+            raise ValueError(f"capture: layers [{lo}, {hi}) are not inside the model's {self.num_layers} layers")
+        self.layers = (lo, hi)
+        self.reduce = reduce
+        self.chunk = int(chunk)
+        self._acc = None
+        self._seen: set[int] = set()
+        self._heads = 0
+        self._mask2d = None
+        self.skipped = 0
+        """Attention calls not recorded (decoding steps with a cache)."""
+        self._hooks: list[Any] = []
+
+    # -- installing and removing the wrapper ------------------------------------------------
+
+    def __enter__(self) -> "capture":
+        from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        cfg = _text_config(self.model)
+        self._previous = cfg._attn_implementation
+        prev = self._previous
+        if prev == _NAME:
+            raise RuntimeError("capture: this model is already being captured")
+        base = None if prev == "eager" else ALL_ATTENTION_FUNCTIONS.get(prev)
+        if prev != "eager" and base is None:
+            raise RuntimeError(f"capture: the model's attention implementation {prev!r} is not a registered one")
+        me = self
+
+        def wrapped(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> Any:
+            impl = base if base is not None else sys.modules[type(module).__module__].eager_attention_forward
+            out = impl(module, query, key, value, attention_mask, **kwargs)
+            me._record(module, query, key, attention_mask, kwargs)
+            return out
+
+        AttentionInterface.register(_NAME, wrapped)
+        mask_fn = ALL_MASK_ATTENTION_FUNCTIONS.get(prev) or ALL_MASK_ATTENTION_FUNCTIONS.get("sdpa")
+        AttentionMaskInterface.register(_NAME, mask_fn)
+        self.model.set_attn_implementation(_NAME)
+        self._hooks.append(self.model.register_forward_pre_hook(self._start_pass, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        self.model.set_attn_implementation(self._previous)
+
+    def _start_pass(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        self._acc = None
+        self._seen = set()
+        self._heads = 0
+        self.skipped = 0
+        self._mask2d = kwargs.get("attention_mask")
+
+    # -- recording -------------------------------------------------------------------------
+
+    def _record(self, module: Any, query: Any, key: Any, mask: Any, kwargs: dict[str, Any]) -> None:
+        import torch
+
+        layer = getattr(module, "layer_idx", None)
+        if layer is None or not self.layers[0] <= layer < self.layers[1]:
+            return
+        b, h, n, d = query.shape
+        hkv, kv = key.shape[1], key.shape[2]
+        if n != kv:
+            self.skipped += 1
+            return
+        if layer in self._seen:  # a gradient-checkpointing recompute of a layer already recorded
+            return
+        self._seen.add(layer)
+        with torch.no_grad():
+            if self._acc is None:
+                fill = 0.0 if self.reduce == "mean" else -math.inf
+                self._acc = torch.full((b, n, n), fill, dtype=torch.float32, device=query.device)
+            self._heads += h
+            q = query.detach().view(b, hkv, h // hkv, n, d)
+            k = key.detach().unsqueeze(2)
+            scale = kwargs.get("scaling") or 1.0 / math.sqrt(d)
+            softcap = kwargs.get("softcap")
+            sinks = kwargs.get("s_aux")
+            for q0 in range(0, n, self.chunk):
+                q1 = min(n, q0 + self.chunk)
+                s = (q[:, :, :, q0:q1].float() @ k[..., :q1, :].float().transpose(-1, -2)) * scale
+                if softcap:
+                    s = s.div_(softcap).tanh_().mul_(softcap)
+                s = _masked(s, mask, q0, q1)
+                if sinks is not None:
+                    sink = sinks.detach().float().view(1, hkv, h // hkv, 1, 1).expand(b, -1, -1, q1 - q0, 1)
+                    p = torch.softmax(torch.cat([s, sink], dim=-1), dim=-1)[..., :-1]
+                else:
+                    p = torch.softmax(s, dim=-1)
+                p = p.nan_to_num_(nan=0.0)  # a fully masked (padding) row
+                if self.reduce == "mean":
+                    self._acc[:, q0:q1, :q1] += p.sum(dim=(1, 2))
+                else:
+                    self._acc[:, q0:q1, :q1] = torch.maximum(self._acc[:, q0:q1, :q1], p.amax(dim=(1, 2)))
+
+    # -- results ---------------------------------------------------------------------------
+
+    @property
+    def recorded_layers(self) -> list[int]:
+        """The layers the last forward pass recorded."""
+        return sorted(self._seen)
+
+    def _recorded(self) -> Any:
+        if self._acc is None:
+            raise RuntimeError("capture: nothing recorded; run the model inside the `with` block")
+        missing = set(range(*self.layers)) - self._seen
+        if missing:
+            raise RuntimeError(f"capture: layers {sorted(missing)} were not seen in the last forward pass")
+        return self._acc
+
+    def _finish(self, t: Any) -> Any:
+        return t / self._heads if self.reduce == "mean" else t.clamp_min(0.0)
+
+    def tensor(self) -> Any:
+        """`[B,N,N]` float32 on the model's device: the attention averaged (or maxed) over the
+        chosen layers and all heads, for the whole padded batch."""
+        return self._finish(self._recorded())
+
+    def valid(self, i: int) -> Any:
+        """Positions of sample `i` that hold tokens (not padding), from the `attention_mask`
+        the model was called with (all positions when it had none)."""
+        import torch
+
+        n = self._recorded().shape[-1]
+        if self._mask2d is None or self._mask2d.dim() != 2:
+            return torch.arange(n)
+        return torch.nonzero(self._mask2d[i].bool(), as_tuple=False).flatten().cpu()
+
+    def attention(self, i: int) -> np.ndarray:
+        """Sample `i`'s `[n,n]` float32 attention over its own tokens (padding removed), on the
+        host. One `[n,n]` is made; the NumPy array shares it."""
+        t = self._recorded()[i]
+        keep = self.valid(i)
+        if len(keep) != t.shape[0]:
+            keep = keep.to(t.device)
+            t = t.index_select(0, keep).index_select(1, keep)
+        return self._finish(t).cpu().numpy()
+
+    def meta(self) -> dict[str, str]:
+        """What a dump records of where the matrix came from."""
+        return {
+            "layers": json.dumps(list(range(*self.layers))),
+            "num_layers": str(self.num_layers),
+            "model": str(getattr(_text_config(self.model), "model_type", "")),
+        }
+
+
+def _masked(s: Any, mask: Any, q0: int, q1: int) -> Any:
+    """Scores `[B,Hkv,G,C,K]` of query rows q0..q1 with the model's mask applied, in place (one
+    chunk of scores is the capture's largest buffer): boolean (True attends), additive float, or
+    none at all (plain causal)."""
+    import torch
+
+    k = s.shape[-1]
+    if mask is None:
+        rows = torch.arange(q0, q1, device=s.device)[:, None]
+        cols = torch.arange(k, device=s.device)[None, :]
+        return s.masked_fill_(cols > rows, -math.inf)
+    m = mask[:, :, q0:q1, :k]
+    if m.shape[-2] == 1 and q1 - q0 > 1:  # a mask broadcast over query rows
+        m = m.expand(-1, -1, q1 - q0, -1)
+    m = m.unsqueeze(2)  # [B,1,1,C,K] against [B,Hkv,G,C,K]
+    if m.dtype == torch.bool:
+        return s.masked_fill_(~m, -math.inf)
+    return s.add_(m.float())
+
+
+def dump(
+    path: str | PathLike[str],
+    attention: Any,
+    tokens: Sequence[str],
+    *,
+    question: tuple[int, int],
+    answer: tuple[int, int],
+    response: tuple[int, int] | None = None,
+    token_ids: Sequence[int] | None = None,
+    source: capture | None = None,
+    meta: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Writes trace format v1 (atomically; an existing file is kept unless `overwrite`).
+    `attention` is one sample's `[n,n]` (e.g. `cap.attention(i)`); with `source=cap` the file
+    records the layers it averaged and the model's depth, so the app and the export show them."""
+    if hasattr(attention, "detach"):
+        attention = attention.detach().float().cpu().numpy()
+    a = np.ascontiguousarray(attention, dtype=np.float32)
+    m = {} if source is None else source.meta()
+    m.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (meta or {}).items()})
+    ids = None if token_ids is None else [int(t) for t in token_ids]
+    _native.write_trace(fspath(path), a, [str(t) for t in tokens], tuple(question), tuple(answer), None if response is None else tuple(response), ids, m, overwrite)

@@ -1,0 +1,33 @@
+"""Type stubs of the compiled engine (`src/python/src/lib.rs`); the public API is `flowtracer`."""
+
+from typing import Any, Sequence
+
+import numpy as np
+
+__version__: str
+
+class TraceError(ValueError):
+    """A trace, array or file the engine cannot use; `problem` names the kind (`non_causal`, `span`, ...)."""
+
+    problem: str
+
+def analyze_arrays(items: Sequence[dict[str, Any]], params_json: str | None = None, backend: str = "auto") -> list[dict[str, Any] | TraceError]: ...
+def analyze_files(paths: Sequence[str], params_json: str | None = None, backend: str = "auto") -> list[dict[str, Any] | TraceError]: ...
+def load_trace(path: str) -> dict[str, Any]: ...
+def read_credits(path: str) -> dict[str, Any]: ...
+def token_advantages(gamma: np.ndarray, advantages: np.ndarray, apply_to_negative: bool) -> np.ndarray: ...
+def params_default() -> str: ...
+def params_parse(text: str | None = None, json: bool = True, path: str | None = None) -> str: ...
+def default_layers(total: int, params_json: str | None = None) -> tuple[int, int]: ...
+def write_trace(
+    path: str,
+    attention: np.ndarray,
+    tokens: Sequence[str],
+    question: tuple[int, int],
+    answer: tuple[int, int],
+    response: tuple[int, int] | None = None,
+    token_ids: Sequence[int] | None = None,
+    meta: dict[str, str] | None = None,
+    overwrite: bool = False,
+) -> None: ...
+def backends() -> str: ...

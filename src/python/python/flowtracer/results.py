@@ -1,0 +1,112 @@
+"""The typed objects the package hands back: a result per trace, a trace file's contents, and a
+credits file read back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .params import Params
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    """Everything the pipeline derives from one trace (FLOWTRACER.md §1). Per-token arrays are
+    float64 of length N; spans are `(start, end)` token ranges."""
+
+    source: str
+    """The trace file, or the name given to an array."""
+    status: str
+    """`ok`, or why the flow could not be conditioned (e.g. `no_path`)."""
+    tokens: list[str]
+    question: tuple[int, int]
+    response: tuple[int, int]
+    answer: tuple[int, int]
+    sink: tuple[int, int]
+    """The positions the flow was conditioned on (`answer.sink`)."""
+    reach: np.ndarray
+    flow: np.ndarray
+    throughput: np.ndarray
+    credit: np.ndarray
+    """γ per token: what RL multiplies each token's advantage by."""
+    far_sources: np.ndarray
+    backbone: list[tuple[list[int], float]]
+    """Widest question→answer paths, widest first: `(token indices, flow)`."""
+    hubs: np.ndarray
+    checkpoints: np.ndarray
+    answer_inflow: float
+    backbone_flow: float
+    question_sources: int
+    layers: list[int]
+    heads: list[int]
+    provenance: dict[str, Any]
+    """Which executor ran each step, and any fallback with its reason."""
+    zero_copy: bool | None
+    """For an array: whether the engine read the caller's own memory (None for a file)."""
+
+    @classmethod
+    def _of(cls, d: dict[str, Any], caller_address: int | None = None) -> "FlowResult":
+        d = dict(d)
+        d["provenance"] = json.loads(d["provenance"])
+        engine_address = d.pop("attention_address")
+        d["zero_copy"] = None if caller_address is None else caller_address == engine_address
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A trace file's contents without its attention (which stays in the file until analysed)."""
+
+    path: str
+    tokens: list[str]
+    question: tuple[int, int]
+    response: tuple[int, int]
+    answer: tuple[int, int]
+    shape: list[int]
+    """The attention tensor's shape: `[N,N]`, `[L,N,N]` or `[L,H,N,N]`."""
+    dtype: str
+    token_ids: np.ndarray | None
+    meta: dict[str, Any]
+    """The format's optional metadata: layers, num_layers, model, reward, ..."""
+
+    @classmethod
+    def _of(cls, d: dict[str, Any]) -> "Trace":
+        d = dict(d)
+        d["meta"] = json.loads(d["meta"])
+        return cls(**d)
+
+    def analyze(self, params: Any = None, backend: str = "auto") -> FlowResult:
+        from . import analyze_files
+
+        return analyze_files([self.path], params=params, backend=backend)[0]
+
+
+@dataclass(frozen=True)
+class CreditRow:
+    """One trace of a `credits.safetensors`."""
+
+    source: str
+    sample_id: str | None
+    status: str
+    credit: np.ndarray
+    """γ per token, float32."""
+    token_ids: np.ndarray
+    """int64; −1 where the trace had none."""
+    question: tuple[int, int]
+    response: tuple[int, int]
+    answer: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Credits:
+    """A `credits.safetensors` read back: its traces in order, and the parameters that made it."""
+
+    rows: list[CreditRow]
+    params: Params
+
+    @classmethod
+    def _of(cls, d: dict[str, Any]) -> "Credits":
+        return cls(rows=[CreditRow(**r) for r in d["rows"]], params=Params._checked(d["params"]))

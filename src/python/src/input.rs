@@ -1,0 +1,58 @@
+//! Attention handed over from Python, read where it lies. A C-contiguous NumPy array of float32
+//! or float16 (or of 16-bit integers carrying bfloat16, as the Python layer passes torch's bf16
+//! and ml_dtypes' bfloat16) becomes the trace's storage without a copy; the array object is held
+//! until the trace is dropped.
+
+use flowtracer::trace::{ArrayInput, Dtype, Storage};
+use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+
+use crate::value_error;
+
+/// The array's bytes, kept alive by a reference to the array.
+struct ArrayBytes {
+    _owner: Py<PyUntypedArray>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the pointer is into the data of the array `_owner` keeps alive, and the engine only
+// reads it. The Python API documents that an array must not be written while it is analysed
+// (the same contract as any zero-copy reader, e.g. polars' `from_numpy`).
+unsafe impl Send for ArrayBytes {}
+unsafe impl Sync for ArrayBytes {}
+
+impl AsRef<[u8]> for ArrayBytes {
+    fn as_ref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr..ptr+len` is the array's C-contiguous data (checked in `borrow`), alive
+        // while `_owner` is.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// The engine's view of `array`: its dtype (`bf16` says that 16-bit integers carry bfloat16),
+/// shape and bytes, in place. `name` is what errors call the array.
+pub fn borrow(array: &Bound<'_, PyUntypedArray>, bf16: bool, name: &str) -> PyResult<ArrayInput> {
+    let descr = array.dtype();
+    if descr.is_native_byteorder() == Some(false) {
+        return Err(value_error(format!("{name}: dtype {descr} is not in the machine's byte order")));
+    }
+    let dtype = match (descr.kind(), descr.itemsize(), bf16) {
+        (b'i' | b'u', 2, true) => Dtype::BF16,
+        (b'f', 4, false) => Dtype::F32,
+        (b'f', 2, false) => Dtype::F16,
+        _ => return Err(value_error(format!("{name}: dtype {descr} is not float32, float16 or bfloat16"))),
+    };
+    if !array.is_c_contiguous() {
+        return Err(value_error(format!("{name}: the array is not C-contiguous")));
+    }
+    let shape = array.shape().to_vec();
+    let len = shape.iter().product::<usize>() * dtype.size();
+    // SAFETY: reading the data pointer of a live array object.
+    let ptr = unsafe { (*array.as_array_ptr()).fields.data as *const u8 };
+    let owner = array.clone().unbind();
+    Ok(ArrayInput { bytes: Storage::Borrowed(Box::new(ArrayBytes { _owner: owner, ptr, len })), dtype, shape })
+}

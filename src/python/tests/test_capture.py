@@ -1,0 +1,142 @@
+"""`flowtracer.capture` on tiny random-weight Hugging Face models built here (no download): what
+it records equals the mean of eager `output_attentions` over the chosen layers, for every sample
+of a left-padded batch, and it leaves the model's own output alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import flowtracer
+from conftest import require
+
+torch = require("torch")
+transformers = require("transformers")
+tokenizers = require("tokenizers")
+
+CORPUS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "How many clips did Natalia sell altogether in April and May? She sold 48 / 2 = 24 clips in May.",
+    "Weng earns 12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting.",
+    "The answer is \\boxed{72}. Let us check: 48 + 24 = 72, so the total is 72 clips.",
+]
+
+
+def tokenizer():
+    """A byte-level BPE trained here on a few sentences: real subword pieces, no download."""
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS * 4, tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=["[PAD]", "[UNK]"], initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
+    return tok
+
+
+def left_padded(tok, texts):
+    ids = [tok.encode(t).ids for t in texts]
+    n = max(map(len, ids))
+    pad = tok.token_to_id("[PAD]")
+    input_ids = torch.tensor([[pad] * (n - len(i)) + i for i in ids])
+    mask = torch.tensor([[0] * (n - len(i)) + [1] * len(i) for i in ids])
+    return input_ids, mask
+
+
+ARCHS = {
+    # name: (config class, model class, extra config): MHA, GQA, GQA with q/k norms.
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(num_key_value_heads=4)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(num_key_value_heads=2)),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(num_key_value_heads=2, head_dim=16)),
+}
+
+
+def tiny(arch: str, tmp_path, vocab: int, implementation: str):
+    config_cls, model_cls, extra = ARCHS[arch]
+    cfg = getattr(transformers, config_cls)(
+        vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=6, num_attention_heads=4, max_position_embeddings=512, **extra
+    )
+    torch.manual_seed(0)
+    getattr(transformers, model_cls)(cfg).save_pretrained(tmp_path / arch)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / arch, attn_implementation=implementation)
+    return model.eval()
+
+
+def eager_mean(model, input_ids, mask, layers):
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=mask, output_attentions=True)
+    return torch.stack([out.attentions[l] for l in range(*layers)]).mean(dim=(0, 2)), out.logits
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_capture_equals_eager_attention_on_a_left_padded_batch(arch, implementation, tmp_path):
+    tok = tokenizer()
+    input_ids, mask = left_padded(tok, CORPUS[:3])
+    model = tiny(arch, tmp_path, tok.get_vocab_size(), implementation)
+    with torch.no_grad():
+        plain = model(input_ids=input_ids, attention_mask=mask).logits
+    with flowtracer.capture(model, chunk=7) as cap:  # chunks that do not divide N
+        with torch.no_grad():
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
+    assert model.config._attn_implementation == implementation, "the model's implementation is restored"
+    torch.testing.assert_close(logits, plain, rtol=0, atol=1e-6)  # the model's own output is untouched
+    assert cap.layers == (2, 4) and cap.recorded_layers == [2, 3]  # the engine's middle third of 6
+
+    reference, _ = eager_mean(model, input_ids, mask, cap.layers)
+    for i in range(len(input_ids)):
+        keep = torch.nonzero(mask[i]).flatten()
+        want = reference[i][keep][:, keep].numpy()
+        got = cap.attention(i)
+        assert got.shape == (len(keep), len(keep)) and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=f"{arch}/{implementation} sample {i}")
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_capture_analyzes_and_dumps_with_its_layers(tmp_path):
+    tok = tokenizer()
+    text = CORPUS[1] + " " + CORPUS[3]
+    enc = tok.encode(text)
+    ids = torch.tensor([enc.ids])
+    model = tiny("qwen2", tmp_path, tok.get_vocab_size(), "sdpa")
+    with flowtracer.capture(model) as cap, torch.no_grad():
+        model(input_ids=ids)
+    a = cap.attention(0)
+    n = a.shape[0]
+    q_end = len(tok.encode(CORPUS[1]).ids)
+    r = flowtracer.analyze(a, tokens=enc.tokens, question=(0, q_end), answer=(n - 3, n))
+    assert r.status == "ok" and r.zero_copy is True
+    path = tmp_path / "captured.safetensors"
+    flowtracer.dump(path, a, enc.tokens, question=(0, q_end), answer=(n - 3, n), token_ids=enc.ids, source=cap)
+    t = flowtracer.load_trace(path)
+    assert t.meta["layers"] == [2, 3] and t.meta["num_layers"] == 6 and t.meta["model"] == "qwen2"
+    from_file = t.analyze()
+    assert from_file.layers == [2, 3]
+    np.testing.assert_array_equal(from_file.credit, r.credit)
+    with pytest.raises(ValueError, match="already exists"):
+        flowtracer.dump(path, a, enc.tokens, question=(0, q_end), answer=(n - 3, n))
+
+
+def test_capture_refuses_what_it_cannot_honour(tmp_path):
+    model = tiny("llama", tmp_path, 64, "sdpa")
+    with pytest.raises(ValueError, match="layers"):
+        flowtracer.capture(model, layers=(4, 9))
+    with pytest.raises(ValueError, match="reduce"):
+        flowtracer.capture(model, reduce="median")
+    with flowtracer.capture(model) as cap:
+        with pytest.raises(RuntimeError, match="nothing recorded"):
+            cap.tensor()
+
+
+def test_torch_tensors_go_in_without_a_copy():
+    n = 20
+    a = torch.zeros(n, n)
+    a[0, 0] = 1
+    for k in range(1, n):
+        a[k, k - 1] = 0.5
+        a[k, 0] += 0.5
+    f32 = flowtracer.analyze(a, question=(0, 3), answer=(n - 2, n))
+    assert f32.zero_copy is True
+    bf16 = flowtracer.analyze(a.to(torch.bfloat16), question=(0, 3), answer=(n - 2, n))
+    assert bf16.zero_copy is True  # bfloat16 bit patterns, decoded by the engine
+    np.testing.assert_array_equal(bf16.credit, f32.credit)  # 0.5 and 1 are exact in bf16
+    adv = flowtracer.token_advantages(torch.tensor([[1.0, 1.5]]), torch.tensor([-2.0]), apply_to_negative=False)
+    assert isinstance(adv, torch.Tensor) and adv.tolist() == [[-2.0, -2.0]]
