@@ -177,3 +177,29 @@ fn a_fifo_is_refused_by_name_and_never_hangs_the_export() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file (a FIFO)"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `credits.safetensors` reads back (`export::read_credits`, what `flowtracer.read_credits` and an
+/// RL trainer use) to the numbers the pipeline computed; a damaged one is refused by name.
+#[test]
+fn the_credits_file_reads_back_to_the_pipelines_numbers() {
+    let dir = temp_dir("export-credits");
+    let out = dir.join("out");
+    let status = flowtracer().args(["--export", out.to_str().unwrap(), "--format", "credits", "sample_traces/addition.safetensors"]).status().unwrap();
+    assert!(status.success());
+    let credits = flowtracer::export::read_credits(&out.join("credits.safetensors")).unwrap();
+    let trace = flowtracer::sample_trace();
+    let r = flowtracer::analyze(&trace, &flowtracer::Params::default(), &Default::default()).unwrap();
+    assert_eq!(credits.params, flowtracer::Params::default());
+    let [row] = credits.rows.as_slice() else { panic!("one trace, {} rows", credits.rows.len()) };
+    assert_eq!(row.credit, r.credit.iter().map(|&g| g as f32).collect::<Vec<_>>());
+    assert_eq!((row.question, row.response, row.answer), (trace.spans.question, trace.spans.response, trace.spans.answer));
+    assert_eq!(row.token_ids.len(), trace.n());
+
+    let bytes = std::fs::read(out.join("credits.safetensors")).unwrap();
+    let cut = dir.join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 9]).unwrap();
+    let e = flowtracer::export::read_credits(&cut).unwrap_err();
+    assert!(e.to_string().contains("cut.safetensors"), "{e}");
+    let e = flowtracer::export::read_credits(Path::new("sample_traces/addition.safetensors")).unwrap_err();
+    assert!(e.to_string().contains("flowtracer.credits/1"), "{e}");
+}

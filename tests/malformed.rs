@@ -186,3 +186,34 @@ fn empty_answer_is_valid_with_status_no_answer() {
     assert_eq!(r.status, flowtracer::Status::NoAnswer);
     assert!(r.credit.iter().all(|&g| g == 1.0));
 }
+
+/// Attention already in memory (the Python binding's arrays) passes the file's checks and gives
+/// the file's numbers; bytes that do not match the stated shape are refused by the array's name.
+#[test]
+fn an_array_in_memory_is_checked_like_a_file() {
+    use flowtracer::trace::{ArrayInput, Storage};
+    use flowtracer::Span;
+    let n = 9;
+    let file = Trace::from_bytes(chain(n).to_bytes(), std::path::Path::new("chain.safetensors")).unwrap();
+    let bytes = file.attention.bytes().to_vec();
+    let array = |bytes: Vec<u8>, shape: Vec<usize>| ArrayInput { bytes: Storage::Owned(bytes), dtype: Dtype::F32, shape };
+    let name = std::path::Path::new("rollout[3]");
+    let (q, a) = (file.spans.question, file.spans.answer);
+    let t = Trace::from_array(array(bytes.clone(), vec![n, n]), file.tokens.clone(), q, a, None, name).unwrap();
+    assert_eq!(t.spans, file.spans);
+    let from_array = flowtracer::analyze(&t, &Params::default(), &Cancel::default()).unwrap();
+    let from_file = flowtracer::analyze(&file, &Params::default(), &Cancel::default()).unwrap();
+    assert_eq!(from_array.credit, from_file.credit);
+
+    let e = Trace::from_array(array(bytes[4..].to_vec(), vec![n, n]), file.tokens.clone(), q, a, None, name).err().unwrap();
+    assert!(e.to_string().contains("rollout[3]") && e.to_string().contains("bytes"), "{e}");
+    let e = Trace::from_array(array(bytes.clone(), vec![n, n]), file.tokens[1..].to_vec(), q, a, None, name).err().unwrap();
+    assert_eq!(e.problem, Problem::TokenCount);
+    let e = Trace::from_array(array(bytes.clone(), vec![n, n]), file.tokens.clone(), q, Span::new(0, 2), None, name).err().unwrap();
+    assert_eq!(e.problem, Problem::Span);
+    let mut bad = bytes;
+    bad[(2 * n + 5) * 4..(2 * n + 6) * 4].copy_from_slice(&0.5f32.to_le_bytes());
+    let t = Trace::from_array(array(bad, vec![n, n]), file.tokens.clone(), q, a, None, name).unwrap();
+    let e = flowtracer::analyze(&t, &Params::default(), &Cancel::default()).unwrap_err();
+    assert!(e.to_string().contains("rollout[3]") && e.problem == Problem::NonCausal, "{e}");
+}
