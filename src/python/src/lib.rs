@@ -139,14 +139,23 @@ fn token_advantages<'py>(
     apply_to_negative: bool,
 ) -> PyResult<Bound<'py, PyArrayDyn<f64>>> {
     let (g_shape, a_shape) = (gamma.shape().to_vec(), advantages.shape().to_vec());
-    if g_shape.is_empty() || !(a_shape.is_empty() || a_shape == g_shape[..g_shape.len() - 1]) {
-        return Err(value_error(format!("advantages of shape {a_shape:?} do not match gamma of shape {g_shape:?}: expected {:?} or a scalar", &g_shape[..g_shape.len().saturating_sub(1)])));
-    }
+    let per_sequence = &g_shape[..g_shape.len().saturating_sub(1)];
+    // One advantage per sequence (TRL), one per token (verl, OpenRLHF), or one for all.
+    let stride = match () {
+        _ if g_shape.is_empty() => None,
+        _ if a_shape.is_empty() => Some(0),
+        _ if a_shape == per_sequence => Some(g_shape[g_shape.len() - 1].max(1)),
+        _ if a_shape == g_shape => Some(1),
+        _ => None,
+    };
+    let Some(stride) = stride else {
+        return Err(value_error(format!("advantages of shape {a_shape:?} do not match gamma of shape {g_shape:?}: expected {per_sequence:?}, {g_shape:?} or a scalar")));
+    };
     let p = CreditParams { apply_to_negative, ..CreditParams::default() };
-    let t = g_shape[g_shape.len() - 1].max(1);
     let g = gamma.as_array();
     let a: Vec<f64> = advantages.as_array().iter().copied().collect();
-    let out: Vec<f64> = g.iter().enumerate().map(|(i, &g)| flowtracer::flow::credit::token_advantage(g, a[if a_shape.is_empty() { 0 } else { i / t }], &p)).collect();
+    let at = |i: usize| if stride == 0 { a[0] } else if stride == 1 { a[i] } else { a[i / stride] };
+    let out: Vec<f64> = g.iter().enumerate().map(|(i, &g)| flowtracer::flow::credit::token_advantage(g, at(i), &p)).collect();
     numpy::ndarray::ArrayD::from_shape_vec(g_shape, out).map(|a| a.into_pyarray(py)).map_err(value_error)
 }
 

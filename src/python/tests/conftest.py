@@ -22,7 +22,7 @@ def require(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        message = f"needs `{module}` ({e}); pip install torch transformers tokenizers"
+        message = f"needs `{module}` ({e}); .ci/run shows what to pip install"
         if os.environ.get("FLOWTRACER_REQUIRE_TORCH") == "1":
             pytest.fail(message + " — required here (FLOWTRACER_REQUIRE_TORCH=1)")
         pytest.skip(message)
@@ -33,6 +33,7 @@ def export(traces: list[Path], out: Path, formats: str = "json", params: dict | 
     assert BINARY.exists(), f"{BINARY}: build the binary first (cargo build), or set FLOWTRACER_BIN"
     args = [str(BINARY)]
     if params is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
         (out.parent / "params.json").write_text(json.dumps(params))
         args += ["--params", str(out.parent / "params.json")]
     args += ["--export", str(out), "--format", formats, *map(str, traces)]

@@ -137,6 +137,8 @@ def test_token_advantages_follow_the_engines_rule():
     np.testing.assert_array_equal(flowtracer.token_advantages(gamma, adv, apply_to_negative=True), [[2.0, 3.0, 2.0], [-1.5, -1.5, -1.0]])
     np.testing.assert_array_equal(flowtracer.token_advantages(gamma, adv, apply_to_negative=False), [[2.0, 3.0, 2.0], [-1.0, -1.0, -1.0]])
     np.testing.assert_array_equal(flowtracer.token_advantages(gamma[0], 0.5), [0.5, 0.75, 0.5])
+    per_token = np.array([[2.0, -2.0, 0.0], [-1.0, 4.0, 1.0]])  # verl's and OpenRLHF's (B, T)
+    np.testing.assert_array_equal(flowtracer.token_advantages(gamma, per_token, apply_to_negative=False), [[2.0, -2.0, 0.0], [-1.0, 6.0, 1.0]])
     with pytest.raises(ValueError, match="do not match"):
         flowtracer.token_advantages(gamma, np.ones(3))
 

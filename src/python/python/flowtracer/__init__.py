@@ -133,7 +133,8 @@ def read_credits(path: str | PathLike[str]) -> Credits:
 def token_advantages(gamma: Any, advantages: Any, apply_to_negative: bool = True) -> Any:
     """Per-token advantages with the engine's rule: A_t = γ_t·A, except that a negative A is left
     unshaped unless `apply_to_negative`. `gamma` is `(..., T)`; `advantages` is one value per
-    sequence (`gamma.shape[:-1]`) or a scalar. A torch `gamma` gives a torch tensor on its
+    sequence (`gamma.shape[:-1]`, as TRL has them), one per token (`gamma.shape`, as verl and
+    OpenRLHF have them), or a scalar. A torch `gamma` gives a torch tensor on its
     device and in its dtype; NumPy gives float64."""
     like = gamma if type(gamma).__module__.startswith("torch") else None
     to_np = lambda x: x.detach().double().cpu().numpy() if type(x).__module__.startswith("torch") else np.asarray(x, dtype=np.float64)

@@ -1,0 +1,112 @@
+"""OpenRLHF (0.11): flow-shaped advantages through the experience maker.
+
+OpenRLHF lays each rollout out right-padded, `sequences`/`attention_mask` `(B, L)`, with
+`action_mask` `(B, L-1)` marking the generated tokens (column j is token j+1), and sets
+`experience.advantages` in `RemoteExperienceMaker.compute_advantages_and_returns`. Here:
+
+- `FlowPolicyActor` is OpenRLHF's `PolicyModelActor` with one more method, `flow_gamma`, that
+  runs the policy once without gradients under `flowtracer.capture` and the engine on each row
+  (`flowtracer.rl.action_gamma`), dispatched over the actor group like `forward`;
+- `FlowExperienceMaker` finds each response's answer with the tokenizer on the driver, asks the
+  actors for γ, lets OpenRLHF compute its advantages, then makes them γ·A by the engine's rule
+  (zero outside the action mask, as before).
+
+`install(params=..., answer=boxed_answer)` puts both into OpenRLHF's synchronous PPO trainer
+(`openrlhf.cli.train_ppo_ray` without `--async_train`), in the process that launches it: a
+script that calls it and then runs `openrlhf.cli.train_ppo_ray` as `__main__` (see the README).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .params import Params
+from .rl import AnswerSpan, Span, action_gamma, boxed_answer, find_answers, shape_advantages
+
+__all__ = ["flow_gamma", "install", "shaped_advantages"]
+
+
+def _hf_model(actor: Any) -> Any:
+    """OpenRLHF's `Actor` holds the model (after `strategy.prepare`, a DeepSpeed engine around it)."""
+    model = getattr(actor, "model", actor)
+    return getattr(model, "module", model)
+
+
+def flow_gamma(model: Any, sequences: Any, attention_mask: Any, action_mask: Any, answers: list[Span | None], params_json: str | None = None) -> Any:
+    """γ `(B, L-1)` like `action_mask`: what each actor computes for its share of a batch."""
+    params = Params.from_json(params_json) if params_json else None
+    return action_gamma(model, sequences, attention_mask, action_mask, answers, params=params).gamma
+
+
+def shaped_advantages(advantages: Any, gamma: Any, action_mask: Any, params: Params | None = None) -> Any:
+    """OpenRLHF's `(B, L-1)` advantages made γ·A by the engine's rule, zero outside the actions."""
+    return shape_advantages(advantages, gamma, params, action_mask)
+
+
+def _generated(experience: Any) -> list[list[int]]:
+    """Each row's generated tokens, from the first to the last (OpenRLHF's action columns + 1)."""
+    rows = []
+    for seq, acts in zip(experience.sequences.tolist(), experience.action_mask.tolist()):
+        on = [j for j, a in enumerate(acts) if a]
+        rows.append(seq[on[0] + 1: on[-1] + 2] if on else [])
+    return rows
+
+
+def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> None:
+    """Makes OpenRLHF's PPO trainer use `FlowExperienceMaker` and `FlowPolicyActor` (imports
+    OpenRLHF, which needs its GPU stack: DeepSpeed, flash-attn)."""
+    import itertools
+
+    import ray
+    import torch
+    from openrlhf.cli import train_ppo_ray
+    from openrlhf.trainer import ppo_trainer
+    from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+    from openrlhf.trainer.ray import ppo_actor
+    from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
+
+    params = params or Params()
+
+    class FlowPolicyActor(PolicyModelActor.__ray_actor_class__):  # type: ignore[misc, name-defined]
+        def flow_gamma(self, sequences: Any, attention_mask: Any, action_mask: Any, answers: list[Span | None], params_json: str | None = None) -> Any:
+            if self.strategy.ring_attn_group is not None:
+                raise ValueError("flowtracer: ring attention splits each sequence; capture needs whole rows")
+            device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+            self.actor.eval()
+            try:
+                gamma = flow_gamma(_hf_model(self.actor), sequences.to(device), attention_mask.to(device), action_mask.to(device), answers, params_json)
+            finally:
+                self.actor.train()
+            return gamma.to("cpu")
+
+    class FlowExperienceMaker(RemoteExperienceMaker):
+        @torch.no_grad()
+        def compute_advantages_and_returns(self, experiences: list[Any]) -> list[Any]:
+            refs = self.actor_model_group.async_run_method_batch(
+                method_name="flow_gamma",
+                sequences=[e.sequences for e in experiences],
+                attention_mask=[e.attention_mask for e in experiences],
+                action_mask=[e.action_mask for e in experiences],
+                answers=[find_answers(_generated(e), self.tokenizer, answer) for e in experiences],
+                params_json=[params.to_json()] * len(experiences),
+            )
+            duplicate = self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size
+            gammas = list(itertools.chain.from_iterable(ray.get(refs)[::duplicate]))
+            experiences = super().compute_advantages_and_returns(experiences)
+            for e, gamma in zip(experiences, gammas):
+                e.advantages = shaped_advantages(e.advantages, gamma, e.action_mask, params)
+                e.info["flow_gamma_mean"] = gamma.mean(dim=-1)
+            return experiences
+
+    class FlowPPOTrainer(ppo_trainer.PPOTrainer.__ray_actor_class__):  # type: ignore[misc, name-defined]
+        """OpenRLHF's PPOTrainer (a Ray actor of its own) with the flow's experience maker.
+        Defined here, so Ray ships it by value and the actor process gets the flow too."""
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.experience_maker.__class__ = FlowExperienceMaker
+
+    # The modules' own attributes, so that a fresh run of `train_ppo_ray` as __main__ (runpy)
+    # imports these too.
+    ppo_trainer.PPOTrainer = ray.remote(FlowPPOTrainer)
+    ppo_actor.PolicyModelActor = train_ppo_ray.PolicyModelActor = ray.remote(num_gpus=1)(FlowPolicyActor)
