@@ -1,9 +1,9 @@
 """What `flowtracer.capture` costs on the CPU: a tiny random-weight Qwen2 (GQA), one sequence of
 N tokens, the forward pass timed with and without capture (median of `--repeat`), and the peak
 resident memory of each, measured in a fresh process per case (ru_maxrss), so the difference is
-what capture adds. Also the binding's overhead: a batch of 64 traces of N = 1024 through
-`analyze_batch` against the engine's own `run_batch` timing of the same batch
-(`flowtracer bench --batch 64`), when `--binary` names a release build.
+what capture adds. Also the binding's overhead, when `--binary` names a release build (it
+writes the traces): a batch of 64 traces of N = 1024 through `analyze_files` and
+`analyze_batch`, against the engine alone on the same traces in the same process.
 
     python src/python/bench/capture_cost.py --sizes 512,1024,2048,4096 [--binary target/release/flowtracer]
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import resource
 import statistics
 import subprocess
@@ -54,33 +53,41 @@ def one_case(n: int, capture: bool, repeat: int) -> dict:
 
 
 def binding_overhead(binary: Path, repeat: int) -> dict:
+    """64 synthetic [N,N] f32 traces of N = 1024 (`flowtracer synth`), each way side by side in
+    this process and interleaved: the engine alone on them (`_native.engine_seconds`: opening
+    and checking, then `run_batch`, timed in Rust, nothing made for Python) against the
+    binding's calls that return the results as Python objects."""
+    import numpy as np
 
     import flowtracer
+    from flowtracer import _native
+    from flowtracer._arrays import engine_array
 
-    out = subprocess.run([str(binary), "bench", "--sizes", "1024", "--batch", "64", "--backend", "cpu", "--repeat", str(repeat), "--no-heads"], capture_output=True, text=True, check=True).stdout
-    m = re.search(r"([0-9.]+)\s*traces/s", out)
-    if not m:
-        raise SystemExit(f"no traces/s in the bench's output:\n{out}")
-    rust = float(m.group(1))
     with tempfile.TemporaryDirectory() as d:
         paths = []
         for i in range(64):
             p = Path(d) / f"batch_{i}.safetensors"
             subprocess.run([str(binary), "synth", "--out", str(p), "--tokens", "1024", "--layers", "1", "--heads", "1", "--seed", str(1000 + i), "--dtype", "f32", "--rank", "2"], check=True, capture_output=True)
-            paths.append(p)
+            paths.append(str(p))
         traces = [flowtracer.load_trace(p) for p in paths]
         from safetensors.numpy import load_file
 
-        items = [dict(attention=load_file(str(p))["attention"], question=t.question, answer=t.answer, response=t.response, tokens=t.tokens) for p, t in zip(paths, traces)]
-        rates_files, rates_arrays = [], []
+        arrays = [np.ascontiguousarray(load_file(p)["attention"]) for p in paths]
+        items = [dict(attention=a, question=t.question, answer=t.answer, response=t.response, tokens=t.tokens) for a, t in zip(arrays, traces)]
+        native = [dict(attention=engine_array(a, "a")[0], bf16=False, tokens=t.tokens, question=t.question, answer=t.answer, response=t.response, name=f"attention[{i}]")
+                  for i, (a, t) in enumerate(zip(arrays, traces))]
+        runs: dict[str, list[float]] = {k: [] for k in ("engine_files", "files", "engine_arrays", "arrays")}
+        flowtracer.analyze_files(paths, backend="cpu")  # warm the page cache and the thread pool
         for _ in range(repeat):
+            runs["engine_files"].append(_native.engine_seconds(paths=paths, backend="cpu"))
             t = time.perf_counter()
             flowtracer.analyze_files(paths, backend="cpu")
-            rates_files.append(64 / (time.perf_counter() - t))
+            runs["files"].append(time.perf_counter() - t)
+            runs["engine_arrays"].append(_native.engine_seconds(items=native, backend="cpu"))
             t = time.perf_counter()
             flowtracer.analyze_batch(items, backend="cpu")
-            rates_arrays.append(64 / (time.perf_counter() - t))
-    return {"rust_traces_per_s": rust, "python_files_traces_per_s": statistics.median(rates_files), "python_arrays_traces_per_s": statistics.median(rates_arrays)}
+            runs["arrays"].append(time.perf_counter() - t)
+    return {k: 64 / statistics.median(v) for k, v in runs.items()}
 
 
 def main() -> None:
@@ -109,11 +116,9 @@ def main() -> None:
         )
     if args.binary:
         o = binding_overhead(args.binary, args.repeat)
-        r = o["rust_traces_per_s"]
-        print(f"\nbatch of 64 [N,N] f32 traces, N = 1024, CPU: engine run_batch {r:.0f} traces/s; "
-              f"analyze_files {o['python_files_traces_per_s']:.0f} ({o['python_files_traces_per_s'] / r:.3f}×); "
-              f"analyze_batch on arrays {o['python_arrays_traces_per_s']:.0f} ({o['python_arrays_traces_per_s'] / r:.3f}×)")
-
+        print(f"\nbatch of 64 [N,N] f32 traces, N = 1024, CPU backend, traces/s (median of {args.repeat}):")
+        print(f"files:  engine {o['engine_files']:.0f}, analyze_files {o['files']:.0f} ({o['files'] / o['engine_files']:.3f}×)")
+        print(f"arrays: engine {o['engine_arrays']:.0f}, analyze_batch {o['arrays']:.0f} ({o['arrays'] / o['engine_arrays']:.3f}×)")
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@
 use flowtracer::trace::{ArrayInput, Dtype, Storage};
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString};
 
 use crate::value_error;
 
@@ -55,4 +56,28 @@ pub fn borrow(array: &Bound<'_, PyUntypedArray>, bf16: bool, name: &str) -> PyRe
     let ptr = unsafe { (*array.as_array_ptr()).fields.data as *const u8 };
     let owner = array.clone().unbind();
     Ok(ArrayInput { bytes: Storage::Borrowed(Box::new(ArrayBytes { _owner: owner, ptr, len })), dtype, shape })
+}
+
+/// A trace's tokens: each item's `str()`; and, when the caller's is a list of str, a private
+/// copy of that list (references to the same strings) for the result to hand back.
+pub fn strings(tokens: &Bound<'_, PyAny>, name: &str) -> PyResult<(Vec<String>, Option<Py<PyList>>)> {
+    let items = tokens.try_iter().map_err(|_| value_error(format!("{name}: tokens must be a sequence of strings")))?;
+    let mut all_str = tokens.is_exact_instance_of::<PyList>();
+    let out = items
+        .map(|t| {
+            let t = t?;
+            match t.cast::<PyString>() {
+                Ok(s) => Ok(s.to_str()?.to_owned()),
+                Err(_) => {
+                    all_str = false;
+                    Ok(t.str()?.to_str()?.to_owned())
+                }
+            }
+        })
+        .collect::<PyResult<Vec<String>>>()?;
+    let given = match tokens.cast::<PyList>() {
+        Ok(list) if all_str => Some(PyList::new(tokens.py(), list.iter())?.unbind()),
+        _ => None,
+    };
+    Ok((out, given))
 }

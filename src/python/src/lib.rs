@@ -11,11 +11,14 @@ mod output;
 use flowtracer::backend::{self, Backend, Choice};
 use flowtracer::flow::Cancel;
 use flowtracer::params::CreditParams;
+use flowtracer::trace::ArrayInput;
 use flowtracer::{Params, Span, Trace};
 use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyList;
+use rayon::prelude::*;
 use std::path::Path;
 
 create_exception!(_native, TraceError, PyValueError, "A trace, array or file the engine cannot use; `.problem` names the kind.");
@@ -49,19 +52,23 @@ fn backend_of(name: &str) -> PyResult<Box<dyn Backend>> {
 
 /// Runs every trace that opened; each item of the answer is a result dict or the error of its
 /// trace (one bad trace costs the others nothing).
-fn run_all(py: Python<'_>, opened: Vec<Result<Trace, flowtracer::TraceError>>, params: &Params, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
+/// `given` holds, per trace, the caller's own list of str tokens when there is one: the result
+/// shares those strings instead of making new ones (at 1024 tokens a trace, making them cost the
+/// binding more than everything else it does).
+fn run_all(py: Python<'_>, opened: Vec<Result<Trace, flowtracer::TraceError>>, given: Vec<Option<Py<PyList>>>, params: &Params, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
     let backend = backend_of(backend)?;
     let ready: Vec<&Trace> = opened.iter().filter_map(|t| t.as_ref().ok()).collect();
     let mut ran = py.detach(|| backend.run_batch(&ready, params, &Cancel::default())).into_iter();
     opened
         .iter()
-        .map(|t| {
+        .zip(given)
+        .map(|(t, given)| {
             let r = match t {
                 Ok(trace) => ran.next().expect("one result per trace").map(|r| (trace, r)),
                 Err(e) => Err(e.clone()),
             };
             match r {
-                Ok((trace, r)) => Ok(output::result_dict(py, trace, r)?.into_any().unbind()),
+                Ok((trace, r)) => Ok(output::result_dict(py, trace, r, given.as_ref().map(|l| l.bind(py)))?.into_any().unbind()),
                 Err(e) => Ok(trace_error(py, &e).into_value(py).into_any()),
             }
         })
@@ -76,7 +83,7 @@ struct ArrayItem<'py> {
     #[pyo3(item)]
     bf16: bool,
     #[pyo3(item)]
-    tokens: Vec<String>,
+    tokens: Bound<'py, PyAny>,
     #[pyo3(item)]
     question: (usize, usize),
     #[pyo3(item)]
@@ -91,19 +98,48 @@ fn span((a, b): (usize, usize)) -> Span {
     Span::new(a, b.max(a))
 }
 
+/// Opens traces on every core without the GIL: the loader's checks read every attention value,
+/// as much work as a solve, so done serially they would be most of a batch's time.
+fn open_all<T: Send>(inputs: Vec<T>, open: impl Fn(T) -> Result<Trace, flowtracer::TraceError> + Sync + Send) -> Vec<Result<Trace, flowtracer::TraceError>> {
+    inputs.into_par_iter().map(open).collect()
+}
+
+/// The arrays borrowed in place (this needs the GIL), ready to be opened without it.
+fn borrowed(items: Vec<ArrayItem<'_>>) -> PyResult<Vec<(ArrayInput, ArrayItemRest)>> {
+    items
+        .into_iter()
+        .map(|item| {
+            let array = input::borrow(&item.attention, item.bf16, &item.name)?;
+            let (tokens, given) = input::strings(&item.tokens, &item.name)?;
+            Ok((array, ArrayItemRest { tokens, given, question: item.question, answer: item.answer, response: item.response, name: item.name }))
+        })
+        .collect()
+}
+
+/// An item's fields besides its array.
+struct ArrayItemRest {
+    tokens: Vec<String>,
+    given: Option<Py<PyList>>,
+    question: (usize, usize),
+    answer: (usize, usize),
+    response: Option<(usize, usize)>,
+    name: String,
+}
+
+fn open_array((array, rest): (ArrayInput, ArrayItemRest)) -> Result<Trace, flowtracer::TraceError> {
+    Trace::from_array(array, rest.tokens, span(rest.question), span(rest.answer), rest.response.map(span), Path::new(&rest.name))
+}
+
 /// Analyses attention arrays (dicts: `attention`, `bf16`, `tokens`, `question`, `answer`,
 /// `response`, `name`), read in place; a result dict or a `TraceError` per item, in order.
 #[pyfunction]
 #[pyo3(signature = (items, params_json=None, backend="auto"))]
 fn analyze_arrays(py: Python<'_>, items: Vec<ArrayItem<'_>>, params_json: Option<&str>, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
     let params = params_of(params_json)?;
-    let mut opened = Vec::with_capacity(items.len());
-    for item in items {
-        let name = Path::new(&item.name);
-        let array = input::borrow(&item.attention, item.bf16, &item.name)?;
-        opened.push(Trace::from_array(array, item.tokens, span(item.question), span(item.answer), item.response.map(span), name));
-    }
-    run_all(py, opened, &params, backend)
+    let mut inputs = borrowed(items)?;
+    let given = inputs.iter_mut().map(|(_, rest)| rest.given.take()).collect();
+    let opened = py.detach(|| open_all(inputs, open_array));
+    run_all(py, opened, given, &params, backend)
 }
 
 /// Analyses trace files (format v1); a result dict or a `TraceError` per path, in order.
@@ -111,8 +147,30 @@ fn analyze_arrays(py: Python<'_>, items: Vec<ArrayItem<'_>>, params_json: Option
 #[pyo3(signature = (paths, params_json=None, backend="auto"))]
 fn analyze_files(py: Python<'_>, paths: Vec<String>, params_json: Option<&str>, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
     let params = params_of(params_json)?;
-    let opened = py.detach(|| paths.iter().map(|p| Trace::open(Path::new(p))).collect());
-    run_all(py, opened, &params, backend)
+    let given = paths.iter().map(|_| None).collect();
+    let opened = py.detach(|| open_all(paths, |p| Trace::open(Path::new(&p))));
+    run_all(py, opened, given, &params, backend)
+}
+
+/// For the binding's benchmark: the seconds the engine alone takes on what `analyze_arrays`
+/// (with `items`) or `analyze_files` (with `paths`) would run, opening included and nothing
+/// turned into Python objects. The difference to those calls' time is the binding's overhead.
+#[pyfunction]
+#[pyo3(signature = (items=None, paths=None, params_json=None, backend="auto"))]
+fn engine_seconds(py: Python<'_>, items: Option<Vec<ArrayItem<'_>>>, paths: Option<Vec<String>>, params_json: Option<&str>, backend: &str) -> PyResult<f64> {
+    let params = params_of(params_json)?;
+    let backend = backend_of(backend)?;
+    let inputs = items.map(borrowed).transpose()?;
+    Ok(py.detach(|| {
+        let start = std::time::Instant::now();
+        let opened = match inputs {
+            Some(inputs) => open_all(inputs, open_array),
+            None => open_all(paths.unwrap_or_default(), |p| Trace::open(Path::new(&p))),
+        };
+        let ready: Vec<&Trace> = opened.iter().filter_map(|t| t.as_ref().ok()).collect();
+        std::hint::black_box(backend.run_batch(&ready, &params, &Cancel::default()));
+        start.elapsed().as_secs_f64()
+    }))
 }
 
 /// A trace file's tokens, spans, layout and metadata, without running the pipeline.
@@ -252,6 +310,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(default_layers, m)?)?;
     m.add_function(wrap_pyfunction!(write_trace, m)?)?;
     m.add_function(wrap_pyfunction!(backends, m)?)?;
+    m.add_function(wrap_pyfunction!(engine_seconds, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -13,11 +13,15 @@ fn span(s: Span) -> (usize, usize) {
     (s.start, s.end)
 }
 
-pub fn result_dict<'py>(py: Python<'py>, trace: &Trace, r: FlowResult) -> PyResult<Bound<'py, PyDict>> {
+/// `given`: a list of the same tokens made from the caller's, handed back as it is.
+pub fn result_dict<'py>(py: Python<'py>, trace: &Trace, r: FlowResult, given: Option<&Bound<'py, PyList>>) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("source", trace.path.display().to_string())?;
     d.set_item("status", r.status.name())?;
-    d.set_item("tokens", PyList::new(py, &trace.tokens)?)?;
+    match given {
+        Some(list) => d.set_item("tokens", list)?,
+        None => d.set_item("tokens", PyList::new(py, &trace.tokens)?)?,
+    }
     d.set_item("question", span(trace.spans.question))?;
     d.set_item("response", span(trace.spans.response))?;
     d.set_item("answer", span(trace.spans.answer))?;

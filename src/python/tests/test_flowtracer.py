@@ -148,3 +148,16 @@ def test_backends_says_what_the_wheel_has():
     assert "cpu" in report and "auto" in report
     with pytest.raises(ValueError, match="backend"):
         flowtracer.analyze(chain(8), question=(0, 1), answer=(7, 8), backend="tpu")
+
+
+def test_tokens_come_back_as_given_or_as_their_str():
+    a = chain(8)
+    toks = [f"t{i}" for i in range(8)]
+    r = flowtracer.analyze(a, tokens=toks, question=(0, 1), answer=(7, 8))
+    assert r.tokens == toks and r.tokens is not toks
+    toks[0] = "changed"
+    assert r.tokens[0] == "t0", "the result keeps its own list"
+    r = flowtracer.analyze(a, tokens=tuple(range(8)), question=(0, 1), answer=(7, 8))
+    assert r.tokens == [str(i) for i in range(8)]
+    with pytest.raises(ValueError, match="tokens must be a sequence of strings"):
+        flowtracer.analyze(a, tokens=5, question=(0, 1), answer=(7, 8))

@@ -59,7 +59,7 @@ def _item(attention: Any, question: Span, answer: Span, response: Span | None, t
     return {
         "attention": array,
         "bf16": bf16,
-        "tokens": [f"<{i}>" for i in range(n)] if tokens is None else [str(t) for t in tokens],
+        "tokens": [f"<{i}>" for i in range(n)] if tokens is None else tokens,  # str() of each, in the engine
         "question": tuple(question),
         "answer": tuple(answer),
         "response": None if response is None else tuple(response),
