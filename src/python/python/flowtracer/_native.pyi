@@ -31,3 +31,9 @@ def write_trace(
     overwrite: bool = False,
 ) -> None: ...
 def backends() -> str: ...
+def engine_seconds(
+    items: Sequence[dict[str, Any]] | None = None,
+    paths: Sequence[str] | None = None,
+    params_json: str | None = None,
+    backend: str = "auto",
+) -> float: ...
