@@ -54,6 +54,8 @@ def test_a_capture_analyzes_and_dumps_with_its_layers(tmp_path):
     with flowtracer.capture(model) as cap, torch.no_grad():
         model(input_ids=ids)
     a = cap.attention(0)
+    assert np.shares_memory(a, cap.tensor().numpy()), "an unpadded sample on the CPU is the capture's own memory"
+    np.testing.assert_array_equal(cap.attention(0), a)  # asking twice does not average twice
     n = a.shape[0]
     q_end = len(tok.encode(CORPUS[1]).ids)
     r = flowtracer.analyze(a, tokens=enc.tokens, question=(0, q_end), answer=(n - 3, n))

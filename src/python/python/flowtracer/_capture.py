@@ -6,7 +6,8 @@ implementation the model already uses (eager, SDPA, flash, ...): that implementa
 computes the model's output, and for the layers the engine would aggregate the wrapper
 recomputes the probabilities softmax(q·kᵀ·scale + mask) from the exact q and k it receives, in
 chunks of query rows, GQA by broadcasting, and adds them into one float32 `[N,N]` per sample.
-The extra memory is that accumulator plus one chunk of scores.
+The extra memory is that accumulator plus one chunk of scores (softmax runs in place on it), and
+a chunk holds as many query rows as fit in `CHUNK_BYTES` (32 MiB), so it does not grow with N.
 
 The padding mask is kept: transformers hands a custom implementation no mask unless a mask
 function is registered under its name, so the wrapper registers the one the model used.
@@ -26,6 +27,8 @@ from . import _native
 from .params import Params, params_json
 
 _NAME = "flowtracer_capture"
+CHUNK_BYTES = 32 << 20
+"""The default size of one chunk of float32 scores, all heads of a batch's rows together."""
 
 
 def _text_config(model: Any) -> Any:
@@ -42,15 +45,16 @@ class capture:
 
     `layers` is `(start, end)` of original layer indices; by default the engine's own rule for
     this depth (the middle third on deep models), or `params.aggregate.layers`. `reduce` is
-    `"mean"` (the engine's default) or `"max"`. `chunk` query rows are scored at a time. Each
+    `"mean"` (the engine's default) or `"max"`. `chunk` query rows are scored at a time (by
+    default as many as keep one chunk's scores within `CHUNK_BYTES`). Each
     forward pass of the model replaces what the previous one recorded; a pass whose queries do
     not cover the keys (a decoding step with a KV cache) is not recorded.
     """
 
-    def __init__(self, model: Any, layers: tuple[int, int] | None = None, reduce: str = "mean", chunk: int = 256, params: Params | None = None):
+    def __init__(self, model: Any, layers: tuple[int, int] | None = None, reduce: str = "mean", chunk: int | None = None, params: Params | None = None):
         if reduce not in ("mean", "max"):
             raise ValueError(f"capture: reduce must be 'mean' or 'max', not {reduce!r}")
-        if chunk < 1:
+        if chunk is not None and chunk < 1:
             raise ValueError(f"capture: chunk must be at least 1, not {chunk}")
         self.model = model
         cfg = _text_config(model)
@@ -62,8 +66,9 @@ class capture:
             raise ValueError(f"capture: layers [{lo}, {hi}) are not inside the model's {self.num_layers} layers")
         self.layers = (lo, hi)
         self.reduce = reduce
-        self.chunk = int(chunk)
+        self.chunk = None if chunk is None else int(chunk)
         self._acc = None
+        self._finished = False
         self._seen: set[int] = set()
         self._heads = 0
         self._mask2d = None
@@ -109,6 +114,7 @@ class capture:
 
     def _start_pass(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         self._acc = None
+        self._finished = False
         self._seen = set()
         self._heads = 0
         self.skipped = 0
@@ -140,9 +146,10 @@ class capture:
             scale = kwargs.get("scaling") or 1.0 / math.sqrt(d)
             softcap = kwargs.get("softcap")
             sinks = kwargs.get("s_aux")
-            for q0 in range(0, n, self.chunk):
-                q1 = min(n, q0 + self.chunk)
-                s = (q[:, :, :, q0:q1].float() @ k[..., :q1, :].float().transpose(-1, -2)) * scale
+            rows = self.chunk or max(1, CHUNK_BYTES // (4 * b * h * n))
+            for q0 in range(0, n, rows):
+                q1 = min(n, q0 + rows)
+                s = (q[:, :, :, q0:q1].float() @ k[..., :q1, :].float().transpose(-1, -2)).mul_(scale)
                 if softcap:
                     s = s.div_(softcap).tanh_().mul_(softcap)
                 s = _masked(s, mask, q0, q1)
@@ -150,7 +157,7 @@ class capture:
                     sink = sinks.detach().float().view(1, hkv, h // hkv, 1, 1).expand(b, -1, -1, q1 - q0, 1)
                     p = torch.softmax(torch.cat([s, sink], dim=-1), dim=-1)[..., :-1]
                 else:
-                    p = torch.softmax(s, dim=-1)
+                    p = _softmax_(s)
                 p = p.nan_to_num_(nan=0.0)  # a fully masked (padding) row
                 if self.reduce == "mean":
                     self._acc[:, q0:q1, :q1] += p.sum(dim=(1, 2))
@@ -165,20 +172,26 @@ class capture:
         return sorted(self._seen)
 
     def _recorded(self) -> Any:
+        """The pass's `[B,N,N]`, averaged (or clamped) in place the first time it is asked for,
+        so that a result is the accumulator itself, not a second `[B,N,N]`."""
         if self._acc is None:
             raise RuntimeError("capture: nothing recorded; run the model inside the `with` block")
         missing = set(range(*self.layers)) - self._seen
         if missing:
             raise RuntimeError(f"capture: layers {sorted(missing)} were not seen in the last forward pass")
+        if not self._finished:
+            if self.reduce == "mean":
+                self._acc.div_(self._heads)
+            else:
+                self._acc.clamp_min_(0.0)
+            self._finished = True
         return self._acc
-
-    def _finish(self, t: Any) -> Any:
-        return t / self._heads if self.reduce == "mean" else t.clamp_min(0.0)
 
     def tensor(self) -> Any:
         """`[B,N,N]` float32 on the model's device: the attention averaged (or maxed) over the
-        chosen layers and all heads, for the whole padded batch."""
-        return self._finish(self._recorded())
+        chosen layers and all heads, for the whole padded batch. It is the capture's own buffer
+        (the next forward pass records into a new one)."""
+        return self._recorded()
 
     def valid(self, i: int) -> Any:
         """Positions of sample `i` that hold tokens (not padding), from the `attention_mask`
@@ -192,13 +205,14 @@ class capture:
 
     def attention(self, i: int) -> np.ndarray:
         """Sample `i`'s `[n,n]` float32 attention over its own tokens (padding removed), on the
-        host. One `[n,n]` is made; the NumPy array shares it."""
+        host. On the CPU a sample without padding is the capture's own memory (no copy); a
+        padded one, or one on a device, is one new `[n,n]`."""
         t = self._recorded()[i]
         keep = self.valid(i)
         if len(keep) != t.shape[0]:
             keep = keep.to(t.device)
             t = t.index_select(0, keep).index_select(1, keep)
-        return self._finish(t).cpu().numpy()
+        return t.cpu().numpy()
 
     def meta(self) -> dict[str, str]:
         """What a dump records of where the matrix came from."""
@@ -207,6 +221,15 @@ class capture:
             "num_layers": str(self.num_layers),
             "model": str(getattr(_text_config(self.model), "model_type", "")),
         }
+
+
+def _softmax_(s: Any) -> Any:
+    """softmax over the last axis, written over the scores: the chunk of scores is the capture's
+    largest buffer, and `torch.softmax` would make a second one (each row is read whole before
+    it is written, so writing in place is safe, and it allocates nothing)."""
+    import torch
+
+    return torch.softmax(s, dim=-1, out=s)
 
 
 def _masked(s: Any, mask: Any, q0: int, q1: int) -> Any:
