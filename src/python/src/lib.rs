@@ -50,15 +50,58 @@ fn backend_of(name: &str) -> PyResult<Box<dyn Backend>> {
     backend::select(choice).map_err(value_error)
 }
 
-/// Runs every trace that opened; each item of the answer is a result dict or the error of its
-/// trace (one bad trace costs the others nothing).
-/// `given` holds, per trace, the caller's own list of str tokens when there is one: the result
-/// shares those strings instead of making new ones (at 1024 tokens a trace, making them cost the
-/// binding more than everything else it does).
-fn run_all(py: Python<'_>, opened: Vec<Result<Trace, flowtracer::TraceError>>, given: Vec<Option<Py<PyList>>>, params: &Params, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
-    let backend = backend_of(backend)?;
-    let ready: Vec<&Trace> = opened.iter().filter_map(|t| t.as_ref().ok()).collect();
-    let mut ran = py.detach(|| backend.run_batch(&ready, params, &Cancel::default())).into_iter();
+type Opened = Vec<Result<Trace, flowtracer::TraceError>>;
+type Ran = Vec<Result<flowtracer::FlowResult, flowtracer::TraceError>>;
+
+/// Runs `work` on another thread while this one waits without the GIL, waking every 50 ms for
+/// Python's signal handlers: Ctrl-C cancels the engine (it stops between steps; traces not yet
+/// run are skipped) and raises KeyboardInterrupt here once the engine has let go of the inputs.
+fn interruptible<T: Send>(py: Python<'_>, work: impl FnOnce(&Cancel) -> T + Send) -> PyResult<T> {
+    let cancel = Cancel::default();
+    std::thread::scope(|scope| {
+        let (done, mut result) = std::sync::mpsc::channel();
+        let engine_cancel = &cancel;
+        let worker = scope.spawn(move || {
+            let _ = done.send(work(engine_cancel));
+        });
+        loop {
+            // (the receiver goes into the GIL-free closure and comes back: it is Send, not Sync)
+            let (waited, receiver) = py.detach(move || (result.recv_timeout(std::time::Duration::from_millis(50)), result));
+            result = receiver;
+            match waited {
+                Ok(value) => return Ok(value),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(signal) = py.check_signals() {
+                        cancel.cancel();
+                        let _ = py.detach(|| worker.join());
+                        return Err(signal);
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+                    Err(panic) => std::panic::resume_unwind(panic),
+                    Ok(()) => unreachable!("the worker sends before it ends"),
+                },
+            }
+        }
+    })
+}
+
+/// Opens the inputs and runs every trace that opened, interruptibly.
+fn open_and_run<T: Send>(py: Python<'_>, inputs: Vec<T>, open: impl Fn(T) -> Result<Trace, flowtracer::TraceError> + Sync + Send, params: &Params, backend: &dyn Backend) -> PyResult<(Opened, Ran)> {
+    interruptible(py, |cancel| {
+        let opened = open_all(inputs, open);
+        let ready: Vec<&Trace> = opened.iter().filter_map(|t| t.as_ref().ok()).collect();
+        let ran = backend.run_batch(&ready, params, cancel);
+        (opened, ran)
+    })
+}
+
+/// Each item of the answer is a result dict or the error of its trace (one bad trace costs the
+/// others nothing). `given` holds, per trace, the caller's own list of str tokens when there is
+/// one: the result shares those strings instead of making new ones (at 1024 tokens a trace,
+/// making them cost the binding more than everything else it does).
+fn results(py: Python<'_>, (opened, ran): (Opened, Ran), given: Vec<Option<Py<PyList>>>) -> PyResult<Vec<Py<PyAny>>> {
+    let mut ran = ran.into_iter();
     opened
         .iter()
         .zip(given)
@@ -135,21 +178,21 @@ fn open_array((array, rest): (ArrayInput, ArrayItemRest)) -> Result<Trace, flowt
 #[pyfunction]
 #[pyo3(signature = (items, params_json=None, backend="auto"))]
 fn analyze_arrays(py: Python<'_>, items: Vec<ArrayItem<'_>>, params_json: Option<&str>, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
-    let params = params_of(params_json)?;
+    let (params, backend) = (params_of(params_json)?, backend_of(backend)?);
     let mut inputs = borrowed(items)?;
     let given = inputs.iter_mut().map(|(_, rest)| rest.given.take()).collect();
-    let opened = py.detach(|| open_all(inputs, open_array));
-    run_all(py, opened, given, &params, backend)
+    let ran = open_and_run(py, inputs, open_array, &params, backend.as_ref())?;
+    results(py, ran, given)
 }
 
 /// Analyses trace files (format v1); a result dict or a `TraceError` per path, in order.
 #[pyfunction]
 #[pyo3(signature = (paths, params_json=None, backend="auto"))]
 fn analyze_files(py: Python<'_>, paths: Vec<String>, params_json: Option<&str>, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
-    let params = params_of(params_json)?;
+    let (params, backend) = (params_of(params_json)?, backend_of(backend)?);
     let given = paths.iter().map(|_| None).collect();
-    let opened = py.detach(|| open_all(paths, |p| Trace::open(Path::new(&p))));
-    run_all(py, opened, given, &params, backend)
+    let ran = open_and_run(py, paths, |p| Trace::open(Path::new(&p)), &params, backend.as_ref())?;
+    results(py, ran, given)
 }
 
 /// For the binding's benchmark: the seconds the engine alone takes on what `analyze_arrays`

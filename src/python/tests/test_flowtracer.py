@@ -161,3 +161,42 @@ def test_tokens_come_back_as_given_or_as_their_str():
     assert r.tokens == [str(i) for i in range(8)]
     with pytest.raises(ValueError, match="tokens must be a sequence of strings"):
         flowtracer.analyze(a, tokens=5, question=(0, 1), answer=(7, 8))
+
+
+CHILD = r"""
+import sys, time, numpy as np, flowtracer
+n = 1024
+a = np.zeros((n, n), dtype=np.float32)
+a[0, 0] = 1.0
+for k in range(1, n):
+    a[k, k - 1] += 0.5
+    a[k, 0] += 0.5
+item = dict(attention=a, question=(0, 4), answer=(n - 2, n))
+t = time.perf_counter()
+flowtracer.analyze_batch([item] * 16, backend="cpu")
+per_trace = (time.perf_counter() - t) / 16
+count = int(120 / per_trace) + 1                 # a batch that would run for two minutes
+print("started", flush=True)
+flowtracer.analyze_batch([item] * count, backend="cpu")
+print("finished", flush=True)
+"""
+
+
+def test_ctrl_c_stops_a_long_batch():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "started"
+        time.sleep(1.0)
+        child.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert "finished" not in out, "the batch ran to its end: Ctrl-C did not stop it"
+    assert "KeyboardInterrupt" in err and child.returncode != 0
+    assert time.monotonic() - sent < 30, "the engine stopped long after Ctrl-C"
