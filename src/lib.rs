@@ -25,6 +25,7 @@ pub mod render;
 #[cfg(feature = "rl")]
 pub mod rl;
 pub mod span;
+pub mod subword;
 pub mod summary;
 pub mod synth;
 pub mod trace;

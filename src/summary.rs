@@ -9,7 +9,8 @@ use std::fmt::Write;
 pub fn describe(trace: &Trace, r: &FlowResult) -> String {
     let mut s = String::new();
     let sp = trace.spans;
-    let tok = |k: usize| format!("#{k}{:?}", display_text(&trace.tokens[k]));
+    let text = trace.text();
+    let tok = |k: usize| format!("#{k}{:?}", display_text(&text[k]));
     let _ = writeln!(
         s,
         "{} — {} tokens, status {}, on {}\n  question {} · response {} · answer {} · {} question tokens reach the answer",
@@ -23,7 +24,8 @@ pub fn describe(trace: &Trace, r: &FlowResult) -> String {
         r.question_sources
     );
     if !r.layers.is_empty() {
-        let _ = writeln!(s, "  layers {:?}, {} heads", r.layers, r.heads.len().max(1));
+        let heads = r.heads.len().max(1);
+        let _ = writeln!(s, "  layers {:?}, {heads} head{}", r.layers, if heads == 1 { "" } else { "s" });
     }
     let _ = writeln!(s, "  inflow into the answer {:.6}; backbone explains {:.1}%", r.answer_inflow(), 100.0 * r.backbone_flow());
     for (i, p) in r.backbone.iter().enumerate() {

@@ -449,3 +449,44 @@ fn a_run_folder_is_analysed_in_the_background_with_the_current_parameters() {
         assert!(r.broken().is_none(), "the file opened: it can still be shown");
     }
 }
+
+/// Byte-level BPE tokens show as their text (spaces, a line break, a character split across
+/// tokens); the View menu decodes them another way and back; search finds the text.
+#[test]
+fn subword_tokens_show_as_text_and_the_view_menu_switches_the_decoding() {
+    use flowtracer::subword::Tokenizer;
+    use flowtracer::trace::{AttentionInput, Dtype, TraceBuilder};
+    let mut h = harness();
+    // (é is C3 A9, split across two tokens as a trained byte-level BPE splits it)
+    let tokens: Vec<String> = ["Question", "Ġ:", "Ġa", "Ġtrain", "Ċ", "Let", "Ġcaf", "Ã", "©", "Ġ72"].iter().map(|s| s.to_string()).collect();
+    let n = tokens.len();
+    let mut values = vec![0f32; n * n];
+    values[0] = 1.0;
+    for k in 1..n {
+        values[k * n + k - 1] = 0.75;
+        values[k * n] += 0.25;
+    }
+    let dir = common::temp_dir("app-subword");
+    let path = dir.join("bpe.safetensors");
+    let attention = AttentionInput { shape: vec![n, n], values, dtype: Dtype::F32 };
+    TraceBuilder::new(tokens.clone(), flowtracer::Span::new(0, 2), flowtracer::Span::new(2, n), flowtracer::Span::new(n - 1, n), attention).write(&path).unwrap();
+    h.state_mut().apply(flowtracer::app::Command::Open(path));
+    h.run();
+    let d = &h.state().model.docs[h.state().model.current];
+    assert_eq!(d.tokenizer, Tokenizer::ByteLevel);
+    assert_eq!(d.text.concat(), "Question : a train\nLet café 72");
+    assert_eq!(d.trace.tokens, tokens, "the raw tokens stay");
+    // The text view lays out the decoded text: the token after the line break starts line 2.
+    let (first, after_break) = (h.state().ui.text.rect_of(0).unwrap(), h.state().ui.text.rect_of(5).unwrap());
+    assert!(after_break.top() > first.bottom(), "`Let` is on the line after Ċ");
+    h.state_mut().apply(flowtracer::app::Command::Search("é".into()));
+    assert_eq!(h.state().ui.marks.hits.iter().copied().collect::<Vec<_>>(), vec![7], "the token that starts é");
+
+    h.get_by_label("View").click();
+    h.run();
+    h.get_by_label("raw").click();
+    h.run();
+    let d = &h.state().model.docs[h.state().model.current];
+    assert_eq!((d.tokenizer, &d.text), (Tokenizer::Raw, &tokens));
+    h.get_by_label_contains("tokens shown as raw text");
+}

@@ -26,6 +26,12 @@ impl FlowApp {
             Command::Select { token, extend } => self.select(token, extend),
             Command::JumpNext(list) => self.jump_next(list),
             Command::Search(q) => self.search(&q),
+            Command::SetTokenizer(t) => {
+                if let Some(d) = self.model.doc_mut() {
+                    d.set_tokenizer(t);
+                    self.model.status = format!("tokens shown as {} text", t.name());
+                }
+            }
             Command::UseSelectionAs(role) => self.use_selection_as(role),
             Command::FileSpans => {
                 if let Some(d) = m.doc_mut() {
@@ -129,7 +135,7 @@ impl FlowApp {
         self.ui.marks.hits = match self.model.doc() {
             Some(d) if !query.is_empty() => {
                 let q = query.to_lowercase();
-                (0..d.n()).filter(|&k| d.trace.tokens[k].to_lowercase().contains(&q)).collect()
+                (0..d.n()).filter(|&k| d.text[k].to_lowercase().contains(&q) || d.trace.tokens[k].to_lowercase().contains(&q)).collect()
             }
             _ => Default::default(),
         };

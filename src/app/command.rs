@@ -25,6 +25,8 @@ pub enum Command {
     /// Move the selection to the next of these tokens after the current one (wrapping).
     JumpNext(Vec<usize>),
     Search(String),
+    /// Decode the current trace's tokens this way for display.
+    SetTokenizer(crate::subword::Tokenizer),
     /// The selected range becomes the question or the answer span.
     UseSelectionAs(SpanRole),
     /// Back to the spans the file gives.

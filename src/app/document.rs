@@ -4,6 +4,7 @@
 
 use crate::flow::{FlowResult, Matrix, Plan};
 use crate::span::Spans;
+use crate::subword::Tokenizer;
 use crate::trace::Trace;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,13 +47,25 @@ pub struct Document {
     pub what_if: Option<Result<crate::rl::causal::WhatIf, String>>,
     /// The checkpoint of the policy that wrote the trace, or why none is known (looked up once).
     pub checkpoint: Result<std::path::PathBuf, String>,
+    /// How the tokens are decoded for display: the file's or the detected one, until the user
+    /// picks another.
+    pub tokenizer: Tokenizer,
+    /// Each token's text under `tokenizer` (what the views show; the raw token is in the trace).
+    pub text: Vec<String>,
 }
 
 impl Document {
     pub fn new(trace: Trace) -> Self {
         let spans = trace.spans;
         let checkpoint = crate::rl::causal::checkpoint_for(&trace).map_err(|e| e.to_string());
-        Document { trace: Arc::new(trace), spans, analysis: None, previous: None, error: None, knock_out: None, what_if: None, checkpoint }
+        let tokenizer = trace.tokenizer();
+        let text = crate::subword::decode(&trace.tokens, tokenizer);
+        Document { trace: Arc::new(trace), spans, analysis: None, previous: None, error: None, knock_out: None, what_if: None, checkpoint, tokenizer, text }
+    }
+
+    pub fn set_tokenizer(&mut self, tokenizer: Tokenizer) {
+        self.tokenizer = tokenizer;
+        self.text = crate::subword::decode(&self.trace.tokens, tokenizer);
     }
 
     pub fn title(&self) -> String {

@@ -19,8 +19,8 @@ pub fn export_view(m: &Model, ui: &UiState, path: &Path) -> Result<String, Strin
             let (vals, _) = views::matrix::reduce(&d.trace, a, ui.matrix.layer, s);
             crate::render::matrix_png(&vals, s)?
         }
-        View::Backbone => svg_or_png(crate::render::backbone::backbone_svg(&title, &d.trace.tokens, a.plan.spans, &a.result))?,
-        _ => svg_or_png(crate::render::text::credit_svg(&title, &d.trace.tokens, a.plan.spans, &a.result, &Default::default()))?,
+        View::Backbone => svg_or_png(crate::render::backbone::backbone_svg(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result))?,
+        _ => svg_or_png(crate::render::text::credit_svg(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result, &Default::default()))?,
     };
     crate::atomic::write_atomic(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(format!("wrote {}", path.display()))

@@ -4,6 +4,7 @@
 
 use super::command::{Command, SpanRole};
 use super::document::Score;
+use crate::subword::Tokenizer;
 use super::ui_state::View;
 use super::{FlowApp, theme, views};
 
@@ -44,6 +45,15 @@ impl FlowApp {
             });
             ui.menu_button("View", |ui| {
                 ui.checkbox(&mut self.ui.dark, "dark theme");
+                if let Some(d) = self.model.doc() {
+                    ui.separator();
+                    ui.label("tokens as text").on_hover_text("how the tokens encode their text: detected, or the file's `tokenizer`");
+                    for t in [Tokenizer::ByteLevel, Tokenizer::SentencePiece, Tokenizer::WordPiece, Tokenizer::Raw] {
+                        if ui.radio(d.tokenizer == t, t.name()).clicked() && d.tokenizer != t {
+                            self.commands.send(Command::SetTokenizer(t));
+                        }
+                    }
+                }
             });
         });
     }
@@ -200,8 +210,8 @@ impl FlowApp {
             });
         }
         let c = match s.view {
-            View::Text => views::text::show(ui, m.current, &d.trace, a, s.score, &s.marks, &mut s.text),
-            View::Backbone => views::backbone::show(ui, &d.trace, a, &s.marks, &mut s.backbone),
+            View::Text => views::text::show(ui, m.current, &d.trace, &d.text, a, s.score, &s.marks, &mut s.text),
+            View::Backbone => views::backbone::show(ui, &d.trace, &d.text, a, &s.marks, &mut s.backbone),
             View::Matrix => views::matrix::show(ui, &d.trace, a, &s.marks, &mut s.matrix),
             View::Compare => views::compare::show(ui, m, s),
             View::Run | View::Train => None,

@@ -82,13 +82,13 @@ fn section(s: &mut String, i: usize, d: &Done) {
         escape(&r.provenance.summary())
     );
     let title = format!("{} backbone", d.label);
-    s.push_str(&backbone_svg(&title, &d.tokens, d.spans, r));
-    let names = |ks: &[usize]| ks.iter().map(|&k| format!("#{k} {}", escape(&display_text(&d.tokens[k])))).collect::<Vec<_>>().join(", ");
+    s.push_str(&backbone_svg(&title, &d.tokens, &d.text, d.spans, r));
+    let names = |ks: &[usize]| ks.iter().map(|&k| format!("#{k} {}", escape(&display_text(&d.text[k])))).collect::<Vec<_>>().join(", ");
     let _ = write!(s, "<p><b>Hubs</b>: {}<br><b>Checkpoints</b>: {}</p>", names(&r.hubs), names(&r.checkpoints));
 
     let tau_max = d.spans.question.range().chain(d.spans.response.range()).map(|k| r.throughput[k]).fold(0.0, f64::max);
     s.push_str("<div class=text>");
-    for (k, tok) in d.tokens.iter().enumerate() {
+    for (k, tok) in d.text.iter().enumerate() {
         let mut class = String::from("t");
         let in_prompt = k < d.spans.response.start && !d.spans.question.contains(k);
         if in_prompt {
@@ -116,7 +116,8 @@ fn section(s: &mut String, i: usize, d: &Done) {
         };
         let _ = write!(
             s,
-            "<span class=\"{class}\"{style} title=\"#{k} reach {:.3e} · flow {:.4} · throughput {:.4} · credit {:.2}\">{}</span>",
+            "<span class=\"{class}\"{style} title=\"#{k} {} · reach {:.3e} · flow {:.4} · throughput {:.4} · credit {:.2}\">{}</span>",
+            escape(&format!("{:?}", d.tokens[k])),
             r.reach[k],
             r.flow[k],
             r.throughput[k],

@@ -198,6 +198,8 @@ pub struct Done {
     pub label: String,
     pub source: String,
     pub tokens: Vec<String>,
+    /// What each token shows in the report (`Trace::text`).
+    pub text: Vec<String>,
     pub token_ids: Option<Vec<i64>>,
     pub sample_id: Option<String>,
     pub spans: crate::span::Spans,
@@ -356,12 +358,13 @@ fn write_one(outputs: &outputs::Outputs, job: &Job, trace: &Trace, result: FlowR
         files.push((file("json"), serde_json::to_vec(&rec).expect("record serialises")));
     }
     let title = format!("{} · {} · {} tokens", trace.label(), result.status.name(), trace.n());
+    let text = trace.text();
     if f.png {
-        let svg = render::text::credit_svg(&title, &trace.tokens, trace.spans, &result, &Default::default());
+        let svg = render::text::credit_svg(&title, &trace.tokens, &text, trace.spans, &result, &Default::default());
         files.push((file("credit.png"), render::svg_to_png(&svg).map_err(|e| fail(format!("{}: {e}", file("credit.png").display())))?));
     }
     if f.svg || f.png {
-        let svg = render::backbone::backbone_svg(&title, &trace.tokens, trace.spans, &result);
+        let svg = render::backbone::backbone_svg(&title, &trace.tokens, &text, trace.spans, &result);
         if f.png {
             files.push((file("backbone.png"), render::svg_to_png(&svg).map_err(|e| fail(format!("{}: {e}", file("backbone.png").display())))?));
         }
@@ -375,6 +378,7 @@ fn write_one(outputs: &outputs::Outputs, job: &Job, trace: &Trace, result: FlowR
         label: trace.label(),
         source: job.source.display().to_string(),
         tokens: trace.tokens.clone(),
+        text,
         token_ids: trace.token_ids.clone(),
         sample_id: trace.meta.sample_id.clone(),
         spans: trace.spans,

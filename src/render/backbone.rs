@@ -8,7 +8,8 @@ use crate::span::Spans;
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-pub fn backbone_svg(title: &str, tokens: &[String], spans: Spans, r: &FlowResult) -> String {
+/// `tokens` are the raw tokens (the tooltips), `text` what each shows (`Trace::text`).
+pub fn backbone_svg(title: &str, tokens: &[String], text: &[String], spans: Spans, r: &FlowResult) -> String {
     let (width, height) = (1200.0f64, 440.0f64);
     let (left, right) = (40.0, 240.0);
     let axis_y = 330.0;
@@ -55,7 +56,7 @@ pub fn backbone_svg(title: &str, tokens: &[String], spans: Spans, r: &FlowResult
             r##"<path d="{d}" fill="none" stroke="{c}" stroke-width="{w:.2}" stroke-opacity="0.7" stroke-linecap="round"><title>path {} carries {:.4} of the unit flow: {}</title></path>"##,
             pi + 1,
             path.flow,
-            escape(&path.tokens.iter().map(|&k| display_text(&tokens[k])).collect::<Vec<_>>().join(" → "))
+            escape(&path.tokens.iter().map(|&k| display_text(&text[k])).collect::<Vec<_>>().join(" → "))
         );
     }
 
@@ -73,7 +74,7 @@ pub fn backbone_svg(title: &str, tokens: &[String], spans: Spans, r: &FlowResult
         let _ = write!(s, r##"<circle cx="{x:.1}" cy="{axis_y}" r="{}" fill="{fill}"><title>#{k} {}</title></circle>"##, if hub { 4.0 } else { 2.5 }, escape(&tokens[k]));
         if x - last_label >= 11.0 {
             last_label = x;
-            let label: String = display_text(&tokens[k]).chars().take(14).collect();
+            let label: String = display_text(&text[k]).chars().take(14).collect();
             let _ = write!(
                 s,
                 r##"<text transform="translate({:.1},{:.1}) rotate(60)" font-size="11" fill="{}" xml:space="preserve">{}</text>"##,

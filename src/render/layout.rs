@@ -11,7 +11,9 @@ pub struct Cell {
     pub text: String,
 }
 
-/// How a token shows: line breaks and tabs become visible marks, other control characters dots.
+/// How a token shows: line breaks and tabs become visible marks, other control characters dots;
+/// a token with no text of its own (the rest of a character another token starts, an empty
+/// special token) is a blank cell, so it can still be seen and clicked.
 pub fn display_text(token: &str) -> String {
     let mut s: String = token
         .chars()
@@ -23,7 +25,7 @@ pub fn display_text(token: &str) -> String {
         })
         .collect();
     if s.is_empty() {
-        s.push('\u{2205}');
+        s.push(' ');
     }
     s
 }

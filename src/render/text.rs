@@ -20,10 +20,11 @@ impl Default for TextStyle {
     }
 }
 
-pub fn credit_svg(title: &str, tokens: &[String], spans: Spans, r: &FlowResult, style: &TextStyle) -> String {
+/// `tokens` are the trace's raw tokens (the tooltips), `text` what each shows (`Trace::text`).
+pub fn credit_svg(title: &str, tokens: &[String], text: &[String], spans: Spans, r: &FlowResult, style: &TextStyle) -> String {
     let cw = style.font_size * CHAR_WIDTH_EM;
     let lh = style.line_height;
-    let cells = layout::wrap(tokens, style.columns);
+    let cells = layout::wrap(text, style.columns);
     let lines = cells.last().map_or(1, |c| c.line + 1);
     let header = 64.0;
     let width = style.margin * 2.0 + cw * style.columns as f64;

@@ -3,6 +3,7 @@
 
 use super::{ArrayInput, Attention, DataError, Dtype, Problem, Storage, Trace, TraceError, TraceMeta};
 use crate::span::{Span, Spans};
+use crate::subword::Tokenizer;
 use safetensors::SafeTensors;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -302,9 +303,15 @@ fn parse_meta(meta: &HashMap<String, String>, file_layers: usize, has_layer_axis
             return Err(DataError::new(Problem::Metadata, format!("metadata `correct` = `{v}` is not true/false")));
         }
     };
+    let tokenizer = match meta.get("tokenizer").map(|s| s.trim()) {
+        None => None,
+        Some(v) => Some(Tokenizer::parse(v).ok_or_else(|| {
+            DataError::new(Problem::Metadata, format!("metadata `tokenizer` = `{v}` is not bytelevel, sentencepiece, wordpiece or raw"))
+        })?),
+    };
     const KNOWN: &[&str] = &[
         "format", "tokens", "question", "answer", "response", "layers", "num_layers", "model", "task",
-        "sample_id", "group_id", "step", "reward", "advantage", "correct", "synthetic",
+        "sample_id", "group_id", "step", "reward", "advantage", "correct", "synthetic", "tokenizer",
     ];
     let extra: BTreeMap<String, String> =
         meta.iter().filter(|(k, _)| !KNOWN.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -329,6 +336,7 @@ fn parse_meta(meta: &HashMap<String, String>, file_layers: usize, has_layer_axis
         advantage: finite("advantage")?,
         correct,
         synthetic: meta.get("synthetic").is_some_and(|v| v == "true"),
+        tokenizer,
         extra,
     })
 }

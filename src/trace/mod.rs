@@ -10,6 +10,7 @@ pub mod st_write;
 pub mod run;
 mod write;
 
+pub use crate::subword::Tokenizer;
 pub use dtype::{Dtype, f16_to_f32, f32_to_bf16, f32_to_f16};
 pub use error::{DataError, Problem, TraceError};
 pub use load::{FORMAT, MAX_MATRIX_BYTES_ENV, matrix_budget};
@@ -128,6 +129,8 @@ pub struct TraceMeta {
     pub advantage: Option<f64>,
     pub correct: Option<bool>,
     pub synthetic: bool,
+    /// How the tokens encode their text, when the file says (else it is detected).
+    pub tokenizer: Option<Tokenizer>,
     /// Every other metadata key, kept verbatim.
     pub extra: BTreeMap<String, String>,
 }
@@ -166,6 +169,17 @@ impl Trace {
 
     pub fn n(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// How the tokens encode their text: the file's `tokenizer`, else detected from the tokens.
+    pub fn tokenizer(&self) -> Tokenizer {
+        self.meta.tokenizer.unwrap_or_else(|| Tokenizer::detect(&self.tokens))
+    }
+
+    /// Each token's text as a reader expects it (subword markers decoded); what the pictures
+    /// and the app show. The raw tokens stay in `tokens`.
+    pub fn text(&self) -> Vec<String> {
+        crate::subword::decode(&self.tokens, self.tokenizer())
     }
 
     /// A short name for tables: the sample id when the file has one, else the file stem.

@@ -16,7 +16,8 @@ pub struct BackboneState {
     pub hovered_path: Option<usize>,
 }
 
-pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut BackboneState) -> Option<Command> {
+/// `text`: what each token shows (the document's decoded tokens).
+pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, marks: &Marks, state: &mut BackboneState) -> Option<Command> {
     let r = &a.result;
     let mut command = None;
     ui.horizontal_wrapped(|ui| {
@@ -31,7 +32,7 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut
         canvas.axis(ui, &painter, a);
         // Hovering an arc lights its path, like hovering its legend row.
         hovered_path = canvas.arcs(&painter, a, state.hovered_path, resp.hover_pos());
-        if let Some(k) = canvas.markers(ui, &painter, trace, a, marks, resp.hover_pos()) {
+        if let Some(k) = canvas.markers(ui, &painter, text, a, marks, resp.hover_pos()) {
             let resp = resp.clone().on_hover_ui_at_pointer(|ui| super::text::tooltip(ui, trace, a, k));
             if resp.clicked() {
                 command = Some(Command::Select { token: k, extend: false });
@@ -109,7 +110,7 @@ impl Canvas {
 
     /// A marker and a slanted label for every token on the backbone (hubs and checkpoints
     /// marked); the token under the pointer.
-    fn markers(&self, ui: &Ui, painter: &egui::Painter, trace: &Trace, a: &Analysis, marks: &Marks, pointer: Option<Pos2>) -> Option<usize> {
+    fn markers(&self, ui: &Ui, painter: &egui::Painter, text: &[String], a: &Analysis, marks: &Marks, pointer: Option<Pos2>) -> Option<usize> {
         let (r, axis_y) = (&a.result, self.axis_y);
         let on_path: BTreeSet<usize> = r.backbone.iter().flat_map(|p| p.tokens.iter().copied()).collect();
         let mut near: Option<(usize, f32)> = None;
@@ -128,7 +129,7 @@ impl Canvas {
             }
             if x - last_label > 12.0 {
                 last_label = x;
-                let label: String = display_text(&trace.tokens[k]).chars().take(12).collect();
+                let label: String = display_text(&text[k]).chars().take(12).collect();
                 let galley = ui.ctx().fonts_mut(|f| f.layout_no_wrap(label, FontId::monospace(11.0), c));
                 painter.add(egui::epaint::TextShape::new(pos2(x - 3.0, axis_y + 24.0), galley, c).with_angle(std::f32::consts::FRAC_PI_3));
             }

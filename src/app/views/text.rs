@@ -20,7 +20,7 @@ const ROW_GAP: f32 = 7.0;
 pub struct TextState {
     /// The scroll area's id: each text column keeps its own scroll.
     pub id: &'static str,
-    key: (usize, usize, usize),
+    key: (usize, usize, usize, usize),
     cells: Vec<Cell>,
     line_starts: Vec<usize>,
     /// Screen rectangles of the tokens drawn last frame (tests click through these).
@@ -34,13 +34,14 @@ impl TextState {
         TextState { id, ..Default::default() }
     }
 
-    fn layout(&mut self, trace: &Trace, doc_id: usize, columns: usize) {
-        let key = (doc_id, trace.n(), columns);
+    fn layout(&mut self, text: &[String], doc_id: usize, columns: usize) {
+        // (the text's address changes when the document decodes its tokens another way)
+        let key = (doc_id, text.len(), columns, text.as_ptr() as usize);
         if key == self.key && !self.cells.is_empty() {
             return;
         }
         self.key = key;
-        self.cells = wrap(&trace.tokens, columns);
+        self.cells = wrap(text, columns);
         self.line_starts.clear();
         for (i, c) in self.cells.iter().enumerate() {
             if c.line == self.line_starts.len() {
@@ -62,6 +63,7 @@ pub fn show(
     ui: &mut Ui,
     doc_id: usize,
     trace: &Trace,
+    text: &[String],
     a: &Analysis,
     score: Score,
     marks: &Marks,
@@ -72,7 +74,7 @@ pub fn show(
     let cw = ui.ctx().fonts_mut(|f| f.glyph_width(&font, 'M'));
     let row_h = ui.ctx().fonts_mut(|f| f.row_height(&font)) + ROW_GAP;
     let columns = ((ui.available_width() - 16.0) / cw).floor().max(16.0) as usize;
-    state.layout(trace, doc_id, columns);
+    state.layout(text, doc_id, columns);
     let values = score.values(trace, a).unwrap_or_else(|| a.result.throughput.clone());
     let norm = normalised(&values, a.plan.spans, score);
     let r = &a.result;

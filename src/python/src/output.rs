@@ -61,6 +61,8 @@ pub fn trace_dict<'py>(py: Python<'py>, t: &Trace) -> PyResult<Bound<'py, PyDict
     shape.extend([a.n, a.n]);
     d.set_item("path", t.path.display().to_string())?;
     d.set_item("tokens", PyList::new(py, &t.tokens)?)?;
+    d.set_item("text", PyList::new(py, t.text())?)?;
+    d.set_item("tokenizer", t.tokenizer().name())?;
     d.set_item("question", span(t.spans.question))?;
     d.set_item("response", span(t.spans.response))?;
     d.set_item("answer", span(t.spans.answer))?;

@@ -9,7 +9,7 @@ import pytest
 
 import flowtracer
 from conftest import require
-from tiny import CORPUS, ARCHS, left_padded, tiny, tokenizer
+from tiny import CORPUS, ARCHS, left_padded, tiny, tokenizer, tokenizers
 
 torch = require("torch")
 
@@ -96,3 +96,54 @@ def test_torch_tensors_go_in_without_a_copy():
     np.testing.assert_array_equal(bf16.credit, f32.credit)  # 0.5 and 1 are exact in bf16
     adv = flowtracer.token_advantages(torch.tensor([[1.0, 1.5]]), torch.tensor([-2.0]), apply_to_negative=False)
     assert isinstance(adv, torch.Tensor) and adv.tolist() == [[-2.0, -2.0]]
+
+
+@pytest.mark.parametrize("kind", ["bytelevel", "sentencepiece", "wordpiece"])
+def test_subword_tokens_read_back_as_the_text_they_stand_for(kind, tmp_path):
+    """Tokens exactly as trained tokenizers produce them (multi-byte characters split across
+    byte-level tokens, SentencePiece byte fallback, WordPiece continuations) decode to the text."""
+    text = "Le café coûte 3 €.\nNatalia sold 48 clips: 中文 72!"
+    corpus = [text, "Natalia sold clips to 48 of her friends.", "The answer is 72."] * 4
+    t = tokenizers
+    if kind == "bytelevel":
+        tok = t.Tokenizer(t.models.BPE())
+        tok.pre_tokenizer = t.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = t.decoders.ByteLevel()
+        tok.train_from_iterator(corpus, t.trainers.BpeTrainer(vocab_size=280, initial_alphabet=t.pre_tokenizers.ByteLevel.alphabet()))
+    elif kind == "sentencepiece":  # trained without 中, 文, €: they go out as byte tokens
+        tok = t.Tokenizer(t.models.BPE(byte_fallback=True, unk_token="<unk>"))
+        tok.pre_tokenizer = t.pre_tokenizers.Metaspace()
+        tok.decoder = t.decoders.Sequence([t.decoders.ByteFallback(), t.decoders.Metaspace()])
+        bytes_ = [f"<0x{b:02X}>" for b in range(256)]
+        plain = [c.replace("中文", "").replace("€", "") for c in corpus]
+        tok.train_from_iterator(plain, t.trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", *bytes_]))
+    else:
+        tok = t.Tokenizer(t.models.WordPiece(unk_token="[UNK]"))
+        tok.pre_tokenizer = t.pre_tokenizers.BertPreTokenizer()
+        tok.decoder = t.decoders.WordPiece()
+        tok.train_from_iterator(corpus, t.trainers.WordPieceTrainer(vocab_size=60, special_tokens=["[UNK]"]))
+    enc = tok.encode(text)
+    pieces = enc.tokens
+    if kind == "sentencepiece":
+        assert any(p.startswith("<0x") for p in pieces), "the test needs byte-fallback tokens"
+    if kind == "bytelevel":
+        assert any(len(tok.decode([i])) and "\ufffd" in tok.decode([i]) for i in enc.ids), "the test needs a character split across tokens"
+    n = len(pieces)
+    a = np.tril(np.ones((n, n), dtype=np.float32))
+    a /= a.sum(axis=1, keepdims=True)
+    path = tmp_path / f"{kind}.safetensors"
+    flowtracer.dump(path, a, pieces, question=(0, 3), answer=(n - 2, n), token_ids=enc.ids)
+    trace = flowtracer.load_trace(path)
+    assert trace.tokens == pieces, "the raw tokens stay as they were"
+    assert trace.tokenizer == kind
+    assert len(trace.text) == n
+    got, want = "".join(trace.text), tok.decode(enc.ids, skip_special_tokens=False)
+    if kind == "bytelevel":
+        assert got == want
+    elif kind == "sentencepiece":  # (its decoder drops the leading space Metaspace adds)
+        assert got.lstrip() == want
+    else:  # WordPiece drops line breaks, and its decoder spaces punctuation its own way
+        assert got.replace(" ", "") == want.replace(" ", "")
+        assert all(not x.startswith(" ") for p, x in zip(pieces, trace.text) if p.startswith("##")), "## pieces join the one before"
+    with pytest.raises(ValueError, match="tokenizer"):
+        flowtracer.dump(tmp_path / "bad.safetensors", a, pieces, question=(0, 3), answer=(n - 2, n), meta={"tokenizer": "nonsense"})

@@ -110,7 +110,9 @@ def test_two_grpo_steps_hand_the_loss_flow_shaped_advantages(tmp_path):
             r0, r1 = spans["response"]
             assert r1 - r0 == int(mask[i].sum())
             np.testing.assert_array_equal(gamma[i, : r1 - r0].numpy(), np.array(e["credit"][r0:r1], dtype=np.float32))
-            assert e["tokens"][r0:] == pieces_of(tok, out["completion_ids"][i][: r1 - r0].tolist())
+            completion = out["completion_ids"][i][: r1 - r0].tolist()
+            assert e["tokens"][r0:] == tok.convert_ids_to_tokens(completion), "the trace keeps the tokenizer's own tokens"
+            assert "".join(flowtracer.load_trace(path).text[r0:]) == tok.decode(completion), "and shows their text"
             a = base[i].item()
             assert torch.all(want[i, : r1 - r0] == (gamma[i, : r1 - r0] * a if a >= 0 else a))
     assert shaped_rows > 0, "no row was shaped: the test would prove nothing"

@@ -62,6 +62,11 @@ class Trace:
 
     path: str
     tokens: list[str]
+    """As the file holds them (e.g. byte-level BPE's `Ġthe`)."""
+    text: list[str]
+    """What each token stands for (`" the"`), as the app and the export show it."""
+    tokenizer: str
+    """How the tokens encode their text: the file's `tokenizer`, else detected."""
     question: tuple[int, int]
     response: tuple[int, int]
     answer: tuple[int, int]

@@ -81,6 +81,14 @@ def pieces_of(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     return tokenizer.batch_decode([[int(i)] for i in ids], skip_special_tokens=True)
 
 
+def raw_tokens(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """The tokens as the tokenizer spells them (`Ġthe`), what a trace file keeps: the engine
+    decodes them for display, multi-byte characters split across tokens included."""
+    if tokenizer is None or not hasattr(tokenizer, "convert_ids_to_tokens"):
+        return pieces_of(tokenizer, ids)
+    return [str(t) for t in tokenizer.convert_ids_to_tokens([int(i) for i in ids])]
+
+
 def find_answers(responses: Sequence[Sequence[int]], tokenizer: Any, rule: AnswerSpan) -> list[Span | None]:
     """Each response's answer span by `rule` (on the driver, where the tokenizer is)."""
     return [rule(pieces_of(tokenizer, ids)) if len(ids) else None for ids in responses]
@@ -167,7 +175,8 @@ def _gamma_rows(
         q = question_span(prompt) if question_span else None
         q = (0, q_len) if q is None else (int(q[0]), int(q[1]))
         spans[i] = {"question": q, "response": (q_len, q_len + c), "answer": (q_len + a0, q_len + a1)}
-        items.append(dict(attention=cap.attention(i), tokens=prompt + response, name=f"row {i}", **spans[i]))
+        tokens = raw_tokens(tokenizer, ids_host[i][row.start:row.end]) if tokenizer is not None else prompt + response
+        items.append(dict(attention=cap.attention(i), tokens=tokens, name=f"row {i}", **spans[i]))
         shaped.append(i)
         if trace_dir is not None:
             folder = Path(fspath(trace_dir))
