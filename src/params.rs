@@ -13,6 +13,7 @@ pub struct Params {
     pub backbone: BackboneParams,
     pub roles: RoleParams,
     pub credit: CreditParams,
+    pub steps: StepParams,
 }
 
 /// How the attention of many layers and heads becomes one token-to-token matrix M.
@@ -86,6 +87,26 @@ pub struct RoleParams {
     pub checkpoint_min_merging_paths: usize,
 }
 
+/// How the response is cut into reasoning steps for the step-level flow (`flow::steps`); a
+/// trace's `segments` metadata, when given, replaces the rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StepParams {
+    pub split: Split,
+    /// No step is longer than this many tokens (a long line is cut).
+    pub max_tokens: usize,
+}
+
+/// Where a step ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// After a token whose text holds a line break.
+    Lines,
+    /// Also after a token that ends a sentence (`.`, `?`, `!` before a space or the end).
+    Sentences,
+}
+
 /// From throughput to the per-token advantage multiplier γ.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -126,6 +147,12 @@ impl Default for RoleParams {
             checkpoint_min_distance: 8,
             checkpoint_min_merging_paths: 2,
         }
+    }
+}
+
+impl Default for StepParams {
+    fn default() -> Self {
+        StepParams { split: Split::Lines, max_tokens: 256 }
     }
 }
 
@@ -176,6 +203,9 @@ impl Params {
 
     /// Ranges that the maths needs; anything outside them is a user error, not a panic later.
     pub fn validate(&self) -> Result<(), String> {
+        if self.steps.max_tokens == 0 {
+            return Err("steps.max_tokens must be at least 1".into());
+        }
         let a = &self.aggregate;
         if let Some([s, e]) = a.layers
             && e <= s {

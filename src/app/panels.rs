@@ -210,7 +210,7 @@ impl FlowApp {
             });
         }
         let c = match s.view {
-            View::Text => views::text::show(ui, m.current, &d.trace, &d.text, a, s.score, &s.marks, &mut s.text),
+            View::Text => views::text::show(ui, m.current, d, a, s.score, &s.marks, &mut s.text),
             View::Backbone => views::backbone::show(ui, &d.trace, &d.text, a, &s.marks, &mut s.backbone),
             View::Matrix => views::matrix::show(ui, &d.trace, a, &s.marks, &mut s.matrix),
             View::Compare => views::compare::show(ui, m, s),

@@ -30,6 +30,9 @@ pub struct Formats {
     pub svg: bool,
     pub html: bool,
     pub credits: bool,
+    /// The step graph and the token backbone as Graphviz DOT / GraphML.
+    pub dot: bool,
+    pub graphml: bool,
 }
 
 /// One kind of output file (`--format`).
@@ -47,13 +50,18 @@ pub enum Format {
     Html,
     /// `credits.safetensors`: per-token credit for the RL trainer.
     Credits,
-    /// Every one of the above.
+    /// `STEM.steps.dot` and `STEM.backbone.dot`: the step graph and the token backbone for
+    /// Graphviz (each trace's matrix is aggregated once more for the step graph).
+    Dot,
+    /// The same two graphs as GraphML (`.graphml`), for Gephi, yEd, networkx, igraph.
+    Graphml,
+    /// json, csv, png, svg, html and credits (the graphs are asked for by name).
     All,
 }
 
 impl Formats {
-    pub const ALL: Formats = Formats { json: true, csv: true, png: true, svg: true, html: true, credits: true };
-    pub const NONE: Formats = Formats { json: false, csv: false, png: false, svg: false, html: false, credits: false };
+    pub const ALL: Formats = Formats { json: true, csv: true, png: true, svg: true, html: true, credits: true, dot: false, graphml: false };
+    pub const NONE: Formats = Formats { json: false, csv: false, png: false, svg: false, html: false, credits: false, dot: false, graphml: false };
 
     /// The set a list of formats names.
     pub fn of(list: &[Format]) -> Formats {
@@ -65,7 +73,9 @@ impl Formats {
                 Format::Svg => f.svg = true,
                 Format::Html => f.html = true,
                 Format::Credits => f.credits = true,
-                Format::All => f = Formats::ALL,
+                Format::Dot => f.dot = true,
+                Format::Graphml => f.graphml = true,
+                Format::All => f = Formats { dot: f.dot, graphml: f.graphml, ..Formats::ALL },
             }
             f
         })
@@ -204,6 +214,17 @@ pub struct Done {
     pub sample_id: Option<String>,
     pub spans: crate::span::Spans,
     pub result: FlowResult,
+}
+
+/// The step graph and the token backbone of a result. The step graph needs the matrix, which
+/// the batch run does not keep: it is aggregated once more, here, one trace at a time.
+fn graphs(trace: &Trace, result: &FlowResult, params: &Params, text: &[String]) -> Result<(crate::flow::steps::StepGraph, petgraph::graph::DiGraph<usize, f64>), TraceError> {
+    use crate::flow::{aggregate, plan::Plan, steps};
+    let plan = Plan::for_trace(trace, params)?;
+    let m = aggregate::aggregate(&trace.attention, &plan.selection, &params.aggregate, &std::sync::atomic::AtomicBool::new(false)).map_err(|e| e.at(&trace.path))?;
+    let given = steps::given_segments(trace).map_err(|e| e.at(&trace.path))?;
+    let segments = steps::segments(text, result.spans, &params.steps, given.as_deref());
+    Ok((steps::step_graph(&m, result, &segments, &params.backbone), steps::backbone_graph(&result.backbone)))
 }
 
 fn failure(source: &Path, problem: Problem, message: String) -> Outcome {
@@ -370,6 +391,17 @@ fn write_one(outputs: &outputs::Outputs, job: &Job, trace: &Trace, result: FlowR
         }
         if f.svg {
             files.push((file("backbone.svg"), svg.into_bytes()));
+        }
+    }
+    if f.dot || f.graphml {
+        let (steps, backbone) = graphs(trace, &result, params, &text)?;
+        if f.dot {
+            files.push((file("steps.dot"), render::graph::steps_dot(&steps, &text).into_bytes()));
+            files.push((file("backbone.dot"), render::graph::backbone_dot(&backbone, &text).into_bytes()));
+        }
+        if f.graphml {
+            files.push((file("steps.graphml"), render::graph::steps_graphml(&steps, &text).into_bytes()));
+            files.push((file("backbone.graphml"), render::graph::backbone_graphml(&backbone, &text).into_bytes()));
         }
     }
     outputs.write_all(&files).map_err(fail)?;

@@ -4,6 +4,7 @@
 
 pub mod backbone;
 pub mod colormap;
+pub mod graph;
 pub mod layout;
 pub mod text;
 

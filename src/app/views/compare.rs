@@ -24,10 +24,10 @@ pub fn show(ui: &mut Ui, m: &Model, s: &mut UiState) -> Option<Command> {
     let mut command = None;
     ui.columns(2, |cols| {
         cols[0].strong(format!("baseline: {}", base.title()));
-        let c = super::text::show(&mut cols[0], bdoc + 1000, &base.trace, &base.text, b, s.score, &s.marks, &mut s.text_b);
+        let c = super::text::show(&mut cols[0], bdoc + 1000, base, b, s.score, &s.marks, &mut s.text_b);
         command = command.take().or(c);
         cols[1].strong(format!("current: {}", current.title()));
-        let c = super::text::show(&mut cols[1], m.current, &current.trace, &current.text, a, s.score, &s.marks, &mut s.text);
+        let c = super::text::show(&mut cols[1], m.current, current, a, s.score, &s.marks, &mut s.text);
         command = command.take().or(c);
     });
     command

@@ -2,7 +2,7 @@
 //! one back as a command; the app re-scores in the background.
 
 use crate::app::command::Command;
-use crate::params::{Params, Reduce, Sink};
+use crate::params::{Params, Reduce, Sink, Split};
 use crate::trace::Trace;
 use egui::{DragValue, Slider, Ui};
 
@@ -80,6 +80,12 @@ pub fn show(ui: &mut Ui, current: &Params, trace: &Trace) -> Option<Command> {
     ui.collapsing("backbone", |ui| {
         ui.add(Slider::new(&mut p.backbone.max_paths, 1..=32).text("max paths"));
         ui.add(Slider::new(&mut p.backbone.coverage, 0.05..=1.0).text("coverage"));
+        ui.label("steps (the step graph)");
+        ui.horizontal(|ui| {
+            ui.radio_value(&mut p.steps.split, Split::Lines, "lines");
+            ui.radio_value(&mut p.steps.split, Split::Sentences, "sentences");
+        });
+        ui.add(Slider::new(&mut p.steps.max_tokens, 8..=2048).logarithmic(true).text("max tokens a step"));
     });
     ui.collapsing("hubs and checkpoints", |ui| {
         ui.add(Slider::new(&mut p.roles.hub_fraction, 0.0..=0.5).text("hub fraction"));

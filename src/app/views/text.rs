@@ -3,7 +3,7 @@
 
 use super::Marks;
 use crate::app::command::Command;
-use crate::app::document::{Analysis, Score, normalised};
+use crate::app::document::{Analysis, Document, Score, normalised};
 use crate::app::theme;
 use crate::render::layout::{Cell, wrap};
 use crate::trace::Trace;
@@ -62,19 +62,19 @@ impl TextState {
 pub fn show(
     ui: &mut Ui,
     doc_id: usize,
-    trace: &Trace,
-    text: &[String],
+    doc: &Document,
     a: &Analysis,
     score: Score,
     marks: &Marks,
     state: &mut TextState,
 ) -> Option<Command> {
+    let trace = &*doc.trace;
     let dark = ui.visuals().dark_mode;
     let font = FontId::monospace(font_size(trace.n()));
     let cw = ui.ctx().fonts_mut(|f| f.glyph_width(&font, 'M'));
     let row_h = ui.ctx().fonts_mut(|f| f.row_height(&font)) + ROW_GAP;
     let columns = ((ui.available_width() - 16.0) / cw).floor().max(16.0) as usize;
-    state.layout(text, doc_id, columns);
+    state.layout(&doc.text, doc_id, columns);
     let values = score.values(trace, a).unwrap_or_else(|| a.result.throughput.clone());
     let norm = normalised(&values, a.plan.spans, score);
     let r = &a.result;
