@@ -490,3 +490,27 @@ fn subword_tokens_show_as_text_and_the_view_menu_switches_the_decoding() {
     assert_eq!((d.tokenizer, &d.text), (Tokenizer::Raw, &tokens));
     h.get_by_label_contains("tokens shown as raw text");
 }
+
+/// The Backbone view's step mode draws the step graph of the analysis on screen and says how
+/// much of the flow its backbone carries; selecting a step shows its tokens in the text view.
+#[test]
+fn the_step_view_shows_the_step_graph_and_a_step_selects_its_tokens() {
+    let mut h = harness();
+    h.state_mut().ui.view = View::Backbone;
+    h.run();
+    h.get_by_label("steps").click();
+    h.run();
+    assert!(h.state().ui.backbone.steps);
+    h.get_by_label_contains("the step backbone carries");
+    let step = {
+        let d = &h.state().model.docs[0];
+        let a = d.analysis.as_ref().unwrap();
+        let segs = flowtracer::flow::steps::segments(&d.text, a.result.spans, &a.plan.params.steps, None);
+        assert!(!segs.is_empty());
+        segs[0]
+    };
+    h.state_mut().apply(flowtracer::app::Command::SelectSpan(step));
+    h.run();
+    assert_eq!(h.state().ui.view, View::Text);
+    assert_eq!(h.state().ui.marks.range, Some((step.start, step.end - 1)));
+}

@@ -24,6 +24,13 @@ impl FlowApp {
                 }
             }
             Command::Select { token, extend } => self.select(token, extend),
+            Command::SelectSpan(s) if !s.is_empty() => {
+                self.select(s.start, false);
+                self.select(s.end - 1, true);
+                self.ui.text.scroll_to = Some(s.start);
+                self.ui.view = super::View::Text;
+            }
+            Command::SelectSpan(_) => {}
             Command::JumpNext(list) => self.jump_next(list),
             Command::Search(q) => self.search(&q),
             Command::SetTokenizer(t) => {

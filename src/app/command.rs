@@ -22,6 +22,8 @@ pub enum Command {
     ShowDocument(usize),
     /// Select a token (extend the range when `extend`) and bring it into view.
     Select { token: usize, extend: bool },
+    /// Select these tokens (a step of the step view) and show them in the text view.
+    SelectSpan(crate::span::Span),
     /// Move the selection to the next of these tokens after the current one (wrapping).
     JumpNext(Vec<usize>),
     Search(String),

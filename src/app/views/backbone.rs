@@ -14,6 +14,9 @@ use std::collections::BTreeSet;
 #[derive(Default)]
 pub struct BackboneState {
     pub hovered_path: Option<usize>,
+    /// Show the flow between reasoning steps instead of between tokens.
+    pub steps: bool,
+    pub step_cache: super::steps::StepCache,
 }
 
 /// `text`: what each token shows (the document's decoded tokens).
@@ -21,8 +24,19 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, marks: &M
     let r = &a.result;
     let mut command = None;
     ui.horizontal_wrapped(|ui| {
-        ui.label(format!("backbone: {} paths, {:.1}% of the unit flow", r.backbone.len(), 100.0 * r.backbone_flow()));
+        ui.selectable_value(&mut state.steps, false, "tokens");
+        ui.selectable_value(&mut state.steps, true, "steps");
+        ui.separator();
+        if !state.steps {
+            ui.label(format!("backbone: {} paths, {:.1}% of the unit flow", r.backbone.len(), 100.0 * r.backbone_flow()));
+            if r.backbone_flow() < 0.5 {
+                ui.weak("(the token paths explain little of the flow: the steps view sums it between reasoning steps)");
+            }
+        }
     });
+    if state.steps {
+        return super::steps::show(ui, trace, text, a, &mut state.step_cache);
+    }
     let legend_w = 210.0;
     let size = vec2((ui.available_width() - legend_w).max(200.0), ui.available_height().max(200.0));
     let mut hovered_path = None;
@@ -179,7 +193,7 @@ fn legend(ui: &mut Ui, a: &Analysis, width: f32) -> Option<usize> {
 
 /// Half an ellipse from x1 to x2 above the axis, as a polyline. Its height grows with the span
 /// it jumps (sub-linearly), so long-range edges use the height of the canvas.
-fn arc(x1: f32, x2: f32, y: f32, max_h: f32, width: f32) -> Vec<Pos2> {
+pub(super) fn arc(x1: f32, x2: f32, y: f32, max_h: f32, width: f32) -> Vec<Pos2> {
     let rx = (x2 - x1) / 2.0;
     let ry = max_h.max(10.0) * ((x2 - x1).abs() / width.max(1.0)).clamp(0.0, 1.0).powf(0.6);
     let cx = x1 + rx;

@@ -7,6 +7,7 @@ pub mod inspector;
 pub mod matrix;
 pub mod rescore;
 pub mod runs;
+pub mod steps;
 pub mod text;
 pub mod train;
 
