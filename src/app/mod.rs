@@ -7,6 +7,7 @@
 
 mod apply;
 pub mod command;
+pub mod dialogs;
 pub mod document;
 mod export;
 pub mod model;
@@ -110,6 +111,7 @@ impl FlowApp {
             egui::Panel::right("side").resizable(true).default_size(330.0).show(ui, |ui| self.side(ui));
         }
         egui::CentralPanel::default().show(ui, |ui| self.central(ui));
+        self.file_dialog(&ctx);
         self.apply_pending();
     }
 
@@ -119,14 +121,35 @@ impl FlowApp {
         }
     }
 
-    /// A file dialog on its own thread (they block); what the user picked comes back as `make`'s command.
-    fn dialog(&self, pick: impl FnOnce() -> Option<PathBuf> + Send + 'static, make: fn(PathBuf) -> Command) {
-        let tx = self.commands.clone();
-        std::thread::spawn(move || {
-            if let Some(p) = pick() {
-                tx.send(make(p));
+    /// A file dialog: the native one on its own thread (it blocks), or, where the desktop has
+    /// none, the in-app browser; what the user picked comes back as the pick's command.
+    pub fn dialog(&mut self, pick: dialogs::Pick) {
+        if self.ui.native_dialogs {
+            let tx = self.commands.clone();
+            std::thread::spawn(move || {
+                if let Some(p) = pick.native() {
+                    tx.send(pick.command(p));
+                }
+            });
+            return;
+        }
+        let start = self.model.doc().and_then(|d| d.trace.path.parent().map(|p| p.to_path_buf())).filter(|p| p.is_dir());
+        let start = start.or_else(|| std::env::current_dir().ok()).unwrap_or_else(|| PathBuf::from("."));
+        self.ui.file_dialog = Some(dialogs::Builtin { pick, dialog: pick.builtin(&start) });
+        self.model.status = "no native file dialog on this desktop (no XDG portal or zenity): using the built-in browser".into();
+    }
+
+    /// The in-app file browser, while one is open.
+    fn file_dialog(&mut self, ctx: &egui::Context) {
+        if let Some(b) = &mut self.ui.file_dialog {
+            let (command, done) = b.show(ctx);
+            if let Some(c) = command {
+                self.commands.send(c);
             }
-        });
+            if done {
+                self.ui.file_dialog = None;
+            }
+        }
     }
 }
 impl eframe::App for FlowApp {

@@ -3,6 +3,7 @@
 //! diff toggle, the theme) is changed in place.
 
 use super::command::{Command, SpanRole};
+use super::dialogs::Pick;
 use super::document::Score;
 use crate::subword::Tokenizer;
 use super::ui_state::View;
@@ -13,10 +14,10 @@ impl FlowApp {
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
                 if ui.button("Open trace…").clicked() {
-                    self.dialog(|| rfd::FileDialog::new().add_filter("trace", &["safetensors"]).pick_file(), Command::Open);
+                    self.dialog(Pick::OpenTrace);
                 }
                 if ui.button("Open run…").clicked() {
-                    self.dialog(|| rfd::FileDialog::new().pick_folder(), Command::Open);
+                    self.dialog(Pick::OpenRun);
                 }
                 ui.menu_button("Recent", |ui| {
                     if self.model.recent.paths.is_empty() {
@@ -30,17 +31,17 @@ impl FlowApp {
                 });
                 ui.separator();
                 if ui.button("Load parameters…").clicked() {
-                    self.dialog(|| rfd::FileDialog::new().add_filter("parameters", &["toml", "json"]).pick_file(), Command::LoadParams);
+                    self.dialog(Pick::LoadParams);
                 }
                 if ui.button("Save parameters…").clicked() {
-                    self.dialog(|| rfd::FileDialog::new().set_file_name("params.toml").save_file(), Command::SaveParams);
+                    self.dialog(Pick::SaveParams);
                 }
                 ui.separator();
                 if ui.button("Export trace…").clicked() {
-                    self.dialog(|| rfd::FileDialog::new().pick_folder(), Command::ExportTrace);
+                    self.dialog(Pick::ExportTrace);
                 }
                 if ui.button("Export view as PNG/SVG…").clicked() {
-                    self.dialog(|| rfd::FileDialog::new().add_filter("image", &["png", "svg"]).set_file_name("view.png").save_file(), Command::ExportView);
+                    self.dialog(Pick::ExportView);
                 }
             });
             ui.menu_button("View", |ui| {

@@ -40,6 +40,10 @@ pub struct UiState {
     pub text_b: views::text::TextState,
     pub backbone: views::backbone::BackboneState,
     pub matrix: views::matrix::MatrixState,
+    /// The in-app file browser, when one is open (no native dialog on this desktop).
+    pub file_dialog: Option<super::dialogs::Builtin>,
+    /// Whether the desktop shows native file dialogs (found at start; tests set it).
+    pub native_dialogs: bool,
 }
 
 impl Default for UiState {
@@ -54,6 +58,8 @@ impl Default for UiState {
             text_b: views::text::TextState::named("text-b"),
             backbone: Default::default(),
             matrix: Default::default(),
+            file_dialog: None,
+            native_dialogs: super::dialogs::native_available(),
         }
     }
 }
