@@ -89,7 +89,9 @@ impl Pick {
             (false, false) => egui_file::FileDialog::open_file(),
         }
         .title(self.title())
-        .initial_path(dir.to_path_buf());
+        .initial_path(dir.to_path_buf())
+        .show_rename(self.save())
+        .show_new_folder(self.save() || self.folder());
         if let Some(name) = self.default_name() {
             d = d.default_filename(name);
         }
