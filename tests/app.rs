@@ -545,3 +545,39 @@ fn without_a_native_dialog_open_trace_uses_the_in_app_browser() {
     let m = &h.state().model;
     assert_eq!(m.docs[m.current].trace.path, path, "the picked trace is open");
 }
+
+/// An open run folder is watched: a trace written into a new step folder, and a new line of
+/// `metrics.jsonl`, show up in the Run view without reopening it.
+#[test]
+fn a_run_folder_gets_a_new_step_while_open_and_the_run_view_shows_it() {
+    let dir = common::temp_dir("app-live-run");
+    let run = dir.join("run");
+    std::fs::create_dir_all(run.join("step_000010")).unwrap();
+    std::fs::copy("sample_traces/policy_run/step_000010/sample_0000.safetensors", run.join("step_000010/sample_0000.safetensors")).unwrap();
+    std::fs::write(run.join("metrics.jsonl"), "{\"step\": 10, \"reward\": 0.25}\n").unwrap();
+    let mut h = harness();
+    h.state_mut().apply(flowtracer::app::Command::Open(run.clone()));
+    h.state_mut().ui.view = View::Run;
+    h.step();
+    let rows = |h: &Harness<'static, FlowApp>| h.state().model.run.as_ref().map_or(0, |r| r.rows.len());
+    assert_eq!(rows(&h), 1);
+    assert!(h.state().model.run.as_ref().unwrap().watching(), "the folder is watched");
+
+    // A new step, written as trainers do (a temporary, then a rename), and a new metrics line.
+    std::fs::create_dir_all(run.join("step_000020")).unwrap();
+    std::fs::copy("sample_traces/policy_run/step_000030/sample_0000.safetensors", run.join("step_000020/.sample_0000.tmp")).unwrap();
+    std::fs::rename(run.join("step_000020/.sample_0000.tmp"), run.join("step_000020/sample_0000.safetensors")).unwrap();
+    std::fs::write(run.join("metrics.jsonl"), "{\"step\": 10, \"reward\": 0.25}\n{\"step\": 20, \"reward\": 0.5}\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while rows(&h) < 2 || h.state().model.run.as_ref().unwrap().rows.iter().any(|r| r.status.is_none()) {
+        assert!(std::time::Instant::now() < deadline, "the new trace did not appear in the Run view");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        h.step(); // (one frame: the Run view asks for frames while its folder changes)
+    }
+    h.step();
+    let m = h.state().model.run.as_ref().unwrap();
+    assert!(m.rows[1].relative.contains("step_000020"), "{}", m.rows[1].relative);
+    assert_eq!(m.rows[1].status, Some(Ok("ok")));
+    assert_eq!(m.run.metrics.len(), 2, "the new metrics line is read");
+    h.get_by_label_contains("2 traces · watching the folder");
+}

@@ -12,6 +12,9 @@ pub fn show(ui: &mut Ui, view: &mut RunModel) -> Option<Command> {
     }
     let mut open = None;
     ui.heading(format!("run {}", view.run.name()));
+    if view.watching() {
+        ui.weak(format!("{} traces · watching the folder: new traces and metrics appear as they are written", view.rows.len()));
+    }
     for w in &view.run.warnings {
         ui.colored_label(ui.visuals().warn_fg_color, w);
     }
