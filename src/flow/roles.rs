@@ -26,7 +26,7 @@ pub fn share_count(fraction: f64, len: usize) -> usize {
 
 pub fn hubs(tau: &[f64], spans: Spans, p: &RoleParams) -> Vec<usize> {
     let r = spans.response;
-    let count = share_count(p.hub_fraction, r.len()).max(1);
+    let count = share_count(p.hub_fraction, r.len()).clamp(1, p.max_hubs.max(1));
     let mut hubs = top_by_score(tau, r.range().filter(|&k| tau[k] > 0.0), count);
     hubs.sort_unstable();
     hubs

@@ -141,13 +141,13 @@ def pipeline(att, meta, timings):
             paths.append({"tokens": path, "flow": flow})
     timings["backbone"] = time.perf_counter() - t
 
-    # 8. hubs (top 5% of response tokens by throughput) and checkpoints.
+    # 8. hubs (top 5% of response tokens by throughput, at most 32) and checkpoints.
     t = time.perf_counter()
     resp = list(range(r0, r1))
     def top(score, idx, count):
         order = sorted(idx, key=lambda k: (-score[k], k))
         return order[:count]
-    hubs = sorted(int(x) for x in top(tau, [k for k in resp if tau[k] > 0], max(1, math.ceil(0.05 * len(resp) - 1e-9)))) if status == "ok" else []
+    hubs = sorted(int(x) for x in top(tau, [k for k in resp if tau[k] > 0], min(32, max(1, math.ceil(0.05 * len(resp) - 1e-9))))) if status == "ok" else []
     phi0 = m * g[None, :] * h[:, None]
     far_sources = np.zeros(n)
     on_backbone = {k for p in paths for k in p["tokens"] if k >= q1}

@@ -89,6 +89,7 @@ pub fn show(ui: &mut Ui, current: &Params, trace: &Trace) -> Option<Command> {
     });
     ui.collapsing("hubs and checkpoints", |ui| {
         ui.add(Slider::new(&mut p.roles.hub_fraction, 0.0..=0.5).text("hub fraction"));
+        ui.add(Slider::new(&mut p.roles.max_hubs, 1..=1024).logarithmic(true).text("at most hubs"));
         ui.add(Slider::new(&mut p.roles.checkpoint_min_sources, 1.0..=32.0).text("min far sources"));
         ui.add(Slider::new(&mut p.roles.checkpoint_min_distance, 1..=256).text("far = tokens back"));
         ui.add(Slider::new(&mut p.roles.checkpoint_min_merging_paths, 2..=8).text("merging paths"));

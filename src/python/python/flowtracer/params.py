@@ -38,7 +38,7 @@ class _Section:
 class Params:
     """The engine's parameters. `Params()` holds the defaults; keyword arguments override whole
     sections' fields, e.g. `Params(credit={"fraction": 0.2}, answer={"sink": "tokens"})`.
-    `Params.load("p.toml")` reads a `--params` file. Sections: aggregate, answer, backbone,
+    `Params.load("p.toml")` reads a `--params` file. Sections: aggregate, answer, backbone, steps,
     roles, credit."""
 
     __slots__ = ("_data",)
