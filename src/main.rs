@@ -230,7 +230,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bench { sizes, repeat, ui: true, .. }) => {
-            println!("| N | re-score ms: credit/backbone/roles change | re-score ms: aggregation change ([4,8,N,N] F16; from 16k [N,N] F16) | knock-out loss of every token ms (in each re-score) | text view frame ms (CPU: layout + tessellation) |\n|---|---|---|---|---|");
+            println!("| N | re-score ms: credit change | re-score ms: aggregation change ([4,8,N,N] F16; from 16k [N,N] F16) | knock-out loss of every token ms (in each re-score) | text view frame ms (CPU: layout + tessellation) |\n|---|---|---|---|---|");
             for n in sizes {
                 let b = bench::ui_bench(n, repeat);
                 let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;

@@ -182,6 +182,29 @@ fn a_rescore_that_reuses_the_matrix_equals_a_full_analysis() {
     assert_eq!(reused.matrix.data, full.matrix.data);
 }
 
+/// A change of the credit parameters alone re-runs step 9 only, over the earlier solution: the
+/// same numbers as a full analysis, the matrix shared, and the provenance says so.
+#[test]
+fn a_credit_change_reruns_only_the_credit_and_equals_a_full_analysis() {
+    use flowtracer::app::worker::analyse;
+    let trace = flowtracer::sample_trace();
+    let cancel = flowtracer::Cancel::default();
+    let first = analyse(&flowtracer::backend::Cpu, &trace, trace.spans, flowtracer::Params::default(), None, &cancel).unwrap();
+    let mut p = flowtracer::Params::default();
+    (p.credit.fraction, p.credit.gamma, p.credit.normalize_mean) = (0.2, 2.5, true);
+    let recredited = analyse(&flowtracer::backend::Cpu, &trace, trace.spans, p.clone(), Some(&first), &cancel).unwrap();
+    let full = analyse(&flowtracer::backend::Cpu, &trace, trace.spans, p.clone(), None, &cancel).unwrap();
+    assert_eq!(recredited.result.credit, full.result.credit);
+    assert_ne!(recredited.result.credit, first.result.credit, "the credit did change");
+    assert_eq!((&recredited.result.throughput, &recredited.result.backbone, &recredited.result.hubs), (&full.result.throughput, &full.result.backbone, &full.result.hubs));
+    assert!(std::sync::Arc::ptr_eq(&recredited.matrix, &first.matrix), "the matrix is shared, not copied");
+    assert!(recredited.result.provenance.reused_solution && recredited.result.provenance.summary().contains("credit only"));
+    // Anything else (here the backbone) solves again.
+    p.backbone.max_paths = 2;
+    let solved = analyse(&flowtracer::backend::Cpu, &trace, trace.spans, p, Some(&recredited), &cancel).unwrap();
+    assert!(!solved.result.provenance.reused_solution && solved.result.backbone.len() <= 2);
+}
+
 /// A fine-tune small enough for a test: a tiny policy, a few steps, traces every step.
 fn tiny_form(h: &mut Harness<'static, FlowApp>, name: &str, steps: usize) -> std::path::PathBuf {
     let root = std::env::temp_dir().join(format!("flowtracer-test-{}-{name}", std::process::id()));

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 /// One finished run of the pipeline over a document.
 pub struct Analysis {
     pub result: FlowResult,
-    pub matrix: Matrix,
+    /// Shared with the analyses re-scored from it without new solves (a credit change).
+    pub matrix: Arc<Matrix>,
     /// What was run: the spans and parameters (and the selection, which a re-score reuses).
     pub plan: Plan,
     pub elapsed: Duration,
@@ -27,10 +28,20 @@ impl Analysis {
     /// The analysis with its knock-out losses; `started` is when the work began.
     pub fn new(result: FlowResult, matrix: Matrix, plan: Plan, started: Instant) -> Self {
         let knockout = crate::flow::knockout::loss_per_token(&matrix, &result.reach, result.spans);
-        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Analysis { result, matrix, plan, elapsed: started.elapsed(), knockout, generation }
+        Analysis { result, matrix: Arc::new(matrix), plan, elapsed: started.elapsed(), knockout, generation: next_generation() }
     }
+
+    /// `prev` with new credit (`flow::recredit`): its matrix and knock-out losses are shared,
+    /// since neither depends on the credit parameters.
+    pub fn recredited(prev: &Analysis, result: FlowResult, plan: Plan, started: Instant) -> Self {
+        Analysis { result, matrix: prev.matrix.clone(), plan, elapsed: started.elapsed(), knockout: prev.knockout.clone(), generation: next_generation() }
+    }
+}
+
+/// Unique for the process's lifetime (views key their caches by it).
+fn next_generation() -> u64 {
+    static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 pub struct Document {

@@ -42,6 +42,14 @@ impl Plan {
     /// A plan for steps 3–9 on the matrix an earlier plan aggregated: new spans or parameters of
     /// the later steps. `None` when the aggregation parameters changed (the matrix would not be
     /// the one these parameters make: a full run is needed).
+    /// Whether a run between `spans` with `params` differs from this plan's only in the credit
+    /// parameters (and the step graph's, which no step reads): then only step 9 needs to run.
+    pub fn recredits(&self, spans: Spans, params: &Params) -> bool {
+        let mut same = params.clone();
+        (same.credit, same.steps) = (self.params.credit.clone(), self.params.steps.clone());
+        spans == self.spans && same == self.params
+    }
+
     pub fn reusing(&self, spans: Spans, params: &Params) -> Option<Result<Plan, DataError>> {
         if params.aggregate != self.params.aggregate {
             return None;

@@ -72,13 +72,17 @@ pub struct Provenance {
     /// The matrix came from an earlier run (a re-score after a change to later steps'
     /// parameters): `steps[aggregate]` is the executor of that run.
     pub reused_aggregation: bool,
+    /// Only step 9 ran again, over an earlier result's solution (a change of the credit
+    /// parameters alone).
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub reused_solution: bool,
     pub fallbacks: Vec<Fallback>,
 }
 
 impl Provenance {
     /// Nothing run yet, on `executor`.
     pub fn new(executor: Executor, device: String) -> Self {
-        Provenance { executor, device, steps: BTreeMap::new(), reused_aggregation: false, fallbacks: Vec::new() }
+        Provenance { executor, device, steps: BTreeMap::new(), reused_aggregation: false, reused_solution: false, fallbacks: Vec::new() }
     }
 
     pub fn ran(&mut self, step: Step, on: Executor) {
@@ -109,7 +113,9 @@ impl Provenance {
     /// One line for a person: where the steps ran, what was reused, what fell back and why.
     pub fn summary(&self) -> String {
         let solved = self.on(Step::Reach).unwrap_or(Executor::Cpu);
-        let mut s = if self.reused_aggregation {
+        let mut s = if self.reused_solution {
+            format!("{} (credit only; the solution reused from {})", Executor::Cpu.name(), self.label())
+        } else if self.reused_aggregation {
             format!("{} (aggregation reused from {})", solved.name(), self.label())
         } else {
             self.label()
