@@ -522,9 +522,15 @@ fn the_step_view_shows_the_step_graph_and_a_step_selects_its_tokens() {
     h.state_mut().ui.view = View::Backbone;
     h.run();
     h.get_by_label("steps").click();
-    h.run();
+    h.step();
     assert!(h.state().ui.backbone.steps);
-    h.get_by_label_contains("the step backbone carries");
+    // The graph is made off the UI thread; the view shows a spinner until then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while h.query_by_label_contains("the step backbone carries").is_none() {
+        assert!(std::time::Instant::now() < deadline, "the step graph never arrived");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.step();
+    }
     let step = {
         let d = &h.state().model.docs[0];
         let a = d.analysis.as_ref().unwrap();

@@ -69,11 +69,20 @@ fn a_rescore_after_a_parameter_change_reports_the_executor_that_ran_it() {
     assert_eq!(p.on(Step::Reach), Some(Executor::Wgpu));
     assert!(p.summary().starts_with("wgpu: "), "{}", p.summary());
 
+    // A credit change alone: step 9 on the CPU over the device's solution.
     let mut params = Params::default();
     params.credit.fraction = 0.2;
+    let recredited = analyse(wgpu(g), &trace, trace.spans, params.clone(), Some(&first), &cancel).unwrap();
+    let p = &recredited.result.provenance;
+    assert!(p.reused_solution);
+    assert_eq!((p.on(Step::Reach), p.on(Step::Credit)), (Some(Executor::Wgpu), Some(Executor::Cpu)));
+    assert!(p.summary().starts_with("cpu (credit only; the solution reused from wgpu: "), "{}", p.summary());
+
+    // Any later step's parameter: steps 3–9 on the CPU, on the device's matrix.
+    params.backbone.max_paths = 3;
     let again = analyse(wgpu(g), &trace, trace.spans, params.clone(), Some(&first), &cancel).unwrap();
     let p = &again.result.provenance;
-    assert!(p.reused_aggregation);
+    assert!(p.reused_aggregation && !p.reused_solution);
     assert_eq!(p.on(Step::Aggregate), Some(Executor::Wgpu));
     for s in [Step::Reach, Step::Flow, Step::Throughput, Step::Backbone, Step::Roles, Step::Credit] {
         assert_eq!(p.on(s), Some(Executor::Cpu), "{s:?}");
@@ -296,6 +305,10 @@ fn the_status_bar_says_where_each_rescore_ran() {
     assert!(status.contains(" · re-scored in ") && status.contains(" ms on wgpu: "), "{status}");
     let mut p = Params::default();
     p.credit.fraction = 0.2;
+    app.apply(Command::SetParams(p.clone()));
+    let status = app.model.status.clone();
+    assert!(status.contains(" ms on cpu (credit only; the solution reused from wgpu: "), "{status}");
+    p.backbone.max_paths = 3;
     app.apply(Command::SetParams(p));
     let status = app.model.status.clone();
     assert!(status.contains(" ms on cpu (aggregation reused from wgpu: "), "{status}");

@@ -13,35 +13,57 @@ use crate::span::Span;
 use crate::trace::Trace;
 use egui::{Align2, FontId, Sense, Shape, Stroke, Ui, pos2, vec2};
 use petgraph::visit::EdgeRef;
+use std::sync::mpsc::Receiver;
 
 /// The arcs drawn besides the backbone's: the strongest edges, so a 1 000-step graph stays legible.
 const ARCS: usize = 60;
 
-/// The step graph of the analysis on screen, made once per analysis (it sums φ over the matrix).
+/// The step graph of the analysis on screen, made once per analysis on a background thread: it
+/// sums φ over the whole matrix (which the analysis shares, so nothing is copied).
 #[derive(Default)]
 pub struct StepCache {
     generation: u64,
     graph: Option<Result<StepGraph, String>>,
+    pending: Option<(u64, Receiver<Result<StepGraph, String>>)>,
 }
 
 impl StepCache {
-    fn get(&mut self, trace: &Trace, text: &[String], a: &Analysis) -> &Result<StepGraph, String> {
-        if self.generation != a.generation || self.graph.is_none() {
-            self.generation = a.generation;
-            let p = &a.plan.params;
-            self.graph = Some(steps::given_segments(trace).map_err(|e| format!("{e:?}")).map(|given| {
-                let segments = steps::segments(text, a.result.spans, &p.steps, given.as_deref());
-                steps::step_graph(&a.matrix, &a.result, &segments, &p.backbone)
-            }));
+    /// The graph of this analysis once it is made; None while it is being made.
+    fn get(&mut self, trace: &Trace, text: &[String], a: &Analysis) -> Option<&Result<StepGraph, String>> {
+        if self.generation == a.generation && self.graph.is_some() {
+            return self.graph.as_ref();
         }
-        self.graph.as_ref().expect("made above")
+        if let Some((generation, rx)) = &self.pending
+            && *generation == a.generation
+        {
+            let made = rx.try_recv().ok()?;
+            (self.graph, self.generation, self.pending) = (Some(made), a.generation, None);
+            return self.graph.as_ref();
+        }
+        let p = &a.plan.params;
+        let segments = steps::given_segments(trace).map_err(|e| format!("{e:?}")).map(|given| steps::segments(text, a.result.spans, &p.steps, given.as_deref()));
+        let (matrix, result, backbone) = (a.matrix.clone(), a.result.clone(), p.backbone.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(segments.map(|s| steps::step_graph(&matrix, &result, &s, &backbone)));
+        });
+        self.pending = Some((a.generation, rx));
+        None
     }
 }
 
 pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, cache: &mut StepCache) -> Option<Command> {
     let g = match cache.get(trace, text, a) {
-        Ok(g) => g,
-        Err(e) => {
+        None => {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("summing the flow between steps…");
+            });
+            ui.ctx().request_repaint_after(std::time::Duration::from_millis(50));
+            return None;
+        }
+        Some(Ok(g)) => g,
+        Some(Err(e)) => {
             ui.colored_label(ui.visuals().error_fg_color, e);
             return None;
         }
