@@ -504,6 +504,11 @@ fn subword_tokens_show_as_text_and_the_view_menu_switches_the_decoding() {
     assert!(after_break.top() > first.bottom(), "`Let` is on the line after Ċ");
     h.state_mut().apply(flowtracer::app::Command::Search("é".into()));
     assert_eq!(h.state().ui.marks.hits.iter().copied().collect::<Vec<_>>(), vec![7], "the token that starts é");
+    // The inspector keeps the raw token as its heading and shows the text beside it.
+    h.state_mut().apply(flowtracer::app::Command::Select { token: 6, extend: false });
+    h.run();
+    h.get_by_label("#6 \"Ġcaf\"");
+    h.get_by_label("text \" caf\"");
 
     h.get_by_label("View").click();
     h.run();

@@ -148,7 +148,7 @@ impl FlowApp {
                 }
             });
             if let Some(a) = &d.analysis {
-                self.send(views::inspector::show(ui, &d.trace, a, marks.selected));
+                self.send(views::inspector::show(ui, &d.trace, &d.text, a, marks.selected));
                 ui.separator();
                 self.send(views::inspector::what_if(ui, a, &marks.selection(), d));
             }

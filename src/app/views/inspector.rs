@@ -63,7 +63,9 @@ pub fn what_if(ui: &mut Ui, a: &Analysis, selection: &[usize], d: &Document) -> 
     action
 }
 
-pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -> Option<Command> {
+/// `text`: each token as the views show it (the document's decoded tokens); the heading keeps
+/// the raw token, the text beside it when they differ.
+pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, selected: Option<usize>) -> Option<Command> {
     let Some(k) = selected.filter(|&k| k < trace.n()) else {
         ui.weak("Click a token to inspect it.");
         return None;
@@ -71,6 +73,9 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -
     let r = &a.result;
     let mut action = None;
     ui.heading(format!("#{k} {:?}", trace.tokens[k]));
+    if text[k] != trace.tokens[k] {
+        ui.label(format!("text {:?}", text[k]));
+    }
     let on_backbone = r.backbone.iter().filter(|p| p.tokens.contains(&k)).count();
     let mut roles = vec![segment(a.plan.spans, k).to_string()];
     if r.hubs.binary_search(&k).is_ok() {
@@ -113,8 +118,8 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, selected: Option<usize>) -
             ui.weak("none");
         }
         for (j, phi) in list {
-            let text = format!("#{j} {}  φ {:.4}", display_text(&trace.tokens[j]), phi);
-            if ui.link(text).clicked() {
+            let label = format!("#{j} {}  φ {:.4}", display_text(&text[j]), phi);
+            if ui.link(label).clicked() {
                 action = Some(Command::Select { token: j, extend: false });
             }
         }
