@@ -17,7 +17,9 @@ fn trace(tokens: &[&str], rows: &[&[(usize, f32)]], q: (usize, usize), answer: (
             values[k * n + i] = w;
         }
     }
-    let dir = common::temp_dir("steps");
+    // (a folder per call: the tests run in parallel, and a shared one would be removed under another)
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = common::temp_dir(&format!("steps-{}", CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
     let path = dir.join("t.safetensors");
     let mut b = TraceBuilder::new(
         tokens.iter().map(|s| s.to_string()).collect(),
