@@ -21,6 +21,63 @@ pub struct BenchRow {
     pub peak_heap: Option<usize>,
     /// The NumPy/SciPy peer's pipeline time on the same file, when asked for.
     pub peer: Option<Duration>,
+    /// This machine's read bandwidth over the same mapped file, with the same threads, bytes/s:
+    /// the floor every step's figure is a ratio to.
+    pub floor: f64,
+}
+
+/// The bytes a step must at least read or write, by its definition: the aggregation reads the
+/// attention once and writes the packed matrix; reach, flow and the backbone each read the
+/// matrix at least once; roles and credit touch O(N) and are left out.
+#[derive(Clone, Copy, Debug)]
+pub struct StepBytes {
+    pub aggregate: usize,
+    pub reach: usize,
+    pub flow: usize,
+    pub backbone: usize,
+}
+
+impl StepBytes {
+    pub fn of(attention_bytes: usize, n: usize) -> Self {
+        let matrix = crate::flow::Matrix::bytes_for(n);
+        StepBytes { aggregate: attention_bytes + matrix, reach: matrix, flow: matrix, backbone: matrix }
+    }
+
+    pub fn total(&self) -> usize {
+        self.aggregate + self.reach + self.flow + self.backbone
+    }
+}
+
+/// A plain sum over a mapped file, in 1 MiB blocks on the rayon pool the pipeline uses: how fast
+/// this machine reads those bytes from the page cache (the file was just read, so it is there)
+/// through a new mapping, as the pipeline reads a trace; bytes/s, the median of `repeat`.
+pub fn read_floor(path: &Path, repeat: usize) -> Result<f64, String> {
+    use rayon::prelude::*;
+    let sum = |block: &[u8]| -> u64 {
+        let (head, words, tail) = unsafe { block.align_to::<u64>() };
+        let bytes = head.iter().chain(tail).fold(0u64, |a, &b| a.wrapping_add(b as u64));
+        // Eight lanes, so the adds vectorise and do not wait on one another.
+        let mut lanes = [0u64; 8];
+        for chunk in words.chunks_exact(8) {
+            for (l, &w) in lanes.iter_mut().zip(chunk) {
+                *l = l.wrapping_add(w);
+            }
+        }
+        let rest = words.chunks_exact(8).remainder().iter().fold(0u64, |a, &w| a.wrapping_add(w));
+        lanes.iter().fold(bytes.wrapping_add(rest), |a, &l| a.wrapping_add(l))
+    };
+    // Mapped afresh each time, as the loader maps a trace: the page faults are part of the floor.
+    let mut rates = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let t = Instant::now();
+        // SAFETY: the bench wrote this file and nothing changes it while it is mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
+        std::hint::black_box(map.par_chunks(1 << 20).map(sum).reduce(|| 0, u64::wrapping_add));
+        rates.push(map.len() as f64 / t.elapsed().as_secs_f64().max(1e-9));
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[rates.len() / 2])
 }
 
 impl BenchRow {
@@ -129,6 +186,7 @@ pub fn run_case(
     let trace = Trace::open(&path).map_err(|e| e.to_string())?;
     let params = Params::default();
     let (steps, pipeline, peak_heap, slabs) = time_pipeline(&path, &params, repeat, backend);
+    let floor = read_floor(&path, repeat)?;
     let peer = peer.map(|script| run_peer(script, &path, repeat)).transpose()?;
     let export = if with_export {
         let out = dir.join(format!("export_{}", case.n));
@@ -147,7 +205,40 @@ pub fn run_case(
         export,
         peak_heap,
         peer,
+        floor,
     })
+}
+
+/// Each row's steps against this machine's floor: the bytes each must touch, at what rate it
+/// touched them, and that rate's share of the read floor; the pipeline and the export as
+/// multiples of the time its bytes take at the floor.
+pub fn format_floor_table(rows: &[BenchRow]) -> String {
+    let mut s = String::from(
+        "| N | attention | read floor GB/s | aggregate: MB · GB/s · % of floor | reach | flow | backbone | pipeline: MB · ms at the floor · × floor | export × pipeline |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let b = StepBytes::of(r.attention_bytes, r.n);
+        let cell = |bytes: usize, t: Duration| {
+            let rate = bytes as f64 / t.as_secs_f64().max(1e-9);
+            format!("{:.0} · {:.2} · {:.0}%", bytes as f64 / 1e6, rate / 1e9, 100.0 * rate / r.floor)
+        };
+        let at_floor = b.total() as f64 / r.floor;
+        s.push_str(&format!(
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {:.0} · {:.1} · {:.1}× | {} |\n",
+            r.n,
+            r.layout,
+            r.floor / 1e9,
+            cell(b.aggregate, r.steps.aggregate),
+            cell(b.reach, r.steps.reach),
+            cell(b.flow, r.steps.flow),
+            cell(b.backbone, r.steps.backbone),
+            b.total() as f64 / 1e6,
+            at_floor * 1e3,
+            r.pipeline.as_secs_f64() / at_floor,
+            r.export.map_or("-".into(), |e| format!("{:.1}×", e.as_secs_f64() / r.pipeline.as_secs_f64())),
+        ));
+    }
+    s
 }
 
 pub fn format_table(rows: &[BenchRow]) -> String {
@@ -191,6 +282,13 @@ pub struct UiBench {
     /// Every token's knock-out loss (the "colour by knock-out loss"), part of each re-score.
     pub knockout: Duration,
     pub frame: Duration,
+    /// The Backbone view's steps mode: cutting the response into steps and summing φ between them
+    /// (off the UI thread in the app).
+    pub steps: Duration,
+    /// The matrix view's overview texture reduced on the CPU, and a zoomed window of
+    /// `DETAIL_MAX` tokens a side reduced again (on the UI thread, once the view is still).
+    pub overview: Duration,
+    pub detail: Duration,
 }
 
 #[cfg(feature = "app")]
@@ -244,7 +342,93 @@ pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
         })
         .collect::<Vec<_>>();
     knock.sort();
-    UiBench { n, rescore, reaggregate, knockout: knock[knock.len() / 2], frame: frames[frames.len() / 2] }
+    let d = app.model.doc().expect("opened above");
+    let text = d.text.clone();
+    let steps = median_of(repeat, || {
+        let p = &a.plan.params;
+        let given = crate::flow::steps::given_segments(&d.trace).expect("synthetic traces give no segments");
+        let segments = crate::flow::steps::segments(&text, a.result.spans, &p.steps, given.as_deref());
+        std::hint::black_box(crate::flow::steps::step_graph(&a.matrix, &a.result, &segments, &p.backbone));
+    });
+    use crate::app::views::matrix::{DETAIL_MAX, Layer, MAX_TEXTURE, Window, downsample, downsample_window};
+    let overview = median_of(repeat, || {
+        std::hint::black_box(downsample(&d.trace, &a, Layer::Aggregated, MAX_TEXTURE));
+    });
+    let w = DETAIL_MAX.min(n);
+    let detail = median_of(repeat, || {
+        std::hint::black_box(downsample_window(&d.trace, &a, Layer::Aggregated, Window { x0: (n - w) / 2, y0: n - w, w }, MAX_TEXTURE));
+    });
+    UiBench { n, rescore, reaggregate, knockout: knock[knock.len() / 2], frame: frames[frames.len() / 2], steps, overview, detail }
+}
+
+#[cfg(feature = "app")]
+/// Opening a run of many small traces in the app: the time until its Run view is drawn, a frame
+/// of that view afterwards, and the time until every row's status has been filled in (in the
+/// background, through the backend `auto` picks).
+pub struct RunOpenBench {
+    pub count: usize,
+    /// Listing the folder, opening its first trace and drawing the first frame of the Run view.
+    pub open: Duration,
+    pub frame: Duration,
+    pub filled: Duration,
+}
+
+#[cfg(feature = "app")]
+pub fn run_open_bench(count: usize, dir: &Path) -> Result<RunOpenBench, String> {
+    use crate::app::{Command, FlowApp, recent::Recent};
+    let root = dir.join(format!("run_{count}"));
+    for i in 0..count {
+        let step = root.join(format!("step_{:06}", i / 64));
+        std::fs::create_dir_all(&step).map_err(|e| format!("{}: {e}", step.display()))?;
+        let path = step.join(format!("sample_{:04}.safetensors", i % 64));
+        if !path.exists() {
+            let spec = SynthSpec { seed: i as u64, target_tokens: 48, layers: 1, heads: 1, dtype: Dtype::F16, rank: 2, no_answer: false };
+            synth_trace(&spec).write(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    let ctx = egui::Context::default();
+    crate::app::install_fonts(&ctx);
+    let input = || egui::RawInput {
+        screen_rect: Some(egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(1280.0, 800.0))),
+        ..Default::default()
+    };
+    let mut app = FlowApp::new(vec![], Params::default(), Recent::in_memory());
+    let t = Instant::now();
+    app.apply(Command::Open(root.clone()));
+    let out = ctx.run_ui(input(), |ui| app.draw(ui));
+    let _ = ctx.tessellate(out.shapes, out.pixels_per_point);
+    let open = t.elapsed();
+    let mut frames = Vec::new();
+    let mut filled = None;
+    while filled.is_none() || frames.len() < 9 {
+        let f = Instant::now();
+        let out = ctx.run_ui(input(), |ui| app.draw(ui));
+        let _ = ctx.tessellate(out.shapes, out.pixels_per_point);
+        frames.push(f.elapsed());
+        let run = app.model.run.as_ref().ok_or("the run did not open")?;
+        if filled.is_none() && run.rows.iter().all(|r| r.status.is_some()) {
+            filled = Some(t.elapsed());
+        }
+        if filled.is_none() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    frames.sort();
+    Ok(RunOpenBench { count, open, frame: frames[frames.len() / 2], filled: filled.expect("the loop ends when filled") })
+}
+
+/// The median time of `repeat` runs of `f` (at least one).
+fn median_of(repeat: usize, mut f: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..repeat.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
 }
 
 /// A batch of `count` different traces of about `n` tokens (`[N,N]` F32), run as one

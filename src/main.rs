@@ -76,6 +76,10 @@ enum Command {
         /// Also run this many different traces as one batch at the first size: traces per second.
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// With --ui, also open a run folder of this many small traces in the app: the time to
+        /// its first frame, a frame, and until every status is filled in.
+        #[arg(long, default_value_t = 0)]
+        run: usize,
     },
     /// Fine-tune the project's small policy with GRPO, token advantages shaped by a credit mode;
     /// with --compare, one run per mode and seed and a table of held-out accuracy.
@@ -229,16 +233,29 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Bench { sizes, repeat, ui: true, .. }) => {
-            println!("| N | re-score ms: credit change | re-score ms: aggregation change ([4,8,N,N] F16; from 16k [N,N] F16) | knock-out loss of every token ms (in each re-score) | text view frame ms (CPU: layout + tessellation) |\n|---|---|---|---|---|");
+        Some(Command::Bench { sizes, repeat, ui: true, run, dir, .. }) => {
+            println!("| N | re-score ms: credit change | re-score ms: aggregation change ([4,8,N,N] F16; from 16k [N,N] F16) | knock-out loss of every token ms (in each re-score) | text view frame ms (CPU: layout + tessellation) | step graph ms | matrix overview ms (CPU) | matrix detail ms (2048² window) |\n|---|---|---|---|---|---|---|---|");
             for n in sizes {
                 let b = bench::ui_bench(n, repeat);
                 let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-                println!("| {} | {:.1} | {:.1} | {:.1} | {:.2} |", b.n, ms(b.rescore), ms(b.reaggregate), ms(b.knockout), ms(b.frame));
+                println!("| {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} |", b.n, ms(b.rescore), ms(b.reaggregate), ms(b.knockout), ms(b.frame), ms(b.steps), ms(b.overview), ms(b.detail));
+            }
+            if run > 0 {
+                let dir = dir.unwrap_or_else(std::env::temp_dir);
+                match bench::run_open_bench(run, &dir) {
+                    Ok(b) => println!(
+                        "\n| run of traces | open: listed, first trace opened, Run view drawn ms | Run view frame ms | every status filled s |\n|---|---|---|---|\n| {} | {:.1} | {:.2} | {:.1} |",
+                        b.count,
+                        b.open.as_secs_f64() * 1e3,
+                        b.frame.as_secs_f64() * 1e3,
+                        b.filled.as_secs_f64()
+                    ),
+                    Err(e) => return usage(e),
+                }
             }
             ExitCode::SUCCESS
         }
-        Some(Command::Bench { sizes, backend, repeat, no_heads, dir, peer, ui: false, batch }) => run_bench(sizes, backend, repeat, no_heads, dir, peer, batch),
+        Some(Command::Bench { sizes, backend, repeat, no_heads, dir, peer, ui: false, batch, .. }) => run_bench(sizes, backend, repeat, no_heads, dir, peer, batch),
         Some(Command::Train { task, credit, steps, seed, out, sft_steps, init, params, gamma, fraction, eval_size, eval_every, compare, seeds, target, tiny }) => {
             let mut cfg = TrainConfig::new(task, credit, steps, seed);
             cfg.sft_steps = sft_steps;
@@ -445,7 +462,13 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, d
         (b, Some(&n)) if b > 0 => {
             eprintln!("bench: a batch of {b} traces at N = {n} …");
             match bench::batch_throughput(n, b, &dir, backend.as_ref(), repeat) {
-                Ok(rate) => Some(format!("\nbatch of {b} different [N,N] F32 traces at N = {n}, one run_batch: {rate:.0} traces/s ({})\n", backend.name())),
+                Ok(rate) => {
+                    // The floor: each trace's bytes (read once, matrix written and read) at the
+                    // read bandwidth measured on the first case's file.
+                    let floor = rows.first().map(|r| r.floor / bench::StepBytes::of(n * n * 4, n).total() as f64);
+                    let share = floor.map_or(String::new(), |f| format!("; at the read floor {f:.0} traces/s, so {:.0}% of it", 100.0 * rate / f));
+                    Some(format!("\nbatch of {b} different [N,N] F32 traces at N = {n}, one run_batch: {rate:.0} traces/s ({}){share}\n", backend.name()))
+                }
                 Err(e) => {
                     eprintln!("flowtracer: bench batch: {e}");
                     return ExitCode::from(1);
@@ -456,6 +479,8 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, d
     };
     let _ = std::fs::remove_dir_all(&dir);
     print!("{}", bench::format_table(&rows));
+    println!("\nAgainst this machine's floor (a plain sum over the same mapped file, {} threads):\n", rayon::current_num_threads());
+    print!("{}", bench::format_floor_table(&rows));
     if let Some(line) = batch_line {
         print!("{line}");
     }

@@ -615,3 +615,63 @@ fn a_run_folder_gets_a_new_step_while_open_and_the_run_view_shows_it() {
     assert_eq!(m.run.metrics.len(), 2, "the new metrics line is read");
     h.get_by_label_contains("2 traces · watching the folder");
 }
+
+/// Zoomed in on a trace longer than the overview texture, the window shown is reduced again at
+/// one pixel per token: its values are the matrix's own entries, not block maxima.
+#[test]
+fn the_matrix_view_shows_a_zoomed_window_at_full_resolution() {
+    use flowtracer::app::views::matrix::{self, Layer, MAX_TEXTURE, Window};
+    let spec = flowtracer::synth::SynthSpec { seed: 7, target_tokens: 2000, layers: 1, heads: 1, dtype: flowtracer::trace::Dtype::F16, rank: 2, no_answer: false };
+    let trace = flowtracer::Trace::from_bytes(flowtracer::synth::synth_trace(&spec).to_bytes(), std::path::Path::new("long.safetensors")).unwrap();
+    let n = trace.n();
+    assert!(n > MAX_TEXTURE);
+    let mut app = FlowApp::new(vec![flowtracer::app::document::Document::new(trace)], flowtracer::Params::default(), flowtracer::app::recent::Recent::in_memory());
+    app.model.rescoring.synchronous = true;
+    app.model.rescore_now();
+    let mut h = Harness::builder().with_size(egui::vec2(1280.0, 800.0)).build_ui_state(|ui, app: &mut FlowApp| app.draw(ui), app);
+    h.run();
+    h.get_by_label("Matrix").click();
+    h.run();
+    assert_eq!(h.state().ui.matrix.detail(), None, "the whole matrix is the overview");
+    h.get_by_label_contains("tokens a pixel; zoom in for full resolution");
+
+    // A window of 300 tokens a side, the way a zoom leaves it.
+    let (x, y, w) = (0.5f32, 0.7f32, 300.0 / n as f32);
+    h.state_mut().ui.matrix.view = egui::Rect::from_min_size(egui::pos2(x, y), egui::vec2(w, w));
+    h.run();
+    let (win, per_pixel) = h.state().ui.matrix.detail().expect("a zoomed window gets its own texture");
+    assert_eq!(per_pixel, 1.0);
+    assert_eq!(win, Window::of(h.state().ui.matrix.view, n));
+    h.get_by_label_contains("at full resolution");
+
+    let d = &h.state().model.docs[0];
+    let a = d.analysis.as_ref().unwrap();
+    let vals = matrix::downsample_window(&d.trace, a, Layer::Aggregated, win, win.w);
+    for (r, k) in (win.y0..win.y0 + win.w).enumerate() {
+        for (c, i) in (win.x0..win.x0 + win.w).enumerate() {
+            let want = if i < k { a.matrix.get(k, i) } else { 0.0 };
+            assert_eq!(vals[r * win.w + c], want, "query {k}, key {i}");
+        }
+    }
+    // Block maxima, entry by entry, as the definitions give them: W' and φ of a window, and the
+    // whole matrix as a window is the overview.
+    use flowtracer::flow::conserve::{conserved, edge_flow};
+    let r = &a.result;
+    for (layer, win, s) in [(Layer::Conserved, win, 77), (Layer::EdgeFlow, Window { x0: 3, y0: 900, w: 1000 }, 300), (Layer::EdgeFlow, Window::all(n), 97), (Layer::Slab(0, 0), Window::all(n), 64)] {
+        let mut want = vec![0f32; s * s];
+        let mut row = vec![0f32; n];
+        for k in win.y0..win.y0 + win.w {
+            d.trace.attention.row(0, 0, k, &mut row);
+            for i in win.x0..(win.x0 + win.w).min(k + 1) {
+                let v = match layer {
+                    Layer::Conserved => conserved(&a.matrix, &r.reach, r.spans.answer, i, k) as f32,
+                    Layer::EdgeFlow => edge_flow(&a.matrix, &r.reach, &r.flow, r.spans.answer, i, k) as f32,
+                    _ => row[i],
+                };
+                let cell = &mut want[(k - win.y0) * s / win.w * s + (i - win.x0) * s / win.w];
+                *cell = cell.max(v);
+            }
+        }
+        assert_eq!(matrix::downsample_window(&d.trace, a, layer, win, s), want, "{layer:?} over {win:?} at {s}");
+    }
+}

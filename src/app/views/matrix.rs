@@ -1,17 +1,45 @@
 //! The aggregated attention (or W', or edge flow φ, or one layer and head) as a heat map that
 //! zooms and pans, with the backbone drawn over it. Large matrices are reduced to a texture of at
 //! most `MAX_TEXTURE` pixels a side, each pixel the largest entry of its block, so a lone strong
-//! edge never disappears when zoomed out.
+//! edge never disappears when zoomed out. Zoomed in on a long trace, the window shown is reduced
+//! again on its own (a detail texture, once the view is still), down to one pixel per token: the
+//! overview of a 32k-token trace has 43 tokens a pixel, the detail of a 768-token window one.
 
 use super::Marks;
 use crate::app::command::Command;
 use crate::app::document::Analysis;
 use crate::app::theme;
-use crate::flow::conserve::{conserved, edge_flow};
+use crate::flow::conserve::{conserved, conserves, edge_flow};
 use crate::trace::Trace;
 use egui::{Color32, ColorImage, Pos2, Rect, Sense, Stroke, TextureHandle, TextureOptions, Ui, pos2, vec2};
 
 pub const MAX_TEXTURE: usize = 768;
+/// The widest window (in tokens) that gets a detail texture: reducing it reads at most this
+/// squared entries on the UI thread (4 M, a few ms), and wider windows gain little over the overview.
+pub const DETAIL_MAX: usize = 2048;
+
+/// A square window of the matrix in tokens: columns (keys) from `x0`, rows (queries) from `y0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub x0: usize,
+    pub y0: usize,
+    pub w: usize,
+}
+
+impl Window {
+    pub fn all(n: usize) -> Self {
+        Window { x0: 0, y0: 0, w: n }
+    }
+
+    /// The tokens a view (fractions of the matrix) shows, rounded out to whole tokens.
+    pub fn of(view: Rect, n: usize) -> Self {
+        let nf = n as f32;
+        let w = ((view.width() * nf).ceil() as usize + 1).clamp(1, n);
+        let x0 = ((view.left() * nf).floor().max(0.0) as usize).min(n - w);
+        let y0 = ((view.top() * nf).floor().max(0.0) as usize).min(n - w);
+        Window { x0, y0, w }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layer {
@@ -32,14 +60,26 @@ pub struct MatrixState {
     /// Visible window in matrix coordinates (keys on x, queries on y), as fractions [0,1].
     pub view: Rect,
     texture: Option<(TextureKey, TextureHandle, f64)>,
+    /// The window shown at a finer resolution than the overview has, when zoomed in.
+    detail: Option<Detail>,
 }
 
 /// The analysis generation, the matrix shown, the theme.
 type TextureKey = (u64, Layer, bool);
 
+/// A window's own texture: its pixels a side, and its largest value, which its colours are scaled
+/// to (a zoomed window of a long trace is often far below the matrix's maximum and would be black).
+struct Detail {
+    key: TextureKey,
+    window: Window,
+    side: usize,
+    max: f32,
+    texture: TextureHandle,
+}
+
 impl Default for MatrixState {
     fn default() -> Self {
-        MatrixState { layer: Layer::Aggregated, reduced_on: String::new(), view: Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), texture: None }
+        MatrixState { layer: Layer::Aggregated, reduced_on: String::new(), view: Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), texture: None, detail: None }
     }
 }
 
@@ -77,28 +117,48 @@ pub fn reduce(trace: &Trace, a: &Analysis, layer: Layer, s: usize) -> (Vec<f32>,
 
 /// Downsampled values (row-major, s×s) of the chosen matrix; block maxima. The CPU reference.
 pub fn downsample(trace: &Trace, a: &Analysis, layer: Layer, s: usize) -> Vec<f32> {
+    downsample_window(trace, a, layer, Window::all(trace.n()), s)
+}
+
+/// Downsampled values (row-major, s×s) of a window of the chosen matrix; block maxima. With
+/// `s == win.w` each value is one entry. Token t of the window belongs to block (t − start)·s/w;
+/// output rows are made in parallel, each block's columns reduced as one slice (the overview of
+/// a 32k-token trace reads half a billion entries).
+pub fn downsample_window(trace: &Trace, a: &Analysis, layer: Layer, win: Window, s: usize) -> Vec<f32> {
+    use rayon::prelude::*;
     let n = trace.n();
-    let s = s.min(n).max(1);
-    let mut out = vec![0f32; s * s];
+    let Window { x0, y0, w } = win;
+    let s = s.min(w).max(1);
+    // The first token of each block, as offsets into the window: ceil(b·w/s).
+    let starts: Vec<usize> = (0..=s).map(|b| (b * w).div_ceil(s)).collect();
     let r = &a.result;
-    let mut row = vec![0f32; n];
-    for k in 0..n {
-        let y = k * s / n;
-        match layer {
-            Layer::Slab(l, h) => trace.attention.row(l, h, k, &mut row),
-            _ => row[..k].copy_from_slice(a.matrix.row(k)),
+    let (h, f, answer) = (&r.reach, &r.flow, r.spans.answer);
+    let mut out = vec![0f32; s * s];
+    out.par_chunks_mut(s).enumerate().for_each(|(y, cells)| {
+        let mut slab = if matches!(layer, Layer::Slab(..)) { vec![0f32; n] } else { Vec::new() };
+        for k in y0 + starts[y]..(y0 + starts[y + 1]).min(n) {
+            let (row, upto): (&[f32], usize) = match layer {
+                Layer::Slab(l, hd) => {
+                    trace.attention.row(l, hd, k, &mut slab);
+                    (&slab, k + 1)
+                }
+                _ => (a.matrix.row(k), k),
+            };
+            for (x, cell) in cells.iter_mut().enumerate() {
+                let (i0, i1) = (x0 + starts[x], (x0 + starts[x + 1]).min(upto));
+                if i0 >= i1 {
+                    break;
+                }
+                let block = &row[i0..i1];
+                let scaled = |weight: &dyn Fn(usize) -> f64| block.iter().zip(i0..).map(|(&m, i)| if conserves(i, h, answer) { (weight(i) * (m as f64 * h[k] / h[i])) as f32 } else { 0.0 }).fold(*cell, f32::max);
+                *cell = match layer {
+                    Layer::Aggregated | Layer::Slab(..) => block.iter().copied().fold(*cell, f32::max),
+                    Layer::Conserved => scaled(&|_| 1.0),
+                    Layer::EdgeFlow => scaled(&|i| f[i]),
+                };
+            }
         }
-        let upto = if matches!(layer, Layer::Slab(..)) { k + 1 } else { k };
-        for i in 0..upto {
-            let v = match layer {
-                Layer::Aggregated | Layer::Slab(..) => row[i] as f64,
-                Layer::Conserved => conserved(&a.matrix, &r.reach, r.spans.answer, i, k),
-                Layer::EdgeFlow => edge_flow(&a.matrix, &r.reach, &r.flow, r.spans.answer, i, k),
-            } as f32;
-            let cell = &mut out[y * s + i * s / n];
-            *cell = cell.max(v);
-        }
-    }
+    });
     out
 }
 
@@ -106,13 +166,14 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut
     let n = trace.n();
     header(ui, trace, state);
     if !state.reduced_on.is_empty() {
-        ui.small(format!("{}×{} tokens, {}", n, n, state.reduced_on));
+        ui.small(format!("{}×{} tokens, {}; {}", n, n, state.reduced_on, state.resolution_note(n)));
     }
     let texture = texture(ui, trace, a, state);
     let side = ui.available_width().min(ui.available_height()).max(100.0);
     let (resp, painter) = ui.allocate_painter(vec2(side, side), Sense::click_and_drag());
-    navigate(ui, &resp, n, &mut state.view);
+    let moving = navigate(ui, &resp, n, &mut state.view);
     painter.image(texture, resp.rect, state.view, Color32::WHITE);
+    detail(ui, &painter, resp.rect, trace, a, state, moving);
     overlay(ui, &painter, resp.rect, n, a, marks, state.view);
     hover(&resp, trace, a, state)
 }
@@ -161,8 +222,65 @@ fn texture(ui: &Ui, trace: &Trace, a: &Analysis, state: &mut MatrixState) -> egu
     state.texture.as_ref().expect("just made").1.id()
 }
 
+/// The window shown, again at up to one pixel per token, over the overview. It is reduced once
+/// the view is still (while the user drags or scrolls, the last detail moves with the overview),
+/// and only where the overview is coarser than the window needs.
+fn detail(ui: &Ui, painter: &egui::Painter, rect: Rect, trace: &Trace, a: &Analysis, state: &mut MatrixState, moving: bool) {
+    let n = trace.n();
+    let win = Window::of(state.view, n);
+    let key: TextureKey = (a.generation, state.layer, ui.visuals().dark_mode);
+    let overview_coarser = n > MAX_TEXTURE && win.w * MAX_TEXTURE.min(n) < n * MAX_TEXTURE.min(win.w);
+    if !overview_coarser || win.w > DETAIL_MAX {
+        state.detail = None;
+        return;
+    }
+    if state.detail.as_ref().is_some_and(|d| d.key != key) {
+        state.detail = None;
+    }
+    if moving {
+        ui.ctx().request_repaint();
+    } else if state.detail.as_ref().is_none_or(|d| d.window != win) {
+        let side = MAX_TEXTURE.min(win.w);
+        let vals = downsample_window(trace, a, state.layer, win, side);
+        let max = vals.iter().cloned().fold(0.0f32, f32::max).max(1e-30);
+        let pixels: Vec<Color32> = vals.iter().map(|&v| theme::heat(((v / max) as f64).sqrt(), key.2)).collect();
+        let texture = ui.ctx().load_texture("matrix-detail", ColorImage::new([side, side], pixels), TextureOptions::NEAREST);
+        state.detail = Some(Detail { key, window: win, side, max, texture });
+        ui.ctx().request_repaint(); // the line above the matrix says what the detail shows
+    }
+    let Some(Detail { window: w, texture: tex, .. }) = &state.detail else { return };
+    let v = state.view;
+    let to_screen = |tx: usize, ty: usize| {
+        let (fx, fy) = (tx as f32 / n as f32, ty as f32 / n as f32);
+        pos2(rect.left() + (fx - v.left()) / v.width() * rect.width(), rect.top() + (fy - v.top()) / v.height() * rect.height())
+    };
+    let at = Rect::from_min_max(to_screen(w.x0, w.y0), to_screen(w.x0 + w.w, w.y0 + w.w));
+    painter.with_clip_rect(rect).image(tex.id(), at, Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), Color32::WHITE);
+}
+
+impl MatrixState {
+    /// The window shown in detail and its tokens per pixel (1: every entry its own pixel).
+    pub fn detail(&self) -> Option<(Window, f32)> {
+        self.detail.as_ref().map(|d| (d.window, d.window.w as f32 / d.side as f32))
+    }
+
+    /// What the picture shows, for the line above the matrix.
+    fn resolution_note(&self, n: usize) -> String {
+        let max = self.detail.as_ref().map_or(0.0, |d| d.max);
+        let overall = self.texture.as_ref().map_or(0.0, |t| t.2);
+        let scale = format!("colours to this window's max {max:.3e} (the matrix's: {overall:.3e})");
+        match self.detail() {
+            Some((w, per)) if per <= 1.0 => format!("window {}×{} tokens from query {}, key {} at full resolution, {scale}", w.w, w.w, w.y0, w.x0),
+            Some((w, per)) => format!("window {}×{} tokens at {per:.1} tokens a pixel (zoom in for full resolution), {scale}", w.w, w.w),
+            None if n > MAX_TEXTURE => format!("{:.1} tokens a pixel; zoom in for full resolution", n as f32 / MAX_TEXTURE as f32),
+            None => "full resolution".into(),
+        }
+    }
+}
+
 /// Zoom with the wheel around the pointer, pan by dragging; the window stays inside the matrix.
-fn navigate(ui: &Ui, resp: &egui::Response, n: usize, view: &mut Rect) {
+/// True while the view is moving.
+fn navigate(ui: &Ui, resp: &egui::Response, n: usize, view: &mut Rect) -> bool {
     let rect = resp.rect;
     let v = *view;
     if let Some(p) = resp.hover_pos() {
@@ -181,6 +299,7 @@ fn navigate(ui: &Ui, resp: &egui::Response, n: usize, view: &mut Rect) {
     }
     let w = view.width().min(1.0);
     *view = Rect::from_min_size(pos2(view.left().clamp(0.0, 1.0 - w), view.top().clamp(0.0, 1.0 - w)), vec2(w, w));
+    *view != v || resp.dragged()
 }
 
 /// The backbone over the matrix (each edge i→k is the entry at row k, column i) and the
