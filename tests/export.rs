@@ -203,3 +203,51 @@ fn the_credits_file_reads_back_to_the_pipelines_numbers() {
     let e = flowtracer::export::read_credits(Path::new("sample_traces/addition.safetensors")).unwrap_err();
     assert!(e.to_string().contains("flowtracer.credits/1"), "{e}");
 }
+
+/// FNV-1a, 64 bits: enough to notice any changed byte, and no dependency for it.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Every file the export writes for the bundled traces, byte for byte as listed in
+/// `tests/golden/sample_export.txt` (a hash per file; in `summary.json` the times are zeroed).
+/// A speed-up must not change a byte of what users get; a change that means to change the output
+/// regenerates the list with UPDATE_GOLDEN=1, and its commit says why.
+#[test]
+fn the_sample_export_is_byte_identical_to_the_golden_list() {
+    let dir = temp_dir("export-golden");
+    let out = dir.join("out");
+    let status = flowtracer().args(["--export", out.to_str().unwrap(), "--backend", "cpu", "sample_traces"]).status().unwrap();
+    assert!(status.success());
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut stack = vec![out.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() { stack.push(p) } else { files.push(p) }
+        }
+    }
+    files.sort();
+    let mut listed = String::new();
+    for p in &files {
+        let name = p.strip_prefix(&out).unwrap().to_string_lossy().replace('\\', "/");
+        let mut bytes = std::fs::read(p).unwrap();
+        if name == "summary.json" {
+            let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            for t in v["traces"].as_array_mut().unwrap() {
+                t["elapsed_ms"] = 0.into();
+            }
+            bytes = serde_json::to_vec_pretty(&v).unwrap();
+        }
+        listed.push_str(&format!("{:016x}  {name}\n", fnv1a(&bytes)));
+    }
+    let golden = Path::new("tests/golden/sample_export.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(golden, &listed).unwrap();
+    }
+    let want = std::fs::read_to_string(golden).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", golden.display()));
+    let changed: Vec<String> = want.lines().zip(listed.lines()).filter(|(a, b)| a != b).map(|(a, b)| format!("want {a}\n got {b}")).collect();
+    assert!(changed.is_empty() && want.lines().count() == listed.lines().count(), "the export of sample_traces changed:\n{}\n(all files now:\n{listed})", changed.join("\n"));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -373,37 +373,50 @@ fn export_batch(outputs: &outputs::Outputs, chunk: &[Job], params: &Params, form
 fn write_one(outputs: &outputs::Outputs, job: &Job, trace: &Trace, result: FlowResult, params: &Params, f: Formats) -> Result<Done, TraceError> {
     let fail = |e: String| TraceError::new(&job.source, Problem::Io, e);
     let file = |ext: &str| outputs.file(&job.stem, ext);
-    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-    if f.json {
-        let rec = record::record(trace, &result, params);
-        files.push((file("json"), serde_json::to_vec(&rec).expect("record serialises")));
-    }
     let title = format!("{} · {} · {} tokens", trace.label(), result.status.name(), trace.n());
     let text = trace.text();
-    if f.png {
+    type Files = Result<Vec<(PathBuf, Vec<u8>)>, TraceError>;
+    // The credit picture (most of a trace's export: laying out, rasterising and compressing the
+    // whole text) is made beside everything else; each file's bytes are what they were made one
+    // after another.
+    let credit_png = || -> Files {
+        if !f.png {
+            return Ok(Vec::new());
+        }
         let svg = render::text::credit_svg(&title, &trace.tokens, &text, trace.spans, &result, &Default::default());
-        files.push((file("credit.png"), render::svg_to_png(&svg).map_err(|e| fail(format!("{}: {e}", file("credit.png").display())))?));
-    }
-    if f.svg || f.png {
-        let svg = render::backbone::backbone_svg(&title, &trace.tokens, &text, trace.spans, &result);
-        if f.png {
-            files.push((file("backbone.png"), render::svg_to_png(&svg).map_err(|e| fail(format!("{}: {e}", file("backbone.png").display())))?));
+        Ok(vec![(file("credit.png"), render::svg_to_png(&svg).map_err(|e| fail(format!("{}: {e}", file("credit.png").display())))?)])
+    };
+    let the_rest = || -> Files {
+        let mut files = Vec::new();
+        if f.json {
+            let rec = record::record(trace, &result, params);
+            files.push((file("json"), serde_json::to_vec(&rec).expect("record serialises")));
         }
-        if f.svg {
-            files.push((file("backbone.svg"), svg.into_bytes()));
+        if f.svg || f.png {
+            let svg = render::backbone::backbone_svg(&title, &trace.tokens, &text, trace.spans, &result);
+            if f.png {
+                files.push((file("backbone.png"), render::svg_to_png(&svg).map_err(|e| fail(format!("{}: {e}", file("backbone.png").display())))?));
+            }
+            if f.svg {
+                files.push((file("backbone.svg"), svg.into_bytes()));
+            }
         }
-    }
-    if f.dot || f.graphml {
-        let (steps, backbone) = graphs(trace, &result, params, &text)?;
-        if f.dot {
-            files.push((file("steps.dot"), render::graph::steps_dot(&steps, &text).into_bytes()));
-            files.push((file("backbone.dot"), render::graph::backbone_dot(&backbone, &text).into_bytes()));
+        if f.dot || f.graphml {
+            let (steps, backbone) = graphs(trace, &result, params, &text)?;
+            if f.dot {
+                files.push((file("steps.dot"), render::graph::steps_dot(&steps, &text).into_bytes()));
+                files.push((file("backbone.dot"), render::graph::backbone_dot(&backbone, &text).into_bytes()));
+            }
+            if f.graphml {
+                files.push((file("steps.graphml"), render::graph::steps_graphml(&steps, &text).into_bytes()));
+                files.push((file("backbone.graphml"), render::graph::backbone_graphml(&backbone, &text).into_bytes()));
+            }
         }
-        if f.graphml {
-            files.push((file("steps.graphml"), render::graph::steps_graphml(&steps, &text).into_bytes()));
-            files.push((file("backbone.graphml"), render::graph::backbone_graphml(&backbone, &text).into_bytes()));
-        }
-    }
+        Ok(files)
+    };
+    let (credit, rest) = rayon::join(credit_png, the_rest);
+    let mut files = credit?;
+    files.extend(rest?);
     outputs.write_all(&files).map_err(fail)?;
     Ok(Done {
         stem: job.stem.clone(),
