@@ -48,12 +48,12 @@ impl StepBytes {
     }
 }
 
-/// A plain sum over a mapped file, in 1 MiB blocks on the rayon pool the pipeline uses: how fast
-/// this machine reads those bytes from the page cache (the file was just read, so it is there)
-/// through a new mapping, as the pipeline reads a trace; bytes/s, the median of `repeat`.
-pub fn read_floor(path: &Path, repeat: usize) -> Result<f64, String> {
+/// The wrapping sum of a byte slice as u64 words, in 1 MiB blocks on the rayon pool: the plain
+/// read the floor is made of.
+fn sum_words(bytes: &[u8]) -> u64 {
     use rayon::prelude::*;
     let sum = |block: &[u8]| -> u64 {
+        // SAFETY: every bit pattern is a valid u64; align_to only reinterprets the aligned middle.
         let (head, words, tail) = unsafe { block.align_to::<u64>() };
         let bytes = head.iter().chain(tail).fold(0u64, |a, &b| a.wrapping_add(b as u64));
         // Eight lanes, so the adds vectorise and do not wait on one another.
@@ -66,6 +66,13 @@ pub fn read_floor(path: &Path, repeat: usize) -> Result<f64, String> {
         let rest = words.chunks_exact(8).remainder().iter().fold(0u64, |a, &w| a.wrapping_add(w));
         lanes.iter().fold(bytes.wrapping_add(rest), |a, &l| a.wrapping_add(l))
     };
+    bytes.par_chunks(1 << 20).map(sum).reduce(|| 0, u64::wrapping_add)
+}
+
+/// A plain sum over a mapped file, in 1 MiB blocks on the rayon pool the pipeline uses: how fast
+/// this machine reads those bytes from the page cache (the file was just read, so it is there)
+/// through a new mapping, as the pipeline reads a trace; bytes/s, the median of `repeat`.
+pub fn read_floor(path: &Path, repeat: usize) -> Result<f64, String> {
     // Mapped afresh each time, as the loader maps a trace: the page faults are part of the floor.
     let mut rates = Vec::new();
     for _ in 0..repeat.max(1) {
@@ -73,7 +80,7 @@ pub fn read_floor(path: &Path, repeat: usize) -> Result<f64, String> {
         let t = Instant::now();
         // SAFETY: the bench wrote this file and nothing changes it while it is mapped.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
-        std::hint::black_box(map.par_chunks(1 << 20).map(sum).reduce(|| 0, u64::wrapping_add));
+        std::hint::black_box(sum_words(&map));
         rates.push(map.len() as f64 / t.elapsed().as_secs_f64().max(1e-9));
     }
     rates.sort_by(f64::total_cmp);
@@ -431,9 +438,17 @@ fn median_of(repeat: usize, mut f: impl FnMut()) -> Duration {
     times[times.len() / 2]
 }
 
+/// A batch's rate and the rate its bytes allow: traces per second.
+pub struct BatchRate {
+    pub rate: f64,
+    /// Each trace's bytes (its file read once, its matrix written and read by each solve) at
+    /// the read bandwidth measured over the batch's own files.
+    pub floor: f64,
+}
+
 /// A batch of `count` different traces of about `n` tokens (`[N,N]` F32), run as one
 /// `run_batch` as the RL loop runs a step's rollouts: traces per second, the median of `repeat`.
-pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backend, repeat: usize) -> Result<f64, String> {
+pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backend, repeat: usize) -> Result<BatchRate, String> {
     let mut paths = Vec::with_capacity(count);
     for i in 0..count {
         let spec = SynthSpec { seed: 1000 + i as u64, target_tokens: n, layers: 1, heads: 1, dtype: Dtype::F32, rank: 2, no_answer: false };
@@ -454,9 +469,25 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
         }
         rates.push(count as f64 / secs.max(1e-9));
     }
+    // The floor over all the batch's files at once (one small file is read too fast to time).
+    let mut floors = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        let mut bytes = 0;
+        for p in &paths {
+            let file = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            // SAFETY: the bench wrote these files and nothing changes them while mapped.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", p.display()))?;
+            std::hint::black_box(sum_words(&map));
+            bytes += map.len();
+        }
+        floors.push(bytes as f64 / t.elapsed().as_secs_f64().max(1e-9));
+    }
     for p in &paths {
         let _ = std::fs::remove_file(p);
     }
     rates.sort_by(f64::total_cmp);
-    Ok(rates[rates.len() / 2])
+    floors.sort_by(f64::total_cmp);
+    let per_trace = StepBytes::of(n * n * 4, n).total() as f64;
+    Ok(BatchRate { rate: rates[rates.len() / 2], floor: floors[floors.len() / 2] / per_trace })
 }

@@ -462,13 +462,13 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, d
         (b, Some(&n)) if b > 0 => {
             eprintln!("bench: a batch of {b} traces at N = {n} …");
             match bench::batch_throughput(n, b, &dir, backend.as_ref(), repeat) {
-                Ok(rate) => {
-                    // The floor: each trace's bytes (read once, matrix written and read) at the
-                    // read bandwidth measured on the first case's file.
-                    let floor = rows.first().map(|r| r.floor / bench::StepBytes::of(n * n * 4, n).total() as f64);
-                    let share = floor.map_or(String::new(), |f| format!("; at the read floor {f:.0} traces/s, so {:.0}% of it", 100.0 * rate / f));
-                    Some(format!("\nbatch of {b} different [N,N] F32 traces at N = {n}, one run_batch: {rate:.0} traces/s ({}){share}\n", backend.name()))
-                }
+                Ok(r) => Some(format!(
+                    "\nbatch of {b} different [N,N] F32 traces at N = {n}, one run_batch: {:.0} traces/s ({}); their bytes at the read floor: {:.0} traces/s, so {:.0}% of it\n",
+                    r.rate,
+                    backend.name(),
+                    r.floor,
+                    100.0 * r.rate / r.floor
+                )),
                 Err(e) => {
                     eprintln!("flowtracer: bench batch: {e}");
                     return ExitCode::from(1);

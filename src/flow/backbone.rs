@@ -47,12 +47,15 @@ impl Sweep for Widest<'_> {
         }
         let (w, g, width) = (&row[sources.clone()], &self.g[sources.clone()], &self.width[sources.clone()]);
         let cand = |j: usize| width[j].min(g[j] * w[j] as f64 * hk);
-        // The maximum first, in four independent lanes so it pipelines; then its first index.
-        let mut lanes = [0.0f64; 4];
-        let split = w.len() / 4 * 4;
-        for j in (0..split).step_by(4) {
+        // The maximum first, in eight independent lanes so it vectorises; then its first index.
+        // Every candidate is finite and ≥ 0, so a plain comparison is `max` (and compiles to the
+        // vector instruction, which `f64::max`'s NaN rule does not).
+        let mut lanes = [0.0f64; 8];
+        let split = w.len() / 8 * 8;
+        for j in (0..split).step_by(8) {
             for (l, lane) in lanes.iter_mut().enumerate() {
-                *lane = lane.max(cand(j + l));
+                let c = cand(j + l);
+                *lane = if c > *lane { c } else { *lane };
             }
         }
         let mut best = lanes.iter().copied().fold(0.0, f64::max);
