@@ -282,8 +282,12 @@ pub fn format_table(rows: &[BenchRow]) -> String {
 /// visible lines and tessellation, everything but the GPU upload), scrolled to the middle.
 pub struct UiBench {
     pub n: usize,
-    /// After a credit, backbone or role parameter change (the matrix is reused).
+    /// After a credit parameter change (step 9 over the earlier solution).
     pub rescore: Duration,
+    /// After a backbone parameter change (steps 7–9 over the earlier solution).
+    pub rebackbone: Duration,
+    /// After a role parameter change (steps 8–9).
+    pub reroles: Duration,
     /// After an aggregation change (the attention is read again).
     pub reaggregate: Duration,
     /// Every token's knock-out loss (the "colour by knock-out loss"), part of each re-score.
@@ -322,6 +326,8 @@ pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
     };
     app.model.rescore_now();
     let rescore = median(&mut app, &|p, i| p.credit.fraction = if i % 2 == 0 { 0.3 } else { 0.4 });
+    let rebackbone = median(&mut app, &|p, i| p.backbone.max_paths = if i % 2 == 0 { 6 } else { 8 });
+    let reroles = median(&mut app, &|p, i| p.roles.hub_fraction = if i % 2 == 0 { 0.1 } else { 0.05 });
     let reaggregate = median(&mut app, &|p, i| p.aggregate.threshold = if i % 2 == 0 { 1e-4 } else { 0.0 });
     let ctx = egui::Context::default();
     crate::app::install_fonts(&ctx);
@@ -365,7 +371,7 @@ pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
     let detail = median_of(repeat, || {
         std::hint::black_box(downsample_window(&d.trace, &a, Layer::Aggregated, Window { x0: (n - w) / 2, y0: n - w, w }, MAX_TEXTURE));
     });
-    UiBench { n, rescore, reaggregate, knockout: knock[knock.len() / 2], frame: frames[frames.len() / 2], steps, overview, detail }
+    UiBench { n, rescore, rebackbone, reroles, reaggregate, knockout: knock[knock.len() / 2], frame: frames[frames.len() / 2], steps, overview, detail }
 }
 
 #[cfg(feature = "app")]

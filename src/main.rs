@@ -234,11 +234,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bench { sizes, repeat, ui: true, run, dir, .. }) => {
-            println!("| N | re-score ms: credit change | re-score ms: aggregation change ([4,8,N,N] F16; from 16k [N,N] F16) | knock-out loss of every token ms (in each re-score) | text view frame ms (CPU: layout + tessellation) | step graph ms | matrix overview ms (CPU) | matrix detail ms (2048² window) |\n|---|---|---|---|---|---|---|---|");
+            println!("| N | re-score ms: credit change | backbone change | role change | re-score ms: aggregation change ([4,8,N,N] F16; from 16k [N,N] F16) | knock-out loss of every token ms (in each re-score) | text view frame ms (CPU: layout + tessellation) | step graph ms | matrix overview ms (CPU) | matrix detail ms (2048² window) |\n|---|---|---|---|---|---|---|---|---|---|");
             for n in sizes {
                 let b = bench::ui_bench(n, repeat);
                 let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-                println!("| {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} |", b.n, ms(b.rescore), ms(b.reaggregate), ms(b.knockout), ms(b.frame), ms(b.steps), ms(b.overview), ms(b.detail));
+                println!("| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} |", b.n, ms(b.rescore), ms(b.rebackbone), ms(b.reroles), ms(b.reaggregate), ms(b.knockout), ms(b.frame), ms(b.steps), ms(b.overview), ms(b.detail));
             }
             if run > 0 {
                 let dir = dir.unwrap_or_else(std::env::temp_dir);

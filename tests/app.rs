@@ -199,10 +199,31 @@ fn a_credit_change_reruns_only_the_credit_and_equals_a_full_analysis() {
     assert_eq!((&recredited.result.throughput, &recredited.result.backbone, &recredited.result.hubs), (&full.result.throughput, &full.result.backbone, &full.result.hubs));
     assert!(std::sync::Arc::ptr_eq(&recredited.matrix, &first.matrix), "the matrix is shared, not copied");
     assert!(recredited.result.provenance.reused_solution && recredited.result.provenance.summary().contains("credit only"));
-    // Anything else (here the backbone) solves again.
+
+    // A role change re-runs the roles and the credit, a backbone change the backbone too, each
+    // over the same solution and matrix, and each equals a full analysis.
+    let resumed = |p: &flowtracer::Params, from: &flowtracer::app::document::Analysis, rerun: &str| {
+        let got = analyse(&flowtracer::backend::Cpu, &trace, trace.spans, p.clone(), Some(from), &cancel).unwrap();
+        let full = analyse(&flowtracer::backend::Cpu, &trace, trace.spans, p.clone(), None, &cancel).unwrap();
+        let r = (&got.result, &full.result);
+        assert_eq!((&r.0.backbone, &r.0.hubs, &r.0.checkpoints, &r.0.far_sources, &r.0.credit), (&r.1.backbone, &r.1.hubs, &r.1.checkpoints, &r.1.far_sources, &r.1.credit));
+        assert!(std::sync::Arc::ptr_eq(&got.matrix, &first.matrix) && got.knockout == full.knockout);
+        let summary = got.result.provenance.summary();
+        assert!(got.result.provenance.reused_solution && summary.contains(&format!("({rerun}; the solution reused")), "{summary}");
+        got
+    };
+    p.roles.hub_fraction = 0.15;
+    let reroled = resumed(&p, &recredited, "roles and credit");
+    assert_ne!(reroled.result.hubs, recredited.result.hubs, "the hubs did change");
     p.backbone.max_paths = 2;
-    let solved = analyse(&flowtracer::backend::Cpu, &trace, trace.spans, p, Some(&recredited), &cancel).unwrap();
-    assert!(!solved.result.provenance.reused_solution && solved.result.backbone.len() <= 2);
+    let rebackboned = resumed(&p, &reroled, "backbone, roles and credit");
+    assert!(rebackboned.result.backbone.len() <= 2 && reroled.result.backbone.len() > 2);
+
+    // Another sink solves again, on the same matrix.
+    p.answer.sink = flowtracer::params::Sink::Tokens;
+    let solved = analyse(&flowtracer::backend::Cpu, &trace, trace.spans, p, Some(&rebackboned), &cancel).unwrap();
+    let prov = &solved.result.provenance;
+    assert!(!prov.reused_solution && prov.reused_aggregation && std::sync::Arc::ptr_eq(&solved.matrix, &first.matrix));
 }
 
 /// A fine-tune small enough for a test: a tiny policy, a few steps, traces every step.

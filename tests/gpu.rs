@@ -78,8 +78,16 @@ fn a_rescore_after_a_parameter_change_reports_the_executor_that_ran_it() {
     assert_eq!((p.on(Step::Reach), p.on(Step::Credit)), (Some(Executor::Wgpu), Some(Executor::Cpu)));
     assert!(p.summary().starts_with("cpu (credit only; the solution reused from wgpu: "), "{}", p.summary());
 
-    // Any later step's parameter: steps 3–9 on the CPU, on the device's matrix.
+    // A backbone change: steps 7–9 on the CPU over the device's solution.
     params.backbone.max_paths = 3;
+    let rebackboned = analyse(wgpu(g), &trace, trace.spans, params.clone(), Some(&first), &cancel).unwrap();
+    let p = &rebackboned.result.provenance;
+    assert!(p.reused_solution);
+    assert_eq!((p.on(Step::Reach), p.on(Step::Backbone), p.on(Step::Roles)), (Some(Executor::Wgpu), Some(Executor::Cpu), Some(Executor::Cpu)));
+    assert!(p.summary().starts_with("cpu (backbone, roles and credit; the solution reused from wgpu: "), "{}", p.summary());
+
+    // Another sink: steps 3–9 on the CPU, on the device's matrix.
+    params.answer.sink = flowtracer::params::Sink::Tokens;
     let again = analyse(wgpu(g), &trace, trace.spans, params.clone(), Some(&first), &cancel).unwrap();
     let p = &again.result.provenance;
     assert!(p.reused_aggregation && !p.reused_solution);
@@ -233,11 +241,11 @@ fn gpu_widest_paths_match_the_cpu_backbone() {
     let p = Params::default();
     let mut compared = 0;
     for t in &traces {
-        let (_, mut m) = common::analyze_keeping(t, &p);
+        let (_, m) = common::analyze_keeping(t, &p);
         let h = flowtracer::flow::reach::reach(&m, t.spans.answer);
         let uf = flowtracer::flow::unit_flow::unit_flow(&m, &h, t.spans);
         let before = m.data.clone();
-        let cpu = flowtracer::flow::backbone::backbone(&mut m, &h, &uf.flow, t.spans, uf.sources, &p.backbone);
+        let cpu = flowtracer::flow::backbone::backbone(&m, &h, &uf.flow, t.spans, uf.sources, &p.backbone);
         assert_eq!(m.data, before, "the CPU restores its residuals");
         let gpu = backbone_on(g, &m, &g.upload(&m).unwrap(), &h, &uf, t.spans, &p.backbone).expect("the GPU backbone runs");
         let name = format!("{} (N = {})", t.path.display(), t.n());
@@ -309,6 +317,10 @@ fn the_status_bar_says_where_each_rescore_ran() {
     let status = app.model.status.clone();
     assert!(status.contains(" ms on cpu (credit only; the solution reused from wgpu: "), "{status}");
     p.backbone.max_paths = 3;
+    app.apply(Command::SetParams(p.clone()));
+    let status = app.model.status.clone();
+    assert!(status.contains(" ms on cpu (backbone, roles and credit; the solution reused from wgpu: "), "{status}");
+    p.answer.sink = flowtracer::params::Sink::Tokens;
     app.apply(Command::SetParams(p));
     let status = app.model.status.clone();
     assert!(status.contains(" ms on cpu (aggregation reused from wgpu: "), "{status}");

@@ -70,11 +70,11 @@ fn the_export_writes_the_provenance_beside_the_backend() {
 fn a_rescore_is_cancelled_between_steps() {
     let t = sample_trace();
     let plan = Plan::for_trace(&t, &Params::default()).unwrap();
-    let (r, mut m) = flow::execute(&t, &plan, &flow::Cpu, &Cancel::default()).unwrap();
+    let (r, m) = flow::execute(&t, &plan, &flow::Cpu, &Cancel::default()).unwrap();
     let cancel = Cancel::default();
     cancel.cancel();
     let again = plan.reusing(t.spans, &Params::default()).unwrap().unwrap();
-    let e = flow::rescore(&mut m, &again, &r.provenance, &cancel).unwrap_err();
+    let e = flow::rescore(&m, &again, &r.provenance, &cancel).unwrap_err();
     assert_eq!(e.problem, Problem::Cancelled);
 }
 

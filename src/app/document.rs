@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 /// One finished run of the pipeline over a document.
 pub struct Analysis {
     pub result: FlowResult,
-    /// Shared with the analyses re-scored from it without new solves (a credit change).
+    /// Shared with the analyses re-scored from it (any change but the aggregation's): the steps
+    /// after the aggregation only read it.
     pub matrix: Arc<Matrix>,
     /// What was run: the spans and parameters (and the selection, which a re-score reuses).
     pub plan: Plan,
@@ -31,10 +32,17 @@ impl Analysis {
         Analysis { result, matrix: Arc::new(matrix), plan, elapsed: started.elapsed(), knockout, generation: next_generation() }
     }
 
-    /// `prev` with new credit (`flow::recredit`): its matrix and knock-out losses are shared,
-    /// since neither depends on the credit parameters.
-    pub fn recredited(prev: &Analysis, result: FlowResult, plan: Plan, started: Instant) -> Self {
+    /// `prev` taken up from a later step (`flow::resume`): its matrix and knock-out losses are
+    /// shared, since neither depends on the backbone, role or credit parameters.
+    pub fn resumed(prev: &Analysis, result: FlowResult, plan: Plan, started: Instant) -> Self {
         Analysis { result, matrix: prev.matrix.clone(), plan, elapsed: started.elapsed(), knockout: prev.knockout.clone(), generation: next_generation() }
+    }
+
+    /// A new solution on `prev`'s matrix (`flow::rescore`: other spans or sink): the matrix is
+    /// shared, the knock-out losses (which read the reach) made again.
+    pub fn sharing(prev: &Analysis, result: FlowResult, plan: Plan, started: Instant) -> Self {
+        let knockout = crate::flow::knockout::loss_per_token(&prev.matrix, &result.reach, result.spans);
+        Analysis { result, matrix: prev.matrix.clone(), plan, elapsed: started.elapsed(), knockout, generation: next_generation() }
     }
 }
 

@@ -93,17 +93,16 @@ impl Worker {
 pub fn analyse(backend: &dyn Backend, trace: &Trace, spans: Spans, params: Params, previous: Option<&Analysis>, cancel: &Cancel) -> Result<Analysis, String> {
     let t = Instant::now();
     if let Some(prev) = previous
-        && prev.plan.recredits(spans, &params)
+        && let Some(at) = prev.plan.resumes_at(spans, &params)
         && let Some(plan) = prev.plan.reusing(spans, &params) {
             let plan = plan.map_err(|e| e.at(&trace.path).to_string())?;
-            return Ok(Analysis::recredited(prev, flow::recredit(&prev.result, &plan), plan, t));
+            return Ok(Analysis::resumed(prev, flow::resume(&prev.result, &prev.matrix, &plan, at), plan, t));
         }
     if let Some(prev) = previous
         && let Some(plan) = prev.plan.reusing(spans, &params) {
             let plan = plan.map_err(|e| e.at(&trace.path).to_string())?;
-            let mut matrix = (*prev.matrix).clone();
-            let result = flow::rescore(&mut matrix, &plan, &prev.result.provenance, cancel).map_err(|e| e.at(&trace.path).to_string())?;
-            return Ok(Analysis::new(result, matrix, plan, t));
+            let result = flow::rescore(&prev.matrix, &plan, &prev.result.provenance, cancel).map_err(|e| e.at(&trace.path).to_string())?;
+            return Ok(Analysis::sharing(prev, result, plan, t));
         }
     let plan = Plan::new(trace, spans, &params).map_err(|e| e.to_string())?;
     let (result, matrix) = backend.execute(&[(trace, &plan)], cancel).pop().expect("one result per trace").map_err(|e| e.to_string())?;

@@ -3,8 +3,8 @@
 //! over the DAG, the same blocked sweep as the flow solve), subtract its bottleneck, until
 //! `max_paths` paths or `coverage` of the unit flow is explained. (The extraction rule is ours.)
 //!
-//! The residual of an edge lives in M itself, rescaled, so no second N×N matrix is needed; the
-//! touched entries are restored afterwards.
+//! The residual of an edge lives beside M ([`Residuals`], one entry per edge a path took), so M
+//! is only read: no second N×N matrix, and a re-score can run on a matrix others read too.
 
 use super::matrix::Matrix;
 use super::sweep::{Sweep, forward_sweep};
@@ -88,8 +88,9 @@ impl Sweep for Widest<'_> {
 /// shrink, so a token whose chosen predecessor kept its width over an untouched edge keeps its
 /// width and predecessor (earlier candidates were strictly narrower and stay so): the result is
 /// the full sweep's, at a fraction of its cost.
-fn update_widths(m: &Matrix, w: &mut Widest, rows: Range<usize>, source: usize, changed_edge_into: &std::collections::HashMap<usize, usize>) {
+fn update_widths(m: &Matrix, cuts: &Residuals, w: &mut Widest, rows: Range<usize>, source: usize, changed_edge_into: &std::collections::HashMap<usize, usize>) {
     let mut dirty = vec![false; m.n];
+    let mut patched = Vec::new();
     let first = rows.start;
     for k in rows {
         let p = w.pred[k];
@@ -100,7 +101,7 @@ fn update_widths(m: &Matrix, w: &mut Widest, rows: Range<usize>, source: usize, 
         };
         if stale {
             let old = w.width[k];
-            let acc = w.gather(k, m.row(k), first..k);
+            let acc = w.gather(k, cuts.row(m, k, &mut patched), first..k);
             w.settle(k, acc);
             dirty[k] = w.width[k] != old;
         }
@@ -194,11 +195,11 @@ impl<'a> Decomposition<'a> {
     }
 }
 
-/// The residuals of the edges paths have taken, kept beside an M that stays as aggregated: a
-/// device backend writes them into its own copy of M, and an edge a second path takes must start
-/// from what the first one left.
+/// The residuals of the edges paths have taken, kept beside an M that stays as aggregated (a
+/// device backend also writes them into its own copy of M), keyed by (row k, column i) so a
+/// row's cuts are found together. An edge a second path takes starts from what the first left.
 #[derive(Default)]
-pub struct Residuals(std::collections::HashMap<(usize, usize), f32>);
+pub struct Residuals(std::collections::BTreeMap<(usize, usize), f32>);
 
 impl Residuals {
     /// Edge i → k's new entry, from its current one (`m`'s if no path took it yet).
@@ -207,22 +208,35 @@ impl Residuals {
         self.0.insert((k, i), new);
         new
     }
+
+    /// Row k of M with the residuals in place: M's own row where no path cut it, else a copy in
+    /// `buf` (one row, reused: memory stays O(N)).
+    pub fn row<'a>(&self, m: &'a Matrix, k: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
+        let mut cuts = self.0.range((k, 0)..(k + 1, 0)).peekable();
+        if cuts.peek().is_none() {
+            return m.row(k);
+        }
+        buf.clear();
+        buf.extend_from_slice(m.row(k));
+        for (&(_, i), &v) in cuts {
+            buf[i] = v;
+        }
+        buf
+    }
 }
 
-/// `f` and `h` from the earlier steps; `m` is borrowed mutably for the residuals and restored.
-pub fn backbone(m: &mut Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &BackboneParams) -> Vec<FlowPath> {
+/// `f` and `h` from the earlier steps; `m` is only read.
+pub fn backbone(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &BackboneParams) -> Vec<FlowPath> {
     let Some(mut d) = Decomposition::new(h, f, spans, sources, p) else { return Vec::new() };
     let n = m.n;
-    let mut undo: Vec<(usize, usize, f32)> = Vec::new();
+    let mut cuts = Residuals::default();
     let rows = spans.question.start..spans.answer.end;
     let mut w = Widest { h, g: &d.g, spans, source_left: &d.source_left, width: vec![0.0; n], pred: vec![NONE; n] };
     forward_sweep(m, spans.question.start, rows.clone(), &mut w);
     let (mut width, mut pred) = (w.width, w.pred);
     while d.wants_more() {
         let taken = d.take(&width, &pred, |k, i, residual| {
-            let old = m.get(k, i);
-            undo.push((k, i, old));
-            m.set(k, i, residual(old));
+            cuts.cut(m, k, i, residual);
         });
         if !taken {
             break;
@@ -231,13 +245,9 @@ pub fn backbone(m: &mut Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usi
             let tokens = &d.paths.last().expect("just taken").tokens;
             let changed_edge_into: std::collections::HashMap<usize, usize> = tokens.windows(2).map(|e| (e[1], e[0])).collect();
             let mut w = Widest { h, g: &d.g, spans, source_left: &d.source_left, width, pred };
-            update_widths(m, &mut w, rows.clone(), tokens[0], &changed_edge_into);
+            update_widths(m, &cuts, &mut w, rows.clone(), tokens[0], &changed_edge_into);
             (width, pred) = (w.width, w.pred);
         }
-    }
-    // Restore in reverse so an edge used twice gets its original value back.
-    for &(k, i, v) in undo.iter().rev() {
-        m.set(k, i, v);
     }
     d.paths
 }

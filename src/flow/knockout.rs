@@ -63,7 +63,7 @@ pub fn knock_out(m: &Matrix, params: &Params, base: &FlowResult, tokens: &[usize
     params.validate()?;
     let mut cut = m.clone();
     remove(&mut cut, &removed);
-    let result = solve_graph(&mut cut, spans, params);
+    let result = solve_graph(&cut, spans, params);
     let before = path_mass(&base.reach, spans);
     let after = path_mass(&result.reach, spans);
     let mass_lost = if before > 0.0 { (1.0 - after / before).clamp(0.0, 1.0) } else { 0.0 };

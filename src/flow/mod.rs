@@ -19,7 +19,7 @@ pub mod unit_flow;
 
 pub use backbone::FlowPath;
 pub use matrix::Matrix;
-pub use pipeline::{AggregateError, Cpu, Offered, Offload, Selected, Solved, execute, recredit, rescore, solve_graph};
+pub use pipeline::{AggregateError, Cpu, Offered, Offload, Selected, Solved, execute, rescore, resume, solve_graph};
 pub use plan::Plan;
 pub use provenance::{Executor, Fallback, Provenance, Step};
 

@@ -85,7 +85,7 @@ fn run(trace: &Trace, plan: &Plan, on: &dyn Offload, cancel: &Cancel) -> Result<
     let t = Instant::now();
     let (att, sel, p) = (&trace.attention, &plan.selection, &plan.params.aggregate);
     let on_cpu = || aggregate::aggregate(att, sel, p, cancel.flag());
-    let mut m = match on.aggregate(att, sel, p) {
+    let m = match on.aggregate(att, sel, p) {
         None => {
             prov.ran(Step::Aggregate, Executor::Cpu);
             on_cpu()?
@@ -107,41 +107,67 @@ fn run(trace: &Trace, plan: &Plan, on: &dyn Offload, cancel: &Cancel) -> Result<
     };
     times.aggregate = t.elapsed();
     check(cancel)?;
-    let result = assemble(&mut m, plan, on, cancel, prov, times)?;
+    let result = assemble(&m, plan, on, cancel, prov, times)?;
     Ok((result, m))
 }
 
 /// Steps 3–9 on the matrix an earlier run aggregated (`aggregated` is that run's provenance),
 /// for a plan from [`Plan::reusing`]: what a re-score costs when only later steps' parameters
-/// or the spans changed. The steps run on the CPU, and the provenance says so.
-pub fn rescore(m: &mut Matrix, plan: &Plan, aggregated: &Provenance, cancel: &Cancel) -> Result<FlowResult, DataError> {
+/// or the spans changed. The steps run on the CPU, and the provenance says so. The matrix is
+/// only read, so it can be the one the app shows while this runs.
+pub fn rescore(m: &Matrix, plan: &Plan, aggregated: &Provenance, cancel: &Cancel) -> Result<FlowResult, DataError> {
     let mut prov = aggregated.clone();
     prov.steps.retain(|&s, _| s == Step::Aggregate);
     prov.fallbacks.retain(|f| f.step == Step::Aggregate);
     prov.reused_aggregation = true;
-    prov.reused_solution = false;
+    (prov.reused_solution, prov.resumed_at) = (false, None);
     check(cancel)?;
     assemble(m, plan, &Cpu, cancel, prov, StepTimes::default())
 }
 
-/// Step 9 alone over an earlier result between the same spans, for a plan that differs from
-/// that result's only in the credit parameters ([`Plan::recredits`]): reach, flow, the backbone
-/// and the roles do not read them, so a credit change costs O(N), not the solves over the matrix
-/// (2.4 s at 32k tokens).
-pub fn recredit(prev: &FlowResult, plan: &Plan) -> FlowResult {
+/// The later steps alone over an earlier result between the same spans on the same matrix, from
+/// the step [`Plan::resumes_at`] names: reach and flow (the solves, 2.4 s at 32k tokens) are kept
+/// for any change of the backbone, role or credit parameters; the backbone too unless its own
+/// parameters changed; a credit change costs O(N). Each re-run step is recorded as the CPU's.
+pub fn resume(prev: &FlowResult, m: &Matrix, plan: &Plan, at: Step) -> FlowResult {
     let mut r = prev.clone();
+    let (spans, params) = (r.spans, &plan.params);
+    r.provenance.reused_solution = true;
+    r.provenance.resumed_at = Some(at);
+    if at <= Step::Backbone {
+        let t = Instant::now();
+        r.backbone = backbone::backbone(m, &r.reach, &r.flow, spans, r.question_sources, &params.backbone);
+        r.times.backbone = t.elapsed();
+        r.provenance.ran(Step::Backbone, Executor::Cpu);
+    }
+    if at <= Step::Roles {
+        let t = Instant::now();
+        (r.far_sources, r.hubs, r.checkpoints) = roles_of(m, &r.reach, &r.flow, &r.throughput, spans, &r.backbone, r.status, params);
+        r.times.roles = t.elapsed();
+        r.provenance.ran(Step::Roles, Executor::Cpu);
+    }
+    let t = Instant::now();
     r.credit = match r.status {
-        Status::Ok => credit::credit(&r.throughput, r.spans, &plan.params.credit),
+        Status::Ok => credit::credit(&r.throughput, spans, &params.credit),
         _ => vec![1.0; r.credit.len()],
     };
-    r.provenance.reused_solution = true;
+    r.times.credit = t.elapsed();
     r.provenance.ran(Step::Credit, Executor::Cpu);
     r
 }
 
+/// Step 8: far sources, hubs and checkpoints.
+#[allow(clippy::too_many_arguments)]
+fn roles_of(m: &Matrix, h: &[f64], f: &[f64], tau: &[f64], spans: Spans, backbone: &[FlowPath], status: Status, params: &crate::params::Params) -> (Vec<f64>, Vec<usize>, Vec<usize>) {
+    let far = roles::far_sources(m, h, f, spans, backbone, params.roles.checkpoint_min_distance);
+    let hubs = if status == Status::Ok { roles::hubs(tau, spans, &params.roles) } else { vec![] };
+    let checkpoints = roles::checkpoints(backbone, &far, spans, &params.roles);
+    (far, hubs, checkpoints)
+}
+
 /// Steps 3–9 on a hand-made graph between `spans` as they are (no sink conditioning): the
 /// tests' and the knock-out's way in.
-pub fn solve_graph(m: &mut Matrix, spans: Spans, params: &crate::params::Params) -> FlowResult {
+pub fn solve_graph(m: &Matrix, spans: Spans, params: &crate::params::Params) -> FlowResult {
     let plan = Plan { spans, sink: spans, params: params.clone(), selection: aggregate::Selection::default(), n: m.n };
     let prov = Provenance::new(Executor::Cpu, String::new());
     assemble(m, &plan, &Cpu, &Cancel::default(), prov, StepTimes::default()).expect("nothing cancels it")
@@ -187,7 +213,7 @@ fn status(spans: Spans, uf: &unit_flow::UnitFlow) -> Status {
 }
 
 /// Steps 3–9 between the plan's sink spans; `times` holds the aggregation's already.
-fn assemble(m: &mut Matrix, plan: &Plan, on: &dyn Offload, cancel: &Cancel, mut prov: Provenance, mut times: StepTimes) -> Result<FlowResult, DataError> {
+fn assemble(m: &Matrix, plan: &Plan, on: &dyn Offload, cancel: &Cancel, mut prov: Provenance, mut times: StepTimes) -> Result<FlowResult, DataError> {
     let (spans, params, n) = (plan.sink, &plan.params, m.n);
 
     let t = Instant::now();
@@ -231,9 +257,7 @@ fn assemble(m: &mut Matrix, plan: &Plan, on: &dyn Offload, cancel: &Cancel, mut 
     times.credit = t.elapsed();
 
     let t = Instant::now();
-    let far = roles::far_sources(m, &h, &uf.flow, spans, &backbone, params.roles.checkpoint_min_distance);
-    let hubs = if status == Status::Ok { roles::hubs(&tau, spans, &params.roles) } else { vec![] };
-    let checkpoints = roles::checkpoints(&backbone, &far, spans, &params.roles);
+    let (far, hubs, checkpoints) = roles_of(m, &h, &uf.flow, &tau, spans, &backbone, status, params);
     prov.ran(Step::Roles, Executor::Cpu);
     times.roles = t.elapsed();
 

@@ -3,6 +3,7 @@
 //! Every executor takes a plan; none repeats its checks.
 
 use super::aggregate::{self, Selection};
+use super::provenance::Step;
 use super::reach;
 use crate::params::Params;
 use crate::span::Spans;
@@ -42,12 +43,24 @@ impl Plan {
     /// A plan for steps 3–9 on the matrix an earlier plan aggregated: new spans or parameters of
     /// the later steps. `None` when the aggregation parameters changed (the matrix would not be
     /// the one these parameters make: a full run is needed).
-    /// Whether a run between `spans` with `params` differs from this plan's only in the credit
-    /// parameters (and the step graph's, which no step reads): then only step 9 needs to run.
-    pub fn recredits(&self, spans: Spans, params: &Params) -> bool {
+    /// Where a run between `spans` with `params` can take up this plan's result (see
+    /// [`crate::flow::resume`]): at the backbone when only the backbone, role, credit or step-graph
+    /// parameters differ (reach and flow read none of them), at the roles when the backbone's are
+    /// the same too, at the credit when only the credit's (or the step graph's, which no step
+    /// reads) differ. `None`: the solves must run again.
+    pub fn resumes_at(&self, spans: Spans, params: &Params) -> Option<Step> {
         let mut same = params.clone();
-        (same.credit, same.steps) = (self.params.credit.clone(), self.params.steps.clone());
-        spans == self.spans && same == self.params
+        (same.backbone, same.roles, same.credit, same.steps) = (self.params.backbone.clone(), self.params.roles.clone(), self.params.credit.clone(), self.params.steps.clone());
+        if spans != self.spans || same != self.params {
+            return None;
+        }
+        Some(if params.backbone != self.params.backbone {
+            Step::Backbone
+        } else if params.roles != self.params.roles {
+            Step::Roles
+        } else {
+            Step::Credit
+        })
     }
 
     pub fn reusing(&self, spans: Spans, params: &Params) -> Option<Result<Plan, DataError>> {

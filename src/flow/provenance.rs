@@ -72,17 +72,19 @@ pub struct Provenance {
     /// The matrix came from an earlier run (a re-score after a change to later steps'
     /// parameters): `steps[aggregate]` is the executor of that run.
     pub reused_aggregation: bool,
-    /// Only step 9 ran again, over an earlier result's solution (a change of the credit
-    /// parameters alone).
+    /// Reach and flow are an earlier result's; only the steps from `resumed_at` on ran again (a
+    /// change of the backbone, role or credit parameters).
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub reused_solution: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub resumed_at: Option<Step>,
     pub fallbacks: Vec<Fallback>,
 }
 
 impl Provenance {
     /// Nothing run yet, on `executor`.
     pub fn new(executor: Executor, device: String) -> Self {
-        Provenance { executor, device, steps: BTreeMap::new(), reused_aggregation: false, reused_solution: false, fallbacks: Vec::new() }
+        Provenance { executor, device, steps: BTreeMap::new(), reused_aggregation: false, reused_solution: false, resumed_at: None, fallbacks: Vec::new() }
     }
 
     pub fn ran(&mut self, step: Step, on: Executor) {
@@ -114,7 +116,12 @@ impl Provenance {
     pub fn summary(&self) -> String {
         let solved = self.on(Step::Reach).unwrap_or(Executor::Cpu);
         let mut s = if self.reused_solution {
-            format!("{} (credit only; the solution reused from {})", Executor::Cpu.name(), self.label())
+            let rerun = match self.resumed_at {
+                Some(Step::Backbone) => "backbone, roles and credit",
+                Some(Step::Roles) => "roles and credit",
+                _ => "credit only",
+            };
+            format!("{} ({rerun}; the solution reused from {})", Executor::Cpu.name(), self.label())
         } else if self.reused_aggregation {
             format!("{} (aggregation reused from {})", solved.name(), self.label())
         } else {

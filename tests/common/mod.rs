@@ -69,8 +69,7 @@ pub fn analyze_keeping(t: &flowtracer::Trace, p: &Params) -> (FlowResult, Matrix
 }
 
 pub fn solve(m: &Matrix, s: Spans, p: &Params) -> FlowResult {
-    let mut m = m.clone();
-    flow::solve_graph(&mut m, s, p)
+    flow::solve_graph(m, s, p)
 }
 
 /// A trace whose flow runs along "hub" tokens `hop` apart (more than a block of rows), each
