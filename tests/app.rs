@@ -696,3 +696,27 @@ fn the_matrix_view_shows_a_zoomed_window_at_full_resolution() {
         assert_eq!(matrix::downsample_window(&d.trace, a, layer, win, s), want, "{layer:?} over {win:?} at {s}");
     }
 }
+
+/// A system font goes after the bundled ones (so it only draws what they lack, such as CJK), the
+/// first readable one of the candidates; none found leaves the bundled fonts as they are.
+#[test]
+fn a_system_font_is_the_last_fallback() {
+    use flowtracer::app::{SYSTEM_FONT, first_readable, fonts_with};
+    let dir = common::temp_dir("system-font");
+    let font = dir.join("fallback.ttf");
+    std::fs::write(&font, std::fs::read("assets/fonts/DejaVuSansMono.ttf").unwrap()).unwrap();
+    let found = first_readable(&[dir.join("missing.ttc"), font.clone()]).expect("the second candidate reads");
+    assert_eq!(found.0, font);
+    let fonts = fonts_with(Some(found));
+    for family in [egui::FontFamily::Proportional, egui::FontFamily::Monospace] {
+        assert_eq!(fonts.families[&family].last().map(String::as_str), Some(SYSTEM_FONT), "{family:?}");
+    }
+    assert!(fonts_with(first_readable(&[dir.join("missing.ttc")])).font_data.get(SYSTEM_FONT).is_none());
+    let ctx = egui::Context::default();
+    ctx.set_fonts(fonts);
+    let mut out = ctx.run_ui(Default::default(), |ui| {
+        ui.label("問題：列車 3 時に出発");
+    });
+    out.textures_delta.clear();
+    let _ = std::fs::remove_dir_all(dir);
+}

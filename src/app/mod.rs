@@ -159,14 +159,52 @@ impl eframe::App for FlowApp {
 }
 
 /// The bundled DejaVu Sans Mono as the monospace font and as a fallback for everything else:
-/// tokens hold arrows, maths and every script a tokenizer emits.
+/// tokens hold arrows, maths and every script a tokenizer emits. Neither it nor egui's own fonts
+/// have Chinese, Japanese or Korean, so the first CJK font the system has (or the one
+/// `FLOWTRACER_FONT` names) comes after them; without one such text shows as boxes.
 pub fn install_fonts(ctx: &egui::Context) {
+    let system = std::env::var_os("FLOWTRACER_FONT").map(|p| vec![PathBuf::from(p)]).unwrap_or_else(|| CJK_FONTS.iter().map(PathBuf::from).collect());
+    ctx.set_fonts(fonts_with(first_readable(&system)));
+}
+
+/// Where desktops keep a font with CJK glyphs (Debian/Ubuntu, Fedora, Arch, macOS, Windows).
+const CJK_FONTS: &[&str] = &[
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/wenquanyi/wqy-microhei/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+    "/System/Library/Fonts/PingFang.ttc",
+    "/System/Library/Fonts/Hiragino Sans GB.ttc",
+    "C:\\Windows\\Fonts\\msyh.ttc",
+];
+
+/// The first of `paths` that reads as a font file (no larger than 64 MiB), with its bytes.
+pub fn first_readable(paths: &[PathBuf]) -> Option<(PathBuf, Vec<u8>)> {
+    paths.iter().find_map(|p| {
+        let len = std::fs::metadata(p).ok()?.len();
+        (len <= 64 << 20).then(|| std::fs::read(p).ok().map(|b| (p.clone(), b))).flatten()
+    })
+}
+
+/// The app's fonts: egui's, the bundled DejaVu Sans Mono, then `system` (a CJK fallback) last.
+pub fn fonts_with(system: Option<(PathBuf, Vec<u8>)>) -> egui::FontDefinitions {
     let mut fonts = egui::FontDefinitions::default();
     fonts.font_data.insert("dejavu-mono".into(), Arc::new(egui::FontData::from_static(crate::render::FONT)));
     fonts.families.entry(egui::FontFamily::Monospace).or_default().insert(0, "dejavu-mono".into());
     fonts.families.entry(egui::FontFamily::Proportional).or_default().push("dejavu-mono".into());
-    ctx.set_fonts(fonts);
+    if let Some((_, bytes)) = system {
+        fonts.font_data.insert(SYSTEM_FONT.into(), Arc::new(egui::FontData::from_owned(bytes)));
+        for family in [egui::FontFamily::Proportional, egui::FontFamily::Monospace] {
+            fonts.families.entry(family).or_default().push(SYSTEM_FONT.into());
+        }
+    }
+    fonts
 }
+
+/// The name the system's fallback font goes by in the font definitions.
+pub const SYSTEM_FONT: &str = "system-cjk";
 
 /// Whether a window can be opened at all (Linux needs an X11 or Wayland display).
 pub fn has_display() -> bool {

@@ -30,6 +30,24 @@ pub fn display_text(token: &str) -> String {
     s
 }
 
+/// How many monospace cells a token's text takes: two for each wide (East Asian) character, whose
+/// glyph is about twice as wide as a Latin one (Unicode's East Asian Width, as terminals count),
+/// none for combining marks; at least one.
+pub fn cells_of(text: &str) -> usize {
+    unicode_width::UnicodeWidthStr::width(text).max(1)
+}
+
+/// The start of `text` that fits in `cells` cells (a token wider than a line is cut).
+pub fn fit(text: &str, cells: usize) -> String {
+    let mut used = 0;
+    text.chars()
+        .take_while(|&c| {
+            used += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+            used <= cells
+        })
+        .collect()
+}
+
 /// Lays tokens out in lines of at most `columns` cells; a token containing a newline ends its
 /// line, a token wider than a line gets a line of its own (and is cut when drawn). A run of
 /// blank line-break tokens shares one line of ↵ marks and ends it once: otherwise every blank
@@ -44,7 +62,7 @@ pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
     let (mut line, mut col) = (0usize, 0usize);
     for (index, tok) in tokens.iter().enumerate() {
         let text = display_text(tok);
-        let width = text.chars().count().min(columns);
+        let width = cells_of(&text).min(columns);
         if col > 0 && col + width > columns {
             line += 1;
             col = 0;
@@ -68,6 +86,17 @@ fn is_blank_break(tok: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Wide characters take two cells, so a Chinese token's box holds its glyphs and the next
+    /// token starts after them.
+    #[test]
+    fn wide_characters_take_two_cells() {
+        let toks: Vec<String> = ["问题", "：", "a", "é", "e\u{301}"].iter().map(|s| s.to_string()).collect();
+        let c = wrap(&toks, 80);
+        assert_eq!(c.iter().map(|c| c.width).collect::<Vec<_>>(), [4, 2, 1, 1, 1]);
+        assert_eq!(c.iter().map(|c| c.col).collect::<Vec<_>>(), [0, 4, 6, 7, 8]);
+        assert_eq!((fit("问题", 4), fit("问题", 3), fit("abc", 2)), ("问题".into(), "问".into(), "ab".into()));
+    }
 
     #[test]
     fn wraps_and_breaks() {

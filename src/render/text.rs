@@ -80,7 +80,7 @@ pub fn credit_svg(title: &str, tokens: &[String], text: &[String], spans: Spans,
                 y + lh - 4.0 - thick, hex(colormap::CREDIT));
         }
         let ink = if in_prompt { [0x80, 0x80, 0x80] } else { colormap::ink_on(bg) };
-        let text: String = c.text.chars().take(c.width).collect();
+        let text = super::layout::fit(&c.text, c.width);
         let _ = write!(s, r##"<text x="{x:.1}" y="{:.1}" fill="{}" xml:space="preserve">{}</text>"##,
             y + lh * 0.68, hex(ink), escape(&text));
     }

@@ -130,7 +130,7 @@ pub fn show(
                     painter.rect_stroke(cr.expand(2.5), 3.0, Stroke::new(2.0, ui.visuals().strong_text_color()), StrokeKind::Outside);
                 }
                 let ink = if in_prompt { ui.visuals().weak_text_color() } else { theme::ink_on(bg) };
-                let text: String = cell.text.chars().take(cell.width).collect();
+                let text = crate::render::layout::fit(&cell.text, cell.width);
                 painter.text(pos2(x, cr.center().y), Align2::LEFT_CENTER, text, font.clone(), ink);
                 if resp.hovered() && ui.rect_contains_pointer(cr) {
                     hovered = Some(k);
