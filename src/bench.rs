@@ -432,6 +432,7 @@ pub fn run_open_bench(count: usize, dir: &Path) -> Result<RunOpenBench, String> 
 }
 
 /// The median time of `repeat` runs of `f` (at least one).
+#[cfg(feature = "app")]
 fn median_of(repeat: usize, mut f: impl FnMut()) -> Duration {
     let mut times: Vec<Duration> = (0..repeat.max(1))
         .map(|_| {

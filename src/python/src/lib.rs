@@ -223,6 +223,13 @@ fn load_trace<'py>(py: Python<'py>, path: &str) -> PyResult<Bound<'py, pyo3::typ
     output::trace_dict(py, &trace)
 }
 
+/// The trace files of a run folder, as the binary's export finds them (sorted).
+#[pyfunction]
+fn discover(py: Python<'_>, root: &str) -> PyResult<Vec<String>> {
+    let run = py.detach(|| flowtracer::trace::run::discover(Path::new(root))).map_err(pyo3::exceptions::PyOSError::new_err)?;
+    Ok(run.traces.iter().map(|p| p.display().to_string()).collect())
+}
+
 /// A `credits.safetensors` read back and checked.
 #[pyfunction]
 fn read_credits<'py>(py: Python<'py>, path: &str) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
@@ -347,6 +354,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(analyze_files, m)?)?;
     m.add_function(wrap_pyfunction!(load_trace, m)?)?;
     m.add_function(wrap_pyfunction!(read_credits, m)?)?;
+    m.add_function(wrap_pyfunction!(discover, m)?)?;
     m.add_function(wrap_pyfunction!(token_advantages, m)?)?;
     m.add_function(wrap_pyfunction!(params_default, m)?)?;
     m.add_function(wrap_pyfunction!(params_parse, m)?)?;

@@ -17,6 +17,8 @@ fn span(s: Span) -> (usize, usize) {
 pub fn result_dict<'py>(py: Python<'py>, trace: &Trace, r: FlowResult, given: Option<&Bound<'py, PyList>>) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("source", trace.path.display().to_string())?;
+    d.set_item("sample_id", trace.meta.sample_id.clone())?;
+    d.set_item("step", trace.meta.step)?;
     d.set_item("status", r.status.name())?;
     match given {
         Some(list) => d.set_item("tokens", list)?,

@@ -46,6 +46,10 @@ class FlowResult:
     """Which executor ran each step, and any fallback with its reason."""
     zero_copy: bool | None
     """For an array: whether the engine read the caller's own memory (None for a file)."""
+    sample_id: str | None = None
+    """The trace's `sample_id` metadata, where it has one."""
+    step: int | None = None
+    """The training step the trace's metadata records, where it has one."""
 
     @classmethod
     def _of(cls, d: dict[str, Any], caller_address: int | None = None) -> "FlowResult":

@@ -1,0 +1,198 @@
+"""Scoring a training run's rollouts on Ray Data, past what one machine's `flowtracer --export`
+does in reasonable time. Two pipelines, both made of the same engine as the binary:
+
+- **Files** (`score_files`): trace files already written (a run folder on a shared filesystem),
+  mapped in batches through `analyze_files` on CPU workers. Each worker memory-maps its files
+  where they lie; only paths travel through Ray's object store, never attention.
+- **Recompute** (`score_rollouts`): rollouts stored as token ids (`prompt_ids`, `response_ids`),
+  scored by actors that load a `transformers` model once and run `capture` + the engine on each
+  batch (`rl.response_gamma`: the same call TRL and verl use). At 8k tokens one aggregated trace
+  is 134 MB, so for a whole run recomputing the attention is the only path that scales: the
+  stored rows are kilobytes, and the cost moves to one forward pass per rollout.
+
+Each pipeline returns a lazy `ray.data.Dataset`; `.write_parquet(DIR)` writes it, and pandas,
+polars or the app read it back. A trace that fails is a row with its error, never a lost batch.
+Ray's own task retries (`max_retries`) make a worker that dies mid-batch cost only a re-run of
+that batch: every row comes out exactly once.
+"""
+
+from __future__ import annotations
+
+from os import PathLike, fspath
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .params import Params
+
+def file_schema() -> Any:
+    """The columns of a files row: what `--export`'s JSON record holds per trace, flattened so
+    every column is a plain Parquet type (the same in every batch, failed rows included)."""
+    import pyarrow as pa
+
+    floats, ints = pa.list_(pa.float64()), pa.list_(pa.int64())
+    return pa.schema([
+        ("source", pa.string()), ("sample_id", pa.string()), ("step", pa.int64()), ("status", pa.string()), ("n", pa.int64()),
+        ("credit", floats), ("throughput", floats), ("backbone_tokens", pa.list_(ints)), ("backbone_flow", floats),
+        ("hubs", ints), ("checkpoints", ints), ("error", pa.string()),
+    ])  # fmt: skip
+
+
+FILE_COLUMNS = ("source", "sample_id", "step", "status", "n", "credit", "throughput", "backbone_tokens", "backbone_flow", "hubs", "checkpoints", "error")
+
+
+def score_batch(batch: dict[str, Any], *, params: str | None = None, backend: str = "cpu") -> Any:
+    """One batch of trace files (a `path` column) to a `pyarrow.Table` of one row per trace
+    (`file_schema()`): the map function of `score_files`, public for pipelines of your own.
+    `params` is the parameters as JSON (`Params.to_json()`), cheap to ship to workers."""
+    import pyarrow as pa
+
+    from . import _native
+
+    paths = [fspath(p) for p in batch["path"]]
+    # The engine's own answers (dicts of NumPy arrays, or the error), not the typed results: a
+    # row needs a few of their fields, and at small traces building the rest costs as much as
+    # the engine.
+    answers = _native.analyze_files(paths, params, backend)
+    rows: dict[str, list[Any]] = {c: [] for c in FILE_COLUMNS}
+    for path, r in zip(paths, answers):
+        ok = not isinstance(r, BaseException)
+        rows["source"].append(path)
+        rows["sample_id"].append(r["sample_id"] if ok else None)
+        rows["step"].append(r["step"] if ok else None)
+        rows["status"].append(r["status"] if ok else "failed")
+        rows["n"].append(len(r["tokens"]) if ok else None)
+        for key in ("credit", "throughput", "hubs", "checkpoints"):
+            rows[key].append(r[key] if ok else None)
+        rows["backbone_tokens"].append([t for t, _ in r["backbone"]] if ok else None)
+        rows["backbone_flow"].append([f for _, f in r["backbone"]] if ok else None)
+        rows["error"].append(None if ok else str(r))
+    schema = file_schema()
+    return pa.table({c: pa.array(rows[c], type=schema.field(c).type) for c in FILE_COLUMNS}, schema=schema)
+
+
+def trace_paths(root: str | PathLike[str]) -> list[str]:
+    """The trace files of a run folder, as the binary finds them (`*.safetensors` at any depth,
+    sorted; dot-files, checkpoints and export output left out)."""
+    from . import _native
+
+    return list(_native.discover(fspath(root)))
+
+
+def score_files(
+    paths: str | PathLike[str] | Iterable[str | PathLike[str]],
+    *,
+    params: Params | None = None,
+    batch_size: int = 64,
+    num_cpus: float = 1,
+    concurrency: int | None = None,
+    max_retries: int = 3,
+    backend: str = "cpu",
+) -> Any:
+    """A dataset of one row per trace file (`FILE_COLUMNS`): `paths` is a run folder or the files.
+    Each task maps `batch_size` files with `num_cpus` CPUs reserved (a task costs Ray some tens
+    of milliseconds, so batches of tens of files keep that a few percent); `concurrency` caps the
+    tasks at once. A task whose worker dies is run again, up to `max_retries` times."""
+    import ray.data
+
+    if isinstance(paths, (str, PathLike)):
+        paths = trace_paths(paths)
+    items = [{"path": fspath(p)} for p in paths]
+    # One block per batch: Ray's default (200 blocks at least) would make a task per few files.
+    ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
+    return ds.map_batches(
+        score_batch,
+        fn_kwargs={"params": None if params is None else params.to_json(), "backend": backend},
+        batch_size=batch_size,
+        batch_format="numpy",
+        num_cpus=num_cpus,
+        concurrency=concurrency,
+        max_retries=max_retries,
+    )
+
+
+class RolloutScorer:
+    """The recompute pipeline's actor: loads a causal LM once (`model`: a folder
+    `save_pretrained` wrote), then per batch of rows (`sample_id`, `prompt_ids`, `response_ids`)
+    captures its attention in one forward pass and returns γ for every response token
+    (`gamma`, as many as the response has; all ones where no answer was found, with `status`
+    saying why)."""
+
+    def __init__(self, model: str, *, tokenizer: str | None = None, answer: str = "boxed", params: str | None = None, device: str = "cpu", layers: tuple[int, int] | None = None):
+        import torch
+        import transformers
+
+        self.device = torch.device(device)
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(model).to(self.device).eval()
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer or model)
+        from . import rl
+
+        self.rule = {"boxed": rl.boxed_answer, "last_line": rl.last_line_answer}[answer]
+        self.params = None if params is None else Params.from_json(params)
+        self.layers = layers
+        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def __call__(self, batch: dict[str, Any]) -> Any:
+        import torch
+
+        from . import rl
+
+        prompts = [list(map(int, p)) for p in batch["prompt_ids"]]
+        responses = [list(map(int, r)) for r in batch["response_ids"]]
+        p, t = max(map(len, prompts)), max(map(len, responses))
+        ids = torch.full((len(prompts), p + t), self.pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        rmask = torch.zeros((len(prompts), t), dtype=torch.long)
+        for i, (q, r) in enumerate(zip(prompts, responses)):
+            ids[i, p - len(q) : p] = torch.tensor(q)
+            ids[i, p : p + len(r)] = torch.tensor(r)
+            mask[i, p - len(q) : p + len(r)] = 1
+            rmask[i, : len(r)] = 1
+        shaped = rl.response_gamma(self.model, ids.to(self.device), mask.to(self.device), rmask.to(self.device), self.rule,
+                                   tokenizer=self.tokenizer, params=self.params, layers=self.layers, backend="auto")
+        gamma = shaped.gamma.cpu().numpy()
+        status = ["no_answer" if r is None else ("failed" if isinstance(r, BaseException) else r.status) for r in shaped.results]
+        import pyarrow as pa
+
+        return pa.Table.from_pydict(
+            {"sample_id": [str(s) for s in batch["sample_id"]], "gamma": [gamma[i, : len(r)].astype(np.float64).tolist() for i, r in enumerate(responses)], "status": status},
+            schema=pa.schema([("sample_id", pa.string()), ("gamma", pa.list_(pa.float64())), ("status", pa.string())]),
+        )
+
+
+def score_rollouts(
+    rollouts: Any,
+    model: str | PathLike[str],
+    *,
+    tokenizer: str | PathLike[str] | None = None,
+    answer: str = "boxed",
+    params: Params | None = None,
+    batch_size: int = 8,
+    concurrency: int = 1,
+    num_gpus: float = 0,
+    num_cpus: float = 1,
+    layers: tuple[int, int] | None = None,
+) -> Any:
+    """γ per response token for a dataset of rollouts (`sample_id`, `prompt_ids`,
+    `response_ids`; e.g. `ray.data.read_parquet(...)` of what the trainer logged): `concurrency`
+    actors, each with the model loaded once (on a GPU when `num_gpus` > 0)."""
+    device = "cuda" if num_gpus else "cpu"
+    return rollouts.map_batches(
+        RolloutScorer,
+        fn_constructor_kwargs={
+            "model": fspath(model),
+            "tokenizer": None if tokenizer is None else fspath(tokenizer),
+            "answer": answer,
+            "params": None if params is None else params.to_json(),
+            "device": device,
+            "layers": layers,
+        },
+        batch_size=batch_size,
+        batch_format="numpy",
+        concurrency=concurrency,
+        num_gpus=num_gpus,
+        num_cpus=num_cpus,
+    )
+
+
+__all__: Sequence[str] = ("FILE_COLUMNS", "file_schema", "score_batch", "score_files", "trace_paths", "RolloutScorer", "score_rollouts")
