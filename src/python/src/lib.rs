@@ -195,6 +195,15 @@ fn analyze_files(py: Python<'_>, paths: Vec<String>, params_json: Option<&str>, 
     results(py, ran, given)
 }
 
+/// Trace files to the columns of `flowtracer.ray`'s rows (`output::file_columns`).
+#[pyfunction]
+#[pyo3(signature = (paths, params_json=None, backend="auto"))]
+fn file_columns<'py>(py: Python<'py>, paths: Vec<String>, params_json: Option<&str>, backend: &str) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    let (params, backend) = (params_of(params_json)?, backend_of(backend)?);
+    let (opened, ran) = open_and_run(py, paths.clone(), |p| Trace::open(Path::new(&p)), &params, backend.as_ref())?;
+    output::file_columns(py, &paths, &opened, ran)
+}
+
 /// For the binding's benchmark: the seconds the engine alone takes on what `analyze_arrays`
 /// (with `items`) or `analyze_files` (with `paths`) would run, opening included and nothing
 /// turned into Python objects. The difference to those calls' time is the binding's overhead.
@@ -355,6 +364,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_trace, m)?)?;
     m.add_function(wrap_pyfunction!(read_credits, m)?)?;
     m.add_function(wrap_pyfunction!(discover, m)?)?;
+    m.add_function(wrap_pyfunction!(file_columns, m)?)?;
     m.add_function(wrap_pyfunction!(token_advantages, m)?)?;
     m.add_function(wrap_pyfunction!(params_default, m)?)?;
     m.add_function(wrap_pyfunction!(params_parse, m)?)?;

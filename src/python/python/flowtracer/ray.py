@@ -50,25 +50,31 @@ def score_batch(batch: dict[str, Any], *, params: str | None = None, backend: st
     from . import _native
 
     paths = [fspath(p) for p in batch["path"]]
-    # The engine's own answers (dicts of NumPy arrays, or the error), not the typed results: a
-    # row needs a few of their fields, and at small traces building the rest costs as much as
-    # the engine.
-    answers = _native.analyze_files(paths, params, backend)
-    rows: dict[str, list[Any]] = {c: [] for c in FILE_COLUMNS}
-    for path, r in zip(paths, answers):
-        ok = not isinstance(r, BaseException)
-        rows["source"].append(path)
-        rows["sample_id"].append(r["sample_id"] if ok else None)
-        rows["step"].append(r["step"] if ok else None)
-        rows["status"].append(r["status"] if ok else "failed")
-        rows["n"].append(len(r["tokens"]) if ok else None)
-        for key in ("credit", "throughput", "hubs", "checkpoints"):
-            rows[key].append(r[key] if ok else None)
-        rows["backbone_tokens"].append([t for t, _ in r["backbone"]] if ok else None)
-        rows["backbone_flow"].append([f for _, f in r["backbone"]] if ok else None)
-        rows["error"].append(None if ok else str(r))
-    schema = file_schema()
-    return pa.table({c: pa.array(rows[c], type=schema.field(c).type) for c in FILE_COLUMNS}, schema=schema)
+    # The engine hands back columns, the per-token lists flattened with offsets as Arrow holds
+    # them: no Python loop over rows or tokens (at small traces that loop cost as much as the
+    # engine).
+    c = _native.file_columns(paths, params, backend)
+    failed = pa.array(~c["ok"])
+
+    def lists(name: str, kind: Any) -> Any:
+        return pa.ListArray.from_arrays(pa.array(c[f"{name}.offsets"]), pa.array(c[f"{name}.values"], kind), mask=failed)
+
+    inner = pa.ListArray.from_arrays(pa.array(c["backbone_tokens.inner.offsets"]), pa.array(c["backbone_tokens.inner.values"], pa.int64()))
+    columns = {
+        "source": pa.array(c["source"], pa.string()),
+        "sample_id": pa.array(c["sample_id"], pa.string()),
+        "step": pa.array(c["step"], pa.int64()),
+        "status": pa.array(c["status"], pa.string()),
+        "n": pa.array(c["n"], pa.int64()),
+        "credit": lists("credit", pa.float64()),
+        "throughput": lists("throughput", pa.float64()),
+        "backbone_tokens": pa.ListArray.from_arrays(pa.array(c["backbone_tokens.offsets"]), inner, mask=failed),
+        "backbone_flow": lists("backbone_flow", pa.float64()),
+        "hubs": lists("hubs", pa.int64()),
+        "checkpoints": lists("checkpoints", pa.int64()),
+        "error": pa.array(c["error"], pa.string()),
+    }
+    return pa.table(columns, schema=file_schema())
 
 
 def trace_paths(root: str | PathLike[str]) -> list[str]:
