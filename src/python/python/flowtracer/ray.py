@@ -2,16 +2,16 @@
 does in reasonable time. Two pipelines, both made of the same engine as the binary:
 
 - **Files** (`score_files`): trace files already written (a run folder on a shared filesystem),
-  mapped in batches through `analyze_files` on CPU workers. Each worker memory-maps its files
-  where they lie; only paths travel through Ray's object store, never attention.
+  mapped in batches through the engine on CPU workers. Each worker memory-maps its files where
+  they lie; only paths travel through Ray's object store, never attention.
 - **Recompute** (`score_rollouts`): rollouts stored as token ids (`prompt_ids`, `response_ids`),
   scored by actors that load a `transformers` model once and run `capture` + the engine on each
   batch (`rl.response_gamma`: the same call TRL and verl use). At 8k tokens one aggregated trace
   is 134 MB, so for a whole run recomputing the attention is the only path that scales: the
   stored rows are kilobytes, and the cost moves to one forward pass per rollout.
 
-Each pipeline returns a lazy `ray.data.Dataset`; `.write_parquet(DIR)` writes it, and pandas,
-polars or the app read it back. A trace that fails is a row with its error, never a lost batch.
+Each pipeline returns a lazy `ray.data.Dataset`; `.write_parquet(DIR)` writes it, and pandas or
+polars read it back (the binary and the app do not read it yet). A trace that fails is a row with its error, never a lost batch.
 Ray's own task retries (`max_retries`) make a worker that dies mid-batch cost only a re-run of
 that batch: every row comes out exactly once.
 """
@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .params import Params
+
 
 def file_schema() -> Any:
     """The columns of a files row: what `--export`'s JSON record holds per trace, flattened so
