@@ -40,9 +40,6 @@ impl Plan {
         Ok(Plan { spans, sink: reach::conditioned(spans, &params.answer), params: params.clone(), selection, n: trace.n() })
     }
 
-    /// A plan for steps 3–9 on the matrix an earlier plan aggregated: new spans or parameters of
-    /// the later steps. `None` when the aggregation parameters changed (the matrix would not be
-    /// the one these parameters make: a full run is needed).
     /// Where a run between `spans` with `params` can take up this plan's result (see
     /// [`crate::flow::resume`]): at the backbone when only the backbone, role, credit or step-graph
     /// parameters differ (reach and flow read none of them), at the roles when the backbone's are
@@ -63,6 +60,9 @@ impl Plan {
         })
     }
 
+    /// A plan for steps 3–9 on the matrix an earlier plan aggregated: new spans or parameters of
+    /// the later steps. `None` when the aggregation parameters changed (the matrix would not be
+    /// the one these parameters make: a full run is needed).
     pub fn reusing(&self, spans: Spans, params: &Params) -> Option<Result<Plan, DataError>> {
         if params.aggregate != self.params.aggregate {
             return None;
