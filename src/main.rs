@@ -331,9 +331,13 @@ fn run_export(out: PathBuf, cli: &Cli) -> ExitCode {
         Ok(b) => b,
         Err(e) => return usage(e),
     };
-    let jobs = export::plan(&cli.inputs, Some(&out), cli.allow_empty).jobs;
-    let bar = indicatif::ProgressBar::with_draw_target(Some(jobs.len() as u64), indicatif::ProgressDrawTarget::stderr());
-    if jobs.len() > 1 {
+    if cli.params.is_some() && cli.inputs.iter().any(|i| export::scored::is_scored_run(i)) {
+        return usage("--params does not apply to a scored run (Parquet): its rows hold the results of the parameters they were scored with".into());
+    }
+    let planned = export::plan(&cli.inputs, Some(&out), cli.allow_empty);
+    let count = planned.jobs.len() + planned.failed.len();
+    let bar = indicatif::ProgressBar::with_draw_target(Some(count as u64), indicatif::ProgressDrawTarget::stderr());
+    if count > 1 {
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} traces {elapsed_precise} eta {eta} {msg}")
                 .expect("static template"),
@@ -355,7 +359,7 @@ fn run_export(out: PathBuf, cli: &Cli) -> ExitCode {
     // written; a second Ctrl-C ends the process at once.
     let stop = cli_rl::interrupt();
     let options = export::Options { formats, allow_empty: cli.allow_empty };
-    let result = export::export(&out, &cli.inputs, &params, options, backend.as_ref(), &stop, &tick);
+    let result = export::export_planned(&out, planned, &cli.inputs, &params, options, backend.as_ref(), &stop, &tick);
     bar.finish_and_clear();
     let s = match result {
         Ok(s) => s,

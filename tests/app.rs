@@ -750,3 +750,37 @@ fn the_run_table_lays_out_only_its_visible_rows() {
     assert!(h.query_by_label("step_000000/sample_0000.safetensors").is_none());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A run scored on a cluster (`flowtracer.ray`'s Parquet) opens in the Run view like a folder:
+/// its rows with the statuses they were scored with, no re-analysis on new parameters, a row
+/// whose trace file is here opens it, a row whose file is elsewhere says so, a failed row is
+/// marked broken.
+#[test]
+fn a_run_scored_on_ray_opens_in_the_run_view() {
+    let mut h = harness();
+    h.state_mut().apply(flowtracer::app::Command::Open("tests/scored/broken_rows.parquet".into()));
+    assert_eq!(h.state().ui.view, View::Run);
+    h.step();
+    {
+        let run = h.state().model.run.as_ref().expect("a run is open");
+        assert_eq!(run.rows.len(), 17);
+        assert_eq!(run.scored.as_deref(), Some(std::path::Path::new("tests/scored/broken_rows.parquet")));
+        let ok = run.rows.iter().filter(|r| r.status.as_ref().is_some_and(|s| s.is_ok())).count();
+        assert_eq!(ok, 16, "the summary columns of every row but the failed one read: {:?}", run.rows);
+        assert!(run.rows.iter().any(|r| r.broken().is_some_and(|e| e.contains("sums to 1.3"))));
+        let elsewhere: Vec<&str> = run.rows.iter().filter(|r| r.elsewhere).map(|r| r.relative.as_str()).collect();
+        assert_eq!(elsewhere, ["cluster/run/step_000099/sample_0000.safetensors"], "the other sources are this repository's sample traces");
+    }
+    h.get_by_label("sample_traces/policy_run/step_000010/sample_0000.safetensors");
+    h.get_by_label("not here");
+    let mut p = flowtracer::Params::default();
+    p.aggregate.layers = Some([5, 9]);
+    h.state_mut().apply(flowtracer::app::Command::SetParams(p));
+    h.step();
+    assert!(h.state().model.run.as_ref().unwrap().rows.iter().filter(|r| r.status.as_ref().is_some_and(|s| s.is_ok())).count() == 16, "scored rows keep their statuses");
+    // A row opens its trace file.
+    let row = h.state().model.run.as_ref().unwrap().rows.iter().position(|r| r.relative == "sample_traces/addition.safetensors").unwrap();
+    let path = h.state().model.run.as_ref().unwrap().rows[row].path.clone();
+    h.state_mut().apply(flowtracer::app::Command::Open(path));
+    assert_eq!(h.state().model.doc().unwrap().trace.path, std::path::Path::new("sample_traces/addition.safetensors"));
+}

@@ -209,18 +209,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// Every file the export writes for the bundled traces, byte for byte as listed in
-/// `tests/golden/sample_export.txt` (a hash per file; in `summary.json` the times are zeroed).
-/// A speed-up must not change a byte of what users get; a change that means to change the output
-/// regenerates the list with UPDATE_GOLDEN=1, and its commit says why.
-#[test]
-fn the_sample_export_is_byte_identical_to_the_golden_list() {
-    let dir = temp_dir("export-golden");
-    let out = dir.join("out");
-    let status = flowtracer().args(["--export", out.to_str().unwrap(), "--backend", "cpu", "sample_traces"]).status().unwrap();
-    assert!(status.success());
+/// Every file under an export folder with its hash, one `HASH  NAME` line each in name order
+/// (`summary.json` with its times zeroed).
+fn listing(out: &Path) -> String {
     let mut files: Vec<std::path::PathBuf> = Vec::new();
-    let mut stack = vec![out.clone()];
+    let mut stack = vec![out.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
@@ -230,7 +223,7 @@ fn the_sample_export_is_byte_identical_to_the_golden_list() {
     files.sort();
     let mut listed = String::new();
     for p in &files {
-        let name = p.strip_prefix(&out).unwrap().to_string_lossy().replace('\\', "/");
+        let name = p.strip_prefix(out).unwrap().to_string_lossy().replace('\\', "/");
         let mut bytes = std::fs::read(p).unwrap();
         if name == "summary.json" {
             let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
@@ -241,6 +234,20 @@ fn the_sample_export_is_byte_identical_to_the_golden_list() {
         }
         listed.push_str(&format!("{:016x}  {name}\n", fnv1a(&bytes)));
     }
+    listed
+}
+
+/// Every file the export writes for the bundled traces, byte for byte as listed in
+/// `tests/golden/sample_export.txt` (a hash per file; in `summary.json` the times are zeroed).
+/// A speed-up must not change a byte of what users get; a change that means to change the output
+/// regenerates the list with UPDATE_GOLDEN=1, and its commit says why.
+#[test]
+fn the_sample_export_is_byte_identical_to_the_golden_list() {
+    let dir = temp_dir("export-golden");
+    let out = dir.join("out");
+    let status = flowtracer().args(["--export", out.to_str().unwrap(), "--backend", "cpu", "sample_traces"]).status().unwrap();
+    assert!(status.success());
+    let listed = listing(&out);
     let golden = Path::new("tests/golden/sample_export.txt");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
@@ -249,5 +256,92 @@ fn the_sample_export_is_byte_identical_to_the_golden_list() {
     let want = std::fs::read_to_string(golden).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", golden.display()));
     let changed: Vec<String> = want.lines().zip(listed.lines()).filter(|(a, b)| a != b).map(|(a, b)| format!("want {a}\n got {b}")).collect();
     assert!(changed.is_empty() && want.lines().count() == listed.lines().count(), "the export of sample_traces changed:\n{}\n(all files now:\n{listed})", changed.join("\n"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A run scored on Ray (`tests/scored/samples.parquet`: `flowtracer.ray`'s rows of
+/// `sample_traces/`) exports to the same bytes as the traces themselves, every format; only the
+/// summary's run entry (the Parquet, not the folder) and times differ.
+#[test]
+fn a_run_scored_on_ray_exports_the_same_files_as_its_traces() {
+    let dir = temp_dir("export-scored");
+    let (from_traces, from_rows) = (dir.join("traces"), dir.join("rows"));
+    for (out, input) in [(&from_traces, "sample_traces"), (&from_rows, "tests/scored/samples.parquet")] {
+        let status = flowtracer().args(["--export", out.to_str().unwrap(), "--backend", "cpu", "--format", "all", input]).status().unwrap();
+        assert!(status.success(), "{input}");
+    }
+    let files = |out: &Path| listing(out).lines().filter(|l| !l.ends_with("  summary.json")).map(str::to_owned).collect::<Vec<_>>();
+    let (want, got) = (files(&from_traces), files(&from_rows));
+    assert!(want.len() > 17 * 4);
+    assert_eq!(want, got, "the export of the scored rows differs from the traces' (after a change to the method or the row format, `python tests/scored/make.py` writes the fixture again)");
+    let traces = |out: &Path| {
+        let mut s = json(&out.join("summary.json"));
+        for t in s["traces"].as_array_mut().unwrap() {
+            t["elapsed_ms"] = 0.into();
+        }
+        (s["traces"].clone(), s["params"].clone(), s["backend"].clone())
+    };
+    assert_eq!(traces(&from_traces), traces(&from_rows));
+    assert_eq!(json(&from_rows.join("summary.json"))["runs"][0]["traces"], 17);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Rows that do not hold together (a list shorter than the tokens, a hub past the end, `details`
+/// that is not JSON, backbone lists of different lengths) are failures naming the file and the
+/// row; a trace that failed where it was scored keeps its problem and error; the rest export.
+#[test]
+fn a_scored_runs_broken_rows_are_failures_that_name_file_and_row() {
+    let dir = temp_dir("export-scored-broken");
+    let out = dir.join("out");
+    let status = flowtracer().args(["--export", out.to_str().unwrap(), "--format", "json,html", "tests/scored/broken_rows.parquet"]).status().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let summary = json(&out.join("summary.json"));
+    assert_eq!((summary["exported"].as_u64(), summary["failed"].as_u64()), (Some(12), Some(5)), "{summary}");
+    let failed: Vec<&serde_json::Value> = summary["traces"].as_array().unwrap().iter().filter(|t| t["status"] == "failed").collect();
+    for t in &failed {
+        let e = t["error"].as_str().unwrap();
+        if t["problem"] == "row_sum" {
+            assert!(e.contains("sums to 1.3"), "{e}");
+        } else {
+            assert!(e.contains("broken_rows.parquet: row ") && e.contains(t["source"].as_str().unwrap()), "{e}");
+        }
+    }
+    let errors: String = failed.iter().map(|t| t["error"].as_str().unwrap()).collect::<Vec<_>>().join("\n");
+    for why in ["`credit` has", "`hubs` names token 999", "`details` is not", "`backbone_tokens` and `backbone_flow`"] {
+        assert!(errors.contains(why), "no failure says {why:?}:\n{errors}");
+    }
+    // The row scored on another machine exports from its row alone, inside the output folder
+    // though its source is an absolute path.
+    assert!(out.join("cluster/run/step_000099/sample_0000.json").is_file());
+    assert!(out.join("sample_traces/policy_run/step_000030/sample_0000.json").is_file());
+    assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("sums to 1.3"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A file named `.parquet` that is not one, a folder of none, `--params` with a scored run, and
+/// step graphs (which need the attention) asked of rows: each a clear error, never a panic.
+#[test]
+fn a_scored_run_that_cannot_be_read_is_an_error_naming_it() {
+    let dir = temp_dir("export-scored-bad");
+    let bad = dir.join("rows.parquet");
+    std::fs::write(&bad, b"PAR1 not really").unwrap();
+    let out = dir.join("out");
+    let status = flowtracer().args(["--export", out.to_str().unwrap(), bad.to_str().unwrap()]).status().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let summary = json(&out.join("summary.json"));
+    let e = summary["traces"][0]["error"].as_str().unwrap();
+    assert!(e.contains("rows.parquet") && e.contains("not a readable Parquet file"), "{e}");
+
+    let params = dir.join("params.toml");
+    std::fs::write(&params, "").unwrap();
+    let o = flowtracer().args(["--export", out.to_str().unwrap(), "--params", params.to_str().unwrap(), "tests/scored/samples.parquet"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--params does not apply to a scored run"));
+
+    let graphs = dir.join("graphs");
+    let status = flowtracer().args(["--export", graphs.to_str().unwrap(), "--format", "dot", "tests/scored/samples.parquet"]).status().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let e = json(&graphs.join("summary.json"))["traces"][0]["error"].as_str().unwrap().to_owned();
+    assert!(e.contains("need the attention"), "{e}");
     let _ = std::fs::remove_dir_all(dir);
 }

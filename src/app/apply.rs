@@ -99,7 +99,7 @@ impl FlowApp {
     /// A trace file or a run folder; a trace opened from the Run or Train view is shown as text.
     fn open(&mut self, path: &Path) {
         let (m, ui) = (&mut self.model, &mut self.ui);
-        let opened = if path.is_dir() {
+        let opened = if path.is_dir() || crate::export::scored::is_scored_run(path) {
             m.open_run(path).map(|()| ui.view = View::Run)
         } else {
             let was = m.docs.len();

@@ -90,8 +90,16 @@ impl Model {
         Ok(())
     }
 
-    /// Opens a run folder and its first trace.
+    /// Opens a run folder and its first trace, or a scored run's Parquet and the first of its
+    /// traces on this machine.
     pub fn open_run(&mut self, path: &Path) -> Result<(), String> {
+        if crate::export::scored::is_scored_run(path) {
+            let scored = RunModel::open_scored(path, self.backend, &self.params)?;
+            let first = scored.rows.iter().find(|r| !r.elsewhere && r.broken().is_none()).map(|r| r.path.clone());
+            self.run = Some(scored);
+            self.recent.remember(path);
+            return first.map_or(Ok(()), |f| self.open_trace(&f));
+        }
         let r = run::discover(path)?;
         let first = r.traces.first().cloned();
         self.run = Some(RunModel::open(r, self.backend, &self.params));

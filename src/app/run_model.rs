@@ -24,6 +24,8 @@ pub struct RunRow {
     pub correct: Option<bool>,
     /// The pipeline's status (`ok`, `no_answer`, `no_flow`), or why the trace failed.
     pub status: Option<Result<&'static str, String>>,
+    /// A scored run's row whose trace file is not on this machine: listed, not openable.
+    pub elsewhere: bool,
 }
 
 impl RunRow {
@@ -48,6 +50,9 @@ pub struct RunModel {
     backend: &'static dyn Backend,
     params: Params,
     watch: Option<Watch>,
+    /// The Parquet a scored run was read from: its statuses are the ones it was scored with, and
+    /// other parameters re-score only the traces opened here.
+    pub scored: Option<PathBuf>,
 }
 
 /// The run folder watched for new traces and metrics (notify: inotify, FSEvents, ...; polling
@@ -89,9 +94,28 @@ impl RunModel {
         let rows = run.traces.iter().map(|p| RunRow { path: p.clone(), relative: run.relative(p).display().to_string(), ..Default::default() }).collect();
         let (send, updates) = channel();
         let watch = Watch::start(&run.root);
-        let mut m = RunModel { run, rows, updates, send, pass: 0, cancel: Cancel::default(), backend, params: params.clone(), watch };
+        let mut m = RunModel { run, rows, updates, send, pass: 0, cancel: Cancel::default(), backend, params: params.clone(), watch, scored: None };
         m.analyse(backend, params);
         m
+    }
+
+    /// A run scored elsewhere (`flowtracer.ray`'s Parquet, a file or a folder of them): its rows
+    /// as they were scored, each openable where its trace file is on this machine.
+    pub fn open_scored(path: &Path, backend: &'static dyn Backend, params: &Params) -> Result<Self, String> {
+        let summaries = crate::export::scored::read_summaries(path)?;
+        let root = crate::export::scored::common_folder(summaries.iter().map(|r| Path::new(&r.source)));
+        let name = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let run = Run { root, traces: summaries.iter().map(|r| PathBuf::from(&r.source)).collect(), info: Some(serde_json::json!({ "name": name })), ..Default::default() };
+        let rows = summaries
+            .into_iter()
+            .map(|r| {
+                let path = PathBuf::from(&r.source);
+                let status = r.status.and_then(|s| crate::flow::Status::named(&s).map(|s| s.name()).ok_or(format!("unknown status {s:?}")));
+                RunRow { relative: run.relative(&path).display().to_string(), elsewhere: !path.is_file(), n: r.n, step: r.step, reward: r.reward, correct: r.correct, status: Some(status), path }
+            })
+            .collect();
+        let (send, updates) = channel();
+        Ok(RunModel { run, rows, updates, send, pass: 0, cancel: Cancel::default(), backend, params: params.clone(), watch: None, scored: Some(path.to_path_buf()) })
     }
 
     /// Whether new traces and metrics are picked up as they appear.
@@ -101,6 +125,9 @@ impl RunModel {
 
     /// (Re)fills the rows' statuses with these parameters, cancelling a pass still running.
     pub fn analyse(&mut self, backend: &'static dyn Backend, params: &Params) {
+        if self.scored.is_some() {
+            return;
+        }
         self.cancel.cancel();
         self.cancel = Cancel::default();
         self.pass += 1;

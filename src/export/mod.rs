@@ -7,10 +7,11 @@ mod html;
 mod outputs;
 pub mod plan;
 pub mod record;
+pub mod scored;
 pub mod table;
 
 pub use credits::{CreditRow, Credits, read_credits};
-pub use plan::{Job, plan};
+pub use plan::{Job, Planned, plan};
 
 use crate::backend::Backend;
 use crate::flow::{Cancel, FlowResult};
@@ -213,7 +214,46 @@ pub struct Done {
     pub token_ids: Option<Vec<i64>>,
     pub sample_id: Option<String>,
     pub spans: crate::span::Spans,
+    pub meta: crate::trace::TraceMeta,
+    pub causal_effect: Option<Vec<f32>>,
     pub result: FlowResult,
+}
+
+impl Done {
+    fn of_trace(stem: PathBuf, trace: &Trace, result: FlowResult) -> Done {
+        Done {
+            stem,
+            label: trace.label(),
+            source: trace.path.display().to_string(),
+            tokens: trace.tokens.clone(),
+            text: trace.text(),
+            token_ids: trace.token_ids.clone(),
+            sample_id: trace.meta.sample_id.clone(),
+            spans: trace.spans,
+            meta: trace.meta.clone(),
+            causal_effect: trace.causal_effect.clone(),
+            result,
+        }
+    }
+
+    /// A row of a scored run, as if its trace had been run here.
+    fn of_scored(stem: PathBuf, s: scored::Scored) -> Done {
+        let label = crate::trace::label_of(s.meta.sample_id.as_deref(), Path::new(&s.source));
+        let text = crate::trace::text_of(&s.tokens, s.meta.tokenizer);
+        Done {
+            stem,
+            label,
+            source: s.source,
+            text,
+            tokens: s.tokens,
+            token_ids: s.token_ids,
+            sample_id: s.meta.sample_id.clone(),
+            spans: s.spans,
+            meta: s.meta,
+            causal_effect: s.causal_effect,
+            result: s.result,
+        }
+    }
 }
 
 /// The step graph and the token backbone of a result. The step graph needs the matrix, which
@@ -257,11 +297,35 @@ pub fn export(
     stop: &Cancel,
     tick: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Summary, String> {
+    export_planned(out, plan::plan(inputs, Some(out), options.allow_empty), inputs, params, options, backend, stop, tick)
+}
+
+/// [`export`] of inputs already planned (`plan(inputs, Some(out), ..)`), for a caller that needs
+/// the count of traces first (a progress bar) without reading a scored run twice.
+#[allow(clippy::too_many_arguments)]
+pub fn export_planned(
+    out: &Path,
+    planned: plan::Planned,
+    inputs: &[PathBuf],
+    params: &Params,
+    options: Options,
+    backend: &dyn Backend,
+    stop: &Cancel,
+    tick: &(dyn Fn(&Outcome) + Sync),
+) -> Result<Summary, String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create output folder: {e}", out.display()))?;
     crate::atomic::remove_stale_temporaries(out);
-    let plan::Planned { jobs, runs, failed: mut outcomes } = plan::plan(inputs, Some(out), options.allow_empty);
+    let plan::Planned { jobs, runs, failed: mut outcomes } = planned;
     outcomes.iter().for_each(tick);
-    let outputs = outputs::Outputs::new(out, jobs.iter().map(|j| j.source.clone()));
+    let outputs = outputs::Outputs::new(out, jobs.iter().map(|j| j.source.clone()).chain(inputs.iter().cloned()));
+    let (from_rows, jobs): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.scored.is_some());
+    // A run of scored rows alone is summarised with the parameters and backend it was scored
+    // with; each row's JSON says its own in any case.
+    let scored_with = if jobs.is_empty() { scored_alike(&from_rows) } else { None };
+    let (params, backend_name) = match &scored_with {
+        Some((p, b)) => (p, b.clone()),
+        None => (params, backend.name().to_string()),
+    };
     // Traces go to the backend in batches of the size it runs best (one for the CPU, whose
     // parallelism is across traces here; many for CUDA, which solves a batch in one set of launches).
     let results: Vec<(Outcome, Option<Done>)> = jobs
@@ -274,6 +338,11 @@ pub fn export(
             }
             pairs
         })
+        .chain(from_rows.into_par_iter().map(|job| {
+            let pair = export_scored(&outputs, job, options.formats, stop);
+            tick(&pair.0);
+            pair
+        }))
         .collect();
     let mut done = Vec::new();
     for (o, d) in results {
@@ -282,7 +351,7 @@ pub fn export(
     }
     let mut summary = Summary {
         format: "flowtracer.summary/1",
-        backend: backend.name().into(),
+        backend: backend_name,
         params: params.clone(),
         exported: done.len(),
         failed: outcomes.iter().filter(|o| o.is_failed()).count(),
@@ -352,29 +421,64 @@ fn export_batch(outputs: &outputs::Outputs, chunk: &[Job], params: &Params, form
             let res = ran.and_then(|(trace, result)| write_one(outputs, job, &trace, result, params, formats));
             let elapsed_ms = open_ms + share_ms + t.elapsed().as_secs_f64() * 1e3;
             match res {
-                Ok(done) => (
-                    Outcome::Exported {
-                        source: job.source.display().to_string(),
-                        output: job.stem.with_extension("json").display().to_string(),
-                        status: done.result.status,
-                        n: done.tokens.len(),
-                        fallbacks: done.result.provenance.fallbacks.clone(),
-                        elapsed_ms,
-                    },
-                    Some(done),
-                ),
+                Ok(done) => (exported(&done, elapsed_ms), Some(done)),
                 Err(e) => (failure(&job.source, e.problem, e.to_string()).with_elapsed(elapsed_ms), None),
             }
         })
         .collect()
 }
 
+/// The parameters and backend every scored row shares, if they do.
+fn scored_alike(rows: &[Job]) -> Option<(Params, String)> {
+    let mut scored = rows.iter().filter_map(|j| j.scored.as_deref());
+    let first = scored.next()?;
+    let backend = first.result.provenance.label();
+    scored.all(|s| s.params == first.params && s.result.provenance.label() == backend).then(|| (first.params.clone(), backend))
+}
+
+/// A scored run's row: its files written as a trace's would be, from the result it holds.
+fn export_scored(outputs: &outputs::Outputs, job: Job, formats: Formats, stop: &Cancel) -> (Outcome, Option<Done>) {
+    let t = Instant::now();
+    if stop.is_cancelled() {
+        return (failure(&job.source, Problem::Cancelled, "not exported: the export was interrupted".into()), None);
+    }
+    let s = *job.scored.expect("a scored job");
+    let params = s.params.clone();
+    let done = Done::of_scored(job.stem, s);
+    let res = write_files(outputs, &done, &params, formats, None);
+    let elapsed_ms = t.elapsed().as_secs_f64() * 1e3;
+    match res {
+        Ok(()) => (exported(&done, elapsed_ms), Some(done)),
+        Err(e) => (failure(&job.source, e.problem, e.to_string()).with_elapsed(elapsed_ms), None),
+    }
+}
+
+fn exported(done: &Done, elapsed_ms: f64) -> Outcome {
+    Outcome::Exported {
+        source: done.source.clone(),
+        output: done.stem.with_extension("json").display().to_string(),
+        status: done.result.status,
+        n: done.tokens.len(),
+        fallbacks: done.result.provenance.fallbacks.clone(),
+        elapsed_ms,
+    }
+}
+
 /// A trace's files, made in memory first and then written all or none.
 fn write_one(outputs: &outputs::Outputs, job: &Job, trace: &Trace, result: FlowResult, params: &Params, f: Formats) -> Result<Done, TraceError> {
-    let fail = |e: String| TraceError::new(&job.source, Problem::Io, e);
-    let file = |ext: &str| outputs.file(&job.stem, ext);
-    let title = format!("{} · {} · {} tokens", trace.label(), result.status.name(), trace.n());
-    let text = trace.text();
+    let done = Done::of_trace(job.stem.clone(), trace, result);
+    write_files(outputs, &done, params, f, Some(trace))?;
+    Ok(done)
+}
+
+/// The files of one result. `trace` is the attention the step graphs need (`dot`, `graphml`); a
+/// scored row has none.
+fn write_files(outputs: &outputs::Outputs, d: &Done, params: &Params, f: Formats, trace: Option<&Trace>) -> Result<(), TraceError> {
+    let source = Path::new(&d.source);
+    let fail = |e: String| TraceError::new(source, Problem::Io, e);
+    let file = |ext: &str| outputs.file(&d.stem, ext);
+    let result = &d.result;
+    let title = format!("{} · {} · {} tokens", d.label, result.status.name(), d.tokens.len());
     type Files = Result<Vec<(PathBuf, Vec<u8>)>, TraceError>;
     // The credit picture (most of a trace's export: laying out, rasterising and compressing the
     // whole text) is made beside everything else; each file's bytes are what they were made one
@@ -383,17 +487,17 @@ fn write_one(outputs: &outputs::Outputs, job: &Job, trace: &Trace, result: FlowR
         if !f.png {
             return Ok(Vec::new());
         }
-        let svg = render::text::credit_svg(&title, &trace.tokens, &text, trace.spans, &result, &Default::default());
+        let svg = render::text::credit_svg(&title, &d.tokens, &d.text, d.spans, result, &Default::default());
         Ok(vec![(file("credit.png"), render::svg_to_png(&svg).map_err(|e| fail(format!("{}: {e}", file("credit.png").display())))?)])
     };
     let the_rest = || -> Files {
         let mut files = Vec::new();
         if f.json {
-            let rec = record::record(trace, &result, params);
+            let rec = record::record(d, params);
             files.push((file("json"), serde_json::to_vec(&rec).expect("record serialises")));
         }
         if f.svg || f.png {
-            let svg = render::backbone::backbone_svg(&title, &trace.tokens, &text, trace.spans, &result);
+            let svg = render::backbone::backbone_svg(&title, &d.tokens, &d.text, d.spans, result);
             if f.png {
                 files.push((file("backbone.png"), render::svg_to_png(&svg).map_err(|e| fail(format!("{}: {e}", file("backbone.png").display())))?));
             }
@@ -402,14 +506,17 @@ fn write_one(outputs: &outputs::Outputs, job: &Job, trace: &Trace, result: FlowR
             }
         }
         if f.dot || f.graphml {
-            let (steps, backbone) = graphs(trace, &result, params, &text)?;
+            let Some(trace) = trace else {
+                return Err(TraceError::new(source, Problem::Params, format!("{}: the step graphs (dot, graphml) need the attention, which a scored row does not hold: export the trace files for them", d.source)));
+            };
+            let (steps, backbone) = graphs(trace, result, params, &d.text)?;
             if f.dot {
-                files.push((file("steps.dot"), render::graph::steps_dot(&steps, &text).into_bytes()));
-                files.push((file("backbone.dot"), render::graph::backbone_dot(&backbone, &text).into_bytes()));
+                files.push((file("steps.dot"), render::graph::steps_dot(&steps, &d.text).into_bytes()));
+                files.push((file("backbone.dot"), render::graph::backbone_dot(&backbone, &d.text).into_bytes()));
             }
             if f.graphml {
-                files.push((file("steps.graphml"), render::graph::steps_graphml(&steps, &text).into_bytes()));
-                files.push((file("backbone.graphml"), render::graph::backbone_graphml(&backbone, &text).into_bytes()));
+                files.push((file("steps.graphml"), render::graph::steps_graphml(&steps, &d.text).into_bytes()));
+                files.push((file("backbone.graphml"), render::graph::backbone_graphml(&backbone, &d.text).into_bytes()));
             }
         }
         Ok(files)
@@ -417,16 +524,5 @@ fn write_one(outputs: &outputs::Outputs, job: &Job, trace: &Trace, result: FlowR
     let (credit, rest) = rayon::join(credit_png, the_rest);
     let mut files = credit?;
     files.extend(rest?);
-    outputs.write_all(&files).map_err(fail)?;
-    Ok(Done {
-        stem: job.stem.clone(),
-        label: trace.label(),
-        source: job.source.display().to_string(),
-        tokens: trace.tokens.clone(),
-        text,
-        token_ids: trace.token_ids.clone(),
-        sample_id: trace.meta.sample_id.clone(),
-        spans: trace.spans,
-        result,
-    })
+    outputs.write_all(&files).map_err(fail)
 }

@@ -3,7 +3,7 @@
 //! other inputs nothing; names are resolved so no two traces, and no trace and a run-wide file,
 //! write to the same place.
 
-use super::{Outcome, failure};
+use super::{Outcome, failure, scored};
 use crate::trace::{Problem, run};
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 pub struct Job {
     pub source: PathBuf,
     pub stem: PathBuf,
+    /// The result, when the input was a scored run's row rather than a trace file.
+    pub scored: Option<Box<scored::Scored>>,
 }
 
 /// The traces to export, the run folders they came from, and the inputs that failed already.
@@ -32,7 +34,9 @@ const RESERVED_STEMS: [&str; 1] = ["summary"];
 pub fn plan(inputs: &[PathBuf], out: Option<&Path>, allow_empty: bool) -> Planned {
     let mut p = Planned::default();
     for input in inputs {
-        if input.is_dir() {
+        if scored::is_scored_run(input) {
+            plan_scored(&mut p, input);
+        } else if input.is_dir() {
             match run::discover_except(input, out) {
                 Ok(r) => {
                     for (dir, why) in &r.unreadable {
@@ -43,7 +47,7 @@ pub fn plan(inputs: &[PathBuf], out: Option<&Path>, allow_empty: bool) -> Planne
                         p.failed.push(failure(input, Problem::Empty, why));
                     }
                     for t in &r.traces {
-                        p.jobs.push(Job { source: t.clone(), stem: r.relative(t).with_extension("") });
+                        p.jobs.push(Job { source: t.clone(), stem: r.relative(t).with_extension(""), scored: None });
                     }
                     p.runs.push(super::RunInfo {
                         root: input.display().to_string(),
@@ -60,7 +64,7 @@ pub fn plan(inputs: &[PathBuf], out: Option<&Path>, allow_empty: bool) -> Planne
                 // A FIFO or a device too: opening it reports what it is, as that input's failure.
                 Ok(_) => {
                     let stem = input.file_stem().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("trace"));
-                    p.jobs.push(Job { source: input.clone(), stem });
+                    p.jobs.push(Job { source: input.clone(), stem, scored: None });
                 }
                 Err(e) => p.failed.push(failure(input, Problem::Io, missing(input, e))),
             }
@@ -68,6 +72,37 @@ pub fn plan(inputs: &[PathBuf], out: Option<&Path>, allow_empty: bool) -> Planne
     }
     dedupe_stems(&mut p.jobs);
     p
+}
+
+/// A scored run's rows: each result a job of its own, named as `--export` of the run folder it was
+/// scored from names it (relative to the folder its sources share); each failed row a failure.
+fn plan_scored(p: &mut Planned, input: &Path) {
+    let rows = match scored::read(input) {
+        Ok(rows) => rows,
+        Err(e) => return p.failed.push(failure(input, Problem::Container, e)),
+    };
+    let root = scored::common_folder(rows.iter().map(|r| Path::new(r.source())));
+    p.runs.push(super::RunInfo {
+        root: input.display().to_string(),
+        name: input.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        traces: rows.len(),
+        metrics: 0,
+        warnings: Vec::new(),
+    });
+    for row in rows {
+        match row {
+            scored::ScoredRow::Scored(s) => {
+                let source = PathBuf::from(&s.source);
+                // Only the names: a source outside the shared folder (absolute, or up with `..`)
+                // still writes inside the output folder.
+                let relative = source.strip_prefix(&root).unwrap_or(&source);
+                let stem: PathBuf = relative.components().filter(|c| matches!(c, std::path::Component::Normal(_))).collect();
+                let stem = stem.with_extension("");
+                p.jobs.push(Job { source, stem, scored: Some(s) });
+            }
+            scored::ScoredRow::Failed { source, problem, error } => p.failed.push(failure(Path::new(&source), problem, error)),
+        }
+    }
 }
 
 fn missing(input: &Path, e: std::io::Error) -> String {

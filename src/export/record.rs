@@ -1,10 +1,10 @@
 //! The per-trace JSON document (`flowtracer.credit/1`): everything the pipeline derived, with the
 //! parameters that made it, so a file on its own says how to reproduce it.
 
-use crate::flow::{FlowPath, FlowResult};
+use crate::flow::FlowPath;
 use crate::params::Params;
 use crate::span::Spans;
-use crate::trace::{Trace, TraceMeta};
+use crate::trace::TraceMeta;
 use serde::Serialize;
 
 pub const CREDIT_FORMAT: &str = "flowtracer.credit/1";
@@ -45,32 +45,33 @@ pub struct CreditRecord<'a> {
     pub checkpoints: &'a [usize],
 }
 
-pub fn record<'a>(trace: &'a Trace, r: &'a FlowResult, params: &'a Params) -> CreditRecord<'a> {
+pub fn record<'a>(d: &'a super::Done, params: &'a Params) -> CreditRecord<'a> {
+    let r = &d.result;
     CreditRecord {
         format: CREDIT_FORMAT,
-        source: trace.path.display().to_string(),
+        source: d.source.clone(),
         status: r.status.name(),
         backend: r.provenance.label(),
         provenance: &r.provenance,
-        n: trace.n(),
-        spans: trace.spans,
+        n: d.tokens.len(),
+        spans: d.spans,
         sink: r.spans.answer,
         params,
         layers: &r.layers,
         heads: &r.heads,
-        meta: &trace.meta,
+        meta: &d.meta,
         question_sources: r.question_sources,
         answer_inflow: r.answer_inflow(),
         backbone_flow: r.backbone_flow(),
-        tokens: &trace.tokens,
-        token_ids: trace.token_ids.as_deref(),
+        tokens: &d.tokens,
+        token_ids: d.token_ids.as_deref(),
         reach: &r.reach,
         flow: &r.flow,
         throughput: &r.throughput,
         credit: &r.credit,
         far_sources: &r.far_sources,
         backbone: &r.backbone,
-        causal_effect: trace.causal_effect.as_deref(),
+        causal_effect: d.causal_effect.as_deref(),
         hubs: &r.hubs,
         checkpoints: &r.checkpoints,
     }

@@ -42,6 +42,13 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 3] = [Status::Ok, Status::NoAnswer, Status::NoFlow];
+
+    /// The status a [`Status::name`] names.
+    pub fn named(name: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Status::Ok => "ok",

@@ -2,11 +2,11 @@
 //! It travels with the result as data; the binary prints it once, the app shows it in the status
 //! bar, the export writes it beside the numbers. Library code never prints a fallback.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// What runs the pipeline's steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Executor {
     Cpu,
@@ -25,7 +25,7 @@ impl Executor {
 }
 
 /// The steps an executor may take over (FLOWTRACER.md §1), in pipeline order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     Aggregate,
@@ -54,14 +54,14 @@ impl Step {
 }
 
 /// A step the executor was asked to run that ran on the CPU instead.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fallback {
     pub step: Step,
     pub from: Executor,
     pub reason: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Provenance {
     /// The executor the run was given.
     pub executor: Executor,

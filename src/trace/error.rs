@@ -50,6 +50,12 @@ impl Problem {
             Problem::Empty => "empty",
         }
     }
+
+    /// The category a [`Problem::name`] names (a summary or a scored row read back).
+    pub fn named(name: &str) -> Option<Problem> {
+        use Problem::*;
+        [Io, Container, Metadata, Dtype, Shape, TokenCount, Span, TooLarge, NonFinite, Negative, NonCausal, RowSum, Params, Cancelled, Empty].into_iter().find(|p| p.name() == name)
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -17,7 +17,7 @@ pub use load::{FORMAT, MAX_MATRIX_BYTES_ENV, matrix_budget};
 pub use write::{AttentionInput, TraceBuilder};
 
 use crate::span::{Span, Spans};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -115,7 +115,8 @@ impl Attention {
 }
 
 /// The optional metadata of the trace format, typed.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TraceMeta {
     /// Original indices of the layers the file kept.
     pub layers: Option<Vec<usize>>,
@@ -133,6 +134,17 @@ pub struct TraceMeta {
     pub tokenizer: Option<Tokenizer>,
     /// Every other metadata key, kept verbatim.
     pub extra: BTreeMap<String, String>,
+}
+
+/// [`Trace::text`] of tokens and the tokenizer a file names (detected when it names none), for
+/// results that come without their trace (a scored run).
+pub fn text_of(tokens: &[String], tokenizer: Option<Tokenizer>) -> Vec<String> {
+    crate::subword::decode(tokens, tokenizer.unwrap_or_else(|| Tokenizer::detect(tokens)))
+}
+
+/// [`Trace::label`] of a sample id and the file's path.
+pub fn label_of(sample_id: Option<&str>, path: &Path) -> String {
+    sample_id.map(str::to_owned).unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
 }
 
 pub struct Trace {
@@ -179,14 +191,12 @@ impl Trace {
     /// Each token's text as a reader expects it (subword markers decoded); what the pictures
     /// and the app show. The raw tokens stay in `tokens`.
     pub fn text(&self) -> Vec<String> {
-        crate::subword::decode(&self.tokens, self.tokenizer())
+        text_of(&self.tokens, self.meta.tokenizer)
     }
 
     /// A short name for tables: the sample id when the file has one, else the file stem.
     pub fn label(&self) -> String {
-        self.meta.sample_id.clone().unwrap_or_else(|| {
-            self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
-        })
+        label_of(self.meta.sample_id.as_deref(), &self.path)
     }
 
     /// Original layer indices of the slabs in the file.

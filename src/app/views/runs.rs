@@ -12,7 +12,9 @@ pub fn show(ui: &mut Ui, view: &mut RunModel) -> Option<Command> {
     }
     let mut open = None;
     ui.heading(format!("run {}", view.run.name()));
-    if view.watching() {
+    if let Some(from) = &view.scored {
+        ui.weak(format!("{} traces scored elsewhere, read from {}: statuses as they were scored; a trace whose file is here opens and re-scores", view.rows.len(), from.display()));
+    } else if view.watching() {
         ui.weak(format!("{} traces · watching the folder: new traces and metrics appear as they are written", view.rows.len()));
     }
     for w in &view.run.warnings {
@@ -32,7 +34,9 @@ pub fn show(ui: &mut Ui, view: &mut RunModel) -> Option<Command> {
         keys
     };
     if numeric.is_empty() {
-        ui.weak("no metrics.jsonl");
+        if view.scored.is_none() {
+            ui.weak("no metrics.jsonl");
+        }
     } else {
         // Rates and scores (reward, accuracy, loss, γ) live near [0, 1]; timings in the thousands
         // would flatten them, so they get a plot of their own.
@@ -103,6 +107,9 @@ pub fn show(ui: &mut Ui, view: &mut RunModel) -> Option<Command> {
                 cell(ui, width(6), |ui| match row.broken() {
                     Some(e) => {
                         ui.colored_label(ui.visuals().error_fg_color, "broken").on_hover_text(e);
+                    }
+                    None if row.elsewhere => {
+                        ui.weak("not here").on_hover_text(format!("{}: the trace file is not on this machine", row.path.display()));
                     }
                     None => {
                         if ui.button("open").clicked() {

@@ -201,7 +201,7 @@ fn analyze_files(py: Python<'_>, paths: Vec<String>, params_json: Option<&str>, 
 fn file_columns<'py>(py: Python<'py>, paths: Vec<String>, params_json: Option<&str>, backend: &str) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     let (params, backend) = (params_of(params_json)?, backend_of(backend)?);
     let (opened, ran) = open_and_run(py, paths.clone(), |p| Trace::open(Path::new(&p)), &params, backend.as_ref())?;
-    output::file_columns(py, &paths, &opened, ran)
+    output::file_columns(py, &paths, &opened, ran, &params)
 }
 
 /// For the binding's benchmark: the seconds the engine alone takes on what `analyze_arrays`

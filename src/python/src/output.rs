@@ -1,7 +1,9 @@
 //! Results for Python: dicts of NumPy arrays that take over the engine's vectors, and plain
 //! values. The pure-Python layer turns each dict into a typed object.
 
+use flowtracer::Params;
 use flowtracer::export::Credits;
+use flowtracer::export::scored::Details;
 use flowtracer::{FlowResult, Span, Trace};
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
@@ -57,11 +59,13 @@ struct Flat<T> {
     offsets: Vec<i32>,
 }
 
-impl<T: numpy::Element> Flat<T> {
-    fn new() -> Self {
+impl<T> Default for Flat<T> {
+    fn default() -> Self {
         Flat { values: Vec::new(), offsets: vec![0] }
     }
+}
 
+impl<T: numpy::Element> Flat<T> {
     fn push(&mut self, row: impl IntoIterator<Item = T>) {
         self.values.extend(row);
         self.offsets.push(self.values.len() as i32);
@@ -74,14 +78,12 @@ impl<T: numpy::Element> Flat<T> {
 }
 
 /// Trace files' results as the columns of `flowtracer.ray`'s rows: per row its source, metadata,
-/// status, size and error, and each per-token list flattened into one array with offsets, so a
-/// batch becomes an Arrow table without a Python loop over its rows. A failed trace has empty
-/// lists, `ok` false and its error.
-pub fn file_columns<'py>(py: Python<'py>, paths: &[String], opened: &[Result<Trace, flowtracer::TraceError>], ran: Vec<Result<FlowResult, flowtracer::TraceError>>) -> PyResult<Bound<'py, PyDict>> {
-    let (mut credit, mut throughput, mut flow) = (Flat::<f64>::new(), Flat::<f64>::new(), Flat::<f64>::new());
-    let (mut hubs, mut checkpoints, mut path_tokens, mut paths_of_row) = (Flat::<i64>::new(), Flat::<i64>::new(), Flat::<i64>::new(), Flat::<i64>::new());
-    let (mut ok, mut status, mut error) = (Vec::new(), Vec::new(), Vec::<Option<String>>::new());
-    let (mut sample_id, mut step, mut n) = (Vec::<Option<String>>::new(), Vec::<Option<u64>>::new(), Vec::<Option<usize>>::new());
+/// status, size and error, each per-token list flattened into one array with offsets, and the
+/// rest as the `details` JSON the binary reads back (`flowtracer::export::scored`), so a batch
+/// becomes an Arrow table without a Python loop over its rows or tokens. A failed trace has
+/// empty lists, `ok` false and its error.
+pub fn file_columns<'py>(py: Python<'py>, paths: &[String], opened: &[Result<Trace, flowtracer::TraceError>], ran: Vec<Result<FlowResult, flowtracer::TraceError>>, params: &Params) -> PyResult<Bound<'py, PyDict>> {
+    let mut c = Columns::default();
     let mut ran = ran.into_iter();
     for t in opened {
         let r = match t {
@@ -89,56 +91,135 @@ pub fn file_columns<'py>(py: Python<'py>, paths: &[String], opened: &[Result<Tra
             Err(e) => Err(e.clone()),
         };
         match r {
-            Ok((trace, r)) => {
-                ok.push(true);
-                status.push(r.status.name().to_string());
-                error.push(None);
-                sample_id.push(trace.meta.sample_id.clone());
-                step.push(trace.meta.step);
-                n.push(Some(trace.n()));
-                credit.push(r.credit.iter().copied());
-                throughput.push(r.throughput.iter().copied());
-                hubs.push(r.hubs.iter().map(|&k| k as i64));
-                checkpoints.push(r.checkpoints.iter().map(|&k| k as i64));
-                flow.push(r.backbone.iter().map(|p| p.flow));
-                for p in &r.backbone {
-                    path_tokens.push(p.tokens.iter().map(|&k| k as i64));
-                }
-                paths_of_row.offsets.push(path_tokens.offsets.len() as i32 - 1);
-            }
-            Err(e) => {
-                ok.push(false);
-                status.push("failed".to_string());
-                error.push(Some(e.to_string()));
-                sample_id.push(None);
-                step.push(None);
-                n.push(None);
-                for list in [&mut credit, &mut throughput, &mut flow] {
-                    list.push([]);
-                }
-                for list in [&mut hubs, &mut checkpoints] {
-                    list.push([]);
-                }
-                paths_of_row.offsets.push(path_tokens.offsets.len() as i32 - 1);
-            }
+            Ok((trace, r)) => c.push(trace, &r, serde_json::to_string(&Details::of(trace, &r, params)).map_err(value_error)?),
+            Err(e) => c.push_failed(&e),
         }
     }
-    let d = PyDict::new(py);
-    d.set_item("source", paths)?;
-    d.set_item("ok", ok.into_pyarray(py))?;
-    d.set_item("status", status)?;
-    d.set_item("error", error)?;
-    d.set_item("sample_id", sample_id)?;
-    d.set_item("step", step)?;
-    d.set_item("n", n)?;
-    credit.put(py, &d, "credit")?;
-    throughput.put(py, &d, "throughput")?;
-    hubs.put(py, &d, "hubs")?;
-    checkpoints.put(py, &d, "checkpoints")?;
-    flow.put(py, &d, "backbone_flow")?;
-    path_tokens.put(py, &d, "backbone_tokens.inner")?;
-    d.set_item("backbone_tokens.offsets", paths_of_row.offsets.into_pyarray(py))?;
-    Ok(d)
+    c.into_dict(py, paths)
+}
+
+/// The columns of `file_columns`, a row at a time.
+#[derive(Default)]
+struct Columns {
+    ok: Vec<bool>,
+    status: Vec<String>,
+    error: Vec<Option<String>>,
+    problem: Vec<Option<&'static str>>,
+    sample_id: Vec<Option<String>>,
+    step: Vec<Option<u64>>,
+    n: Vec<Option<usize>>,
+    reward: Vec<Option<f64>>,
+    correct: Vec<Option<bool>>,
+    details: Vec<Option<String>>,
+    /// credit, throughput, reach, flow, far_sources, backbone_flow.
+    floats: [Flat<f64>; 6],
+    hubs: Flat<i64>,
+    checkpoints: Flat<i64>,
+    token_ids: Flat<i64>,
+    has_ids: Vec<bool>,
+    causal_effect: Flat<f32>,
+    has_effect: Vec<bool>,
+    /// Every backbone path's tokens, and where each row's paths end.
+    path_tokens: Flat<i64>,
+    paths_of_row: Flat<i64>,
+    /// Tokens as Arrow strings: every token's bytes end to end, where each ends, and where each
+    /// row's tokens end.
+    token_bytes: Flat<u8>,
+    tokens_of_row: Flat<i64>,
+}
+
+const FLOAT_COLUMNS: [&str; 6] = ["credit", "throughput", "reach", "flow", "far_sources", "backbone_flow"];
+
+impl Columns {
+    fn push(&mut self, trace: &Trace, r: &FlowResult, details: String) {
+        let m = &trace.meta;
+        self.ok.push(true);
+        self.status.push(r.status.name().to_string());
+        self.error.push(None);
+        self.problem.push(None);
+        self.sample_id.push(m.sample_id.clone());
+        self.step.push(m.step);
+        self.n.push(Some(trace.n()));
+        self.reward.push(m.reward);
+        self.correct.push(m.correct);
+        self.details.push(Some(details));
+        let path_flow: Vec<f64> = r.backbone.iter().map(|p| p.flow).collect();
+        for (list, values) in self.floats.iter_mut().zip([&r.credit, &r.throughput, &r.reach, &r.flow, &r.far_sources, &path_flow]) {
+            list.push(values.iter().copied());
+        }
+        self.hubs.push(r.hubs.iter().map(|&k| k as i64));
+        self.checkpoints.push(r.checkpoints.iter().map(|&k| k as i64));
+        for p in &r.backbone {
+            self.path_tokens.push(p.tokens.iter().map(|&k| k as i64));
+        }
+        for tok in &trace.tokens {
+            self.token_bytes.push(tok.bytes());
+        }
+        self.end_row();
+        self.token_ids.push(trace.token_ids.iter().flatten().copied());
+        self.causal_effect.push(trace.causal_effect.iter().flatten().copied());
+        self.has_ids.push(trace.token_ids.is_some());
+        self.has_effect.push(trace.causal_effect.is_some());
+    }
+
+    fn push_failed(&mut self, e: &flowtracer::TraceError) {
+        self.ok.push(false);
+        self.status.push("failed".to_string());
+        self.error.push(Some(e.to_string()));
+        self.problem.push(Some(e.problem.name()));
+        for column in [&mut self.sample_id, &mut self.details] {
+            column.push(None);
+        }
+        self.step.push(None);
+        self.n.push(None);
+        self.reward.push(None);
+        self.correct.push(None);
+        for list in &mut self.floats {
+            list.push([]);
+        }
+        for list in [&mut self.hubs, &mut self.checkpoints, &mut self.token_ids] {
+            list.push([]);
+        }
+        self.causal_effect.push([]);
+        self.has_ids.push(false);
+        self.has_effect.push(false);
+        self.end_row();
+    }
+
+    /// Closes the row's lists of lists (its backbone paths, its tokens).
+    fn end_row(&mut self) {
+        self.paths_of_row.offsets.push(self.path_tokens.offsets.len() as i32 - 1);
+        self.tokens_of_row.offsets.push(self.token_bytes.offsets.len() as i32 - 1);
+    }
+
+    fn into_dict<'py>(self, py: Python<'py>, paths: &[String]) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("source", paths)?;
+        d.set_item("ok", self.ok.into_pyarray(py))?;
+        d.set_item("status", self.status)?;
+        d.set_item("error", self.error)?;
+        d.set_item("problem", self.problem)?;
+        d.set_item("sample_id", self.sample_id)?;
+        d.set_item("step", self.step)?;
+        d.set_item("n", self.n)?;
+        d.set_item("reward", self.reward)?;
+        d.set_item("correct", self.correct)?;
+        d.set_item("details", self.details)?;
+        for (list, name) in self.floats.into_iter().zip(FLOAT_COLUMNS) {
+            list.put(py, &d, name)?;
+        }
+        self.hubs.put(py, &d, "hubs")?;
+        self.checkpoints.put(py, &d, "checkpoints")?;
+        self.token_ids.put(py, &d, "token_ids")?;
+        self.causal_effect.put(py, &d, "causal_effect")?;
+        d.set_item("token_ids.valid", self.has_ids.into_pyarray(py))?;
+        d.set_item("causal_effect.valid", self.has_effect.into_pyarray(py))?;
+        self.path_tokens.put(py, &d, "backbone_tokens.inner")?;
+        d.set_item("backbone_tokens.offsets", self.paths_of_row.offsets.into_pyarray(py))?;
+        self.token_bytes.put(py, &d, "tokens.inner")?;
+        d.set_item("tokens.offsets", self.tokens_of_row.offsets.into_pyarray(py))?;
+        Ok(d)
+    }
 }
 
 pub fn trace_dict<'py>(py: Python<'py>, t: &Trace) -> PyResult<Bound<'py, PyDict>> {

@@ -74,6 +74,10 @@ def _assert_equal_to_export(rows: pd.DataFrame, run: Path, tmp_path: Path) -> No
         assert [list(p) for p in row["backbone_tokens"]] == [p["tokens"] for p in rec["backbone"]]
         assert list(row["backbone_flow"]) == [p["flow"] for p in rec["backbone"]]
         assert list(row["hubs"]) == rec["hubs"] and list(row["checkpoints"]) == rec["checkpoints"]
+        assert list(row["tokens"]) == rec["tokens"]
+        assert all(list(row[k]) == rec[k] for k in ("reach", "flow", "far_sources"))
+        details = json.loads(row["details"])
+        assert details["spans"] == rec["spans"] and details["params"] == rec["params"] and details["provenance"] == rec["provenance"]
 
 
 def test_a_runs_files_scored_on_ray_equal_the_binarys_export(local_ray, run, tmp_path):
@@ -85,6 +89,31 @@ def test_a_runs_files_scored_on_ray_equal_the_binarys_export(local_ray, run, tmp
     _assert_equal_to_export(rows, run, tmp_path)
     generated = rows[rows["source"].str.contains("/step_") & (rows["status"] != "failed")]
     assert set(generated["sample_id"].dropna()) >= {"s0", "s199"} and set(generated["step"].dropna().astype(int)) >= {0, 3}
+
+
+def test_the_binary_exports_a_ray_scored_run_to_the_same_bytes_as_its_traces(local_ray, run, tmp_path):
+    """`flowtracer --export OUT PARQUET_DIR` writes from the rows every file `--export OUT RUN`
+    writes from the traces, byte for byte (a run scored on a cluster is browsable like a local
+    one); the failed trace stays a failure with its problem."""
+    flow_ray.score_files(run, batch_size=32).write_parquet(str(tmp_path / "parquet"))
+    outs = {}
+    for name, source in (("traces", run), ("rows", tmp_path / "parquet")):
+        outs[name] = tmp_path / name
+        done = subprocess.run([str(BINARY), "--export", str(outs[name]), "--format", "all", str(source)], capture_output=True)
+        assert done.returncode == 1, done.stderr  # the run's one broken file
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "summary.json"}
+
+    want, got = files(outs["traces"]), files(outs["rows"])
+    assert len(want) > 200 * 4 and want.keys() == got.keys()
+    assert [k for k in want if want[k] != got[k]] == []
+
+    def traces(root: Path) -> list[dict]:
+        summary = json.loads((root / "summary.json").read_text())
+        return [{k: v for k, v in t.items() if k != "elapsed_ms"} for t in summary["traces"]]
+
+    assert sorted(traces(outs["traces"]), key=lambda t: t["source"]) == sorted(traces(outs["rows"]), key=lambda t: t["source"])
 
 
 def _dies_once(batch, *, marker: str, **kwargs):
@@ -137,3 +166,15 @@ def test_rollouts_recomputed_by_model_actors_give_the_engines_gamma(local_ray, t
     for i, r in enumerate(rows):
         assert list(got.loc[f"r{i}", "gamma"]) == want.gamma[i, : len(r["response_ids"])].tolist()
     assert any(g != 1.0 for g in got.loc["r0", "gamma"]), "the answered rollout is shaped"
+
+
+def test_the_default_batch_carries_a_tasks_worth_of_bytes_and_spreads_over_the_cpus(tmp_path):
+    small, big = tmp_path / "small", tmp_path / "big"
+    small.write_bytes(b"\0" * (256 << 10))
+    big.write_bytes(b"\0" * (64 << 20))
+    # 256 KiB files: TASK_BYTES' worth is 1024 files, unless that would leave CPUs idle.
+    assert flow_ray.batch_size_for([str(small)] * 100_000, cpus=2) == 1024
+    assert flow_ray.batch_size_for([str(small)] * 4096, cpus=8) == 256
+    # 64 MiB files: four a task; never none.
+    assert flow_ray.batch_size_for([str(big)] * 1000, cpus=2) == 4
+    assert flow_ray.batch_size_for([str(big)], cpus=64) == 1

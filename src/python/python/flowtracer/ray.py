@@ -10,14 +10,17 @@ does in reasonable time. Two pipelines, both made of the same engine as the bina
   is 134 MB, so for a whole run recomputing the attention is the only path that scales: the
   stored rows are kilobytes, and the cost moves to one forward pass per rollout.
 
-Each pipeline returns a lazy `ray.data.Dataset`; `.write_parquet(DIR)` writes it, and pandas or
-polars read it back (the binary and the app do not read it yet). A trace that fails is a row with its error, never a lost batch.
+Each pipeline returns a lazy `ray.data.Dataset`; `.write_parquet(DIR)` writes it. pandas or
+polars read it back, and so does the binary: `flowtracer --export OUT DIR` writes from the files
+pipeline's rows the same files as from the traces, and the app's Run view opens DIR. A trace that
+fails is a row with its error, never a lost batch.
 Ray's own task retries (`max_retries`) make a worker that dies mid-batch cost only a re-run of
 that batch: every row comes out exactly once.
 """
 
 from __future__ import annotations
 
+import os
 from os import PathLike, fspath
 from typing import Any, Iterable, Sequence
 
@@ -27,19 +30,26 @@ from .params import Params
 
 
 def file_schema() -> Any:
-    """The columns of a files row: what `--export`'s JSON record holds per trace, flattened so
-    every column is a plain Parquet type (the same in every batch, failed rows included)."""
+    """The columns of a files row: what `--export`'s JSON record holds per trace, the per-token
+    lists as plain Parquet lists and the rest (spans, provenance, parameters, metadata) as the
+    `details` JSON string, the same in every batch, failed rows included. `flowtracer --export`
+    and the app read these files back."""
     import pyarrow as pa
 
     floats, ints = pa.list_(pa.float64()), pa.list_(pa.int64())
     return pa.schema([
         ("source", pa.string()), ("sample_id", pa.string()), ("step", pa.int64()), ("status", pa.string()), ("n", pa.int64()),
-        ("credit", floats), ("throughput", floats), ("backbone_tokens", pa.list_(ints)), ("backbone_flow", floats),
-        ("hubs", ints), ("checkpoints", ints), ("error", pa.string()),
+        ("reward", pa.float64()), ("correct", pa.bool_()), ("tokens", pa.list_(pa.string())), ("token_ids", ints),
+        ("reach", floats), ("flow", floats), ("throughput", floats), ("credit", floats), ("far_sources", floats),
+        ("causal_effect", pa.list_(pa.float32())), ("backbone_tokens", pa.list_(ints)), ("backbone_flow", floats),
+        ("hubs", ints), ("checkpoints", ints), ("details", pa.string()), ("problem", pa.string()), ("error", pa.string()),
     ])  # fmt: skip
 
 
-FILE_COLUMNS = ("source", "sample_id", "step", "status", "n", "credit", "throughput", "backbone_tokens", "backbone_flow", "hubs", "checkpoints", "error")
+FILE_COLUMNS = (
+    "source", "sample_id", "step", "status", "n", "reward", "correct", "tokens", "token_ids", "reach", "flow", "throughput", "credit",
+    "far_sources", "causal_effect", "backbone_tokens", "backbone_flow", "hubs", "checkpoints", "details", "problem", "error",
+)  # fmt: skip
 
 
 def score_batch(batch: dict[str, Any], *, params: str | None = None, backend: str = "cpu") -> Any:
@@ -52,27 +62,39 @@ def score_batch(batch: dict[str, Any], *, params: str | None = None, backend: st
 
     paths = [fspath(p) for p in batch["path"]]
     # The engine hands back columns, the per-token lists flattened with offsets as Arrow holds
-    # them: no Python loop over rows or tokens (at small traces that loop cost as much as the
-    # engine).
+    # them and the tokens as one buffer of UTF-8: no Python loop over rows or tokens (at small
+    # traces that loop cost as much as the engine).
     c = _native.file_columns(paths, params, backend)
     failed = pa.array(~c["ok"])
 
-    def lists(name: str, kind: Any) -> Any:
-        return pa.ListArray.from_arrays(pa.array(c[f"{name}.offsets"]), pa.array(c[f"{name}.values"], kind), mask=failed)
+    def lists(name: str, kind: Any, mask: Any = failed) -> Any:
+        return pa.ListArray.from_arrays(pa.array(c[f"{name}.offsets"]), pa.array(c[f"{name}.values"], kind), mask=mask)
 
     inner = pa.ListArray.from_arrays(pa.array(c["backbone_tokens.inner.offsets"]), pa.array(c["backbone_tokens.inner.values"], pa.int64()))
+    token_ends = c["tokens.inner.offsets"]
+    strings = pa.StringArray.from_buffers(len(token_ends) - 1, pa.py_buffer(token_ends), pa.py_buffer(c["tokens.inner.values"]))
     columns = {
         "source": pa.array(c["source"], pa.string()),
         "sample_id": pa.array(c["sample_id"], pa.string()),
         "step": pa.array(c["step"], pa.int64()),
         "status": pa.array(c["status"], pa.string()),
         "n": pa.array(c["n"], pa.int64()),
-        "credit": lists("credit", pa.float64()),
+        "reward": pa.array(c["reward"], pa.float64()),
+        "correct": pa.array(c["correct"], pa.bool_()),
+        "tokens": pa.ListArray.from_arrays(pa.array(c["tokens.offsets"]), strings, mask=failed),
+        "token_ids": lists("token_ids", pa.int64(), pa.array(~c["token_ids.valid"])),
+        "reach": lists("reach", pa.float64()),
+        "flow": lists("flow", pa.float64()),
         "throughput": lists("throughput", pa.float64()),
+        "credit": lists("credit", pa.float64()),
+        "far_sources": lists("far_sources", pa.float64()),
+        "causal_effect": lists("causal_effect", pa.float32(), pa.array(~c["causal_effect.valid"])),
         "backbone_tokens": pa.ListArray.from_arrays(pa.array(c["backbone_tokens.offsets"]), inner, mask=failed),
         "backbone_flow": lists("backbone_flow", pa.float64()),
         "hubs": lists("hubs", pa.int64()),
         "checkpoints": lists("checkpoints", pa.int64()),
+        "details": pa.array(c["details"], pa.string()),
+        "problem": pa.array(c["problem"], pa.string()),
         "error": pa.array(c["error"], pa.string()),
     }
     return pa.table(columns, schema=file_schema())
@@ -86,25 +108,48 @@ def trace_paths(root: str | PathLike[str]) -> list[str]:
     return list(_native.discover(fspath(root)))
 
 
+# What one task of `score_files` reads, when the caller leaves the batch size to us: a task costs
+# Ray about 20 ms (scheduling, moving the batch, the Parquet write), so it should carry a few
+# hundred milliseconds of work. On 2 CPUs, 256-token traces ran at 0.58x the binary's rate in
+# batches of 64 files and at 1.1x in batches of 256.
+TASK_BYTES = 256 << 20
+
+
+def batch_size_for(paths: Sequence[str], cpus: float) -> int:
+    """Files per task: about `TASK_BYTES` of trace files each (from the sizes of the first 64),
+    but at least two tasks per CPU so a small run still spreads over the cluster, and at most
+    1024 files (a task's results stay a few MB)."""
+    sample = [os.path.getsize(p) for p in paths[:64] if os.path.isfile(p)]
+    mean = max(1, sum(sample) // max(1, len(sample)))
+    by_bytes = TASK_BYTES // mean
+    spread = -(-len(paths) // max(1, int(2 * cpus)))
+    return int(max(1, min(by_bytes, spread, 1024)))
+
+
 def score_files(
     paths: str | PathLike[str] | Iterable[str | PathLike[str]],
     *,
     params: Params | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     num_cpus: float = 1,
     concurrency: int | None = None,
     max_retries: int = 3,
     backend: str = "cpu",
 ) -> Any:
     """A dataset of one row per trace file (`FILE_COLUMNS`): `paths` is a run folder or the files.
-    Each task maps `batch_size` files with `num_cpus` CPUs reserved (a task costs Ray some tens
-    of milliseconds, so batches of tens of files keep that a few percent); `concurrency` caps the
-    tasks at once. A task whose worker dies is run again, up to `max_retries` times."""
+    Each task maps `batch_size` files with `num_cpus` CPUs reserved; by default the batch is
+    sized from the files (`batch_size_for`: some 256 MB a task, two tasks per CPU at least), as
+    a task costs Ray some tens of milliseconds. `concurrency` caps the tasks at once. A task whose
+    worker dies is run again, up to `max_retries` times."""
+    import ray
     import ray.data
 
     if isinstance(paths, (str, PathLike)):
         paths = trace_paths(paths)
     items = [{"path": fspath(p)} for p in paths]
+    if batch_size is None:
+        cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else (os.cpu_count() or 1)
+        batch_size = batch_size_for([i["path"] for i in items], cpus / num_cpus)
     # One block per batch: Ray's default (200 blocks at least) would make a task per few files.
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
     return ds.map_batches(
@@ -202,4 +247,4 @@ def score_rollouts(
     )
 
 
-__all__: Sequence[str] = ("FILE_COLUMNS", "file_schema", "score_batch", "score_files", "trace_paths", "RolloutScorer", "score_rollouts")
+__all__: Sequence[str] = ("FILE_COLUMNS", "TASK_BYTES", "batch_size_for", "file_schema", "score_batch", "score_files", "trace_paths", "RolloutScorer", "score_rollouts")
