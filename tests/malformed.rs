@@ -217,3 +217,41 @@ fn an_array_in_memory_is_checked_like_a_file() {
     let e = flowtracer::analyze(&t, &Params::default(), &Cancel::default()).unwrap_err();
     assert!(e.to_string().contains("rollout[3]") && e.problem == Problem::NonCausal, "{e}");
 }
+
+/// A scored run's Parquet cut short or with bytes changed (in its pages or its footer) reads as
+/// an error naming the file, or as rows that fail on their own: never a panic. A small xorshift
+/// makes the same 150 files every run.
+#[test]
+fn a_damaged_scored_run_is_an_error_never_a_panic() {
+    let good = std::fs::read("tests/scored/samples.parquet").unwrap();
+    let dir = temp_dir("malformed-scored");
+    let path = dir.join("rows.parquet");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |below: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % below as u64) as usize
+    };
+    for i in 0..150 {
+        let mut bytes = good.clone();
+        match i % 3 {
+            0 => bytes.truncate(next(good.len())),
+            1 => (0..1 + next(16)).for_each(|_| bytes[next(good.len())] = next(256) as u8),
+            _ => (0..1 + next(6)).for_each(|_| bytes[good.len() - 1 - next(4000)] = next(256) as u8),
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let read = std::panic::catch_unwind(|| flowtracer::export::scored::read(&path));
+        match read.unwrap_or_else(|_| panic!("case {i}: reading panicked")) {
+            Err(e) => assert!(e.contains(&path.display().to_string()), "case {i}: {e}"),
+            Ok(rows) => {
+                for r in rows {
+                    if let flowtracer::export::scored::ScoredRow::Failed { error, .. } = r {
+                        assert!(!error.is_empty(), "case {i}");
+                    }
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
