@@ -116,6 +116,33 @@ def test_the_binary_exports_a_ray_scored_run_to_the_same_bytes_as_its_traces(loc
     assert sorted(traces(outs["traces"]), key=lambda t: t["source"]) == sorted(traces(outs["rows"]), key=lambda t: t["source"])
 
 
+def test_a_run_on_another_filesystem_is_fetched_by_the_workers_and_scores_the_same(local_ray, run, tmp_path):
+    """A run that is not on a local path (here a `pyarrow.fs.SubTreeFileSystem`, whose paths no
+    process can memory-map, as with S3 or HDFS; and the same folder as a `file://` URI) scores to
+    the rows of the local run, each row naming the trace where it lies."""
+    import pyarrow.fs
+
+    local = _rows(flow_ray.score_files(run)).set_index("source")
+    subtree = pyarrow.fs.SubTreeFileSystem(str(run), pyarrow.fs.LocalFileSystem())
+    paths = flow_ray.trace_paths("", filesystem=subtree)
+    assert paths == [str(Path(p).relative_to(run)) for p in flow_ray.trace_paths(run)]
+    remote = _rows(flow_ray.score_files("", filesystem=subtree, batch_size=64)).set_index("source")
+    assert len(remote) == len(local)
+    for source, row in remote.iterrows():
+        want = local.loc[str(run / source)]
+        if want["status"] == "failed":
+            assert row["status"] == "failed" and row["error"].startswith(source) and "safetensors" in row["error"]
+            assert str(tmp_path) not in row["error"] and "flowtracer-batch-" not in row["error"], row["error"]
+            continue
+        assert row["status"] == want["status"] and row["details"] == want["details"]
+        assert all(list(row[k]) == list(want[k]) for k in ("tokens", "credit", "throughput", "reach", "hubs"))
+    missing = flow_ray.score_batch({"path": ["step_000000/gone.safetensors"]}, filesystem=subtree).to_pylist()[0]
+    assert missing["status"] == "failed" and missing["error"].startswith("step_000000/gone.safetensors: cannot read"), missing["error"]
+    uri = _rows(flow_ray.score_files(f"file://{run}")).set_index("source")
+    assert sorted(uri.index) == sorted(f"file://{s}" for s in local.index)
+    assert (uri["status"].values == local.loc[[s[len("file://") :] for s in uri.index], "status"].values).all()
+
+
 def _dies_once(batch, *, marker: str, **kwargs):
     """The first batch any worker takes kills that worker (as an OOM kill or a lost node would)."""
     try:

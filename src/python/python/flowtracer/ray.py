@@ -52,19 +52,30 @@ FILE_COLUMNS = (
 )  # fmt: skip
 
 
-def score_batch(batch: dict[str, Any], *, params: str | None = None, backend: str = "cpu") -> Any:
+def score_batch(batch: dict[str, Any], *, params: str | None = None, backend: str = "cpu", filesystem: Any = None) -> Any:
     """One batch of trace files (a `path` column) to a `pyarrow.Table` of one row per trace
     (`file_schema()`): the map function of `score_files`, public for pipelines of your own.
-    `params` is the parameters as JSON (`Params.to_json()`), cheap to ship to workers."""
+    `params` is the parameters as JSON (`Params.to_json()`), cheap to ship to workers. Paths on
+    `filesystem` (a `pyarrow.fs.FileSystem`), or URIs (`s3://...`), are fetched to a temporary
+    folder of the worker's for the batch; local paths are memory-mapped where they lie."""
+    import tempfile
+
     import pyarrow as pa
 
     from . import _native
 
-    paths = [fspath(p) for p in batch["path"]]
-    # The engine hands back columns, the per-token lists flattened with offsets as Arrow holds
-    # them and the tokens as one buffer of UTF-8: no Python loop over rows or tokens (at small
-    # traces that loop cost as much as the engine).
-    c = _native.file_columns(paths, params, backend)
+    sources = [fspath(p) for p in batch["path"]]
+    with tempfile.TemporaryDirectory(prefix="flowtracer-batch-") as scratch:
+        paths, fetch_errors = _fetched(sources, filesystem, scratch)
+        # The engine hands back columns, the per-token lists flattened with offsets as Arrow holds
+        # them and the tokens as one buffer of UTF-8: no Python loop over rows or tokens (at small
+        # traces that loop cost as much as the engine).
+        c = _native.file_columns(paths, params, backend)
+    # Rows and errors name the trace where it lies, not where the worker fetched it.
+    c["source"] = sources
+    for i, (path, source) in enumerate(zip(paths, sources)):
+        if c["error"][i] is not None and path != source:
+            c["error"][i] = fetch_errors.get(i) or c["error"][i].replace(path, source)
     failed = pa.array(~c["ok"])
 
     def lists(name: str, kind: Any, mask: Any = failed) -> Any:
@@ -100,12 +111,71 @@ def score_batch(batch: dict[str, Any], *, params: str | None = None, backend: st
     return pa.table(columns, schema=file_schema())
 
 
-def trace_paths(root: str | PathLike[str]) -> list[str]:
-    """The trace files of a run folder, as the binary finds them (`*.safetensors` at any depth,
-    sorted; dot-files, checkpoints and export output left out)."""
-    from . import _native
+def _is_uri(path: str) -> bool:
+    return "://" in path
 
-    return list(_native.discover(fspath(root)))
+
+def _filesystem(path: str, filesystem: Any) -> tuple[Any, str] | None:
+    """Where a path lies when it is not a local file: `(filesystem, path on it)`, or None."""
+    if filesystem is not None:
+        return filesystem, path
+    if _is_uri(path):
+        import pyarrow.fs
+
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return None
+
+
+def _fetched(sources: list[str], filesystem: Any, scratch: str) -> tuple[list[str], dict[int, str]]:
+    """Each source as a local path: itself, or a copy in `scratch` of a file on another
+    filesystem; a copy that fails leaves a path that does not exist and its error, naming the
+    source."""
+    import shutil
+
+    import pyarrow.fs
+
+    paths, errors = [], {}
+    for i, source in enumerate(sources):
+        remote = _filesystem(source, filesystem)
+        if remote is None:
+            paths.append(source)
+            continue
+        fs, path = remote
+        if isinstance(fs, pyarrow.fs.LocalFileSystem):  # file:// or a local filesystem: in place
+            paths.append(path)
+            continue
+        local = os.path.join(scratch, f"{i}.safetensors")
+        paths.append(local)
+        try:
+            with fs.open_input_stream(path) as src, open(local, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except OSError as e:
+            errors[i] = f"{source}: cannot read: {e}"
+            if os.path.exists(local):
+                os.remove(local)
+    return paths, errors
+
+
+def trace_paths(root: str | PathLike[str], filesystem: Any = None) -> list[str]:
+    """The trace files of a run folder, as the binary finds them (`*.safetensors` at any depth,
+    sorted; dot-files and checkpoints left out; locally, export output too). `root` may be a URI
+    (`s3://bucket/run`: the paths come back as URIs) or a path on `filesystem`."""
+    root = fspath(root)
+    remote = _filesystem(root, filesystem)
+    if remote is None:
+        from . import _native
+
+        return list(_native.discover(root))
+    import pyarrow.fs
+
+    fs, base = remote
+    scheme = root.split("://", 1)[0] + "://" if filesystem is None else ""
+    found = []
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(base, recursive=True)):
+        parts = info.path[len(base) :].strip("/").split("/")
+        if info.type == pyarrow.fs.FileType.File and parts[-1].endswith(".safetensors") and not any(p.startswith(".") for p in parts) and "ckpt" not in parts[:-1]:
+            found.append(scheme + info.path)
+    return sorted(found)
 
 
 # What one task of `score_files` reads, when the caller leaves the batch size to us: a task costs
@@ -115,11 +185,19 @@ def trace_paths(root: str | PathLike[str]) -> list[str]:
 TASK_BYTES = 256 << 20
 
 
-def batch_size_for(paths: Sequence[str], cpus: float) -> int:
+def batch_size_for(paths: Sequence[str], cpus: float, filesystem: Any = None) -> int:
     """Files per task: about `TASK_BYTES` of trace files each (from the sizes of the first 64),
     but at least two tasks per CPU so a small run still spreads over the cluster, and at most
     1024 files (a task's results stay a few MB)."""
-    sample = [os.path.getsize(p) for p in paths[:64] if os.path.isfile(p)]
+
+    def size(path: str) -> int | None:
+        remote = _filesystem(path, filesystem)
+        if remote is None:
+            return os.path.getsize(path) if os.path.isfile(path) else None
+        fs, p = remote
+        return fs.get_file_info(p).size
+
+    sample = [s for s in map(size, paths[:64]) if s]
     mean = max(1, sum(sample) // max(1, len(sample)))
     by_bytes = TASK_BYTES // mean
     spread = -(-len(paths) // max(1, int(2 * cpus)))
@@ -135,8 +213,12 @@ def score_files(
     concurrency: int | None = None,
     max_retries: int = 3,
     backend: str = "cpu",
+    filesystem: Any = None,
 ) -> Any:
-    """A dataset of one row per trace file (`FILE_COLUMNS`): `paths` is a run folder or the files.
+    """A dataset of one row per trace file (`FILE_COLUMNS`): `paths` is a run folder or the files,
+    local (memory-mapped in place by each worker), as URIs any `pyarrow.fs` filesystem reads
+    (`s3://`, `gs://`, `hdfs://`, ...), or paths on `filesystem`; a trace not on a local disk is
+    fetched to the worker's temporary folder for its batch.
     Each task maps `batch_size` files with `num_cpus` CPUs reserved; by default the batch is
     sized from the files (`batch_size_for`: some 256 MB a task, two tasks per CPU at least), as
     a task costs Ray some tens of milliseconds. `concurrency` caps the tasks at once. A task whose
@@ -145,16 +227,16 @@ def score_files(
     import ray.data
 
     if isinstance(paths, (str, PathLike)):
-        paths = trace_paths(paths)
+        paths = trace_paths(paths, filesystem)
     items = [{"path": fspath(p)} for p in paths]
     if batch_size is None:
         cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else (os.cpu_count() or 1)
-        batch_size = batch_size_for([i["path"] for i in items], cpus / num_cpus)
+        batch_size = batch_size_for([i["path"] for i in items], cpus / num_cpus, filesystem)
     # One block per batch: Ray's default (200 blocks at least) would make a task per few files.
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
     return ds.map_batches(
         score_batch,
-        fn_kwargs={"params": None if params is None else params.to_json(), "backend": backend},
+        fn_kwargs={"params": None if params is None else params.to_json(), "backend": backend, "filesystem": filesystem},
         batch_size=batch_size,
         batch_format="numpy",
         num_cpus=num_cpus,
