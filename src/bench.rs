@@ -198,7 +198,7 @@ pub fn run_case(
     let export = if with_export {
         let out = dir.join(format!("export_{}", case.n));
         let t = Instant::now();
-        crate::export::export(&out, std::slice::from_ref(&path), &params, crate::export::Formats::ALL.into(), backend, &Cancel::default(), &|_| {})?;
+        crate::export::export(&out, crate::export::plan(std::slice::from_ref(&path), Some(&out), false), &params, crate::export::Formats::ALL, backend, &Cancel::default(), &|_| {})?;
         Some(t.elapsed())
     } else {
         None

@@ -358,8 +358,7 @@ fn run_export(out: PathBuf, cli: &Cli) -> ExitCode {
     // Ctrl-C: the traces in flight finish, the rest are marked not done, summary.json is
     // written; a second Ctrl-C ends the process at once.
     let stop = cli_rl::interrupt();
-    let options = export::Options { formats, allow_empty: cli.allow_empty };
-    let result = export::export_planned(&out, planned, &cli.inputs, &params, options, backend.as_ref(), &stop, &tick);
+    let result = export::export(&out, planned, &params, formats, backend.as_ref(), &stop, &tick);
     bar.finish_and_clear();
     let s = match result {
         Ok(s) => s,

@@ -56,7 +56,7 @@ fn the_export_writes_the_provenance_beside_the_backend() {
     let dir = std::env::temp_dir().join(format!("flowtracer-provenance-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let input = std::path::PathBuf::from("sample_traces/addition.safetensors");
-    let s = flowtracer::export::export(&dir, &[input], &Params::default(), flowtracer::export::Formats::ALL.into(), &flowtracer::backend::Cpu, &Cancel::default(), &|_| {}).unwrap();
+    let s = flowtracer::export::export(&dir, flowtracer::export::plan(&[input], Some(&dir), false), &Params::default(), flowtracer::export::Formats::ALL, &flowtracer::backend::Cpu, &Cancel::default(), &|_| {}).unwrap();
     assert_eq!(s.exported, 1);
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("addition.json")).unwrap()).unwrap();
     assert_eq!(doc["backend"], "cpu");

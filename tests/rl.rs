@@ -334,7 +334,7 @@ fn causal_effect_round_trips_through_a_trace_file() {
     assert_eq!(t.causal_effect.as_deref(), Some(&effect[..]));
     // The export carries it per token.
     let out = dir.join("out");
-    flowtracer::export::export(&out, std::slice::from_ref(&path), &Default::default(), flowtracer::export::Formats::ALL.into(), &flowtracer::backend::Cpu, &Default::default(), &|_| {}).unwrap();
+    flowtracer::export::export(&out, flowtracer::export::plan(std::slice::from_ref(&path), Some(&out), false), &Default::default(), flowtracer::export::Formats::ALL, &flowtracer::backend::Cpu, &Default::default(), &|_| {}).unwrap();
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("t.json")).unwrap()).unwrap();
     assert_eq!(json["causal_effect"].as_array().unwrap().len(), n);
     assert_eq!(json["causal_effect"][4].as_f64(), Some(0.0));

@@ -205,7 +205,7 @@ impl FlowApp {
         let (params, tx, backend) = (m.params.clone(), self.commands.clone(), m.backend);
         m.status = format!("exporting to {} …", dir.display());
         std::thread::spawn(move || {
-            let r = crate::export::export(&dir, &[path], &params, crate::export::Formats::ALL.into(), backend, &Default::default(), &|_| {});
+            let r = crate::export::export(&dir, crate::export::plan(&[path], Some(&dir), false), &params, crate::export::Formats::ALL, backend, &Default::default(), &|_| {});
             tx.send(Command::Status(match r {
                 Ok(s) => format!("exported {} trace(s) to {}", s.exported, dir.display()),
                 Err(e) => e,

@@ -271,53 +271,24 @@ fn failure(source: &Path, problem: Problem, message: String) -> Outcome {
     Outcome::Failed { source: source.display().to_string(), problem, error: message, elapsed_ms: 0.0 }
 }
 
-/// What the export writes, and whether a run folder without traces is fine.
-#[derive(Clone, Copy, Debug)]
-pub struct Options {
-    pub formats: Formats,
-    /// An empty run folder is an error (a wrong path in a CI job) unless this is set.
-    pub allow_empty: bool,
-}
-
-impl From<Formats> for Options {
-    fn from(formats: Formats) -> Self {
-        Options { formats, allow_empty: false }
-    }
-}
-
-/// Runs the export. `stop` stops it after the traces in flight (Ctrl-C): the rest are marked not
-/// done and `summary.json` is still written. `tick` is called once per input that is finished or
-/// failed (progress bars, the app).
+/// Runs the export of planned inputs (`plan(inputs, Some(out), ..)`: a caller learns how many
+/// traces there are before they run, and a scored run is read once). `stop` stops it after the
+/// traces in flight (Ctrl-C): the rest are marked not done and `summary.json` is still written.
+/// `tick` is called once per input that is finished or failed (progress bars, the app).
 pub fn export(
     out: &Path,
-    inputs: &[PathBuf],
-    params: &Params,
-    options: Options,
-    backend: &dyn Backend,
-    stop: &Cancel,
-    tick: &(dyn Fn(&Outcome) + Sync),
-) -> Result<Summary, String> {
-    export_planned(out, plan::plan(inputs, Some(out), options.allow_empty), inputs, params, options, backend, stop, tick)
-}
-
-/// [`export`] of inputs already planned (`plan(inputs, Some(out), ..)`), for a caller that needs
-/// the count of traces first (a progress bar) without reading a scored run twice.
-#[allow(clippy::too_many_arguments)]
-pub fn export_planned(
-    out: &Path,
     planned: plan::Planned,
-    inputs: &[PathBuf],
     params: &Params,
-    options: Options,
+    formats: Formats,
     backend: &dyn Backend,
     stop: &Cancel,
     tick: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Summary, String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create output folder: {e}", out.display()))?;
     crate::atomic::remove_stale_temporaries(out);
-    let plan::Planned { jobs, runs, failed: mut outcomes } = planned;
+    let plan::Planned { inputs, jobs, runs, failed: mut outcomes } = planned;
     outcomes.iter().for_each(tick);
-    let outputs = outputs::Outputs::new(out, jobs.iter().map(|j| j.source.clone()).chain(inputs.iter().cloned()));
+    let outputs = outputs::Outputs::new(out, jobs.iter().map(|j| j.source.clone()).chain(inputs));
     let (from_rows, jobs): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.scored.is_some());
     // A run of scored rows alone is summarised with the parameters and backend it was scored
     // with; each row's JSON says its own in any case.
@@ -332,14 +303,14 @@ pub fn export_planned(
         .par_chunks(backend.batch_size().max(1))
         .with_max_len(1)
         .flat_map_iter(|chunk| {
-            let pairs = export_batch(&outputs, chunk, params, options.formats, backend, stop);
+            let pairs = export_batch(&outputs, chunk, params, formats, backend, stop);
             for (outcome, _) in &pairs {
                 tick(outcome);
             }
             pairs
         })
         .chain(from_rows.into_par_iter().map(|job| {
-            let pair = export_scored(&outputs, job, options.formats, stop);
+            let pair = export_scored(&outputs, job, formats, stop);
             tick(&pair.0);
             pair
         }))
@@ -361,7 +332,7 @@ pub fn export_planned(
         traces: outcomes,
     };
     // Run-wide files: one that cannot be written is reported, and costs the others nothing.
-    let f = options.formats;
+    let f = formats;
     let mut errors = Vec::new();
     let mut write = |name: &str, bytes: Result<Vec<u8>, String>| {
         if let Err(e) = bytes.and_then(|b| outputs.write(&out.join(name), &b)) {

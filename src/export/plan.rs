@@ -21,6 +21,8 @@ pub struct Job {
 /// The traces to export, the run folders they came from, and the inputs that failed already.
 #[derive(Default)]
 pub struct Planned {
+    /// The inputs as given: no output may replace one.
+    pub inputs: Vec<PathBuf>,
     pub jobs: Vec<Job>,
     pub runs: Vec<super::RunInfo>,
     pub failed: Vec<Outcome>,
@@ -32,7 +34,7 @@ const RESERVED_STEMS: [&str; 1] = ["summary"];
 /// Expands inputs (trace files and run folders) into jobs. `out`, the export's own folder, is
 /// never read as input; an empty run folder is a failure unless `allow_empty`.
 pub fn plan(inputs: &[PathBuf], out: Option<&Path>, allow_empty: bool) -> Planned {
-    let mut p = Planned::default();
+    let mut p = Planned { inputs: inputs.to_vec(), ..Default::default() };
     for input in inputs {
         if scored::is_scored_run(input) {
             plan_scored(&mut p, input);
