@@ -61,23 +61,24 @@ pub fn borrow(array: &Bound<'_, PyUntypedArray>, bf16: bool, name: &str) -> PyRe
 /// A trace's tokens: each item's `str()`; and, when the caller's is a list of str, a private
 /// copy of that list (references to the same strings) for the result to hand back.
 pub fn strings(tokens: &Bound<'_, PyAny>, name: &str) -> PyResult<(Vec<String>, Option<Py<PyList>>)> {
-    let items = tokens.try_iter().map_err(|_| value_error(format!("{name}: tokens must be a sequence of strings")))?;
-    let mut all_str = tokens.is_exact_instance_of::<PyList>();
-    let out = items
-        .map(|t| {
-            let t = t?;
-            match t.cast::<PyString>() {
-                Ok(s) => Ok(s.to_str()?.to_owned()),
-                Err(_) => {
-                    all_str = false;
-                    Ok(t.str()?.to_str()?.to_owned())
-                }
+    let text = |t: Bound<'_, PyAny>, all_str: &mut bool| -> PyResult<String> {
+        match t.cast::<PyString>() {
+            Ok(s) => Ok(s.to_str()?.to_owned()),
+            Err(_) => {
+                *all_str = false;
+                Ok(t.str()?.to_str()?.to_owned())
             }
-        })
-        .collect::<PyResult<Vec<String>>>()?;
-    let given = match tokens.cast::<PyList>() {
-        Ok(list) if all_str => Some(PyList::new(tokens.py(), list.iter())?.unbind()),
-        _ => None,
+        }
     };
-    Ok((out, given))
+    // A list (the usual case) is read by index and copied in one C call: iterating it through
+    // the iterator protocol and rebuilding it item by item cost a tenth of a batch's time.
+    if let Ok(list) = tokens.cast_exact::<PyList>() {
+        let mut all_str = true;
+        let out = list.iter().map(|t| text(t, &mut all_str)).collect::<PyResult<Vec<String>>>()?;
+        let given = all_str.then(|| list.get_slice(0, list.len()).unbind());
+        return Ok((out, given));
+    }
+    let items = tokens.try_iter().map_err(|_| value_error(format!("{name}: tokens must be a sequence of strings")))?;
+    let out = items.map(|t| text(t?, &mut false)).collect::<PyResult<Vec<String>>>()?;
+    Ok((out, None))
 }
