@@ -106,7 +106,8 @@ pub fn default_layers(total: usize, deep_from: usize) -> (usize, usize) {
 
 pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: &AtomicBool) -> Result<Matrix, DataError> {
     let n = att.n;
-    let mut m = Matrix::zeros(n);
+    // Every entry is written below (each row in full), or the matrix is dropped with the error.
+    let mut m = Matrix::for_overwrite(n);
     let scale = 1.0 / sel.slabs.len() as f64;
     let threshold = p.threshold;
     let check_upper: Vec<bool> = sel.slabs.iter().map(|&(l, h)| !att.causal_checked(l, h)).collect();
