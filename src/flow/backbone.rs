@@ -7,7 +7,7 @@
 //! is only read: no second N×N matrix, and a re-score can run on a matrix others read too.
 
 use super::matrix::Matrix;
-use super::sweep::{Sweep, forward_sweep};
+use super::sweep::{ROWS, Sweep, forward_sweep};
 use crate::params::BackboneParams;
 use crate::span::Spans;
 use serde::{Deserialize, Serialize};
@@ -67,6 +67,40 @@ impl Sweep for Widest<'_> {
         }
         let j = (0..w.len()).find(|&j| cand(j) == best).expect("the maximum is attained");
         (best, sources.start + j)
+    }
+
+    /// Four rows at once: each row's maximum is `gather`'s (a maximum does not depend on the
+    /// order it is taken in), but the four share the loads of `width` and `g`, which are most of
+    /// a row's reading. The first index of each maximum is then found as `gather` finds it.
+    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<(f64, usize)> {
+        if ks.len() != ROWS || sources.is_empty() {
+            return ks.map(|k| self.gather(k, m.row(k), sources.clone())).collect();
+        }
+        let (g, width) = (&self.g[sources.clone()], &self.width[sources.clone()]);
+        let hs: [f64; ROWS] = std::array::from_fn(|r| self.h[ks.start + r].max(0.0));
+        let ws: [&[f32]; ROWS] = std::array::from_fn(|r| &m.row(ks.start + r)[sources.clone()]);
+        let mut lanes = [[0.0f64; 8]; ROWS];
+        let split = g.len() / 8 * 8;
+        for j in (0..split).step_by(8) {
+            for l in 0..8 {
+                let (gj, cap) = (g[j + l], width[j + l]);
+                for r in 0..ROWS {
+                    let c = cap.min(gj * ws[r][j + l] as f64 * hs[r]);
+                    lanes[r][l] = if c > lanes[r][l] { c } else { lanes[r][l] };
+                }
+            }
+        }
+        (0..ROWS)
+            .map(|r| {
+                let cand = |j: usize| width[j].min(g[j] * ws[r][j] as f64 * hs[r]);
+                let best = (split..g.len()).map(cand).fold(lanes[r].iter().copied().fold(0.0, f64::max), f64::max);
+                if best <= 0.0 {
+                    return (0.0, NONE);
+                }
+                let j = (0..g.len()).find(|&j| cand(j) == best).expect("the maximum is attained");
+                (best, sources.start + j)
+            })
+            .collect()
     }
 
     fn combine(a: (f64, usize), b: (f64, usize)) -> (f64, usize) {
@@ -250,4 +284,43 @@ pub fn backbone(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, 
         }
     }
     d.paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::Span;
+
+    /// Four rows at once give each row's `gather`: the same width and the same first index, ties
+    /// included (the widths are capped so that many candidates tie at the cap).
+    #[test]
+    fn four_rows_at_once_give_each_rows_widest_source() {
+        let n = 700;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut m = Matrix::zeros(n);
+        for k in 1..n {
+            for w in m.row_mut(k) {
+                *w = (next() / k as f64) as f32;
+            }
+        }
+        let h: Vec<f64> = (0..n).map(|i| if i % 9 == 0 { 0.0 } else { next() }).collect();
+        let g: Vec<f64> = (0..n).map(|_| next() * 50.0).collect();
+        let spans = Spans { question: Span::new(0, 10), response: Span::new(10, n), answer: Span::new(n - 5, n) };
+        let width = (0..n).map(|_| next().min(0.3) * 0.01).collect();
+        let w = Widest { h: &h, g: &g, spans, source_left: &[], width, pred: vec![NONE; n] };
+        for k0 in [600, 632, 684, 693] {
+            let sources = 3..k0 - 1;
+            let four = w.gather_rows(k0..k0 + ROWS, &m, sources.clone());
+            for (r, got) in four.iter().enumerate() {
+                let want = w.gather(k0 + r, m.row(k0 + r), sources.clone());
+                assert_eq!((got.0.to_bits(), got.1), (want.0.to_bits(), want.1), "row {}", k0 + r);
+            }
+        }
+    }
 }
