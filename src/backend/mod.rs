@@ -28,13 +28,19 @@ pub trait Backend: Send + Sync {
     /// Every planned trace of a batch, each result with its aggregated matrix, in order.
     fn execute(&self, batch: &[(&Trace, &Plan)], cancel: &Cancel) -> Vec<Result<(FlowResult, Matrix), TraceError>>;
 
+    /// The results alone. A backend that runs traces one by one lets each matrix go as its trace
+    /// ends, so a batch holds a matrix per trace in flight rather than one per trace.
+    fn execute_results(&self, batch: &[(&Trace, &Plan)], cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
+        self.execute(batch, cancel).into_iter().map(|r| r.map(|(r, _)| r)).collect()
+    }
+
     /// The batch between each trace's own spans; a trace whose plan fails keeps its error and
     /// costs the others nothing.
     fn run_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
         let plans: Vec<Result<Plan, TraceError>> = traces.iter().map(|t| Plan::for_trace(t, params)).collect();
         let ready: Vec<(&Trace, &Plan)> = traces.iter().zip(&plans).filter_map(|(&t, p)| p.as_ref().ok().map(|p| (t, p))).collect();
-        let mut ran = self.execute(&ready, cancel).into_iter();
-        plans.into_iter().map(|p| p.and_then(|_| ran.next().expect("one result per planned trace").map(|(r, _)| r))).collect()
+        let mut ran = self.execute_results(&ready, cancel).into_iter();
+        plans.into_iter().map(|p| p.and_then(|_| ran.next().expect("one result per planned trace"))).collect()
     }
 
     /// One trace between `spans`, keeping the aggregated matrix (the app's analyses).
@@ -54,6 +60,13 @@ impl Backend for Cpu {
 
     fn execute(&self, batch: &[(&Trace, &Plan)], cancel: &Cancel) -> Vec<Result<(FlowResult, Matrix), TraceError>> {
         batch.par_iter().map(|&(t, p)| flow::execute(t, p, &Cpu, cancel)).collect()
+    }
+
+    /// Each matrix goes back to `Matrix::for_overwrite`'s spares as its trace ends: a batch of
+    /// 64 traces at N = 1024 had kept all 64 (128 MiB) to the end, each one fresh memory whose
+    /// every page was faulted in and zeroed by the kernel, on every batch.
+    fn execute_results(&self, batch: &[(&Trace, &Plan)], cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
+        batch.par_iter().map(|&(t, p)| flow::execute(t, p, &Cpu, cancel).map(|(r, _)| r)).collect()
     }
 }
 

@@ -122,16 +122,21 @@ impl Sweep for Widest<'_> {
 /// shrink, so a token whose chosen predecessor kept its width over an untouched edge keeps its
 /// width and predecessor (earlier candidates were strictly narrower and stay so): the result is
 /// the full sweep's, at a fraction of its cost.
-fn update_widths(m: &Matrix, cuts: &Residuals, w: &mut Widest, rows: Range<usize>, source: usize, changed_edge_into: &std::collections::HashMap<usize, usize>) {
+fn update_widths(m: &Matrix, cuts: &Residuals, w: &mut Widest, rows: Range<usize>, path: &[usize]) {
     let mut dirty = vec![false; m.n];
     let mut patched = Vec::new();
     let first = rows.start;
+    // The path's edges i → k in the order of k (a path runs forward in the trace), met as the
+    // rows come: no lookup per row.
+    let mut edges = path.windows(2).map(|e| (e[1], e[0])).peekable();
     for k in rows {
+        while edges.next_if(|&(into, _)| into < k).is_some() {}
+        let changed_edge_from = edges.peek().filter(|&&(into, _)| into == k).map(|&(_, from)| from);
         let p = w.pred[k];
         let stale = match p {
             NONE => false,
-            SOURCE => k == source,
-            i => dirty[i] || changed_edge_into.get(&k) == Some(&i),
+            SOURCE => k == path[0],
+            i => dirty[i] || changed_edge_from == Some(i),
         };
         if stale {
             let old = w.width[k];
@@ -277,9 +282,8 @@ pub fn backbone(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, 
         }
         if d.wants_more() {
             let tokens = &d.paths.last().expect("just taken").tokens;
-            let changed_edge_into: std::collections::HashMap<usize, usize> = tokens.windows(2).map(|e| (e[1], e[0])).collect();
             let mut w = Widest { h, g: &d.g, spans, source_left: &d.source_left, width, pred };
-            update_widths(m, &cuts, &mut w, rows.clone(), tokens[0], &changed_edge_into);
+            update_widths(m, &cuts, &mut w, rows.clone(), tokens);
             (width, pred) = (w.width, w.pred);
         }
     }

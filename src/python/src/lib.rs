@@ -99,7 +99,8 @@ fn open_and_run<T: Send>(py: Python<'_>, inputs: Vec<T>, open: impl Fn(T) -> Res
 /// Each item of the answer is a result dict or the error of its trace (one bad trace costs the
 /// others nothing). `given` holds, per trace, the caller's own list of str tokens when there is
 /// one: the result shares those strings instead of making new ones (at 1024 tokens a trace,
-/// making them cost the binding more than everything else it does).
+/// making them cost the binding more than everything else it does), and it must, for the
+/// engine's copy of such tokens is blank (`input::strings`).
 fn results(py: Python<'_>, (opened, ran): (Opened, Ran), given: Vec<Option<Py<PyList>>>) -> PyResult<Vec<Py<PyAny>>> {
     let mut ran = ran.into_iter();
     let mut strings = output::TokenStrings::new(py);

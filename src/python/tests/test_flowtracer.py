@@ -1,5 +1,6 @@
 """The Python package against the engine's own export of the same traces, and its errors."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -24,6 +25,8 @@ def test_a_trace_file_gives_the_binarys_numbers(tmp_path, params):
     assert r.answer_inflow == pytest.approx(1.0)
     assert r.provenance["steps"]["aggregate"] == "cpu"
     assert r.zero_copy is None
+    # (the result is filled from the engine's dict without __init__: every field, nothing else)
+    assert set(vars(r)) == {f.name for f in dataclasses.fields(flowtracer.FlowResult)}
 
 
 def chain(n: int, dtype=np.float32) -> np.ndarray:
@@ -159,6 +162,11 @@ def test_tokens_come_back_as_given_or_as_their_str():
     assert r.tokens[0] == "t0", "the result keeps its own list"
     r = flowtracer.analyze(a, tokens=tuple(range(8)), question=(0, 1), answer=(7, 8))
     assert r.tokens == [str(i) for i in range(8)]
+    # a list that is not all str is read item by item too; its count is checked either way
+    r = flowtracer.analyze(a, tokens=["t0", 1, *toks[2:]], question=(0, 1), answer=(7, 8))
+    assert r.tokens == ["t0", "1", *toks[2:]]
+    with pytest.raises(ValueError, match="tokens"):
+        flowtracer.analyze(a, tokens=toks[:7], question=(0, 1), answer=(7, 8))
     with pytest.raises(ValueError, match="tokens must be a sequence of strings"):
         flowtracer.analyze(a, tokens=5, question=(0, 1), answer=(7, 8))
 

@@ -57,7 +57,11 @@ class FlowResult:
         d["provenance"] = json.loads(d["provenance"])
         engine_address = d.pop("attention_address")
         d["zero_copy"] = None if caller_address is None else caller_address == engine_address
-        return cls(**d)
+        # The engine's dict has exactly the fields; a frozen dataclass's __init__ sets each one
+        # through object.__setattr__, most of what handing 64 results back cost in Python.
+        result = object.__new__(cls)
+        result.__dict__.update(d)
+        return result
 
 
 @dataclass(frozen=True)
