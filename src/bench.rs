@@ -7,7 +7,8 @@ use crate::flow::{Cancel, StepTimes};
 use crate::params::Params;
 use crate::synth::{SynthSpec, synth_trace};
 use crate::trace::{Dtype, Trace};
-use std::path::Path;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub struct BenchRow {
@@ -51,7 +52,6 @@ impl StepBytes {
 /// The wrapping sum of a byte slice as u64 words, in 1 MiB blocks on the rayon pool: the plain
 /// read the floor is made of.
 fn sum_words(bytes: &[u8]) -> u64 {
-    use rayon::prelude::*;
     let sum = |block: &[u8]| -> u64 {
         // SAFETY: every bit pattern is a valid u64; align_to only reinterprets the aligned middle.
         let (head, words, tail) = unsafe { block.align_to::<u64>() };
@@ -479,18 +479,19 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
         }
         rates.push(count as f64 / secs.max(1e-9));
     }
-    // The floor over all the batch's files at once (one small file is read too fast to time).
+    // The floor over all the batch's files at once (one small file is read too fast to time),
+    // the files taken on the pool's threads as the batch takes its traces.
+    let read_one = |p: &PathBuf| -> Result<usize, String> {
+        let file = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        // SAFETY: the bench wrote these files and nothing changes them while mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", p.display()))?;
+        std::hint::black_box(sum_words(&map));
+        Ok(map.len())
+    };
     let mut floors = Vec::new();
     for _ in 0..repeat.max(1) {
         let t = Instant::now();
-        let mut bytes = 0;
-        for p in &paths {
-            let file = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            // SAFETY: the bench wrote these files and nothing changes them while mapped.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", p.display()))?;
-            std::hint::black_box(sum_words(&map));
-            bytes += map.len();
-        }
+        let bytes: usize = paths.par_iter().map(read_one).collect::<Result<Vec<usize>, String>>()?.iter().sum();
         floors.push(bytes as f64 / t.elapsed().as_secs_f64().max(1e-9));
     }
     for p in &paths {
