@@ -4,6 +4,7 @@
 //! rows that hold more than one unit of attention.
 
 use super::matrix::Matrix;
+use super::slab_row::{self, row_stats};
 use crate::params::{AggregateParams, Reduce};
 use crate::trace::{Attention, DataError, Problem, Trace};
 use rayon::prelude::*;
@@ -120,16 +121,17 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
             if let [(l, h)] = sel.slabs[..] {
                 // One slab (an [N,N] file, or one layer and head): mean and max are the values
                 // themselves, so they go straight into M without the f64 accumulator.
+                // (the row in memory order, as below)
                 let es = att.dtype.size();
                 let bytes = att.row_bytes(l, h, k);
-                if check_upper[0] {
-                    check_causal(&bytes[(k + 1) * es..], att, l, h, k)?;
-                }
                 att.dtype.decode(&bytes[..k * es], out);
                 let mut diag = [0f32];
                 att.dtype.decode(&bytes[k * es..(k + 1) * es], &mut diag);
                 let (sum, min) = row_stats(out);
                 let (sum, min) = (sum + diag[0] as f64, min.min(diag[0]));
+                if check_upper[0] {
+                    check_causal(&bytes[(k + 1) * es..], att, l, h, k)?;
+                }
                 if !sum.is_finite() || min < 0.0 {
                     buf[..k].copy_from_slice(out);
                     buf[k] = diag[0];
@@ -146,18 +148,17 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
             for (&(l, h), &upper) in sel.slabs.iter().zip(&check_upper) {
                 let bytes = att.row_bytes(l, h, k);
                 let es = att.dtype.size();
+                // The row in the order it lies in memory, the part up to the diagonal first, so
+                // one slab's rows are one forward stream; a non-causal row still reports that
+                // before any bad value below the diagonal.
+                let lower = &bytes[..(k + 1) * es];
+                let (sum, min) = slab_row::accumulate(att.dtype, lower, &mut acc[..=k], p.reduce, buf);
                 if upper {
                     check_causal(&bytes[(k + 1) * es..], att, l, h, k)?;
                 }
-                let row = &mut buf[..=k];
-                att.dtype.decode(&bytes[..(k + 1) * es], row);
-                let (sum, min) = row_stats(row);
-                if mean {
-                    acc[..=k].iter_mut().zip(row.iter()).for_each(|(a, &x)| *a += x as f64);
-                } else {
-                    acc[..=k].iter_mut().zip(row.iter()).for_each(|(a, &x)| *a = a.max(x as f64));
-                }
                 if !sum.is_finite() || min < 0.0 {
+                    let row = &mut buf[..=k];
+                    att.dtype.decode(lower, row);
                     return Err(first_bad_value(row, att, l, h, k));
                 }
                 check_row_sum(sum, att, l, h, k)?;
@@ -172,32 +173,6 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
     )?;
     att.mark_causal_checked(&sel.slabs);
     Ok(m)
-}
-
-/// Sum and minimum of a row in one branch-free pass: a NaN or ∞ poisons the sum, a negative
-/// shows in the minimum. Eight lanes so the additions pipeline instead of waiting on each other.
-fn row_stats(row: &[f32]) -> (f64, f32) {
-    let mut sums = [0f32; 8];
-    let mut mins = [f32::INFINITY; 8];
-    let chunks = row.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for l in 0..8 {
-            sums[l] += c[l];
-            mins[l] = mins[l].min(c[l]);
-        }
-    }
-    let mut sum: f64 = sums.iter().map(|&x| x as f64).sum();
-    let mut min = mins.iter().copied().fold(f32::INFINITY, f32::min);
-    for &x in rest {
-        sum += x as f64;
-        min = min.min(x);
-    }
-    // f32::min ignores NaN; make sure a NaN anywhere still shows.
-    if sums.iter().any(|s| s.is_nan()) {
-        sum = f64::NAN;
-    }
-    (sum, min)
 }
 
 fn check_row_sum(sum: f64, att: &Attention, l: usize, h: usize, k: usize) -> Result<(), DataError> {

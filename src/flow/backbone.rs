@@ -46,18 +46,10 @@ impl Sweep for Widest<'_> {
             return (0.0, NONE);
         }
         let (w, g, width) = (&row[sources.clone()], &self.g[sources.clone()], &self.width[sources.clone()]);
-        let cand = |j: usize| width[j].min(g[j] * w[j] as f64 * hk);
+        let cand = |j: usize| capped(width[j], g[j] * w[j] as f64 * hk);
         // The maximum first, in eight independent lanes so it vectorises; then its first index.
-        // Every candidate is finite and ≥ 0, so a plain comparison is `max` (and compiles to the
-        // vector instruction, which `f64::max`'s NaN rule does not).
-        let mut lanes = [0.0f64; 8];
+        let [lanes] = row_lanes(g, width, &[w], &[hk]);
         let split = w.len() / 8 * 8;
-        for j in (0..split).step_by(8) {
-            for (l, lane) in lanes.iter_mut().enumerate() {
-                let c = cand(j + l);
-                *lane = if c > *lane { c } else { *lane };
-            }
-        }
         let mut best = lanes.iter().copied().fold(0.0, f64::max);
         for j in split..w.len() {
             best = best.max(cand(j));
@@ -79,20 +71,11 @@ impl Sweep for Widest<'_> {
         let (g, width) = (&self.g[sources.clone()], &self.width[sources.clone()]);
         let hs: [f64; ROWS] = std::array::from_fn(|r| self.h[ks.start + r].max(0.0));
         let ws: [&[f32]; ROWS] = std::array::from_fn(|r| &m.row(ks.start + r)[sources.clone()]);
-        let mut lanes = [[0.0f64; 8]; ROWS];
         let split = g.len() / 8 * 8;
-        for j in (0..split).step_by(8) {
-            for l in 0..8 {
-                let (gj, cap) = (g[j + l], width[j + l]);
-                for r in 0..ROWS {
-                    let c = cap.min(gj * ws[r][j + l] as f64 * hs[r]);
-                    lanes[r][l] = if c > lanes[r][l] { c } else { lanes[r][l] };
-                }
-            }
-        }
+        let lanes = row_lanes(g, width, &ws, &hs);
         (0..ROWS)
             .map(|r| {
-                let cand = |j: usize| width[j].min(g[j] * ws[r][j] as f64 * hs[r]);
+                let cand = |j: usize| capped(width[j], g[j] * ws[r][j] as f64 * hs[r]);
                 let best = (split..g.len()).map(cand).fold(lanes[r].iter().copied().fold(0.0, f64::max), f64::max);
                 if best <= 0.0 {
                     return (0.0, NONE);
@@ -116,6 +99,48 @@ impl Sweep for Widest<'_> {
         self.width[k] = best.0;
         self.pred[k] = best.1;
     }
+}
+
+/// Each row's eight lane maxima of its candidates (lane l takes sources l, l + 8, ...): the bulk
+/// of the widest-path sweep. Wide vectors where the CPU has them: the same maxima (each is exact,
+/// and a maximum does not depend on the order it is taken in).
+fn row_lanes<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [[f64; 8]; R] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { row_lanes_avx2(g, width, ws, hs) };
+    }
+    row_lanes_plain(g, width, ws, hs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_lanes_avx2<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [[f64; 8]; R] {
+    row_lanes_plain(g, width, ws, hs)
+}
+
+#[inline(always)]
+fn row_lanes_plain<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [[f64; 8]; R] {
+    let mut lanes = [[0.0f64; 8]; R];
+    for (j, (g8, cap8)) in g.chunks_exact(8).zip(width.chunks_exact(8)).enumerate() {
+        for (lane, (w, &h)) in lanes.iter_mut().zip(ws.iter().zip(hs)) {
+            let w8 = &w[8 * j..8 * j + 8];
+            for l in 0..8 {
+                let c = capped(cap8[l], g8[l] * w8[l] as f64 * h);
+                lane[l] = if c > lane[l] { c } else { lane[l] };
+            }
+        }
+    }
+    lanes
+}
+
+/// A path's width through an edge: what the edge carries, capped by the width that reached its
+/// source. Both are finite and ≥ 0, so a plain comparison is `min`; `f64::min`'s NaN rule had
+/// kept the widest-path loops from vectorising (they ran one f64 at a time). Where the two
+/// differ, in the sign of a zero, the candidate is no path either way (only a width > 0 is).
+#[inline]
+fn capped(cap: f64, carried: f64) -> f64 {
+    if carried < cap { carried } else { cap }
 }
 
 /// Re-settles only the tokens whose widest path used what the last path consumed. Residuals only

@@ -12,6 +12,7 @@ pub mod plan;
 pub mod provenance;
 pub mod reach;
 pub mod roles;
+pub mod slab_row;
 pub mod steps;
 pub mod sweep;
 pub mod throughput;
