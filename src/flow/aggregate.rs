@@ -145,23 +145,28 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
             }
             acc[..=k].fill(if p.reduce == Reduce::Max { f64::NEG_INFINITY } else { 0.0 });
             let mean = p.reduce == Reduce::Mean;
-            for (&(l, h), &upper) in sel.slabs.iter().zip(&check_upper) {
-                let bytes = att.row_bytes(l, h, k);
-                let es = att.dtype.size();
-                // The row in the order it lies in memory, the part up to the diagonal first, so
-                // one slab's rows are one forward stream; a non-causal row still reports that
-                // before any bad value below the diagonal.
-                let lower = &bytes[..(k + 1) * es];
-                let (sum, min) = slab_row::accumulate(att.dtype, lower, &mut acc[..=k], p.reduce, buf);
-                if upper {
-                    check_causal(&bytes[(k + 1) * es..], att, l, h, k)?;
+            let es = att.dtype.size();
+            for (group, uppers) in sel.slabs.chunks(slab_row::GROUP).zip(check_upper.chunks(slab_row::GROUP)) {
+                // The rows in the order they lie in memory, the part up to the diagonal first,
+                // so each slab's rows are one forward stream; then each slab's checks in the
+                // order they had (a non-causal row reports that before a bad value).
+                let mut lowers: [&[u8]; slab_row::GROUP] = [&[]; slab_row::GROUP];
+                for (lower, &(l, h)) in lowers.iter_mut().zip(group) {
+                    *lower = &att.row_bytes(l, h, k)[..(k + 1) * es];
                 }
-                if !sum.is_finite() || min < 0.0 {
-                    let row = &mut buf[..=k];
-                    att.dtype.decode(lower, row);
-                    return Err(first_bad_value(row, att, l, h, k));
+                let lowers = &lowers[..group.len()];
+                let stats = slab_row::accumulate_rows(att.dtype, lowers, &mut acc[..=k], p.reduce, buf);
+                for ((&(l, h), &upper), (&(sum, min), lower)) in group.iter().zip(uppers).zip(stats.iter().zip(lowers)) {
+                    if upper {
+                        check_causal(&att.row_bytes(l, h, k)[(k + 1) * es..], att, l, h, k)?;
+                    }
+                    if !sum.is_finite() || min < 0.0 {
+                        let row = &mut buf[..=k];
+                        att.dtype.decode(lower, row);
+                        return Err(first_bad_value(row, att, l, h, k));
+                    }
+                    check_row_sum(sum, att, l, h, k)?;
                 }
-                check_row_sum(sum, att, l, h, k)?;
             }
             // `out` is M[k, 0..k]: no self edge, nothing from the future.
             for (o, &a) in out.iter_mut().zip(&acc[..k]) {
