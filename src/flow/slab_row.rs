@@ -48,10 +48,10 @@ pub const GROUP: usize = 4;
 /// cache, and its traffic, eight times the attention's, had bounded the aggregation.
 pub fn accumulate_rows(dtype: Dtype, rows: &[&[u8]], acc: &mut [f64], reduce: Reduce, buf: &mut [f32]) -> [(f64, f32); GROUP] {
     #[cfg(target_arch = "x86_64")]
-    if let (Ok(four), Reduce::Mean) = (<[&[u8]; GROUP]>::try_from(rows), reduce) {
-        if let Some(stats) = mean_kernel(dtype, four, acc) {
-            return stats;
-        }
+    if let (Ok(four), Reduce::Mean) = (<[&[u8]; GROUP]>::try_from(rows), reduce)
+        && let Some(stats) = mean_kernel(dtype, four, acc)
+    {
+        return stats;
     }
     let mut stats = [(0.0, 0.0); GROUP];
     for (s, row) in stats.iter_mut().zip(rows) {
