@@ -17,7 +17,7 @@
 
 use super::backbone::FlowPath;
 use super::matrix::{Matrix, row_offset};
-use super::sweep::{Sweep, forward_sweep};
+use super::sweep::{Sweep, forward_sweep, weighted_sum, weighted_sums};
 use super::{FlowResult, solve_graph};
 use crate::params::Params;
 use crate::span::Spans;
@@ -98,7 +98,11 @@ impl Sweep for IntoToken<'_> {
     type Acc = f64;
 
     fn gather(&self, _k: usize, row: &[f32], sources: Range<usize>) -> f64 {
-        row[sources.clone()].iter().zip(&self.send[sources]).map(|(&w, &s)| w as f64 * s).sum()
+        weighted_sum(row, &self.send, sources)
+    }
+
+    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<f64> {
+        weighted_sums(ks, m, &self.send, sources)
     }
 
     fn combine(a: f64, b: f64) -> f64 {

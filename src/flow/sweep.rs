@@ -26,6 +26,31 @@ pub trait Sweep: Sync {
     fn settle(&mut self, k: usize, acc: Self::Acc);
 }
 
+/// Σ_i M[k,i]·weights[i] over `sources`: the gather of a sweep that sums its sources' values
+/// through row k (the flow solve, the knock-out losses), in the order `Iterator::sum` adds (from
+/// −0.0, source by source).
+pub fn weighted_sum(row: &[f32], weights: &[f64], sources: Range<usize>) -> f64 {
+    row[sources.clone()].iter().zip(&weights[sources]).map(|(&w, &x)| w as f64 * x).sum()
+}
+
+/// `weighted_sum` of the consecutive rows `ks`, four side by side: each row's chain of additions
+/// in `weighted_sum`'s order, but four independent chains keep the adder busy where one waits on
+/// each addition.
+pub fn weighted_sums(ks: Range<usize>, m: &Matrix, weights: &[f64], sources: Range<usize>) -> Vec<f64> {
+    if ks.len() != ROWS {
+        return ks.map(|k| weighted_sum(m.row(k), weights, sources.clone())).collect();
+    }
+    let x = &weights[sources.clone()];
+    let rows: [&[f32]; ROWS] = std::array::from_fn(|j| &m.row(ks.start + j)[sources.clone()]);
+    let mut acc = [-0.0f64; ROWS];
+    for (i, &xi) in x.iter().enumerate() {
+        for (a, row) in acc.iter_mut().zip(&rows) {
+            *a += row[i] as f64 * xi;
+        }
+    }
+    acc.to_vec()
+}
+
 /// Settles tokens `rows` in order; sources start at `first_source`.
 pub fn forward_sweep<S: Sweep>(m: &Matrix, first_source: usize, rows: Range<usize>, state: &mut S) {
     let mut k0 = rows.start;

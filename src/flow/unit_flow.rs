@@ -3,7 +3,7 @@
 //! f(k) = s(k) + h(k)·Σ_{i<k} M[k,i]·g(i): a forward solve that reads M by rows.
 
 use super::matrix::Matrix;
-use super::sweep::{ROWS, Sweep, forward_sweep};
+use super::sweep::{Sweep, forward_sweep, weighted_sum, weighted_sums};
 use crate::span::Spans;
 use std::ops::Range;
 
@@ -26,25 +26,11 @@ impl Sweep for Solve<'_> {
     type Acc = f64;
 
     fn gather(&self, _k: usize, row: &[f32], sources: Range<usize>) -> f64 {
-        row[sources.clone()].iter().zip(&self.g[sources]).map(|(&w, &g)| w as f64 * g).sum()
+        weighted_sum(row, &self.g, sources)
     }
 
-    /// Four rows' sums side by side: each is `gather`'s chain of additions in `gather`'s order
-    /// (from −0.0, as `Iterator::sum`), but four independent chains keep the adder busy where
-    /// one waits on each addition.
     fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<f64> {
-        if ks.len() != ROWS {
-            return ks.map(|k| self.gather(k, m.row(k), sources.clone())).collect();
-        }
-        let g = &self.g[sources.clone()];
-        let rows: [&[f32]; ROWS] = std::array::from_fn(|j| &m.row(ks.start + j)[sources.clone()]);
-        let mut acc = [-0.0f64; ROWS];
-        for (i, &gi) in g.iter().enumerate() {
-            for (a, row) in acc.iter_mut().zip(&rows) {
-                *a += row[i] as f64 * gi;
-            }
-        }
-        acc.to_vec()
+        weighted_sums(ks, m, &self.g, sources)
     }
 
     fn combine(a: f64, b: f64) -> f64 {
@@ -80,6 +66,7 @@ pub fn unit_flow(m: &Matrix, h: &[f64], spans: Spans) -> UnitFlow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::sweep::ROWS;
     use crate::span::Span;
 
     /// Four rows side by side are each row's own chain of additions: the same bits as `gather`.
