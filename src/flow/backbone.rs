@@ -318,6 +318,7 @@ pub fn backbone(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::test_rng::XorShift;
     use crate::span::Span;
 
     /// Four rows at once give each row's `gather`: the same width and the same first index, ties
@@ -325,13 +326,8 @@ mod tests {
     #[test]
     fn four_rows_at_once_give_each_rows_widest_source() {
         let n = 700;
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let mut next = || rng.unit();
         let mut m = Matrix::zeros(n);
         for k in 1..n {
             for w in m.row_mut(k) {

@@ -15,6 +15,8 @@ pub mod roles;
 pub mod slab_row;
 pub mod steps;
 pub mod sweep;
+#[cfg(test)]
+pub mod test_rng;
 pub mod throughput;
 pub mod unit_flow;
 

@@ -86,6 +86,7 @@ pub fn reach(m: &Matrix, answer: Span) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::test_rng::XorShift;
 
     /// The push before the block one row at a time through memory, as it was before the rows went
     /// four at a time through a register: the two must agree bit for bit.
@@ -120,13 +121,11 @@ mod tests {
     fn rows_four_at_a_time_give_the_same_bits() {
         let n = 1500;
         let mut m = Matrix::zeros(n);
-        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
         for k in 1..n {
             let row = m.row_mut(k);
             for w in row.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                let x = rng.next_u64();
                 // Sparse, as attention is: most entries zero, the rest spread over [0, 1/k).
                 *w = if x.is_multiple_of(5) { (x >> 40) as f32 / (1u64 << 24) as f32 / k as f32 } else { 0.0 };
             }

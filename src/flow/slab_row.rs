@@ -186,18 +186,14 @@ unsafe fn mean_eight<const R: usize>(dtype: Dtype, rows: [&[u8]; R], acc: &mut [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::test_rng::XorShift;
 
     /// For each storage type and row length (every length mod 8), six rows of values below one:
     /// one ordinary, and one each with a subnormal, a negative zero, a negative, an infinity and
     /// a NaN among them.
     fn rows() -> Vec<(Dtype, usize, Vec<Vec<u8>>)> {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next_u64();
         // (the bits of one in each type, below which the ordinary values lie, then the bits of
         // the special values)
         let types = [

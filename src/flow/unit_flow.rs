@@ -66,6 +66,7 @@ pub fn unit_flow(m: &Matrix, h: &[f64], spans: Spans) -> UnitFlow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::test_rng::XorShift;
     use crate::flow::sweep::ROWS;
     use crate::span::Span;
 
@@ -74,13 +75,8 @@ mod tests {
     fn four_rows_at_once_give_each_rows_bits() {
         let n = 700;
         let mut m = Matrix::zeros(n);
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut next = || rng.unit();
         for k in 1..n {
             for w in m.row_mut(k) {
                 *w = (next() / k as f64) as f32;
