@@ -20,7 +20,10 @@ pub fn export_view(m: &Model, ui: &UiState, path: &Path) -> Result<String, Strin
             crate::render::matrix_png(&vals, s)?
         }
         View::Backbone => svg_or_png(crate::render::backbone::backbone_svg(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result))?,
-        _ => svg_or_png(crate::render::text::credit_svg(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result, &Default::default()))?,
+        _ => {
+            let picture = crate::render::text::credit_picture(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result, &Default::default());
+            if png { picture.png()? } else { picture.svg().into_bytes() }
+        }
     };
     crate::atomic::write_atomic(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(format!("wrote {}", path.display()))

@@ -6,8 +6,12 @@ pub mod backbone;
 pub mod colormap;
 pub mod graph;
 pub mod layout;
+mod png;
 pub mod text;
 
+use rayon::prelude::*;
+use resvg::tiny_skia::{Pixmap, Transform};
+use std::ops::Range;
 use std::sync::OnceLock;
 
 /// DejaVu Sans Mono (see `assets/fonts/DejaVu-LICENSE.txt`): monospace keeps layout exact
@@ -23,32 +27,124 @@ pub const MAX_RASTER_PIXELS: u64 = 32 << 20;
 
 /// Rasterises an SVG drawn by this module into PNG bytes, within [`MAX_RASTER_PIXELS`].
 pub fn svg_to_png(svg: &str) -> Result<Vec<u8>, String> {
+    let tree = parse(svg)?;
+    let size = tree.size().to_int_size();
+    let pixels = size.width() as u64 * size.height() as u64;
+    let scale = if pixels > MAX_RASTER_PIXELS { (MAX_RASTER_PIXELS as f64 / pixels as f64).sqrt() as f32 } else { 1.0 };
+    let (w, h) = (((size.width() as f32 * scale) as u32).max(1), ((size.height() as f32 * scale) as u32).max(1));
+    let mut pixmap = pixmap(w, h)?;
+    resvg::render(&tree, Transform::from_scale(scale, scale), &mut pixmap.as_mut());
+    Ok(encode(pixmap))
+}
+
+fn parse(svg: &str) -> Result<resvg::usvg::Tree, String> {
     static OPTIONS: OnceLock<resvg::usvg::Options<'static>> = OnceLock::new();
     let opt = OPTIONS.get_or_init(|| {
         let mut opt = resvg::usvg::Options { font_family: FONT_FAMILY.into(), ..Default::default() };
         opt.fontdb_mut().load_font_data(FONT.to_vec());
         opt
     });
-    let tree = resvg::usvg::Tree::from_str(svg, opt).map_err(|e| format!("cannot parse SVG: {e}"))?;
-    let size = tree.size().to_int_size();
-    let pixels = size.width() as u64 * size.height() as u64;
-    let scale = if pixels > MAX_RASTER_PIXELS { (MAX_RASTER_PIXELS as f64 / pixels as f64).sqrt() as f32 } else { 1.0 };
-    let (w, h) = (((size.width() as f32 * scale) as u32).max(1), ((size.height() as f32 * scale) as u32).max(1));
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(w, h).ok_or_else(|| format!("image of {w}×{h} pixels cannot be allocated"))?;
-    resvg::render(&tree, resvg::tiny_skia::Transform::from_scale(scale, scale), &mut pixmap.as_mut());
-    pixmap.encode_png().map_err(|e| format!("cannot encode PNG: {e}"))
+    resvg::usvg::Tree::from_str(svg, opt).map_err(|e| format!("cannot parse SVG: {e}"))
+}
+
+fn pixmap(w: u32, h: u32) -> Result<Pixmap, String> {
+    Pixmap::new(w, h).ok_or_else(|| format!("image of {w}×{h} pixels cannot be allocated"))
+}
+
+/// Rows per band when a picture is cut for the cores: enough that a band's overlap with its
+/// neighbours (a line of text either side) stays a small part of it.
+const BAND_ROWS: u32 = 512;
+/// Rows drawn beyond a band on either side and thrown away (see [`Picture::png`]).
+const BAND_MARGIN: u32 = 8;
+
+fn bands(height: u32) -> Vec<Range<u32>> {
+    let rows = BAND_ROWS.max(height.div_ceil(4 * rayon::current_num_threads() as u32));
+    (0..height).step_by(rows as usize).map(|y| y..(y + rows).min(height)).collect()
+}
+
+/// PNG bytes of a rasterised picture, its bands compressed in parallel.
+fn encode(pixmap: Pixmap) -> Vec<u8> {
+    let (w, h) = (pixmap.width(), pixmap.height());
+    let rgba = pixmap.take_demultiplied();
+    let bands = bands(h);
+    let stride = w as usize * 4;
+    let compressed: Vec<png::Band> = bands
+        .par_iter()
+        .map(|r| png::band(&rgba[r.start as usize * stride..r.end as usize * stride], w as usize, r.end == h))
+        .collect();
+    png::file(w, h, &compressed)
+}
+
+/// A picture drawn as SVG fragments, each confined to a range of pixel rows, so that bands of
+/// it are parsed and rasterised apart, on every core, and still land on the pixels of the
+/// whole: a band draws the fragments that reach into it, in their order, moved up by a whole
+/// number of pixels (exact in f32). Parsing and rasterising the text of a long trace took half
+/// of its export on one core.
+pub struct Picture {
+    open: String,
+    parts: Vec<(Range<f64>, String)>,
+}
+
+impl Picture {
+    /// `open`: the `<svg …>` tag, with the picture's size.
+    pub fn new(open: String) -> Self {
+        Picture { open, parts: Vec::new() }
+    }
+
+    /// `rows`: every pixel row the fragment can touch, strokes and glyphs included.
+    pub fn draw(&mut self, rows: Range<f64>, svg: String) {
+        self.parts.push((rows, svg));
+    }
+
+    pub fn svg(&self) -> String {
+        let mut s = String::with_capacity(self.open.len() + self.parts.iter().map(|p| p.1.len()).sum::<usize>() + 6);
+        s.push_str(&self.open);
+        self.parts.iter().for_each(|p| s.push_str(&p.1));
+        s.push_str("</svg>");
+        s
+    }
+
+    /// The PNG of [`Picture::svg`], pixel for pixel.
+    pub fn png(&self) -> Result<Vec<u8>, String> {
+        let size = parse(&format!("{}</svg>", self.open))?.size().to_int_size();
+        let (w, h) = (size.width(), size.height());
+        if w as u64 * h as u64 > MAX_RASTER_PIXELS {
+            return svg_to_png(&self.svg());
+        }
+        let compressed = bands(h)
+            .par_iter()
+            .map(|r| {
+                let mut svg = self.open.clone();
+                for (rows, part) in &self.parts {
+                    if rows.start < r.end as f64 && rows.end > r.start as f64 {
+                        svg.push_str(part);
+                    }
+                }
+                svg.push_str("</svg>");
+                // The rasteriser's anti-aliasing differs on the rows next to a pixmap's edge, so
+                // a band is drawn with a margin and cut out of it.
+                let (top, bottom) = (r.start.saturating_sub(BAND_MARGIN), (r.end + BAND_MARGIN).min(h));
+                let mut band = pixmap(w, bottom - top)?;
+                resvg::render(&parse(&svg)?, Transform::from_translate(0.0, -(top as f32)), &mut band.as_mut());
+                let stride = w as usize * 4;
+                let rgba = band.take_demultiplied();
+                Ok(png::band(&rgba[(r.start - top) as usize * stride..(r.end - top) as usize * stride], w as usize, r.end == h))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(png::file(w, h, &compressed))
+    }
 }
 
 /// A square heat map (row-major `s`×`s` values, scaled to their maximum) as PNG bytes: the
 /// matrix view's picture.
 pub fn matrix_png(vals: &[f32], s: usize) -> Result<Vec<u8>, String> {
     let max = vals.iter().cloned().fold(0.0f32, f32::max).max(1e-30);
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(s as u32, s as u32).ok_or("empty matrix")?;
+    let mut pixmap = Pixmap::new(s as u32, s as u32).ok_or("empty matrix")?;
     for (px, &v) in pixmap.pixels_mut().iter_mut().zip(vals) {
         let c = colormap::heat(((v / max) as f64).sqrt());
         *px = resvg::tiny_skia::PremultipliedColorU8::from_rgba(c[0], c[1], c[2], 255).expect("opaque");
     }
-    pixmap.encode_png().map_err(|e| e.to_string())
+    Ok(encode(pixmap))
 }
 
 /// Escapes text for SVG/HTML content and attribute values.

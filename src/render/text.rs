@@ -2,7 +2,7 @@
 //! question and answer framed, hubs outlined.
 
 use super::colormap::{self, hex};
-use super::{CHAR_WIDTH_EM, FONT_FAMILY, escape, layout};
+use super::{CHAR_WIDTH_EM, FONT_FAMILY, Picture, escape, layout};
 use crate::flow::FlowResult;
 use crate::span::Spans;
 use std::fmt::Write;
@@ -21,7 +21,10 @@ impl Default for TextStyle {
 }
 
 /// `tokens` are the trace's raw tokens (the tooltips), `text` what each shows (`Trace::text`).
-pub fn credit_svg(title: &str, tokens: &[String], text: &[String], spans: Spans, r: &FlowResult, style: &TextStyle) -> String {
+/// Each token's cell is one fragment of the picture, confined to its own line and the lines
+/// either side (outlines stick out of a line by a pixel or two, tall glyphs by more), so the
+/// PNG of a long trace is drawn in bands across the cores.
+pub fn credit_picture(title: &str, tokens: &[String], text: &[String], spans: Spans, r: &FlowResult, style: &TextStyle) -> Picture {
     let cw = style.font_size * CHAR_WIDTH_EM;
     let lh = style.line_height;
     let cells = layout::wrap(text, style.columns);
@@ -34,13 +37,12 @@ pub fn credit_svg(title: &str, tokens: &[String], text: &[String], spans: Spans,
     let hubs: std::collections::HashSet<usize> = r.hubs.iter().copied().collect();
     let checkpoints: std::collections::HashSet<usize> = r.checkpoints.iter().copied().collect();
 
-    let mut s = String::new();
-    let _ = write!(
-        s,
+    let mut picture = Picture::new(format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="{FONT_FAMILY}, monospace" font-size="{fs}">"##,
         fs = style.font_size
-    );
-    let _ = write!(s, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##);
+    ));
+    picture.draw(0.0..height, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##.to_owned());
+    let mut s = String::new();
     let _ = write!(
         s,
         r##"<text x="{m}" y="22" font-size="15" fill="#1a1a1a">{t}</text>"##,
@@ -48,8 +50,10 @@ pub fn credit_svg(title: &str, tokens: &[String], text: &[String], spans: Spans,
         t = escape(title)
     );
     legend(&mut s, style.margin, 36.0);
+    picture.draw(0.0..header, s);
 
     for c in &cells {
+        let mut s = String::new();
         let k = c.index;
         let x = style.margin + c.col as f64 * cw;
         let y = header + c.line as f64 * lh;
@@ -83,9 +87,9 @@ pub fn credit_svg(title: &str, tokens: &[String], text: &[String], spans: Spans,
         let text = super::layout::fit(&c.text, c.width);
         let _ = write!(s, r##"<text x="{x:.1}" y="{:.1}" fill="{}" xml:space="preserve">{}</text>"##,
             y + lh * 0.68, hex(ink), escape(&text));
+        picture.draw(y - lh..y + 2.0 * lh, s);
     }
-    s.push_str("</svg>");
-    s
+    picture
 }
 
 fn tooltip(tokens: &[String], r: &FlowResult, k: usize) -> String {
@@ -113,4 +117,40 @@ fn legend(s: &mut String, x0: f64, y: f64) {
     item(s, "hub", format!(r##"<rect x="{{X}}" y="{y}" width="16" height="12" fill="none" stroke="{}" stroke-width="2"/>"##, hex(colormap::HUB)));
     item(s, "checkpoint", format!(r##"<rect x="{{X}}" y="{y}" width="16" height="12" fill="none" stroke="{}" stroke-width="2" stroke-dasharray="3,2"/>"##, hex(colormap::HUB)));
     item(s, "credit γ > 1", format!(r##"<rect x="{{X}}" y="{:.0}" width="16" height="3" fill="{}"/>"##, y + 9.0, hex(colormap::CREDIT)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{Cancel, analyze};
+    use crate::params::Params;
+    use crate::synth::{SynthSpec, synth_trace};
+    use crate::trace::{Dtype, Trace};
+
+    /// The text of a long trace, cut into bands for the cores, has every pixel of the picture
+    /// drawn whole: with outlines on most tokens (so some straddle every band edge) and glyphs
+    /// that reach above and below their line.
+    #[test]
+    fn a_tall_picture_drawn_in_bands_is_the_whole_picture() {
+        let spec = SynthSpec { target_tokens: 2000, layers: 1, heads: 1, dtype: Dtype::F32, rank: 2, ..Default::default() };
+        let trace = Trace::from_bytes(synth_trace(&spec).to_bytes(), std::path::Path::new("tall.safetensors")).unwrap();
+        let mut r = analyze(&trace, &Params::default(), &Cancel::default()).unwrap();
+        let n = trace.n();
+        r.hubs = (0..n).step_by(3).collect();
+        r.checkpoints = (1..n).step_by(4).collect();
+        r.credit.iter_mut().step_by(2).for_each(|g| *g = 1.5);
+        let mut text = trace.text();
+        for k in (7..n).step_by(11) {
+            text[k] = ["Ǻ̈̈̈̂", "ʝ̣̣̣̣", "漢字", "\u{1f600}"][k % 4].to_owned();
+        }
+        let picture = credit_picture("tall", &trace.tokens, &text, trace.spans, &r, &TextStyle::default());
+        let pixels = |png: Vec<u8>| resvg::tiny_skia::Pixmap::decode_png(&png).unwrap();
+        let whole = pixels(super::super::svg_to_png(&picture.svg()).unwrap());
+        let banded = pixels(picture.png().unwrap());
+        assert!(super::super::bands(whole.height()).len() >= 3, "{} rows", whole.height());
+        assert_eq!((banded.width(), banded.height()), (whole.width(), whole.height()));
+        let stride = whole.width() as usize * 4;
+        let differ: Vec<usize> = (0..whole.height() as usize).filter(|&y| whole.data()[y * stride..][..stride] != banded.data()[y * stride..][..stride]).collect();
+        assert!(differ.is_empty(), "rows {differ:?} differ");
+    }
 }
