@@ -1,6 +1,7 @@
 """The Python package against the engine's own export of the same traces, and its errors."""
 
 import dataclasses
+import gc
 import math
 
 import numpy as np
@@ -160,6 +161,9 @@ def test_tokens_come_back_as_given_or_as_their_str():
     assert r.tokens == toks and r.tokens is not toks
     toks[0] = "changed"
     assert r.tokens[0] == "t0", "the result keeps its own list"
+    # lists of str only are kept out of the cyclic GC's walks, whichever way they were made
+    assert not gc.is_tracked(r.tokens) and not gc.is_tracked(flowtracer.analyze_files([SAMPLE])[0].tokens)
+    assert isinstance(r.provenance, dict) and r.provenance["steps"]["aggregate"] == "cpu"
     r = flowtracer.analyze(a, tokens=tuple(range(8)), question=(0, 1), answer=(7, 8))
     assert r.tokens == [str(i) for i in range(8)]
     # a list that is not all str is read item by item too; its count is checked either way

@@ -53,14 +53,14 @@ class FlowResult:
 
     @classmethod
     def _of(cls, d: dict[str, Any], caller_address: int | None = None) -> "FlowResult":
-        d = dict(d)
-        d["provenance"] = json.loads(d["provenance"])
+        # `d` is the engine's own dict, made for this result alone, with exactly the fields (the
+        # provenance already a dict): it becomes the object's __dict__ as it is. A frozen
+        # dataclass's __init__ sets each field through object.__setattr__, most of what handing
+        # 64 results back had cost in Python.
         engine_address = d.pop("attention_address")
         d["zero_copy"] = None if caller_address is None else caller_address == engine_address
-        # The engine's dict has exactly the fields; a frozen dataclass's __init__ sets each one
-        # through object.__setattr__, most of what handing 64 results back cost in Python.
         result = object.__new__(cls)
-        result.__dict__.update(d)
+        object.__setattr__(result, "__dict__", d)
         return result
 
 
