@@ -43,10 +43,11 @@ def engine_array(x: Any, name: str) -> tuple[np.ndarray, bool]:
             t = t.float()
         return t.contiguous().numpy(), False
     a = np.asarray(x)
+    # The common case first: `dtype.name` alone costs 2 µs, most of this function's time.
+    if a.dtype in (np.float32, np.float16) and a.dtype.isnative and a.flags.c_contiguous:
+        return a, False
     if a.dtype.name == "bfloat16":
         return np.ascontiguousarray(a).view(np.uint16), True
     if a.dtype.kind != "f":
         raise ValueError(f"{name}: dtype {a.dtype} is not floating point (attention is softmax probabilities)")
-    if a.dtype in (np.float32, np.float16) and a.dtype.isnative and a.flags.c_contiguous:
-        return a, False
     return np.ascontiguousarray(a, dtype=np.float32), False
