@@ -4,7 +4,7 @@
 //! rows that hold more than one unit of attention.
 
 use super::matrix::Matrix;
-use super::slab_row::{self, row_stats};
+use super::slab_row;
 use crate::params::{AggregateParams, Reduce};
 use crate::trace::{Attention, DataError, Problem, Trace};
 use rayon::prelude::*;
@@ -124,10 +124,9 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
                 // (the row in memory order, as below)
                 let es = att.dtype.size();
                 let bytes = att.row_bytes(l, h, k);
-                att.dtype.decode(&bytes[..k * es], out);
+                let (sum, min) = slab_row::decode_row(att.dtype, &bytes[..k * es], out);
                 let mut diag = [0f32];
                 att.dtype.decode(&bytes[k * es..(k + 1) * es], &mut diag);
-                let (sum, min) = row_stats(out);
                 let (sum, min) = (sum + diag[0] as f64, min.min(diag[0]));
                 if check_upper[0] {
                     check_causal(&bytes[(k + 1) * es..], att, l, h, k)?;
