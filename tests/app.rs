@@ -784,3 +784,36 @@ fn a_run_scored_on_ray_opens_in_the_run_view() {
     h.state_mut().apply(flowtracer::app::Command::Open(path));
     assert_eq!(h.state().model.doc().unwrap().trace.path, std::path::Path::new("sample_traces/addition.safetensors"));
 }
+
+/// Export view writes the picture of the view on screen: the text view's PNG is the export's
+/// credit picture (its size; the title differs), the backbone's and the matrix's are PNGs too
+/// (the matrix a pixel per token), and an `.svg` path gets the SVG.
+#[test]
+fn export_view_writes_the_picture_of_each_view() {
+    let dir = common::temp_dir("app-export-view");
+    let mut h = harness();
+    let picture = |path: &std::path::Path| resvg::tiny_skia::Pixmap::decode_png(&std::fs::read(path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let text = dir.join("text.png");
+    h.state_mut().apply(flowtracer::app::Command::ExportView(text.clone()));
+    assert!(h.state().model.status.starts_with("wrote"), "{}", h.state().model.status);
+    let credit = picture(&text);
+    let export = dir.join("export");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_flowtracer")).args(["--export", export.to_str().unwrap(), "--format", "png", "sample_traces/addition.safetensors"]).status().unwrap();
+    assert!(status.success());
+    let exported = picture(&export.join("addition.credit.png"));
+    assert_eq!((credit.width(), credit.height()), (exported.width(), exported.height()), "the app's text picture is the export's, titled differently");
+    h.state_mut().ui.view = View::Backbone;
+    h.state_mut().apply(flowtracer::app::Command::ExportView(dir.join("backbone.png")));
+    assert_eq!(picture(&dir.join("backbone.png")).width(), 1200);
+    // The sample is shorter than the matrix view's texture: a pixel per token.
+    let n = h.state().model.docs[0].trace.tokens.len() as u32;
+    h.state_mut().ui.view = View::Matrix;
+    h.state_mut().apply(flowtracer::app::Command::ExportView(dir.join("matrix.png")));
+    let matrix = picture(&dir.join("matrix.png"));
+    assert_eq!((matrix.width(), matrix.height()), (n, n));
+    h.state_mut().ui.view = View::Text;
+    let svg = dir.join("text.svg");
+    h.state_mut().apply(flowtracer::app::Command::ExportView(svg.clone()));
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    let _ = std::fs::remove_dir_all(dir);
+}
