@@ -49,7 +49,7 @@ pub const GROUP: usize = 4;
 pub fn accumulate_rows(dtype: Dtype, rows: &[&[u8]], acc: &mut [f64], reduce: Reduce, buf: &mut [f32]) -> [(f64, f32); GROUP] {
     #[cfg(target_arch = "x86_64")]
     if let (Ok(four), Reduce::Mean) = (<[&[u8]; GROUP]>::try_from(rows), reduce)
-        && let Some(stats) = mean_kernel(dtype, four, acc)
+        && let Some(stats) = with_eight(dtype, Mean { rows: four, acc })
     {
         return stats;
     }
@@ -67,7 +67,7 @@ pub fn accumulate_rows(dtype: Dtype, rows: &[&[u8]], acc: &mut [f64], reduce: Re
 pub fn accumulate(dtype: Dtype, bytes: &[u8], acc: &mut [f64], reduce: Reduce, buf: &mut [f32]) -> (f64, f32) {
     #[cfg(target_arch = "x86_64")]
     if reduce == Reduce::Mean
-        && let Some([stats]) = mean_kernel(dtype, [bytes], acc)
+        && let Some([stats]) = with_eight(dtype, Mean { rows: [bytes], acc })
     {
         return stats;
     }
@@ -88,45 +88,11 @@ pub fn accumulate(dtype: Dtype, bytes: &[u8], acc: &mut [f64], reduce: Reduce, b
 /// copying it (a batch of 64 `[N,N]` F32 traces at 1k spent 10% of its time in `row_stats`).
 pub fn decode_row(dtype: Dtype, bytes: &[u8], out: &mut [f32]) -> (f64, f32) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(stats) = decode_kernel(dtype, bytes, out) {
+    if let Some(stats) = with_eight(dtype, Decode { row: bytes, out }) {
         return stats;
     }
     dtype.decode(bytes, out);
     row_stats(out)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn decode_kernel(dtype: Dtype, bytes: &[u8], out: &mut [f32]) -> Option<(f64, f32)> {
-    use std::arch::is_x86_feature_detected as has;
-    // SAFETY: each kernel runs only on a CPU with the features it is compiled for.
-    match dtype {
-        Dtype::F16 if has!("f16c") => Some(unsafe { decode_f16(bytes, out) }),
-        Dtype::BF16 if has!("avx2") => Some(unsafe { decode_bf16(bytes, out) }),
-        Dtype::F32 if has!("avx") => Some(unsafe { decode_f32(bytes, out) }),
-        _ => None,
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,f16c")]
-unsafe fn decode_f16(bytes: &[u8], out: &mut [f32]) -> (f64, f32) {
-    use std::arch::x86_64::*;
-    // SAFETY (of each load): `decode_eight` passes pointers to 8 whole values inside the row.
-    unsafe { decode_eight(Dtype::F16, bytes, out, |p| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn decode_bf16(bytes: &[u8], out: &mut [f32]) -> (f64, f32) {
-    use std::arch::x86_64::*;
-    unsafe { decode_eight(Dtype::BF16, bytes, out, |p| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i))))) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn decode_f32(bytes: &[u8], out: &mut [f32]) -> (f64, f32) {
-    use std::arch::x86_64::*;
-    unsafe { decode_eight(Dtype::F32, bytes, out, |p| _mm256_loadu_ps(p as *const f32)) }
 }
 
 /// `decode_row` eight values at a time as `load` decodes them: the lanes, the minimum and the
@@ -159,40 +125,88 @@ unsafe fn decode_eight(dtype: Dtype, row: &[u8], out: &mut [f32], load: impl Fn(
     }
 }
 
-/// The one-pass mean of `R` rows for `dtype`, where this CPU has what its kernel is compiled for.
+/// Work on rows that runs with a storage type's way of decoding eight values at once: the one
+/// definition of each type's AVX load and of the check that this CPU has what it needs, shared by
+/// the mean's kernel and the single slab's.
 #[cfg(target_arch = "x86_64")]
-fn mean_kernel<const R: usize>(dtype: Dtype, rows: [&[u8]; R], acc: &mut [f64]) -> Option<[(f64, f32); R]> {
+trait Eight {
+    type Out;
+    /// Runs with `load`, which decodes eight values from a pointer to eight whole values.
+    ///
+    /// # Safety
+    /// Called only from a kernel below (compiled with the features `load` needs), into which it
+    /// is inlined.
+    unsafe fn run(self, dtype: Dtype, load: impl Fn(*const u8) -> std::arch::x86_64::__m256) -> Self::Out;
+}
+
+/// `work` run by the kernel for `dtype`, where this CPU has what that kernel is compiled for.
+#[cfg(target_arch = "x86_64")]
+fn with_eight<W: Eight>(dtype: Dtype, work: W) -> Option<W::Out> {
     use std::arch::is_x86_feature_detected as has;
     // SAFETY: each kernel runs only on a CPU with the features it is compiled for.
     match dtype {
-        Dtype::F16 if has!("f16c") => Some(unsafe { mean_f16(rows, acc) }),
-        Dtype::BF16 if has!("avx2") => Some(unsafe { mean_bf16(rows, acc) }),
-        Dtype::F32 if has!("avx") => Some(unsafe { mean_f32(rows, acc) }),
+        Dtype::F16 if has!("f16c") => Some(unsafe { eight_f16(work) }),
+        Dtype::BF16 if has!("avx2") => Some(unsafe { eight_bf16(work) }),
+        Dtype::F32 if has!("avx") => Some(unsafe { eight_f32(work) }),
         _ => None,
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx,f16c")]
-unsafe fn mean_f16<const R: usize>(rows: [&[u8]; R], acc: &mut [f64]) -> [(f64, f32); R] {
+unsafe fn eight_f16<W: Eight>(work: W) -> W::Out {
     use std::arch::x86_64::*;
-    // SAFETY (of each load): `mean_eight` passes pointers to 8 whole values inside a row.
-    unsafe { mean_eight(Dtype::F16, rows, acc, |p| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))) }
+    // SAFETY (of each load): the work passes pointers to 8 whole values inside a row.
+    unsafe { work.run(Dtype::F16, |p| _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn mean_bf16<const R: usize>(rows: [&[u8]; R], acc: &mut [f64]) -> [(f64, f32); R] {
+unsafe fn eight_bf16<W: Eight>(work: W) -> W::Out {
     use std::arch::x86_64::*;
     // A bfloat16 is the top half of the f32 it stands for.
-    unsafe { mean_eight(Dtype::BF16, rows, acc, |p| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i))))) }
+    unsafe { work.run(Dtype::BF16, |p| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i))))) }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-unsafe fn mean_f32<const R: usize>(rows: [&[u8]; R], acc: &mut [f64]) -> [(f64, f32); R] {
+unsafe fn eight_f32<W: Eight>(work: W) -> W::Out {
     use std::arch::x86_64::*;
-    unsafe { mean_eight(Dtype::F32, rows, acc, |p| _mm256_loadu_ps(p as *const f32)) }
+    unsafe { work.run(Dtype::F32, |p| _mm256_loadu_ps(p as *const f32)) }
+}
+
+/// The one-pass mean of `R` rows (`mean_eight`).
+#[cfg(target_arch = "x86_64")]
+struct Mean<'a, const R: usize> {
+    rows: [&'a [u8]; R],
+    acc: &'a mut [f64],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<const R: usize> Eight for Mean<'_, R> {
+    type Out = [(f64, f32); R];
+    #[inline(always)]
+    unsafe fn run(self, dtype: Dtype, load: impl Fn(*const u8) -> std::arch::x86_64::__m256) -> Self::Out {
+        // SAFETY: as `run`'s.
+        unsafe { mean_eight(dtype, self.rows, self.acc, load) }
+    }
+}
+
+/// One row decoded with its stats (`decode_eight`).
+#[cfg(target_arch = "x86_64")]
+struct Decode<'a> {
+    row: &'a [u8],
+    out: &'a mut [f32],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Eight for Decode<'_> {
+    type Out = (f64, f32);
+    #[inline(always)]
+    unsafe fn run(self, dtype: Dtype, load: impl Fn(*const u8) -> std::arch::x86_64::__m256) -> Self::Out {
+        // SAFETY: as `run`'s.
+        unsafe { decode_eight(dtype, self.row, self.out, load) }
+    }
 }
 
 /// How far ahead of the values in use a row is asked for (bytes). A row of one slab is followed
