@@ -84,7 +84,8 @@ fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
 /// The five PNG filters of one row, and the choice among them by the smallest sum of absolute
 /// (signed) bytes: the heuristic libpng and the png crate use by default.
 struct Filtered {
-    rows: [Vec<u8>; 5],
+    /// Sub, up, average, paeth (the unfiltered row is the row itself).
+    rows: [Vec<u8>; 4],
 }
 
 impl Filtered {
@@ -94,16 +95,15 @@ impl Filtered {
 
     /// The filter type byte and the filtered row; without `above`, only the filters that do not
     /// read it (none, sub).
-    fn best(&mut self, above: Option<&[u8]>, row: &[u8]) -> (u8, &[u8]) {
+    fn best<'a>(&'a mut self, above: Option<&[u8]>, row: &'a [u8]) -> (u8, &'a [u8]) {
         const BPP: usize = 4;
-        let [none, sub, up, avg, paeth] = &mut self.rows;
+        let [sub, up, avg, paeth] = &mut self.rows;
         let n = row.len();
-        none.copy_from_slice(row);
         sub[..BPP].copy_from_slice(&row[..BPP]);
         for ((o, &x), &a) in sub[BPP..].iter_mut().zip(&row[BPP..]).zip(&row[..n - BPP]) {
             *o = x.wrapping_sub(a);
         }
-        let mut costs = [cost(none), cost(sub), u64::MAX, u64::MAX, u64::MAX];
+        let mut costs = [cost(row), cost(sub), u64::MAX, u64::MAX, u64::MAX];
         if let Some(above) = above {
             for ((o, &x), &b) in up.iter_mut().zip(row).zip(above) {
                 *o = x.wrapping_sub(b);
@@ -120,7 +120,7 @@ impl Filtered {
             costs[2..].copy_from_slice(&[cost(up), cost(avg), cost(paeth)]);
         }
         let kind = (0..5).min_by_key(|&k| costs[k]).expect("five filters");
-        (kind as u8, &self.rows[kind])
+        (kind as u8, if kind == 0 { row } else { &self.rows[kind - 1] })
     }
 }
 
