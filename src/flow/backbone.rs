@@ -7,7 +7,7 @@
 //! is only read: no second N×N matrix, and a re-score can run on a matrix others read too.
 
 use super::matrix::Matrix;
-use super::sweep::{ROWS, Sweep, forward_sweep};
+use super::sweep::{Sweep, forward_sweep};
 use crate::params::BackboneParams;
 use crate::span::Spans;
 use serde::{Deserialize, Serialize};
@@ -45,45 +45,23 @@ impl Sweep for Widest<'_> {
         if hk <= 0.0 || sources.is_empty() {
             return (0.0, NONE);
         }
-        let (w, g, width) = (&row[sources.clone()], &self.g[sources.clone()], &self.width[sources.clone()]);
-        let cand = |j: usize| capped(width[j], g[j] * w[j] as f64 * hk);
-        // The maximum first, in eight independent lanes so it vectorises; then its first index.
-        let [lanes] = row_lanes(g, width, &[w], &[hk]);
-        let split = w.len() / 8 * 8;
-        let mut best = lanes.iter().copied().fold(0.0, f64::max);
-        for j in split..w.len() {
-            best = best.max(cand(j));
-        }
-        if best <= 0.0 {
-            return (0.0, NONE);
-        }
-        let j = (0..w.len()).find(|&j| cand(j) == best).expect("the maximum is attained");
-        (best, sources.start + j)
+        let (g, width) = (&self.g[sources.clone()], &self.width[sources.clone()]);
+        let [(best, j)] = widest(g, width, &[&row[sources.clone()]], &[hk]);
+        (best, if j == NONE { NONE } else { sources.start + j })
     }
 
-    /// Four rows at once: each row's maximum is `gather`'s (a maximum does not depend on the
+    /// Four rows at a time: each row's maximum is `gather`'s (a maximum does not depend on the
     /// order it is taken in), but the four share the loads of `width` and `g`, which are most of
     /// a row's reading. The first index of each maximum is then found as `gather` finds it.
     fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<(f64, usize)> {
-        if ks.len() != ROWS || sources.is_empty() {
+        if !ks.len().is_multiple_of(FOUR) || sources.is_empty() {
             return ks.map(|k| self.gather(k, m.row(k), sources.clone())).collect();
         }
-        let (g, width) = (&self.g[sources.clone()], &self.width[sources.clone()]);
-        let hs: [f64; ROWS] = std::array::from_fn(|r| self.h[ks.start + r].max(0.0));
-        let ws: [&[f32]; ROWS] = std::array::from_fn(|r| &m.row(ks.start + r)[sources.clone()]);
-        let split = g.len() / 8 * 8;
-        let lanes = row_lanes(g, width, &ws, &hs);
-        (0..ROWS)
-            .map(|r| {
-                let cand = |j: usize| capped(width[j], g[j] * ws[r][j] as f64 * hs[r]);
-                let best = (split..g.len()).map(cand).fold(lanes[r].iter().copied().fold(0.0, f64::max), f64::max);
-                if best <= 0.0 {
-                    return (0.0, NONE);
-                }
-                let j = (0..g.len()).find(|&j| cand(j) == best).expect("the maximum is attained");
-                (best, sources.start + j)
-            })
-            .collect()
+        ks.step_by(FOUR).flat_map(|k0| self.gather_four(k0, m, sources.clone())).collect()
+    }
+
+    fn gather_onto(&self, acc: (f64, usize), k: usize, row: &[f32], sources: Range<usize>) -> (f64, usize) {
+        Self::combine(acc, self.gather(k, row, sources))
     }
 
     fn combine(a: (f64, usize), b: (f64, usize)) -> (f64, usize) {
@@ -101,37 +79,108 @@ impl Sweep for Widest<'_> {
     }
 }
 
-/// Each row's eight lane maxima of its candidates (lane l takes sources l, l + 8, ...): the bulk
-/// of the widest-path sweep. Wide vectors where the CPU has them: the same maxima (each is exact,
-/// and a maximum does not depend on the order it is taken in).
-fn row_lanes<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [[f64; 8]; R] {
+/// Rows whose candidates are taken side by side: four rows' lane maxima are sixteen vectors.
+const FOUR: usize = 4;
+
+impl Widest<'_> {
+    fn gather_four(&self, k0: usize, m: &Matrix, sources: Range<usize>) -> [(f64, usize); FOUR] {
+        let (g, width) = (&self.g[sources.clone()], &self.width[sources.clone()]);
+        let hs: [f64; FOUR] = std::array::from_fn(|r| self.h[k0 + r].max(0.0));
+        let ws: [&[f32]; FOUR] = std::array::from_fn(|r| &m.row(k0 + r)[sources.clone()]);
+        widest(g, width, &ws, &hs).map(|(best, j)| (best, if j == NONE { NONE } else { sources.start + j }))
+    }
+}
+
+/// Each row's widest candidate and the first source giving it ((0, NONE) when none is wider
+/// than 0), the bulk of the widest-path sweep. The sources are taken in `LANES` lanes (lane l
+/// takes sources l, l + LANES, ...), each keeping its maximum and where it first met it, then
+/// the lanes and the tail are folded: the same maximum and the same first index as one pass in
+/// order (a maximum does not depend on the order it is taken in, and the first index of it is
+/// the least of the lanes' first indices of it).
+fn widest<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [(f64, usize); R] {
+    let lanes = row_lanes(g, width, ws, hs);
+    let split = g.len() / LANES * LANES;
+    std::array::from_fn(|r| {
+        let (maxima, at) = &lanes[r];
+        let mut best = (0.0, NONE);
+        for l in 0..LANES {
+            let j = LANES * at[l] as usize + l;
+            if maxima[l] > best.0 || (maxima[l] == best.0 && maxima[l] > 0.0 && j < best.1) {
+                best = (maxima[l], j);
+            }
+        }
+        for j in split..g.len() {
+            let c = capped(width[j], g[j] * ws[r][j] as f64 * hs[r]);
+            if c > best.0 {
+                best = (c, j);
+            }
+        }
+        best
+    })
+}
+
+const LANES: usize = 4;
+
+/// A row's lanes: their maxima, and the chunk (of `LANES` sources) each was first met in, as
+/// f64 so it moves with them.
+type Lanes = ([f64; LANES], [f64; LANES]);
+
+fn row_lanes<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [Lanes; R] {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
         return unsafe { row_lanes_avx2(g, width, ws, hs) };
     }
-    row_lanes_plain(g, width, ws, hs)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn row_lanes_avx2<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [[f64; 8]; R] {
-    row_lanes_plain(g, width, ws, hs)
-}
-
-#[inline(always)]
-fn row_lanes_plain<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [[f64; 8]; R] {
-    let mut lanes = [[0.0f64; 8]; R];
-    for (j, (g8, cap8)) in g.chunks_exact(8).zip(width.chunks_exact(8)).enumerate() {
-        for (lane, (w, &h)) in lanes.iter_mut().zip(ws.iter().zip(hs)) {
-            let w8 = &w[8 * j..8 * j + 8];
-            for l in 0..8 {
-                let c = capped(cap8[l], g8[l] * w8[l] as f64 * h);
-                lane[l] = if c > lane[l] { c } else { lane[l] };
+    let mut lanes = [([0.0f64; LANES], [0.0f64; LANES]); R];
+    for (j, (g4, cap4)) in g.chunks_exact(LANES).zip(width.chunks_exact(LANES)).enumerate() {
+        for ((lane, at), (w, &h)) in lanes.iter_mut().zip(ws.iter().zip(hs)) {
+            for l in 0..LANES {
+                let c = capped(cap4[l], g4[l] * w[LANES * j + l] as f64 * h);
+                if c > lane[l] {
+                    (lane[l], at[l]) = (c, j as f64);
+                }
             }
         }
     }
     lanes
+}
+
+/// `row_lanes`, one vector to a row's lanes: `_mm256_min_pd(a, b)` is `a < b ? a : b`, which is
+/// `capped`, and the lanes move only where the candidate is strictly wider, so each keeps the
+/// first place it met its maximum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_lanes_avx2<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [Lanes; R] {
+    use std::arch::x86_64::*;
+    let n = g.len();
+    assert!(width.len() == n && ws.iter().all(|w| w.len() == n));
+    let mut maxima = [_mm256_setzero_pd(); R];
+    let mut at = [_mm256_setzero_pd(); R];
+    let hv: [__m256d; R] = std::array::from_fn(|r| _mm256_set1_pd(hs[r]));
+    let mut chunk = _mm256_setzero_pd();
+    for j in 0..n / LANES {
+        let i = LANES * j;
+        // SAFETY: i + 4 <= n, the length of `g`, `width` and every row.
+        let (g4, cap4) = unsafe { (_mm256_loadu_pd(g.as_ptr().add(i)), _mm256_loadu_pd(width.as_ptr().add(i))) };
+        for r in 0..R {
+            // SAFETY: as above.
+            let w = _mm256_cvtps_pd(unsafe { _mm_loadu_ps(ws[r].as_ptr().add(i)) });
+            let c = _mm256_min_pd(_mm256_mul_pd(_mm256_mul_pd(g4, w), hv[r]), cap4);
+            let wider = _mm256_cmp_pd::<_CMP_GT_OQ>(c, maxima[r]);
+            maxima[r] = _mm256_blendv_pd(maxima[r], c, wider);
+            at[r] = _mm256_blendv_pd(at[r], chunk, wider);
+        }
+        chunk = _mm256_add_pd(chunk, _mm256_set1_pd(1.0));
+    }
+    std::array::from_fn(|r| {
+        let mut lanes = ([0.0; LANES], [0.0; LANES]);
+        // SAFETY: four f64 into four f64.
+        unsafe {
+            _mm256_storeu_pd(lanes.0.as_mut_ptr(), maxima[r]);
+            _mm256_storeu_pd(lanes.1.as_mut_ptr(), at[r]);
+        }
+        lanes
+    })
 }
 
 /// A path's width through an edge: what the edge carries, capped by the width that reached its
@@ -319,12 +368,26 @@ pub fn backbone(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, 
 mod tests {
     use super::*;
     use crate::flow::test_rng::XorShift;
+    use crate::flow::sweep::ROWS;
     use crate::span::Span;
 
-    /// Four rows at once give each row's `gather`: the same width and the same first index, ties
-    /// included (the widths are capped so that many candidates tie at the cap).
+    /// The widest candidate and its first source the long way: one pass in order.
+    fn widest_in_order(w: &Widest, k: usize, row: &[f32], sources: Range<usize>) -> (f64, usize) {
+        let mut best = (0.0, NONE);
+        for i in sources {
+            let c = capped(w.width[i], w.g[i] * row[i] as f64 * w.h[k].max(0.0));
+            if c > best.0 {
+                best = (c, i);
+            }
+        }
+        best
+    }
+
+    /// Rows side by side, in lanes, give each row's widest source as one pass in order finds it:
+    /// the same width and the same first index, ties included (the widths are capped so that
+    /// many candidates tie at the cap), for every length of the tail after the lanes.
     #[test]
-    fn four_rows_at_once_give_each_rows_widest_source() {
+    fn rows_in_lanes_give_each_rows_widest_source() {
         let n = 700;
         let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
         let mut next = || rng.unit();
@@ -339,13 +402,19 @@ mod tests {
         let spans = Spans { question: Span::new(0, 10), response: Span::new(10, n), answer: Span::new(n - 5, n) };
         let width = (0..n).map(|_| next().min(0.3) * 0.01).collect();
         let w = Widest { h: &h, g: &g, spans, source_left: &[], width, pred: vec![NONE; n] };
-        for k0 in [600, 632, 684, 693] {
-            let sources = 3..k0 - 1;
-            let four = w.gather_rows(k0..k0 + ROWS, &m, sources.clone());
-            for (r, got) in four.iter().enumerate() {
-                let want = w.gather(k0 + r, m.row(k0 + r), sources.clone());
-                assert_eq!((got.0.to_bits(), got.1), (want.0.to_bits(), want.1), "row {}", k0 + r);
+        let mut ties = 0;
+        for (k0, cut) in [(600, 1), (632, 2), (676, 3), (683, 4), (640, 5)] {
+            let sources = 3..k0 - cut;
+            let rows = w.gather_rows(k0..k0 + ROWS, &m, sources.clone());
+            for (r, got) in rows.iter().enumerate() {
+                let k = k0 + r;
+                let want = widest_in_order(&w, k, m.row(k), sources.clone());
+                assert_eq!((got.0.to_bits(), got.1), (want.0.to_bits(), want.1), "row {k}");
+                let one = w.gather(k, m.row(k), sources.clone());
+                assert_eq!((one.0.to_bits(), one.1), (want.0.to_bits(), want.1), "row {k} alone");
+                ties += sources.clone().filter(|&i| w.width[i] == want.0 && i != want.1).count().min(1);
             }
         }
+        assert!(ties > 20, "the widths tie at the cap, so the first index is what is tested");
     }
 }

@@ -17,7 +17,7 @@
 
 use super::backbone::FlowPath;
 use super::matrix::{Matrix, row_offset};
-use super::sweep::{Sweep, forward_sweep, weighted_sum, weighted_sums};
+use super::sweep::{Sweep, forward_sweep, weighted_sum, weighted_sum_onto, weighted_sums};
 use super::{FlowResult, solve_graph};
 use crate::params::Params;
 use crate::span::Spans;
@@ -103,6 +103,10 @@ impl Sweep for IntoToken<'_> {
 
     fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<f64> {
         weighted_sums(ks, m, &self.send, sources)
+    }
+
+    fn gather_onto(&self, acc: f64, _k: usize, row: &[f32], sources: Range<usize>) -> f64 {
+        weighted_sum_onto(acc, row, &self.send, sources)
     }
 
     fn combine(a: f64, b: f64) -> f64 {

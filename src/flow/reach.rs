@@ -12,6 +12,8 @@ use crate::span::{Span, Spans};
 use rayon::prelude::*;
 
 const CHUNK: usize = 2048;
+/// Rows pushed in one pass over a chunk of earlier tokens.
+const PUSH: usize = 8;
 
 /// The spans the steps run between: the trace's, with the answer replaced by the positions the
 /// flow is conditioned on (`answer.sink`). Every entry point that starts from a trace's spans
@@ -44,33 +46,23 @@ pub fn reach(m: &Matrix, answer: Span) -> Vec<f64> {
             let hk = if answer.contains(k) { 1.0 } else { acc[k] };
             h[k] = hk;
             if hk != 0.0 {
-                for (a, &w) in acc[k0..k].iter_mut().zip(&m.row(k)[k0..k]) {
-                    *a += w as f64 * hk;
-                }
+                add_rows(&mut acc[k0..k], &[&m.row(k)[k0..k]], &[hk]);
             }
         }
         // Before the block: every earlier token gathers the whole block at once, in parallel.
-        // The block's rows that push anything, four at a time: each earlier token takes their
+        // The block's rows that push anything, `PUSH` at a time: each earlier token takes their
         // additions in row order as before, but from a register, not memory, between them.
         let pushing: Vec<(usize, f64)> = (k0..k1).map(|k| (k, h[k])).filter(|&(_, hk)| hk != 0.0).collect();
         let push = |c: usize, accs: &mut [f64]| {
             let cols = c * CHUNK..c * CHUNK + accs.len();
-            let mut group = pushing.chunks_exact(4);
-            for four in &mut group {
-                let rows: [&[f32]; 4] = std::array::from_fn(|j| &m.row(four[j].0)[cols.clone()]);
-                let hs: [f64; 4] = std::array::from_fn(|j| four[j].1);
-                for (i, a) in accs.iter_mut().enumerate() {
-                    let mut v = *a;
-                    for (row, &hk) in rows.iter().zip(&hs) {
-                        v += row[i] as f64 * hk;
-                    }
-                    *a = v;
-                }
+            let mut group = pushing.chunks_exact(PUSH);
+            for rows in &mut group {
+                let ws: [&[f32]; PUSH] = std::array::from_fn(|j| &m.row(rows[j].0)[cols.clone()]);
+                let hs: [f64; PUSH] = std::array::from_fn(|j| rows[j].1);
+                add_rows(accs, &ws, &hs);
             }
             for &(k, hk) in group.remainder() {
-                for (a, &w) in accs.iter_mut().zip(&m.row(k)[cols.clone()]) {
-                    *a += w as f64 * hk;
-                }
+                add_rows(accs, &[&m.row(k)[cols.clone()]], &[hk]);
             }
         };
         if k0 * (k1 - k0) >= 1 << 15 {
@@ -81,6 +73,36 @@ pub fn reach(m: &Matrix, answer: Span) -> Vec<f64> {
         k1 = k0;
     }
     h
+}
+
+/// acc[i] += ws[0][i]·hs[0], then ws[1][i]·hs[1], ...: each entry's additions in the rows' order,
+/// the entries side by side in wide vectors where the CPU has them (the same sums either way).
+fn add_rows<const R: usize>(acc: &mut [f64], ws: &[&[f32]; R], hs: &[f64; R]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { add_rows_avx2(acc, ws, hs) };
+    }
+    add_rows_plain(acc, ws, hs)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_rows_avx2<const R: usize>(acc: &mut [f64], ws: &[&[f32]; R], hs: &[f64; R]) {
+    add_rows_plain(acc, ws, hs)
+}
+
+#[inline(always)]
+fn add_rows_plain<const R: usize>(acc: &mut [f64], ws: &[&[f32]; R], hs: &[f64; R]) {
+    let n = acc.len();
+    let ws: [&[f32]; R] = std::array::from_fn(|j| &ws[j][..n]);
+    for (i, a) in acc.iter_mut().enumerate() {
+        let mut v = *a;
+        for (w, &h) in ws.iter().zip(hs) {
+            v += w[i] as f64 * h;
+        }
+        *a = v;
+    }
 }
 
 #[cfg(test)]

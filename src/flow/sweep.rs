@@ -9,7 +9,7 @@ use std::ops::Range;
 
 pub const BLOCK: usize = 128;
 /// Rows a `gather_rows` call takes at once.
-pub const ROWS: usize = 4;
+pub const ROWS: usize = 16;
 
 pub trait Sweep: Sync {
     type Acc: Copy + Send;
@@ -21,6 +21,10 @@ pub trait Sweep: Sync {
     fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<Self::Acc> {
         ks.map(|k| self.gather(k, m.row(k), sources.clone())).collect()
     }
+    /// `gather` of `sources` carried on from `acc`, what the sources just before them gathered:
+    /// for a chain of additions the chain goes on (so splitting a row's sources where a block
+    /// starts leaves its bits as they were); for a maximum, `combine`.
+    fn gather_onto(&self, acc: Self::Acc, k: usize, row: &[f32], sources: Range<usize>) -> Self::Acc;
     fn combine(earlier: Self::Acc, later: Self::Acc) -> Self::Acc;
     /// Fixes token `k`'s value from everything it gathered.
     fn settle(&mut self, k: usize, acc: Self::Acc);
@@ -33,15 +37,25 @@ pub fn weighted_sum(row: &[f32], weights: &[f64], sources: Range<usize>) -> f64 
     row[sources.clone()].iter().zip(&weights[sources]).map(|(&w, &x)| w as f64 * x).sum()
 }
 
-/// `weighted_sum` of the consecutive rows `ks`, four side by side: each row's chain of additions
-/// in `weighted_sum`'s order, but four independent chains keep the adder busy where one waits on
-/// each addition.
+/// `weighted_sum`'s chain carried on from `acc` over `sources`.
+pub fn weighted_sum_onto(acc: f64, row: &[f32], weights: &[f64], sources: Range<usize>) -> f64 {
+    row[sources.clone()].iter().zip(&weights[sources]).fold(acc, |a, (&w, &x)| a + w as f64 * x)
+}
+
+/// `weighted_sum` of the consecutive rows `ks`, `ROWS` side by side: each row's chain of
+/// additions in `weighted_sum`'s order, but sixteen independent chains keep the adders busy where
+/// one waits on each addition.
 pub fn weighted_sums(ks: Range<usize>, m: &Matrix, weights: &[f64], sources: Range<usize>) -> Vec<f64> {
+    let x = &weights[sources.clone()];
     if ks.len() != ROWS {
         return ks.map(|k| weighted_sum(m.row(k), weights, sources.clone())).collect();
     }
-    let x = &weights[sources.clone()];
     let rows: [&[f32]; ROWS] = std::array::from_fn(|j| &m.row(ks.start + j)[sources.clone()]);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above; every row is as long as `x`.
+        return unsafe { chains_avx2(&rows, x) }.to_vec();
+    }
     let mut acc = [-0.0f64; ROWS];
     for (i, &xi) in x.iter().enumerate() {
         for (a, row) in acc.iter_mut().zip(&rows) {
@@ -49,6 +63,49 @@ pub fn weighted_sums(ks: Range<usize>, m: &Matrix, weights: &[f64], sources: Ran
         }
     }
     acc.to_vec()
+}
+
+/// Sixteen rows' chains, four rows to a vector. Four products of a row are made at once (the
+/// same products: a multiplication is one rounding wherever it runs), then a 4×4 transpose puts
+/// the four rows' products for one source in one vector, added in the sources' order: each lane
+/// is its row's chain, bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn chains_avx2(rows: &[&[f32]; ROWS], x: &[f64]) -> [f64; ROWS] {
+    use std::arch::x86_64::*;
+    let n = x.len();
+    assert!(rows.iter().all(|r| r.len() == n));
+    let mut acc = [_mm256_set1_pd(-0.0); ROWS / 4];
+    let mut i = 0;
+    while i + 4 <= n {
+        // SAFETY: i + 4 <= n, the length of `x` and of every row.
+        let xv = unsafe { _mm256_loadu_pd(x.as_ptr().add(i)) };
+        for (g, a) in acc.iter_mut().enumerate() {
+            let p: [__m256d; 4] = std::array::from_fn(|r| {
+                // SAFETY: as above.
+                let w = unsafe { _mm_loadu_ps(rows[4 * g + r].as_ptr().add(i)) };
+                _mm256_mul_pd(_mm256_cvtps_pd(w), xv)
+            });
+            let (t0, t1) = (_mm256_unpacklo_pd(p[0], p[1]), _mm256_unpackhi_pd(p[0], p[1]));
+            let (t2, t3) = (_mm256_unpacklo_pd(p[2], p[3]), _mm256_unpackhi_pd(p[2], p[3]));
+            *a = _mm256_add_pd(*a, _mm256_permute2f128_pd::<0x20>(t0, t2));
+            *a = _mm256_add_pd(*a, _mm256_permute2f128_pd::<0x20>(t1, t3));
+            *a = _mm256_add_pd(*a, _mm256_permute2f128_pd::<0x31>(t0, t2));
+            *a = _mm256_add_pd(*a, _mm256_permute2f128_pd::<0x31>(t1, t3));
+        }
+        i += 4;
+    }
+    let mut out = [0.0f64; ROWS];
+    for (g, a) in acc.iter().enumerate() {
+        // SAFETY: four f64 into four f64.
+        unsafe { _mm256_storeu_pd(out.as_mut_ptr().add(4 * g), *a) };
+    }
+    for (o, row) in out.iter_mut().zip(rows) {
+        for (&w, &xi) in row[i..].iter().zip(&x[i..]) {
+            *o += w as f64 * xi;
+        }
+    }
+    out
 }
 
 /// Settles tokens `rows` in order; sources start at `first_source`.
@@ -67,9 +124,17 @@ pub fn forward_sweep<S: Sweep>(m: &Matrix, first_source: usize, rows: Range<usiz
                 groups.flat_map(|ks| s.gather_rows(ks, m, before.clone())).collect()
             }
         };
-        for k in k0..k1 {
-            let inside = state.gather(k, m.row(k), split..k.max(split));
-            state.settle(k, S::combine(partial[k - k0], inside));
+        // Inside the block, `ROWS` rows at a time: what the block's settled rows before them send
+        // is gathered side by side, then each row carries that on over the few rows just before
+        // it, one at a time as they settle.
+        for sub in (k0..k1).step_by(ROWS) {
+            let sub_end = (sub + ROWS).min(k1);
+            let settled = split..sub.max(split);
+            let firsts = state.gather_rows(sub..sub_end, m, settled.clone());
+            for k in sub..sub_end {
+                let inside = state.gather_onto(firsts[k - sub], k, m.row(k), settled.end..k.max(settled.end));
+                state.settle(k, S::combine(partial[k - k0], inside));
+            }
         }
         k0 = k1;
     }
