@@ -120,6 +120,10 @@ fn widest<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64;
 }
 
 const LANES: usize = 4;
+/// How far ahead (in f32) each row is asked for: the widest-path pass reads four rows at a time,
+/// too few streams to keep memory busy by themselves (measured: 8–15% quicker at 4k and 8k;
+/// the flow's sixteen rows gained nothing from it).
+const AHEAD: usize = 256;
 
 /// A row's lanes: their maxima, and the chunk (of `LANES` sources) each was first met in, as
 /// f64 so it moves with them.
@@ -165,6 +169,10 @@ unsafe fn row_lanes_avx2<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32];
         for r in 0..R {
             // SAFETY: as above.
             let w = _mm256_cvtps_pd(unsafe { _mm_loadu_ps(ws[r].as_ptr().add(i)) });
+            if i.is_multiple_of(16) {
+                // A hint only: past the row's end it reads nothing and cannot fault.
+                _mm_prefetch::<_MM_HINT_T0>(ws[r].as_ptr().wrapping_add(i + AHEAD).cast());
+            }
             let c = _mm256_min_pd(_mm256_mul_pd(_mm256_mul_pd(g4, w), hv[r]), cap4);
             let wider = _mm256_cmp_pd::<_CMP_GT_OQ>(c, maxima[r]);
             maxima[r] = _mm256_blendv_pd(maxima[r], c, wider);
