@@ -214,17 +214,17 @@ impl Eight for Decode<'_> {
 /// prefetcher starts over at every row; asking a kilobyte ahead gained 5–10%.
 const AHEAD: usize = 1024;
 
-/// Asks for the cache line `AHEAD` bytes past `bytes[at]` (a hint: any address is allowed).
+/// Asks for the cache line `AHEAD` bytes past `values[at]` (a hint: any address is allowed).
 #[inline(always)]
-fn prefetch_ahead(bytes: &[u8], at: usize) {
+pub(crate) fn prefetch_ahead<T>(values: &[T], at: usize) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch does not fault, whatever the address; SSE is part of x86_64.
     unsafe {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().wrapping_add(at + AHEAD) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(values.as_ptr().cast::<i8>().wrapping_add(at * size_of::<T>() + AHEAD));
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (bytes, at);
+    let _ = (values, at);
 }
 
 /// `accumulate` of `R` rows under the mean, eight values at a time as `load` decodes them from a
