@@ -132,6 +132,11 @@ fn row_lanes<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f
         // SAFETY: the CPU has AVX2, checked just above.
         return unsafe { row_lanes_avx2(g, width, ws, hs) };
     }
+    row_lanes_plain(g, width, ws, hs)
+}
+
+/// `row_lanes` where the CPU has no AVX2 (and the reference the vector kernel is tested against).
+fn row_lanes_plain<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [Lanes; R] {
     let mut lanes = [([0.0f64; LANES], [0.0f64; LANES]); R];
     for (j, (g4, cap4)) in g.chunks_exact(LANES).zip(width.chunks_exact(LANES)).enumerate() {
         for ((lane, at), (w, &h)) in lanes.iter_mut().zip(ws.iter().zip(hs)) {
@@ -422,5 +427,13 @@ mod tests {
             }
         }
         assert!(ties > 20, "the widths tie at the cap, so the first index is what is tested");
+        // The kernel this CPU takes and the one for CPUs without AVX2 keep the same lanes.
+        for len in [696, 640, 641, 29] {
+            let ws: [&[f32]; 4] = std::array::from_fn(|r| &m.row(n - 1 - r)[..len]);
+            let hs = [0.7, 1.3, 0.0, 2.1];
+            let (g, width) = (&w.g[..len], &w.width[..len]);
+            let bits = |l: [Lanes; 4]| l.map(|(m, a)| (m.map(f64::to_bits), a.map(f64::to_bits)));
+            assert_eq!(bits(row_lanes(g, width, &ws, &hs)), bits(row_lanes_plain(g, width, &ws, &hs)), "{len} sources");
+        }
     }
 }

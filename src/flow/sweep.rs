@@ -56,13 +56,19 @@ pub fn weighted_sums(ks: Range<usize>, m: &Matrix, weights: &[f64], sources: Ran
         // SAFETY: the CPU has AVX2, checked just above; every row is as long as `x`.
         return unsafe { chains_avx2(&rows, x) }.to_vec();
     }
+    chains_plain(&rows, x).to_vec()
+}
+
+/// Sixteen rows' chains one source at a time: where the CPU has no AVX2, and the reference the
+/// vector kernel is tested against.
+fn chains_plain(rows: &[&[f32]; ROWS], x: &[f64]) -> [f64; ROWS] {
     let mut acc = [-0.0f64; ROWS];
     for (i, &xi) in x.iter().enumerate() {
-        for (a, row) in acc.iter_mut().zip(&rows) {
+        for (a, row) in acc.iter_mut().zip(rows) {
             *a += row[i] as f64 * xi;
         }
     }
-    acc.to_vec()
+    acc
 }
 
 /// Sixteen rows' chains, four rows to a vector. Four products of a row are made at once (the
@@ -137,5 +143,32 @@ pub fn forward_sweep<S: Sweep>(m: &Matrix, first_source: usize, rows: Range<usiz
             }
         }
         k0 = k1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::test_rng::XorShift;
+
+    /// The vector kernel this CPU takes gives the chains of one source at a time, bit for bit,
+    /// for every length of the tail after the last vector of four.
+    #[test]
+    fn the_vector_chains_are_the_plain_ones() {
+        let mut rng = XorShift(0x0123_4567_89ab_cdef);
+        let rows: Vec<Vec<f32>> = (0..ROWS).map(|_| (0..203).map(|_| (rng.unit() / 50.0) as f32).collect()).collect();
+        let x: Vec<f64> = (0..203).map(|_| rng.unit() * 7.0).collect();
+        for len in [200, 201, 202, 203, 3, 0] {
+            let rs: [&[f32]; ROWS] = std::array::from_fn(|r| &rows[r][..len]);
+            let plain = chains_plain(&rs, &x[..len]);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                let wide = unsafe { chains_avx2(&rs, &x[..len]) };
+                assert_eq!(wide.map(f64::to_bits), plain.map(f64::to_bits), "{len} sources");
+            }
+            let one: Vec<f64> = rs.iter().map(|r| r.iter().zip(&x[..len]).map(|(&w, &x)| w as f64 * x).sum()).collect();
+            assert_eq!(plain.map(f64::to_bits).to_vec(), one.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        }
     }
 }

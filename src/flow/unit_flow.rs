@@ -74,9 +74,10 @@ mod tests {
     use crate::flow::sweep::ROWS;
     use crate::span::Span;
 
-    /// Four rows side by side are each row's own chain of additions: the same bits as `gather`.
+    /// Rows side by side (`ROWS` of them) are each row's own chain of additions: the same bits as
+    /// `gather`, for every length of the tail after the last vector.
     #[test]
-    fn four_rows_at_once_give_each_rows_bits() {
+    fn rows_side_by_side_give_each_rows_bits() {
         let n = 700;
         let mut m = Matrix::zeros(n);
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
@@ -91,8 +92,8 @@ mod tests {
         let s = Solve { h: &h, spans, share: 0.1, f: vec![0.0; n], g: (0..n).map(|_| next() * 3.0).collect() };
         for (k0, cut) in [(600, 1), (640, 2), (680, 3), (683, 4)] {
             let sources = 3..k0 - cut;
-            let four = s.gather_rows(k0..k0 + ROWS, &m, sources.clone());
-            for (j, v) in four.iter().enumerate() {
+            let rows = s.gather_rows(k0..k0 + ROWS, &m, sources.clone());
+            for (j, v) in rows.iter().enumerate() {
                 assert_eq!(v.to_bits(), s.gather(k0 + j, m.row(k0 + j), sources.clone()).to_bits());
             }
         }
