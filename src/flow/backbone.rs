@@ -47,8 +47,8 @@ impl Sweep for Widest<'_> {
             return (0.0, NONE);
         }
         let (g, width) = (&self.g[sources.clone()], &self.width[sources.clone()]);
-        let [(best, j)] = widest(g, width, &[&row[sources.clone()]], &[hk]);
-        (best, if j == NONE { NONE } else { sources.start + j })
+        let [best] = widest(g, width, &[&row[sources.clone()]], &[hk], sources.start);
+        best
     }
 
     /// Four rows at a time: each row's widest source is `gather`'s (`widest` in both), but the four
@@ -88,17 +88,17 @@ impl Widest<'_> {
         let (g, width) = (&self.g[sources.clone()], &self.width[sources.clone()]);
         let hs: [f64; FOUR] = std::array::from_fn(|r| self.h[k0 + r].max(0.0));
         let ws: [&[f32]; FOUR] = std::array::from_fn(|r| &m.row(k0 + r)[sources.clone()]);
-        widest(g, width, &ws, &hs).map(|(best, j)| (best, if j == NONE { NONE } else { sources.start + j }))
+        widest(g, width, &ws, &hs, sources.start)
     }
 }
 
-/// Each row's widest candidate and the first source giving it ((0, NONE) when none is wider
-/// than 0), the bulk of the widest-path sweep. The sources are taken in `LANES` lanes (lane l
+/// Each row's widest candidate and the first source giving it (numbered from `first`; (0, NONE)
+/// when none is wider than 0), the bulk of the widest-path sweep. The sources are taken in `LANES` lanes (lane l
 /// takes sources l, l + LANES, ...), each keeping its maximum and where it first met it, then
 /// the lanes and the tail are folded: the same maximum and the same first index as one pass in
 /// order (a maximum does not depend on the order it is taken in, and the first index of it is
 /// the least of the lanes' first indices of it).
-fn widest<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [(f64, usize); R] {
+fn widest<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R], first: usize) -> [(f64, usize); R] {
     let lanes = row_lanes(g, width, ws, hs);
     let split = g.len() / LANES * LANES;
     std::array::from_fn(|r| {
@@ -116,7 +116,7 @@ fn widest<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64;
                 best = (c, j);
             }
         }
-        best
+        if best.1 == NONE { best } else { (best.0, first + best.1) }
     })
 }
 

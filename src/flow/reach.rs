@@ -110,10 +110,9 @@ fn add_rows_plain<const R: usize>(acc: &mut [f64], ws: &[&[f32]; R], hs: &[f64; 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::test_rng::XorShift;
 
     /// The push before the block one row at a time through memory, as it was before the rows went
-    /// four at a time through a register: the two must agree bit for bit.
+    /// `PUSH` at a time through a register: the two must agree bit for bit.
     fn reach_row_by_row(m: &Matrix, answer: Span) -> Vec<f64> {
         let n = m.n;
         let (mut h, mut acc) = (vec![0.0f64; n], vec![0.0f64; n]);
@@ -142,18 +141,8 @@ mod tests {
     }
 
     #[test]
-    fn rows_four_at_a_time_give_the_same_bits() {
-        let n = 1500;
-        let mut m = Matrix::zeros(n);
-        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
-        for k in 1..n {
-            let row = m.row_mut(k);
-            for w in row.iter_mut() {
-                let x = rng.next_u64();
-                // Sparse, as attention is: most entries zero, the rest spread over [0, 1/k).
-                *w = if x.is_multiple_of(5) { (x >> 40) as f32 / (1u64 << 24) as f32 / k as f32 } else { 0.0 };
-            }
-        }
+    fn rows_pushed_together_give_the_same_bits() {
+        let (m, _) = crate::flow::test_rng::sparse_matrix(1500, 0x2545_f491_4f6c_dd1d, 5);
         let answer = Span::new(1490, 1500);
         let (got, want) = (reach(&m, answer), reach_row_by_row(&m, answer));
         assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));

@@ -106,14 +106,7 @@ mod tests {
     fn the_blocked_sweep_gives_the_flow_of_one_token_at_a_time() {
         use crate::flow::sweep::BLOCK;
         let n = 1000;
-        let mut m = Matrix::zeros(n);
-        let mut rng = XorShift(0x51_7cc1_b727_220a);
-        for k in 1..n {
-            for w in m.row_mut(k) {
-                let x = rng.next_u64();
-                *w = if x.is_multiple_of(3) { (x >> 40) as f32 / (1u64 << 24) as f32 / k as f32 } else { 0.0 };
-            }
-        }
+        let (m, mut rng) = crate::flow::test_rng::sparse_matrix(n, 0x51_7cc1_b727_220a, 3);
         let h: Vec<f64> = (0..n).map(|i| if i % 11 == 0 { 0.0 } else { 0.5 + rng.unit() }).collect();
         let spans = Spans { question: Span::new(5, 40), response: Span::new(40, n), answer: Span::new(n - 7, n) };
         let got = unit_flow(&m, &h, spans);
