@@ -93,11 +93,11 @@ impl Widest<'_> {
 }
 
 /// Each row's widest candidate and the first source giving it (numbered from `first`; (0, NONE)
-/// when none is wider than 0), the bulk of the widest-path sweep. The sources are taken in `LANES` lanes (lane l
-/// takes sources l, l + LANES, ...), each keeping its maximum and where it first met it, then
-/// the lanes and the tail are folded: the same maximum and the same first index as one pass in
-/// order (a maximum does not depend on the order it is taken in, and the first index of it is
-/// the least of the lanes' first indices of it).
+/// when none is wider than 0), the bulk of the widest-path sweep. The sources are taken in
+/// `LANES` lanes (lane l takes sources l, l + LANES, ...), each keeping its maximum and where it
+/// first met it, then the lanes and the tail are folded: the same maximum and the same first
+/// index as one pass in order (a maximum does not depend on the order it is taken in, and the
+/// first index of it is the least of the lanes' first indices of it).
 fn widest<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R], first: usize) -> [(f64, usize); R] {
     let lanes = row_lanes(g, width, ws, hs);
     let split = g.len() / LANES * LANES;
