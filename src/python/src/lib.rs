@@ -100,20 +100,21 @@ fn open_and_run<T: Send>(py: Python<'_>, inputs: Vec<T>, open: impl Fn(T) -> Res
 /// others nothing). `given` holds, per trace, the caller's own list of str tokens when there is
 /// one: the result shares those strings instead of making new ones (at 1024 tokens a trace,
 /// making them cost the binding more than everything else it does), and it must, for the
-/// engine's copy of such tokens is blank (`input::strings`).
+/// engine's copy of such tokens is blank (`input::strings`). A file's tokens go over as they are
+/// (`output::TraceTokens`), made into strings only if they are read.
 fn results(py: Python<'_>, (opened, ran): (Opened, Ran), given: Vec<Option<Py<PyList>>>) -> PyResult<Vec<Py<PyAny>>> {
     let mut ran = ran.into_iter();
-    let mut strings = output::TokenStrings::new(py);
+    let mut provenances = output::ProvenanceDicts::new(py);
     opened
-        .iter()
+        .into_iter()
         .zip(given)
         .map(|(t, given)| {
             let r = match t {
                 Ok(trace) => ran.next().expect("one result per trace").map(|r| (trace, r)),
-                Err(e) => Err(e.clone()),
+                Err(e) => Err(e),
             };
             match r {
-                Ok((trace, r)) => Ok(output::result_dict(py, trace, r, given.as_ref().map(|l| l.bind(py)), &mut strings)?.into_any().unbind()),
+                Ok((mut trace, r)) => Ok(output::result_dict(py, &mut trace, r, given.as_ref().map(|l| l.bind(py)), &mut provenances)?.into_any().unbind()),
                 Err(e) => Ok(trace_error(py, &e).into_value(py).into_any()),
             }
         })
@@ -365,6 +366,7 @@ fn backends() -> String {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TraceError", m.py().get_type::<TraceError>())?;
+    m.add_class::<output::TraceTokens>()?;
     m.add_function(wrap_pyfunction!(analyze_arrays, m)?)?;
     m.add_function(wrap_pyfunction!(analyze_files, m)?)?;
     m.add_function(wrap_pyfunction!(load_trace, m)?)?;

@@ -15,23 +15,71 @@ fn span(s: Span) -> (usize, usize) {
     (s.start, s.end)
 }
 
-/// Python strings for tokens, each made once per call: a batch's tokens repeat (a vocabulary's
-/// words; 73 distinct in a 1024-token synthetic trace), and finding a string already made costs a
-/// fraction of making it (which was half the binding's cost on 64 files of 1024 tokens).
-pub struct TokenStrings<'t, 'py> {
-    py: Python<'py>,
-    made: rustc_hash::FxHashMap<&'t str, Bound<'py, PyString>>,
+/// A file's tokens, kept in Rust until the result's `tokens` is first read: making 1024 Python
+/// strings per trace was most of what the binding added to the engine's time on a batch of 64
+/// files of 1024 tokens (8% of it), and a training loop that takes only the credit never reads
+/// them. `FlowResult.__getattr__` asks for the list once and keeps it.
+#[pyclass(frozen, name = "TraceTokens", module = "flowtracer._native")]
+pub struct TraceTokens {
+    tokens: Vec<String>,
 }
 
-impl<'t, 'py> TokenStrings<'t, 'py> {
-    pub fn new(py: Python<'py>) -> Self {
-        TokenStrings { py, made: Default::default() }
+#[pymethods]
+impl TraceTokens {
+    /// The tokens as a list of str, each distinct token's string made once (a trace's tokens
+    /// repeat: 73 distinct words in a synthetic trace of 1024).
+    fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut made: rustc_hash::FxHashMap<&str, Bound<'py, PyString>> = Default::default();
+        PyList::new(py, self.tokens.iter().map(|t| made.entry(t.as_str()).or_insert_with(|| PyString::new(py, t)).clone())).map(untracked)
     }
 
-    pub fn list(&mut self, tokens: &'t [String]) -> PyResult<Bound<'py, PyList>> {
-        let py = self.py;
-        PyList::new(py, tokens.iter().map(|t| self.made.entry(t.as_str()).or_insert_with(|| PyString::new(py, t)).clone())).map(untracked)
+    fn __len__(&self) -> usize {
+        self.tokens.len()
     }
+}
+
+/// Provenances as Python dicts: a batch's traces mostly share one (the same executor ran the same
+/// steps), so each distinct one is converted once (through its JSON, as `json.loads` would make
+/// it) and every result gets its own copy of that, sharing only the immutable keys and values.
+/// Converting each result's afresh had been a fifth of what the binding added to a batch.
+pub struct ProvenanceDicts<'py> {
+    py: Python<'py>,
+    made: rustc_hash::FxHashMap<String, Bound<'py, PyAny>>,
+}
+
+impl<'py> ProvenanceDicts<'py> {
+    pub fn new(py: Python<'py>) -> Self {
+        ProvenanceDicts { py, made: Default::default() }
+    }
+
+    fn dict(&mut self, p: &flowtracer::flow::Provenance) -> PyResult<Bound<'py, PyAny>> {
+        let key = serde_json::to_string(p).map_err(value_error)?;
+        let made = match self.made.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let value: serde_json::Value = serde_json::from_str(e.key()).map_err(value_error)?;
+                e.insert(json_value(self.py, &value)?)
+            }
+        };
+        own_copy(made)
+    }
+}
+
+/// A copy of `v` whose dicts and lists are new (nothing a caller changes in one result shows in
+/// another), its strings, numbers and None shared.
+fn own_copy<'py>(v: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = v.py();
+    if let Ok(d) = v.cast::<PyDict>() {
+        let copy = PyDict::new(py);
+        for (k, item) in d.iter() {
+            copy.set_item(k, own_copy(&item)?)?;
+        }
+        return Ok(copy.into_any());
+    }
+    if let Ok(list) = v.cast::<PyList>() {
+        return Ok(PyList::new(py, list.iter().map(|item| own_copy(&item)).collect::<PyResult<Vec<_>>>()?)?.into_any());
+    }
+    Ok(v.clone())
 }
 
 /// `list`, which holds only strings, taken out of the cyclic garbage collector's sight, as
@@ -45,11 +93,12 @@ pub fn untracked(list: Bound<'_, PyList>) -> Bound<'_, PyList> {
     list
 }
 
-/// `given`: a list of the same tokens made from the caller's, handed back as it is. The keys are
-/// interned (made once per process) and the provenance goes over as a dict, not JSON text to
-/// parse again: on 64 traces of 1024 tokens the binding's whole cost is a few milliseconds, and
+/// `given`: a list of the same tokens made from the caller's, handed back as it is; without one,
+/// the trace's own tokens are moved into a `TraceTokens` under `_tokens`. The keys are
+/// interned (made once per process) and the provenance goes over as a dict (`ProvenanceDicts`),
+/// not JSON text to parse again: on 64 traces of 1024 tokens the binding's whole cost is a few milliseconds, and
 /// these were a third of it.
-pub fn result_dict<'t, 'py>(py: Python<'py>, trace: &'t Trace, r: FlowResult, given: Option<&Bound<'py, PyList>>, strings: &mut TokenStrings<'t, 'py>) -> PyResult<Bound<'py, PyDict>> {
+pub fn result_dict<'py>(py: Python<'py>, trace: &mut Trace, r: FlowResult, given: Option<&Bound<'py, PyList>>, provenances: &mut ProvenanceDicts<'py>) -> PyResult<Bound<'py, PyDict>> {
     use pyo3::intern;
     let d = PyDict::new(py);
     d.set_item(intern!(py, "source"), trace.path.display().to_string())?;
@@ -58,7 +107,7 @@ pub fn result_dict<'t, 'py>(py: Python<'py>, trace: &'t Trace, r: FlowResult, gi
     d.set_item(intern!(py, "status"), r.status.name())?;
     match given {
         Some(list) => d.set_item(intern!(py, "tokens"), list)?,
-        None => d.set_item(intern!(py, "tokens"), strings.list(&trace.tokens)?)?,
+        None => d.set_item(intern!(py, "_tokens"), TraceTokens { tokens: std::mem::take(&mut trace.tokens) })?,
     }
     d.set_item(intern!(py, "question"), span(trace.spans.question))?;
     d.set_item(intern!(py, "response"), span(trace.spans.response))?;
@@ -74,7 +123,7 @@ pub fn result_dict<'t, 'py>(py: Python<'py>, trace: &'t Trace, r: FlowResult, gi
         paths.append((&p.tokens, p.flow))?;
     }
     d.set_item(intern!(py, "backbone"), paths)?;
-    d.set_item(intern!(py, "provenance"), json_value(py, &serde_json::to_value(&r.provenance).map_err(value_error)?)?)?;
+    d.set_item(intern!(py, "provenance"), provenances.dict(&r.provenance)?)?;
     d.set_item(intern!(py, "attention_address"), trace.attention.bytes().as_ptr() as usize)?;
     d.set_item(intern!(py, "hubs"), r.hubs.into_pyarray(py))?;
     d.set_item(intern!(py, "checkpoints"), r.checkpoints.into_pyarray(py))?;

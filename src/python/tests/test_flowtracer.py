@@ -175,6 +175,30 @@ def test_tokens_come_back_as_given_or_as_their_str():
         flowtracer.analyze(a, tokens=5, question=(0, 1), answer=(7, 8))
 
 
+def test_a_files_tokens_are_made_when_read_and_travel_made():
+    import copy
+    import dataclasses
+    import pickle
+
+    r = flowtracer.analyze_files([SAMPLE])[0]
+    held = vars(r)
+    assert "tokens" not in held and len(held["_tokens"]) == len(flowtracer.load_trace(SAMPLE).tokens), "unmade until read"
+    back = pickle.loads(pickle.dumps(r))
+    assert "_tokens" not in vars(back) and back.tokens == flowtracer.load_trace(SAMPLE).tokens
+    assert np.array_equal(back.credit, r.credit) and r.tokens is r.tokens and "_tokens" not in vars(r)
+    assert copy.deepcopy(r).tokens == r.tokens and dataclasses.asdict(r)["tokens"] == r.tokens
+    with pytest.raises(AttributeError, match="no attribute 'nonesuch'"):
+        r.nonesuch
+
+
+def test_each_result_has_its_own_provenance():
+    a, b = flowtracer.analyze_files([SAMPLE, SAMPLE])
+    assert a.provenance == b.provenance and a.provenance["steps"]["flow"] == "cpu"
+    a.provenance["steps"]["flow"] = "changed"
+    a.provenance["fallbacks"].append("changed")
+    assert b.provenance["steps"]["flow"] == "cpu" and b.provenance["fallbacks"] == []
+
+
 CHILD = r"""
 import sys, time, numpy as np, flowtracer
 n = 1024

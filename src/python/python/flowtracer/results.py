@@ -22,6 +22,7 @@ class FlowResult:
     status: str
     """`ok`, or why the flow could not be conditioned (e.g. `no_path`)."""
     tokens: list[str]
+    """As given with an array, or as the file holds them (made into str when first read)."""
     question: tuple[int, int]
     response: tuple[int, int]
     answer: tuple[int, int]
@@ -62,6 +63,22 @@ class FlowResult:
         result = object.__new__(cls)
         object.__setattr__(result, "__dict__", d)
         return result
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for attributes not in __dict__: a file's `tokens`, which the engine hands over
+        # unmade (`_native.TraceTokens`) and which become a list of str the first time they are read.
+        d = object.__getattribute__(self, "__dict__")
+        if name == "tokens" and "_tokens" in d:
+            tokens = d["_tokens"].list()
+            d["tokens"] = tokens
+            d.pop("_tokens", None)
+            return tokens
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # (pickle, copy, Ray: the tokens made, not the engine's holder)
+        self.tokens
+        return dict(object.__getattribute__(self, "__dict__"))
 
 
 @dataclass(frozen=True)
