@@ -8,6 +8,7 @@ use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use crate::output::ResultTokens;
 use crate::value_error;
 
 /// The array's bytes, kept alive by a reference to the array.
@@ -58,26 +59,28 @@ pub fn borrow(array: &Bound<'_, PyUntypedArray>, bf16: bool, name: &str) -> PyRe
     Ok(ArrayInput { bytes: Storage::Borrowed(Box::new(ArrayBytes { _owner: owner, ptr, len })), dtype, shape })
 }
 
-/// A trace's tokens as the engine holds them, and the caller's own list when the result can hand
-/// that back (a list of str: a private copy of it, references to the same strings).
+/// A trace's tokens as the engine holds them, and where the result's come from.
 ///
 /// The engine only counts an array's tokens (its checks compare the count with the attention's
-/// N; no step reads their text), and the result gives the caller's strings back, so a list of
-/// str is not copied into the engine: its tokens stay blank there (copying 64 × 1024 of them
-/// had been a third of what the binding added to a batch). Anything else is read item by item, each
-/// item's `str()` becoming the token.
-pub fn strings(tokens: &Bound<'_, PyAny>, name: &str) -> PyResult<(Vec<String>, Option<Py<PyList>>)> {
+/// N; no step reads their text). So a list of str is not copied into the engine: its tokens stay
+/// blank there and the result hands the caller's list back, the list itself (copying 64 × 1024
+/// strings into the engine had been a third of what the binding added to a batch, and a private
+/// copy of the list in the result, then dropping it, two fifths of what remained). No tokens
+/// (`None`) are `n` blanks, numbered only if the result's are read. Anything else is read item by
+/// item, each item's `str()` becoming the token.
+pub fn strings(tokens: &Bound<'_, PyAny>, n: usize, name: &str) -> PyResult<(Vec<String>, ResultTokens)> {
+    let blank = |len: usize| std::iter::repeat_with(String::new).take(len).collect();
+    if tokens.is_none() {
+        return Ok((blank(n), ResultTokens::Numbered));
+    }
     if let Ok(list) = tokens.cast_exact::<PyList>()
         && all_exact_str(list)
     {
-        // (read by index and copied in one C call: the iterator protocol and rebuilding the list
-        // item by item had cost a tenth of a batch's time)
-        let blank = std::iter::repeat_with(String::new).take(list.len()).collect();
-        return Ok((blank, Some(crate::output::untracked(list.get_slice(0, list.len())).unbind())));
+        return Ok((blank(list.len()), ResultTokens::Given(list.clone().unbind())));
     }
     let items = tokens.try_iter().map_err(|_| value_error(format!("{name}: tokens must be a sequence of strings")))?;
     let out = items.map(|t| Ok(t?.str()?.to_str()?.to_owned())).collect::<PyResult<Vec<String>>>()?;
-    Ok((out, None))
+    Ok((out, ResultTokens::Trace))
 }
 
 /// Whether every item of `list` is exactly a `str`: read in place, as borrowed references (the

@@ -12,12 +12,12 @@ use flowtracer::backend::{self, Backend, Choice};
 use flowtracer::flow::Cancel;
 use flowtracer::params::CreditParams;
 use flowtracer::trace::ArrayInput;
+use output::ResultTokens;
 use flowtracer::{Params, Span, Trace};
 use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -97,24 +97,21 @@ fn open_and_run<T: Send>(py: Python<'_>, inputs: Vec<T>, open: impl Fn(T) -> Res
 }
 
 /// Each item of the answer is a result dict or the error of its trace (one bad trace costs the
-/// others nothing). `given` holds, per trace, the caller's own list of str tokens when there is
-/// one: the result shares those strings instead of making new ones (at 1024 tokens a trace,
-/// making them cost the binding more than everything else it does), and it must, for the
-/// engine's copy of such tokens is blank (`input::strings`). A file's tokens go over as they are
-/// (`output::TraceTokens`), made into strings only if they are read.
-fn results(py: Python<'_>, (opened, ran): (Opened, Ran), given: Vec<Option<Py<PyList>>>) -> PyResult<Vec<Py<PyAny>>> {
+/// others nothing). `tokens` says, per trace, where its result's tokens come from: the caller's
+/// own list when there is one (it must: the engine's copy of those is blank, `input::strings`),
+/// else the trace's, made into strings only if they are read (`output::Unmade`).
+fn results(py: Python<'_>, (opened, ran): (Opened, Ran), tokens: Vec<ResultTokens>) -> PyResult<Vec<Py<PyAny>>> {
     let mut ran = ran.into_iter();
-    let mut provenances = output::ProvenanceDicts::new(py);
     opened
         .into_iter()
-        .zip(given)
-        .map(|(t, given)| {
+        .zip(tokens)
+        .map(|(t, tokens)| {
             let r = match t {
                 Ok(trace) => ran.next().expect("one result per trace").map(|r| (trace, r)),
                 Err(e) => Err(e),
             };
             match r {
-                Ok((mut trace, r)) => Ok(output::result_dict(py, &mut trace, r, given.as_ref().map(|l| l.bind(py)), &mut provenances)?.into_any().unbind()),
+                Ok((mut trace, r)) => Ok(output::result_dict(py, &mut trace, r, tokens)?.into_any().unbind()),
                 Err(e) => Ok(trace_error(py, &e).into_value(py).into_any()),
             }
         })
@@ -150,22 +147,26 @@ fn open_all<T: Send>(inputs: Vec<T>, open: impl Fn(T) -> Result<Trace, flowtrace
     inputs.into_par_iter().map(open).collect()
 }
 
-/// The arrays borrowed in place (this needs the GIL), ready to be opened without it.
-fn borrowed(items: Vec<ArrayItem<'_>>) -> PyResult<Vec<(ArrayInput, ArrayItemRest)>> {
+/// The arrays borrowed in place (this needs the GIL), ready to be opened without it, and where
+/// each result's tokens will come from.
+fn borrowed(items: Vec<ArrayItem<'_>>) -> PyResult<(Vec<Borrowed>, Vec<ResultTokens>)> {
     items
         .into_iter()
         .map(|item| {
             let array = input::borrow(&item.attention, item.bf16, &item.name)?;
-            let (tokens, given) = input::strings(&item.tokens, &item.name)?;
-            Ok((array, ArrayItemRest { tokens, given, question: item.question, answer: item.answer, response: item.response, name: item.name }))
+            let n = array.shape.last().copied().unwrap_or(0);
+            let (tokens, result_tokens) = input::strings(&item.tokens, n, &item.name)?;
+            Ok(((array, ArrayItemRest { tokens, question: item.question, answer: item.answer, response: item.response, name: item.name }), result_tokens))
         })
         .collect()
 }
 
+/// An array, and the item's other fields.
+type Borrowed = (ArrayInput, ArrayItemRest);
+
 /// An item's fields besides its array.
 struct ArrayItemRest {
     tokens: Vec<String>,
-    given: Option<Py<PyList>>,
     question: (usize, usize),
     answer: (usize, usize),
     response: Option<(usize, usize)>,
@@ -182,10 +183,9 @@ fn open_array((array, rest): (ArrayInput, ArrayItemRest)) -> Result<Trace, flowt
 #[pyo3(signature = (items, params_json=None, backend="auto"))]
 fn analyze_arrays(py: Python<'_>, items: Vec<ArrayItem<'_>>, params_json: Option<&str>, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
     let (params, backend) = (params_of(params_json)?, backend_of(backend)?);
-    let mut inputs = borrowed(items)?;
-    let given = inputs.iter_mut().map(|(_, rest)| rest.given.take()).collect();
+    let (inputs, tokens) = borrowed(items)?;
     let ran = open_and_run(py, inputs, open_array, &params, backend.as_ref())?;
-    results(py, ran, given)
+    results(py, ran, tokens)
 }
 
 /// Analyses trace files (format v1); a result dict or a `TraceError` per path, in order.
@@ -193,9 +193,9 @@ fn analyze_arrays(py: Python<'_>, items: Vec<ArrayItem<'_>>, params_json: Option
 #[pyo3(signature = (paths, params_json=None, backend="auto"))]
 fn analyze_files(py: Python<'_>, paths: Vec<String>, params_json: Option<&str>, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
     let (params, backend) = (params_of(params_json)?, backend_of(backend)?);
-    let given = paths.iter().map(|_| None).collect();
+    let tokens = paths.iter().map(|_| ResultTokens::Trace).collect();
     let ran = open_and_run(py, paths, |p| Trace::open(Path::new(&p)), &params, backend.as_ref())?;
-    results(py, ran, given)
+    results(py, ran, tokens)
 }
 
 /// Trace files to the columns of `flowtracer.ray`'s rows (`output::file_columns`).
@@ -215,7 +215,7 @@ fn file_columns<'py>(py: Python<'py>, paths: Vec<String>, params_json: Option<&s
 fn engine_seconds(py: Python<'_>, items: Option<Vec<ArrayItem<'_>>>, paths: Option<Vec<String>>, params_json: Option<&str>, backend: &str) -> PyResult<f64> {
     let params = params_of(params_json)?;
     let backend = backend_of(backend)?;
-    let inputs = items.map(borrowed).transpose()?;
+    let inputs = items.map(borrowed).transpose()?.map(|(inputs, _)| inputs);
     Ok(py.detach(|| {
         let start = std::time::Instant::now();
         let opened = match inputs {
@@ -366,7 +366,7 @@ fn backends() -> String {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TraceError", m.py().get_type::<TraceError>())?;
-    m.add_class::<output::TraceTokens>()?;
+    m.add_class::<output::Unmade>()?;
     m.add_function(wrap_pyfunction!(analyze_arrays, m)?)?;
     m.add_function(wrap_pyfunction!(analyze_files, m)?)?;
     m.add_function(wrap_pyfunction!(load_trace, m)?)?;

@@ -4,6 +4,7 @@
 use flowtracer::Params;
 use flowtracer::export::Credits;
 use flowtracer::export::scored::Details;
+use flowtracer::flow::{FlowPath, Provenance};
 use flowtracer::{FlowResult, Span, Trace};
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
@@ -15,71 +16,65 @@ fn span(s: Span) -> (usize, usize) {
     (s.start, s.end)
 }
 
-/// A file's tokens, kept in Rust until the result's `tokens` is first read: making 1024 Python
-/// strings per trace was most of what the binding added to the engine's time on a batch of 64
-/// files of 1024 tokens (8% of it), and a training loop that takes only the credit never reads
-/// them. `FlowResult.__getattr__` asks for the list once and keeps it.
-#[pyclass(frozen, name = "TraceTokens", module = "flowtracer._native")]
-pub struct TraceTokens {
-    tokens: Vec<String>,
+/// Where a result's tokens come from.
+pub enum ResultTokens {
+    /// The caller's own list of str, handed back as it is.
+    Given(Py<PyList>),
+    /// None given with an array: `<0>`, `<1>`, ... when first read.
+    Numbered,
+    /// The trace's own (a file's, or made from a sequence that was not a list of str).
+    Trace,
+}
+
+enum UnmadeTokens {
+    Own(Vec<String>),
+    Numbered(usize),
+}
+
+/// The parts of a result most callers never read, kept in Rust until one is: a file's tokens
+/// (1024 Python strings a trace were most of what the binding added to the engine's time on a
+/// batch of 64 files of 1024 tokens, 8% of it), the backbone's paths (a list, tuples and an int
+/// object per token on them), the provenance, the layers and heads. A training loop that takes
+/// the credit never makes them; `FlowResult.__getattr__` asks for each on its first read and
+/// keeps what it gets.
+#[pyclass(frozen, name = "Unmade", module = "flowtracer._native")]
+pub struct Unmade {
+    tokens: Option<UnmadeTokens>,
+    backbone: Vec<FlowPath>,
+    provenance: Provenance,
+    layers: Vec<usize>,
+    heads: Vec<usize>,
 }
 
 #[pymethods]
-impl TraceTokens {
-    /// The tokens as a list of str, each distinct token's string made once (a trace's tokens
-    /// repeat: 73 distinct words in a synthetic trace of 1024).
-    fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let mut made: rustc_hash::FxHashMap<&str, Bound<'py, PyString>> = Default::default();
-        PyList::new(py, self.tokens.iter().map(|t| made.entry(t.as_str()).or_insert_with(|| PyString::new(py, t)).clone())).map(untracked)
+impl Unmade {
+    /// The names `make` answers, in the result's field order.
+    fn names(&self) -> Vec<&'static str> {
+        let rest = ["layers", "heads", "backbone", "provenance"];
+        self.tokens.as_ref().map(|_| "tokens").into_iter().chain(rest).collect()
     }
 
-    fn __len__(&self) -> usize {
-        self.tokens.len()
+    /// The field `name` as the result holds it: tokens as a list of str (each distinct token's
+    /// string made once: a trace's tokens repeat, 73 distinct words in a synthetic trace of
+    /// 1024), the backbone as `[(token indices, flow), ...]`, the provenance as `json.loads`
+    /// would make it.
+    fn make<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match name {
+            "tokens" => match &self.tokens {
+                Some(UnmadeTokens::Own(tokens)) => {
+                    let mut made: rustc_hash::FxHashMap<&str, Bound<'py, PyString>> = Default::default();
+                    PyList::new(py, tokens.iter().map(|t| made.entry(t.as_str()).or_insert_with(|| PyString::new(py, t)).clone())).map(untracked)?.into_any()
+                }
+                Some(UnmadeTokens::Numbered(n)) => PyList::new(py, (0..*n).map(|i| format!("<{i}>")))?.into_any(),
+                None => return Err(pyo3::exceptions::PyAttributeError::new_err("tokens")),
+            },
+            "backbone" => PyList::new(py, self.backbone.iter().map(|p| (&p.tokens, p.flow)))?.into_any(),
+            "provenance" => json_value(py, &serde_json::to_value(&self.provenance).map_err(value_error)?)?,
+            "layers" => PyList::new(py, &self.layers)?.into_any(),
+            "heads" => PyList::new(py, &self.heads)?.into_any(),
+            other => return Err(pyo3::exceptions::PyAttributeError::new_err(other.to_string())),
+        })
     }
-}
-
-/// Provenances as Python dicts: a batch's traces mostly share one (the same executor ran the same
-/// steps), so each distinct one is converted once (through its JSON, as `json.loads` would make
-/// it) and every result gets its own copy of that, sharing only the immutable keys and values.
-/// Converting each result's afresh had been a fifth of what the binding added to a batch.
-pub struct ProvenanceDicts<'py> {
-    py: Python<'py>,
-    made: rustc_hash::FxHashMap<String, Bound<'py, PyAny>>,
-}
-
-impl<'py> ProvenanceDicts<'py> {
-    pub fn new(py: Python<'py>) -> Self {
-        ProvenanceDicts { py, made: Default::default() }
-    }
-
-    fn dict(&mut self, p: &flowtracer::flow::Provenance) -> PyResult<Bound<'py, PyAny>> {
-        let key = serde_json::to_string(p).map_err(value_error)?;
-        let made = match self.made.entry(key) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let value: serde_json::Value = serde_json::from_str(e.key()).map_err(value_error)?;
-                e.insert(json_value(self.py, &value)?)
-            }
-        };
-        own_copy(made)
-    }
-}
-
-/// A copy of `v` whose dicts and lists are new (nothing a caller changes in one result shows in
-/// another), its strings, numbers and None shared.
-fn own_copy<'py>(v: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let py = v.py();
-    if let Ok(d) = v.cast::<PyDict>() {
-        let copy = PyDict::new(py);
-        for (k, item) in d.iter() {
-            copy.set_item(k, own_copy(&item)?)?;
-        }
-        return Ok(copy.into_any());
-    }
-    if let Ok(list) = v.cast::<PyList>() {
-        return Ok(PyList::new(py, list.iter().map(|item| own_copy(&item)).collect::<PyResult<Vec<_>>>()?)?.into_any());
-    }
-    Ok(v.clone())
 }
 
 /// `list`, which holds only strings, taken out of the cyclic garbage collector's sight, as
@@ -93,22 +88,24 @@ pub fn untracked(list: Bound<'_, PyList>) -> Bound<'_, PyList> {
     list
 }
 
-/// `given`: a list of the same tokens made from the caller's, handed back as it is; without one,
-/// the trace's own tokens are moved into a `TraceTokens` under `_tokens`. The keys are
-/// interned (made once per process) and the provenance goes over as a dict (`ProvenanceDicts`),
-/// not JSON text to parse again: on 64 traces of 1024 tokens the binding's whole cost is a few milliseconds, and
-/// these were a third of it.
-pub fn result_dict<'py>(py: Python<'py>, trace: &mut Trace, r: FlowResult, given: Option<&Bound<'py, PyList>>, provenances: &mut ProvenanceDicts<'py>) -> PyResult<Bound<'py, PyDict>> {
+/// The caller's list of tokens goes back as it is; others go into the result's `Unmade` with the
+/// other parts made on demand. The keys are interned (made once per process): on 64 traces of 1024 tokens the binding's whole
+/// cost is a millisecond or two.
+pub fn result_dict<'py>(py: Python<'py>, trace: &mut Trace, r: FlowResult, tokens: ResultTokens) -> PyResult<Bound<'py, PyDict>> {
     use pyo3::intern;
     let d = PyDict::new(py);
     d.set_item(intern!(py, "source"), trace.path.display().to_string())?;
     d.set_item(intern!(py, "sample_id"), trace.meta.sample_id.as_deref())?;
     d.set_item(intern!(py, "step"), trace.meta.step)?;
     d.set_item(intern!(py, "status"), r.status.name())?;
-    match given {
-        Some(list) => d.set_item(intern!(py, "tokens"), list)?,
-        None => d.set_item(intern!(py, "_tokens"), TraceTokens { tokens: std::mem::take(&mut trace.tokens) })?,
-    }
+    let tokens = match tokens {
+        ResultTokens::Given(list) => {
+            d.set_item(intern!(py, "tokens"), list)?;
+            None
+        }
+        ResultTokens::Numbered => Some(UnmadeTokens::Numbered(trace.n())),
+        ResultTokens::Trace => Some(UnmadeTokens::Own(std::mem::take(&mut trace.tokens))),
+    };
     d.set_item(intern!(py, "question"), span(trace.spans.question))?;
     d.set_item(intern!(py, "response"), span(trace.spans.response))?;
     d.set_item(intern!(py, "answer"), span(trace.spans.answer))?;
@@ -116,14 +113,6 @@ pub fn result_dict<'py>(py: Python<'py>, trace: &mut Trace, r: FlowResult, given
     d.set_item(intern!(py, "answer_inflow"), r.answer_inflow())?;
     d.set_item(intern!(py, "backbone_flow"), r.backbone_flow())?;
     d.set_item(intern!(py, "question_sources"), r.question_sources)?;
-    d.set_item(intern!(py, "layers"), &r.layers)?;
-    d.set_item(intern!(py, "heads"), &r.heads)?;
-    let paths = PyList::empty(py);
-    for p in &r.backbone {
-        paths.append((&p.tokens, p.flow))?;
-    }
-    d.set_item(intern!(py, "backbone"), paths)?;
-    d.set_item(intern!(py, "provenance"), provenances.dict(&r.provenance)?)?;
     d.set_item(intern!(py, "attention_address"), trace.attention.bytes().as_ptr() as usize)?;
     d.set_item(intern!(py, "hubs"), r.hubs.into_pyarray(py))?;
     d.set_item(intern!(py, "checkpoints"), r.checkpoints.into_pyarray(py))?;
@@ -132,6 +121,7 @@ pub fn result_dict<'py>(py: Python<'py>, trace: &mut Trace, r: FlowResult, given
     d.set_item(intern!(py, "throughput"), r.throughput.into_pyarray(py))?;
     d.set_item(intern!(py, "credit"), r.credit.into_pyarray(py))?;
     d.set_item(intern!(py, "far_sources"), r.far_sources.into_pyarray(py))?;
+    d.set_item(intern!(py, "_unmade"), Unmade { tokens, backbone: r.backbone, provenance: r.provenance, layers: r.layers, heads: r.heads })?;
     Ok(d)
 }
 

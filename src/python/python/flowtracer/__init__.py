@@ -55,11 +55,12 @@ Errors = Literal["raise", "return"]
 
 def _item(attention: Any, question: Span, answer: Span, response: Span | None, tokens: Sequence[str] | None, name: str) -> dict[str, Any]:
     array, bf16 = engine_array(attention, name)
-    n = array.shape[-1] if array.ndim else 0
     return {
         "attention": array,
         "bf16": bf16,
-        "tokens": [f"<{i}>" for i in range(n)] if tokens is None else tokens,  # str() of each, in the engine
+        # a list of str is handed back as it is; None becomes `<0>`, `<1>`, ... when first read;
+        # anything else is str() of each item, in the engine
+        "tokens": tokens,
         "question": tuple(question),
         "answer": tuple(answer),
         "response": None if response is None else tuple(response),
@@ -90,7 +91,9 @@ def analyze(
     """Runs the pipeline on one trace: attention rows of softmax probabilities (query, key) as a
     NumPy array or torch tensor shaped `[N,N]`, `[L,N,N]` or `[L,H,N,N]`, between the `question`
     and `answer` spans (`response` defaults to everything after the question); or a trace file's
-    path, between the spans it records. `name` is what errors call the array."""
+    path, between the spans it records. `tokens` (N of them) become the result's: a list of str
+    is kept as it is, not copied; without them the result numbers the tokens `<0>`, `<1>`, ...
+    `name` is what errors call the array."""
     if isinstance(attention, (str, PathLike)):
         if question is not None or answer is not None or response is not None:
             raise TypeError("a trace file records its own spans: pass question/answer only with an array")

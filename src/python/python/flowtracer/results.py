@@ -22,7 +22,8 @@ class FlowResult:
     status: str
     """`ok`, or why the flow could not be conditioned (e.g. `no_path`)."""
     tokens: list[str]
-    """As given with an array, or as the file holds them (made into str when first read)."""
+    """As the file holds them (made into str when first read), or as given with an array: the
+    caller's own list of str (not a copy), or `<0>`, `<1>`, ... when none were given."""
     question: tuple[int, int]
     response: tuple[int, int]
     answer: tuple[int, int]
@@ -65,20 +66,22 @@ class FlowResult:
         return result
 
     def __getattr__(self, name: str) -> Any:
-        # Only for attributes not in __dict__: a file's `tokens`, which the engine hands over
-        # unmade (`_native.TraceTokens`) and which become a list of str the first time they are read.
+        # Only for attributes not in __dict__: the parts the engine hands over unmade
+        # (`_native.Unmade`: a file's tokens, the backbone, provenance, layers and heads), each
+        # made on its first read and kept.
         d = object.__getattribute__(self, "__dict__")
-        if name == "tokens" and "_tokens" in d:
-            tokens = d["_tokens"].list()
-            d["tokens"] = tokens
-            d.pop("_tokens", None)
-            return tokens
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        unmade = d.get("_unmade")
+        if unmade is None or name.startswith("_") or name not in unmade.names():
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        value = d[name] = unmade.make(name)
+        return value
 
     def __getstate__(self) -> dict[str, Any]:
-        # (pickle, copy, Ray: the tokens made, not the engine's holder)
-        self.tokens
-        return dict(object.__getattribute__(self, "__dict__"))
+        # (pickle, copy, Ray: every part made, not the engine's holder)
+        d = object.__getattribute__(self, "__dict__")
+        unmade = d.get("_unmade")
+        made = {name: getattr(self, name) for name in unmade.names()} if unmade is not None else {}
+        return {k: v for k, v in d.items() if k != "_unmade"} | made
 
 
 @dataclass(frozen=True)
