@@ -25,6 +25,11 @@ pub struct BenchRow {
     /// This machine's read bandwidth over the same mapped file, with the same threads, bytes/s:
     /// the floor every step's figure is a ratio to.
     pub floor: f64,
+    /// Where every timed run's aggregation wrote a matrix fresh from the system (none of a
+    /// dropped one's storage to take over: a trace's first run, or a matrix larger than the
+    /// spares keep): how fast this machine hands out and first writes that much new memory with
+    /// the same threads, bytes/s (`first_touch_floor`).
+    pub first_touch: Option<f64>,
 }
 
 /// The bytes a step must at least read or write, by its definition: the aggregation reads the
@@ -69,6 +74,24 @@ fn sum_words(bytes: &[u8]) -> u64 {
     bytes.par_chunks(1 << 20).map(sum).reduce(|| 0, u64::wrapping_add)
 }
 
+/// Fresh memory of `bytes` from the allocator (zeroed, so mapped anew as a large matrix is) and
+/// written once in 1 MiB blocks on the rayon pool: the kernel's page faults and zeroing, which a
+/// fresh matrix costs the aggregation on top of reading the attention, and which no kernel of
+/// ours can skip (`MADV_POPULATE_WRITE` and 2 MiB pages were measured no faster on this
+/// machine). Bytes/s, the median of `repeat`.
+pub fn first_touch_floor(bytes: usize, repeat: usize) -> f64 {
+    let mut rates = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        let mut fresh = vec![0u64; bytes.div_ceil(8)];
+        fresh.par_chunks_mut(1 << 17).for_each(|block| block.iter_mut().enumerate().for_each(|(i, w)| *w = i as u64));
+        std::hint::black_box(&fresh);
+        rates.push(bytes as f64 / t.elapsed().as_secs_f64().max(1e-9));
+    }
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
 /// A plain sum over a mapped file, in 1 MiB blocks on the rayon pool the pipeline uses: how fast
 /// this machine reads those bytes from the page cache (the file was just read, so it is there)
 /// through a new mapping, as the pipeline reads a trace; bytes/s, the median of `repeat`.
@@ -104,9 +127,11 @@ impl BenchRow {
 
 /// Median of each step over `repeat` runs.
 /// Each run opens the file afresh, so every run pays for the full first read and its checks.
-fn time_pipeline(path: &Path, params: &Params, repeat: usize, backend: &dyn Backend) -> (StepTimes, Duration, Option<usize>, usize) {
+/// Also whether every run's matrix was fresh (no dropped one's storage taken over).
+fn time_pipeline(path: &Path, params: &Params, repeat: usize, backend: &dyn Backend) -> (StepTimes, Duration, Option<usize>, usize, bool) {
     let mut runs: Vec<(StepTimes, Duration, usize)> = Vec::new();
     let mut slabs = 1;
+    let mut fresh = true;
     for _ in 0..repeat.max(1) {
         let trace = Trace::open(path).expect("the bench wrote this file");
         let trace = &trace;
@@ -118,7 +143,9 @@ fn time_pipeline(path: &Path, params: &Params, repeat: usize, backend: &dyn Back
         let r = backend.run_batch(&[trace], params, &Cancel::default()).pop().expect("one result").expect("synthetic traces are valid");
         let total = t.elapsed();
         slabs = r.layers.len().max(1) * r.heads.len().max(1);
-        runs.push((r.times, total, crate::alloc::peak().saturating_sub(base) + crate::flow::matrix::reused_bytes() - reused));
+        let taken_over = crate::flow::matrix::reused_bytes() - reused;
+        fresh &= taken_over == 0;
+        runs.push((r.times, total, crate::alloc::peak().saturating_sub(base) + taken_over));
     }
     let med = |f: &dyn Fn(&(StepTimes, Duration, usize)) -> Duration| {
         let mut v: Vec<Duration> = runs.iter().map(f).collect();
@@ -135,7 +162,7 @@ fn time_pipeline(path: &Path, params: &Params, repeat: usize, backend: &dyn Back
         credit: med(&|r| r.0.credit),
     };
     let peak = runs.iter().map(|r| r.2).max().unwrap_or(0);
-    (steps, med(&|r| r.1), crate::alloc::installed().then_some(peak), slabs)
+    (steps, med(&|r| r.1), crate::alloc::installed().then_some(peak), slabs, fresh)
 }
 
 /// Runs the peer script (`python3 SCRIPT FILE --bench REPEAT`) and reads its median pipeline time.
@@ -195,8 +222,9 @@ pub fn run_case(
     drop(builder);
     let trace = Trace::open(&path).map_err(|e| e.to_string())?;
     let params = Params::default();
-    let (steps, pipeline, peak_heap, slabs) = time_pipeline(&path, &params, repeat, backend);
+    let (steps, pipeline, peak_heap, slabs, fresh) = time_pipeline(&path, &params, repeat, backend);
     let floor = read_floor(&path, repeat)?;
+    let first_touch = fresh.then(|| first_touch_floor(crate::flow::Matrix::bytes_for(trace.n()), repeat));
     let peer = peer.map(|script| run_peer(script, &path, repeat)).transpose()?;
     let export = if with_export {
         let out = dir.join(format!("export_{}", case.n));
@@ -216,15 +244,18 @@ pub fn run_case(
         peak_heap,
         peer,
         floor,
+        first_touch,
     })
 }
 
 /// Each row's steps against this machine's floor: the bytes each must touch, at what rate it
 /// touched them, and that rate's share of the read floor; the pipeline and the export as
-/// multiples of the time its bytes take at the floor.
+/// multiples of the time its bytes take at the floor. Where the matrix was fresh, the
+/// aggregation also against reading the attention at the read floor plus first writing the
+/// matrix at the first-touch floor.
 pub fn format_floor_table(rows: &[BenchRow]) -> String {
     let mut s = String::from(
-        "| N | attention | read floor GB/s | aggregate: MB · GB/s · % of floor | reach | flow | backbone | pipeline: MB · ms at the floor · × floor | export × pipeline |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| N | attention | read floor GB/s | aggregate: MB · GB/s · % of floor | fresh matrix: first-touch GB/s · aggregate % of read + first touch | reach | flow | backbone | pipeline: MB · ms at the floor · × floor | export × pipeline |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let b = StepBytes::of(r.attention_bytes, r.n);
@@ -233,12 +264,18 @@ pub fn format_floor_table(rows: &[BenchRow]) -> String {
             format!("{:.0} · {:.2} · {:.0}%", bytes as f64 / 1e6, rate / 1e9, 100.0 * rate / r.floor)
         };
         let at_floor = b.total() as f64 / r.floor;
+        let fresh = r.first_touch.map_or("-".into(), |touch| {
+            let matrix = crate::flow::Matrix::bytes_for(r.n) as f64;
+            let floor_time = r.attention_bytes as f64 / r.floor + matrix / touch;
+            format!("{:.2} · {:.0}%", touch / 1e9, 100.0 * floor_time / r.steps.aggregate.as_secs_f64().max(1e-9))
+        });
         s.push_str(&format!(
-            "| {} | {} | {:.1} | {} | {} | {} | {} | {:.0} · {:.1} · {:.1}× | {} |\n",
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {} | {:.0} · {:.1} · {:.1}× | {} |\n",
             r.n,
             r.layout,
             r.floor / 1e9,
             cell(b.aggregate, r.steps.aggregate),
+            fresh,
             cell(b.reach, r.steps.reach),
             cell(b.flow, r.steps.flow),
             cell(b.backbone, r.steps.backbone),
@@ -501,4 +538,30 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
     floors.sort_by(f64::total_cmp);
     let per_trace = StepBytes::of(n * n * 4, n).total() as f64;
     Ok(BatchRate { rate: rates[rates.len() / 2], floor: floors[floors.len() / 2] / per_trace })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(first_touch: Option<f64>) -> BenchRow {
+        let n = 1000;
+        let steps = StepTimes { aggregate: Duration::from_millis(10), ..Default::default() };
+        BenchRow { n, layout: "[N,N] F32".into(), attention_bytes: 4_000_000, steps, pipeline: Duration::from_millis(20), export: None, peak_heap: None, peer: None, floor: 4e9, first_touch }
+    }
+
+    /// A fresh matrix's aggregation is set against reading the attention at the read floor plus
+    /// first writing the matrix at the first-touch floor; a reused one's shows no such cell.
+    #[test]
+    fn a_fresh_matrix_is_measured_against_read_and_first_touch() {
+        let matrix = crate::flow::Matrix::bytes_for(1000) as f64;
+        // 4 MB at 4 GB/s is 1 ms; the matrix at 1 GB/s is matrix/1e9 s; over the step's 10 ms
+        let share = 100.0 * (1e-3 + matrix / 1e9) / 10e-3;
+        let table = format_floor_table(&[row(Some(1e9)), row(None)]);
+        let lines: Vec<&str> = table.lines().skip(2).collect();
+        let cells = |l: &str| l.split(" | ").map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(cells(lines[0])[4], format!("1.00 · {share:.0}%"), "{table}");
+        assert_eq!(cells(lines[1])[4], "-", "{table}");
+        assert_eq!(cells(lines[0]).len(), cells(table.lines().next().unwrap()).len(), "a cell per column");
+    }
 }
