@@ -198,41 +198,25 @@ unsafe fn load_f32(p: *const u8) -> std::arch::x86_64::__m256 {
     unsafe { std::arch::x86_64::_mm256_loadu_ps(p as *const f32) }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,f16c")]
-unsafe fn eight_f16<W: Eight>(work: W) -> W::Out {
-    unsafe { work.run(Dtype::F16, |p| load_f16(p)) }
+/// A kernel: `work` run with a storage type's load, compiled with the features that load needs
+/// (and, for the wide ones, AVX-512F, which `run_wide` may use).
+macro_rules! kernel {
+    ($name:ident, $features:literal, $run:ident, $dtype:expr, $load:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<W: Eight>(work: W) -> W::Out {
+            // SAFETY: called by `with_eight_as` only on a CPU with the features above.
+            unsafe { work.$run($dtype, |p| $load(p)) }
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn eight_bf16<W: Eight>(work: W) -> W::Out {
-    unsafe { work.run(Dtype::BF16, |p| load_bf16(p)) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-unsafe fn eight_f32<W: Eight>(work: W) -> W::Out {
-    unsafe { work.run(Dtype::F32, |p| load_f32(p)) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,f16c,avx512f")]
-unsafe fn eight_f16_wide<W: Eight>(work: W) -> W::Out {
-    unsafe { work.run_wide(Dtype::F16, |p| load_f16(p)) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,avx512f")]
-unsafe fn eight_bf16_wide<W: Eight>(work: W) -> W::Out {
-    unsafe { work.run_wide(Dtype::BF16, |p| load_bf16(p)) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,avx512f")]
-unsafe fn eight_f32_wide<W: Eight>(work: W) -> W::Out {
-    unsafe { work.run_wide(Dtype::F32, |p| load_f32(p)) }
-}
+kernel!(eight_f16, "avx,f16c", run, Dtype::F16, load_f16);
+kernel!(eight_bf16, "avx2", run, Dtype::BF16, load_bf16);
+kernel!(eight_f32, "avx", run, Dtype::F32, load_f32);
+kernel!(eight_f16_wide, "avx,f16c,avx512f", run_wide, Dtype::F16, load_f16);
+kernel!(eight_bf16_wide, "avx2,avx512f", run_wide, Dtype::BF16, load_bf16);
+kernel!(eight_f32_wide, "avx,avx512f", run_wide, Dtype::F32, load_f32);
 
 /// The one-pass mean of `R` rows (`mean_eight`).
 #[cfg(target_arch = "x86_64")]
