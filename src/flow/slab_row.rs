@@ -300,6 +300,8 @@ unsafe fn mean_eight<const R: usize, const WIDE: bool>(dtype: Dtype, rows: [&[u8
         let mut sums = [_mm256_setzero_ps(); R];
         let mut mins = [_mm256_set1_ps(f32::INFINITY); R];
         for j in (0..whole).step_by(8) {
+            // (eight f64 of the accumulator as two halves or as one register; the way not taken
+            // is never used, and the compiler drops it)
             let (mut lo, mut hi) = (_mm256_loadu_pd(dst.add(j)), _mm256_loadu_pd(dst.add(j + 4)));
             let mut all = if WIDE { _mm512_loadu_pd(dst.add(j)) } else { _mm512_setzero_pd() };
             for r in 0..R {

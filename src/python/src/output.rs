@@ -89,8 +89,8 @@ pub fn untracked(list: Bound<'_, PyList>) -> Bound<'_, PyList> {
 }
 
 /// The caller's list of tokens goes back as it is; others go into the result's `Unmade` with the
-/// other parts made on demand. The keys are interned (made once per process): on 64 traces of 1024 tokens the binding's whole
-/// cost is a millisecond or two.
+/// other parts made on demand. The keys are interned (made once per process): on 64 traces of
+/// 1024 tokens the binding's whole cost is a millisecond or two.
 pub fn result_dict<'py>(py: Python<'py>, trace: &mut Trace, r: FlowResult, tokens: ResultTokens) -> PyResult<Bound<'py, PyDict>> {
     use pyo3::intern;
     let d = PyDict::new(py);
