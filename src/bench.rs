@@ -135,7 +135,7 @@ fn time_pipeline(path: &Path, params: &Params, repeat: usize, backend: &dyn Back
     for _ in 0..repeat.max(1) {
         let trace = Trace::open(path).expect("the bench wrote this file");
         let trace = &trace;
-        let base = crate::alloc::reset_peak();
+        let heap = crate::alloc::measure();
         // A dropped matrix's storage the pipeline writes over (`Matrix::for_overwrite`) was heap
         // before the run: it counts in the peak, as the fresh allocation it replaces would.
         let reused = crate::flow::matrix::reused_bytes();
@@ -145,7 +145,7 @@ fn time_pipeline(path: &Path, params: &Params, repeat: usize, backend: &dyn Back
         slabs = r.layers.len().max(1) * r.heads.len().max(1);
         let taken_over = crate::flow::matrix::reused_bytes() - reused;
         fresh &= taken_over == 0;
-        runs.push((r.times, total, crate::alloc::peak().saturating_sub(base) + taken_over));
+        runs.push((r.times, total, heap.peak() + taken_over));
     }
     let med = |f: &dyn Fn(&(StepTimes, Duration, usize)) -> Duration| {
         let mut v: Vec<Duration> = runs.iter().map(f).collect();

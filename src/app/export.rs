@@ -21,7 +21,8 @@ pub fn export_view(m: &Model, ui: &UiState, path: &Path) -> Result<String, Strin
         }
         View::Backbone => svg_or_png(crate::render::backbone::backbone_svg(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result))?,
         _ => {
-            let picture = crate::render::text::credit_picture(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result, &Default::default());
+            let style = if png { crate::render::text::TextStyle::raster() } else { Default::default() };
+            let picture = crate::render::text::credit_picture(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result, &style);
             if png { picture.png()? } else { picture.svg().into_bytes() }
         }
     };

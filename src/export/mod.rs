@@ -458,7 +458,7 @@ fn write_files(outputs: &outputs::Outputs, d: &Done, params: &Params, f: Formats
         if !f.png {
             return Ok(Vec::new());
         }
-        Ok(vec![(file("credit.png"), render::text::credit_picture(&title, &d.tokens, &d.text, d.spans, result, &Default::default()).png().map_err(|e| fail(format!("{}: {e}", file("credit.png").display())))?)])
+        Ok(vec![(file("credit.png"), render::text::credit_picture(&title, &d.tokens, &d.text, d.spans, result, &render::text::TextStyle::raster()).png().map_err(|e| fail(format!("{}: {e}", file("credit.png").display())))?)])
     };
     let the_rest = || -> Files {
         let mut files = Vec::new();

@@ -12,11 +12,21 @@ pub struct TextStyle {
     pub font_size: f64,
     pub line_height: f64,
     pub margin: f64,
+    /// Each token's numbers as an SVG tooltip. A raster never shows them, so a picture drawn
+    /// for PNG leaves them out: formatting and parsing them was a tenth of a long trace's PNG.
+    pub tooltips: bool,
 }
 
 impl Default for TextStyle {
     fn default() -> Self {
-        TextStyle { columns: 110, font_size: 13.0, line_height: 21.0, margin: 16.0 }
+        TextStyle { columns: 110, font_size: 13.0, line_height: 21.0, margin: 16.0, tooltips: true }
+    }
+}
+
+impl TextStyle {
+    /// The default look, for a picture that is only rasterised.
+    pub fn raster() -> Self {
+        TextStyle { tooltips: false, ..Default::default() }
     }
 }
 
@@ -60,8 +70,12 @@ pub fn credit_picture(title: &str, tokens: &[String], text: &[String], spans: Sp
         let w = c.width as f64 * cw;
         let in_prompt = k < spans.response.start && !spans.question.contains(k);
         let bg = if in_prompt { [0xf2, 0xf2, 0xf2] } else { colormap::heat(colormap::heat_scale(r.throughput[k], tau_max)) };
-        let _ = write!(s, r##"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="{}"><title>{}</title></rect>"##,
-            y + 1.0, lh - 4.0, hex(bg), escape(&tooltip(tokens, r, k)));
+        let _ = write!(s, r##"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="{}""##, y + 1.0, lh - 4.0, hex(bg));
+        if style.tooltips {
+            let _ = write!(s, "><title>{}</title></rect>", escape(&tooltip(tokens, r, k)));
+        } else {
+            s.push_str("/>");
+        }
         let span_colour = if spans.question.contains(k) {
             Some(colormap::QUESTION)
         } else if spans.answer.contains(k) {
