@@ -18,6 +18,8 @@ pub struct BenchRow {
     pub steps: StepTimes,
     pub pipeline: Duration,
     pub export: Option<Duration>,
+    /// The same export without its PNG pictures: what everything but the rasteriser costs.
+    pub export_without_png: Option<Duration>,
     /// Peak heap above the baseline during the pipeline, bytes (None: allocator not installed).
     pub peak_heap: Option<usize>,
     /// The NumPy/SciPy peer's pipeline time on the same file, when asked for.
@@ -226,13 +228,18 @@ pub fn run_case(
     let floor = read_floor(&path, repeat)?;
     let first_touch = fresh.then(|| first_touch_floor(crate::flow::Matrix::bytes_for(trace.n()), repeat));
     let peer = peer.map(|script| run_peer(script, &path, repeat)).transpose()?;
-    let export = if with_export {
-        let out = dir.join(format!("export_{}", case.n));
+    let export = |formats: crate::export::Formats, name: &str| -> Result<Duration, String> {
+        let out = dir.join(format!("{name}_{}", case.n));
         let t = Instant::now();
-        crate::export::export(&out, crate::export::plan(std::slice::from_ref(&path), Some(&out), false), &params, crate::export::Formats::ALL, backend, &Cancel::default(), &|_| {})?;
-        Some(t.elapsed())
+        crate::export::export(&out, crate::export::plan(std::slice::from_ref(&path), Some(&out), false), &params, formats, backend, &Cancel::default(), &|_| {})?;
+        Ok(t.elapsed())
+    };
+    let (export, export_without_png) = if with_export {
+        let all = export(crate::export::Formats::ALL, "export")?;
+        let without_png = export(crate::export::Formats { png: false, ..crate::export::Formats::ALL }, "export_without_png")?;
+        (Some(all), Some(without_png))
     } else {
-        None
+        (None, None)
     };
     Ok(BenchRow {
         n: trace.n(),
@@ -241,6 +248,7 @@ pub fn run_case(
         steps,
         pipeline,
         export,
+        export_without_png,
         peak_heap,
         peer,
         floor,
@@ -255,7 +263,7 @@ pub fn run_case(
 /// matrix at the first-touch floor.
 pub fn format_floor_table(rows: &[BenchRow]) -> String {
     let mut s = String::from(
-        "| N | attention | read floor GB/s | aggregate: MB · GB/s · % of floor | fresh matrix: first-touch GB/s · aggregate % of read + first touch | reach | flow | backbone | pipeline: MB · ms at the floor · × floor | export × pipeline |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| N | attention | read floor GB/s | aggregate: MB · GB/s · % of floor | fresh matrix: first-touch GB/s · aggregate % of read + first touch | reach | flow | backbone | pipeline: MB · ms at the floor · × floor | export × pipeline: all formats · without PNG |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let b = StepBytes::of(r.attention_bytes, r.n);
@@ -282,7 +290,10 @@ pub fn format_floor_table(rows: &[BenchRow]) -> String {
             b.total() as f64 / 1e6,
             at_floor * 1e3,
             r.pipeline.as_secs_f64() / at_floor,
-            r.export.map_or("-".into(), |e| format!("{:.1}×", e.as_secs_f64() / r.pipeline.as_secs_f64())),
+            match (r.export, r.export_without_png) {
+                (Some(all), Some(without)) => format!("{:.1}× · {:.1}×", all.as_secs_f64() / r.pipeline.as_secs_f64(), without.as_secs_f64() / r.pipeline.as_secs_f64()),
+                _ => "-".into(),
+            },
         ));
     }
     s
@@ -547,7 +558,7 @@ mod tests {
     fn row(first_touch: Option<f64>) -> BenchRow {
         let n = 1000;
         let steps = StepTimes { aggregate: Duration::from_millis(10), ..Default::default() };
-        BenchRow { n, layout: "[N,N] F32".into(), attention_bytes: 4_000_000, steps, pipeline: Duration::from_millis(20), export: None, peak_heap: None, peer: None, floor: 4e9, first_touch }
+        BenchRow { n, layout: "[N,N] F32".into(), attention_bytes: 4_000_000, steps, pipeline: Duration::from_millis(20), export: None, export_without_png: None, peak_heap: None, peer: None, floor: 4e9, first_touch }
     }
 
     /// A fresh matrix's aggregation is set against reading the attention at the read floor plus

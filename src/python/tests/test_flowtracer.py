@@ -206,6 +206,21 @@ def test_each_result_has_its_own_provenance():
     assert b.provenance["steps"]["flow"] == "cpu"
 
 
+
+def test_results_compare_by_value():
+    a, b = flowtracer.analyze_files([SAMPLE, SAMPLE])
+    assert a == b and not (a != b)
+    other = flowtracer.analyze_files([SAMPLE], params={"credit": {"gamma": 3.0}})[0]
+    assert a != other and not np.array_equal(a.credit, other.credit)
+    changed = dataclasses.replace(a, flow=a.flow.copy())
+    assert changed == a
+    changed.flow[-1] += 1.0
+    assert changed != a
+    assert flowtracer.load_trace(SAMPLE) == flowtracer.load_trace(SAMPLE)
+    with pytest.raises(TypeError):
+        hash(a)
+
+
 CHILD = r"""
 import sys, time, numpy as np, flowtracer
 n = 1024

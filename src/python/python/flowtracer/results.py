@@ -4,7 +4,7 @@ credits file read back."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -12,8 +12,35 @@ import numpy as np
 from .params import Params
 
 
-@dataclass(frozen=True)
-class FlowResult:
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+        )
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+class _ComparedByValue:
+    """`==` field by field, arrays by their values (NaN equal to NaN). A dataclass's own `==`
+    compares tuples of fields, and an array's `==` is an array whose truth raises."""
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(_same(getattr(self, f.name), getattr(other, f.name)) for f in fields(self))  # type: ignore[arg-type]
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, eq=False)
+class FlowResult(_ComparedByValue):
     """Everything the pipeline derives from one trace (FLOWTRACER.md §1). Per-token arrays are
     float64 of length N; spans are `(start, end)` token ranges."""
 
@@ -84,8 +111,8 @@ class FlowResult:
         return {k: v for k, v in d.items() if k != "_unmade"} | made
 
 
-@dataclass(frozen=True)
-class Trace:
+@dataclass(frozen=True, eq=False)
+class Trace(_ComparedByValue):
     """A trace file's contents without its attention (which stays in the file until analysed)."""
 
     path: str
@@ -117,8 +144,8 @@ class Trace:
         return analyze_files([self.path], params=params, backend=backend)[0]
 
 
-@dataclass(frozen=True)
-class CreditRow:
+@dataclass(frozen=True, eq=False)
+class CreditRow(_ComparedByValue):
     """One trace of a `credits.safetensors`."""
 
     source: str
@@ -133,8 +160,8 @@ class CreditRow:
     answer: tuple[int, int]
 
 
-@dataclass(frozen=True)
-class Credits:
+@dataclass(frozen=True, eq=False)
+class Credits(_ComparedByValue):
     """A `credits.safetensors` read back: its traces in order, and the parameters that made it."""
 
     rows: list[CreditRow]
