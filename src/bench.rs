@@ -56,6 +56,12 @@ impl StepBytes {
     }
 }
 
+/// The middle of `runs` (the upper one of an even count): every figure the bench reports.
+fn median<T: PartialOrd + Copy>(mut runs: Vec<T>) -> T {
+    runs.sort_by(|a, b| a.partial_cmp(b).expect("times and rates are numbers"));
+    runs[runs.len() / 2]
+}
+
 /// The wrapping sum of a byte slice as u64 words, in 1 MiB blocks on the rayon pool: the plain
 /// read the floor is made of.
 fn sum_words(bytes: &[u8]) -> u64 {
@@ -90,8 +96,7 @@ pub fn first_touch_floor(bytes: usize, repeat: usize) -> f64 {
         std::hint::black_box(&fresh);
         rates.push(bytes as f64 / t.elapsed().as_secs_f64().max(1e-9));
     }
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
+    median(rates)
 }
 
 /// A plain sum over a mapped file, in 1 MiB blocks on the rayon pool the pipeline uses: how fast
@@ -108,8 +113,7 @@ pub fn read_floor(path: &Path, repeat: usize) -> Result<f64, String> {
         std::hint::black_box(sum_words(&map));
         rates.push(map.len() as f64 / t.elapsed().as_secs_f64().max(1e-9));
     }
-    rates.sort_by(f64::total_cmp);
-    Ok(rates[rates.len() / 2])
+    Ok(median(rates))
 }
 
 impl BenchRow {
@@ -149,11 +153,7 @@ fn time_pipeline(path: &Path, params: &Params, repeat: usize, backend: &dyn Back
         fresh &= taken_over == 0;
         runs.push((r.times, total, heap.peak() + taken_over));
     }
-    let med = |f: &dyn Fn(&(StepTimes, Duration, usize)) -> Duration| {
-        let mut v: Vec<Duration> = runs.iter().map(f).collect();
-        v.sort();
-        v[v.len() / 2]
-    };
+    let med = |f: &dyn Fn(&(StepTimes, Duration, usize)) -> Duration| median(runs.iter().map(f).collect());
     let steps = StepTimes {
         aggregate: med(&|r| r.0.aggregate),
         aggregate_on_device: med(&|r| r.0.aggregate_on_device),
@@ -232,7 +232,7 @@ pub fn run_case(
     // an earlier one's files, so a second run into the same folder would time the renaming),
     // removed after it unless it was there before.
     let export = |formats: crate::export::Formats, name: &str| -> Result<Duration, String> {
-        let mut times = (0..repeat.max(1))
+        let times = (0..repeat.max(1))
             .map(|i| {
                 let out = dir.join(format!("{name}_{}_{i}", case.n));
                 let ours = !out.exists();
@@ -245,8 +245,7 @@ pub fn run_case(
                 Ok(elapsed)
             })
             .collect::<Result<Vec<_>, String>>()?;
-        times.sort();
-        Ok(times[times.len() / 2])
+        Ok(median(times))
     };
     let (export, export_without_png) = if with_export {
         let all = export(crate::export::Formats::ALL, "export")?;
@@ -378,7 +377,7 @@ pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
     let n = trace.n();
     let mut app = FlowApp::new(vec![Document::new(trace)], Params::default(), Recent::in_memory());
     app.model.rescoring.synchronous = true;
-    let median = |app: &mut FlowApp, change: &dyn Fn(&mut Params, usize)| {
+    let median_rescore = |app: &mut FlowApp, change: &dyn Fn(&mut Params, usize)| {
         let mut times = Vec::new();
         for i in 0..repeat.max(1) {
             change(&mut app.model.params, i);
@@ -386,14 +385,13 @@ pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
             app.model.rescore_now();
             times.push(t.elapsed());
         }
-        times.sort();
-        times[times.len() / 2]
+        median(times)
     };
     app.model.rescore_now();
-    let rescore = median(&mut app, &|p, i| p.credit.fraction = if i % 2 == 0 { 0.3 } else { 0.4 });
-    let rebackbone = median(&mut app, &|p, i| p.backbone.max_paths = if i % 2 == 0 { 6 } else { 8 });
-    let reroles = median(&mut app, &|p, i| p.roles.hub_fraction = if i % 2 == 0 { 0.1 } else { 0.05 });
-    let reaggregate = median(&mut app, &|p, i| p.aggregate.threshold = if i % 2 == 0 { 1e-4 } else { 0.0 });
+    let rescore = median_rescore(&mut app, &|p, i| p.credit.fraction = if i % 2 == 0 { 0.3 } else { 0.4 });
+    let rebackbone = median_rescore(&mut app, &|p, i| p.backbone.max_paths = if i % 2 == 0 { 6 } else { 8 });
+    let reroles = median_rescore(&mut app, &|p, i| p.roles.hub_fraction = if i % 2 == 0 { 0.1 } else { 0.05 });
+    let reaggregate = median_rescore(&mut app, &|p, i| p.aggregate.threshold = if i % 2 == 0 { 1e-4 } else { 0.0 });
     let ctx = egui::Context::default();
     crate::app::install_fonts(&ctx);
     let input = || egui::RawInput {
@@ -410,16 +408,14 @@ pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
             frames.push(t.elapsed());
         }
     }
-    frames.sort();
     let a = app.model.doc().and_then(|d| d.analysis.clone()).expect("analysed above");
-    let mut knock = (0..repeat.max(1))
+    let knock = (0..repeat.max(1))
         .map(|_| {
             let t = Instant::now();
             std::hint::black_box(crate::flow::knockout::loss_per_token(&a.matrix, &a.result.reach, a.result.spans));
             t.elapsed()
         })
         .collect::<Vec<_>>();
-    knock.sort();
     let d = app.model.doc().expect("opened above");
     let text = d.text.clone();
     let steps = median_of(repeat, || {
@@ -436,7 +432,7 @@ pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
     let detail = median_of(repeat, || {
         std::hint::black_box(downsample_window(&d.trace, &a, Layer::Aggregated, Window { x0: (n - w) / 2, y0: n - w, w }, MAX_TEXTURE));
     });
-    UiBench { n, rescore, rebackbone, reroles, reaggregate, knockout: knock[knock.len() / 2], frame: frames[frames.len() / 2], steps, overview, detail }
+    UiBench { n, rescore, rebackbone, reroles, reaggregate, knockout: median(knock), frame: median(frames), steps, overview, detail }
 }
 
 #[cfg(feature = "app")]
@@ -492,22 +488,21 @@ pub fn run_open_bench(count: usize, dir: &Path) -> Result<RunOpenBench, String> 
         }
     }
     let _ = std::fs::remove_dir_all(&root);
-    frames.sort();
-    Ok(RunOpenBench { count, open, frame: frames[frames.len() / 2], filled: filled.expect("the loop ends when filled") })
+    Ok(RunOpenBench { count, open, frame: median(frames), filled: filled.expect("the loop ends when filled") })
 }
 
 /// The median time of `repeat` runs of `f` (at least one).
 #[cfg(feature = "app")]
 fn median_of(repeat: usize, mut f: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..repeat.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[times.len() / 2]
+    median(
+        (0..repeat.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
 }
 
 /// A batch's rate and the rate its bytes allow: traces per second.
@@ -559,10 +554,8 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
     for p in &paths {
         let _ = std::fs::remove_file(p);
     }
-    rates.sort_by(f64::total_cmp);
-    floors.sort_by(f64::total_cmp);
     let per_trace = StepBytes::of(n * n * 4, n).total() as f64;
-    Ok(BatchRate { rate: rates[rates.len() / 2], floor: floors[floors.len() / 2] / per_trace })
+    Ok(BatchRate { rate: median(rates), floor: median(floors) / per_trace })
 }
 
 #[cfg(test)]
