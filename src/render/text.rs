@@ -13,7 +13,7 @@ pub struct TextStyle {
     pub line_height: f64,
     pub margin: f64,
     /// Each token's numbers as an SVG tooltip. A raster never shows them, so a picture drawn
-    /// for PNG leaves them out: formatting and parsing them was a tenth of a long trace's PNG.
+    /// for PNG leaves them out: formatting and parsing them was a twentieth of a 4k trace's PNG.
     pub tooltips: bool,
 }
 
