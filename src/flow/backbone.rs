@@ -51,13 +51,18 @@ impl Sweep for Widest<'_> {
         best
     }
 
-    /// Four rows at a time: each row's widest source is `gather`'s (`widest` in both), but the four
-    /// share the loads of `width` and `g`, which are most of a row's reading.
+    /// Several rows at a time (`rows_at_once`): each row's widest source is `gather`'s (`widest`
+    /// in both), but the rows share the loads of `width` and `g`, which are most of a row's reading.
     fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<(f64, usize)> {
-        if !ks.len().is_multiple_of(FOUR) || sources.is_empty() {
+        let r = rows_at_once();
+        if !ks.len().is_multiple_of(r) || sources.is_empty() {
             return ks.map(|k| self.gather(k, m.row(k), sources.clone())).collect();
         }
-        ks.step_by(FOUR).flat_map(|k0| self.gather_four(k0, m, sources.clone())).collect()
+        if r == EIGHT {
+            ks.step_by(EIGHT).flat_map(|k0| self.gather_side_by_side::<EIGHT>(k0, m, sources.clone())).collect()
+        } else {
+            ks.step_by(FOUR).flat_map(|k0| self.gather_side_by_side::<FOUR>(k0, m, sources.clone())).collect()
+        }
     }
 
     fn gather_onto(&self, acc: (f64, usize), k: usize, row: &[f32], sources: Range<usize>) -> (f64, usize) {
@@ -79,33 +84,59 @@ impl Sweep for Widest<'_> {
     }
 }
 
-/// Rows whose candidates are taken side by side: four rows' lanes (their maxima and where each
-/// was met) are eight vectors, with room left for the loads (eight rows gained 5–8% at 8k only).
+/// Rows whose candidates are taken side by side. In AVX2 four rows' lanes (their maxima and
+/// where each was met) are eight of the sixteen vector registers, with room left for the loads
+/// (eight rows gained 5–8% at 8k only); AVX-512's thirty-two registers hold eight rows'.
 const FOUR: usize = 4;
+const EIGHT: usize = 8;
+
+fn rows_at_once() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return EIGHT;
+    }
+    FOUR
+}
 
 impl Widest<'_> {
-    fn gather_four(&self, k0: usize, m: &Matrix, sources: Range<usize>) -> [(f64, usize); FOUR] {
+    fn gather_side_by_side<const R: usize>(&self, k0: usize, m: &Matrix, sources: Range<usize>) -> [(f64, usize); R] {
         let (g, width) = (&self.g[sources.clone()], &self.width[sources.clone()]);
-        let hs: [f64; FOUR] = std::array::from_fn(|r| self.h[k0 + r].max(0.0));
-        let ws: [&[f32]; FOUR] = std::array::from_fn(|r| &m.row(k0 + r)[sources.clone()]);
+        let hs: [f64; R] = std::array::from_fn(|r| self.h[k0 + r].max(0.0));
+        let ws: [&[f32]; R] = std::array::from_fn(|r| &m.row(k0 + r)[sources.clone()]);
         widest(g, width, &ws, &hs, sources.start)
     }
 }
 
 /// Each row's widest candidate and the first source giving it (numbered from `first`; (0, NONE)
 /// when none is wider than 0), the bulk of the widest-path sweep. The sources are taken in
-/// `LANES` lanes (lane l takes sources l, l + LANES, ...), each keeping its maximum and where it
+/// L lanes (lane l takes sources l, l + L, ...; L is the vector's width in f64), each keeping its maximum and where it
 /// first met it, then the lanes and the tail are folded: the same maximum and the same first
 /// index as one pass in order (a maximum does not depend on the order it is taken in, and the
 /// first index of it is the least of the lanes' first indices of it).
 fn widest<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R], first: usize) -> [(f64, usize); R] {
-    let lanes = row_lanes(g, width, ws, hs);
-    let split = g.len() / LANES * LANES;
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        let lanes = unsafe { row_lanes_avx512(g, width, ws, hs) };
+        return fold_lanes(&lanes, g, width, ws, hs, first);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        let lanes = unsafe { row_lanes_avx2(g, width, ws, hs) };
+        return fold_lanes(&lanes, g, width, ws, hs, first);
+    }
+    fold_lanes(&row_lanes_plain::<4, R>(g, width, ws, hs), g, width, ws, hs, first)
+}
+
+/// Each row's lanes folded into its widest candidate, then the tail the lanes left.
+fn fold_lanes<const L: usize, const R: usize>(lanes: &[Lanes<L>; R], g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R], first: usize) -> [(f64, usize); R] {
+    let split = g.len() / L * L;
     std::array::from_fn(|r| {
         let (maxima, at) = &lanes[r];
         let mut best = (0.0, NONE);
-        for l in 0..LANES {
-            let j = LANES * at[l] as usize + l;
+        for l in 0..L {
+            let j = L * at[l] as usize + l;
             if maxima[l] > best.0 || (maxima[l] == best.0 && maxima[l] > 0.0 && j < best.1) {
                 best = (maxima[l], j);
             }
@@ -120,28 +151,18 @@ fn widest<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64;
     })
 }
 
-const LANES: usize = 4;
-
-/// A row's lanes: their maxima, and the chunk (of `LANES` sources) each was first met in, as
+/// A row's `L` lanes: their maxima, and the chunk (of `L` sources) each was first met in, as
 /// f64 so it moves with them.
-type Lanes = ([f64; LANES], [f64; LANES]);
+type Lanes<const L: usize> = ([f64; L], [f64; L]);
 
-fn row_lanes<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [Lanes; R] {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { row_lanes_avx2(g, width, ws, hs) };
-    }
-    row_lanes_plain(g, width, ws, hs)
-}
-
-/// `row_lanes` where the CPU has no AVX2 (and the reference the vector kernel is tested against).
-fn row_lanes_plain<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [Lanes; R] {
-    let mut lanes = [([0.0f64; LANES], [0.0f64; LANES]); R];
-    for (j, (g4, cap4)) in g.chunks_exact(LANES).zip(width.chunks_exact(LANES)).enumerate() {
+/// The lanes one source at a time: where the CPU has neither AVX2 nor AVX-512, and the reference
+/// the vector kernels are tested against.
+fn row_lanes_plain<const L: usize, const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [Lanes<L>; R] {
+    let mut lanes = [([0.0f64; L], [0.0f64; L]); R];
+    for (j, (gl, capl)) in g.chunks_exact(L).zip(width.chunks_exact(L)).enumerate() {
         for ((lane, at), (w, &h)) in lanes.iter_mut().zip(ws.iter().zip(hs)) {
-            for l in 0..LANES {
-                let c = capped(cap4[l], g4[l] * w[LANES * j + l] as f64 * h);
+            for l in 0..L {
+                let c = capped(capl[l], gl[l] * w[L * j + l] as f64 * h);
                 if c > lane[l] {
                     (lane[l], at[l]) = (c, j as f64);
                 }
@@ -151,12 +172,12 @@ fn row_lanes_plain<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], h
     lanes
 }
 
-/// `row_lanes`, one vector to a row's lanes: `_mm256_min_pd(a, b)` is `a < b ? a : b`, which is
-/// `capped`, and the lanes move only where the candidate is strictly wider, so each keeps the
+/// The lanes, one vector to a row's four lanes: `_mm256_min_pd(a, b)` is `a < b ? a : b`, which
+/// is `capped`, and the lanes move only where the candidate is strictly wider, so each keeps the
 /// first place it met its maximum.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn row_lanes_avx2<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [Lanes; R] {
+unsafe fn row_lanes_avx2<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [Lanes<4>; R] {
     use std::arch::x86_64::*;
     let n = g.len();
     assert!(width.len() == n && ws.iter().all(|w| w.len() == n));
@@ -164,8 +185,8 @@ unsafe fn row_lanes_avx2<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32];
     let mut at = [_mm256_setzero_pd(); R];
     let hv: [__m256d; R] = std::array::from_fn(|r| _mm256_set1_pd(hs[r]));
     let mut chunk = _mm256_setzero_pd();
-    for j in 0..n / LANES {
-        let i = LANES * j;
+    for j in 0..n / 4 {
+        let i = 4 * j;
         // SAFETY: i + 4 <= n, the length of `g`, `width` and every row.
         let (g4, cap4) = unsafe { (_mm256_loadu_pd(g.as_ptr().add(i)), _mm256_loadu_pd(width.as_ptr().add(i))) };
         for r in 0..R {
@@ -184,11 +205,51 @@ unsafe fn row_lanes_avx2<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32];
         chunk = _mm256_add_pd(chunk, _mm256_set1_pd(1.0));
     }
     std::array::from_fn(|r| {
-        let mut lanes = ([0.0; LANES], [0.0; LANES]);
+        let mut lanes = ([0.0; 4], [0.0; 4]);
         // SAFETY: four f64 into four f64.
         unsafe {
             _mm256_storeu_pd(lanes.0.as_mut_ptr(), maxima[r]);
             _mm256_storeu_pd(lanes.1.as_mut_ptr(), at[r]);
+        }
+        lanes
+    })
+}
+
+/// `row_lanes_avx2` eight sources to a vector: the comparison leaves a mask, and a masked move
+/// takes the wider candidates (one instruction where AVX2 blends in two).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_lanes_avx512<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R]) -> [Lanes<8>; R] {
+    use std::arch::x86_64::*;
+    let n = g.len();
+    assert!(width.len() == n && ws.iter().all(|w| w.len() == n));
+    let mut maxima = [_mm512_setzero_pd(); R];
+    let mut at = [_mm512_setzero_pd(); R];
+    let hv: [__m512d; R] = std::array::from_fn(|r| _mm512_set1_pd(hs[r]));
+    let mut chunk = _mm512_setzero_pd();
+    for j in 0..n / 8 {
+        let i = 8 * j;
+        // SAFETY: i + 8 <= n, the length of `g`, `width` and every row.
+        let (g8, cap8) = unsafe { (_mm512_loadu_pd(g.as_ptr().add(i)), _mm512_loadu_pd(width.as_ptr().add(i))) };
+        for r in 0..R {
+            // SAFETY: as above.
+            let w = _mm512_cvtps_pd(unsafe { _mm256_loadu_ps(ws[r].as_ptr().add(i)) });
+            if i.is_multiple_of(16) {
+                prefetch_ahead(ws[r], i);
+            }
+            let c = _mm512_min_pd(_mm512_mul_pd(_mm512_mul_pd(g8, w), hv[r]), cap8);
+            let wider = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(c, maxima[r]);
+            maxima[r] = _mm512_mask_mov_pd(maxima[r], wider, c);
+            at[r] = _mm512_mask_mov_pd(at[r], wider, chunk);
+        }
+        chunk = _mm512_add_pd(chunk, _mm512_set1_pd(1.0));
+    }
+    std::array::from_fn(|r| {
+        let mut lanes = ([0.0; 8], [0.0; 8]);
+        // SAFETY: eight f64 into eight f64.
+        unsafe {
+            _mm512_storeu_pd(lanes.0.as_mut_ptr(), maxima[r]);
+            _mm512_storeu_pd(lanes.1.as_mut_ptr(), at[r]);
         }
         lanes
     })
@@ -427,13 +488,25 @@ mod tests {
             }
         }
         assert!(ties > 20, "the widths tie at the cap, so the first index is what is tested");
-        // The kernel this CPU takes and the one for CPUs without AVX2 keep the same lanes.
+        // The vector kernels this CPU has and the one for CPUs without them keep the same lanes.
+        #[cfg(target_arch = "x86_64")]
         for len in [696, 640, 641, 29] {
             let ws: [&[f32]; 4] = std::array::from_fn(|r| &m.row(n - 1 - r)[..len]);
             let hs = [0.7, 1.3, 0.0, 2.1];
             let (g, width) = (&w.g[..len], &w.width[..len]);
-            let bits = |l: [Lanes; 4]| l.map(|(m, a)| (m.map(f64::to_bits), a.map(f64::to_bits)));
-            assert_eq!(bits(row_lanes(g, width, &ws, &hs)), bits(row_lanes_plain(g, width, &ws, &hs)), "{len} sources");
+            fn bits<const L: usize>(l: [Lanes<L>; 4]) -> [([u64; L], [u64; L]); 4] {
+                l.map(|(m, a)| (m.map(f64::to_bits), a.map(f64::to_bits)))
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                let wide = unsafe { row_lanes_avx2(g, width, &ws, &hs) };
+                assert_eq!(bits(wide), bits(row_lanes_plain::<4, 4>(g, width, &ws, &hs)), "{len} sources, AVX2");
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F, checked just above.
+                let wide = unsafe { row_lanes_avx512(g, width, &ws, &hs) };
+                assert_eq!(bits(wide), bits(row_lanes_plain::<8, 4>(g, width, &ws, &hs)), "{len} sources, AVX-512");
+            }
         }
     }
 }
