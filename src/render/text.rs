@@ -31,8 +31,8 @@ impl TextStyle {
 }
 
 /// `tokens` are the trace's raw tokens (the tooltips), `text` what each shows (`Trace::text`).
-/// Each token's cell is one fragment of the picture, confined to its own line and the lines
-/// either side (outlines stick out of a line by a pixel or two, tall glyphs by more), so the
+/// Each token's boxes and its text are fragments of the picture, each confined to its own line
+/// and the lines either side (outlines stick out of a line by a pixel or two, tall glyphs by more), so the
 /// PNG of a long trace is drawn in bands across the cores.
 pub fn credit_picture(title: &str, tokens: &[String], text: &[String], spans: Spans, r: &FlowResult, style: &TextStyle) -> Picture {
     let cw = style.font_size * CHAR_WIDTH_EM;
@@ -62,14 +62,15 @@ pub fn credit_picture(title: &str, tokens: &[String], text: &[String], spans: Sp
     legend(&mut s, style.margin, 36.0);
     picture.draw(0.0..header, s);
 
+    // Boxes first, then every token's text over them: a monospace token's last glyph reaches
+    // the edge of its cell, where the next token's outline is drawn.
     for c in &cells {
         let mut s = String::new();
         let k = c.index;
         let x = style.margin + c.col as f64 * cw;
         let y = header + c.line as f64 * lh;
         let w = c.width as f64 * cw;
-        let in_prompt = k < spans.response.start && !spans.question.contains(k);
-        let bg = if in_prompt { [0xf2, 0xf2, 0xf2] } else { colormap::heat(colormap::heat_scale(r.throughput[k], tau_max)) };
+        let (bg, _) = colours(k, spans, r, tau_max);
         let _ = write!(s, r##"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="{}""##, y + 1.0, lh - 4.0, hex(bg));
         if style.tooltips {
             let _ = write!(s, "><title>{}</title></rect>", escape(&tooltip(tokens, r, k)));
@@ -97,13 +98,29 @@ pub fn credit_picture(title: &str, tokens: &[String], text: &[String], spans: Sp
             let _ = write!(s, r##"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{thick:.1}" fill="{}"/>"##,
                 y + lh - 4.0 - thick, hex(colormap::CREDIT));
         }
-        let ink = if in_prompt { [0x80, 0x80, 0x80] } else { colormap::ink_on(bg) };
+        picture.draw(y - lh..y + 2.0 * lh, s);
+    }
+    for c in &cells {
+        let k = c.index;
+        let x = style.margin + c.col as f64 * cw;
+        let y = header + c.line as f64 * lh;
+        let (_, ink) = colours(k, spans, r, tau_max);
         let text = super::layout::fit(&c.text, c.width);
-        let _ = write!(s, r##"<text x="{x:.1}" y="{:.1}" fill="{}" xml:space="preserve">{}</text>"##,
-            y + lh * 0.68, hex(ink), escape(&text));
+        let s = format!(r##"<text x="{x:.1}" y="{:.1}" fill="{}" xml:space="preserve">{}</text>"##, y + lh * 0.68, hex(ink), escape(&text));
         picture.draw(y - lh..y + 2.0 * lh, s);
     }
     picture
+}
+
+/// A token's cell and ink colours: its throughput, or greys for the prompt around the question.
+fn colours(k: usize, spans: Spans, r: &FlowResult, tau_max: f64) -> ([u8; 3], [u8; 3]) {
+    let in_prompt = k < spans.response.start && !spans.question.contains(k);
+    if in_prompt {
+        ([0xf2, 0xf2, 0xf2], [0x80, 0x80, 0x80])
+    } else {
+        let bg = colormap::heat(colormap::heat_scale(r.throughput[k], tau_max));
+        (bg, colormap::ink_on(bg))
+    }
 }
 
 fn tooltip(tokens: &[String], r: &FlowResult, k: usize) -> String {
@@ -140,6 +157,23 @@ mod tests {
     use crate::params::Params;
     use crate::synth::{SynthSpec, synth_trace};
     use crate::trace::{Dtype, Trace};
+
+    /// Every token's text is drawn after every box (backgrounds, frames, outlines, credit bars):
+    /// the last glyph of a word token reaches the edge of its cell, and the next token's outline,
+    /// drawn over it, had hidden part of it.
+    #[test]
+    fn no_box_is_drawn_over_a_tokens_text() {
+        let spec = SynthSpec { target_tokens: 300, layers: 1, heads: 1, dtype: Dtype::F32, rank: 2, ..Default::default() };
+        let trace = Trace::from_bytes(synth_trace(&spec).to_bytes(), std::path::Path::new("words.safetensors")).unwrap();
+        let mut r = analyze(&trace, &Params::default(), &Cancel::default()).unwrap();
+        r.hubs = (0..trace.n()).step_by(2).collect();
+        let picture = credit_picture("words", &trace.tokens, &trace.text(), trace.spans, &r, &TextStyle::raster());
+        let tokens = &picture.parts[2..]; // after the background and the header
+        let first_text = tokens.iter().position(|(_, s)| s.starts_with("<text")).expect("tokens have text");
+        assert_eq!(tokens.iter().filter(|(_, s)| s.starts_with("<text")).count(), trace.n());
+        let late_box = tokens[first_text..].iter().position(|(_, s)| s.contains("<rect"));
+        assert_eq!(late_box, None, "a box drawn after the first token's text");
+    }
 
     /// The text of a long trace, cut into bands for the cores, has every pixel of the picture
     /// drawn whole: with outlines on most tokens (so some straddle every band edge) and glyphs

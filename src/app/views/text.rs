@@ -93,6 +93,9 @@ pub fn show(
             let (rect, resp) = ui.allocate_exact_size(vec2(columns as f32 * cw, row_h), Sense::click());
             let painter = ui.painter_at(rect.expand(2.0));
             let mut hovered = None;
+            // Boxes first, then the line's text over them: a monospace token's last glyph
+            // reaches the edge of its cell, where the next token's outline is drawn.
+            let mut texts = Vec::with_capacity(end - start);
             for cell in &state.cells[start..end] {
                 let k = cell.index;
                 let x = rect.left() + cell.col as f32 * cw;
@@ -130,11 +133,13 @@ pub fn show(
                     painter.rect_stroke(cr.expand(2.5), 3.0, Stroke::new(2.0, ui.visuals().strong_text_color()), StrokeKind::Outside);
                 }
                 let ink = if in_prompt { ui.visuals().weak_text_color() } else { theme::ink_on(bg) };
-                let text = crate::render::layout::fit(&cell.text, cell.width);
-                painter.text(pos2(x, cr.center().y), Align2::LEFT_CENTER, text, font.clone(), ink);
+                texts.push((pos2(x, cr.center().y), crate::render::layout::fit(&cell.text, cell.width), ink));
                 if resp.hovered() && ui.rect_contains_pointer(cr) {
                     hovered = Some(k);
                 }
+            }
+            for (at, text, ink) in texts {
+                painter.text(at, Align2::LEFT_CENTER, text, font.clone(), ink);
             }
             if let Some(k) = hovered {
                 let resp = resp.clone().on_hover_ui_at_pointer(|ui| tooltip(ui, trace, a, k));
