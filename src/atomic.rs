@@ -7,17 +7,56 @@ use std::path::{Path, PathBuf};
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let mut f = AtomicFile::create(path)?;
+    f.write_all(bytes)?;
+    f.commit()
+}
+
+/// A file written piece by piece and put in place whole: the pieces go to a temporary file beside
+/// `path` (a crash leaves only that, which [`remove_stale_temporaries`] clears), and
+/// [`AtomicFile::commit`] renames it over `path`. Dropped uncommitted, the temporary goes.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl AtomicFile {
+    pub fn create(path: &Path) -> std::io::Result<AtomicFile> {
+        let tmp = temp_path(path);
+        let file = std::fs::File::create(&tmp)?;
+        Ok(AtomicFile { path: path.to_path_buf(), tmp, file: Some(std::io::BufWriter::new(file)) })
     }
-    result
+
+    /// Where the pieces are until the commit (to read back what was written so far).
+    pub fn temporary(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub fn commit(mut self) -> std::io::Result<()> {
+        let file = self.file.take().expect("committed once").into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.path)
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.as_mut().expect("not committed").write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.as_mut().expect("not committed").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        // Committed: the temporary is the file now. Otherwise it goes, written or not.
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Removes the temporaries that writers killed mid-write left under `dir` (the export calls this
@@ -72,6 +111,28 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A file written in pieces is not there until committed, then is all of them; one dropped
+    /// uncommitted leaves nothing, not even its temporary, and the old file stays.
+    #[test]
+    fn a_file_in_pieces_appears_whole_or_not_at_all() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("ft-atomic-pieces-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("run.csv");
+        let mut f = super::AtomicFile::create(&p).unwrap();
+        f.write_all(b"a,b\n").unwrap();
+        f.write_all(b"1,2\n").unwrap();
+        assert!(!p.exists());
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"a,b\n1,2\n");
+        let mut g = super::AtomicFile::create(&p).unwrap();
+        g.write_all(b"half").unwrap();
+        drop(g);
+        assert_eq!(std::fs::read(&p).unwrap(), b"a,b\n1,2\n");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -12,41 +12,62 @@ use std::path::Path;
 
 pub const CREDITS_FORMAT: &str = "flowtracer.credits/1";
 
-pub fn credits_safetensors(done: &[Done], params: &Params) -> Result<Vec<u8>, String> {
-    let mut credit: Vec<u8> = Vec::new();
-    let mut ids: Vec<u8> = Vec::new();
-    let mut offsets: Vec<u8> = 0i64.to_le_bytes().to_vec();
-    let mut spans: Vec<u8> = Vec::new();
-    let mut total = 0i64;
-    for d in done {
+/// A credits file taken a trace at a time: what it keeps is what the file holds (12 bytes a
+/// token and each trace's spans, source, sample id and status), not the traces' results.
+#[derive(Default)]
+pub struct CreditsFile {
+    credit: Vec<u8>,
+    ids: Vec<u8>,
+    offsets: Vec<u8>,
+    spans: Vec<u8>,
+    total: i64,
+    sources: Vec<String>,
+    sample_ids: Vec<Option<String>>,
+    status: Vec<&'static str>,
+}
+
+impl CreditsFile {
+    pub fn add(&mut self, d: &Done) {
+        if self.offsets.is_empty() {
+            self.offsets.extend(0i64.to_le_bytes());
+        }
         for (k, &g) in d.result.credit.iter().enumerate() {
-            credit.extend((g as f32).to_le_bytes());
+            self.credit.extend((g as f32).to_le_bytes());
             let id = d.token_ids.as_ref().map_or(-1, |v| v[k]);
-            ids.extend(id.to_le_bytes());
+            self.ids.extend(id.to_le_bytes());
         }
-        total += d.tokens.len() as i64;
-        offsets.extend(total.to_le_bytes());
+        self.total += d.tokens.len() as i64;
+        self.offsets.extend(self.total.to_le_bytes());
         for s in [d.spans.question, d.spans.response, d.spans.answer] {
-            spans.extend((s.start as i64).to_le_bytes());
-            spans.extend((s.end as i64).to_le_bytes());
+            self.spans.extend((s.start as i64).to_le_bytes());
+            self.spans.extend((s.end as i64).to_le_bytes());
         }
+        self.sources.push(d.source.clone());
+        self.sample_ids.push(d.sample_id.clone());
+        self.status.push(d.result.status.name());
     }
-    let n = done.len();
-    let t = total as usize;
-    let tensors = [
-        RawTensor { name: "credit", dtype: "F32", elem_size: 4, shape: vec![t], data: &credit },
-        RawTensor { name: "token_ids", dtype: "I64", elem_size: 8, shape: vec![t], data: &ids },
-        RawTensor { name: "offsets", dtype: "I64", elem_size: 8, shape: vec![n + 1], data: &offsets },
-        RawTensor { name: "spans", dtype: "I64", elem_size: 8, shape: vec![n, 3, 2], data: &spans },
-    ];
-    let mut meta = BTreeMap::new();
-    meta.insert("format".to_string(), CREDITS_FORMAT.to_string());
-    meta.insert("sources".into(), serde_json::to_string(&done.iter().map(|d| &d.source).collect::<Vec<_>>()).unwrap());
-    meta.insert("sample_ids".into(), serde_json::to_string(&done.iter().map(|d| d.sample_id.clone()).collect::<Vec<_>>()).unwrap());
-    meta.insert("status".into(), serde_json::to_string(&done.iter().map(|d| d.result.status.name()).collect::<Vec<_>>()).unwrap());
-    meta.insert("params".into(), serde_json::to_string(params).unwrap());
-    meta.insert("semantics".into(), "gamma: per-token advantage multiplier, A_t = gamma_t * A_seq; spans: [trace, question|response|answer, start|end]".into());
-    Ok(serialize(&tensors, &meta))
+
+    pub fn bytes(mut self, params: &Params) -> Vec<u8> {
+        if self.offsets.is_empty() {
+            self.offsets.extend(0i64.to_le_bytes());
+        }
+        let n = self.sources.len();
+        let t = self.total as usize;
+        let tensors = [
+            RawTensor { name: "credit", dtype: "F32", elem_size: 4, shape: vec![t], data: &self.credit },
+            RawTensor { name: "token_ids", dtype: "I64", elem_size: 8, shape: vec![t], data: &self.ids },
+            RawTensor { name: "offsets", dtype: "I64", elem_size: 8, shape: vec![n + 1], data: &self.offsets },
+            RawTensor { name: "spans", dtype: "I64", elem_size: 8, shape: vec![n, 3, 2], data: &self.spans },
+        ];
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_string(), CREDITS_FORMAT.to_string());
+        meta.insert("sources".into(), serde_json::to_string(&self.sources).unwrap());
+        meta.insert("sample_ids".into(), serde_json::to_string(&self.sample_ids).unwrap());
+        meta.insert("status".into(), serde_json::to_string(&self.status).unwrap());
+        meta.insert("params".into(), serde_json::to_string(params).unwrap());
+        meta.insert("semantics".into(), "gamma: per-token advantage multiplier, A_t = gamma_t * A_seq; spans: [trace, question|response|answer, start|end]".into());
+        serialize(&tensors, &meta)
+    }
 }
 
 /// One trace's part of a credits file.

@@ -18,7 +18,26 @@ th{background:#f6f6f6} .num{text-align:right;font-variant-numeric:tabular-nums}
 .p{color:#888;background:#f2f2f2} svg{max-width:100%;height:auto}
 "#;
 
-pub fn report(done: &[Done], summary: &Summary) -> String {
+/// The report comes in three parts, so that a run's traces need not all be held to write it:
+/// each trace's row of the table ([`row`]) and its section ([`section`], the bulk, written out as
+/// the trace is done), then the page around them ([`page_start`], [`page_end`]) once the whole
+/// run is known. The `i`th exported trace's row links to its section.
+pub fn row(i: usize, d: &Done) -> String {
+    let r = &d.result;
+    format!(
+        "<tr><td><a href=\"#t{i}\">{}</a></td><td>{}</td><td class=num>{}</td><td class=num>{:.1}%</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
+        escape(&d.stem.display().to_string()),
+        r.status.name(),
+        d.tokens.len(),
+        100.0 * r.backbone_flow(),
+        r.backbone.len(),
+        r.hubs.len(),
+        r.checkpoints.len()
+    )
+}
+
+/// Everything before the sections: the heading, and the table of `rows` and the failed inputs.
+pub fn page_start(summary: &Summary, rows: &str) -> String {
     let mut s = String::new();
     let _ = write!(s, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>FlowTracer report</title><style>{STYLE}</style></head><body>");
     let _ = write!(
@@ -31,20 +50,7 @@ pub fn report(done: &[Done], summary: &Summary) -> String {
         summary.params.credit.gamma
     );
     s.push_str("<table><tr><th>trace</th><th>status</th><th class=num>tokens</th><th class=num>backbone flow</th><th class=num>paths</th><th class=num>hubs</th><th class=num>checkpoints</th></tr>");
-    for (i, d) in done.iter().enumerate() {
-        let r = &d.result;
-        let _ = write!(
-            s,
-            "<tr><td><a href=\"#t{i}\">{}</a></td><td>{}</td><td class=num>{}</td><td class=num>{:.1}%</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
-            escape(&d.stem.display().to_string()),
-            r.status.name(),
-            d.tokens.len(),
-            100.0 * r.backbone_flow(),
-            r.backbone.len(),
-            r.hubs.len(),
-            r.checkpoints.len()
-        );
-    }
+    s.push_str(rows);
     for o in &summary.traces {
         let Outcome::Failed { source, error, .. } = o else { continue };
         let _ = write!(
@@ -55,18 +61,16 @@ pub fn report(done: &[Done], summary: &Summary) -> String {
         );
     }
     s.push_str("</table>");
-    for (i, d) in done.iter().enumerate() {
-        section(&mut s, i, d);
-    }
-    let _ = write!(
-        s,
-        "<h2>Parameters</h2><pre class=muted>{}</pre></body></html>",
-        escape(&serde_json::to_string_pretty(&summary.params).unwrap())
-    );
     s
 }
 
-fn section(s: &mut String, i: usize, d: &Done) {
+/// Everything after the sections.
+pub fn page_end(summary: &Summary) -> String {
+    format!("<h2>Parameters</h2><pre class=muted>{}</pre></body></html>", escape(&serde_json::to_string_pretty(&summary.params).unwrap()))
+}
+
+/// The `i`th exported trace's part of the page: its backbone, hubs and text.
+pub fn section(s: &mut String, i: usize, d: &Done) {
     let r = &d.result;
     let _ = write!(s, "<h2 id=\"t{i}\">{}</h2>", escape(&d.stem.display().to_string()));
     let _ = write!(

@@ -5,6 +5,7 @@
 mod credits;
 mod html;
 mod outputs;
+mod run_files;
 pub mod plan;
 pub mod record;
 pub mod scored;
@@ -284,6 +285,26 @@ pub fn export(
     stop: &Cancel,
     tick: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Summary, String> {
+    export_in_windows(out, planned, params, formats, backend, stop, tick, WINDOW)
+}
+
+/// Traces an export holds the results of at once (at least; a device backend's window is
+/// `WINDOW_BATCHES` of its batches). A window's last trace keeps the cores it leaves waiting,
+/// so it is far more than the cores; 64 traces of 8k tokens hold ~150 MB.
+const WINDOW: usize = 64;
+const WINDOW_BATCHES: usize = 4;
+
+#[allow(clippy::too_many_arguments)]
+fn export_in_windows(
+    out: &Path,
+    planned: plan::Planned,
+    params: &Params,
+    formats: Formats,
+    backend: &dyn Backend,
+    stop: &Cancel,
+    tick: &(dyn Fn(&Outcome) + Sync),
+    window: usize,
+) -> Result<Summary, String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create output folder: {e}", out.display()))?;
     crate::atomic::remove_stale_temporaries(out);
     let plan::Planned { inputs, jobs, runs, failed: mut outcomes } = planned;
@@ -299,32 +320,53 @@ pub fn export(
     };
     // Traces go to the backend in batches of the size it runs best (one for the CPU, whose
     // parallelism is across traces here; many for CUDA, which solves a batch in one set of launches).
-    let results: Vec<(Outcome, Option<Done>)> = jobs
-        .par_chunks(backend.batch_size().max(1))
-        .with_max_len(1)
-        .flat_map_iter(|chunk| {
-            let pairs = export_batch(&outputs, chunk, params, formats, backend, stop);
-            for (outcome, _) in &pairs {
-                tick(outcome);
+    // The traces go in windows, each done in parallel and then handed to the run-wide files in
+    // the run's order and let go: memory holds a window's results, not the run's.
+    let scored_window = window.max(1);
+    let window = (WINDOW_BATCHES * backend.batch_size().max(1)).max(window).max(1);
+    let mut run_files = run_files::RunFiles::new(&outputs, formats);
+    let mut exported = 0;
+    let mut take = |results: Vec<(Outcome, Option<Done>)>, outcomes: &mut Vec<Outcome>| {
+        for (o, d) in results {
+            outcomes.push(o);
+            if let Some(d) = d {
+                run_files.add(&d);
+                exported += 1;
             }
-            pairs
-        })
-        .chain(from_rows.into_par_iter().map(|job| {
-            let pair = export_scored(&outputs, job, formats, stop);
-            tick(&pair.0);
-            pair
-        }))
-        .collect();
-    let mut done = Vec::new();
-    for (o, d) in results {
-        outcomes.push(o);
-        done.extend(d);
+        }
+    };
+    for window in jobs.chunks(window) {
+        let results = window
+            .par_chunks(backend.batch_size().max(1))
+            .with_max_len(1)
+            .flat_map_iter(|chunk| {
+                let pairs = export_batch(&outputs, chunk, params, formats, backend, stop);
+                for (outcome, _) in &pairs {
+                    tick(outcome);
+                }
+                pairs
+            })
+            .collect();
+        take(results, &mut outcomes);
+    }
+    let mut from_rows = from_rows.into_iter().peekable();
+    while from_rows.peek().is_some() {
+        let window: Vec<Job> = from_rows.by_ref().take(scored_window).collect();
+        let results = window
+            .into_par_iter()
+            .map(|job| {
+                let pair = export_scored(&outputs, job, formats, stop);
+                tick(&pair.0);
+                pair
+            })
+            .collect();
+        take(results, &mut outcomes);
     }
     let mut summary = Summary {
         format: "flowtracer.summary/1",
         backend: backend_name,
         params: params.clone(),
-        exported: done.len(),
+        exported,
         failed: outcomes.iter().filter(|o| o.is_failed()).count(),
         interrupted: stop.is_cancelled(),
         errors: Vec::new(),
@@ -332,23 +374,7 @@ pub fn export(
         traces: outcomes,
     };
     // Run-wide files: one that cannot be written is reported, and costs the others nothing.
-    let f = formats;
-    let mut errors = Vec::new();
-    let mut write = |name: &str, bytes: Result<Vec<u8>, String>| {
-        if let Err(e) = bytes.and_then(|b| outputs.write(&out.join(name), &b)) {
-            errors.push(e);
-        }
-    };
-    if f.csv {
-        write("scores.csv", Ok(table::scores_csv(&done).into_bytes()));
-    }
-    if f.credits {
-        write("credits.safetensors", credits::credits_safetensors(&done, params));
-    }
-    if f.html {
-        let report = html::report(&done, &summary).into_bytes();
-        write("report.html", Ok(report));
-    }
+    let errors = run_files.finish(&outputs, &summary, params);
     summary.errors = errors;
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     outputs.write(&out.join("summary.json"), &json)?;
@@ -495,4 +521,38 @@ fn write_files(outputs: &outputs::Outputs, d: &Done, params: &Params, f: Formats
     let mut files = credit?;
     files.extend(rest?);
     outputs.write_all(&files).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The run-wide files are the same bytes whether the traces go through in one window or in
+    /// many (each window's results handed over and let go before the next): the bundled
+    /// samples, 17 traces, in windows of four against one window.
+    #[test]
+    fn windows_write_the_same_run_wide_files() {
+        let dir = std::env::temp_dir().join(format!("ft-export-windows-{}", std::process::id()));
+        let run = |name: &str, window: usize| {
+            let out = dir.join(name);
+            let inputs = [PathBuf::from("sample_traces")];
+            let f = Formats { png: false, ..Formats::ALL };
+            let s = export_in_windows(&out, plan(&inputs, Some(&out), false), &Params::default(), f, &crate::flow::Cpu, &Cancel::default(), &|_| {}, window).unwrap();
+            assert_eq!(s.exported, 17);
+            out
+        };
+        let (one, many) = (run("one", 1000), run("many", 1));
+        for name in ["scores.csv", "credits.safetensors", "report.html"] {
+            let (a, b) = (std::fs::read(one.join(name)).unwrap(), std::fs::read(many.join(name)).unwrap());
+            assert!(a == b && a.len() > 1000, "{name} differs");
+        }
+        let names = |d: &Path| {
+            let mut v: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&one), names(&many), "the same files");
+        assert!(!names(&many).iter().any(|n| n.to_string_lossy().starts_with('.')), "no temporaries left");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -2,7 +2,7 @@
 //! output never replaces an input, a trace's files all or none, and a run-wide file that cannot be
 //! written costs only itself.
 
-use crate::atomic::write_atomic;
+use crate::atomic::{AtomicFile, write_atomic};
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -29,10 +29,21 @@ impl Outputs {
 
     /// Writes one file atomically, unless it is one of the inputs.
     pub fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), String> {
+        self.not_an_input(path)?;
+        write_atomic(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// A file to be written in pieces and put in place whole, unless it is one of the inputs.
+    pub fn create(&self, path: &Path) -> Result<AtomicFile, String> {
+        self.not_an_input(path)?;
+        AtomicFile::create(path).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn not_an_input(&self, path: &Path) -> Result<(), String> {
         if path.canonicalize().is_ok_and(|p| self.inputs.contains(&p)) {
             return Err(format!("{}: not written: it is one of the export's inputs", path.display()));
         }
-        write_atomic(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+        Ok(())
     }
 
     /// Writes a trace's files all or none: after a failure the ones already written go again.

@@ -15,28 +15,29 @@ pub fn segment(spans: crate::span::Spans, k: usize) -> &'static str {
     }
 }
 
-pub fn scores_csv(done: &[Done]) -> String {
-    let mut s = String::from("trace,index,token,segment,reach,flow,throughput,credit,far_sources,hub,checkpoint,backbone\n");
-    for d in done {
-        let r = &d.result;
-        let on_backbone: std::collections::HashSet<usize> = r.backbone.iter().flat_map(|p| p.tokens.iter().copied()).collect();
-        let trace = csv_field(&d.stem.display().to_string());
-        for (k, tok) in d.tokens.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "{trace},{k},{},{},{},{},{},{},{},{},{},{}",
-                csv_field(tok),
-                segment(d.spans, k),
-                r.reach[k],
-                r.flow[k],
-                r.throughput[k],
-                r.credit[k],
-                r.far_sources[k],
-                r.hubs.binary_search(&k).is_ok() as u8,
-                r.checkpoints.binary_search(&k).is_ok() as u8,
-                on_backbone.contains(&k) as u8,
-            );
-        }
+pub const HEADER: &str = "trace,index,token,segment,reach,flow,throughput,credit,far_sources,hub,checkpoint,backbone\n";
+
+/// One trace's rows of `scores.csv`.
+pub fn rows(d: &Done) -> String {
+    let mut s = String::new();
+    let r = &d.result;
+    let on_backbone: std::collections::HashSet<usize> = r.backbone.iter().flat_map(|p| p.tokens.iter().copied()).collect();
+    let trace = csv_field(&d.stem.display().to_string());
+    for (k, tok) in d.tokens.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "{trace},{k},{},{},{},{},{},{},{},{},{},{}",
+            csv_field(tok),
+            segment(d.spans, k),
+            r.reach[k],
+            r.flow[k],
+            r.throughput[k],
+            r.credit[k],
+            r.far_sources[k],
+            r.hubs.binary_search(&k).is_ok() as u8,
+            r.checkpoints.binary_search(&k).is_ok() as u8,
+            on_backbone.contains(&k) as u8,
+        );
     }
     s
 }

@@ -1,0 +1,143 @@
+//! The run-wide files (`scores.csv`, `credits.safetensors`, `report.html`), written as the
+//! traces are done: each trace's rows and report section go to disk when it is added and its
+//! results are let go, so an export of a run of 10 000 traces holds a window of them, not all
+//! (it had held every trace's tokens and results, then the whole CSV and page as strings, a few
+//! hundred bytes a token). What stays is small per trace: a table row, and the credits file's
+//! 12 bytes a token.
+
+use super::outputs::Outputs;
+use super::{Done, Formats, Summary, credits, html, table};
+use crate::atomic::AtomicFile;
+use crate::params::Params;
+use std::io::Write;
+
+pub struct RunFiles {
+    csv: Option<Piecewise>,
+    report: Option<Report>,
+    credits: Option<credits::CreditsFile>,
+    exported: usize,
+    errors: Vec<String>,
+}
+
+/// A file being written in pieces; after a failed write it is given up (and reported once).
+struct Piecewise {
+    file: Option<AtomicFile>,
+    error: Option<String>,
+    name: String,
+}
+
+impl Piecewise {
+    fn create(outputs: &Outputs, name: &str, errors: &mut Vec<String>) -> Option<Piecewise> {
+        match outputs.create(&outputs.dir.join(name)) {
+            Ok(file) => Some(Piecewise { file: Some(file), error: None, name: outputs.dir.join(name).display().to_string() }),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some(f) = &mut self.file
+            && let Err(e) = f.write_all(bytes)
+        {
+            self.error = Some(format!("{}: {e}", self.name));
+            self.file = None;
+        }
+    }
+
+    fn commit(self, errors: &mut Vec<String>) {
+        match (self.file, self.error) {
+            (Some(f), None) => {
+                if let Err(e) = f.commit() {
+                    errors.push(format!("{}: {e}", self.name));
+                }
+            }
+            (_, Some(e)) => errors.push(e),
+            (None, None) => {}
+        }
+    }
+}
+
+/// The report's sections go to a temporary file as traces are done; the page is made from the
+/// rows, that file and the summary at the end.
+struct Report {
+    rows: String,
+    sections: Piecewise,
+}
+
+impl RunFiles {
+    /// A run-wide file that cannot be created is reported in `finish`'s errors and costs the
+    /// others nothing.
+    pub fn new(outputs: &Outputs, f: Formats) -> RunFiles {
+        let mut errors = Vec::new();
+        let csv = f.csv.then(|| Piecewise::create(outputs, "scores.csv", &mut errors)).flatten().map(|mut p| {
+            p.write(table::HEADER.as_bytes());
+            p
+        });
+        let report = f
+            .html
+            .then(|| Piecewise::create(outputs, "report.html.sections", &mut errors))
+            .flatten()
+            .map(|sections| Report { rows: String::new(), sections });
+        let credits = f.credits.then(credits::CreditsFile::default);
+        RunFiles { csv, report, credits, exported: 0, errors }
+    }
+
+    /// The next exported trace, in the order of the run.
+    pub fn add(&mut self, d: &Done) {
+        if let Some(csv) = &mut self.csv {
+            csv.write(table::rows(d).as_bytes());
+        }
+        if let Some(r) = &mut self.report {
+            r.rows.push_str(&html::row(self.exported, d));
+            let mut s = String::new();
+            html::section(&mut s, self.exported, d);
+            r.sections.write(s.as_bytes());
+        }
+        if let Some(c) = &mut self.credits {
+            c.add(d);
+        }
+        self.exported += 1;
+    }
+
+    /// Puts every file in place; the errors of those that could not be written.
+    pub fn finish(mut self, outputs: &Outputs, summary: &Summary, params: &Params) -> Vec<String> {
+        let errors = &mut self.errors;
+        if let Some(csv) = self.csv {
+            csv.commit(errors);
+        }
+        if let Some(c) = self.credits
+            && let Err(e) = outputs.write(&outputs.dir.join("credits.safetensors"), &c.bytes(params))
+        {
+            errors.push(e);
+        }
+        if let Some(r) = self.report
+            && let Err(e) = page(outputs, summary, r)
+        {
+            errors.push(e);
+        }
+        self.errors
+    }
+}
+
+/// `report.html`: the page's start, the sections as written, its end.
+fn page(outputs: &Outputs, summary: &Summary, r: Report) -> Result<(), String> {
+    let Report { rows, mut sections } = r;
+    let written = sections.file.as_mut().map(|f| f.flush().map(|_| f.temporary().to_path_buf()));
+    let path = outputs.dir.join("report.html");
+    let sections_path = match (written, sections.error.take()) {
+        (Some(Ok(p)), None) => p,
+        (Some(Err(e)), _) => return Err(format!("{}: {e}", sections.name)),
+        (_, Some(e)) => return Err(e),
+        (None, None) => unreachable!("a section file is given up only with its error"),
+    };
+    let mut page = outputs.create(&path)?;
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    page.write_all(html::page_start(summary, &rows).as_bytes()).map_err(io)?;
+    let mut from = std::fs::File::open(&sections_path).map_err(|e| format!("{}: {e}", sections_path.display()))?;
+    std::io::copy(&mut from, &mut page).map_err(io)?;
+    page.write_all(html::page_end(summary).as_bytes()).map_err(io)?;
+    page.commit().map_err(io)
+    // `sections` drops here, uncommitted: its temporary goes.
+}
