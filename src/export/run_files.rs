@@ -19,17 +19,18 @@ pub struct RunFiles {
     errors: Vec<String>,
 }
 
-/// A file being written in pieces; after a failed write it is given up (and reported once).
-struct Piecewise {
-    file: Option<AtomicFile>,
-    error: Option<String>,
-    name: String,
+/// A file being written in pieces, or why it was given up (a failed write: reported once, at the
+/// end).
+enum Piecewise {
+    Writing(AtomicFile, String),
+    Failed(String),
 }
 
 impl Piecewise {
     fn create(outputs: &Outputs, name: &str, errors: &mut Vec<String>) -> Option<Piecewise> {
-        match outputs.create(&outputs.dir.join(name)) {
-            Ok(file) => Some(Piecewise { file: Some(file), error: None, name: outputs.dir.join(name).display().to_string() }),
+        let path = outputs.dir.join(name);
+        match outputs.create(&path) {
+            Ok(file) => Some(Piecewise::Writing(file, path.display().to_string())),
             Err(e) => {
                 errors.push(e);
                 None
@@ -38,23 +39,28 @@ impl Piecewise {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        if let Some(f) = &mut self.file
+        if let Piecewise::Writing(f, name) = self
             && let Err(e) = f.write_all(bytes)
         {
-            self.error = Some(format!("{}: {e}", self.name));
-            self.file = None;
+            *self = Piecewise::Failed(format!("{name}: {e}"));
+        }
+    }
+
+    /// The file with everything written so far flushed to it, or why not.
+    fn flushed(self) -> Result<AtomicFile, String> {
+        match self {
+            Piecewise::Writing(mut f, name) => f.flush().map(|_| f).map_err(|e| format!("{name}: {e}")),
+            Piecewise::Failed(e) => Err(e),
         }
     }
 
     fn commit(self, errors: &mut Vec<String>) {
-        match (self.file, self.error) {
-            (Some(f), None) => {
-                if let Err(e) = f.commit() {
-                    errors.push(format!("{}: {e}", self.name));
-                }
-            }
-            (_, Some(e)) => errors.push(e),
-            (None, None) => {}
+        let result = match self {
+            Piecewise::Writing(f, name) => f.commit().map_err(|e| format!("{name}: {e}")),
+            Piecewise::Failed(e) => Err(e),
+        };
+        if let Err(e) = result {
+            errors.push(e);
         }
     }
 }
@@ -123,21 +129,14 @@ impl RunFiles {
 
 /// `report.html`: the page's start, the sections as written, its end.
 fn page(outputs: &Outputs, summary: &Summary, r: Report) -> Result<(), String> {
-    let Report { rows, mut sections } = r;
-    let written = sections.file.as_mut().map(|f| f.flush().map(|_| f.temporary().to_path_buf()));
+    // Dropped at the end, uncommitted: the sections' temporary goes.
+    let sections = r.sections.flushed()?;
     let path = outputs.dir.join("report.html");
-    let sections_path = match (written, sections.error.take()) {
-        (Some(Ok(p)), None) => p,
-        (Some(Err(e)), _) => return Err(format!("{}: {e}", sections.name)),
-        (_, Some(e)) => return Err(e),
-        (None, None) => unreachable!("a section file is given up only with its error"),
-    };
     let mut page = outputs.create(&path)?;
     let io = |e: std::io::Error| format!("{}: {e}", path.display());
-    page.write_all(html::page_start(summary, &rows).as_bytes()).map_err(io)?;
-    let mut from = std::fs::File::open(&sections_path).map_err(|e| format!("{}: {e}", sections_path.display()))?;
+    page.write_all(html::page_start(summary, &r.rows).as_bytes()).map_err(io)?;
+    let mut from = std::fs::File::open(sections.temporary()).map_err(|e| format!("{}: {e}", sections.temporary().display()))?;
     std::io::copy(&mut from, &mut page).map_err(io)?;
     page.write_all(html::page_end(summary).as_bytes()).map_err(io)?;
     page.commit().map_err(io)
-    // `sections` drops here, uncommitted: its temporary goes.
 }
