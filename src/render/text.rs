@@ -50,7 +50,7 @@ pub fn credit_picture(title: &str, tokens: &[String], text: &[String], spans: Sp
     let mut picture = Picture::new(format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="{FONT_FAMILY}, monospace" font-size="{fs}">"##,
         fs = style.font_size
-    ));
+    ), style.font_size);
     picture.draw(0.0..height, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##.to_owned());
     let mut s = String::new();
     let _ = write!(
@@ -105,9 +105,7 @@ pub fn credit_picture(title: &str, tokens: &[String], text: &[String], spans: Sp
         let x = style.margin + c.col as f64 * cw;
         let y = header + c.line as f64 * lh;
         let (_, ink) = colours(k, spans, r, tau_max);
-        let text = super::layout::fit(&c.text, c.width);
-        let s = format!(r##"<text x="{x:.1}" y="{:.1}" fill="{}" xml:space="preserve">{}</text>"##, y + lh * 0.68, hex(ink), escape(&text));
-        picture.draw(y - lh..y + 2.0 * lh, s);
+        picture.text(y - lh..y + 2.0 * lh, x, y + lh * 0.68, ink, super::layout::fit(&c.text, c.width));
     }
     picture
 }
@@ -168,11 +166,10 @@ mod tests {
         let mut r = analyze(&trace, &Params::default(), &Cancel::default()).unwrap();
         r.hubs = (0..trace.n()).step_by(2).collect();
         let picture = credit_picture("words", &trace.tokens, &trace.text(), trace.spans, &r, &TextStyle::raster());
-        let tokens = &picture.parts[2..]; // after the background and the header
-        let first_text = tokens.iter().position(|(_, s)| s.starts_with("<text")).expect("tokens have text");
-        assert_eq!(tokens.iter().filter(|(_, s)| s.starts_with("<text")).count(), trace.n());
-        let late_box = tokens[first_text..].iter().position(|(_, s)| s.contains("<rect"));
-        assert_eq!(late_box, None, "a box drawn after the first token's text");
+        assert_eq!(picture.texts.len(), trace.n(), "a line of text per token");
+        let svg = picture.svg();
+        let first_text = svg.find(r#"xml:space="preserve""#).expect("tokens have text");
+        assert!(svg.rfind("<rect").is_some_and(|last_box| last_box < first_text), "a box drawn after the first token's text");
     }
 
     /// The text of a long trace, cut into bands for the cores, has every pixel of the picture
@@ -193,12 +190,42 @@ mod tests {
         }
         let picture = credit_picture("tall", &trace.tokens, &text, trace.spans, &r, &TextStyle::default());
         let pixels = |png: Vec<u8>| resvg::tiny_skia::Pixmap::decode_png(&png).unwrap();
-        let whole = pixels(super::super::svg_to_png(&picture.svg()).unwrap());
         let banded = pixels(picture.png().unwrap());
-        assert!(super::super::bands(whole.height()).len() >= 3, "{} rows", whole.height());
-        assert_eq!((banded.width(), banded.height()), (whole.width(), whole.height()));
-        let stride = whole.width() as usize * 4;
-        let differ: Vec<usize> = (0..whole.height() as usize).filter(|&y| whole.data()[y * stride..][..stride] != banded.data()[y * stride..][..stride]).collect();
+        let (w, h) = (banded.width(), banded.height());
+        let every_row = 0..h;
+        let whole = pixels(picture.png_in(std::slice::from_ref(&every_row), w, h).unwrap());
+        assert!(super::super::bands(h).len() >= 3, "{h} rows");
+        assert_eq!((whole.width(), whole.height()), (w, h));
+        let stride = w as usize * 4;
+        let differ: Vec<usize> = (0..h as usize).filter(|&y| whole.data()[y * stride..][..stride] != banded.data()[y * stride..][..stride]).collect();
         assert!(differ.is_empty(), "rows {differ:?} differ");
+    }
+
+    /// The token text blended from the glyph cache is usvg's text to within anti-aliasing: a
+    /// glyph a pixel off, missing or drawn twice would change hundreds of bytes by far more.
+    /// (usvg fills a line's glyphs as one path, whose coverage where two glyphs meet in a pixel
+    /// differs a little from each glyph's own, and the cache rounds a glyph's position to a
+    /// sixteenth of a pixel.)
+    #[test]
+    fn cached_glyphs_draw_the_text_usvg_draws() {
+        let spec = SynthSpec { target_tokens: 600, layers: 1, heads: 1, dtype: Dtype::F32, rank: 2, ..Default::default() };
+        let trace = Trace::from_bytes(synth_trace(&spec).to_bytes(), std::path::Path::new("words.safetensors")).unwrap();
+        let r = analyze(&trace, &Params::default(), &Cancel::default()).unwrap();
+        let mut text = trace.text();
+        for (k, t) in text.iter_mut().enumerate().skip(5).step_by(7) {
+            *t = [" ÀÉîõü", "{[(<@#$%&>)]}", " Ωλπ·→↵", " привет", "ǅﬁ‰€"][k % 5].to_owned();
+        }
+        let picture = credit_picture("words", &trace.tokens, &text, trace.spans, &r, &TextStyle::raster());
+        let cached = resvg::tiny_skia::Pixmap::decode_png(&picture.png().unwrap()).unwrap();
+        let usvg = resvg::tiny_skia::Pixmap::decode_png(&super::super::svg_to_png(&picture.svg()).unwrap()).unwrap();
+        assert_eq!((cached.width(), cached.height()), (usvg.width(), usvg.height()));
+        let diffs: Vec<u8> = cached.data().iter().zip(usvg.data()).map(|(a, b)| a.abs_diff(*b)).collect();
+        let mean = diffs.iter().map(|&d| d as f64).sum::<f64>() / diffs.len() as f64;
+        let far = diffs.iter().filter(|&&d| d > 96).count();
+        assert!(mean < 1.0, "mean difference {mean} of 255");
+        assert!(far == 0, "{far} bytes differ by more than 96 of 255");
+        let inked = |p: &resvg::tiny_skia::Pixmap| p.data().chunks_exact(4).filter(|px| px[0] < 100 && px[1] < 100 && px[2] < 100).count();
+        assert!(inked(&usvg) > 10_000, "the picture has text: {} dark pixels", inked(&usvg));
+        assert!(inked(&cached).abs_diff(inked(&usvg)) * 50 < inked(&usvg), "dark pixels: {} cached, {} usvg", inked(&cached), inked(&usvg));
     }
 }
