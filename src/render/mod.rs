@@ -1,6 +1,7 @@
 //! Pictures of a result, drawn by the library so the export and the app show the same thing:
 //! the text with a heat map, and the backbone as arcs. Both are SVG first; PNG is the SVG
-//! rasterised with the bundled font, so images look the same on every machine.
+//! rasterised with the bundled font, so images look the same on every machine (the credit
+//! picture's token text blended from [`glyphs`]' cache of the same font's outlines).
 
 pub mod backbone;
 pub mod colormap;
