@@ -8,8 +8,11 @@ pub mod colormap;
 mod glyphs;
 pub mod graph;
 pub mod layout;
+mod picture;
 mod png;
 pub mod text;
+
+pub use picture::{Ink, Picture, Rect};
 
 use rayon::prelude::*;
 use resvg::tiny_skia::{Pixmap, Transform};
@@ -105,119 +108,6 @@ fn encode_pieces(width: u32, pieces: &[(&Pixmap, Range<u32>)]) -> Vec<u8> {
         })
         .collect();
     png::file(width, height, if opaque { png::Channels::Rgb } else { png::Channels::Rgba }, &compressed)
-}
-
-/// A picture drawn as SVG fragments, each confined to a range of pixel rows, so that bands of
-/// it are parsed and rasterised apart, on every core, and still land on the pixels of the
-/// whole: a band draws the fragments that reach into it, in their order, moved up by a whole
-/// number of pixels (exact in f32). Parsing and rasterising the text of a long trace took half
-/// of its export on one core. Lines of text go over every fragment; in the PNG, those
-/// [`glyphs`] can draw are blended from its cache rather than shaped and filled by usvg.
-pub struct Picture {
-    open: String,
-    font_size: f32,
-    parts: Vec<(Range<f64>, String)>,
-    texts: Vec<(Range<f64>, Text)>,
-}
-
-/// A line of text, as `<text x y fill xml:space="preserve">`.
-struct Text {
-    x: f32,
-    y: f32,
-    ink: [u8; 3],
-    text: String,
-}
-
-impl Text {
-    fn svg(&self) -> String {
-        format!(r##"<text x="{:.1}" y="{:.1}" fill="{}" xml:space="preserve">{}</text>"##, self.x, self.y, colormap::hex(self.ink), escape(&self.text))
-    }
-}
-
-impl Picture {
-    /// `open`: the `<svg …>` tag, with the picture's size and its `font_size` for text.
-    pub fn new(open: String, font_size: f64) -> Self {
-        Picture { open, font_size: font_size as f32, parts: Vec::new(), texts: Vec::new() }
-    }
-
-    /// `rows`: every pixel row the fragment can touch, strokes and glyphs included.
-    pub fn draw(&mut self, rows: Range<f64>, svg: String) {
-        self.parts.push((rows, svg));
-    }
-
-    /// A line of `text` in the picture's font, its baseline from (`x`, `y`), at a tenth of a
-    /// pixel (as the SVG writes it), over every fragment.
-    pub fn text(&mut self, rows: Range<f64>, x: f64, y: f64, ink: [u8; 3], text: String) {
-        let tenth = |v: f64| format!("{v:.1}").parse::<f32>().expect("a formatted number");
-        self.texts.push((rows, Text { x: tenth(x), y: tenth(y), ink, text }));
-    }
-
-    pub fn svg(&self) -> String {
-        let texts: Vec<String> = self.texts.iter().map(|t| t.1.svg()).collect();
-        let mut s = String::with_capacity(self.open.len() + self.parts.iter().map(|p| p.1.len()).sum::<usize>() + texts.iter().map(String::len).sum::<usize>() + 6);
-        s.push_str(&self.open);
-        self.parts.iter().for_each(|p| s.push_str(&p.1));
-        texts.iter().for_each(|t| s.push_str(t));
-        s.push_str("</svg>");
-        s
-    }
-
-    /// The PNG of [`Picture::svg`], the glyphs of its text blended from [`glyphs`]' cache.
-    pub fn png(&self) -> Result<Vec<u8>, String> {
-        let size = parse(&format!("{}</svg>", self.open))?.size().to_int_size();
-        let (w, h) = (size.width(), size.height());
-        if w as u64 * h as u64 > MAX_RASTER_PIXELS {
-            return svg_to_png(&self.svg());
-        }
-        self.png_in(&bands(h), w, h)
-    }
-
-    fn png_in(&self, bands: &[Range<u32>], w: u32, h: u32) -> Result<Vec<u8>, String> {
-        let face = glyphs::Face::get();
-        // Each line as glyphs from the cache, or as SVG for usvg.
-        let lines: Vec<Result<Vec<glyphs::Placed>, String>> =
-            self.texts.par_iter().map(|(_, t)| face.run(&t.text, t.x, t.y, self.font_size).ok_or_else(|| t.svg())).collect();
-        let mut keys: Vec<glyphs::Key> = lines.iter().flatten().flatten().map(|p| p.key).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let masks: Vec<Option<glyphs::Coverage>> = keys.par_iter().map(|&k| face.coverage(k, self.font_size)).collect();
-        let mask = |k: glyphs::Key| masks[keys.binary_search(&k).expect("every key has its mask")].as_ref();
-
-        let rendered = bands
-            .par_iter()
-            .map(|r| {
-                let overlaps = |rows: &Range<f64>| rows.start < r.end as f64 && rows.end > r.start as f64;
-                let mut svg = self.open.clone();
-                for (rows, part) in &self.parts {
-                    if overlaps(rows) {
-                        svg.push_str(part);
-                    }
-                }
-                for ((rows, _), line) in self.texts.iter().zip(&lines) {
-                    if let (true, Err(text)) = (overlaps(rows), line) {
-                        svg.push_str(text);
-                    }
-                }
-                svg.push_str("</svg>");
-                // The rasteriser's anti-aliasing differs on the rows next to a pixmap's edge, so
-                // a band is drawn with a margin and cut out of it.
-                let (top, bottom) = (r.start.saturating_sub(BAND_MARGIN), (r.end + BAND_MARGIN).min(h));
-                let mut band = pixmap(w, bottom - top)?;
-                resvg::render(&parse(&svg)?, Transform::from_translate(0.0, -(top as f32)), &mut band.as_mut());
-                for ((rows, t), line) in self.texts.iter().zip(&lines) {
-                    if let (true, Ok(placed)) = (overlaps(rows), line) {
-                        for p in placed {
-                            if let Some(m) = mask(p.key) {
-                                m.blend(band.data_mut(), w as usize, top as i32, p, t.ink);
-                            }
-                        }
-                    }
-                }
-                Ok((band, r.start - top..r.end - top))
-            })
-            .collect::<Result<Vec<(Pixmap, Range<u32>)>, String>>()?;
-        Ok(encode_pieces(w, &rendered.iter().map(|(p, r)| (p, r.clone())).collect::<Vec<_>>()))
-    }
 }
 
 /// A square heat map (row-major `s`×`s` values, scaled to their maximum) as PNG bytes: the

@@ -2,7 +2,7 @@
 //! question and answer framed, hubs outlined.
 
 use super::colormap::{self, hex};
-use super::{CHAR_WIDTH_EM, FONT_FAMILY, Picture, escape, layout};
+use super::{CHAR_WIDTH_EM, FONT_FAMILY, Ink, Picture, Rect, escape, layout};
 use crate::flow::FlowResult;
 use crate::span::Spans;
 use std::fmt::Write;
@@ -65,18 +65,14 @@ pub fn credit_picture(title: &str, tokens: &[String], text: &[String], spans: Sp
     // Boxes first, then every token's text over them: a monospace token's last glyph reaches
     // the edge of its cell, where the next token's outline is drawn.
     for c in &cells {
-        let mut s = String::new();
         let k = c.index;
         let x = style.margin + c.col as f64 * cw;
         let y = header + c.line as f64 * lh;
         let w = c.width as f64 * cw;
+        let rows = y - lh..y + 2.0 * lh;
         let (bg, _) = colours(k, spans, r, tau_max);
-        let _ = write!(s, r##"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="{}""##, y + 1.0, lh - 4.0, hex(bg));
-        if style.tooltips {
-            let _ = write!(s, "><title>{}</title></rect>", escape(&tooltip(tokens, r, k)));
-        } else {
-            s.push_str("/>");
-        }
+        let cell = Rect::new(x, y + 1.0, w, lh - 4.0, Ink::Fill(bg));
+        picture.rect(rows.clone(), if style.tooltips { cell.titled(tooltip(tokens, r, k)) } else { cell });
         let span_colour = if spans.question.contains(k) {
             Some(colormap::QUESTION)
         } else if spans.answer.contains(k) {
@@ -84,21 +80,18 @@ pub fn credit_picture(title: &str, tokens: &[String], text: &[String], spans: Sp
         } else {
             None
         };
-        if let Some(col) = span_colour {
-            let _ = write!(s, r##"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" fill="none" stroke="{}" stroke-width="1.5"/>"##,
-                y + 0.5, lh - 3.0, hex(col));
+        if let Some(colour) = span_colour {
+            picture.rect(rows.clone(), Rect::new(x, y + 0.5, w, lh - 3.0, Ink::Stroke { colour, width: 1.5, dash: None }));
         }
         if hubs.contains(&k) || checkpoints.contains(&k) {
-            let dash = if checkpoints.contains(&k) && !hubs.contains(&k) { r##" stroke-dasharray="3,2""## } else { "" };
-            let _ = write!(s, r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="none" stroke="{}" stroke-width="2"{dash}/>"##,
-                x - 1.0, y - 0.5, w + 2.0, lh - 1.0, hex(colormap::HUB));
+            let dash = (checkpoints.contains(&k) && !hubs.contains(&k)).then_some((3.0, 2.0));
+            picture.rect(rows.clone(), Rect::new(x - 1.0, y - 0.5, w + 2.0, lh - 1.0, Ink::Stroke { colour: colormap::HUB, width: 2.0, dash }));
         }
         if r.credit[k] > 1.0 {
             let thick = 1.0 + 2.0 * ((r.credit[k] - 1.0) / (gamma_max - 1.0).max(1e-9)).min(1.0);
-            let _ = write!(s, r##"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{thick:.1}" fill="{}"/>"##,
-                y + lh - 4.0 - thick, hex(colormap::CREDIT));
+            let top = y + lh - 4.0 - thick;
+            picture.rect(rows, Rect::new(x, top, w, thick, Ink::Fill(colormap::CREDIT)));
         }
-        picture.draw(y - lh..y + 2.0 * lh, s);
     }
     for c in &cells {
         let k = c.index;

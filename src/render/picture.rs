@@ -1,0 +1,234 @@
+//! A picture drawn in bands across the cores: SVG fragments, rectangles and lines of text, each
+//! confined to a range of pixel rows. A band draws what reaches into it, in order, moved up by a
+//! whole number of pixels (exact in f32), and lands on the pixels of the whole.
+//!
+//! Parsing and rasterising a long trace's text picture through usvg was most of its export, so
+//! the PNG draws what it can without it: rectangles by the tiny-skia calls resvg makes for an
+//! SVG `<rect>` (the same path from the same numbers, the same paint: the same pixels), and text
+//! from [`glyphs`]' cache. The SVG is the same either way.
+
+use super::colormap::hex;
+use super::{BAND_MARGIN, MAX_RASTER_PIXELS, bands, encode_pieces, escape, glyphs, parse, pixmap, svg_to_png};
+use rayon::prelude::*;
+use resvg::tiny_skia::{self, FillRule, Paint, PathBuilder, Pixmap, Stroke, StrokeDash, Transform};
+use std::ops::Range;
+
+pub struct Picture {
+    open: String,
+    font_size: f32,
+    parts: Vec<(Range<f64>, String)>,
+    rects: Vec<(Range<f64>, Rect)>,
+    pub(super) texts: Vec<(Range<f64>, Text)>,
+}
+
+/// An axis-aligned rectangle at tenths of a pixel, as `<rect>`: over the SVG fragments, under
+/// the text.
+pub struct Rect {
+    x: f64,
+    y: f64,
+    width: f64,
+    height: f64,
+    ink: Ink,
+    /// The SVG tooltip; a raster never shows it.
+    title: Option<String>,
+}
+
+/// How a [`Rect`] is drawn.
+pub enum Ink {
+    Fill([u8; 3]),
+    /// An outline `width` pixels wide, dashed `on`, `off` where given.
+    Stroke { colour: [u8; 3], width: f32, dash: Option<(f32, f32)> },
+}
+
+impl Rect {
+    pub fn new(x: f64, y: f64, width: f64, height: f64, ink: Ink) -> Self {
+        Rect { x: tenth(x), y: tenth(y), width: tenth(width), height: tenth(height), ink, title: None }
+    }
+
+    pub fn titled(self, title: String) -> Self {
+        Rect { title: Some(title), ..self }
+    }
+
+    fn svg(&self) -> String {
+        let (x, y, w, h) = (self.x, self.y, self.width, self.height);
+        let paint = match &self.ink {
+            Ink::Fill(c) => format!(r##"fill="{}""##, hex(*c)),
+            Ink::Stroke { colour, width, dash } => {
+                let dash = dash.map_or(String::new(), |(on, off)| format!(r##" stroke-dasharray="{on},{off}""##));
+                format!(r##"fill="none" stroke="{}" stroke-width="{width}"{dash}"##, hex(*colour))
+            }
+        };
+        let end = self.title.as_ref().map_or("/>".to_owned(), |t| format!("><title>{}</title></rect>", escape(t)));
+        format!(r##"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" {paint}{end}"##)
+    }
+
+    /// What resvg does for this `<rect>`: usvg reads each number as f64 and keeps it as f32, makes
+    /// the path with `PathBuilder::from_rect`, and resvg fills or strokes it anti-aliased with the
+    /// colour at full opacity (a stroke with butt caps, miter joins, miter limit 4).
+    fn draw(&self, pixmap: &mut Pixmap, transform: Transform) {
+        let rect = tiny_skia::Rect::from_xywh(self.x as f32, self.y as f32, self.width as f32, self.height as f32);
+        let Some(path) = rect.map(PathBuilder::from_rect) else { return };
+        let mut paint = Paint { anti_alias: true, ..Default::default() };
+        match &self.ink {
+            Ink::Fill([r, g, b]) => {
+                paint.set_color_rgba8(*r, *g, *b, 255);
+                pixmap.fill_path(&path, &paint, FillRule::Winding, transform, None);
+            }
+            Ink::Stroke { colour: [r, g, b], width, dash } => {
+                paint.set_color_rgba8(*r, *g, *b, 255);
+                let stroke = Stroke { width: *width, dash: dash.and_then(|(on, off)| StrokeDash::new(vec![on, off], 0.0)), ..Default::default() };
+                pixmap.stroke_path(&path, &paint, &stroke, transform, None);
+            }
+        }
+    }
+}
+
+/// A line of text, as `<text x y fill xml:space="preserve">`.
+pub(super) struct Text {
+    x: f32,
+    y: f32,
+    ink: [u8; 3],
+    text: String,
+}
+
+impl Text {
+    fn svg(&self) -> String {
+        format!(r##"<text x="{:.1}" y="{:.1}" fill="{}" xml:space="preserve">{}</text>"##, self.x, self.y, hex(self.ink), escape(&self.text))
+    }
+}
+
+/// A coordinate as the SVG writes it, to a tenth of a pixel, and as usvg then reads it (the
+/// decimal as f64).
+fn tenth(v: f64) -> f64 {
+    format!("{v:.1}").parse().expect("a formatted number")
+}
+
+impl Picture {
+    /// `open`: the `<svg …>` tag, with the picture's size and its `font_size` for text.
+    pub fn new(open: String, font_size: f64) -> Self {
+        Picture { open, font_size: font_size as f32, parts: Vec::new(), rects: Vec::new(), texts: Vec::new() }
+    }
+
+    /// `rows`: every pixel row the fragment can touch, strokes and glyphs included.
+    pub fn draw(&mut self, rows: Range<f64>, svg: String) {
+        self.parts.push((rows, svg));
+    }
+
+    /// A rectangle over every fragment, in the order given.
+    pub fn rect(&mut self, rows: Range<f64>, rect: Rect) {
+        self.rects.push((rows, rect));
+    }
+
+    /// A line of `text` in the picture's font, its baseline from (`x`, `y`), at a tenth of a
+    /// pixel (as the SVG writes it), over every fragment and rectangle.
+    pub fn text(&mut self, rows: Range<f64>, x: f64, y: f64, ink: [u8; 3], text: String) {
+        self.texts.push((rows, Text { x: tenth(x) as f32, y: tenth(y) as f32, ink, text }));
+    }
+
+    pub fn svg(&self) -> String {
+        let mut s = self.open.clone();
+        self.parts.iter().for_each(|p| s.push_str(&p.1));
+        self.rects.iter().for_each(|r| s.push_str(&r.1.svg()));
+        self.texts.iter().for_each(|t| s.push_str(&t.1.svg()));
+        s.push_str("</svg>");
+        s
+    }
+
+    /// The PNG of [`Picture::svg`], its rectangles drawn without usvg and the glyphs of its text
+    /// blended from [`glyphs`]' cache.
+    pub fn png(&self) -> Result<Vec<u8>, String> {
+        let size = parse(&format!("{}</svg>", self.open))?.size().to_int_size();
+        let (w, h) = (size.width(), size.height());
+        if w as u64 * h as u64 > MAX_RASTER_PIXELS {
+            return svg_to_png(&self.svg());
+        }
+        self.png_in(&bands(h), w, h)
+    }
+
+    pub(super) fn png_in(&self, bands: &[Range<u32>], w: u32, h: u32) -> Result<Vec<u8>, String> {
+        let face = glyphs::Face::get();
+        // Each line as glyphs from the cache, or as SVG for usvg.
+        let lines: Vec<Result<Vec<glyphs::Placed>, String>> =
+            self.texts.par_iter().map(|(_, t)| face.run(&t.text, t.x, t.y, self.font_size).ok_or_else(|| t.svg())).collect();
+        let mut keys: Vec<glyphs::Key> = lines.iter().flatten().flatten().map(|p| p.key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let masks: Vec<Option<glyphs::Coverage>> = keys.par_iter().map(|&k| face.coverage(k, self.font_size)).collect();
+        let mask = |k: glyphs::Key| masks[keys.binary_search(&k).expect("every key has its mask")].as_ref();
+
+        let rendered = bands
+            .par_iter()
+            .map(|r| {
+                let overlaps = |rows: &Range<f64>| rows.start < r.end as f64 && rows.end > r.start as f64;
+                // The rasteriser's anti-aliasing differs on the rows next to a pixmap's edge, so
+                // a band is drawn with a margin and cut out of it.
+                let (top, bottom) = (r.start.saturating_sub(BAND_MARGIN), (r.end + BAND_MARGIN).min(h));
+                let mut band = pixmap(w, bottom - top)?;
+                let up = Transform::from_translate(0.0, -(top as f32));
+                let usvg = |band: &mut Pixmap, fragments: &mut dyn Iterator<Item = &str>| -> Result<(), String> {
+                    let mut svg = self.open.clone();
+                    fragments.for_each(|f| svg.push_str(f));
+                    svg.push_str("</svg>");
+                    resvg::render(&parse(&svg)?, up, &mut band.as_mut());
+                    Ok(())
+                };
+                usvg(&mut band, &mut self.parts.iter().filter(|p| overlaps(&p.0)).map(|p| p.1.as_str()))?;
+                self.rects.iter().filter(|p| overlaps(&p.0)).for_each(|p| p.1.draw(&mut band, up));
+                let shaped: Vec<&str> = self.texts.iter().zip(&lines).filter(|(t, _)| overlaps(&t.0)).filter_map(|(_, l)| l.as_ref().err().map(String::as_str)).collect();
+                if !shaped.is_empty() {
+                    usvg(&mut band, &mut shaped.into_iter())?;
+                }
+                for ((rows, t), line) in self.texts.iter().zip(&lines) {
+                    if let (true, Ok(placed)) = (overlaps(rows), line) {
+                        for p in placed {
+                            if let Some(m) = mask(p.key) {
+                                m.blend(band.data_mut(), w as usize, top as i32, p, t.ink);
+                            }
+                        }
+                    }
+                }
+                Ok((band, r.start - top..r.end - top))
+            })
+            .collect::<Result<Vec<(Pixmap, Range<u32>)>, String>>()?;
+        Ok(encode_pieces(w, &rendered.iter().map(|(p, r)| (p, r.clone())).collect::<Vec<_>>()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rectangles drawn without usvg are usvg's pixel for pixel: fills, outlines, dashed
+    /// outlines, at tenths of a pixel, across band edges.
+    #[test]
+    fn rects_are_drawn_as_usvg_draws_them() {
+        let (w, h) = (300.0, 700.0);
+        let open = format!(r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">"##);
+        let mut picture = Picture::new(open, 13.0);
+        picture.draw(0.0..h, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##.to_owned());
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |scale: f64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64 * scale
+        };
+        for i in 0..400 {
+            let (x, y, rw, rh) = (next(280.0), next(680.0), next(60.0) + 0.1, next(30.0) + 0.1);
+            let colour = [(i * 37) as u8, (i * 91) as u8, (i * 53) as u8];
+            let ink = match i % 3 {
+                0 => Ink::Fill(colour),
+                1 => Ink::Stroke { colour, width: 1.5, dash: None },
+                _ => Ink::Stroke { colour, width: 2.0, dash: Some((3.0, 2.0)) },
+            };
+            picture.rect(y - 2.0..y + rh + 2.0, Rect::new(x, y, rw, rh, ink));
+        }
+        let pixels = |png: Vec<u8>| resvg::tiny_skia::Pixmap::decode_png(&png).unwrap();
+        let typed = pixels(picture.png().unwrap());
+        let usvg = pixels(svg_to_png(&picture.svg()).unwrap());
+        assert!(bands(h as u32).len() >= 2);
+        assert_eq!((typed.width(), typed.height()), (usvg.width(), usvg.height()));
+        let differ = typed.data().iter().zip(usvg.data()).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "{differ} bytes differ");
+    }
+}
