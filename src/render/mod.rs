@@ -76,8 +76,8 @@ fn encode(pixmap: Pixmap) -> Vec<u8> {
 }
 
 /// PNG bytes of the picture whose rows are `pieces` in order (rows of pixmaps `width` wide),
-/// compressed in parallel: RGB where every pixel is opaque (a quarter fewer bytes to filter and
-/// deflate, and our pictures are drawn on a white ground), RGBA otherwise.
+/// compressed in parallel: RGB where every pixel is opaque (a quarter fewer bytes to deflate, and
+/// our pictures are drawn on a white ground), RGBA otherwise.
 fn encode_pieces(width: u32, pieces: &[(&Pixmap, Range<u32>)]) -> Vec<u8> {
     let stride = width as usize * 4;
     fn rows<'a>(p: &'a Pixmap, r: &Range<u32>, stride: usize) -> &'a [u8] {
@@ -139,4 +139,26 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A picture with see-through pixels is stored as RGBA and decodes to what tiny-skia's own
+    /// PNG encoder stores; an opaque one as RGB, to the same pixels.
+    #[test]
+    fn see_through_and_opaque_pictures_keep_their_pixels() {
+        let shapes = r##"<circle cx="40" cy="300" r="35" fill="#3366cc" opacity="0.6"/><rect x="10.3" y="5.5" width="60" height="500" fill="#cc3300" fill-opacity="0.3"/>"##;
+        for ground in ["", r##"<rect width="100%" height="100%" fill="#ffffff"/>"##] {
+            let svg = format!(r##"<svg xmlns="http://www.w3.org/2000/svg" width="80" height="600">{ground}{shapes}</svg>"##);
+            let ours = svg_to_png(&svg).unwrap();
+            let mut pixmap = Pixmap::new(80, 600).unwrap();
+            resvg::render(&parse(&svg).unwrap(), Transform::identity(), &mut pixmap.as_mut());
+            let theirs = Pixmap::decode_png(&pixmap.encode_png().unwrap()).unwrap();
+            assert!(bands(600).len() >= 2);
+            assert_eq!(ours[25], if ground.is_empty() { 6 } else { 2 }, "the IHDR colour type");
+            assert!(Pixmap::decode_png(&ours).unwrap().data() == theirs.data(), "{ground:?}: other pixels");
+        }
+    }
 }
