@@ -83,10 +83,10 @@ impl Rect {
     }
 }
 
-/// A line of text, as `<text x y fill xml:space="preserve">`.
+/// A line of text, as `<text x y fill xml:space="preserve">`, at tenths of a pixel.
 pub(super) struct Text {
-    x: f32,
-    y: f32,
+    x: f64,
+    y: f64,
     ink: [u8; 3],
     text: String,
 }
@@ -130,7 +130,7 @@ impl Picture {
     /// A line of `text` in the picture's font, its baseline from (`x`, `y`), at a tenth of a
     /// pixel (as the SVG writes it), over every fragment and rectangle.
     pub fn text(&mut self, rows: Range<f64>, x: f64, y: f64, ink: [u8; 3], text: String) {
-        self.texts.push((rows, Text { x: tenth(x) as f32, y: tenth(y) as f32, ink, text }));
+        self.texts.push((rows, Text { x: tenth(x), y: tenth(y), ink, text }));
     }
 
     pub fn svg(&self) -> String {
@@ -157,7 +157,7 @@ impl Picture {
         let face = glyphs::Face::get();
         // Each line as glyphs from the cache, or as SVG for usvg.
         let lines: Vec<Result<Vec<glyphs::Placed>, String>> =
-            self.texts.par_iter().map(|(_, t)| face.run(&t.text, t.x, t.y, self.font_size).ok_or_else(|| t.svg())).collect();
+            self.texts.par_iter().map(|(_, t)| face.run(&t.text, t.x as f32, t.y as f32, self.font_size).ok_or_else(|| t.svg())).collect();
         let mut keys: Vec<glyphs::Key> = lines.iter().flatten().flatten().map(|p| p.key).collect();
         keys.sort_unstable();
         keys.dedup();
