@@ -5,6 +5,7 @@
 
 pub mod backbone;
 pub mod colormap;
+mod fill;
 mod glyphs;
 pub mod graph;
 pub mod layout;
@@ -79,35 +80,45 @@ fn encode(pixmap: Pixmap) -> Vec<u8> {
 /// compressed in parallel: RGB where every pixel is opaque (a quarter fewer bytes to deflate, and
 /// our pictures are drawn on a white ground), RGBA otherwise.
 fn encode_pieces(width: u32, pieces: &[(&Pixmap, Range<u32>)]) -> Vec<u8> {
-    let stride = width as usize * 4;
-    fn rows<'a>(p: &'a Pixmap, r: &Range<u32>, stride: usize) -> &'a [u8] {
-        &p.data()[r.start as usize * stride..r.end as usize * stride]
-    }
-    let opaque = pieces.par_iter().all(|(p, r)| rows(p, r, stride).chunks_exact(4).all(|px| px[3] == 255));
+    let opaque = pieces.par_iter().all(|(p, r)| rows(p, r).chunks_exact(4).all(|px| px[3] == 255));
+    let channels = if opaque { png::Channels::Rgb } else { png::Channels::Rgba };
     let height = pieces.iter().map(|(_, r)| r.len() as u32).sum();
-    let compressed: Vec<png::Band> = pieces
-        .par_iter()
-        .enumerate()
-        .map(|(i, (p, r))| {
-            let premultiplied = rows(p, r, stride);
-            let per_pixel = if opaque { 3 } else { 4 };
-            let mut scan = png::Scanlines::with_capacity(r.len(), width as usize * per_pixel);
-            for row in premultiplied.chunks_exact(stride) {
-                let out = scan.row(width as usize * per_pixel);
-                for (o, px) in out.chunks_exact_mut(per_pixel).zip(row.chunks_exact(4)) {
-                    if opaque {
-                        // Opaque pixels are the same premultiplied or not.
-                        o.copy_from_slice(&px[..3]);
-                    } else {
-                        let c = resvg::tiny_skia::PremultipliedColorU8::from_rgba(px[0], px[1], px[2], px[3]).expect("premultiplied pixels").demultiply();
-                        o.copy_from_slice(&[c.red(), c.green(), c.blue(), c.alpha()]);
-                    }
-                }
+    let compressed: Vec<png::Band> = pieces.par_iter().enumerate().map(|(i, (p, r))| png::band(&scanlines(p, r, channels), i + 1 == pieces.len())).collect();
+    png::file(width, height, channels, &compressed)
+}
+
+fn rows<'a>(p: &'a Pixmap, r: &Range<u32>) -> &'a [u8] {
+    let stride = p.width() as usize * 4;
+    &p.data()[r.start as usize * stride..r.end as usize * stride]
+}
+
+/// The rows `r` of a pixmap as the PNG stores them, as `channels` (RGB only for opaque pixels,
+/// which are the same premultiplied or not).
+fn scanlines(p: &Pixmap, r: &Range<u32>, channels: png::Channels) -> png::Scanlines {
+    let width = p.width() as usize;
+    let per_pixel = if channels == png::Channels::Rgb { 3 } else { 4 };
+    let mut scan = png::Scanlines::with_capacity(r.len(), width * per_pixel);
+    for row in rows(p, r).chunks_exact(width * 4) {
+        let out = scan.row(width * per_pixel);
+        if channels == png::Channels::Rgb {
+            // Four pixels at a time, as one 16-byte load and a 12-byte store: a pixel at a time
+            // the copy was a tenth of compressing a band.
+            let (out4, out_rest) = out.split_at_mut(out.len() / 12 * 12);
+            let (row4, row_rest) = row.split_at(out4.len() / 3 * 4);
+            for (o, px) in out4.chunks_exact_mut(12).zip(row4.chunks_exact(16)) {
+                let px: &[u8; 16] = px.try_into().expect("16 bytes");
+                let rgb: [u8; 12] = std::array::from_fn(|i| px[i / 3 * 4 + i % 3]);
+                o.copy_from_slice(&rgb);
             }
-            png::band(&scan, i + 1 == pieces.len())
-        })
-        .collect();
-    png::file(width, height, if opaque { png::Channels::Rgb } else { png::Channels::Rgba }, &compressed)
+            out_rest.chunks_exact_mut(3).zip(row_rest.chunks_exact(4)).for_each(|(o, px)| o.copy_from_slice(&px[..3]));
+        } else {
+            for (o, px) in out.chunks_exact_mut(4).zip(row.chunks_exact(4)) {
+                let c = resvg::tiny_skia::PremultipliedColorU8::from_rgba(px[0], px[1], px[2], px[3]).expect("premultiplied pixels").demultiply();
+                o.copy_from_slice(&[c.red(), c.green(), c.blue(), c.alpha()]);
+            }
+        }
+    }
+    scan
 }
 
 /// A square heat map (row-major `s`×`s` values, scaled to their maximum) as PNG bytes: the

@@ -8,7 +8,7 @@
 //! from [`glyphs`]' cache. The SVG is the same either way.
 
 use super::colormap::hex;
-use super::{BAND_MARGIN, MAX_RASTER_PIXELS, bands, encode_pieces, escape, glyphs, parse, pixmap, svg_to_png};
+use super::{BAND_MARGIN, MAX_RASTER_PIXELS, bands, encode_pieces, escape, fill, glyphs, parse, pixmap, png, scanlines, svg_to_png};
 use rayon::prelude::*;
 use resvg::tiny_skia::{self, FillRule, Paint, PathBuilder, Pixmap, Stroke, StrokeDash, Transform};
 use std::ops::Range;
@@ -16,6 +16,7 @@ use std::ops::Range;
 pub struct Picture {
     open: String,
     font_size: f32,
+    ground: Option<[u8; 3]>,
     parts: Vec<(Range<f64>, String)>,
     rects: Vec<(Range<f64>, Rect)>,
     pub(super) texts: Vec<(Range<f64>, Text)>,
@@ -62,22 +63,30 @@ impl Rect {
         format!(r##"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" {paint}{end}"##)
     }
 
-    /// What resvg does for this `<rect>`: usvg reads each number as f64 and keeps it as f32, makes
-    /// the path with `PathBuilder::from_rect`, and resvg fills or strokes it anti-aliased with the
-    /// colour at full opacity (a stroke with butt caps, miter joins, miter limit 4).
-    fn draw(&self, pixmap: &mut Pixmap, transform: Transform) {
+    /// What resvg does for this `<rect>`, on a band whose first row is the picture's row `top`:
+    /// usvg reads each number as f64 and keeps it as f32, makes the path with
+    /// `PathBuilder::from_rect`, and resvg fills or strokes it anti-aliased with the colour at full
+    /// opacity (a stroke with butt caps, miter joins, miter limit 4). A fill is worked out by
+    /// [`fill::opaque_rect`] where it can be, on the rectangle moved up as tiny-skia moves a path.
+    fn draw(&self, pixmap: &mut Pixmap, top: u32) {
         let rect = tiny_skia::Rect::from_xywh(self.x as f32, self.y as f32, self.width as f32, self.height as f32);
-        let Some(path) = rect.map(PathBuilder::from_rect) else { return };
+        let Some(rect) = rect else { return };
+        let up = -(top as f32);
         let mut paint = Paint { anti_alias: true, ..Default::default() };
         match &self.ink {
-            Ink::Fill([r, g, b]) => {
+            Ink::Fill(colour @ [r, g, b]) => {
+                let (w, h) = (pixmap.width(), pixmap.height());
+                let moved = tiny_skia::Rect::from_ltrb(rect.left(), rect.top() + up, rect.right(), rect.bottom() + up);
+                if moved.is_some_and(|m| fill::opaque_rect(pixmap.data_mut(), w, h, m, *colour)) {
+                    return;
+                }
                 paint.set_color_rgba8(*r, *g, *b, 255);
-                pixmap.fill_path(&path, &paint, FillRule::Winding, transform, None);
+                pixmap.fill_path(&PathBuilder::from_rect(rect), &paint, FillRule::Winding, Transform::from_translate(0.0, up), None);
             }
             Ink::Stroke { colour: [r, g, b], width, dash } => {
                 paint.set_color_rgba8(*r, *g, *b, 255);
                 let stroke = Stroke { width: *width, dash: dash.and_then(|(on, off)| StrokeDash::new(vec![on, off], 0.0)), ..Default::default() };
-                pixmap.stroke_path(&path, &paint, &stroke, transform, None);
+                pixmap.stroke_path(&PathBuilder::from_rect(rect), &paint, &stroke, Transform::from_translate(0.0, up), None);
             }
         }
     }
@@ -114,7 +123,15 @@ fn tenth(v: f64) -> f64 {
 impl Picture {
     /// `open`: the `<svg …>` tag, with the picture's size and its `font_size` for text.
     pub fn new(open: String, font_size: f64) -> Self {
-        Picture { open, font_size: font_size as f32, parts: Vec::new(), rects: Vec::new(), texts: Vec::new() }
+        Picture { open, font_size: font_size as f32, ground: None, parts: Vec::new(), rects: Vec::new(), texts: Vec::new() }
+    }
+
+    /// The whole picture painted `colour` under everything else, as
+    /// `<rect width="100%" height="100%">`. The PNG's bands start from it (the rectangle covers
+    /// every pixel whole, so resvg would paint each one the colour), and a picture with an
+    /// opaque ground is opaque: each band is stored as RGB and compressed as soon as it is drawn.
+    pub fn ground(&mut self, colour: [u8; 3]) {
+        self.ground = Some(colour);
     }
 
     /// `rows`: every pixel row the fragment can touch, strokes and glyphs included.
@@ -135,6 +152,9 @@ impl Picture {
 
     pub fn svg(&self) -> String {
         let mut s = self.open.clone();
+        if let Some(c) = self.ground {
+            s.push_str(&format!(r##"<rect width="100%" height="100%" fill="{}"/>"##, hex(c)));
+        }
         self.parts.iter().for_each(|p| s.push_str(&p.1));
         self.rects.iter().for_each(|r| s.push_str(&r.1.svg()));
         self.texts.iter().for_each(|t| s.push_str(&t.1.svg()));
@@ -164,40 +184,53 @@ impl Picture {
         let masks: Vec<Option<glyphs::Coverage>> = keys.par_iter().map(|&k| face.coverage(k, self.font_size)).collect();
         let mask = |k: glyphs::Key| masks[keys.binary_search(&k).expect("every key has its mask")].as_ref();
 
-        let rendered = bands
-            .par_iter()
-            .map(|r| {
-                let overlaps = |rows: &Range<f64>| rows.start < r.end as f64 && rows.end > r.start as f64;
-                // The rasteriser's anti-aliasing differs on the rows next to a pixmap's edge, so
-                // a band is drawn with a margin and cut out of it.
-                let (top, bottom) = (r.start.saturating_sub(BAND_MARGIN), (r.end + BAND_MARGIN).min(h));
-                let mut band = pixmap(w, bottom - top)?;
-                let up = Transform::from_translate(0.0, -(top as f32));
-                let usvg = |band: &mut Pixmap, fragments: &mut dyn Iterator<Item = &str>| -> Result<(), String> {
-                    let mut svg = self.open.clone();
-                    fragments.for_each(|f| svg.push_str(f));
-                    svg.push_str("</svg>");
-                    resvg::render(&parse(&svg)?, up, &mut band.as_mut());
-                    Ok(())
-                };
-                usvg(&mut band, &mut self.parts.iter().filter(|p| overlaps(&p.0)).map(|p| p.1.as_str()))?;
-                self.rects.iter().filter(|p| overlaps(&p.0)).for_each(|p| p.1.draw(&mut band, up));
-                let shaped: Vec<&str> = self.texts.iter().zip(&lines).filter(|(t, _)| overlaps(&t.0)).filter_map(|(_, l)| l.as_ref().err().map(String::as_str)).collect();
-                if !shaped.is_empty() {
-                    usvg(&mut band, &mut shaped.into_iter())?;
+        let draw = |r: &Range<u32>| -> Result<(Pixmap, Range<u32>), String> {
+            let overlaps = |rows: &Range<f64>| rows.start < r.end as f64 && rows.end > r.start as f64;
+            // The rasteriser's anti-aliasing differs on the rows next to a pixmap's edge, so
+            // a band is drawn with a margin and cut out of it.
+            let (top, bottom) = (r.start.saturating_sub(BAND_MARGIN), (r.end + BAND_MARGIN).min(h));
+            let mut band = pixmap(w, bottom - top)?;
+            if let Some([red, green, blue]) = self.ground {
+                band.fill(tiny_skia::Color::from_rgba8(red, green, blue, 255));
+            }
+            let usvg = |band: &mut Pixmap, fragments: &mut dyn Iterator<Item = &str>| -> Result<(), String> {
+                let mut fragments = fragments.peekable();
+                if fragments.peek().is_none() {
+                    return Ok(());
                 }
-                for ((rows, t), line) in self.texts.iter().zip(&lines) {
-                    if let (true, Ok(placed)) = (overlaps(rows), line) {
-                        for p in placed {
-                            if let Some(m) = mask(p.key) {
-                                m.blend(band.data_mut(), w as usize, top as i32, p, t.ink);
-                            }
+                let mut svg = self.open.clone();
+                fragments.for_each(|f| svg.push_str(f));
+                svg.push_str("</svg>");
+                resvg::render(&parse(&svg)?, Transform::from_translate(0.0, -(top as f32)), &mut band.as_mut());
+                Ok(())
+            };
+            usvg(&mut band, &mut self.parts.iter().filter(|p| overlaps(&p.0)).map(|p| p.1.as_str()))?;
+            self.rects.iter().filter(|p| overlaps(&p.0)).for_each(|p| p.1.draw(&mut band, top));
+            let shaped = self.texts.iter().zip(&lines).filter(|(t, _)| overlaps(&t.0)).filter_map(|(_, l)| l.as_ref().err().map(String::as_str));
+            usvg(&mut band, &mut shaped.into_iter())?;
+            for ((rows, t), line) in self.texts.iter().zip(&lines) {
+                if let (true, Ok(placed)) = (overlaps(rows), line) {
+                    for p in placed {
+                        if let Some(m) = mask(p.key) {
+                            m.blend(band.data_mut(), w as usize, top as i32, p, t.ink);
                         }
                     }
                 }
-                Ok((band, r.start - top..r.end - top))
-            })
-            .collect::<Result<Vec<(Pixmap, Range<u32>)>, String>>()?;
+            }
+            Ok((band, r.start - top..r.end - top))
+        };
+        if self.ground.is_some() {
+            // Opaque: each band is compressed as it is drawn and its pixels let go, so the
+            // next band's pixmap reuses their memory instead of faulting in fresh pages.
+            let last = bands.len().saturating_sub(1);
+            let compressed = bands
+                .par_iter()
+                .enumerate()
+                .map(|(i, r)| draw(r).map(|(band, rows)| png::band(&scanlines(&band, &rows, png::Channels::Rgb), i == last)))
+                .collect::<Result<Vec<_>, String>>()?;
+            return Ok(png::file(w, h, png::Channels::Rgb, &compressed));
+        }
+        let rendered = bands.par_iter().map(draw).collect::<Result<Vec<(Pixmap, Range<u32>)>, String>>()?;
         Ok(encode_pieces(w, &rendered.iter().map(|(p, r)| (p, r.clone())).collect::<Vec<_>>()))
     }
 }
@@ -224,13 +257,13 @@ mod tests {
     }
 
     /// Rectangles drawn without usvg are usvg's pixel for pixel: fills, outlines, dashed
-    /// outlines, at tenths of a pixel, across band edges.
+    /// outlines, at tenths of a pixel, across band edges, on the picture's ground.
     #[test]
     fn rects_are_drawn_as_usvg_draws_them() {
         let (w, h) = (300.0, 700.0);
         let open = format!(r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">"##);
         let mut picture = Picture::new(open, 13.0);
-        picture.draw(0.0..h, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##.to_owned());
+        picture.ground([0xff, 0xfe, 0xf0]);
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = |scale: f64| {
             seed ^= seed << 13;

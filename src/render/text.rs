@@ -51,7 +51,7 @@ pub fn credit_picture(title: &str, tokens: &[String], text: &[String], spans: Sp
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="{FONT_FAMILY}, monospace" font-size="{fs}">"##,
         fs = style.font_size
     ), style.font_size);
-    picture.draw(0.0..height, r##"<rect width="100%" height="100%" fill="#ffffff"/>"##.to_owned());
+    picture.ground([0xff; 3]);
     let mut s = String::new();
     let _ = write!(
         s,
