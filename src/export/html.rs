@@ -1,9 +1,9 @@
 //! `report.html`: one self-contained page for every exported trace. No script, no CDN, no
 //! network: it opens the same in ten years from a CI artefact.
 
-use super::{Done, Outcome, Summary};
-use crate::render::colormap::{self, hex};
-use crate::render::{backbone::backbone_svg, escape, layout::display_text};
+use super::{Done, Outcome, Summary, decimal};
+use crate::render::colormap;
+use crate::render::{backbone::backbone_svg, escape, escape_into, layout::display_text};
 use std::fmt::Write;
 
 const STYLE: &str = r#"
@@ -92,42 +92,53 @@ pub fn section(s: &mut String, i: usize, d: &Done) {
 
     let tau_max = d.spans.question.range().chain(d.spans.response.range()).map(|k| r.throughput[k]).fold(0.0, f64::max);
     s.push_str("<div class=text>");
+    // Written straight onto the page: a token's classes, colours, tooltip and text made as
+    // strings of their own, and its figures by std's exact formatting, were most of a section.
+    let mut quoted = String::new();
     for (k, tok) in d.text.iter().enumerate() {
-        let mut class = String::from("t");
+        s.push_str("<span class=\"t");
         let in_prompt = k < d.spans.response.start && !d.spans.question.contains(k);
         if in_prompt {
-            class.push_str(" p");
+            s.push_str(" p");
         }
         if d.spans.question.contains(k) {
-            class.push_str(" q");
+            s.push_str(" q");
         }
         if d.spans.answer.contains(k) {
-            class.push_str(" a");
+            s.push_str(" a");
         }
         if r.hubs.binary_search(&k).is_ok() {
-            class.push_str(" hub");
+            s.push_str(" hub");
         } else if r.checkpoints.binary_search(&k).is_ok() {
-            class.push_str(" cp");
+            s.push_str(" cp");
         }
         if r.credit[k] > 1.0 {
-            class.push_str(" g");
+            s.push_str(" g");
         }
-        let style = if in_prompt {
-            String::new()
-        } else {
+        s.push('"');
+        if !in_prompt {
             let bg = colormap::heat(colormap::heat_scale(r.throughput[k], tau_max));
-            format!(" style=\"background:{};color:{}\"", hex(bg), hex(colormap::ink_on(bg)))
-        };
-        let _ = write!(
-            s,
-            "<span class=\"{class}\"{style} title=\"#{k} {} · reach {:.3e} · flow {:.4} · throughput {:.4} · credit {:.2}\">{}</span>",
-            escape(&format!("{:?}", d.tokens[k])),
-            r.reach[k],
-            r.flow[k],
-            r.throughput[k],
-            r.credit[k],
-            escape(tok)
-        );
+            s.push_str(" style=\"background:");
+            colormap::push_hex(s, bg);
+            s.push_str(";color:");
+            colormap::push_hex(s, colormap::ink_on(bg));
+            s.push('"');
+        }
+        quoted.clear();
+        let _ = write!(quoted, "{:?}", d.tokens[k]);
+        let _ = write!(s, " title=\"#{k} ");
+        escape_into(s, &quoted);
+        s.push_str(" · reach ");
+        decimal::scientific(s, r.reach[k], 3);
+        s.push_str(" · flow ");
+        decimal::fixed(s, r.flow[k], 4);
+        s.push_str(" · throughput ");
+        decimal::fixed(s, r.throughput[k], 4);
+        s.push_str(" · credit ");
+        decimal::fixed(s, r.credit[k], 2);
+        s.push_str("\">");
+        escape_into(s, tok);
+        s.push_str("</span>");
     }
     s.push_str("</div>");
 }

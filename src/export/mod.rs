@@ -3,6 +3,7 @@
 //! else; every file is written atomically.
 
 mod credits;
+mod decimal;
 mod html;
 mod outputs;
 mod run_files;

@@ -54,7 +54,19 @@ pub const HUB: [u8; 3] = [0x7b, 0x1f, 0xa2];
 pub const CREDIT: [u8; 3] = [0xd0, 0x10, 0x6a];
 
 pub fn hex(c: [u8; 3]) -> String {
-    format!("#{:02x}{:02x}{:02x}", c[0], c[1], c[2])
+    let mut s = String::with_capacity(7);
+    push_hex(&mut s, c);
+    s
+}
+
+/// [`hex`], onto the end of `out`.
+pub fn push_hex(out: &mut String, c: [u8; 3]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.push('#');
+    for b in c {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
 }
 
 /// Display scale of throughput: square root of the share of the largest, so the long tail of
