@@ -1,6 +1,6 @@
 //! `scores.csv`: one row per token of every exported trace, for spreadsheets and pandas.
 
-use super::Done;
+use super::{Done, decimal};
 use std::fmt::Write;
 
 pub fn segment(spans: crate::span::Spans, k: usize) -> &'static str {
@@ -17,27 +17,27 @@ pub fn segment(spans: crate::span::Spans, k: usize) -> &'static str {
 
 pub const HEADER: &str = "trace,index,token,segment,reach,flow,throughput,credit,far_sources,hub,checkpoint,backbone\n";
 
-/// One trace's rows of `scores.csv`.
+/// One trace's rows of `scores.csv`, written straight into one string (a row's cells made as
+/// strings of their own and its figures by std were most of writing them).
 pub fn rows(d: &Done) -> String {
     let mut s = String::new();
     let r = &d.result;
     let on_backbone: std::collections::HashSet<usize> = r.backbone.iter().flat_map(|p| p.tokens.iter().copied()).collect();
     let trace = csv_field(&d.stem.display().to_string());
+    let flag = |on: bool| if on { ",1" } else { ",0" };
     for (k, tok) in d.tokens.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "{trace},{k},{},{},{},{},{},{},{},{},{},{}",
-            csv_field(tok),
-            segment(d.spans, k),
-            r.reach[k],
-            r.flow[k],
-            r.throughput[k],
-            r.credit[k],
-            r.far_sources[k],
-            r.hubs.binary_search(&k).is_ok() as u8,
-            r.checkpoints.binary_search(&k).is_ok() as u8,
-            on_backbone.contains(&k) as u8,
-        );
+        let _ = write!(s, "{trace},{k},");
+        s.push_str(&csv_field(tok));
+        s.push(',');
+        s.push_str(segment(d.spans, k));
+        for v in [r.reach[k], r.flow[k], r.throughput[k], r.credit[k], r.far_sources[k]] {
+            s.push(',');
+            decimal::shortest(&mut s, v);
+        }
+        s.push_str(flag(r.hubs.binary_search(&k).is_ok()));
+        s.push_str(flag(r.checkpoints.binary_search(&k).is_ok()));
+        s.push_str(flag(on_backbone.contains(&k)));
+        s.push('\n');
     }
     s
 }
