@@ -166,16 +166,14 @@ mod tests {
     /// to them, powers of ten and the steps beside them, zeros of both signs, tiny and huge ones.
     #[test]
     fn numbers_are_written_as_std_writes_them() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = crate::flow::test_rng::XorShift(0x9e37_79b9_7f4a_7c15);
         let mut values = vec![0.0, -0.0, 0.5, 1.5, 2.5, 0.125, 0.00005, 0.00015, 1e-300, 5e-324, 1e300, f64::MAX, f64::NAN, f64::INFINITY, -f64::INFINITY, 999.95, 9.9995, 0.99995, 1e9, 123456789.12345];
         for p in -30..30 {
             let x = 10f64.powi(p);
             values.extend([x, f64::from_bits(x.to_bits() + 1), f64::from_bits(x.to_bits() - 1), 9.9995 * x, 1.0005 * x]);
         }
         for _ in 0..60_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            let seed = rng.next_u64();
             let unit = (seed >> 11) as f64 / (1u64 << 53) as f64;
             let magnitude = 10f64.powi((seed % 40) as i32 - 25);
             let v = unit * magnitude;
@@ -203,16 +201,16 @@ mod tests {
     /// neighbours, integers, zeros of both signs and arbitrary bit patterns.
     #[test]
     fn shortest_numbers_are_written_as_std_writes_them() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut values = vec![0.0, -0.0, 1.0, -1.0, 0.1, 0.3, 1e21, 1e22, 1e23, 5e-324, f64::MAX, f64::MIN_POSITIVE, f64::NAN, f64::INFINITY, -f64::INFINITY, 123456789012345680.0, 0.000001, 1e-7, -1149636667324797.25, 1149636667324797.75, 4503599627370495.5];
+        let mut rng = crate::flow::test_rng::XorShift(0x2545_f491_4f6c_dd1d);
+        let mut values = vec![0.0, -0.0, 1.0, -1.0, 0.1, 0.3, 1e21, 1e22, 1e23, 5e-324, f64::MAX, f64::MIN_POSITIVE, f64::NAN, f64::INFINITY, -f64::INFINITY, 123456789012345680.0, 0.000001, 1e-7, 4503599627370495.5];
+        // Halfway between two shortest decimals (…797.2 and …797.3): std takes the upper one.
+        values.extend([-(4 * 1_149_636_667_324_797_i64 + 1) as f64 / 4.0, (4 * 1_149_636_667_324_797_i64 + 3) as f64 / 4.0]);
         for p in -320..309 {
             let x = 10f64.powi(p);
             values.extend([x, f64::from_bits(x.to_bits() + 1), f64::from_bits(x.to_bits().saturating_sub(1)), 1.5 * x]);
         }
         for _ in 0..200_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            let seed = rng.next_u64();
             let unit = (seed >> 11) as f64 / (1u64 << 53) as f64;
             values.extend([unit, unit * 10f64.powi((seed % 60) as i32 - 40), -unit * 1e4, (unit * 1e6).round(), f64::from_bits(seed)]);
         }

@@ -98,13 +98,8 @@ mod tests {
     #[test]
     fn rectangles_are_filled_as_tiny_skia_fills_them() {
         let (w, h) = (120u32, 90u32);
-        let mut seed = 0x853c_49e6_748f_ea9bu64;
-        let mut next = |scale: f32| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 24) as f32 * scale
-        };
+        let mut rng = crate::flow::test_rng::XorShift(0x853c_49e6_748f_ea9b);
+        let mut next = |scale: f32| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * scale;
         let mut ground = Pixmap::new(w, h).unwrap();
         for (i, px) in ground.pixels_mut().iter_mut().enumerate() {
             let v = (i * 7 % 256) as u8;
