@@ -328,13 +328,10 @@ fn export_in_windows(
     let mut run_files = run_files::RunFiles::new(&outputs, formats);
     let mut exported = 0;
     let mut take = |results: Vec<(Outcome, Option<Done>)>, outcomes: &mut Vec<Outcome>| {
-        for (o, d) in results {
-            outcomes.push(o);
-            if let Some(d) = d {
-                run_files.add(&d);
-                exported += 1;
-            }
-        }
+        let done: Vec<&Done> = results.iter().filter_map(|(_, d)| d.as_ref()).collect();
+        run_files.add(&done);
+        exported += done.len();
+        outcomes.extend(results.into_iter().map(|(o, _)| o));
     };
     for window in jobs.chunks(window) {
         let results = window
