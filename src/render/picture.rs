@@ -262,31 +262,35 @@ mod tests {
     fn rects_are_drawn_as_usvg_draws_them() {
         let (w, h) = (300.0, 700.0);
         let open = format!(r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">"##);
-        let mut picture = Picture::new(open, 13.0);
-        picture.ground([0xff, 0xfe, 0xf0]);
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |scale: f64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 11) as f64 / (1u64 << 53) as f64 * scale
-        };
-        for i in 0..400 {
-            let (x, y, rw, rh) = (next(280.0), next(680.0), next(60.0) + 0.1, next(30.0) + 0.1);
-            let colour = [(i * 37) as u8, (i * 91) as u8, (i * 53) as u8];
-            let ink = match i % 3 {
-                0 => Ink::Fill(colour),
-                1 => Ink::Stroke { colour, width: 1.5, dash: None },
-                _ => Ink::Stroke { colour, width: 2.0, dash: Some((3.0, 2.0)) },
-            };
-            picture.rect(y - 2.0..y + rh + 2.0, Rect::new(x, y, rw, rh, ink));
+        // On a ground (opaque: each band compressed as drawn) and on a see-through picture whose
+        // only ground is a fragment over half of it (its bands kept until all are drawn).
+        for grounded in [true, false] {
+            let mut picture = Picture::new(open.clone(), 13.0);
+            if grounded {
+                picture.ground([0xff, 0xfe, 0xf0]);
+            } else {
+                picture.draw(0.0..h, format!(r##"<rect width="{}" height="{h}" fill="#fffef0"/>"##, w / 2.0));
+            }
+            let mut rng = crate::flow::test_rng::XorShift(0x2545_f491_4f6c_dd1d);
+            let mut next = |scale: f64| rng.unit() * scale;
+            for i in 0..400 {
+                let (x, y, rw, rh) = (next(280.0), next(680.0), next(60.0) + 0.1, next(30.0) + 0.1);
+                let colour = [(i * 37) as u8, (i * 91) as u8, (i * 53) as u8];
+                let ink = match i % 3 {
+                    0 => Ink::Fill(colour),
+                    1 => Ink::Stroke { colour, width: 1.5, dash: None },
+                    _ => Ink::Stroke { colour, width: 2.0, dash: Some((3.0, 2.0)) },
+                };
+                picture.rect(y - 2.0..y + rh + 2.0, Rect::new(x, y, rw, rh, ink));
+            }
+            let pixels = |png: Vec<u8>| resvg::tiny_skia::Pixmap::decode_png(&png).unwrap();
+            let typed = pixels(picture.png().unwrap());
+            let usvg = pixels(svg_to_png(&picture.svg()).unwrap());
+            assert!(bands(h as u32).len() >= 2);
+            assert_eq!((typed.width(), typed.height()), (usvg.width(), usvg.height()));
+            assert_eq!(typed.data().chunks_exact(4).all(|px| px[3] == 255), grounded, "opaque only on the ground");
+            let differ = typed.data().iter().zip(usvg.data()).filter(|(a, b)| a != b).count();
+            assert_eq!(differ, 0, "grounded {grounded}: {differ} bytes differ");
         }
-        let pixels = |png: Vec<u8>| resvg::tiny_skia::Pixmap::decode_png(&png).unwrap();
-        let typed = pixels(picture.png().unwrap());
-        let usvg = pixels(svg_to_png(&picture.svg()).unwrap());
-        assert!(bands(h as u32).len() >= 2);
-        assert_eq!((typed.width(), typed.height()), (usvg.width(), usvg.height()));
-        let differ = typed.data().iter().zip(usvg.data()).filter(|(a, b)| a != b).count();
-        assert_eq!(differ, 0, "{differ} bytes differ");
     }
 }
