@@ -5,6 +5,7 @@ use super::{Done, Outcome, Summary, decimal};
 use crate::render::colormap;
 use crate::render::{backbone::backbone_svg, escape, escape_into, layout::display_text};
 use std::fmt::Write;
+use std::ops::Range;
 
 const STYLE: &str = r#"
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1260px;color:#1a1a1a;background:#fff}
@@ -69,33 +70,19 @@ pub fn page_end(summary: &Summary) -> String {
     format!("<h2>Parameters</h2><pre class=muted>{}</pre></body></html>", escape(&serde_json::to_string_pretty(&summary.params).unwrap()))
 }
 
-/// The `i`th exported trace's part of the page: its backbone, hubs and text.
-pub fn section(s: &mut String, i: usize, d: &Done) {
+/// The `i`th exported trace's part of the page: its backbone, hubs and text. A long trace's
+/// section is made a range of its `tokens` at a time across the cores and joined in order: the
+/// range from the first token brings the heading, the one to the last the text's end.
+pub fn section(s: &mut String, i: usize, d: &Done, tokens: Range<usize>) {
     let r = &d.result;
-    let _ = write!(s, "<h2 id=\"t{i}\">{}</h2>", escape(&d.stem.display().to_string()));
-    let _ = write!(
-        s,
-        "<p class=muted>{} · status {} · {} tokens · question {} · response {} · answer {} · {} question tokens reach the answer · backend {}</p>",
-        escape(&d.source),
-        r.status.name(),
-        d.tokens.len(),
-        d.spans.question,
-        d.spans.response,
-        d.spans.answer,
-        r.question_sources,
-        escape(&r.provenance.summary())
-    );
-    let title = format!("{} backbone", d.label);
-    s.push_str(&backbone_svg(&title, &d.tokens, &d.text, d.spans, r));
-    let names = |ks: &[usize]| ks.iter().map(|&k| format!("#{k} {}", escape(&display_text(&d.text[k])))).collect::<Vec<_>>().join(", ");
-    let _ = write!(s, "<p><b>Hubs</b>: {}<br><b>Checkpoints</b>: {}</p>", names(&r.hubs), names(&r.checkpoints));
-
+    if tokens.start == 0 {
+        head(s, i, d);
+    }
     let tau_max = d.spans.question.range().chain(d.spans.response.range()).map(|k| r.throughput[k]).fold(0.0, f64::max);
-    s.push_str("<div class=text>");
     // Written straight onto the page: a token's classes, colours, tooltip and text made as
     // strings of their own, and its figures by std's exact formatting, were most of a section.
     let mut quoted = String::new();
-    for (k, tok) in d.text.iter().enumerate() {
+    for (k, tok) in d.text.iter().enumerate().take(tokens.end).skip(tokens.start) {
         s.push_str("<span class=\"t");
         let in_prompt = k < d.spans.response.start && !d.spans.question.contains(k);
         if in_prompt {
@@ -140,5 +127,30 @@ pub fn section(s: &mut String, i: usize, d: &Done) {
         escape_into(s, tok);
         s.push_str("</span>");
     }
-    s.push_str("</div>");
+    if tokens.end >= d.text.len() {
+        s.push_str("</div>");
+    }
+}
+
+/// A section's heading: the trace's name and figures, its backbone, hubs and checkpoints.
+fn head(s: &mut String, i: usize, d: &Done) {
+    let r = &d.result;
+    let _ = write!(s, "<h2 id=\"t{i}\">{}</h2>", escape(&d.stem.display().to_string()));
+    let _ = write!(
+        s,
+        "<p class=muted>{} · status {} · {} tokens · question {} · response {} · answer {} · {} question tokens reach the answer · backend {}</p>",
+        escape(&d.source),
+        r.status.name(),
+        d.tokens.len(),
+        d.spans.question,
+        d.spans.response,
+        d.spans.answer,
+        r.question_sources,
+        escape(&r.provenance.summary())
+    );
+    let title = format!("{} backbone", d.label);
+    s.push_str(&backbone_svg(&title, &d.tokens, &d.text, d.spans, r));
+    let names = |ks: &[usize]| ks.iter().map(|&k| format!("#{k} {}", escape(&display_text(&d.text[k])))).collect::<Vec<_>>().join(", ");
+    let _ = write!(s, "<p><b>Hubs</b>: {}<br><b>Checkpoints</b>: {}</p>", names(&r.hubs), names(&r.checkpoints));
+    s.push_str("<div class=text>");
 }

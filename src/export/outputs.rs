@@ -3,6 +3,7 @@
 //! written costs only itself.
 
 use crate::atomic::{AtomicFile, write_atomic};
+use rayon::prelude::*;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -46,16 +47,18 @@ impl Outputs {
         Ok(())
     }
 
-    /// Writes a trace's files all or none: after a failure the ones already written go again.
+    /// Writes a trace's files all or none, each on whichever core is free (most of a write is
+    /// waiting for the disk to have it): after a failure the ones written go again. None is
+    /// written when one of them is an input.
     pub fn write_all(&self, files: &[(PathBuf, Vec<u8>)]) -> Result<(), String> {
-        for (i, (path, bytes)) in files.iter().enumerate() {
-            if let Err(e) = self.write(path, bytes) {
-                for (p, _) in &files[..i] {
-                    let _ = std::fs::remove_file(p);
-                }
-                return Err(e);
+        files.iter().try_for_each(|(path, _)| self.not_an_input(path))?;
+        let written: Vec<Result<(), String>> = files.par_iter().map(|(path, bytes)| self.write(path, bytes)).collect();
+        let Some(failed) = written.iter().find_map(|w| w.as_ref().err()) else { return Ok(()) };
+        for ((path, _), w) in files.iter().zip(&written) {
+            if w.is_ok() {
+                let _ = std::fs::remove_file(path);
             }
         }
-        Ok(())
+        Err(failed.clone())
     }
 }

@@ -11,6 +11,7 @@ use crate::atomic::AtomicFile;
 use crate::params::Params;
 use rayon::prelude::*;
 use std::io::Write;
+use std::ops::Range;
 
 pub struct RunFiles {
     csv: Option<Piecewise>,
@@ -55,21 +56,33 @@ impl Piecewise {
         }
     }
 
-    fn commit(self, errors: &mut Vec<String>) {
-        let result = match self {
+    fn commit(self) -> Result<(), String> {
+        match self {
             Piecewise::Writing(f, name) => f.commit().map_err(|e| format!("{name}: {e}")),
             Piecewise::Failed(e) => Err(e),
-        };
-        if let Err(e) = result {
-            errors.push(e);
         }
     }
 }
 
-/// One trace's part of the CSV and of the report (its table row and section).
-struct Pieces {
-    rows: String,
-    report: Option<(String, String)>,
+/// Tokens in a piece of a trace's rows or report section: a long trace's are made across the
+/// cores (at 4k tokens its CSV rows and section, made on one core, were a tenth of a whole
+/// export without pictures), a short one's in one piece each.
+const PIECE_TOKENS: usize = 1024;
+
+/// A piece of one trace's share of the run-wide files, made on any core and written in order.
+enum Piece {
+    /// Its rows of the CSV for these tokens.
+    Rows(Range<usize>),
+    /// Its row of the report's table.
+    Row,
+    /// Its report section for these tokens.
+    Section(Range<usize>),
+}
+
+/// The token ranges a trace of `n` tokens is made in (one, empty, for a trace without tokens,
+/// so that its section still has its heading and its end).
+fn ranges(n: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..n.div_ceil(PIECE_TOKENS).max(1)).map(move |p| p * PIECE_TOKENS..((p + 1) * PIECE_TOKENS).min(n))
 }
 
 /// The report's sections go to a temporary file as traces are done; the page is made from the
@@ -98,57 +111,64 @@ impl RunFiles {
     }
 
     /// The next exported traces, in the order of the run. Their rows and report sections are
-    /// made across the cores a few traces at a time (made one after another they held up each
-    /// window of a run: a 1k-token trace's take a millisecond or two), then written in order.
+    /// made across the cores a few traces at a time, a long trace's in pieces (made one after
+    /// another they held up each window of a run: a 1k-token trace's take a millisecond or two),
+    /// then written in order.
     pub fn add(&mut self, done: &[&Done]) {
         let (csv, html) = (self.csv.is_some(), self.report.is_some());
         for chunk in done.chunks(4 * rayon::current_num_threads()) {
             let base = self.exported;
-            let pieces: Vec<Pieces> = chunk
-                .par_iter()
+            let pieces: Vec<(usize, Piece)> = chunk
+                .iter()
                 .enumerate()
-                .map(|(j, d)| Pieces {
-                    rows: if csv { table::rows(d) } else { String::new() },
-                    report: html.then(|| {
-                        let mut section = String::new();
-                        html::section(&mut section, base + j, d);
-                        (html::row(base + j, d), section)
-                    }),
+                .flat_map(|(j, d)| {
+                    let rows = ranges(d.tokens.len()).filter(move |_| csv).map(Piece::Rows);
+                    let report = html.then_some(Piece::Row).into_iter().chain(ranges(d.tokens.len()).filter(move |_| html).map(Piece::Section));
+                    rows.chain(report).map(move |p| (j, p))
                 })
                 .collect();
-            for (d, p) in chunk.iter().zip(pieces) {
-                if let Some(csv) = &mut self.csv {
-                    csv.write(p.rows.as_bytes());
+            let made: Vec<String> = pieces
+                .par_iter()
+                .map(|(j, piece)| {
+                    let d = chunk[*j];
+                    match piece {
+                        Piece::Rows(tokens) => table::rows(d, tokens.clone()),
+                        Piece::Row => html::row(base + j, d),
+                        Piece::Section(tokens) => {
+                            let mut section = String::new();
+                            html::section(&mut section, base + j, d, tokens.clone());
+                            section
+                        }
+                    }
+                })
+                .collect();
+            for ((_, piece), text) in pieces.iter().zip(made) {
+                match (piece, &mut self.csv, &mut self.report) {
+                    (Piece::Rows(_), Some(csv), _) => csv.write(text.as_bytes()),
+                    (Piece::Row, _, Some(r)) => r.rows.push_str(&text),
+                    (Piece::Section(_), _, Some(r)) => r.sections.write(text.as_bytes()),
+                    _ => unreachable!("a piece is made only for a file being written"),
                 }
-                if let (Some(r), Some((row, section))) = (&mut self.report, p.report) {
-                    r.rows.push_str(&row);
-                    r.sections.write(section.as_bytes());
-                }
+            }
+            for d in chunk {
                 if let Some(c) = &mut self.credits {
                     c.add(d);
                 }
-                self.exported += 1;
             }
+            self.exported += chunk.len();
         }
     }
 
-    /// Puts every file in place; the errors of those that could not be written.
-    pub fn finish(mut self, outputs: &Outputs, summary: &Summary, params: &Params) -> Vec<String> {
-        let errors = &mut self.errors;
-        if let Some(csv) = self.csv {
-            csv.commit(errors);
-        }
-        if let Some(c) = self.credits
-            && let Err(e) = outputs.write(&outputs.dir.join("credits.safetensors"), &c.bytes(params))
-        {
-            errors.push(e);
-        }
-        if let Some(r) = self.report
-            && let Err(e) = page(outputs, summary, r)
-        {
-            errors.push(e);
-        }
-        self.errors
+    /// Puts every file in place, each on a core of its own (most of it is waiting for the
+    /// disk); the errors of those that could not be written.
+    pub fn finish(self, outputs: &Outputs, summary: &Summary, params: &Params) -> Vec<String> {
+        let RunFiles { csv, report, credits, mut errors, .. } = self;
+        let csv = || csv.map(Piecewise::commit).transpose();
+        let credits = || credits.map(|c| outputs.write(&outputs.dir.join("credits.safetensors"), &c.bytes(params))).transpose();
+        let report = || report.map(|r| page(outputs, summary, r)).transpose();
+        let (csv, (credits, report)) = rayon::join(csv, || rayon::join(credits, report));
+        errors.extend([csv, credits, report].into_iter().filter_map(Result::err));
+        errors
     }
 }
 
@@ -164,4 +184,45 @@ fn page(outputs: &Outputs, summary: &Summary, r: Report) -> Result<(), String> {
     std::io::copy(&mut from, &mut page).map_err(io)?;
     page.write_all(html::page_end(summary).as_bytes()).map_err(io)?;
     page.commit().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{Cancel, analyze};
+    use crate::synth::{SynthSpec, synth_trace};
+    use crate::trace::{Dtype, Trace};
+
+    /// A long trace's CSV rows and report section, made in pieces across the cores, are the
+    /// ones made whole: with hubs, checkpoints and backbone tokens in every piece and at the
+    /// pieces' edges.
+    #[test]
+    fn a_long_traces_pieces_join_into_its_rows_and_section() {
+        let spec = SynthSpec { target_tokens: 2 * PIECE_TOKENS + 300, layers: 1, heads: 1, dtype: Dtype::F32, rank: 2, ..Default::default() };
+        let trace = Trace::from_bytes(synth_trace(&spec).to_bytes(), std::path::Path::new("long.safetensors")).unwrap();
+        let mut r = analyze(&trace, &Params::default(), &Cancel::default()).unwrap();
+        let n = trace.n();
+        let edges = [PIECE_TOKENS - 1, PIECE_TOKENS, 2 * PIECE_TOKENS - 1, 2 * PIECE_TOKENS, n - 1];
+        r.hubs = (0..n).step_by(97).chain(edges).collect();
+        r.hubs.sort_unstable();
+        r.hubs.dedup();
+        r.checkpoints = (5..n).step_by(89).collect();
+        r.credit.iter_mut().step_by(3).for_each(|g| *g = 1.5);
+        let d = Done::of_trace("long".into(), &trace, r);
+        let pieces: Vec<_> = ranges(n).collect();
+        assert_eq!(pieces.len(), 3, "{pieces:?}");
+        assert!(d.result.backbone.iter().flat_map(|p| &p.tokens).any(|&k| k >= 2 * PIECE_TOKENS), "the backbone reaches the last piece");
+        let joined: String = pieces.iter().map(|t| table::rows(&d, t.clone())).collect();
+        assert_eq!(joined, table::rows(&d, 0..n));
+        assert_eq!(joined.lines().count(), n);
+        let mut whole = String::new();
+        html::section(&mut whole, 3, &d, 0..n);
+        let mut joined = String::new();
+        pieces.iter().for_each(|t| html::section(&mut joined, 3, &d, t.clone()));
+        assert_eq!(joined, whole);
+        assert_eq!(whole.matches("<span class=\"t").count(), n);
+        assert!(whole.starts_with("<h2 id=\"t3\">") && whole.ends_with("</div>"));
+        let none: Vec<_> = ranges(0).collect();
+        assert!(none.len() == 1 && none[0].is_empty(), "a trace without tokens still has its section's heading and end: {none:?}");
+    }
 }

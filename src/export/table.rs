@@ -2,6 +2,7 @@
 
 use super::{Done, decimal};
 use std::fmt::Write;
+use std::ops::Range;
 
 pub fn segment(spans: crate::span::Spans, k: usize) -> &'static str {
     if spans.question.contains(k) {
@@ -17,15 +18,16 @@ pub fn segment(spans: crate::span::Spans, k: usize) -> &'static str {
 
 pub const HEADER: &str = "trace,index,token,segment,reach,flow,throughput,credit,far_sources,hub,checkpoint,backbone\n";
 
-/// One trace's rows of `scores.csv`, written straight into one string (a row's cells made as
-/// strings of their own and its figures by std were most of writing them).
-pub fn rows(d: &Done) -> String {
+/// The rows of `scores.csv` of one trace's `tokens`, written straight into one string (a row's
+/// cells made as strings of their own and its figures by std were most of writing them). A long
+/// trace's rows are made a range at a time across the cores and joined in order.
+pub fn rows(d: &Done, tokens: Range<usize>) -> String {
     let mut s = String::new();
     let r = &d.result;
-    let on_backbone: std::collections::HashSet<usize> = r.backbone.iter().flat_map(|p| p.tokens.iter().copied()).collect();
+    let on_backbone: std::collections::HashSet<usize> = r.backbone.iter().flat_map(|p| p.tokens.iter().copied()).filter(|k| tokens.contains(k)).collect();
     let trace = csv_field(&d.stem.display().to_string());
     let flag = |on: bool| if on { ",1" } else { ",0" };
-    for (k, tok) in d.tokens.iter().enumerate() {
+    for (k, tok) in d.tokens.iter().enumerate().take(tokens.end).skip(tokens.start) {
         let _ = write!(s, "{trace},{k},");
         s.push_str(&csv_field(tok));
         s.push(',');
