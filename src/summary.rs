@@ -27,10 +27,10 @@ pub fn describe(trace: &Trace, r: &FlowResult) -> String {
         let heads = r.heads.len().max(1);
         let _ = writeln!(s, "  layers {:?}, {heads} head{}", r.layers, if heads == 1 { "" } else { "s" });
     }
-    let _ = writeln!(s, "  inflow into the answer {:.6}; backbone explains {:.1}%", r.answer_inflow(), 100.0 * r.backbone_flow());
+    let _ = writeln!(s, "  inflow into the answer {:.6}; backbone explains {}", r.answer_inflow(), crate::render::percent(r.backbone_flow()));
     for (i, p) in r.backbone.iter().enumerate() {
         let chain: Vec<String> = p.tokens.iter().map(|&k| tok(k)).collect();
-        let _ = writeln!(s, "  path {} ({:.3}): {}", i + 1, p.flow, chain.join(" → "));
+        let _ = writeln!(s, "  path {} ({}): {}", i + 1, crate::render::share(p.flow, 3), chain.join(" → "));
     }
     let list = |ks: &[usize]| ks.iter().map(|&k| tok(k)).collect::<Vec<_>>().join(" ");
     let _ = writeln!(s, "  hubs: {}", list(&r.hubs));

@@ -26,11 +26,11 @@ th{background:#f6f6f6} .num{text-align:right;font-variant-numeric:tabular-nums}
 pub fn row(i: usize, d: &Done) -> String {
     let r = &d.result;
     format!(
-        "<tr><td><a href=\"#t{i}\">{}</a></td><td>{}</td><td class=num>{}</td><td class=num>{:.1}%</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
+        "<tr><td><a href=\"#t{i}\">{}</a></td><td>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
         escape(&d.stem.display().to_string()),
         r.status.name(),
         d.tokens.len(),
-        100.0 * r.backbone_flow(),
+        crate::render::percent(r.backbone_flow()),
         r.backbone.len(),
         r.hubs.len(),
         r.checkpoints.len()

@@ -53,9 +53,9 @@ pub fn backbone_svg(title: &str, tokens: &[String], text: &[String], spans: Span
         }
         let _ = write!(
             s,
-            r##"<path d="{d}" fill="none" stroke="{c}" stroke-width="{w:.2}" stroke-opacity="0.7" stroke-linecap="round"><title>path {} carries {:.4} of the unit flow: {}</title></path>"##,
+            r##"<path d="{d}" fill="none" stroke="{c}" stroke-width="{w:.2}" stroke-opacity="0.7" stroke-linecap="round"><title>path {} carries {} of the unit flow: {}</title></path>"##,
             pi + 1,
-            path.flow,
+            super::share(path.flow, 4),
             escape(&path.tokens.iter().map(|&k| display_text(&text[k])).collect::<Vec<_>>().join(" → "))
         );
     }
@@ -88,12 +88,12 @@ pub fn backbone_svg(title: &str, tokens: &[String], text: &[String], spans: Span
 
     // Legend: one row per path.
     let lx = width - right + 24.0;
-    let _ = write!(s, r##"<text x="{lx}" y="60" font-size="12" fill="#1a1a1a">backbone {:.1}% of flow</text>"##, 100.0 * r.backbone_flow());
+    let _ = write!(s, r##"<text x="{lx}" y="60" font-size="12" fill="#1a1a1a">backbone {} of flow</text>"##, super::percent(r.backbone_flow()));
     for (pi, path) in r.backbone.iter().enumerate() {
         let y = 80.0 + pi as f64 * 18.0;
         let c = hex(CATEGORICAL[pi % CATEGORICAL.len()]);
         let _ = write!(s, r##"<rect x="{lx}" y="{:.0}" width="18" height="{:.1}" fill="{c}"/>"##, y - 6.0, 1.0 + 9.0 * path.flow / max_flow.max(1e-300));
-        let _ = write!(s, r##"<text x="{:.0}" y="{:.0}" font-size="11" fill="#333">path {} · {:.3} · {} tokens</text>"##, lx + 24.0, y + 3.0, pi + 1, path.flow, path.tokens.len());
+        let _ = write!(s, r##"<text x="{:.0}" y="{:.0}" font-size="11" fill="#333">path {} · {} · {} tokens</text>"##, lx + 24.0, y + 3.0, pi + 1, super::share(path.flow, 3), path.tokens.len());
     }
     let y = 80.0 + r.backbone.len() as f64 * 18.0 + 12.0;
     let _ = write!(s, r##"<circle cx="{:.0}" cy="{y:.0}" r="4" fill="{}"/><text x="{:.0}" y="{:.0}" font-size="11" fill="#333">hub</text>"##, lx + 9.0, hex(colormap::HUB), lx + 24.0, y + 4.0);

@@ -49,7 +49,10 @@ pub fn fit(text: &str, cells: usize) -> String {
 }
 
 /// Lays tokens out in lines of at most `columns` cells; a token containing a newline ends its
-/// line, a token wider than a line gets a line of its own (and is cut when drawn). A run of
+/// line, a token wider than a line gets a line of its own (and is cut when drawn). Lines break
+/// between words where they can: a subword tokenizer cuts a word into pieces, and a line that
+/// ended between two of them (`Weng e` / `arns`) had the word read as two. A word that would
+/// overflow goes to the next line whole, unless it is longer than a line. A run of
 /// blank line-break tokens shares one line of ↵ marks and ends it once: otherwise every blank
 /// line costs a picture line, and 20 000 `"\n"` tokens make a picture 400 000 pixels tall.
 /// Traces of one-character tokens (a character-level policy) get a blank cell between tokens, or
@@ -60,12 +63,26 @@ pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
     let gap = usize::from(!tokens.is_empty() && chars * 10 <= tokens.len() * 12);
     let mut cells = Vec::with_capacity(tokens.len());
     let (mut line, mut col) = (0usize, 0usize);
+    // The first token of the word being laid out (into `cells`).
+    let mut word = 0;
     for (index, tok) in tokens.iter().enumerate() {
         let text = display_text(tok);
         let width = cells_of(&text).min(columns);
+        let joins = col > 0 && !text.starts_with(char::is_whitespace) && !cells.last().is_some_and(|c: &Cell| c.text.ends_with(char::is_whitespace));
+        if !joins {
+            word = index;
+        }
         if col > 0 && col + width > columns {
             line += 1;
-            col = 0;
+            let start = cells.get(word).filter(|_| joins).map_or(0, |c| c.col);
+            if start > 0 && col - start + width <= columns {
+                for c in &mut cells[word..] {
+                    (c.line, c.col) = (line, c.col - start);
+                }
+                col -= start;
+            } else {
+                (col, word) = (0, index);
+            }
         }
         cells.push(Cell { index, line, col, width, text });
         col += width + gap;
@@ -107,6 +124,20 @@ mod tests {
         assert_eq!(c[1].text, "cd\u{21b5}");
         assert_eq!((c[2].line, c[2].col), (1, 0));
         assert_eq!((c[3].line, c[3].col), (1, 6));
+    }
+
+    /// A word cut into subword pieces goes to the next line whole; one longer than a line
+    /// breaks where it must; punctuation stays with its word.
+    #[test]
+    fn lines_break_between_words() {
+        let toks = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        let at = |c: &[Cell]| c.iter().map(|c| (c.line, c.col)).collect::<Vec<_>>();
+        let c = wrap(&toks(&["Weng", " e", "arns", " 12", ","]), 8);
+        assert_eq!(at(&c), [(0, 0), (1, 0), (1, 2), (2, 0), (2, 3)]);
+        let c = wrap(&toks(&["a", " bbbb", "cccc", "dd", "eeee", "ff"]), 8);
+        assert_eq!(at(&c), [(0, 0), (0, 1), (1, 0), (1, 4), (2, 0), (2, 4)]);
+        let c = wrap(&toks(&["abc ", "defgh", "ij"]), 8);
+        assert_eq!(at(&c), [(0, 0), (1, 0), (1, 5)]);
     }
 
     #[test]

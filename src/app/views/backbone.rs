@@ -28,7 +28,7 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, marks: &M
         ui.selectable_value(&mut state.steps, true, "steps");
         ui.separator();
         if !state.steps {
-            ui.label(format!("backbone: {} paths, {:.1}% of the unit flow", r.backbone.len(), 100.0 * r.backbone_flow()));
+            ui.label(format!("backbone: {} paths, {} of the unit flow", r.backbone.len(), crate::render::percent(r.backbone_flow())));
             if r.backbone_flow() < 0.5 {
                 ui.weak("(the token paths explain little of the flow: the steps view sums it between reasoning steps)");
             }
@@ -168,7 +168,7 @@ fn legend(ui: &mut Ui, a: &Analysis, width: f32) -> Option<usize> {
                 .horizontal(|ui| {
                     let (sw, _) = ui.allocate_exact_size(vec2(16.0, 10.0), Sense::hover());
                     ui.painter().rect_filled(sw, 1.0, theme::path(pi));
-                    ui.label(format!("path {} · {:.3} · {} tokens", pi + 1, path.flow, path.tokens.len()));
+                    ui.label(format!("path {} · {} · {} tokens", pi + 1, crate::render::share(path.flow, 3), path.tokens.len()));
                 })
                 .response
                 .interact(Sense::hover());

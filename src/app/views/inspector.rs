@@ -39,7 +39,7 @@ pub fn what_if(ui: &mut Ui, a: &Analysis, selection: &[usize], d: &Document) -> 
             grid(ui, "knockout", &[
                 ("answer inflow", format!("{:.3} → {:.3}", a.result.answer_inflow(), k.answer_inflow)),
                 ("path mass lost", format!("{:.1}%", 100.0 * k.mass_lost)),
-                ("backbone lost", format!("{} of {} paths, {:.1}% of its flow", k.paths_lost, a.result.backbone.len(), 100.0 * k.backbone_lost)),
+                ("backbone lost", format!("{} of {} paths, {} of its flow", k.paths_lost, a.result.backbone.len(), crate::render::percent(k.backbone_lost))),
             ]);
         }
     }

@@ -70,12 +70,12 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, cache: &m
     };
     let steps = g.graph.node_weights().filter(|n| n.role == Role::Step).count();
     ui.label(format!(
-        "steps: {steps} (split at {}, at most {} tokens each); the step backbone carries {:.1}% of the unit flow in {} paths (the token backbone {:.1}%)",
+        "steps: {steps} (split at {}, at most {} tokens each); the step backbone carries {} of the unit flow in {} paths (the token backbone {})",
         if a.plan.params.steps.split == crate::params::Split::Lines { "lines" } else { "sentences" },
         a.plan.params.steps.max_tokens,
-        100.0 * g.explained(),
+        crate::render::percent(g.explained()),
         g.backbone.len(),
-        100.0 * a.result.backbone_flow()
+        crate::render::percent(a.result.backbone_flow())
     ));
     let legend_w = 260.0;
     let size = vec2((ui.available_width() - legend_w).max(200.0), ui.available_height().max(200.0));
@@ -167,7 +167,7 @@ fn legend(ui: &mut Ui, g: &StepGraph, text: &[String], width: f32) {
             ui.horizontal(|ui| {
                 let (sw, _) = ui.allocate_exact_size(vec2(16.0, 10.0), Sense::hover());
                 ui.painter().rect_filled(sw, 1.0, theme::path(pi));
-                ui.label(format!("path {} · {:.3} · {} nodes", pi + 1, p.flow, p.nodes.len()));
+                ui.label(format!("path {} · {} · {} nodes", pi + 1, crate::render::share(p.flow, 3), p.nodes.len()));
             });
             for &v in p.nodes.iter().filter(|&&v| g.graph[v.into_index()].role == Role::Step) {
                 ui.small(format!("  {}", snippet(text, g.graph[v.into_index()].tokens, 36)));
