@@ -37,7 +37,7 @@ pub fn what_if(ui: &mut Ui, a: &Analysis, selection: &[usize], d: &Document) -> 
         Some(Ok(k)) => {
             ui.strong(format!("knock-out of {} token(s)", k.removed.len()));
             grid(ui, "knockout", &[
-                ("answer inflow", format!("{:.3} → {:.3}", a.result.answer_inflow(), k.answer_inflow)),
+                ("answer inflow", format!("{} → {}", crate::render::share(a.result.answer_inflow(), 3), crate::render::share(k.answer_inflow, 3))),
                 ("path mass lost", format!("{:.1}%", 100.0 * k.mass_lost)),
                 ("backbone lost", format!("{} of {} paths, {} of its flow", k.paths_lost, a.result.backbone.len(), crate::render::percent(k.backbone_lost))),
             ]);
@@ -95,8 +95,8 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, selected:
             ui.end_row();
         };
         row("reach", format!("{:.4e}", r.reach[k]));
-        row("flow", format!("{:.5}", r.flow[k]));
-        row("throughput", format!("{:.5}", r.throughput[k]));
+        row("flow", crate::render::share(r.flow[k], 5));
+        row("throughput", crate::render::share(r.throughput[k], 5));
         row("credit", format!("{:.3}", r.credit[k]));
         let far = far_sources_of(&a.matrix, &r.reach, &r.flow, r.spans, k, a.plan.params.roles.checkpoint_min_distance);
         row("far sources", format!("{far:.2}"));
@@ -118,7 +118,7 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, selected:
             ui.weak("none");
         }
         for (j, phi) in list {
-            let label = format!("#{j} {}  φ {:.4}", display_text(&text[j]), phi);
+            let label = format!("#{j} {}  φ {}", display_text(&text[j]), crate::render::share(phi, 4));
             if ui.link(label).clicked() {
                 action = Some(Command::Select { token: j, extend: false });
             }

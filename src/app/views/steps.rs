@@ -132,7 +132,7 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, cache: &m
         if let Some(v) = hovered {
             let n = &g.graph[v];
             let resp = resp.clone().on_hover_ui_at_pointer(|ui| {
-                ui.label(format!("{:?} {}:{} · throughput {:.4} · inflow {:.4}", n.role, n.tokens.start, n.tokens.end, n.throughput, n.inflow));
+                ui.label(format!("{:?} {}:{} · throughput {} · inflow {}", n.role, n.tokens.start, n.tokens.end, crate::render::share(n.throughput, 4), crate::render::share(n.inflow, 4)));
                 ui.label(snippet(text, n.tokens, 160));
             });
             if resp.clicked() {

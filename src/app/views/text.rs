@@ -158,7 +158,10 @@ pub fn tooltip(ui: &mut Ui, trace: &Trace, a: &Analysis, k: usize) {
     let r = &a.result;
     ui.label(format!("#{k} {:?}", trace.tokens[k]));
     ui.small(format!(
-        "reach {:.3e}\nflow {:.4}\nthroughput {:.4}\ncredit {:.2}",
-        r.reach[k], r.flow[k], r.throughput[k], r.credit[k]
+        "reach {:.3e}\nflow {}\nthroughput {}\ncredit {:.2}",
+        r.reach[k],
+        crate::render::share(r.flow[k], 4),
+        crate::render::share(r.throughput[k], 4),
+        r.credit[k]
     ));
 }
