@@ -58,7 +58,7 @@ pub fn show(ui: &mut Ui, view: &mut RunModel) -> Option<Command> {
                 if keys.is_empty() {
                     continue;
                 }
-                Plot::new(id).width(if small.is_empty() || large.is_empty() { 2.0 * half } else { half }).height(180.0).legend(Legend::default()).show(ui, |plot| {
+                Plot::new(id).width(if small.is_empty() || large.is_empty() { 2.0 * half } else { half }).height(180.0).legend(Legend::default().text_style(egui::TextStyle::Small).background_alpha(0.5)).show(ui, |plot| {
                     for key in keys.iter() {
                         plot.line(Line::new(key.as_str(), PlotPoints::from(series(key))));
                     }

@@ -98,7 +98,7 @@ fn progress(ui: &mut Ui, t: &Training) -> Option<Command> {
         for (title, pick) in [("reward", 0), ("held-out accuracy", 1)] {
             ui.vertical(|ui| {
                 ui.strong(title);
-                Plot::new(format!("train-{title}")).width(half).height(200.0).legend(Legend::default()).include_y(0.0).include_y(1.0).show(ui, |plot| {
+                Plot::new(format!("train-{title}")).width(half).height(200.0).legend(Legend::default().text_style(egui::TextStyle::Small).background_alpha(0.5)).include_y(0.0).include_y(1.0).show(ui, |plot| {
                     for r in &t.runs {
                         let pts = if pick == 0 { &r.reward } else { &r.accuracy };
                         let c = mode_color(r.mode);
