@@ -1,8 +1,8 @@
 //! `report.html`: one self-contained page for every exported trace. No script, no CDN, no
 //! network: it opens the same in ten years from a CI artefact.
 
-use super::{Done, Outcome, Summary, decimal};
-use crate::render::colormap;
+use super::{Done, Outcome, Summary};
+use crate::render::{colormap, decimal};
 use crate::render::{backbone::backbone_svg, escape, escape_into, layout::display_text};
 use std::fmt::Write;
 use std::ops::Range;
@@ -118,9 +118,9 @@ pub fn section(s: &mut String, i: usize, d: &Done, tokens: Range<usize>) {
         s.push_str(" · reach ");
         decimal::scientific(s, r.reach[k], 3);
         s.push_str(" · flow ");
-        decimal::fixed(s, r.flow[k], 4);
+        crate::render::share_into(s, r.flow[k], 4);
         s.push_str(" · throughput ");
-        decimal::fixed(s, r.throughput[k], 4);
+        crate::render::share_into(s, r.throughput[k], 4);
         s.push_str(" · credit ");
         decimal::fixed(s, r.credit[k], 2);
         s.push_str("\">");

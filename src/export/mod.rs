@@ -3,7 +3,6 @@
 //! else; every file is written atomically.
 
 mod credits;
-mod decimal;
 mod html;
 mod outputs;
 mod run_files;

@@ -1,6 +1,7 @@
 //! `scores.csv`: one row per token of every exported trace, for spreadsheets and pandas.
 
-use super::{Done, decimal};
+use super::Done;
+use crate::render::decimal;
 use std::fmt::Write;
 use std::ops::Range;
 

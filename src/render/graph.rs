@@ -36,17 +36,17 @@ pub fn steps_dot(g: &StepGraph, text: &[String]) -> String {
     let edge = |_: &DiGraph<_, f64>, e: petgraph::graph::EdgeReference<'_, f64>| {
         let key = (e.source().index(), e.target().index());
         let colour = if on_backbone.contains(&key) { "#c62828" } else { "#9e9e9e" };
-        format!("label=\"{:.4}\" penwidth={:.2} color=\"{colour}\"", e.weight(), 0.5 + 6.0 * e.weight().min(1.0))
+        format!("label=\"{}\" penwidth={:.2} color=\"{colour}\"", super::share(*e.weight(), 4), 0.5 + 6.0 * e.weight().min(1.0))
     };
     let node = |_: &DiGraph<_, f64>, (_, n): (petgraph::graph::NodeIndex, &crate::flow::steps::StepNode)| {
         let shape = if n.role == Role::Step { "box" } else { "doubleoctagon" };
         format!(
-            "label=\"{} {}:{}\\n{}\\nthroughput {:.3}\" shape={shape}",
+            "label=\"{} {}:{}\\n{}\\nthroughput {}\" shape={shape}",
             role_name(n.role),
             n.tokens.start,
             n.tokens.end,
             dot_escape(&snippet(text, n.tokens.range(), 40)),
-            n.throughput
+            super::share(n.throughput, 3)
         )
     };
     let body = format!("{:?}", Dot::with_attr_getters(&g.graph, &[Config::EdgeNoLabel, Config::NodeNoLabel], &edge, &node));
@@ -55,7 +55,7 @@ pub fn steps_dot(g: &StepGraph, text: &[String]) -> String {
 
 /// Tokens of the backbone, each edge the flow of the paths along it.
 pub fn backbone_dot(g: &DiGraph<usize, f64>, text: &[String]) -> String {
-    let edge = |_: &DiGraph<usize, f64>, e: petgraph::graph::EdgeReference<'_, f64>| format!("label=\"{:.4}\" penwidth={:.2}", e.weight(), 0.5 + 6.0 * e.weight().min(1.0));
+    let edge = |_: &DiGraph<usize, f64>, e: petgraph::graph::EdgeReference<'_, f64>| format!("label=\"{}\" penwidth={:.2}", super::share(*e.weight(), 4), 0.5 + 6.0 * e.weight().min(1.0));
     let node = |_: &DiGraph<usize, f64>, (_, &k): (petgraph::graph::NodeIndex, &usize)| format!("label=\"#{k} {}\"", dot_escape(&snippet(text, k..k + 1, 24)));
     let body = format!("{:?}", Dot::with_attr_getters(g, &[Config::EdgeNoLabel, Config::NodeNoLabel], &edge, &node));
     body.replacen("digraph {", "digraph backbone {\n    rankdir=LR", 1)

@@ -5,6 +5,7 @@
 
 pub mod backbone;
 pub mod colormap;
+pub(crate) mod decimal;
 mod fill;
 mod glyphs;
 pub mod graph;
@@ -135,17 +136,24 @@ pub fn matrix_png(vals: &[f32], s: usize) -> Result<Vec<u8>, String> {
 
 /// Escapes text for SVG/HTML content and attribute values.
 /// A share of the unit flow as it is shown: `decimals` places, as it always was, where those
-/// say something; a smaller share (a long trace's paths carry 10⁻⁵ of it) with two significant
-/// digits, where `0.000` on every path of a 4k-token trace had hidden which carried more.
+/// show it; a share too small for them (a long trace's paths and tokens carry 10⁻⁵ of it) with
+/// two significant digits, where `0.000` on every path of a 4k-token trace had hidden which
+/// carried more.
 pub fn share(v: f64, decimals: usize) -> String {
+    let mut s = String::new();
+    share_into(&mut s, v, decimals);
+    s
+}
+
+/// [`share`], written onto `out` (the report writes one per token).
+pub fn share_into(out: &mut String, v: f64, decimals: usize) {
     let a = v.abs();
     if a == 0.0 || !a.is_finite() || a >= 10f64.powi(-(decimals as i32)) {
-        format!("{v:.decimals$}")
+        decimal::fixed(out, v, decimals);
     } else if a >= 1e-4 {
-        let places = (-a.log10()).ceil() as usize + 1;
-        format!("{v:.places$}")
+        decimal::fixed(out, v, (-a.log10()).ceil() as usize + 1);
     } else {
-        format!("{v:.1e}")
+        decimal::scientific(out, v, 1);
     }
 }
 

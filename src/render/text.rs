@@ -116,8 +116,12 @@ fn colours(k: usize, spans: Spans, r: &FlowResult, tau_max: f64) -> ([u8; 3], [u
 
 fn tooltip(tokens: &[String], r: &FlowResult, k: usize) -> String {
     format!(
-        "#{k} {:?}  reach {:.3e}  flow {:.4}  throughput {:.4}  credit {:.2}",
-        tokens[k], r.reach[k], r.flow[k], r.throughput[k], r.credit[k]
+        "#{k} {:?}  reach {:.3e}  flow {}  throughput {}  credit {:.2}",
+        tokens[k],
+        r.reach[k],
+        super::share(r.flow[k], 4),
+        super::share(r.throughput[k], 4),
+        r.credit[k]
     )
 }
 
