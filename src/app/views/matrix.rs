@@ -67,8 +67,8 @@ pub struct MatrixState {
 /// The analysis generation, the matrix shown, the theme.
 type TextureKey = (u64, Layer, bool);
 
-/// A window's own texture: its pixels a side, and its largest value, which its colours are scaled
-/// to (a zoomed window of a long trace is often far below the matrix's maximum and would be black).
+/// A window's own texture: its pixels a side, and the top of its colour scale (a zoomed window of
+/// a long trace is often far below the matrix's values and would be black on the matrix's scale).
 struct Detail {
     key: TextureKey,
     window: Window,
@@ -200,7 +200,7 @@ fn header(ui: &mut Ui, trace: &Trace, state: &mut MatrixState) {
         if ui.button("reset zoom").clicked() {
             state.view = Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0));
         }
-        theme::legend(ui, "", "0", "max", dark);
+        theme::legend(ui, "", "0", "99.5th percentile and above", dark);
         ui.small("rows: query token ↓   columns: key token →   circles: backbone edges");
     });
 }
@@ -214,12 +214,33 @@ fn texture(ui: &Ui, trace: &Trace, a: &Analysis, state: &mut MatrixState) -> egu
         let s = MAX_TEXTURE.min(trace.n());
         let (vals, on) = reduce(trace, a, state.layer, s);
         state.reduced_on = on;
-        let max = vals.iter().cloned().fold(0.0f32, f32::max).max(1e-30);
+        let max = top_of_scale(&vals);
         let pixels: Vec<Color32> = vals.iter().map(|&v| theme::heat(((v / max) as f64).sqrt(), dark)).collect();
         let tex = ui.ctx().load_texture("matrix", ColorImage::new([s, s], pixels), TextureOptions::NEAREST);
         state.texture = Some((key, tex, max as f64));
     }
     state.texture.as_ref().expect("just made").1.id()
+}
+
+/// The value the colours top out at: the 99.5th percentile of the cells that are not zero (of up
+/// to 65 536 of them, spread by the golden ratio, which no row length lines up with as a stride
+/// can), so that an attention sink's column, hundreds of times the
+/// rest of its rows, does not leave every other cell black; the cells above it take the top
+/// colour (the tooltip has each cell's value).
+pub fn top_of_scale(vals: &[f32]) -> f32 {
+    const SAMPLES: usize = 65_536;
+    let mut sample: Vec<f32> = if vals.len() <= SAMPLES {
+        vals.iter().copied().filter(|&v| v > 0.0).collect()
+    } else {
+        let golden = 0.618_033_988_749_894_9_f64;
+        (0..SAMPLES).map(|j| vals[((j as f64 * golden).fract() * vals.len() as f64) as usize]).filter(|&v| v > 0.0).collect()
+    };
+    if sample.is_empty() {
+        return 1e-30;
+    }
+    let k = (sample.len() - 1) * 995 / 1000;
+    let (_, top, _) = sample.select_nth_unstable_by(k, f32::total_cmp);
+    top.max(1e-30)
 }
 
 /// The window shown, again at up to one pixel per token, over the overview. It is reduced once
@@ -242,7 +263,7 @@ fn detail(ui: &Ui, painter: &egui::Painter, rect: Rect, trace: &Trace, a: &Analy
     } else if state.detail.as_ref().is_none_or(|d| d.window != win) {
         let side = MAX_TEXTURE.min(win.w);
         let vals = downsample_window(trace, a, state.layer, win, side);
-        let max = vals.iter().cloned().fold(0.0f32, f32::max).max(1e-30);
+        let max = top_of_scale(&vals);
         let pixels: Vec<Color32> = vals.iter().map(|&v| theme::heat(((v / max) as f64).sqrt(), key.2)).collect();
         let texture = ui.ctx().load_texture("matrix-detail", ColorImage::new([side, side], pixels), TextureOptions::NEAREST);
         state.detail = Some(Detail { key, window: win, side, max, texture });
@@ -268,7 +289,7 @@ impl MatrixState {
     fn resolution_note(&self, n: usize) -> String {
         let max = self.detail.as_ref().map_or(0.0, |d| d.max);
         let overall = self.texture.as_ref().map_or(0.0, |t| t.2);
-        let scale = format!("colours to this window's max {max:.3e} (the matrix's: {overall:.3e})");
+        let scale = format!("colours top out at this window's 99.5th percentile {max:.3e} (the matrix's: {overall:.3e})");
         match self.detail() {
             Some((w, per)) if per <= 1.0 => format!("window {}×{} tokens from query {}, key {} at full resolution, {scale}", w.w, w.w, w.y0, w.x0),
             Some((w, per)) => format!("window {}×{} tokens at {per:.1} tokens a pixel (zoom in for full resolution), {scale}", w.w, w.w),
@@ -359,4 +380,20 @@ fn layer_name(l: Layer) -> String {
 
 fn layer_name_of(original: &[usize], heads: bool, l: usize, h: usize) -> String {
     if heads { format!("layer {}, head {h}", original[l]) } else { format!("layer {}", original[l]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top_of_scale;
+
+    /// A sink's column, hundreds of times the other cells, does not set the scale; the scale is
+    /// near the top of the others.
+    #[test]
+    fn an_attention_sink_does_not_set_the_colour_scale() {
+        let s = 1024;
+        let vals: Vec<f32> = (0..s * s).map(|i| if i % s == 0 { 0.9 } else if i % s <= i / s { 1e-3 * (1 + i % 7) as f32 } else { 0.0 }).collect();
+        let top = top_of_scale(&vals);
+        assert!((6e-3..=7e-3).contains(&top), "{top}");
+        assert_eq!(top_of_scale(&[0.0; 16]), 1e-30);
+    }
 }
