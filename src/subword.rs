@@ -72,6 +72,13 @@ impl Tokenizer {
 }
 
 /// Each token's text under `tokenizer`, one string per token.
+/// Whether a line or a step may end between two tokens' texts (as [`decode`] gives them):
+/// between words, where either side has white space, not inside a word a tokenizer cut into
+/// pieces (`Weng e` / `arns`).
+pub fn word_break(before: &str, after: &str) -> bool {
+    before.ends_with(char::is_whitespace) || after.starts_with(char::is_whitespace)
+}
+
 pub fn decode(tokens: &[String], tokenizer: Tokenizer) -> Vec<String> {
     match tokenizer {
         Tokenizer::Raw => tokens.to_vec(),

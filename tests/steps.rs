@@ -103,7 +103,12 @@ fn segments_come_from_lines_sentences_a_cap_or_the_trace() {
     assert_eq!(steps::segments(&text, spans, &p, None), vec![Span::new(2, 4), Span::new(4, 6), Span::new(6, 8)]);
     p.split = Split::Lines;
     p.max_tokens = 3;
-    assert_eq!(steps::segments(&text, spans, &p, None), vec![Span::new(2, 5), Span::new(5, 6), Span::new(6, 8)]);
+    assert_eq!(steps::segments(&text, spans, &p, None), vec![Span::new(2, 4), Span::new(4, 6), Span::new(6, 8)], "cut for length between words: ` One.` | ` Two.`");
+    p.max_tokens = 2;
+    let pieces: Vec<String> = ["Q", "?", " Na", "tal", "ia", " sold", " cl", "ips", "=", "7"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(steps::segments(&pieces, spans, &p, None), vec![Span::new(2, 4), Span::new(4, 6), Span::new(6, 8)], "a word longer than the cap is cut where it must");
+    p.max_tokens = 4;
+    assert_eq!(steps::segments(&pieces, spans, &p, None), vec![Span::new(2, 5), Span::new(5, 8)], "` Natalia` | ` sold clips`");
     let given = [Span::new(2, 3), Span::new(3, 9)];
     assert_eq!(steps::segments(&text, spans, &p, Some(&given)), vec![Span::new(2, 3), Span::new(3, 8)], "a given step is cut at the answer");
 }

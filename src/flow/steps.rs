@@ -61,7 +61,8 @@ impl StepGraph {
 
 /// The response cut into steps, in order, leaving out the sink: a step ends after a token whose
 /// text holds a line break (`Lines`), or also after one ending a sentence (`Sentences`), and no
-/// step is longer than `max_tokens`. `given` (a trace's `segments`) replaces the rule.
+/// step is longer than `max_tokens` (one cut for its length ends between two words where its
+/// later half has a place to). `given` (a trace's `segments`) replaces the rule.
 pub fn segments(text: &[String], spans: Spans, p: &StepParams, given: Option<&[Span]>) -> Vec<Span> {
     let sink = spans.answer;
     let mut out = Vec::new();
@@ -83,11 +84,18 @@ pub fn segments(text: &[String], spans: Spans, p: &StepParams, given: Option<&[S
         let t = text[k].as_str();
         t.contains('\n') || (p.split == Split::Sentences && t.trim_end().ends_with(['.', '?', '!']) && text.get(k + 1).is_none_or(|n| n.starts_with([' ', '\n'])))
     };
+    let max = p.max_tokens.max(1);
     let mut start = spans.response.start;
     for k in spans.response.range() {
-        if ends(k) || k + 1 - start >= p.max_tokens.max(1) || k + 1 == spans.response.end {
+        if ends(k) || k + 1 == spans.response.end {
             push(start, k + 1, &mut out);
             start = k + 1;
+        } else if k + 1 - start >= max {
+            // A step cut for its length ends between words where one of its later half can: a
+            // step that ended inside a word showed (and was read as) half of it.
+            let cut = (start + max / 2 + 1..=k).rev().find(|&j| crate::subword::word_break(&text[j - 1], &text[j])).unwrap_or(k + 1);
+            push(start, cut, &mut out);
+            start = cut;
         }
     }
     out

@@ -68,13 +68,13 @@ pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
     for (index, tok) in tokens.iter().enumerate() {
         let text = display_text(tok);
         let width = cells_of(&text).min(columns);
-        let joins = col > 0 && !text.starts_with(char::is_whitespace) && !cells.last().is_some_and(|c: &Cell| c.text.ends_with(char::is_whitespace));
+        let joins = col > 0 && index > 0 && !crate::subword::word_break(&tokens[index - 1], tok);
         if !joins {
             word = index;
         }
         if col > 0 && col + width > columns {
             line += 1;
-            let start = cells.get(word).filter(|_| joins).map_or(0, |c| c.col);
+            let start = cells.get(word).filter(|_| joins).map_or(0, |c: &Cell| c.col);
             if start > 0 && col - start + width <= columns {
                 for c in &mut cells[word..] {
                     (c.line, c.col) = (line, c.col - start);
