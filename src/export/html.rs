@@ -13,7 +13,8 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:32px 0 6px;border-top
 table{border-collapse:collapse;font-size:13px} td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
 th{background:#f6f6f6} .num{text-align:right;font-variant-numeric:tabular-nums}
 .failed{color:#b00020} .muted{color:#666;font-size:13px}
-.text{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:13px;line-height:1.9;white-space:pre-wrap;word-break:break-all;border:1px solid #e4e4e4;padding:10px;border-radius:4px}
+.text{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:13px;line-height:1.9;white-space:pre-wrap;overflow-wrap:anywhere;border:1px solid #e4e4e4;padding:10px;border-radius:4px}
+code{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:13px;background:#f2f2f2;border-radius:2px;padding:0 2px;white-space:pre}
 .t{padding:1px 0;border-radius:2px} .q{outline:1.5px solid #1f5fbf} .a{outline:1.5px solid #1a8a3a}
 .hub{box-shadow:0 0 0 2px #7b1fa2} .cp{box-shadow:0 0 0 2px #7b1fa2 inset} .g{border-bottom:3px solid #d0106a}
 .p{color:#888;background:#f2f2f2} svg{max-width:100%;height:auto}
@@ -150,7 +151,8 @@ fn head(s: &mut String, i: usize, d: &Done) {
     );
     let title = format!("{} backbone", d.label);
     s.push_str(&backbone_svg(&title, &d.tokens, &d.text, d.spans, r));
-    let names = |ks: &[usize]| ks.iter().map(|&k| format!("#{k} {}", escape(&display_text(&d.text[k])))).collect::<Vec<_>>().join(", ");
+    // Each token's text boxed, so a space or a word piece reads as the token it is.
+    let names = |ks: &[usize]| ks.iter().map(|&k| format!("#{k} <code>{}</code>", escape(&display_text(&d.text[k])))).collect::<Vec<_>>().join(", ");
     let _ = write!(s, "<p><b>Hubs</b>: {}<br><b>Checkpoints</b>: {}</p>", names(&r.hubs), names(&r.checkpoints));
     s.push_str("<div class=text>");
 }

@@ -110,12 +110,14 @@ pub struct FlowResult {
 
 impl FlowResult {
     /// The flow into the sink: 1 whenever there is flow.
+    /// (Both sums start from +0: std's sum of nothing is -0, which the JSON wrote as `-0.0` and
+    /// the report showed as `-0.0%` for a trace without an answer.)
     pub fn answer_inflow(&self) -> f64 {
-        self.spans.answer.range().map(|a| self.flow[a]).sum()
+        self.spans.answer.range().fold(0.0, |sum, a| sum + self.flow[a])
     }
 
     pub fn backbone_flow(&self) -> f64 {
-        self.backbone.iter().map(|p| p.flow).sum()
+        self.backbone.iter().fold(0.0, |sum, p| sum + p.flow)
     }
 }
 
