@@ -199,6 +199,21 @@ def test_the_rarely_read_parts_are_made_when_read_and_travel_made():
     assert a.backbone and all(isinstance(p, tuple) and isinstance(p[0], list) and isinstance(p[1], float) for p in a.backbone)
 
 
+def test_reprs_are_summaries_not_every_token(tmp_path):
+    n = 3000
+    r = flowtracer.analyze(chain(n), question=(0, 2), answer=(n - 1, n), name="long one")
+    text = repr(r)
+    assert len(text) < 400 and "'long one'" in text and f"n={n}" in text and "status='ok'" in text, text
+    path = tmp_path / "long.safetensors"
+    flowtracer.dump(path, chain(n), [f"tok{i}" for i in range(n)], question=(0, 2), answer=(n - 1, n))
+    t = flowtracer.load_trace(path)
+    assert len(repr(t)) < 400 and f"n={n}" in repr(t) and "tok1" not in repr(t), repr(t)
+    from_file = flowtracer.analyze_files([path])[0]
+    assert len(repr(from_file)) < 400 and not {"tokens", "backbone"} & set(vars(from_file)), "a repr makes nothing unmade"
+    credits = flowtracer.read_credits(export([SAMPLE], tmp_path / "out", "credits") / "credits.safetensors")
+    assert repr(credits).startswith("Credits(1 rows") and "n=" in repr(credits.rows[0]) and len(repr(credits.rows[0])) < 400
+
+
 def test_each_result_has_its_own_provenance():
     a, b = flowtracer.analyze_files([SAMPLE, SAMPLE])
     assert a.provenance == b.provenance and a.provenance["steps"]["flow"] == "cpu"

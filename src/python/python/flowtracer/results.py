@@ -103,6 +103,16 @@ class FlowResult(_ComparedByValue):
         value = d[name] = unmade.make(name)
         return value
 
+    def __repr__(self) -> str:
+        # What a notebook shows of a result: the figures, not 4 000 tokens and five arrays (the
+        # dataclass's own repr printed every one). Counts only, so nothing unmade is made.
+        return (
+            f"FlowResult(source={self.source!r}, status={self.status!r}, n={len(self.reach)}, "
+            f"question={self.question}, response={self.response}, answer={self.answer}, "
+            f"backbone_flow={self.backbone_flow:.3g}, hubs={len(self.hubs)}, checkpoints={len(self.checkpoints)}, "
+            f"credited={int((self.credit > 1.0).sum())})"
+        )
+
     def __getstate__(self) -> dict[str, Any]:
         # (pickle, copy, Ray: every part made, not the engine's holder)
         d = object.__getattribute__(self, "__dict__")
@@ -132,6 +142,12 @@ class Trace(_ComparedByValue):
     meta: dict[str, Any]
     """The format's optional metadata: layers, num_layers, model, reward, ..."""
 
+    def __repr__(self) -> str:
+        return (
+            f"Trace(path={self.path!r}, n={len(self.tokens)}, shape={self.shape}, dtype={self.dtype!r}, "
+            f"tokenizer={self.tokenizer!r}, question={self.question}, response={self.response}, answer={self.answer})"
+        )
+
     @classmethod
     def _of(cls, d: dict[str, Any]) -> "Trace":
         d = dict(d)
@@ -159,6 +175,12 @@ class CreditRow(_ComparedByValue):
     response: tuple[int, int]
     answer: tuple[int, int]
 
+    def __repr__(self) -> str:
+        return (
+            f"CreditRow(source={self.source!r}, sample_id={self.sample_id!r}, status={self.status!r}, n={len(self.credit)}, "
+            f"question={self.question}, response={self.response}, answer={self.answer})"
+        )
+
 
 @dataclass(frozen=True, eq=False)
 class Credits(_ComparedByValue):
@@ -166,6 +188,9 @@ class Credits(_ComparedByValue):
 
     rows: list[CreditRow]
     params: Params
+
+    def __repr__(self) -> str:
+        return f"Credits({len(self.rows)} rows, {sum(len(r.credit) for r in self.rows)} tokens)"
 
     @classmethod
     def _of(cls, d: dict[str, Any]) -> "Credits":
