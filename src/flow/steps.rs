@@ -55,7 +55,7 @@ pub struct StepGraph {
 impl StepGraph {
     /// The share of the unit flow the step backbone carries.
     pub fn explained(&self) -> f64 {
-        self.backbone.iter().map(|p| p.flow).sum()
+        self.backbone.iter().fold(0.0, |sum, p| sum + p.flow)
     }
 }
 

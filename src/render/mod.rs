@@ -147,6 +147,8 @@ pub fn share(v: f64, decimals: usize) -> String {
 
 /// [`share`], written onto `out` (the report writes one per token).
 pub fn share_into(out: &mut String, v: f64, decimals: usize) {
+    // (+0 for -0: an empty sum is -0 in std, and "-0.000" reads as a share below nothing)
+    let v = v + 0.0;
     let a = v.abs();
     if a == 0.0 || !a.is_finite() || a >= 10f64.powi(-(decimals as i32)) {
         decimal::fixed(out, v, decimals);
@@ -191,7 +193,7 @@ mod tests {
     fn small_shares_keep_two_significant_digits() {
         use super::{percent, share};
         assert_eq!([share(0.25, 3), share(0.001, 3), share(0.0, 3), share(4.26e-4, 3), share(0.00042, 3), share(3.14e-7, 3)], ["0.250", "0.001", "0.000", "0.00043", "0.00042", "3.1e-7"]);
-        assert_eq!([percent(0.5), percent(0.0), percent(1.234e-5), percent(2e-9)], ["50.0%", "0.0%", "0.0012%", "2.0e-7%"]);
+        assert_eq!([percent(0.5), percent(0.0), percent(1.234e-5), percent(2e-9), percent(-0.0)], ["50.0%", "0.0%", "0.0012%", "2.0e-7%", "0.0%"]);
     }
 
     use super::*;
