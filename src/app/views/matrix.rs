@@ -224,9 +224,9 @@ fn texture(ui: &Ui, trace: &Trace, a: &Analysis, state: &mut MatrixState) -> egu
 
 /// The value the colours top out at: the 99.5th percentile of the cells that are not zero (of up
 /// to 65 536 of them, spread by the golden ratio, which no row length lines up with as a stride
-/// can), so that an attention sink's column, hundreds of times the
-/// rest of its rows, does not leave every other cell black; the cells above it take the top
-/// colour (the tooltip has each cell's value).
+/// can), so that an attention sink's column, hundreds of times the rest of its rows, does not
+/// leave every other cell black; the cells above it take the top colour (the tooltip has each
+/// cell's value).
 pub fn top_of_scale(vals: &[f32]) -> f32 {
     const SAMPLES: usize = 65_536;
     let mut sample: Vec<f32> = if vals.len() <= SAMPLES {
