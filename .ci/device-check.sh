@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks, as one script for the lent machine with an NVIDIA GPU: the CUDA parity tests
-# with nothing allowed to skip, the wgpu tests on the real adapter, then the bench on every
-# backend. That machine has no Rust and no network: .ci/device-kit.sh builds everything here
+# with nothing allowed to skip, the wgpu tests on the real adapter, the bench on every backend,
+# then the Python package on CUDA tensors (where the image has torch). That machine has no Rust and no network: .ci/device-kit.sh builds everything here
 # first, and the call carries it:
 #
 #   .ci/device-kit.sh                                   # here
@@ -61,4 +61,18 @@ for backend in cuda wgpu cpu; do
     echo "exit $?" | tee -a "$out/summary.txt"
     tee -a "$out/summary.txt" <"$out/bench-$backend.md"
 done
+# The Python package: torch CUDA tensors read in place by the CUDA backend, and capture + analyze
+# at N = 8192 (.ci/device_python.py), where the image has Python with torch and the kit a wheel.
+py="$(command -v python3 || true)"
+wheel="$(ls "$kit"/wheel/*.whl 2>/dev/null | head -1)"
+if [ -z "$wheel" ]; then
+    log "python: the kit has no wheel (no maturin where it was built); not run"
+elif [ -z "$py" ] || ! "$py" -c "import numpy, torch" 2>/dev/null; then
+    log "python: ${py:-no python3} without numpy and torch on this image; not run"
+else
+    log "python: $("$py" --version 2>&1), $wheel"
+    rm -rf /tmp/flowtracer-py && "$py" -m pip install --quiet --no-deps --no-index --target /tmp/flowtracer-py "$wheel" 2>&1 | tail -3
+    PYTHONPATH=/tmp/flowtracer-py OUT="$out" timeout 300 "$py" .ci/device_python.py 2>&1 | tee -a "$out/summary.txt"
+    echo "exit ${PIPESTATUS[0]}" | tee -a "$out/summary.txt"
+fi
 log "done $(date -u +%FT%TZ)"

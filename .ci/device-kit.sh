@@ -2,7 +2,8 @@
 # Builds, here, what .ci/device-check.sh runs on the lent GPU machine. That machine has CUDA's
 # driver and toolkit but no Rust and no network, and takes at most 64 MiB with the working tree:
 # so the release binary and the CUDA and wgpu test binaries are built here, stripped and packed
-# into target/device-kit (about 25 MB), with the Vulkan loader's packages for the wgpu tests.
+# into target/device-kit (about 30 MB), with the Vulkan loader's packages for the wgpu tests and
+# the Python package's wheel.
 #
 #   .ci/device-kit.sh        # then: run `bash .ci/device-check.sh` there, carrying target/device-kit
 set -euo pipefail
@@ -24,6 +25,15 @@ strip -o "$kit/bin/flowtracer" target/release/flowtracer
 # The tests start the binary by the absolute path cargo compiled into them.
 echo "$PWD/target/release/flowtracer" >"$kit/bin-path"
 tar -C "$kit/bin" -czf "$kit/bin.tgz" . && rm -rf "$kit/bin"
+
+# The Python package's wheel (abi3, stripped): the device runs .ci/device_python.py with it when
+# its image has Python with torch (pip installs the wheel there without the network).
+venv="${FLOWTRACER_VENV:-$HOME/.cache/flowtracer/venv}"
+if [ -x "$venv/bin/maturin" ]; then
+    PATH="$venv/bin:$PATH" CARGO_TARGET_DIR="$PWD/target" maturin build --release --strip -m src/python/Cargo.toml -o "$kit/wheel" --compatibility linux
+else
+    echo "note: no maturin in $venv (bash .ci/run makes it): the kit has no wheel, so the device skips the Python checks"
+fi
 
 # The Vulkan loader and the GL vendor-neutral libraries the NVIDIA ICD links against (the
 # machine's image may lack them; its driver brings the ICD itself). The first device run

@@ -209,3 +209,125 @@ fn the_cuda_backend_runs_end_to_end_on_an_emulated_driver() {
     assert!(fell_back.clone().all(|b| b == "cpu (cuda failed)"), "{:?}", fell_back.collect::<Vec<_>>());
     assert_eq!(std::fs::read(dir.join("cpu/credits.safetensors")).unwrap(), std::fs::read(dir.join("failing/credits.safetensors")).unwrap());
 }
+
+/// Set in the child process that runs [`resident_attention_in_the_child`] on the fake driver.
+const CHILD: &str = "FLOWTRACER_RESIDENT_CHILD";
+
+/// Attention already in device memory (a CUDA tensor handed over from Python) is read where it
+/// lies: the CUDA backend's results equal the CPU's on the same values while no attention byte
+/// goes up, a bad file still gets the CPU's exact error, and a device that fails sends the batch
+/// to the CPU through a host copy, losing nothing. Runs in child processes of this test binary
+/// with the fake driver on their library path (once as is, once failing the first launch).
+#[test]
+fn attention_on_the_device_is_read_where_it_lies() {
+    let found = if flowtracer::cuda::nvrtc_present() { Ok(()) } else { Err("libnvrtc does not load".to_string()) };
+    if common::required_or_skip(found, "FLOWTRACER_REQUIRE_NVRTC", "NVRTC", " (the backend compiles its kernels before it launches them)").is_none() {
+        return;
+    }
+    let dir = common::temp_dir("cuda-resident");
+    build("tests/cuda_emulator/fake_driver.cpp", &dir.join("libcuda.so"), true);
+    let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    for fail in ["0", "1"] {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "resident_attention_in_the_child", "--include-ignored", "--nocapture", "--test-threads=1"])
+            .env("LD_LIBRARY_PATH", format!("{}:{old}", dir.display()))
+            .env(CHILD, "1")
+            .env("FLOWTRACER_FAKE_CUDA_FAIL_LAUNCH", fail)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = common::wait_with_deadline(&mut child, 300);
+        let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() && out.contains("1 passed"), "the child (failing launch {fail}) failed:\n{out}");
+    }
+}
+
+#[test]
+#[ignore = "run by attention_on_the_device_is_read_where_it_lies, in a child process on the fake driver"]
+fn resident_attention_in_the_child() {
+    use flowtracer::backend::{self, Backend, Choice};
+    use flowtracer::flow::Cancel;
+    use flowtracer::trace::{ArrayInput, Storage};
+    assert!(std::env::var_os(CHILD).is_some(), "run by attention_on_the_device_is_read_where_it_lies");
+    let failing = std::env::var("FLOWTRACER_FAKE_CUDA_FAIL_LAUNCH").is_ok_and(|v| v != "0");
+    let open = |bytes: Vec<u8>, name: &str| Trace::from_bytes(bytes, Path::new(name)).unwrap();
+    let mut host = vec![flowtracer::sample_trace()];
+    for (n, seed) in [(2usize, 1u64), (65, 5), (300, 6)] {
+        host.push(open(common::random_trace(n, seed).to_bytes(), &format!("random-{n}")));
+    }
+    for (dtype, shape) in [(Dtype::F16, vec![3, 2, 70, 70]), (Dtype::BF16, vec![2, 70, 70])] {
+        host.push(open(common::chain_builder(70, dtype, shape).to_bytes(), &format!("{dtype:?}")));
+    }
+    host.push(open(common::noncausal_trace(40).to_bytes(), "noncausal"));
+    // The fake driver's device memory is host memory: each trace's attention, copied into a
+    // buffer of its own, stands for a tensor on the GPU.
+    let on_device = |t: &Trace| {
+        let a = &t.attention;
+        let buffer = a.bytes().to_vec();
+        let ptr = buffer.as_ptr() as u64;
+        let shape = match (a.has_layer_axis, a.has_head_axis) {
+            (true, true) => vec![a.layers, a.heads, a.n, a.n],
+            (true, false) => vec![a.layers, a.n, a.n],
+            _ => vec![a.n, a.n],
+        };
+        // SAFETY: `buffer` is the whole array and the storage keeps it alive, unwritten.
+        let bytes = unsafe { flowtracer::cuda::DeviceBytes::new(ptr, buffer.len(), Some(1), Box::new(buffer)) }.unwrap();
+        let input = ArrayInput { bytes: Storage::Device(bytes), dtype: a.dtype, shape };
+        let s = t.spans;
+        let d = Trace::from_array(input, t.tokens.clone(), s.question, s.answer, Some(s.response), &t.path).unwrap();
+        assert_eq!(d.attention.address() as u64, ptr, "{}: the trace reads the device array itself", t.path.display());
+        d
+    };
+    let device: Vec<Trace> = host.iter().map(on_device).collect();
+    let cuda = backend::select(Choice::Cuda).unwrap();
+    let params = Params::default();
+    let cancel = Cancel::default();
+    // What the driver was asked to copy up, read from the fake driver itself.
+    let bytes_up = || {
+        unsafe extern "C" {
+            fn dlopen(name: *const std::ffi::c_char, flags: i32) -> *mut std::ffi::c_void;
+            fn dlsym(handle: *mut std::ffi::c_void, name: *const std::ffi::c_char) -> *mut std::ffi::c_void;
+        }
+        // SAFETY: the fake driver cudarc loaded, found by the same name; its counter takes no arguments.
+        unsafe {
+            let lib = dlopen(c"libcuda.so".as_ptr(), 2);
+            let f = dlsym(lib, c"flowtracer_fake_bytes_up".as_ptr());
+            assert!(!f.is_null(), "the fake driver is not the libcuda.so this process loaded");
+            std::mem::transmute::<*mut std::ffi::c_void, extern "C" fn() -> u64>(f)()
+        }
+    };
+    let run = |ts: &[Trace]| {
+        let before = bytes_up();
+        let batch: Vec<&Trace> = ts.iter().collect();
+        let results = cuda.run_batch(&batch, &params, &cancel);
+        (results, bytes_up() - before)
+    };
+    let (from_device, up_device) = run(&device);
+    let cpu: Vec<_> = host.iter().map(|t| backend::Cpu.run_batch(&[t], &params, &cancel).pop().unwrap()).collect();
+    for ((t, c), d) in host.iter().zip(&cpu).zip(&from_device) {
+        match (c, d) {
+            (Ok(c), Ok(d)) if failing => {
+                assert_eq!(d.provenance.label(), "cpu (cuda failed)", "{}", t.path.display());
+                assert_eq!((&c.reach, &c.flow, &c.credit, &c.hubs), (&d.reach, &d.flow, &d.credit, &d.hubs), "{}: the CPU's fallback on the host copy", t.path.display());
+            }
+            (Ok(c), Ok(d)) => common::assert_matches_cpu(t, c, d, "cuda"),
+            (Err(c), Err(d)) => assert_eq!(c.to_string(), d.to_string(), "the device trace's error is the CPU's"),
+            _ => panic!("{}: cpu {:?} vs cuda {:?}", t.path.display(), c.as_ref().err(), d.as_ref().err()),
+        }
+    }
+    if !failing {
+        // The same traces from host memory: the only difference in what went up is every
+        // selected slab of every trace.
+        let (from_host, up_host) = run(&host);
+        assert!(from_host.iter().zip(&from_device).all(|(h, d)| h.is_ok() == d.is_ok()));
+        let slabs: u64 = host
+            .iter()
+            .map(|t| {
+                let sel = aggregate::select(t, &params.aggregate).unwrap();
+                (sel.slabs.len() * t.n() * t.n() * t.attention.dtype.size()) as u64
+            })
+            .sum();
+        assert_eq!(up_host - up_device, slabs, "host traces sent {up_host} bytes up, device ones {up_device}");
+    }
+}

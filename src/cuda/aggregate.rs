@@ -1,5 +1,5 @@
 //! Step 1 on CUDA (`kernels/aggregate.cu`): each selected slab's raw words go up as they are in
-//! the file, the kernel decodes them and folds them into the trace's packed M inside the batch's
+//! the file (or stay where they lie, for attention already on the device), the kernel decodes them and folds them into the trace's packed M inside the batch's
 //! one device buffer, where the solves find it. Every row's checks come back with it, so a bad
 //! file still gets the CPU's error, which names the exact layer, head and row.
 //!
@@ -35,7 +35,9 @@ impl Cuda {
     pub(crate) fn aggregate_batch(&self, m: &mut CudaSlice<f32>, folds: &[Fold], p: &AggregateParams) -> Result<Vec<(Aggregated, Duration)>, String> {
         guard("CUDA aggregate", || {
             let s = &self.stream;
-            let slab_bytes = folds.iter().map(|f| f.att.n * f.att.n * f.att.dtype.size()).max().unwrap_or(0);
+            // Attention already on the device is read where it lies; the rest goes up a slab at a time.
+            let uploaded = folds.iter().filter(|f| f.att.device_slab(0, 0).is_none());
+            let slab_bytes = uploaded.map(|f| f.att.n * f.att.n * f.att.dtype.size()).max().unwrap_or(0);
             let mut words = s.alloc_zeros::<u8>(slab_bytes.next_multiple_of(4).max(4)).map_err(driver_err)?;
             // Four floats per row and slab: sum, minimum, largest weight above the diagonal, bad count.
             let rows: Vec<usize> = folds.iter().map(|f| f.att.n * f.sel.slabs.len()).collect();
@@ -50,17 +52,25 @@ impl Cuda {
                 let scale = 1.0 / f.sel.slabs.len() as f32;
                 let mut timing = Vec::with_capacity(f.sel.slabs.len());
                 for (si, &(l, h)) in f.sel.slabs.iter().enumerate() {
-                    let bytes = att.rows_bytes(l, h, 0, att.n);
-                    s.memcpy_htod(bytes, &mut words.slice_mut(0..bytes.len())).map_err(driver_err)?;
+                    let resident = att.device_slab(l, h);
+                    if resident.is_none() {
+                        let bytes = att.rows_bytes(l, h, 0, att.n);
+                        s.memcpy_htod(bytes, &mut words.slice_mut(0..bytes.len())).map_err(driver_err)?;
+                    }
                     let flags: u32 = (si == 0) as u32 | ((si + 1 == f.sel.slabs.len()) as u32) << 1 | flag_max;
                     let mut mv = m.slice_mut(f.offset..);
                     let mut sv = stats.slice_mut(4 * at..4 * (at + att.n));
                     at += att.n;
                     let mut launch = s.launch_builder(&self.f.aggregate);
-                    launch.arg(&words).arg(&mut mv).arg(&mut sv).arg(&n).arg(&dtype).arg(&flags).arg(&scale).arg(&threshold);
+                    match &resident {
+                        Some(slab) => launch.arg(slab),
+                        None => launch.arg(&words),
+                    };
+                    launch.arg(&mut mv).arg(&mut sv).arg(&n).arg(&dtype).arg(&flags).arg(&scale).arg(&threshold);
                     let start = s.record_event(timed).map_err(driver_err)?;
-                    // SAFETY: the arguments match the kernel's signature; every index it forms stays
-                    // within the slab (n·n elements) and the trace's packed rows (n(n-1)/2 floats).
+                    // SAFETY: the arguments match the kernel's signature (a resident slab's device
+                    // address is its `const void*`); every index it forms stays within the slab
+                    // (n·n elements) and the trace's packed rows (n(n-1)/2 floats).
                     unsafe { launch.launch(cfg((n, 1, 1), THREADS)) }.map_err(driver_err)?;
                     timing.push((start, s.record_event(timed).map_err(driver_err)?));
                 }

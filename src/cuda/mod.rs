@@ -9,6 +9,7 @@
 mod aggregate;
 mod backbone;
 mod credit;
+mod resident;
 mod solve;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, DeviceRepr};
@@ -137,6 +138,11 @@ impl Cuda {
         Ok(v)
     }
 
+    /// The device's index among those CUDA sees.
+    pub fn ordinal(&self) -> usize {
+        self.stream.context().ordinal()
+    }
+
     /// Bytes free on the device now.
     pub fn free_memory(&self) -> Result<usize, String> {
         guard("CUDA", || self.stream.context().mem_get_info().map(|(free, _)| free).map_err(|e| format!("CUDA: {e}")))
@@ -177,6 +183,7 @@ pub(crate) fn driver_err(e: cudarc::driver::DriverError) -> String {
 }
 
 pub use aggregate::Aggregated;
+pub use resident::DeviceBytes;
 pub(crate) use aggregate::Fold;
 pub(crate) use backbone::Decomposing;
 pub(crate) use solve::Solved;

@@ -84,7 +84,13 @@ fn run(trace: &Trace, plan: &Plan, on: &dyn Offload, cancel: &Cancel) -> Result<
     let mut times = StepTimes::default();
     let t = Instant::now();
     let (att, sel, p) = (&trace.attention, &plan.selection, &plan.params.aggregate);
-    let on_cpu = || aggregate::aggregate(att, sel, p, cancel.flag());
+    // Attention on the CUDA device is read there by the CUDA backend alone; the CPU (its checks,
+    // a fallback) and any other device read a host copy, made here so that a failed copy is
+    // this trace's error.
+    if on.executor() != Executor::Cuda {
+        att.ensure_host()?;
+    }
+    let on_cpu = || att.ensure_host().and_then(|()| aggregate::aggregate(att, sel, p, cancel.flag()));
     let m = match on.aggregate(att, sel, p) {
         None => {
             prov.ran(Step::Aggregate, Executor::Cpu);

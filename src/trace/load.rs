@@ -146,10 +146,10 @@ pub(super) fn from_array(array: ArrayInput, tokens: Vec<String>, question: Span,
     let ArrayInput { bytes, dtype, shape } = array;
     let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
     let expected = elements.and_then(|e| e.checked_mul(dtype.size()));
-    if expected != Some(bytes.bytes().len()) {
+    if expected != Some(bytes.len()) {
         return Err(DataError::new(
             Problem::Shape,
-            format!("`attention` shape {shape:?} in {dtype:?} needs {} bytes, the array holds {}", expected.map_or("more than usize".into(), |e| e.to_string()), bytes.bytes().len()),
+            format!("`attention` shape {shape:?} in {dtype:?} needs {} bytes, the array holds {}", expected.map_or("more than usize".into(), |e| e.to_string()), bytes.len()),
         ));
     }
     let storage = Arc::new(bytes);

@@ -22,21 +22,42 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Bytes that back a trace: a mapped file, a buffer built in memory (RL rollouts, tests), or
-/// memory a caller owns (a NumPy array or a torch tensor handed over from Python, read in place).
+/// Bytes that back a trace: a mapped file, a buffer built in memory (RL rollouts, tests),
+/// memory a caller owns (a NumPy array or a torch tensor handed over from Python, read in place),
+/// or the caller's memory on the CUDA device (a tensor on the GPU, which the CUDA backend reads
+/// where it lies).
 pub enum Storage {
     Mapped(memmap2::Mmap),
     Owned(Vec<u8>),
     Borrowed(Box<dyn AsRef<[u8]> + Send + Sync>),
+    #[cfg(feature = "cuda")]
+    Device(crate::cuda::DeviceBytes),
 }
 
 impl Storage {
+    /// The bytes in host memory. Device memory is copied to the host on first use: whoever may
+    /// read a device trace on the host calls [`Attention::ensure_host`] first, which turns a
+    /// failed copy into the trace's error, so that this never meets one.
     pub fn bytes(&self) -> &[u8] {
         match self {
             Storage::Mapped(m) => m,
             Storage::Owned(v) => v,
             Storage::Borrowed(b) => (**b).as_ref(),
+            #[cfg(feature = "cuda")]
+            Storage::Device(d) => d.host().unwrap_or_else(|e| panic!("attention on the device was read on the host without `ensure_host`, and its copy failed: {e}")),
         }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            #[cfg(feature = "cuda")]
+            Storage::Device(d) => d.len(),
+            _ => self.bytes().len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -104,9 +125,41 @@ impl Attention {
         }
     }
 
-    /// The whole tensor's bytes, where they lie (a caller checks that an array was not copied).
+    /// The whole tensor's bytes in host memory.
     pub fn bytes(&self) -> &[u8] {
         &self.storage.bytes()[self.offset..self.offset + self.byte_len()]
+    }
+
+    /// Where the tensor's first byte lies, in host or device memory (a caller checks that an
+    /// array was not copied).
+    pub fn address(&self) -> usize {
+        match &*self.storage {
+            #[cfg(feature = "cuda")]
+            Storage::Device(d) => d.address() as usize + self.offset,
+            _ => self.bytes().as_ptr() as usize,
+        }
+    }
+
+    /// Device address of the slab of layer `l`, head `h`, when the tensor lies on the device.
+    pub fn device_slab(&self, l: usize, h: usize) -> Option<u64> {
+        match &*self.storage {
+            #[cfg(feature = "cuda")]
+            Storage::Device(d) => Some(d.address() + (self.offset + (l * self.heads + h) * self.n * self.n * self.dtype.size()) as u64),
+            _ => {
+                let _ = (l, h);
+                None
+            }
+        }
+    }
+
+    /// Makes the tensor readable on the host: a device tensor is copied back (once), for the
+    /// CPU's checks, a fallback or another backend. The error names what failed.
+    pub fn ensure_host(&self) -> Result<(), DataError> {
+        match &*self.storage {
+            #[cfg(feature = "cuda")]
+            Storage::Device(d) => d.host().map(|_| ()).map_err(|e| DataError::new(Problem::Io, format!("the attention on the CUDA device could not be copied to the host: {e}"))),
+            _ => Ok(()),
+        }
     }
 
     pub fn byte_len(&self) -> usize {

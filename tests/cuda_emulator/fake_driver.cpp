@@ -135,12 +135,22 @@ CUresult cuMemFree_v2(CUdeviceptr p) { std::free((void*)p); return 0; }
 CUresult cuMemFreeAsync(CUdeviceptr p, void*) { return cuMemFree_v2(p); }
 CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n) { std::memset((void*)p, v, n); return 0; }
 CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, void*) { return cuMemsetD8_v2(p, v, n); }
-CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* s, size_t n) { std::memcpy((void*)d, s, n); return 0; }
+// Bytes copied host to device so far: a test of attention that is already on the device reads
+// it (through dlsym) to see that the attention did not go up.
+static unsigned long long bytes_up = 0;
+unsigned long long flowtracer_fake_bytes_up() { return bytes_up; }
+CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* s, size_t n) { std::memcpy((void*)d, s, n); bytes_up += n; return 0; }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* s, size_t n, void*) { return cuMemcpyHtoD_v2(d, s, n); }
 CUresult cuMemcpyDtoH_v2(void* d, CUdeviceptr s, size_t n) { std::memcpy(d, (const void*)s, n); return 0; }
 CUresult cuMemcpyDtoHAsync_v2(void* d, CUdeviceptr s, size_t n, void*) { return cuMemcpyDtoH_v2(d, s, n); }
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void*) { std::memcpy((void*)d, (const void*)s, n); return 0; }
 
+// Any address is device memory of device 0 here (a test hands over host memory as the device's).
+CUresult cuPointerGetAttribute(void* data, int attribute, CUdeviceptr) {
+    if (attribute == 2) { *(unsigned*)data = 2; return 0; } /* CU_POINTER_ATTRIBUTE_MEMORY_TYPE: DEVICE */
+    if (attribute == 9) { *(int*)data = 0; return 0; }      /* CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL */
+    return 1;
+}
 CUresult cuStreamSynchronize(void*) { return 0; }
 CUresult cuStreamWaitEvent(void*, void*, unsigned) { return 0; }
 CUresult cuEventCreate(void** e, unsigned) { *e = &context_token; return 0; }

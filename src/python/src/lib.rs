@@ -14,7 +14,7 @@ use flowtracer::params::CreditParams;
 use flowtracer::trace::ArrayInput;
 use output::ResultTokens;
 use flowtracer::{Params, Span, Trace};
-use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -122,7 +122,7 @@ fn results(py: Python<'_>, (opened, ran): (Opened, Ran), tokens: Vec<ResultToken
 #[derive(FromPyObject)]
 struct ArrayItem<'py> {
     #[pyo3(item)]
-    attention: Bound<'py, PyUntypedArray>,
+    attention: Bound<'py, PyAny>,
     #[pyo3(item)]
     bf16: bool,
     #[pyo3(item)]
@@ -357,6 +357,16 @@ fn write_trace(
     py.detach(|| flowtracer::atomic::write_atomic(target, &bytes)).map_err(|e| value_error(format!("{path}: {e}")))
 }
 
+/// The CUDA device the engine runs on, if it has one: a CUDA array on that device is analysed
+/// where it lies (the Python layer copies any other to the host).
+#[pyfunction]
+fn cuda_device() -> Option<usize> {
+    #[cfg(feature = "cuda")]
+    return flowtracer::cuda::shared().ok().map(|c| c.ordinal());
+    #[cfg(not(feature = "cuda"))]
+    None
+}
+
 /// What this machine's backends are, and which one `auto` takes.
 #[pyfunction]
 fn backends() -> String {
@@ -379,6 +389,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(default_layers, m)?)?;
     m.add_function(wrap_pyfunction!(write_trace, m)?)?;
     m.add_function(wrap_pyfunction!(backends, m)?)?;
+    m.add_function(wrap_pyfunction!(cuda_device, m)?)?;
     m.add_function(wrap_pyfunction!(engine_seconds, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

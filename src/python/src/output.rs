@@ -113,7 +113,7 @@ pub fn result_dict<'py>(py: Python<'py>, trace: &mut Trace, r: FlowResult, token
     d.set_item(intern!(py, "answer_inflow"), r.answer_inflow())?;
     d.set_item(intern!(py, "backbone_flow"), r.backbone_flow())?;
     d.set_item(intern!(py, "question_sources"), r.question_sources)?;
-    d.set_item(intern!(py, "attention_address"), trace.attention.bytes().as_ptr() as usize)?;
+    d.set_item(intern!(py, "attention_address"), trace.attention.address())?;
     d.set_item(intern!(py, "hubs"), r.hubs.into_pyarray(py))?;
     d.set_item(intern!(py, "checkpoints"), r.checkpoints.into_pyarray(py))?;
     d.set_item(intern!(py, "reach"), r.reach.into_pyarray(py))?;

@@ -56,6 +56,10 @@ def test_a_capture_analyzes_and_dumps_with_its_layers(tmp_path):
     a = cap.attention(0)
     assert np.shares_memory(a, cap.tensor().numpy()), "an unpadded sample on the CPU is the capture's own memory"
     np.testing.assert_array_equal(cap.attention(0), a)  # asking twice does not average twice
+    # The tensor an RL step hands over: where the model is, and the same memory.
+    s = cap.sample(0)
+    assert isinstance(s, torch.Tensor) and s.device == ids.device and s.data_ptr() == a.ctypes.data
+    assert flowtracer.analyze(s, question=(0, 3), answer=(s.shape[0] - 3, s.shape[0])).zero_copy is True
     n = a.shape[0]
     q_end = len(tok.encode(CORPUS[1]).ids)
     r = flowtracer.analyze(a, tokens=enc.tokens, question=(0, q_end), answer=(n - 3, n))

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import numpy as np
 
 from . import _native
-from ._arrays import address, engine_array
+from ._arrays import DeviceRun, address, engine_array
 from .params import Params, params_json
 from .results import CreditRow, Credits, FlowResult, Trace
 
@@ -53,8 +53,8 @@ ParamsLike = Params | Mapping[str, Any] | None
 Errors = Literal["raise", "return"]
 
 
-def _item(attention: Any, question: Span, answer: Span, response: Span | None, tokens: Sequence[str] | None, name: str) -> dict[str, Any]:
-    array, bf16 = engine_array(attention, name)
+def _item(attention: Any, question: Span, answer: Span, response: Span | None, tokens: Sequence[str] | None, name: str, on_device: DeviceRun) -> dict[str, Any]:
+    array, bf16 = engine_array(attention, name, on_device)
     return {
         "attention": array,
         "bf16": bf16,
@@ -108,8 +108,9 @@ def analyze_batch(items: Sequence[Mapping[str, Any]], *, params: ParamsLike = No
     `analyze`: `attention`, `question`, `answer`, and optionally `response`, `tokens`, `name`
     (default `attention[i]`). With `errors="return"` a trace that fails gives its `TraceError`
     in its place; with `"raise"` (the default) the first one is raised after all have run."""
+    on_device = DeviceRun(backend, _native.cuda_device)
     prepared = [
-        _item(it["attention"], it["question"], it["answer"], it.get("response"), it.get("tokens"), it.get("name") or f"attention[{i}]")
+        _item(it["attention"], it["question"], it["answer"], it.get("response"), it.get("tokens"), it.get("name") or f"attention[{i}]", on_device)
         for i, it in enumerate(items)
     ]
     answers = _native.analyze_arrays(prepared, params_json(params), backend)

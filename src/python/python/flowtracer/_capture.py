@@ -203,16 +203,22 @@ class capture:
             return torch.arange(n)
         return torch.nonzero(self._mask2d[i].bool(), as_tuple=False).flatten().cpu()
 
-    def attention(self, i: int) -> np.ndarray:
-        """Sample `i`'s `[n,n]` float32 attention over its own tokens (padding removed), on the
-        host. On the CPU a sample without padding is the capture's own memory (no copy); a
-        padded one, or one on a device, is one new `[n,n]`."""
+    def sample(self, i: int) -> Any:
+        """Sample `i`'s `[n,n]` float32 attention over its own tokens (padding removed), as a torch
+        tensor on the model's device: what an RL step hands to the engine, which reads it where it
+        lies (on a GPU, the CUDA backend reads it there, with no trip through host memory). A
+        sample without padding is the capture's own memory; a padded one is one new `[n,n]`."""
         t = self._recorded()[i]
         keep = self.valid(i)
         if len(keep) != t.shape[0]:
             keep = keep.to(t.device)
             t = t.index_select(0, keep).index_select(1, keep)
-        return t.cpu().numpy()
+        return t
+
+    def attention(self, i: int) -> np.ndarray:
+        """`sample(i)` on the host, as NumPy: on the CPU the same memory (no copy); from a device,
+        one copy."""
+        return self.sample(i).cpu().numpy()
 
     def meta(self) -> dict[str, str]:
         """What a dump records of where the matrix came from."""

@@ -40,6 +40,8 @@ def write_trace(
     overwrite: bool = False,
 ) -> None: ...
 def backends() -> str: ...
+def cuda_device() -> int | None:
+    """The CUDA device the engine runs on (its arrays are read in place there), or None."""
 def engine_seconds(
     items: Sequence[dict[str, Any]] | None = None,
     paths: Sequence[str] | None = None,

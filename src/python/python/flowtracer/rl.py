@@ -176,7 +176,7 @@ def _gamma_rows(
         q = (0, q_len) if q is None else (int(q[0]), int(q[1]))
         spans[i] = {"question": q, "response": (q_len, q_len + c), "answer": (q_len + a0, q_len + a1)}
         tokens = raw_tokens(tokenizer, ids_host[i][row.start:row.end]) if tokenizer is not None else prompt + response
-        items.append(dict(attention=cap.attention(i), tokens=tokens, name=f"row {i}", **spans[i]))
+        items.append(dict(attention=cap.sample(i), tokens=tokens, name=f"row {i}", **spans[i]))
         shaped.append(i)
         if trace_dir is not None:
             folder = Path(fspath(trace_dir))

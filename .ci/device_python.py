@@ -1,0 +1,151 @@
+"""The Python package on the lent GPU (run by .ci/device-check.sh with the kit's wheel):
+
+1. torch CUDA tensors (F32, F16, BF16; [N,N] and [L,H,N,N]) go to the CUDA backend where they lie:
+   the result's `zero_copy` is true, its aggregation ran on CUDA without a fallback, and its numbers
+   match the CPU's on the same values (flow to 1e-4 relative; credit the same but for ties);
+2. capture + analyze at N = 8192 on a random-weight model with 28 layers of 28 heads: the forward
+   pass's time and peak device memory without and with capture, and the engine's time on the
+   captured tensor, as JSON and a Markdown table in $OUT.
+
+Without a GPU (a dry run) part 1 runs on CPU tensors and part 2 at N = 512, checking the script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+import flowtracer
+
+out_dir = os.environ.get("OUT", "device-out")
+gpu = torch.cuda.is_available()
+device = torch.device("cuda:0" if gpu else "cpu")
+backend = "cuda" if gpu else "cpu"
+failures: list[str] = []
+
+
+def check(ok: bool, what: str) -> None:
+    print(("ok   " if ok else "FAIL ") + what, flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def causal(n: int, slabs: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Softmax rows over each query's past, on the device."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    scores = torch.randn(*slabs, n, n, generator=g, device=device)
+    scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool, device=device).triu(1), float("-inf"))
+    return scores.softmax(-1)
+
+
+print(f"flowtracer {flowtracer.__version__}; torch {torch.__version__}; device {device}; engine CUDA device {flowtracer._native.cuda_device()}")
+print(flowtracer.backends())
+
+# 1. Parity, in place.
+for n, slabs, dtype in [(1024, (), torch.float32), (1024, (4, 8), torch.float16), (2048, (2, 4), torch.bfloat16)]:
+    a = causal(n, slabs, seed=n).to(dtype)
+    spans = dict(question=(0, 16), answer=(n - 4, n))
+    r = flowtracer.analyze(a, backend=backend, **spans)
+    ref = flowtracer.analyze(a.cpu(), backend="cpu", **spans)
+    name = f"{tuple(a.shape)} {dtype}"
+    steps = r.provenance["steps"]
+    if gpu:
+        check(r.zero_copy is True, f"{name}: read in place on the device (zero_copy)")
+        check(steps["aggregate"] == "cuda" and not r.provenance["fallbacks"], f"{name}: aggregated on CUDA, no fallback ({steps}, {r.provenance['fallbacks']})")
+    rel = np.abs(r.flow - ref.flow) / np.maximum(np.abs(ref.flow), 1e-300)
+    check(bool(np.all((rel <= 1e-4) | (np.abs(r.flow - ref.flow) <= 1e-12))), f"{name}: flow matches the CPU's (max rel {rel.max():.2e})")
+    differ = np.flatnonzero(r.credit != ref.credit)
+    ties = [k for k in differ if np.sum(np.abs(ref.throughput - ref.throughput[k]) <= 1e-4 * abs(ref.throughput[k])) > 1]
+    check(len(differ) == len(ties), f"{name}: credit matches the CPU's ({len(differ)} differ, {len(ties)} of them ties)")
+
+# Bad values on the device: the CPU's error, naming the row.
+bad = causal(64, (), seed=1).clone()
+bad[2, 5] = 0.3
+try:
+    flowtracer.analyze(bad, question=(0, 2), answer=(60, 64), backend=backend)
+    check(False, "a non-causal tensor on the device is refused")
+except flowtracer.TraceError as e:
+    check(e.problem == "non_causal" and "row 2" in str(e), f"a non-causal tensor on the device is refused: {e}")
+
+# 2. Capture + analyze at N = 8192 (28 layers × 28 heads).
+try:
+    import transformers
+except ImportError:
+    transformers = None
+    print("capture: transformers is not installed here; part 2 did not run")
+if transformers is not None:
+    n = 8192 if gpu else 512
+    cfg = transformers.Qwen2Config(
+        vocab_size=1024, hidden_size=896, intermediate_size=1024, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=n
+    )
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if gpu else torch.float32
+    model = transformers.Qwen2ForCausalLM(cfg).to(device=device, dtype=dtype).eval()
+    ids = torch.randint(0, cfg.vocab_size, (1, n), device=device)
+
+    def sync() -> None:
+        if gpu:
+            torch.cuda.synchronize()
+
+    def peak_reset() -> int:
+        if not gpu:
+            return 0
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+
+    def timed(with_capture: bool, repeat: int = 3) -> dict:
+        times, analyze_s, peaks = [], [], []
+        for run in range(repeat + 1):  # the first run warms up
+            base = peak_reset()
+            sync()
+            t = time.perf_counter()
+            with torch.no_grad():
+                if with_capture:
+                    with flowtracer.capture(model) as cap:
+                        model(input_ids=ids, logits_to_keep=1)
+                        a = cap.sample(0)
+                else:
+                    model(input_ids=ids, logits_to_keep=1)
+            sync()
+            elapsed = time.perf_counter() - t
+            peak = (torch.cuda.max_memory_allocated() - base) if gpu else 0
+            if with_capture:
+                t = time.perf_counter()
+                r = flowtracer.analyze(a, question=(0, 64), answer=(n - 8, n), backend=backend)
+                analyze_s.append(time.perf_counter() - t)
+                zero_copy, ran = r.zero_copy, r.provenance["steps"]["aggregate"]
+                del a, cap
+            if run:
+                times.append(elapsed)
+                peaks.append(peak)
+        d = {"forward_s": statistics.median(times), "peak_bytes": max(peaks)}
+        if with_capture:
+            d.update(analyze_s=statistics.median(analyze_s[1:]), zero_copy=zero_copy, aggregate_on=ran)
+        return d
+
+    plain, captured = timed(False), timed(True)
+    extra = captured["peak_bytes"] - plain["peak_bytes"]
+    fig = {"n": n, "layers": 28, "heads": 28, "dtype": str(dtype), "plain": plain, "capture": captured, "extra_bytes": extra}
+    print(json.dumps(fig))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "capture.json"), "w") as f:
+        json.dump(fig, f, indent=1)
+    with open(os.path.join(out_dir, "capture.md"), "w") as f:
+        f.write("| N | forward | forward + capture | capture's extra time | peak extra memory | analyze (engine) |\n|---|---|---|---|---|---|\n")
+        f.write(
+            f"| {n} | {plain['forward_s'] * 1e3:.1f} ms | {captured['forward_s'] * 1e3:.1f} ms | "
+            f"{(captured['forward_s'] / plain['forward_s'] - 1) * 100:.0f}% | {extra / 2**20:.0f} MiB | {captured['analyze_s'] * 1e3:.1f} ms |\n"
+        )
+    if gpu:
+        check(extra <= 1 << 30, f"capture's extra device memory at N = {n}, 28 × 28: {extra / 2**20:.0f} MiB (target ≤ 1 GiB)")
+        check(captured["zero_copy"] is True and captured["aggregate_on"] == "cuda", "the captured tensor is analysed on the device, in place")
+
+print(f"{len(failures)} failed" if failures else "all passed")
+sys.exit(1 if failures else 0)

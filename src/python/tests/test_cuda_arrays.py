@@ -1,0 +1,124 @@
+"""Attention in CUDA memory (a torch tensor on the GPU, CuPy, Numba: anything with
+`__cuda_array_interface__`) goes to the CUDA backend as a device pointer, never through host
+memory. Without a GPU this runs the whole wheel against the stand-in `libcuda.so` of
+tests/cuda_emulator (device memory is host memory there, and the kernels run on CPU threads), in
+a child process with that library first on its path. It counts the bytes the driver was asked to
+copy up: the attention must not be among them. The GPU itself is checked by .ci/device-check.sh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import flowtracer
+from conftest import ROOT
+
+CHILD = r"""
+import ctypes, json, sys
+import numpy as np
+import flowtracer
+
+class OnDevice:
+    '''A NumPy array posing as device memory (the fake driver's device memory is host memory).'''
+    def __init__(self, a):
+        self.a = a
+        self.__cuda_array_interface__ = dict(shape=a.shape, typestr=a.dtype.str, data=(a.ctypes.data, True), version=3, strides=None, stream=1)
+
+def chain(n, layers=()):
+    a = np.zeros((n, n), dtype=np.float32)
+    a[0, 0] = 1.0
+    rng = np.random.default_rng(n)
+    for k in range(1, n):
+        w = rng.random(k + 1)
+        w[k - 1] += k
+        a[k, : k + 1] = w / w.sum()
+    return np.broadcast_to(a, (*layers, n, n)).copy()
+
+up = ctypes.CDLL("libcuda.so").flowtracer_fake_bytes_up
+up.restype = ctypes.c_ulonglong
+out = {"device": flowtracer._native.cuda_device(), "cases": []}
+for n, layers, dtype in [(40, (), np.float32), (70, (3, 2), np.float16)]:
+    a = chain(n, layers).astype(dtype)
+    spans = dict(question=(0, 4), answer=(n - 2, n))
+    before = up()
+    on_device = flowtracer.analyze(OnDevice(a), backend="cuda", **spans)
+    middle = up()
+    from_host = flowtracer.analyze(a, backend="cuda", **spans)
+    after = up()
+    cpu = flowtracer.analyze(a, backend="cpu", **spans)
+    slabs = max(len(on_device.layers), 1) * max(len(on_device.heads), 1) * n * n * a.itemsize
+    out["cases"].append(dict(
+        n=n, provenance=on_device.provenance, zero_copy=on_device.zero_copy,
+        up_device=middle - before, up_host=after - middle, slabs=slabs,
+        flow=[on_device.flow.tolist(), cpu.flow.tolist()], credit=[on_device.credit.tolist(), cpu.credit.tolist()],
+        hubs=[on_device.hubs.tolist(), cpu.hubs.tolist()],
+    ))
+bad = chain(12)
+bad[2, 5] = 0.3
+try:
+    flowtracer.analyze(OnDevice(bad), question=(0, 2), answer=(10, 12), backend="cuda")
+except flowtracer.TraceError as e:
+    out["bad"] = [str(e), e.problem]
+try:
+    flowtracer.analyze(OnDevice(bad), question=(0, 2), answer=(10, 12), backend="cpu")
+except ValueError as e:
+    out["elsewhere"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def _needs(found: bool, what: str) -> None:
+    if found:
+        return
+    if os.environ.get("FLOWTRACER_REQUIRE_NVRTC") == "1":
+        pytest.fail(f"needs {what}: required here (FLOWTRACER_REQUIRE_NVRTC=1)")
+    pytest.skip(f"needs {what}")
+
+
+def test_a_cuda_array_is_read_on_the_device_where_it_lies(tmp_path):
+    _needs(shutil.which("g++") is not None, "g++ (to build the stand-in libcuda.so)")
+    nvrtc = any(os.path.exists(os.path.join(d, "libnvrtc.so.12")) for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d)
+    _needs(nvrtc, "NVRTC (libnvrtc.so.12 on LD_LIBRARY_PATH; .ci/run installs it)")
+    built = subprocess.run(
+        ["g++", "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-o", str(tmp_path / "libcuda.so"), str(ROOT / "tests/cuda_emulator/fake_driver.cpp")],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{tmp_path}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    run = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["device"] == 0
+    for c in out["cases"]:
+        name = f"N = {c['n']}"
+        p = c["provenance"]
+        assert p["device"].startswith("FlowTracer CPU emulator") and set(p["steps"].values()) >= {"cuda"} and not p["fallbacks"], (name, p)
+        assert p["steps"]["aggregate"] == "cuda", (name, p)
+        assert c["zero_copy"] is True, name
+        # The same arrays from host memory send every selected slab up; from the device, none.
+        assert c["up_host"] - c["up_device"] == c["slabs"], name
+        np.testing.assert_allclose(*c["flow"], rtol=1e-4, atol=1e-12, err_msg=name)
+        assert c["credit"][0] == c["credit"][1] and c["hubs"][0] == c["hubs"][1], name
+    # Bad values on the device get the CPU's error (from a host copy), naming the row.
+    message, problem = out["bad"]
+    assert problem == "non_causal" and "row 2" in message, message
+    # A run elsewhere than the array's device cannot read it, and says what to do.
+    assert "CUDA memory and backend='cpu' runs elsewhere: copy it to the host" in out["elsewhere"], out["elsewhere"]
+
+
+def test_a_cuda_array_without_a_cuda_engine_is_refused_clearly():
+    class Fake:
+        __cuda_array_interface__ = dict(shape=(4, 4), typestr="<f4", data=(4096, True), version=3, strides=None, stream=None)
+
+    if flowtracer._native.cuda_device() is not None:
+        pytest.skip("this machine has a CUDA device: the refusal is for engines without one")
+    with pytest.raises(ValueError, match="CUDA memory and this engine has no CUDA device"):
+        flowtracer.analyze(Fake(), question=(0, 1), answer=(3, 4))
