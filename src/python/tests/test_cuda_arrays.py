@@ -82,16 +82,26 @@ def _needs(found: bool, what: str) -> None:
     pytest.skip(f"needs {what}")
 
 
-def test_a_cuda_array_is_read_on_the_device_where_it_lies(tmp_path):
+def _nvrtc_dir() -> str | None:
+    """The folder on LD_LIBRARY_PATH that holds NVRTC 12 (.ci/run puts the pip wheel's there)."""
+    found = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d and os.path.exists(os.path.join(d, "libnvrtc.so.12"))]
+    return found[0] if found else None
+
+
+def _fake_driver(tmp_path) -> None:
+    """The stand-in libcuda.so, built into `tmp_path`."""
     _needs(shutil.which("g++") is not None, "g++ (to build the stand-in libcuda.so)")
-    nvrtc = any(os.path.exists(os.path.join(d, "libnvrtc.so.12")) for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d)
-    _needs(nvrtc, "NVRTC (libnvrtc.so.12 on LD_LIBRARY_PATH; .ci/run installs it)")
+    _needs(_nvrtc_dir() is not None, "NVRTC (libnvrtc.so.12 on LD_LIBRARY_PATH; .ci/run installs it)")
     built = subprocess.run(
         ["g++", "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-o", str(tmp_path / "libcuda.so"), str(ROOT / "tests/cuda_emulator/fake_driver.cpp")],
         capture_output=True,
         text=True,
     )
     assert built.returncode == 0, built.stderr
+
+
+def test_a_cuda_array_is_read_on_the_device_where_it_lies(tmp_path):
+    _fake_driver(tmp_path)
     env = dict(os.environ, LD_LIBRARY_PATH=f"{tmp_path}:{os.environ.get('LD_LIBRARY_PATH', '')}")
     run = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr
@@ -122,3 +132,17 @@ def test_a_cuda_array_without_a_cuda_engine_is_refused_clearly():
         pytest.skip("this machine has a CUDA device: the refusal is for engines without one")
     with pytest.raises(ValueError, match="CUDA memory and this engine has no CUDA device"):
         flowtracer.analyze(Fake(), question=(0, 1), answer=(3, 4))
+
+
+def test_nvrtc_installed_as_a_wheel_is_found_without_the_loader_path(tmp_path):
+    # torch's CUDA 12 builds install NVRTC as the `nvidia-cuda-nvrtc-cu12` wheel, whose library is
+    # on no loader path: importing flowtracer loads it from sys.path, so the engine finds it.
+    _fake_driver(tmp_path)
+    wheel_root = os.path.dirname(os.path.dirname(os.path.dirname(_nvrtc_dir())))  # .../nvidia/cuda_nvrtc/lib
+    probe = "import flowtracer; print(flowtracer._native.cuda_device())"
+    env = dict(os.environ, LD_LIBRARY_PATH=str(tmp_path))
+    without = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert without.stdout.strip() == "None", (without.stdout, without.stderr)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [wheel_root, os.environ.get("PYTHONPATH")]))
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert found.stdout.strip() == "0", (found.stdout, found.stderr)
