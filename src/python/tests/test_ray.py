@@ -158,7 +158,7 @@ def test_a_worker_killed_mid_run_costs_no_row_and_repeats_none(local_ray, run, t
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     marker = tmp_path / "died"
     items = [{"path": p} for p in flow_ray.trace_paths(run)]
-    ds = ray.data.from_items(items).map_batches(_dies_once, fn_kwargs={"marker": str(marker)}, batch_size=32, batch_format="numpy", max_retries=3)
+    ds = ray.data.from_items(items).map_batches(_dies_once, fn_kwargs={"marker": str(marker)}, batch_size=32, batch_format="numpy")
     rows = _rows(ds)
     assert marker.exists(), "a worker did die"
     assert len(rows) == len(items) and rows["source"].is_unique

@@ -14,7 +14,7 @@ Each pipeline returns a lazy `ray.data.Dataset`; `.write_parquet(DIR)` writes it
 polars read it back, and so does the binary: `flowtracer --export OUT DIR` writes from the files
 pipeline's rows the same files as from the traces, and the app's Run view opens DIR. A trace that
 fails is a row with its error, never a lost batch.
-Ray's own task retries (`max_retries`) make a worker that dies mid-batch cost only a re-run of
+Ray's own task retries (3 by default) make a worker that dies mid-batch cost only a re-run of
 that batch: every row comes out exactly once.
 """
 
@@ -211,7 +211,7 @@ def score_files(
     batch_size: int | None = None,
     num_cpus: float = 1,
     concurrency: int | None = None,
-    max_retries: int = 3,
+    max_retries: int | None = None,
     backend: str = "cpu",
     filesystem: Any = None,
 ) -> Any:
@@ -222,7 +222,9 @@ def score_files(
     Each task maps `batch_size` files with `num_cpus` CPUs reserved; by default the batch is
     sized from the files (`batch_size_for`: some 256 MB a task, two tasks per CPU at least), as
     a task costs Ray some tens of milliseconds. `concurrency` caps the tasks at once. A task whose
-    worker dies is run again, up to `max_retries` times."""
+    worker dies is run again (Ray's own task retries, 3 by default); `max_retries` sets another
+    count, through Ray's `ray_remote_args`, which Ray deprecates (to be removed in Ray 2.64)
+    without a named replacement yet."""
     import ray
     import ray.data
 
@@ -241,7 +243,7 @@ def score_files(
         batch_format="numpy",
         num_cpus=num_cpus,
         concurrency=concurrency,
-        max_retries=max_retries,
+        **({} if max_retries is None else {"max_retries": max_retries}),
     )
 
 
