@@ -142,14 +142,19 @@ fn export(out: &Path, backend: &str, fake: Option<&Path>, inputs: &[PathBuf], ex
     (serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap(), stderr)
 }
 
+/// A folder holding the stand-in `libcuda.so`, for a child's library path; None (the test says it
+/// skipped) without NVRTC, which the backend needs to compile its kernels before it launches them.
+fn fake_driver(name: &str) -> Option<common::TempDir> {
+    let found = if flowtracer::cuda::nvrtc_present() { Ok(()) } else { Err("libnvrtc does not load".to_string()) };
+    common::required_or_skip(found, "FLOWTRACER_REQUIRE_NVRTC", "NVRTC", " (the backend compiles its kernels before it launches them)")?;
+    let dir = common::temp_dir(name);
+    build("tests/cuda_emulator/fake_driver.cpp", &dir.join("libcuda.so"), true);
+    Some(dir)
+}
+
 #[test]
 fn the_cuda_backend_runs_end_to_end_on_an_emulated_driver() {
-    let found = if flowtracer::cuda::nvrtc_present() { Ok(()) } else { Err("libnvrtc does not load".to_string()) };
-    if common::required_or_skip(found, "FLOWTRACER_REQUIRE_NVRTC", "NVRTC", " (the backend compiles its kernels before it launches them)").is_none() {
-        return;
-    }
-    let dir = common::temp_dir("cuda-driver");
-    build("tests/cuda_emulator/fake_driver.cpp", &dir.join("libcuda.so"), true);
+    let Some(dir) = fake_driver("cuda-driver") else { return };
     let mut inputs = vec![PathBuf::from("sample_traces")];
     for (n, seed) in [(2usize, 1u64), (63, 3), (64, 4), (65, 5), (130, 8), (300, 6)] {
         let p = dir.join(format!("random-{n}.safetensors"));
@@ -220,12 +225,7 @@ const CHILD: &str = "FLOWTRACER_RESIDENT_CHILD";
 /// with the fake driver on their library path (once as is, once failing the first launch).
 #[test]
 fn attention_on_the_device_is_read_where_it_lies() {
-    let found = if flowtracer::cuda::nvrtc_present() { Ok(()) } else { Err("libnvrtc does not load".to_string()) };
-    if common::required_or_skip(found, "FLOWTRACER_REQUIRE_NVRTC", "NVRTC", " (the backend compiles its kernels before it launches them)").is_none() {
-        return;
-    }
-    let dir = common::temp_dir("cuda-resident");
-    build("tests/cuda_emulator/fake_driver.cpp", &dir.join("libcuda.so"), true);
+    let Some(dir) = fake_driver("cuda-resident") else { return };
     let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
     for fail in ["0", "1"] {
         let mut child = Command::new(std::env::current_exe().unwrap())
