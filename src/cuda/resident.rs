@@ -49,6 +49,14 @@ impl DeviceBytes {
                 if ordinal != ctx.ordinal() as i32 {
                     return Err(format!("the array is on CUDA device {ordinal}; the engine runs on device {}", ctx.ordinal()));
                 }
+                // The whole array inside one allocation: a shape that claims more than the memory
+                // holds would have the kernel read past it (a fault that poisons the context).
+                let (mut base, mut size) = (0u64, 0usize);
+                // SAFETY: the driver writes the allocation's base and size.
+                unsafe { sys::cuMemGetAddressRange_v2(&mut base, &mut size, ptr) }.result().map_err(driver_err)?;
+                if ptr.checked_add(len as u64).is_none_or(|end| end > base + size as u64) {
+                    return Err(format!("its {len} bytes at {ptr:#x} run past the end of their CUDA allocation ({size} bytes at {base:#x})"));
+                }
                 if let Some(s) = stream {
                     // SAFETY: a stream handle the array's producer reports (1 and 2 are the legacy
                     // and per-thread default streams), in this context.

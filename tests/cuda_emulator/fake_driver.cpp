@@ -151,6 +151,14 @@ CUresult cuPointerGetAttribute(void* data, int attribute, CUdeviceptr) {
     if (attribute == 9) { *(int*)data = 0; return 0; }      /* CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL */
     return 1;
 }
+// The allocation holding an address: unknown here, so the address space from it on, unless a test
+// sets FLOWTRACER_FAKE_CUDA_ALLOCATION (bytes) to make every allocation that size.
+CUresult cuMemGetAddressRange_v2(CUdeviceptr* base, size_t* size, CUdeviceptr p) {
+    const char* v = std::getenv("FLOWTRACER_FAKE_CUDA_ALLOCATION");
+    *base = p;
+    *size = v ? (size_t)std::atoll(v) : ~(size_t)0 - p;
+    return 0;
+}
 CUresult cuStreamSynchronize(void*) { return 0; }
 CUresult cuStreamWaitEvent(void*, void*, unsigned) { return 0; }
 CUresult cuEventCreate(void** e, unsigned) { *e = &context_token; return 0; }

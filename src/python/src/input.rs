@@ -121,9 +121,10 @@ fn device_input(array: &Bound<'_, PyAny>, ptr: u64, len: usize, stream: Option<u
     /// The array object, held for as long as the engine may read its memory.
     struct Owner(#[allow(dead_code)] Py<PyAny>);
     let owner = Box::new(Owner(array.clone().unbind()));
+    // Without the GIL: waiting for the producer's stream can mean waiting for a forward pass.
     // SAFETY: the interface's pointer and size describe the array `owner` keeps alive; the API
     // documents that it must not be written while it is analysed.
-    let bytes = unsafe { flowtracer::cuda::DeviceBytes::new(ptr, len, stream, owner) }.map_err(|e| value_error(format!("{name}: {e}")))?;
+    let bytes = array.py().detach(|| unsafe { flowtracer::cuda::DeviceBytes::new(ptr, len, stream, owner) }).map_err(|e| value_error(format!("{name}: {e}")))?;
     Ok(ArrayInput { bytes: Storage::Device(bytes), dtype, shape })
 }
 

@@ -70,6 +70,14 @@ try:
     flowtracer.analyze(OnDevice(bad), question=(0, 2), answer=(10, 12), backend="cpu")
 except ValueError as e:
     out["elsewhere"] = str(e)
+# An interface whose shape claims more than its allocation holds (the fake driver is told the size).
+import os
+os.environ["FLOWTRACER_FAKE_CUDA_ALLOCATION"] = str(bad.nbytes - 4)
+try:
+    flowtracer.analyze(OnDevice(bad), question=(0, 2), answer=(10, 12), backend="cuda")
+except ValueError as e:
+    out["short"] = str(e)
+del os.environ["FLOWTRACER_FAKE_CUDA_ALLOCATION"]
 print(json.dumps(out))
 """
 
@@ -122,6 +130,8 @@ def test_a_cuda_array_is_read_on_the_device_where_it_lies(tmp_path):
     assert problem == "non_causal" and "row 2" in message, message
     # A run elsewhere than the array's device cannot read it, and says what to do.
     assert "CUDA memory and backend='cpu' runs elsewhere: copy it to the host" in out["elsewhere"], out["elsewhere"]
+    # An array larger than its allocation is refused before any kernel reads past it.
+    assert "576 bytes" in out["short"] and "run past the end of their CUDA allocation (572 bytes" in out["short"], out["short"]
 
 
 def test_a_cuda_array_without_a_cuda_engine_is_refused_clearly():
