@@ -24,13 +24,12 @@ rm -rf "$bin" && mkdir -p "$bin" && tar -C "$bin" -xzf "$kit/bin.tgz"
 exe="$(cat "$kit/bin-path")"
 mkdir -p "$(dirname "$exe")" && cp "$bin/flowtracer" "$exe"
 
-# NVRTC: cudarc looks for libnvrtc.so or libnvrtc.so.12 (and older); a CUDA 13 toolkit has
-# libnvrtc.so.13. Give the newest one found the name cudarc asks for.
-if ! ldconfig -p | grep -q 'libnvrtc\.so \|libnvrtc\.so\.12 '; then
-    lib="$( (ldconfig -p | grep -o '/[^ ]*libnvrtc\.so\.[0-9]*$'; find / -xdev -name 'libnvrtc.so.[0-9]*' 2>/dev/null) | sort -V | tail -1)"
+# NVRTC: the engine looks for libnvrtc.so, .so.13, .so.12 and .so.11 by name, then at the paths in
+# FLOWTRACER_NVRTC. Where the loader's cache has none (a toolkit outside it), name the newest found.
+if ! ldconfig -p | grep -q 'libnvrtc\.so'; then
+    lib="$(find / -xdev -name 'libnvrtc.so.[0-9]*' 2>/dev/null | grep -v builtins | sort -V | tail -1)"
     if [ -n "$lib" ]; then
-        mkdir -p /tmp/nvrtc-link && ln -sf "$lib" /tmp/nvrtc-link/libnvrtc.so
-        export LD_LIBRARY_PATH="/tmp/nvrtc-link:$(dirname "$lib")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        export FLOWTRACER_NVRTC="$lib"
         log "NVRTC: $lib"
     else
         log "NVRTC: none found (the CUDA tests will fail: FLOWTRACER_REQUIRE_NVRTC=1)"

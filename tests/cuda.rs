@@ -15,8 +15,8 @@ fn cuda() -> Option<&'static flowtracer::cuda::Cuda> {
 }
 
 fn nvrtc() -> Option<()> {
-    let found = if flowtracer::cuda::nvrtc_present() { Ok(()) } else { Err("libnvrtc does not load".to_string()) };
-    let hint = "; pip install nvidia-cuda-nvrtc-cu12, then put its nvidia/cuda_nvrtc/lib on LD_LIBRARY_PATH";
+    let found = flowtracer::cuda::nvrtc_loads();
+    let hint = "; pip install nvidia-cuda-nvrtc-cu12, then put its nvidia/cuda_nvrtc/lib on LD_LIBRARY_PATH (or name the library in FLOWTRACER_NVRTC)";
     common::required_or_skip(found, "FLOWTRACER_REQUIRE_NVRTC", "NVRTC", hint)
 }
 

@@ -145,7 +145,7 @@ fn export(out: &Path, backend: &str, fake: Option<&Path>, inputs: &[PathBuf], ex
 /// A folder holding the stand-in `libcuda.so`, for a child's library path; None (the test says it
 /// skipped) without NVRTC, which the backend needs to compile its kernels before it launches them.
 fn fake_driver(name: &str) -> Option<common::TempDir> {
-    let found = if flowtracer::cuda::nvrtc_present() { Ok(()) } else { Err("libnvrtc does not load".to_string()) };
+    let found = flowtracer::cuda::nvrtc_loads();
     common::required_or_skip(found, "FLOWTRACER_REQUIRE_NVRTC", "NVRTC", " (the backend compiles its kernels before it launches them)")?;
     let dir = common::temp_dir(name);
     build("tests/cuda_emulator/fake_driver.cpp", &dir.join("libcuda.so"), true);

@@ -1,6 +1,7 @@
-//! CUDA: the kernels in `kernels/*.cu`, compiled at run time by NVRTC and launched through the
-//! driver API, both loaded with `dlopen` (cudarc's `dynamic-loading`): the binary builds and runs
-//! where no CUDA is installed, and says why it has no CUDA instead of failing to start.
+//! CUDA: the kernels in `kernels/*.cu`, compiled at run time by NVRTC (`nvrtc`: any version from
+//! 11 on) and launched through the driver API, both loaded with `dlopen` (the driver through
+//! cudarc's `dynamic-loading`): the binary builds and runs where no CUDA is installed, and says
+//! why it has no CUDA instead of failing to start.
 //!
 //! A missing or partial CUDA install must never take the program down: cudarc panics when a
 //! library or one of its symbols is missing, so every entry into it here goes through
@@ -9,6 +10,7 @@
 mod aggregate;
 mod backbone;
 mod credit;
+mod nvrtc;
 mod resident;
 mod solve;
 
@@ -52,10 +54,9 @@ pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Res
     }
 }
 
-/// Whether NVRTC (the run-time compiler) can be loaded.
-pub fn nvrtc_present() -> bool {
-    // SAFETY: only tries to dlopen the library by its usual names.
-    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+/// Whether NVRTC (the run-time compiler) loads, or why not.
+pub fn nvrtc_loads() -> Result<(), String> {
+    nvrtc::loads()
 }
 
 /// Whether the CUDA driver library can be loaded (it says nothing about a device being there).
@@ -72,13 +73,8 @@ pub fn compile() -> Result<cudarc::nvrtc::Ptx, String> {
 
 /// Compiles CUDA C `source` to PTX; the error carries NVRTC's log.
 pub fn compile_source(source: &str) -> Result<cudarc::nvrtc::Ptx, String> {
-    if !nvrtc_present() {
-        return Err("NVRTC (libnvrtc.so) is not installed or not on LD_LIBRARY_PATH".into());
-    }
-    guard("NVRTC", || {
-        let opts = cudarc::nvrtc::CompileOptions { name: Some("flowtracer.cu".into()), ..Default::default() };
-        cudarc::nvrtc::compile_ptx_with_opts(source, opts).map_err(|e| format!("the kernels did not compile: {e}"))
-    })
+    let ptx = nvrtc::compile(source, "flowtracer.cu").map_err(|e| format!("the kernels did not compile: {e}"))?;
+    Ok(cudarc::nvrtc::Ptx::from_src(ptx))
 }
 
 /// One CUDA device (the first) with the kernels loaded.
@@ -183,6 +179,7 @@ pub(crate) fn driver_err(e: cudarc::driver::DriverError) -> String {
 }
 
 pub use aggregate::Aggregated;
+pub use nvrtc::NVRTC_ENV;
 pub use resident::DeviceBytes;
 pub(crate) use aggregate::Fold;
 pub(crate) use backbone::Decomposing;

@@ -145,14 +145,25 @@ def test_a_cuda_array_without_a_cuda_engine_is_refused_clearly():
 
 
 def test_nvrtc_installed_as_a_wheel_is_found_without_the_loader_path(tmp_path):
-    # torch's CUDA 12 builds install NVRTC as the `nvidia-cuda-nvrtc-cu12` wheel, whose library is
-    # on no loader path: importing flowtracer loads it from sys.path, so the engine finds it.
+    # torch's CUDA wheels install NVRTC as a wheel of its own, on no loader path (CUDA 13's in
+    # nvidia/cu13/lib, which torch brings here; CUDA 12's in nvidia/cuda_nvrtc/lib, which .ci/run
+    # installs): importing flowtracer names it for the engine, which then compiles its kernels.
     _fake_driver(tmp_path)
-    wheel_root = os.path.dirname(os.path.dirname(os.path.dirname(_nvrtc_dir())))  # .../nvidia/cuda_nvrtc/lib
-    probe = "import flowtracer; print(flowtracer._native.cuda_device())"
-    env = dict(os.environ, LD_LIBRARY_PATH=str(tmp_path))
-    without = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
-    assert without.stdout.strip() == "None", (without.stdout, without.stderr)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [wheel_root, os.environ.get("PYTHONPATH")]))
+    cu12_root = os.path.dirname(os.path.dirname(os.path.dirname(_nvrtc_dir())))  # .../nvidia/cuda_nvrtc/lib
+    probe = "import os, flowtracer; print(flowtracer._native.cuda_device(), os.environ.get('FLOWTRACER_NVRTC', ''))"
+    env = {k: v for k, v in os.environ.items() if k != "FLOWTRACER_NVRTC"}
+    env["LD_LIBRARY_PATH"] = str(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [cu12_root, os.environ.get("PYTHONPATH")]))
     found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
-    assert found.stdout.strip() == "0", (found.stdout, found.stderr)
+    device, named = found.stdout.split()
+    assert device == "0", (found.stdout, found.stderr)
+    assert os.path.join(cu12_root, "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so.12") in named.split(":"), named
+    # The same with the variable set to nothing by the caller: the loader's path alone has none.
+    env["FLOWTRACER_NVRTC"] = ""
+    without = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert without.stdout.split()[0] == "None", (without.stdout, without.stderr)
+    # Each wheel's NVRTC on its own compiles the kernels (CUDA 13's too, where torch brought it).
+    for lib in named.split(":"):
+        env["FLOWTRACER_NVRTC"] = lib
+        one = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+        assert one.stdout.split()[0] == "0", (lib, one.stdout, one.stderr)

@@ -24,11 +24,11 @@ import numpy as np
 
 from . import _native
 from ._arrays import DeviceRun, address, engine_array
-from ._cuda import preload_nvrtc
+from ._cuda import point_engine_at_nvrtc
 from .params import Params, params_json
 from .results import CreditRow, Credits, FlowResult, Trace
 
-preload_nvrtc()
+point_engine_at_nvrtc()
 
 __all__ = [
     "FlowResult",

@@ -1,29 +1,42 @@
 """NVIDIA's run-time compiler for the engine's CUDA backend, found where pip puts it.
 
-The engine compiles its kernels with NVRTC 12, which it loads by name when it first looks for a
-device. torch's CUDA 12 builds install it as the `nvidia-cuda-nvrtc-cu12` wheel, outside the
-loader's path; loading that copy here, once, lets the engine's lookup by name find it (as torch
-does for its own CUDA libraries). Where it is not installed this does nothing, and
+The engine compiles its kernels with NVRTC (any version from 11 on), which it looks for first at
+the paths in `FLOWTRACER_NVRTC`, then by name on the loader's path. torch's CUDA wheels install
+NVRTC as a wheel of its own (`nvidia/cu13/lib` for CUDA 13, `nvidia/cuda_nvrtc/lib` for CUDA 12),
+outside the loader's path: importing flowtracer names those in `FLOWTRACER_NVRTC` unless it is
+already set, so the engine finds them. Where none is installed this does nothing, and
 `flowtracer.backends()` says why the engine has no CUDA.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 
+#: Where NVRTC's wheels put the library, relative to a `sys.path` entry, newest first.
+WHEEL_LIBRARIES = (
+    ("nvidia", "cu13", "lib", "libnvrtc.so.13"),
+    ("nvidia", "cu12", "lib", "libnvrtc.so.12"),
+    ("nvidia", "cuda_nvrtc", "lib", "libnvrtc.so.12"),
+)
 
-def preload_nvrtc() -> str | None:
-    """The path of the NVRTC wheel's library, loaded; None if there is none (or not on Linux)."""
+
+def wheel_nvrtc() -> list[str]:
+    """Every NVRTC library a pip wheel installed on `sys.path` (Linux)."""
     if not sys.platform.startswith("linux"):
-        return None
+        return []
+    found = []
     for root in sys.path:
-        lib = os.path.join(root or ".", "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so.12")
-        if os.path.exists(lib):
-            try:
-                ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
-            except OSError:
-                return None
-            return lib
-    return None
+        for parts in WHEEL_LIBRARIES:
+            lib = os.path.join(root or ".", *parts)
+            if os.path.exists(lib) and lib not in found:
+                found.append(lib)
+    return found
+
+
+def point_engine_at_nvrtc() -> None:
+    """Sets `FLOWTRACER_NVRTC` to the wheels' NVRTC, unless the caller set it."""
+    if "FLOWTRACER_NVRTC" not in os.environ:
+        found = wheel_nvrtc()
+        if found:
+            os.environ["FLOWTRACER_NVRTC"] = ":".join(found)
