@@ -10,8 +10,9 @@
         model(**batch)
     r = flowtracer.analyze(cap.attention(0), question=..., answer=...)
 
-Attention is read where it lies when it is C-contiguous float32, float16 or bfloat16; the GIL is
-released while the engine runs. Parameters are a `Params` (or a dict of its sections); errors are
+Attention is read where it lies when it is C-contiguous float32, float16 or bfloat16, in host
+memory or, for the CUDA backend, on the GPU (a torch CUDA tensor, anything with
+`__cuda_array_interface__`); the GIL is released while the engine runs. Parameters are a `Params` (or a dict of its sections); errors are
 `TraceError`s (a `ValueError`) that name the file or the array and the problem.
 """
 
@@ -96,7 +97,9 @@ def analyze(
     and `answer` spans (`response` defaults to everything after the question); or a trace file's
     path, between the spans it records. `tokens` (N of them) become the result's: a list of str
     is kept as it is, not copied; without them the result numbers the tokens `<0>`, `<1>`, ...
-    `name` is what errors call the array."""
+    `name` is what errors call the array. A CUDA tensor on the engine's device is read there by
+    the CUDA backend (`backend` "auto" or "cuda"); with another backend a torch tensor is copied
+    to the host first."""
     if isinstance(attention, (str, PathLike)):
         if question is not None or answer is not None or response is not None:
             raise TypeError("a trace file records its own spans: pass question/answer only with an array")
