@@ -1,6 +1,7 @@
 //! Step 1 on CUDA (`kernels/aggregate.cu`): each selected slab's raw words go up as they are in
-//! the file (or stay where they lie, for attention already on the device), the kernel decodes them and folds them into the trace's packed M inside the batch's
-//! one device buffer, where the solves find it. Every row's checks come back with it, so a bad
+//! the file (or stay where they lie, for attention already on the device), the kernel decodes
+//! them and folds them into the trace's packed M inside the batch's one device buffer, where the
+//! solves find it. Every row's checks come back with it, so a bad
 //! file still gets the CPU's error, which names the exact layer, head and row.
 //!
 //! The whole batch is queued before the host waits once: each upload overlaps the kernels queued

@@ -90,7 +90,11 @@ fn run(trace: &Trace, plan: &Plan, on: &dyn Offload, cancel: &Cancel) -> Result<
     if on.executor() != Executor::Cuda {
         att.ensure_host()?;
     }
-    let on_cpu = || att.ensure_host().and_then(|()| aggregate::aggregate(att, sel, p, cancel.flag()));
+    let on_cpu = || {
+        check(cancel)?;
+        att.ensure_host()?;
+        aggregate::aggregate(att, sel, p, cancel.flag())
+    };
     let m = match on.aggregate(att, sel, p) {
         None => {
             prov.ran(Step::Aggregate, Executor::Cpu);
