@@ -77,7 +77,7 @@ pub fn compile_source(source: &str) -> Result<cudarc::nvrtc::Ptx, String> {
     Ok(cudarc::nvrtc::Ptx::from_src(ptx))
 }
 
-/// One CUDA device (the first) with the kernels loaded.
+/// One CUDA device (the first, or the one `FLOWTRACER_CUDA_DEVICE` names) with the kernels loaded.
 pub struct Cuda {
     pub(crate) stream: Arc<CudaStream>,
     /// "NVIDIA H200 (sm_90)".
@@ -98,15 +98,29 @@ pub(crate) struct Kernels {
     pub take_paths: CudaFunction,
 }
 
+/// The device a process's CUDA backend runs on, when not the first: one GPU of several a process
+/// sees (an RL trainer's rank); the Python package sets it to the device of the first CUDA tensor
+/// it is given, unless it is set.
+pub const DEVICE_ENV: &str = "FLOWTRACER_CUDA_DEVICE";
+
+/// The device index `DEVICE_ENV` names, 0 when unset.
+fn device_ordinal() -> Result<usize, String> {
+    match std::env::var(DEVICE_ENV) {
+        Err(_) => Ok(0),
+        Ok(v) => v.trim().parse().map_err(|_| format!("{DEVICE_ENV}={v:?} is not a device index")),
+    }
+}
+
 impl Cuda {
     pub fn new() -> Result<Cuda, String> {
         if !driver_present() {
             return Err("no CUDA driver (libcuda.so) on this machine".into());
         }
+        let ordinal = device_ordinal()?;
         let ptx = compile()?;
         guard("CUDA driver", || {
             let e = |e: cudarc::driver::DriverError| format!("CUDA: {e}");
-            let ctx = CudaContext::new(0).map_err(e)?;
+            let ctx = CudaContext::new(ordinal).map_err(|err| format!("CUDA device {ordinal}: {err}"))?;
             let (major, minor) = ctx.compute_capability().map_err(e)?;
             let name = format!("{} (sm_{major}{minor})", ctx.name().map_err(e)?);
             let module = ctx.load_module(ptx).map_err(e)?;

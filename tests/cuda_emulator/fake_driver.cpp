@@ -77,8 +77,15 @@ static int launches = 0;
 extern "C" {
 CUresult cuInit(unsigned) { return 0; }
 CUresult cuDriverGetVersion(int* v) { *v = 12060; return 0; }
-CUresult cuDeviceGetCount(int* n) { *n = 1; return 0; }
-CUresult cuDeviceGet(int* d, int ordinal) { *d = ordinal; return ordinal == 0 ? 0 : 101; /* CUDA_ERROR_INVALID_DEVICE */ }
+// FLOWTRACER_FAKE_CUDA_DEVICES=k: k devices (1 unless set), each with a primary context of its own.
+static int device_count() {
+    const char* v = std::getenv("FLOWTRACER_FAKE_CUDA_DEVICES");
+    int n = v ? std::atoi(v) : 1;
+    return n < 1 ? 1 : (n > 16 ? 16 : n);
+}
+static int primary[16];
+CUresult cuDeviceGetCount(int* n) { *n = device_count(); return 0; }
+CUresult cuDeviceGet(int* d, int ordinal) { *d = ordinal; return ordinal >= 0 && ordinal < device_count() ? 0 : 101; /* CUDA_ERROR_INVALID_DEVICE */ }
 CUresult cuDeviceGetName(char* name, int len, int) {
     std::snprintf(name, len, "FlowTracer CPU emulator (not a GPU)");
     return 0;
@@ -89,7 +96,7 @@ CUresult cuDeviceGetAttribute(int* v, int attribute, int) {
     return 0;
 }
 CUresult cuDeviceTotalMem_v2(size_t* bytes, int) { *bytes = 8ull << 30; return 0; }
-CUresult cuDevicePrimaryCtxRetain(void** ctx, int) { *ctx = &context_token; return 0; }
+CUresult cuDevicePrimaryCtxRetain(void** ctx, int d) { *ctx = &primary[d]; return 0; }
 CUresult cuDevicePrimaryCtxRelease_v2(int) { return 0; }
 CUresult cuCtxGetCurrent(void** ctx) { *ctx = current; return 0; }
 CUresult cuCtxSetCurrent(void* ctx) { current = ctx; return 0; }
@@ -145,10 +152,11 @@ CUresult cuMemcpyDtoH_v2(void* d, CUdeviceptr s, size_t n) { std::memcpy(d, (con
 CUresult cuMemcpyDtoHAsync_v2(void* d, CUdeviceptr s, size_t n, void*) { return cuMemcpyDtoH_v2(d, s, n); }
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void*) { std::memcpy((void*)d, (const void*)s, n); return 0; }
 
-// Any address is device memory of device 0 here (a test hands over host memory as the device's).
+// Any address is device memory of the current context's device here (a test hands over host
+// memory as the device's).
 CUresult cuPointerGetAttribute(void* data, int attribute, CUdeviceptr) {
     if (attribute == 2) { *(unsigned*)data = 2; return 0; } /* CU_POINTER_ATTRIBUTE_MEMORY_TYPE: DEVICE */
-    if (attribute == 9) { *(int*)data = 0; return 0; }      /* CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL */
+    if (attribute == 9) { *(int*)data = current ? (int)((int*)current - primary) : 0; return 0; } /* ..._DEVICE_ORDINAL */
     return 1;
 }
 // The allocation holding an address: unknown here, so the address space from it on, unless a test

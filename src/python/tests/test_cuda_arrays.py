@@ -167,3 +167,50 @@ def test_nvrtc_installed_as_a_wheel_is_found_without_the_loader_path(tmp_path):
         env["FLOWTRACER_NVRTC"] = lib
         one = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
         assert one.stdout.split()[0] == "0", (lib, one.stdout, one.stderr)
+
+
+DEVICES = r"""
+import json, os
+import numpy as np
+import flowtracer
+
+class OnDevice:
+    '''A NumPy array posing as memory of CUDA device `index` (as CuPy's arrays say theirs).'''
+    def __init__(self, a, index):
+        self.a = a
+        self.device = type("Device", (), {"id": index})()
+        self.__cuda_array_interface__ = dict(shape=a.shape, typestr=a.dtype.str, data=(a.ctypes.data, True), version=3, strides=None, stream=None)
+
+n = 16
+a = np.zeros((n, n), dtype=np.float32)
+a[0, 0] = 1.0
+for k in range(1, n):
+    a[k, k - 1] = 0.5
+    a[k, 0] += 0.5
+out = {}
+r = flowtracer.analyze(OnDevice(a, 1), question=(0, 2), answer=(n - 2, n), backend="cuda")
+out["first"] = [os.environ.get("FLOWTRACER_CUDA_DEVICE"), flowtracer._native.cuda_device(), r.zero_copy, r.provenance["steps"]["aggregate"]]
+try:
+    flowtracer.analyze(OnDevice(a, 0), question=(0, 2), answer=(n - 2, n), backend="cuda")
+except ValueError as e:
+    out["other"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def test_the_engine_runs_on_the_device_of_the_first_cuda_array(tmp_path):
+    # A trainer's rank sees every GPU and works on its own: the engine follows the first CUDA
+    # array it is given (two emulated devices here), and says so when a later one is elsewhere.
+    _fake_driver(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "FLOWTRACER_CUDA_DEVICE"}
+    env.update(LD_LIBRARY_PATH=f"{tmp_path}:{os.environ.get('LD_LIBRARY_PATH', '')}", FLOWTRACER_FAKE_CUDA_DEVICES="2")
+    run = subprocess.run([sys.executable, "-c", DEVICES], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["first"] == ["1", 1, True, "cuda"], out
+    assert "on CUDA device 0 and the engine runs on device 1" in out["other"], out["other"]
+    # A device the machine lacks is the engine's error, which backends() reports.
+    env["FLOWTRACER_CUDA_DEVICE"] = "5"
+    probe = "import flowtracer; print(flowtracer._native.cuda_device()); print(flowtracer.backends())"
+    none = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert none.stdout.startswith("None") and "CUDA device 5" in none.stdout, (none.stdout, none.stderr)

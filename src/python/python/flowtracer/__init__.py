@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _native
 from ._arrays import DeviceRun, address, engine_array
-from ._cuda import point_engine_at_nvrtc
+from ._cuda import choose_device, point_engine_at_nvrtc
 from .params import Params, params_json
 from .results import CreditRow, Credits, FlowResult, Trace
 
@@ -119,6 +119,7 @@ def analyze_batch(items: Sequence[Mapping[str, Any]], *, params: ParamsLike = No
         _item(it["attention"], it["question"], it["answer"], it.get("response"), it.get("tokens"), it.get("name") or f"attention[{i}]", on_device)
         for i, it in enumerate(items)
     ]
+    choose_device()
     answers = _native.analyze_arrays(prepared, params_json(params), backend)
     return _finish(answers, (address(it["attention"]) for it in items), errors)
 
@@ -126,6 +127,7 @@ def analyze_batch(items: Sequence[Mapping[str, Any]], *, params: ParamsLike = No
 def analyze_files(paths: Iterable[str | PathLike[str]], *, params: ParamsLike = None, backend: str = "auto", errors: Errors = "raise") -> list[Any]:
     """Runs trace files (format v1), each between the spans it records; errors as in `analyze_batch`."""
     names = [fspath(p) for p in paths]
+    choose_device()
     answers = _native.analyze_files(names, params_json(params), backend)
     return _finish(answers, (None for _ in names), errors)
 

@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._cuda import choose_device
+
 
 def _is_torch(x: Any) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "data_ptr")
@@ -112,6 +114,9 @@ class DeviceRun:
         return self._known[0]
 
     def __call__(self, index: int) -> bool:
+        if self.backend not in ("auto", "cuda"):
+            return False
+        choose_device(index)
         return self.device() == index
 
     def why_not(self, index: int) -> str:

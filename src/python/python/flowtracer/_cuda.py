@@ -1,4 +1,5 @@
-"""NVIDIA's run-time compiler for the engine's CUDA backend, found where pip puts it.
+"""The engine's CUDA backend from Python: NVIDIA's run-time compiler, found where pip puts it, and
+the device the engine runs on.
 
 The engine compiles its kernels with NVRTC (any version from 11 on), which it looks for first at
 the paths in `FLOWTRACER_NVRTC`, then by name on the loader's path. torch's CUDA wheels install
@@ -40,3 +41,23 @@ def point_engine_at_nvrtc() -> None:
         found = wheel_nvrtc()
         if found:
             os.environ["FLOWTRACER_NVRTC"] = ":".join(found)
+
+
+#: The engine's CUDA device, fixed when it first starts CUDA in this process.
+DEVICE_ENV = "FLOWTRACER_CUDA_DEVICE"
+
+
+def choose_device(index: int | None = None) -> None:
+    """Sets `FLOWTRACER_CUDA_DEVICE` unless the caller set it: to `index` (the device of a CUDA array
+    being handed over), else to torch's current device when torch has started CUDA in this
+    process (a trainer's rank on a machine whose GPUs it all sees), so that the engine shares that
+    GPU rather than starting a context of its own on the first one. Once the engine has started
+    CUDA this changes nothing."""
+    if DEVICE_ENV in os.environ:
+        return
+    if index is None:
+        torch = sys.modules.get("torch")
+        if torch is None or not torch.cuda.is_initialized():
+            return
+        index = torch.cuda.current_device()
+    os.environ[DEVICE_ENV] = str(index)
