@@ -54,7 +54,7 @@ impl DeviceBytes {
                 let (mut base, mut size) = (0u64, 0usize);
                 // SAFETY: the driver writes the allocation's base and size.
                 unsafe { sys::cuMemGetAddressRange_v2(&mut base, &mut size, ptr) }.result().map_err(driver_err)?;
-                if ptr.checked_add(len as u64).is_none_or(|end| end > base + size as u64) {
+                if ptr.checked_add(len as u64).is_none_or(|end| end > base.saturating_add(size as u64)) {
                     return Err(format!("its {len} bytes at {ptr:#x} run past the end of their CUDA allocation ({size} bytes at {base:#x})"));
                 }
                 if let Some(s) = stream {
