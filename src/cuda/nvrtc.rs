@@ -3,7 +3,7 @@
 //! (torch's CUDA 13 wheels bring `libnvrtc.so.13` and nothing else). The seven entry points used
 //! here are the same in every NVRTC since 11, so any of them compiles the kernels.
 //!
-//! Where it is looked for: the paths in `FLOWTRACER_NVRTC` (':'-separated; the Python package sets
+//! Where it is looked for: the paths in `FLOWTRACER_NVRTC` (separated as in `PATH`; the Python package sets
 //! it to the NVRTC a pip wheel installed, outside the loader's path), then the loader's search by
 //! name, newest first.
 
@@ -85,8 +85,10 @@ fn library() -> Result<&'static Nvrtc, String> {
     static NVRTC: OnceLock<Result<Nvrtc, String>> = OnceLock::new();
     NVRTC
         .get_or_init(|| {
-            let paths = std::env::var(NVRTC_ENV).unwrap_or_default();
-            load(paths.split(':').filter(|p| !p.is_empty()).chain(NAMES))
+            let paths: Vec<String> = std::env::var_os(NVRTC_ENV)
+                .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).map(|p| p.display().to_string()).collect())
+                .unwrap_or_default();
+            load(paths.iter().map(String::as_str).chain(NAMES))
         })
         .as_ref()
         .map_err(Clone::clone)

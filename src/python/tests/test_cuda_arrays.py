@@ -157,13 +157,13 @@ def test_nvrtc_installed_as_a_wheel_is_found_without_the_loader_path(tmp_path):
     found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
     device, named = found.stdout.split()
     assert device == "0", (found.stdout, found.stderr)
-    assert os.path.join(cu12_root, "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so.12") in named.split(":"), named
+    assert os.path.join(cu12_root, "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so.12") in named.split(os.pathsep), named
     # The same with the variable set to nothing by the caller: the loader's path alone has none.
     env["FLOWTRACER_NVRTC"] = ""
     without = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
     assert without.stdout.split()[0] == "None", (without.stdout, without.stderr)
     # Each wheel's NVRTC on its own compiles the kernels (CUDA 13's too, where torch brought it).
-    for lib in named.split(":"):
+    for lib in named.split(os.pathsep):
         env["FLOWTRACER_NVRTC"] = lib
         one = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
         assert one.stdout.split()[0] == "0", (lib, one.stdout, one.stderr)

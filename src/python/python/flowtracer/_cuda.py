@@ -40,7 +40,7 @@ def point_engine_at_nvrtc() -> None:
     if "FLOWTRACER_NVRTC" not in os.environ:
         found = wheel_nvrtc()
         if found:
-            os.environ["FLOWTRACER_NVRTC"] = ":".join(found)
+            os.environ["FLOWTRACER_NVRTC"] = os.pathsep.join(found)
 
 
 #: The engine's CUDA device, fixed when it first starts CUDA in this process.
