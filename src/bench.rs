@@ -5,6 +5,7 @@
 use crate::backend::Backend;
 use crate::flow::{Cancel, StepTimes};
 use crate::params::Params;
+use crate::render::share;
 use crate::synth::{SynthSpec, synth_trace};
 use crate::trace::{Dtype, Trace};
 use rayon::prelude::*;
@@ -32,6 +33,9 @@ pub struct BenchRow {
     /// spares keep): how fast this machine hands out and first writes that much new memory with
     /// the same threads, bytes/s (`first_touch_floor`).
     pub first_touch: Option<f64>,
+    /// The backend's own device, measured in the same run (`Backend::memory_floor`): what its
+    /// kernels and the upload they wait for are read against.
+    pub device: Option<crate::backend::DeviceFloor>,
 }
 
 /// The bytes a step must at least read or write, by its definition: the aggregation reads the
@@ -226,6 +230,12 @@ pub fn run_case(
     let params = Params::default();
     let (steps, pipeline, peak_heap, slabs, fresh) = time_pipeline(&path, &params, repeat, backend);
     let floor = read_floor(&path, repeat)?;
+    let device = {
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // SAFETY: the bench wrote this file and nothing changes it while it is mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
+        backend.memory_floor(&map, repeat).transpose().map_err(|e| format!("the device's floor: {e}"))?
+    };
     let first_touch = fresh.then(|| first_touch_floor(crate::flow::Matrix::bytes_for(trace.n()), repeat));
     let peer = peer.map(|script| run_peer(script, &path, repeat)).transpose()?;
     // The median of `repeat` exports, each into a folder of its own (an export never writes over
@@ -266,6 +276,7 @@ pub fn run_case(
         peer,
         floor,
         first_touch,
+        device,
     })
 }
 
@@ -310,6 +321,50 @@ pub fn format_floor_table(rows: &[BenchRow]) -> String {
         ));
     }
     s
+}
+
+/// The rows a device ran, each step against that device's own floor: the aggregation's kernels
+/// (events around each launch) and the solves against its memory, the aggregation end to end
+/// against the upload its attention must make, the pipeline against its bytes at both. None when
+/// no row ran on a device that measured one.
+pub fn format_device_floor_table(rows: &[BenchRow]) -> Option<String> {
+    let mut s = String::from(
+        "| N | attention | memory floor GB/s (device copy) | upload floor GB/s (host → device) | aggregate kernels: MB · GB/s · % of memory | aggregate end to end: GB/s · % of upload | reach | flow | backbone | pipeline: ms at the floor · × floor |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut any = false;
+    for r in rows {
+        let Some(d) = r.device else { continue };
+        any = true;
+        let b = StepBytes::of(r.attention_bytes, r.n);
+        // Two significant digits where a figure is small: an emulated or tiny run's rates are
+        // far below a GPU's, and "0.0" would say nothing.
+        let cell = |bytes: usize, t: Duration| {
+            let rate = bytes as f64 / t.as_secs_f64().max(1e-9);
+            format!("{} · {} · {}%", share(bytes as f64 / 1e6, 0), share(rate / 1e9, 1), share(100.0 * rate / d.memory, 0))
+        };
+        let kernels = match r.steps.aggregate_on_device {
+            t if t.is_zero() => "-".into(),
+            t => cell(b.aggregate, t),
+        };
+        let end_to_end = r.attention_bytes as f64 / r.steps.aggregate.as_secs_f64().max(1e-9);
+        let at_floor = r.attention_bytes as f64 / d.upload + b.total() as f64 / d.memory;
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} · {}% | {} | {} | {} | {} · {}× |\n",
+            r.n,
+            r.layout,
+            share(d.memory / 1e9, 0),
+            share(d.upload / 1e9, 1),
+            kernels,
+            share(end_to_end / 1e9, 1),
+            share(100.0 * end_to_end / d.upload, 0),
+            cell(b.reach, r.steps.reach),
+            cell(b.flow, r.steps.flow),
+            cell(b.backbone, r.steps.backbone),
+            share(at_floor * 1e3, 2),
+            share(r.pipeline.as_secs_f64() / at_floor, 1),
+        ));
+    }
+    any.then_some(s)
 }
 
 pub fn format_table(rows: &[BenchRow]) -> String {
@@ -565,7 +620,7 @@ mod tests {
     fn row(first_touch: Option<f64>) -> BenchRow {
         let n = 1000;
         let steps = StepTimes { aggregate: Duration::from_millis(10), ..Default::default() };
-        BenchRow { n, layout: "[N,N] F32".into(), attention_bytes: 4_000_000, steps, pipeline: Duration::from_millis(20), export: None, export_without_png: None, peak_heap: None, peer: None, floor: 4e9, first_touch }
+        BenchRow { n, layout: "[N,N] F32".into(), attention_bytes: 4_000_000, steps, pipeline: Duration::from_millis(20), export: None, export_without_png: None, peak_heap: None, peer: None, floor: 4e9, first_touch, device: None }
     }
 
     /// A fresh matrix's aggregation is set against reading the attention at the read floor plus
@@ -581,5 +636,33 @@ mod tests {
         assert_eq!(cells(lines[0])[4], format!("1.00 · {share:.0}%"), "{table}");
         assert_eq!(cells(lines[1])[4], "-", "{table}");
         assert_eq!(cells(lines[0]).len(), cells(table.lines().next().unwrap()).len(), "a cell per column");
+    }
+
+    /// A device's rows are read against its own memory and link: the kernels' bytes (attention
+    /// read, matrix written) over their event time against the copy rate, the aggregation end to
+    /// end against the upload, the pipeline against its attention going up plus every step's
+    /// bytes at the memory's rate. Kernels without a timer get no figure; a CPU run no table.
+    #[test]
+    fn a_device_row_is_read_against_its_own_floor() {
+        assert!(format_device_floor_table(&[row(None)]).is_none());
+        let device = Some(crate::backend::DeviceFloor { memory: 100e9, upload: 4e9, bytes: 4_000_000 });
+        let mut timed = BenchRow { device, ..row(None) };
+        timed.steps.aggregate_on_device = Duration::from_millis(1);
+        timed.steps.reach = Duration::from_millis(2);
+        let untimed = BenchRow { device, ..row(None) };
+        let table = format_device_floor_table(&[timed, untimed]).expect("rows on a device");
+        let lines: Vec<&str> = table.lines().collect();
+        let cells = |l: &str| l.split(" | ").map(str::to_string).collect::<Vec<_>>();
+        let (a, b) = (cells(lines[2]), cells(lines[3]));
+        assert_eq!(a.len(), cells(lines[0]).len(), "a cell per column: {table}");
+        let matrix = crate::flow::Matrix::bytes_for(1000) as f64;
+        // 6.0 MB in 1 ms: 6.0 GB/s, 6% of 100; 2.0 MB in 2 ms: 1.0 GB/s, 0.999%; small shares keep
+        // two significant digits.
+        assert_eq!(a[4], "6 · 6.0 · 6%", "{table}");
+        assert_eq!(a[5], "0.4 · 10%", "{table}");
+        assert_eq!(a[6], "2 · 1.0 · 1.00%", "{table}");
+        let at_floor = 4e6 / 4e9 + (4e6 + 4.0 * matrix) / 100e9;
+        assert_eq!(a[9].trim_end_matches(" |"), format!("{:.2} · {:.1}×", at_floor * 1e3, 20e-3 / at_floor), "{table}");
+        assert_eq!(b[4], "-", "{table}");
     }
 }

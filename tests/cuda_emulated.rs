@@ -132,14 +132,19 @@ fn export(out: &Path, backend: &str, fake: Option<&Path>, inputs: &[PathBuf], ex
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowtracer"));
     cmd.args(["--export", out.to_str().unwrap(), "--backend", backend, "--format", "json,credits"]).args(inputs);
     if let Some(dir) = fake {
-        let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-        cmd.env("LD_LIBRARY_PATH", format!("{}:{old}", dir.display()));
+        on_fake_driver(&mut cmd, dir);
     }
     cmd.envs(extra_env.iter().copied());
     let o = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(o.status.code(), Some(1), "{backend}: one input is broken, so exit 1:\n{stderr}");
     (serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap(), stderr)
+}
+
+/// Puts the stand-in driver in `dir` first on the child's library path.
+fn on_fake_driver(cmd: &mut Command, dir: &Path) {
+    let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    cmd.env("LD_LIBRARY_PATH", format!("{}:{old}", dir.display()));
 }
 
 /// A folder holding the stand-in `libcuda.so`, for a child's library path; None (the test says it
@@ -223,6 +228,35 @@ const CHILD: &str = "FLOWTRACER_RESIDENT_CHILD";
 /// goes up, a bad file still gets the CPU's exact error, and a device that fails sends the batch
 /// to the CPU through a host copy, losing nothing. Runs in child processes of this test binary
 /// with the fake driver on their library path (once as is, once failing the first launch).
+/// `bench --backend cuda` measures the device's own floor in the same run (its memory by a
+/// device-to-device copy, its link by copying the trace up) and reads each step against it: on
+/// the emulator the "device" is this machine's memory, so every figure is a finite rate, and the
+/// aggregation's kernels are timed by the driver's events.
+#[test]
+fn the_bench_reads_the_device_against_its_own_floor() {
+    let Some(dir) = fake_driver("cuda-bench") else { return };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowtracer"));
+    cmd.args(["bench", "--backend", "cuda", "--sizes", "96", "--repeat", "1", "--batch", "0", "--no-heads", "--dir"]).arg(dir.join("bench"));
+    on_fake_driver(&mut cmd, &dir);
+    let o = cmd.output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("backend cuda on FlowTracer CPU emulator"), "{stdout}");
+    let table = stdout.split("Against the device's own floor").nth(1).unwrap_or_else(|| panic!("no device table:\n{stdout}"));
+    let rows: Vec<Vec<&str>> = table.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| N ")).map(|l| l.trim_matches(|c| c == '|' || c == ' ').split(" | ").collect()).collect();
+    assert_eq!(rows.len(), 1, "one case, one row:\n{table}");
+    let row = &rows[0];
+    assert_eq!(row.len(), 10, "{table}");
+    let rate = |cell: &str| -> f64 { cell.parse().unwrap_or_else(|_| panic!("{cell:?} is not a rate:\n{table}")) };
+    assert!(rate(row[2]) > 0.0 && rate(row[3]) > 0.0, "the floors are measured rates:\n{table}");
+    for (column, cell) in [(4, row[4]), (6, row[6]), (7, row[7]), (8, row[8])] {
+        let parts: Vec<&str> = cell.split(" · ").collect();
+        assert_eq!(parts.len(), 3, "column {column}: MB · GB/s · % of memory:\n{table}");
+        assert!(rate(parts[1]) > 0.0 && rate(parts[2].trim_end_matches('%')) > 0.0, "column {column}:\n{table}");
+    }
+    assert!(rate(row[9].split(" · ").nth(1).unwrap().trim_end_matches('×')) > 0.0, "{table}");
+}
+
 #[test]
 fn attention_on_the_device_is_read_where_it_lies() {
     let Some(dir) = fake_driver("cuda-resident") else { return };

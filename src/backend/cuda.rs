@@ -43,6 +43,10 @@ impl Backend for CudaBackend {
         self.cuda.name.clone()
     }
 
+    fn memory_floor(&self, host: &[u8], repeat: usize) -> Option<Result<super::DeviceFloor, String>> {
+        Some(self.cuda.memory_floor(host, repeat))
+    }
+
     /// The rollouts of one RL step (G = 8 × 8 prompts).
     fn batch_size(&self) -> usize {
         64

@@ -25,6 +25,13 @@ pub trait Backend: Send + Sync {
     fn device(&self) -> String {
         String::new()
     }
+    /// What its device's memory and the link to it allow, measured now with `host` (the bench's
+    /// mapped trace) as what goes up; None where the backend has no device of its own to
+    /// measure (the CPU, whose floor the bench reads from the mapped file itself) or no timer on
+    /// it (wgpu's timestamp queries are optional per adapter).
+    fn memory_floor(&self, _host: &[u8], _repeat: usize) -> Option<Result<DeviceFloor, String>> {
+        None
+    }
     /// Every planned trace of a batch, each result with its aggregated matrix, in order.
     fn execute(&self, batch: &[(&Trace, &Plan)], cancel: &Cancel) -> Vec<Result<(FlowResult, Matrix), TraceError>>;
 
@@ -48,6 +55,16 @@ pub trait Backend: Send + Sync {
         let plan = Plan::new(trace, spans, params)?;
         self.execute(&[(trace, &plan)], cancel).pop().expect("one result per planned trace")
     }
+}
+
+/// A device's floor, bytes/s: the memory's rate for a kernel that streams (a device-to-device
+/// copy, each byte read and written) and the host-to-device rate from pageable memory, both
+/// over `bytes`.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceFloor {
+    pub memory: f64,
+    pub upload: f64,
+    pub bytes: usize,
 }
 
 /// The reference: f64 solves, rayon across traces and inside each solve.

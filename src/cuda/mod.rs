@@ -10,6 +10,7 @@
 mod aggregate;
 mod backbone;
 mod credit;
+mod floor;
 mod nvrtc;
 mod resident;
 mod solve;

@@ -8,6 +8,7 @@
 // Built by tests/cuda_emulated.rs and put on LD_LIBRARY_PATH of one child process only. It names
 // itself "FlowTracer CPU emulator (not a GPU)" so that no result is mistaken for a device's.
 #include "emulate.h"
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -169,12 +170,18 @@ CUresult cuMemGetAddressRange_v2(CUdeviceptr* base, size_t* size, CUdeviceptr p)
 }
 CUresult cuStreamSynchronize(void*) { return 0; }
 CUresult cuStreamWaitEvent(void*, void*, unsigned) { return 0; }
-CUresult cuEventCreate(void** e, unsigned) { *e = &context_token; return 0; }
-CUresult cuEventRecord(void*, void*) { return 0; }
+// An event is the moment it was recorded: every call here runs to its end before it returns, so
+// that is when the work queued before it finished, and the time between two is what it took.
+struct Event { double ms = 0; };
+CUresult cuEventCreate(void** e, unsigned) { *e = new Event(); return 0; }
+CUresult cuEventRecord(void* e, void*) {
+    ((Event*)e)->ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    return 0;
+}
 CUresult cuEventSynchronize(void*) { return 0; }
 CUresult cuEventQuery(void*) { return 0; }
-CUresult cuEventElapsedTime(float* ms, void*, void*) { *ms = 0.0f; return 0; }
-CUresult cuEventDestroy_v2(void*) { return 0; }
+CUresult cuEventElapsedTime(float* ms, void* start, void* end) { *ms = (float)(((Event*)end)->ms - ((Event*)start)->ms); return 0; }
+CUresult cuEventDestroy_v2(void* e) { delete (Event*)e; return 0; }
 CUresult cuGetErrorString(CUresult, const char** s) { *s = "error in the CPU emulator of the CUDA driver"; return 0; }
 CUresult cuGetErrorName(CUresult, const char** s) { *s = "CUDA_ERROR_EMULATOR"; return 0; }
 }

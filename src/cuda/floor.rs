@@ -1,0 +1,48 @@
+//! What the device allows, measured on the device the backend runs on, so `bench --backend cuda`
+//! reads each kernel against the GPU's own memory (as the CPU's steps are read against a plain
+//! sum over the mapped file) and the end-to-end aggregation against the link it must cross.
+
+use super::{Cuda, driver_err, guard};
+use crate::backend::DeviceFloor;
+use std::time::Instant;
+
+/// The floor's buffers stop growing here: a copy this long runs at the memory's full rate, and
+/// the bench must not take device memory a large trace's batch needs.
+const MAX_BYTES: usize = 1 << 30;
+
+impl Cuda {
+    /// Copies `host` (the bench's mapped trace file, pageable memory as the backend uploads it)
+    /// up once per run, and a device buffer as long onto another; the medians of `repeat`
+    /// runs. A device-to-device copy reads and writes every byte, so it counts twice: the
+    /// memory's rate for a kernel that streams, which no kernel of ours can beat.
+    pub fn memory_floor(&self, host: &[u8], repeat: usize) -> Result<DeviceFloor, String> {
+        guard("CUDA floor", || {
+            let s = &self.stream;
+            let bytes = host.len().clamp(1 << 20, MAX_BYTES).min(self.free_memory()? / 4).max(1);
+            let host = &host[..bytes.min(host.len())];
+            let src = s.alloc_zeros::<u8>(bytes).map_err(driver_err)?;
+            let mut dst = s.alloc_zeros::<u8>(bytes).map_err(driver_err)?;
+            let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+            let (mut upload, mut copy) = (Vec::new(), Vec::new());
+            for _ in 0..repeat.max(1) {
+                let t = Instant::now();
+                let mut up = dst.slice_mut(0..host.len());
+                s.memcpy_htod(host, &mut up).map_err(driver_err)?;
+                s.synchronize().map_err(driver_err)?;
+                upload.push(host.len() as f64 / t.elapsed().as_secs_f64().max(1e-9));
+                let start = s.record_event(timed).map_err(driver_err)?;
+                s.memcpy_dtod(&src, &mut dst).map_err(driver_err)?;
+                let end = s.record_event(timed).map_err(driver_err)?;
+                end.synchronize().map_err(driver_err)?;
+                let ms = f64::from(start.elapsed_ms(&end).map_err(driver_err)?);
+                copy.push(2.0 * bytes as f64 / (ms / 1e3).max(1e-9));
+            }
+            Ok(DeviceFloor { memory: median(copy), upload: median(upload), bytes })
+        })
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
