@@ -214,3 +214,34 @@ def test_the_engine_runs_on_the_device_of_the_first_cuda_array(tmp_path):
     probe = "import flowtracer; print(flowtracer._native.cuda_device()); print(flowtracer.backends())"
     none = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
     assert none.stdout.startswith("None") and "CUDA device 5" in none.stdout, (none.stdout, none.stderr)
+
+
+def test_the_engine_follows_torchs_current_device_unless_told(monkeypatch):
+    """A trainer's rank sees every GPU and has made one current: the engine must start CUDA there,
+    not on the first, unless an array names its device or the user set the variable."""
+    import types
+
+    from flowtracer import _cuda
+
+    started = {"yes": True}
+    cuda = types.SimpleNamespace(is_initialized=lambda: started["yes"], current_device=lambda: 3)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    env = _cuda.DEVICE_ENV
+
+    monkeypatch.delenv(env, raising=False)
+    _cuda.choose_device()
+    assert os.environ[env] == "3", "torch's current device"
+
+    monkeypatch.delenv(env)
+    _cuda.choose_device(5)
+    assert os.environ[env] == "5", "the array's device comes first"
+
+    monkeypatch.setenv(env, "1")
+    _cuda.choose_device(5)
+    _cuda.choose_device()
+    assert os.environ[env] == "1", "the user's choice stands"
+
+    monkeypatch.delenv(env)
+    started["yes"] = False
+    _cuda.choose_device()
+    assert env not in os.environ, "torch without CUDA started says nothing: the engine takes its default"
