@@ -61,7 +61,7 @@ impl StepBytes {
 }
 
 /// The middle of `runs` (the upper one of an even count): every figure the bench reports.
-fn median<T: PartialOrd + Copy>(mut runs: Vec<T>) -> T {
+pub(crate) fn median<T: PartialOrd + Copy>(mut runs: Vec<T>) -> T {
     runs.sort_by(|a, b| a.partial_cmp(b).expect("times and rates are numbers"));
     runs[runs.len() / 2]
 }

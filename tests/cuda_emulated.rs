@@ -236,25 +236,8 @@ const CHILD: &str = "FLOWTRACER_RESIDENT_CHILD";
 fn the_bench_reads_the_device_against_its_own_floor() {
     let Some(dir) = fake_driver("cuda-bench") else { return };
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowtracer"));
-    cmd.args(["bench", "--backend", "cuda", "--sizes", "96", "--repeat", "1", "--batch", "0", "--no-heads", "--dir"]).arg(dir.join("bench"));
     on_fake_driver(&mut cmd, &dir);
-    let o = cmd.output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("backend cuda on FlowTracer CPU emulator"), "{stdout}");
-    let table = stdout.split("Against the device's own floor").nth(1).unwrap_or_else(|| panic!("no device table:\n{stdout}"));
-    let rows: Vec<Vec<&str>> = table.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| N ")).map(|l| l.trim_matches(|c| c == '|' || c == ' ').split(" | ").collect()).collect();
-    assert_eq!(rows.len(), 1, "one case, one row:\n{table}");
-    let row = &rows[0];
-    assert_eq!(row.len(), 10, "{table}");
-    let rate = |cell: &str| -> f64 { cell.parse().unwrap_or_else(|_| panic!("{cell:?} is not a rate:\n{table}")) };
-    assert!(rate(row[2]) > 0.0 && rate(row[3]) > 0.0, "the floors are measured rates:\n{table}");
-    for (column, cell) in [(4, row[4]), (6, row[6]), (7, row[7]), (8, row[8])] {
-        let parts: Vec<&str> = cell.split(" · ").collect();
-        assert_eq!(parts.len(), 3, "column {column}: MB · GB/s · % of memory:\n{table}");
-        assert!(rate(parts[1]) > 0.0 && rate(parts[2].trim_end_matches('%')) > 0.0, "column {column}:\n{table}");
-    }
-    assert!(rate(row[9].split(" · ").nth(1).unwrap().trim_end_matches('×')) > 0.0, "{table}");
+    common::assert_device_floor_table(cmd, "cuda", &dir, true);
 }
 
 #[test]

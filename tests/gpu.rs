@@ -325,3 +325,15 @@ fn the_status_bar_says_where_each_rescore_ran() {
     let status = app.model.status.clone();
     assert!(status.contains(" ms on cpu (aggregation reused from wgpu: "), "{status}");
 }
+
+/// `bench --backend wgpu` measures the adapter's own floor in the same run (a buffer copied onto
+/// another, the trace written into one) and reads each step against it; the aggregation has no
+/// kernel timer there (timestamp queries are optional), so that cell stays empty.
+#[test]
+fn the_bench_reads_the_adapter_against_its_own_floor() {
+    if gpu().is_none() {
+        return;
+    }
+    let dir = common::temp_dir("wgpu-bench");
+    common::assert_device_floor_table(std::process::Command::new(env!("CARGO_BIN_EXE_flowtracer")), "wgpu", &dir, false);
+}

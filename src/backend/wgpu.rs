@@ -24,6 +24,10 @@ impl Backend for Wgpu {
         self.gpu.adapter.clone()
     }
 
+    fn memory_floor(&self, host: &[u8], repeat: usize) -> Option<Result<super::DeviceFloor, String>> {
+        Some(self.gpu.memory_floor(host, repeat))
+    }
+
     /// Traces of a batch go through the one queue from several threads at once: while one waits
     /// for its readback (the solves' h and f, each backbone path), the others' work runs.
     fn execute(&self, batch: &[(&Trace, &Plan)], cancel: &Cancel) -> Vec<Result<(FlowResult, Matrix), TraceError>> {

@@ -4,6 +4,7 @@
 
 use super::{Cuda, driver_err, guard};
 use crate::backend::DeviceFloor;
+use crate::bench::median;
 use std::time::Instant;
 
 /// The floor's buffers stop growing here: a copy this long runs at the memory's full rate, and
@@ -40,9 +41,4 @@ impl Cuda {
             Ok(DeviceFloor { memory: median(copy), upload: median(upload), bytes })
         })
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }

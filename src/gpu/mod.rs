@@ -7,6 +7,7 @@ pub mod backbone;
 mod credit;
 pub mod matrix;
 mod downsample;
+mod floor;
 pub mod solve;
 
 pub use downsample::Scale;

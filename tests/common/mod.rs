@@ -244,3 +244,34 @@ pub fn wait_with_deadline(child: &mut std::process::Child, secs: u64) -> std::pr
     }
     std::process::Output { status: child.wait().unwrap(), stdout: out, stderr: err }
 }
+
+/// Runs `bench --backend BACKEND` on one small case through `cmd` (the binary, with whatever
+/// environment the backend needs) and checks the table of the device's own floor: one row, its
+/// floors measured rates, each step's cell a rate and a share of the memory's, the pipeline a
+/// multiple of its floor, and the aggregation's kernels timed when `kernels_timed`.
+pub fn assert_device_floor_table(mut cmd: std::process::Command, backend: &str, dir: &std::path::Path, kernels_timed: bool) {
+    cmd.args(["bench", "--backend", backend, "--sizes", "96", "--repeat", "1", "--batch", "0", "--no-heads", "--dir"]).arg(dir.join("bench"));
+    let o = cmd.output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with(&format!("backend {backend} on ")), "{stdout}");
+    let table = stdout.split("Against the device's own floor").nth(1).unwrap_or_else(|| panic!("no device table:\n{stdout}"));
+    let rows: Vec<Vec<&str>> = table.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| N ")).map(|l| l.trim_matches(|c| c == '|' || c == ' ').split(" | ").collect()).collect();
+    assert_eq!(rows.len(), 1, "one case, one row:\n{table}");
+    let row = &rows[0];
+    assert_eq!(row.len(), 10, "{table}");
+    let rate = |cell: &str| -> f64 { cell.parse().unwrap_or_else(|_| panic!("{cell:?} is not a rate:\n{table}")) };
+    assert!(rate(row[2]) > 0.0 && rate(row[3]) > 0.0, "the floors are measured rates:\n{table}");
+    let mut steps = vec![6, 7, 8];
+    if kernels_timed {
+        steps.push(4);
+    } else {
+        assert_eq!(row[4], "-", "no timer, no kernel figure:\n{table}");
+    }
+    for column in steps {
+        let parts: Vec<&str> = row[column].split(" · ").collect();
+        assert_eq!(parts.len(), 3, "column {column}: MB · GB/s · % of memory:\n{table}");
+        assert!(rate(parts[1]) > 0.0 && rate(parts[2].trim_end_matches('%')) > 0.0, "column {column}:\n{table}");
+    }
+    assert!(rate(row[9].split(" · ").nth(1).unwrap().trim_end_matches('×')) > 0.0, "{table}");
+}
