@@ -645,7 +645,7 @@ mod tests {
     #[test]
     fn a_device_row_is_read_against_its_own_floor() {
         assert!(format_device_floor_table(&[row(None)]).is_none());
-        let device = Some(crate::backend::DeviceFloor { memory: 100e9, upload: 4e9, bytes: 4_000_000 });
+        let device = Some(crate::backend::DeviceFloor { memory: 100e9, upload: 4e9 });
         let mut timed = BenchRow { device, ..row(None) };
         timed.steps.aggregate_on_device = Duration::from_millis(1);
         timed.steps.reach = Duration::from_millis(2);

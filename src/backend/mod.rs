@@ -58,13 +58,11 @@ pub trait Backend: Send + Sync {
 }
 
 /// A device's floor, bytes/s: the memory's rate for a kernel that streams (a device-to-device
-/// copy, each byte read and written) and the host-to-device rate from pageable memory, both
-/// over `bytes`.
+/// copy, each byte read and written) and the host-to-device rate from pageable memory.
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceFloor {
     pub memory: f64,
     pub upload: f64,
-    pub bytes: usize,
 }
 
 /// The reference: f64 solves, rayon across traces and inside each solve.

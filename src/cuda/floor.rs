@@ -14,7 +14,7 @@ const MAX_BYTES: usize = 1 << 30;
 impl Cuda {
     /// Copies `host` (the bench's mapped trace file, pageable memory as the backend uploads it)
     /// up once per run, and a device buffer as long onto another; the medians of `repeat`
-    /// runs. A device-to-device copy reads and writes every byte, so it counts twice: the
+    /// runs after one untimed round (the first copies pay for setting up). A device-to-device copy reads and writes every byte, so it counts twice: the
     /// memory's rate for a kernel that streams, which no kernel of ours can beat.
     pub fn memory_floor(&self, host: &[u8], repeat: usize) -> Result<DeviceFloor, String> {
         guard("CUDA floor", || {
@@ -25,20 +25,23 @@ impl Cuda {
             let mut dst = s.alloc_zeros::<u8>(bytes).map_err(driver_err)?;
             let timed = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
             let (mut upload, mut copy) = (Vec::new(), Vec::new());
-            for _ in 0..repeat.max(1) {
+            for round in 0..=repeat.max(1) {
                 let t = Instant::now();
                 let mut up = dst.slice_mut(0..host.len());
                 s.memcpy_htod(host, &mut up).map_err(driver_err)?;
                 s.synchronize().map_err(driver_err)?;
-                upload.push(host.len() as f64 / t.elapsed().as_secs_f64().max(1e-9));
+                let uploaded = t.elapsed().as_secs_f64();
                 let start = s.record_event(timed).map_err(driver_err)?;
                 s.memcpy_dtod(&src, &mut dst).map_err(driver_err)?;
                 let end = s.record_event(timed).map_err(driver_err)?;
                 end.synchronize().map_err(driver_err)?;
-                let ms = f64::from(start.elapsed_ms(&end).map_err(driver_err)?);
-                copy.push(2.0 * bytes as f64 / (ms / 1e3).max(1e-9));
+                let copied = f64::from(start.elapsed_ms(&end).map_err(driver_err)?) / 1e3;
+                if round > 0 {
+                    upload.push(host.len() as f64 / uploaded.max(1e-9));
+                    copy.push(2.0 * bytes as f64 / copied.max(1e-9));
+                }
             }
-            Ok(DeviceFloor { memory: median(copy), upload: median(upload), bytes })
+            Ok(DeviceFloor { memory: median(copy), upload: median(upload) })
         })
     }
 }

@@ -44,6 +44,6 @@ impl Gpu {
                 copy.push(2.0 * bytes as f64 / copied.max(1e-9));
             }
         }
-        Ok(DeviceFloor { memory: median(copy), upload: median(upload), bytes: bytes as usize })
+        Ok(DeviceFloor { memory: median(copy), upload: median(upload) })
     }
 }
