@@ -1,8 +1,28 @@
 """Type stubs of the compiled engine (`src/python/src/lib.rs`); the public API is `flowtracer`."""
 
-from typing import Any, Sequence
+from typing import Any, Sequence, final
 
 import numpy as np
+
+__all__ = [
+    "TraceError",
+    "Unmade",
+    "analyze_arrays",
+    "analyze_files",
+    "load_trace",
+    "read_credits",
+    "discover",
+    "file_columns",
+    "token_advantages",
+    "params_default",
+    "params_parse",
+    "default_layers",
+    "write_trace",
+    "backends",
+    "cuda_device",
+    "engine_seconds",
+    "__version__",
+]
 
 __version__: str
 
@@ -11,6 +31,7 @@ class TraceError(ValueError):
 
     problem: str
 
+@final
 class Unmade:
     """The parts of a result kept in the engine until first read (a file's tokens, backbone,
     provenance, layers, heads)."""

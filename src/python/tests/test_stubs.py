@@ -1,0 +1,22 @@
+"""The type stubs of the compiled module (`flowtracer/_native.pyi`) say what the wheel holds:
+mypy's stubtest imports the built module and compares its names, classes and signatures
+(parameter names, kinds and defaults; PyO3 records no types) with the stub, so a function added,
+removed or given other parameters in the binding without its stub fails here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import require
+
+
+def test_the_stubs_match_the_compiled_module():
+    require("mypy")
+    # PEP 800's @disjoint_base is newer than the typing the stub targets (Python 3.10).
+    run = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "flowtracer._native", "--ignore-disjoint-bases"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
