@@ -325,11 +325,11 @@ pub fn format_floor_table(rows: &[BenchRow]) -> String {
 
 /// The rows a device ran, each step against that device's own floor: the aggregation's kernels
 /// (events around each launch) and the solves against its memory, the aggregation end to end
-/// against the upload its attention must make, the pipeline against its bytes at both. None when
+/// against the link its attention must cross, the pipeline against its bytes at both. None when
 /// no row ran on a device that measured one.
 pub fn format_device_floor_table(rows: &[BenchRow]) -> Option<String> {
     let mut s = String::from(
-        "| N | attention | memory floor GB/s (device copy) | upload floor GB/s (host → device) | aggregate kernels: MB · GB/s · % of memory | aggregate end to end: GB/s · % of upload | reach | flow | backbone | pipeline: ms at the floor · × floor |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| N | attention | memory floor GB/s (device copy) | link floor GB/s (host → device) · from pageable memory | aggregate kernels: MB · GB/s · % of memory | aggregate end to end: GB/s · % of link | reach | flow | backbone | pipeline: ms at the floor · × floor |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut any = false;
     for r in rows {
@@ -347,16 +347,17 @@ pub fn format_device_floor_table(rows: &[BenchRow]) -> Option<String> {
             t => cell(b.aggregate, t),
         };
         let end_to_end = r.attention_bytes as f64 / r.steps.aggregate.as_secs_f64().max(1e-9);
-        let at_floor = r.attention_bytes as f64 / d.upload + b.total() as f64 / d.memory;
+        let at_floor = r.attention_bytes as f64 / d.link + b.total() as f64 / d.memory;
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} · {}% | {} | {} | {} | {} · {}× |\n",
+            "| {} | {} | {} | {} · {} | {} | {} · {}% | {} | {} | {} | {} · {}× |\n",
             r.n,
             r.layout,
             share(d.memory / 1e9, 0),
-            share(d.upload / 1e9, 1),
+            share(d.link / 1e9, 1),
+            d.pageable.map_or("-".into(), |p| share(p / 1e9, 1)),
             kernels,
             share(end_to_end / 1e9, 1),
-            share(100.0 * end_to_end / d.upload, 0),
+            share(100.0 * end_to_end / d.link, 0),
             cell(b.reach, r.steps.reach),
             cell(b.flow, r.steps.flow),
             cell(b.backbone, r.steps.backbone),
@@ -640,12 +641,12 @@ mod tests {
 
     /// A device's rows are read against its own memory and link: the kernels' bytes (attention
     /// read, matrix written) over their event time against the copy rate, the aggregation end to
-    /// end against the upload, the pipeline against its attention going up plus every step's
+    /// end against the link, the pipeline against its attention going up plus every step's
     /// bytes at the memory's rate. Kernels without a timer get no figure; a CPU run no table.
     #[test]
     fn a_device_row_is_read_against_its_own_floor() {
         assert!(format_device_floor_table(&[row(None)]).is_none());
-        let device = Some(crate::backend::DeviceFloor { memory: 100e9, upload: 4e9 });
+        let device = Some(crate::backend::DeviceFloor { memory: 100e9, link: 4e9, pageable: Some(2e9) });
         let mut timed = BenchRow { device, ..row(None) };
         timed.steps.aggregate_on_device = Duration::from_millis(1);
         timed.steps.reach = Duration::from_millis(2);
@@ -659,6 +660,7 @@ mod tests {
         // 6.0 MB in 1 ms: 6.0 GB/s, 6% of 100; 2.0 MB in 2 ms: 1.0 GB/s, 0.999%; small shares keep
         // two significant digits.
         assert_eq!(a[4], "6 · 6.0 · 6%", "{table}");
+        assert_eq!(a[3], "4.0 · 2.0", "the link, and from pageable memory: {table}");
         assert_eq!(a[5], "0.4 · 10%", "{table}");
         assert_eq!(a[6], "2 · 1.0 · 1.00%", "{table}");
         let at_floor = 4e6 / 4e9 + (4e6 + 4.0 * matrix) / 100e9;

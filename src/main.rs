@@ -485,7 +485,7 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, d
     println!("\nAgainst this machine's floor (a plain sum over the same mapped file, {} threads):\n", rayon::current_num_threads());
     print!("{}", bench::format_floor_table(&rows));
     if let Some(table) = bench::format_device_floor_table(&rows) {
-        println!("\nAgainst the device's own floor (its memory: a device-to-device copy, each byte read and written; its link: the same file copied up):\n");
+        println!("\nAgainst the device's own floor (its memory: a device-to-device copy, each byte read and written; its link: the same file copied up, from page-locked memory where the API has it):\n");
         print!("{table}");
     }
     if let Some(line) = batch_line {

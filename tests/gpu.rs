@@ -335,5 +335,5 @@ fn the_bench_reads_the_adapter_against_its_own_floor() {
         return;
     }
     let dir = common::temp_dir("wgpu-bench");
-    common::assert_device_floor_table(std::process::Command::new(env!("CARGO_BIN_EXE_flowtracer")), "wgpu", &dir, false);
+    common::assert_device_floor_table(std::process::Command::new(env!("CARGO_BIN_EXE_flowtracer")), "wgpu", &dir);
 }

@@ -58,11 +58,14 @@ pub trait Backend: Send + Sync {
 }
 
 /// A device's floor, bytes/s: the memory's rate for a kernel that streams (a device-to-device
-/// copy, each byte read and written) and the host-to-device rate from pageable memory.
+/// copy, each byte read and written) and the link's, host to device, the fastest way the API
+/// offers (CUDA: from page-locked memory); and, where that is not how the backend uploads, the
+/// rate from pageable memory as it does.
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceFloor {
     pub memory: f64,
-    pub upload: f64,
+    pub link: f64,
+    pub pageable: Option<f64>,
 }
 
 /// The reference: f64 solves, rayon across traces and inside each solve.

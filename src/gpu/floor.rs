@@ -1,5 +1,6 @@
 //! What the adapter allows, measured on it, so `bench --backend wgpu` reads each step against
-//! the device's own memory and link as the CPU's steps are read against the mapped file. Timed
+//! the device's own memory and link as the CPU's steps are read against the mapped file (the
+//! link as wgpu offers it: a queue write, its one way up). Timed
 //! by the wall clock around a submission and its wait (timestamp queries are an optional
 //! feature), which is how the backend's own steps are timed too.
 
@@ -44,6 +45,6 @@ impl Gpu {
                 copy.push(2.0 * bytes as f64 / copied.max(1e-9));
             }
         }
-        Ok(DeviceFloor { memory: median(copy), upload: median(upload) })
+        Ok(DeviceFloor { memory: median(copy), link: median(upload), pageable: None })
     }
 }

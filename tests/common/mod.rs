@@ -248,8 +248,10 @@ pub fn wait_with_deadline(child: &mut std::process::Child, secs: u64) -> std::pr
 /// Runs `bench --backend BACKEND` on one small case through `cmd` (the binary, with whatever
 /// environment the backend needs) and checks the table of the device's own floor: one row, its
 /// floors measured rates, each step's cell a rate and a share of the memory's, the pipeline a
-/// multiple of its floor, and the aggregation's kernels timed when `kernels_timed`.
-pub fn assert_device_floor_table(mut cmd: std::process::Command, backend: &str, dir: &std::path::Path, kernels_timed: bool) {
+/// multiple of its floor; on CUDA the aggregation's kernels timed by events and the upload
+/// from pageable memory beside the link's rate (wgpu has neither).
+pub fn assert_device_floor_table(mut cmd: std::process::Command, backend: &str, dir: &std::path::Path) {
+    let cuda = backend == "cuda";
     cmd.args(["bench", "--backend", backend, "--sizes", "96", "--repeat", "1", "--batch", "0", "--no-heads", "--dir"]).arg(dir.join("bench"));
     let o = cmd.output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
@@ -261,9 +263,15 @@ pub fn assert_device_floor_table(mut cmd: std::process::Command, backend: &str, 
     let row = &rows[0];
     assert_eq!(row.len(), 10, "{table}");
     let rate = |cell: &str| -> f64 { cell.parse().unwrap_or_else(|_| panic!("{cell:?} is not a rate:\n{table}")) };
-    assert!(rate(row[2]) > 0.0 && rate(row[3]) > 0.0, "the floors are measured rates:\n{table}");
+    let (link, pageable) = row[3].split_once(" · ").unwrap_or_else(|| panic!("link · pageable:\n{table}"));
+    assert!(rate(row[2]) > 0.0 && rate(link) > 0.0, "the floors are measured rates:\n{table}");
+    if cuda {
+        assert!(rate(pageable) > 0.0, "CUDA: the pageable upload beside the link's rate:\n{table}");
+    } else {
+        assert_eq!(pageable, "-", "wgpu has one way up:\n{table}");
+    }
     let mut steps = vec![6, 7, 8];
-    if kernels_timed {
+    if cuda {
         steps.push(4);
     } else {
         assert_eq!(row[4], "-", "no timer, no kernel figure:\n{table}");
