@@ -20,6 +20,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rayon::prelude::*;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 create_exception!(_native, TraceError, PyValueError, "A trace, array or file the engine cannot use; `.problem` names the kind.");
 
@@ -56,25 +57,41 @@ type Ran = Vec<Result<flowtracer::FlowResult, flowtracer::TraceError>>;
 /// Runs `work` on another thread while this one waits without the GIL, waking every 50 ms for
 /// Python's signal handlers: Ctrl-C cancels the engine (it stops between steps; traces not yet
 /// run are skipped) and raises KeyboardInterrupt here once the engine has let go of the inputs.
-fn interruptible<T: Send>(py: Python<'_>, work: impl FnOnce(&Cancel) -> T + Send) -> PyResult<T> {
-    let cancel = Cancel::default();
+/// On each wake-up where `work` has counted more traces done, `progress(done, total)` is called
+/// here, with the GIL, and once more at the end; an exception it raises cancels the engine and
+/// is raised in its place.
+fn interruptible<T: Send>(py: Python<'_>, progress: Option<&Bound<'_, PyAny>>, total: usize, work: impl FnOnce(&Cancel, &AtomicUsize) -> T + Send) -> PyResult<T> {
+    let (cancel, done) = (Cancel::default(), AtomicUsize::new(0));
+    let mut reported = None;
+    let mut report = |finished: bool| -> PyResult<()> {
+        let Some(callback) = progress else { return Ok(()) };
+        let now = done.load(Ordering::Relaxed);
+        if reported != Some(now) && (finished || now > 0) {
+            reported = Some(now);
+            callback.call1((now, total))?;
+        }
+        Ok(())
+    };
     std::thread::scope(|scope| {
-        let (done, mut result) = std::sync::mpsc::channel();
-        let engine_cancel = &cancel;
+        let (sent, mut result) = std::sync::mpsc::channel();
+        let (engine_cancel, engine_done) = (&cancel, &done);
         let worker = scope.spawn(move || {
-            let _ = done.send(work(engine_cancel));
+            let _ = sent.send(work(engine_cancel, engine_done));
         });
         loop {
             // (the receiver goes into the GIL-free closure and comes back: it is Send, not Sync)
             let (waited, receiver) = py.detach(move || (result.recv_timeout(std::time::Duration::from_millis(50)), result));
             result = receiver;
             match waited {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    report(true)?;
+                    return Ok(value);
+                }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if let Err(signal) = py.check_signals() {
+                    if let Err(e) = py.check_signals().and_then(|()| report(false)) {
                         cancel.cancel();
                         let _ = py.detach(|| worker.join());
-                        return Err(signal);
+                        return Err(e);
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
@@ -86,14 +103,31 @@ fn interruptible<T: Send>(py: Python<'_>, work: impl FnOnce(&Cancel) -> T + Send
     })
 }
 
-/// Opens the inputs and runs every trace that opened, interruptibly.
-fn open_and_run<T: Send>(py: Python<'_>, inputs: Vec<T>, open: impl Fn(T) -> Result<Trace, flowtracer::TraceError> + Sync + Send, params: &Params, backend: &dyn Backend) -> PyResult<(Opened, Ran)> {
-    interruptible(py, |cancel| {
-        let opened = open_all(inputs, open);
-        let ready: Vec<&Trace> = opened.iter().filter_map(|t| t.as_ref().ok()).collect();
-        let ran = backend.run_batch(&ready, params, cancel);
-        (opened, ran)
-    })
+/// Opens the inputs and runs every trace that opened, a window of traces at a time (the
+/// backend's batch, at least 64) so that `done` counts them as they finish; stops between
+/// windows once cancelled (the caller then discards what it has).
+fn open_and_run_windows<T: Send>(inputs: Vec<T>, open: impl Fn(T) -> Result<Trace, flowtracer::TraceError> + Sync + Send, params: &Params, backend: &dyn Backend, cancel: &Cancel, done: &AtomicUsize) -> (Opened, Ran) {
+    let window = backend.batch_size().max(64);
+    let (mut opened, mut ran) = (Vec::with_capacity(inputs.len()), Vec::with_capacity(inputs.len()));
+    let mut inputs = inputs.into_iter();
+    while !cancel.is_cancelled() {
+        let part: Vec<T> = inputs.by_ref().take(window).collect();
+        if part.is_empty() {
+            break;
+        }
+        let these = open_all(part, &open);
+        let ready: Vec<&Trace> = these.iter().filter_map(|t| t.as_ref().ok()).collect();
+        ran.extend(backend.run_batch(&ready, params, cancel));
+        done.fetch_add(these.len(), Ordering::Relaxed);
+        opened.extend(these);
+    }
+    (opened, ran)
+}
+
+/// Opens the inputs and runs every trace that opened, interruptibly, reporting to `progress`.
+fn open_and_run<T: Send>(py: Python<'_>, inputs: Vec<T>, open: impl Fn(T) -> Result<Trace, flowtracer::TraceError> + Sync + Send, params: &Params, backend: &dyn Backend, progress: Option<&Bound<'_, PyAny>>) -> PyResult<(Opened, Ran)> {
+    let total = inputs.len();
+    interruptible(py, progress, total, |cancel, done| open_and_run_windows(inputs, open, params, backend, cancel, done))
 }
 
 /// Each item of the answer is a result dict or the error of its trace (one bad trace costs the
@@ -179,22 +213,24 @@ fn open_array((array, rest): (ArrayInput, ArrayItemRest)) -> Result<Trace, flowt
 
 /// Analyses attention arrays (dicts: `attention`, `bf16`, `tokens`, `question`, `answer`,
 /// `response`, `name`), read in place; a result dict or a `TraceError` per item, in order.
+/// `progress(done, total)` is called as traces finish.
 #[pyfunction]
-#[pyo3(signature = (items, params_json=None, backend="auto"))]
-fn analyze_arrays(py: Python<'_>, items: Vec<ArrayItem<'_>>, params_json: Option<&str>, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
+#[pyo3(signature = (items, params_json=None, backend="auto", progress=None))]
+fn analyze_arrays(py: Python<'_>, items: Vec<ArrayItem<'_>>, params_json: Option<&str>, backend: &str, progress: Option<Bound<'_, PyAny>>) -> PyResult<Vec<Py<PyAny>>> {
     let (params, backend) = (params_of(params_json)?, backend_of(backend)?);
     let (inputs, tokens) = borrowed(items)?;
-    let ran = open_and_run(py, inputs, open_array, &params, backend.as_ref())?;
+    let ran = open_and_run(py, inputs, open_array, &params, backend.as_ref(), progress.as_ref())?;
     results(py, ran, tokens)
 }
 
 /// Analyses trace files (format v1); a result dict or a `TraceError` per path, in order.
+/// `progress(done, total)` is called as traces finish.
 #[pyfunction]
-#[pyo3(signature = (paths, params_json=None, backend="auto"))]
-fn analyze_files(py: Python<'_>, paths: Vec<String>, params_json: Option<&str>, backend: &str) -> PyResult<Vec<Py<PyAny>>> {
+#[pyo3(signature = (paths, params_json=None, backend="auto", progress=None))]
+fn analyze_files(py: Python<'_>, paths: Vec<String>, params_json: Option<&str>, backend: &str, progress: Option<Bound<'_, PyAny>>) -> PyResult<Vec<Py<PyAny>>> {
     let (params, backend) = (params_of(params_json)?, backend_of(backend)?);
     let tokens = paths.iter().map(|_| ResultTokens::Trace).collect();
-    let ran = open_and_run(py, paths, |p| Trace::open(Path::new(&p)), &params, backend.as_ref())?;
+    let ran = open_and_run(py, paths, |p| Trace::open(Path::new(&p)), &params, backend.as_ref(), progress.as_ref())?;
     results(py, ran, tokens)
 }
 
@@ -203,7 +239,7 @@ fn analyze_files(py: Python<'_>, paths: Vec<String>, params_json: Option<&str>, 
 #[pyo3(signature = (paths, params_json=None, backend="auto"))]
 fn file_columns<'py>(py: Python<'py>, paths: Vec<String>, params_json: Option<&str>, backend: &str) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     let (params, backend) = (params_of(params_json)?, backend_of(backend)?);
-    let (opened, ran) = open_and_run(py, paths.clone(), |p| Trace::open(Path::new(&p)), &params, backend.as_ref())?;
+    let (opened, ran) = open_and_run(py, paths.clone(), |p| Trace::open(Path::new(&p)), &params, backend.as_ref(), None)?;
     output::file_columns(py, &paths, &opened, ran, &params)
 }
 
@@ -218,15 +254,14 @@ fn engine_seconds(py: Python<'_>, items: Option<Vec<ArrayItem<'_>>>, paths: Opti
     let inputs = items.map(borrowed).transpose()?.map(|(inputs, _)| inputs);
     Ok(py.detach(|| {
         let start = std::time::Instant::now();
-        let opened = match inputs {
-            Some(inputs) => open_all(inputs, open_array),
-            None => open_all(paths.unwrap_or_default(), |p| Trace::open(Path::new(&p))),
+        let (cancel, done) = (Cancel::default(), AtomicUsize::new(0));
+        let (opened, ran) = match inputs {
+            Some(inputs) => open_and_run_windows(inputs, open_array, &params, backend.as_ref(), &cancel, &done),
+            None => open_and_run_windows(paths.unwrap_or_default(), |p| Trace::open(Path::new(&p)), &params, backend.as_ref(), &cancel, &done),
         };
-        let ready: Vec<&Trace> = opened.iter().filter_map(|t| t.as_ref().ok()).collect();
-        let ran = std::hint::black_box(backend.run_batch(&ready, &params, &Cancel::default()));
         // Letting go of the results and the inputs (unmapping the files) is the engine's work too,
         // as it is in every call that hands results back.
-        drop((ran, ready));
+        drop(std::hint::black_box(ran));
         drop(opened);
         start.elapsed().as_secs_f64()
     }))

@@ -273,3 +273,33 @@ def test_ctrl_c_stops_a_long_batch():
     assert "finished" not in out, "the batch ran to its end: Ctrl-C did not stop it"
     assert "KeyboardInterrupt" in err and child.returncode != 0
     assert time.monotonic() - sent < 30, "the engine stopped long after Ctrl-C"
+
+
+def test_a_long_batch_reports_its_progress_as_windows_finish(capsys):
+    """Ten windows of 64 traces of 1k tokens: the caller hears of each window as it finishes
+    (from its own thread, every 50 ms at most), then of the end; a report that raises stops the
+    engine and its exception comes out of the call; `True` draws a bar on the terminal."""
+    n, count = 1024, 640
+    item = dict(attention=chain(n), question=(0, 4), answer=(n - 2, n))
+    calls = []
+    results = flowtracer.analyze_batch([item] * count, backend="cpu", progress=lambda done, total: calls.append((done, total)))
+    assert len(results) == count
+    assert calls[-1] == (count, count), calls
+    assert all(total == count for _, total in calls), calls
+    done = [d for d, _ in calls]
+    assert done == sorted(set(done)), f"each report says something new: {calls}"
+    assert all(d % 64 == 0 for d in done), f"traces are counted a window at a time: {calls}"
+    assert len(calls) > 1, f"a batch of ten windows was heard of only at its end: {calls}"
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total):
+        raise Stop(f"{done}/{total}")
+
+    with pytest.raises(Stop):
+        flowtracer.analyze_batch([item] * count, backend="cpu", progress=stop)
+    assert len(flowtracer.analyze_files([SAMPLE], backend="cpu", progress=True)[0].credit) > 0
+    assert capsys.readouterr().err.endswith(f"\rflowtracer: 1/1 traces [{'#' * 30}]\n")
+    with pytest.raises(TypeError, match="progress"):
+        flowtracer.analyze_files([SAMPLE], progress="yes")

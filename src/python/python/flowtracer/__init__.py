@@ -26,6 +26,7 @@ import numpy as np
 from . import _native
 from ._arrays import DeviceRun, address, engine_array
 from ._cuda import choose_device, point_engine_at_nvrtc
+from ._progress import Progress, reporter
 from .params import Params, params_json
 from .results import CreditRow, Credits, FlowResult, Trace
 
@@ -109,26 +110,29 @@ def analyze(
     return analyze_batch([dict(attention=attention, question=question, answer=answer, response=response, tokens=tokens, name=name)], params=params, backend=backend)[0]
 
 
-def analyze_batch(items: Sequence[Mapping[str, Any]], *, params: ParamsLike = None, backend: str = "auto", errors: Errors = "raise") -> list[Any]:
+def analyze_batch(items: Sequence[Mapping[str, Any]], *, params: ParamsLike = None, backend: str = "auto", errors: Errors = "raise", progress: Progress = None) -> list[Any]:
     """Runs many traces at once (in parallel in the engine). Each item is a dict with the keys of
     `analyze`: `attention`, `question`, `answer`, and optionally `response`, `tokens`, `name`
     (default `attention[i]`). With `errors="return"` a trace that fails gives its `TraceError`
-    in its place; with `"raise"` (the default) the first one is raised after all have run."""
+    in its place; with `"raise"` (the default) the first one is raised after all have run.
+    `progress`: `True` for a bar on the terminal, or a callable `(done, total)` called from this
+    thread as traces finish (a tqdm bar: `lambda done, total: bar.update(done - bar.n)`)."""
     on_device = DeviceRun(backend, _native.cuda_device)
     prepared = [
         _item(it["attention"], it["question"], it["answer"], it.get("response"), it.get("tokens"), it.get("name") or f"attention[{i}]", on_device)
         for i, it in enumerate(items)
     ]
     choose_device()
-    answers = _native.analyze_arrays(prepared, params_json(params), backend)
+    answers = _native.analyze_arrays(prepared, params_json(params), backend, reporter(progress))
     return _finish(answers, (address(it["attention"]) for it in items), errors)
 
 
-def analyze_files(paths: Iterable[str | PathLike[str]], *, params: ParamsLike = None, backend: str = "auto", errors: Errors = "raise") -> list[Any]:
-    """Runs trace files (format v1), each between the spans it records; errors as in `analyze_batch`."""
+def analyze_files(paths: Iterable[str | PathLike[str]], *, params: ParamsLike = None, backend: str = "auto", errors: Errors = "raise", progress: Progress = None) -> list[Any]:
+    """Runs trace files (format v1), each between the spans it records; errors and progress as in
+    `analyze_batch`."""
     names = [fspath(p) for p in paths]
     choose_device()
-    answers = _native.analyze_files(names, params_json(params), backend)
+    answers = _native.analyze_files(names, params_json(params), backend, reporter(progress))
     return _finish(answers, (None for _ in names), errors)
 
 
