@@ -1,0 +1,260 @@
+//! `flowtracer bench`: time of each pipeline step and of the whole export at several N, peak
+//! heap against the one-N×N-matrix budget, and aggregation bandwidth. Synthetic traces are
+//! generated first and written to a temporary folder so the mapped-file path is what is timed.
+
+#[cfg(feature = "app")]
+mod app;
+mod floor;
+mod tables;
+
+#[cfg(feature = "app")]
+pub use app::{RunOpenBench, UiBench, run_open_bench, ui_bench};
+pub use floor::{files_read_floor, first_touch_floor, read_floor};
+pub use tables::{format_device_floor_table, format_floor_table, format_table};
+
+use crate::backend::Backend;
+use crate::flow::{Cancel, StepTimes};
+use crate::params::Params;
+use crate::synth::{SynthSpec, synth_trace};
+use crate::trace::{Dtype, Trace};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub struct BenchRow {
+    pub n: usize,
+    pub layout: String,
+    pub attention_bytes: usize,
+    pub steps: StepTimes,
+    pub pipeline: Duration,
+    pub export: Option<Duration>,
+    /// The same export without its PNG pictures: what everything but the rasteriser costs.
+    pub export_without_png: Option<Duration>,
+    /// Peak heap above the baseline during the pipeline, bytes (None: allocator not installed).
+    pub peak_heap: Option<usize>,
+    /// The NumPy/SciPy peer's pipeline time on the same file, when asked for.
+    pub peer: Option<Duration>,
+    /// This machine's read bandwidth over the same mapped file, with the same threads, bytes/s:
+    /// the floor every step's figure is a ratio to.
+    pub floor: f64,
+    /// Where every timed run's aggregation wrote a matrix fresh from the system (none of a
+    /// dropped one's storage to take over: a trace's first run, or a matrix larger than the
+    /// spares keep): how fast this machine hands out and first writes that much new memory with
+    /// the same threads, bytes/s (`first_touch_floor`).
+    pub first_touch: Option<f64>,
+    /// The backend's own device, measured in the same run (`Backend::memory_floor`): what its
+    /// kernels and the upload they wait for are read against.
+    pub device: Option<crate::backend::DeviceFloor>,
+}
+
+/// The bytes a step must at least read or write, by its definition: the aggregation reads the
+/// attention once and writes the packed matrix; reach, flow and the backbone each read the
+/// matrix at least once; roles and credit touch O(N) and are left out.
+#[derive(Clone, Copy, Debug)]
+pub struct StepBytes {
+    pub aggregate: usize,
+    pub reach: usize,
+    pub flow: usize,
+    pub backbone: usize,
+}
+
+impl StepBytes {
+    pub fn of(attention_bytes: usize, n: usize) -> Self {
+        let matrix = crate::flow::Matrix::bytes_for(n);
+        StepBytes { aggregate: attention_bytes + matrix, reach: matrix, flow: matrix, backbone: matrix }
+    }
+
+    pub fn total(&self) -> usize {
+        self.aggregate + self.reach + self.flow + self.backbone
+    }
+}
+
+/// The middle of `runs` (the upper one of an even count): every figure the bench reports.
+pub(crate) fn median<T: PartialOrd + Copy>(mut runs: Vec<T>) -> T {
+    runs.sort_by(|a, b| a.partial_cmp(b).expect("times and rates are numbers"));
+    runs[runs.len() / 2]
+}
+
+/// Median of each step over `repeat` runs.
+/// Each run opens the file afresh, so every run pays for the full first read and its checks.
+/// Also whether every run's matrix was fresh (no dropped one's storage taken over).
+fn time_pipeline(path: &Path, params: &Params, repeat: usize, backend: &dyn Backend) -> (StepTimes, Duration, Option<usize>, usize, bool) {
+    let mut runs: Vec<(StepTimes, Duration, usize)> = Vec::new();
+    let mut slabs = 1;
+    let mut fresh = true;
+    for _ in 0..repeat.max(1) {
+        let trace = Trace::open(path).expect("the bench wrote this file");
+        let trace = &trace;
+        let heap = crate::alloc::measure();
+        // A dropped matrix's storage the pipeline writes over (`Matrix::for_overwrite`) was heap
+        // before the run: it counts in the peak, as the fresh allocation it replaces would.
+        let reused = crate::flow::matrix::reused_bytes();
+        let t = Instant::now();
+        let r = backend.run_batch(&[trace], params, &Cancel::default()).pop().expect("one result").expect("synthetic traces are valid");
+        let total = t.elapsed();
+        slabs = r.layers.len().max(1) * r.heads.len().max(1);
+        let taken_over = crate::flow::matrix::reused_bytes() - reused;
+        fresh &= taken_over == 0;
+        runs.push((r.times, total, heap.peak() + taken_over));
+    }
+    let med = |f: &dyn Fn(&(StepTimes, Duration, usize)) -> Duration| median(runs.iter().map(f).collect());
+    let steps = StepTimes {
+        aggregate: med(&|r| r.0.aggregate),
+        aggregate_on_device: med(&|r| r.0.aggregate_on_device),
+        reach: med(&|r| r.0.reach),
+        flow: med(&|r| r.0.flow),
+        backbone: med(&|r| r.0.backbone),
+        roles: med(&|r| r.0.roles),
+        credit: med(&|r| r.0.credit),
+    };
+    let peak = runs.iter().map(|r| r.2).max().unwrap_or(0);
+    (steps, med(&|r| r.1), crate::alloc::installed().then_some(peak), slabs, fresh)
+}
+
+/// Runs the peer script (`python3 SCRIPT FILE --bench REPEAT`) and reads its median pipeline time.
+pub fn run_peer(script: &Path, file: &Path, repeat: usize) -> Result<Duration, String> {
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(file)
+        .args(["--bench", &repeat.max(1).to_string()])
+        .output()
+        .map_err(|e| format!("python3 {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("peer failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("peer output: {e}"))?;
+    let ms = v["ms"]["pipeline"].as_f64().ok_or("peer output has no ms.pipeline")?;
+    Ok(Duration::from_secs_f64(ms / 1e3))
+}
+
+pub struct BenchCase {
+    pub n: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub dtype: Dtype,
+}
+
+impl BenchCase {
+    pub fn label(&self) -> String {
+        if self.layers == 1 && self.heads == 1 {
+            format!("[N,N] {}", self.dtype.name())
+        } else {
+            format!("[{},{},N,N] {}", self.layers, self.heads, self.dtype.name())
+        }
+    }
+}
+
+pub fn run_case(
+    case: &BenchCase,
+    dir: &Path,
+    backend: &dyn Backend,
+    repeat: usize,
+    with_export: bool,
+    peer: Option<&Path>,
+) -> Result<BenchRow, String> {
+    let rank = if case.layers == 1 && case.heads == 1 { 2 } else { 4 };
+    let spec = SynthSpec {
+        seed: case.n as u64,
+        target_tokens: case.n,
+        layers: case.layers,
+        heads: case.heads,
+        dtype: case.dtype,
+        rank,
+        no_answer: false,
+    };
+    let builder = synth_trace(&spec);
+    let path = dir.join(format!("bench_{}_{}x{}_{}.safetensors", case.n, case.layers, case.heads, case.dtype.name()));
+    builder.write(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    drop(builder);
+    let trace = Trace::open(&path).map_err(|e| e.to_string())?;
+    let params = Params::default();
+    let (steps, pipeline, peak_heap, slabs, fresh) = time_pipeline(&path, &params, repeat, backend);
+    let floor = read_floor(&path, repeat)?;
+    let device = {
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // SAFETY: the bench wrote this file and nothing changes it while it is mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
+        backend.memory_floor(&map, repeat).transpose().map_err(|e| format!("the device's floor: {e}"))?
+    };
+    let first_touch = fresh.then(|| first_touch_floor(crate::flow::Matrix::bytes_for(trace.n()), repeat));
+    let peer = peer.map(|script| run_peer(script, &path, repeat)).transpose()?;
+    // The median of `repeat` exports, each into a folder of its own (an export never writes over
+    // an earlier one's files, so a second run into the same folder would time the renaming),
+    // removed after it unless it was there before.
+    let export = |formats: crate::export::Formats, name: &str| -> Result<Duration, String> {
+        let times = (0..repeat.max(1))
+            .map(|i| {
+                let out = dir.join(format!("{name}_{}_{i}", case.n));
+                let ours = !out.exists();
+                let t = Instant::now();
+                crate::export::export(&out, crate::export::plan(std::slice::from_ref(&path), Some(&out), false), &params, formats, backend, &Cancel::default(), &|_| {})?;
+                let elapsed = t.elapsed();
+                if ours {
+                    let _ = std::fs::remove_dir_all(&out);
+                }
+                Ok(elapsed)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(median(times))
+    };
+    let (export, export_without_png) = if with_export {
+        let all = export(crate::export::Formats::ALL, "export")?;
+        let without_png = export(crate::export::Formats { png: false, ..crate::export::Formats::ALL }, "export_without_png")?;
+        (Some(all), Some(without_png))
+    } else {
+        (None, None)
+    };
+    Ok(BenchRow {
+        n: trace.n(),
+        layout: case.label(),
+        attention_bytes: slabs * trace.n() * trace.n() * trace.attention.dtype.size(),
+        steps,
+        pipeline,
+        export,
+        export_without_png,
+        peak_heap,
+        peer,
+        floor,
+        first_touch,
+        device,
+    })
+}
+
+/// A batch's rate and the rate its bytes allow: traces per second.
+pub struct BatchRate {
+    pub rate: f64,
+    /// Each trace's bytes (its file read once, its matrix written and read by each solve) at
+    /// the read bandwidth measured over the batch's own files.
+    pub floor: f64,
+}
+
+/// A batch of `count` different traces of about `n` tokens (`[N,N]` F32), run as one
+/// `run_batch` as the RL loop runs a step's rollouts: traces per second, the median of `repeat`.
+pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backend, repeat: usize) -> Result<BatchRate, String> {
+    let mut paths = Vec::with_capacity(count);
+    for i in 0..count {
+        let spec = SynthSpec { seed: 1000 + i as u64, target_tokens: n, layers: 1, heads: 1, dtype: Dtype::F32, rank: 2, no_answer: false };
+        let path = dir.join(format!("batch_{n}_{i}.safetensors"));
+        synth_trace(&spec).write(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        paths.push(path);
+    }
+    let params = Params::default();
+    let mut rates = Vec::new();
+    for _ in 0..repeat.max(1) {
+        let traces: Vec<Trace> = paths.iter().map(|p| Trace::open(p).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+        let refs: Vec<&Trace> = traces.iter().collect();
+        let t = Instant::now();
+        let results = backend.run_batch(&refs, &params, &Cancel::default());
+        let secs = t.elapsed().as_secs_f64();
+        if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+            return Err(e.to_string());
+        }
+        rates.push(count as f64 / secs.max(1e-9));
+    }
+    let floor = files_read_floor(&paths, repeat)?;
+    for p in &paths {
+        let _ = std::fs::remove_file(p);
+    }
+    let per_trace = StepBytes::of(n * n * 4, n).total() as f64;
+    Ok(BatchRate { rate: median(rates), floor: floor / per_trace })
+}
+

@@ -1,0 +1,193 @@
+//! The bench's tables: each step's time, each step against the machine's floor, and a device's
+//! steps against that device's own floor. Only the binary prints them.
+
+use super::{BenchRow, StepBytes};
+use crate::render::share;
+use std::time::Duration;
+
+impl BenchRow {
+    pub fn aggregate_gbps(&self) -> f64 {
+        self.attention_bytes as f64 / self.steps.aggregate.as_secs_f64().max(1e-9) / 1e9
+    }
+
+    /// The GB/s cell: end to end from the mapped file; for CUDA also the kernels alone.
+    fn gbps_cell(&self) -> String {
+        let end_to_end = format!("{:.2}", self.aggregate_gbps());
+        match self.steps.aggregate_on_device.as_secs_f64() {
+            0.0 => end_to_end,
+            t => format!("{end_to_end} (kernels {:.0})", self.attention_bytes as f64 / t / 1e9),
+        }
+    }
+}
+
+/// Each row's steps against this machine's floor: the bytes each must touch, at what rate it
+/// touched them, and that rate's share of the read floor; the pipeline and the export as
+/// multiples of the time its bytes take at the floor. Where the matrix was fresh, the
+/// aggregation also against reading the attention at the read floor plus first writing the
+/// matrix at the first-touch floor.
+pub fn format_floor_table(rows: &[BenchRow]) -> String {
+    let mut s = String::from(
+        "| N | attention | read floor GB/s | aggregate: MB · GB/s · % of floor | fresh matrix: first-touch GB/s · aggregate % of read + first touch | reach | flow | backbone | pipeline: MB · ms at the floor · × floor | export × pipeline: all formats · without PNG |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let b = StepBytes::of(r.attention_bytes, r.n);
+        let cell = |bytes: usize, t: Duration| {
+            let rate = bytes as f64 / t.as_secs_f64().max(1e-9);
+            format!("{:.0} · {:.2} · {:.0}%", bytes as f64 / 1e6, rate / 1e9, 100.0 * rate / r.floor)
+        };
+        let at_floor = b.total() as f64 / r.floor;
+        let fresh = r.first_touch.map_or("-".into(), |touch| {
+            let matrix = crate::flow::Matrix::bytes_for(r.n) as f64;
+            let floor_time = r.attention_bytes as f64 / r.floor + matrix / touch;
+            format!("{:.2} · {:.0}%", touch / 1e9, 100.0 * floor_time / r.steps.aggregate.as_secs_f64().max(1e-9))
+        });
+        s.push_str(&format!(
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {} | {:.0} · {:.1} · {:.1}× | {} |\n",
+            r.n,
+            r.layout,
+            r.floor / 1e9,
+            cell(b.aggregate, r.steps.aggregate),
+            fresh,
+            cell(b.reach, r.steps.reach),
+            cell(b.flow, r.steps.flow),
+            cell(b.backbone, r.steps.backbone),
+            b.total() as f64 / 1e6,
+            at_floor * 1e3,
+            r.pipeline.as_secs_f64() / at_floor,
+            match (r.export, r.export_without_png) {
+                (Some(all), Some(without)) => format!("{:.1}× · {:.1}×", all.as_secs_f64() / r.pipeline.as_secs_f64(), without.as_secs_f64() / r.pipeline.as_secs_f64()),
+                _ => "-".into(),
+            },
+        ));
+    }
+    s
+}
+
+/// The rows a device ran, each step against that device's own floor: the aggregation's kernels
+/// (events around each launch) and the solves against its memory, the aggregation end to end
+/// against the link its attention must cross, the pipeline against its bytes at both. None when
+/// no row ran on a device that measured one.
+pub fn format_device_floor_table(rows: &[BenchRow]) -> Option<String> {
+    let mut s = String::from(
+        "| N | attention | memory floor GB/s (device copy) | link floor GB/s (host → device) · from pageable memory | aggregate kernels: MB · GB/s · % of memory | aggregate end to end: GB/s · % of link | reach | flow | backbone | pipeline: ms at the floor · × floor |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut any = false;
+    for r in rows {
+        let Some(d) = r.device else { continue };
+        any = true;
+        let b = StepBytes::of(r.attention_bytes, r.n);
+        // Two significant digits where a figure is small: an emulated or tiny run's rates are
+        // far below a GPU's, and "0.0" would say nothing.
+        let cell = |bytes: usize, t: Duration| {
+            let rate = bytes as f64 / t.as_secs_f64().max(1e-9);
+            format!("{} · {} · {}%", share(bytes as f64 / 1e6, 0), share(rate / 1e9, 1), share(100.0 * rate / d.memory, 0))
+        };
+        let kernels = match r.steps.aggregate_on_device {
+            t if t.is_zero() => "-".into(),
+            t => cell(b.aggregate, t),
+        };
+        let end_to_end = r.attention_bytes as f64 / r.steps.aggregate.as_secs_f64().max(1e-9);
+        let at_floor = r.attention_bytes as f64 / d.link + b.total() as f64 / d.memory;
+        s.push_str(&format!(
+            "| {} | {} | {} | {} · {} | {} | {} · {}% | {} | {} | {} | {} · {}× |\n",
+            r.n,
+            r.layout,
+            share(d.memory / 1e9, 0),
+            share(d.link / 1e9, 1),
+            d.pageable.map_or("-".into(), |p| share(p / 1e9, 1)),
+            kernels,
+            share(end_to_end / 1e9, 1),
+            share(100.0 * end_to_end / d.link, 0),
+            cell(b.reach, r.steps.reach),
+            cell(b.flow, r.steps.flow),
+            cell(b.backbone, r.steps.backbone),
+            share(at_floor * 1e3, 2),
+            share(r.pipeline.as_secs_f64() / at_floor, 1),
+        ));
+    }
+    any.then_some(s)
+}
+
+pub fn format_table(rows: &[BenchRow]) -> String {
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+    let mut s = String::from(
+        "| N | attention | aggregate ms | GB/s | reach ms | flow ms | backbone ms | roles ms | credit ms | pipeline ms | export ms | peak heap MiB | matrix MiB | NumPy peer ms | speed-up |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {} |\n",
+            r.n,
+            r.layout,
+            ms(r.steps.aggregate),
+            r.gbps_cell(),
+            ms(r.steps.reach),
+            ms(r.steps.flow),
+            ms(r.steps.backbone),
+            ms(r.steps.roles),
+            ms(r.steps.credit),
+            ms(r.pipeline),
+            r.export.map_or("-".into(), ms),
+            r.peak_heap.map_or("n/a".into(), |b| format!("{:.0}", b as f64 / (1 << 20) as f64)),
+            crate::flow::Matrix::bytes_for(r.n) as f64 / (1 << 20) as f64,
+            r.peer.map_or("-".into(), ms),
+            r.peer.map_or("-".into(), |p| format!("{:.1}×", p.as_secs_f64() / r.pipeline.as_secs_f64())),
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::StepTimes;
+
+    fn row(first_touch: Option<f64>) -> BenchRow {
+        let n = 1000;
+        let steps = StepTimes { aggregate: Duration::from_millis(10), ..Default::default() };
+        BenchRow { n, layout: "[N,N] F32".into(), attention_bytes: 4_000_000, steps, pipeline: Duration::from_millis(20), export: None, export_without_png: None, peak_heap: None, peer: None, floor: 4e9, first_touch, device: None }
+    }
+
+    /// A fresh matrix's aggregation is set against reading the attention at the read floor plus
+    /// first writing the matrix at the first-touch floor; a reused one's shows no such cell.
+    #[test]
+    fn a_fresh_matrix_is_measured_against_read_and_first_touch() {
+        let matrix = crate::flow::Matrix::bytes_for(1000) as f64;
+        // 4 MB at 4 GB/s is 1 ms; the matrix at 1 GB/s is matrix/1e9 s; over the step's 10 ms
+        let share = 100.0 * (1e-3 + matrix / 1e9) / 10e-3;
+        let table = format_floor_table(&[row(Some(1e9)), row(None)]);
+        let lines: Vec<&str> = table.lines().skip(2).collect();
+        let cells = |l: &str| l.split(" | ").map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(cells(lines[0])[4], format!("1.00 · {share:.0}%"), "{table}");
+        assert_eq!(cells(lines[1])[4], "-", "{table}");
+        assert_eq!(cells(lines[0]).len(), cells(table.lines().next().unwrap()).len(), "a cell per column");
+    }
+
+    /// A device's rows are read against its own memory and link: the kernels' bytes (attention
+    /// read, matrix written) over their event time against the copy rate, the aggregation end to
+    /// end against the link, the pipeline against its attention going up plus every step's
+    /// bytes at the memory's rate. Kernels without a timer get no figure; a CPU run no table.
+    #[test]
+    fn a_device_row_is_read_against_its_own_floor() {
+        assert!(format_device_floor_table(&[row(None)]).is_none());
+        let device = Some(crate::backend::DeviceFloor { memory: 100e9, link: 4e9, pageable: Some(2e9) });
+        let mut timed = BenchRow { device, ..row(None) };
+        timed.steps.aggregate_on_device = Duration::from_millis(1);
+        timed.steps.reach = Duration::from_millis(2);
+        let untimed = BenchRow { device, ..row(None) };
+        let table = format_device_floor_table(&[timed, untimed]).expect("rows on a device");
+        let lines: Vec<&str> = table.lines().collect();
+        let cells = |l: &str| l.split(" | ").map(str::to_string).collect::<Vec<_>>();
+        let (a, b) = (cells(lines[2]), cells(lines[3]));
+        assert_eq!(a.len(), cells(lines[0]).len(), "a cell per column: {table}");
+        let matrix = crate::flow::Matrix::bytes_for(1000) as f64;
+        // 6.0 MB in 1 ms: 6.0 GB/s, 6% of 100; 2.0 MB in 2 ms: 1.0 GB/s, 0.999%; small shares keep
+        // two significant digits.
+        assert_eq!(a[4], "6 · 6.0 · 6%", "{table}");
+        assert_eq!(a[3], "4.0 · 2.0", "the link, and from pageable memory: {table}");
+        assert_eq!(a[5], "0.4 · 10%", "{table}");
+        assert_eq!(a[6], "2 · 1.0 · 1.00%", "{table}");
+        let at_floor = 4e6 / 4e9 + (4e6 + 4.0 * matrix) / 100e9;
+        assert_eq!(a[9].trim_end_matches(" |"), format!("{:.2} · {:.1}×", at_floor * 1e3, 20e-3 / at_floor), "{table}");
+        assert_eq!(b[4], "-", "{table}");
+    }
+}
