@@ -26,9 +26,8 @@ pub trait Backend: Send + Sync {
         String::new()
     }
     /// What its device's memory and the link to it allow, measured now with `host` (the bench's
-    /// mapped trace) as what goes up; None where the backend has no device of its own to
-    /// measure (the CPU, whose floor the bench reads from the mapped file itself) or no timer on
-    /// it (wgpu's timestamp queries are optional per adapter).
+    /// mapped trace) as what goes up; None where the backend has no device of its own (the CPU,
+    /// whose floor the bench reads from the mapped file itself).
     fn memory_floor(&self, _host: &[u8], _repeat: usize) -> Option<Result<DeviceFloor, String>> {
         None
     }
