@@ -58,8 +58,8 @@ pub trait Backend: Send + Sync {
 
 /// A device's floor, bytes/s: the memory's rate for a kernel that streams (a device-to-device
 /// copy, each byte read and written) and the link's, host to device, the fastest way the API
-/// offers (CUDA: from page-locked memory); and, where that is not how the backend uploads, the
-/// rate from pageable memory as it does.
+/// offers (CUDA: from page-locked memory); and, where the API also takes pageable memory, the
+/// rate of that plain upload: the alternative the backend's own way up is read against.
 #[derive(Clone, Copy, Debug)]
 pub struct DeviceFloor {
     pub memory: f64,

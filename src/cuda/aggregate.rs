@@ -4,8 +4,9 @@
 //! solves find it. Every row's checks come back with it, so a bad
 //! file still gets the CPU's error, which names the exact layer, head and row.
 //!
-//! The whole batch is queued before the host waits once: each upload overlaps the kernels queued
-//! before it, and one slab buffer serves every trace (the stream orders its reuse).
+//! The whole batch is queued before the host waits once: uploads go through the page-locked ring
+//! of `staging`, each overlapping the kernels queued before it, and one slab buffer serves every
+//! trace (the stream orders its reuse).
 
 use super::{Cuda, THREADS, cfg, driver_err, guard};
 use crate::flow::aggregate::{Selection, row_passes};
@@ -40,6 +41,7 @@ impl Cuda {
             let uploaded = folds.iter().filter(|f| f.att.device_slab(0, 0).is_none());
             let slab_bytes = uploaded.map(|f| f.att.n * f.att.n * f.att.dtype.size()).max().unwrap_or(0);
             let mut words = s.alloc_zeros::<u8>(slab_bytes.next_multiple_of(4).max(4)).map_err(driver_err)?;
+            let mut staging = self.staging();
             // Four floats per row and slab: sum, minimum, largest weight above the diagonal, bad count.
             let rows: Vec<usize> = folds.iter().map(|f| f.att.n * f.sel.slabs.len()).collect();
             let mut stats = s.alloc_zeros::<f32>(4 * rows.iter().sum::<usize>().max(1)).map_err(driver_err)?;
@@ -55,8 +57,7 @@ impl Cuda {
                 for (si, &(l, h)) in f.sel.slabs.iter().enumerate() {
                     let resident = att.device_slab(l, h);
                     if resident.is_none() {
-                        let bytes = att.rows_bytes(l, h, 0, att.n);
-                        s.memcpy_htod(bytes, &mut words.slice_mut(0..bytes.len())).map_err(driver_err)?;
+                        staging.upload(s, att.rows_bytes(l, h, 0, att.n), &mut words)?;
                     }
                     let flags: u32 = (si == 0) as u32 | ((si + 1 == f.sel.slabs.len()) as u32) << 1 | flag_max;
                     let mut mv = m.slice_mut(f.offset..);

@@ -2,7 +2,8 @@
 //! reads each kernel against the GPU's own memory (as the CPU's steps are read against a plain
 //! sum over the mapped file) and the end-to-end aggregation against the link it must cross: at
 //! the link's rate from page-locked memory (what the hardware allows) and from pageable memory
-//! (what the backend's uploads from a mapped file get today).
+//! (what a plain upload of a mapped file gets, through the driver's own staging: the alternative
+//! `staging`'s ring of page-locked buffers is there to beat).
 
 use super::{Cuda, driver_err, guard};
 use crate::backend::DeviceFloor;
@@ -16,8 +17,7 @@ const MAX_BYTES: usize = 1 << 30;
 const MAX_PINNED: usize = 256 << 20;
 
 impl Cuda {
-    /// Copies `host` (the bench's mapped trace file, pageable memory, as the backend uploads it)
-    /// up once per run, the same bytes from page-locked memory, and a device buffer as long onto
+    /// Copies `host` (the bench's mapped trace file, pageable memory) up once per run as it is, the same bytes from page-locked memory, and a device buffer as long onto
     /// another; the medians of `repeat` runs after one untimed round (the first copies pay for
     /// setting up). A device-to-device copy reads and writes every byte, so it counts twice: the
     /// memory's rate for a kernel that streams, which no kernel of ours can beat.

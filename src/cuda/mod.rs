@@ -14,9 +14,10 @@ mod floor;
 mod nvrtc;
 mod resident;
 mod solve;
+mod staging;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, DeviceRepr};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// The kernels as one NVRTC program: the shared header first (NVRTC has no include path here).
 pub fn source() -> String {
@@ -84,6 +85,8 @@ pub struct Cuda {
     /// "NVIDIA H200 (sm_90)".
     pub name: String,
     pub(crate) f: Kernels,
+    /// The page-locked buffers uploads go through.
+    staging: Mutex<staging::Staging>,
 }
 
 pub(crate) struct Kernels {
@@ -138,7 +141,7 @@ impl Cuda {
                 widest_block: load(KERNELS[8])?,
                 take_paths: load(KERNELS[9])?,
             };
-            Ok(Cuda { stream: ctx.default_stream(), name, f })
+            Ok(Cuda { stream: ctx.default_stream(), name, f, staging: Mutex::default() })
         })
     }
 
@@ -147,6 +150,12 @@ impl Cuda {
         let v = self.stream.clone_dtoh(src).map_err(driver_err)?;
         self.stream.synchronize().map_err(driver_err)?;
         Ok(v)
+    }
+
+    /// The upload ring, held for one batch's uploads (batches on other threads wait their turn;
+    /// they would queue on the one stream anyway).
+    pub(crate) fn staging(&self) -> MutexGuard<'_, staging::Staging> {
+        self.staging.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The device's index among those CUDA sees.

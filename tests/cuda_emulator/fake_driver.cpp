@@ -1,7 +1,10 @@
 // A stand-in for libcuda.so that runs the CUDA backend's kernels on the CPU (emulate.h), so
 // the whole backend, host code included, runs end to end on machines with no GPU. Device
-// memory is host memory, every call completes before it returns (streams and events are no-ops),
-// and cuModuleGetFunction finds the kernels by name in this library, whatever PTX it was given.
+// memory is host memory, every call completes before it returns but one (streams and events are
+// otherwise no-ops), and cuModuleGetFunction finds the kernels by name in this library, whatever
+// PTX it was given. The one: a copy from page-locked memory is left in flight, as a GPU's DMA
+// engine leaves it, until a later call needs it done (below), so host code that writes such a
+// buffer again before its copy has passed sends the device the wrong bytes here too.
 // Only the calls cudarc makes for this project are here: a missing one shows up as cudarc's
 // "Missing symbol" error, which the backend turns into a fallback to the CPU.
 //
@@ -12,7 +15,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "../../kernels/common.cuh"
 #include "../../kernels/aggregate.cu"
@@ -75,6 +80,29 @@ static int context_token;
 static thread_local void* current = nullptr;
 static int launches = 0;
 
+// Page-locked host memory is host memory here too, but remembered: copies from it stay in
+// flight. They land, in the order queued, when anything that could see their bytes runs: a
+// kernel, a copy not itself left in flight, a wait on the stream or an event, freeing either end. Recording an event
+// does not land them, and a wait on an event lands only the copies queued before it was
+// recorded, so only waiting on the right event says a buffer may be written again.
+struct InFlight { CUdeviceptr d; const void* s; size_t n; unsigned long long seq; };
+static std::mutex flight_lock;
+static std::vector<std::pair<const char*, size_t>> page_locked;
+static std::vector<InFlight> in_flight;
+static unsigned long long queued = 0;
+// Lands the copies queued before the `upto`th (all of them by default).
+static void land(unsigned long long upto = ~0ull) {
+    std::lock_guard<std::mutex> g(flight_lock);
+    size_t k = 0;
+    for (; k < in_flight.size() && in_flight[k].seq < upto; ++k) std::memcpy((void*)in_flight[k].d, in_flight[k].s, in_flight[k].n);
+    in_flight.erase(in_flight.begin(), in_flight.begin() + k);
+}
+static bool is_page_locked(const void* p) {
+    std::lock_guard<std::mutex> g(flight_lock);
+    for (auto& [at, n] : page_locked)
+        if ((const char*)p >= at && (const char*)p < at + n) return true;
+    return false;
+}
 extern "C" {
 CUresult cuInit(unsigned) { return 0; }
 CUresult cuDriverGetVersion(int* v) { *v = 12060; return 0; }
@@ -101,7 +129,7 @@ CUresult cuDevicePrimaryCtxRetain(void** ctx, int d) { *ctx = &primary[d]; retur
 CUresult cuDevicePrimaryCtxRelease_v2(int) { return 0; }
 CUresult cuCtxGetCurrent(void** ctx) { *ctx = current; return 0; }
 CUresult cuCtxSetCurrent(void* ctx) { current = ctx; return 0; }
-CUresult cuCtxSynchronize() { return 0; }
+CUresult cuCtxSynchronize() { land(); return 0; }
 CUresult cuMemGetInfo_v2(size_t* free, size_t* total) { *free = 4ull << 30; *total = 8ull << 30; return 0; }
 
 CUresult cuModuleLoadData(void** module, const void* image) {
@@ -128,6 +156,7 @@ static int fail_at() {
 CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned, void*, void** params, void**) {
     if (gx == 0 || gy == 0 || gz != 1 || by != 1 || bz != 1 || bx == 0 || bx > 1024) return 1; /* CUDA_ERROR_INVALID_VALUE */
     if (launches + 1 == fail_at()) return 999; /* CUDA_ERROR_UNKNOWN */
+    land();
     ((Kernel*)f)->run(params, dim3{gx, gy, 1}, dim3{bx, 1, 1});
     ++launches;
     return 0;
@@ -139,22 +168,39 @@ CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
     return *p ? 0 : 2; /* CUDA_ERROR_OUT_OF_MEMORY */
 }
 CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, void*) { return cuMemAlloc_v2(p, bytes); }
-CUresult cuMemFree_v2(CUdeviceptr p) { std::free((void*)p); return 0; }
+CUresult cuMemFree_v2(CUdeviceptr p) { land(); std::free((void*)p); return 0; }
 CUresult cuMemFreeAsync(CUdeviceptr p, void*) { return cuMemFree_v2(p); }
-// Page-locked host memory is host memory here too.
-CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) { *p = std::malloc(bytes ? bytes : 1); return *p ? 0 : 2; }
-CUresult cuMemFreeHost(void* p) { std::free(p); return 0; }
-CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n) { std::memset((void*)p, v, n); return 0; }
+CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
+    *p = std::malloc(bytes ? bytes : 1);
+    if (!*p) return 2;
+    std::lock_guard<std::mutex> g(flight_lock);
+    page_locked.push_back({(const char*)*p, bytes});
+    return 0;
+}
+CUresult cuMemFreeHost(void* p) {
+    land();
+    std::lock_guard<std::mutex> g(flight_lock);
+    std::erase_if(page_locked, [p](auto& b) { return b.first == (const char*)p; });
+    std::free(p);
+    return 0;
+}
+CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n) { land(); std::memset((void*)p, v, n); return 0; }
 CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, void*) { return cuMemsetD8_v2(p, v, n); }
 // Bytes copied host to device so far: a test of attention that is already on the device reads
 // it (through dlsym) to see that the attention did not go up.
 static unsigned long long bytes_up = 0;
 unsigned long long flowtracer_fake_bytes_up() { return bytes_up; }
-CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* s, size_t n) { std::memcpy((void*)d, s, n); bytes_up += n; return 0; }
-CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* s, size_t n, void*) { return cuMemcpyHtoD_v2(d, s, n); }
-CUresult cuMemcpyDtoH_v2(void* d, CUdeviceptr s, size_t n) { std::memcpy(d, (const void*)s, n); return 0; }
+CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* s, size_t n) { land(); std::memcpy((void*)d, s, n); bytes_up += n; return 0; }
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* s, size_t n, void*) {
+    if (!is_page_locked(s)) return cuMemcpyHtoD_v2(d, s, n);
+    std::lock_guard<std::mutex> g(flight_lock);
+    in_flight.push_back({d, s, n, queued++});
+    bytes_up += n;
+    return 0;
+}
+CUresult cuMemcpyDtoH_v2(void* d, CUdeviceptr s, size_t n) { land(); std::memcpy(d, (const void*)s, n); return 0; }
 CUresult cuMemcpyDtoHAsync_v2(void* d, CUdeviceptr s, size_t n, void*) { return cuMemcpyDtoH_v2(d, s, n); }
-CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void*) { std::memcpy((void*)d, (const void*)s, n); return 0; }
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void*) { land(); std::memcpy((void*)d, (const void*)s, n); return 0; }
 
 // Any address is device memory of the current context's device here (a test hands over host
 // memory as the device's).
@@ -171,18 +217,25 @@ CUresult cuMemGetAddressRange_v2(CUdeviceptr* base, size_t* size, CUdeviceptr p)
     *size = v ? (size_t)std::atoll(v) : ~(size_t)0 - p;
     return 0;
 }
-CUresult cuStreamSynchronize(void*) { return 0; }
+CUresult cuStreamSynchronize(void*) { land(); return 0; }
 CUresult cuStreamWaitEvent(void*, void*, unsigned) { return 0; }
 // An event is the moment it was recorded: every call here runs to its end before it returns, so
 // that is when the work queued before it finished, and the time between two is what it took.
-struct Event { double ms = 0; };
+struct Event {
+    double ms = 0;
+    unsigned long long upto = 0; // the copies in flight queued before it was recorded
+};
 CUresult cuEventCreate(void** e, unsigned) { *e = new Event(); return 0; }
 CUresult cuEventRecord(void* e, void*) {
+    {
+        std::lock_guard<std::mutex> g(flight_lock);
+        ((Event*)e)->upto = queued;
+    }
     ((Event*)e)->ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
     return 0;
 }
-CUresult cuEventSynchronize(void*) { return 0; }
-CUresult cuEventQuery(void*) { return 0; }
+CUresult cuEventSynchronize(void* e) { land(((Event*)e)->upto); return 0; }
+CUresult cuEventQuery(void* e) { land(((Event*)e)->upto); return 0; }
 CUresult cuEventElapsedTime(float* ms, void* start, void* end) { *ms = (float)(((Event*)end)->ms - ((Event*)start)->ms); return 0; }
 CUresult cuEventDestroy_v2(void* e) { delete (Event*)e; return 0; }
 CUresult cuGetErrorString(CUresult, const char** s) { *s = "error in the CPU emulator of the CUDA driver"; return 0; }
