@@ -158,14 +158,13 @@ impl CudaBackend {
         // The host keeps each matrix as aggregated (the roles read it, the app draws it), copied
         // before the backbone writes residuals into the device's.
         let mut matrices = Vec::with_capacity(jobs.len());
+        let mut staging = cuda.staging();
         for j in jobs {
             let mut matrix = Matrix::zeros(j.n as usize);
-            let len = matrix.data.len();
-            if len > 0 {
-                guard("CUDA", || cuda.stream.memcpy_dtoh(&m.slice(j.m as usize..j.m as usize + len), &mut matrix.data).map_err(driver_err))?;
-            }
+            guard("CUDA", || staging.download(&cuda.stream, &m.slice(j.m as usize..), &mut matrix.data))?;
             matrices.push(matrix);
         }
+        drop(staging);
         let mut decomposing = Vec::new();
         let mut wants = Vec::with_capacity(jobs.len());
         for (((j, &s), (h, uf)), matrix) in jobs.iter().zip(spans).zip(&solved.host).zip(&matrices) {

@@ -1,10 +1,11 @@
 // A stand-in for libcuda.so that runs the CUDA backend's kernels on the CPU (emulate.h), so
 // the whole backend, host code included, runs end to end on machines with no GPU. Device
-// memory is host memory, every call completes before it returns but one (streams and events are
-// otherwise no-ops), and cuModuleGetFunction finds the kernels by name in this library, whatever
-// PTX it was given. The one: a copy from page-locked memory is left in flight, as a GPU's DMA
-// engine leaves it, until a later call needs it done (below), so host code that writes such a
-// buffer again before its copy has passed sends the device the wrong bytes here too.
+// memory is host memory, every call but one kind completes before it returns (streams and events
+// are otherwise no-ops), and cuModuleGetFunction finds the kernels by name in this library,
+// whatever PTX it was given. The exception: a copy from or to page-locked memory stays in flight,
+// as a GPU's DMA engine leaves it, until a later call needs it done (below), so host code that
+// writes such a buffer again before its copy has passed sends the device the wrong bytes here
+// too, and host code that reads one too early reads stale ones.
 // Only the calls cudarc makes for this project are here: a missing one shows up as cudarc's
 // "Missing symbol" error, which the backend turns into a fallback to the CPU.
 //
@@ -80,12 +81,12 @@ static int context_token;
 static thread_local void* current = nullptr;
 static int launches = 0;
 
-// Page-locked host memory is host memory here too, but remembered: copies from it stay in
-// flight. They land, in the order queued, when anything that could see their bytes runs: a
+// Page-locked host memory is host memory here too, but remembered: copies from and to it stay
+// in flight. They land, in the order queued, when anything that could see their bytes runs: a
 // kernel, a copy not itself left in flight, a wait on the stream or an event, freeing either end. Recording an event
 // does not land them, and a wait on an event lands only the copies queued before it was
 // recorded, so only waiting on the right event says a buffer may be written again.
-struct InFlight { CUdeviceptr d; const void* s; size_t n; unsigned long long seq; };
+struct InFlight { void* d; const void* s; size_t n; unsigned long long seq; };
 static std::mutex flight_lock;
 static std::vector<std::pair<const char*, size_t>> page_locked;
 static std::vector<InFlight> in_flight;
@@ -94,7 +95,7 @@ static unsigned long long queued = 0;
 static void land(unsigned long long upto = ~0ull) {
     std::lock_guard<std::mutex> g(flight_lock);
     size_t k = 0;
-    for (; k < in_flight.size() && in_flight[k].seq < upto; ++k) std::memcpy((void*)in_flight[k].d, in_flight[k].s, in_flight[k].n);
+    for (; k < in_flight.size() && in_flight[k].seq < upto; ++k) std::memcpy(in_flight[k].d, in_flight[k].s, in_flight[k].n);
     in_flight.erase(in_flight.begin(), in_flight.begin() + k);
 }
 static bool is_page_locked(const void* p) {
@@ -194,12 +195,17 @@ CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void* s, size_t n) { land(); std::
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void* s, size_t n, void*) {
     if (!is_page_locked(s)) return cuMemcpyHtoD_v2(d, s, n);
     std::lock_guard<std::mutex> g(flight_lock);
-    in_flight.push_back({d, s, n, queued++});
+    in_flight.push_back({(void*)d, s, n, queued++});
     bytes_up += n;
     return 0;
 }
 CUresult cuMemcpyDtoH_v2(void* d, CUdeviceptr s, size_t n) { land(); std::memcpy(d, (const void*)s, n); return 0; }
-CUresult cuMemcpyDtoHAsync_v2(void* d, CUdeviceptr s, size_t n, void*) { return cuMemcpyDtoH_v2(d, s, n); }
+CUresult cuMemcpyDtoHAsync_v2(void* d, CUdeviceptr s, size_t n, void*) {
+    if (!is_page_locked(d)) return cuMemcpyDtoH_v2(d, s, n);
+    std::lock_guard<std::mutex> g(flight_lock);
+    in_flight.push_back({d, (const void*)s, n, queued++});
+    return 0;
+}
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr d, CUdeviceptr s, size_t n, void*) { land(); std::memcpy((void*)d, (const void*)s, n); return 0; }
 
 // Any address is device memory of the current context's device here (a test hands over host
