@@ -153,7 +153,7 @@ mod tests {
     fn pieces_fit_a_buffer_and_go_round_the_ring() {
         for len in [1, 63, 64, 65, 4096, 40_000, 360_000, 4 << 20, 32 << 20, (32 << 20) + 1, 1 << 30] {
             let p = piece(len);
-            assert!(p <= MAX_PIECE && p % 64 == 0, "{len}: piece {p}");
+            assert!(p <= MAX_PIECE && p.is_multiple_of(64), "{len}: piece {p}");
             let count = len.div_ceil(p);
             assert!(count >= MIN_PIECES.min(len / 64) || p == MAX_PIECE, "{len}: {count} pieces of {p}");
             if len >= 64 * MIN_PIECES && p < MAX_PIECE {
