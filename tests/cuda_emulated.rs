@@ -237,7 +237,7 @@ fn the_bench_reads_the_device_against_its_own_floor() {
     let Some(dir) = fake_driver("cuda-bench") else { return };
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowtracer"));
     on_fake_driver(&mut cmd, &dir);
-    common::assert_device_floor_table(cmd, "cuda", &dir);
+    common::assert_device_floor_table(cmd, "cuda", true, &dir);
 }
 
 #[test]

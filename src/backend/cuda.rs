@@ -247,6 +247,13 @@ impl Offload for Answered<'_> {
         }
     }
 
+    fn aggregate_kernels(&self) -> Option<Duration> {
+        match &*self.answer.borrow() {
+            FromBatch::Done(d) => Some(d.times.aggregate_on_device),
+            _ => None,
+        }
+    }
+
     fn solve(&self, _: &Matrix, _: Spans) -> Offered<Solved> {
         self.part(|d| d.solved.take().map(|(h, uf)| (h, uf, d.times.reach)))
     }

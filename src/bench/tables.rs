@@ -10,12 +10,13 @@ impl BenchRow {
         self.attention_bytes as f64 / self.steps.aggregate.as_secs_f64().max(1e-9) / 1e9
     }
 
-    /// The GB/s cell: end to end from the mapped file; for CUDA also the kernels alone.
+    /// The GB/s cell: end to end from the mapped file; where the device timed them (CUDA's
+    /// events, a wgpu adapter's timestamps), also the kernels alone.
     fn gbps_cell(&self) -> String {
         let end_to_end = format!("{:.2}", self.aggregate_gbps());
         match self.steps.aggregate_on_device.as_secs_f64() {
             0.0 => end_to_end,
-            t => format!("{end_to_end} (kernels {:.0})", self.attention_bytes as f64 / t / 1e9),
+            t => format!("{end_to_end} (kernels {})", share(self.attention_bytes as f64 / t / 1e9, 0)),
         }
     }
 }

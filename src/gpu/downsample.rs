@@ -102,15 +102,21 @@ impl Gpu {
 
     /// Copies a storage buffer of `len` f32 back to the host.
     pub fn read_back(&self, buf: &wgpu::Buffer, len: usize) -> Result<Vec<f32>, String> {
+        self.read_back_as(buf, len)
+    }
+
+    /// The first `len` values of type `T` of `buf`.
+    pub fn read_back_as<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, len: usize) -> Result<Vec<T>, String> {
         let dev = &self.device;
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
         let staging = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read back"),
-            size: (len * 4) as u64,
+            size: bytes,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read back") });
-        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, (len * 4) as u64);
+        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
         let slice = staging.slice(..);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -120,7 +126,7 @@ impl Gpu {
         dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| format!("GPU wait failed: {e}"))?;
         rx.recv().map_err(|e| e.to_string())?.map_err(|e| format!("cannot map the result: {e}"))?;
         let view = slice.get_mapped_range().map_err(|e| format!("cannot read the result: {e}"))?;
-        let out = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
+        let out = bytemuck::pod_collect_to_vec::<u8, T>(&view);
         drop(view);
         staging.unmap();
         Ok(out)

@@ -23,6 +23,9 @@ pub struct Gpu {
     /// A software rasteriser (lavapipe, SwiftShader): correct, but slower than the CPU backend,
     /// so `--backend auto` passes it over.
     pub is_software: bool,
+    /// Nanoseconds per tick of the adapter's timestamps, where it has them (an optional feature):
+    /// the aggregation's passes are then timed on the device, apart from the uploads.
+    timestamp_ns: Option<f32>,
     downsample: wgpu::ComputePipeline,
     aggregate: wgpu::ComputePipeline,
     solve: solve::SolvePipelines,
@@ -47,13 +50,14 @@ impl Gpu {
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("flowtracer"),
-            required_features: wgpu::Features::empty(),
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| format!("{}: cannot open the device: {e}", info.name))?;
+        let timestamp_ns = device.features().contains(wgpu::Features::TIMESTAMP_QUERY).then(|| queue.get_timestamp_period());
         let downsample = compute_pipeline(&device, "downsample.wgsl", include_str!("../../shaders/downsample.wgsl"));
         let aggregate = compute_pipeline(&device, "aggregate.wgsl", include_str!("../../shaders/aggregate.wgsl"));
         let solve = solve::pipelines(&device);
@@ -65,12 +69,18 @@ impl Gpu {
             adapter: format!("{} ({:?})", info.name, info.backend),
             limits,
             is_software: info.device_type == wgpu::DeviceType::Cpu,
+            timestamp_ns,
             downsample,
             aggregate,
             solve,
             backbone,
             credit,
         })
+    }
+
+    /// Whether the adapter times passes itself (the aggregation's kernels apart from the uploads).
+    pub fn has_timestamps(&self) -> bool {
+        self.timestamp_ns.is_some()
     }
 
     /// Largest storage buffer one binding may see, in bytes.
@@ -179,18 +189,20 @@ pub struct OnDevice<'g> {
     pub gpu: &'g Gpu,
     matrix: std::cell::RefCell<Option<matrix::DeviceMatrix>>,
     solved: std::cell::RefCell<Option<solve::FlowBuffers>>,
+    aggregate_kernels: std::cell::Cell<Option<std::time::Duration>>,
 }
 
 impl<'g> OnDevice<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
-        OnDevice { gpu, matrix: Default::default(), solved: Default::default() }
+        OnDevice { gpu, matrix: Default::default(), solved: Default::default(), aggregate_kernels: Default::default() }
     }
 
     /// Step 1 on the device: the matrix stays there for the later steps; the host gets its copy.
     pub fn aggregate(&self, att: &crate::trace::Attention, sel: &crate::flow::aggregate::Selection, p: &crate::params::AggregateParams) -> Result<crate::flow::Matrix, aggregate::AggregateError> {
-        let (on_device, m) = self.gpu.aggregate(att, sel, p)?;
-        *self.matrix.borrow_mut() = Some(on_device);
-        Ok(m)
+        let a = self.gpu.aggregate(att, sel, p)?;
+        *self.matrix.borrow_mut() = Some(a.on_device);
+        self.aggregate_kernels.set(a.kernels);
+        Ok(a.host)
     }
 
     /// The device's copy of `m`: the one aggregation left, else an upload.
@@ -213,6 +225,10 @@ impl crate::flow::Offload for OnDevice<'_> {
 
     fn aggregate(&self, att: &crate::trace::Attention, sel: &crate::flow::aggregate::Selection, p: &crate::params::AggregateParams) -> Option<Result<crate::flow::Matrix, aggregate::AggregateError>> {
         Some(OnDevice::aggregate(self, att, sel, p))
+    }
+
+    fn aggregate_kernels(&self) -> Option<std::time::Duration> {
+        self.aggregate_kernels.get()
     }
 
     fn solve(&self, m: &crate::flow::Matrix, spans: crate::span::Spans) -> crate::flow::Offered<crate::flow::Solved> {

@@ -248,9 +248,10 @@ pub fn wait_with_deadline(child: &mut std::process::Child, secs: u64) -> std::pr
 /// Runs `bench --backend BACKEND` on one small case through `cmd` (the binary, with whatever
 /// environment the backend needs) and checks the table of the device's own floor: one row, its
 /// floors measured rates, each step's cell a rate and a share of the memory's, the pipeline a
-/// multiple of its floor; on CUDA the aggregation's kernels timed by events and the upload
-/// from pageable memory beside the link's rate (wgpu has neither).
-pub fn assert_device_floor_table(mut cmd: std::process::Command, backend: &str, dir: &std::path::Path) {
+/// multiple of its floor; the aggregation's kernels timed on the device where `kernels_timed`
+/// (CUDA's events, an adapter's timestamps) and empty where not; on CUDA the upload from
+/// pageable memory beside the link's rate (wgpu has one way up).
+pub fn assert_device_floor_table(mut cmd: std::process::Command, backend: &str, kernels_timed: bool, dir: &std::path::Path) {
     let cuda = backend == "cuda";
     cmd.args(["bench", "--backend", backend, "--sizes", "96", "--repeat", "1", "--batch", "0", "--no-heads", "--dir"]).arg(dir.join("bench"));
     let o = cmd.output().unwrap();
@@ -271,7 +272,7 @@ pub fn assert_device_floor_table(mut cmd: std::process::Command, backend: &str, 
         assert_eq!(pageable, "-", "wgpu has one way up:\n{table}");
     }
     let mut steps = vec![6, 7, 8];
-    if cuda {
+    if kernels_timed {
         steps.push(4);
     } else {
         assert_eq!(row[4], "-", "no timer, no kernel figure:\n{table}");
