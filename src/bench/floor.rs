@@ -48,21 +48,12 @@ pub fn first_touch_floor(bytes: usize, repeat: usize) -> f64 {
 /// this machine reads those bytes from the page cache (the file was just read, so it is there)
 /// through a new mapping, as the pipeline reads a trace; bytes/s, the median of `repeat`.
 pub fn read_floor(path: &Path, repeat: usize) -> Result<f64, String> {
-    // Mapped afresh each time, as the loader maps a trace: the page faults are part of the floor.
-    let mut rates = Vec::new();
-    for _ in 0..repeat.max(1) {
-        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let t = Instant::now();
-        // SAFETY: the bench wrote this file and nothing changes it while it is mapped.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
-        std::hint::black_box(sum_words(&map));
-        rates.push(map.len() as f64 / t.elapsed().as_secs_f64().max(1e-9));
-    }
-    Ok(median(rates))
+    files_read_floor(&[path.to_path_buf()], repeat)
 }
 
-/// The read floor over many small files at once (one is read too fast to time), the files taken
-/// on the pool's threads as a batch takes its traces; bytes/s, the median of `repeat`.
+/// The read floor over files read together (one small file is read too fast to time), taken on
+/// the pool's threads as a batch takes its traces; each mapped afresh, as the loader maps a
+/// trace, so the page faults are part of the floor. Bytes/s, the median of `repeat`.
 pub fn files_read_floor(paths: &[PathBuf], repeat: usize) -> Result<f64, String> {
     let read_one = |p: &PathBuf| -> Result<usize, String> {
         let file = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
