@@ -67,7 +67,7 @@ class capture:
         self.layers = (lo, hi)
         self.reduce = reduce
         self.chunk = None if chunk is None else int(chunk)
-        self._acc = None
+        self._acc: Any = None
         self._finished = False
         self._seen: set[int] = set()
         self._heads = 0
@@ -280,4 +280,12 @@ def dump(
     m = {} if source is None else source.meta()
     m.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (meta or {}).items()})
     ids = None if token_ids is None else [int(t) for t in token_ids]
-    _native.write_trace(fspath(path), a, [str(t) for t in tokens], tuple(question), tuple(answer), None if response is None else tuple(response), ids, m, overwrite)
+    spans = _pair("question", question), _pair("answer", answer), None if response is None else _pair("response", response)
+    _native.write_trace(fspath(path), a, [str(t) for t in tokens], *spans, ids, m, overwrite)
+
+
+def _pair(name: str, span: Sequence[int]) -> tuple[int, int]:
+    """A span as the engine takes it, from any pair of ints (a list, a tuple, a NumPy row)."""
+    if len(span) != 2:
+        raise ValueError(f"{name}: a span is a (start, end) pair, not {span!r}")
+    return int(span[0]), int(span[1])

@@ -65,9 +65,9 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
     from openrlhf.trainer.ray import ppo_actor
     from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
 
-    params = params or Params()
+    chosen = params or Params()
 
-    class FlowPolicyActor(PolicyModelActor.__ray_actor_class__):  # type: ignore[misc, name-defined]
+    class FlowPolicyActor(PolicyModelActor.__ray_actor_class__):
         def flow_gamma(self, sequences: Any, attention_mask: Any, action_mask: Any, answers: list[Span | None], params_json: str | None = None) -> Any:
             if self.strategy.ring_attn_group is not None:
                 raise ValueError("flowtracer: ring attention splits each sequence; capture needs whole rows")
@@ -88,17 +88,17 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
                 attention_mask=[e.attention_mask for e in experiences],
                 action_mask=[e.action_mask for e in experiences],
                 answers=[find_answers(_generated(e), self.tokenizer, answer) for e in experiences],
-                params_json=[params.to_json()] * len(experiences),
+                params_json=[chosen.to_json()] * len(experiences),
             )
             duplicate = self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size
             gammas = list(itertools.chain.from_iterable(ray.get(refs)[::duplicate]))
             experiences = super().compute_advantages_and_returns(experiences)
             for e, gamma in zip(experiences, gammas):
-                e.advantages = shaped_advantages(e.advantages, gamma, e.action_mask, params)
+                e.advantages = shaped_advantages(e.advantages, gamma, e.action_mask, chosen)
                 e.info["flow_gamma_mean"] = gamma.mean(dim=-1)
             return experiences
 
-    class FlowPPOTrainer(ppo_trainer.PPOTrainer.__ray_actor_class__):  # type: ignore[misc, name-defined]
+    class FlowPPOTrainer(ppo_trainer.PPOTrainer.__ray_actor_class__):
         """OpenRLHF's PPOTrainer (a Ray actor of its own) with the flow's experience maker.
         Defined here, so Ray ships it by value and the actor process gets the flow too."""
 

@@ -45,7 +45,7 @@ def _token_span(pieces: Sequence[str], start: int, end: int) -> Span | None:
             first = i if first is None else first
             last = i
         at = nxt
-    return None if first is None else (first, last + 1)
+    return None if first is None or last is None else (first, last + 1)
 
 
 def boxed_answer(pieces: Sequence[str]) -> Span | None:
@@ -160,7 +160,10 @@ def _gamma_rows(
         except TypeError:  # a model without logits_to_keep
             model(**kwargs)
 
-    items, shaped, results, spans = [], [], [None] * len(rows), [None] * len(rows)
+    items: list[dict[str, Any]] = []
+    shaped: list[int] = []
+    results: list[Any] = [None] * len(rows)
+    spans: list[dict[str, tuple[int, int]] | None] = [None] * len(rows)
     ids_host = input_ids.detach().cpu().tolist()
     for i, row in enumerate(rows):
         q_len, c = row.response - row.start, row.end - row.response
@@ -174,15 +177,15 @@ def _gamma_rows(
             raise ValueError(f"row {i}: the answer span ({a0}, {a1}) is not inside the response's {c} tokens")
         q = question_span(prompt) if question_span else None
         q = (0, q_len) if q is None else (int(q[0]), int(q[1]))
-        spans[i] = {"question": q, "response": (q_len, q_len + c), "answer": (q_len + a0, q_len + a1)}
+        span = spans[i] = {"question": q, "response": (q_len, q_len + c), "answer": (q_len + a0, q_len + a1)}
         tokens = raw_tokens(tokenizer, ids_host[i][row.start:row.end]) if tokenizer is not None else prompt + response
-        items.append(dict(attention=cap.sample(i), tokens=tokens, name=f"row {i}", **spans[i]))
+        items.append(dict(attention=cap.sample(i), tokens=tokens, name=f"row {i}", **span))
         shaped.append(i)
         if trace_dir is not None:
             folder = Path(fspath(trace_dir))
             folder.mkdir(parents=True, exist_ok=True)
             dump(folder / f"sample_{i:04d}.safetensors", items[-1]["attention"], items[-1]["tokens"],
-                 token_ids=ids_host[i][row.start:row.end], source=cap, **spans[i])
+                 token_ids=ids_host[i][row.start:row.end], source=cap, question=span["question"], answer=span["answer"], response=span["response"])
     for i, r in zip(shaped, analyze_batch(items, params=params, backend=backend, errors="return")):
         results[i] = r
     return results, spans
