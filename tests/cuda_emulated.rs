@@ -207,6 +207,16 @@ fn the_cuda_backend_runs_end_to_end_on_an_emulated_driver() {
     }
     assert_eq!(std::fs::read(dir.join("cpu/credits.safetensors")).unwrap(), std::fs::read(dir.join("cuda/credits.safetensors")).unwrap());
 
+    // A machine that refuses page-locked memory: the copies go the driver's own way, still on
+    // the device, with the same answers.
+    let (unpinned, _) = export(&dir.join("unpinned"), "cuda", Some(&dir), &inputs, &[("FLOWTRACER_FAKE_CUDA_NO_PAGE_LOCKED", "1")]);
+    assert_eq!(unpinned["exported"], cpu["exported"]);
+    for t in unpinned["traces"].as_array().unwrap().iter().filter_map(|t| t["output"].as_str()) {
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("unpinned").join(t)).unwrap()).unwrap();
+        assert!(r["backend"].as_str().unwrap().starts_with("cuda: "), "{t}: ran on {}", r["backend"]);
+    }
+    assert_eq!(std::fs::read(dir.join("cpu/credits.safetensors")).unwrap(), std::fs::read(dir.join("unpinned/credits.safetensors")).unwrap());
+
     // A device that fails mid-run: that batch goes to the CPU, the binary says which steps fell
     // back and why, once per trace, and nothing is lost.
     let (failed, stderr) = export(&dir.join("failing"), "cuda", Some(&dir), &inputs, &[("FLOWTRACER_FAKE_CUDA_FAIL_LAUNCH", "3")]);

@@ -161,7 +161,8 @@ impl CudaBackend {
         let mut staging = cuda.staging();
         for j in jobs {
             let mut matrix = Matrix::zeros(j.n as usize);
-            guard("CUDA", || staging.download(&cuda.stream, &m.slice(j.m as usize..), &mut matrix.data))?;
+            let len = matrix.data.len();
+            guard("CUDA", || staging.download(&cuda.stream, &m.slice(j.m as usize..j.m as usize + len), &mut matrix.data))?;
             matrices.push(matrix);
         }
         drop(staging);

@@ -13,6 +13,7 @@
 use super::driver_err;
 use cudarc::driver::{CudaEvent, CudaStream, DevicePtr, DevicePtrMut, PinnedHostSlice, result};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// Buffers in the ring: one the host works on while the rest are in flight.
 const SLOTS: usize = 4;
@@ -32,6 +33,9 @@ const PARALLEL_FROM: usize = 256 << 10;
 pub(crate) struct Staging {
     slots: Vec<Slot>,
     next: usize,
+    /// Why the buffers could not be pinned, if they could not (a machine that refuses page-locked
+    /// memory): the copies then go the driver's own way, slower but the same bytes.
+    unpinned: Option<String>,
 }
 
 struct Slot {
@@ -53,9 +57,11 @@ impl Staging {
     /// Queues `src` to go up into the start of `dst` on `stream`. Returns once every byte has
     /// left `src` (the caller may let it go); the device has them in stream order, before any
     /// kernel queued after this.
-    pub fn upload(&mut self, stream: &CudaStream, src: &[u8], dst: &mut impl DevicePtrMut<u8>) -> Result<(), String> {
+    pub fn upload(&mut self, stream: &Arc<CudaStream>, src: &[u8], dst: &mut impl DevicePtrMut<u8>) -> Result<(), String> {
         assert!(src.len() <= dst.len(), "an upload of {} bytes into {}", src.len(), dst.len());
-        self.pin(stream)?;
+        if !self.pin(stream) {
+            return stream.memcpy_htod(src, dst).map_err(driver_err);
+        }
         let piece = piece(src.len());
         let (base, _written) = dst.device_ptr_mut(stream);
         for (k, part) in src.chunks(piece).enumerate() {
@@ -70,11 +76,14 @@ impl Staging {
         Ok(())
     }
 
-    /// Copies the start of `src`, as long as `dst`, into `dst`, after the work queued before it.
-    /// Up to a ring's worth of pieces are in flight while the host empties the oldest.
-    pub fn download<T: bytemuck::Pod>(&mut self, stream: &CudaStream, src: &impl DevicePtr<T>, dst: &mut [T]) -> Result<(), String> {
-        assert!(dst.len() <= src.len(), "a download of {} elements from {}", dst.len(), src.len());
-        self.pin(stream)?;
+    /// Copies `src` into `dst` (as long), after the work queued before it. Up to a ring's worth
+    /// of pieces are in flight while the host empties the oldest.
+    pub fn download<T: bytemuck::Pod + cudarc::driver::DeviceRepr>(&mut self, stream: &Arc<CudaStream>, src: &impl DevicePtr<T>, dst: &mut [T]) -> Result<(), String> {
+        assert_eq!(dst.len(), src.len(), "a download into a buffer of another length");
+        if !self.pin(stream) {
+            stream.memcpy_dtoh(src, dst).map_err(driver_err)?;
+            return stream.synchronize().map_err(driver_err);
+        }
         let dst: &mut [u8] = bytemuck::cast_slice_mut(dst);
         let piece = piece(dst.len());
         let (base, _read) = src.device_ptr(stream);
@@ -103,20 +112,23 @@ impl Staging {
         Ok(())
     }
 
-    /// Pins the ring's buffers on the first copy.
-    fn pin(&mut self, stream: &CudaStream) -> Result<(), String> {
-        if !self.slots.is_empty() {
-            return Ok(());
+    /// Pins the ring's buffers on the first copy; whether the copies go through them.
+    fn pin(&mut self, stream: &CudaStream) -> bool {
+        if self.slots.is_empty() && self.unpinned.is_none() {
+            let ctx = stream.context();
+            let pinned = (0..SLOTS)
+                .map(|_| {
+                    // SAFETY: a buffer's bytes are read only after a copy has written them.
+                    let host = unsafe { ctx.alloc_pinned_with_flags::<u8>(MAX_PIECE, 0) }.map_err(driver_err)?;
+                    Ok(Slot { host, passed: ctx.new_event(None).map_err(driver_err)? })
+                })
+                .collect::<Result<_, String>>();
+            match pinned {
+                Ok(slots) => self.slots = slots,
+                Err(why) => self.unpinned = Some(why),
+            }
         }
-        let ctx = stream.context();
-        self.slots = (0..SLOTS)
-            .map(|_| {
-                // SAFETY: a buffer's bytes are read only after a copy has written them.
-                let host = unsafe { ctx.alloc_pinned_with_flags::<u8>(MAX_PIECE, 0) }.map_err(driver_err)?;
-                Ok(Slot { host, passed: ctx.new_event(None).map_err(driver_err)? })
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(())
+        self.unpinned.is_none()
     }
 
     /// The next buffer round the ring.

@@ -171,7 +171,9 @@ CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
 CUresult cuMemAllocAsync(CUdeviceptr* p, size_t bytes, void*) { return cuMemAlloc_v2(p, bytes); }
 CUresult cuMemFree_v2(CUdeviceptr p) { land(); std::free((void*)p); return 0; }
 CUresult cuMemFreeAsync(CUdeviceptr p, void*) { return cuMemFree_v2(p); }
+// FLOWTRACER_FAKE_CUDA_NO_PAGE_LOCKED=1: a machine that refuses page-locked memory.
 CUresult cuMemHostAlloc(void** p, size_t bytes, unsigned) {
+    if (const char* v = std::getenv("FLOWTRACER_FAKE_CUDA_NO_PAGE_LOCKED"); v && std::strcmp(v, "0")) return 2; /* CUDA_ERROR_OUT_OF_MEMORY */
     *p = std::malloc(bytes ? bytes : 1);
     if (!*p) return 2;
     std::lock_guard<std::mutex> g(flight_lock);
