@@ -209,13 +209,16 @@ fn the_cuda_backend_runs_end_to_end_on_an_emulated_driver() {
 
     // A machine that refuses page-locked memory: the copies go the driver's own way, still on
     // the device, with the same answers.
-    let (unpinned, _) = export(&dir.join("unpinned"), "cuda", Some(&dir), &inputs, &[("FLOWTRACER_FAKE_CUDA_NO_PAGE_LOCKED", "1")]);
-    assert_eq!(unpinned["exported"], cpu["exported"]);
-    for t in unpinned["traces"].as_array().unwrap().iter().filter_map(|t| t["output"].as_str()) {
-        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("unpinned").join(t)).unwrap()).unwrap();
-        assert!(r["backend"].as_str().unwrap().starts_with("cuda: "), "{t}: ran on {}", r["backend"]);
+    // (The samples and the broken file: enough to go up and come down many times.)
+    let some = [inputs[0].clone(), inputs[inputs.len() - 1].clone()];
+    let (unpinned, _) = export(&dir.join("unpinned"), "cuda", Some(&dir), &some, &[("FLOWTRACER_FAKE_CUDA_NO_PAGE_LOCKED", "1")]);
+    assert_eq!(unpinned["exported"], 17);
+    for rel in unpinned["traces"].as_array().unwrap().iter().filter_map(|t| t["output"].as_str()) {
+        let read = |which: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(dir.join(which).join(rel)).unwrap()).unwrap() };
+        let (c, d) = (read("cpu"), read("unpinned"));
+        assert!(d["backend"].as_str().unwrap().starts_with("cuda: "), "{rel}: ran on {}", d["backend"]);
+        assert_eq!((&c["credit"], &c["hubs"]), (&d["credit"], &d["hubs"]), "{rel}");
     }
-    assert_eq!(std::fs::read(dir.join("cpu/credits.safetensors")).unwrap(), std::fs::read(dir.join("unpinned/credits.safetensors")).unwrap());
 
     // A device that fails mid-run: that batch goes to the CPU, the binary says which steps fell
     // back and why, once per trace, and nothing is lost.
