@@ -107,8 +107,16 @@ impl Gpu {
 
     /// The first `len` values of type `T` of `buf`.
     pub fn read_back_as<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, len: usize) -> Result<Vec<T>, String> {
+        let mut out = vec![T::zeroed(); len];
+        self.read_back_into(buf, &mut out)?;
+        Ok(out)
+    }
+
+    /// The start of `buf` into `dst`, straight from the mapping (M is hundreds of MB at 8k: no
+    /// second copy of it).
+    pub fn read_back_into<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, dst: &mut [T]) -> Result<(), String> {
         let dev = &self.device;
-        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        let bytes = std::mem::size_of_val(dst) as u64;
         let staging = dev.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read back"),
             size: bytes,
@@ -126,9 +134,9 @@ impl Gpu {
         dev.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| format!("GPU wait failed: {e}"))?;
         rx.recv().map_err(|e| e.to_string())?.map_err(|e| format!("cannot map the result: {e}"))?;
         let view = slice.get_mapped_range().map_err(|e| format!("cannot read the result: {e}"))?;
-        let out = bytemuck::pod_collect_to_vec::<u8, T>(&view);
+        bytemuck::cast_slice_mut::<T, u8>(dst).copy_from_slice(&view);
         drop(view);
         staging.unmap();
-        Ok(out)
+        Ok(())
     }
 }

@@ -82,7 +82,7 @@ impl Gpu {
         for (rows, buf) in &dm.chunks {
             let (a, b) = (row_offset(rows.start), row_offset(rows.end));
             if b > a {
-                m.data[a..b].copy_from_slice(&self.read_back(buf, b - a)?);
+                self.read_back_into(buf, &mut m.data[a..b])?;
             }
         }
         Ok(m)
