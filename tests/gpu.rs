@@ -346,3 +346,25 @@ fn the_bench_reads_the_adapter_against_its_own_floor() {
     let dir = common::temp_dir("wgpu-bench");
     common::assert_device_floor_table(std::process::Command::new(env!("CARGO_BIN_EXE_flowtracer")), "wgpu", g.has_timestamps(), &dir);
 }
+
+/// A device error (memory the device cannot give, a limit broken) inside a step comes back as
+/// that step's error, naming the step and the adapter, where wgpu's default would panic and take
+/// the whole export down; the device stays usable for the next trace.
+#[test]
+fn a_device_error_is_the_steps_error_not_a_panic() {
+    let Some(g) = gpu() else { return };
+    let too_big = g.limits.max_buffer_size.saturating_add(1 << 20).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+    let r: Result<(), String> = g.scoped("probe", || {
+        let _ = g.device.create_buffer(&wgpu::BufferDescriptor { label: Some("too big"), size: too_big, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
+        Ok(())
+    });
+    let e = r.expect_err("a buffer past the adapter's limit is an error");
+    assert!(e.starts_with(&format!("probe on {}: ", g.adapter)), "{e}");
+    // The device still works: a trace's steps after it match the CPU.
+    let t = flowtracer::sample_trace();
+    let p = Params::default();
+    let sel = flowtracer::flow::aggregate::select(&t, &p.aggregate).unwrap();
+    let a = g.scoped("after", || g.aggregate(&t.attention, &sel, &p.aggregate).map_err(|e| format!("{e:?}"))).unwrap();
+    let cpu = flowtracer::flow::aggregate::aggregate(&t.attention, &sel, &p.aggregate, &Default::default()).unwrap();
+    assert!(cpu.data.iter().zip(&a.host.data).all(|(x, y)| (x - y).abs() <= 1e-6 * x.abs().max(y.abs())));
+}

@@ -25,7 +25,7 @@ impl Backend for Wgpu {
     }
 
     fn memory_floor(&self, host: &[u8], repeat: usize) -> Option<Result<super::DeviceFloor, String>> {
-        Some(self.gpu.memory_floor(host, repeat))
+        Some(self.gpu.scoped("wgpu floor", || self.gpu.memory_floor(host, repeat)))
     }
 
     /// Traces of a batch go through the one queue from several threads at once: while one waits

@@ -78,6 +78,24 @@ impl Gpu {
         })
     }
 
+    /// Runs `f` with the device's errors caught on this thread and returned, naming `what`:
+    /// memory the device cannot give (a trace too large for it) or a limit broken. wgpu's
+    /// default for an error nobody captured is to panic, which would take a whole export (or
+    /// the app) down for one trace; caught here, that trace's steps fall back to the CPU.
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+        let scopes = [wgpu::ErrorFilter::OutOfMemory, wgpu::ErrorFilter::Validation, wgpu::ErrorFilter::Internal].map(|filter| self.device.push_error_scope(filter));
+        let r = f();
+        // Popped innermost first, as scopes must be; the first error found is the one told.
+        let mut caught = None;
+        for scope in scopes.into_iter().rev() {
+            caught = caught.or(pollster::block_on(scope.pop()));
+        }
+        match caught {
+            Some(e) => Err(format!("{what} on {}: {e}", self.adapter)),
+            None => r,
+        }
+    }
+
     /// Whether the adapter times passes itself (the aggregation's kernels apart from the uploads).
     pub fn has_timestamps(&self) -> bool {
         self.timestamp_ns.is_some()
@@ -224,7 +242,13 @@ impl crate::flow::Offload for OnDevice<'_> {
     }
 
     fn aggregate(&self, att: &crate::trace::Attention, sel: &crate::flow::aggregate::Selection, p: &crate::params::AggregateParams) -> Option<Result<crate::flow::Matrix, aggregate::AggregateError>> {
-        Some(OnDevice::aggregate(self, att, sel, p))
+        // The format's own verdict (bad data) passes through the scope as a value.
+        let r = self.gpu.scoped("wgpu aggregate", || Ok(OnDevice::aggregate(self, att, sel, p)));
+        Some(r.unwrap_or_else(|e| {
+            // What the device holds of M is not to be trusted: the later steps upload the CPU's.
+            *self.matrix.borrow_mut() = None;
+            Err(aggregate::AggregateError::Device(e))
+        }))
     }
 
     fn aggregate_kernels(&self) -> Option<std::time::Duration> {
@@ -232,7 +256,8 @@ impl crate::flow::Offload for OnDevice<'_> {
     }
 
     fn solve(&self, m: &crate::flow::Matrix, spans: crate::span::Spans) -> crate::flow::Offered<crate::flow::Solved> {
-        Some(self.take_or_upload(m).and_then(|on_device| {
+        Some(self.gpu.scoped("wgpu solve", || {
+            let on_device = self.take_or_upload(m)?;
             let r = self.gpu.solve_keeping(&on_device, spans);
             *self.matrix.borrow_mut() = Some(on_device);
             let kept = r?;
@@ -244,13 +269,13 @@ impl crate::flow::Offload for OnDevice<'_> {
     fn backbone(&self, m: &crate::flow::Matrix, h: &[f64], f: &[f64], spans: crate::span::Spans, sources: usize, p: &crate::params::BackboneParams) -> crate::flow::Offered<Vec<crate::flow::backbone::FlowPath>> {
         // No source reaches the answer: no paths, nothing to send to the device.
         let Some(d) = crate::flow::backbone::Decomposition::new(h, f, spans, sources, p) else { return Some(Ok(Vec::new())) };
-        Some(self.take_or_upload(m).and_then(|on_device| self.gpu.backbone(m, &on_device, h, d, spans)))
+        Some(self.gpu.scoped("wgpu backbone", || self.take_or_upload(m).and_then(|on_device| self.gpu.backbone(m, &on_device, h, d, spans))))
     }
 
     fn credit(&self, n: usize, spans: crate::span::Spans, count: usize) -> crate::flow::Offered<crate::flow::Selected> {
         let solved = self.solved.borrow();
         Some(match solved.as_ref() {
-            Some(b) => self.gpu.credit(&b.h, &b.f, n, spans, count),
+            Some(b) => self.gpu.scoped("wgpu credit", || self.gpu.credit(&b.h, &b.f, n, spans, count)),
             None => Err("the flow was not solved on the device".into()),
         })
     }

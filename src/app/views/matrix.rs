@@ -107,7 +107,7 @@ pub fn scale_for(a: &Analysis, layer: Layer) -> Option<crate::gpu::Scale> {
 /// the CPU. Returns the values and where they were computed.
 pub fn reduce(trace: &Trace, a: &Analysis, layer: Layer, s: usize) -> (Vec<f32>, String) {
     if let Some(scale) = scale_for(a, layer) {
-        match crate::gpu::shared().and_then(|g| g.downsample(&a.matrix, &scale, s).map(|v| (v, g.adapter.clone()))) {
+        match crate::gpu::shared().and_then(|g| g.scoped("wgpu downsample", || g.downsample(&a.matrix, &scale, s)).map(|v| (v, g.adapter.clone()))) {
             Ok((v, adapter)) => return (v, format!("reduced on {adapter}")),
             Err(e) => return (downsample(trace, a, layer, s), format!("reduced on the CPU ({e})")),
         }
