@@ -7,7 +7,8 @@
 //
 //   widest_gather: each row of the block: the widest over the sources before the block;
 //   widest_block:  one block of 64 threads settles the block's rows in order, adding the block's
-//                  own earlier sources; a question token may instead start a path of its share;
+//                  own earlier sources (from shared memory, by warp shuffles); a question token
+//                  may instead start a path of its share;
 //   take_paths:    the paths just taken: their edges' residuals into M, their sources' shares.
 
 #define NO_PRED 0xffffffffu
@@ -18,20 +19,32 @@ __device__ __forceinline__ double candidate(const Job& j, const float* row, cons
     return min(width[j.v + i], g[j.v + i] * (double)row[i] * hk);
 }
 
-// The widest of (red_w, red_i)[0..width) into slot 0, the earliest source among equals.
-__device__ void tree_best(double* red_w, unsigned int* red_i, unsigned int t, unsigned int width) {
-    __syncthreads();
-    for (unsigned int stride = width / 2u; stride > 0u; stride /= 2u) {
-        if (t < stride) {
-            const double w = red_w[t + stride];
-            const unsigned int i = red_i[t + stride];
-            if (w > red_w[t] || (w == red_w[t] && i < red_i[t])) {
-                red_w[t] = w;
-                red_i[t] = i;
-            }
-        }
-        __syncthreads();
+// The widest of two (width, source) candidates: the earliest source among equals.
+__device__ __forceinline__ void wider(double& w, unsigned int& i, double ow, unsigned int oi) {
+    if (ow > w || (ow == w && oi < i)) {
+        w = ow;
+        i = oi;
     }
+}
+
+// The widest (w, i) of the block's threads, in thread 0's (w, i): warp shuffles inside each
+// warp, then the warps' widest through `warp_w`/`warp_i` (one slot per warp). Every thread of the
+// block calls it; it reads the slots only after its one barrier, so a loop may call it again
+// once a barrier has followed thread 0's use of the answer.
+__device__ void block_widest(double& w, unsigned int& i, double* warp_w, unsigned int* warp_i) {
+    const unsigned int t = threadIdx.x;
+    for (unsigned int d = 16u; d > 0u; d /= 2u) {
+        const double ow = __shfl_down_sync(0xffffffffu, w, d);
+        const unsigned int oi = __shfl_down_sync(0xffffffffu, i, d);
+        wider(w, i, ow, oi);
+    }
+    if (t % 32u == 0u) {
+        warp_w[t / 32u] = w;
+        warp_i[t / 32u] = i;
+    }
+    __syncthreads();
+    if (t == 0u)
+        for (unsigned int other = 1u; other < blockDim.x / 32u; ++other) wider(w, i, warp_w[other], warp_i[other]);
 }
 
 extern "C" __global__ void widest_gather(const Job* jobs, const float* M, const double* h, const double* g,
@@ -56,17 +69,21 @@ extern "C" __global__ void widest_gather(const Job* jobs, const float* M, const 
             }
         }
     }
-    __shared__ double red_w[256];
-    __shared__ unsigned int red_i[256];
-    red_w[t] = best;
-    red_i[t] = at;
-    tree_best(red_w, red_i, t, blockDim.x);
+    __shared__ double warp_w[256 / 32];
+    __shared__ unsigned int warp_i[256 / 32];
+    block_widest(best, at, warp_w, warp_i);
     if (t == 0u) {
-        acc_w[j.v + k] = red_w[0];
-        acc_i[j.v + k] = red_i[0];
+        acc_w[j.v + k] = best;
+        acc_i[j.v + k] = at;
     }
 }
 
+// The block's rows depend on each other in order, so this kernel is a chain of 64 steps for
+// every round of every path: its latency, not bandwidth, is what the backbone costs on a GPU
+// (on an H200 the rounds took 10 of 13 ms at N = 1018). So everything a step reads is brought
+// into shared memory at once before the chain starts (the block's triangle of M, one column per
+// thread; each row's h, gathered best and share), the block's own widths stay there, and each
+// step's widest is found by warp shuffles: two barriers a step, no global memory inside it.
 extern "C" __global__ void widest_block(const Job* jobs, const float* M, const double* h, const double* g,
                                         const double* source_left, const double* acc_w, const unsigned int* acc_i,
                                         double* width, unsigned int* pred, unsigned int k0, unsigned int k1) {
@@ -75,36 +92,56 @@ extern "C" __global__ void widest_block(const Job* jobs, const float* M, const d
     if (rows.lo >= rows.end) return;  // the same for every thread of the block
     const float* m = M + j.m;
     const unsigned int t = threadIdx.x, i = k0 + t;
-    __shared__ double red_w[ROWS];
-    __shared__ unsigned int red_i[ROWS];
+    __shared__ float s_m[ROWS][ROWS];  // s_m[k - k0][t] = M[k, k0 + t]
+    __shared__ double s_h[ROWS], s_acc_w[ROWS], s_share[ROWS], s_width[ROWS];
+    __shared__ unsigned int s_acc_i[ROWS], s_pred[ROWS];
+    __shared__ double warp_w[ROWS / 32u];
+    __shared__ unsigned int warp_i[ROWS / 32u];
+    // This thread's token: a source from the question on, and a row the chain settles.
+    const bool source = i >= rows.lo && i < rows.end;
+    for (unsigned int k = rows.lo; k < rows.end; ++k)
+        if (source && i < k) s_m[k - k0][t] = m[row_at(k) + i];
+    const double gi = source ? g[j.v + i] : 0.0;
+    if (source) {
+        s_h[t] = h[j.v + i];
+        s_acc_w[t] = acc_w[j.v + i];
+        s_acc_i[t] = acc_i[j.v + i];
+        s_share[t] = source_left[j.v + i];
+    }
+    __syncthreads();
     for (unsigned int k = rows.lo; k < rows.end; ++k) {
-        const double hk = h[j.v + k];
-        const double c = (hk > 0.0 && i < k && i >= j.q0) ? candidate(j, m + row_at(k), g, width, i, hk) : 0.0;
-        red_w[t] = c;
-        red_i[t] = c > 0.0 ? i : NO_PRED;
-        tree_best(red_w, red_i, t, ROWS);
+        const unsigned int r = k - k0;
+        const double hk = s_h[r];
+        // candidate()'s very operations, on the copies.
+        double w = (hk > 0.0 && source && i < k) ? min(s_width[t], gi * (double)s_m[r][t] * hk) : 0.0;
+        unsigned int at = w > 0.0 ? i : NO_PRED;
+        block_widest(w, at, warp_w, warp_i);
         if (t == 0u) {
             // Sources before the block are earlier tokens: they win ties.
-            double w = acc_w[j.v + k];
-            unsigned int p = acc_i[j.v + k];
-            if (red_w[0] > w) {
-                w = red_w[0];
-                p = red_i[0];
+            double best = s_acc_w[r];
+            unsigned int p = s_acc_i[r];
+            if (w > best) {
+                best = w;
+                p = at;
             }
-            if (w <= 0.0) {
-                w = 0.0;
+            if (best <= 0.0) {
+                best = 0.0;
                 p = NO_PRED;
             }
-            const double share = source_left[j.v + k];
-            if (k < j.q1 && share >= w && share > 0.0) {
-                w = share;
+            const double share = s_share[r];
+            if (k < j.q1 && share >= best && share > 0.0) {
+                best = share;
                 p = SOURCE_PRED;
             }
-            width[j.v + k] = w;
-            pred[j.v + k] = p;
+            s_width[r] = best;
+            s_pred[r] = p;
         }
-        // width(k) is read by the next rows' threads; __syncthreads orders the block's global writes.
+        // width(k) is read by the next rows' threads.
         __syncthreads();
+    }
+    if (source) {
+        width[j.v + i] = s_width[t];
+        pred[j.v + i] = s_pred[t];
     }
 }
 

@@ -37,12 +37,17 @@ __device__ __forceinline__ bool in_answer(const Job& j, unsigned int k) {
     return k >= j.a0 && k < j.a1;
 }
 
-// Tree sum of red[0..width) into red[0]; every thread of the block calls it.
+// Tree sum of red[0..width) (width a power of two, at least 32): the levels across warps in
+// shared memory, the last five inside the first warp by shuffles, in the same order (lane t adds
+// lane t + stride at each level), so the sum is the plain tree's to the bit. The answer is thread
+// 0's; every thread of the block calls it.
 __device__ double tree_sum(double* red, unsigned int t, unsigned int width) {
     __syncthreads();
-    for (unsigned int stride = width / 2u; stride > 0u; stride /= 2u) {
+    for (unsigned int stride = width / 2u; stride >= 32u; stride /= 2u) {
         if (t < stride) red[t] += red[t + stride];
         __syncthreads();
     }
-    return red[0];
+    double sum = t < 32u ? red[t] : 0.0;
+    for (unsigned int d = 16u; d > 0u; d /= 2u) sum += __shfl_down_sync(0xffffffffu, sum, d);
+    return sum;
 }

@@ -12,31 +12,32 @@
 //   flow_block:  one block settles the rows in order: f(k) = s(k) + h(k)·(sum), and
 //                g(k) = f(k)/h(k) for conserving tokens (the answer absorbs).
 
+// reach_block and flow_block are chains of 64 dependent steps (their latency, not bandwidth, is
+// what the solves cost on a GPU), so each brings the block's triangle of M into shared memory
+// before its chain starts, one column per thread, and keeps its tokens' values there: no global
+// memory inside a step.
 extern "C" __global__ void reach_block(const Job* jobs, const float* M, double* h, double* acc,
                                        unsigned int k0, unsigned int k1) {
     const Job j = jobs[blockIdx.y];
     const unsigned int end = min(k1, j.a1);
     if (k0 >= end) return;  // the same for every thread of the block
     const float* m = M + j.m;
-    double* hv = h + j.v;
-    double* av = acc + j.v;
-    __shared__ double s_acc[ROWS];
-    __shared__ double s_h;
+    __shared__ float s_m[ROWS][ROWS];  // s_m[k - k0][t] = M[k, k0 + t]
+    __shared__ double s_acc[ROWS], s_h[ROWS];
     const unsigned int t = threadIdx.x, i = k0 + t;
-    if (i < end) s_acc[t] = av[i];
+    const bool mine = i < end;
+    for (unsigned int k = i + 1u; k < end; ++k) s_m[k - k0][t] = m[row_at(k) + i];
+    if (mine) s_acc[t] = acc[j.v + i];
     __syncthreads();
     for (unsigned int k = end; k > k0; --k) {
-        const unsigned int kk = k - 1u;
-        if (t == 0u) {
-            const double hk = in_answer(j, kk) ? 1.0 : s_acc[kk - k0];
-            hv[kk] = hk;
-            s_h = hk;
-        }
+        const unsigned int kk = k - 1u, r = kk - k0;
+        if (t == 0u) s_h[r] = in_answer(j, kk) ? 1.0 : s_acc[r];
         __syncthreads();
-        const double hk = s_h;
-        if (i < kk && hk != 0.0) s_acc[t] += (double)m[row_at(kk) + i] * hk;
+        const double hk = s_h[r];
+        if (i < kk && hk != 0.0) s_acc[t] += (double)s_m[r][t] * hk;
         __syncthreads();
     }
+    if (mine) h[j.v + i] = s_h[t];
 }
 
 extern "C" __global__ void reach_push(const Job* jobs, const float* M, const double* h, double* acc,
@@ -79,20 +80,37 @@ extern "C" __global__ void flow_block(const Job* jobs, const float* M, const dou
     if (rows.lo >= rows.end) return;  // the same for every thread of the block
     const float* m = M + j.m;
     const unsigned int t = threadIdx.x, i = k0 + t;
+    __shared__ float s_m[ROWS][ROWS];  // s_m[k - k0][t] = M[k, k0 + t]
+    __shared__ double s_h[ROWS], s_acc[ROWS], s_s[ROWS], s_g[ROWS], s_f[ROWS];
     __shared__ double red[ROWS];
+    // This thread's token: a source from the question on, and a row the chain settles.
+    const bool mine = i >= rows.lo && i < rows.end;
+    if (mine) {
+        for (unsigned int k = i + 1u; k < rows.end; ++k) s_m[k - k0][t] = m[row_at(k) + i];
+        s_h[t] = h[j.v + i];
+        s_acc[t] = acc[j.v + i];
+        s_s[t] = s[j.v + i];
+        s_g[t] = g[j.v + i];
+    }
+    __syncthreads();
     for (unsigned int k = rows.lo; k < rows.end; ++k) {
+        const unsigned int r = k - k0;
         // The block's own earlier sources, one per thread, then a tree sum.
-        red[t] = (i < k && i >= j.q0) ? (double)m[row_at(k) + i] * g[j.v + i] : 0.0;
+        red[t] = (mine && i < k) ? (double)s_m[r][t] * s_g[t] : 0.0;
         const double inside = tree_sum(red, t, ROWS);
         if (t == 0u) {
-            const double hk = h[j.v + k];
+            const double hk = s_h[r];
             if (hk > 0.0) {
-                const double fk = s[j.v + k] + hk * (acc[j.v + k] + inside);
-                f[j.v + k] = fk;
-                if (!in_answer(j, k)) g[j.v + k] = fk / hk;
+                const double fk = s_s[r] + hk * (s_acc[r] + inside);
+                s_f[r] = fk;
+                if (!in_answer(j, k)) s_g[r] = fk / hk;
             }
         }
-        // g(k) is read by the next rows' threads; __syncthreads orders the block's global writes.
+        // g(k) is read by the next rows' threads.
         __syncthreads();
+    }
+    if (mine) {
+        g[j.v + i] = s_g[t];
+        if (s_h[t] > 0.0) f[j.v + i] = s_f[t];
     }
 }

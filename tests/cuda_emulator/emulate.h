@@ -33,6 +33,10 @@ inline unsigned int current = 0;
 inline std::function<void()> body;
 // Launches from several host threads (the export's parallel batches) take turns.
 inline std::mutex one_launch_at_a_time;
+// What the lanes offered to the last two warp shuffles, and how many shuffles each thread of the
+// block has made (see __shfl_down_sync).
+inline std::vector<uint64_t> offered[2];
+inline std::vector<unsigned int> shuffles;
 
 inline void entry() {
     body();
@@ -45,6 +49,22 @@ inline float __int_as_float(int x) {
     float f;
     std::memcpy(&f, &x, sizeof f);
     return f;
+}
+// A warp shuffle as a barrier of the whole block: every thread puts its value down, waits for
+// all the others, and takes its partner's (its own past the end of its warp, as CUDA gives).
+// Stronger than a GPU's (a warp waits only for its own lanes), so a kernel must call it from
+// every thread of the block, as it calls __syncthreads. Successive shuffles alternate between two
+// sets of slots: a thread cannot put down its third value before every thread has passed the
+// barrier of its second, by which time each has taken what the first gave it.
+template <class T>
+T __shfl_down_sync(unsigned int, T value, unsigned int delta) {
+    static_assert(sizeof(T) <= sizeof(uint64_t), "a lane's value is at most 64 bits");
+    const unsigned int t = threadIdx.x;
+    std::vector<uint64_t>& slots = emu::offered[emu::shuffles[t]++ % 2];
+    std::memcpy(&slots[t], &value, sizeof value);
+    __syncthreads();
+    if (t % 32 + delta < 32 && t + delta < blockDim.x) std::memcpy(&value, &slots[t + delta], sizeof value);
+    return value;
 }
 using std::max;
 using std::min;
@@ -65,10 +85,12 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, A... args) {
     body = [&] { kernel(args...); };
     threads.resize(block.x);
     finished.resize(block.x);
+    for (auto& slots : offered) slots.resize(block.x);
     if (stacks.size() < block.x) stacks.resize(block.x, std::vector<char>(STACK));
     for (unsigned int y = 0; y < grid.y; ++y)
         for (unsigned int x = 0; x < grid.x; ++x) {
             blockIdx = dim3{x, y, 0};
+            shuffles.assign(block.x, 0);
             for (unsigned int t = 0; t < block.x; ++t) {
                 getcontext(&threads[t]);
                 threads[t].uc_stack.ss_sp = stacks[t].data();
