@@ -5,7 +5,10 @@
 //
 //   widest_gather: each row of the block: the best over the sources before the block;
 //   widest_block:  one workgroup settles the block's rows in order, adding the block's own earlier
-//                  sources, then a question token may instead start a path of its share.
+//                  sources, then a question token may instead start a path of its share. A chain
+//                  of 64 dependent steps per block and per path, so its latency is the backbone's
+//                  cost: the block's triangle of M and its tokens' values are copied into
+//                  workgroup memory before the chain starts, and no step reads global memory.
 //
 // Widths and predecessors travel as vec2<f32>: the predecessor's index as a float (exact below
 // 2^24 tokens), −1 for none and −2 for the super-source. Params, p and at(): block.wgsl.
@@ -21,6 +24,13 @@ const PRED_NONE: f32 = -1.0;
 const PRED_SOURCE: f32 = -2.0;
 var<workgroup> s_w: array<f32, 256>;
 var<workgroup> s_i: array<u32, 256>;
+// widest_block's copies: the block's triangle (tri()), each row's (h, g), what the sources before
+// the block gave it and its share, and the (width, pred) the chain settles.
+var<workgroup> s_m: array<f32, 2016>;
+var<workgroup> s_hg: array<vec2<f32>, 64>;
+var<workgroup> s_acc: array<vec2<f32>, 64>;
+var<workgroup> s_share: array<f32, 64>;
+var<workgroup> s_wp: array<vec2<f32>, 64>;
 
 fn candidate(k: u32, i: u32) -> f32 {
     return min(wp[i].x, hg[i].y * m[at(k, i)] * hg[k].x);
@@ -68,32 +78,51 @@ fn widest_gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
 fn widest_block(@builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
     let split = max(p.k0, p.q0);
+    let rows = p.k1 - p.k0;
+    // Row by row, thread t copies column t: the reads of each row are contiguous.
+    for (var r = 1u; r < rows; r = r + 1u) {
+        if (t < r) {
+            s_m[tri(r, t)] = m[at(p.k0 + r, p.k0 + t)];
+        }
+    }
+    if (t < rows) {
+        s_hg[t] = hg[p.k0 + t];
+        s_acc[t] = acc[p.k0 + t];
+        s_share[t] = source_left[p.k0 + t];
+    }
+    workgroupBarrier();
     for (var k = p.k0; k < p.k1; k = k + 1u) {
+        let r = k - p.k0;
         let i = split + t;
         var c = 0.0;
-        if (i < k && hg[k].x > 0.0) {
-            c = candidate(k, i);
+        let hk = s_hg[r].x;
+        if (i < k && hk > 0.0) {
+            // candidate()'s very operations, on the copies.
+            let ci = i - p.k0;
+            c = min(s_wp[ci].x, s_hg[ci].y * s_m[tri(r, ci)] * hk);
         }
         s_w[t] = c;
         s_i[t] = select(NONE, i, c > 0.0);
         tree_best(t, 64u);
         if (t == 0u) {
             // Sources before the block cover earlier tokens: they win ties.
-            var best = acc[k];
+            var best = s_acc[r];
             if (s_w[0] > best.x) {
                 best = vec2<f32>(s_w[0], f32(s_i[0]));
             }
             if (best.x <= 0.0) {
                 best = vec2<f32>(0.0, PRED_NONE);
             }
-            let share = source_left[k];
+            let share = s_share[r];
             if (k >= p.q0 && k < p.q1 && share >= best.x && share > 0.0) {
                 best = vec2<f32>(share, PRED_SOURCE);
             }
-            wp[k] = best;
+            s_wp[r] = best;
         }
-        // width(k) is read by the next rows' threads: make the write visible to the workgroup.
-        storageBarrier();
+        // width(k) is read by the next rows' threads.
         workgroupBarrier();
+    }
+    if (t < rows) {
+        wp[p.k0 + t] = s_wp[t];
     }
 }

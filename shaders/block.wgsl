@@ -19,3 +19,9 @@ struct Params {
 fn at(k: u32, i: u32) -> u32 {
     return (k * (k - 1u)) / 2u - p.base + i;
 }
+
+// The block's own triangle as the chain kernels copy it into workgroup memory: row r, column
+// c < r of the block (both counted from k0) at r(r−1)/2 + c; 2016 entries for 64 rows.
+fn tri(r: u32, c: u32) -> u32 {
+    return (r * (r - 1u)) / 2u + c;
+}

@@ -21,6 +21,23 @@ const B: u32 = 64u;
 var<workgroup> s_acc: array<f32, 64>;
 var<workgroup> s_h: f32;
 var<workgroup> s_red: array<f32, 256>;
+// The chain kernels' copies (reach_block, flow_block: 64 dependent steps per block, so their
+// latency is the solves' cost): the block's triangle (tri()) and its tokens' values, brought into
+// workgroup memory before the chain starts so that no step reads global memory.
+var<workgroup> s_m: array<f32, 2016>;
+var<workgroup> s_hb: array<f32, 64>;
+var<workgroup> s_g: array<f32, 64>;
+var<workgroup> s_s: array<f32, 64>;
+
+// Copies the block's triangle into s_m, row by row, thread t column t (contiguous reads).
+fn copy_triangle(t: u32) {
+    let rows = p.k1 - p.k0;
+    for (var r = 1u; r < rows; r = r + 1u) {
+        if (t < r) {
+            s_m[tri(r, t)] = m[at(p.k0 + r, p.k0 + t)];
+        }
+    }
+}
 
 // Tree sum of s_red[0..width) into s_red[0]; every thread of the workgroup calls it (barriers).
 fn tree_sum(t: u32, width: u32) -> f32 {
@@ -42,14 +59,16 @@ fn in_answer(k: u32) -> bool {
 fn reach_block(@builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
     let i = p.k0 + t;
+    copy_triangle(t);
     if (i < p.k1) {
         s_acc[t] = acc[i];
     }
     workgroupBarrier();
     for (var k = p.k1; k > p.k0; k = k - 1u) {
         let kk = k - 1u;
+        let r = kk - p.k0;
         if (t == 0u) {
-            var hk = s_acc[kk - p.k0];
+            var hk = s_acc[r];
             if (in_answer(kk)) {
                 hk = 1.0;
             }
@@ -59,7 +78,7 @@ fn reach_block(@builtin(local_invocation_id) lid: vec3<u32>) {
         workgroupBarrier();
         let hk = s_h;
         if (i < kk && hk != 0.0) {
-            s_acc[t] = s_acc[t] + m[at(kk, i)] * hk;
+            s_acc[t] = s_acc[t] + s_m[tri(r, t)] * hk;
         }
         workgroupBarrier();
     }
@@ -98,27 +117,38 @@ fn flow_gather(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
 @compute @workgroup_size(64, 1, 1)
 fn flow_block(@builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
+    let i = p.k0 + t;
+    copy_triangle(t);
+    if (i < p.k1) {
+        s_hb[t] = h[i];
+        s_acc[t] = acc[i];
+        s_s[t] = s[i];
+        s_g[t] = g[i];
+    }
+    workgroupBarrier();
     for (var k = p.k0; k < p.k1; k = k + 1u) {
+        let r = k - p.k0;
         // The block's own earlier sources, one per thread, then a tree sum.
-        let i = p.k0 + t;
         var v = 0.0;
         if (i < k && i >= p.q0) {
-            v = m[at(k, i)] * g[i];
+            v = s_m[tri(r, t)] * s_g[t];
         }
         s_red[t] = v;
         let inside = tree_sum(t, 64u);
         if (t == 0u) {
-            let hk = h[k];
+            let hk = s_hb[r];
             if (hk > 0.0) {
-                let fk = s[k] + hk * (acc[k] + inside);
+                let fk = s_s[r] + hk * (s_acc[r] + inside);
                 f[k] = fk;
                 if (!in_answer(k)) {
-                    g[k] = fk / hk;
+                    s_g[r] = fk / hk;
                 }
             }
         }
-        // g(k) is read by the next rows' threads: make the write visible to the workgroup.
-        storageBarrier();
+        // g(k) is read by the next rows' threads.
         workgroupBarrier();
+    }
+    if (i < p.k1) {
+        g[i] = s_g[t];
     }
 }
