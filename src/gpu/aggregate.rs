@@ -17,6 +17,11 @@ use wgpu::util::DeviceExt;
 
 pub use crate::flow::AggregateError;
 
+/// Attention bytes one submission sends up at most: each slab's rows go up in a buffer of their
+/// own, alive until its submission is done, so a trace of many selected heads does not ask the
+/// device for all of them at once (two submissions are alive: one runs while the next is filled).
+const UPLOAD_BYTES: u64 = 256 << 20;
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -49,7 +54,8 @@ impl Gpu {
         self.aggregate_within(att, sel, p, self.max_binding())
     }
 
-    /// [`Gpu::aggregate`] with buffers of at most `limit` bytes (tests force small ones).
+    /// [`Gpu::aggregate`] with buffers of at most `limit` bytes, and submissions of at most that
+    /// much attention (tests force small ones).
     pub fn aggregate_within(&self, att: &Attention, sel: &Selection, p: &AggregateParams, limit: u64) -> Result<Aggregated, AggregateError> {
         let n = att.n;
         if offset(n) >= u32::MAX as usize || n * n >= u32::MAX as usize {
@@ -60,14 +66,16 @@ impl Gpu {
             return Err(AggregateError::Device(format!("one attention row ({} bytes) is over the binding limit", n * es)));
         }
         let dm = self.allocate_within(n, limit).map_err(AggregateError::Device)?;
+        let budget = limit.min(UPLOAD_BYTES);
         let mut kernels = self.timestamp_ns.map(|_| Duration::ZERO);
         for (rows, mbuf) in dm.buffers() {
-            // Within one buffer of M, as many rows at a time as their attention fits one binding.
-            let per_pass = ((limit as usize) / (n * es)).max(1);
+            // Within one buffer of M, as many rows at a time as their attention fits one binding
+            // and one submission.
+            let per_pass = ((budget as usize) / (n * es)).max(1);
             let mut k0 = rows.start;
             while k0 < rows.end {
                 let k1 = (k0 + per_pass).min(rows.end);
-                let took = self.aggregate_rows(att, sel, p, k0..k1, mbuf, offset(rows.start))?;
+                let took = self.aggregate_rows(att, sel, p, k0..k1, mbuf, offset(rows.start), budget)?;
                 kernels = kernels.zip(took).map(|(a, b)| a + b);
                 k0 = k1;
             }
@@ -78,15 +86,46 @@ impl Gpu {
     }
 
     /// Folds query rows `rows` of every selected slab into `mbuf`, which holds M from packed
-    /// index `base` on, and checks each row as the CPU does. Answers how long the passes took on
-    /// the device, where the adapter has timestamps.
-    fn aggregate_rows(&self, att: &Attention, sel: &Selection, p: &AggregateParams, rows: Range<usize>, mbuf: &wgpu::Buffer, base: usize) -> Result<Option<Duration>, AggregateError> {
+    /// index `base` on, and checks each row as the CPU does. The slabs go up in groups of at most
+    /// `budget` bytes, one submission each, the next group filled while the last one runs.
+    /// Answers how long the passes took on the device, where the adapter has timestamps.
+    #[allow(clippy::too_many_arguments)]
+    fn aggregate_rows(&self, att: &Attention, sel: &Selection, p: &AggregateParams, rows: Range<usize>, mbuf: &wgpu::Buffer, base: usize, budget: u64) -> Result<Option<Duration>, AggregateError> {
+        let slab_bytes = (rows.len() * att.n * att.dtype.size()) as u64;
+        let per_group = (budget / slab_bytes.max(1)).max(1) as usize;
+        let mut took = self.timestamp_ns.map(|_| Duration::ZERO);
+        let mut in_flight: Option<Passes> = None;
+        for (g, _) in sel.slabs.chunks(per_group).enumerate() {
+            let first = g * per_group;
+            let (commands, passes) = self.record_passes(att, sel, p, rows.clone(), mbuf, base, first..(first + per_group).min(sel.slabs.len()));
+            if let Some(done) = in_flight.take() {
+                took = took.zip(self.settle(done)?).map(|(a, b)| a + b);
+            }
+            self.queue.submit([commands]);
+            in_flight = Some(passes);
+        }
+        if let Some(done) = in_flight {
+            took = took.zip(self.settle(done)?).map(|(a, b)| a + b);
+        }
+        Ok(took)
+    }
+
+    /// The passes of slabs `which` (indices into the selection) over query rows `rows`, with
+    /// their row checks and timestamps copied into one buffer to read back.
+    #[allow(clippy::too_many_arguments)]
+    fn record_passes(&self, att: &Attention, sel: &Selection, p: &AggregateParams, rows: Range<usize>, mbuf: &wgpu::Buffer, base: usize, which: Range<usize>) -> (wgpu::CommandBuffer, Passes) {
         let (n, dev) = (att.n, &self.device);
         let count = rows.len();
-        let mut stats_bufs = Vec::new();
-        let mut keep = Vec::new();
+        let stats_bytes = (count * 16) as u64;
         // A timestamp before and after each slab's pass.
-        let stamps = 2 * sel.slabs.len() as u32;
+        let stamps = 2 * which.len() as u32;
+        let report_bytes = stats_bytes * which.len() as u64 + if self.timestamp_ns.is_some() { 8 * stamps as u64 } else { 0 };
+        let report = dev.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("aggregate report"),
+            size: report_bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let timer = self.timestamp_ns.map(|_| {
             let set = dev.create_query_set(&wgpu::QuerySetDescriptor { label: Some("aggregate passes"), ty: wgpu::QueryType::Timestamp, count: stamps });
             let resolved = dev.create_buffer(&wgpu::BufferDescriptor {
@@ -98,7 +137,9 @@ impl Gpu {
             (set, resolved)
         });
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("aggregate") });
-        for (si, &(l, h)) in sel.slabs.iter().enumerate() {
+        let mut buffers = Vec::with_capacity(which.len());
+        for (at, si) in which.clone().enumerate() {
+            let (l, h) = sel.slabs[si];
             // The file's bytes as they are; a copy only to pad an odd count of 16-bit values.
             let bytes = att.rows_bytes(l, h, rows.start, rows.end);
             let words: std::borrow::Cow<[u8]> = if bytes.len().is_multiple_of(4) {
@@ -125,7 +166,7 @@ impl Gpu {
             let pbuf = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("aggregate params"), contents: bytemuck::bytes_of(&params), usage: wgpu::BufferUsages::UNIFORM });
             let sbuf = dev.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("row stats"),
-                size: (count * 16) as u64,
+                size: stats_bytes,
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
@@ -133,30 +174,48 @@ impl Gpu {
             {
                 let timestamp_writes = timer.as_ref().map(|(set, _)| wgpu::ComputePassTimestampWrites {
                     query_set: set,
-                    beginning_of_pass_write_index: Some(2 * si as u32),
-                    end_of_pass_write_index: Some(2 * si as u32 + 1),
+                    beginning_of_pass_write_index: Some(2 * at as u32),
+                    end_of_pass_write_index: Some(2 * at as u32 + 1),
                 });
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("aggregate"), timestamp_writes });
                 pass.set_pipeline(&self.aggregate);
                 pass.set_bind_group(0, &bind, &[]);
                 pass.dispatch_workgroups((count as u32).min(65535), (count as u32).div_ceil(65535), 1);
             }
-            keep.push((abuf, pbuf, bind));
-            stats_bufs.push(sbuf);
+            enc.copy_buffer_to_buffer(&sbuf, 0, &report, stats_bytes * at as u64, stats_bytes);
+            buffers.push((abuf, pbuf, sbuf, bind));
         }
         if let Some((set, resolved)) = &timer {
             enc.resolve_query_set(set, 0..stamps, resolved, 0);
+            enc.copy_buffer_to_buffer(resolved, 0, &report, stats_bytes * which.len() as u64, 8 * stamps as u64);
         }
-        self.queue.submit([enc.finish()]);
-        for sbuf in &stats_bufs {
-            let stats = self.read_back(sbuf, count * 4).map_err(AggregateError::Device)?;
-            if !stats.chunks_exact(4).all(|s| row_passes(s[0] as f64, s[1], s[2], s[3])) {
-                return Err(AggregateError::BadData);
-            }
+        (enc.finish(), Passes { report, slabs: which.len(), rows: count, _buffers: buffers })
+    }
+
+    /// Waits for a submission's passes and reads what they report: an error if a row fails the
+    /// CPU's checks, else their device time where the adapter has timestamps.
+    fn settle(&self, passes: Passes) -> Result<Option<Duration>, AggregateError> {
+        let stats_len = passes.slabs * passes.rows * 4;
+        let mut report = vec![0u32; (passes.report.size() / 4) as usize];
+        self.map_into(&passes.report, &mut report).map_err(AggregateError::Device)?;
+        let (stats, stamps) = report.split_at(stats_len);
+        let stats: &[f32] = bytemuck::cast_slice(stats);
+        if !stats.chunks_exact(4).all(|s| row_passes(s[0] as f64, s[1], s[2], s[3])) {
+            return Err(AggregateError::BadData);
         }
-        let (Some((_, resolved)), Some(ns)) = (&timer, self.timestamp_ns) else { return Ok(None) };
-        let ticks: Vec<u64> = self.read_back_as(resolved, stamps as usize).map_err(AggregateError::Device)?;
+        let Some(ns) = self.timestamp_ns else { return Ok(None) };
+        let ticks: &[u64] = bytemuck::cast_slice(stamps);
         let took: u64 = ticks.chunks_exact(2).map(|t| t[1].saturating_sub(t[0])).sum();
         Ok(Some(Duration::from_secs_f64(took as f64 * f64::from(ns) / 1e9)))
     }
+}
+
+/// A submission of aggregation passes in flight: what they report comes back in `report`, each
+/// of `slabs` slabs' `rows` row checks (four f32 each), then the passes' timestamps. Its
+/// buffers (the slabs' rows among them) are let go once it is settled.
+struct Passes {
+    report: wgpu::Buffer,
+    slabs: usize,
+    rows: usize,
+    _buffers: Vec<(wgpu::Buffer, wgpu::Buffer, wgpu::Buffer, wgpu::BindGroup)>,
 }

@@ -126,7 +126,14 @@ impl Gpu {
         let mut enc = dev.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read back") });
         enc.copy_buffer_to_buffer(buf, 0, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
-        let slice = staging.slice(..);
+        self.map_into(&staging, dst)
+    }
+
+    /// A mappable buffer's start into `dst`, once the work submitted before has written it.
+    pub fn map_into<T: bytemuck::Pod>(&self, staging: &wgpu::Buffer, dst: &mut [T]) -> Result<(), String> {
+        let dev = &self.device;
+        let bytes = std::mem::size_of_val(dst) as u64;
+        let slice = staging.slice(..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
