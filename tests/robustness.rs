@@ -51,6 +51,18 @@ fn the_export_never_overwrites_its_inputs_and_reserves_its_own_names() {
     assert_eq!(json(&d.join("summary.json"))["exported"], 2, "{}", stderr(&o));
 }
 
+/// `--export` given a file (an input named by mistake) says so and leaves the file as it was.
+#[test]
+fn an_output_path_that_is_a_file_is_refused_and_left_alone() {
+    let d = temp_dir("robust-out-file");
+    let trace = d.join("trace.safetensors");
+    std::fs::copy(SAMPLE, &trace).unwrap();
+    let o = run(&["--export", s(&trace), SAMPLE]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("{}: is a file, not a folder", trace.display())), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&trace).unwrap(), std::fs::read(SAMPLE).unwrap());
+}
+
 #[test]
 fn an_output_folder_inside_the_input_is_not_read_back() {
     let d = temp_dir("robust-inside");

@@ -305,6 +305,9 @@ fn export_in_windows(
     tick: &(dyn Fn(&Outcome) + Sync),
     window: usize,
 ) -> Result<Summary, String> {
+    if out.exists() && !out.is_dir() {
+        return Err(format!("{}: is a file, not a folder: --export takes the folder to write into", out.display()));
+    }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create output folder: {e}", out.display()))?;
     crate::atomic::remove_stale_temporaries(out);
     let plan::Planned { inputs, jobs, runs, failed: mut outcomes } = planned;
