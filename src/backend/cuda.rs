@@ -160,7 +160,8 @@ impl CudaBackend {
         let mut matrices = Vec::with_capacity(jobs.len());
         let mut staging = cuda.staging();
         for j in jobs {
-            let mut matrix = Matrix::zeros(j.n as usize);
+            // Every entry comes down, so a dropped matrix's storage will do (no page faults).
+            let mut matrix = Matrix::for_overwrite(j.n as usize);
             let len = matrix.data.len();
             guard("CUDA", || staging.download(&cuda.stream, &m.slice(j.m as usize..j.m as usize + len), &mut matrix.data))?;
             matrices.push(matrix);

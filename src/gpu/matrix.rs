@@ -77,8 +77,10 @@ impl Gpu {
     }
 
     /// Copies the device matrix into a host one (the CPU's steps and the app read it by rows).
+    /// The chunks cover every entry, so the host matrix may be a dropped one's storage: fresh
+    /// memory would cost a page fault and the kernel's zeroing per 4 KiB under the copy.
     pub fn download(&self, dm: &DeviceMatrix) -> Result<Matrix, String> {
-        let mut m = Matrix::zeros(dm.n);
+        let mut m = Matrix::for_overwrite(dm.n);
         for (rows, buf) in &dm.chunks {
             let (a, b) = (row_offset(rows.start), row_offset(rows.end));
             if b > a {
