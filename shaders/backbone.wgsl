@@ -24,9 +24,8 @@ const PRED_NONE: f32 = -1.0;
 const PRED_SOURCE: f32 = -2.0;
 var<workgroup> s_w: array<f32, 256>;
 var<workgroup> s_i: array<u32, 256>;
-// widest_block's copies: the block's triangle (tri()), each row's (h, g), what the sources before
-// the block gave it and its share, and the (width, pred) the chain settles.
-var<workgroup> s_m: array<f32, 2016>;
+// widest_block's copies (beside the block's triangle, s_m in block.wgsl): each row's (h, g),
+// what the sources before the block gave it and its share, and the (width, pred) it settles.
 var<workgroup> s_hg: array<vec2<f32>, 64>;
 var<workgroup> s_acc: array<vec2<f32>, 64>;
 var<workgroup> s_share: array<f32, 64>;
@@ -79,12 +78,7 @@ fn widest_block(@builtin(local_invocation_id) lid: vec3<u32>) {
     let t = lid.x;
     let split = max(p.k0, p.q0);
     let rows = p.k1 - p.k0;
-    // Row by row, thread t copies column t: the reads of each row are contiguous.
-    for (var r = 1u; r < rows; r = r + 1u) {
-        if (t < r) {
-            s_m[tri(r, t)] = m[at(p.k0 + r, p.k0 + t)];
-        }
-    }
+    copy_triangle(t);
     if (t < rows) {
         s_hg[t] = hg[p.k0 + t];
         s_acc[t] = acc[p.k0 + t];

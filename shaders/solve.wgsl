@@ -24,20 +24,10 @@ var<workgroup> s_red: array<f32, 256>;
 // The chain kernels' copies (reach_block, flow_block: 64 dependent steps per block, so their
 // latency is the solves' cost): the block's triangle (tri()) and its tokens' values, brought into
 // workgroup memory before the chain starts so that no step reads global memory.
-var<workgroup> s_m: array<f32, 2016>;
+// (s_m and copy_triangle: block.wgsl.)
 var<workgroup> s_hb: array<f32, 64>;
 var<workgroup> s_g: array<f32, 64>;
 var<workgroup> s_s: array<f32, 64>;
-
-// Copies the block's triangle into s_m, row by row, thread t column t (contiguous reads).
-fn copy_triangle(t: u32) {
-    let rows = p.k1 - p.k0;
-    for (var r = 1u; r < rows; r = r + 1u) {
-        if (t < r) {
-            s_m[tri(r, t)] = m[at(p.k0 + r, p.k0 + t)];
-        }
-    }
-}
 
 // Tree sum of s_red[0..width) into s_red[0]; every thread of the workgroup calls it (barriers).
 fn tree_sum(t: u32, width: u32) -> f32 {
