@@ -99,8 +99,7 @@ extern "C" __global__ void widest_block(const Job* jobs, const float* M, const d
     __shared__ unsigned int warp_i[ROWS / 32u];
     // This thread's token: a source from the question on, and a row the chain settles.
     const bool source = i >= rows.lo && i < rows.end;
-    for (unsigned int k = rows.lo; k < rows.end; ++k)
-        if (source && i < k) s_m[k - k0][t] = m[row_at(k) + i];
+    copy_triangle(s_m, m, k0, rows.lo, rows.end);
     const double gi = source ? g[j.v + i] : 0.0;
     if (source) {
         s_h[t] = h[j.v + i];

@@ -33,6 +33,15 @@ __device__ __forceinline__ Rows forward_rows(const Job& j, unsigned int k0, unsi
     return Rows{max(k0, j.q0), min(k1, j.a1)};
 }
 
+// The chain kernels' copy of their block's triangle: s_m[k - k0][t] = M[k, k0 + t] for rows k
+// of [k0, end) and the sources from `lo` on before them, one column per thread. Every thread
+// walks the same rows, so each row's reads are contiguous across the warp.
+__device__ void copy_triangle(float (*s_m)[ROWS], const float* m, unsigned int k0, unsigned int lo, unsigned int end) {
+    const unsigned int t = threadIdx.x, i = k0 + t;
+    for (unsigned int k = k0 + 1u; k < end; ++k)
+        if (i >= lo && i < k) s_m[k - k0][t] = m[row_at(k) + i];
+}
+
 __device__ __forceinline__ bool in_answer(const Job& j, unsigned int k) {
     return k >= j.a0 && k < j.a1;
 }

@@ -26,7 +26,7 @@ extern "C" __global__ void reach_block(const Job* jobs, const float* M, double* 
     __shared__ double s_acc[ROWS], s_h[ROWS];
     const unsigned int t = threadIdx.x, i = k0 + t;
     const bool mine = i < end;
-    for (unsigned int k = i + 1u; k < end; ++k) s_m[k - k0][t] = m[row_at(k) + i];
+    copy_triangle(s_m, m, k0, k0, end);
     if (mine) s_acc[t] = acc[j.v + i];
     __syncthreads();
     for (unsigned int k = end; k > k0; --k) {
@@ -85,8 +85,8 @@ extern "C" __global__ void flow_block(const Job* jobs, const float* M, const dou
     __shared__ double red[ROWS];
     // This thread's token: a source from the question on, and a row the chain settles.
     const bool mine = i >= rows.lo && i < rows.end;
+    copy_triangle(s_m, m, k0, rows.lo, rows.end);
     if (mine) {
-        for (unsigned int k = i + 1u; k < rows.end; ++k) s_m[k - k0][t] = m[row_at(k) + i];
         s_h[t] = h[j.v + i];
         s_acc[t] = acc[j.v + i];
         s_s[t] = s[j.v + i];
