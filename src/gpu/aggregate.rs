@@ -95,8 +95,7 @@ impl Gpu {
         let per_group = (budget / slab_bytes.max(1)).max(1) as usize;
         let mut took = self.timestamp_ns.map(|_| Duration::ZERO);
         let mut in_flight: Option<Passes> = None;
-        for (g, _) in sel.slabs.chunks(per_group).enumerate() {
-            let first = g * per_group;
+        for first in (0..sel.slabs.len()).step_by(per_group) {
             let (commands, passes) = self.record_passes(att, sel, p, rows.clone(), mbuf, base, first..(first + per_group).min(sel.slabs.len()));
             if let Some(done) = in_flight.take() {
                 took = took.zip(self.settle(done)?).map(|(a, b)| a + b);
