@@ -43,11 +43,18 @@ impl Cuda {
             let mut pred = s.alloc_zeros::<u32>(total).map_err(driver_err)?;
             let mut acc_w = s.alloc_zeros::<f64>(total).map_err(driver_err)?;
             let mut acc_i = s.alloc_zeros::<u32>(total).map_err(driver_err)?;
+            // What a round sends, allocated once for the most it can be: a job and a path per
+            // trace, a path's edges fewer than its trace's tokens.
+            let mut d_jobs = s.clone_htod(&vec![Job::default(); work.len()]).map_err(driver_err)?;
+            let mut d_edge_at = s.alloc_zeros::<u64>(total + 1).map_err(driver_err)?;
+            let mut d_edge_left = s.alloc_zeros::<f32>(total + 1).map_err(driver_err)?;
+            let mut d_source_at = s.alloc_zeros::<u32>(work.len() + 1).map_err(driver_err)?;
+            let mut d_source_value = s.alloc_zeros::<f64>(work.len() + 1).map_err(driver_err)?;
             let mut residuals: Vec<Residuals> = work.iter().map(|_| Residuals::default()).collect();
             let mut live: Vec<usize> = (0..work.len()).filter(|&w| work[w].d.wants_more()).collect();
             while !live.is_empty() {
                 let jobs: Vec<Job> = live.iter().map(|&w| work[w].job).collect();
-                let d_jobs = s.clone_htod(&jobs).map_err(driver_err)?;
+                send(s, &jobs, &mut d_jobs)?;
                 let count = jobs.len() as u32;
                 let first = jobs.iter().map(|j| j.q0).min().unwrap_or(0) as usize;
                 let end = jobs.iter().map(|j| j.a1).max().unwrap_or(0) as usize;
@@ -122,22 +129,19 @@ impl Cuda {
                     break;
                 }
                 let (edges, sources) = (edge_at.len() as u32, source_at.len() as u32);
-                // A buffer may not be empty; the kernel reads only the first `edges`/`sources`.
-                edge_at.push(0);
-                edge_left.push(0.0);
-                source_at.push(0);
-                source_value.push(0.0);
-                let (edge_at, edge_left) = (s.clone_htod(&edge_at).map_err(driver_err)?, s.clone_htod(&edge_left).map_err(driver_err)?);
-                let (source_at, source_value) = (s.clone_htod(&source_at).map_err(driver_err)?, s.clone_htod(&source_value).map_err(driver_err)?);
+                send(s, &edge_at, &mut d_edge_at)?;
+                send(s, &edge_left, &mut d_edge_left)?;
+                send(s, &source_at, &mut d_source_at)?;
+                send(s, &source_value, &mut d_source_value)?;
                 unsafe {
                     s.launch_builder(&self.f.take_paths)
                         .arg(&mut *m)
-                        .arg(&edge_at)
-                        .arg(&edge_left)
+                        .arg(&d_edge_at)
+                        .arg(&d_edge_left)
                         .arg(&edges)
                         .arg(&mut left)
-                        .arg(&source_at)
-                        .arg(&source_value)
+                        .arg(&d_source_at)
+                        .arg(&d_source_value)
                         .arg(&sources)
                         .launch(cfg((edges.max(sources).div_ceil(THREADS).max(1), 1, 1), THREADS))
                 }
@@ -146,4 +150,16 @@ impl Cuda {
             Ok((work.into_iter().map(|w| w.d.paths).collect(), t.elapsed()))
         })
     }
+}
+
+/// `host` into the start of `device`, in the stream's order (the kernels before it have read
+/// what it overwrites); the caller sized `device` for the most a round sends.
+fn send<T: cudarc::driver::DeviceRepr>(s: &std::sync::Arc<cudarc::driver::CudaStream>, host: &[T], device: &mut cudarc::driver::CudaSlice<T>) -> Result<(), String> {
+    if host.len() > device.len() {
+        return Err(format!("CUDA backbone: {} values for a buffer of {}", host.len(), device.len()));
+    }
+    if host.is_empty() {
+        return Ok(());
+    }
+    s.memcpy_htod(host, &mut device.slice_mut(0..host.len())).map_err(driver_err)
 }
