@@ -98,10 +98,10 @@ extern "C" __global__ void widest_block(const Job* jobs, const float* M, const d
     __shared__ double warp_w[ROWS / 32u];
     __shared__ unsigned int warp_i[ROWS / 32u];
     // This thread's token: a source from the question on, and a row the chain settles.
-    const bool source = i >= rows.lo && i < rows.end;
+    const bool mine = i >= rows.lo && i < rows.end;
     copy_triangle(s_m, m, k0, rows.lo, rows.end);
-    const double gi = source ? g[j.v + i] : 0.0;
-    if (source) {
+    const double gi = mine ? g[j.v + i] : 0.0;
+    if (mine) {
         s_h[t] = h[j.v + i];
         s_acc_w[t] = acc_w[j.v + i];
         s_acc_i[t] = acc_i[j.v + i];
@@ -112,7 +112,7 @@ extern "C" __global__ void widest_block(const Job* jobs, const float* M, const d
         const unsigned int r = k - k0;
         const double hk = s_h[r];
         // candidate()'s very operations, on the copies.
-        double w = (hk > 0.0 && source && i < k) ? min(s_width[t], gi * (double)s_m[r][t] * hk) : 0.0;
+        double w = (hk > 0.0 && mine && i < k) ? min(s_width[t], gi * (double)s_m[r][t] * hk) : 0.0;
         unsigned int at = w > 0.0 ? i : NO_PRED;
         block_widest(w, at, warp_w, warp_i);
         if (t == 0u) {
@@ -138,7 +138,7 @@ extern "C" __global__ void widest_block(const Job* jobs, const float* M, const d
         // width(k) is read by the next rows' threads.
         __syncthreads();
     }
-    if (source) {
+    if (mine) {
         width[j.v + i] = s_width[t];
         pred[j.v + i] = s_pred[t];
     }
