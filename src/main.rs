@@ -465,13 +465,7 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, d
         (b, Some(&n)) if b > 0 => {
             eprintln!("bench: a batch of {b} traces at N = {n} …");
             match bench::batch_throughput(n, b, &dir, backend.as_ref(), repeat) {
-                Ok(r) => Some(format!(
-                    "\nbatch of {b} different [N,N] F32 traces at N = {n}, one run_batch: {:.0} traces/s ({}); their bytes at the read floor: {:.0} traces/s, so {:.0}% of it\n",
-                    r.rate,
-                    backend.name(),
-                    r.floor,
-                    100.0 * r.rate / r.floor
-                )),
+                Ok(r) => Some(format!("\n{}\n", r.line())),
                 Err(e) => {
                     eprintln!("flowtracer: bench batch: {e}");
                     return ExitCode::from(1);

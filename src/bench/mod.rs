@@ -219,16 +219,28 @@ pub fn run_case(
     })
 }
 
-/// A batch's rate and the rate its bytes allow: traces per second.
+/// A batch's rate, on the pool and on one thread, and the rate its files allow: traces per
+/// second.
 pub struct BatchRate {
+    pub count: usize,
+    pub n: usize,
+    pub backend: &'static str,
+    /// The pool's threads.
+    pub threads: usize,
     pub rate: f64,
-    /// Each trace's bytes (its file read once, its matrix written and read by each solve) at
-    /// the read bandwidth measured over the batch's own files.
+    /// The same batch on a pool of one thread: `rate` over this is what the batch gains from
+    /// the pool's threads.
+    pub one_thread: f64,
+    /// Each trace's file read once, at the read floor measured over the batch's own files: the
+    /// bytes that must come from memory. A 1k-token trace's matrix (2 MiB) is not counted: the
+    /// steps that read it after the aggregation read it back from the caches, not from memory.
     pub floor: f64,
 }
 
 /// A batch of `count` different traces of about `n` tokens (`[N,N]` F32), run as one
-/// `run_batch` as the RL loop runs a step's rollouts: traces per second, the median of `repeat`.
+/// `run_batch` as the RL loop runs a step's rollouts, on the pool and on one thread, with the
+/// files' read floor taken between the runs so all three see the same hour of the machine:
+/// the median of `repeat` of each.
 pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backend, repeat: usize) -> Result<BatchRate, String> {
     let mut paths = Vec::with_capacity(count);
     for i in 0..count {
@@ -237,9 +249,10 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
         synth_trace(&spec).write(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         paths.push(path);
     }
+    let file_bytes: u64 = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).map_err(|e| format!("{}: {e}", p.display()))).sum::<Result<u64, String>>()?;
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(|e| format!("a pool of one thread: {e}"))?;
     let params = Params::default();
-    let mut rates = Vec::new();
-    for _ in 0..repeat.max(1) {
+    let run = || -> Result<f64, String> {
         let traces: Vec<Trace> = paths.iter().map(|p| Trace::open(p).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
         let refs: Vec<&Trace> = traces.iter().collect();
         let t = Instant::now();
@@ -248,13 +261,45 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
         if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
             return Err(e.to_string());
         }
-        rates.push(count as f64 / secs.max(1e-9));
+        Ok(count as f64 / secs.max(1e-9))
+    };
+    let (mut rates, mut one_rates, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..repeat.max(1) {
+        rates.push(run()?);
+        one_rates.push(one.install(run)?);
+        floors.push(files_read_floor(&paths, 1)?);
     }
-    let floor = files_read_floor(&paths, repeat)?;
     for p in &paths {
         let _ = std::fs::remove_file(p);
     }
-    let per_trace = StepBytes::of(n * n * 4, n).total() as f64;
-    Ok(BatchRate { rate: median(rates), floor: floor / per_trace })
+    Ok(BatchRate {
+        count,
+        n,
+        backend: backend.name(),
+        threads: rayon::current_num_threads(),
+        rate: median(rates),
+        one_thread: median(one_rates),
+        floor: median(floors) * count as f64 / file_bytes as f64,
+    })
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batch runs on the pool and on one thread and reads its files at the floor, all
+    /// measured (positive, finite), and leaves no file behind.
+    #[test]
+    fn a_batch_is_timed_on_the_pool_on_one_thread_and_against_its_files() {
+        let dir = std::env::temp_dir().join(format!("ft-bench-batch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = batch_throughput(64, 4, &dir, &crate::flow::Cpu, 1).unwrap();
+        for (what, v) in [("rate", r.rate), ("one thread", r.one_thread), ("floor", r.floor)] {
+            assert!(v.is_finite() && v > 0.0, "{what}: {v}");
+        }
+        assert_eq!((r.count, r.n, r.backend), (4, 64, "cpu"));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the batch's files are removed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

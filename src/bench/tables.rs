@@ -1,7 +1,7 @@
 //! The bench's tables: each step's time, each step against the machine's floor, and a device's
 //! steps against that device's own floor. Only the binary prints them.
 
-use super::{BenchRow, StepBytes};
+use super::{BatchRate, BenchRow, StepBytes};
 use crate::render::share;
 use std::time::Duration;
 
@@ -18,6 +18,25 @@ impl BenchRow {
             0.0 => end_to_end,
             t => format!("{end_to_end} (kernels {})", share(self.attention_bytes as f64 / t / 1e9, 0)),
         }
+    }
+}
+
+impl BatchRate {
+    /// The batch's line: its rate, on one thread and what the pool's threads gain over that,
+    /// and its share of the rate its files allow.
+    pub fn line(&self) -> String {
+        format!(
+            "batch of {} different [N,N] F32 traces at N = {}, one run_batch: {:.0} traces/s ({}; {:.0} on one thread, so {:.2}× on {}); their files at the read floor: {:.0} traces/s, so {:.0}% of it",
+            self.count,
+            self.n,
+            self.rate,
+            self.backend,
+            self.one_thread,
+            self.rate / self.one_thread,
+            self.threads,
+            self.floor,
+            100.0 * self.rate / self.floor
+        )
     }
 }
 
@@ -141,6 +160,16 @@ pub fn format_table(rows: &[BenchRow]) -> String {
 mod tests {
     use super::*;
     use crate::flow::StepTimes;
+
+    /// The batch's line reads its rate against one thread's and its files' floor.
+    #[test]
+    fn the_batch_is_read_against_one_thread_and_its_files() {
+        let r = BatchRate { count: 64, n: 1024, backend: "cpu", threads: 2, rate: 1200.0, one_thread: 640.0, floor: 4000.0 };
+        assert_eq!(
+            r.line(),
+            "batch of 64 different [N,N] F32 traces at N = 1024, one run_batch: 1200 traces/s (cpu; 640 on one thread, so 1.88× on 2); their files at the read floor: 4000 traces/s, so 30% of it"
+        );
+    }
 
     fn row(first_touch: Option<f64>) -> BenchRow {
         let n = 1000;
