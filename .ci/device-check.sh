@@ -22,6 +22,10 @@ bin=/tmp/flowtracer-kit
 rm -rf "$bin" && mkdir -p "$bin" && tar -C "$bin" -xzf "$kit/bin.tgz"
 # The tests start the binary by the path cargo compiled into them.
 exe="$(cat "$kit/bin-path")"
+# A different binary already there (a dry run on the machine that built the kit) is kept aside.
+if [ -e "$exe" ] && ! cmp -s "$bin/flowtracer" "$exe"; then
+    mv "$exe" "$exe.before-device-check" && log "kept the binary that was at $exe as $exe.before-device-check"
+fi
 mkdir -p "$(dirname "$exe")" && cp "$bin/flowtracer" "$exe"
 
 # NVRTC: the engine looks for libnvrtc.so, .so.13, .so.12 and .so.11 by name, then at the paths in

@@ -97,7 +97,8 @@ pub fn decode_row(dtype: Dtype, bytes: &[u8], out: &mut [f32]) -> (f64, f32) {
 
 /// `decode_row` eight values at a time as `load` decodes them: the lanes, the minimum and the
 /// tail as in `mean_eight`, so the stats are `row_stats`'s to the bit. A single slab's rows lie
-/// one after another in the file, so the hardware's prefetcher follows them unasked.
+/// one after another in the file, so the hardware's prefetcher follows them unasked, within a
+/// page (rows of a page or less have the next asked for: `aggregate`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn decode_eight(dtype: Dtype, row: &[u8], out: &mut [f32], load: impl Fn(*const u8) -> std::arch::x86_64::__m256) -> (f64, f32) {
@@ -274,6 +275,18 @@ pub(crate) fn prefetch_ahead<T>(values: &[T], at: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (values, at);
+}
+
+/// Asks for every cache line of `bytes` (a hint: nothing is read, nothing can fault).
+#[inline]
+pub(crate) fn prefetch_all(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for at in (0..bytes.len()).step_by(64) {
+        // SAFETY: a prefetch does not fault, whatever the address; SSE is part of x86_64.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(bytes.as_ptr().wrapping_add(at).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 /// `accumulate` of `R` rows under the mean, eight values at a time as `load` decodes them from a
