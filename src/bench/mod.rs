@@ -283,7 +283,6 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
