@@ -350,3 +350,25 @@ fn a_scored_run_that_cannot_be_read_is_an_error_naming_it() {
     assert!(e.contains("need the attention"), "{e}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_long_traces_backbone_picture_draws_each_path_apart_and_says_what_it_shortened() {
+    // Question 0..30, answer 2 990..3 000: each answer token attends to its own question token,
+    // so each path is two tokens 2 960 apart, and a linear axis would draw them on one pixel.
+    let (n, q, a) = (3000, 30, 2990);
+    let edges: Vec<(usize, usize, f32)> = (0..8).map(|i| (a + i, 3 * i + 2, 1.0)).collect();
+    let s = common::spans((0, q), (q, n), (a, a + 8));
+    let r = common::solve(&common::matrix(n, &edges), s, &flowtracer::Params::default());
+    assert!(r.backbone.len() >= 4, "{:?}", r.backbone);
+    let tokens: Vec<String> = (0..n).map(|k| format!("t{k}")).collect();
+    let svg = flowtracer::render::backbone::backbone_svg("long", &tokens, &tokens, s, &r);
+    let starts: Vec<f64> = svg.split("<path d=\"M").skip(1).filter(|p| p.split('"').next().unwrap().contains(" A")).map(|p| p.split(',').next().unwrap().parse().unwrap()).collect();
+    let mut apart = starts.clone();
+    apart.sort_by(f64::total_cmp);
+    apart.dedup();
+    assert_eq!(apart.len(), r.backbone.len(), "every path starts at its own question token: {starts:?}");
+    assert!(apart.windows(2).all(|w| w[1] - w[0] >= 5.0), "{apart:?}");
+    assert!(svg.contains(">2960 tokens</text>"), "the shortened stretch says how many tokens it holds");
+    // The picture still rasterises.
+    flowtracer::render::svg_to_png(&svg).unwrap();
+}

@@ -1,6 +1,7 @@
 //! The backbone as arcs over the token axis, question on the left, answer on the right; each
 //! path one colour, stroke width proportional to the flow it carries.
 
+use super::axis::TokenAxis;
 use super::colormap::{self, CATEGORICAL, hex};
 use super::{FONT_FAMILY, escape, layout::display_text};
 use crate::flow::FlowResult;
@@ -13,9 +14,9 @@ pub fn backbone_svg(title: &str, tokens: &[String], text: &[String], spans: Span
     let (width, height) = (1200.0f64, 440.0f64);
     let (left, right) = (40.0, 240.0);
     let axis_y = 330.0;
-    let lo = spans.question.start;
-    let hi = spans.answer.end.max(spans.question.end).max(lo + 1);
-    let x_of = |k: usize| left + (k as f64 - lo as f64 + 0.5) / (hi - lo) as f64 * (width - left - right);
+    let axis = TokenAxis::new(spans, &r.backbone, width - left - right);
+    let x_of = |k: usize| axis.x(k, left, width - left - right);
+    let half_token = axis.half_token(left, width - left - right);
     let mut s = String::new();
     let _ = write!(
         s,
@@ -29,13 +30,27 @@ pub fn backbone_svg(title: &str, tokens: &[String], text: &[String], spans: Span
         if b <= a {
             return;
         }
-        let (x0, x1) = (x_of(a) - 0.5 * step(&x_of), x_of(b - 1) + 0.5 * step(&x_of));
+        let (x0, x1) = (x_of(a) - half_token, x_of(b - 1) + half_token);
         let _ = write!(s, r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="8" fill="{}" opacity="0.85"/>"##, axis_y - 4.0, (x1 - x0).max(2.0), hex(c));
         let _ = write!(s, r##"<text x="{x0:.1}" y="{:.1}" font-size="11" fill="{}">{label}</text>"##, axis_y + 20.0, hex(c));
     };
     let _ = write!(s, r##"<line x1="{left}" y1="{axis_y}" x2="{:.1}" y2="{axis_y}" stroke="#999" stroke-width="1"/>"##, width - right);
     band(&mut s, spans.question.start, spans.question.end, colormap::QUESTION, "question");
     band(&mut s, spans.answer.start, spans.answer.end, colormap::ANSWER, "answer");
+    // Where the axis is shortened, a break across it and how many tokens it leaves out.
+    for gap in axis.gaps() {
+        let x = left + gap.at * (width - left - right);
+        let _ = write!(
+            s,
+            r##"<path d="M{:.1},{:.1} l4,-8 M{:.1},{:.1} l4,-8" stroke="#999" stroke-width="1"/><text x="{x:.1}" y="{:.1}" font-size="10" fill="#777" text-anchor="middle">{} tokens</text>"##,
+            x - 5.0,
+            axis_y + 4.0,
+            x + 1.0,
+            axis_y + 4.0,
+            axis_y - 8.0,
+            gap.hidden()
+        );
+    }
 
     if r.backbone.is_empty() {
         let _ = write!(s, r##"<text x="{left}" y="{:.0}" font-size="13" fill="#777">no backbone: status {}</text>"##, axis_y - 60.0, r.status.name());
@@ -100,8 +115,4 @@ pub fn backbone_svg(title: &str, tokens: &[String], text: &[String], spans: Span
     let _ = write!(s, r##"<rect x="{:.0}" y="{:.0}" width="9" height="9" fill="#fff" stroke="{}" stroke-width="2"/><text x="{:.0}" y="{:.0}" font-size="11" fill="#333">checkpoint</text>"##, lx + 4.5, y + 13.5, hex(colormap::HUB), lx + 24.0, y + 22.0);
     s.push_str("</svg>");
     s
-}
-
-fn step(x_of: &impl Fn(usize) -> f64) -> f64 {
-    (x_of(1) - x_of(0)).abs()
 }

@@ -3,6 +3,7 @@
 //! rasterised with the bundled font, so images look the same on every machine (the credit
 //! picture's token text blended from [`glyphs`]' cache of the same font's outlines).
 
+pub mod axis;
 pub mod backbone;
 pub mod colormap;
 pub(crate) mod decimal;

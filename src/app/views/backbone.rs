@@ -6,6 +6,7 @@ use super::Marks;
 use crate::app::command::Command;
 use crate::app::document::Analysis;
 use crate::app::theme;
+use crate::render::axis::TokenAxis;
 use crate::render::layout::display_text;
 use crate::trace::Trace;
 use egui::{Align2, FontId, Pos2, Sense, Shape, Stroke, Ui, pos2, vec2};
@@ -42,7 +43,7 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, marks: &M
     let mut hovered_path = None;
     ui.horizontal_top(|ui| {
         let (resp, painter) = ui.allocate_painter(size, Sense::click());
-        let canvas = Canvas::new(resp.rect, a.plan.spans);
+        let canvas = Canvas::new(resp.rect, a);
         canvas.axis(ui, &painter, a);
         // Hovering an arc lights its path, like hovering its legend row.
         hovered_path = canvas.arcs(&painter, a, state.hovered_path, resp.hover_pos());
@@ -62,19 +63,22 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, marks: &M
 struct Canvas {
     rect: egui::Rect,
     axis_y: f32,
-    lo: usize,
-    hi: usize,
+    /// The exported picture's axis: shortened between the paths' tokens where they would crowd.
+    tokens: TokenAxis,
 }
 
 impl Canvas {
-    fn new(rect: egui::Rect, spans: crate::span::Spans) -> Self {
-        let lo = spans.question.start;
-        let hi = spans.answer.end.max(spans.question.end).max(lo + 1);
-        Canvas { rect, axis_y: rect.bottom() - 90.0, lo, hi }
+    fn new(rect: egui::Rect, a: &Analysis) -> Self {
+        let tokens = TokenAxis::new(a.plan.spans, &a.result.backbone, Self::length(rect));
+        Canvas { rect, axis_y: rect.bottom() - 90.0, tokens }
+    }
+
+    fn length(rect: egui::Rect) -> f64 {
+        (rect.width() - 40.0) as f64
     }
 
     fn x_of(&self, k: usize) -> f32 {
-        self.rect.left() + 20.0 + (k as f32 - self.lo as f32 + 0.5) / (self.hi - self.lo) as f32 * (self.rect.width() - 40.0)
+        self.tokens.x(k, (self.rect.left() + 20.0) as f64, Self::length(self.rect)) as f32
     }
 
     /// The axis with the question and answer spans marked on it.
@@ -90,6 +94,13 @@ impl Canvas {
                 let (at, align) = if label == "question" { (pos2(x0, axis_y + 8.0), Align2::LEFT_TOP) } else { (pos2(x1, axis_y + 8.0), Align2::RIGHT_TOP) };
                 painter.text(at, align, label, FontId::proportional(11.0), c);
             }
+        }
+        for gap in self.tokens.gaps() {
+            let x = (self.rect.left() + 20.0) + (gap.at * Self::length(rect)) as f32;
+            for dx in [-5.0, 1.0] {
+                painter.line_segment([pos2(x + dx, axis_y + 4.0), pos2(x + dx + 4.0, axis_y - 4.0)], Stroke::new(1.0, weak));
+            }
+            painter.text(pos2(x, axis_y - 8.0), Align2::CENTER_BOTTOM, format!("{} tokens", gap.hidden()), FontId::proportional(11.0), weak);
         }
         if a.result.backbone.is_empty() {
             painter.text(rect.center(), Align2::CENTER_CENTER, format!("no backbone (status {})", a.result.status.name()), FontId::proportional(14.0), weak);
