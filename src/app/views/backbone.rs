@@ -208,7 +208,9 @@ pub(super) fn arc(x1: f32, x2: f32, y: f32, max_h: f32, width: f32) -> Vec<Pos2>
     let rx = (x2 - x1) / 2.0;
     let ry = max_h.max(10.0) * ((x2 - x1).abs() / width.max(1.0)).clamp(0.0, 1.0).powf(0.6);
     let cx = x1 + rx;
-    let steps = 24;
+    // About one segment every 6 px of the arc's length: a canvas-wide arc stays round, and the
+    // steps view's many small arcs stay cheap.
+    let steps = ((std::f32::consts::FRAC_PI_2 * (rx.abs() + ry) / 6.0) as usize).clamp(12, 96);
     (0..=steps)
         .map(|s| {
             let t = std::f32::consts::PI * (1.0 - s as f32 / steps as f32);
