@@ -98,6 +98,11 @@ fn switches_between_views() {
     h.run();
     assert_eq!(h.state().ui.view, View::Matrix);
     h.get_by_label("reset zoom");
+    h.get_by_label("0");
+    h.get_by_label("log").click();
+    h.run();
+    assert!(h.state().ui.matrix.log_scale);
+    h.get_by_label("10^-4 × top");
     h.get_by_label("Compare").click();
     h.run();
     h.get_by_label("pin as baseline").click();

@@ -59,13 +59,34 @@ pub struct MatrixState {
     pub reduced_on: String,
     /// Visible window in matrix coordinates (keys on x, queries on y), as fractions [0,1].
     pub view: Rect,
+    /// Colours on a logarithmic scale (the top [`LOG_DECADES`] decades of the cells) instead of
+    /// the square root of each cell's share of the top.
+    pub log_scale: bool,
     texture: Option<(TextureKey, TextureHandle, f64)>,
     /// The window shown at a finer resolution than the overview has, when zoomed in.
     detail: Option<Detail>,
 }
 
-/// The analysis generation, the matrix shown, the theme.
-type TextureKey = (u64, Layer, bool);
+/// The analysis generation, the matrix shown, the theme, the log scale.
+type TextureKey = (u64, Layer, bool, bool);
+
+/// How many decades below the top of the scale the log scale shows; weaker cells take its
+/// bottom colour. Attention in a long trace spans many decades (a row of 8k tokens averages
+/// 1.2e-4 a cell, its sink and its neighbours near 1), where the square-root scale leaves all but
+/// the strongest cells dark.
+pub const LOG_DECADES: f64 = 4.0;
+
+/// A cell's colour: `v` against the top of the scale `max`.
+pub fn cell_colour(v: f32, max: f32, log_scale: bool, dark: bool) -> Color32 {
+    let t = if !log_scale {
+        ((v / max) as f64).sqrt()
+    } else if v > 0.0 {
+        ((v / max) as f64).log10() / LOG_DECADES + 1.0
+    } else {
+        0.0
+    };
+    theme::heat(t.clamp(0.0, 1.0), dark)
+}
 
 /// A window's own texture: its pixels a side, and the top of its colour scale (a zoomed window of
 /// a long trace is often far below the matrix's values and would be black on the matrix's scale).
@@ -79,7 +100,7 @@ struct Detail {
 
 impl Default for MatrixState {
     fn default() -> Self {
-        MatrixState { layer: Layer::Aggregated, reduced_on: String::new(), view: Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), texture: None, detail: None }
+        MatrixState { layer: Layer::Aggregated, reduced_on: String::new(), view: Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0)), log_scale: false, texture: None, detail: None }
     }
 }
 
@@ -200,7 +221,9 @@ fn header(ui: &mut Ui, trace: &Trace, state: &mut MatrixState) {
         if ui.button("reset zoom").clicked() {
             state.view = Rect::from_min_max(pos2(0.0, 0.0), pos2(1.0, 1.0));
         }
-        theme::legend(ui, "", "0", "99.5th percentile and above", dark);
+        ui.checkbox(&mut state.log_scale, "log").on_hover_text(format!("colours on a log scale over the top {LOG_DECADES} decades"));
+        let bottom = if state.log_scale { format!("10^-{LOG_DECADES} × top") } else { "0".into() };
+        theme::legend(ui, "", &bottom, "99.5th percentile and above", dark);
         ui.small("rows: query token ↓   columns: key token →   circles: backbone edges");
     });
 }
@@ -209,13 +232,13 @@ fn header(ui: &mut Ui, trace: &Trace, state: &mut MatrixState) {
 /// or the theme changed.
 fn texture(ui: &Ui, trace: &Trace, a: &Analysis, state: &mut MatrixState) -> egui::TextureId {
     let dark = ui.visuals().dark_mode;
-    let key: TextureKey = (a.generation, state.layer, dark);
+    let key: TextureKey = (a.generation, state.layer, dark, state.log_scale);
     if state.texture.as_ref().is_none_or(|t| t.0 != key) {
         let s = MAX_TEXTURE.min(trace.n());
         let (vals, on) = reduce(trace, a, state.layer, s);
         state.reduced_on = on;
         let max = top_of_scale(&vals);
-        let pixels: Vec<Color32> = vals.iter().map(|&v| theme::heat(((v / max) as f64).sqrt(), dark)).collect();
+        let pixels: Vec<Color32> = vals.iter().map(|&v| cell_colour(v, max, key.3, dark)).collect();
         let tex = ui.ctx().load_texture("matrix", ColorImage::new([s, s], pixels), TextureOptions::NEAREST);
         state.texture = Some((key, tex, max as f64));
     }
@@ -249,7 +272,7 @@ pub fn top_of_scale(vals: &[f32]) -> f32 {
 fn detail(ui: &Ui, painter: &egui::Painter, rect: Rect, trace: &Trace, a: &Analysis, state: &mut MatrixState, moving: bool) {
     let n = trace.n();
     let win = Window::of(state.view, n);
-    let key: TextureKey = (a.generation, state.layer, ui.visuals().dark_mode);
+    let key: TextureKey = (a.generation, state.layer, ui.visuals().dark_mode, state.log_scale);
     let overview_coarser = n > MAX_TEXTURE && win.w * MAX_TEXTURE.min(n) < n * MAX_TEXTURE.min(win.w);
     if !overview_coarser || win.w > DETAIL_MAX {
         state.detail = None;
@@ -264,7 +287,7 @@ fn detail(ui: &Ui, painter: &egui::Painter, rect: Rect, trace: &Trace, a: &Analy
         let side = MAX_TEXTURE.min(win.w);
         let vals = downsample_window(trace, a, state.layer, win, side);
         let max = top_of_scale(&vals);
-        let pixels: Vec<Color32> = vals.iter().map(|&v| theme::heat(((v / max) as f64).sqrt(), key.2)).collect();
+        let pixels: Vec<Color32> = vals.iter().map(|&v| cell_colour(v, max, key.3, key.2)).collect();
         let texture = ui.ctx().load_texture("matrix-detail", ColorImage::new([side, side], pixels), TextureOptions::NEAREST);
         state.detail = Some(Detail { key, window: win, side, max, texture });
         ui.ctx().request_repaint(); // the line above the matrix says what the detail shows
@@ -384,7 +407,25 @@ fn layer_name_of(original: &[usize], heads: bool, l: usize, h: usize) -> String 
 
 #[cfg(test)]
 mod tests {
-    use super::top_of_scale;
+    use super::{LOG_DECADES, cell_colour, top_of_scale};
+    use crate::app::theme;
+
+    /// The log scale spreads the decades below the top evenly; the default keeps the square root.
+    #[test]
+    fn the_log_scale_spreads_the_decades_below_the_top() {
+        let top = 0.02f32;
+        for dark in [false, true] {
+            assert_eq!(cell_colour(top, top, true, dark), theme::heat(1.0, dark));
+            assert_eq!(cell_colour(5.0 * top, top, true, dark), theme::heat(1.0, dark), "above the top: the top colour");
+            assert_eq!(cell_colour(top * 10f32.powi(-(LOG_DECADES as i32) / 2), top, true, dark), theme::heat(0.5, dark));
+            assert_eq!(cell_colour(top * 1e-6, top, true, dark), theme::heat(0.0, dark), "below the decades shown: the bottom");
+            assert_eq!(cell_colour(0.0, top, true, dark), theme::heat(0.0, dark));
+            assert_eq!(cell_colour(top / 4.0, top, false, dark), theme::heat(0.5, dark), "the square root of a quarter");
+        }
+        // A thousandth of the top is dark on the square-root scale and a quarter of the way up on the log one.
+        let (sqrt, log) = (cell_colour(top * 1e-3, top, false, false), cell_colour(top * 1e-3, top, true, false));
+        assert_eq!((sqrt, log), (theme::heat((1e-3f64).sqrt(), false), theme::heat(0.25, false)));
+    }
 
     /// A sink's column, hundreds of times the other cells, does not set the scale; the scale is
     /// near the top of the others.
