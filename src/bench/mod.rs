@@ -235,6 +235,14 @@ pub struct BatchRate {
     /// bytes that must come from memory. A 1k-token trace's matrix (2 MiB) is not counted: the
     /// steps that read it after the aggregation read it back from the caches, not from memory.
     pub floor: f64,
+    /// Where one thread's time goes: each step's mean time a trace over the one-thread runs, so
+    /// the batch's bound can be read step by step.
+    pub one_thread_steps: StepTimes,
+    /// A trace's file, in bytes (the mean over the batch).
+    pub file_bytes: f64,
+    /// The files' read floor on the one-thread pool, bytes/s: what the aggregation's read is
+    /// set against.
+    pub one_thread_floor: f64,
 }
 
 /// A batch of `count` different traces of about `n` tokens (`[N,N]` F32), run as one
@@ -252,22 +260,28 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
     let file_bytes: u64 = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).map_err(|e| format!("{}: {e}", p.display()))).sum::<Result<u64, String>>()?;
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(|e| format!("a pool of one thread: {e}"))?;
     let params = Params::default();
-    let run = || -> Result<f64, String> {
+    // The rate, and the steps' times summed over the batch's traces.
+    let run = || -> Result<(f64, StepTimes), String> {
         let traces: Vec<Trace> = paths.iter().map(|p| Trace::open(p).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
         let refs: Vec<&Trace> = traces.iter().collect();
         let t = Instant::now();
         let results = backend.run_batch(&refs, &params, &Cancel::default());
         let secs = t.elapsed().as_secs_f64();
-        if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
-            return Err(e.to_string());
+        let mut steps = StepTimes::default();
+        for r in results {
+            steps.add(&r.map_err(|e| e.to_string())?.times);
         }
-        Ok(count as f64 / secs.max(1e-9))
+        Ok((count as f64 / secs.max(1e-9), steps))
     };
-    let (mut rates, mut one_rates, mut floors) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rates, mut one_rates, mut floors, mut one_floors) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut one_steps = StepTimes::default();
     for _ in 0..repeat.max(1) {
-        rates.push(run()?);
-        one_rates.push(one.install(run)?);
+        rates.push(run()?.0);
+        let (rate, steps) = one.install(run)?;
+        one_rates.push(rate);
+        one_steps.add(&steps);
         floors.push(files_read_floor(&paths, 1)?);
+        one_floors.push(one.install(|| files_read_floor(&paths, 1))?);
     }
     for p in &paths {
         let _ = std::fs::remove_file(p);
@@ -280,6 +294,9 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
         rate: median(rates),
         one_thread: median(one_rates),
         floor: median(floors) * count as f64 / file_bytes as f64,
+        one_thread_steps: one_steps.scaled(1.0 / (count * repeat.max(1)) as f64),
+        file_bytes: file_bytes as f64 / count as f64,
+        one_thread_floor: median(one_floors),
     })
 }
 
@@ -294,9 +311,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ft-bench-batch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let r = batch_throughput(64, 4, &dir, &crate::flow::Cpu, 1).unwrap();
-        for (what, v) in [("rate", r.rate), ("one thread", r.one_thread), ("floor", r.floor)] {
+        for (what, v) in [("rate", r.rate), ("one thread", r.one_thread), ("floor", r.floor), ("one thread's floor", r.one_thread_floor)] {
             assert!(v.is_finite() && v > 0.0, "{what}: {v}");
         }
+        // One thread's steps are the traces' own times: each step ran, and together they are
+        // no longer than a trace takes on that thread.
+        let steps = &r.one_thread_steps;
+        assert!(steps.aggregate > Duration::ZERO && steps.reach > Duration::ZERO && steps.backbone > Duration::ZERO, "{steps:?}");
+        assert!(steps.total().as_secs_f64() <= 1.0 / r.one_thread, "{steps:?} against {} traces/s", r.one_thread);
+        assert!(r.file_bytes > (64 * 64 * 4) as f64, "a file holds its [N,N] F32 attention: {}", r.file_bytes);
         assert_eq!((r.count, r.n, r.backend), (4, 64, "cpu"));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the batch's files are removed");
         let _ = std::fs::remove_dir_all(&dir);

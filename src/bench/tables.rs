@@ -38,6 +38,28 @@ impl BatchRate {
             100.0 * self.rate / self.floor
         )
     }
+
+    /// Where one thread's time goes, step by step, the aggregation's read set against one
+    /// thread's read floor over the same files.
+    pub fn profile_line(&self) -> String {
+        let t = &self.one_thread_steps;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let read = self.file_bytes / t.aggregate.as_secs_f64().max(1e-12);
+        format!(
+            "on one thread a trace takes {:.2} ms in its steps: aggregate {:.2} (its {:.1} MB file at {:.1} GB/s, {:.0}% of one thread's read floor of {:.1} GB/s), reach {:.2}, flow {:.2}, backbone {:.2}, roles {:.2}, credit {:.2}",
+            ms(t.total()),
+            ms(t.aggregate),
+            self.file_bytes / 1e6,
+            read / 1e9,
+            100.0 * read / self.one_thread_floor,
+            self.one_thread_floor / 1e9,
+            ms(t.reach),
+            ms(t.flow),
+            ms(t.backbone),
+            ms(t.roles),
+            ms(t.credit)
+        )
+    }
 }
 
 /// Each row's steps against this machine's floor: the bytes each must touch, at what rate it
@@ -164,10 +186,16 @@ mod tests {
     /// The batch's line reads its rate against one thread's and its files' floor.
     #[test]
     fn the_batch_is_read_against_one_thread_and_its_files() {
-        let r = BatchRate { count: 64, n: 1024, backend: "cpu", threads: 2, rate: 1200.0, one_thread: 640.0, floor: 4000.0 };
+        let ms = |x: f64| Duration::from_secs_f64(x * 1e-3);
+        let one_thread_steps = StepTimes { aggregate: ms(0.8), reach: ms(0.2), flow: ms(0.15), backbone: ms(0.5), roles: ms(0.1), credit: ms(0.05), ..Default::default() };
+        let r = BatchRate { count: 64, n: 1024, backend: "cpu", threads: 2, rate: 1200.0, one_thread: 640.0, floor: 4000.0, one_thread_steps, file_bytes: 4.2e6, one_thread_floor: 10.5e9 };
         assert_eq!(
             r.line(),
             "batch of 64 different [N,N] F32 traces at N = 1024, one run_batch: 1200 traces/s (cpu; 640 on one thread, so 1.88× on 2); their files at the read floor: 4000 traces/s, so 30% of it"
+        );
+        assert_eq!(
+            r.profile_line(),
+            "on one thread a trace takes 1.80 ms in its steps: aggregate 0.80 (its 4.2 MB file at 5.2 GB/s, 50% of one thread's read floor of 10.5 GB/s), reach 0.20, flow 0.15, backbone 0.50, roles 0.10, credit 0.05"
         );
     }
 

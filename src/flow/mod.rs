@@ -79,6 +79,30 @@ impl StepTimes {
     pub fn total(&self) -> Duration {
         self.aggregate + self.reach + self.flow + self.backbone + self.roles + self.credit
     }
+
+    /// Adds another run's times, step by step (a batch's sum).
+    pub fn add(&mut self, other: &StepTimes) {
+        for (a, b) in self.steps_mut().into_iter().zip(other.steps()) {
+            *a += b;
+        }
+    }
+
+    /// Each step's time times `factor` (a sum's mean).
+    pub fn scaled(&self, factor: f64) -> StepTimes {
+        let mut out = self.clone();
+        for a in out.steps_mut() {
+            *a = a.mul_f64(factor);
+        }
+        out
+    }
+
+    fn steps(&self) -> [Duration; 7] {
+        [self.aggregate, self.aggregate_on_device, self.reach, self.flow, self.backbone, self.roles, self.credit]
+    }
+
+    fn steps_mut(&mut self) -> [&mut Duration; 7] {
+        [&mut self.aggregate, &mut self.aggregate_on_device, &mut self.reach, &mut self.flow, &mut self.backbone, &mut self.roles, &mut self.credit]
+    }
 }
 
 /// Everything the pipeline derives from one trace.
