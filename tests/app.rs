@@ -822,3 +822,41 @@ fn export_view_writes_the_picture_of_each_view() {
     assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A trace taller than the view gets the trace map beside its text: a click at the map's foot
+/// shows the trace's end, and a jump to each checkpoint of an 8k-token trace, hundreds of lines
+/// down, lands with it on screen. The bundled sample fits, and has no map.
+#[test]
+fn the_trace_map_and_the_jumps_reach_every_part_of_a_long_trace() {
+    let h = harness();
+    assert!(h.query_by_label("trace map").is_none(), "the sample fits on the screen");
+
+    let spec = flowtracer::synth::SynthSpec { seed: 7, target_tokens: 8000, layers: 1, heads: 1, dtype: flowtracer::trace::Dtype::F16, rank: 2, no_answer: false };
+    let trace = flowtracer::Trace::from_bytes(flowtracer::synth::synth_trace(&spec).to_bytes(), std::path::Path::new("long.safetensors")).unwrap();
+    let n = trace.n();
+    let mut app = FlowApp::new(vec![flowtracer::app::document::Document::new(trace)], flowtracer::Params::default(), flowtracer::app::recent::Recent::in_memory());
+    app.model.rescoring.synchronous = true;
+    app.model.rescore_now();
+    // (the scroll bar fades out over a few frames after a jump)
+    let mut h = Harness::builder().with_size(egui::vec2(1280.0, 800.0)).with_max_steps(32).build_ui_state(|ui, app: &mut FlowApp| app.draw(ui), app);
+    h.run();
+    assert!(h.state().ui.text.lines() > 200, "{} lines", h.state().ui.text.lines());
+    assert!(h.state().ui.text.rect_of(n - 1).is_none(), "the end starts off screen");
+    let map = h.get_by_label("trace map").rect();
+    let pos = egui::pos2(map.center().x, map.bottom() - 1.0);
+    h.hover_at(pos);
+    for pressed in [true, false] {
+        h.event(egui::Event::PointerButton { pos, button: egui::PointerButton::Primary, pressed, modifiers: Default::default() });
+    }
+    h.run();
+    assert!(h.state().ui.text.rect_of(n - 1).is_some(), "a click at the map's foot shows the end");
+
+    let checkpoints = h.state().model.docs[0].analysis.as_ref().unwrap().result.checkpoints.clone();
+    assert!(checkpoints.len() >= 3 && checkpoints[0] < n / 2, "{checkpoints:?}");
+    for &c in &checkpoints {
+        h.get_by_label("next checkpoint").click();
+        h.run();
+        assert_eq!(h.state().ui.marks.selected, Some(c));
+        assert!(h.state().ui.text.rect_of(c).is_some(), "checkpoint {c} is on screen after the jump");
+    }
+}

@@ -9,6 +9,7 @@ pub mod rescore;
 pub mod runs;
 pub mod steps;
 pub mod text;
+pub mod trace_map;
 pub mod train;
 
 use std::collections::HashSet;

@@ -1,7 +1,7 @@
 //! The trace as wrapped text, one background per token by the chosen score. Only the lines on
 //! screen are laid out into shapes, so an 8k-token trace scrolls at full frame rate.
 
-use super::Marks;
+use super::{Marks, trace_map};
 use crate::app::command::Command;
 use crate::app::document::{Analysis, Document, Score, normalised};
 use crate::app::theme;
@@ -14,6 +14,8 @@ pub fn font_size(tokens: usize) -> f32 {
     if tokens <= 400 { 18.0 } else { 13.0 }
 }
 const ROW_GAP: f32 = 7.0;
+/// Between the text's scroll bar and the trace map.
+const MAP_GAP: f32 = 4.0;
 
 /// Layout of the last frame, kept until the trace or the width changes.
 #[derive(Default)]
@@ -27,6 +29,11 @@ pub struct TextState {
     pub visible: Vec<(usize, Rect)>,
     /// Scroll so this token is in view on the next frame.
     pub scroll_to: Option<usize>,
+    /// Scroll to this offset on the next frame (where the trace map was clicked).
+    scroll_offset: Option<f32>,
+    /// Whether the trace map is beside the text: the text is taller than the view. Decided on
+    /// the layout of the frame before, so the text is not wrapped twice a frame.
+    map: bool,
 }
 
 impl TextState {
@@ -73,20 +80,36 @@ pub fn show(
     let font = FontId::monospace(font_size(trace.n()));
     let cw = ui.ctx().fonts_mut(|f| f.glyph_width(&font, 'M'));
     let row_h = ui.ctx().fonts_mut(|f| f.row_height(&font)) + ROW_GAP;
-    let columns = ((ui.available_width() - 16.0) / cw).floor().max(16.0) as usize;
-    state.layout(&doc.text, doc_id, columns);
+    let (width, height) = (ui.available_width(), ui.available_height());
+    let columns_of = |map: bool| ((width - 16.0 - if map { trace_map::WIDTH + MAP_GAP } else { 0.0 }) / cw).floor().max(16.0) as usize;
+    state.layout(&doc.text, doc_id, columns_of(state.map));
+    // A narrower text has no fewer lines, so the map, once needed, stays needed at that width.
+    let needs_map = state.lines() as f32 * row_h > height;
+    if needs_map != state.map {
+        state.map = needs_map;
+        state.layout(&doc.text, doc_id, columns_of(state.map));
+    }
+    let columns = columns_of(state.map);
     let values = score.values(trace, a).unwrap_or_else(|| a.result.throughput.clone());
     let norm = normalised(&values, a.plan.spans, score);
     let r = &a.result;
     let mut action = None;
     let mut visible = Vec::new();
     let mut area = egui::ScrollArea::vertical().id_salt(state.id).auto_shrink([false, false]);
+    // A line's pitch in the scroll area: its height and the spacing egui puts between rows.
+    let pitch = row_h + ui.spacing().item_spacing.y;
+    // (a token already on screen, clicked there or jumped to, leaves the text where it is)
     if let Some(t) = state.scroll_to.take()
+        && state.rect_of(t).is_none()
         && let Some(cell) = state.cells.get(t) {
-            area = area.vertical_scroll_offset((cell.line as f32 - 3.0).max(0.0) * row_h);
+            area = area.vertical_scroll_offset((cell.line as f32 - 3.0).max(0.0) * pitch);
         }
+    if let Some(offset) = state.scroll_offset.take() {
+        area = area.vertical_scroll_offset(offset);
+    }
     let spans = a.plan.spans;
-    area.show_rows(ui, row_h, state.lines(), |ui, lines| {
+    let lines_total = state.lines();
+    let draw_rows = |ui: &mut Ui, lines: std::ops::Range<usize>| {
         for line in lines {
             let start = state.line_starts[line];
             let end = state.line_starts.get(line + 1).copied().unwrap_or(state.cells.len());
@@ -149,7 +172,25 @@ pub fn show(
                 }
             }
         }
-    });
+    };
+    if !state.map {
+        area.show_rows(ui, row_h, lines_total, draw_rows);
+    } else {
+        // The text and its scroll bar on the left, the map at the right edge, side by side.
+        let full = ui.available_rect_before_wrap();
+        let text_rect = Rect::from_min_max(full.min, pos2(full.right() - trace_map::WIDTH - MAP_GAP, full.bottom()));
+        let map_rect = Rect::from_min_max(pos2(full.right() - trace_map::WIDTH, full.top()), full.max);
+        let out = ui.scope_builder(egui::UiBuilder::new().max_rect(text_rect), |ui| area.show_rows(ui, row_h, lines_total, draw_rows)).inner;
+        let (view, offset, content) = (out.inner_rect.height(), out.state.clamped_offset().y, out.content_size.y.max(1.0));
+        let shown = (offset / content, ((offset + view) / content).min(1.0));
+        let mut map_ui = ui.new_child(egui::UiBuilder::new().max_rect(map_rect));
+        let clicked = trace_map::show(&mut map_ui, map_rect.height(), &state.cells, lines_total, &norm, spans, r, marks, shown).map(|at| (at * content - view / 2.0).max(0.0));
+        ui.advance_cursor_after_rect(full);
+        if let Some(offset) = clicked {
+            state.scroll_offset = Some(offset);
+            ui.ctx().request_repaint();
+        }
+    }
     state.visible = visible;
     action
 }

@@ -1,0 +1,89 @@
+//! The whole trace in a column beside the text, for a trace longer than the screen: each pixel
+//! row is the hottest token of the lines it covers, the hubs and checkpoints, search hits and the
+//! selection are ticked, and the lines on screen are framed. A click or a drag there scrolls the
+//! text to that place, so the few places where an 8k-token trace's credit lies are found at a
+//! glance instead of by scrolling through 800 lines.
+
+use super::Marks;
+use crate::app::theme;
+use crate::flow::FlowResult;
+use crate::render::layout::Cell;
+use crate::span::Spans;
+use egui::{Color32, Rect, Sense, Stroke, StrokeKind, Ui, pos2, vec2};
+
+pub const WIDTH: f32 = 18.0;
+
+/// What a line holds, for its pixel rows in the map.
+#[derive(Clone, Copy, Default)]
+struct Line {
+    /// The hottest token's heat in [0, 1]; none where the line is all prompt.
+    heat: Option<f64>,
+    role: bool,
+    hit: bool,
+    selected: bool,
+}
+
+/// The map of `lines` laid-out lines (`cells` in order), `shown` the fraction of them on screen;
+/// where the user clicked or dragged, as the fraction of the trace to centre on.
+#[allow(clippy::too_many_arguments)]
+pub fn show(ui: &mut Ui, height: f32, cells: &[Cell], lines: usize, heat: &[f64], spans: Spans, r: &FlowResult, marks: &Marks, shown: (f32, f32)) -> Option<f32> {
+    let (rect, resp) = ui.allocate_exact_size(vec2(WIDTH, height), Sense::click_and_drag());
+    resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::ScrollBar, true, "trace map"));
+    let per_line = summarise(cells, lines, heat, spans, r, marks);
+    let painter = ui.painter_at(rect);
+    let dark = ui.visuals().dark_mode;
+    painter.rect_filled(rect, 0.0, ui.visuals().extreme_bg_color);
+    let rows = rect.height().floor().max(1.0) as usize;
+    for y in 0..rows {
+        // The lines this pixel row covers: at least one, so a short trace's lines stretch.
+        let a = y * lines / rows;
+        let b = ((y + 1) * lines / rows).max(a + 1).min(lines);
+        let Some(covered) = per_line.get(a..b) else { continue };
+        let fold = covered.iter().fold(Line::default(), |s, l| Line {
+            heat: match (s.heat, l.heat) {
+                (Some(x), Some(h)) => Some(x.max(h)),
+                (x, h) => x.or(h),
+            },
+            role: s.role || l.role,
+            hit: s.hit || l.hit,
+            selected: s.selected || l.selected,
+        });
+        let top = rect.top() + y as f32;
+        let row = |x0: f32, x1: f32| Rect::from_min_max(pos2(rect.left() + x0, top), pos2(rect.left() + x1, top + 1.0));
+        if let Some(h) = fold.heat {
+            painter.rect_filled(row(4.0, WIDTH - 4.0), 0.0, theme::heat(h, dark));
+        }
+        if fold.role {
+            painter.rect_filled(row(0.0, 3.0), 0.0, theme::hub());
+        }
+        if fold.hit {
+            painter.rect_filled(row(WIDTH - 3.0, WIDTH), 0.0, Color32::YELLOW);
+        }
+        if fold.selected {
+            painter.rect_filled(row(0.0, WIDTH).expand2(vec2(0.0, 0.5)), 0.0, ui.visuals().strong_text_color());
+        }
+    }
+    let (from, to) = shown;
+    let frame = Rect::from_min_max(pos2(rect.left(), rect.top() + from * rect.height()), pos2(rect.right(), rect.top() + to * rect.height()));
+    painter.rect_stroke(frame, 1.0, Stroke::new(1.5, ui.visuals().strong_text_color()), StrokeKind::Inside);
+    if resp.clicked() || resp.dragged() {
+        let y = resp.interact_pointer_pos()?.y;
+        return Some(((y - rect.top()) / rect.height()).clamp(0.0, 1.0));
+    }
+    None
+}
+
+fn summarise(cells: &[Cell], lines: usize, heat: &[f64], spans: Spans, r: &FlowResult, marks: &Marks) -> Vec<Line> {
+    let mut out = vec![Line::default(); lines];
+    for cell in cells {
+        let (k, line) = (cell.index, &mut out[cell.line]);
+        let in_prompt = k < spans.response.start && !spans.question.contains(k);
+        if !in_prompt {
+            line.heat = Some(line.heat.map_or(heat[k], |h| h.max(heat[k])));
+        }
+        line.role |= r.hubs.binary_search(&k).is_ok() || r.checkpoints.binary_search(&k).is_ok();
+        line.hit |= marks.hits.contains(&k);
+        line.selected |= marks.selected == Some(k) || marks.in_range(k);
+    }
+    out
+}
