@@ -63,6 +63,11 @@ pub fn show(ui: &mut Ui, height: f32, cells: &[Cell], lines: usize, heat: &[f64]
             painter.rect_filled(row(0.0, WIDTH).expand2(vec2(0.0, 0.5)), 0.0, ui.visuals().strong_text_color());
         }
     }
+    if let Some(p) = resp.hover_pos() {
+        let y = ((p.y - rect.top()).max(0.0) as usize).min(rows - 1);
+        let (a, b) = (y * lines / rows, ((y + 1) * lines / rows).max(y * lines / rows + 1).min(lines));
+        resp.clone().on_hover_ui_at_pointer(|ui| hover(ui, cells, a..b, heat));
+    }
     let (from, to) = shown;
     let frame = Rect::from_min_max(pos2(rect.left(), rect.top() + from * rect.height()), pos2(rect.right(), rect.top() + to * rect.height()));
     painter.rect_stroke(frame, 1.0, Stroke::new(1.5, ui.visuals().strong_text_color()), StrokeKind::Inside);
@@ -86,4 +91,13 @@ fn summarise(cells: &[Cell], lines: usize, heat: &[f64], spans: Spans, r: &FlowR
         line.selected |= marks.selected == Some(k) || marks.in_range(k);
     }
     out
+}
+
+/// The lines under the pointer: their tokens and the hottest of them.
+fn hover(ui: &mut Ui, cells: &[Cell], lines: std::ops::Range<usize>, heat: &[f64]) {
+    let from = cells.partition_point(|c| c.line < lines.start);
+    let to = cells.partition_point(|c| c.line < lines.end);
+    let Some(hottest) = cells[from..to].iter().max_by(|x, y| heat[x.index].total_cmp(&heat[y.index])) else { return };
+    ui.label(format!("tokens #{}–#{}", cells[from].index, cells[to - 1].index));
+    ui.small(format!("hottest: #{} {:?}; click to go there", hottest.index, hottest.text.trim()));
 }
