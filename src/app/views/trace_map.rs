@@ -78,17 +78,29 @@ pub fn show(ui: &mut Ui, height: f32, cells: &[Cell], lines: usize, heat: &[f64]
     None
 }
 
+/// Each line's hottest token and marks: one pass over the tokens for the heat, then each list of
+/// marked tokens to its lines (`cells` holds one cell per token, in order), so a 32k-token frame
+/// does not look every token up in every list.
 fn summarise(cells: &[Cell], lines: usize, heat: &[f64], spans: Spans, r: &FlowResult, marks: &Marks) -> Vec<Line> {
     let mut out = vec![Line::default(); lines];
     for cell in cells {
-        let (k, line) = (cell.index, &mut out[cell.line]);
+        let k = cell.index;
         let in_prompt = k < spans.response.start && !spans.question.contains(k);
         if !in_prompt {
+            let line = &mut out[cell.line];
             line.heat = Some(line.heat.map_or(heat[k], |h| h.max(heat[k])));
         }
-        line.role |= r.hubs.binary_search(&k).is_ok() || r.checkpoints.binary_search(&k).is_ok();
-        line.hit |= marks.hits.contains(&k);
-        line.selected |= marks.selected == Some(k) || marks.in_range(k);
+    }
+    let line_of = |k: usize| cells.get(k).map(|c| c.line);
+    for l in r.hubs.iter().chain(&r.checkpoints).filter_map(|&k| line_of(k)) {
+        out[l].role = true;
+    }
+    for l in marks.hits.iter().filter_map(|&k| line_of(k)) {
+        out[l].hit = true;
+    }
+    let selected = marks.range.map_or(marks.selected.map(|k| k..k + 1), |(a, b)| Some(a..b + 1));
+    for l in selected.into_iter().flatten().filter_map(line_of) {
+        out[l].selected = true;
     }
     out
 }
