@@ -48,6 +48,8 @@ impl TextState {
             return;
         }
         self.key = key;
+        // (what was on screen was another text, or another wrapping of it)
+        self.visible.clear();
         self.cells = wrap(text, columns);
         self.line_starts.clear();
         for (i, c) in self.cells.iter().enumerate() {
@@ -80,11 +82,13 @@ pub fn show(
     let font = FontId::monospace(font_size(trace.n()));
     let cw = ui.ctx().fonts_mut(|f| f.glyph_width(&font, 'M'));
     let row_h = ui.ctx().fonts_mut(|f| f.row_height(&font)) + ROW_GAP;
+    // A line's pitch in the scroll area: its height and the spacing egui puts between rows.
+    let pitch = row_h + ui.spacing().item_spacing.y;
     let (width, height) = (ui.available_width(), ui.available_height());
     let columns_of = |map: bool| ((width - 16.0 - if map { trace_map::WIDTH + MAP_GAP } else { 0.0 }) / cw).floor().max(16.0) as usize;
     state.layout(&doc.text, doc_id, columns_of(state.map));
     // A narrower text has no fewer lines, so the map, once needed, stays needed at that width.
-    let needs_map = state.lines() as f32 * row_h > height;
+    let needs_map = state.lines() as f32 * pitch > height;
     if needs_map != state.map {
         state.map = needs_map;
         state.layout(&doc.text, doc_id, columns_of(state.map));
@@ -96,8 +100,6 @@ pub fn show(
     let mut action = None;
     let mut visible = Vec::new();
     let mut area = egui::ScrollArea::vertical().id_salt(state.id).auto_shrink([false, false]);
-    // A line's pitch in the scroll area: its height and the spacing egui puts between rows.
-    let pitch = row_h + ui.spacing().item_spacing.y;
     // (a token already on screen, clicked there or jumped to, leaves the text where it is)
     if let Some(t) = state.scroll_to.take()
         && state.rect_of(t).is_none()
