@@ -51,7 +51,7 @@ impl TokenAxis {
     pub fn new(spans: Spans, backbone: &[FlowPath], length_px: f64) -> Self {
         let lo = spans.question.start;
         let hi = spans.answer.end.max(spans.question.end).max(lo + 1);
-        let mut linear = TokenAxis { lo, hi, knots: Vec::new(), units: (hi - lo) as f64 };
+        let mut axis = TokenAxis { lo, hi, knots: Vec::new(), units: (hi - lo) as f64 };
         let mut anchors: Vec<usize> = backbone.iter().flat_map(|p| p.tokens.iter().copied()).filter(|&k| (lo..hi).contains(&k)).collect();
         for s in [spans.question, spans.answer] {
             if !s.is_empty() {
@@ -62,19 +62,19 @@ impl TokenAxis {
         anchors.sort_unstable();
         anchors.dedup();
         let tightest = anchors.windows(2).map(|w| w[1] - w[0]).min().unwrap_or(usize::MAX);
-        let crowded = (tightest as f64) * length_px / linear.units < MIN_SEPARATION_PX;
+        let crowded = (tightest as f64) * length_px / axis.units < MIN_SEPARATION_PX;
         let shortens = anchors.windows(2).any(|w| (w[1] - w[0]) as f64 > KEPT);
         if !(crowded && shortens) {
-            return linear;
+            return axis;
         }
         let mut at = 0.5;
-        linear.knots.push((anchors[0], at));
+        axis.knots.push((anchors[0], at));
         for w in anchors.windows(2) {
             at += shortened((w[1] - w[0]) as f64);
-            linear.knots.push((w[1], at));
+            axis.knots.push((w[1], at));
         }
-        linear.units = at + 0.5;
-        linear
+        axis.units = at + 0.5;
+        axis
     }
 
     /// Whether stretches of the axis are shortened.

@@ -126,7 +126,7 @@ pub fn show(
                 let x = rect.left() + cell.col as f32 * cw;
                 let cr = Rect::from_min_size(pos2(x, rect.top() + 2.0), vec2(cell.width as f32 * cw, row_h - 4.0));
                 visible.push((k, cr));
-                let in_prompt = k < spans.response.start && !spans.question.contains(k);
+                let in_prompt = in_prompt(spans, k);
                 let bg = if in_prompt { ui.visuals().faint_bg_color } else { theme::heat(norm[k], dark) };
                 painter.rect_filled(cr, 2.0, bg);
                 let frame = if spans.question.contains(k) {
@@ -195,6 +195,12 @@ pub fn show(
     }
     state.visible = visible;
     action
+}
+
+/// A token of the prompt around the question (a system prompt, a chat template's markers): shown
+/// faint, as it is not what the flow is about.
+pub(super) fn in_prompt(spans: crate::span::Spans, k: usize) -> bool {
+    k < spans.response.start && !spans.question.contains(k)
 }
 
 pub fn tooltip(ui: &mut Ui, trace: &Trace, a: &Analysis, k: usize) {

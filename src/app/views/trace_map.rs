@@ -35,10 +35,7 @@ pub fn show(ui: &mut Ui, height: f32, cells: &[Cell], lines: usize, heat: &[f64]
     painter.rect_filled(rect, 0.0, ui.visuals().extreme_bg_color);
     let rows = rect.height().floor().max(1.0) as usize;
     for y in 0..rows {
-        // The lines this pixel row covers: at least one, so a short trace's lines stretch.
-        let a = y * lines / rows;
-        let b = ((y + 1) * lines / rows).max(a + 1).min(lines);
-        let Some(covered) = per_line.get(a..b) else { continue };
+        let Some(covered) = per_line.get(lines_at(y, rows, lines)) else { continue };
         let fold = covered.iter().fold(Line::default(), |s, l| Line {
             heat: match (s.heat, l.heat) {
                 (Some(x), Some(h)) => Some(x.max(h)),
@@ -65,8 +62,7 @@ pub fn show(ui: &mut Ui, height: f32, cells: &[Cell], lines: usize, heat: &[f64]
     }
     if let Some(p) = resp.hover_pos() {
         let y = ((p.y - rect.top()).max(0.0) as usize).min(rows - 1);
-        let (a, b) = (y * lines / rows, ((y + 1) * lines / rows).max(y * lines / rows + 1).min(lines));
-        resp.clone().on_hover_ui_at_pointer(|ui| hover(ui, cells, a..b, heat));
+        resp.clone().on_hover_ui_at_pointer(|ui| hover(ui, cells, lines_at(y, rows, lines), heat));
     }
     let (from, to) = shown;
     let frame = Rect::from_min_max(pos2(rect.left(), rect.top() + from * rect.height()), pos2(rect.right(), rect.top() + to * rect.height()));
@@ -78,6 +74,13 @@ pub fn show(ui: &mut Ui, height: f32, cells: &[Cell], lines: usize, heat: &[f64]
     None
 }
 
+/// The lines pixel row `y` of `rows` covers: at least one, so where the lines are fewer than
+/// the rows each stretches over several.
+fn lines_at(y: usize, rows: usize, lines: usize) -> std::ops::Range<usize> {
+    let a = y * lines / rows;
+    a..((y + 1) * lines / rows).max(a + 1).min(lines)
+}
+
 /// Each line's hottest token and marks: one pass over the tokens for the heat, then each list of
 /// marked tokens to its lines (`cells` holds one cell per token, in order), so a 32k-token frame
 /// does not look every token up in every list.
@@ -85,8 +88,7 @@ fn summarise(cells: &[Cell], lines: usize, heat: &[f64], spans: Spans, r: &FlowR
     let mut out = vec![Line::default(); lines];
     for cell in cells {
         let k = cell.index;
-        let in_prompt = k < spans.response.start && !spans.question.contains(k);
-        if !in_prompt {
+        if !super::text::in_prompt(spans, k) {
             let line = &mut out[cell.line];
             line.heat = Some(line.heat.map_or(heat[k], |h| h.max(heat[k])));
         }
