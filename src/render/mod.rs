@@ -7,6 +7,7 @@ pub mod axis;
 pub mod backbone;
 pub mod colormap;
 pub(crate) mod decimal;
+mod deflate;
 mod fill;
 mod glyphs;
 pub mod graph;
@@ -98,10 +99,9 @@ fn rows<'a>(p: &'a Pixmap, r: &Range<u32>) -> &'a [u8] {
 /// which are the same premultiplied or not).
 fn scanlines(p: &Pixmap, r: &Range<u32>, channels: png::Channels) -> png::Scanlines {
     let width = p.width() as usize;
-    let per_pixel = if channels == png::Channels::Rgb { 3 } else { 4 };
-    let mut scan = png::Scanlines::with_capacity(r.len(), width * per_pixel);
+    let mut scan = png::Scanlines::new(r.len(), width, channels);
     for row in rows(p, r).chunks_exact(width * 4) {
-        let out = scan.row(width * per_pixel);
+        let out = scan.row();
         if channels == png::Channels::Rgb {
             // Four pixels at a time, as one 16-byte load and a 12-byte store: a pixel at a time
             // the copy was a tenth of compressing a band.

@@ -3,16 +3,13 @@
 //! own and ends on a byte boundary (a sync flush), the bands' zlib checksums are combined, and a
 //! decoder reads one ordinary zlib stream (pigz writes gzip this way).
 //!
-//! Rows are stored unfiltered. Our pictures are flat colours, text and arcs on white, whose
-//! repeats deflate finds as they are: on the 4k-token credit picture the adaptive filters
-//! libpng uses made a larger file (1006 against 983 KB) and cost a third of the encoding.
+//! Rows are stored unfiltered and deflated by [`deflate`], which looks for repeats only where
+//! our pictures have them: the pixel before, the row above, a glyph drawn again. Filters would
+//! not help it (they turn a run into zeros it already codes as a run), and with zlib they did
+//! not either: on the 4k-token credit picture libpng's adaptive filters made a larger file (1006
+//! against 983 KB at level 2) and cost a third of the encoding.
 
-use std::io::Write;
-
-/// Deflate level of every band: on the 4k-token credit picture (zlib-rs, unfiltered rows)
-/// level 2 took 19 ms on one core for 983 KB, level 1 12 ms for 1233 KB; miniz's level 2 took
-/// 35 ms.
-const LEVEL: u32 = 2;
+use super::deflate;
 
 /// The pixel layout, 8 bits per channel.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -30,23 +27,34 @@ impl Channels {
             Channels::Rgba => 6,
         }
     }
+
+    /// Bytes per pixel.
+    pub fn bytes(self) -> usize {
+        match self {
+            Channels::Rgb => 3,
+            Channels::Rgba => 4,
+        }
+    }
 }
 
 /// A band's rows as the PNG stores them: each its filter type (0, none), then its pixels.
-#[derive(Default)]
-pub struct Scanlines(Vec<u8>);
+pub struct Scanlines {
+    bytes: Vec<u8>,
+    width: usize,
+    channels: Channels,
+}
 
 impl Scanlines {
-    pub fn with_capacity(rows: usize, row_bytes: usize) -> Self {
-        Scanlines(Vec::with_capacity(rows * (row_bytes + 1)))
+    pub fn new(rows: usize, width: usize, channels: Channels) -> Self {
+        Scanlines { bytes: Vec::with_capacity(rows * (width * channels.bytes() + 1)), width, channels }
     }
 
-    /// The next row, `bytes` long, for the caller to fill.
-    pub fn row(&mut self, bytes: usize) -> &mut [u8] {
-        self.0.push(0);
-        let start = self.0.len();
-        self.0.resize(start + bytes, 0);
-        &mut self.0[start..]
+    /// The next row, for the caller to fill.
+    pub fn row(&mut self) -> &mut [u8] {
+        self.bytes.push(0);
+        let start = self.bytes.len();
+        self.bytes.resize(start + self.width * self.channels.bytes(), 0);
+        &mut self.bytes[start..]
     }
 }
 
@@ -59,16 +67,9 @@ pub struct Band {
 
 /// Deflates a band's `scanlines`; `last` marks the band that ends the picture.
 pub fn band(scanlines: &Scanlines, last: bool) -> Band {
-    let bytes = &scanlines.0;
-    let mut z = flate2::write::DeflateEncoder::new(Vec::with_capacity(bytes.len() / 8), flate2::Compression::new(LEVEL));
-    // Writing into a Vec does not fail.
-    z.write_all(bytes).expect("deflate into memory");
-    let deflated = if last {
-        z.finish().expect("deflate into memory")
-    } else {
-        z.flush().expect("deflate into memory");
-        std::mem::take(z.get_mut())
-    };
+    let bytes = &scanlines.bytes;
+    let stride = scanlines.width * scanlines.channels.bytes() + 1;
+    let deflated = deflate::rows(bytes, stride, scanlines.channels.bytes(), last);
     Band { deflated, adler: zlib_rs::adler32::adler32(1, bytes), len: bytes.len() }
 }
 
@@ -152,9 +153,9 @@ mod tests {
                     .iter()
                     .enumerate()
                     .map(|(i, &rows)| {
-                        let mut scan = Scanlines::with_capacity(rows, w * per_pixel);
+                        let mut scan = Scanlines::new(rows, w, channels);
                         for row in rgba[start * w * 4..(start + rows) * w * 4].chunks_exact(w * 4) {
-                            let out = scan.row(w * per_pixel);
+                            let out = scan.row();
                             for (o, px) in out.chunks_exact_mut(per_pixel).zip(row.chunks_exact(4)) {
                                 o.copy_from_slice(&px[..per_pixel]);
                             }
