@@ -7,7 +7,7 @@
 //! run equal to the row above, and, where neither runs far, the last place the next four bytes
 //! began (one probe of a hash table). It takes the longest and codes the band under one Huffman
 //! code made for it. On that picture it writes 863 KB where zlib-rs at level 2 wrote 1009 KB, in
-//! 0.7 of its time (one core, the bands side by side in one run).
+//! two thirds of its time (one core, the bands side by side in one run).
 //!
 //! A band is one dynamic block ended on a byte boundary, by an empty stored block where more
 //! bands follow (zlib's sync flush), so bands deflated apart concatenate into one stream.
@@ -84,25 +84,30 @@ impl Tokens {
         let above = if stride <= WINDOW { stride } else { usize::MAX };
         let mut recent = vec![0u32; 1 << HASH_BITS];
         let mut at = 0;
+        let four = |i: usize| u32::from_le_bytes(data[i..i + 4].try_into().expect("4 bytes"));
         while at < data.len() {
             let rest = MAX_MATCH.min(data.len() - at);
             let (mut length, mut distance) = (0, 0);
-            if at >= above {
+            // No match starts where the next three bytes differ: one comparison says so before
+            // a run is counted (a fifth fewer instructions on the 4k credit picture, though only
+            // 3–7% less time: the branches that end the runs cost more than the counting).
+            let key = (at + 4 <= data.len()).then(|| four(at));
+            let starts = |from: usize| key.is_none_or(|k| (k ^ four(from)) & 0xff_ffff == 0);
+            if at >= above && starts(at - above) {
                 (length, distance) = (common(data, at, at - above), above);
             }
-            if length < rest && at >= pixel {
+            if length < rest && at >= pixel && starts(at - pixel) {
                 let left = common(data, at, at - pixel);
                 if left > length {
                     (length, distance) = (left, pixel);
                 }
             }
-            if length < SHORT && at + 4 <= data.len() {
+            if let (true, Some(key)) = (length < SHORT, key) {
                 // Elsewhere in the window: the last place these four bytes began.
-                let key = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
                 let slot = &mut recent[(key.wrapping_mul(0x9e37_79b1) >> (32 - HASH_BITS)) as usize];
                 let earlier = *slot as usize;
                 *slot = at as u32;
-                if earlier < at && at - earlier <= WINDOW {
+                if earlier < at && at - earlier <= WINDOW && starts(earlier) {
                     let there = common(data, at, earlier);
                     if there > length {
                         (length, distance) = (there, at - earlier);
