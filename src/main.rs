@@ -482,6 +482,11 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, d
         println!("\nAgainst the device's own floor (its memory: a device-to-device copy, each byte read and written; its link: the same file copied up, from page-locked memory where the API has it):\n");
         print!("{table}");
     }
+    let png = bench::format_png_lines(&rows);
+    if !png.is_empty() {
+        println!("\nThe PNG's deflate beside the alternative (zlib-rs at level 2), the same rows:\n");
+        print!("{png}");
+    }
     if let Some(line) = batch_line {
         print!("{line}");
     }

@@ -10,7 +10,7 @@ mod tables;
 #[cfg(feature = "app")]
 pub use app::{RunOpenBench, UiBench, run_open_bench, ui_bench};
 pub use floor::{files_read_floor, first_touch_floor, read_floor};
-pub use tables::{format_device_floor_table, format_floor_table, format_table};
+pub use tables::{format_device_floor_table, format_floor_table, format_png_lines, format_table};
 
 use crate::backend::Backend;
 use crate::flow::{Cancel, StepTimes};
@@ -29,6 +29,8 @@ pub struct BenchRow {
     pub export: Option<Duration>,
     /// The same export without its PNG pictures: what everything but the rasteriser costs.
     pub export_without_png: Option<Duration>,
+    /// The export's credit picture compressed by our deflate and by zlib-rs, side by side.
+    pub png: Option<crate::render::DeflateComparison>,
     /// Peak heap above the baseline during the pipeline, bytes (None: allocator not installed).
     pub peak_heap: Option<usize>,
     /// The NumPy/SciPy peer's pipeline time on the same file, when asked for.
@@ -179,8 +181,10 @@ pub fn run_case(
     let peer = peer.map(|script| run_peer(script, &path, repeat)).transpose()?;
     // The median of `repeat` exports, each into a folder of its own (an export never writes over
     // an earlier one's files, so a second run into the same folder would time the renaming),
-    // removed after it unless it was there before.
-    let export = |formats: crate::export::Formats, name: &str| -> Result<Duration, String> {
+    // removed after it unless it was there before. The first one's credit picture is kept.
+    let mut credit_png = None;
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut export = |formats: crate::export::Formats, name: &str| -> Result<Duration, String> {
         let times = (0..repeat.max(1))
             .map(|i| {
                 let out = dir.join(format!("{name}_{}_{i}", case.n));
@@ -188,6 +192,10 @@ pub fn run_case(
                 let t = Instant::now();
                 crate::export::export(&out, crate::export::plan(std::slice::from_ref(&path), Some(&out), false), &params, formats, backend, &Cancel::default(), &|_| {})?;
                 let elapsed = t.elapsed();
+                if formats.png && credit_png.is_none() {
+                    let file = out.join(format!("{stem}.credit.png"));
+                    credit_png = Some(std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?);
+                }
                 if ours {
                     let _ = std::fs::remove_dir_all(&out);
                 }
@@ -203,6 +211,7 @@ pub fn run_case(
     } else {
         (None, None)
     };
+    let png = credit_png.map(|bytes| crate::render::compare_with_zlib(&bytes, repeat)).transpose().map_err(|e| format!("the credit picture: {e}"))?;
     Ok(BenchRow {
         n: trace.n(),
         layout: case.label(),
@@ -211,6 +220,7 @@ pub fn run_case(
         pipeline,
         export,
         export_without_png,
+        png,
         peak_heap,
         peer,
         floor,

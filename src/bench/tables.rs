@@ -105,6 +105,29 @@ pub fn format_floor_table(rows: &[BenchRow]) -> String {
     s
 }
 
+/// A line per row whose export drew a credit picture: its rows deflated on one core by ours
+/// and by zlib-rs at level 2, side by side.
+pub fn format_png_lines(rows: &[BenchRow]) -> String {
+    rows.iter()
+        .filter_map(|r| {
+            let p = r.png?;
+            let ms = |t: Duration| t.as_secs_f64() * 1e3;
+            Some(format!(
+                "N = {}: the credit picture's rows ({:.1} MB, {} bands) on one core: our deflate {:.1} ms → {} KB, zlib-rs level 2 {:.1} ms → {} KB: {:.2} of its time, {:.2} of its size\n",
+                r.n,
+                p.rows_bytes as f64 / 1e6,
+                p.bands,
+                ms(p.ours),
+                p.ours_bytes / 1000,
+                ms(p.zlib),
+                p.zlib_bytes / 1000,
+                p.ours.as_secs_f64() / p.zlib.as_secs_f64().max(1e-12),
+                p.ours_bytes as f64 / p.zlib_bytes.max(1) as f64,
+            ))
+        })
+        .collect()
+}
+
 /// The rows a device ran, each step against that device's own floor: the aggregation's kernels
 /// (events around each launch) and the solves against its memory, the aggregation end to end
 /// against the link its attention must cross, the pipeline against its bytes at both. None when
@@ -202,7 +225,7 @@ mod tests {
     fn row(first_touch: Option<f64>) -> BenchRow {
         let n = 1000;
         let steps = StepTimes { aggregate: Duration::from_millis(10), ..Default::default() };
-        BenchRow { n, layout: "[N,N] F32".into(), attention_bytes: 4_000_000, steps, pipeline: Duration::from_millis(20), export: None, export_without_png: None, peak_heap: None, peer: None, floor: 4e9, first_touch, device: None }
+        BenchRow { n, layout: "[N,N] F32".into(), attention_bytes: 4_000_000, steps, pipeline: Duration::from_millis(20), export: None, export_without_png: None, png: None, peak_heap: None, peer: None, floor: 4e9, first_touch, device: None }
     }
 
     /// A fresh matrix's aggregation is set against reading the attention at the read floor plus

@@ -17,6 +17,7 @@ mod png;
 pub mod text;
 
 pub use picture::{Ink, Picture, Rect};
+pub use png::{DeflateComparison, compare_with_zlib};
 
 use rayon::prelude::*;
 use resvg::tiny_skia::{Pixmap, Transform};

@@ -100,6 +100,82 @@ pub fn file(width: u32, height: u32, channels: Channels, bands: &[Band]) -> Vec<
     out
 }
 
+/// Our deflate beside zlib-rs at level 2 (what the PNG export used before it, and zlib's fast
+/// setting), on one core over the same rows: the alternative a user would pick, measured in
+/// the same run (`flowtracer bench`).
+#[derive(Clone, Copy, Debug)]
+pub struct DeflateComparison {
+    /// The scanlines' bytes (filter bytes included) and how many bands they were cut into.
+    pub rows_bytes: usize,
+    pub bands: usize,
+    pub ours: std::time::Duration,
+    pub ours_bytes: usize,
+    pub zlib: std::time::Duration,
+    pub zlib_bytes: usize,
+}
+
+/// Times both encoders over the rows of `png` (a file this module wrote), cut into the bands
+/// the export cuts, alternating them `repeat` times: the median of each.
+pub fn compare_with_zlib(png: &[u8], repeat: usize) -> Result<DeflateComparison, String> {
+    let (width, height, channels, idat) = rows_of(png)?;
+    let stride = width * channels.bytes() + 1;
+    let mut rows = vec![0u8; height * stride];
+    let (inflated, code) = zlib_rs::decompress_slice(&mut rows, &idat, zlib_rs::InflateConfig { window_bits: 15 });
+    if code != zlib_rs::ReturnCode::Ok || inflated.len() != height * stride {
+        return Err(format!("the PNG's rows do not inflate to {height} rows of {stride} bytes ({code:?})"));
+    }
+    let bands: Vec<&[u8]> = super::bands(height as u32).iter().map(|r| &rows[r.start as usize * stride..r.end as usize * stride]).collect();
+    let ours = || bands.iter().enumerate().map(|(i, b)| deflate::rows(b, stride, channels.bytes(), i + 1 == bands.len()).len()).sum::<usize>();
+    let mut out = vec![0u8; zlib_rs::compress_bound(bands.iter().map(|b| b.len()).max().unwrap_or(0))];
+    let config = zlib_rs::DeflateConfig { level: 2, window_bits: -15, ..Default::default() };
+    let mut zlib = || -> Result<usize, String> {
+        bands.iter().try_fold(0, |sum, b| match zlib_rs::compress_slice(&mut out, b, config) {
+            (deflated, zlib_rs::ReturnCode::Ok) => Ok(sum + deflated.len()),
+            (_, code) => Err(format!("zlib-rs could not deflate a band ({code:?})")),
+        })
+    };
+    let (mut ours_times, mut zlib_times, mut sizes) = (Vec::new(), Vec::new(), (0, 0));
+    for _ in 0..repeat.max(1) {
+        let t = std::time::Instant::now();
+        sizes.0 = ours();
+        ours_times.push(t.elapsed());
+        let t = std::time::Instant::now();
+        sizes.1 = zlib()?;
+        zlib_times.push(t.elapsed());
+    }
+    let median = |mut v: Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    Ok(DeflateComparison { rows_bytes: rows.len(), bands: bands.len(), ours: median(ours_times), ours_bytes: sizes.0, zlib: median(zlib_times), zlib_bytes: sizes.1 })
+}
+
+/// The width, height, pixel layout and zlib stream of a PNG [`file`] wrote.
+fn rows_of(png: &[u8]) -> Result<(usize, usize, Channels, Vec<u8>), String> {
+    let mut at = 8;
+    let (mut header, mut idat) = (None, Vec::new());
+    while at + 12 <= png.len() {
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let data = png.get(at + 8..at + 8 + len).ok_or("a PNG chunk runs past the file's end")?;
+        match &png[at + 4..at + 8] {
+            b"IHDR" if len == 13 => {
+                let word = |i: usize| u32::from_be_bytes(data[i..i + 4].try_into().expect("4 bytes")) as usize;
+                let channels = match data[9] {
+                    2 => Channels::Rgb,
+                    6 => Channels::Rgba,
+                    other => return Err(format!("a PNG of colour type {other}, not one this module writes")),
+                };
+                header = Some((word(0), word(4), channels));
+            }
+            b"IDAT" => idat.extend_from_slice(data),
+            _ => {}
+        }
+        at += 12 + len;
+    }
+    let (width, height, channels) = header.ok_or("a PNG without its IHDR chunk")?;
+    Ok((width, height, channels, idat))
+}
+
 fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
     out.extend_from_slice(&(data.len() as u32).to_be_bytes());
     let start = out.len();
@@ -136,6 +212,29 @@ mod tests {
         let at = png.windows(4).position(|w| w == b"IDAT").expect("an IDAT chunk");
         let len = u32::from_be_bytes(png[at - 4..at].try_into().unwrap()) as usize;
         &png[at + 4..at + 4 + len]
+    }
+
+    /// The side-by-side comparison reads back the rows of a file written here and deflates
+    /// them both ways; what is not such a file is an error, not a panic.
+    #[test]
+    fn our_deflate_is_compared_with_zlib_on_the_same_rows() {
+        let (w, h) = (120usize, 700usize);
+        let rgba = picture(w, h);
+        let mut scan = Scanlines::new(h, w, Channels::Rgb);
+        for row in rgba.chunks_exact(w * 4) {
+            for (o, px) in scan.row().chunks_exact_mut(3).zip(row.chunks_exact(4)) {
+                o.copy_from_slice(&px[..3]);
+            }
+        }
+        let png = file(w as u32, h as u32, Channels::Rgb, &[band(&scan, true)]);
+        let c = compare_with_zlib(&png, 2).unwrap();
+        assert_eq!(c.rows_bytes, h * (w * 3 + 1));
+        assert!(c.bands >= 2, "cut as the export cuts: {c:?}");
+        // A third of the rows is noise: neither encoder can shrink the picture much below that.
+        assert!(c.ours_bytes > c.rows_bytes / 4 && c.zlib_bytes > c.rows_bytes / 4 && c.ours_bytes < c.rows_bytes, "{c:?}");
+        for bad in [&b"not a png"[..], &png[..40]] {
+            assert!(compare_with_zlib(bad, 1).is_err());
+        }
     }
 
     /// However the rows are cut into bands, as RGB or RGBA, the file decodes to the same
