@@ -143,10 +143,7 @@ pub fn compare_with_zlib(png: &[u8], repeat: usize) -> Result<DeflateComparison,
         sizes.1 = zlib()?;
         zlib_times.push(t.elapsed());
     }
-    let median = |mut v: Vec<std::time::Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
+    let median = crate::bench::median;
     Ok(DeflateComparison { rows_bytes: rows.len(), bands: bands.len(), ours: median(ours_times), ours_bytes: sizes.0, zlib: median(zlib_times), zlib_bytes: sizes.1 })
 }
 
