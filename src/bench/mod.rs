@@ -211,7 +211,7 @@ pub fn run_case(
     } else {
         (None, None)
     };
-    let png = credit_png.map(|bytes| crate::render::compare_with_zlib(&bytes, repeat)).transpose().map_err(|e| format!("the credit picture: {e}"))?;
+    let png = credit_png.map(|bytes| crate::render::compare_png_deflates(&bytes, repeat)).transpose().map_err(|e| format!("the credit picture: {e}"))?;
     Ok(BenchRow {
         n: trace.n(),
         layout: case.label(),

@@ -17,7 +17,7 @@ mod png;
 pub mod text;
 
 pub use picture::{Ink, Picture, Rect};
-pub use png::{DeflateComparison, compare_with_zlib};
+pub use png::DeflateComparison;
 
 use rayon::prelude::*;
 use resvg::tiny_skia::{Pixmap, Transform};
@@ -89,6 +89,16 @@ fn encode_pieces(width: u32, pieces: &[(&Pixmap, Range<u32>)]) -> Vec<u8> {
     let height = pieces.iter().map(|(_, r)| r.len() as u32).sum();
     let compressed: Vec<png::Band> = pieces.par_iter().enumerate().map(|(i, (p, r))| png::band(&scanlines(p, r, channels), i + 1 == pieces.len())).collect();
     png::file(width, height, channels, &compressed)
+}
+
+/// Our deflate beside zlib-rs over the rows of `png` (a picture this module wrote), read back
+/// and cut into bands as the export cuts them (`flowtracer bench`).
+pub fn compare_png_deflates(png: &[u8], repeat: usize) -> Result<png::DeflateComparison, String> {
+    let pixmap = Pixmap::decode_png(png).map_err(|e| format!("cannot read the PNG: {e}"))?;
+    let opaque = pixmap.data().chunks_exact(4).all(|px| px[3] == 255);
+    let channels = if opaque { png::Channels::Rgb } else { png::Channels::Rgba };
+    let bands: Vec<png::Scanlines> = bands(pixmap.height()).iter().map(|r| scanlines(&pixmap, r, channels)).collect();
+    png::compare_with_zlib(&bands, repeat)
 }
 
 fn rows<'a>(p: &'a Pixmap, r: &Range<u32>) -> &'a [u8] {

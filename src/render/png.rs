@@ -49,6 +49,11 @@ impl Scanlines {
         Scanlines { bytes: Vec::with_capacity(rows * (width * channels.bytes() + 1)), width, channels }
     }
 
+    /// Bytes a row takes, its filter byte included.
+    fn stride(&self) -> usize {
+        self.width * self.channels.bytes() + 1
+    }
+
     /// The next row, for the caller to fill.
     pub fn row(&mut self) -> &mut [u8] {
         self.bytes.push(0);
@@ -68,8 +73,7 @@ pub struct Band {
 /// Deflates a band's `scanlines`; `last` marks the band that ends the picture.
 pub fn band(scanlines: &Scanlines, last: bool) -> Band {
     let bytes = &scanlines.bytes;
-    let stride = scanlines.width * scanlines.channels.bytes() + 1;
-    let deflated = deflate::rows(bytes, stride, scanlines.channels.bytes(), last);
+    let deflated = deflate::rows(bytes, scanlines.stride(), scanlines.channels.bytes(), last);
     Band { deflated, adler: zlib_rs::adler32::adler32(1, bytes), len: bytes.len() }
 }
 
@@ -114,18 +118,13 @@ pub struct DeflateComparison {
     pub zlib_bytes: usize,
 }
 
-/// Times both encoders over the rows of `png` (a file this module wrote), cut into the bands
-/// the export cuts, alternating them `repeat` times: the median of each.
-pub fn compare_with_zlib(png: &[u8], repeat: usize) -> Result<DeflateComparison, String> {
-    let (width, height, channels, idat) = rows_of(png)?;
-    let stride = width * channels.bytes() + 1;
-    let mut rows = vec![0u8; height * stride];
-    let (inflated, code) = zlib_rs::decompress_slice(&mut rows, &idat, zlib_rs::InflateConfig { window_bits: 15 });
-    if code != zlib_rs::ReturnCode::Ok || inflated.len() != height * stride {
-        return Err(format!("the PNG's rows do not inflate to {height} rows of {stride} bytes ({code:?})"));
-    }
-    let bands: Vec<&[u8]> = super::bands(height as u32).iter().map(|r| &rows[r.start as usize * stride..r.end as usize * stride]).collect();
-    let ours = || bands.iter().enumerate().map(|(i, b)| deflate::rows(b, stride, channels.bytes(), i + 1 == bands.len()).len()).sum::<usize>();
+/// Times both encoders over `bands` (a picture's rows as the export cuts them), alternating
+/// them `repeat` times: the median of each.
+pub fn compare_with_zlib(bands: &[Scanlines], repeat: usize) -> Result<DeflateComparison, String> {
+    let Some(first) = bands.first() else { return Err("a picture without rows".into()) };
+    let (pixel, stride) = (first.channels.bytes(), first.stride());
+    let bands: Vec<&[u8]> = bands.iter().map(|b| &b.bytes[..]).collect();
+    let ours = || bands.iter().enumerate().map(|(i, b)| deflate::rows(b, stride, pixel, i + 1 == bands.len()).len()).sum::<usize>();
     let mut out = vec![0u8; zlib_rs::compress_bound(bands.iter().map(|b| b.len()).max().unwrap_or(0))];
     let config = zlib_rs::DeflateConfig { level: 2, window_bits: -15, ..Default::default() };
     let mut zlib = || -> Result<usize, String> {
@@ -144,33 +143,7 @@ pub fn compare_with_zlib(png: &[u8], repeat: usize) -> Result<DeflateComparison,
         zlib_times.push(t.elapsed());
     }
     let median = crate::bench::median;
-    Ok(DeflateComparison { rows_bytes: rows.len(), bands: bands.len(), ours: median(ours_times), ours_bytes: sizes.0, zlib: median(zlib_times), zlib_bytes: sizes.1 })
-}
-
-/// The width, height, pixel layout and zlib stream of a PNG [`file`] wrote.
-fn rows_of(png: &[u8]) -> Result<(usize, usize, Channels, Vec<u8>), String> {
-    let mut at = 8;
-    let (mut header, mut idat) = (None, Vec::new());
-    while at + 12 <= png.len() {
-        let len = u32::from_be_bytes(png[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let data = png.get(at + 8..at + 8 + len).ok_or("a PNG chunk runs past the file's end")?;
-        match &png[at + 4..at + 8] {
-            b"IHDR" if len == 13 => {
-                let word = |i: usize| u32::from_be_bytes(data[i..i + 4].try_into().expect("4 bytes")) as usize;
-                let channels = match data[9] {
-                    2 => Channels::Rgb,
-                    6 => Channels::Rgba,
-                    other => return Err(format!("a PNG of colour type {other}, not one this module writes")),
-                };
-                header = Some((word(0), word(4), channels));
-            }
-            b"IDAT" => idat.extend_from_slice(data),
-            _ => {}
-        }
-        at += 12 + len;
-    }
-    let (width, height, channels) = header.ok_or("a PNG without its IHDR chunk")?;
-    Ok((width, height, channels, idat))
+    Ok(DeflateComparison { rows_bytes: bands.iter().map(|b| b.len()).sum(), bands: bands.len(), ours: median(ours_times), ours_bytes: sizes.0, zlib: median(zlib_times), zlib_bytes: sizes.1 })
 }
 
 fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
@@ -224,13 +197,13 @@ mod tests {
             }
         }
         let png = file(w as u32, h as u32, Channels::Rgb, &[band(&scan, true)]);
-        let c = compare_with_zlib(&png, 2).unwrap();
+        let c = crate::render::compare_png_deflates(&png, 2).unwrap();
         assert_eq!(c.rows_bytes, h * (w * 3 + 1));
         assert!(c.bands >= 2, "cut as the export cuts: {c:?}");
         // A third of the rows is noise: neither encoder can shrink the picture much below that.
         assert!(c.ours_bytes > c.rows_bytes / 4 && c.zlib_bytes > c.rows_bytes / 4 && c.ours_bytes < c.rows_bytes, "{c:?}");
         for bad in [&b"not a png"[..], &png[..40]] {
-            assert!(compare_with_zlib(bad, 1).is_err());
+            assert!(crate::render::compare_png_deflates(bad, 1).is_err());
         }
     }
 
