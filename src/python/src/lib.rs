@@ -351,9 +351,9 @@ fn default_layers(total: usize, params_json: Option<&str>) -> PyResult<(usize, u
 }
 
 /// Writes trace format v1 (`flowtracer.dump`): float32 attention, tokens, spans, optional token
-/// ids and metadata. Refuses to replace an existing file unless `overwrite`; the write is atomic.
+/// ids, per-token causal effects and metadata. Refuses to replace an existing file unless `overwrite`; the write is atomic.
 #[pyfunction]
-#[pyo3(signature = (path, attention, tokens, question, answer, response=None, token_ids=None, meta=None, overwrite=false))]
+#[pyo3(signature = (path, attention, tokens, question, answer, response=None, token_ids=None, meta=None, overwrite=false, causal_effect=None))]
 #[allow(clippy::too_many_arguments, reason = "the Python signature: one keyword argument each")]
 fn write_trace(
     py: Python<'_>,
@@ -366,6 +366,7 @@ fn write_trace(
     token_ids: Option<Vec<i64>>,
     meta: Option<std::collections::BTreeMap<String, String>>,
     overwrite: bool,
+    causal_effect: Option<Vec<f32>>,
 ) -> PyResult<()> {
     let target = Path::new(path);
     if !overwrite && target.exists() {
@@ -378,6 +379,9 @@ fn write_trace(
     let mut builder = flowtracer::trace::TraceBuilder::new(tokens, span(question), response, span(answer), flowtracer::trace::AttentionInput { shape, values, dtype: flowtracer::trace::Dtype::F32 });
     if let Some(ids) = token_ids {
         builder = builder.token_ids(ids);
+    }
+    if let Some(effect) = causal_effect {
+        builder = builder.causal_effect(effect);
     }
     for (k, v) in meta.unwrap_or_default() {
         if ["format", "tokens", "question", "answer", "response"].contains(&k.as_str()) {

@@ -9,6 +9,7 @@
     with flowtracer.capture(model) as cap:    # attention of a Hugging Face model, without output_attentions
         model(**batch)
     r = flowtracer.analyze(cap.attention(0), question=..., answer=...)
+    effect = flowtracer.causal_effect(model, ids, answer=..., tokens=...)   # what hiding each token costs the answer
 
 Attention is read where it lies when it is C-contiguous float32, float16 or bfloat16, in host
 memory or, for the CUDA backend, on the GPU (a torch CUDA tensor, anything with
@@ -25,6 +26,7 @@ import numpy as np
 
 from . import _native
 from ._arrays import DeviceRun, address, engine_array
+from ._causal import causal_effect
 from ._cuda import choose_device, point_engine_at_nvrtc
 from ._progress import Progress, reporter
 from .params import Params, params_json
@@ -47,6 +49,7 @@ __all__ = [
     "token_advantages",
     "capture",
     "dump",
+    "causal_effect",
     "backends",
     "__version__",
 ]

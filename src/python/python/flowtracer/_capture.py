@@ -270,18 +270,24 @@ def dump(
     source: capture | None = None,
     meta: dict[str, Any] | None = None,
     overwrite: bool = False,
+    causal_effect: Any = None,
 ) -> None:
     """Writes trace format v1 (atomically; an existing file is kept unless `overwrite`).
     `attention` is one sample's `[n,n]` (e.g. `cap.attention(i)`); with `source=cap` the file
-    records the layers it averaged and the model's depth, so the app and the export show them."""
-    if hasattr(attention, "detach"):
-        attention = attention.detach().float().cpu().numpy()
-    a = np.ascontiguousarray(attention, dtype=np.float32)
+    records the layers it averaged and the model's depth, so the app and the export show them.
+    `causal_effect` (`[n]`, from `flowtracer.causal_effect`) is written beside it."""
+    a = np.ascontiguousarray(_numpy(attention), dtype=np.float32)
     m = {} if source is None else source.meta()
     m.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (meta or {}).items()})
     ids = None if token_ids is None else [int(t) for t in token_ids]
     spans = _pair("question", question), _pair("answer", answer), None if response is None else _pair("response", response)
-    _native.write_trace(fspath(path), a, [str(t) for t in tokens], *spans, ids, m, overwrite)
+    effect = None if causal_effect is None else np.asarray(_numpy(causal_effect), dtype=np.float32).reshape(-1).tolist()
+    _native.write_trace(fspath(path), a, [str(t) for t in tokens], *spans, ids, m, overwrite, causal_effect=effect)
+
+
+def _numpy(x: Any) -> Any:
+    """A torch tensor as a float32 NumPy array on the host; anything else as it is."""
+    return x.detach().float().cpu().numpy() if hasattr(x, "detach") else x
 
 
 def _pair(name: str, span: Sequence[int]) -> tuple[int, int]:

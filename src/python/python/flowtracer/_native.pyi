@@ -59,6 +59,7 @@ def write_trace(
     token_ids: Sequence[int] | None = None,
     meta: dict[str, str] | None = None,
     overwrite: bool = False,
+    causal_effect: Sequence[float] | None = None,
 ) -> None: ...
 def backends() -> str: ...
 def cuda_device() -> int | None:

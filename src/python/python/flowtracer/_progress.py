@@ -16,24 +16,25 @@ class TerminalBar:
     """`flowtracer: 640/10000 traces [##........................]` on stderr, redrawn in place and
     ended with a newline when every trace is done."""
 
-    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
+    def __init__(self, stream: TextIO | None = None, width: int = 30, unit: str = "traces") -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
+        self.unit = unit
 
     def __call__(self, done: int, total: int) -> None:
         filled = self.width * done // max(total, 1)
-        self.stream.write(f"\rflowtracer: {done}/{total} traces [{'#' * filled}{'.' * (self.width - filled)}]")
+        self.stream.write(f"\rflowtracer: {done}/{total} {self.unit} [{'#' * filled}{'.' * (self.width - filled)}]")
         if done >= total:
             self.stream.write("\n")
         self.stream.flush()
 
 
-def reporter(progress: Progress) -> Callback | None:
-    """The callback `progress` stands for: None for no reports."""
+def reporter(progress: Progress, unit: str = "traces") -> Callback | None:
+    """The callback `progress` stands for: None for no reports; `unit` is what the bar counts."""
     if progress is None or progress is False:
         return None
     if progress is True:
-        return TerminalBar()
+        return TerminalBar(unit=unit)
     if callable(progress):
         return progress
     raise TypeError(f"progress: expected True, False, None or a callable(done, total), not {type(progress).__name__}")

@@ -139,6 +139,9 @@ class Trace(_ComparedByValue):
     """The attention tensor's shape: `[N,N]`, `[L,N,N]` or `[L,H,N,N]`."""
     dtype: str
     token_ids: np.ndarray | None
+    causal_effect: np.ndarray | None
+    """Nats of the answer's log-probability lost when each token is hidden (`causal_effect`), if
+    the file has them."""
     meta: dict[str, Any]
     """The format's optional metadata: layers, num_layers, model, reward, ..."""
 

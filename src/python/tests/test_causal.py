@@ -1,0 +1,125 @@
+"""`flowtracer.causal_effect`: the per-token causal check on tiny random-weight Hugging Face
+models built here. The hiding is checked where it acts (the hidden key gets no attention from
+any query, in every layer and head), the effects against a reference written out one hiding at
+a time, eager against SDPA, and the file `dump` writes against what the binary exports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import export, require
+from tiny import CORPUS, tiny, tokenizer
+
+torch = require("torch")
+import flowtracer  # noqa: E402
+
+
+def sequence():
+    """A question, a reasoning stretch and an answer of real subword pieces."""
+    tok = tokenizer()
+    question = tok.encode(CORPUS[1]).ids
+    whole = tok.encode(CORPUS[1] + " " + CORPUS[3])
+    n = len(whole.ids)
+    return tok, whole, len(question), (n - 4, n - 1)
+
+
+def reference(model, ids, answer, t):
+    """log p(answer) unhidden minus hidden, one forward pass each, written out plainly: the
+    unhidden pass with the model's own causal mask, the hidden one with key `t` set to the
+    dtype's least value for every query on top of it."""
+    a0, a1 = answer
+    x = torch.tensor([ids[:a1]])
+
+    def logp(mask):
+        with torch.no_grad():
+            logits = model(input_ids=x, attention_mask=mask).logits[0].float()
+        lp = torch.log_softmax(logits, dim=-1)
+        return sum(float(lp[p - 1, ids[p]]) for p in range(a0, a1))
+
+    low = torch.finfo(torch.float32).min
+    mask = torch.triu(torch.full((a1, a1), low), 1)
+    mask[:, t] = low
+    return logp(None) - logp(mask[None, None])
+
+
+@pytest.mark.parametrize("arch,implementation", [("llama", "eager"), ("qwen2", "sdpa")])
+def test_effects_equal_hidings_written_out_one_at_a_time(arch, implementation, tmp_path):
+    tok, whole, q_end, answer = sequence()
+    model = tiny(arch, tmp_path, tok.get_vocab_size(), implementation)
+    span = (q_end, answer[0])
+    effect = flowtracer.causal_effect(model, torch.tensor(whole.ids), answer=answer, tokens=span, batch_size=5)
+    assert effect.shape == (len(whole.ids),) and effect.dtype == np.float32
+    outside = np.r_[0 : span[0], span[1] : len(whole.ids)]
+    assert not effect[outside].any(), "0 outside the tokens probed"
+    for t in (span[0], span[0] + 3, span[1] - 1):
+        assert effect[t] == pytest.approx(reference(model, whole.ids, answer, t), abs=2e-5), f"token {t}"
+    assert np.abs(effect[span[0] : span[1]]).max() > 1e-4, "hiding tokens changes the answer's log-probability"
+    one_at_a_time = flowtracer.causal_effect(model, whole.ids, answer=answer, tokens=span, batch_size=1)
+    np.testing.assert_allclose(effect, one_at_a_time, rtol=0, atol=2e-5)
+
+
+def test_a_hidden_token_gets_no_attention_and_eager_agrees_with_sdpa(tmp_path):
+    tok, whole, q_end, answer = sequence()
+    eager = tiny("qwen2", tmp_path, tok.get_vocab_size(), "eager")
+    sdpa = tiny("qwen2", tmp_path, tok.get_vocab_size(), "sdpa")
+    span = (q_end, answer[0])
+    np.testing.assert_allclose(
+        flowtracer.causal_effect(eager, whole.ids, answer=answer, tokens=span),
+        flowtracer.causal_effect(sdpa, whole.ids, answer=answer, tokens=span),
+        rtol=0,
+        atol=5e-5,
+    )
+    # The mask the function builds, as eager attention receives it: no query, in no layer or
+    # head, attends to the hidden key, and every row still sums to one.
+    recorded = []
+    forward = eager.forward
+
+    def spy(*args, **kwargs):
+        recorded.append(kwargs["attention_mask"])
+        return forward(*args, **kwargs)
+
+    eager.forward = spy
+    t = q_end + 2
+    flowtracer.causal_effect(eager, whole.ids, answer=answer, tokens=(t, t + 1))
+    eager.forward = forward
+    hiding = recorded[-1]
+    with torch.no_grad():
+        out = eager(input_ids=torch.tensor([whole.ids[: answer[1]]]), attention_mask=hiding, output_attentions=True)
+    for layer in out.attentions:
+        assert float(layer[0, :, :, t].abs().max()) == 0.0
+        torch.testing.assert_close(layer[0].sum(-1), torch.ones(layer.shape[1:3]))
+    with torch.no_grad():
+        plain = eager(input_ids=torch.tensor([whole.ids[: answer[1]]]), output_attentions=True).attentions
+    assert float(plain[-1][0, :, t + 1 :, t].min()) > 0.0, "unhidden, later queries do attend to it"
+
+
+def test_dump_writes_it_and_the_export_carries_it(tmp_path):
+    tok, whole, q_end, answer = sequence()
+    model = tiny("llama", tmp_path, tok.get_vocab_size(), "sdpa")
+    with flowtracer.capture(model) as cap, torch.no_grad():
+        model(input_ids=torch.tensor([whole.ids]))
+    effect = flowtracer.causal_effect(model, whole.ids, answer=answer, tokens=(q_end, answer[0]))
+    path = tmp_path / "probed.safetensors"
+    flowtracer.dump(path, cap.attention(0), whole.tokens, question=(0, q_end), answer=answer, token_ids=whole.ids, source=cap, causal_effect=torch.from_numpy(effect))
+    np.testing.assert_array_equal(flowtracer.load_trace(path).causal_effect, effect)
+    record = json.loads((export([path], tmp_path / "out") / "probed.json").read_text())
+    assert np.array_equal(np.array(record["causal_effect"], dtype=np.float32), effect)
+    with pytest.raises(flowtracer.TraceError, match="causal_effect"):
+        flowtracer.dump(tmp_path / "short.safetensors", cap.attention(0), whole.tokens, question=(0, q_end), answer=answer, causal_effect=effect[:-1])
+
+
+def test_it_refuses_what_it_cannot_measure(tmp_path):
+    tok, whole, q_end, answer = sequence()
+    model = tiny("llama", tmp_path, tok.get_vocab_size(), "sdpa")
+    with pytest.raises(ValueError, match="position 0"):
+        flowtracer.causal_effect(model, whole.ids, answer=answer, tokens=(0, 4))
+    with pytest.raises(ValueError, match="before the answer"):
+        flowtracer.causal_effect(model, whole.ids, answer=answer, tokens=(q_end, answer[1]))
+    with pytest.raises(ValueError, match="answer"):
+        flowtracer.causal_effect(model, whole.ids, answer=(answer[0], len(whole.ids) + 2), tokens=(q_end, answer[0]))
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="sdpa"):
+        flowtracer.causal_effect(model, whole.ids, answer=answer, tokens=(q_end, answer[0]))
