@@ -16,6 +16,7 @@ pub mod bench;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod export;
+pub mod fidelity;
 pub mod flow;
 #[cfg(feature = "wgpu")]
 pub mod gpu;

@@ -193,6 +193,21 @@ enum Command {
         #[arg(long, requires = "per_token", value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// How well each credit score ranks the tokens by their measured effect on the answer, over
+    /// trace files that carry `causal_effect` (`probe --per-token --out` writes them, and
+    /// Python's `flowtracer.causal_effect` + `dump` on any Hugging Face model): per trace the
+    /// Spearman correlation of each score with the nats the answer loses, summarised over traces.
+    Fidelity {
+        /// Trace files or run folders (traces without `causal_effect` are counted and left out).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Flow parameters (TOML or JSON).
+        #[arg(long)]
+        params: Option<PathBuf>,
+        /// Seeds the random baseline and the bootstrap intervals.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Which backends this machine has, on which device, and which one `--backend auto` takes.
     Backends,
     /// Write synthetic traces (`sample_traces/synthetic/` was made with this).
@@ -284,6 +299,7 @@ fn main() -> ExitCode {
             Ok(params) => cli_rl::run_probe(cli_rl::ProbeArgs { task, policy, problems, fraction, seed, backend, params }),
             Err(e) => usage(e),
         },
+        Some(Command::Fidelity { inputs, params, seed }) => run_fidelity(&inputs, &params, seed),
         Some(Command::Backends) => {
             println!("{}", backend::availability_report());
             ExitCode::SUCCESS
@@ -421,6 +437,46 @@ fn run_print(cli: &Cli) -> ExitCode {
                 eprintln!("flowtracer: {e}");
                 failed += 1;
             }
+        }
+    }
+    if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+fn run_fidelity(inputs: &[PathBuf], params: &Option<PathBuf>, seed: u64) -> ExitCode {
+    let params = match load_params(params) {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+    let planned = export::plan(inputs, None, false);
+    let mut failed = 0;
+    for f in planned.failed.iter().filter_map(export::Outcome::error) {
+        eprintln!("flowtracer: {f}");
+        failed += 1;
+    }
+    let (mut traces, mut left_out) = (Vec::new(), 0);
+    for job in &planned.jobs {
+        match Trace::open(&job.source) {
+            Ok(t) if t.causal_effect.is_some() => traces.push(t),
+            Ok(_) => left_out += 1,
+            Err(e) => {
+                eprintln!("flowtracer: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if traces.is_empty() {
+        eprintln!("flowtracer: no trace among the inputs carries causal_effect ({left_out} without it): write them with `flowtracer probe --per-token --out DIR`, or Python's flowtracer.causal_effect and dump(..., causal_effect=...)");
+        return ExitCode::from(1);
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(Some(traces.len() as u64), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} traces measured {elapsed_precise} eta {eta}").expect("static template"));
+    let measured = flowtracer::fidelity::measure(&traces, &params, seed, &cli_rl::interrupt(), &|| bar.inc(1));
+    bar.finish_and_clear();
+    match measured {
+        Ok(m) => println!("{}", flowtracer::fidelity::table(&m, left_out, seed)),
+        Err(e) => {
+            eprintln!("flowtracer: {e}");
+            return ExitCode::from(1);
         }
     }
     if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }

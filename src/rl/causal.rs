@@ -156,7 +156,7 @@ impl TokenProbe {
         .meta("task", task.name())
         .meta("sample_id", label)
         .meta("correct", self.right)
-        .meta("causal_answer_changed", serde_json::to_string(&changed).expect("integers serialise"))
+        .meta(crate::fidelity::ANSWER_CHANGED, serde_json::to_string(&changed).expect("integers serialise"))
     }
 }
 

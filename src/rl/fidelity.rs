@@ -1,8 +1,7 @@
 //! Does a credit score pick the tokens the answer causally depends on? Every score the project
 //! has is set against the per-token probe's measurements, one problem at a time: the ROC-AUC of
 //! predicting "hiding this token changes the answer" and the Spearman correlation with the drop in
-//! the original answer's log-probability. Means ± std over problems, with a bootstrap interval
-//! for the mean (problems resampled), so two scores can be told apart or not.
+//! the original answer's log-probability, summarised by [`crate::fidelity`]'s statistics.
 //!
 //! Throughput is scored for each layer choice too (early, middle, late thirds, middle to last,
 //! all): the paper found middle layers best on 28+-layer models; this table is where a shallow
@@ -11,98 +10,11 @@
 use super::{Error, Result};
 use super::causal::TokenProbe;
 use super::grpo::{self, CreditMode, Scored};
+pub use crate::fidelity::{ScoreSet, Summary, layer_choices, roc_auc, spearman, summarize};
+use crate::fidelity::cells;
 use crate::flow::{self, Cancel, knockout};
 use crate::params::Params;
 use crate::synth::Rng;
-
-/// A statistic over problems: mean, standard deviation, a 95% bootstrap interval of the mean.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Summary {
-    pub mean: f64,
-    pub std: f64,
-    pub lo: f64,
-    pub hi: f64,
-    /// Problems where the statistic is defined (both outcomes present, scores not all tied).
-    pub problems: usize,
-}
-
-const BOOTSTRAP: usize = 2000;
-
-/// Ranks from 1, ties sharing their average rank.
-fn ranks(x: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..x.len()).collect();
-    idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
-    let mut r = vec![0.0; x.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && x[idx[j + 1]] == x[idx[i]] {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        idx[i..=j].iter().for_each(|&k| r[k] = avg);
-        i = j + 1;
-    }
-    r
-}
-
-/// The probability that a random positive scores above a random negative (ties count half):
-/// 1 separates perfectly, 0.5 is chance. `None` when one class is absent.
-pub fn roc_auc(score: &[f64], positive: &[bool]) -> Option<f64> {
-    let pos = positive.iter().filter(|&&p| p).count();
-    let neg = positive.len() - pos;
-    if pos == 0 || neg == 0 {
-        return None;
-    }
-    let r = ranks(score);
-    let rank_sum: f64 = r.iter().zip(positive).filter(|(_, p)| **p).map(|(r, _)| r).sum();
-    Some((rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64)
-}
-
-/// Pearson correlation of the ranks. `None` when either side is constant.
-pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
-    let (rx, ry) = (ranks(x), ranks(y));
-    let n = rx.len() as f64;
-    let (mx, my) = (rx.iter().sum::<f64>() / n, ry.iter().sum::<f64>() / n);
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (a, b) in rx.iter().zip(&ry) {
-        sxy += (a - mx) * (b - my);
-        sxx += (a - mx).powi(2);
-        syy += (b - my).powi(2);
-    }
-    (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
-}
-
-/// Mean, std and a percentile bootstrap interval of the mean; `None` for no values.
-pub fn summarize(values: &[f64], seed: u64) -> Option<Summary> {
-    let n = values.len();
-    if n == 0 {
-        return None;
-    }
-    let mean = values.iter().sum::<f64>() / n as f64;
-    let std = if n > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() } else { 0.0 };
-    let mut rng = Rng::new(seed);
-    let mut means: Vec<f64> = (0..BOOTSTRAP).map(|_| (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64).collect();
-    means.sort_by(f64::total_cmp);
-    let at = |q: f64| means[((q * BOOTSTRAP as f64) as usize).min(BOOTSTRAP - 1)];
-    Some(Summary { mean, std, lo: at(0.025), hi: at(0.975), problems: n })
-}
-
-/// One score's value at each probed token of each problem.
-pub struct ScoreSet {
-    pub name: String,
-    pub values: Vec<Vec<f64>>,
-}
-
-/// The layer choices throughput is scored under, by relative depth of an `layers`-layer model:
-/// the thirds of the paper's rule, middle to last, and all. Empty choices (too few layers) are left out.
-pub fn layer_choices(layers: usize) -> Vec<(&'static str, [usize; 2])> {
-    let (lo, hi) = flow::aggregate::middle_third(layers);
-    [("early", [0, lo]), ("middle", [lo, hi]), ("late", [hi, layers]), ("middle to last", [lo, layers]), ("all", [0, layers])]
-        .into_iter()
-        .filter(|(_, [s, e])| s < e)
-        .collect()
-}
 
 /// Every score at every probed token: the flow scores under `params` (throughput, credit, reach,
 /// knock-out loss), the baselines (attention received, entropy, surprisal, nearness to the
@@ -189,50 +101,8 @@ pub fn table(task: &str, probes: &[TokenProbe], rows: &[Row]) -> String {
         probes.len()
     );
     s += "| score | ROC-AUC: answer changes | 95% CI | problems | Spearman: log-prob drop | 95% CI | problems |\n|---|---|---|---|---|---|---|\n";
-    let cell = |x: &Option<Summary>| match x {
-        Some(m) => format!("{:.3} ± {:.3} | [{:.3}, {:.3}] | {}", m.mean, m.std, m.lo, m.hi, m.problems),
-        None => "– | – | 0".into(),
-    };
     for r in rows {
-        s += &format!("| {} | {} | {} |\n", r.name, cell(&r.auc), cell(&r.spearman));
+        s += &format!("| {} | {} | {} |\n", r.name, cells(&r.auc), cells(&r.spearman));
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auc_counts_ties_half_and_needs_both_classes() {
-        assert_eq!(roc_auc(&[0.1, 0.2, 0.9, 0.8], &[false, false, true, true]), Some(1.0));
-        assert_eq!(roc_auc(&[0.9, 0.8, 0.1, 0.2], &[false, false, true, true]), Some(0.0));
-        assert_eq!(roc_auc(&[1.0, 1.0, 1.0, 1.0], &[false, true, false, true]), Some(0.5));
-        // One positive above one negative, tied with the other: (1 + 0.5) / 2.
-        assert_eq!(roc_auc(&[0.5, 0.5, 0.1], &[true, false, false]), Some(0.75));
-        assert_eq!(roc_auc(&[0.1, 0.2], &[true, true]), None);
-    }
-
-    #[test]
-    fn spearman_is_rank_correlation() {
-        assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 300.0, 4000.0]).unwrap() - 1.0).abs() < 1e-12);
-        assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]).unwrap() + 1.0).abs() < 1e-12);
-        assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
-    }
-
-    #[test]
-    fn bootstrap_interval_holds_the_mean() {
-        let v: Vec<f64> = (0..50).map(|i| (i % 7) as f64 / 7.0).collect();
-        let s = summarize(&v, 3).unwrap();
-        assert!(s.lo <= s.mean && s.mean <= s.hi && s.lo < s.hi);
-        assert_eq!(summarize(&[0.4], 1).unwrap().lo, 0.4);
-        assert!(summarize(&[], 1).is_none());
-    }
-
-    #[test]
-    fn layer_choices_follow_relative_depth() {
-        assert_eq!(layer_choices(3), vec![("early", [0, 1]), ("middle", [1, 2]), ("late", [2, 3]), ("middle to last", [1, 3]), ("all", [0, 3])]);
-        assert_eq!(layer_choices(28)[1], ("middle", [9, 19]));
-        assert_eq!(layer_choices(2), vec![("middle", [0, 2]), ("middle to last", [0, 2]), ("all", [0, 2])]);
-    }
 }

@@ -6,11 +6,12 @@ a time, eager against SDPA, and the file `dump` writes against what the binary e
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import export, require
+from conftest import BINARY, export, require
 from tiny import CORPUS, tiny, tokenizer
 
 torch = require("torch")
@@ -107,6 +108,10 @@ def test_dump_writes_it_and_the_export_carries_it(tmp_path):
     np.testing.assert_array_equal(flowtracer.load_trace(path).causal_effect, effect)
     record = json.loads((export([path], tmp_path / "out") / "probed.json").read_text())
     assert np.array_equal(np.array(record["causal_effect"], dtype=np.float32), effect)
+    # The binary's table of how well each score ranks the measured effects reads the file.
+    table = subprocess.run([str(BINARY), "fidelity", str(path)], capture_output=True, text=True, check=True).stdout
+    assert table.startswith(f"1 traces with causal_effect, {answer[0] - q_end} tokens probed"), table
+    assert "| flow throughput | " in table and "| attention received | " in table
     with pytest.raises(flowtracer.TraceError, match="causal_effect"):
         flowtracer.dump(tmp_path / "short.safetensors", cap.attention(0), whole.tokens, question=(0, q_end), answer=answer, causal_effect=effect[:-1])
 
