@@ -246,7 +246,7 @@ pub fn run_token_probe(a: TokenProbeArgs) -> ExitCode {
         }
         eprintln!("flowtracer: {} traces with causal_effect in {}", probes.len(), dir.display());
     }
-    let sets = match fidelity::score_sets(&probes, layers, heads, &a.params, a.seed) {
+    let sets = match fidelity::score_sets(&probes, layers, heads, a.task, &a.params, a.seed) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };

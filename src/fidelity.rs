@@ -158,13 +158,15 @@ pub fn measure(traces: &[Trace], params: &Params, seed: u64, stop: &Cancel, done
         let received = attention_received(trace)?;
         let probed = trace.spans.response.start..trace.spans.answer.start;
         let a0 = trace.spans.answer.start as f64;
+        // A draw for every token, used or not: the probe's random baseline always drew so.
+        let random: Vec<f64> = (0..trace.tokens.len()).map(|_| rng.f64()).collect();
         let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(probed.len()); sets.len()];
         for t in probed.clone() {
             let mut values = vec![res.throughput[t], res.credit[t], res.reach[t], loss[t], received[t]];
             if let (true, Some(h), Some(lp)) = (with_entropy, &trace.entropy, &trace.logprob) {
                 values.extend([h[t] as f64, -(lp[t] as f64)]);
             }
-            values.extend([-(a0 - t as f64), rng.f64()]);
+            values.extend([-(a0 - t as f64), random[t]]);
             values.into_iter().zip(per.iter_mut()).for_each(|(v, out)| out.push(v));
         }
         let fixed = sets.len() - choices.len();

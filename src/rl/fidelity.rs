@@ -9,63 +9,23 @@
 
 use super::{Error, Result};
 use super::causal::TokenProbe;
-use super::grpo::{self, CreditMode, Scored};
+use super::task::Task;
 pub use crate::fidelity::{ScoreSet, Summary, layer_choices, roc_auc, spearman, summarize};
 use crate::fidelity::cells;
-use crate::flow::{self, Cancel, knockout};
+use crate::flow::Cancel;
 use crate::params::Params;
-use crate::synth::Rng;
+use crate::trace::Trace;
+use std::path::Path;
 
-/// Every score at every probed token: the flow scores under `params` (throughput, credit, reach,
-/// knock-out loss), the baselines (attention received, entropy, surprisal, nearness to the
-/// answer, random), and throughput under each layer choice. Flow runs on the CPU: the traces are
-/// a few dozen tokens.
-pub fn score_sets(probes: &[TokenProbe], layers: usize, heads: usize, params: &Params, seed: u64) -> Result<Vec<ScoreSet>> {
-    let mut rng = Rng::new(seed);
-    let names = ["flow throughput", "flow credit γ", "reach h", "knock-out loss", "attention received", "entropy", "surprisal −log p", "nearness to the answer", "random"];
-    let choices = layer_choices(layers);
-    let mut sets: Vec<ScoreSet> = names.iter().map(|n| ScoreSet { name: n.to_string(), values: vec![] }).collect();
-    sets.extend(choices.iter().map(|(label, [s, e])| ScoreSet { name: format!("throughput, layers [{s}, {e}) ({label})"), values: vec![] }));
-    for p in probes {
-        let r = &p.rollout;
-        let tokens: Vec<String> = r.ids.iter().map(|&t| super::task::token_text(t)).collect();
-        let (entropy, logprob) = (r.over_sequence(&r.entropy), r.over_sequence(&r.logprob));
-        let view = Scored { tokens: &tokens, spans: p.spans, attention: &p.attention, layers, heads, entropy: &entropy };
-        let trace = grpo::rollout_trace(&view).ok_or_else(|| Error::msg("a probed response is not a valid trace"))?;
-        let plan = flow::Plan::for_trace(&trace, params).map_err(Error::msg)?;
-        let (res, m) = flow::execute(&trace, &plan, &flow::Cpu, &Cancel::default()).map_err(Error::msg)?;
-        let loss = knockout::loss_per_token(&m, &res.reach, res.spans);
-        let received = grpo::attention_received(&view);
-        let random = grpo::baseline_score(CreditMode::Random, &view, &mut rng);
-        let a0 = p.spans.answer.start as f64;
-        let mut per: Vec<Vec<f64>> = vec![vec![]; sets.len()];
-        for t in p.probed() {
-            let values = [
-                res.throughput[t],
-                res.credit[t],
-                res.reach[t],
-                loss[t],
-                received[t],
-                entropy[t] as f64,
-                -(logprob[t] as f64),
-                -(a0 - t as f64),
-                random[t],
-            ];
-            for (v, out) in values.iter().zip(per.iter_mut()) {
-                out.push(*v);
-            }
-        }
-        for (j, (_, range)) in choices.iter().enumerate() {
-            let mut q = params.clone();
-            q.aggregate.layers = Some(*range);
-            let tau = flow::analyze(&trace, &q, &Cancel::default()).map_err(Error::msg)?.throughput;
-            per[names.len() + j] = p.probed().map(|t| tau[t]).collect();
-        }
-        for (set, v) in sets.iter_mut().zip(per) {
-            set.values.push(v);
-        }
-    }
-    Ok(sets)
+/// Every score at every probed token, as `flowtracer fidelity` scores the traces the probe
+/// writes (one definition of the scores): the probes become those traces in memory.
+pub fn score_sets(probes: &[TokenProbe], layers: usize, heads: usize, task: Task, params: &Params, seed: u64) -> Result<Vec<ScoreSet>> {
+    let traces = probes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Trace::from_bytes(p.to_trace(layers, heads, task, &i.to_string()).to_bytes(), Path::new(&format!("probed response {i}"))).map_err(Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(crate::fidelity::measure(&traces, params, seed, &Cancel::default(), &|| {}).map_err(Error::msg)?.sets)
 }
 
 /// One line of the table.
