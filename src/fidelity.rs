@@ -209,8 +209,29 @@ fn attention_received(trace: &Trace) -> Result<Vec<f64>, String> {
     Ok(sums.iter().enumerate().map(|(i, s)| if i + 1 < n { s / (n - i - 1) as f64 } else { 0.0 }).collect())
 }
 
-/// The table of measured traces as Markdown: each score's Spearman correlation with the effect,
-/// summarised over traces, under a line on what was measured.
+/// One score, summarised over traces.
+pub struct Row {
+    pub name: String,
+    /// ROC-AUC of "hiding the token changes the answer", where the changes are known.
+    pub auc: Option<Summary>,
+    /// Spearman correlation with the nats the answer loses.
+    pub spearman: Option<Summary>,
+}
+
+/// Each score's Spearman correlation with `effects` and, given `changed`, its ROC-AUC, one trace
+/// at a time, summarised over traces.
+pub fn rows(sets: &[ScoreSet], effects: &[Vec<f64>], changed: Option<&[Vec<bool>]>, seed: u64) -> Vec<Row> {
+    sets.iter()
+        .map(|set| {
+            let rhos: Vec<f64> = set.values.iter().zip(effects).filter_map(|(v, e)| spearman(v, e)).collect();
+            let auc = changed.and_then(|changed| summarize(&set.values.iter().zip(changed).filter_map(|(v, c)| roc_auc(v, c)).collect::<Vec<_>>(), seed));
+            Row { name: set.name.clone(), auc, spearman: summarize(&rhos, seed ^ 1) }
+        })
+        .collect()
+}
+
+/// The table of measured traces as Markdown, under a line on what was measured: the AUC columns
+/// where the answer's changes are known.
 pub fn table(measured: &Measured, left_out: usize, seed: u64) -> String {
     let tokens: usize = measured.effects.iter().map(Vec::len).sum();
     let costly = measured.effects.iter().flatten().filter(|&&e| e > 0.1).count();
@@ -222,17 +243,14 @@ pub fn table(measured: &Measured, left_out: usize, seed: u64) -> String {
     if left_out > 0 {
         s += &format!("; {left_out} traces without causal_effect left out");
     }
-    match &measured.changed {
-        Some(_) => s += "\n\n| score | ROC-AUC: answer changes | 95% CI | traces | Spearman: log-prob drop | 95% CI | traces |\n|---|---|---|---|---|---|---|\n",
-        None => s += "\n\n| score | Spearman: log-prob drop | 95% CI | traces |\n|---|---|---|---|\n",
-    }
-    for set in &measured.sets {
-        let rhos: Vec<f64> = set.values.iter().zip(&measured.effects).filter_map(|(v, e)| spearman(v, e)).collect();
-        let auc = measured.changed.as_ref().map(|changed| {
-            let aucs: Vec<f64> = set.values.iter().zip(changed).filter_map(|(v, c)| roc_auc(v, c)).collect();
-            format!("{} | ", cells(&summarize(&aucs, seed)))
-        });
-        s += &format!("| {} | {}{} |\n", set.name, auc.unwrap_or_default(), cells(&summarize(&rhos, seed ^ 1)));
+    let with_auc = measured.changed.is_some();
+    s += match with_auc {
+        true => "\n\n| score | ROC-AUC: answer changes | 95% CI | traces | Spearman: log-prob drop | 95% CI | traces |\n|---|---|---|---|---|---|---|\n",
+        false => "\n\n| score | Spearman: log-prob drop | 95% CI | traces |\n|---|---|---|---|\n",
+    };
+    for r in rows(&measured.sets, &measured.effects, measured.changed.as_deref(), seed) {
+        let auc = if with_auc { format!("{} | ", cells(&r.auc)) } else { String::new() };
+        s += &format!("| {} | {auc}{} |\n", r.name, cells(&r.spearman));
     }
     s
 }

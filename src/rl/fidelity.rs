@@ -10,7 +10,7 @@
 use super::{Error, Result};
 use super::causal::TokenProbe;
 use super::task::Task;
-pub use crate::fidelity::{ScoreSet, Summary, layer_choices, roc_auc, spearman, summarize};
+pub use crate::fidelity::{Row, ScoreSet, Summary, layer_choices, roc_auc, spearman, summarize};
 use crate::fidelity::cells;
 use crate::flow::Cancel;
 use crate::params::Params;
@@ -28,24 +28,11 @@ pub fn score_sets(probes: &[TokenProbe], layers: usize, heads: usize, task: Task
     Ok(crate::fidelity::measure(&traces, params, seed, &Cancel::default(), &|| {}).map_err(Error::msg)?.sets)
 }
 
-/// One line of the table.
-pub struct Row {
-    pub name: String,
-    pub auc: Option<Summary>,
-    pub spearman: Option<Summary>,
-}
-
 /// Each score's AUC ("answer changes") and Spearman (log-prob drop), summarised over problems.
 pub fn rows(probes: &[TokenProbe], sets: &[ScoreSet], seed: u64) -> Vec<Row> {
     let changed: Vec<Vec<bool>> = probes.iter().map(|p| p.effects.iter().map(|e| e.changed).collect()).collect();
     let drop: Vec<Vec<f64>> = probes.iter().map(|p| p.effects.iter().map(|e| e.logprob_drop).collect()).collect();
-    sets.iter()
-        .map(|s| {
-            let aucs: Vec<f64> = s.values.iter().zip(&changed).filter_map(|(v, c)| roc_auc(v, c)).collect();
-            let rhos: Vec<f64> = s.values.iter().zip(&drop).filter_map(|(v, d)| spearman(v, d)).collect();
-            Row { name: s.name.clone(), auc: summarize(&aucs, seed), spearman: summarize(&rhos, seed ^ 1) }
-        })
-        .collect()
+    crate::fidelity::rows(sets, &drop, Some(&changed), seed)
 }
 
 /// The table as Markdown, with a line on what was probed.

@@ -396,6 +396,41 @@ fn write_trace(
     py.detach(|| flowtracer::atomic::write_atomic(target, &bytes)).map_err(|e| value_error(format!("{path}: {e}")))
 }
 
+/// `flowtracer.fidelity`: every credit score set against the `causal_effect` of trace files, as
+/// the binary's `flowtracer fidelity` does: its Markdown table and its rows.
+#[pyfunction]
+#[pyo3(signature = (paths, params_json=None, seed=0, progress=None))]
+fn fidelity<'py>(py: Python<'py>, paths: Vec<String>, params_json: Option<&str>, seed: u64, progress: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    use flowtracer::fidelity::{self, Summary};
+    let params = params_of(params_json)?;
+    let traces = py.detach(|| paths.iter().map(|p| Trace::open(Path::new(p))).collect::<Result<Vec<_>, _>>()).map_err(|e| trace_error(py, &e))?;
+    let (traces, left_out): (Vec<Trace>, Vec<Trace>) = traces.into_iter().partition(|t| t.causal_effect.is_some());
+    if traces.is_empty() {
+        return Err(value_error(format!("fidelity: none of the {} traces carries causal_effect (flowtracer.causal_effect measures it, dump(..., causal_effect=...) writes it)", left_out.len())));
+    }
+    let measured = interruptible(py, progress.as_ref(), traces.len(), |cancel, done| {
+        fidelity::measure(&traces, &params, seed, cancel, &|| {
+            done.fetch_add(1, Ordering::Relaxed);
+        })
+    })?
+    .map_err(value_error)?;
+    let summary = |s: Option<Summary>| s.map(|s| (s.mean, s.std, s.lo, s.hi, s.problems));
+    let rows = pyo3::types::PyList::empty(py);
+    for r in fidelity::rows(&measured.sets, &measured.effects, measured.changed.as_deref(), seed) {
+        let row = pyo3::types::PyDict::new(py);
+        row.set_item("score", r.name)?;
+        row.set_item("spearman", summary(r.spearman))?;
+        row.set_item("auc", summary(r.auc))?;
+        rows.append(row)?;
+    }
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("table", fidelity::table(&measured, left_out.len(), seed))?;
+    d.set_item("rows", rows)?;
+    d.set_item("traces", traces.len())?;
+    d.set_item("left_out", left_out.len())?;
+    Ok(d)
+}
+
 /// The CUDA device the engine runs on, if it has one: a CUDA array on that device is analysed
 /// where it lies (the Python layer copies any other to the host).
 #[pyfunction]
@@ -427,6 +462,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(params_parse, m)?)?;
     m.add_function(wrap_pyfunction!(default_layers, m)?)?;
     m.add_function(wrap_pyfunction!(write_trace, m)?)?;
+    m.add_function(wrap_pyfunction!(fidelity, m)?)?;
     m.add_function(wrap_pyfunction!(backends, m)?)?;
     m.add_function(wrap_pyfunction!(cuda_device, m)?)?;
     m.add_function(wrap_pyfunction!(engine_seconds, m)?)?;

@@ -11,7 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import BINARY, export, require
+from conftest import BINARY, ROOT, export, require
 from tiny import CORPUS, tiny, tokenizer
 
 torch = require("torch")
@@ -103,7 +103,8 @@ def test_dump_writes_it_and_the_export_carries_it(tmp_path):
     with flowtracer.capture(model) as cap, torch.no_grad():
         model(input_ids=torch.tensor([whole.ids]))
     effect = flowtracer.causal_effect(model, whole.ids, answer=answer, tokens=(q_end, answer[0]))
-    path = tmp_path / "probed.safetensors"
+    (tmp_path / "probed").mkdir()
+    path = tmp_path / "probed" / "probed.safetensors"
     flowtracer.dump(path, cap.attention(0), whole.tokens, question=(0, q_end), answer=answer, token_ids=whole.ids, source=cap, causal_effect=torch.from_numpy(effect))
     np.testing.assert_array_equal(flowtracer.load_trace(path).causal_effect, effect)
     record = json.loads((export([path], tmp_path / "out") / "probed.json").read_text())
@@ -112,6 +113,16 @@ def test_dump_writes_it_and_the_export_carries_it(tmp_path):
     table = subprocess.run([str(BINARY), "fidelity", str(path)], capture_output=True, text=True, check=True).stdout
     assert table.startswith(f"1 traces with causal_effect, {answer[0] - q_end} tokens probed"), table
     assert "| flow throughput | " in table and "| attention received | " in table
+    # The same from Python: the table the binary prints, and its rows as numbers.
+    ticks = []
+    f = flowtracer.fidelity([tmp_path / "probed"], progress=lambda done, total: ticks.append((done, total)))
+    assert f["table"].rstrip("\n") == table.rstrip("\n") and f["traces"] == 1 and f["left_out"] == 0 and ticks[-1] == (1, 1)
+    rows = {r["score"]: r for r in f["rows"]}
+    mean, std, lo, hi, traces = rows["flow throughput"]["spearman"]
+    assert f"| flow throughput | {mean:.3f} ± {std:.3f} | [{lo:.3f}, {hi:.3f}] | {traces} |" in table
+    assert rows["flow throughput"]["auc"] is None, "a teacher-forced measurement does not say whether the answer changed"
+    with pytest.raises(ValueError, match="causal_effect"):
+        flowtracer.fidelity([ROOT / "sample_traces" / "addition.safetensors"])
     with pytest.raises(flowtracer.TraceError, match="causal_effect"):
         flowtracer.dump(tmp_path / "short.safetensors", cap.attention(0), whole.tokens, question=(0, q_end), answer=answer, causal_effect=effect[:-1])
 

@@ -20,6 +20,7 @@ memory or, for the CUDA backend, on the GPU (a torch CUDA tensor, anything with
 from __future__ import annotations
 
 from os import PathLike, fspath
+from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
@@ -50,6 +51,7 @@ __all__ = [
     "capture",
     "dump",
     "causal_effect",
+    "fidelity",
     "backends",
     "__version__",
 ]
@@ -164,6 +166,16 @@ def token_advantages(gamma: Any, advantages: Any, apply_to_negative: bool = True
 
         return torch.from_numpy(out).to(device=like.device, dtype=like.dtype if like.is_floating_point() else torch.float64)
     return out
+
+
+def fidelity(paths: Iterable[str | PathLike[str]], *, params: ParamsLike = None, seed: int = 0, progress: Progress = None) -> dict[str, Any]:
+    """How well each credit score ranks tokens by what hiding them costs the answer, over trace
+    files (or run folders) that carry `causal_effect` (`causal_effect` + `dump`): the binary's
+    `flowtracer fidelity`. Returns `table` (its Markdown), `rows` (per score: `score`,
+    `spearman` and `auc` as `(mean, std, lo, hi, traces)` or None), `traces` and `left_out` (the
+    traces without effects)."""
+    files = [t for p in paths for t in (_native.discover(fspath(p)) if Path(p).is_dir() else [fspath(p)])]
+    return _native.fidelity(files, params_json(params), seed, reporter(progress))
 
 
 def backends() -> str:

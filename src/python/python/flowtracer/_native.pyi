@@ -18,6 +18,7 @@ __all__ = [
     "params_parse",
     "default_layers",
     "write_trace",
+    "fidelity",
     "backends",
     "cuda_device",
     "engine_seconds",
@@ -61,6 +62,7 @@ def write_trace(
     overwrite: bool = False,
     causal_effect: Sequence[float] | None = None,
 ) -> None: ...
+def fidelity(paths: Sequence[str], params_json: str | None = None, seed: int = 0, progress: Callable[[int, int], object] | None = None) -> dict[str, Any]: ...
 def backends() -> str: ...
 def cuda_device() -> int | None:
     """The CUDA device the engine runs on (its arrays are read in place there), or None."""
