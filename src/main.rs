@@ -447,7 +447,8 @@ fn run_fidelity(inputs: &[PathBuf], params: &Option<PathBuf>, seed: u64) -> Exit
         Ok(p) => p,
         Err(e) => return usage(e),
     };
-    let planned = export::plan(inputs, None, false);
+    // (an empty folder holds no trace with effects: the one message below says so)
+    let planned = export::plan(inputs, None, true);
     let mut failed = 0;
     for f in planned.failed.iter().filter_map(export::Outcome::error) {
         eprintln!("flowtracer: {f}");
@@ -465,7 +466,9 @@ fn run_fidelity(inputs: &[PathBuf], params: &Option<PathBuf>, seed: u64) -> Exit
         }
     }
     if traces.is_empty() {
-        eprintln!("flowtracer: no trace among the inputs carries causal_effect ({left_out} without it): write them with `flowtracer probe --per-token --out DIR`, or Python's flowtracer.causal_effect and dump(..., causal_effect=...)");
+        if failed == 0 || left_out > 0 {
+            eprintln!("flowtracer: no trace among the inputs carries causal_effect ({left_out} without it): write them with `flowtracer probe --per-token --out DIR`, or Python's flowtracer.causal_effect and dump(..., causal_effect=...)");
+        }
         return ExitCode::from(1);
     }
     let bar = indicatif::ProgressBar::with_draw_target(Some(traces.len() as u64), indicatif::ProgressDrawTarget::stderr());
