@@ -178,7 +178,7 @@ pub fn measure(traces: &[Trace], params: &Params, seed: u64, stop: &Cancel, done
         }
         sets.iter_mut().zip(per).for_each(|(set, v)| set.values.push(v));
         changed = changed.zip(answer_changed(trace).map_err(at)?).map(|(mut all, these)| {
-            all.push(probed.clone().map(|t| these.contains(&t)).collect());
+            all.push(probed.clone().map(|t| these.binary_search(&t).is_ok()).collect());
             all
         });
         effects.push(probed.map(|t| effect[t] as f64).collect());
@@ -187,9 +187,15 @@ pub fn measure(traces: &[Trace], params: &Params, seed: u64, stop: &Cancel, done
     Ok(Measured { sets, effects, changed })
 }
 
-/// The tokens whose hiding changed the answer, if the trace lists them.
+/// The tokens whose hiding changed the answer, if the trace lists them (sorted).
 fn answer_changed(trace: &Trace) -> Result<Option<Vec<usize>>, String> {
-    trace.meta.extra.get(ANSWER_CHANGED).map(|v| serde_json::from_str(v).map_err(|e| format!("{ANSWER_CHANGED}: not a list of token indices ({e})"))).transpose()
+    let listed = trace.meta.extra.get(ANSWER_CHANGED).map(|v| serde_json::from_str::<Vec<usize>>(v).map_err(|e| format!("{ANSWER_CHANGED}: not a list of token indices ({e})")));
+    listed.transpose().map(|list| {
+        list.map(|mut l| {
+            l.sort_unstable();
+            l
+        })
+    })
 }
 
 /// Σ over later tokens of the attention a token receives, averaged over every layer and head

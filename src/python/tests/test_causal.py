@@ -130,6 +130,8 @@ def test_dump_writes_it_and_the_export_carries_it(tmp_path):
 def test_it_refuses_what_it_cannot_measure(tmp_path):
     tok, whole, q_end, answer = sequence()
     model = tiny("llama", tmp_path, tok.get_vocab_size(), "sdpa")
+    with pytest.raises(ValueError, match=r"one unpadded sequence, \[n\] or \[1,n\], not shape \[2, "):
+        flowtracer.causal_effect(model, torch.tensor([whole.ids, whole.ids]), answer=answer, tokens=(q_end, answer[0]))
     with pytest.raises(ValueError, match="position 0"):
         flowtracer.causal_effect(model, whole.ids, answer=answer, tokens=(0, 4))
     with pytest.raises(ValueError, match="before the answer"):

@@ -50,7 +50,10 @@ def causal_effect(
     """
     import torch
 
-    ids = torch.as_tensor(input_ids).reshape(-1)
+    ids = torch.as_tensor(input_ids)
+    if ids.dim() == 0 or ids.dim() > 2 or (ids.dim() == 2 and ids.shape[0] != 1):
+        raise ValueError(f"causal_effect: input_ids is one unpadded sequence, [n] or [1,n], not shape {list(ids.shape)}")
+    ids = ids.reshape(-1)
     n = int(ids.shape[0])
     a0, a1 = _span("answer", answer)
     t0, t1 = _span("tokens", tokens)
