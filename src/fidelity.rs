@@ -187,6 +187,16 @@ pub fn measure(traces: &[Trace], params: &Params, seed: u64, stop: &Cancel, done
     Ok(Measured { sets, effects, changed })
 }
 
+/// How well `score` (one value per token) ranks one trace's tokens by their measured effect:
+/// the Spearman correlation over the response before the answer of `spans`. `None` without
+/// effects or where either side is constant (the app shows it beside the causal-effect colours).
+pub fn spearman_of(trace: &Trace, spans: crate::span::Spans, score: &[f64]) -> Option<f64> {
+    let effect = trace.causal_effect.as_ref()?;
+    let probed = spans.response.start..spans.answer.start.min(score.len()).min(effect.len());
+    let effect: Vec<f64> = effect[probed.clone()].iter().map(|&e| e as f64).collect();
+    spearman(&score[probed], &effect)
+}
+
 /// The tokens whose hiding changed the answer, if the trace lists them (sorted).
 fn answer_changed(trace: &Trace) -> Result<Option<Vec<usize>>, String> {
     let listed = trace.meta.extra.get(ANSWER_CHANGED).map(|v| serde_json::from_str::<Vec<usize>>(v).map_err(|e| format!("{ANSWER_CHANGED}: not a list of token indices ({e})")));

@@ -448,6 +448,11 @@ fn colour_by_causal_effect_reads_the_file_and_says_when_it_is_missing() {
     // Harm is coloured: a token whose hiding made the answer likelier shows as no effect.
     assert_eq!(values, effect.iter().map(|&e| (e as f64).max(0.0)).collect::<Vec<_>>());
     assert!(h.query_by_label_contains("this trace has no causal effect").is_none());
+    // Beside the colours, how well throughput ranks the tokens by the effect (response 2..9).
+    let tau = &d.analysis.as_ref().unwrap().result.throughput;
+    let rho = flowtracer::fidelity::spearman(&tau[2..9], &effect[2..9].iter().map(|&e| e as f64).collect::<Vec<_>>()).unwrap();
+    h.run();
+    h.get_by_label_contains(&format!("throughput ranks them with Spearman ρ = {rho:.3} (tokens 2:9)"));
 }
 
 #[test]

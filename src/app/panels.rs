@@ -207,6 +207,8 @@ impl FlowApp {
                 theme::marks_legend(ui);
                 if s.score.values(&d.trace, a).is_none() {
                     ui.weak(format!("(this trace has no {}: showing throughput)", s.score.name()));
+                } else if s.score == crate::app::document::Score::CausalEffect {
+                    causal_fidelity(ui, d, a);
                 }
             });
         }
@@ -219,4 +221,23 @@ impl FlowApp {
         };
         self.send(c);
     }
+}
+
+/// Beside the causal-effect colours: how well flow throughput ranks this trace's tokens by their
+/// measured effect, made again only when the analysis or the spans change.
+fn causal_fidelity(ui: &mut egui::Ui, d: &crate::app::document::Document, a: &crate::app::document::Analysis) {
+    let id = egui::Id::unique("causal-fidelity");
+    let key = (a.generation, d.spans);
+    let cached = ui.ctx().data(|m| m.get_temp::<((u64, crate::span::Spans), Option<f64>)>(id)).filter(|(k, _)| *k == key);
+    let rho = cached.map(|(_, rho)| rho).unwrap_or_else(|| {
+        let rho = crate::fidelity::spearman_of(&d.trace, d.spans, &a.result.throughput);
+        ui.ctx().data_mut(|m| m.insert_temp(id, (key, rho)));
+        rho
+    });
+    let probed = format!("{}:{}", d.spans.response.start, d.spans.answer.start);
+    match rho {
+        Some(rho) => ui.label(format!("throughput ranks them with Spearman ρ = {rho:.3} (tokens {probed})")),
+        None => ui.weak(format!("(no ranking to compare over tokens {probed})")),
+    }
+    .on_hover_text("Spearman correlation of flow throughput with the nats the answer loses when each token is hidden, over the response before the answer: 1 ranks them as the measurement does, 0 not at all. `flowtracer fidelity` sets every score against it over many traces.");
 }
