@@ -452,7 +452,7 @@ fn colour_by_causal_effect_reads_the_file_and_says_when_it_is_missing() {
     let tau = &d.analysis.as_ref().unwrap().result.throughput;
     let rho = flowtracer::fidelity::spearman(&tau[2..9], &effect[2..9].iter().map(|&e| e as f64).collect::<Vec<_>>()).unwrap();
     h.run();
-    h.get_by_label_contains(&format!("throughput ranks them with Spearman ρ = {rho:.3} (tokens 2:9)"));
+    h.get_by_label_contains(&format!("ρ with throughput {rho:.3} (tokens 2:9)"));
 }
 
 #[test]

@@ -236,8 +236,8 @@ fn causal_fidelity(ui: &mut egui::Ui, d: &crate::app::document::Document, a: &cr
     });
     let probed = format!("{}:{}", d.spans.response.start, d.spans.answer.start);
     match rho {
-        Some(rho) => ui.label(format!("throughput ranks them with Spearman ρ = {rho:.3} (tokens {probed})")),
-        None => ui.weak(format!("(no ranking to compare over tokens {probed})")),
+        Some(rho) => ui.label(format!("ρ with throughput {rho:.3} (tokens {probed})")),
+        None => ui.weak(format!("(ρ: nothing to rank over tokens {probed})")),
     }
     .on_hover_text("Spearman correlation of flow throughput with the nats the answer loses when each token is hidden, over the response before the answer: 1 ranks them as the measurement does, 0 not at all. `flowtracer fidelity` sets every score against it over many traces.");
 }
