@@ -120,6 +120,8 @@ pub struct Measured {
     /// (`probe --out` writes the tokens that did as `causal_answer_changed`; a teacher-forced
     /// measurement cannot).
     pub changed: Option<Vec<Vec<bool>>>,
+    /// Traces given without `causal_effect`: counted, not measured.
+    pub left_out: usize,
 }
 
 /// The metadata key `probe --per-token --out` lists the tokens in whose hiding changed the answer.
@@ -129,10 +131,16 @@ pub const ANSWER_CHANGED: &str = "causal_answer_changed";
 /// `params` (throughput, credit, reach, knock-out loss), attention received (the mean a token
 /// gets from later tokens over every layer and head), entropy and surprisal where every trace has
 /// them, nearness to the answer, random, and throughput under each layer choice where the traces
-/// share a layer count. An error names the file. `done` is told after each trace; `stop` stops
-/// it between traces.
+/// share a layer count. Traces without `causal_effect` are counted and left out (an error when
+/// no trace has one); an error names the file. `done` is told after each trace; `stop` stops it
+/// between traces.
 pub fn measure(traces: &[Trace], params: &Params, seed: u64, stop: &Cancel, done: &dyn Fn()) -> Result<Measured, String> {
     let mut rng = Rng::new(seed);
+    let (all, traces): (&[Trace], Vec<&Trace>) = (traces, traces.iter().filter(|t| t.causal_effect.is_some()).collect());
+    let left_out = all.len() - traces.len();
+    if traces.is_empty() {
+        return Err(format!("no trace among the inputs carries causal_effect ({left_out} without it): write them with `flowtracer probe --per-token --out DIR`, or Python's flowtracer.causal_effect and dump(..., causal_effect=...)"));
+    }
     let with_entropy = traces.iter().all(|t| t.entropy.is_some() && t.logprob.is_some());
     let layers = traces.first().map_or(0, |t| t.attention.layers);
     let choices = if traces.iter().all(|t| t.attention.has_layer_axis && t.attention.layers == layers) { layer_choices(layers) } else { vec![] };
@@ -145,12 +153,15 @@ pub fn measure(traces: &[Trace], params: &Params, seed: u64, stop: &Cancel, done
     let mut sets: Vec<ScoreSet> = names.into_iter().map(|name| ScoreSet { name, values: vec![] }).collect();
     let mut effects = Vec::with_capacity(traces.len());
     let mut changed = Some(Vec::with_capacity(traces.len()));
+    for _ in 0..left_out {
+        done();
+    }
     for trace in traces {
         if stop.is_cancelled() {
             return Err("interrupted".into());
         }
         let at = |e: String| format!("{}: {e}", trace.path.display());
-        let effect = trace.causal_effect.as_ref().ok_or_else(|| at("no causal_effect to measure the scores against".into()))?;
+        let effect = trace.causal_effect.as_ref().expect("only traces with effects are measured");
         let plan = flow::Plan::for_trace(trace, params).map_err(|e| e.to_string())?;
         let (res, m) = flow::execute(trace, &plan, &flow::Cpu, &Cancel::default()).map_err(|e| e.to_string())?;
         let loss = knockout::loss_per_token(&m, &res.reach, res.spans);
@@ -184,7 +195,7 @@ pub fn measure(traces: &[Trace], params: &Params, seed: u64, stop: &Cancel, done
         effects.push(probed.map(|t| effect[t] as f64).collect());
         done();
     }
-    Ok(Measured { sets, effects, changed })
+    Ok(Measured { sets, effects, changed, left_out })
 }
 
 /// How well `score` (one value per token) ranks one trace's tokens by their measured effect:
@@ -248,7 +259,7 @@ pub fn rows(sets: &[ScoreSet], effects: &[Vec<f64>], changed: Option<&[Vec<bool>
 
 /// The table of measured traces as Markdown, under a line on what was measured: the AUC columns
 /// where the answer's changes are known.
-pub fn table(measured: &Measured, left_out: usize, seed: u64) -> String {
+pub fn table(measured: &Measured, seed: u64) -> String {
     let tokens: usize = measured.effects.iter().map(Vec::len).sum();
     let costly = measured.effects.iter().flatten().filter(|&&e| e > 0.1).count();
     let mut s = format!(
@@ -256,8 +267,8 @@ pub fn table(measured: &Measured, left_out: usize, seed: u64) -> String {
         measured.effects.len(),
         100.0 * costly as f64 / tokens.max(1) as f64
     );
-    if left_out > 0 {
-        s += &format!("; {left_out} traces without causal_effect left out");
+    if measured.left_out > 0 {
+        s += &format!("; {} traces without causal_effect left out", measured.left_out);
     }
     let with_auc = measured.changed.is_some();
     s += match with_auc {

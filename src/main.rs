@@ -454,21 +454,17 @@ fn run_fidelity(inputs: &[PathBuf], params: &Option<PathBuf>, seed: u64) -> Exit
         eprintln!("flowtracer: {f}");
         failed += 1;
     }
-    let (mut traces, mut left_out) = (Vec::new(), 0);
+    let mut traces = Vec::new();
     for job in &planned.jobs {
         match Trace::open(&job.source) {
-            Ok(t) if t.causal_effect.is_some() => traces.push(t),
-            Ok(_) => left_out += 1,
+            Ok(t) => traces.push(t),
             Err(e) => {
                 eprintln!("flowtracer: {e}");
                 failed += 1;
             }
         }
     }
-    if traces.is_empty() {
-        if failed == 0 || left_out > 0 {
-            eprintln!("flowtracer: no trace among the inputs carries causal_effect ({left_out} without it): write them with `flowtracer probe --per-token --out DIR`, or Python's flowtracer.causal_effect and dump(..., causal_effect=...)");
-        }
+    if traces.is_empty() && failed > 0 {
         return ExitCode::from(1);
     }
     let bar = indicatif::ProgressBar::with_draw_target(Some(traces.len() as u64), indicatif::ProgressDrawTarget::stderr());
@@ -476,7 +472,7 @@ fn run_fidelity(inputs: &[PathBuf], params: &Option<PathBuf>, seed: u64) -> Exit
     let measured = flowtracer::fidelity::measure(&traces, &params, seed, &cli_rl::interrupt(), &|| bar.inc(1));
     bar.finish_and_clear();
     match measured {
-        Ok(m) => println!("{}", flowtracer::fidelity::table(&m, left_out, seed)),
+        Ok(m) => println!("{}", flowtracer::fidelity::table(&m, seed)),
         Err(e) => {
             eprintln!("flowtracer: {e}");
             return ExitCode::from(1);

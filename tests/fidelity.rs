@@ -41,15 +41,18 @@ fn row<'a>(table: &'a str, score: &str) -> Vec<&'a str> {
 fn a_score_equal_to_the_effect_ranks_first() {
     let dir = temp_dir("fidelity-score");
     let traces: Vec<Trace> = (1..=4).map(|seed| Trace::open(&measured_trace(seed, &dir)).unwrap()).collect();
+    // Two traces without effects among them: counted, left out.
+    let without = || Trace::open(Path::new("sample_traces/addition.safetensors")).unwrap();
+    let given: Vec<Trace> = [without()].into_iter().chain(traces.iter().map(|t| Trace::open(&t.path).unwrap())).chain([without()]).collect();
     let ticks = std::sync::atomic::AtomicUsize::new(0);
-    let measured = fidelity::measure(&traces, &Params::default(), 0, &Cancel::default(), &|| {
+    let measured = fidelity::measure(&given, &Params::default(), 0, &Cancel::default(), &|| {
         ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     })
     .unwrap();
-    assert_eq!(ticks.into_inner(), 4, "told after each trace");
+    assert_eq!(ticks.into_inner(), 6, "told after each trace");
     let probed: usize = traces.iter().map(|t| t.spans.answer.start - t.spans.response.start).sum();
     assert_eq!(measured.effects.iter().map(Vec::len).sum::<usize>(), probed);
-    let table = fidelity::table(&measured, 2, 0);
+    let table = fidelity::table(&measured, 0);
     assert!(table.starts_with(&format!("4 traces with causal_effect, {probed} tokens probed")), "{table}");
     assert!(table.contains("2 traces without causal_effect left out"), "{table}");
     // | score | AUC | CI | traces | ρ | CI | traces |
@@ -71,7 +74,7 @@ fn a_score_equal_to_the_effect_ranks_first() {
             t
         })
         .collect();
-    let spearman_only = fidelity::table(&fidelity::measure(&untold, &Params::default(), 0, &Cancel::default(), &|| {}).unwrap(), 0, 0);
+    let spearman_only = fidelity::table(&fidelity::measure(&untold, &Params::default(), 0, &Cancel::default(), &|| {}).unwrap(), 0);
     assert_eq!(row(&spearman_only, "flow throughput")[1..], ["1.000 ± 0.000", "[1.000, 1.000]", "4"], "{spearman_only}");
 }
 
@@ -88,6 +91,7 @@ fn the_binary_reads_a_folder_and_names_what_it_cannot() {
     assert!(stderr.contains("broken.safetensors"), "{stderr}");
     assert!(stdout.starts_with("2 traces with causal_effect") && stdout.contains("1 traces without causal_effect left out"), "{stdout}");
     assert_eq!(row(&stdout, "flow throughput")[1], "1.000 ± 0.000");
+    assert!(fidelity::measure(&[Trace::open(Path::new("sample_traces/addition.safetensors")).unwrap()], &Params::default(), 0, &Cancel::default(), &|| {}).is_err_and(|e| e.contains("(1 without it)")));
     let none = std::process::Command::new(env!("CARGO_BIN_EXE_flowtracer")).args(["fidelity", "sample_traces/addition.safetensors"]).output().unwrap();
     assert_eq!(none.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&none.stderr).contains("no trace among the inputs carries causal_effect"));

@@ -404,10 +404,6 @@ fn fidelity<'py>(py: Python<'py>, paths: Vec<String>, params_json: Option<&str>,
     use flowtracer::fidelity::{self, Summary};
     let params = params_of(params_json)?;
     let traces = py.detach(|| paths.iter().map(|p| Trace::open(Path::new(p))).collect::<Result<Vec<_>, _>>()).map_err(|e| trace_error(py, &e))?;
-    let (traces, left_out): (Vec<Trace>, Vec<Trace>) = traces.into_iter().partition(|t| t.causal_effect.is_some());
-    if traces.is_empty() {
-        return Err(value_error(format!("fidelity: none of the {} traces carries causal_effect (flowtracer.causal_effect measures it, dump(..., causal_effect=...) writes it)", left_out.len())));
-    }
     let measured = interruptible(py, progress.as_ref(), traces.len(), |cancel, done| {
         fidelity::measure(&traces, &params, seed, cancel, &|| {
             done.fetch_add(1, Ordering::Relaxed);
@@ -424,10 +420,10 @@ fn fidelity<'py>(py: Python<'py>, paths: Vec<String>, params_json: Option<&str>,
         rows.append(row)?;
     }
     let d = pyo3::types::PyDict::new(py);
-    d.set_item("table", fidelity::table(&measured, left_out.len(), seed))?;
+    d.set_item("table", fidelity::table(&measured, seed))?;
     d.set_item("rows", rows)?;
-    d.set_item("traces", traces.len())?;
-    d.set_item("left_out", left_out.len())?;
+    d.set_item("traces", measured.effects.len())?;
+    d.set_item("left_out", measured.left_out)?;
     Ok(d)
 }
 
