@@ -5,6 +5,7 @@ a time, eager against SDPA, and the file `dump` writes against what the binary e
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 
@@ -84,7 +85,7 @@ def test_a_hidden_token_gets_no_attention_and_eager_agrees_with_sdpa(tmp_path):
 
     eager.forward = spy
     t = q_end + 2
-    flowtracer.causal_effect(eager, whole.ids, answer=answer, tokens=(t, t + 1))
+    flowtracer.causal_effect(eager, whole.ids, answer=answer, tokens=(t, t + 1), reuse_prefix=False)
     eager.forward = forward
     hiding = recorded[-1]
     with torch.no_grad():
@@ -95,6 +96,51 @@ def test_a_hidden_token_gets_no_attention_and_eager_agrees_with_sdpa(tmp_path):
     with torch.no_grad():
         plain = eager(input_ids=torch.tensor([whole.ids[: answer[1]]]), output_attentions=True).attentions
     assert float(plain[-1][0, :, t + 1 :, t].min()) > 0.0, "unhidden, later queries do attend to it"
+
+
+@pytest.mark.parametrize("arch,implementation", [("llama", "sdpa"), ("qwen2", "eager"), ("qwen3", "sdpa")])
+def test_batches_that_start_from_the_unhidden_prefix_equal_whole_passes(arch, implementation, tmp_path):
+    tok, whole, q_end, answer = sequence()
+    model = tiny(arch, tmp_path, tok.get_vocab_size(), implementation)
+    span = (q_end, answer[0])
+    whole_passes = flowtracer.causal_effect(model, whole.ids, answer=answer, tokens=span, batch_size=4, reuse_prefix=False)
+    # What each batch is given: the unhidden keys and values before its first hidden token, and
+    # only the positions from there on to run.
+    given = []
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def spy(*args, **kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        given.append((tuple(kwargs["input_ids"].shape), cache.get_seq_length() if cache is not None else 0))
+        return forward(*args, **kwargs)
+
+    model.forward = spy
+    reused = flowtracer.causal_effect(model, whole.ids, answer=answer, tokens=span, batch_size=4)
+    model.forward = forward
+    np.testing.assert_allclose(reused, whole_passes, rtol=0, atol=2e-5)
+    assert np.abs(reused[span[0] : span[1]]).max() > 1e-4
+    starts = range(span[0], span[1], 4)
+    assert given == [((1, answer[1]), 0)] + [((min(4, span[1] - s), answer[1] - s), s) for s in starts], "reused by default"
+    insisted = flowtracer.causal_effect(model, whole.ids, answer=answer, tokens=span, batch_size=4, reuse_prefix=True)
+    np.testing.assert_allclose(insisted, reused, rtol=0, atol=1e-6)
+
+
+def test_a_sliding_window_runs_whole_passes_or_is_refused_where_it_bites(tmp_path):
+    tok, whole, q_end, answer = sequence()
+    transformers = require("transformers")
+    span = (q_end, answer[0])
+    cfg = dict(vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    torch.manual_seed(0)
+    wide = transformers.MistralForCausalLM(transformers.MistralConfig(sliding_window=256, **cfg)).eval()
+    effect = flowtracer.causal_effect(wide, whole.ids, answer=answer, tokens=span)
+    for t in (span[0], span[1] - 1):
+        assert effect[t] == pytest.approx(reference(wide, whole.ids, answer, t), abs=2e-5), f"token {t}"
+    with pytest.raises(ValueError, match="DynamicSlidingWindowLayer"):
+        flowtracer.causal_effect(wide, whole.ids, answer=answer, tokens=span, reuse_prefix=True)
+    narrow = transformers.MistralForCausalLM(transformers.MistralConfig(sliding_window=8, **cfg)).eval()
+    with pytest.raises(ValueError, match=f"sliding_attention layers see 8 tokens .*is {answer[1]}"):
+        flowtracer.causal_effect(narrow, whole.ids, answer=answer, tokens=span)
 
 
 def test_dump_writes_it_and_the_export_carries_it(tmp_path):
