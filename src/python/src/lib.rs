@@ -399,11 +399,19 @@ fn write_trace(
 /// `flowtracer.fidelity`: every credit score set against the `causal_effect` of trace files, as
 /// the binary's `flowtracer fidelity` does: its Markdown table and its rows.
 #[pyfunction]
-#[pyo3(signature = (paths, params_json=None, seed=0, progress=None))]
-fn fidelity<'py>(py: Python<'py>, paths: Vec<String>, params_json: Option<&str>, seed: u64, progress: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+#[pyo3(signature = (paths, params_json=None, seed=0, keep_going=false, progress=None))]
+fn fidelity<'py>(py: Python<'py>, paths: Vec<String>, params_json: Option<&str>, seed: u64, keep_going: bool, progress: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     use flowtracer::fidelity::{self, Summary};
     let params = params_of(params_json)?;
-    let traces = py.detach(|| paths.iter().map(|p| Trace::open(Path::new(p))).collect::<Result<Vec<_>, _>>()).map_err(|e| trace_error(py, &e))?;
+    let opened = py.detach(|| paths.iter().map(|p| Trace::open(Path::new(p))).collect::<Vec<_>>());
+    let (mut traces, mut failed) = (Vec::new(), Vec::new());
+    for t in opened {
+        match t {
+            Ok(t) => traces.push(t),
+            Err(e) if keep_going => failed.push(trace_error(py, &e).into_value(py)),
+            Err(e) => return Err(trace_error(py, &e)),
+        }
+    }
     let measured = interruptible(py, progress.as_ref(), traces.len(), |cancel, done| {
         fidelity::measure(&traces, &params, seed, cancel, &|| {
             done.fetch_add(1, Ordering::Relaxed);
@@ -424,6 +432,7 @@ fn fidelity<'py>(py: Python<'py>, paths: Vec<String>, params_json: Option<&str>,
     d.set_item("rows", rows)?;
     d.set_item("traces", measured.effects.len())?;
     d.set_item("left_out", measured.left_out)?;
+    d.set_item("failed", failed)?;
     Ok(d)
 }
 

@@ -169,6 +169,16 @@ def test_dump_writes_it_and_the_export_carries_it(tmp_path):
     assert rows["flow throughput"]["auc"] is None, "a teacher-forced measurement does not say whether the answer changed"
     with pytest.raises(ValueError, match="causal_effect"):
         flowtracer.fidelity([ROOT / "sample_traces" / "addition.safetensors"])
+    # A broken file beside it: raised, naming the file; or, asked for, left out and listed, as
+    # the binary names it and prints the table of the rest.
+    broken = tmp_path / "probed" / "broken.safetensors"
+    broken.write_bytes(b"not a trace")
+    with pytest.raises(flowtracer.TraceError, match="broken.safetensors"):
+        flowtracer.fidelity([tmp_path / "probed"])
+    g = flowtracer.fidelity([tmp_path / "probed"], errors="return")
+    assert g["table"] == f["table"] and g["traces"] == 1 and len(g["failed"]) == 1
+    assert isinstance(g["failed"][0], flowtracer.TraceError) and "broken.safetensors" in str(g["failed"][0])
+    assert f["failed"] == []
     with pytest.raises(flowtracer.TraceError, match="causal_effect"):
         flowtracer.dump(tmp_path / "short.safetensors", cap.attention(0), whole.tokens, question=(0, q_end), answer=answer, causal_effect=effect[:-1])
 

@@ -168,14 +168,16 @@ def token_advantages(gamma: Any, advantages: Any, apply_to_negative: bool = True
     return out
 
 
-def fidelity(paths: Iterable[str | PathLike[str]], *, params: ParamsLike = None, seed: int = 0, progress: Progress = None) -> dict[str, Any]:
+def fidelity(paths: Iterable[str | PathLike[str]], *, params: ParamsLike = None, seed: int = 0, errors: Errors = "raise", progress: Progress = None) -> dict[str, Any]:
     """How well each credit score ranks tokens by what hiding them costs the answer, over trace
     files (or run folders) that carry `causal_effect` (`causal_effect` + `dump`): the binary's
     `flowtracer fidelity`. Returns `table` (its Markdown), `rows` (per score: `score`,
-    `spearman` and `auc` as `(mean, std, lo, hi, traces)` or None), `traces` and `left_out` (the
-    traces without effects)."""
+    `spearman` and `auc` as `(mean, std, lo, hi, traces)` or None), `traces`, `left_out` (the
+    traces without effects) and `failed`. A file that cannot be read raises its `TraceError`;
+    with `errors="return"` it is left out of the table and its error is listed in `failed`, as
+    the binary names it and goes on."""
     files = [t for p in paths for t in (_native.discover(fspath(p)) if Path(p).is_dir() else [fspath(p)])]
-    return _native.fidelity(files, params_json(params), seed, reporter(progress))
+    return _native.fidelity(files, params_json(params), seed, errors == "return", reporter(progress))
 
 
 def backends() -> str:
