@@ -150,8 +150,17 @@ impl Score {
         }
     }
 
-    /// Per-token values, or None when the trace lacks them (entropy and the causal effect are
-    /// optional in the format).
+    /// Whether the trace has this score (entropy and the causal effect are optional in the
+    /// format): asked every frame, so it looks without making the values.
+    pub fn available(self, trace: &Trace) -> bool {
+        match self {
+            Score::Entropy => trace.entropy.is_some(),
+            Score::CausalEffect => trace.causal_effect.is_some(),
+            _ => true,
+        }
+    }
+
+    /// Per-token values, or None when the trace lacks them (`available`).
     pub fn values(self, trace: &Trace, a: &Analysis) -> Option<Vec<f64>> {
         let r = &a.result;
         Some(match self {

@@ -205,7 +205,7 @@ impl FlowApp {
             ui.horizontal(|ui| {
                 theme::legend(ui, s.score.name(), "low", "high", dark);
                 theme::marks_legend(ui);
-                if s.score.values(&d.trace, a).is_none() {
+                if !s.score.available(&d.trace) {
                     ui.weak(format!("(this trace has no {}: showing throughput)", s.score.name()));
                 } else if s.score == crate::app::document::Score::CausalEffect {
                     causal_fidelity(ui, d, a);
