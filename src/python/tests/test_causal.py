@@ -98,10 +98,23 @@ def test_a_hidden_token_gets_no_attention_and_eager_agrees_with_sdpa(tmp_path):
     assert float(plain[-1][0, :, t + 1 :, t].min()) > 0.0, "unhidden, later queries do attend to it"
 
 
-@pytest.mark.parametrize("arch,implementation", [("llama", "sdpa"), ("qwen2", "eager"), ("qwen3", "sdpa")])
+def other(arch, vocab, implementation):
+    """Two more architectures the reuse must hold on: GPT-2 (learned absolute positions, fused
+    q/k/v) and Gemma (one key/value head, scaled embeddings)."""
+    transformers = require("transformers")
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        cfg = transformers.GPT2Config(vocab_size=vocab, n_layer=4, n_head=4, n_embd=64, n_positions=512, bos_token_id=0, eos_token_id=0)
+        return transformers.GPT2LMHeadModel._from_config(cfg, attn_implementation=implementation).eval()
+    cfg = transformers.GemmaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=512, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    return transformers.GemmaForCausalLM._from_config(cfg, attn_implementation=implementation).eval()
+
+
+@pytest.mark.parametrize("arch,implementation", [("llama", "sdpa"), ("qwen2", "eager"), ("qwen3", "sdpa"), ("gpt2", "sdpa"), ("gemma", "eager")])
 def test_batches_that_start_from_the_unhidden_prefix_equal_whole_passes(arch, implementation, tmp_path):
     tok, whole, q_end, answer = sequence()
-    model = tiny(arch, tmp_path, tok.get_vocab_size(), implementation)
+    model = other(arch, tok.get_vocab_size(), implementation) if arch in ("gpt2", "gemma") else tiny(arch, tmp_path, tok.get_vocab_size(), implementation)
+    assert model.config._attn_implementation == implementation
     span = (q_end, answer[0])
     whole_passes = flowtracer.causal_effect(model, whole.ids, answer=answer, tokens=span, batch_size=4, reuse_prefix=False)
     # What each batch is given: the unhidden keys and values before its first hidden token, and
