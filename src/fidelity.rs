@@ -117,8 +117,8 @@ pub struct Measured {
     pub sets: Vec<ScoreSet>,
     pub effects: Vec<Vec<f64>>,
     /// Whether hiding each probed token changed the regenerated answer, where every trace says
-    /// (`probe --out` writes the tokens that did as `causal_answer_changed`; a teacher-forced
-    /// measurement cannot).
+    /// (`probe --out` writes the tokens that did as `causal_answer_changed`, and so does Python's
+    /// `dump` from `causal_effect(..., return_changed=True)`).
     pub changed: Option<Vec<Vec<bool>>>,
     /// Traces given without `causal_effect`: counted, not measured.
     pub left_out: usize,

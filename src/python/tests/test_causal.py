@@ -156,6 +156,59 @@ def test_a_sliding_window_runs_whole_passes_or_is_refused_where_it_bites(tmp_pat
         flowtracer.causal_effect(narrow, whole.ids, answer=answer, tokens=span)
 
 
+def greedy_case(model, whole, q_end):
+    """The corpus sequence cut where the unhidden model is least sure of its next token, and
+    three tokens of its greedy answer from there: an answer some hidings do change."""
+    with torch.no_grad():
+        top = model(input_ids=torch.tensor([whole.ids])).logits[0].topk(2, -1).values
+    margin = top[:, 0] - top[:, 1]
+    a0 = q_end + 6 + int(margin[q_end + 5 : -1].argmin())
+    with torch.no_grad():
+        ids = model.generate(torch.tensor([whole.ids[:a0]]), max_new_tokens=3, do_sample=False, pad_token_id=0)[0].tolist()
+    return ids, (a0, a0 + 3)
+
+
+def regenerated(model, ids, answer, t):
+    """The answer greedy decoding writes with token `t` hidden, one token at a time, each step a
+    whole forward pass with `t`'s key masked for every query."""
+    a0, a1 = answer
+    out = list(ids[:a0])
+    low = torch.finfo(torch.float32).min
+    while len(out) < a1:
+        mask = torch.triu(torch.full((len(out), len(out)), low), 1)
+        mask[:, t] = low
+        with torch.no_grad():
+            out.append(int(model(input_ids=torch.tensor([out]), attention_mask=mask[None, None]).logits[0, -1].argmax()))
+    return out[a0:]
+
+
+def test_whether_a_hiding_changes_the_greedy_answer_equals_regenerating_it(tmp_path):
+    tok, whole, q_end, _ = sequence()
+    model = tiny("qwen2", tmp_path, tok.get_vocab_size(), "sdpa")
+    ids, answer = greedy_case(model, whole, q_end)
+    span = (q_end, answer[0])
+    effect, changed = flowtracer.causal_effect(model, ids, answer=answer, tokens=span, return_changed=True)
+    assert changed.dtype == np.bool_ and changed.shape == (len(ids),) and not changed[: span[0]].any() and not changed[span[1] :].any()
+    expected = [regenerated(model, ids, answer, t) != ids[answer[0] : answer[1]] for t in range(*span)]
+    assert changed[span[0] : span[1]].tolist() == expected
+    assert 0 < sum(expected) < len(expected), "some hidings change the answer and some do not"
+    np.testing.assert_array_equal(effect, flowtracer.causal_effect(model, ids, answer=answer, tokens=span))
+    # An answer the model would not write greedily has nothing to change: refused, naming where.
+    with pytest.raises(ValueError, match=r"greedily, and at position \d+ it would write token \d+ where the answer has"):
+        flowtracer.causal_effect(model, whole.ids, answer=(len(whole.ids) - 4, len(whole.ids) - 1), tokens=span, return_changed=True)
+    # Kept in the file, the binary's table gains its ROC-AUC columns.
+    with flowtracer.capture(model) as cap, torch.no_grad():
+        model(input_ids=torch.tensor([ids]))
+    path = tmp_path / "changed.safetensors"
+    pieces = [tok.id_to_token(i) for i in ids]
+    flowtracer.dump(path, cap.attention(0), pieces, question=(0, q_end), answer=answer, token_ids=ids, source=cap, causal_effect=effect, answer_changed=torch.from_numpy(changed))
+    np.testing.assert_array_equal(flowtracer.load_trace(path).answer_changed, changed)
+    rows = {r["score"]: r for r in flowtracer.fidelity([path])["rows"]}
+    assert rows["flow throughput"]["auc"] is not None and rows["flow throughput"]["auc"][4] == 1
+    with pytest.raises(ValueError, match=r"answer_changed: one bool per token"):
+        flowtracer.dump(tmp_path / "short.safetensors", cap.attention(0), pieces, question=(0, q_end), answer=answer, answer_changed=changed[:-1])
+
+
 def test_dump_writes_it_and_the_export_carries_it(tmp_path):
     tok, whole, q_end, answer = sequence()
     model = tiny("llama", tmp_path, tok.get_vocab_size(), "sdpa")
@@ -179,7 +232,7 @@ def test_dump_writes_it_and_the_export_carries_it(tmp_path):
     rows = {r["score"]: r for r in f["rows"]}
     mean, std, lo, hi, traces = rows["flow throughput"]["spearman"]
     assert f"| flow throughput | {mean:.3f} ± {std:.3f} | [{lo:.3f}, {hi:.3f}] | {traces} |" in table
-    assert rows["flow throughput"]["auc"] is None, "a teacher-forced measurement does not say whether the answer changed"
+    assert rows["flow throughput"]["auc"] is None, "without answer_changed the table has no ROC-AUC"
     with pytest.raises(ValueError, match="causal_effect"):
         flowtracer.fidelity([ROOT / "sample_traces" / "addition.safetensors"])
     # A broken file beside it: raised, naming the file; or, asked for, left out and listed, as

@@ -271,18 +271,30 @@ def dump(
     meta: dict[str, Any] | None = None,
     overwrite: bool = False,
     causal_effect: Any = None,
+    answer_changed: Any = None,
 ) -> None:
     """Writes trace format v1 (atomically; an existing file is kept unless `overwrite`).
     `attention` is one sample's `[n,n]` (e.g. `cap.attention(i)`); with `source=cap` the file
     records the layers it averaged and the model's depth, so the app and the export show them.
-    `causal_effect` (`[n]`, from `flowtracer.causal_effect`) is written beside it."""
+    `causal_effect` (`[n]`, from `flowtracer.causal_effect`) is written beside it, and
+    `answer_changed` (bool `[n]`, its `return_changed=True`) as the metadata's
+    `causal_answer_changed`, the tokens whose hiding changed the answer."""
     a = np.ascontiguousarray(_numpy(attention), dtype=np.float32)
     m = {} if source is None else source.meta()
     m.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (meta or {}).items()})
+    if answer_changed is not None:
+        changed = np.asarray(answer_changed.detach().cpu() if hasattr(answer_changed, "detach") else answer_changed).reshape(-1)
+        if changed.dtype != np.bool_ or len(changed) != len(tokens):
+            raise ValueError(f"answer_changed: one bool per token ({len(tokens)}), not {changed.dtype} [{len(changed)}]")
+        m[ANSWER_CHANGED] = json.dumps(np.flatnonzero(changed).tolist())
     ids = None if token_ids is None else [int(t) for t in token_ids]
     spans = _pair("question", question), _pair("answer", answer), None if response is None else _pair("response", response)
     effect = None if causal_effect is None else np.asarray(_numpy(causal_effect), dtype=np.float32).reshape(-1).tolist()
     _native.write_trace(fspath(path), a, [str(t) for t in tokens], *spans, ids, m, overwrite, causal_effect=effect)
+
+
+ANSWER_CHANGED = "causal_answer_changed"
+"""The metadata key of the tokens whose hiding changed the answer (`flowtracer::fidelity`'s)."""
 
 
 def _numpy(x: Any) -> Any:

@@ -20,7 +20,7 @@ full, the same numbers at the full price.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, overload
 
 import numpy as np
 
@@ -33,6 +33,7 @@ values: how many hidings run in one forward pass."""
 _TAKES_A_MASK = ("eager", "sdpa")
 
 
+@overload
 def causal_effect(
     model: Any,
     input_ids: Any,
@@ -41,8 +42,36 @@ def causal_effect(
     tokens: Sequence[int],
     batch_size: int | None = None,
     reuse_prefix: bool | None = None,
+    return_changed: Literal[False] = False,
     progress: Progress = None,
-) -> np.ndarray:
+) -> np.ndarray: ...
+
+
+@overload
+def causal_effect(
+    model: Any,
+    input_ids: Any,
+    *,
+    answer: Sequence[int],
+    tokens: Sequence[int],
+    batch_size: int | None = None,
+    reuse_prefix: bool | None = None,
+    return_changed: Literal[True],
+    progress: Progress = None,
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def causal_effect(
+    model: Any,
+    input_ids: Any,
+    *,
+    answer: Sequence[int],
+    tokens: Sequence[int],
+    batch_size: int | None = None,
+    reuse_prefix: bool | None = None,
+    return_changed: bool = False,
+    progress: Progress = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Nats of the answer's log-probability lost when each token of `tokens` (a `(start, end)`
     span before the answer; position 0, the only key the first query has, cannot be hidden) is
     hidden alone from every query: float32 `[n]`, 0 outside `tokens`.
@@ -58,6 +87,14 @@ def causal_effect(
     values before its first hidden token where the model's cache allows it, True insists (an
     error where it cannot), False runs every hiding over the whole sequence. `progress`: True
     for a bar on the terminal, or a callable(done, total).
+
+    `return_changed`: also whether each hiding changes the answer the model writes, bool `[n]`
+    (`dump(..., answer_changed=...)` keeps it, and `flowtracer fidelity` adds its ROC-AUC
+    columns), as `probe --per-token` regenerates the answer. Greedy decoding from the answer's
+    start writes the answer exactly when each answer token is the likeliest given the ones
+    before it, so the teacher-forced pass says it without decoding; the answer must be the
+    model's own greedy one (checked on the unhidden pass, an error naming the first position
+    where it is not).
     """
     import torch
 
@@ -96,22 +133,32 @@ def causal_effect(
     # transformers 5 calls the cache `cache` (in and out), 4.x `past_key_values`
     cache_name = "cache" if "cache" in takes else "past_key_values"
 
-    def answer_logprob(out: Any) -> Any:
+    def scored(out: Any) -> tuple[Any, Any]:
+        """The answer's log-probability and, per position, whether its token is the likeliest."""
         # the positions that predict the answer, a0-1 .. a1-2: the last but one of the kept ones
         kept = out.logits.shape[1]
         logits = out.logits[:, kept - (a1 - a0) - 1 : kept - 1]
         logp = torch.log_softmax(logits.float(), dim=-1)
         b = logits.shape[0]
-        return logp.gather(-1, targets.expand(b, -1).unsqueeze(-1)).squeeze(-1).double().sum(-1)
+        logprob = logp.gather(-1, targets.expand(b, -1).unsqueeze(-1)).squeeze(-1).double().sum(-1)
+        return logprob, logits.argmax(-1) == targets
 
     effect = np.zeros(n, dtype=np.float32)
+    changed = np.zeros(n, dtype=bool)
     report = reporter(progress, unit="tokens hidden")
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             unhidden = model(input_ids=context[None], attention_mask=causal[None, None], use_cache=reuse_prefix is not False, **keep)
-            base = answer_logprob(unhidden)[0]
+            base, greedy = (x[0] for x in scored(unhidden))
+            if return_changed and not bool(greedy.all()):
+                p = a0 + int((~greedy).nonzero()[0])
+                raise ValueError(
+                    f"causal_effect: return_changed needs the answer to be what the model writes greedily, and at position {p} "
+                    f"it would write token {int(unhidden.logits[0, unhidden.logits.shape[1] - (a1 - p) - 1].argmax())} where the answer has {int(context[p])}; "
+                    "measure the model's own greedy answer, or leave return_changed unset"
+                )
             prefix = _prefix(getattr(unhidden, cache_name, None), a1, reuse_prefix)
             del unhidden
             per_token = sum(k[0].numel() * k.element_size() + v[0].numel() * v.element_size() for k, v in prefix or []) // a1
@@ -130,13 +177,15 @@ def causal_effect(
                     inputs.update({cache_name: _cache([(k[:, :, :cut].expand(b, -1, -1, -1), v[:, :, :cut].expand(b, -1, -1, -1)) for k, v in prefix]), "use_cache": True})
                 else:
                     inputs.update(use_cache=False)
-                effect[start : start + b] = (base - answer_logprob(model(**inputs))).cpu().numpy()
+                logprob, kept = scored(model(**inputs))
+                effect[start : start + b] = (base - logprob).cpu().numpy()
+                changed[start : start + b] = (~kept.all(-1)).cpu().numpy()
                 start += b
                 if report is not None:
                     report(start - t0, t1 - t0)
     finally:
         model.train(was_training)
-    return effect
+    return (effect, changed) if return_changed else effect
 
 
 def _refuse_windows(model: Any, n: int) -> None:
