@@ -124,8 +124,7 @@ pub struct Measured {
     pub left_out: usize,
 }
 
-/// The metadata key `probe --per-token --out` lists the tokens in whose hiding changed the answer.
-pub const ANSWER_CHANGED: &str = "causal_answer_changed";
+pub use crate::trace::ANSWER_CHANGED;
 
 /// Every score at every probed token of traces that carry `causal_effect`: the flow scores under
 /// `params` (throughput, credit, reach, knock-out loss), attention received (the mean a token
@@ -188,7 +187,7 @@ pub fn measure(traces: &[Trace], params: &Params, seed: u64, stop: &Cancel, done
             per[fixed + j] = probed.clone().map(|t| tau[t]).collect();
         }
         sets.iter_mut().zip(per).for_each(|(set, v)| set.values.push(v));
-        changed = changed.zip(answer_changed(trace).map_err(at)?).map(|(mut all, these)| {
+        changed = changed.zip(trace.answer_changed().map_err(at)?).map(|(mut all, these)| {
             all.push(probed.clone().map(|t| these.binary_search(&t).is_ok()).collect());
             all
         });
@@ -206,17 +205,6 @@ pub fn spearman_of(trace: &Trace, spans: crate::span::Spans, score: &[f64]) -> O
     let probed = spans.response.start..spans.answer.start.min(score.len()).min(effect.len());
     let effect: Vec<f64> = effect[probed.clone()].iter().map(|&e| e as f64).collect();
     spearman(&score[probed], &effect)
-}
-
-/// The tokens whose hiding changed the answer, if the trace lists them (sorted).
-fn answer_changed(trace: &Trace) -> Result<Option<Vec<usize>>, String> {
-    let listed = trace.meta.extra.get(ANSWER_CHANGED).map(|v| serde_json::from_str::<Vec<usize>>(v).map_err(|e| format!("{ANSWER_CHANGED}: not a list of token indices ({e})")));
-    listed.transpose().map(|list| {
-        list.map(|mut l| {
-            l.sort_unstable();
-            l
-        })
-    })
 }
 
 /// Σ over later tokens of the attention a token receives, averaged over every layer and head

@@ -439,7 +439,7 @@ fn colour_by_causal_effect_reads_the_file_and_says_when_it_is_missing() {
     let n = 10;
     let effect: Vec<f32> = (0..n).map(|k| k as f32 - 4.0).collect();
     let path = dir.join("probed.safetensors");
-    common::chain_builder(n, flowtracer::trace::Dtype::F32, vec![n, n]).causal_effect(effect.clone()).write(&path).unwrap();
+    common::chain_builder(n, flowtracer::trace::Dtype::F32, vec![n, n]).causal_effect(effect.clone()).meta(flowtracer::trace::ANSWER_CHANGED, "[5]").write(&path).unwrap();
     h.state_mut().apply(flowtracer::app::Command::Open(path.clone()));
     h.run();
     let s = &h.state().model;
@@ -453,6 +453,12 @@ fn colour_by_causal_effect_reads_the_file_and_says_when_it_is_missing() {
     let rho = flowtracer::fidelity::spearman(&tau[2..9], &effect[2..9].iter().map(|&e| e as f64).collect::<Vec<_>>()).unwrap();
     h.run();
     h.get_by_label_contains(&format!("ρ with throughput {rho:.3} (tokens 2:9)"));
+    // The inspector: what hiding the selected token costs, and whether it changed the answer.
+    for (token, says) in [(5, "1.000 nats · changes the answer"), (4, "0.000 nats · answer kept")] {
+        h.state_mut().apply(flowtracer::app::Command::Select { token, extend: false });
+        h.run();
+        h.get_by_label(says);
+    }
 }
 
 #[test]

@@ -200,6 +200,9 @@ pub fn label_of(sample_id: Option<&str>, path: &Path) -> String {
     sample_id.map(str::to_owned).unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
 }
 
+/// The metadata key listing the tokens whose hiding changed the answer.
+pub const ANSWER_CHANGED: &str = "causal_answer_changed";
+
 pub struct Trace {
     pub path: PathBuf,
     pub tokens: Vec<String>,
@@ -234,6 +237,15 @@ impl Trace {
 
     pub fn n(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// The tokens whose hiding changed the answer (sorted), where the metadata lists them as
+    /// [`ANSWER_CHANGED`] (`probe --per-token --out`, Python's `dump(answer_changed=...)`).
+    pub fn answer_changed(&self) -> Result<Option<Vec<usize>>, String> {
+        let Some(listed) = self.meta.extra.get(ANSWER_CHANGED) else { return Ok(None) };
+        let mut list: Vec<usize> = serde_json::from_str(listed).map_err(|e| format!("{ANSWER_CHANGED}: not a list of token indices ({e})"))?;
+        list.sort_unstable();
+        Ok(Some(list))
     }
 
     /// How the tokens encode their text: the file's `tokenizer`, else detected from the tokens.

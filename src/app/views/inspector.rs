@@ -103,7 +103,14 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, selected:
         let sink = r.spans.answer;
         row("knock-out loss", if sink.contains(k) { format!("– (in the sink {sink})") } else { format!("{:.1}%", 100.0 * a.knockout[k]) });
         if let Some(c) = &trace.causal_effect {
-            row("causal effect", format!("{:.3}", c[k]));
+            // (the nats of the answer's log-probability that hiding the token costs; where the
+            // file lists the hidings that changed the answer, whether this one did)
+            let changed = match trace.answer_changed() {
+                Ok(Some(list)) if list.binary_search(&k).is_ok() => " · changes the answer",
+                Ok(Some(_)) => " · answer kept",
+                _ => "",
+            };
+            row("causal effect", format!("{:.3} nats{changed}", c[k]));
         }
         if let Some(e) = &trace.entropy {
             row("entropy", format!("{:.3}", e[k]));
