@@ -171,6 +171,12 @@ def greedy_case(model, whole, q_end):
 def regenerated(model, ids, answer, t):
     """The answer greedy decoding writes with token `t` hidden, one token at a time, each step a
     whole forward pass with `t`'s key masked for every query."""
+    return regenerated_hiding(model, ids, answer, [t])
+
+
+def regenerated_hiding(model, ids, answer, t):
+    """`regenerated` with the positions `t` hidden at once."""
+    t = list(t)
     a0, a1 = answer
     out = list(ids[:a0])
     low = torch.finfo(torch.float32).min
@@ -193,6 +199,10 @@ def test_whether_a_hiding_changes_the_greedy_answer_equals_regenerating_it(tmp_p
     assert changed[span[0] : span[1]].tolist() == expected
     assert 0 < sum(expected) < len(expected), "some hidings change the answer and some do not"
     np.testing.assert_array_equal(effect, flowtracer.causal_effect(model, ids, answer=answer, tokens=span))
+    # Sets too: the tokens whose hiding changed the answer, and a set of all of them, change it.
+    flips = np.flatnonzero(changed)
+    _, set_changed = flowtracer.hide(model, ids, answer=answer, sets=[flips[:1], flips, [span[0]] if not changed[span[0]] else []], return_changed=True)
+    assert set_changed[0] and set_changed[1] == (regenerated_hiding(model, ids, answer, flips) != ids[answer[0] : answer[1]]) and not set_changed[2]
     # An answer the model would not write greedily has nothing to change: refused, naming where.
     with pytest.raises(ValueError, match=r"greedily, and at position \d+ it would write token \d+ where the answer has"):
         flowtracer.causal_effect(model, whole.ids, answer=(len(whole.ids) - 4, len(whole.ids) - 1), tokens=span, return_changed=True)
@@ -207,6 +217,46 @@ def test_whether_a_hiding_changes_the_greedy_answer_equals_regenerating_it(tmp_p
     assert rows["flow throughput"]["auc"] is not None and rows["flow throughput"]["auc"][4] == 1
     with pytest.raises(ValueError, match=r"answer_changed: one bool per token"):
         flowtracer.dump(tmp_path / "short.safetensors", cap.attention(0), pieces, question=(0, q_end), answer=answer, answer_changed=changed[:-1])
+
+
+def test_hiding_sets_at_once_equals_masking_them_by_hand(tmp_path):
+    tok, whole, q_end, answer = sequence()
+    model = tiny("llama", tmp_path, tok.get_vocab_size(), "sdpa")
+    a0, a1 = answer
+    span = np.arange(q_end, a0)
+    sets = [span[::5], span[-10:], [q_end + 3], [], span, [1, 2, a0 - 1]]
+    lost = flowtracer.hide(model, whole.ids, answer=answer, sets=sets, batch_size=2)
+    assert lost.shape == (len(sets),) and lost.dtype == np.float32
+
+    def by_hand(hidden):
+        x = torch.tensor([whole.ids[:a1]])
+        low = torch.finfo(torch.float32).min
+        mask = torch.triu(torch.full((a1, a1), low), 1)
+        mask[:, list(hidden)] = low
+
+        def logp(m):
+            with torch.no_grad():
+                lp = torch.log_softmax(model(input_ids=x, attention_mask=m).logits[0].float(), dim=-1)
+            return sum(float(lp[p - 1, whole.ids[p]]) for p in range(a0, a1))
+
+        return logp(None) - logp(mask[None, None])
+
+    for i, hidden in enumerate(sets):
+        assert lost[i] == pytest.approx(by_hand(hidden), abs=2e-5), f"sets[{i}]"
+    assert lost[3] == 0.0, "an empty set hides nothing"
+    assert abs(lost[4]) > abs(lost[2]), "hiding the whole reasoning costs more than one token of it"
+    # One token a set is causal_effect, whatever the order the sets come in.
+    singles = list(range(q_end, a0))[::-1]
+    np.testing.assert_allclose(
+        flowtracer.hide(model, whole.ids, answer=answer, sets=[[t] for t in singles])[::-1],
+        flowtracer.causal_effect(model, whole.ids, answer=answer, tokens=(q_end, a0))[q_end:a0],
+        rtol=0,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match=rf"hide: sets\[1\] holds position {a0}; every hidden position lies after 0 and before the answer"):
+        flowtracer.hide(model, whole.ids, answer=answer, sets=[[q_end], [q_end, a0]])
+    with pytest.raises(ValueError, match=r"hide: sets\[0\] holds position 0"):
+        flowtracer.hide(model, whole.ids, answer=answer, sets=[[0, 5]])
 
 
 def test_dump_writes_it_and_the_export_carries_it(tmp_path):

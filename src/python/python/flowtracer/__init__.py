@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _native
 from ._arrays import DeviceRun, address, engine_array
-from ._causal import causal_effect
+from ._causal import causal_effect, hide
 from ._cuda import choose_device, point_engine_at_nvrtc
 from ._progress import Progress, reporter
 from .params import Params, params_json
@@ -51,6 +51,7 @@ __all__ = [
     "capture",
     "dump",
     "causal_effect",
+    "hide",
     "fidelity",
     "backends",
     "__version__",

@@ -4,7 +4,8 @@ span is hidden alone from every query (its key position masked; the token itself
 input), and the answer is scored teacher-forced under that hiding. What the answer loses, in
 nats of its log-probability, is the token's `causal_effect` (trace format v1), which `dump`
 writes beside the attention: the app colours by it and sets it against flow in the inspector,
-and the export carries it.
+and the export carries it. `hide` hides whole sets at once (the probe's highest-flow fifth
+against a random fifth).
 
 The hiding is an additive `[B,1,T,T]` mask, which transformers hands to the attention
 implementation as it is; eager and SDPA apply it, flash attention cannot take one, so a model
@@ -98,29 +99,114 @@ def causal_effect(
     """
     import torch
 
-    ids = torch.as_tensor(input_ids)
-    if ids.dim() == 0 or ids.dim() > 2 or (ids.dim() == 2 and ids.shape[0] != 1):
-        raise ValueError(f"causal_effect: input_ids is one unpadded sequence, [n] or [1,n], not shape {list(ids.shape)}")
-    ids = ids.reshape(-1)
-    n = int(ids.shape[0])
-    a0, a1 = _span("answer", answer)
+    n = _sequence("causal_effect", input_ids).shape[0]
     t0, t1 = _span("tokens", tokens)
-    if not 0 < a0 < a1 <= n:
-        raise ValueError(f"causal_effect: answer {a0}:{a1} must be a non-empty span after the first token of the {n} ids")
+    a0 = _span("answer", answer)[0]
     if not 1 <= t0 <= t1 <= a0:
         raise ValueError(
-            f"causal_effect: tokens {t0}:{t1} must lie before the answer ({a0}:{a1}) and after position 0 "
+            f"causal_effect: tokens {t0}:{t1} must lie before the answer ({a0}:{answer[1]}) and after position 0 "
             "(the first query has no other key to attend to)"
         )
+    drop, kept = _hide("causal_effect", model, input_ids, answer, [[t] for t in range(t0, t1)], batch_size, reuse_prefix, return_changed, progress, "tokens hidden")
+    effect = np.zeros(n, dtype=np.float32)
+    changed = np.zeros(n, dtype=bool)
+    effect[t0:t1], changed[t0:t1] = drop, kept
+    return (effect, changed) if return_changed else effect
+
+
+@overload
+def hide(
+    model: Any,
+    input_ids: Any,
+    *,
+    answer: Sequence[int],
+    sets: Sequence[Sequence[int]],
+    batch_size: int | None = None,
+    reuse_prefix: bool | None = None,
+    return_changed: Literal[False] = False,
+    progress: Progress = None,
+) -> np.ndarray: ...
+
+
+@overload
+def hide(
+    model: Any,
+    input_ids: Any,
+    *,
+    answer: Sequence[int],
+    sets: Sequence[Sequence[int]],
+    batch_size: int | None = None,
+    reuse_prefix: bool | None = None,
+    return_changed: Literal[True],
+    progress: Progress = None,
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def hide(
+    model: Any,
+    input_ids: Any,
+    *,
+    answer: Sequence[int],
+    sets: Sequence[Sequence[int]],
+    batch_size: int | None = None,
+    reuse_prefix: bool | None = None,
+    return_changed: bool = False,
+    progress: Progress = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Nats of the answer's log-probability lost when each set of positions is hidden at once
+    (from every query, as `causal_effect` hides one): float32 `[len(sets)]`, and with
+    `return_changed=True` whether each hiding changes the model's greedy answer. The probe's
+    comparison on your model: hide the highest-flow fifth of the reasoning and a random fifth,
+    and see which costs the answer more.
+
+        r = flowtracer.analyze(cap.attention(0), question=(0, q1), answer=(a0, a1))
+        span = np.arange(q1, a0)
+        top = span[np.argsort(-r.throughput[q1:a0])[: len(span) // 5]]
+        rand = np.random.default_rng(0).choice(span, len(span) // 5, replace=False)
+        lost = flowtracer.hide(model, ids, answer=(a0, a1), sets=[top, rand])
+
+    Every position lies after 0 and before the answer; an empty set hides nothing (0 lost).
+    `batch_size`, `reuse_prefix` and `progress` as in `causal_effect`."""
+    drop, changed = _hide("hide", model, input_ids, answer, sets, batch_size, reuse_prefix, return_changed, progress, "sets hidden")
+    return (drop, changed) if return_changed else drop
+
+
+def _hide(
+    name: str,
+    model: Any,
+    input_ids: Any,
+    answer: Sequence[int],
+    sets: Sequence[Sequence[int]],
+    batch_size: int | None,
+    reuse_prefix: bool | None,
+    return_changed: bool,
+    progress: Progress,
+    unit: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each set hidden at once, its answer scored: (nats lost float32, greedy answer changed bool)."""
+    import torch
+
+    ids = _sequence(name, input_ids)
+    n = int(ids.shape[0])
+    a0, a1 = _span("answer", answer)
+    if not 0 < a0 < a1 <= n:
+        raise ValueError(f"{name}: answer {a0}:{a1} must be a non-empty span after the first token of the {n} ids")
+    hidden_sets = []
+    for i, positions in enumerate(sets):
+        hiding = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if len(hiding) and not (hiding.min() >= 1 and hiding.max() < a0):
+            outside = int(hiding.min() if hiding.min() < 1 else hiding.max())
+            raise ValueError(f"{name}: sets[{i}] holds position {outside}; every hidden position lies after 0 and before the answer ({a0}:{a1})")
+        hidden_sets.append(hiding)
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"causal_effect: batch_size must be at least 1, not {batch_size}")
+        raise ValueError(f"{name}: batch_size must be at least 1, not {batch_size}")
     impl = str(getattr(model.config, "_attn_implementation", None) or "eager")
     if impl not in _TAKES_A_MASK:
         raise ValueError(
-            f"causal_effect: the model runs attention with {impl!r}, which cannot take the mask that hides a token; "
+            f"{name}: the model runs attention with {impl!r}, which cannot take the mask that hides a token; "
             "load it with attn_implementation='sdpa' or 'eager'"
         )
-    _refuse_windows(model, a1)
+    _refuse_windows(name, model, a1)
     param = next(model.parameters())
     device = param.device
     dtype = param.dtype if param.dtype.is_floating_point else torch.float32
@@ -143,9 +229,13 @@ def causal_effect(
         logprob = logp.gather(-1, targets.expand(b, -1).unsqueeze(-1)).squeeze(-1).double().sum(-1)
         return logprob, logits.argmax(-1) == targets
 
-    effect = np.zeros(n, dtype=np.float32)
-    changed = np.zeros(n, dtype=bool)
-    report = reporter(progress, unit="tokens hidden")
+    # Each set's first position: nothing before it changes, so a batch runs from the least of
+    # its sets' (an empty set from the last position the answer needs).
+    first = [int(p.min()) if len(p) else a0 - 1 for p in hidden_sets]
+    order = sorted(range(len(hidden_sets)), key=first.__getitem__)
+    drop = np.zeros(len(hidden_sets), dtype=np.float32)
+    changed = np.zeros(len(hidden_sets), dtype=bool)
+    report = reporter(progress, unit=unit)
     was_training = model.training
     model.eval()
     try:
@@ -155,40 +245,51 @@ def causal_effect(
             if return_changed and not bool(greedy.all()):
                 p = a0 + int((~greedy).nonzero()[0])
                 raise ValueError(
-                    f"causal_effect: return_changed needs the answer to be what the model writes greedily, and at position {p} "
+                    f"{name}: return_changed needs the answer to be what the model writes greedily, and at position {p} "
                     f"it would write token {int(unhidden.logits[0, unhidden.logits.shape[1] - (a1 - p) - 1].argmax())} where the answer has {int(context[p])}; "
                     "measure the model's own greedy answer, or leave return_changed unset"
                 )
-            prefix = _prefix(getattr(unhidden, cache_name, None), a1, reuse_prefix)
+            prefix = _prefix(name, getattr(unhidden, cache_name, None), a1, reuse_prefix)
             del unhidden
             per_token = sum(k[0].numel() * k.element_size() + v[0].numel() * v.element_size() for k, v in prefix or []) // a1
-            start = t0
-            while start < t1:
-                cut = start if prefix else 0
+            done = 0
+            while done < len(order):
+                cut = first[order[done]] if prefix else 0
                 per_hiding = (a1 - cut) * a1 * causal.element_size() + cut * per_token
-                # A batch from `cut` runs, for its j-th hiding, j positions that hiding alone would
-                # not need: at most a tenth of the rows it runs, 5% more work on average.
-                b = min(t1 - start, batch_size or max(1, min(BATCH_BYTES // per_hiding, (a1 - cut) // 10 if prefix else a1)))
-                hidden = torch.arange(start, start + b, device=device)
+                # A batch from `cut` runs, for a set that starts j positions later, j positions it
+                # alone would not need: at most a tenth of the rows it runs.
+                b = min(len(order) - done, batch_size or max(1, min(BATCH_BYTES // per_hiding, (a1 - cut) // 10 if prefix else a1)))
+                batch = order[done : done + b]
                 masks = causal[cut:].expand(b, 1, a1 - cut, a1).clone()
-                masks[torch.arange(b, device=device), 0, :, hidden] = never
+                rows = np.repeat(np.arange(b), [len(hidden_sets[i]) for i in batch])
+                cols = np.concatenate([hidden_sets[i] for i in batch])
+                masks[torch.from_numpy(rows).to(device), 0, :, torch.from_numpy(cols).to(device)] = never
                 inputs = dict(input_ids=context[cut:].expand(b, -1), attention_mask=masks, **keep)
                 if prefix:
                     inputs.update({cache_name: _cache([(k[:, :, :cut].expand(b, -1, -1, -1), v[:, :, :cut].expand(b, -1, -1, -1)) for k, v in prefix]), "use_cache": True})
                 else:
                     inputs.update(use_cache=False)
                 logprob, kept = scored(model(**inputs))
-                effect[start : start + b] = (base - logprob).cpu().numpy()
-                changed[start : start + b] = (~kept.all(-1)).cpu().numpy()
-                start += b
+                drop[batch] = (base - logprob).cpu().numpy()
+                changed[batch] = (~kept.all(-1)).cpu().numpy()
+                done += b
                 if report is not None:
-                    report(start - t0, t1 - t0)
+                    report(done, len(order))
     finally:
         model.train(was_training)
-    return (effect, changed) if return_changed else effect
+    return drop, changed
 
 
-def _refuse_windows(model: Any, n: int) -> None:
+def _sequence(name: str, input_ids: Any) -> Any:
+    import torch
+
+    ids = torch.as_tensor(input_ids)
+    if ids.dim() == 0 or ids.dim() > 2 or (ids.dim() == 2 and ids.shape[0] != 1):
+        raise ValueError(f"{name}: input_ids is one unpadded sequence, [n] or [1,n], not shape {list(ids.shape)}")
+    return ids.reshape(-1)
+
+
+def _refuse_windows(name: str, model: Any, n: int) -> None:
     """A mask given as a whole replaces the model's own, sliding window and all: where a window
     shorter than the sequence would bite, the hiding would be measured on attention the model
     never runs."""
@@ -198,12 +299,12 @@ def _refuse_windows(model: Any, n: int) -> None:
         window = getattr(config, field, None)
         if window is not None and (not kinds or kind in kinds) and n > window:
             raise ValueError(
-                f"causal_effect: the model's {kind} layers see {window} tokens ({field}) and the sequence up to the answer's end is {n}; "
+                f"{name}: the model's {kind} layers see {window} tokens ({field}) and the sequence up to the answer's end is {n}; "
                 f"the mask that hides a token would replace that window, so measure sequences of at most {window} tokens"
             )
 
 
-def _prefix(cache: Any, n: int, reuse: bool | None) -> list[tuple[Any, Any]] | None:
+def _prefix(name: str, cache: Any, n: int, reuse: bool | None) -> list[tuple[Any, Any]] | None:
     """Each layer's keys and values `[1, heads, n, dim]` from the unhidden pass, where every
     layer of its cache holds exactly those (plain full attention); None where `reuse` is False
     or the cache is another kind (sliding windows, linear attention, quantised, shared keys)."""
@@ -217,7 +318,7 @@ def _prefix(cache: Any, n: int, reuse: bool | None) -> list[tuple[Any, Any]] | N
         if reuse:
             kinds = sorted({type(layer).__name__ for layer in layers}) or [type(cache).__name__]
             raise ValueError(
-                f"causal_effect: reuse_prefix=True needs a cache of plain full-attention layers (DynamicLayer), and this model's is {', '.join(kinds)}; "
+                f"{name}: reuse_prefix=True needs a cache of plain full-attention layers (DynamicLayer), and this model's is {', '.join(kinds)}; "
                 "leave reuse_prefix unset to run every hiding over the whole sequence"
             )
         return None
@@ -241,5 +342,5 @@ def _logits_to_keep(takes: Any, k: int) -> dict[str, int]:
 
 def _span(name: str, span: Sequence[int]) -> tuple[int, int]:
     if len(span) != 2:
-        raise ValueError(f"causal_effect: {name} is a (start, end) pair, not {span!r}")
+        raise ValueError(f"{name} is a (start, end) pair, not {span!r}")
     return int(span[0]), int(span[1])
