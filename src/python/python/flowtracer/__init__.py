@@ -10,6 +10,7 @@
         model(**batch)
     r = flowtracer.analyze(cap.attention(0), question=..., answer=...)
     effect = flowtracer.causal_effect(model, ids, answer=..., tokens=...)   # what hiding each token costs the answer
+    lost = flowtracer.hide(model, ids, answer=..., sets=[top, rand])         # ... and hiding sets of them at once
 
 Attention is read where it lies when it is C-contiguous float32, float16 or bfloat16, in host
 memory or, for the CUDA backend, on the GPU (a torch CUDA tensor, anything with

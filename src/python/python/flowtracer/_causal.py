@@ -97,8 +97,6 @@ def causal_effect(
     model's own greedy one (checked on the unhidden pass, an error naming the first position
     where it is not).
     """
-    import torch
-
     n = _sequence("causal_effect", input_ids).shape[0]
     t0, t1 = _span("tokens", tokens)
     a0 = _span("answer", answer)[0]
@@ -107,10 +105,10 @@ def causal_effect(
             f"causal_effect: tokens {t0}:{t1} must lie before the answer ({a0}:{answer[1]}) and after position 0 "
             "(the first query has no other key to attend to)"
         )
-    drop, kept = _hide("causal_effect", model, input_ids, answer, [[t] for t in range(t0, t1)], batch_size, reuse_prefix, return_changed, progress, "tokens hidden")
+    drop, flipped = _hide("causal_effect", model, input_ids, answer, [[t] for t in range(t0, t1)], batch_size, reuse_prefix, return_changed, progress, "tokens hidden")
     effect = np.zeros(n, dtype=np.float32)
     changed = np.zeros(n, dtype=bool)
-    effect[t0:t1], changed[t0:t1] = drop, kept
+    effect[t0:t1], changed[t0:t1] = drop, flipped
     return (effect, changed) if return_changed else effect
 
 
