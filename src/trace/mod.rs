@@ -240,10 +240,14 @@ impl Trace {
     }
 
     /// The tokens whose hiding changed the answer (sorted), where the metadata lists them as
-    /// [`ANSWER_CHANGED`] (`probe --per-token --out`, Python's `dump(answer_changed=...)`).
+    /// [`ANSWER_CHANGED`] (`probe --per-token --out`, Python's `dump(answer_changed=...)`); an
+    /// error where the list is not one of this trace's token indices.
     pub fn answer_changed(&self) -> Result<Option<Vec<usize>>, String> {
         let Some(listed) = self.meta.extra.get(ANSWER_CHANGED) else { return Ok(None) };
         let mut list: Vec<usize> = serde_json::from_str(listed).map_err(|e| format!("{ANSWER_CHANGED}: not a list of token indices ({e})"))?;
+        if let Some(&past) = list.iter().find(|&&k| k >= self.n()) {
+            return Err(format!("{ANSWER_CHANGED}: token {past} is past the trace's {} tokens", self.n()));
+        }
         list.sort_unstable();
         Ok(Some(list))
     }

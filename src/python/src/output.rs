@@ -340,6 +340,12 @@ pub fn trace_dict<'py>(py: Python<'py>, t: &Trace) -> PyResult<Bound<'py, PyDict
     d.set_item("dtype", format!("{:?}", a.dtype).to_lowercase())?;
     d.set_item("token_ids", t.token_ids.clone().map(|v| v.into_pyarray(py)))?;
     d.set_item("causal_effect", t.causal_effect.clone().map(|v| v.into_pyarray(py)))?;
+    let changed = t.answer_changed().map_err(|e| value_error(format!("{}: {e}", t.path.display())))?.map(|list| {
+        let mut flags = vec![false; t.n()];
+        list.into_iter().for_each(|k| flags[k] = true);
+        flags.into_pyarray(py)
+    });
+    d.set_item("answer_changed", changed)?;
     d.set_item("meta", serde_json::to_string(&t.meta).map_err(value_error)?)?;
     Ok(d)
 }

@@ -215,6 +215,10 @@ def test_whether_a_hiding_changes_the_greedy_answer_equals_regenerating_it(tmp_p
     np.testing.assert_array_equal(flowtracer.load_trace(path).answer_changed, changed)
     rows = {r["score"]: r for r in flowtracer.fidelity([path])["rows"]}
     assert rows["flow throughput"]["auc"] is not None and rows["flow throughput"]["auc"][4] == 1
+    bad = tmp_path / "past.safetensors"
+    flowtracer.dump(bad, cap.attention(0), pieces, question=(0, q_end), answer=answer, meta={"causal_answer_changed": [len(ids)]})
+    with pytest.raises(ValueError, match=rf"past.safetensors: causal_answer_changed: token {len(ids)} is past the trace's {len(ids)} tokens"):
+        flowtracer.load_trace(bad)
     with pytest.raises(ValueError, match=r"answer_changed: one bool per token"):
         flowtracer.dump(tmp_path / "short.safetensors", cap.attention(0), pieces, question=(0, q_end), answer=answer, answer_changed=changed[:-1])
 

@@ -142,11 +142,11 @@ class Trace(_ComparedByValue):
     causal_effect: np.ndarray | None
     """Nats of the answer's log-probability lost when each token is hidden (`causal_effect`), if
     the file has them."""
-    meta: dict[str, Any]
-    """The format's optional metadata: layers, num_layers, model, reward, ..."""
-    answer_changed: np.ndarray | None = None
+    answer_changed: np.ndarray | None
     """Whether hiding each token changed the answer (bool `[n]`, from the metadata's
     `causal_answer_changed`), if the file says."""
+    meta: dict[str, Any]
+    """The format's optional metadata: layers, num_layers, model, reward, ..."""
 
     def __repr__(self) -> str:
         return (
@@ -158,14 +158,6 @@ class Trace(_ComparedByValue):
     def _of(cls, d: dict[str, Any]) -> "Trace":
         d = dict(d)
         d["meta"] = json.loads(d["meta"])
-        listed = d["meta"].get("extra", {}).get("causal_answer_changed")
-        if listed is not None:
-            changed = np.zeros(len(d["tokens"]), dtype=bool)
-            try:
-                changed[json.loads(listed)] = True
-            except (ValueError, TypeError, IndexError) as e:
-                raise ValueError(f"{d['path']}: causal_answer_changed is not a list of token indices below {len(changed)} ({e})") from None
-            d["answer_changed"] = changed
         return cls(**d)
 
     def analyze(self, params: Any = None, backend: str = "auto") -> FlowResult:
