@@ -189,13 +189,7 @@ def _hide(
     a0, a1 = _span("answer", answer)
     if not 0 < a0 < a1 <= n:
         raise ValueError(f"{name}: answer {a0}:{a1} must be a non-empty span after the first token of the {n} ids")
-    hidden_sets = []
-    for i, positions in enumerate(sets):
-        hiding = np.asarray(positions, dtype=np.int64).reshape(-1)
-        if len(hiding) and not (hiding.min() >= 1 and hiding.max() < a0):
-            outside = int(hiding.min() if hiding.min() < 1 else hiding.max())
-            raise ValueError(f"{name}: sets[{i}] holds position {outside}; every hidden position lies after 0 and before the answer ({a0}:{a1})")
-        hidden_sets.append(hiding)
+    hidden_sets = [_positions(name, i, positions, (a0, a1)) for i, positions in enumerate(sets)]
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"{name}: batch_size must be at least 1, not {batch_size}")
     impl = str(getattr(model.config, "_attn_implementation", None) or "eager")
@@ -276,6 +270,15 @@ def _hide(
     finally:
         model.train(was_training)
     return drop, changed
+
+
+def _positions(name: str, i: int, positions: Sequence[int], answer: tuple[int, int]) -> np.ndarray:
+    """`sets[i]` as int64 positions, each after 0 (the first query's only key) and before the answer."""
+    hiding = np.asarray(positions, dtype=np.int64).reshape(-1)
+    if len(hiding) and not (hiding.min() >= 1 and hiding.max() < answer[0]):
+        outside = int(hiding.min() if hiding.min() < 1 else hiding.max())
+        raise ValueError(f"{name}: sets[{i}] holds position {outside}; every hidden position lies after 0 and before the answer ({answer[0]}:{answer[1]})")
+    return hiding
 
 
 def _sequence(name: str, input_ids: Any) -> Any:
