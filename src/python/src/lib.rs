@@ -472,5 +472,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cuda_device, m)?)?;
     m.add_function(wrap_pyfunction!(engine_seconds, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("ANSWER_CHANGED", flowtracer::trace::ANSWER_CHANGED)?;
     Ok(())
 }

@@ -286,15 +286,11 @@ def dump(
         changed = np.asarray(answer_changed.detach().cpu() if hasattr(answer_changed, "detach") else answer_changed).reshape(-1)
         if changed.dtype != np.bool_ or len(changed) != len(tokens):
             raise ValueError(f"answer_changed: one bool per token ({len(tokens)}), not {changed.dtype} [{len(changed)}]")
-        m[ANSWER_CHANGED] = json.dumps(np.flatnonzero(changed).tolist())
+        m[_native.ANSWER_CHANGED] = json.dumps(np.flatnonzero(changed).tolist())
     ids = None if token_ids is None else [int(t) for t in token_ids]
     spans = _pair("question", question), _pair("answer", answer), None if response is None else _pair("response", response)
     effect = None if causal_effect is None else np.asarray(_numpy(causal_effect), dtype=np.float32).reshape(-1).tolist()
     _native.write_trace(fspath(path), a, [str(t) for t in tokens], *spans, ids, m, overwrite, causal_effect=effect)
-
-
-ANSWER_CHANGED = "causal_answer_changed"
-"""The metadata key of the tokens whose hiding changed the answer (`flowtracer::fidelity`'s)."""
 
 
 def _numpy(x: Any) -> Any:

@@ -23,9 +23,12 @@ __all__ = [
     "cuda_device",
     "engine_seconds",
     "__version__",
+    "ANSWER_CHANGED",
 ]
 
 __version__: str
+ANSWER_CHANGED: str
+"""The metadata key listing the tokens whose hiding changed the answer (the engine's)."""
 
 class TraceError(ValueError):
     """A trace, array or file the engine cannot use; `problem` names the kind (`non_causal`, `span`, ...)."""
