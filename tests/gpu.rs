@@ -368,3 +368,19 @@ fn a_device_error_is_the_steps_error_not_a_panic() {
     let cpu = flowtracer::flow::aggregate::aggregate(&t.attention, &sel, &p.aggregate, &Default::default()).unwrap();
     assert!(cpu.data.iter().zip(&a.host.data).all(|(x, y)| (x - y).abs() <= 1e-6 * x.abs().max(y.abs())));
 }
+
+/// `auto` tells a software adapter by its type before opening it, and on Linux does not look
+/// for an adapter where no GPU device node is there: a machine without one has only software
+/// adapters (this one's is lavapipe in CI), and takes the CPU either way.
+#[test]
+fn auto_passes_a_software_adapter_over_without_opening_it() {
+    use flowtracer::backend::{Choice, select};
+    let software = flowtracer::gpu::is_software_adapter();
+    if !flowtracer::gpu::may_have_hardware() {
+        assert!(software.as_ref().is_ok_and(|&s| s) || software.is_err(), "no GPU device node, yet a hardware adapter: {software:?}");
+    }
+    if software.as_ref().is_ok_and(|&s| s) || software.is_err() {
+        let auto = select(Choice::Auto).unwrap();
+        assert!(auto.name() == "cpu" || auto.name() == "cuda", "auto took {}", auto.name());
+    }
+}

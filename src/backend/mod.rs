@@ -114,8 +114,13 @@ pub fn select(choice: Choice) -> Result<Box<dyn Backend>, String> {
             if let Ok(cuda) = cuda_backend() {
                 return Ok(cuda);
             }
-            match wgpu_backend() {
-                Ok((gpu, false)) => Ok(gpu),
+            // A software adapter is passed over before its device is opened and its pipelines
+            // compiled, which cost a short export a third of its time.
+            match software_adapter() {
+                Ok(false) => match wgpu_backend() {
+                    Ok((gpu, false)) => Ok(gpu),
+                    _ => Ok(Box::new(Cpu)),
+                },
                 _ => Ok(Box::new(Cpu)),
             }
         }
@@ -152,6 +157,15 @@ pub struct Availability {
     pub device: Result<String, String>,
     /// Why `auto` passes over a backend that is there (a software adapter).
     pub note: Option<&'static str>,
+}
+
+/// Whether the wgpu adapter is a software one, found without opening its device (and, where no
+/// GPU can be there, without looking).
+fn software_adapter() -> Result<bool, String> {
+    #[cfg(feature = "wgpu")]
+    return if crate::gpu::may_have_hardware() { crate::gpu::is_software_adapter() } else { Ok(true) };
+    #[cfg(not(feature = "wgpu"))]
+    Err(not_built("wgpu"))
 }
 
 /// Every backend and whether this machine has it, in the order `auto` tries them

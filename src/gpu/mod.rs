@@ -12,6 +12,7 @@ pub mod solve;
 
 pub use downsample::Scale;
 
+use std::path::Path;
 use std::sync::OnceLock;
 
 pub struct Gpu {
@@ -33,17 +34,54 @@ pub struct Gpu {
     credit: credit::CreditPipelines,
 }
 
+/// The adapter wgpu would run on, and the instance it came from, found once per process.
+/// Finding it is cheap next to opening its device and compiling the pipelines (on lavapipe, a
+/// third of a short CLI export), which `--backend auto` skips for a software adapter.
+struct Found {
+    _instance: wgpu::Instance,
+    adapter: wgpu::Adapter,
+}
+
+fn found() -> Result<&'static Found, String> {
+    static FOUND: OnceLock<Result<Found, String>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+            // Compute needs no window system: unless WGPU_BACKEND says otherwise, leave out GL, whose
+            // EGL probe complains on the terminal about a missing Wayland session.
+            if std::env::var_os("WGPU_BACKEND").is_none() {
+                desc.backends = wgpu::Backends::PRIMARY;
+            }
+            let instance = wgpu::Instance::new(desc);
+            let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(&instance, None))
+                .map_err(|e| format!("no wgpu adapter: {e}"))?;
+            Ok(Found { _instance: instance, adapter })
+        })
+        .as_ref()
+        .map_err(|e| e.clone())
+}
+
+/// Whether a hardware adapter can be there at all. On Linux a GPU's driver needs its device
+/// node (a DRM render node, NVIDIA's, WSL's `/dev/dxg`); where there is none only a software
+/// adapter can answer, and creating a Vulkan instance to find that out loads every installed
+/// driver (on the CI machine 40 ms, a third of a short CLI export). Elsewhere, and where a
+/// `WGPU_*` variable asks for an adapter, it is looked for.
+pub fn may_have_hardware() -> bool {
+    if !cfg!(target_os = "linux") || ["WGPU_BACKEND", "WGPU_ADAPTER_NAME"].iter().any(|v| std::env::var_os(v).is_some()) {
+        return true;
+    }
+    let dri = std::fs::read_dir("/dev/dri").is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("renderD"))));
+    dri || Path::new("/dev/nvidiactl").exists() || Path::new("/dev/dxg").exists()
+}
+
+/// Whether the process's adapter is a software one (lavapipe, SwiftShader), without opening it.
+pub fn is_software_adapter() -> Result<bool, String> {
+    found().map(|f| f.adapter.get_info().device_type == wgpu::DeviceType::Cpu)
+}
+
 impl Gpu {
     pub fn new() -> Result<Gpu, String> {
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-        // Compute needs no window system: unless WGPU_BACKEND says otherwise, leave out GL, whose
-        // EGL probe complains on the terminal about a missing Wayland session.
-        if std::env::var_os("WGPU_BACKEND").is_none() {
-            desc.backends = wgpu::Backends::PRIMARY;
-        }
-        let instance = wgpu::Instance::new(desc);
-        let adapter = pollster::block_on(wgpu::util::initialize_adapter_from_env_or_default(&instance, None))
-            .map_err(|e| format!("no wgpu adapter: {e}"))?;
+        let adapter = &found()?.adapter;
         let info = adapter.get_info();
         // Ask for what the adapter offers: the defaults cap storage buffers at 128 MiB, less than
         // one matrix of an 8k-token trace.
