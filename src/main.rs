@@ -64,6 +64,10 @@ enum Command {
         /// [N,N] case is F16).
         #[arg(long)]
         no_heads: bool,
+        /// Also time every element type in every layout below 16384 tokens (F32, F16 and BF16;
+        /// [N,N], [L,N,N] and [L,H,N,N]): the aggregation's rate and its share of the floor for each.
+        #[arg(long)]
+        layouts: bool,
         /// Where the synthetic traces go (a temporary folder by default).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -270,7 +274,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Some(Command::Bench { sizes, backend, repeat, no_heads, dir, peer, ui: false, batch, .. }) => run_bench(sizes, backend, repeat, no_heads, dir, peer, batch),
+        Some(Command::Bench { sizes, backend, repeat, no_heads, layouts, dir, peer, ui: false, batch, .. }) => run_bench(sizes, backend, repeat, (no_heads, layouts), dir, peer, batch),
         Some(Command::Train { task, credit, steps, seed, out, sft_steps, init, params, gamma, fraction, eval_size, eval_every, compare, seeds, target, tiny }) => {
             let mut cfg = TrainConfig::new(task, credit, steps, seed);
             cfg.sft_steps = sft_steps;
@@ -481,7 +485,7 @@ fn run_fidelity(inputs: &[PathBuf], params: &Option<PathBuf>, seed: u64) -> Exit
     if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
-fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, dir: Option<PathBuf>, peer: Option<PathBuf>, batch: usize) -> ExitCode {
+fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, (no_heads, layouts): (bool, bool), dir: Option<PathBuf>, peer: Option<PathBuf>, batch: usize) -> ExitCode {
     let backend = match backend::select(choice) {
         Ok(b) => b,
         Err(e) => return usage(e),
@@ -497,17 +501,10 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, no_heads: bool, d
     println!("backend {}{device} · {} threads · median of {repeat}", backend.name(), rayon::current_num_threads());
     let mut rows = Vec::new();
     for &n in &sizes {
-        // From 16k tokens the case is what long traces are stored as, [N,N] F16 (the [L,H,N,N]
-        // case would be a 16 GB file at 32k).
-        let long = n >= 16384;
-        let mut cases = vec![bench::BenchCase { n, layers: 1, heads: 1, dtype: if long { Dtype::F16 } else { Dtype::F32 } }];
-        if !no_heads && !long {
-            let (l, h) = if n >= 8192 { (2, 4) } else { (4, 8) };
-            cases.push(bench::BenchCase { n, layers: l, heads: h, dtype: Dtype::F16 });
-        }
-        for case in cases {
+        let cases = bench::cases(n, no_heads, layouts);
+        for (i, case) in cases.iter().enumerate() {
             eprintln!("bench: N = {n}, {} …", case.label());
-            match bench::run_case(&case, &dir, backend.as_ref(), repeat, case.layers == 1, peer.as_deref()) {
+            match bench::run_case(case, &dir, backend.as_ref(), repeat, i == 0, peer.as_deref()) {
                 Ok(row) => rows.push(row),
                 Err(e) => {
                     eprintln!("flowtracer: bench N = {n}: {e}");

@@ -130,6 +130,8 @@ pub fn run_peer(script: &Path, file: &Path, repeat: usize) -> Result<Duration, S
 
 pub struct BenchCase {
     pub n: usize,
+    /// 2: `[N,N]`, 3: `[L,N,N]` (heads averaged), 4: `[L,H,N,N]`.
+    pub rank: usize,
     pub layers: usize,
     pub heads: usize,
     pub dtype: Dtype,
@@ -137,12 +139,44 @@ pub struct BenchCase {
 
 impl BenchCase {
     pub fn label(&self) -> String {
-        if self.layers == 1 && self.heads == 1 {
-            format!("[N,N] {}", self.dtype.name())
-        } else {
-            format!("[{},{},N,N] {}", self.layers, self.heads, self.dtype.name())
+        match self.rank {
+            2 => format!("[N,N] {}", self.dtype.name()),
+            3 => format!("[{},N,N] {}", self.layers, self.dtype.name()),
+            _ => format!("[{},{},N,N] {}", self.layers, self.heads, self.dtype.name()),
         }
     }
+}
+
+/// The cases at `n` tokens, the first one exported: `[N,N]` F32, as a short trace is stored (from
+/// 16k tokens F16, as long ones are), then unless `no_heads` the `[L,H,N,N]` F16 a model's capture
+/// writes; with `layouts` every element type in every layout below 16k, for the aggregation (the
+/// one step that reads the attention, so the one its layout and type change).
+pub fn cases(n: usize, no_heads: bool, layouts: bool) -> Vec<BenchCase> {
+    let long = n >= 16384;
+    // (the [L,H,N,N] case would be a 16 GB file at 32k)
+    let (l, h) = if n >= 8192 { (2, 4) } else { (4, 8) };
+    let case = |rank: usize, dtype: Dtype| match rank {
+        2 => BenchCase { n, rank, layers: 1, heads: 1, dtype },
+        3 => BenchCase { n, rank, layers: l, heads: 1, dtype },
+        _ => BenchCase { n, rank, layers: l, heads: h, dtype },
+    };
+    let mut cases = vec![case(2, if long { Dtype::F16 } else { Dtype::F32 })];
+    if long {
+        return cases;
+    }
+    if !no_heads {
+        cases.push(case(4, Dtype::F16));
+    }
+    if layouts {
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::BF16] {
+            for rank in [2, 3, 4] {
+                if !cases.iter().any(|c| c.rank == rank && c.dtype == dtype) {
+                    cases.push(case(rank, dtype));
+                }
+            }
+        }
+    }
+    cases
 }
 
 pub fn run_case(
@@ -153,14 +187,13 @@ pub fn run_case(
     with_export: bool,
     peer: Option<&Path>,
 ) -> Result<BenchRow, String> {
-    let rank = if case.layers == 1 && case.heads == 1 { 2 } else { 4 };
     let spec = SynthSpec {
         seed: case.n as u64,
         target_tokens: case.n,
         layers: case.layers,
         heads: case.heads,
         dtype: case.dtype,
-        rank,
+        rank: case.rank,
         no_answer: false,
     };
     let builder = synth_trace(&spec);
@@ -333,5 +366,24 @@ mod tests {
         assert_eq!((r.count, r.n, r.backend), (4, 64, "cpu"));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the batch's files are removed");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `--layouts` adds every element type in every layout once, after the default cases (the
+    /// first, exported, still `[N,N]` F32); long traces keep their one `[N,N]` F16 case.
+    #[test]
+    fn layouts_are_every_type_in_every_layout_once() {
+        let labels = |n, no_heads, layouts| cases(n, no_heads, layouts).iter().map(BenchCase::label).collect::<Vec<_>>();
+        assert_eq!(labels(4096, false, false), ["[N,N] F32", "[4,8,N,N] F16"]);
+        assert_eq!(labels(8192, true, false), ["[N,N] F32"]);
+        let all = labels(4096, false, true);
+        assert_eq!(all.len(), 9);
+        assert_eq!(all[..2], ["[N,N] F32", "[4,8,N,N] F16"]);
+        for dtype in ["F32", "F16", "BF16"] {
+            for layout in ["[N,N]", "[4,N,N]", "[4,8,N,N]"] {
+                assert_eq!(all.iter().filter(|l| **l == format!("{layout} {dtype}")).count(), 1, "{layout} {dtype} in {all:?}");
+            }
+        }
+        assert!(labels(8192, false, true).contains(&"[2,N,N] BF16".to_string()));
+        assert_eq!(labels(16384, false, true), ["[N,N] F16"]);
     }
 }

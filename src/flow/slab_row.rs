@@ -47,13 +47,24 @@ pub const GROUP: usize = 4;
 /// bit for bit) and is stored. At 8k tokens the accumulator (64 KiB) is past the first-level
 /// cache, and its traffic, eight times the attention's, had bounded the aggregation.
 pub fn accumulate_rows(dtype: Dtype, rows: &[&[u8]], acc: &mut [f64], reduce: Reduce, buf: &mut [f32]) -> [(f64, f32); GROUP] {
-    #[cfg(target_arch = "x86_64")]
-    if let (Ok(four), Reduce::Mean) = (<[&[u8]; GROUP]>::try_from(rows), reduce)
-        && let Some(stats) = with_eight(dtype, Mean { rows: four, acc })
-    {
-        return stats;
-    }
     let mut stats = [(0.0, 0.0); GROUP];
+    #[cfg(target_arch = "x86_64")]
+    if reduce == Reduce::Mean {
+        // A group of two or three (the last of a selection, or all of it: the default layers
+        // of a 4-layer `[L,N,N]` trace are three slabs) goes through the accumulator once too.
+        fn first<const R: usize>(got: Option<[(f64, f32); R]>, stats: &mut [(f64, f32); GROUP]) -> bool {
+            got.map(|got| stats[..R].copy_from_slice(&got)).is_some()
+        }
+        let done = match *rows {
+            [a, b, c, d] => first(with_eight(dtype, Mean { rows: [a, b, c, d], acc }), &mut stats),
+            [a, b, c] => first(with_eight(dtype, Mean { rows: [a, b, c], acc }), &mut stats),
+            [a, b] => first(with_eight(dtype, Mean { rows: [a, b], acc }), &mut stats),
+            _ => false,
+        };
+        if done {
+            return stats;
+        }
+    }
     for (s, row) in stats.iter_mut().zip(rows) {
         *s = accumulate(dtype, row, acc, reduce, buf);
     }
@@ -443,15 +454,15 @@ mod tests {
         }
     }
 
-    /// Four rows through the accumulator at once give the four added one after another.
+    /// One to four rows through the accumulator at once give them added one after another.
     #[test]
-    fn four_rows_at_once_are_four_in_turn() {
+    fn rows_at_once_are_rows_in_turn() {
         for (dtype, n, rows) in rows() {
-            for first in [0, 2] {
-                let group: Vec<&[u8]> = rows[first..first + GROUP].iter().map(|r| r.as_slice()).collect();
+            for (size, first) in (1..=GROUP).flat_map(|size| [(size, 0), (size, 2)]) {
+                let group: Vec<&[u8]> = rows[first..first + size].iter().map(|r| r.as_slice()).collect();
                 let mut acc: Vec<f64> = (0..n).map(|i| (i as f64) * 0.25).collect();
                 let stats = accumulate_rows(dtype, &group, &mut acc, Reduce::Mean, &mut vec![0f32; n]);
-                assert_same((acc, stats.to_vec()), two_pass(dtype, &group, n), &format!("{dtype:?}, n = {n}, rows {first}.."));
+                assert_same((acc, stats[..size].to_vec()), two_pass(dtype, &group, n), &format!("{dtype:?}, n = {n}, rows {first}..{}", first + size));
             }
         }
     }
