@@ -199,7 +199,7 @@ fn the_credits_file_reads_back_to_the_pipelines_numbers() {
     let cut = dir.join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() - 9]).unwrap();
     let e = flowtracer::export::read_credits(&cut).unwrap_err();
-    assert!(e.to_string().contains("cut.safetensors"), "{e}");
+    assert!(e.to_string().contains("cut.safetensors") && e.to_string().contains("truncated"), "{e}");
     let e = flowtracer::export::read_credits(Path::new("sample_traces/addition.safetensors")).unwrap_err();
     assert!(e.to_string().contains("flowtracer.credits/1"), "{e}");
 }

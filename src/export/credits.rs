@@ -100,9 +100,8 @@ pub fn read_credits(path: &Path) -> Result<Credits, TraceError> {
 }
 
 fn parse_credits(bytes: &[u8]) -> Result<Credits, DataError> {
-    let container = |m: String| DataError::new(Problem::Container, m);
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| container(format!("not a valid safetensors file: {e}")))?;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| container(format!("not a valid safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| crate::trace::not_safetensors(bytes, &e))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| crate::trace::not_safetensors(bytes, &e))?;
     let meta = header.metadata().clone().unwrap_or_default();
     match meta.get("format").map(String::as_str) {
         Some(CREDITS_FORMAT) => {}

@@ -64,9 +64,7 @@ pub(super) fn parse(storage: Arc<Storage>, path: &Path) -> Result<Trace, TraceEr
 
 fn parse_inner(storage: Arc<Storage>, path: &Path) -> Result<Trace, DataError> {
     let bytes = storage.bytes();
-    let (header_len, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
-        DataError::new(Problem::Container, format!("not a valid safetensors file: {}", describe(&e)))
-    })?;
+    let (header_len, header) = SafeTensors::read_metadata(bytes).map_err(|e| not_safetensors(bytes, &e))?;
     let data_start = 8 + header_len;
     let meta: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
     check_format(&meta)?;
@@ -185,6 +183,32 @@ fn read_spans(meta: &HashMap<String, String>, n: usize) -> Result<Spans, DataErr
     let spans = Spans { question, response, answer };
     spans.validate(n).map_err(|e| DataError::new(Problem::Span, e))?;
     Ok(spans)
+}
+
+/// Why `bytes` are not a safetensors file, as `safetensors` found it, in words.
+pub(crate) fn not_safetensors(bytes: &[u8], e: &safetensors::SafeTensorError) -> DataError {
+    let why = match e {
+        safetensors::SafeTensorError::TensorInvalidInfo => disagreeing_tensor(bytes).unwrap_or_else(|| describe(e)),
+        _ => describe(e),
+    };
+    DataError::new(Problem::Container, format!("not a valid safetensors file: {why}"))
+}
+
+/// The tensor whose byte range disagrees with its shape and dtype, with the numbers, where
+/// `safetensors` only says that one does. The header was read once already (its length is
+/// within the file), so reading it again as JSON is bounded by it.
+fn disagreeing_tensor(bytes: &[u8]) -> Option<String> {
+    let len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header: std::collections::BTreeMap<String, serde_json::Value> = serde_json::from_slice(bytes.get(8..8usize.checked_add(len)?)?).ok()?;
+    header.into_iter().filter(|(name, _)| name != "__metadata__").find_map(|(name, info)| {
+        let info: safetensors::tensor::TensorInfo = serde_json::from_value(info).ok()?;
+        let (start, end) = info.data_offsets;
+        let need = info.shape.iter().try_fold(info.dtype.bitsize(), |bits, &d| bits.checked_mul(d)).map(|bits| bits / 8);
+        (need != end.checked_sub(start)).then(|| {
+            let need = need.map_or("more than usize".into(), |b| format!("{b} bytes"));
+            format!("tensor `{name}`: shape {:?} in {:?} is {need}, but its data_offsets [{start}, {end}] hold {}", info.shape, info.dtype, end.saturating_sub(start))
+        })
+    })
 }
 
 fn describe(e: &safetensors::SafeTensorError) -> String {

@@ -6,6 +6,7 @@
 mod dtype;
 mod error;
 mod load;
+pub(crate) use load::not_safetensors;
 pub mod st_write;
 pub mod run;
 mod write;
