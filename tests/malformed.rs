@@ -83,13 +83,18 @@ fn container_problems() {
     let mut padded = good.clone();
     padded.extend([0u8; 16]);
     expect("padded", &padded, Problem::Container, "does not match the file size");
-    // A header whose `attention` shape no longer fits its bytes: the tensor and the numbers named.
+    // A header entry safetensors refuses: the tensor, the field and its value named (the crate
+    // gives a column of the JSON, or says only that some tensor disagrees).
     let len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Value = serde_json::from_slice(&good[8..8 + len]).unwrap();
-    header["attention"]["shape"] = serde_json::json!([6, 5]);
-    let header = serde_json::to_vec(&header).unwrap();
-    let reshaped = [&(header.len() as u64).to_le_bytes()[..], &header, &good[8 + len..]].concat();
-    expect("reshaped", &reshaped, Problem::Container, "tensor `attention`: shape [6, 5] in f32 is 120 bytes, but its data_offsets [0, 144] hold 144");
+    let edited = |key: &str, value: serde_json::Value| {
+        let mut header: serde_json::Value = serde_json::from_slice(&good[8..8 + len]).unwrap();
+        header["attention"][key] = value;
+        let header = serde_json::to_vec(&header).unwrap();
+        [&(header.len() as u64).to_le_bytes()[..], &header, &good[8 + len..]].concat()
+    };
+    expect("reshaped", &edited("shape", serde_json::json!([6, 5])), Problem::Container, "tensor `attention`: shape [6, 5] in f32 is 120 bytes, but its data_offsets [0, 144] hold 144");
+    expect("bad_dtype", &edited("dtype", serde_json::json!("X")), Problem::Container, "tensor `attention`: `dtype` is \"x\": unknown variant");
+    expect("bad_offsets", &edited("data_offsets", serde_json::json!([1, 2, 3])), Problem::Container, "tensor `attention`: `data_offsets` is [1,2,3]: invalid length 3");
 }
 
 #[test]
