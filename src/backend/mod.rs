@@ -117,10 +117,7 @@ pub fn select(choice: Choice) -> Result<Box<dyn Backend>, String> {
             // A software adapter is passed over before its device is opened and its pipelines
             // compiled, which cost a short export a third of its time.
             match software_adapter() {
-                Ok(false) => match wgpu_backend() {
-                    Ok((gpu, false)) => Ok(gpu),
-                    _ => Ok(Box::new(Cpu)),
-                },
+                Ok(false) => Ok(wgpu_backend().map_or_else(|_| Box::new(Cpu) as Box<dyn Backend>, |(gpu, _)| gpu)),
                 _ => Ok(Box::new(Cpu)),
             }
         }

@@ -5,8 +5,9 @@
 
 mod dtype;
 mod error;
+mod container;
 mod load;
-pub(crate) use load::not_safetensors;
+pub(crate) use container::not_safetensors;
 pub mod st_write;
 pub mod run;
 mod write;

@@ -1,0 +1,90 @@
+//! Why a file is not a safetensors container, in words that name the tensor, the field and the
+//! numbers where the `safetensors` crate gives a JSON column or says only that some tensor
+//! disagrees.
+
+use super::{DataError, Problem};
+use std::collections::{BTreeMap, HashMap};
+
+/// Why `bytes` are not a safetensors file, as `safetensors` found it, in words.
+pub(crate) fn not_safetensors(bytes: &[u8], e: &safetensors::SafeTensorError) -> DataError {
+    let why = match e {
+        safetensors::SafeTensorError::TensorInvalidInfo => disagreeing_tensor(bytes),
+        safetensors::SafeTensorError::InvalidHeaderDeserialization(_) => malformed_entry(bytes),
+        _ => None,
+    };
+    let why = why.unwrap_or_else(|| describe(e));
+    DataError::new(Problem::Container, format!("not a valid safetensors file: {why}"))
+}
+
+/// The header's entries (read again where `safetensors` refused them: its length is within the
+/// file, so this is bounded by it), or None where they are not a JSON object.
+fn header_entries(bytes: &[u8]) -> Option<BTreeMap<String, serde_json::Value>> {
+    let len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    serde_json::from_slice(bytes.get(8..8usize.checked_add(len)?)?).ok()
+}
+
+/// The header entry that is not what safetensors expects, named (the crate's error gives a line
+/// and column in the JSON): a tensor's `dtype`, `shape` or `data_offsets`, or `__metadata__`
+/// holding other than strings.
+fn malformed_entry(bytes: &[u8]) -> Option<String> {
+    header_entries(bytes)?.into_iter().find_map(|(name, entry)| {
+        if name == "__metadata__" {
+            let e = serde_json::from_value::<HashMap<String, String>>(entry).err()?;
+            return Some(format!("`__metadata__` must map names to strings: {e}"));
+        }
+        let Some(fields) = entry.as_object() else {
+            return Some(format!("tensor `{name}` is {}, not an object of dtype, shape and data_offsets", shown(&entry)));
+        };
+        fn wrong<T: serde::de::DeserializeOwned>(fields: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<String> {
+            let value = fields.get(key).cloned().unwrap_or_default();
+            let e = serde_json::from_value::<T>(value.clone()).err()?;
+            Some(format!("`{key}` is {}: {e}", shown(&value)))
+        }
+        let e = wrong::<safetensors::Dtype>(fields, "dtype")
+            .or_else(|| wrong::<Vec<usize>>(fields, "shape"))
+            .or_else(|| wrong::<(usize, usize)>(fields, "data_offsets"))
+            .or_else(|| serde_json::from_value::<safetensors::tensor::TensorInfo>(entry.clone()).err().map(|e| e.to_string()))?;
+        Some(format!("tensor `{name}`: {e}"))
+    })
+}
+
+/// A JSON value as the header has it, cut short where it is long.
+fn shown(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(60) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
+}
+
+/// The tensor whose byte range disagrees with its shape and dtype, with the numbers, where
+/// `safetensors` only says that one does.
+fn disagreeing_tensor(bytes: &[u8]) -> Option<String> {
+    header_entries(bytes)?.into_iter().filter(|(name, _)| name != "__metadata__").find_map(|(name, info)| {
+        let info: safetensors::tensor::TensorInfo = serde_json::from_value(info).ok()?;
+        let (start, end) = info.data_offsets;
+        let need = info.shape.iter().try_fold(info.dtype.bitsize(), |bits, &d| bits.checked_mul(d)).map(|bits| bits / 8);
+        (need != end.checked_sub(start)).then(|| {
+            let need = need.map_or("more than usize".into(), |b| format!("{b} bytes"));
+            format!("tensor `{name}`: shape {:?} in {:?} is {need}, but its data_offsets [{start}, {end}] hold {}", info.shape, info.dtype, end.saturating_sub(start))
+        })
+    })
+}
+
+fn describe(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => "shorter than the 8-byte header length (truncated?)".into(),
+        E::InvalidHeaderLength => "header length points past the end of the file (truncated?)".into(),
+        E::MetadataIncompleteBuffer => {
+            "tensor data does not match the file size (truncated or padded file)".into()
+        }
+        E::HeaderTooLarge => "header length is implausibly large".into(),
+        E::InvalidHeader(_) => "header is not UTF-8".into(),
+        E::InvalidHeaderDeserialization(e) => format!("header is not valid JSON: {e}"),
+        E::TensorInvalidInfo => "a tensor's byte range disagrees with its shape and dtype".into(),
+        E::InvalidOffset(name) => format!("tensor `{name}` has overlapping or out-of-order offsets"),
+        E::ValidationOverflow => "a tensor's shape overflows".into(),
+        other => format!("{other:?}"),
+    }
+}
