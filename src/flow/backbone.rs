@@ -100,6 +100,9 @@ impl Widest<'_> {
 /// index as one pass in order (a maximum does not depend on the order it is taken in, and the
 /// first index of it is the least of the lanes' first indices of it).
 fn widest<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R], first: usize) -> [(f64, usize); R] {
+    if g.len() < IN_ORDER_BELOW {
+        return std::array::from_fn(|r| in_order(g, width, ws[r], hs[r], first));
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F, checked just above.
@@ -115,25 +118,41 @@ fn widest<const R: usize>(g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64;
     fold_lanes(&row_lanes_plain::<4, R>(g, width, ws, hs), g, width, ws, hs, first)
 }
 
-/// Each row's lanes folded into its widest candidate, then the tail the lanes left.
+/// Sources below which a row is taken one at a time: inside a group of rows each row carries on
+/// over the few settled just before it (fifteen at most), where eight lanes and their fold cost
+/// more than the sources (the fold was as much of the backbone's time as the lanes, on a batch
+/// of 1k-token traces).
+const IN_ORDER_BELOW: usize = 16;
+
+/// One row's widest candidate and its first source, one source at a time in order.
+fn in_order(g: &[f64], width: &[f64], w: &[f32], h: f64, first: usize) -> (f64, usize) {
+    let mut best = (0.0, NONE);
+    for j in 0..g.len() {
+        let c = capped(width[j], g[j] * w[j] as f64 * h);
+        if c > best.0 {
+            best = (c, first + j);
+        }
+    }
+    best
+}
+
+/// Each row's lanes folded into its widest candidate, then the tail the lanes left. The fold
+/// takes the lanes' maximum, then the least source among the lanes that hold it: no branch that
+/// depends on the data.
 fn fold_lanes<const L: usize, const R: usize>(lanes: &[Lanes<L>; R], g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R], first: usize) -> [(f64, usize); R] {
     let split = g.len() / L * L;
     std::array::from_fn(|r| {
         let (maxima, at) = &lanes[r];
-        let mut best = (0.0, NONE);
-        for l in 0..L {
-            let j = L * at[l] as usize + l;
-            if maxima[l] > best.0 || (maxima[l] == best.0 && maxima[l] > 0.0 && j < best.1) {
-                best = (maxima[l], j);
-            }
-        }
+        let top = maxima.iter().fold(0.0, |a, &m| if m > a { m } else { a });
+        let j = (0..L).map(|l| if maxima[l] == top { L * at[l] as usize + l } else { NONE }).min().unwrap_or(NONE);
+        let mut best = if top > 0.0 { (top, first + j) } else { (0.0, NONE) };
         for j in split..g.len() {
             let c = capped(width[j], g[j] * ws[r][j] as f64 * hs[r]);
             if c > best.0 {
-                best = (c, j);
+                best = (c, first + j);
             }
         }
-        if best.1 == NONE { best } else { (best.0, first + best.1) }
+        best
     })
 }
 
@@ -463,8 +482,11 @@ mod tests {
         let width = (0..n).map(|_| next().min(0.3) * 0.01).collect();
         let w = Widest { h: &h, g: &g, spans, source_left: &[], width, pred: vec![NONE; n] };
         let mut ties = 0;
-        for (k0, cut) in [(600, 1), (632, 2), (676, 3), (683, 4), (640, 5)] {
-            let sources = 3..k0 - cut;
+        // Long ranges (lanes, fold and tail) and short ones (a row carrying on inside its group,
+        // one source at a time), on either side of where the one gives way to the other.
+        let cases = [(600, 1), (632, 2), (676, 3), (683, 4), (640, 5)].map(|(k0, cut)| (k0, 3..k0 - cut));
+        let short = [1, 7, IN_ORDER_BELOW - 1, IN_ORDER_BELOW, IN_ORDER_BELOW + 1].map(|len| (600, 590 - len..590));
+        for (k0, sources) in cases.into_iter().chain(short) {
             let rows = w.gather_rows(k0..k0 + ROWS, &m, sources.clone());
             for (r, got) in rows.iter().enumerate() {
                 let k = k0 + r;
@@ -475,7 +497,7 @@ mod tests {
                 ties += sources.clone().filter(|&i| w.width[i] == want.0 && i != want.1).count().min(1);
             }
         }
-        assert!(ties > 20, "the widths tie at the cap, so the first index is what is tested");
+        assert!(ties > 25, "the widths tie at the cap, so the first index is what is tested");
         // The vector kernels this CPU has and the one for CPUs without them keep the same lanes.
         #[cfg(target_arch = "x86_64")]
         for len in [696, 640, 641, 29] {
