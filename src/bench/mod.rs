@@ -215,6 +215,7 @@ pub fn run_case(
     // The median of `repeat` exports, each into a folder of its own (an export never writes over
     // an earlier one's files, so a second run into the same folder would time the renaming),
     // removed after it unless it was there before. The first one's credit picture is kept.
+    // Where the pipeline's matrix was fresh memory in every run, so is each export's.
     let mut credit_png = None;
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let mut export = |formats: crate::export::Formats, name: &str| -> Result<Duration, String> {
@@ -222,6 +223,9 @@ pub fn run_case(
             .map(|i| {
                 let out = dir.join(format!("{name}_{}_{i}", case.n));
                 let ours = !out.exists();
+                if fresh {
+                    crate::flow::matrix::drop_spares();
+                }
                 let t = Instant::now();
                 crate::export::export(&out, crate::export::plan(std::slice::from_ref(&path), Some(&out), false), &params, formats, backend, &Cancel::default(), &|_| {})?;
                 let elapsed = t.elapsed();
