@@ -136,23 +136,18 @@ fn in_order(g: &[f64], width: &[f64], w: &[f32], h: f64, first: usize) -> (f64, 
     best
 }
 
-/// Each row's lanes folded into its widest candidate, then the tail the lanes left. The fold
-/// takes the lanes' maximum, then the least source among the lanes that hold it: no branch that
-/// depends on the data.
+/// Each row's lanes folded into its widest candidate, then the tail the lanes left (later sources:
+/// it wins only where strictly wider). The fold takes the lanes' maximum, then the least source
+/// among the lanes that hold it: no branch that depends on the data.
 fn fold_lanes<const L: usize, const R: usize>(lanes: &[Lanes<L>; R], g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R], first: usize) -> [(f64, usize); R] {
     let split = g.len() / L * L;
     std::array::from_fn(|r| {
         let (maxima, at) = &lanes[r];
         let top = maxima.iter().fold(0.0, |a, &m| if m > a { m } else { a });
         let j = (0..L).map(|l| if maxima[l] == top { L * at[l] as usize + l } else { NONE }).min().unwrap_or(NONE);
-        let mut best = if top > 0.0 { (top, first + j) } else { (0.0, NONE) };
-        for j in split..g.len() {
-            let c = capped(width[j], g[j] * ws[r][j] as f64 * hs[r]);
-            if c > best.0 {
-                best = (c, first + j);
-            }
-        }
-        best
+        let lanes = if top > 0.0 { (top, first + j) } else { (0.0, NONE) };
+        let tail = in_order(&g[split..], &width[split..], &ws[r][split..], hs[r], first + split);
+        if tail.0 > lanes.0 { tail } else { lanes }
     })
 }
 
