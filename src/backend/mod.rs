@@ -117,11 +117,11 @@ pub fn select(choice: Choice) -> Result<Box<dyn Backend>, String> {
             // A software adapter is passed over before its device is opened and its pipelines
             // compiled, which cost a short export a third of its time.
             match software_adapter() {
-                Ok(false) => Ok(wgpu_backend().map_or_else(|_| Box::new(Cpu) as Box<dyn Backend>, |(gpu, _)| gpu)),
+                Ok(false) => Ok(wgpu_backend().unwrap_or_else(|_| Box::new(Cpu))),
                 _ => Ok(Box::new(Cpu)),
             }
         }
-        Choice::Wgpu => wgpu_backend().map(|(b, _)| b).map_err(|e| asked("wgpu", e)),
+        Choice::Wgpu => wgpu_backend().map_err(|e| asked("wgpu", e)),
         Choice::Cuda => cuda_backend().map_err(|e| asked("cuda", e)),
     }
 }
@@ -141,9 +141,9 @@ fn cuda_backend() -> Result<Box<dyn Backend>, String> {
 
 /// The wgpu backend, if this build has it and an adapter answers, and whether the adapter is a
 /// software one.
-fn wgpu_backend() -> Result<(Box<dyn Backend>, bool), String> {
+fn wgpu_backend() -> Result<Box<dyn Backend>, String> {
     #[cfg(feature = "wgpu")]
-    return crate::gpu::shared().map(|gpu| (Box::new(wgpu::Wgpu { gpu }) as Box<dyn Backend>, gpu.is_software));
+    return crate::gpu::shared().map(|gpu| Box::new(wgpu::Wgpu { gpu }) as Box<dyn Backend>);
     #[cfg(not(feature = "wgpu"))]
     Err(not_built("wgpu"))
 }
@@ -169,13 +169,13 @@ fn software_adapter() -> Result<bool, String> {
 /// (`flowtracer backends` prints it): what a user reads when `auto` did not pick what they expected.
 pub fn availability() -> Vec<Availability> {
     let cuda = cuda_backend().map(|b| b.device());
-    let wgpu = wgpu_backend().map(|(b, software)| (b.device(), software));
-    let software = wgpu.as_ref().is_ok_and(|w| w.1);
+    let wgpu = wgpu_backend().map(|b| b.device());
+    let software = wgpu.is_ok() && software_adapter().unwrap_or(false);
     vec![
         Availability { name: "cuda", device: cuda, note: None },
         Availability {
             name: "wgpu",
-            device: wgpu.map(|w| w.0),
+            device: wgpu,
             note: software.then_some("a software adapter: correct, but slower than the CPU backend, so auto passes it over"),
         },
         Availability { name: "cpu", device: Ok(format!("{} threads", rayon::current_num_threads())), note: None },

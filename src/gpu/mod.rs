@@ -21,9 +21,6 @@ pub struct Gpu {
     /// "llvmpipe (LLVM 15.0.6, 256 bits)", "NVIDIA H200", …
     pub adapter: String,
     pub limits: wgpu::Limits,
-    /// A software rasteriser (lavapipe, SwiftShader): correct, but slower than the CPU backend,
-    /// so `--backend auto` passes it over.
-    pub is_software: bool,
     /// Nanoseconds per tick of the adapter's timestamps, where it has them (an optional feature):
     /// the aggregation's passes are then timed on the device, apart from the uploads.
     timestamp_ns: Option<f32>,
@@ -74,7 +71,8 @@ pub fn may_have_hardware() -> bool {
     dri || Path::new("/dev/nvidiactl").exists() || Path::new("/dev/dxg").exists()
 }
 
-/// Whether the process's adapter is a software one (lavapipe, SwiftShader), without opening it.
+/// Whether the process's adapter is a software one (lavapipe, SwiftShader), without opening it:
+/// correct, but slower than the CPU backend, so `--backend auto` passes it over.
 pub fn is_software_adapter() -> Result<bool, String> {
     found().map(|f| f.adapter.get_info().device_type == wgpu::DeviceType::Cpu)
 }
@@ -106,7 +104,6 @@ impl Gpu {
             queue,
             adapter: format!("{} ({:?})", info.name, info.backend),
             limits,
-            is_software: info.device_type == wgpu::DeviceType::Cpu,
             timestamp_ns,
             downsample,
             aggregate,
