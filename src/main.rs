@@ -274,7 +274,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Some(Command::Bench { sizes, backend, repeat, no_heads, layouts, dir, peer, ui: false, batch, .. }) => run_bench(sizes, backend, repeat, (no_heads, layouts), dir, peer, batch),
+        Some(Command::Bench { sizes, backend, repeat, no_heads, layouts, dir, peer, ui: false, batch, .. }) => run_bench(sizes, backend, repeat, &|n| bench::cases(n, no_heads, layouts), dir, peer, batch),
         Some(Command::Train { task, credit, steps, seed, out, sft_steps, init, params, gamma, fraction, eval_size, eval_every, compare, seeds, target, tiny }) => {
             let mut cfg = TrainConfig::new(task, credit, steps, seed);
             cfg.sft_steps = sft_steps;
@@ -485,7 +485,8 @@ fn run_fidelity(inputs: &[PathBuf], params: &Option<PathBuf>, seed: u64) -> Exit
     if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
-fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, (no_heads, layouts): (bool, bool), dir: Option<PathBuf>, peer: Option<PathBuf>, batch: usize) -> ExitCode {
+/// `cases`: what to time at each size (`bench::cases` as the flags chose).
+fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, cases: &dyn Fn(usize) -> Vec<bench::BenchCase>, dir: Option<PathBuf>, peer: Option<PathBuf>, batch: usize) -> ExitCode {
     let backend = match backend::select(choice) {
         Ok(b) => b,
         Err(e) => return usage(e),
@@ -501,7 +502,7 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, (no_heads, layout
     println!("backend {}{device} · {} threads · median of {repeat}", backend.name(), rayon::current_num_threads());
     let mut rows = Vec::new();
     for &n in &sizes {
-        let cases = bench::cases(n, no_heads, layouts);
+        let cases = cases(n);
         for (i, case) in cases.iter().enumerate() {
             eprintln!("bench: N = {n}, {} …", case.label());
             match bench::run_case(case, &dir, backend.as_ref(), repeat, i == 0, peer.as_deref()) {
