@@ -87,6 +87,9 @@ impl Spans {
     pub fn validate(&self, n: usize) -> Result<(), String> {
         let Spans { question: q, response: r, answer: a } = *self;
         for (name, s) in [("question", q), ("response", r), ("answer", a)] {
+            if s.end < s.start {
+                return Err(format!("{name} span {s} ends before it starts"));
+            }
             if s.end > n {
                 return Err(format!("{name} span {s} lies outside the {n} tokens"));
             }
@@ -129,5 +132,8 @@ mod tests {
         assert!(Spans { question: Span::new(0, 5), ..ok }.validate(10).is_err());
         assert!(Spans { answer: Span::new(2, 6), ..ok }.validate(10).is_err());
         assert!(ok.validate(9).is_err());
+        // A reversed answer is an error, not an empty answer (a trace with no answer).
+        let reversed = Spans { answer: Span::new(10, 8), ..ok }.validate(10).unwrap_err();
+        assert!(reversed.contains("answer span 10:8 ends before it starts"), "{reversed}");
     }
 }

@@ -267,3 +267,29 @@ fn a_damaged_scored_run_is_an_error_never_a_panic() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A value no analysis reads (layer 0 of four, outside the default layers [1, 4)) is checked
+/// where it is read, so the analysis runs; `check_all`, which Python's `dump` runs before it
+/// writes, checks every slab and finds it, naming the layer and the row.
+#[test]
+fn a_whole_check_finds_what_the_default_layers_skip() {
+    let n = 12;
+    let mut v = vec![0f32; 4 * n * n];
+    for (s, slab) in v.chunks_mut(n * n).enumerate() {
+        for k in 0..n {
+            slab[k * n + k.saturating_sub(1)] = 1.0;
+        }
+        if s == 0 {
+            slab[3 * n + 7] = 0.5;
+        }
+    }
+    let tokens: Vec<String> = (0..n).map(|i| format!(" w{i}")).collect();
+    let input = flowtracer::trace::AttentionInput { shape: vec![4, n, n], values: v, dtype: Dtype::F32 };
+    let b = TraceBuilder::new(tokens, flowtracer::Span::new(0, 2), flowtracer::Span::new(2, n), flowtracer::Span::new(n - 1, n), input);
+    let path = temp_dir("whole_check").join("layer0.safetensors");
+    let t = Trace::from_bytes(b.to_bytes(), &path).unwrap();
+    assert!(flowtracer::analyze(&t, &Params::default(), &Cancel::default()).is_ok());
+    let e = flowtracer::flow::aggregate::check_all(&t).unwrap_err().at(&path);
+    assert_eq!(e.problem, Problem::NonCausal, "{e}");
+    assert!(e.to_string().contains("layer0.safetensors: attention[layer 0] query row 3 puts 0.5 on later token 7"), "{e}");
+}

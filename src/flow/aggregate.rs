@@ -89,6 +89,18 @@ pub fn select(trace: &Trace, p: &AggregateParams) -> Result<Selection, DataError
     Ok(Selection { slabs, layers, heads: if a.has_head_axis { heads } else { vec![] } })
 }
 
+/// Every value of every slab checked as the aggregation checks the slabs it reads (NaN,
+/// negative, above the diagonal, rows over one unit). A trace is checked where it is read, so a
+/// file whose bad values lie in slabs no analysis selected loads and runs; a file about to be
+/// written (Python's `dump`) is checked whole, so one that would fail an analysis is refused
+/// before it exists.
+pub fn check_all(trace: &Trace) -> Result<(), DataError> {
+    let a = &trace.attention;
+    let slabs = (0..a.layers).flat_map(|l| (0..a.heads).map(move |h| (l, h))).collect();
+    let all = Selection { slabs, layers: Vec::new(), heads: Vec::new() };
+    aggregate(a, &all, &AggregateParams::default(), &AtomicBool::new(false)).map(drop)
+}
+
 /// The paper's default: layers [floor(L/3), ceil(2L/3)), all of them when L < 3.
 pub fn middle_third(total: usize) -> (usize, usize) {
     if total < 3 { (0, total) } else { (total / 3, (2 * total).div_ceil(3)) }

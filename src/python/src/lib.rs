@@ -172,7 +172,7 @@ struct ArrayItem<'py> {
 }
 
 fn span((a, b): (usize, usize)) -> Span {
-    Span::new(a, b.max(a))
+    Span::new(a, b)
 }
 
 /// Opens traces on every core without the GIL: the loader's checks read every attention value,
@@ -351,7 +351,8 @@ fn default_layers(total: usize, params_json: Option<&str>) -> PyResult<(usize, u
 }
 
 /// Writes trace format v1 (`flowtracer.dump`): float32 attention, tokens, spans, optional token
-/// ids, per-token causal effects and metadata. Refuses to replace an existing file unless `overwrite`; the write is atomic.
+/// ids, per-token causal effects and metadata. Refuses to replace an existing file unless
+/// `overwrite`, and attention any analysis would refuse; the write is atomic.
 #[pyfunction]
 #[pyo3(signature = (path, attention, tokens, question, answer, response=None, token_ids=None, meta=None, overwrite=false, causal_effect=None))]
 #[allow(clippy::too_many_arguments, reason = "the Python signature: one keyword argument each")]
@@ -392,6 +393,7 @@ fn write_trace(
     // The same checks as any trace file before it is written: a dump that would not load is refused.
     let bytes = builder.to_bytes();
     let check = Trace::from_bytes(bytes.clone(), target).map_err(|e| trace_error(py, &e))?;
+    py.detach(|| flowtracer::flow::aggregate::check_all(&check)).map_err(|e| trace_error(py, &e.at(target)))?;
     drop(check);
     py.detach(|| flowtracer::atomic::write_atomic(target, &bytes)).map_err(|e| value_error(format!("{path}: {e}")))
 }

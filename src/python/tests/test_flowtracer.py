@@ -91,8 +91,23 @@ def test_bad_input_is_an_error_that_names_it(tmp_path):
         flowtracer.analyze(chain(n), tokens=["x"] * (n + 1), question=(0, 1), answer=(n - 1, n))
     with pytest.raises(flowtracer.TraceError, match="span"):
         flowtracer.analyze(chain(n), question=(0, 1), answer=(n - 1, n + 4))
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(flowtracer.TraceError, match="dtype int32") as e:
         flowtracer.analyze(chain(n).astype(np.int32), question=(0, 1), answer=(n - 1, n))
+    assert e.value.problem == "dtype"
+    # A span is read once, before the engine, and refused as what it is: reversed, negative or
+    # not a whole number (it had been taken as an empty span, a type error, a truncated int).
+    for question, answer, says in [((0, 1), (n, n - 1), "answer: span 8:7 ends before it starts"), ((-1, 1), (n - 1, n), "question: start -1 is negative"), ((0, 1.5), (n - 1, n), "question: end 1.5 is not a whole number"), ((0,), (n - 1, n), "question: a span is a .start, end. pair, not .0,.")]:
+        with pytest.raises(flowtracer.TraceError, match=f"rollout_7: {says}") as e:
+            flowtracer.analyze(chain(n), question=question, answer=answer, name="rollout_7")
+        assert e.value.problem == "span"
+    assert flowtracer.analyze(chain(n), question=(0, 1.0), answer=np.array([n - 1, n])).status == "ok"
+    with pytest.raises(ValueError, match="dump: answer: span 8:7 ends before it starts"):
+        flowtracer.dump(tmp_path / "reversed.safetensors", chain(n), [str(i) for i in range(n)], question=(0, 1), answer=(n, n - 1))
+    assert not (tmp_path / "reversed.safetensors").exists()
+    # Attention an analysis would refuse is refused before the file exists, not at its first analysis.
+    with pytest.raises(flowtracer.TraceError, match=r"later\.safetensors.*row 2.*later token 5") as e:
+        flowtracer.dump(tmp_path / "later.safetensors", a, [str(i) for i in range(n)], question=(0, 2), answer=(n - 1, n))
+    assert e.value.problem == "non_causal" and not (tmp_path / "later.safetensors").exists()
 
 
 def test_a_batch_keeps_each_traces_error_to_itself():
@@ -105,6 +120,14 @@ def test_a_batch_keeps_each_traces_error_to_itself():
     assert isinstance(out[1], flowtracer.TraceError) and "bad one" in str(out[1])
     with pytest.raises(flowtracer.TraceError, match="bad one"):
         flowtracer.analyze_batch(items)
+    # Refused before the engine (a reversed span, integers) or by it, each keeps its own place.
+    items += [dict(attention=chain(n), question=(2, 0), answer=(n - 1, n), name="reversed"), dict(attention=chain(n).astype(np.int64), question=(0, 2), answer=(n - 1, n), name="integers")]
+    items += [dict(attention=chain(n), question=(0, 2), answer=(n - 2, n))]
+    out = flowtracer.analyze_batch(items, errors="return")
+    assert [type(o).__name__ for o in out] == ["FlowResult", "TraceError", "TraceError", "TraceError", "FlowResult"]
+    assert [o.problem for o in out[1:4]] == ["non_causal", "span", "dtype"]
+    assert "reversed: question: span 2:0" in str(out[2]) and "integers: dtype int64" in str(out[3])
+    assert out[4].answer == (n - 2, n) and out[4].status == "ok"
 
 
 def test_files_load_and_credits_read_back(tmp_path):

@@ -27,10 +27,11 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import numpy as np
 
 from . import _native
-from ._arrays import DeviceRun, address, engine_array
+from ._arrays import DeviceRun, address, engine_array, refused
 from ._causal import causal_effect, hide
 from ._cuda import choose_device, point_engine_at_nvrtc
 from ._progress import Progress, reporter
+from ._spans import span
 from .params import Params, params_json
 from .results import CreditRow, Credits, FlowResult, Trace
 
@@ -66,6 +67,12 @@ Errors = Literal["raise", "return"]
 
 
 def _item(attention: Any, question: Span, answer: Span, response: Span | None, tokens: Sequence[str] | None, name: str, on_device: DeviceRun) -> dict[str, Any]:
+    """What the engine reads of one item, or the `TraceError` that refuses it (the checks made
+    here, before the engine's, are errors of the same kind)."""
+    try:
+        spans = span(f"{name}: question", question), span(f"{name}: answer", answer), None if response is None else span(f"{name}: response", response)
+    except ValueError as e:
+        raise refused(str(e), "span") from None
     array, bf16 = engine_array(attention, name, on_device)
     return {
         "attention": array,
@@ -73,9 +80,9 @@ def _item(attention: Any, question: Span, answer: Span, response: Span | None, t
         # a list of str is handed back as it is; None becomes `<0>`, `<1>`, ... when first read;
         # anything else is str() of each item, in the engine
         "tokens": tokens,
-        "question": tuple(question),
-        "answer": tuple(answer),
-        "response": None if response is None else tuple(response),
+        "question": spans[0],
+        "answer": spans[1],
+        "response": spans[2],
         "name": name,
     }
 
@@ -125,12 +132,20 @@ def analyze_batch(items: Sequence[Mapping[str, Any]], *, params: ParamsLike = No
     `progress`: `True` for a bar on the terminal, or a callable `(done, total)` called from this
     thread as traces finish (a tqdm bar: `lambda done, total: bar.update(done - bar.n)`)."""
     on_device = DeviceRun(backend, _native.cuda_device)
-    prepared = [
-        _item(it["attention"], it["question"], it["answer"], it.get("response"), it.get("tokens"), it.get("name") or f"attention[{i}]", on_device)
-        for i, it in enumerate(items)
-    ]
-    choose_device()
-    answers = _native.analyze_arrays(prepared, params_json(params), backend, reporter(progress))
+    # An item refused before the engine sees it (a reversed span, an integer array) keeps its
+    # place as its error, as one the engine refuses does: it costs the other items nothing.
+    answers: list[Any] = []
+    prepared = []
+    for i, it in enumerate(items):
+        try:
+            prepared.append(_item(it["attention"], it["question"], it["answer"], it.get("response"), it.get("tokens"), it.get("name") or f"attention[{i}]", on_device))
+            answers.append(None)
+        except TraceError as e:
+            answers.append(e)
+    if prepared:
+        choose_device()
+        ran = iter(_native.analyze_arrays(prepared, params_json(params), backend, reporter(progress)))
+        answers = [next(ran) if a is None else a for a in answers]
     return _finish(answers, (address(it["attention"]) for it in items), errors)
 
 

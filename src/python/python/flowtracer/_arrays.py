@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ._cuda import choose_device
+from ._native import TraceError
 
 
 def _is_torch(x: Any) -> bool:
@@ -63,7 +64,7 @@ def engine_array(x: Any, name: str, on_device: DeviceRun | None = None) -> tuple
         if on_device is not None and on_device(index):
             return x, False
         why = on_device.why_not(index) if on_device is not None else "this call takes host memory: copy it to the host first"
-        raise ValueError(f"{name}: the array is in CUDA memory and {why}")
+        raise refused(f"{name}: the array is in CUDA memory and {why}", "params")
     a = np.asarray(x)
     # The common case first: `dtype.name` alone costs 2 µs, most of this function's time.
     if a.dtype in (np.float32, np.float16) and a.dtype.isnative and a.flags.c_contiguous:
@@ -71,7 +72,7 @@ def engine_array(x: Any, name: str, on_device: DeviceRun | None = None) -> tuple
     if a.dtype.name == "bfloat16":
         return np.ascontiguousarray(a).view(np.uint16), True
     if a.dtype.kind != "f":
-        raise ValueError(f"{name}: dtype {a.dtype} is not floating point (attention is softmax probabilities)")
+        raise refused(f"{name}: dtype {a.dtype} is not floating point (attention is softmax probabilities)", "dtype")
     return np.ascontiguousarray(a, dtype=np.float32), False
 
 
@@ -80,7 +81,7 @@ def _engine_tensor(t: Any, name: str, torch: Any) -> tuple[Any, bool]:
     if t.dtype == torch.bfloat16:
         return t.contiguous().view(torch.int16), True
     if not t.is_floating_point():
-        raise ValueError(f"{name}: dtype {t.dtype} is not floating point (attention is softmax probabilities)")
+        raise refused(f"{name}: dtype {t.dtype} is not floating point (attention is softmax probabilities)", "dtype")
     if t.dtype not in (torch.float32, torch.float16):
         t = t.float()
     return t.contiguous(), False
@@ -126,3 +127,11 @@ class DeviceRun:
         if device is None:
             return "this engine has no CUDA device (flowtracer.backends() says why): copy it to the host first"
         return f"it is on CUDA device {index} and the engine runs on device {device}: copy it there or to the host first"
+
+
+def refused(message: str, problem: str) -> TraceError:
+    """A `TraceError` for an array refused before the engine reads it, with the `problem` name
+    the engine would give it."""
+    err = TraceError(message)
+    err.problem = problem
+    return err

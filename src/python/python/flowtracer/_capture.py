@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _native
+from ._spans import span
 from .params import Params, params_json
 
 _NAME = "flowtracer_capture"
@@ -273,7 +274,10 @@ def dump(
     causal_effect: Any = None,
     answer_changed: Any = None,
 ) -> None:
-    """Writes trace format v1 (atomically; an existing file is kept unless `overwrite`).
+    """Writes trace format v1 (atomically; an existing file is kept unless `overwrite`). The
+    engine checks every value first, as an analysis would (NaN, negative, above the diagonal,
+    rows over one unit): a trace that could not be analysed is refused, with a `TraceError`
+    naming the file and the row, and not written.
     `attention` is one sample's `[n,n]` (e.g. `cap.attention(i)`); with `source=cap` the file
     records the layers it averaged and the model's depth, so the app and the export show them.
     `causal_effect` (`[n]`, from `flowtracer.causal_effect`) is written beside it, and
@@ -288,7 +292,7 @@ def dump(
             raise ValueError(f"answer_changed: one bool per token ({len(tokens)}), not {changed.dtype} [{len(changed)}]")
         m[_native.ANSWER_CHANGED] = json.dumps(np.flatnonzero(changed).tolist())
     ids = None if token_ids is None else [int(t) for t in token_ids]
-    spans = _pair("question", question), _pair("answer", answer), None if response is None else _pair("response", response)
+    spans = span("dump: question", question), span("dump: answer", answer), None if response is None else span("dump: response", response)
     effect = None if causal_effect is None else np.asarray(_numpy(causal_effect), dtype=np.float32).reshape(-1).tolist()
     _native.write_trace(fspath(path), a, [str(t) for t in tokens], *spans, ids, m, overwrite, causal_effect=effect)
 
@@ -297,9 +301,3 @@ def _numpy(x: Any) -> Any:
     """A torch tensor as a float32 NumPy array on the host; anything else as it is."""
     return x.detach().float().cpu().numpy() if hasattr(x, "detach") else x
 
-
-def _pair(name: str, span: Sequence[int]) -> tuple[int, int]:
-    """A span as the engine takes it, from any pair of ints (a list, a tuple, a NumPy row)."""
-    if len(span) != 2:
-        raise ValueError(f"{name}: a span is a (start, end) pair, not {span!r}")
-    return int(span[0]), int(span[1])

@@ -26,6 +26,7 @@ from typing import Any, Literal, Sequence, overload
 import numpy as np
 
 from ._progress import Progress, reporter
+from ._spans import span
 
 BATCH_BYTES = 64 << 20
 """What one batch of hidings may add by default, in masks and copies of the reused keys and
@@ -98,8 +99,8 @@ def causal_effect(
     where it is not).
     """
     n = _sequence("causal_effect", input_ids).shape[0]
-    t0, t1 = _span("tokens", tokens)
-    a0 = _span("answer", answer)[0]
+    t0, t1 = span("causal_effect: tokens", tokens)
+    a0 = span("causal_effect: answer", answer)[0]
     if not 1 <= t0 <= t1 <= a0:
         raise ValueError(
             f"causal_effect: tokens {t0}:{t1} must lie before the answer ({a0}:{answer[1]}) and after position 0 "
@@ -186,7 +187,7 @@ def _hide(
 
     ids = _sequence(name, input_ids)
     n = int(ids.shape[0])
-    a0, a1 = _span("answer", answer)
+    a0, a1 = span(f"{name}: answer", answer)
     if not 0 < a0 < a1 <= n:
         raise ValueError(f"{name}: answer {a0}:{a1} must be a non-empty span after the first token of the {n} ids")
     hidden_sets = [_positions(name, i, positions, (a0, a1)) for i, positions in enumerate(sets)]
@@ -340,8 +341,3 @@ def _logits_to_keep(takes: Any, k: int) -> dict[str, int]:
             return {name: k}
     return {}
 
-
-def _span(name: str, span: Sequence[int]) -> tuple[int, int]:
-    if len(span) != 2:
-        raise ValueError(f"{name} is a (start, end) pair, not {span!r}")
-    return int(span[0]), int(span[1])
