@@ -223,6 +223,10 @@ pub struct TokenProbeArgs {
 /// (`--out`) and the score table (`--table`).
 pub fn run_token_probe(a: TokenProbeArgs) -> ExitCode {
     use flowtracer::rl::{causal, fidelity};
+    if let Some(dir) = a.out.as_ref().filter(|d| d.is_file()) {
+        // Said before the probe runs, not after its minutes.
+        return fail(format!("--out {}: is a file, not the folder the traces go to", dir.display()));
+    }
     let cancel = interrupt();
     let policy = match probe_policy(a.task, &a.policy) {
         Ok(p) => p,

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod cli_rl;
+mod cli_values;
 
 #[global_allocator]
 static ALLOC: flowtracer::alloc::Counting = flowtracer::alloc::Counting;
@@ -58,7 +59,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Choice::Auto)]
         backend: Choice,
         /// Runs per case; the median is reported.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = cli_values::count)]
         repeat: usize,
         /// Skip the [L,H,N,N] f16 aggregation cases (never run from 16384 tokens, where the
         /// [N,N] case is F16).
@@ -121,19 +122,19 @@ enum Command {
         #[arg(long)]
         fraction: Option<f64>,
         /// Held-out problems scored every --eval-every steps.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 256, value_parser = cli_values::count)]
         eval_size: usize,
         /// Steps between held-out evaluations.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = cli_values::count)]
         eval_every: usize,
         /// Compare these credit modes (comma-separated), each over --seeds seeds.
         #[arg(long, value_enum, value_delimiter = ',')]
         compare: Vec<CreditMode>,
         /// With --compare: seeds per mode (0, 1, …).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = cli_values::count)]
         seeds: usize,
         /// The accuracy whose "steps to" the comparison reports.
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = 0.5, value_parser = cli_values::share)]
         target: f64,
         /// A tiny policy, for trying the loop in seconds.
         #[arg(long)]
@@ -146,16 +147,16 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Task::Addition)]
         task: Task,
         /// Held-out accuracy to stop at.
-        #[arg(long, default_value_t = 0.3)]
+        #[arg(long, default_value_t = 0.3, value_parser = cli_values::share)]
         target: f64,
         /// Stop here even below the target.
-        #[arg(long, default_value_t = 3000)]
+        #[arg(long, default_value_t = 3000, value_parser = cli_values::count)]
         max_steps: usize,
         /// Seeds the initial weights and the problems.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Held-out problems scored at each evaluation.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 256, value_parser = cli_values::count)]
         eval_size: usize,
         /// Where the weights go (safetensors).
         #[arg(long)]
@@ -172,10 +173,10 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
         /// Held-out problems to probe.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 256, value_parser = cli_values::count)]
         problems: usize,
         /// Share of each response's reasoning tokens hidden at once.
-        #[arg(long, default_value_t = 0.2)]
+        #[arg(long, default_value_t = 0.2, value_parser = cli_values::share)]
         fraction: f64,
         /// Seeds the problems and the random choice.
         #[arg(long, default_value_t = 0)]
@@ -220,13 +221,13 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// About this many tokens.
-        #[arg(long, default_value_t = 160)]
+        #[arg(long, default_value_t = 160, value_parser = cli_values::count)]
         tokens: usize,
         /// Layers of attention stored.
-        #[arg(long, default_value_t = 6)]
+        #[arg(long, default_value_t = 6, value_parser = cli_values::count)]
         layers: usize,
         /// Heads per layer stored.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, value_parser = cli_values::count)]
         heads: usize,
         /// Seeds the text and the attention.
         #[arg(long, default_value_t = 1)]
@@ -255,7 +256,10 @@ fn main() -> ExitCode {
         Some(Command::Bench { sizes, repeat, ui: true, run, dir, .. }) => {
             println!("| N | re-score ms: credit change | backbone change | role change | re-score ms: aggregation change ([4,8,N,N] F16; from 16k [N,N] F16) | knock-out loss of every token ms (in each re-score) | text view frame ms (CPU: layout + tessellation) | step graph ms | matrix overview ms (CPU) | matrix detail ms (2048² window) |\n|---|---|---|---|---|---|---|---|---|---|");
             for n in sizes {
-                let b = bench::ui_bench(n, repeat);
+                let b = match bench::ui_bench(n, repeat) {
+                    Ok(b) => b,
+                    Err(e) => return usage(format!("bench --ui: {e}")),
+                };
                 let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
                 println!("| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} |", b.n, ms(b.rescore), ms(b.rebackbone), ms(b.reroles), ms(b.reaggregate), ms(b.knockout), ms(b.frame), ms(b.steps), ms(b.overview), ms(b.detail));
             }
@@ -310,6 +314,9 @@ fn main() -> ExitCode {
         }
         Some(Command::Synth { out, tokens, layers, heads, seed, dtype, rank, no_answer }) => {
             let spec = synth::SynthSpec { seed, target_tokens: tokens, layers, heads, dtype, rank: rank.into(), no_answer };
+            if let Err(e) = spec.check() {
+                return usage(format!("synth: {e}"));
+            }
             match synth::synth_trace(&spec).write(&out) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -55,6 +55,43 @@ impl Default for SynthSpec {
     }
 }
 
+impl SynthSpec {
+    /// The slabs the attention has: (layers, heads) of the file, by rank.
+    fn slabs(&self) -> (usize, usize) {
+        match self.rank {
+            4 => (self.layers, self.heads),
+            3 => (self.layers, 1),
+            _ => (1, 1),
+        }
+    }
+
+    /// Whether this trace can be made here: at least one layer and head, and its attention (made
+    /// in f32 before it is encoded) within the budget the loader gives a trace's matrix, half the
+    /// available memory (`FLOWTRACER_MAX_MATRIX_BYTES` changes it). A trace of 10⁸ tokens had
+    /// aborted the process on its allocation.
+    pub fn check(&self) -> Result<(), String> {
+        let (l, h) = self.slabs();
+        if l == 0 || h == 0 {
+            return Err(format!("the attention needs at least one layer and one head, not {l} and {h}"));
+        }
+        // The text overshoots the target by at most a sentence, and is never shorter than its
+        // question and answer.
+        let n = self.target_tokens.max(128) as u128 + 256;
+        let need = (l as u128) * (h as u128) * n * n * 4;
+        let budget = crate::trace::matrix_budget() as u128;
+        if need > budget {
+            return Err(format!(
+                "about {} tokens × {l} layer(s) × {h} head(s) need {} MiB to make, over the budget of {} MiB (set {} to change it)",
+                self.target_tokens,
+                need >> 20,
+                budget >> 20,
+                crate::trace::MAX_MATRIX_BYTES_ENV
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A token and the earlier positions it semantically depends on.
 struct Text {
     tokens: Vec<String>,
@@ -210,11 +247,7 @@ pub fn synth_trace(spec: &SynthSpec) -> TraceBuilder {
     let mut rng = Rng::new(spec.seed);
     let (text, q, r, a) = compose(&mut rng, spec.target_tokens, spec.no_answer);
     let n = text.tokens.len();
-    let (l, h) = match spec.rank {
-        4 => (spec.layers, spec.heads),
-        3 => (spec.layers, 1),
-        _ => (1, 1),
-    };
+    let (l, h) = spec.slabs();
     let mut values = vec![0f32; l * h * n * n];
     let slabs: Vec<&mut [f32]> = values.chunks_mut(n * n).collect();
     use rayon::prelude::*;

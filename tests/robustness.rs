@@ -269,3 +269,45 @@ fn a_huge_gamma_with_mean_normalisation_keeps_credit_finite() {
     assert!((mean - 1.0).abs() < 1e-9, "mean γ over the response {mean}");
     assert!(r.credit[resp].iter().any(|&g| g > 1.0), "the selected tokens still stand out");
 }
+
+/// Flags whose value cannot be meant (a count of zero, a share outside (0, 1], a synthetic trace
+/// larger than memory) are usage errors naming the flag or the size, never a panic, an abort
+/// on an allocation, or a table of nothing: each of these had done one of the three.
+#[test]
+fn flag_values_that_cannot_be_meant_are_usage_errors() {
+    let dir = temp_dir("flag-values");
+    let out = dir.join("never");
+    let o = s(&out);
+    for (args, says) in [
+        (vec!["train", "--steps", "2", "--eval-every", "0", "--out", o], "--eval-every"),
+        (vec!["train", "--steps", "2", "--eval-size", "0", "--out", o], "--eval-size"),
+        (vec!["train", "--compare", "flow", "--seeds", "0", "--out", o], "--seeds"),
+        (vec!["probe", "--fraction", "1.5"], "1.5 must lie in (0, 1]"),
+        (vec!["probe", "--problems", "0"], "--problems"),
+        (vec!["warmstart", "--target", "2", "--out", o], "--target"),
+        (vec!["bench", "--repeat", "0"], "--repeat"),
+        (vec!["synth", "--out", o, "--layers", "0"], "--layers"),
+        (vec!["synth", "--out", o, "--tokens", "100000000", "--rank", "2"], "MiB to make, over the budget"),
+        (vec!["synth", "--out", o, "--layers", "100000", "--heads", "100000"], "MiB to make, over the budget"),
+        (vec!["bench", "--ui", "--sizes", "100000000"], "MiB to make, over the budget"),
+    ] {
+        let r = run(&args);
+        let err = stderr(&r);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(!out.exists(), "nothing is written");
+    // An output folder that is a file is said to be one (it had been "File exists (os error 17)",
+    // and the probe said it after its work); the file is left as it was.
+    let file = dir.join("a_file");
+    std::fs::write(&file, b"mine").unwrap();
+    for (args, says) in [
+        (vec!["train", "--steps", "1", "--tiny", "--out", s(&file)], "a_file: is a file, not a run folder"),
+        (vec!["probe", "--per-token", "--problems", "2", "--out", s(&file)], "a_file: is a file, not the folder"),
+    ] {
+        let r = run(&args);
+        assert_eq!(r.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&r).contains(says), "{args:?}: {}", stderr(&r));
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+}

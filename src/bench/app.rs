@@ -34,13 +34,14 @@ pub struct UiBench {
     pub detail: Duration,
 }
 
-pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
+pub fn ui_bench(n: usize, repeat: usize) -> Result<UiBench, String> {
     use crate::app::{Command, FlowApp, document::Document, recent::Recent};
     // ([4,8,N,N] would be a 34 GB synthetic trace from 16k tokens: long traces come as [N,N] F16)
     let (layers, heads) = if n >= 16384 { (1, 1) } else { (4, 8) };
     let spec = SynthSpec { seed: n as u64, target_tokens: n, layers, heads, dtype: Dtype::F16, rank: 4, no_answer: false };
+    spec.check()?;
     let bytes = synth_trace(&spec).to_bytes();
-    let trace = Trace::from_bytes(bytes, Path::new("ui-bench.safetensors")).expect("synthetic traces are valid");
+    let trace = Trace::from_bytes(bytes, Path::new("ui-bench.safetensors")).map_err(|e| e.to_string())?;
     let n = trace.n();
     let mut app = FlowApp::new(vec![Document::new(trace)], Params::default(), Recent::in_memory());
     app.model.rescoring.synchronous = true;
@@ -99,7 +100,7 @@ pub fn ui_bench(n: usize, repeat: usize) -> UiBench {
     let detail = median_of(repeat, || {
         std::hint::black_box(downsample_window(&d.trace, &a, Layer::Aggregated, Window { x0: (n - w) / 2, y0: n - w, w }, MAX_TEXTURE));
     });
-    UiBench { n, rescore, rebackbone, reroles, reaggregate, knockout: median(knock), frame: median(frames), steps, overview, detail }
+    Ok(UiBench { n, rescore, rebackbone, reroles, reaggregate, knockout: median(knock), frame: median(frames), steps, overview, detail })
 }
 
 /// Opening a run of many small traces in the app: the time until its Run view is drawn, a frame

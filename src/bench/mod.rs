@@ -196,6 +196,7 @@ pub fn run_case(
         rank: case.rank,
         no_answer: false,
     };
+    spec.check()?;
     let builder = synth_trace(&spec);
     let path = dir.join(format!("bench_{}_{}x{}_{}.safetensors", case.n, case.layers, case.heads, case.dtype.name()));
     builder.write(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -300,6 +301,7 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
     let mut paths = Vec::with_capacity(count);
     for i in 0..count {
         let spec = SynthSpec { seed: 1000 + i as u64, target_tokens: n, layers: 1, heads: 1, dtype: Dtype::F32, rank: 2, no_answer: false };
+        spec.check()?;
         let path = dir.join(format!("batch_{n}_{i}.safetensors"));
         synth_trace(&spec).write(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         paths.push(path);

@@ -273,6 +273,9 @@ pub const WARM_START_MAX_STEPS: usize = 3000;
 /// are written every `checkpoint_every` steps and at the last step.
 pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMut(Progress)) -> Result<()> {
     check_params(cfg)?;
+    if out.is_file() {
+        return Err(Error::msg(format!("{}: is a file, not a run folder", out.display())));
+    }
     std::fs::create_dir_all(out).map_err(at(out))?;
     let mut policy = Policy::new(cfg.model.clone())?;
     let backend = crate::backend::select(crate::backend::Choice::Auto).map_err(Error::msg)?;

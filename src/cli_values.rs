@@ -1,0 +1,35 @@
+//! The values a flag takes, checked where clap reads them, so a count of zero or a share outside
+//! (0, 1] is a usage error naming the flag, not a panic or a table of nothing later on.
+
+/// A count that must be at least one (problems, seeds, held-out problems, runs per case, ...).
+pub fn count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
+}
+
+/// A share or an accuracy: a number in (0, 1].
+pub fn share(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 1.0 => Ok(x),
+        Ok(x) => Err(format!("{x} must lie in (0, 1]")),
+        Err(_) => Err(format!("`{text}` is not a number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_and_shares_refuse_what_cannot_be_meant() {
+        assert_eq!(super::count("3"), Ok(3));
+        assert!(super::count("0").unwrap_err().contains("at least 1"));
+        assert!(super::count("-2").unwrap_err().contains("whole number"));
+        assert_eq!(super::share("1"), Ok(1.0));
+        assert_eq!(super::share("0.25"), Ok(0.25));
+        for bad in ["0", "1.5", "-0.1", "NaN", "inf"] {
+            assert!(super::share(bad).is_err(), "{bad}");
+        }
+    }
+}
