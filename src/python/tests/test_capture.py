@@ -81,9 +81,21 @@ def test_capture_refuses_what_it_cannot_honour(tmp_path):
         flowtracer.capture(model, layers=(4, 9))
     with pytest.raises(ValueError, match="reduce"):
         flowtracer.capture(model, reduce="median")
+    # layers is a (start, end) pair: one index, or a reversed pair, had been an IndexError or an
+    # empty range
+    with pytest.raises(ValueError, match=r"capture: layers: a span is a \(start, end\) pair, not \[1\]"):
+        flowtracer.capture(model, layers=[1])
+    with pytest.raises(ValueError, match="capture: layers: span 2:1 ends before it starts"):
+        flowtracer.capture(model, layers=(2, 1))
+    with pytest.raises(TypeError, match="expected a transformers model"):
+        flowtracer.capture(object())
     with flowtracer.capture(model) as cap:
         with pytest.raises(RuntimeError, match="nothing recorded"):
             cap.tensor()
+        model(input_ids=torch.tensor([[1, 2, 3, 4]]))
+    assert cap.sample(-1).shape == (4, 4)
+    with pytest.raises(IndexError, match="capture: sample 1 of a batch of 1"):
+        cap.attention(1)
 
 
 def test_torch_tensors_go_in_without_a_copy():

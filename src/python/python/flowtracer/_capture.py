@@ -57,12 +57,14 @@ class capture:
             raise ValueError(f"capture: reduce must be 'mean' or 'max', not {reduce!r}")
         if chunk is not None and chunk < 1:
             raise ValueError(f"capture: chunk must be at least 1, not {chunk}")
+        if not hasattr(model, "config"):
+            raise TypeError(f"capture: expected a transformers model (one with a .config), not {type(model).__name__}")
         self.model = model
         cfg = _text_config(model)
         self.num_layers: int = int(cfg.num_hidden_layers)
         if layers is None:
             layers = _native.default_layers(self.num_layers, params_json(params))
-        lo, hi = int(layers[0]), int(layers[1])
+        lo, hi = span("capture: layers", layers)
         if not 0 <= lo < hi <= self.num_layers:
             raise ValueError(f"capture: layers [{lo}, {hi}) are not inside the model's {self.num_layers} layers")
         self.layers = (lo, hi)
@@ -209,7 +211,10 @@ class capture:
         tensor on the model's device: what an RL step hands to the engine, which reads it where it
         lies (on a GPU, the CUDA backend reads it there, with no trip through host memory). A
         sample without padding is the capture's own memory; a padded one is one new `[n,n]`."""
-        t = self._recorded()[i]
+        recorded = self._recorded()
+        if not -recorded.shape[0] <= i < recorded.shape[0]:
+            raise IndexError(f"capture: sample {i} of a batch of {recorded.shape[0]}")
+        t = recorded[i]
         keep = self.valid(i)
         if len(keep) != t.shape[0]:
             keep = keep.to(t.device)
