@@ -9,7 +9,7 @@ import numpy as np
 
 import flowtracer
 from conftest import require
-from flowtracer.rl import boxed_answer, find_answers, response_gamma
+from flowtracer.rl import boxed_answer, find_answers, response_gamma, summary
 from tiny import CORPUS, hf_tokenizer, tiny
 
 torch = require("torch")
@@ -52,3 +52,20 @@ def test_openrlhfs_layout_gives_the_same_gamma_as_verls(tmp_path):
     shaped = flow_openrlhf.shaped_advantages(adv, gamma, act, params.replace(credit={"apply_to_negative": False}))
     want = torch.where(adv >= 0, adv * gamma, adv) * act
     assert torch.equal(shaped, want) and torch.all(shaped[act == 0] == 0)
+
+
+def test_a_diverged_policy_leaves_its_rows_unshaped_and_the_step_going(tmp_path):
+    """A policy whose weights went NaN writes NaN attention: the rows fail the engine's checks,
+    stay unshaped (γ = 1) and are counted, no trace file is kept for them (dump refuses what an
+    analysis would), and the step is not stopped by the file it could not write."""
+    tok = hf_tokenizer()
+    model = tiny("llama", tmp_path, len(tok), "sdpa")
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.weight.fill_(float("nan"))
+    ids = torch.tensor([tok(CORPUS[0] + " So \\boxed{72}")["input_ids"]])
+    n = ids.shape[1]
+    mask = torch.ones_like(ids)
+    shaping = response_gamma(model, ids, mask, mask[:, 4:], [(n - 9, n - 5)], trace_dir=tmp_path / "traces")
+    assert torch.all(shaping.gamma == 1) and summary(shaping)["flow/failed"] == 1.0
+    assert isinstance(shaping.results[0], flowtracer.TraceError) and shaping.results[0].problem == "non_finite"
+    assert list((tmp_path / "traces").glob("*.safetensors")) == []

@@ -160,8 +160,11 @@ class capture:
                     sink = sinks.detach().float().view(1, hkv, h // hkv, 1, 1).expand(b, -1, -1, q1 - q0, 1)
                     p = torch.softmax(torch.cat([s, sink], dim=-1), dim=-1)[..., :-1]
                 else:
-                    p = _softmax_(s)
-                p = p.nan_to_num_(nan=0.0)  # a fully masked (padding) row
+                    # A row masked whole (a padding query) has no probabilities: zero, not the
+                    # NaN softmax makes of it. A NaN score (a diverging model) stays NaN, for the
+                    # engine to refuse by name rather than read as attention to nothing.
+                    masked_whole = s.amax(dim=-1, keepdim=True) == -math.inf
+                    p = _softmax_(s).masked_fill_(masked_whole, 0.0)
                 if self.reduce == "mean":
                     self._acc[:, q0:q1, :q1] += p.sum(dim=(1, 2))
                 else:

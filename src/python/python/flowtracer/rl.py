@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import analyze_batch, token_advantages
+from . import TraceError, analyze_batch, token_advantages
 from ._capture import capture, dump
 from .params import Params
 from .results import FlowResult
@@ -184,8 +184,14 @@ def _gamma_rows(
         if trace_dir is not None:
             folder = Path(fspath(trace_dir))
             folder.mkdir(parents=True, exist_ok=True)
-            dump(folder / f"sample_{i:04d}.safetensors", items[-1]["attention"], items[-1]["tokens"],
-                 token_ids=ids_host[i][row.start:row.end], source=cap, question=span["question"], answer=span["answer"], response=span["response"])
+            try:
+                dump(folder / f"sample_{i:04d}.safetensors", items[-1]["attention"], items[-1]["tokens"],
+                     token_ids=ids_host[i][row.start:row.end], source=cap, question=span["question"], answer=span["answer"], response=span["response"])
+            except TraceError:
+                # Attention the engine refuses (a NaN from a diverging policy, say) is not kept
+                # as a file; the same check fails the row's analysis below, which leaves that
+                # row unshaped and counts it in `failed`, and the step goes on.
+                pass
     for i, r in zip(shaped, analyze_batch(items, params=params, backend=backend, errors="return")):
         results[i] = r
     return results, spans
