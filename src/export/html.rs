@@ -23,12 +23,13 @@ code{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:13px;back
 /// The report comes in three parts, so that a run's traces need not all be held to write it:
 /// each trace's row of the table ([`row`]) and its section ([`section`], the bulk, written out as
 /// the trace is done), then the page around them ([`page_start`], [`page_end`]) once the whole
-/// run is known. The `i`th exported trace's row links to its section.
-pub fn row(i: usize, d: &Done) -> String {
+/// run is known. The `i`th exported trace's row links to its section where it has one.
+pub fn row(i: usize, d: &Done, with_section: bool) -> String {
     let r = &d.result;
+    let name = escape(&d.stem.display().to_string());
+    let name = if with_section { format!("<a href=\"#t{i}\">{name}</a>") } else { name };
     format!(
-        "<tr><td><a href=\"#t{i}\">{}</a></td><td>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
-        escape(&d.stem.display().to_string()),
+        "<tr><td>{name}</td><td>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
         r.status.name(),
         d.tokens.len(),
         crate::render::percent(r.backbone_flow()),
@@ -38,8 +39,15 @@ pub fn row(i: usize, d: &Done) -> String {
     )
 }
 
-/// Everything before the sections: the heading, and the table of `rows` and the failed inputs.
-pub fn page_start(summary: &Summary, rows: &str) -> String {
+/// Tokens the page gives sections to: about 23 MB of page, which a browser opens in a few
+/// seconds (a section is ~170 bytes a token, so a run of 12 800 1k-token rollouts would be a
+/// page of 2 GB). The first traces in the run's order have theirs while the total stays within
+/// it, the first one always; every trace keeps its row, and its own files beside the page.
+pub const SECTION_TOKENS: usize = 1 << 17;
+
+/// Everything before the sections: the heading, and the table of `rows` and the failed inputs;
+/// `sections` of the exported traces have one.
+pub fn page_start(summary: &Summary, rows: &str, sections: usize) -> String {
     let mut s = String::new();
     let _ = write!(s, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>FlowTracer report</title><style>{STYLE}</style></head><body>");
     let _ = write!(
@@ -51,6 +59,13 @@ pub fn page_start(summary: &Summary, rows: &str) -> String {
         summary.params.credit.fraction * 100.0,
         summary.params.credit.gamma
     );
+    if sections < summary.exported {
+        let _ = write!(
+            s,
+            "<p class=\"muted\">Sections below for the first {sections} of the {} traces: the page keeps to {SECTION_TOKENS} tokens of sections so that a browser opens it. Every trace has its row in the table, and the files the export wrote for it beside this page.</p>",
+            summary.exported
+        );
+    }
     s.push_str("<table><tr><th>trace</th><th>status</th><th class=num>tokens</th><th class=num>backbone flow</th><th class=num>paths</th><th class=num>hubs</th><th class=num>checkpoints</th></tr>");
     s.push_str(rows);
     for o in &summary.traces {
@@ -155,4 +170,28 @@ fn head(s: &mut String, i: usize, d: &Done) {
     let names = |ks: &[usize]| ks.iter().map(|&k| format!("#{k} <code>{}</code>", escape(&display_text(&d.text[k])))).collect::<Vec<_>>().join(", ");
     let _ = write!(s, "<p><b>Hubs</b>: {}<br><b>Checkpoints</b>: {}</p>", names(&r.hubs), names(&r.checkpoints));
     s.push_str("<div class=text>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page whose sections stop short of the run says so, and how many it has; one with every
+    /// section says nothing of it (the sample exports' pages are as they were).
+    #[test]
+    fn a_page_says_when_its_sections_stop_short() {
+        let summary = Summary {
+            format: "flowtracer.summary/1",
+            backend: "cpu".into(),
+            params: crate::Params::default(),
+            exported: 3,
+            failed: 0,
+            interrupted: false,
+            errors: Vec::new(),
+            runs: Vec::new(),
+            traces: Vec::new(),
+        };
+        assert!(page_start(&summary, "", 1).contains("Sections below for the first 1 of the 3 traces"));
+        assert!(!page_start(&summary, "", 3).contains("Sections below"));
+    }
 }

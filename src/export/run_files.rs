@@ -73,8 +73,8 @@ const PIECE_TOKENS: usize = 1024;
 enum Piece {
     /// Its rows of the CSV for these tokens.
     Rows(Range<usize>),
-    /// Its row of the report's table.
-    Row,
+    /// Its row of the report's table, and whether it links to a section.
+    Row(bool),
     /// Its report section for these tokens.
     Section(Range<usize>),
 }
@@ -90,6 +90,27 @@ fn ranges(n: usize) -> impl Iterator<Item = Range<usize>> {
 struct Report {
     rows: String,
     sections: Piecewise,
+    sectioned: Sectioned,
+}
+
+/// The traces given a section so far (the first ones of the run) and their tokens.
+#[derive(Default)]
+struct Sectioned {
+    traces: usize,
+    tokens: usize,
+}
+
+impl Sectioned {
+    /// Whether the `i`th exported trace, of `n` tokens, gets a section: the run's first ones,
+    /// while their tokens stay within `budget` (the first always has one).
+    fn takes(&mut self, i: usize, n: usize, budget: usize) -> bool {
+        let takes = self.traces == i && (i == 0 || self.tokens + n <= budget);
+        if takes {
+            self.traces += 1;
+            self.tokens += n;
+        }
+        takes
+    }
 }
 
 impl RunFiles {
@@ -105,7 +126,7 @@ impl RunFiles {
             .html
             .then(|| Piecewise::create(outputs, "report.html.sections", &mut errors))
             .flatten()
-            .map(|sections| Report { rows: String::new(), sections });
+            .map(|sections| Report { rows: String::new(), sections, sectioned: Sectioned::default() });
         let credits = f.credits.then(credits::CreditsFile::default);
         RunFiles { csv, report, credits, exported: 0, errors }
     }
@@ -115,15 +136,18 @@ impl RunFiles {
     /// another they held up each window of a run: a 1k-token trace's take a millisecond or two),
     /// then written in order.
     pub fn add(&mut self, done: &[&Done]) {
-        let (csv, html) = (self.csv.is_some(), self.report.is_some());
+        let csv = self.csv.is_some();
         for chunk in done.chunks(4 * rayon::current_num_threads()) {
             let base = self.exported;
+            // (None: no report; Some(whether the trace has a section))
+            let sectioned: Vec<Option<bool>> = chunk.iter().enumerate().map(|(j, d)| self.report.as_mut().map(|r| r.sectioned.takes(base + j, d.tokens.len(), html::SECTION_TOKENS))).collect();
             let pieces: Vec<(usize, Piece)> = chunk
                 .iter()
                 .enumerate()
                 .flat_map(|(j, d)| {
                     let rows = ranges(d.tokens.len()).filter(move |_| csv).map(Piece::Rows);
-                    let report = html.then_some(Piece::Row).into_iter().chain(ranges(d.tokens.len()).filter(move |_| html).map(Piece::Section));
+                    let section = sectioned[j] == Some(true);
+                    let report = sectioned[j].map(Piece::Row).into_iter().chain(ranges(d.tokens.len()).filter(move |_| section).map(Piece::Section));
                     rows.chain(report).map(move |p| (j, p))
                 })
                 .collect();
@@ -133,7 +157,7 @@ impl RunFiles {
                     let d = chunk[*j];
                     match piece {
                         Piece::Rows(tokens) => table::rows(d, tokens.clone()),
-                        Piece::Row => html::row(base + j, d),
+                        Piece::Row(with_section) => html::row(base + j, d, *with_section),
                         Piece::Section(tokens) => {
                             let mut section = String::new();
                             html::section(&mut section, base + j, d, tokens.clone());
@@ -145,7 +169,7 @@ impl RunFiles {
             for ((_, piece), text) in pieces.iter().zip(made) {
                 match (piece, &mut self.csv, &mut self.report) {
                     (Piece::Rows(_), Some(csv), _) => csv.write(text.as_bytes()),
-                    (Piece::Row, _, Some(r)) => r.rows.push_str(&text),
+                    (Piece::Row(_), _, Some(r)) => r.rows.push_str(&text),
                     (Piece::Section(_), _, Some(r)) => r.sections.write(text.as_bytes()),
                     _ => unreachable!("a piece is made only for a file being written"),
                 }
@@ -179,7 +203,7 @@ fn page(outputs: &Outputs, summary: &Summary, r: Report) -> Result<(), String> {
     let path = outputs.dir.join("report.html");
     let mut page = outputs.create(&path)?;
     let io = |e: std::io::Error| format!("{}: {e}", path.display());
-    page.write_all(html::page_start(summary, &r.rows).as_bytes()).map_err(io)?;
+    page.write_all(html::page_start(summary, &r.rows, r.sectioned.traces).as_bytes()).map_err(io)?;
     let mut from = std::fs::File::open(sections.temporary()).map_err(|e| format!("{}: {e}", sections.temporary().display()))?;
     std::io::copy(&mut from, &mut page).map_err(io)?;
     page.write_all(html::page_end(summary).as_bytes()).map_err(io)?;
@@ -190,6 +214,20 @@ fn page(outputs: &Outputs, summary: &Summary, r: Report) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::flow::{Cancel, analyze};
+
+    /// The report's sections are the run's first traces while their tokens fit the budget, the
+    /// first one whatever its length; once one is left out, so is every later one (the page
+    /// says "the first K").
+    #[test]
+    fn sections_go_to_the_first_traces_within_the_budget() {
+        let mut s = Sectioned::default();
+        let taken: Vec<bool> = [900, 50, 60, 10, 1].iter().enumerate().map(|(i, &n)| s.takes(i, n, 1000)).collect();
+        assert_eq!(taken, [true, true, false, false, false]);
+        assert_eq!((s.traces, s.tokens), (2, 950));
+        let mut one = Sectioned::default();
+        assert!(one.takes(0, 5000, 1000), "the first trace has its section whatever its length");
+        assert!(!one.takes(1, 1, 1000));
+    }
     use crate::synth::{SynthSpec, synth_trace};
     use crate::trace::{Dtype, Trace};
 
