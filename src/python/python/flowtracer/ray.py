@@ -26,6 +26,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from . import rl
 from ._spans import span
 from .params import Params
 
@@ -262,15 +263,13 @@ class RolloutScorer:
         self.device = torch.device(device)
         self.model = transformers.AutoModelForCausalLM.from_pretrained(model).to(self.device).eval()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer or model)
-        self.rule = _answer_rule(answer)
+        self.rule = rl.answer_rule(answer)
         self.params = None if params is None else Params.from_json(params)
         self.layers = layers
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def __call__(self, batch: dict[str, Any]) -> Any:
         import torch
-
-        from . import rl
 
         prompts = [list(map(int, p)) for p in batch["prompt_ids"]]
         responses = [list(map(int, r)) for r in batch["response_ids"]]
@@ -295,16 +294,6 @@ class RolloutScorer:
         )
 
 
-def _answer_rule(answer: str) -> Any:
-    """The answer rule a name stands for (`"boxed"`, `"last_line"`)."""
-    from . import rl
-
-    rules = {"boxed": rl.boxed_answer, "last_line": rl.last_line_answer}
-    if answer not in rules:
-        raise ValueError(f"answer: {answer!r} is not one of {sorted(rules)}")
-    return rules[answer]
-
-
 def score_rollouts(
     rollouts: Any,
     model: str | PathLike[str],
@@ -322,7 +311,7 @@ def score_rollouts(
     `response_ids`; e.g. `ray.data.read_parquet(...)` of what the trainer logged): `concurrency`
     actors, each with the model loaded once (on a GPU when `num_gpus` > 0)."""
     # Checked here, on the driver, not in each actor after the cluster has started them.
-    _answer_rule(answer)
+    rl.answer_rule(answer)
     for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
         if int(value) < 1:
             raise ValueError(f"score_rollouts: {name} must be at least 1, not {value}")

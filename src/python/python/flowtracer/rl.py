@@ -16,6 +16,7 @@ None when the response has no answer: that row keeps γ = 1. `boxed_answer` and
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from os import PathLike, fspath
 from pathlib import Path
@@ -71,6 +72,18 @@ def last_line_answer(pieces: Sequence[str]) -> Span | None:
     if cut < 0 or not text[:cut].strip():
         return None
     return _token_span(pieces, cut + 1, len(text))
+
+
+def answer_rule(name: str, setting: str = "answer") -> AnswerSpan:
+    """The rule a name in a config stands for: `boxed`, `last_line`, or `package.module:function`
+    (importable where it runs); `setting` is what an error calls the value."""
+    rules = {"boxed": boxed_answer, "last_line": last_line_answer}
+    if name in rules:
+        return rules[name]
+    module, _, attr = name.partition(":")
+    if not attr:
+        raise ValueError(f"{setting}: {name!r} is not boxed, last_line or package.module:function")
+    return getattr(importlib.import_module(module), attr)
 
 
 def pieces_of(tokenizer: Any, ids: Sequence[int]) -> list[str]:
@@ -309,4 +322,4 @@ def summary(shaping: Shaping) -> dict[str, float]:
     }
 
 
-__all__ = ["Shaping", "action_gamma", "boxed_answer", "find_answers", "last_line_answer", "pieces_of", "response_gamma", "shape_advantages", "summary"]
+__all__ = ["Shaping", "action_gamma", "answer_rule", "boxed_answer", "find_answers", "last_line_answer", "pieces_of", "response_gamma", "shape_advantages", "summary"]

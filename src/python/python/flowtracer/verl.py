@@ -25,28 +25,16 @@ with the flow's settings under `flowtracer` in the config (`+flowtracer.answer=b
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 from .params import Params
-from .rl import AnswerSpan, Span, boxed_answer, find_answers, last_line_answer, response_gamma, shape_advantages
+from .rl import AnswerSpan, Span, answer_rule, boxed_answer, find_answers, response_gamma, shape_advantages
 
 __all__ = ["FlowTaskRunner", "answer_rule", "answer_spans", "flow_gamma", "install", "shaped_compute_advantage", "worker_class"]
 
 GAMMA = "flow_gamma"
 ANSWER = "flow_answer"
 PARAMS = "flowtracer_params"
-
-
-def answer_rule(name: str) -> AnswerSpan:
-    """`boxed`, `last_line`, or `package.module:function` (importable where the driver runs)."""
-    rules = {"boxed": boxed_answer, "last_line": last_line_answer}
-    if name in rules:
-        return rules[name]
-    module, _, attr = name.partition(":")
-    if not attr:
-        raise ValueError(f"flowtracer.answer: {name!r} is not boxed, last_line or package.module:function")
-    return getattr(importlib.import_module(module), attr)
 
 
 def answer_spans(responses: Any, response_mask: Any, tokenizer: Any, rule: AnswerSpan) -> Any:
@@ -125,7 +113,7 @@ def _runner_class() -> type:
         def run(self, config: Any) -> Any:
             settings = config.get("flowtracer", None) or {}
             params = Params.load(settings["params"]) if settings.get("params") else Params()
-            rule = answer_rule(settings.get("answer", "boxed"))
+            rule = answer_rule(settings.get("answer", "boxed"), "flowtracer.answer")
             trainers: list[Any] = []
             init_workers = ray_trainer.RayPPOTrainer.init_workers
 
