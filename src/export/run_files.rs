@@ -139,8 +139,12 @@ impl RunFiles {
         let csv = self.csv.is_some();
         for chunk in done.chunks(4 * rayon::current_num_threads()) {
             let base = self.exported;
-            // (None: no report; Some(whether the trace has a section))
-            let sectioned: Vec<Option<bool>> = chunk.iter().enumerate().map(|(j, d)| self.report.as_mut().map(|r| r.sectioned.takes(base + j, d.tokens.len(), html::SECTION_TOKENS))).collect();
+            // Per trace: None without a report, else whether it has a section.
+            let sectioned: Vec<Option<bool>> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, d)| self.report.as_mut().map(|r| r.sectioned.takes(base + j, d.tokens.len(), html::SECTION_TOKENS)))
+                .collect();
             let pieces: Vec<(usize, Piece)> = chunk
                 .iter()
                 .enumerate()
@@ -214,6 +218,8 @@ fn page(outputs: &Outputs, summary: &Summary, r: Report) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::flow::{Cancel, analyze};
+    use crate::synth::{SynthSpec, synth_trace};
+    use crate::trace::{Dtype, Trace};
 
     /// The report's sections are the run's first traces while their tokens fit the budget, the
     /// first one whatever its length; once one is left out, so is every later one (the page
@@ -228,8 +234,6 @@ mod tests {
         assert!(one.takes(0, 5000, 1000), "the first trace has its section whatever its length");
         assert!(!one.takes(1, 1, 1000));
     }
-    use crate::synth::{SynthSpec, synth_trace};
-    use crate::trace::{Dtype, Trace};
 
     /// A long trace's CSV rows and report section, made in pieces across the cores, are the
     /// ones made whole: with hubs, checkpoints and backbone tokens in every piece and at the

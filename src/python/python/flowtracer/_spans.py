@@ -27,7 +27,7 @@ def _bound(name: str, which: str, v: Any) -> int:
     try:
         i = operator.index(v)
     except TypeError:
-        f = float(v) if isinstance(v, (int, float)) or hasattr(v, "__float__") else None
+        f = float(v) if hasattr(v, "__float__") else None
         if f is None or not f.is_integer():
             raise ValueError(f"{name}: {which} {v!r} is not a whole number") from None
         i = int(f)
