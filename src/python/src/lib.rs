@@ -390,7 +390,8 @@ fn write_trace(
         }
         builder = builder.meta(&k, v);
     }
-    // The same checks as any trace file before it is written: a dump that would not load is refused.
+    // The checks a trace file meets when it is opened and when its every slab is analysed, before
+    // it is written: a dump that would not load, or not analyse, is refused.
     let bytes = builder.to_bytes();
     let check = Trace::from_bytes(bytes.clone(), target).map_err(|e| trace_error(py, &e))?;
     py.detach(|| flowtracer::flow::aggregate::check_all(&check)).map_err(|e| trace_error(py, &e.at(target)))?;
