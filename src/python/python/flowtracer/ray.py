@@ -309,7 +309,9 @@ def score_rollouts(
 ) -> Any:
     """γ per response token for a dataset of rollouts (`sample_id`, `prompt_ids`,
     `response_ids`; e.g. `ray.data.read_parquet(...)` of what the trainer logged): `concurrency`
-    actors, each with the model loaded once (on a GPU when `num_gpus` > 0)."""
+    actors, each with the model loaded once (on a GPU when `num_gpus` > 0). `answer` is `boxed`,
+    `last_line` or `package.module:function` (importable on the workers), as verl's
+    `flowtracer.answer` is."""
     # Checked here, on the driver, not in each actor after the cluster has started them.
     rl.answer_rule(answer)
     for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
