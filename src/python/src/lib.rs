@@ -310,6 +310,13 @@ fn token_advantages<'py>(
     let Some(stride) = stride else {
         return Err(value_error(format!("advantages of shape {a_shape:?} do not match gamma of shape {g_shape:?}: expected {per_sequence:?}, {g_shape:?} or a scalar")));
     };
+    // A NaN or infinity would reach the trainer's loss and spoil every step after it: named here.
+    use numpy::ndarray::Dimension;
+    for (name, values) in [("gamma", &gamma), ("advantages", &advantages)] {
+        if let Some((i, v)) = values.as_array().indexed_iter().find(|(_, v)| !v.is_finite()) {
+            return Err(value_error(format!("{name}{:?} is {v}: token advantages take finite numbers", i.slice())));
+        }
+    }
     let p = CreditParams { apply_to_negative, ..CreditParams::default() };
     let g = gamma.as_array();
     let a: Vec<f64> = advantages.as_array().iter().copied().collect();

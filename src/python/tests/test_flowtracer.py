@@ -128,6 +128,8 @@ def test_a_batch_keeps_each_traces_error_to_itself():
     assert [o.problem for o in out[1:4]] == ["non_causal", "span", "dtype"]
     assert "reversed: question: span 2:0" in str(out[2]) and "integers: dtype int64" in str(out[3])
     assert out[4].answer == (n - 2, n) and out[4].status == "ok"
+    with pytest.raises(KeyError, match="analyze_batch: item 0 has no answer"):
+        flowtracer.analyze_batch([dict(attention=chain(n), question=(0, 2))])
 
 
 def test_files_load_and_credits_read_back(tmp_path):
@@ -155,6 +157,10 @@ def test_params_are_the_engines(tmp_path):
     assert flowtracer.Params.from_toml("[backbone]\nmax_paths = 3\n").backbone.max_paths == 3
     with pytest.raises(ValueError, match="fraction"):
         flowtracer.Params(credit={"fraction": 2})
+    with pytest.raises(ValueError, match=r"params: credit\.gamma is nan: the parameters are finite numbers"):
+        flowtracer.Params(credit={"gamma": float("nan")})
+    with pytest.raises(ValueError, match=r"params: aggregate\.threshold is inf"):
+        flowtracer.analyze(SAMPLE, params={"aggregate": {"threshold": float("inf")}})
     with pytest.raises(ValueError, match="unknown field"):
         flowtracer.Params(credit={"fracton": 0.2})
     with pytest.raises(AttributeError, match="immutable"):
@@ -169,6 +175,10 @@ def test_token_advantages_follow_the_engines_rule():
     np.testing.assert_array_equal(flowtracer.token_advantages(gamma[0], 0.5), [0.5, 0.75, 0.5])
     per_token = np.array([[2.0, -2.0, 0.0], [-1.0, 4.0, 1.0]])  # verl's and OpenRLHF's (B, T)
     np.testing.assert_array_equal(flowtracer.token_advantages(gamma, per_token, apply_to_negative=False), [[2.0, -2.0, 0.0], [-1.0, 6.0, 1.0]])
+    with pytest.raises(ValueError, match=r"gamma\[0, 1\] is NaN: token advantages take finite numbers"):
+        flowtracer.token_advantages(np.array([[1.0, np.nan]]), np.array([1.0]))
+    with pytest.raises(ValueError, match=r"advantages\[1\] is inf"):
+        flowtracer.token_advantages(np.ones((2, 3)), np.array([1.0, np.inf]))
     with pytest.raises(ValueError, match="do not match"):
         flowtracer.token_advantages(gamma, np.ones(3))
 

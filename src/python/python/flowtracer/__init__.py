@@ -137,6 +137,9 @@ def analyze_batch(items: Sequence[Mapping[str, Any]], *, params: ParamsLike = No
     answers: list[Any] = []
     prepared = []
     for i, it in enumerate(items):
+        missing = [k for k in ("attention", "question", "answer") if k not in it]
+        if missing:
+            raise KeyError(f"analyze_batch: item {i} has no {', '.join(missing)} (each item is a dict with attention, question and answer)")
         try:
             prepared.append(_item(it["attention"], it["question"], it["answer"], it.get("response"), it.get("tokens"), it.get("name") or f"attention[{i}]", on_device))
             answers.append(None)

@@ -8,6 +8,7 @@ same message, and an export made from Python records exactly what ran.
 from __future__ import annotations
 
 import json
+import math
 from os import PathLike
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -44,7 +45,7 @@ class Params:
     __slots__ = ("_data",)
 
     def __init__(self, **sections: Mapping[str, Any]):
-        self._data: dict[str, Any] = json.loads(_native.params_parse(json.dumps(sections), True))
+        self._data: dict[str, Any] = json.loads(_native.params_parse(_sections_json(sections), True))
 
     @classmethod
     def _checked(cls, text: str) -> "Params":
@@ -102,4 +103,17 @@ def params_json(params: "Params | Mapping[str, Any] | None") -> str | None:
         return None
     if isinstance(params, Params):
         return params.to_json()
-    return json.dumps(dict(params))
+    return _sections_json(dict(params))
+
+
+def _sections_json(sections: Mapping[str, Any]) -> str:
+    """Sections as JSON for the engine. JSON has no NaN or infinity (Python would write `NaN`,
+    which the engine could only call a syntax error): such a value is named instead."""
+    try:
+        return json.dumps(sections, allow_nan=False)
+    except ValueError:
+        for name, fields in sections.items():
+            for key, value in (fields.items() if isinstance(fields, Mapping) else ()):
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"params: {name}.{key} is {value}: the parameters are finite numbers") from None
+        raise
