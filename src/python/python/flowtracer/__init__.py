@@ -176,7 +176,8 @@ def token_advantages(gamma: Any, advantages: Any, apply_to_negative: bool = True
     unshaped unless `apply_to_negative`. `gamma` is `(..., T)`; `advantages` is one value per
     sequence (`gamma.shape[:-1]`, as TRL has them), one per token (`gamma.shape`, as verl and
     OpenRLHF have them), or a scalar. A torch `gamma` gives a torch tensor on its
-    device and in its dtype; NumPy gives float64."""
+    device and in its dtype; NumPy gives float64. A NaN or infinity in either is a `ValueError`
+    naming where it is, not a loss that turns NaN a step later."""
     like = gamma if type(gamma).__module__.startswith("torch") else None
     to_np = lambda x: x.detach().double().cpu().numpy() if type(x).__module__.startswith("torch") else np.asarray(x, dtype=np.float64)
     # (np.asarray, not np.ascontiguousarray: the latter turns a scalar into shape (1,))
