@@ -23,11 +23,16 @@ code{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:13px;back
 /// The report comes in three parts, so that a run's traces need not all be held to write it:
 /// each trace's row of the table ([`row`]) and its section ([`section`], the bulk, written out as
 /// the trace is done), then the page around them ([`page_start`], [`page_end`]) once the whole
-/// run is known. The `i`th exported trace's row links to its section where it has one.
-pub fn row(i: usize, d: &Done, with_section: bool) -> String {
+/// run is known. The `i`th exported trace's row links to its section where it has one, else to
+/// its file `STEM.file` beside the page where the export wrote one (`credit.png`, say).
+pub fn row(i: usize, d: &Done, with_section: bool, file: Option<&str>) -> String {
     let r = &d.result;
     let name = escape(&d.stem.display().to_string());
-    let name = if with_section { format!("<a href=\"#t{i}\">{name}</a>") } else { name };
+    let name = match (with_section, file) {
+        (true, _) => format!("<a href=\"#t{i}\">{name}</a>"),
+        (false, Some(ext)) => format!("<a href=\"{}\">{name}</a>", href(&d.stem, ext)),
+        (false, None) => name,
+    };
     format!(
         "<tr><td>{name}</td><td>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td><td class=num>{}</td></tr>",
         r.status.name(),
@@ -37,6 +42,22 @@ pub fn row(i: usize, d: &Done, with_section: bool) -> String {
         r.hubs.len(),
         r.checkpoints.len()
     )
+}
+
+/// `STEM.ext` as a link from the page beside it: the stem's components joined by `/`, every byte
+/// but the unreserved ones percent-encoded (a trace named `a #1?.safetensors` still links).
+fn href(stem: &std::path::Path, ext: &str) -> String {
+    let path: Vec<String> = stem.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let mut out = String::new();
+    for b in format!("{}.{ext}", path.join("/")).bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => out.push(b as char),
+            _ => {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    }
+    out
 }
 
 /// Tokens the page gives sections to: about 23 MB of page, which a browser opens in a few
@@ -193,5 +214,11 @@ mod tests {
         };
         assert!(page_start(&summary, "", 1).contains("Sections below for the first 1 of the 3 traces"));
         assert!(!page_start(&summary, "", 3).contains("Sections below"));
+    }
+
+    #[test]
+    fn a_link_to_a_traces_file_survives_its_name() {
+        assert_eq!(href(std::path::Path::new("step_000010/sample 0#1?"), "credit.png"), "step_000010/sample%200%231%3F.credit.png");
+        assert_eq!(href(std::path::Path::new("zürich"), "json"), "z%C3%BCrich.json");
     }
 }

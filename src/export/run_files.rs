@@ -16,6 +16,8 @@ use std::ops::Range;
 pub struct RunFiles {
     csv: Option<Piecewise>,
     report: Option<Report>,
+    /// The trace's own file a report row without a section links to, by its extension.
+    row_file: Option<&'static str>,
     credits: Option<credits::CreditsFile>,
     exported: usize,
     errors: Vec<String>,
@@ -128,7 +130,8 @@ impl RunFiles {
             .flatten()
             .map(|sections| Report { rows: String::new(), sections, sectioned: Sectioned::default() });
         let credits = f.credits.then(credits::CreditsFile::default);
-        RunFiles { csv, report, credits, exported: 0, errors }
+        let row_file = [(f.png, "credit.png"), (f.json, "json"), (f.svg, "backbone.svg")].into_iter().find_map(|(on, ext)| on.then_some(ext));
+        RunFiles { csv, report, row_file, credits, exported: 0, errors }
     }
 
     /// The next exported traces, in the order of the run. Their rows and report sections are
@@ -136,7 +139,7 @@ impl RunFiles {
     /// another they held up each window of a run: a 1k-token trace's take a millisecond or two),
     /// then written in order.
     pub fn add(&mut self, done: &[&Done]) {
-        let csv = self.csv.is_some();
+        let (csv, row_file) = (self.csv.is_some(), self.row_file);
         for chunk in done.chunks(4 * rayon::current_num_threads()) {
             let base = self.exported;
             // Per trace: None without a report, else whether it has a section.
@@ -161,7 +164,7 @@ impl RunFiles {
                     let d = chunk[*j];
                     match piece {
                         Piece::Rows(tokens) => table::rows(d, tokens.clone()),
-                        Piece::Row(with_section) => html::row(base + j, d, *with_section),
+                        Piece::Row(with_section) => html::row(base + j, d, *with_section, row_file),
                         Piece::Section(tokens) => {
                             let mut section = String::new();
                             html::section(&mut section, base + j, d, tokens.clone());
