@@ -94,11 +94,16 @@ pub fn select(trace: &Trace, p: &AggregateParams) -> Result<Selection, DataError
 /// file whose bad values lie in slabs no analysis selected loads and runs; a file about to be
 /// written (Python's `dump`) is checked whole, so one that would fail an analysis is refused
 /// before it exists.
+/// Slab by slab, row by row, with a row of scratch per thread: no matrix.
 pub fn check_all(trace: &Trace) -> Result<(), DataError> {
     let a = &trace.attention;
-    let slabs = (0..a.layers).flat_map(|l| (0..a.heads).map(move |h| (l, h))).collect();
-    let all = Selection { slabs, layers: Vec::new(), heads: Vec::new() };
-    aggregate(a, &all, &AggregateParams::default(), &AtomicBool::new(false)).map(drop)
+    for (l, h) in (0..a.layers).flat_map(|l| (0..a.heads).map(move |h| (l, h))) {
+        (0..a.n).into_par_iter().with_min_len(16).try_for_each_init(
+            || (vec![0f32; a.n], vec![0f32; a.n]),
+            |(row, buf), k| one_slab_row(a, l, h, k, true, &mut row[..k], buf),
+        )?;
+    }
+    Ok(())
 }
 
 /// The paper's default: layers [floor(L/3), ceil(2L/3)), all of them when L < 3.
@@ -140,25 +145,7 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
             if let [(l, h)] = sel.slabs[..] {
                 // One slab (an [N,N] file, or one layer and head): mean and max are the values
                 // themselves, so they go straight into M without the f64 accumulator.
-                // (the row in memory order, as below)
-                let es = att.dtype.size();
-                let bytes = att.row_bytes(l, h, k);
-                if k + 1 < n && bytes.len() <= PREFETCH_ROWS_UP_TO {
-                    slab_row::prefetch_all(att.row_bytes(l, h, k + 1));
-                }
-                let (sum, min) = slab_row::decode_row(att.dtype, &bytes[..k * es], out);
-                let mut diag = [0f32];
-                att.dtype.decode(&bytes[k * es..(k + 1) * es], &mut diag);
-                let (sum, min) = (sum + diag[0] as f64, min.min(diag[0]));
-                if check_upper[0] {
-                    check_causal(&bytes[(k + 1) * es..], att, l, h, k)?;
-                }
-                if !sum.is_finite() || min < 0.0 {
-                    buf[..k].copy_from_slice(out);
-                    buf[k] = diag[0];
-                    return Err(first_bad_value(&buf[..=k], att, l, h, k));
-                }
-                check_row_sum(sum, att, l, h, k)?;
+                one_slab_row(att, l, h, k, check_upper[0], out, buf)?;
                 if threshold > 0.0 {
                     out.iter_mut().filter(|x| ((**x) as f64) < threshold).for_each(|x| *x = 0.0);
                 }
@@ -199,6 +186,31 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
     )?;
     att.mark_causal_checked(&sel.slabs);
     Ok(m)
+}
+
+/// Row `k` of slab (l, h) decoded below the diagonal into `out` (M's row, or a scratch row) and
+/// checked, in memory order: the one-slab aggregation's row, and what [`check_all`] runs on
+/// every slab. `buf` (≥ k + 1 values) is where a bad row is decoded again to name its value.
+#[inline(always)]
+fn one_slab_row(att: &Attention, l: usize, h: usize, k: usize, check_upper: bool, out: &mut [f32], buf: &mut [f32]) -> Result<(), DataError> {
+    let es = att.dtype.size();
+    let bytes = att.row_bytes(l, h, k);
+    if k + 1 < att.n && bytes.len() <= PREFETCH_ROWS_UP_TO {
+        slab_row::prefetch_all(att.row_bytes(l, h, k + 1));
+    }
+    let (sum, min) = slab_row::decode_row(att.dtype, &bytes[..k * es], out);
+    let mut diag = [0f32];
+    att.dtype.decode(&bytes[k * es..(k + 1) * es], &mut diag);
+    let (sum, min) = (sum + diag[0] as f64, min.min(diag[0]));
+    if check_upper {
+        check_causal(&bytes[(k + 1) * es..], att, l, h, k)?;
+    }
+    if !sum.is_finite() || min < 0.0 {
+        buf[..k].copy_from_slice(out);
+        buf[k] = diag[0];
+        return Err(first_bad_value(&buf[..=k], att, l, h, k));
+    }
+    check_row_sum(sum, att, l, h, k)
 }
 
 fn check_row_sum(sum: f64, att: &Attention, l: usize, h: usize, k: usize) -> Result<(), DataError> {
