@@ -242,7 +242,8 @@ fn attention_row(text: &Text, k: usize, kind: f64, rng: &mut Rng, row: &mut [f32
     row[k + 1..].iter_mut().for_each(|x| *x = 0.0);
 }
 
-/// A whole synthetic trace, ready to write.
+/// A whole synthetic trace, ready to write. Its size is the spec's to bound: where the spec comes
+/// from a user (`synth`, `bench`), [`SynthSpec::check`] first.
 pub fn synth_trace(spec: &SynthSpec) -> TraceBuilder {
     let mut rng = Rng::new(spec.seed);
     let (text, q, r, a) = compose(&mut rng, spec.target_tokens, spec.no_answer);

@@ -95,23 +95,25 @@ struct Report {
     sectioned: Sectioned,
 }
 
-/// The traces given a section so far (the first ones of the run) and their tokens.
+/// The traces given a section so far (the first ones of the run), their tokens, and whether the
+/// budget has been met (then no later trace has one: the page's sections are a prefix).
 #[derive(Default)]
 struct Sectioned {
     traces: usize,
     tokens: usize,
+    full: bool,
 }
 
 impl Sectioned {
-    /// Whether the `i`th exported trace, of `n` tokens, gets a section: the run's first ones,
+    /// Whether the next exported trace, of `n` tokens, gets a section: the run's first ones,
     /// while their tokens stay within `budget` (the first always has one).
-    fn takes(&mut self, i: usize, n: usize, budget: usize) -> bool {
-        let takes = self.traces == i && (i == 0 || self.tokens + n <= budget);
-        if takes {
+    fn takes(&mut self, n: usize, budget: usize) -> bool {
+        self.full = self.full || (self.traces > 0 && self.tokens + n > budget);
+        if !self.full {
             self.traces += 1;
             self.tokens += n;
         }
-        takes
+        !self.full
     }
 }
 
@@ -143,11 +145,7 @@ impl RunFiles {
         for chunk in done.chunks(4 * rayon::current_num_threads()) {
             let base = self.exported;
             // Per trace: None without a report, else whether it has a section.
-            let sectioned: Vec<Option<bool>> = chunk
-                .iter()
-                .enumerate()
-                .map(|(j, d)| self.report.as_mut().map(|r| r.sectioned.takes(base + j, d.tokens.len(), html::SECTION_TOKENS)))
-                .collect();
+            let sectioned: Vec<Option<bool>> = chunk.iter().map(|d| self.report.as_mut().map(|r| r.sectioned.takes(d.tokens.len(), html::SECTION_TOKENS))).collect();
             let pieces: Vec<(usize, Piece)> = chunk
                 .iter()
                 .enumerate()
@@ -230,12 +228,12 @@ mod tests {
     #[test]
     fn sections_go_to_the_first_traces_within_the_budget() {
         let mut s = Sectioned::default();
-        let taken: Vec<bool> = [900, 50, 60, 10, 1].iter().enumerate().map(|(i, &n)| s.takes(i, n, 1000)).collect();
+        let taken: Vec<bool> = [900, 50, 60, 10, 1].iter().map(|&n| s.takes(n, 1000)).collect();
         assert_eq!(taken, [true, true, false, false, false]);
         assert_eq!((s.traces, s.tokens), (2, 950));
         let mut one = Sectioned::default();
-        assert!(one.takes(0, 5000, 1000), "the first trace has its section whatever its length");
-        assert!(!one.takes(1, 1, 1000));
+        assert!(one.takes(5000, 1000), "the first trace has its section whatever its length");
+        assert!(!one.takes(1, 1000));
     }
 
     /// A long trace's CSV rows and report section, made in pieces across the cores, are the
