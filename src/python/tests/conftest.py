@@ -18,14 +18,15 @@ BINARY = Path(os.environ.get("FLOWTRACER_BIN", ROOT / "target" / "debug" / "flow
 
 
 def require(module: str) -> Any:
-    """Imports `module`, or skips the test saying why (fails instead when CI requires it)."""
+    """Imports `module`, or skips the test (or, at a module's top, the whole module) saying why;
+    fails instead when CI requires it."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
         message = f"needs `{module}` ({e}); .ci/run shows what to pip install"
         if os.environ.get("FLOWTRACER_REQUIRE_TORCH") == "1":
             pytest.fail(message + " — required here (FLOWTRACER_REQUIRE_TORCH=1)")
-        pytest.skip(message)
+        pytest.skip(message, allow_module_level=True)
 
 
 def export(traces: list[Path], out: Path, formats: str = "json", params: dict | None = None) -> Path:
