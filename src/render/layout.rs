@@ -56,7 +56,10 @@ pub fn fit(text: &str, cells: usize) -> String {
 /// blank line-break tokens shares one line of ↵ marks and ends it once: otherwise every blank
 /// line costs a picture line, and 20 000 `"\n"` tokens make a picture 400 000 pixels tall.
 /// Traces of one-character tokens (a character-level policy) get a blank cell between tokens, or
-/// their backgrounds and outlines run together into one unreadable bar.
+/// their backgrounds and outlines run together into one unreadable bar. A line that wrapped
+/// starts without the space its first token carries (byte-level BPE's `Ġclips`): the break
+/// stands for that space, as in any wrapped text, and the lines keep one left edge (they had
+/// started a cell in wherever the word at the break held its space).
 pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
     let columns = columns.max(8);
     let chars: usize = tokens.iter().map(|t| t.chars().count().max(1)).sum();
@@ -66,8 +69,8 @@ pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
     // The first token of the word being laid out (into `cells`).
     let mut word = 0;
     for (index, tok) in tokens.iter().enumerate() {
-        let text = display_text(tok);
-        let width = cells_of(&text).min(columns);
+        let mut text = display_text(tok);
+        let mut width = cells_of(&text).min(columns);
         let joins = col > 0 && index > 0 && !crate::subword::word_break(&tokens[index - 1], tok);
         if !joins {
             word = index;
@@ -76,12 +79,18 @@ pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
             line += 1;
             let start = cells.get(word).filter(|_| joins).map_or(0, |c: &Cell| c.col);
             if start > 0 && col - start + width <= columns {
-                for c in &mut cells[word..] {
-                    (c.line, c.col) = (line, c.col - start);
+                let first = &mut cells[word];
+                let cut = start + first.width;
+                (first.text, first.width) = without_leading_space(std::mem::take(&mut first.text), first.width);
+                let cut = cut - first.width;
+                (first.line, first.col) = (line, 0);
+                for c in &mut cells[word + 1..] {
+                    (c.line, c.col) = (line, c.col - cut);
                 }
-                col -= start;
+                col -= cut;
             } else {
                 (col, word) = (0, index);
+                (text, width) = without_leading_space(text, width);
             }
         }
         cells.push(Cell { index, line, col, width, text });
@@ -93,6 +102,15 @@ pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
         }
     }
     cells
+}
+
+/// A line's first token as it shows there: without the white space it starts with, unless that
+/// is all it holds (a space token stays a blank cell, to be seen and clicked).
+fn without_leading_space(text: String, width: usize) -> (String, usize) {
+    match text.trim_start() {
+        rest if rest.len() < text.len() && !rest.is_empty() => (rest.to_string(), cells_of(rest).min(width)),
+        _ => (text, width),
+    }
 }
 
 /// A token that is only white space with a line break in it.
@@ -133,11 +151,28 @@ mod tests {
         let toks = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<String>>();
         let at = |c: &[Cell]| c.iter().map(|c| (c.line, c.col)).collect::<Vec<_>>();
         let c = wrap(&toks(&["Weng", " e", "arns", " 12", ","]), 8);
-        assert_eq!(at(&c), [(0, 0), (1, 0), (1, 2), (2, 0), (2, 3)]);
+        assert_eq!(at(&c), [(0, 0), (1, 0), (1, 1), (2, 0), (2, 2)]);
         let c = wrap(&toks(&["a", " bbbb", "cccc", "dd", "eeee", "ff"]), 8);
         assert_eq!(at(&c), [(0, 0), (0, 1), (1, 0), (1, 4), (2, 0), (2, 4)]);
         let c = wrap(&toks(&["abc ", "defgh", "ij"]), 8);
         assert_eq!(at(&c), [(0, 0), (1, 0), (1, 5)]);
+    }
+
+    /// A wrapped line starts at its left edge: its first token shows without the space it
+    /// carries, whether it starts the line or its word was moved down whole; a space token, the
+    /// trace's first token and a line after a line break keep theirs.
+    #[test]
+    fn a_wrapped_line_starts_without_its_first_tokens_space() {
+        let toks = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        fn shown(c: &[Cell]) -> Vec<(usize, usize, usize, &str)> {
+            c.iter().map(|c| (c.line, c.col, c.width, c.text.as_str())).collect()
+        }
+        let c = wrap(&toks(&[" To", " sell", " clips", " to", " friends"]), 10);
+        assert_eq!(shown(&c), [(0, 0, 3, " To"), (0, 3, 5, " sell"), (1, 0, 5, "clips"), (1, 5, 3, " to"), (2, 0, 7, "friends")]);
+        let c = wrap(&toks(&["Weng", " e", "arns", " 12"]), 8);
+        assert_eq!(shown(&c), [(0, 0, 4, "Weng"), (1, 0, 1, "e"), (1, 1, 4, "arns"), (1, 5, 3, " 12")]);
+        let c = wrap(&toks(&[" abcdefgh", " ", "x\n", "  indented"]), 9);
+        assert_eq!(shown(&c), [(0, 0, 9, " abcdefgh"), (1, 0, 1, " "), (1, 1, 2, "x\u{21b5}"), (2, 0, 9, "  indented")]);
     }
 
     #[test]
