@@ -9,6 +9,7 @@
 
 use libloading::Library;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// Paths to try before the names the loader searches for.
@@ -24,6 +25,8 @@ type Program = *mut c_void;
 /// The library and the entry points the kernels' compilation calls.
 struct Nvrtc {
     _lib: Library,
+    /// Held open for NVRTC to find (see [`builtins_beside`]).
+    _builtins: Vec<Library>,
     create: unsafe extern "C" fn(*mut Program, *const c_char, *const c_char, c_int, *const *const c_char, *const *const c_char) -> c_int,
     compile: unsafe extern "C" fn(Program, c_int, *const *const c_char) -> c_int,
     ptx_size: unsafe extern "C" fn(Program, *mut usize) -> c_int,
@@ -50,6 +53,7 @@ impl Nvrtc {
                 destroy: *lib.get(b"nvrtcDestroyProgram")?,
                 error: *lib.get(b"nvrtcGetErrorString")?,
                 _lib: lib,
+                _builtins: Vec::new(),
             })
         }
     }
@@ -101,12 +105,36 @@ fn load<'a>(candidates: impl Iterator<Item = &'a str>) -> Result<Nvrtc, String> 
     for name in candidates {
         // SAFETY: loading a library runs only its initialisers; NVRTC's symbols are bound by name.
         match unsafe { Library::new(name).map(|lib| Nvrtc::bind(lib)) } {
-            Ok(Ok(nvrtc)) => return Ok(nvrtc),
+            Ok(Ok(nvrtc)) => return Ok(Nvrtc { _builtins: builtins_beside(name), ..nvrtc }),
             Ok(Err(e)) => tried.push(format!("{name}, which is not NVRTC ({e})")),
             Err(_) => tried.push(name.to_string()),
         }
     }
     Err(format!("NVRTC is not installed or not on the loader's path (tried {}; {NVRTC_ENV} may name it)", tried.join(", ")))
+}
+
+/// The compiler's builtins library beside an NVRTC named by its path, loaded. NVRTC opens
+/// `libnvrtc-builtins.so.X.Y` by name when it first compiles, and CUDA 13.0's (torch 2.14's
+/// `nvidia/cu13/lib`, off the loader's path) does not find the one beside it: "failed to open
+/// libnvrtc-builtins.so.13.0", and no CUDA backend. A library the process holds already is
+/// found by its name, so it is opened first from where NVRTC lies.
+fn builtins_beside(nvrtc: &str) -> Vec<Library> {
+    builtins_in(Path::new(nvrtc))
+        .into_iter()
+        // SAFETY: NVRTC's own builtins library; loading it runs only its initialisers.
+        .filter_map(|path| unsafe { Library::new(path) }.ok())
+        .collect()
+}
+
+/// The builtins libraries in the folder of `nvrtc`, where it is a path (a bare name is the
+/// loader's to search, and its builtins too).
+fn builtins_in(nvrtc: &Path) -> Vec<PathBuf> {
+    const PREFIX: &str = if cfg!(windows) { "nvrtc-builtins64_" } else { "libnvrtc-builtins.so." };
+    let Some(dir) = nvrtc.parent().filter(|d| !d.as_os_str().is_empty()) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(PREFIX))).collect();
+    found.sort();
+    found
 }
 
 /// Whether an NVRTC loads, or why none does.
@@ -136,6 +164,20 @@ pub fn compile(source: &str, name: &str) -> Result<String, String> {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    #[test]
+    fn the_builtins_beside_a_named_nvrtc_are_found_and_a_bare_name_has_none() {
+        let dir = std::env::temp_dir().join(format!("ft-nvrtc-builtins-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["libnvrtc.so.13", "libnvrtc.alt.so.13", "libnvrtc-builtins.so.13.0", "libnvrtc-builtins.alt.so.13.0"] {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        assert_eq!(super::builtins_in(&dir.join("libnvrtc.so.13")), [dir.join("libnvrtc-builtins.so.13.0")]);
+        assert!(super::builtins_in(std::path::Path::new("libnvrtc.so.13")).is_empty());
+        // Files that are not libraries are passed over, not an error.
+        assert!(super::builtins_beside(dir.join("libnvrtc.so.13").to_str().unwrap()).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_library_that_is_not_nvrtc_is_passed_over_and_named() {
         let e = super::load(["libnvrtc-not-here.so", "libc.so.6"].into_iter()).err().expect("neither is NVRTC");
