@@ -322,16 +322,11 @@ fn parse_meta(meta: &HashMap<String, String>, file_layers: usize, has_layer_axis
 }
 
 /// Bytes the one (lower-triangular f32) matrix of a trace may take: `FLOWTRACER_MAX_MATRIX_BYTES`, else half of
-/// the memory available now, so a 100k-token dump is refused with a reason instead of swapping.
+/// the memory available now (the machine's, or its container's or job's where that is less), so
+/// a 100k-token dump is refused with a reason instead of swapping or being killed.
 pub fn matrix_budget() -> u64 {
     if let Some(v) = std::env::var(MAX_MATRIX_BYTES_ENV).ok().and_then(|v| v.trim().parse().ok()) {
         return v;
     }
-    let available_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
-        text.lines()
-            .find(|l| l.starts_with("MemAvailable:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    });
-    available_kib.map(|kib| kib * 1024 / 2).unwrap_or(8 << 30)
+    super::memory::available().map(|bytes| bytes / 2).unwrap_or(8 << 30)
 }

@@ -7,6 +7,7 @@ mod dtype;
 mod error;
 mod container;
 mod load;
+mod memory;
 pub(crate) use container::not_safetensors;
 pub mod st_write;
 pub mod run;
