@@ -48,6 +48,22 @@ fn opens_the_sample_and_inspects_a_clicked_token() {
     assert_eq!(h.state().ui.marks.selected, Some(src));
 }
 
+/// In a small window the text is laid out to the width it is shown in: every token left of the
+/// side panel. (The legend's row, wider than the view, had widened it: at 800 px the last tokens
+/// of each line ran under the inspector.)
+#[test]
+fn in_a_small_window_the_text_stays_left_of_the_side_panel() {
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(800.0, 600.0))
+        .build_ui_state(|ui, app: &mut FlowApp| app.draw(ui), FlowApp::sample_synchronous());
+    h.run_steps(3);
+    let panel = h.get_by_label("Inspector").rect().left();
+    let n = h.state().model.docs[0].trace.n();
+    let rights: Vec<f32> = (0..n).map(|k| h.state().ui.text.rect_of(k).unwrap_or_else(|| panic!("token {k} is not on screen")).right()).collect();
+    let widest = rights.iter().copied().fold(0.0, f32::max);
+    assert!(widest < panel, "a token reaches x = {widest}, the side panel starts at {panel}");
+}
+
 #[test]
 fn changing_a_parameter_rescores_and_changes_credit() {
     let mut h = harness();

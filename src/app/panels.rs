@@ -202,7 +202,9 @@ impl FlowApp {
         let s = &mut self.ui;
         if matches!(s.view, View::Text | View::Compare) {
             let dark = s.dark;
-            ui.horizontal(|ui| {
+            // Wrapped: a row wider than the view would widen it, and the text laid out to that
+            // width would run under the side panel.
+            ui.horizontal_wrapped(|ui| {
                 theme::legend(ui, s.score.name(), "low", "high", dark);
                 theme::marks_legend(ui);
                 if !s.score.available(&d.trace) {

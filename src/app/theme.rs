@@ -50,10 +50,14 @@ pub fn path(i: usize) -> Color32 {
 
 /// A horizontal colour bar with its two ends labelled.
 pub fn legend(ui: &mut Ui, label: &str, lo: &str, hi: &str, dark: bool) {
-    ui.horizontal(|ui| {
-        ui.label(label);
+    let ramp = vec2(120.0, 12.0);
+    let parts = [text_width(ui, label, egui::TextStyle::Body), text_width(ui, lo, egui::TextStyle::Small), ramp.x, text_width(ui, hi, egui::TextStyle::Small)];
+    in_one_piece(ui, &parts, |ui| {
+        if !label.is_empty() {
+            ui.label(label);
+        }
         ui.small(lo);
-        let (rect, _) = ui.allocate_exact_size(vec2(120.0, 12.0), egui::Sense::hover());
+        let (rect, _) = ui.allocate_exact_size(ramp, egui::Sense::hover());
         let steps = 40;
         for s in 0..steps {
             let x0 = rect.left() + rect.width() * s as f32 / steps as f32;
@@ -65,12 +69,32 @@ pub fn legend(ui: &mut Ui, label: &str, lo: &str, hi: &str, dark: bool) {
     });
 }
 
+/// Lays out left to right, in one piece as wide as `parts` (widths, a zero one left out) and the
+/// spacing between them: a wrapped row moves it whole to the next line instead of running it
+/// past the view's edge.
+fn in_one_piece(ui: &mut Ui, parts: &[f32], add: impl FnOnce(&mut Ui)) {
+    let gap = ui.spacing().item_spacing.x;
+    let width = parts.iter().filter(|&&w| w > 0.0).map(|w| w + gap).sum::<f32>() - gap;
+    let size = vec2(width.max(0.0), ui.spacing().interact_size.y);
+    ui.allocate_ui_with_layout(size, egui::Layout::left_to_right(egui::Align::Center), add);
+}
+
+/// How wide `text` is written in `style`.
+fn text_width(ui: &Ui, text: &str, style: egui::TextStyle) -> f32 {
+    if text.is_empty() {
+        return 0.0;
+    }
+    ui.painter().layout_no_wrap(text.to_owned(), style.resolve(ui.style()), Color32::PLACEHOLDER).size().x
+}
+
 /// The marks the text view draws, each with its swatch.
 pub fn marks_legend(ui: &mut Ui) {
     let swatch = |ui: &mut Ui, label: &str, draw: &dyn Fn(&egui::Painter, Rect) -> egui::layers::ShapeIdx| {
-        let (r, _) = ui.allocate_exact_size(vec2(18.0, 12.0), egui::Sense::hover());
-        draw(ui.painter(), r);
-        ui.small(label);
+        in_one_piece(ui, &[18.0, text_width(ui, label, egui::TextStyle::Small)], |ui| {
+            let (r, _) = ui.allocate_exact_size(vec2(18.0, 12.0), egui::Sense::hover());
+            draw(ui.painter(), r);
+            ui.small(label);
+        });
     };
     ui.add_space(12.0);
     swatch(ui, "credit γ > 1", &|p, r| {

@@ -202,7 +202,8 @@ pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut
 /// The matrix picker, the zoom reset and the legend.
 fn header(ui: &mut Ui, trace: &Trace, state: &mut MatrixState) {
     let dark = ui.visuals().dark_mode;
-    ui.horizontal(|ui| {
+    // Wrapped, so a narrow view shows the whole legend instead of cutting it off.
+    ui.horizontal_wrapped(|ui| {
         egui::ComboBox::from_label("matrix").selected_text(layer_name(state.layer)).show_ui(ui, |ui| {
             for l in [Layer::Aggregated, Layer::Conserved, Layer::EdgeFlow] {
                 ui.selectable_value(&mut state.layer, l, layer_name(l));
