@@ -7,7 +7,9 @@
    pass's time and peak device memory without and with capture, and the engine's time on the
    captured tensor, as JSON and a Markdown table in $OUT;
 3. causal_effect on the same architecture in float32 at N = 2048: batches started from the unhidden
-   prefix against whole passes, the same effects and the speed-up.
+   prefix against whole passes, the same effects and the speed-up;
+4. capture on a small model split across the GPU and the CPU (as `device_map` splits one): the same
+   attention as on one device.
 
 Without a GPU (a dry run) part 1 runs on CPU tensors, part 2 at N = 512 and part 3 at 128, checking
 the script.
@@ -170,6 +172,37 @@ if transformers is not None:
     with open(os.path.join(out_dir, "causal_effect.json"), "w") as f:
         json.dump(fig, f, indent=1)
     check(diff <= 1e-3, f"causal_effect at N = {n} on {device}: the reused prefix agrees with whole passes (max {diff:.1e} nats), {ways[False][0] / ways[True][0]:.2f}× faster")
+
+    # 4. capture on a model split across devices, as `device_map` leaves one: the first half of
+    # the layers on the GPU, the rest on the CPU, each module's inputs moved to it by a hook (what
+    # accelerate's hooks do). What it records equals the same model's on one device.
+    del model
+    n = 256
+    small = transformers.Qwen2Config(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=n)
+    torch.manual_seed(1)
+    model = transformers.Qwen2ForCausalLM(small).float().eval()
+    ids = torch.randint(0, small.vocab_size, (1, n))
+    with flowtracer.capture(model, layers=(1, 5)) as cap, torch.no_grad():
+        model(input_ids=ids, use_cache=False)
+    whole = cap.attention(0)
+    host = torch.device("cpu")
+    model.model.embed_tokens.to(device)
+    model.model.rotary_emb.to(device)
+    for i, layer in enumerate(model.model.layers):
+        layer.to(device if i < 3 else host)
+
+    def to_device_of(module, args, kwargs):
+        where = next(module.parameters()).device
+        move = lambda x: x.to(where) if torch.is_tensor(x) else tuple(move(y) for y in x) if isinstance(x, tuple) else x  # noqa: E731
+        return tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}
+
+    for module in [*model.model.layers, model.model.norm, model.lm_head]:
+        module.register_forward_pre_hook(to_device_of, with_kwargs=True)
+    with flowtracer.capture(model, layers=(1, 5)) as cap, torch.no_grad():
+        model(input_ids=ids.to(device), use_cache=False)
+    split = cap.attention(0)
+    diff = float(np.abs(split - whole).max())
+    check(diff <= 1e-4, f"capture of layers 1-4 on a model split across {device} and the CPU equals the model's on one device (max {diff:.1e})")
 
 print(f"{len(failures)} failed" if failures else "all passed")
 sys.exit(1 if failures else 0)

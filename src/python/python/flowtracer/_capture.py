@@ -165,10 +165,12 @@ class capture:
                     # engine to refuse by name rather than read as attention to nothing.
                     masked_whole = s.amax(dim=-1, keepdim=True) == -math.inf
                     p = _softmax_(s).masked_fill_(masked_whole, 0.0)
+                # A model split across devices (`device_map`) has its layers where they lie; the
+                # sum is kept where the first recorded layer is (a no-op copy elsewhere).
                 if self.reduce == "mean":
-                    self._acc[:, q0:q1, :q1] += p.sum(dim=(1, 2))
+                    self._acc[:, q0:q1, :q1] += p.sum(dim=(1, 2)).to(self._acc.device)
                 else:
-                    self._acc[:, q0:q1, :q1] = torch.maximum(self._acc[:, q0:q1, :q1], p.amax(dim=(1, 2)))
+                    self._acc[:, q0:q1, :q1] = torch.maximum(self._acc[:, q0:q1, :q1], p.amax(dim=(1, 2)).to(self._acc.device))
 
     # -- results ---------------------------------------------------------------------------
 
