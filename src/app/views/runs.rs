@@ -70,55 +70,59 @@ pub fn show(ui: &mut Ui, view: &mut RunModel) -> Option<Command> {
     // Only the rows on screen are laid out: a run of 10 000 traces draws as fast as one of ten.
     let trace_width = (ui.available_width() - COLUMNS.iter().map(|c| c.1 + SPACING).sum::<f32>()).max(160.0);
     let width = |i: usize| if i == 0 { trace_width } else { COLUMNS[i - 1].1 };
-    ui.horizontal(|ui| {
-        for (i, h) in std::iter::once("trace").chain(COLUMNS.iter().map(|c| c.0)).enumerate() {
-            cell(ui, width(i), |ui| {
-                ui.strong(h);
-            });
-        }
-    });
-    let row_height = ui.spacing().interact_size.y;
-    egui::ScrollArea::vertical().id_salt("run-rows").auto_shrink([false, false]).show_rows(ui, row_height, view.rows.len(), |ui, range| {
-        for row in &view.rows[range] {
-            ui.horizontal(|ui| {
-                cell(ui, width(0), |ui| {
-                    ui.add(egui::Label::new(&row.relative).truncate());
+    // Wider than a narrow view (the trace column keeps 160 px), the table scrolls sideways, so
+    // the last column's "open" stays in reach.
+    egui::ScrollArea::horizontal().id_salt("run-table").auto_shrink([false, false]).show(ui, |ui| {
+        ui.horizontal(|ui| {
+            for (i, h) in std::iter::once("trace").chain(COLUMNS.iter().map(|c| c.0)).enumerate() {
+                cell(ui, width(i), |ui| {
+                    ui.strong(h);
                 });
-                for (i, text) in [
-                    row.n.map_or("-".into(), |n| n.to_string()),
-                    row.step.map_or("-".into(), |s| s.to_string()),
-                    row.reward.map_or("-".into(), |r| format!("{r:.3}")),
-                    row.correct.map_or("-", |c| if c { "yes" } else { "no" }).to_string(),
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    cell(ui, width(i + 1), |ui| {
-                        ui.label(text);
+            }
+        });
+        let row_height = ui.spacing().interact_size.y;
+        egui::ScrollArea::vertical().id_salt("run-rows").auto_shrink([false, false]).show_rows(ui, row_height, view.rows.len(), |ui, range| {
+            for row in &view.rows[range] {
+                ui.horizontal(|ui| {
+                    cell(ui, width(0), |ui| {
+                        ui.add(egui::Label::new(&row.relative).truncate());
                     });
-                }
-                cell(ui, width(5), |ui| {
-                    match &row.status {
-                        Some(Ok(s)) => ui.label(*s),
-                        Some(Err(e)) => ui.colored_label(ui.visuals().error_fg_color, "failed").on_hover_text(e),
-                        None => ui.spinner(),
-                    };
-                });
-                cell(ui, width(6), |ui| match row.broken() {
-                    Some(e) => {
-                        ui.colored_label(ui.visuals().error_fg_color, "broken").on_hover_text(e);
+                    for (i, text) in [
+                        row.n.map_or("-".into(), |n| n.to_string()),
+                        row.step.map_or("-".into(), |s| s.to_string()),
+                        row.reward.map_or("-".into(), |r| format!("{r:.3}")),
+                        row.correct.map_or("-", |c| if c { "yes" } else { "no" }).to_string(),
+                    ]
+                    .into_iter()
+                    .enumerate()
+                    {
+                        cell(ui, width(i + 1), |ui| {
+                            ui.label(text);
+                        });
                     }
-                    None if row.elsewhere => {
-                        ui.weak("not here").on_hover_text(format!("{}: the trace file is not on this machine", row.path.display()));
-                    }
-                    None => {
-                        if ui.button("open").clicked() {
-                            open = Some(Command::Open(row.path.clone()));
+                    cell(ui, width(5), |ui| {
+                        match &row.status {
+                            Some(Ok(s)) => ui.label(*s),
+                            Some(Err(e)) => ui.colored_label(ui.visuals().error_fg_color, "failed").on_hover_text(e),
+                            None => ui.spinner(),
+                        };
+                    });
+                    cell(ui, width(6), |ui| match row.broken() {
+                        Some(e) => {
+                            ui.colored_label(ui.visuals().error_fg_color, "broken").on_hover_text(e);
                         }
-                    }
+                        None if row.elsewhere => {
+                            ui.weak("not here").on_hover_text(format!("{}: the trace file is not on this machine", row.path.display()));
+                        }
+                        None => {
+                            if ui.button("open").clicked() {
+                                open = Some(Command::Open(row.path.clone()));
+                            }
+                        }
+                    });
                 });
-            });
-        }
+            }
+        });
     });
     open
 }
