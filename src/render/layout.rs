@@ -59,9 +59,12 @@ pub fn fit(text: &str, cells: usize) -> String {
 /// their backgrounds and outlines run together into one unreadable bar. A line that wrapped
 /// starts without the space its first token carries (byte-level BPE's `Ġclips`): the break
 /// stands for that space, as in any wrapped text, and the lines keep one left edge (they had
-/// started a cell in wherever the word at the break held its space).
+/// started a cell in wherever the word at the break held its space). Where the trace has space
+/// tokens of their own (Llama 3's and Qwen's tokenizers write the space before a number as one),
+/// the last column is kept for them, so that one ends its line instead of starting the next.
 pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
     let columns = columns.max(8);
+    let kept = usize::from(tokens.iter().any(|t| shows_blank(t)));
     let chars: usize = tokens.iter().map(|t| t.chars().count().max(1)).sum();
     let gap = usize::from(!tokens.is_empty() && chars * 10 <= tokens.len() * 12);
     let mut cells = Vec::with_capacity(tokens.len());
@@ -75,10 +78,11 @@ pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
         if !joins {
             word = index;
         }
-        if col > 0 && col + width > columns {
+        let room = if shows_blank(tok) { columns } else { columns - kept };
+        if col > 0 && col + width > room {
             line += 1;
             let start = cells.get(word).filter(|_| joins).map_or(0, |c: &Cell| c.col);
-            if start > 0 && col - start + width <= columns {
+            if start > 0 && col - start + width <= room {
                 let first = &mut cells[word];
                 let cut = start + first.width;
                 (first.text, first.width) = without_leading_space(std::mem::take(&mut first.text), first.width);
@@ -111,6 +115,11 @@ fn without_leading_space(text: String, width: usize) -> (String, usize) {
         rest if rest.len() < text.len() && !rest.is_empty() => (rest.to_string(), cells_of(rest).min(width)),
         _ => (text, width),
     }
+}
+
+/// A token that shows as a blank cell: spaces only (line breaks and tabs show as marks), or none.
+fn shows_blank(tok: &str) -> bool {
+    tok.chars().all(|c| c.is_whitespace() && !c.is_control())
 }
 
 /// A token that is only white space with a line break in it.
@@ -171,6 +180,12 @@ mod tests {
         assert_eq!(shown(&c), [(0, 0, 3, " To"), (0, 3, 5, " sell"), (1, 0, 5, "clips"), (1, 5, 3, " to"), (2, 0, 7, "friends")]);
         let c = wrap(&toks(&["Weng", " e", "arns", " 12"]), 8);
         assert_eq!(shown(&c), [(0, 0, 4, "Weng"), (1, 0, 1, "e"), (1, 1, 4, "arns"), (1, 5, 3, " 12")]);
+        // A space token of its own (Qwen's and Llama 3's before a number) ends its line in the
+        // column kept for it; the number starts the next.
+        let c = wrap(&toks(&["a", " bcdef", "g", " ", "12"]), 8);
+        assert_eq!(shown(&c), [(0, 0, 1, "a"), (1, 0, 5, "bcdef"), (1, 5, 1, "g"), (1, 6, 1, " "), (2, 0, 2, "12")]);
+        let c = wrap(&toks(&["a", " bcde", "f", " ", "12"]), 8);
+        assert_eq!(shown(&c), [(0, 0, 1, "a"), (0, 1, 5, " bcde"), (0, 6, 1, "f"), (0, 7, 1, " "), (1, 0, 2, "12")]);
         let c = wrap(&toks(&[" abcdefgh", " ", "x\n", "  indented"]), 9);
         assert_eq!(shown(&c), [(0, 0, 9, " abcdefgh"), (1, 0, 1, " "), (1, 1, 2, "x\u{21b5}"), (2, 0, 9, "  indented")]);
     }
