@@ -7,6 +7,7 @@
 
 mod input;
 mod output;
+mod pool;
 
 use flowtracer::backend::{self, Backend, Choice};
 use flowtracer::flow::Cancel;
@@ -72,11 +73,12 @@ fn interruptible<T: Send>(py: Python<'_>, progress: Option<&Bound<'_, PyAny>>, t
         }
         Ok(())
     };
+    let pool = pool::pool()?;
     std::thread::scope(|scope| {
         let (sent, mut result) = std::sync::mpsc::channel();
         let (engine_cancel, engine_done) = (&cancel, &done);
         let worker = scope.spawn(move || {
-            let _ = sent.send(work(engine_cancel, engine_done));
+            let _ = sent.send(pool.install(|| work(engine_cancel, engine_done)));
         });
         loop {
             // (the receiver goes into the GIL-free closure and comes back: it is Send, not Sync)
@@ -252,7 +254,7 @@ fn engine_seconds(py: Python<'_>, items: Option<Vec<ArrayItem<'_>>>, paths: Opti
     let params = params_of(params_json)?;
     let backend = backend_of(backend)?;
     let inputs = items.map(borrowed).transpose()?.map(|(inputs, _)| inputs);
-    Ok(py.detach(|| {
+    pool::detached(py, || {
         let start = std::time::Instant::now();
         let (cancel, done) = (Cancel::default(), AtomicUsize::new(0));
         let (opened, ran) = match inputs {
@@ -264,27 +266,27 @@ fn engine_seconds(py: Python<'_>, items: Option<Vec<ArrayItem<'_>>>, paths: Opti
         drop(std::hint::black_box(ran));
         drop(opened);
         start.elapsed().as_secs_f64()
-    }))
+    })
 }
 
 /// A trace file's tokens, spans, layout and metadata, without running the pipeline.
 #[pyfunction]
 fn load_trace<'py>(py: Python<'py>, path: &str) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
-    let trace = py.detach(|| Trace::open(Path::new(path))).map_err(|e| trace_error(py, &e))?;
+    let trace = pool::detached(py, || Trace::open(Path::new(path)))?.map_err(|e| trace_error(py, &e))?;
     output::trace_dict(py, &trace)
 }
 
 /// The trace files of a run folder, as the binary's export finds them (sorted).
 #[pyfunction]
 fn discover(py: Python<'_>, root: &str) -> PyResult<Vec<String>> {
-    let run = py.detach(|| flowtracer::trace::run::discover(Path::new(root))).map_err(pyo3::exceptions::PyOSError::new_err)?;
+    let run = pool::detached(py, || flowtracer::trace::run::discover(Path::new(root)))?.map_err(pyo3::exceptions::PyOSError::new_err)?;
     Ok(run.traces.iter().map(|p| p.display().to_string()).collect())
 }
 
 /// A `credits.safetensors` read back and checked.
 #[pyfunction]
 fn read_credits<'py>(py: Python<'py>, path: &str) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
-    let credits = py.detach(|| flowtracer::export::read_credits(Path::new(path))).map_err(|e| trace_error(py, &e))?;
+    let credits = pool::detached(py, || flowtracer::export::read_credits(Path::new(path)))?.map_err(|e| trace_error(py, &e))?;
     output::credits_dict(py, credits)
 }
 
@@ -401,9 +403,9 @@ fn write_trace(
     // it is written: a dump that would not load, or not analyse, is refused.
     let bytes = builder.to_bytes();
     let check = Trace::from_bytes(bytes.clone(), target).map_err(|e| trace_error(py, &e))?;
-    py.detach(|| flowtracer::flow::aggregate::check_all(&check)).map_err(|e| trace_error(py, &e.at(target)))?;
+    pool::detached(py, || flowtracer::flow::aggregate::check_all(&check))?.map_err(|e| trace_error(py, &e.at(target)))?;
     drop(check);
-    py.detach(|| flowtracer::atomic::write_atomic(target, &bytes)).map_err(|e| value_error(format!("{path}: {e}")))
+    pool::detached(py, || flowtracer::atomic::write_atomic(target, &bytes))?.map_err(|e| value_error(format!("{path}: {e}")))
 }
 
 /// `flowtracer.fidelity`: every credit score set against the `causal_effect` of trace files, as
@@ -413,7 +415,7 @@ fn write_trace(
 fn fidelity<'py>(py: Python<'py>, paths: Vec<String>, params_json: Option<&str>, seed: u64, keep_going: bool, progress: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     use flowtracer::fidelity::{self, Summary};
     let params = params_of(params_json)?;
-    let opened = py.detach(|| paths.iter().map(|p| Trace::open(Path::new(p))).collect::<Vec<_>>());
+    let opened = pool::detached(py, || paths.iter().map(|p| Trace::open(Path::new(p))).collect::<Vec<_>>())?;
     let (mut traces, mut failed) = (Vec::new(), Vec::new());
     for t in opened {
         match t {

@@ -336,3 +336,35 @@ def test_a_long_batch_reports_its_progress_as_windows_finish(capsys):
     assert capsys.readouterr().err.endswith(f"\rflowtracer: 1/1 traces [{'#' * 30}]\n")
     with pytest.raises(TypeError, match="progress"):
         flowtracer.analyze_files([SAMPLE], progress="yes")
+
+
+FORKED = r"""
+import multiprocessing as mp, sys
+import numpy as np
+import flowtracer
+
+n = 256
+a = np.tril(np.random.default_rng(0).random((n, n), dtype=np.float32)); a /= a.sum(-1, keepdims=True)
+parent = flowtracer.analyze(a, question=(0, 8), answer=(n - 4, n))
+
+def child(i):
+    one = flowtracer.analyze(a, question=(0, 8), answer=(n - 4, n))
+    batch = flowtracer.analyze_batch([dict(attention=a, question=(0, 8), answer=(n - 4, n))] * 3)
+    trace = flowtracer.load_trace(sys.argv[1])
+    return (one.credit == parent.credit).all() and all((b.credit == parent.credit).all() for b in batch) and len(trace.tokens) > 0
+
+with mp.get_context("fork").Pool(2) as pool:
+    print("children", pool.map_async(child, range(2)).get(timeout=60), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork (not on Windows)")
+def test_a_process_forked_after_an_analysis_analyses_too():
+    # Rayon's global pool has no threads in a forked child; the engine's own pool is made again
+    # there (multiprocessing, datasets.map(num_proc=...), DataLoader workers fork on Linux).
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", FORKED, str(SAMPLE)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "children [True, True]", (run.stdout, run.stderr)
