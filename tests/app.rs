@@ -783,6 +783,29 @@ fn the_run_table_lays_out_only_its_visible_rows() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// In a window too narrow for the run table, the table scrolls sideways and its last column's
+/// "open" comes into view left of the side panel (it had been cut off beyond the view's edge).
+#[test]
+fn a_narrow_run_table_scrolls_sideways_to_its_open_buttons() {
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(800.0, 600.0))
+        .build_ui_state(|ui, app: &mut FlowApp| app.draw(ui), FlowApp::sample_synchronous());
+    h.state_mut().apply(flowtracer::app::Command::Open("sample_traces/policy_run".into()));
+    h.state_mut().ui.view = View::Run;
+    h.run_steps(3);
+    let panel = h.get_by_label("Inspector").rect().left();
+    let first_open = |h: &Harness<'static, FlowApp>| h.get_all_by_label("open").next().expect("an open button").rect();
+    assert!(first_open(&h).right() > panel, "the table is wider than the view here: nothing to scroll");
+    h.get_by_label("tokens").hover();
+    for _ in 0..10 {
+        h.event(egui::Event::MouseWheel { unit: egui::MouseWheelUnit::Point, delta: egui::vec2(-60.0, 0.0), phase: egui::TouchPhase::Move, source: egui::MouseWheelSource::Wheel, modifiers: Default::default() });
+        h.step();
+    }
+    h.run_steps(3);
+    let open = first_open(&h);
+    assert!(open.right() <= panel, "the open button ends at x = {}, the side panel starts at {panel}", open.right());
+}
+
 /// A run scored on a cluster (`flowtracer.ray`'s Parquet) opens in the Run view like a folder:
 /// its rows with the statuses they were scored with, no re-analysis on new parameters, a row
 /// whose trace file is here opens it, a row whose file is elsewhere says so, a failed row is
