@@ -21,7 +21,7 @@ def eager_mean(model, input_ids, mask, layers):
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
-@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("implementation", ["sdpa", "eager", "flex_attention"])
 def test_capture_equals_eager_attention_on_a_left_padded_batch(arch, implementation, tmp_path):
     tok = tokenizer()
     input_ids, mask = left_padded(tok, CORPUS[:3])

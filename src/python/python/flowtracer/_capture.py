@@ -71,6 +71,7 @@ class capture:
         self.reduce = reduce
         self.chunk = None if chunk is None else int(chunk)
         self._acc: Any = None
+        self._dense: Any = None
         self._finished = False
         self._seen: set[int] = set()
         self._heads = 0
@@ -117,6 +118,7 @@ class capture:
 
     def _start_pass(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         self._acc = None
+        self._dense = None
         self._finished = False
         self._seen = set()
         self._heads = 0
@@ -140,6 +142,12 @@ class capture:
             return
         self._seen.add(layer)
         with torch.no_grad():
+            if mask is not None and not torch.is_tensor(mask):
+                # flex attention's BlockMask, the same object for every layer of a pass: made
+                # dense once a pass.
+                if self._dense is None or self._dense[0] is not mask:
+                    self._dense = (mask, _dense_mask(mask, b, n, query.device))
+                mask = self._dense[1]
             if self._acc is None:
                 fill = 0.0 if self.reduce == "mean" else -math.inf
                 self._acc = torch.full((b, n, n), fill, dtype=torch.float32, device=query.device)
@@ -247,6 +255,15 @@ def _softmax_(s: Any) -> Any:
     import torch
 
     return torch.softmax(s, dim=-1, out=s)
+
+
+def _dense_mask(mask: Any, b: int, n: int, device: Any) -> Any:
+    """Flex attention's `BlockMask` (a mask function over blocks) as `[B,1,N,N]` booleans (N²
+    bytes a sample, a quarter of the accumulator), from its own function, so padding and
+    causality are the model's."""
+    from torch.nn.attention.flex_attention import create_mask
+
+    return create_mask(mask.mask_mod, b, 1, n, n, device=device)
 
 
 def _masked(s: Any, mask: Any, q0: int, q1: int) -> Any:
