@@ -7,6 +7,9 @@
 //! blends a solid fill, so a glyph differs from resvg's only by the offset rounded to
 //! 1/[`PHASES`] of a pixel. Text this cannot draw exactly as usvg would (a character the font
 //! lacks, a combining mark, a wide or right-to-left script) is left to usvg: see [`Face::run`].
+//!
+//! The masks are kept for the life of the process: an export of a run draws the same few
+//! hundred for every trace (rasterising them again was a third of a 600-token credit picture).
 
 use resvg::tiny_skia::{self, FillRule, Mask, Transform};
 use skrifa::outline::{DrawSettings, OutlinePen};
@@ -14,10 +17,15 @@ use skrifa::prelude::{LocationRef, Size};
 use skrifa::charmap::Charmap;
 use skrifa::metrics::GlyphMetrics;
 use skrifa::{FontRef, GlyphId, MetadataProvider};
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 /// Sub-pixel offsets per axis: a glyph lands within 1/32 pixel of where usvg puts it.
 const PHASES: u32 = 16;
+
+/// The most bytes of masks the process keeps (a 13-pixel glyph's mask is about 200 bytes, and
+/// a picture of English text draws some 500 of them); past it a mask is made and not kept.
+const KEPT_BYTES: usize = 8 << 20;
 
 /// The bundled font, read once.
 pub struct Face {
@@ -25,14 +33,53 @@ pub struct Face {
     charmap: Charmap<'static>,
     metrics: GlyphMetrics<'static>,
     units_per_em: f32,
+    /// ASCII's glyphs and advances (font units), `None` where [`Face::run`] leaves the
+    /// character to usvg: most token text is ASCII, and the charmap's search for each character
+    /// was half of placing a 4k-token trace's glyphs.
+    ascii: [Option<(GlyphId, f32)>; 128],
+    kept: RwLock<Kept>,
 }
 
-/// A glyph at a sub-pixel phase: the cache's key.
+/// Masks made so far, by glyph, phase and font size (its bits), and their bytes.
+#[derive(Default)]
+struct Kept {
+    masks: HashMap<(Key, u32), Option<Arc<Coverage>>>,
+    bytes: usize,
+}
+
+impl Kept {
+    /// Keeps `mask` unless that would take the masks past `limit` bytes.
+    fn keep(&mut self, id: (Key, u32), mask: &Option<Arc<Coverage>>, limit: usize) {
+        // A map entry's own size counts too, so that empty masks (spaces) are bounded as well.
+        let bytes = std::mem::size_of::<((Key, u32), Option<Arc<Coverage>>)>() + mask.as_ref().map_or(0, |m| std::mem::size_of::<Coverage>() + m.cov.len());
+        if self.bytes + bytes <= limit && self.masks.insert(id, mask.clone()).is_none() {
+            self.bytes += bytes;
+        }
+    }
+}
+
+/// A glyph at a sub-pixel phase: the cache's key. One integer, glyph then phases, so that a
+/// picture's tens of thousands of placed glyphs sort into its distinct masks quickly (compared
+/// field by field they took half a millisecond at 4k tokens).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct Key {
-    glyph: u32,
-    phase_x: u8,
-    phase_y: u8,
+pub struct Key(u64);
+
+impl Key {
+    fn new(glyph: GlyphId, phase_x: u8, phase_y: u8) -> Key {
+        Key(u64::from(glyph.to_u32()) << 16 | u64::from(phase_x) << 8 | u64::from(phase_y))
+    }
+
+    fn glyph(self) -> GlyphId {
+        GlyphId::new((self.0 >> 16) as u32)
+    }
+
+    fn phase_x(self) -> u8 {
+        (self.0 >> 8) as u8
+    }
+
+    fn phase_y(self) -> u8 {
+        self.0 as u8
+    }
 }
 
 /// One glyph to draw: its mask's key and the whole pixel its phase is measured from.
@@ -57,8 +104,26 @@ impl Face {
         FACE.get_or_init(|| {
             let font = FontRef::new(super::FONT).expect("the bundled font parses");
             let units_per_em = font.metrics(Size::unscaled(), LocationRef::default()).units_per_em as f32;
-            Face { charmap: font.charmap(), metrics: font.glyph_metrics(Size::unscaled(), LocationRef::default()), font, units_per_em }
+            let (charmap, metrics) = (font.charmap(), font.glyph_metrics(Size::unscaled(), LocationRef::default()));
+            let ascii = std::array::from_fn(|c| {
+                let c = char::from(c as u8);
+                let glyph = charmap.map(c).filter(|g| left_to_right_cell(c) && g.to_u32() != 0)?;
+                Some((glyph, metrics.advance_width(glyph)?))
+            });
+            Face { charmap, metrics, font, units_per_em, ascii, kept: RwLock::default() }
         })
+    }
+
+    /// A character's glyph and advance, `None` for one [`Face::run`] leaves to usvg.
+    fn glyph(&self, c: char) -> Option<(GlyphId, f32)> {
+        if let Some(&known) = self.ascii.get(c as usize) {
+            return known;
+        }
+        if !left_to_right_cell(c) {
+            return None;
+        }
+        let glyph = self.charmap.map(c).filter(|g| g.to_u32() != 0)?;
+        Some((glyph, self.metrics.advance_width(glyph)?))
     }
 
     /// The glyphs of `text` with its baseline starting at (`x`, `y`) and `font_size` pixels to
@@ -69,27 +134,35 @@ impl Face {
         let scale = font_size / self.units_per_em;
         let mut pen = 0.0f32;
         let mut placed = Vec::with_capacity(text.len());
+        let (gy, phase_y) = split(y);
         for c in text.chars() {
-            if !left_to_right_cell(c) {
-                return None;
-            }
-            let glyph = self.charmap.map(c).filter(|g| g.to_u32() != 0)?;
+            let (glyph, advance) = self.glyph(c)?;
             let (gx, phase_x) = split(x + pen * scale);
-            let (gy, phase_y) = split(y);
-            placed.push(Placed { key: Key { glyph: glyph.to_u32(), phase_x, phase_y }, x: gx, y: gy });
-            pen += self.metrics.advance_width(glyph)?;
+            placed.push(Placed { key: Key::new(glyph, phase_x, phase_y), x: gx, y: gy });
+            pen += advance;
         }
         Some(placed)
     }
 
-    /// The coverage of `key` at `font_size`; `None` for a glyph with no outline (a space).
-    pub fn coverage(&self, key: Key, font_size: f32) -> Option<Coverage> {
-        let outline = self.font.outline_glyphs().get(GlyphId::new(key.glyph))?;
+    /// The coverage of `key` at `font_size`, made once in the process; `None` for a glyph with
+    /// no outline (a space).
+    pub fn coverage(&self, key: Key, font_size: f32) -> Option<Arc<Coverage>> {
+        let id = (key, font_size.to_bits());
+        if let Some(mask) = self.kept.read().unwrap_or_else(PoisonError::into_inner).masks.get(&id) {
+            return mask.clone();
+        }
+        let mask = self.rasterise(key, font_size).map(Arc::new);
+        self.kept.write().unwrap_or_else(PoisonError::into_inner).keep(id, &mask, KEPT_BYTES);
+        mask
+    }
+
+    fn rasterise(&self, key: Key, font_size: f32) -> Option<Coverage> {
+        let outline = self.font.outline_glyphs().get(key.glyph())?;
         let mut pen = Pen(tiny_skia::PathBuilder::new());
         outline.draw(DrawSettings::unhinted(Size::unscaled(), LocationRef::default()), &mut pen).ok()?;
         let path = pen.0.finish()?;
         let scale = font_size / self.units_per_em;
-        let (fx, fy) = (key.phase_x as f32 / PHASES as f32, key.phase_y as f32 / PHASES as f32);
+        let (fx, fy) = (key.phase_x() as f32 / PHASES as f32, key.phase_y() as f32 / PHASES as f32);
         // Outlines are in font units, y up; a margin of a pixel each side for anti-aliasing.
         let b = path.bounds();
         let left = (b.left() * scale + fx).floor() as i32 - 1;
@@ -187,6 +260,44 @@ mod tests {
         }
     }
 
+    /// A mask is made once in the process and is the glyph's own rasterisation; the masks kept
+    /// stay within their bound, and one past it is still drawn, not kept.
+    #[test]
+    fn masks_are_made_once_and_kept_within_a_bound() {
+        let face = Face::get();
+        let placed = face.run("g", 3.0, 20.7, 13.0).unwrap();
+        let key = placed[0].key;
+        let (first, again) = (face.coverage(key, 13.0).unwrap(), face.coverage(key, 13.0).unwrap());
+        assert!(Arc::ptr_eq(&first, &again), "made once");
+        let fresh = face.rasterise(key, 13.0).unwrap();
+        assert_eq!((first.left, first.top, first.width, &first.cov), (fresh.left, fresh.top, fresh.width, &fresh.cov));
+        assert!(face.coverage(key, 14.0).unwrap().cov != first.cov, "another size is another mask");
+
+        let mut kept = Kept::default();
+        let limit = 4 * (fresh.cov.len() + 128);
+        for phase_x in 0..PHASES as u8 {
+            let key = Key::new(key.glyph(), phase_x, key.phase_y());
+            kept.keep((key, 0), &face.rasterise(key, 13.0).map(Arc::new), limit);
+        }
+        assert!(kept.bytes <= limit && (2..PHASES as usize).contains(&kept.masks.len()), "{} masks in {} bytes", kept.masks.len(), kept.bytes);
+        let before = kept.bytes;
+        kept.keep((key, 0), &None, limit);
+        kept.keep((key, 0), &None, limit);
+        assert!(kept.bytes <= limit && kept.bytes >= before);
+    }
+
+    /// ASCII's table places glyphs as the charmap does: the same glyphs, the same advances, and
+    /// the same characters left to usvg.
+    #[test]
+    fn the_ascii_table_is_the_charmap() {
+        let face = Face::get();
+        for c in (0u8..128).map(char::from) {
+            let slow = face.charmap.map(c).filter(|g| left_to_right_cell(c) && g.to_u32() != 0).and_then(|g| Some((g, face.metrics.advance_width(g)?)));
+            assert_eq!(face.glyph(c), slow, "{c:?}");
+        }
+        assert!(face.glyph('a').is_some() && face.glyph('\n').is_none() && face.glyph('\u{7f}').is_none());
+    }
+
     /// Monospace glyphs advance a cell each, and a position is the pixel below it and the
     /// nearest sixteenth above that.
     #[test]
@@ -195,9 +306,9 @@ mod tests {
         let glyphs = face.run("abcd", 10.0, 20.3, 13.0).unwrap();
         let cell = 13.0 * 1233.0 / 2048.0;
         for (i, g) in glyphs.iter().enumerate() {
-            let x = g.x as f32 + g.key.phase_x as f32 / PHASES as f32;
+            let x = g.x as f32 + g.key.phase_x() as f32 / PHASES as f32;
             assert!((x - (10.0 + i as f32 * cell)).abs() <= 0.5 / PHASES as f32 + 1e-4, "glyph {i} at {x}");
-            assert_eq!((g.y, g.key.phase_y), (20, 5), "20.3 is 20 and 5/16");
+            assert_eq!((g.y, g.key.phase_y()), (20, 5), "20.3 is 20 and 5/16");
         }
         assert_eq!(split(3.99), (4, 0));
         assert_eq!(split(-0.25), (-1, 12));

@@ -181,8 +181,8 @@ impl Picture {
         let mut keys: Vec<glyphs::Key> = lines.iter().flatten().flatten().map(|p| p.key).collect();
         keys.sort_unstable();
         keys.dedup();
-        let masks: Vec<Option<glyphs::Coverage>> = keys.par_iter().map(|&k| face.coverage(k, self.font_size)).collect();
-        let mask = |k: glyphs::Key| masks[keys.binary_search(&k).expect("every key has its mask")].as_ref();
+        let masks: Vec<Option<std::sync::Arc<glyphs::Coverage>>> = keys.par_iter().map(|&k| face.coverage(k, self.font_size)).collect();
+        let mask = |k: glyphs::Key| masks[keys.binary_search(&k).expect("every key has its mask")].as_deref();
 
         let draw = |r: &Range<u32>| -> Result<(Pixmap, Range<u32>), String> {
             let overlaps = |rows: &Range<f64>| rows.start < r.end as f64 && rows.end > r.start as f64;
