@@ -291,6 +291,11 @@ pub struct BatchRate {
     /// The files' read floor on the one-thread pool, bytes/s: what the aggregation's read is
     /// set against.
     pub one_thread_floor: f64,
+    /// The same traces exported as a run (`flowtracer --export`), every format and then
+    /// without the PNG pictures: traces/s, against `rate`, what a CI user waits for beside the
+    /// method.
+    pub export: f64,
+    pub export_without_png: f64,
 }
 
 /// A batch of `count` different traces of about `n` tokens (`[N,N]` F32), run as one
@@ -332,6 +337,24 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
         floors.push(files_read_floor(&paths, 1)?);
         one_floors.push(one.install(|| files_read_floor(&paths, 1))?);
     }
+    // Each export into a folder of its own (see `run_case`), removed after it.
+    let export = |formats: crate::export::Formats, name: &str| -> Result<f64, String> {
+        let rates = (0..repeat.max(1))
+            .map(|i| {
+                let out = dir.join(format!("batch_{name}_{n}_{i}"));
+                let t = Instant::now();
+                let summary = crate::export::export(&out, crate::export::plan(&paths, Some(&out), false), &params, formats, backend, &Cancel::default(), &|_| {});
+                let secs = t.elapsed().as_secs_f64();
+                let _ = std::fs::remove_dir_all(&out);
+                match summary? {
+                    s if s.exported == count => Ok(count as f64 / secs.max(1e-9)),
+                    s => Err(format!("the batch's export: {} of {count} traces exported", s.exported)),
+                }
+            })
+            .collect::<Result<Vec<f64>, String>>()?;
+        Ok(median(rates))
+    };
+    let (all, without_png) = (export(crate::export::Formats::ALL, "export")?, export(crate::export::Formats { png: false, ..crate::export::Formats::ALL }, "export_without_png")?);
     for p in &paths {
         let _ = std::fs::remove_file(p);
     }
@@ -346,6 +369,8 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
         one_thread_steps: one_steps.scaled(1.0 / (count * repeat.max(1)) as f64),
         file_bytes: file_bytes as f64 / count as f64,
         one_thread_floor: median(one_floors),
+        export: all,
+        export_without_png: without_png,
     })
 }
 
@@ -360,7 +385,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ft-bench-batch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let r = batch_throughput(64, 4, &dir, &crate::flow::Cpu, 1).unwrap();
-        for (what, v) in [("rate", r.rate), ("one thread", r.one_thread), ("floor", r.floor), ("one thread's floor", r.one_thread_floor)] {
+        for (what, v) in [("rate", r.rate), ("one thread", r.one_thread), ("floor", r.floor), ("one thread's floor", r.one_thread_floor), ("export", r.export), ("export without PNG", r.export_without_png)] {
             assert!(v.is_finite() && v > 0.0, "{what}: {v}");
         }
         // One thread's steps are the traces' own times: each step ran, and together they are

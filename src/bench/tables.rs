@@ -39,6 +39,19 @@ impl BatchRate {
         )
     }
 
+    /// The same traces exported as a run, every format and without the pictures, each as its
+    /// rate and as how many times the batch's own time it takes.
+    pub fn export_line(&self) -> String {
+        format!(
+            "the same {} traces exported as a run: {:.0} traces/s with every format ({:.1}× the run_batch), {:.0} without the PNG pictures ({:.1}×)",
+            self.count,
+            self.export,
+            self.rate / self.export,
+            self.export_without_png,
+            self.rate / self.export_without_png
+        )
+    }
+
     /// Where one thread's time goes, step by step, the aggregation's read set against one
     /// thread's read floor over the same files.
     pub fn profile_line(&self) -> String {
@@ -206,12 +219,13 @@ mod tests {
     use super::*;
     use crate::flow::StepTimes;
 
-    /// The batch's line reads its rate against one thread's and its files' floor.
+    /// The batch's line reads its rate against one thread's and its files' floor; its export's,
+    /// its time against the batch's.
     #[test]
     fn the_batch_is_read_against_one_thread_and_its_files() {
         let ms = |x: f64| Duration::from_secs_f64(x * 1e-3);
         let one_thread_steps = StepTimes { aggregate: ms(0.8), reach: ms(0.2), flow: ms(0.15), backbone: ms(0.5), roles: ms(0.1), credit: ms(0.05), ..Default::default() };
-        let r = BatchRate { count: 64, n: 1024, backend: "cpu", threads: 2, rate: 1200.0, one_thread: 640.0, floor: 4000.0, one_thread_steps, file_bytes: 4.2e6, one_thread_floor: 10.5e9 };
+        let r = BatchRate { count: 64, n: 1024, backend: "cpu", threads: 2, rate: 1200.0, one_thread: 640.0, floor: 4000.0, one_thread_steps, file_bytes: 4.2e6, one_thread_floor: 10.5e9, export: 300.0, export_without_png: 800.0 };
         assert_eq!(
             r.line(),
             "batch of 64 different [N,N] F32 traces at N = 1024, one run_batch: 1200 traces/s (cpu; 640 on one thread, so 1.88× on 2); their files at the read floor: 4000 traces/s, so 30% of it"
@@ -220,6 +234,7 @@ mod tests {
             r.profile_line(),
             "on one thread a trace takes 1.80 ms in its steps: aggregate 0.80 (its 4.2 MB file at 5.2 GB/s, 50% of one thread's read floor of 10.5 GB/s), reach 0.20, flow 0.15, backbone 0.50, roles 0.10, credit 0.05"
         );
+        assert_eq!(r.export_line(), "the same 64 traces exported as a run: 300 traces/s with every format (4.0× the run_batch), 800 without the PNG pictures (1.5×)");
     }
 
     fn row(first_touch: Option<f64>) -> BenchRow {
