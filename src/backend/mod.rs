@@ -126,6 +126,20 @@ pub fn select(choice: Choice) -> Result<Box<dyn Backend>, String> {
     }
 }
 
+/// A GPU device set up in process `owner` serves only that process. A fork copies the device's
+/// handles but not the driver's threads and state behind them: NVIDIA's rule is that a child may
+/// not touch CUDA its parent started (its calls fail or hang), and Vulkan drivers are no
+/// different. Python forks all the time (`multiprocessing`, `datasets.map(num_proc=…)`), so a
+/// child is told so by name, and `auto` takes the CPU there.
+pub(crate) fn not_forked(device: &str, owner: u32) -> Result<(), String> {
+    match std::process::id() {
+        pid if pid == owner => Ok(()),
+        pid => Err(format!(
+            "{device} was set up in process {owner}, and this process ({pid}) is a fork of it: a GPU device does not survive a fork. Start worker processes with the 'spawn' method (multiprocessing.get_context('spawn')), or analyse with the CPU backend in them"
+        )),
+    }
+}
+
 #[cfg(any(not(feature = "cuda"), not(feature = "wgpu")))]
 fn not_built(feature: &str) -> String {
     format!("this build of flowtracer has no {feature} backend (built without the `{feature}` feature)")
@@ -198,4 +212,16 @@ pub fn availability_report() -> String {
         Err(e) => out += &format!("auto  → none: {e}"),
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    /// A device serves the process that set it up; another process is told it is a fork of that one.
+    #[test]
+    fn a_device_serves_only_the_process_that_set_it_up() {
+        let (me, parent) = (std::process::id(), std::process::id().wrapping_add(1));
+        assert!(super::not_forked("CUDA", me).is_ok());
+        let e = super::not_forked("CUDA", parent).unwrap_err();
+        assert!(e.starts_with(&format!("CUDA was set up in process {parent}, and this process ({me}) is a fork of it")), "{e}");
+    }
 }

@@ -169,10 +169,14 @@ impl Cuda {
     }
 }
 
-/// The process's CUDA device, set up on first use; the error says why there is none.
+/// The process's CUDA device, set up on first use; the error says why there is none (in a process
+/// forked after its parent set it up, that it does not survive a fork).
 pub fn shared() -> Result<&'static Cuda, String> {
-    static CUDA: OnceLock<Result<Cuda, String>> = OnceLock::new();
-    CUDA.get_or_init(Cuda::new).as_ref().map_err(|e| e.clone())
+    static CUDA: OnceLock<(u32, Result<Cuda, String>)> = OnceLock::new();
+    let (owner, cuda) = CUDA.get_or_init(|| (std::process::id(), Cuda::new()));
+    let cuda = cuda.as_ref().map_err(|e| e.clone())?;
+    crate::backend::not_forked("CUDA", *owner)?;
+    Ok(cuda)
 }
 
 /// One trace of a batch as the kernels see it (mirrors `struct Job` in `kernels/common.cuh`).

@@ -229,10 +229,14 @@ pub fn bind_buffers(device: &wgpu::Device, label: &str, layout: &wgpu::BindGroup
     device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
 }
 
-/// The process's device, created on first use; the error says why there is none.
+/// The process's device, created on first use; the error says why there is none (in a process
+/// forked after its parent created it, that it does not survive a fork).
 pub fn shared() -> Result<&'static Gpu, String> {
-    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
-    GPU.get_or_init(Gpu::new).as_ref().map_err(|e| e.clone())
+    static GPU: OnceLock<(u32, Result<Gpu, String>)> = OnceLock::new();
+    let (owner, gpu) = GPU.get_or_init(|| (std::process::id(), Gpu::new()));
+    let gpu = gpu.as_ref().map_err(|e| e.clone())?;
+    crate::backend::not_forked("wgpu", *owner)?;
+    Ok(gpu)
 }
 
 /// The device's side of one trace's analysis: M, aggregated on the device or uploaded for the

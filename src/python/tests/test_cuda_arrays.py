@@ -169,6 +169,60 @@ def test_nvrtc_installed_as_a_wheel_is_found_without_the_loader_path(tmp_path):
         assert one.stdout.split()[0] == "0", (lib, one.stdout, one.stderr)
 
 
+FORKED = r"""
+import json, os
+import numpy as np
+import flowtracer
+
+n = 16
+a = np.zeros((n, n), dtype=np.float32)
+a[0, 0] = 1.0
+for k in range(1, n):
+    a[k, k - 1] = 0.5
+    a[k, 0] += 0.5
+spans = dict(question=(0, 2), answer=(n - 2, n))
+parent = flowtracer.analyze(a, backend="cuda", **spans)
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(read)
+    out = {}
+    try:
+        flowtracer.analyze(a, backend="cuda", **spans)
+        out["cuda"] = "ran"
+    except ValueError as e:
+        out["cuda"] = str(e)
+    auto = flowtracer.analyze(a, backend="auto", **spans)
+    out["auto"] = sorted(set(auto.provenance["steps"].values()))
+    out["same"] = auto.flow.tolist() == flowtracer.analyze(a, backend="cpu", **spans).flow.tolist()
+    out["device"] = flowtracer._native.cuda_device()
+    with os.fdopen(write, "w") as pipe:
+        pipe.write(json.dumps(out))
+    os._exit(0)
+os.close(write)
+with os.fdopen(read) as pipe:
+    child = json.loads(pipe.read() or "null")
+os.waitpid(pid, 0)
+print(json.dumps({"parent": sorted(set(parent.provenance["steps"].values())), "child": child}))
+"""
+
+
+def test_a_process_forked_after_cuda_was_set_up_is_told_so_and_auto_takes_the_cpu(tmp_path):
+    # The driver's state does not survive a fork (NVIDIA's rule): a child whose parent had set
+    # CUDA up is refused CUDA by name, and `auto` gives it the CPU's results, instead of the
+    # child's calls going to a context and threads that are not in it.
+    _fake_driver(tmp_path)
+    env = dict(os.environ, LD_LIBRARY_PATH=f"{tmp_path}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    run = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c", FORKED], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert "cuda" in out["parent"], out
+    child = out["child"]
+    assert child is not None, run.stderr
+    assert "is a fork of it: a GPU device does not survive a fork" in child["cuda"] and "'spawn'" in child["cuda"], child["cuda"]
+    assert child["auto"] == ["cpu"] and child["same"] is True and child["device"] is None, child
+
+
 DEVICES = r"""
 import json, os
 import numpy as np
