@@ -169,17 +169,21 @@ def test_nvrtc_installed_as_a_wheel_is_found_without_the_loader_path(tmp_path):
         assert one.stdout.split()[0] == "0", (lib, one.stdout, one.stderr)
 
 
-FORKED = r"""
-import json, os
-import numpy as np
-import flowtracer
-
+# A 16-token chain for the child scripts below: its attention `a`, its `n`.
+SMALL_CHAIN = r"""
 n = 16
 a = np.zeros((n, n), dtype=np.float32)
 a[0, 0] = 1.0
 for k in range(1, n):
     a[k, k - 1] = 0.5
     a[k, 0] += 0.5
+"""
+
+FORKED = r"""
+import json, os
+import numpy as np
+import flowtracer
+""" + SMALL_CHAIN + r"""
 spans = dict(question=(0, 2), answer=(n - 2, n))
 parent = flowtracer.analyze(a, backend="cuda", **spans)
 read, write = os.pipe()
@@ -235,12 +239,7 @@ class OnDevice:
         self.device = type("Device", (), {"id": index})()
         self.__cuda_array_interface__ = dict(shape=a.shape, typestr=a.dtype.str, data=(a.ctypes.data, True), version=3, strides=None, stream=None)
 
-n = 16
-a = np.zeros((n, n), dtype=np.float32)
-a[0, 0] = 1.0
-for k in range(1, n):
-    a[k, k - 1] = 0.5
-    a[k, 0] += 0.5
+""" + SMALL_CHAIN + r"""
 out = {}
 r = flowtracer.analyze(OnDevice(a, 1), question=(0, 2), answer=(n - 2, n), backend="cuda")
 out["first"] = [os.environ.get("FLOWTRACER_CUDA_DEVICE"), flowtracer._native.cuda_device(), r.zero_copy, r.provenance["steps"]["aggregate"]]
