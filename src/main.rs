@@ -69,7 +69,8 @@ enum Command {
         /// [N,N], [L,N,N] and [L,H,N,N]): the aggregation's rate and its share of the floor for each.
         #[arg(long)]
         layouts: bool,
-        /// Where the synthetic traces go (a temporary folder by default).
+        /// A folder to work in: the bench makes one of its own inside it for its synthetic traces
+        /// and exports, and removes that when it ends (the system's temporary folder by default).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Also time this peer script on the same files (`tests/peer/flowtracer_numpy.py`).
@@ -264,8 +265,11 @@ fn main() -> ExitCode {
                 println!("| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} |", b.n, ms(b.rescore), ms(b.rebackbone), ms(b.reroles), ms(b.reaggregate), ms(b.knockout), ms(b.frame), ms(b.steps), ms(b.overview), ms(b.detail));
             }
             if run > 0 {
-                let dir = dir.unwrap_or_else(std::env::temp_dir);
-                match bench::run_open_bench(run, &dir) {
+                let scratch = match bench::Scratch::new(&dir.unwrap_or_else(std::env::temp_dir)) {
+                    Ok(s) => s,
+                    Err(e) => return usage(e),
+                };
+                match bench::run_open_bench(run, scratch.path()) {
                     Ok(b) => println!(
                         "\n| run of traces | open: listed, first trace opened, Run view drawn ms | Run view frame ms | every status filled s |\n|---|---|---|---|\n| {} | {:.1} | {:.2} | {:.1} |",
                         b.count,
@@ -498,21 +502,28 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, cases: &dyn Fn(us
         Ok(b) => b,
         Err(e) => return usage(e),
     };
-    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("flowtracer-bench-{}", std::process::id())));
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        return usage(format!("{}: {e}", dir.display()));
-    }
+    let scratch = match bench::Scratch::new(&dir.unwrap_or_else(std::env::temp_dir)) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
+    let dir = scratch.path();
+    // Ctrl-C: the case in flight finishes, the tables so far are printed, the bench's files go;
+    // a second Ctrl-C ends the process at once.
+    let stop = cli_rl::interrupt();
     let device = match backend.device() {
         d if d.is_empty() => d,
         d => format!(" on {d}"),
     };
     println!("backend {}{device} · {} threads · median of {repeat}", backend.name(), rayon::current_num_threads());
     let mut rows = Vec::new();
-    for &n in &sizes {
+    'sizes: for &n in &sizes {
         let cases = cases(n);
         for (i, case) in cases.iter().enumerate() {
+            if stop.is_cancelled() {
+                break 'sizes;
+            }
             eprintln!("bench: N = {n}, {} …", case.label());
-            match bench::run_case(case, &dir, backend.as_ref(), repeat, i == 0, peer.as_deref()) {
+            match bench::run_case(case, dir, backend.as_ref(), repeat, i == 0, peer.as_deref()) {
                 Ok(row) => rows.push(row),
                 Err(e) => {
                     eprintln!("flowtracer: bench N = {n}: {e}");
@@ -522,9 +533,9 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, cases: &dyn Fn(us
         }
     }
     let batch_line = match (batch, sizes.first()) {
-        (b, Some(&n)) if b > 0 => {
+        (b, Some(&n)) if b > 0 && !stop.is_cancelled() => {
             eprintln!("bench: a batch of {b} traces at N = {n} …");
-            match bench::batch_throughput(n, b, &dir, backend.as_ref(), repeat) {
+            match bench::batch_throughput(n, b, dir, backend.as_ref(), repeat) {
                 Ok(r) => Some(format!("\n{}\n{}\n{}\n", r.line(), r.profile_line(), r.export_line())),
                 Err(e) => {
                     eprintln!("flowtracer: bench batch: {e}");
@@ -534,7 +545,6 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, cases: &dyn Fn(us
         }
         _ => None,
     };
-    let _ = std::fs::remove_dir_all(&dir);
     print!("{}", bench::format_table(&rows));
     println!("\nAgainst this machine's floor (a plain sum over the same mapped file, {} threads):\n", rayon::current_num_threads());
     print!("{}", bench::format_floor_table(&rows));
@@ -549,6 +559,10 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, cases: &dyn Fn(us
     }
     if let Some(line) = batch_line {
         print!("{line}");
+    }
+    if stop.is_cancelled() {
+        eprintln!("flowtracer: bench interrupted: {} case(s) measured", rows.len());
+        return ExitCode::from(130);
     }
     ExitCode::SUCCESS
 }

@@ -311,3 +311,40 @@ fn flag_values_that_cannot_be_meant_are_usage_errors() {
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"mine");
 }
+
+/// `bench --dir` makes a folder of its own inside the one it is given and removes only that:
+/// it had removed the given folder whole, with whatever the user kept there. Ctrl-C stops it
+/// after the case in flight, with the tables so far and its folder gone.
+#[cfg(unix)]
+#[test]
+fn the_bench_keeps_its_folder_to_itself_and_ctrl_c_leaves_nothing_behind() {
+    let d = temp_dir("robust-bench-dir");
+    let theirs = d.join("notes.txt");
+    std::fs::write(&theirs, b"the user's").unwrap();
+    let sizes = vec!["512"; 40].join(",");
+    let mut child = flowtracer()
+        .args(["bench", "--sizes", &sizes, "--repeat", "1", "--no-heads", "--batch", "0", "--dir", s(&d)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let bench_files = || -> usize {
+        std::fs::read_dir(&d).unwrap().flatten().filter(|e| e.path().is_dir()).map(|e| std::fs::read_dir(e.path()).map_or(0, |f| f.count())).sum()
+    };
+    let start = std::time::Instant::now();
+    while bench_files() == 0 {
+        assert!(start.elapsed().as_secs() < 60, "the bench wrote no trace");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = common::wait_with_deadline(&mut child, 120);
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(stderr(&o).contains("bench interrupted"), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    let rows = table.lines().filter(|l| l.starts_with("| 5")).count();
+    assert!((2..80).contains(&rows), "the cases measured before the signal, in both tables:\n{table}");
+    let left: Vec<_> = std::fs::read_dir(&d).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("notes.txt")], "only the user's file is left");
+    assert_eq!(std::fs::read(&theirs).unwrap(), b"the user's");
+}

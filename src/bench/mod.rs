@@ -5,11 +5,13 @@
 #[cfg(feature = "app")]
 mod app;
 mod floor;
+mod scratch;
 mod tables;
 
 #[cfg(feature = "app")]
 pub use app::{RunOpenBench, UiBench, run_open_bench, ui_bench};
 pub use floor::{files_read_floor, first_touch_floor, read_floor};
+pub use scratch::Scratch;
 pub use tables::{format_device_floor_table, format_floor_table, format_png_lines, format_table};
 
 use crate::backend::Backend;
