@@ -61,7 +61,8 @@ pub fn fit(text: &str, cells: usize) -> String {
 /// stands for that space, as in any wrapped text, and the lines keep one left edge (they had
 /// started a cell in wherever the word at the break held its space). Where the trace has space
 /// tokens of their own (Llama 3's and Qwen's tokenizers write the space before a number as one),
-/// the last column is kept for them, so that one ends its line instead of starting the next.
+/// the last column is kept for them, so that one ends its line instead of starting the next; a
+/// token of several spaces (code's alignment) that runs past the edge is cut to the cells left.
 pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
     let columns = columns.max(8);
     let kept = usize::from(tokens.iter().any(|t| shows_blank(t)));
@@ -78,7 +79,14 @@ pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
         if !joins {
             word = index;
         }
-        let room = if shows_blank(tok) { columns } else { columns - kept };
+        let blank = shows_blank(tok);
+        let room = if blank { columns } else { columns - kept };
+        if blank && col > 0 && col < room && col + width > room {
+            // Spaces that run past the edge end their line, cut to the cells left (they show
+            // nothing to lose), rather than start the next one a few blank cells in.
+            width = room - col;
+            text = fit(&text, width);
+        }
         if col > 0 && col + width > room {
             line += 1;
             let start = cells.get(word).filter(|_| joins).map_or(0, |c: &Cell| c.col);
@@ -186,6 +194,9 @@ mod tests {
         assert_eq!(shown(&c), [(0, 0, 1, "a"), (1, 0, 5, "bcdef"), (1, 5, 1, "g"), (1, 6, 1, " "), (2, 0, 2, "12")]);
         let c = wrap(&toks(&["a", " bcde", "f", " ", "12"]), 8);
         assert_eq!(shown(&c), [(0, 0, 1, "a"), (0, 1, 5, " bcde"), (0, 6, 1, "f"), (0, 7, 1, " "), (1, 0, 2, "12")]);
+        // Several spaces end their line cut to the cells left; at a line's start they stay whole.
+        let c = wrap(&toks(&["abcdef", "    ", "x", "\n", "    ", "y"]), 8);
+        assert_eq!(shown(&c), [(0, 0, 6, "abcdef"), (0, 6, 2, "  "), (1, 0, 1, "x"), (1, 1, 1, "\u{21b5}"), (2, 0, 4, "    "), (2, 4, 1, "y")]);
         let c = wrap(&toks(&[" abcdefgh", " ", "x\n", "  indented"]), 9);
         assert_eq!(shown(&c), [(0, 0, 9, " abcdefgh"), (1, 0, 1, " "), (1, 1, 2, "x\u{21b5}"), (2, 0, 9, "  indented")]);
     }
