@@ -111,17 +111,9 @@ fn ctrl_c_stops_after_the_traces_in_flight_writes_the_summary_and_leaves_no_temp
     let live = out.join(format!(".x.json.{}.1.tmp", std::process::id()));
     std::fs::write(&stale, b"half").unwrap();
     std::fs::write(&live, b"busy").unwrap();
-    let mut child = flowtracer().args(["--export", s(&out), s(&runf)]).stderr(Stdio::piped()).spawn().unwrap();
+    let child = flowtracer().args(["--export", s(&out), s(&runf)]).stderr(Stdio::piped()).spawn().unwrap();
     // Interrupt once the first trace is out.
-    let start = std::time::Instant::now();
-    while !out.join("t000.json").exists() && !out.join("t001.json").exists() {
-        assert!(start.elapsed().as_secs() < 60, "no trace was exported");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let o = common::wait_with_deadline(&mut child, 120);
-    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let o = interrupted_once(child, "no trace was exported", || out.join("t000.json").exists() || out.join("t001.json").exists());
     assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
     let summary = json(&out.join("summary.json"));
     assert_eq!(summary["interrupted"], true);
@@ -135,6 +127,22 @@ fn ctrl_c_stops_after_the_traces_in_flight_writes_the_summary_and_leaves_no_temp
     assert!(live.exists(), "a live writer's temporary was taken");
     std::fs::remove_file(&live).unwrap();
     assert_eq!(temporaries(&out), Vec::<PathBuf>::new());
+}
+
+/// Ctrl-C to `child` once `ready` holds (within a minute, or `never` is the failure), and its
+/// output once it has ended as an interrupted run ends, with 130.
+#[cfg(unix)]
+fn interrupted_once(mut child: std::process::Child, never: &str, ready: impl Fn() -> bool) -> Output {
+    let start = std::time::Instant::now();
+    while !ready() {
+        assert!(start.elapsed().as_secs() < 60, "{never}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = common::wait_with_deadline(&mut child, 120);
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    o
 }
 
 fn temporaries(dir: &Path) -> Vec<PathBuf> {
@@ -322,7 +330,7 @@ fn the_bench_keeps_its_folder_to_itself_and_ctrl_c_leaves_nothing_behind() {
     let theirs = d.join("notes.txt");
     std::fs::write(&theirs, b"the user's").unwrap();
     let sizes = vec!["512"; 40].join(",");
-    let mut child = flowtracer()
+    let child = flowtracer()
         .args(["bench", "--sizes", &sizes, "--repeat", "1", "--no-heads", "--batch", "0", "--dir", s(&d)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -331,15 +339,7 @@ fn the_bench_keeps_its_folder_to_itself_and_ctrl_c_leaves_nothing_behind() {
     let bench_files = || -> usize {
         std::fs::read_dir(&d).unwrap().flatten().filter(|e| e.path().is_dir()).map(|e| std::fs::read_dir(e.path()).map_or(0, |f| f.count())).sum()
     };
-    let start = std::time::Instant::now();
-    while bench_files() == 0 {
-        assert!(start.elapsed().as_secs() < 60, "the bench wrote no trace");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let o = common::wait_with_deadline(&mut child, 120);
-    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    let o = interrupted_once(child, "the bench wrote no trace", || bench_files() > 0);
     assert!(stderr(&o).contains("bench interrupted"), "{}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout);
     let rows = table.lines().filter(|l| l.starts_with("| 5")).count();
