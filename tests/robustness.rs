@@ -318,6 +318,16 @@ fn flag_values_that_cannot_be_meant_are_usage_errors() {
         assert!(stderr(&r).contains(says), "{args:?}: {}", stderr(&r));
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+    // A folder of the user's that is no run: a new run is not started over their files (it had
+    // truncated a metrics.jsonl found there and written run.json over theirs).
+    let theirs = dir.join("their_folder");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("metrics.jsonl"), b"{\"loss\": 1}\n").unwrap();
+    let r = run(&["train", "--steps", "1", "--tiny", "--out", s(&theirs)]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(stderr(&r).contains("their_folder: holds metrics.jsonl but no run to resume"), "{}", stderr(&r));
+    assert_eq!(std::fs::read(theirs.join("metrics.jsonl")).unwrap(), b"{\"loss\": 1}\n");
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 1, "nothing is added to it");
 }
 
 /// `bench --dir` makes a folder of its own inside the one it is given and removes only that:

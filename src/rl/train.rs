@@ -106,6 +106,28 @@ pub fn latest_checkpoint(out: &Path) -> Option<(usize, PathBuf)> {
         .max_by_key(|(s, _)| *s)
 }
 
+/// A new run writes `run.json` and `metrics.jsonl` at its folder's top: it starts only in a
+/// folder that is new or empty, so a folder of the user's (one that holds a `metrics.jsonl` of
+/// another tool, say) is never written over. A folder with checkpoints is a run to resume.
+fn refuse_foreign_folder(out: &Path) -> Result<()> {
+    if latest_checkpoint(out).is_some() {
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(out) else { return Ok(()) };
+    let mut names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    let shown = names.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    let more = if names.len() > 3 { format!(" and {} more", names.len() - 3) } else { String::new() };
+    Err(Error::msg(format!(
+        "{}: holds {shown}{more} but no run to resume (no {}/step_*.safetensors): a new run starts in a new or empty folder, so that nothing in this one is written over",
+        out.display(),
+        crate::trace::run::CHECKPOINTS
+    )))
+}
+
 /// Teacher-forced cross-entropy on the reference solutions: the warm start.
 /// `log` gets each step's loss and answers whether to go on.
 pub fn sft(policy: &Policy, task: Task, steps: usize, batch: usize, lr: f64, rng: &mut Rng, mut log: impl FnMut(usize, f64) -> bool) -> Result<f64> {
@@ -276,6 +298,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
     if out.is_file() {
         return Err(Error::msg(format!("{}: is a file, not a run folder", out.display())));
     }
+    refuse_foreign_folder(out)?;
     std::fs::create_dir_all(out).map_err(at(out))?;
     let mut policy = Policy::new(cfg.model.clone())?;
     let backend = crate::backend::select(crate::backend::Choice::Auto).map_err(Error::msg)?;
