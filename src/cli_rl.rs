@@ -223,9 +223,8 @@ pub struct TokenProbeArgs {
 /// (`--out`) and the score table (`--table`).
 pub fn run_token_probe(a: TokenProbeArgs) -> ExitCode {
     use flowtracer::rl::{causal, fidelity};
-    if let Some(dir) = a.out.as_ref().filter(|d| d.is_file()) {
-        // Said before the probe runs, not after its minutes.
-        return fail(format!("--out {}: is a file, not the folder the traces go to", dir.display()));
+    if let Some(Err(e)) = a.out.as_deref().map(causal::check_probe_folder) {
+        return fail(format!("--out {e}"));
     }
     let cancel = interrupt();
     let policy = match probe_policy(a.task, &a.policy) {
@@ -241,12 +240,8 @@ pub fn run_token_probe(a: TokenProbeArgs) -> ExitCode {
     };
     let (layers, heads) = (policy.cfg.layers, policy.cfg.heads);
     if let Some(dir) = &a.out {
-        for (i, p) in probes.iter().enumerate() {
-            let label = format!("{}-{i:04}", a.task.name());
-            let path = dir.join(format!("{label}.safetensors"));
-            if let Err(e) = p.to_trace(layers, heads, a.task, &label).meta("model", policy.cfg.model_name()).write(&path) {
-                return fail(format!("{}: {e}", path.display()));
-            }
+        if let Err(e) = causal::write_probes(dir, &probes, &policy, a.task) {
+            return fail(e);
         }
         eprintln!("flowtracer: {} traces with causal_effect in {}", probes.len(), dir.display());
     }

@@ -310,6 +310,16 @@ fn per_token_probe_hides_exactly_one_key_position_per_regeneration() {
     }
     assert!(moved > 0, "hiding a token changes what the policy assigns to its answer");
 
+    // Written as `probe --per-token --out` writes them: one trace a probe, each with its
+    // measured effects; a second set is not written beside the first.
+    let dir = common::temp_dir("probe-out").join("traces");
+    causal::write_probes(&dir, &probes, &policy, Task::Addition).unwrap();
+    let t = flowtracer::Trace::open(&dir.join("addition-0000.safetensors")).unwrap();
+    assert_eq!(t.causal_effect.unwrap(), probes[0].causal_effect());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), probes.len());
+    let e = causal::write_probes(&dir, &probes[..1], &policy, Task::Addition).unwrap_err().to_string();
+    assert!(e.contains("holds addition-0000.safetensors, addition-0001.safetensors, addition-0002.safetensors and"), "{e}");
+
     // The regenerations themselves: each hid exactly the token asked, and the empty selection
     // gives back the original sequence up to its answer's end.
     let p = &probes[0];

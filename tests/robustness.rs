@@ -328,6 +328,12 @@ fn flag_values_that_cannot_be_meant_are_usage_errors() {
     assert!(stderr(&r).contains("their_folder: holds metrics.jsonl but no run to resume"), "{}", stderr(&r));
     assert_eq!(std::fs::read(theirs.join("metrics.jsonl")).unwrap(), b"{\"loss\": 1}\n");
     assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 1, "nothing is added to it");
+    // Nor does the probe write its traces among other files (an earlier probe's, with more
+    // problems, had stayed beside them as if one set): said before it runs.
+    let r = run(&["probe", "--per-token", "--problems", "2", "--out", s(&theirs)]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(stderr(&r).contains("their_folder: holds metrics.jsonl: the probe's traces go into a new or empty folder"), "{}", stderr(&r));
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 1, "nothing is added to it");
 }
 
 /// `bench --dir` makes a folder of its own inside the one it is given and removes only that:

@@ -160,6 +160,32 @@ impl TokenProbe {
     }
 }
 
+/// Refuses a folder for [`write_probes`] that holds anything already: a probe's traces are
+/// one set (its problems, its seed), and an earlier probe's left beside them would be read with
+/// them. Said before the probe runs, not after its minutes.
+pub fn check_probe_folder(dir: &Path) -> Result<()> {
+    if dir.is_file() {
+        return Err(Error::msg(format!("{}: is a file, not the folder the traces go to", dir.display())));
+    }
+    match super::held(dir) {
+        Some(held) => Err(Error::msg(format!("{}: holds {held}: the probe's traces go into a new or empty folder, so that no earlier file is written over or read with them", dir.display()))),
+        None => Ok(()),
+    }
+}
+
+/// Writes each probe as a trace, `TASK-NNNN.safetensors` (atomically), into `dir`, made if new.
+pub fn write_probes(dir: &Path, probes: &[TokenProbe], policy: &Policy, task: Task) -> Result<()> {
+    check_probe_folder(dir)?;
+    std::fs::create_dir_all(dir).map_err(super::at(dir))?;
+    let (layers, heads) = (policy.cfg.layers, policy.cfg.heads);
+    for (i, p) in probes.iter().enumerate() {
+        let label = format!("{}-{i:04}", task.name());
+        let path = dir.join(format!("{label}.safetensors"));
+        p.to_trace(layers, heads, task, &label).meta("model", policy.cfg.model_name()).write(&path).map_err(super::at(&path))?;
+    }
+    Ok(())
+}
+
 /// Probes `problems` RL-length problems of `task`: each greedy response that states an answer
 /// after at least one reasoning token, every reasoning token hidden alone. `tick(done, of)` after
 /// each problem.

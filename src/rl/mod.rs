@@ -22,3 +22,17 @@ pub use candle_core::{Error, Result};
 pub(crate) fn at<E: std::fmt::Display>(path: &std::path::Path) -> impl Fn(E) -> Error + '_ {
     move |e| Error::msg(format!("{}: {e}", path.display()))
 }
+
+/// What a folder the RL code is to fill from scratch already holds (`"a, b, c and 4 more"`), or
+/// None where it is new or empty. A new run and the probe's traces go only into such a folder:
+/// nothing of the user's is written over, and no earlier output stands beside ours as if it
+/// were part of it.
+pub(crate) fn held(dir: &std::path::Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    let more = if names.len() > 3 { format!(" and {} more", names.len() - 3) } else { String::new() };
+    Some(format!("{}{more}", names[..names.len().min(3)].join(", ")))
+}

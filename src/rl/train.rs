@@ -110,22 +110,14 @@ pub fn latest_checkpoint(out: &Path) -> Option<(usize, PathBuf)> {
 /// folder that is new or empty, so a folder of the user's (one that holds a `metrics.jsonl` of
 /// another tool, say) is never written over. A folder with checkpoints is a run to resume.
 fn refuse_foreign_folder(out: &Path) -> Result<()> {
-    if latest_checkpoint(out).is_some() {
-        return Ok(());
+    match super::held(out) {
+        Some(held) if latest_checkpoint(out).is_none() => Err(Error::msg(format!(
+            "{}: holds {held} but no run to resume (no {}/step_*.safetensors): a new run starts in a new or empty folder, so that nothing in this one is written over",
+            out.display(),
+            crate::trace::run::CHECKPOINTS
+        ))),
+        _ => Ok(()),
     }
-    let Ok(entries) = std::fs::read_dir(out) else { return Ok(()) };
-    let mut names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    if names.is_empty() {
-        return Ok(());
-    }
-    names.sort();
-    let shown = names.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
-    let more = if names.len() > 3 { format!(" and {} more", names.len() - 3) } else { String::new() };
-    Err(Error::msg(format!(
-        "{}: holds {shown}{more} but no run to resume (no {}/step_*.safetensors): a new run starts in a new or empty folder, so that nothing in this one is written over",
-        out.display(),
-        crate::trace::run::CHECKPOINTS
-    )))
 }
 
 /// Teacher-forced cross-entropy on the reference solutions: the warm start.
