@@ -63,6 +63,7 @@ pub fn fit(text: &str, cells: usize) -> String {
 /// tokens of their own (Llama 3's and Qwen's tokenizers write the space before a number as one),
 /// the last column is kept for them, so that one ends its line instead of starting the next; a
 /// token of several spaces (code's alignment) that runs past the edge is cut to the cells left.
+/// Indentation joined to a line break (`"\n    "`) starts the next line, not the break's cells.
 pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
     let columns = columns.max(8);
     let kept = usize::from(tokens.iter().any(|t| shows_blank(t)));
@@ -73,7 +74,8 @@ pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
     // The first token of the word being laid out (into `cells`).
     let mut word = 0;
     for (index, tok) in tokens.iter().enumerate() {
-        let mut text = display_text(tok);
+        let indent = indent_after_break(tok);
+        let mut text = display_text(indent.map_or(tok, |(head, _)| head));
         let mut width = cells_of(&text).min(columns);
         let joins = col > 0 && index > 0 && !crate::subword::word_break(&tokens[index - 1], tok);
         if !joins {
@@ -110,10 +112,23 @@ pub fn wrap(tokens: &[String], columns: usize) -> Vec<Cell> {
         let run_goes_on = is_blank_break(tok) && tokens.get(index + 1).is_some_and(|t| is_blank_break(t));
         if tok.contains('\n') && !run_goes_on {
             line += 1;
-            col = 0;
+            // Code's indentation, which a tokenizer joins to the line break before it.
+            col = indent.map_or(0, |(_, cells)| cells.min(columns / 2));
         }
     }
     cells
+}
+
+/// A token that ends in a line break and the white space after it (`"\n    "`: byte-level BPE
+/// joins code's indentation to the break): the part up to the break, and how many cells the
+/// indentation takes (a tab four). The indentation starts the next line, where the code has it;
+/// drawn with the break it had shown as blank cells after the ↵, and the line below started at
+/// its left edge: `    s = 0` read as ` s = 0`.
+fn indent_after_break(tok: &str) -> Option<(&str, usize)> {
+    let at = tok.rfind('\n')? + 1;
+    let tail = &tok[at..];
+    let blank = !tail.is_empty() && tail.chars().all(|c| c == '\t' || (c.is_whitespace() && !c.is_control()));
+    blank.then(|| (&tok[..at], tail.chars().map(|c| if c == '\t' { 4 } else { cells_of(c.encode_utf8(&mut [0; 4])) }).sum()))
 }
 
 /// A line's first token as it shows there: without the white space it starts with, unless that
@@ -199,6 +214,27 @@ mod tests {
         assert_eq!(shown(&c), [(0, 0, 6, "abcdef"), (0, 6, 2, "  "), (1, 0, 1, "x"), (1, 1, 1, "\u{21b5}"), (2, 0, 4, "    "), (2, 4, 1, "y")]);
         let c = wrap(&toks(&[" abcdefgh", " ", "x\n", "  indented"]), 9);
         assert_eq!(shown(&c), [(0, 0, 9, " abcdefgh"), (1, 0, 1, " "), (1, 1, 2, "x\u{21b5}"), (2, 0, 9, "  indented")]);
+    }
+
+    /// Code's indentation, joined by the tokenizer to the line break before it, indents the
+    /// next line (by the cells it takes, a tab four), not the line it breaks; in a run of blank
+    /// lines the last break's counts. Text after a break stays with its token.
+    #[test]
+    fn indentation_joined_to_a_break_starts_the_next_line() {
+        let toks = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        fn shown(c: &[Cell]) -> Vec<(usize, usize, usize, &str)> {
+            c.iter().map(|c| (c.line, c.col, c.width, c.text.as_str())).collect()
+        }
+        let c = wrap(&toks(&["def f():", "\n   ", " s", " =", " 0", "\n\t", "return", "\n", "x"]), 40);
+        assert_eq!(
+            shown(&c),
+            [(0, 0, 8, "def f():"), (0, 8, 1, "\u{21b5}"), (1, 3, 2, " s"), (1, 5, 2, " ="), (1, 7, 2, " 0"), (1, 9, 1, "\u{21b5}"), (2, 4, 6, "return"), (2, 10, 1, "\u{21b5}"), (3, 0, 1, "x")]
+        );
+        let c = wrap(&toks(&["a", "\n  ", "\n    ", "b", "c\n  d"]), 40);
+        assert_eq!(shown(&c), [(0, 0, 1, "a"), (0, 1, 1, "\u{21b5}"), (0, 2, 1, "\u{21b5}"), (1, 4, 1, "b"), (1, 5, 5, "c\u{21b5}  d")]);
+        // Indentation past half a line is held to half of it.
+        let c = wrap(&toks(&["\n".to_string() + &" ".repeat(100), "x".into()].iter().map(String::as_str).collect::<Vec<_>>()), 20);
+        assert_eq!((c[1].line, c[1].col), (1, 10));
     }
 
     #[test]
