@@ -12,6 +12,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.commit()
 }
 
+/// [`write_atomic`] without waiting for the disk: for a marker that is replaced soon and whose
+/// loss in a crash costs nothing (the export's summary while it runs).
+pub fn write_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = temp_path(path);
+    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
 /// A file written piece by piece and put in place whole: the pieces go to a temporary file beside
 /// `path` (a crash leaves only that, which [`remove_stale_temporaries`] clears), and
 /// [`AtomicFile::commit`] renames it over `path`. Dropped uncommitted, the temporary goes.

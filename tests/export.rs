@@ -126,6 +126,57 @@ fn print_describes_the_bundled_sample() {
     assert!(text.contains("status ok") && text.contains("path 1"), "{text}");
 }
 
+/// A file the export would write that is already there, in a folder no export wrote, is the
+/// user's: the export stops before any work and says which, and leaves everything as it was
+/// (it had written over a `report.html` or a `sample.json` kept beside `sample.safetensors`). A
+/// folder an export wrote, finished or killed, is written again.
+#[test]
+fn an_export_never_writes_over_files_it_did_not_write() {
+    let dir = temp_dir("export-others-files");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::copy("sample_traces/addition.safetensors", run.join("sample.safetensors")).unwrap();
+    std::fs::write(run.join("sample.json"), b"{\"mine\": true}").unwrap();
+    std::fs::write(run.join("report.html"), b"<p>my notes</p>").unwrap();
+    let before = listing(&run);
+    let r = flowtracer().args(["--export", run.to_str().unwrap(), run.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("run: holds report.html and 1 more, which this export would write, and no summary.json of an earlier export"), "{err}");
+    assert_eq!(listing(&run), before, "nothing written, nothing replaced");
+    // Without their names in the way (JSON and pictures only), it exports beside them.
+    std::fs::remove_file(run.join("report.html")).unwrap();
+    let r = flowtracer().args(["--export", run.to_str().unwrap(), "--format", "png,svg", run.to_str().unwrap()]).output().unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(std::fs::read(run.join("sample.json")).unwrap(), b"{\"mine\": true}");
+    // Now an export's folder: the next export into it replaces what the last one wrote.
+    let out = dir.join("out");
+    for _ in 0..2 {
+        let r = flowtracer().args(["--export", out.to_str().unwrap(), "sample_traces/addition.safetensors"]).output().unwrap();
+        assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+}
+
+/// While an export runs, its folder's `summary.json` says it has not finished (`interrupted`),
+/// so the files of an export killed midway are the next export's to replace.
+#[test]
+fn a_running_exports_summary_says_it_is_not_finished() {
+    use flowtracer::export::{Formats, export, plan};
+    let dir = temp_dir("export-running-summary");
+    let out = dir.join("out");
+    let seen = std::sync::Mutex::new(Vec::new());
+    let inputs = ["sample_traces/addition.safetensors".into(), "sample_traces/policy_run".into()];
+    let s = export(&out, plan(&inputs, Some(&out), false), &Default::default(), Formats::ALL, &flowtracer::backend::Cpu, &Default::default(), &|_| {
+        seen.lock().unwrap().push(json(&out.join("summary.json")));
+    })
+    .unwrap();
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.len(), s.traces.len());
+    assert!(seen.iter().all(|v| v["format"] == "flowtracer.summary/1" && v["interrupted"] == true && v["exported"] == 0), "{:?}", seen[0]);
+    let done = json(&out.join("summary.json"));
+    assert!(done.get("interrupted").is_none() && done["exported"] == s.exported, "{done}");
+}
+
 #[test]
 fn export_is_deterministic() {
     let dir = temp_dir("export-determinism");

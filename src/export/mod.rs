@@ -65,6 +65,25 @@ impl Formats {
     pub const ALL: Formats = Formats { json: true, csv: true, png: true, svg: true, html: true, credits: true, dot: false, graphml: false };
     pub const NONE: Formats = Formats { json: false, csv: false, png: false, svg: false, html: false, credits: false, dot: false, graphml: false };
 
+    /// What each trace's files are called after its stem (`STEM.credit.png`): the names
+    /// `write_files` gives them, which a folder is checked for before an export writes there.
+    pub fn trace_files(self) -> Vec<&'static str> {
+        let sets: [(bool, &[&'static str]); 5] = [
+            (self.json, &["json"]),
+            (self.png, &["credit.png", "backbone.png"]),
+            (self.svg, &["backbone.svg"]),
+            (self.dot, &["steps.dot", "backbone.dot"]),
+            (self.graphml, &["steps.graphml", "backbone.graphml"]),
+        ];
+        sets.into_iter().filter(|(on, _)| *on).flat_map(|(_, names)| names.iter().copied()).collect()
+    }
+
+    /// The run-wide files, `summary.json` always.
+    pub fn run_files(self) -> Vec<&'static str> {
+        let names = [(true, "summary.json"), (self.csv, "scores.csv"), (self.html, "report.html"), (self.credits, "credits.safetensors")];
+        names.into_iter().filter(|(on, _)| *on).map(|(_, name)| name).collect()
+    }
+
     /// The set a list of formats names.
     pub fn of(list: &[Format]) -> Formats {
         list.iter().fold(Formats::NONE, |mut f, item| {
@@ -311,8 +330,11 @@ fn export_in_windows(
     std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create output folder: {e}", out.display()))?;
     crate::atomic::remove_stale_temporaries(out);
     let plan::Planned { inputs, jobs, runs, failed: mut outcomes } = planned;
-    outcomes.iter().for_each(tick);
     let outputs = outputs::Outputs::new(out, jobs.iter().map(|j| j.source.clone()).chain(inputs));
+    let trace_files = formats.trace_files();
+    let to_write = formats.run_files().into_iter().map(|name| out.join(name));
+    outputs.refuse_others_files(to_write.chain(jobs.iter().flat_map(|j| trace_files.iter().map(|ext| outputs.file(&j.stem, ext)))))?;
+    outcomes.iter().for_each(tick);
     let (from_rows, jobs): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.scored.is_some());
     // A run of scored rows alone is summarised with the parameters and backend it was scored
     // with; each row's JSON says its own in any case.
@@ -327,6 +349,12 @@ fn export_in_windows(
     // the run's order and let go: memory holds a window's results, not the run's.
     let scored_window = window.max(1);
     let window = (WINDOW_BATCHES * backend.batch_size().max(1)).max(window).max(1);
+    // Until the summary is written at the end, one that says the export has not finished marks
+    // the folder as an export's: a killed one's files are replaced by the next (its own would
+    // refuse them otherwise, as files it did not write). Best-effort: a folder in its place is
+    // reported at the end.
+    let started = Summary { format: "flowtracer.summary/1", backend: backend_name.clone(), params: params.clone(), exported: 0, failed: outcomes.len(), interrupted: true, errors: Vec::new(), runs: runs.clone(), traces: outcomes.clone() };
+    let _ = crate::atomic::write_unsynced(&out.join("summary.json"), &serde_json::to_vec_pretty(&started).expect("summary serialises"));
     let mut run_files = run_files::RunFiles::new(&outputs, formats);
     let mut exported = 0;
     let mut take = |results: Vec<(Outcome, Option<Done>)>, outcomes: &mut Vec<Outcome>| {

@@ -40,6 +40,29 @@ impl Outputs {
         AtomicFile::create(path).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// Refuses to start where a file the export would write (`to_write`) exists already and the
+    /// folder is no export's (it holds no `summary.json` of ours): such a file is the user's, not
+    /// an earlier export's to replace (`--export .` over a `report.html` or `scores.csv` of
+    /// theirs, or a run folder keeping `sample.json` beside `sample.safetensors`). An input is left
+    /// alone in any case.
+    pub fn refuse_others_files(&self, to_write: impl Iterator<Item = PathBuf>) -> Result<(), String> {
+        if crate::trace::run::is_export_output(&self.dir) {
+            return Ok(());
+        }
+        // A folder in a file's place is not written over (that file alone fails, and says so).
+        let theirs: Vec<PathBuf> = to_write.filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir()) && self.not_an_input(p).is_ok()).collect();
+        let Some(first) = theirs.first() else { return Ok(()) };
+        let more = match theirs.len() {
+            1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        Err(format!(
+            "{}: holds {}{more}, which this export would write, and no summary.json of an earlier export: nothing of yours is written over; export into a new or empty folder (or one an export wrote), or move those files",
+            self.dir.display(),
+            first.strip_prefix(&self.dir).unwrap_or(first).display()
+        ))
+    }
+
     fn not_an_input(&self, path: &Path) -> Result<(), String> {
         if path.canonicalize().is_ok_and(|p| self.inputs.contains(&p)) {
             return Err(format!("{}: not written: it is one of the export's inputs", path.display()));
