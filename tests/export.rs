@@ -157,6 +157,24 @@ fn an_export_never_writes_over_files_it_did_not_write() {
     }
 }
 
+/// A run folder exported into itself holds the export's `credits.safetensors` beside its
+/// traces; exporting that folder again, into itself or elsewhere, reads the traces and not the
+/// credits file (read as a trace, it had failed every later export of the folder).
+#[test]
+fn a_folder_exported_into_itself_exports_again() {
+    let dir = temp_dir("export-into-itself");
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::copy("sample_traces/addition.safetensors", run.join("a.safetensors")).unwrap();
+    for out in [&run, &dir.join("elsewhere"), &run] {
+        let r = flowtracer().args(["--export", out.to_str().unwrap(), run.to_str().unwrap()]).output().unwrap();
+        assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+        let summary = json(&out.join("summary.json"));
+        assert_eq!((summary["exported"].as_u64(), summary["failed"].as_u64()), (Some(1), Some(0)), "{summary}");
+    }
+    assert!(run.join("credits.safetensors").is_file());
+}
+
 /// While an export runs, its folder's `summary.json` says it has not finished (`interrupted`),
 /// so the files of an export killed midway are the next export's to replace.
 #[test]

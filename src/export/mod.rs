@@ -80,7 +80,7 @@ impl Formats {
 
     /// The run-wide files, `summary.json` always.
     pub fn run_files(self) -> Vec<&'static str> {
-        let names = [(true, "summary.json"), (self.csv, "scores.csv"), (self.html, "report.html"), (self.credits, "credits.safetensors")];
+        let names = [(true, "summary.json"), (self.csv, "scores.csv"), (self.html, "report.html"), (self.credits, crate::trace::run::CREDITS_FILE)];
         names.into_iter().filter(|(on, _)| *on).map(|(_, name)| name).collect()
     }
 

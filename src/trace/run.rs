@@ -47,6 +47,9 @@ pub fn discover(root: &Path) -> Result<Run, String> {
     discover_except(root, None)
 }
 
+/// The export's run-wide file of per-token credit, beside its `summary.json`.
+pub const CREDITS_FILE: &str = "credits.safetensors";
+
 /// Whether a folder holds an export's output (its `summary.json`): never traces to read back.
 pub fn is_export_output(dir: &Path) -> bool {
     use std::io::Read;
@@ -75,6 +78,9 @@ pub fn discover_except(root: &Path, skip: Option<&Path>) -> Result<Run, String> 
             }
         };
         first = false;
+        // A folder exported into itself (`--export D D`) holds the export's credits file beside
+        // the traces: its output, not a trace (read as one, every later export of D failed on it).
+        let exported_here = is_export_output(&dir);
         for entry in entries.flatten() {
             let path = entry.path();
             let kind = match std::fs::metadata(&path) {
@@ -100,7 +106,7 @@ pub fn discover_except(root: &Path, skip: Option<&Path>) -> Result<Run, String> 
                 if !name.starts_with('.') && name != CHECKPOINTS && !skipped {
                     stack.push(path);
                 }
-            } else if is_trace_file(&path) {
+            } else if is_trace_file(&path) && !(exported_here && entry.file_name() == CREDITS_FILE) {
                 run.traces.push(path);
             }
         }
