@@ -242,6 +242,9 @@ enum Command {
         /// Leave the answer span empty (the pipeline's `no_answer` case).
         #[arg(long)]
         no_answer: bool,
+        /// Replace OUT where it exists (without it, an existing file is refused: it may be a trace of yours).
+        #[arg(long)]
+        overwrite: bool,
     },
 }
 
@@ -316,10 +319,14 @@ fn main() -> ExitCode {
             println!("{}", backend::availability_report());
             ExitCode::SUCCESS
         }
-        Some(Command::Synth { out, tokens, layers, heads, seed, dtype, rank, no_answer }) => {
+        Some(Command::Synth { out, tokens, layers, heads, seed, dtype, rank, no_answer, overwrite }) => {
             let spec = synth::SynthSpec { seed, target_tokens: tokens, layers, heads, dtype, rank: rank.into(), no_answer };
             if let Err(e) = spec.check() {
                 return usage(format!("synth: {e}"));
+            }
+            if !overwrite && std::fs::symlink_metadata(&out).is_ok() {
+                eprintln!("flowtracer: {}: already exists (pass --overwrite to replace it)", out.display());
+                return ExitCode::from(1);
             }
             match synth::synth_trace(&spec).write(&out) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -318,6 +318,15 @@ fn flag_values_that_cannot_be_meant_are_usage_errors() {
         assert!(stderr(&r).contains(says), "{args:?}: {}", stderr(&r));
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+    // A synthetic trace is not written over a file there (as Python's `dump`), unless asked.
+    let r = run(&["synth", "--out", s(&file), "--tokens", "40"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(stderr(&r).contains("a_file: already exists (pass --overwrite to replace it)"), "{}", stderr(&r));
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+    let replaced = dir.join("replaced.safetensors");
+    std::fs::write(&replaced, b"old").unwrap();
+    assert_eq!(run(&["synth", "--out", s(&replaced), "--tokens", "40", "--overwrite"]).status.code(), Some(0));
+    assert!(flowtracer::Trace::open(&replaced).is_ok());
     // A folder of the user's that is no run: a new run is not started over their files (it had
     // truncated a metrics.jsonl found there and written run.json over theirs).
     let theirs = dir.join("their_folder");
