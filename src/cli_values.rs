@@ -19,6 +19,16 @@ pub fn share(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A file a command is to write (`--out`): refused where something is there already, a file of
+/// the user's perhaps, unless `overwrite`; said before the work, not after its minutes.
+pub fn new_file(out: &std::path::Path, overwrite: bool) -> Result<(), String> {
+    match std::fs::symlink_metadata(out) {
+        Ok(m) if m.is_dir() => Err(format!("{}: is a folder, not the file to write", out.display())),
+        Ok(_) if !overwrite => Err(format!("{}: already exists (pass --overwrite to replace it)", out.display())),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -162,6 +162,9 @@ enum Command {
         /// Where the weights go (safetensors).
         #[arg(long)]
         out: PathBuf,
+        /// Replace OUT where it exists (without it, an existing file is refused before training).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// The causal check: hide the highest-flow, lowest-flow or random 20% of each response's
     /// reasoning tokens from the policy's attention, regenerate the answer, count what changes;
@@ -308,7 +311,13 @@ fn main() -> ExitCode {
             }
             cli_rl::run_train(cli_rl::TrainArgs { cfg, out, compare, seeds, target })
         }
-        Some(Command::Warmstart { task, target, max_steps, seed, eval_size, out }) => cli_rl::run_warmstart(task, target, max_steps, seed, eval_size, &out),
+        Some(Command::Warmstart { task, target, max_steps, seed, eval_size, out, overwrite }) => match cli_values::new_file(&out, overwrite) {
+            Ok(()) => cli_rl::run_warmstart(task, target, max_steps, seed, eval_size, &out),
+            Err(e) => {
+                eprintln!("flowtracer: {e}");
+                ExitCode::from(1)
+            }
+        },
         Some(Command::Probe { task, policy, problems, fraction, seed, backend, params, per_token, table, out }) => match load_params(&params) {
             Ok(params) if per_token => cli_rl::run_token_probe(cli_rl::TokenProbeArgs { task, policy, problems, seed, params, table, out }),
             Ok(params) => cli_rl::run_probe(cli_rl::ProbeArgs { task, policy, problems, fraction, seed, backend, params }),
@@ -324,8 +333,8 @@ fn main() -> ExitCode {
             if let Err(e) = spec.check() {
                 return usage(format!("synth: {e}"));
             }
-            if !overwrite && std::fs::symlink_metadata(&out).is_ok() {
-                eprintln!("flowtracer: {}: already exists (pass --overwrite to replace it)", out.display());
+            if let Err(e) = cli_values::new_file(&out, overwrite) {
+                eprintln!("flowtracer: {e}");
                 return ExitCode::from(1);
             }
             match synth::synth_trace(&spec).write(&out) {

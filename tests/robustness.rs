@@ -323,6 +323,10 @@ fn flag_values_that_cannot_be_meant_are_usage_errors() {
     assert_eq!(r.status.code(), Some(1));
     assert!(stderr(&r).contains("a_file: already exists (pass --overwrite to replace it)"), "{}", stderr(&r));
     assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+    let r = run(&["warmstart", "--max-steps", "1", "--out", s(&file)]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(stderr(&r).contains("a_file: already exists (pass --overwrite to replace it)"), "{}", stderr(&r));
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
     let replaced = dir.join("replaced.safetensors");
     std::fs::write(&replaced, b"old").unwrap();
     assert_eq!(run(&["synth", "--out", s(&replaced), "--tokens", "40", "--overwrite"]).status.code(), Some(0));
