@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub const CREDITS_FORMAT: &str = "flowtracer.credits/1";
+/// The export's run-wide file of it, beside its `summary.json`.
+pub const CREDITS_FILE: &str = "credits.safetensors";
 
 /// A credits file taken a trace at a time: what it keeps is what the file holds (12 bytes a
 /// token and each trace's spans, source, sample id and status), not the traces' results.

@@ -2,7 +2,7 @@
 //! trace, then the run-wide files. One broken trace is reported in the summary and costs nothing
 //! else; every file is written atomically.
 
-mod credits;
+pub(crate) mod credits;
 mod html;
 mod outputs;
 mod run_files;
@@ -80,7 +80,7 @@ impl Formats {
 
     /// The run-wide files, `summary.json` always.
     pub fn run_files(self) -> Vec<&'static str> {
-        let names = [(true, "summary.json"), (self.csv, "scores.csv"), (self.html, "report.html"), (self.credits, crate::trace::run::CREDITS_FILE)];
+        let names = [(true, "summary.json"), (self.csv, "scores.csv"), (self.html, "report.html"), (self.credits, credits::CREDITS_FILE)];
         names.into_iter().filter(|(on, _)| *on).map(|(_, name)| name).collect()
     }
 

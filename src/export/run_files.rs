@@ -193,7 +193,7 @@ impl RunFiles {
     pub fn finish(self, outputs: &Outputs, summary: &Summary, params: &Params) -> Vec<String> {
         let RunFiles { csv, report, credits, mut errors, .. } = self;
         let csv = || csv.map(Piecewise::commit).transpose();
-        let credits = || credits.map(|c| outputs.write(&outputs.dir.join(crate::trace::run::CREDITS_FILE), &c.bytes(params))).transpose();
+        let credits = || credits.map(|c| outputs.write(&outputs.dir.join(super::credits::CREDITS_FILE), &c.bytes(params))).transpose();
         let report = || report.map(|r| page(outputs, summary, r)).transpose();
         let (csv, (credits, report)) = rayon::join(csv, || rayon::join(credits, report));
         errors.extend([csv, credits, report].into_iter().filter_map(Result::err));

@@ -47,8 +47,15 @@ pub fn discover(root: &Path) -> Result<Run, String> {
     discover_except(root, None)
 }
 
-/// The export's run-wide file of per-token credit, beside its `summary.json`.
-pub const CREDITS_FILE: &str = "credits.safetensors";
+/// Whether a safetensors file is an export's credits file (its header's `format`, which the
+/// file's first bytes hold), not a trace.
+fn is_credits_file(path: &Path) -> bool {
+    use std::io::Read;
+    let format = format!("\"{}\"", crate::export::credits::CREDITS_FORMAT);
+    let mut head = [0u8; 96];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
+    head[..n].windows(format.len()).any(|w| w == format.as_bytes())
+}
 
 /// Whether a folder holds an export's output (its `summary.json`): never traces to read back.
 pub fn is_export_output(dir: &Path) -> bool {
@@ -80,6 +87,7 @@ pub fn discover_except(root: &Path, skip: Option<&Path>) -> Result<Run, String> 
         first = false;
         // A folder exported into itself (`--export D D`) holds the export's credits file beside
         // the traces: its output, not a trace (read as one, every later export of D failed on it).
+        // A trace of that name, which the export left alone, stays a trace.
         let exported_here = is_export_output(&dir);
         for entry in entries.flatten() {
             let path = entry.path();
@@ -106,7 +114,7 @@ pub fn discover_except(root: &Path, skip: Option<&Path>) -> Result<Run, String> 
                 if !name.starts_with('.') && name != CHECKPOINTS && !skipped {
                     stack.push(path);
                 }
-            } else if is_trace_file(&path) && !(exported_here && entry.file_name() == CREDITS_FILE) {
+            } else if is_trace_file(&path) && !(exported_here && is_credits_file(&path)) {
                 run.traces.push(path);
             }
         }
