@@ -166,7 +166,7 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
                 let stats = slab_row::accumulate_rows(att.dtype, lowers, &mut acc[..=k], p.reduce, buf);
                 for ((&(l, h), &upper), (&(sum, min), lower)) in group.iter().zip(uppers).zip(stats.iter().zip(lowers)) {
                     if upper {
-                        check_causal(&att.row_bytes(l, h, k)[(k + 1) * es..], att, l, h, k)?;
+                        check_causal::<true>(&att.row_bytes(l, h, k)[(k + 1) * es..], att, l, h, k)?;
                     }
                     if !sum.is_finite() || min < 0.0 {
                         let row = &mut buf[..=k];
@@ -203,7 +203,7 @@ fn one_slab_row(att: &Attention, l: usize, h: usize, k: usize, check_upper: bool
     att.dtype.decode(&bytes[k * es..(k + 1) * es], &mut diag);
     let (sum, min) = (sum + diag[0] as f64, min.min(diag[0]));
     if check_upper {
-        check_causal(&bytes[(k + 1) * es..], att, l, h, k)?;
+        check_causal::<false>(&bytes[(k + 1) * es..], att, l, h, k)?;
     }
     if !sum.is_finite() || min < 0.0 {
         buf[..k].copy_from_slice(out);
@@ -241,13 +241,22 @@ fn first_bad_value(row: &[f32], att: &Attention, l: usize, h: usize, k: usize) -
     bad(Problem::NonFinite, att, l, h, k, "sums to infinity".into())
 }
 
-fn check_causal(upper: &[u8], att: &Attention, l: usize, h: usize, k: usize) -> Result<(), DataError> {
+/// `AHEAD`: each cache line asked for a kilobyte before it is read, where several slabs' rows
+/// are read in turn (the upper parts of a group's rows, each after the group's lower parts, went
+/// at the hardware prefetcher's pace: half of a `[4,8,N,N]` F16 aggregation's time, and the
+/// prefetch took it 10–20% faster at 4k). A lone slab's row is prefetched whole beforehand.
+fn check_causal<const AHEAD: bool>(upper: &[u8], att: &Attention, l: usize, h: usize, k: usize) -> Result<(), DataError> {
     // Fast path: whole words of zero bytes (what every causal dump holds above the diagonal).
     // SAFETY: every bit pattern is a valid u64; align_to only reinterprets the aligned middle.
     // The words are OR-ed in blocks of 64 (vectorised, no branch per word) and the answer looked
     // at once per block, so a non-zero block still stops the scan early.
     let (head, words, tail) = unsafe { upper.align_to::<u64>() };
-    let zero_block = |c: &[u64]| c.iter().fold(0u64, |a, &w| a | w) == 0;
+    let zero_block = |c: &[u64]| {
+        if AHEAD {
+            (0..c.len()).step_by(8).for_each(|w| slab_row::prefetch_ahead(c, w));
+        }
+        c.iter().fold(0u64, |a, &w| a | w) == 0
+    };
     if head.iter().all(|&b| b == 0) && words.chunks(64).all(zero_block) && tail.iter().all(|&b| b == 0) {
         return Ok(());
     }
