@@ -151,10 +151,9 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
                 }
                 return Ok(());
             }
-            acc[..=k].fill(if p.reduce == Reduce::Max { f64::NEG_INFINITY } else { 0.0 });
             let mean = p.reduce == Reduce::Mean;
             let es = att.dtype.size();
-            for (group, uppers) in sel.slabs.chunks(slab_row::GROUP).zip(check_upper.chunks(slab_row::GROUP)) {
+            for (g, (group, uppers)) in sel.slabs.chunks(slab_row::GROUP).zip(check_upper.chunks(slab_row::GROUP)).enumerate() {
                 // The rows in the order they lie in memory, the part up to the diagonal first,
                 // so each slab's rows are one forward stream; then each slab's checks in the
                 // order they had (a non-causal row reports that before a bad value).
@@ -163,7 +162,7 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
                     *lower = &att.row_bytes(l, h, k)[..(k + 1) * es];
                 }
                 let lowers = &lowers[..group.len()];
-                let stats = slab_row::accumulate_rows(att.dtype, lowers, &mut acc[..=k], p.reduce, buf);
+                let stats = slab_row::accumulate_rows(att.dtype, lowers, &mut acc[..=k], p.reduce, buf, g == 0);
                 for ((&(l, h), &upper), (&(sum, min), lower)) in group.iter().zip(uppers).zip(stats.iter().zip(lowers)) {
                     if upper {
                         check_causal::<true>(&att.row_bytes(l, h, k)[(k + 1) * es..], att, l, h, k)?;

@@ -46,24 +46,32 @@ pub const GROUP: usize = 4;
 /// entry is loaded, has the four values added in the rows' order (the sums `accumulate` makes,
 /// bit for bit) and is stored. At 8k tokens the accumulator (64 KiB) is past the first-level
 /// cache, and its traffic, eight times the attention's, had bounded the aggregation.
-pub fn accumulate_rows(dtype: Dtype, rows: &[&[u8]], acc: &mut [f64], reduce: Reduce, buf: &mut [f32]) -> [(f64, f32); GROUP] {
+/// `first`: the group starts the row, and `acc` holds nothing yet (whatever it holds is taken for
+/// the reduction's start, 0 or -∞): under the mean the sums then start from zero in registers,
+/// the accumulator neither cleared nor read first (`0 + x` as before, bit for bit).
+pub fn accumulate_rows(dtype: Dtype, rows: &[&[u8]], acc: &mut [f64], reduce: Reduce, buf: &mut [f32], first: bool) -> [(f64, f32); GROUP] {
     let mut stats = [(0.0, 0.0); GROUP];
     #[cfg(target_arch = "x86_64")]
     if reduce == Reduce::Mean {
         // A group of two or three (the last of a selection, or all of it: the default layers
         // of a 4-layer `[L,N,N]` trace are three slabs) goes through the accumulator once too.
-        fn first<const R: usize>(got: Option<[(f64, f32); R]>, stats: &mut [(f64, f32); GROUP]) -> bool {
+        fn took<const R: usize>(got: Option<[(f64, f32); R]>, stats: &mut [(f64, f32); GROUP]) -> bool {
             got.map(|got| stats[..R].copy_from_slice(&got)).is_some()
         }
+        let fresh = first;
         let done = match *rows {
-            [a, b, c, d] => first(with_eight(dtype, Mean { rows: [a, b, c, d], acc }), &mut stats),
-            [a, b, c] => first(with_eight(dtype, Mean { rows: [a, b, c], acc }), &mut stats),
-            [a, b] => first(with_eight(dtype, Mean { rows: [a, b], acc }), &mut stats),
+            [a, b, c, d] => took(with_eight(dtype, Mean { rows: [a, b, c, d], acc, fresh }), &mut stats),
+            [a, b, c] => took(with_eight(dtype, Mean { rows: [a, b, c], acc, fresh }), &mut stats),
+            [a, b] => took(with_eight(dtype, Mean { rows: [a, b], acc, fresh }), &mut stats),
+            [a] => took(with_eight(dtype, Mean { rows: [a], acc, fresh }), &mut stats),
             _ => false,
         };
         if done {
             return stats;
         }
+    }
+    if first {
+        acc.fill(if reduce == Reduce::Max { f64::NEG_INFINITY } else { 0.0 });
     }
     for (s, row) in stats.iter_mut().zip(rows) {
         *s = accumulate(dtype, row, acc, reduce, buf);
@@ -78,7 +86,7 @@ pub fn accumulate_rows(dtype: Dtype, rows: &[&[u8]], acc: &mut [f64], reduce: Re
 pub fn accumulate(dtype: Dtype, bytes: &[u8], acc: &mut [f64], reduce: Reduce, buf: &mut [f32]) -> (f64, f32) {
     #[cfg(target_arch = "x86_64")]
     if reduce == Reduce::Mean
-        && let Some([stats]) = with_eight(dtype, Mean { rows: [bytes], acc })
+        && let Some([stats]) = with_eight(dtype, Mean { rows: [bytes], acc, fresh: false })
     {
         return stats;
     }
@@ -235,6 +243,8 @@ kernel!(eight_f32_wide, "avx,avx512f", run_wide, Dtype::F32, load_f32);
 struct Mean<'a, const R: usize> {
     rows: [&'a [u8]; R],
     acc: &'a mut [f64],
+    /// The sums start from zero, not from `acc` (see `accumulate_rows`).
+    fresh: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -243,13 +253,23 @@ impl<const R: usize> Eight for Mean<'_, R> {
     #[inline(always)]
     unsafe fn run(self, dtype: Dtype, load: impl Fn(*const u8) -> std::arch::x86_64::__m256) -> Self::Out {
         // SAFETY: as `run`'s.
-        unsafe { mean_eight::<R, false>(dtype, self.rows, self.acc, load) }
+        unsafe {
+            match self.fresh {
+                true => mean_eight::<R, false, true>(dtype, self.rows, self.acc, load),
+                false => mean_eight::<R, false, false>(dtype, self.rows, self.acc, load),
+            }
+        }
     }
 
     #[inline(always)]
     unsafe fn run_wide(self, dtype: Dtype, load: impl Fn(*const u8) -> std::arch::x86_64::__m256) -> Self::Out {
         // SAFETY: as `run_wide`'s.
-        unsafe { mean_eight::<R, true>(dtype, self.rows, self.acc, load) }
+        unsafe {
+            match self.fresh {
+                true => mean_eight::<R, true, true>(dtype, self.rows, self.acc, load),
+                false => mean_eight::<R, true, false>(dtype, self.rows, self.acc, load),
+            }
+        }
     }
 }
 
@@ -310,7 +330,7 @@ pub(crate) fn prefetch_all(bytes: &[u8]) {
 /// on a Zen 4 with the rows in cache).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn mean_eight<const R: usize, const WIDE: bool>(dtype: Dtype, rows: [&[u8]; R], acc: &mut [f64], load: impl Fn(*const u8) -> std::arch::x86_64::__m256) -> [(f64, f32); R] {
+unsafe fn mean_eight<const R: usize, const WIDE: bool, const FRESH: bool>(dtype: Dtype, rows: [&[u8]; R], acc: &mut [f64], load: impl Fn(*const u8) -> std::arch::x86_64::__m256) -> [(f64, f32); R] {
     use std::arch::x86_64::*;
     let (n, es) = (acc.len(), dtype.size());
     for row in rows {
@@ -326,8 +346,9 @@ unsafe fn mean_eight<const R: usize, const WIDE: bool>(dtype: Dtype, rows: [&[u8
         for j in (0..whole).step_by(8) {
             // (eight f64 of the accumulator as two halves or as one register; the way not taken
             // is never used, and the compiler drops it)
-            let (mut lo, mut hi) = (_mm256_loadu_pd(dst.add(j)), _mm256_loadu_pd(dst.add(j + 4)));
-            let mut all = if WIDE { _mm512_loadu_pd(dst.add(j)) } else { _mm512_setzero_pd() };
+            // (FRESH: from zero, as the cleared accumulator was)
+            let (mut lo, mut hi) = if FRESH || WIDE { (_mm256_setzero_pd(), _mm256_setzero_pd()) } else { (_mm256_loadu_pd(dst.add(j)), _mm256_loadu_pd(dst.add(j + 4))) };
+            let mut all = if WIDE && !FRESH { _mm512_loadu_pd(dst.add(j)) } else { _mm512_setzero_pd() };
             for r in 0..R {
                 prefetch_ahead(rows[r], es * j);
                 let v = load(rows[r].as_ptr().add(es * j));
@@ -355,7 +376,7 @@ unsafe fn mean_eight<const R: usize, const WIDE: bool>(dtype: Dtype, rows: [&[u8
             let tail = &mut tail[..n - whole];
             dtype.decode(&rows[r][es * whole..], tail);
             for (a, &x) in acc[whole..].iter_mut().zip(tail.iter()) {
-                *a += x as f64;
+                *a = if FRESH && r == 0 { 0.0 } else { *a } + x as f64;
             }
             finish_stats(s, m, tail)
         })
@@ -401,8 +422,17 @@ mod tests {
 
     /// The rows added one after another by the two-pass path: the accumulator and each row's
     /// stats.
+    /// The accumulator the tests start from (`start`), or zero where the group is `fresh`.
+    fn start(n: usize, fresh: bool) -> Vec<f64> {
+        (0..n).map(|i| if fresh { 0.0 } else { (i as f64) * 0.25 }).collect()
+    }
+
     fn two_pass(dtype: Dtype, rows: &[&[u8]], n: usize) -> (Vec<f64>, Vec<(f64, f32)>) {
-        let mut acc: Vec<f64> = (0..n).map(|i| (i as f64) * 0.25).collect();
+        two_pass_from(dtype, rows, start(n, false))
+    }
+
+    fn two_pass_from(dtype: Dtype, rows: &[&[u8]], mut acc: Vec<f64>) -> (Vec<f64>, Vec<(f64, f32)>) {
+        let n = acc.len();
         let mut buf = vec![0f32; n];
         let stats = rows
             .iter()
@@ -454,15 +484,19 @@ mod tests {
         }
     }
 
-    /// One to four rows through the accumulator at once give them added one after another.
+    /// One to four rows through the accumulator at once give them added one after another; a
+    /// group that starts the row (`first`) adds them to zero, whatever the accumulator held.
     #[test]
     fn rows_at_once_are_rows_in_turn() {
         for (dtype, n, rows) in rows() {
             for (size, first) in (1..=GROUP).flat_map(|size| [(size, 0), (size, 2)]) {
                 let group: Vec<&[u8]> = rows[first..first + size].iter().map(|r| r.as_slice()).collect();
-                let mut acc: Vec<f64> = (0..n).map(|i| (i as f64) * 0.25).collect();
-                let stats = accumulate_rows(dtype, &group, &mut acc, Reduce::Mean, &mut vec![0f32; n]);
-                assert_same((acc, stats[..size].to_vec()), two_pass(dtype, &group, n), &format!("{dtype:?}, n = {n}, rows {first}..{}", first + size));
+                for fresh in [false, true] {
+                    let mut acc = start(n, false);
+                    let stats = accumulate_rows(dtype, &group, &mut acc, Reduce::Mean, &mut vec![0f32; n], fresh);
+                    let case = format!("{dtype:?}, n = {n}, rows {first}..{}, first {fresh}", first + size);
+                    assert_same((acc, stats[..size].to_vec()), two_pass_from(dtype, &group, start(n, fresh)), &case);
+                }
             }
         }
     }
@@ -480,11 +514,12 @@ mod tests {
         };
         for (dtype, n, rows) in rows() {
             for &wide in wides {
-                for first in [0, 2] {
+                for (first, fresh) in [(0, false), (2, false), (0, true), (2, true)] {
                     let group: [&[u8]; GROUP] = std::array::from_fn(|r| rows[first + r].as_slice());
-                    let mut acc: Vec<f64> = (0..n).map(|i| (i as f64) * 0.25).collect();
-                    let Some(stats) = with_eight_as(dtype, Mean { rows: group, acc: &mut acc }, wide) else { continue };
-                    assert_same((acc, stats.to_vec()), two_pass(dtype, &group, n), &format!("{dtype:?}, n = {n}, rows {first}.., wide {wide}"));
+                    let mut acc = start(n, false);
+                    let Some(stats) = with_eight_as(dtype, Mean { rows: group, acc: &mut acc, fresh }, wide) else { continue };
+                    let case = format!("{dtype:?}, n = {n}, rows {first}.., wide {wide}, fresh {fresh}");
+                    assert_same((acc, stats.to_vec()), two_pass_from(dtype, &group, start(n, fresh)), &case);
                 }
             }
         }
