@@ -176,10 +176,7 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
                 }
             }
             // `out` is M[k, 0..k]: no self edge, nothing from the future.
-            for (o, &a) in out.iter_mut().zip(&acc[..k]) {
-                let v = if mean { a * scale } else { a };
-                *o = if v < threshold { 0.0 } else { v as f32 };
-            }
+            slab_row::finish_row(&acc[..k], out, mean.then_some(scale), threshold);
             Ok(())
         },
     )?;
