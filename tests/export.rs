@@ -173,6 +173,11 @@ fn a_folder_exported_into_itself_exports_again() {
         assert_eq!((summary["exported"].as_u64(), summary["failed"].as_u64()), (Some(1), Some(0)), "{summary}");
     }
     assert!(run.join("credits.safetensors").is_file());
+    // An export's own folder given as input is said to be one, not "a folder without traces".
+    let r = flowtracer().args(["--export", dir.join("again").to_str().unwrap(), dir.join("elsewhere").to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("elsewhere: an export's output (its summary.json), which holds no traces"), "{err}");
 }
 
 /// While an export runs, its folder's `summary.json` says it has not finished (`interrupted`),

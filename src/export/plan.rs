@@ -45,7 +45,11 @@ pub fn plan(inputs: &[PathBuf], out: Option<&Path>, allow_empty: bool) -> Planne
                         p.failed.push(failure(dir, Problem::Io, why.clone()));
                     }
                     if r.traces.is_empty() && !allow_empty {
-                        let why = format!("{}: no trace files (*.safetensors) in this folder (pass --allow-empty if that is expected)", input.display());
+                        let why = if run::is_export_output(input) {
+                            format!("{}: an export's output (its summary.json), which holds no traces: export the traces or run folder it was made from", input.display())
+                        } else {
+                            format!("{}: no trace files (*.safetensors) in this folder (pass --allow-empty if that is expected)", input.display())
+                        };
                         p.failed.push(failure(input, Problem::Empty, why));
                     }
                     for t in &r.traces {
