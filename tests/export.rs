@@ -126,16 +126,22 @@ fn print_describes_the_bundled_sample() {
     assert!(text.contains("status ok") && text.contains("path 1"), "{text}");
 }
 
+/// A fresh folder with a run folder `run` in it that holds the bundled sample as `trace`.
+fn run_holding_the_sample(name: &str, trace: &str) -> (common::TempDir, std::path::PathBuf) {
+    let dir = temp_dir(name);
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::copy("sample_traces/addition.safetensors", run.join(trace)).unwrap();
+    (dir, run)
+}
+
 /// A file the export would write that is already there, in a folder no export wrote, is the
 /// user's: the export stops before any work and says which, and leaves everything as it was
 /// (it had written over a `report.html` or a `sample.json` kept beside `sample.safetensors`). A
 /// folder an export wrote, finished or killed, is written again.
 #[test]
 fn an_export_never_writes_over_files_it_did_not_write() {
-    let dir = temp_dir("export-others-files");
-    let run = dir.join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    std::fs::copy("sample_traces/addition.safetensors", run.join("sample.safetensors")).unwrap();
+    let (dir, run) = run_holding_the_sample("export-others-files", "sample.safetensors");
     std::fs::write(run.join("sample.json"), b"{\"mine\": true}").unwrap();
     std::fs::write(run.join("report.html"), b"<p>my notes</p>").unwrap();
     let before = listing(&run);
@@ -162,10 +168,7 @@ fn an_export_never_writes_over_files_it_did_not_write() {
 /// credits file (read as a trace, it had failed every later export of the folder).
 #[test]
 fn a_folder_exported_into_itself_exports_again() {
-    let dir = temp_dir("export-into-itself");
-    let run = dir.join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    std::fs::copy("sample_traces/addition.safetensors", run.join("a.safetensors")).unwrap();
+    let (dir, run) = run_holding_the_sample("export-into-itself", "a.safetensors");
     for out in [&run, &dir.join("elsewhere"), &run] {
         let r = flowtracer().args(["--export", out.to_str().unwrap(), run.to_str().unwrap()]).output().unwrap();
         assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
