@@ -583,4 +583,20 @@ mod tests {
         assert!(!names(&many).iter().any(|n| n.to_string_lossy().starts_with('.')), "no temporaries left");
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    /// The names the export checks a folder for before it writes there are the ones it writes,
+    /// with every format on.
+    #[test]
+    fn the_files_checked_for_are_the_files_written() {
+        let out = std::env::temp_dir().join(format!("ft-export-names-{}", std::process::id()));
+        let f = Formats { dot: true, graphml: true, ..Formats::ALL };
+        let inputs = [PathBuf::from("sample_traces/addition.safetensors")];
+        export(&out, plan(&inputs, Some(&out), false), &Params::default(), f, &crate::flow::Cpu, &Cancel::default(), &|_| {}).unwrap();
+        let mut written: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut named: Vec<String> = f.run_files().iter().map(|n| n.to_string()).chain(f.trace_files().iter().map(|ext| format!("addition.{ext}"))).collect();
+        written.sort();
+        named.sort();
+        assert_eq!(written, named);
+        let _ = std::fs::remove_dir_all(out);
+    }
 }

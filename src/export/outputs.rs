@@ -46,7 +46,8 @@ impl Outputs {
     /// theirs, or a run folder keeping `sample.json` beside `sample.safetensors`). An input is left
     /// alone in any case.
     pub fn refuse_others_files(&self, to_write: impl Iterator<Item = PathBuf>) -> Result<(), String> {
-        if crate::trace::run::is_export_output(&self.dir) {
+        let empty = std::fs::read_dir(&self.dir).is_ok_and(|mut entries| entries.next().is_none());
+        if empty || crate::trace::run::is_export_output(&self.dir) {
             return Ok(());
         }
         // A folder in a file's place is not written over (that file alone fails, and says so).
