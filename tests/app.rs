@@ -633,6 +633,40 @@ fn without_a_native_dialog_open_trace_uses_the_in_app_browser() {
     assert_eq!(m.docs[m.current].trace.path, path, "the picked trace is open");
 }
 
+/// The in-app browser's save dialog does not ask before it writes over a file (a native one
+/// does): the app asks, and keeps the file unless told to replace it.
+#[test]
+fn the_in_app_browser_asks_before_a_save_replaces_a_file() {
+    let dir = common::temp_dir("app-replace");
+    let theirs = dir.join("params.toml");
+    std::fs::write(&theirs, "# mine\n").unwrap();
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .with_accessibility_check(false)
+        .build_ui_state(|ui, app: &mut FlowApp| app.draw(ui), FlowApp::sample_synchronous());
+    h.run();
+    h.state_mut().ui.native_dialogs = false;
+    for answer in ["Keep it", "Replace"] {
+        h.get_by_label("File").click();
+        h.run();
+        h.get_by_label("Save parameters…").click();
+        h.run();
+        // Its default name is params.toml: in this folder, a file of the user's.
+        h.state_mut().ui.file_dialog.as_mut().unwrap().dialog.set_path(&dir);
+        h.run();
+        h.get_by_label("Save").click();
+        h.run();
+        h.get_by_label_contains("already exists. Replace it?");
+        assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "# mine\n", "nothing written before the answer");
+        h.get_by_label(answer).click();
+        h.run();
+        h.run();
+        assert!(h.state().ui.replace.is_none());
+    }
+    let saved = std::fs::read_to_string(&theirs).unwrap();
+    assert!(saved.contains("[credit]"), "replaced once told to: {saved}");
+}
+
 /// An open run folder is watched: a trace written into a new step folder, and a new line of
 /// `metrics.jsonl`, show up in the Run view without reopening it.
 #[test]

@@ -43,7 +43,7 @@ impl Pick {
         matches!(self, Pick::OpenRun | Pick::ExportTrace)
     }
 
-    fn save(self) -> bool {
+    pub fn save(self) -> bool {
         matches!(self, Pick::SaveParams | Pick::ExportView)
     }
 
@@ -127,13 +127,39 @@ pub struct Builtin {
 }
 
 impl Builtin {
-    /// Draws it; the command its answer makes once the user picked something, and whether it
-    /// is finished (picked or cancelled).
-    pub fn show(&mut self, ctx: &egui::Context) -> (Option<Command>, bool) {
+    /// Draws it; the path the user picked, once they did, and whether it is finished (picked or
+    /// cancelled).
+    pub fn show(&mut self, ctx: &egui::Context) -> (Option<PathBuf>, bool) {
         self.dialog.show(ctx);
         if self.dialog.selected() {
-            return (self.dialog.path().map(|p| self.pick.command(p.to_path_buf())), true);
+            return (self.dialog.path().map(Path::to_path_buf), true);
         }
         (None, !self.dialog.visible())
+    }
+}
+
+/// What the in-app browser picked to save over a file that exists: egui_file's save dialog does
+/// not ask (a native one does), so the app asks before anything is written over.
+pub struct Replace {
+    pub pick: Pick,
+    pub path: PathBuf,
+}
+
+impl Replace {
+    /// The question; the pick's command once the user says Replace, and whether it is answered.
+    pub fn show(&self, ctx: &egui::Context) -> (Option<Command>, bool) {
+        let mut answer = (None, false);
+        egui::Window::new("Replace file?").collapsible(false).resizable(false).anchor(egui::Align2::CENTER_CENTER, egui::vec2(0.0, 0.0)).show(ctx, |ui| {
+            ui.label(format!("{} already exists. Replace it?", self.path.display()));
+            ui.horizontal(|ui| {
+                if ui.button("Replace").clicked() {
+                    answer = (Some(self.pick.command(self.path.clone())), true);
+                }
+                if ui.button("Keep it").clicked() {
+                    answer = (None, true);
+                }
+            });
+        });
+        answer
     }
 }

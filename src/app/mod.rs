@@ -139,15 +139,28 @@ impl FlowApp {
         self.model.status = "no native file dialog on this desktop (no XDG portal or zenity): using the built-in browser".into();
     }
 
-    /// The in-app file browser, while one is open.
+    /// The in-app file browser, while one is open, and its question before a save replaces a
+    /// file.
     fn file_dialog(&mut self, ctx: &egui::Context) {
         if let Some(b) = &mut self.ui.file_dialog {
-            let (command, done) = b.show(ctx);
-            if let Some(c) = command {
-                self.commands.send(c);
+            let (picked, done) = b.show(ctx);
+            match picked {
+                Some(path) if b.pick.save() && path.exists() => self.ui.replace = Some(dialogs::Replace { pick: b.pick, path }),
+                Some(path) => self.commands.send(b.pick.command(path)),
+                None => {}
             }
             if done {
                 self.ui.file_dialog = None;
+            }
+        }
+        if let Some(r) = &self.ui.replace {
+            let (command, answered) = r.show(ctx);
+            if answered {
+                if command.is_none() {
+                    self.model.status = format!("not saved: {} kept as it was", r.path.display());
+                }
+                self.send(command);
+                self.ui.replace = None;
             }
         }
     }

@@ -42,6 +42,8 @@ pub struct UiState {
     pub matrix: views::matrix::MatrixState,
     /// The in-app file browser, when one is open (no native dialog on this desktop).
     pub file_dialog: Option<super::dialogs::Builtin>,
+    /// A save the in-app browser picked over an existing file, until the user answers.
+    pub replace: Option<super::dialogs::Replace>,
     /// Whether the desktop shows native file dialogs (found at start; tests set it).
     pub native_dialogs: bool,
 }
@@ -59,6 +61,7 @@ impl Default for UiState {
             backbone: Default::default(),
             matrix: Default::default(),
             file_dialog: None,
+            replace: None,
             native_dialogs: super::dialogs::native_available(),
         }
     }
