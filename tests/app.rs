@@ -602,17 +602,23 @@ fn the_step_view_shows_the_step_graph_and_a_step_selects_its_tokens() {
     assert_eq!(h.state().ui.marks.range, Some((step.start, step.end - 1)));
 }
 
-/// Without a native file dialog (no XDG portal, no zenity: a bare X server), File → Open trace
-/// opens the in-app browser, says so, and opens the file picked in it.
-#[test]
-fn without_a_native_dialog_open_trace_uses_the_in_app_browser() {
-    // (egui_file's path field has no accessible name: the check would fail on the crate's widget)
+/// The sample's app as on a desktop without a native file dialog: File's actions open the in-app
+/// browser. (egui_file's path field has no accessible name: the check would fail on its widget.)
+fn harness_without_native_dialogs() -> Harness<'static, FlowApp> {
     let mut h = Harness::builder()
         .with_size(egui::vec2(1280.0, 800.0))
         .with_accessibility_check(false)
         .build_ui_state(|ui, app: &mut FlowApp| app.draw(ui), FlowApp::sample_synchronous());
     h.run();
     h.state_mut().ui.native_dialogs = false;
+    h
+}
+
+/// Without a native file dialog (no XDG portal, no zenity: a bare X server), File → Open trace
+/// opens the in-app browser, says so, and opens the file picked in it.
+#[test]
+fn without_a_native_dialog_open_trace_uses_the_in_app_browser() {
+    let mut h = harness_without_native_dialogs();
     h.get_by_label("File").click();
     h.run();
     h.get_by_label("Open trace…").click();
@@ -640,12 +646,7 @@ fn the_in_app_browser_asks_before_a_save_replaces_a_file() {
     let dir = common::temp_dir("app-replace");
     let theirs = dir.join("params.toml");
     std::fs::write(&theirs, "# mine\n").unwrap();
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .with_accessibility_check(false)
-        .build_ui_state(|ui, app: &mut FlowApp| app.draw(ui), FlowApp::sample_synchronous());
-    h.run();
-    h.state_mut().ui.native_dialogs = false;
+    let mut h = harness_without_native_dialogs();
     for answer in ["Keep it", "Replace"] {
         h.get_by_label("File").click();
         h.run();
