@@ -116,8 +116,13 @@ pub fn run_train(a: TrainArgs) -> ExitCode {
                 seeds.len(),
                 a.cfg.eval_size
             );
-            let _ = flowtracer::atomic::write_atomic(&a.out.join("compare.md"), t.as_bytes());
-            ExitCode::SUCCESS
+            match compare::write_table(&a.out, &t) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("flowtracer: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Err(e) => {
             eprintln!("flowtracer: {e}");

@@ -251,6 +251,29 @@ fn the_comparison_table_reads_the_runs() {
     assert!(compare::table(&root, &[CreditMode::Random], &[0], &[0], 0.5).unwrap_err().to_string().contains("metrics.jsonl"));
 }
 
+/// `train --compare` writes its table at OUT's top: over a `compare.md` of an earlier comparison
+/// of these runs, never over one of the user's, which it refuses before training anything.
+#[test]
+fn a_comparison_never_writes_its_table_over_a_users_file() {
+    use flowtracer::rl::compare;
+    let root = common::temp_dir("rl-compare-foreign");
+    let (modes, seeds) = ([CreditMode::Uniform, CreditMode::Flow], [3, 4]);
+    std::fs::create_dir_all(&root).unwrap();
+    compare::check_folder(&root, &modes, &seeds).expect("an empty folder");
+    std::fs::write(root.join("compare.md"), "my notes").unwrap();
+    let cfg = tiny(1);
+    let err = compare::compare(&cfg, &modes, &seeds, &root, &flowtracer::Cancel::default(), &mut |_, _, _| {}).unwrap_err().to_string();
+    assert!(err.contains("compare.md") && err.contains(&root.display().to_string()), "{err}");
+    assert_eq!(std::fs::read_to_string(root.join("compare.md")).unwrap(), "my notes");
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1, "nothing was trained");
+    // Beside a run of this comparison, the table is the comparison's own.
+    let run = compare::run_dir(&root, CreditMode::Flow, 4);
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("run.json"), "{}").unwrap();
+    compare::check_folder(&root, &modes, &seeds).expect("a comparison's folder");
+    assert_eq!(std::fs::read_to_string(compare::write_table(&root, "| table |").unwrap()).unwrap(), "| table |");
+}
+
 #[test]
 fn probe_hides_high_flow_tokens_to_more_effect_than_random_ones() {
     // The shipped warm start: a real policy that states an answer every time.

@@ -13,6 +13,34 @@ pub fn run_dir(root: &Path, mode: CreditMode, seed: u64) -> PathBuf {
     root.join(format!("{}-s{seed}", mode.name()))
 }
 
+/// The table's file, at the comparison folder's top (the one file there that is not a run's).
+pub const TABLE: &str = "compare.md";
+
+/// A `compare.md` already in `root` is replaced only where an earlier comparison of these modes
+/// and seeds wrote it (one of its runs' `run.json` beside it): a folder of the user's that keeps
+/// notes of that name is refused before anything is trained.
+pub fn check_folder(root: &Path, modes: &[CreditMode], seeds: &[u64]) -> Result<()> {
+    let table = root.join(TABLE);
+    if !table.exists() {
+        return Ok(());
+    }
+    let ours = seeds.iter().any(|&s| modes.iter().any(|&m| run_dir(root, m, s).join("run.json").is_file()));
+    if ours {
+        return Ok(());
+    }
+    Err(crate::rl::Error::msg(format!(
+        "{}: holds a {TABLE} that no comparison of these modes and seeds wrote (none of their run folders beside it), and the comparison would write its table over it: compare into a new or empty folder",
+        root.display()
+    )))
+}
+
+/// Writes the table into `root` (atomically): its path.
+pub fn write_table(root: &Path, table: &str) -> Result<PathBuf> {
+    let path = root.join(TABLE);
+    crate::atomic::write_atomic(&path, table.as_bytes()).map_err(at(&path))?;
+    Ok(path)
+}
+
 /// Trains every (mode, seed) pair that is not complete yet, in order. `tick` sees which run and
 /// its progress.
 pub fn compare(
@@ -23,6 +51,7 @@ pub fn compare(
     cancel: &Cancel,
     tick: &mut dyn FnMut(CreditMode, u64, Progress),
 ) -> Result<()> {
+    check_folder(root, modes, seeds)?;
     for &seed in seeds {
         for &mode in modes {
             if cancel.is_cancelled() {
