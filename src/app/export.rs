@@ -12,14 +12,16 @@ pub fn export_view(m: &Model, ui: &UiState, path: &Path) -> Result<String, Strin
     let a = d.analysis.as_ref().ok_or("not analysed yet")?;
     let title = format!("{} · {}", d.title(), a.result.status.name());
     let png = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
-    let svg_or_png = |svg: String| if png { crate::render::svg_to_png(&svg) } else { Ok(svg.into_bytes()) };
     let bytes = match ui.view {
         View::Matrix => {
             let s = views::matrix::MAX_TEXTURE.min(d.n());
             let (vals, _) = views::matrix::reduce(&d.trace, a, ui.matrix.layer, s);
             crate::render::matrix_png(&vals, s)?
         }
-        View::Backbone => svg_or_png(crate::render::backbone::backbone_svg(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result))?,
+        View::Backbone => {
+            let backbone = crate::render::backbone::backbone(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result);
+            if png { backbone.png()? } else { backbone.svg.into_bytes() }
+        }
         _ => {
             let style = if png { crate::render::text::TextStyle::raster() } else { Default::default() };
             let picture = crate::render::text::credit_picture(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result, &style);

@@ -521,12 +521,12 @@ fn write_files(outputs: &outputs::Outputs, d: &Done, params: &Params, f: Formats
             files.push((file("json"), serde_json::to_vec(&rec).expect("record serialises")));
         }
         if f.svg || f.png {
-            let svg = render::backbone::backbone_svg(&title, &d.tokens, &d.text, d.spans, result);
+            let backbone = render::backbone::backbone(&title, &d.tokens, &d.text, d.spans, result);
             if f.png {
-                files.push((file("backbone.png"), render::svg_to_png(&svg).map_err(|e| fail(format!("{}: {e}", file("backbone.png").display())))?));
+                files.push((file("backbone.png"), backbone.png().map_err(|e| fail(format!("{}: {e}", file("backbone.png").display())))?));
             }
             if f.svg {
-                files.push((file("backbone.svg"), svg.into_bytes()));
+                files.push((file("backbone.svg"), backbone.svg.into_bytes()));
             }
         }
         if f.dot || f.graphml {

@@ -82,6 +82,25 @@ impl Key {
     }
 }
 
+/// A [`Key`] with the font size it is drawn at (a picture's texts may differ in size), as one
+/// integer, for the same quick sort.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct SizedKey(u128);
+
+impl SizedKey {
+    pub fn new(key: Key, font_size: f32) -> SizedKey {
+        SizedKey(u128::from(key.0) << 32 | u128::from(font_size.to_bits()))
+    }
+
+    pub fn key(self) -> Key {
+        Key((self.0 >> 32) as u64)
+    }
+
+    pub fn font_size(self) -> f32 {
+        f32::from_bits(self.0 as u32)
+    }
+}
+
 /// One glyph to draw: its mask's key and the whole pixel its phase is measured from.
 #[derive(Clone, Copy, Debug)]
 pub struct Placed {

@@ -96,13 +96,16 @@ impl Rect {
 pub(super) struct Text {
     x: f64,
     y: f64,
+    /// Pixels to the em where not the picture's.
+    size: Option<f32>,
     ink: [u8; 3],
     text: String,
 }
 
 impl Text {
     fn svg(&self) -> String {
-        format!(r##"<text x="{:.1}" y="{:.1}" fill="{}" xml:space="preserve">{}</text>"##, self.x, self.y, hex(self.ink), escape(&self.text))
+        let size = self.size.map_or(String::new(), |s| format!(r##" font-size="{s}""##));
+        format!(r##"<text x="{:.1}" y="{:.1}"{size} fill="{}" xml:space="preserve">{}</text>"##, self.x, self.y, hex(self.ink), escape(&self.text))
     }
 }
 
@@ -147,7 +150,12 @@ impl Picture {
     /// A line of `text` in the picture's font, its baseline from (`x`, `y`), at a tenth of a
     /// pixel (as the SVG writes it), over every fragment and rectangle.
     pub fn text(&mut self, rows: Range<f64>, x: f64, y: f64, ink: [u8; 3], text: String) {
-        self.texts.push((rows, Text { x: tenth(x), y: tenth(y), ink, text }));
+        self.texts.push((rows, Text { x: tenth(x), y: tenth(y), size: None, ink, text }));
+    }
+
+    /// [`Picture::text`] at `size` pixels to the em.
+    pub fn sized_text(&mut self, rows: Range<f64>, x: f64, y: f64, size: f32, ink: [u8; 3], text: String) {
+        self.texts.push((rows, Text { x: tenth(x), y: tenth(y), size: Some(size), ink, text }));
     }
 
     pub fn svg(&self) -> String {
@@ -165,24 +173,36 @@ impl Picture {
     /// The PNG of [`Picture::svg`], its rectangles drawn without usvg and the glyphs of its text
     /// blended from [`glyphs`]' cache.
     pub fn png(&self) -> Result<Vec<u8>, String> {
+        self.png_cut(bands)
+    }
+
+    /// [`Picture::png`] drawn as one band: for a small picture made while the other cores draw
+    /// others (a run's traces), whose fragments are then parsed once rather than once a band.
+    pub fn png_whole(&self) -> Result<Vec<u8>, String> {
+        self.png_cut(|h| std::iter::once(0..h).collect())
+    }
+
+    fn png_cut(&self, cut: impl Fn(u32) -> Vec<Range<u32>>) -> Result<Vec<u8>, String> {
         let size = parse(&format!("{}</svg>", self.open))?.size().to_int_size();
         let (w, h) = (size.width(), size.height());
         if w as u64 * h as u64 > MAX_RASTER_PIXELS {
             return svg_to_png(&self.svg());
         }
-        self.png_in(&bands(h), w, h)
+        self.png_in(&cut(h), w, h)
     }
 
     pub(super) fn png_in(&self, bands: &[Range<u32>], w: u32, h: u32) -> Result<Vec<u8>, String> {
         let face = glyphs::Face::get();
         // Each line as glyphs from the cache, or as SVG for usvg.
+        let size = |t: &Text| t.size.unwrap_or(self.font_size);
         let lines: Vec<Result<Vec<glyphs::Placed>, String>> =
-            self.texts.par_iter().map(|(_, t)| face.run(&t.text, t.x as f32, t.y as f32, self.font_size).ok_or_else(|| t.svg())).collect();
-        let mut keys: Vec<glyphs::Key> = lines.iter().flatten().flatten().map(|p| p.key).collect();
+            self.texts.par_iter().map(|(_, t)| face.run(&t.text, t.x as f32, t.y as f32, size(t)).ok_or_else(|| t.svg())).collect();
+        let sized = |p: &glyphs::Placed, t: &Text| glyphs::SizedKey::new(p.key, size(t));
+        let mut keys: Vec<glyphs::SizedKey> = self.texts.iter().zip(&lines).flat_map(|((_, t), line)| line.iter().flatten().map(|p| sized(p, t))).collect();
         keys.sort_unstable();
         keys.dedup();
-        let masks: Vec<Option<std::sync::Arc<glyphs::Coverage>>> = keys.par_iter().map(|&k| face.coverage(k, self.font_size)).collect();
-        let mask = |k: glyphs::Key| masks[keys.binary_search(&k).expect("every key has its mask")].as_deref();
+        let masks: Vec<Option<std::sync::Arc<glyphs::Coverage>>> = keys.par_iter().map(|&k| face.coverage(k.key(), k.font_size())).collect();
+        let mask = |p: &glyphs::Placed, t: &Text| masks[keys.binary_search(&sized(p, t)).expect("every key has its mask")].as_deref();
 
         let draw = |r: &Range<u32>| -> Result<(Pixmap, Range<u32>), String> {
             let overlaps = |rows: &Range<f64>| rows.start < r.end as f64 && rows.end > r.start as f64;
@@ -211,7 +231,7 @@ impl Picture {
             for ((rows, t), line) in self.texts.iter().zip(&lines) {
                 if let (true, Ok(placed)) = (overlaps(rows), line) {
                     for p in placed {
-                        if let Some(m) = mask(p.key) {
+                        if let Some(m) = mask(p, t) {
                             m.blend(band.data_mut(), w as usize, top as i32, p, t.ink);
                         }
                     }
