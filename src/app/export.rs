@@ -18,10 +18,8 @@ pub fn export_view(m: &Model, ui: &UiState, path: &Path) -> Result<String, Strin
             let (vals, _) = views::matrix::reduce(&d.trace, a, ui.matrix.layer, s);
             crate::render::matrix_png(&vals, s)?
         }
-        View::Backbone => {
-            let backbone = crate::render::backbone::backbone(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result);
-            if png { backbone.png()? } else { backbone.svg.into_bytes() }
-        }
+        View::Backbone if png => crate::render::backbone::backbone(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result).png()?,
+        View::Backbone => crate::render::backbone::backbone_svg(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result).into_bytes(),
         _ => {
             let style = if png { crate::render::text::TextStyle::raster() } else { Default::default() };
             let picture = crate::render::text::credit_picture(&title, &d.trace.tokens, &d.text, a.plan.spans, &a.result, &style);

@@ -520,14 +520,14 @@ fn write_files(outputs: &outputs::Outputs, d: &Done, params: &Params, f: Formats
             let rec = record::record(d, params);
             files.push((file("json"), serde_json::to_vec(&rec).expect("record serialises")));
         }
-        if f.svg || f.png {
+        if f.png {
             let backbone = render::backbone::backbone(&title, &d.tokens, &d.text, d.spans, result);
-            if f.png {
-                files.push((file("backbone.png"), backbone.png().map_err(|e| fail(format!("{}: {e}", file("backbone.png").display())))?));
-            }
+            files.push((file("backbone.png"), backbone.png().map_err(|e| fail(format!("{}: {e}", file("backbone.png").display())))?));
             if f.svg {
                 files.push((file("backbone.svg"), backbone.svg.into_bytes()));
             }
+        } else if f.svg {
+            files.push((file("backbone.svg"), render::backbone::backbone_svg(&title, &d.tokens, &d.text, d.spans, result).into_bytes()));
         }
         if f.dot || f.graphml {
             let Some(trace) = trace else {

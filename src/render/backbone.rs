@@ -30,17 +30,19 @@ impl Backbone {
     }
 }
 
-/// An element of the picture, into both the SVG and the raster's drawing.
+/// An element of the picture, into the SVG and, where a PNG is to be made, the raster's drawing.
 struct Drawing {
     svg: String,
-    raster: Picture,
+    raster: Option<Picture>,
 }
 
 impl Drawing {
     /// Drawn by usvg in both.
     fn shape(&mut self, element: &str) {
         self.svg.push_str(element);
-        self.raster.draw(0.0..HEIGHT, element.to_owned());
+        if let Some(raster) = &mut self.raster {
+            raster.draw(0.0..HEIGHT, element.to_owned());
+        }
     }
 
     /// A level line of `text`, its baseline from (`x`, `y`) as written, `size` pixels to the em,
@@ -52,7 +54,9 @@ impl Drawing {
         match (x.parse::<f64>(), y.parse::<f64>(), ink(fill)) {
             (Ok(px), Ok(py), Some(ink)) if !collapsed => {
                 self.svg.push_str(&element);
-                self.raster.sized_text(0.0..HEIGHT, px, py, size as f32, ink, text.to_owned());
+                if let Some(raster) = &mut self.raster {
+                    raster.sized_text(0.0..HEIGHT, px, py, size as f32, ink, text.to_owned());
+                }
             }
             _ => self.shape(&element),
         }
@@ -70,13 +74,19 @@ fn ink(fill: &str) -> Option<[u8; 3]> {
     }
 }
 
-/// The SVG of [`backbone`].
+/// The SVG of [`backbone`], without the drawing for its PNG (the report's pictures, an export
+/// without PNG).
 pub fn backbone_svg(title: &str, tokens: &[String], text: &[String], spans: Spans, r: &FlowResult) -> String {
-    backbone(title, tokens, text, spans, r).svg
+    draw(title, tokens, text, spans, r, false).svg
 }
 
 /// `tokens` are the raw tokens (the tooltips), `text` what each shows (`Trace::text`).
 pub fn backbone(title: &str, tokens: &[String], text: &[String], spans: Spans, r: &FlowResult) -> Backbone {
+    let d = draw(title, tokens, text, spans, r, true);
+    Backbone { svg: d.svg, raster: d.raster.expect("drawn for the PNG") }
+}
+
+fn draw(title: &str, tokens: &[String], text: &[String], spans: Spans, r: &FlowResult, for_png: bool) -> Drawing {
     let (width, height) = (WIDTH, HEIGHT);
     let (left, right) = (40.0, 240.0);
     let axis_y = 330.0;
@@ -86,8 +96,11 @@ pub fn backbone(title: &str, tokens: &[String], text: &[String], spans: Spans, r
     let open = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="{FONT_FAMILY}, monospace">"##
     );
-    let mut raster = Picture::new(open.clone(), 12.0);
-    raster.ground([0xff, 0xff, 0xff]);
+    let raster = for_png.then(|| {
+        let mut p = Picture::new(open.clone(), 12.0);
+        p.ground([0xff, 0xff, 0xff]);
+        p
+    });
     let mut d = Drawing { svg: open, raster };
     d.svg.push_str(r##"<rect width="100%" height="100%" fill="#ffffff"/>"##);
     d.label(&left.to_string(), "24", 15, "#1a1a1a", title);
@@ -181,7 +194,7 @@ pub fn backbone(title: &str, tokens: &[String], text: &[String], spans: Spans, r
     d.shape(&format!(r##"<rect x="{:.0}" y="{:.0}" width="9" height="9" fill="#fff" stroke="{}" stroke-width="2"/>"##, lx + 4.5, y + 13.5, hex(colormap::HUB)));
     d.label(&format!("{:.0}", lx + 24.0), &format!("{:.0}", y + 22.0), 11, "#333", "checkpoint");
     d.svg.push_str("</svg>");
-    Backbone { svg: d.svg, raster: d.raster }
+    d
 }
 
 #[cfg(test)]
