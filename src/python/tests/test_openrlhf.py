@@ -1,9 +1,14 @@
-"""`flowtracer.openrlhf` on OpenRLHF's layout, without OpenRLHF (it imports flash-attn and
-DeepSpeed, which do not install without a GPU toolchain): right-padded rows whose `action_mask`
-column j marks token j+1 get the same γ as the same rows laid out for TRL/verl, and the
-advantages are OpenRLHF's made γ·A by the engine's rule, zero outside the actions."""
+"""`flowtracer.openrlhf` on OpenRLHF's layout: right-padded rows whose `action_mask` column j
+marks token j+1 get the same γ as the same rows laid out for TRL/verl, and the advantages are
+OpenRLHF's made γ·A by the engine's rule, zero outside the actions; and `install()` inside
+OpenRLHF 0.11.2's own code (`openrlhf_glue.py`, in a process of its own)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -69,3 +74,15 @@ def test_a_diverged_policy_leaves_its_rows_unshaped_and_the_step_going(tmp_path)
     assert torch.all(shaping.gamma == 1) and summary(shaping)["flow/failed"] == 1.0
     assert isinstance(shaping.results[0], flowtracer.TraceError) and shaping.results[0].problem == "non_finite"
     assert list((tmp_path / "traces").glob("*.safetensors")) == []
+
+
+def test_install_works_inside_openrlhfs_own_code(tmp_path):
+    """OpenRLHF's CLI, rollouts, micro-batches, actor-group dispatch, `Actor` and advantage
+    estimator, with the flow's classes installed: see `openrlhf_glue.py` for each check. It runs
+    in a process of its own, where flash-attn, vLLM and DeepSpeed (no CPU builds; OpenRLHF
+    imports them at its modules' tops, and nothing checked here calls them) are stood in for."""
+    require("openrlhf")
+    require("aiohttp")
+    glue = Path(__file__).with_name("openrlhf_glue.py")
+    run = subprocess.run([sys.executable, str(glue), str(tmp_path)], capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0 and run.stdout.splitlines()[-1:] == ["ok"], f"{run.stdout[-2000:]}\n{run.stderr[-6000:]}"

@@ -14,16 +14,17 @@ OpenRLHF lays each rollout out right-padded, `sequences`/`attention_mask` `(B, L
 `install(params=..., answer=boxed_answer)` puts both into OpenRLHF's synchronous PPO trainer
 (`openrlhf.cli.train_ppo_ray` without `--async_train`), in the process that launches it: a
 script that calls it and then runs `openrlhf.cli.train_ppo_ray` as `__main__` (see the README).
+It returns the classes it put there.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from .params import Params
 from .rl import AnswerSpan, Span, action_gamma, boxed_answer, find_answers, shape_advantages
 
-__all__ = ["flow_gamma", "install", "shaped_advantages"]
+__all__ = ["Installed", "flow_gamma", "install", "shaped_advantages"]
 
 
 def _hf_model(actor: Any) -> Any:
@@ -52,7 +53,15 @@ def _generated(experience: Any) -> list[list[int]]:
     return rows
 
 
-def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> None:
+class Installed(NamedTuple):
+    """What `install` put into OpenRLHF: the classes themselves (not Ray's wrappers of them)."""
+
+    policy_actor: type
+    experience_maker: type
+    trainer: type
+
+
+def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> Installed:
     """Makes OpenRLHF's PPO trainer use `FlowExperienceMaker` and `FlowPolicyActor` (imports
     OpenRLHF, which needs its GPU stack: DeepSpeed, flash-attn)."""
     import itertools
@@ -110,3 +119,4 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
     # imports these too.
     ppo_trainer.PPOTrainer = ray.remote(FlowPPOTrainer)
     ppo_actor.PolicyModelActor = train_ppo_ray.PolicyModelActor = ray.remote(num_gpus=1)(FlowPolicyActor)
+    return Installed(FlowPolicyActor, FlowExperienceMaker, FlowPPOTrainer)

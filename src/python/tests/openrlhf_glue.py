@@ -1,0 +1,193 @@
+"""`flowtracer.openrlhf.install()` inside OpenRLHF 0.11.2's own code, on the CPU. Run by
+`test_openrlhf.py` in a process of its own (`python openrlhf_glue.py TMP_DIR`; exit 0 and
+`ok` on the last line when every check holds), because OpenRLHF imports three packages with no
+CPU build at its modules' tops: flash-attn, vLLM and DeepSpeed. They are stood in for by empty
+modules here (each name asked of them is a new empty class); no path this script takes calls
+into them, and the process ends with the stand-ins, so no other test sees them.
+
+What runs is OpenRLHF's: its CLI's parser and checks (`train_ppo_ray` as `__main__`, as the
+README runs it, up to where it would make its DeepSpeed strategy), its rollouts made into
+experiences and split into micro-batches, its actor group's dispatch of a method over its actors
+(`async_run_method_batch`, `execute_batch`; Ray's put and get are the identity here, the actors
+objects in this process), its `Actor` around the model, and its advantage estimator. The checks:
+the flow's classes are the ones OpenRLHF's trainer and CLI start; each row's γ is
+`flow_gamma`'s on that row; the advantages are OpenRLHF's own made γ·A by the engine's rule,
+zero outside the actions; tensor-parallel copies of a chunk are counted once; ring attention is
+refused."""
+
+from __future__ import annotations
+
+import copy
+import importlib.abc
+import importlib.machinery
+import runpy
+import sys
+import types
+from pathlib import Path
+from types import SimpleNamespace
+
+GPU_ONLY = ("flash_attn", "vllm", "deepspeed")
+
+
+class _StandIn(types.ModuleType):
+    def __getattr__(self, name: str) -> type:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        value = type(name, (), {"__module__": self.__name__})
+        setattr(self, name, value)
+        return value
+
+
+class _StandIns(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname, path, target=None):
+        if fullname.split(".")[0] in GPU_ONLY:
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = _StandIn(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+sys.meta_path.insert(0, _StandIns())
+
+import ray  # noqa: E402
+import torch  # noqa: E402
+
+import flowtracer  # noqa: E402
+from flowtracer import openrlhf as flow_openrlhf  # noqa: E402
+from flowtracer.rl import boxed_answer, find_answers  # noqa: E402
+from tiny import CORPUS, hf_tokenizer, tiny  # noqa: E402
+
+RESPONSES = ["She sold 24.\nSo \\boxed{72}", "48 + 24 = 72, \\boxed{72} clips", "I do not know.", "so \\boxed{70}"]
+REWARDS = [1.0, 0.0, 0.0, 1.0]
+
+
+class _Stop(Exception):
+    pass
+
+
+def cli_args(model_dir: Path) -> tuple[SimpleNamespace, dict]:
+    """`train_ppo_ray`'s own parsed and checked arguments, and the globals of the run's
+    `__main__`, caught where it would start making its DeepSpeed strategy."""
+    import openrlhf.utils
+
+    caught: dict = {}
+
+    def get_strategy(args):
+        caught["args"], caught["main"] = args, sys._getframe(1).f_globals
+        raise _Stop
+
+    openrlhf.utils.get_strategy = get_strategy
+    ray.is_initialized = lambda: True
+    sys.argv = [
+        "train_ppo_ray", "--actor.model_name_or_path", str(model_dir), "--algo.advantage.estimator", "group_norm",
+        "--rollout.n_samples_per_prompt", "2", "--rollout.batch_size", "2", "--rollout.micro_batch_size", "2",
+        "--actor.num_gpus_per_node", "2",
+    ]
+    try:
+        runpy.run_module("openrlhf.cli.train_ppo_ray", run_name="__main__")
+    except _Stop:
+        return caught["args"], caught["main"]
+    raise AssertionError("train_ppo_ray ran to its end without making a strategy")
+
+
+class _Handle:
+    """A Ray actor handle's `execute_batch.remote`, run on an actor object in this process."""
+
+    def __init__(self, actor):
+        self.execute_batch = SimpleNamespace(remote=actor.execute_batch)
+
+
+def main(tmp: Path) -> None:
+    params = flowtracer.Params(credit={"fraction": 0.3, "gamma": 2.0, "apply_to_negative": False})
+    installed = flow_openrlhf.install(params=params)
+
+    from openrlhf.cli import train_ppo_ray
+    from openrlhf.models import Actor
+    from openrlhf.trainer import ppo_trainer
+    from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
+    from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
+    from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
+    from openrlhf.trainer.ray import ppo_actor
+    from openrlhf.trainer.ray.launcher import RayActorGroup
+
+    # The flow's classes are what OpenRLHF starts, in its modules and in a fresh `__main__`.
+    assert ppo_actor.PolicyModelActor.__ray_actor_class__ is installed.policy_actor
+    assert train_ppo_ray.PolicyModelActor is ppo_actor.PolicyModelActor
+    assert ppo_trainer.PPOTrainer.__ray_actor_class__ is installed.trainer
+    assert issubclass(installed.experience_maker, RemoteExperienceMaker)
+    tok = hf_tokenizer()
+    model = tiny("llama", tmp, len(tok), "sdpa")
+    args, run_main = cli_args(tmp / "llama")
+    assert run_main["PolicyModelActor"].__ray_actor_class__ is installed.policy_actor, "the CLI run as __main__ starts OpenRLHF's own actor"
+    assert args.algo.advantage.estimator == "group_norm" and args.rollout.n_samples_per_prompt == 2
+
+    # The trainer's experience maker becomes the flow's.
+    base = installed.trainer.__mro__[1]
+    strategy = SimpleNamespace(args=args, ring_attn_group=None, is_rank_0=lambda: True)
+    original_init = base.__init__
+    base.__init__ = lambda self, *a, **k: setattr(self, "experience_maker", RemoteExperienceMaker(None, None, None, None, FixedKLController(0.0), strategy, tok))
+    try:
+        assert type(installed.trainer().experience_maker) is installed.experience_maker
+    finally:
+        base.__init__ = original_init
+
+    # Rollouts as OpenRLHF makes them from its engines' responses, split into its micro-batches.
+    prompt_ids = tok(CORPUS[0])["input_ids"]
+    rollouts = []
+    for text, reward in zip(RESPONSES, REWARDS):
+        r_ids = tok(text)["input_ids"]
+        response = {
+            "observation_tokens": prompt_ids + r_ids, "action_ranges": [(len(prompt_ids), len(prompt_ids) + len(r_ids))],
+            "reward": reward, "scores": reward, "rollout_log_probs": None, "prompt": CORPUS[0], "label": "72",
+        }
+        rollouts.append(SamplesGenerator._process_response_into_experience(None, response, max_len=1024))
+    answers = find_answers([tok(t)["input_ids"] for t in RESPONSES], tok, boxed_answer)
+    assert answers[2] is None and all(a is not None for i, a in enumerate(answers) if i != 2)
+
+    ray.put = lambda value: value
+    ray.get = lambda refs: refs
+    policy = object.__new__(installed.policy_actor)
+    policy.strategy = strategy
+    policy.actor = Actor(model)
+
+    for tensor_parallel in (1, 2):
+        args.ds.tensor_parallel_size = tensor_parallel
+        group = object.__new__(RayActorGroup)
+        group.duplicate_actors = tensor_parallel
+        group._actor_handlers = [_Handle(policy) for _ in range(2 * tensor_parallel)]
+        maker = installed.experience_maker(group, None, None, None, FixedKLController(0.0), strategy, tok)
+        experiences = maker.split_rollout_samples(copy.deepcopy(rollouts))
+        assert len(experiences) == 2
+        for e in experiences:
+            e.kl = torch.zeros_like(e.action_mask, dtype=torch.float32)
+        theirs = RemoteExperienceMaker.compute_advantages_and_returns(maker, copy.deepcopy(experiences))
+        ours = maker.compute_advantages_and_returns(experiences)
+        for b, (e, t) in enumerate(zip(ours, theirs)):
+            rows = answers[2 * b: 2 * b + 2]
+            gamma = flow_openrlhf.flow_gamma(model, e.sequences, e.attention_mask, e.action_mask, rows, params.to_json())
+            assert (gamma == 2.0).any() and torch.all(gamma[~e.action_mask.bool()] == 1)
+            acts = e.action_mask.bool()
+            want = torch.where(t.advantages >= 0, t.advantages * gamma, t.advantages) * acts
+            assert (t.advantages[acts] > 0).any() and (t.advantages[acts] < 0).any(), "both signs of A are tried"
+            assert torch.equal(e.advantages, want), f"micro-batch {b}, tensor parallel {tensor_parallel}"
+            assert torch.equal(e.returns, t.returns) and torch.equal(e.info["flow_gamma_mean"], gamma.mean(dim=-1))
+
+    # Ring attention splits each sequence across actors: refused by name.
+    policy.strategy = SimpleNamespace(args=args, ring_attn_group=object(), is_rank_0=lambda: True)
+    try:
+        policy.flow_gamma(rollouts[0].sequences, rollouts[0].attention_mask, rollouts[0].action_mask, [answers[0]])
+    except ValueError as e:
+        assert "ring attention" in str(e)
+    else:
+        raise AssertionError("ring attention was not refused")
+    print("ok")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
