@@ -106,8 +106,8 @@ class _Handle:
 def main(tmp: Path) -> None:
     params = flowtracer.Params(credit={"fraction": 0.3, "gamma": 2.0, "apply_to_negative": False})
     installed = flow_openrlhf.install(params=params)
+    assert "openrlhf.cli.train_ppo_ray" not in sys.modules, "install() leaves the CLI for runpy to run afresh"
 
-    from openrlhf.cli import train_ppo_ray
     from openrlhf.models import Actor
     from openrlhf.trainer import ppo_trainer
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
@@ -118,7 +118,6 @@ def main(tmp: Path) -> None:
 
     # The flow's classes are what OpenRLHF starts, in its modules and in a fresh `__main__`.
     assert ppo_actor.PolicyModelActor.__ray_actor_class__ is installed.policy_actor
-    assert train_ppo_ray.PolicyModelActor is ppo_actor.PolicyModelActor
     assert ppo_trainer.PPOTrainer.__ray_actor_class__ is installed.trainer
     assert issubclass(installed.experience_maker, RemoteExperienceMaker)
     tok = hf_tokenizer()
@@ -186,6 +185,12 @@ def main(tmp: Path) -> None:
         assert "ring attention" in str(e)
     else:
         raise AssertionError("ring attention was not refused")
+
+    # A caller that imported the CLI's module before `install()` gets the flow's actor there too.
+    from openrlhf.cli import train_ppo_ray
+
+    again = flow_openrlhf.install(params=params)
+    assert train_ppo_ray.PolicyModelActor.__ray_actor_class__ is again.policy_actor
     print("ok")
 
 

@@ -65,10 +65,10 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
     """Makes OpenRLHF's PPO trainer use `FlowExperienceMaker` and `FlowPolicyActor` (imports
     OpenRLHF, which needs its GPU stack: DeepSpeed, flash-attn)."""
     import itertools
+    import sys
 
     import ray
     import torch
-    from openrlhf.cli import train_ppo_ray
     from openrlhf.trainer import ppo_trainer
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
     from openrlhf.trainer.ray import ppo_actor
@@ -116,7 +116,11 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
             self.experience_maker.__class__ = FlowExperienceMaker
 
     # The modules' own attributes, so that a fresh run of `train_ppo_ray` as __main__ (runpy)
-    # imports these too.
+    # imports these too. The CLI's module is not imported here (runpy would then warn that it
+    # runs a module already imported); where a caller imported it first, its name is set too.
     ppo_trainer.PPOTrainer = ray.remote(FlowPPOTrainer)
-    ppo_actor.PolicyModelActor = train_ppo_ray.PolicyModelActor = ray.remote(num_gpus=1)(FlowPolicyActor)
+    ppo_actor.PolicyModelActor = ray.remote(num_gpus=1)(FlowPolicyActor)
+    cli = sys.modules.get("openrlhf.cli.train_ppo_ray")
+    if cli is not None:
+        setattr(cli, "PolicyModelActor", ppo_actor.PolicyModelActor)
     return Installed(FlowPolicyActor, FlowExperienceMaker, FlowPPOTrainer)
