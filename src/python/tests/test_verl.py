@@ -1,10 +1,15 @@
 """`flowtracer.verl` against verl 0.9's own code on the CPU: the driver's wrapped
 `compute_advantage` (verl's GRPO estimator, then γ·A by the engine's rule), the workers' γ on a
 verl-shaped batch (left-padded prompts, right-padded responses, verl's position ids) equal to the
-engine on each row's attention computed alone, and the worker and runner classes built from
-verl's. Not run here: Ray's dispatch to FSDP workers and a whole `fit`, which need GPUs."""
+engine on each row's attention computed alone, the worker and runner classes built from verl's,
+and the runner's `run` through verl's own dispatch to two in-process workers. Not run here: Ray
+actors on GPUs (the FSDP engine) and a whole `fit`, which need GPUs."""
 
 from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -102,3 +107,102 @@ def test_the_worker_and_runner_are_verls_own_classes():
     with pytest.raises(ValueError, match="boxed, last_line"):
         flow_verl.answer_rule("nonsense")
     assert flow_verl.answer_rule("flowtracer.rl:last_line_answer") is flowtracer.rl.last_line_answer
+
+
+class _Engine:
+    """What `compute_flow_gamma` reads of verl's training engine (`self.actor.engine`): the
+    module, `eval_mode()` and the Ulysses degree; the FSDP engine itself needs a process group."""
+
+    def __init__(self, module, ulysses=1):
+        self.module, self.ulysses_sequence_parallel_size, self.modes = module, ulysses, []
+
+    @contextlib.contextmanager
+    def eval_mode(self):
+        self.modes.append("eval")
+        yield
+
+
+def test_the_runner_shapes_verls_advantages_through_its_worker_group(tmp_path, monkeypatch):
+    """`FlowTaskRunner.run` as verl's trainer meets it: the runner's worker class is the flow's,
+    `init_workers` is remembered, and verl's `compute_advantage` (called as `fit` calls it) asks
+    the actor worker group for γ through verl's own dispatch (`register`'s n-d data-parallel
+    split over two ranks, each rank's `compute_flow_gamma` on its half, the halves collected; Ray's
+    put and get the identity, the workers objects in this process), with the answers found by the
+    trainer's tokenizer and the parameters of `+flowtracer.params`: the advantages are verl's
+    shaped by the rule with that γ, which is `flow_gamma` on the whole batch."""
+    import ray
+    from omegaconf import OmegaConf
+    from verl.single_controller.base.worker_group import WorkerGroup
+    from verl.single_controller.ray.base import func_generator
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer, Role
+
+    tok = hf_tokenizer()
+    model = tiny("qwen2", tmp_path, len(tok), "sdpa")
+    prompts = [CORPUS[0], CORPUS[0], "How many clips?", "How many clips?"]
+    responses = ["She sold 24.\nSo \\boxed{72}", "No idea at all.", "48 + 24 = 72, \\boxed{72} clips", "so \\boxed{70}"]
+    b = batch(tok, prompts, responses)
+    r_mask = b["attention_mask"][:, -b["responses"].shape[1]:]
+    rewards = torch.zeros(r_mask.shape)
+    rewards[torch.arange(4), r_mask.sum(1) - 1] = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    data = DataProto.from_dict(tensors={**b, "response_mask": r_mask, "token_level_rewards": rewards},
+                               non_tensors={"uid": np.array(["a", "a", "b", "b"], dtype=object)})
+    params = flowtracer.Params(credit={"fraction": 0.3, "gamma": 2.0, "apply_to_negative": False})
+    (tmp_path / "flow.toml").write_text("[credit]\nfraction = 0.3\ngamma = 2.0\napply_to_negative = false\n")
+    assert flowtracer.Params.load(tmp_path / "flow.toml") == params
+
+    config = OmegaConf.load(Path(verl.__file__).parent / "trainer" / "config" / "_generated_ppo_trainer.yaml")
+    config.flowtracer = {"params": str(tmp_path / "flow.toml"), "answer": "boxed"}
+    runner = flow_verl.FlowTaskRunner.__ray_actor_class__()
+    returned, _ = runner.add_actor_rollout_worker(config)
+    worker_cls = runner.role_worker_mapping[Role.ActorRollout].__ray_actor_class__
+    assert worker_cls is returned and worker_cls.__name__ == "FlowActorRolloutRefWorker"
+
+    engines = [_Engine(model), _Engine(model)]
+
+    class Group(WorkerGroup):
+        def __init__(self):
+            super().__init__(resource_pool=None)
+            self._workers = []
+            for rank, engine in enumerate(engines):
+                worker = object.__new__(worker_cls)
+                worker._Worker__dispatch_dp_rank, worker._Worker__collect_dp_rank = {}, {}
+                worker._register_dispatch_collect_info("actor", dp_rank=rank, is_collect=True)  # as its init_model does
+                worker.actor = SimpleNamespace(engine=engine)
+                self._workers.append(worker)
+            self._bind_worker_method(worker_cls, func_generator)
+
+        def execute_all(self, method_name, *args, **kwargs):
+            return [getattr(w, method_name)(*(a[i] for a in args), **{k: v[i] for k, v in kwargs.items()}) for i, w in enumerate(self._workers)]
+
+        def execute_rank_zero(self, method_name, *args, **kwargs):
+            return getattr(self._workers[0], method_name)(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "put", lambda value: value)
+    monkeypatch.setattr(ray, "get", lambda refs: refs)
+    # `run` puts the flow into verl's module and class; the test gives them back afterwards.
+    monkeypatch.setattr(ray_trainer, "compute_advantage", ray_trainer.compute_advantage)
+    monkeypatch.setattr(RayPPOTrainer, "init_workers", lambda trainer: None)
+    plain = ray_trainer.compute_advantage(DataProto.from_dict(tensors=dict(data.batch), non_tensors=dict(data.non_tensor_batch)), adv_estimator="grpo", num_repeat=2)
+
+    def fit(self, config):
+        """verl's `run` up to `fit`: the trainer made, its workers started, then an advantage."""
+        trainer = SimpleNamespace(tokenizer=tok, actor_rollout_wg=Group())
+        RayPPOTrainer.init_workers(trainer)
+        return ray_trainer.compute_advantage(data, adv_estimator="grpo", num_repeat=2)
+
+    monkeypatch.setattr(type(runner).__mro__[1], "run", fit)
+    shaped = runner.run(config)
+
+    answered = dict(b, flow_answer=flow_verl.answer_spans(b["responses"], r_mask, tok, flow_verl.answer_rule("boxed")))
+    gamma = flow_verl.flow_gamma(model, DataProto.from_dict(tensors=answered).batch, params)
+    assert (gamma == 2.0).any() and torch.all(gamma[1] == 1), "the file's parameters, and a row without an answer unshaped"
+    a = plain.batch["advantages"]
+    assert (a > 0).any() and (a < 0).any()
+    torch.testing.assert_close(shaped.batch["flow_gamma"], gamma, rtol=0, atol=0)
+    torch.testing.assert_close(shaped.batch["advantages"], torch.where(a >= 0, a * gamma, a) * r_mask, rtol=0, atol=0)
+    assert [e.modes for e in engines] == [["eval"], ["eval"]], "each rank ran its half, in eval mode"
+
+    worker = object.__new__(worker_cls)
+    worker.actor = SimpleNamespace(engine=_Engine(model, ulysses=2))
+    with pytest.raises(ValueError, match="Ulysses"):
+        worker.compute_flow_gamma(DataProto.from_dict(tensors=answered))
