@@ -10,7 +10,8 @@ README runs it, up to where it would make its DeepSpeed strategy), its rollouts 
 experiences and split into micro-batches, its actor group's dispatch of a method over its actors
 (`async_run_method_batch`, `execute_batch`; Ray's put and get are the identity here, the actors
 objects in this process), its `Actor` around the model, and its advantage estimator. The checks:
-the flow's classes are the ones OpenRLHF's trainer and CLI start; each row's γ is
+the flow's classes are the ones OpenRLHF's CLI and trainers start (the asynchronous trainer's
+training actor too, which it starts in its own process by its module's name); each row's γ is
 `flow_gamma`'s on that row; the advantages are OpenRLHF's own made γ·A by the engine's rule,
 zero outside the actions; tensor-parallel copies of a chunk are counted once; ring attention is
 refused."""
@@ -109,7 +110,7 @@ def main(tmp: Path) -> None:
     assert "openrlhf.cli.train_ppo_ray" not in sys.modules, "install() leaves the CLI for runpy to run afresh"
 
     from openrlhf.models import Actor
-    from openrlhf.trainer import ppo_trainer
+    from openrlhf.trainer import ppo_trainer, ppo_trainer_async
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
     from openrlhf.trainer.ppo_utils.kl_controller import FixedKLController
     from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator
@@ -123,18 +124,31 @@ def main(tmp: Path) -> None:
     tok = hf_tokenizer()
     model = tiny("llama", tmp, len(tok), "sdpa")
     args, run_main = cli_args(tmp / "llama")
-    assert run_main["PolicyModelActor"].__ray_actor_class__ is installed.policy_actor, "the CLI run as __main__ starts OpenRLHF's own actor"
+    assert run_main["PolicyModelActor"].__ray_actor_class__ is installed.policy_actor, "the CLI run as __main__ starts the flow's actor"
     assert args.algo.advantage.estimator == "group_norm" and args.rollout.n_samples_per_prompt == 2
 
-    # The trainer's experience maker becomes the flow's.
-    base = installed.trainer.__mro__[1]
+    # Each trainer's experience maker becomes the flow's: the synchronous trainer's, and that of
+    # the asynchronous trainer's training actor, which that trainer starts by its module's name.
     strategy = SimpleNamespace(args=args, ring_attn_group=None, is_rank_0=lambda: True)
-    original_init = base.__init__
-    base.__init__ = lambda self, *a, **k: setattr(self, "experience_maker", RemoteExperienceMaker(None, None, None, None, FixedKLController(0.0), strategy, tok))
-    try:
-        assert type(installed.trainer().experience_maker) is installed.experience_maker
-    finally:
-        base.__init__ = original_init
+
+    def made(cls, base_init):
+        """`cls()` with its OpenRLHF base's `__init__` (Ray actors, DeepSpeed) replaced."""
+        base = cls.__mro__[1]
+        original = base.__init__
+        base.__init__ = base_init
+        try:
+            return cls()
+        finally:
+            base.__init__ = original
+
+    def with_maker(self, *_args, **_kwargs):
+        self.experience_maker = RemoteExperienceMaker(None, None, None, None, FixedKLController(0.0), strategy, tok)
+
+    assert type(made(installed.trainer, with_maker).experience_maker) is installed.experience_maker
+    assert ppo_trainer_async.PPOTrainerAsync.__ray_actor_class__ is installed.async_trainer
+    made(installed.async_trainer, lambda self, *_args, **_kwargs: None)
+    assert ppo_trainer_async.TrainingActor.__ray_actor_class__ is installed.training_actor
+    assert type(made(installed.training_actor, with_maker).experience_maker) is installed.experience_maker
 
     # Rollouts as OpenRLHF makes them from its engines' responses, split into its micro-batches.
     prompt_ids = tok(CORPUS[0])["input_ids"]

@@ -11,10 +11,10 @@ OpenRLHF lays each rollout out right-padded, `sequences`/`attention_mask` `(B, L
   actors for γ, lets OpenRLHF compute its advantages, then makes them γ·A by the engine's rule
   (zero outside the action mask, as before).
 
-`install(params=..., answer=boxed_answer)` puts both into OpenRLHF's synchronous PPO trainer
-(`openrlhf.cli.train_ppo_ray` without `--async_train`), in the process that launches it: a
-script that calls it and then runs `openrlhf.cli.train_ppo_ray` as `__main__` (see the README).
-It returns the classes it put there.
+`install(params=..., answer=boxed_answer)` puts both into OpenRLHF's PPO trainer, synchronous or
+asynchronous (`openrlhf.cli.train_ppo_ray`, with or without `--train.async_enable`), in the
+process that launches it: a script that calls it and then runs `openrlhf.cli.train_ppo_ray` as
+`__main__` (see the README). It returns the classes it put there.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class Installed(NamedTuple):
     policy_actor: type
     experience_maker: type
     trainer: type
+    async_trainer: type
+    training_actor: type
 
 
 def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> Installed:
@@ -69,7 +71,7 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
 
     import ray
     import torch
-    from openrlhf.trainer import ppo_trainer
+    from openrlhf.trainer import ppo_trainer, ppo_trainer_async
     from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker
     from openrlhf.trainer.ray import ppo_actor
     from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
@@ -115,12 +117,31 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
             super().__init__(*args, **kwargs)
             self.experience_maker.__class__ = FlowExperienceMaker
 
+    class FlowTrainingActor(ppo_trainer_async.TrainingActor.__ray_actor_class__):
+        """The async trainer's training actor (where its experiences are made), with the
+        flow's experience maker."""
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.experience_maker.__class__ = FlowExperienceMaker
+
+    class FlowPPOTrainerAsync(ppo_trainer_async.PPOTrainerAsync.__ray_actor_class__):
+        """OpenRLHF's async trainer (`--train.async_enable`), an actor that starts its training
+        actor by its module's name: set first, in the actor's own process."""
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            from openrlhf.trainer import ppo_trainer_async as here
+
+            here.TrainingActor = ray.remote(FlowTrainingActor)
+            super().__init__(*args, **kwargs)
+
     # The modules' own attributes, so that a fresh run of `train_ppo_ray` as __main__ (runpy)
     # imports these too. The CLI's module is not imported here (runpy would then warn that it
     # runs a module already imported); where a caller imported it first, its name is set too.
     ppo_trainer.PPOTrainer = ray.remote(FlowPPOTrainer)
+    ppo_trainer_async.PPOTrainerAsync = ray.remote(FlowPPOTrainerAsync)
     ppo_actor.PolicyModelActor = ray.remote(num_gpus=1)(FlowPolicyActor)
     cli = sys.modules.get("openrlhf.cli.train_ppo_ray")
     if cli is not None:
         setattr(cli, "PolicyModelActor", ppo_actor.PolicyModelActor)
-    return Installed(FlowPolicyActor, FlowExperienceMaker, FlowPPOTrainer)
+    return Installed(FlowPolicyActor, FlowExperienceMaker, FlowPPOTrainer, FlowPPOTrainerAsync, FlowTrainingActor)
