@@ -96,14 +96,14 @@ def test_the_worker_and_runner_are_verls_own_classes():
     assert hasattr(worker.compute_flow_gamma, MAGIC_ATTR), "registered for dispatch like compute_log_prob"
     runner = flow_verl.FlowTaskRunner
     assert hasattr(runner, "remote") and "FlowTaskRunner" in repr(runner)
-    from verl.trainer import main_ppo_v0
+    from verl.trainer import main_ppo, main_ppo_v0
 
-    before = main_ppo_v0.TaskRunner
+    before = main_ppo_v0.TaskRunner, main_ppo.run_ppo
     try:
         flow_verl.install()
         assert main_ppo_v0.TaskRunner is runner, "verl's main() would start the flow's runner"
     finally:
-        main_ppo_v0.TaskRunner = before
+        main_ppo_v0.TaskRunner, main_ppo.run_ppo = before
     with pytest.raises(ValueError, match="boxed, last_line"):
         flow_verl.answer_rule("nonsense")
     assert flow_verl.answer_rule("flowtracer.rl:last_line_answer") is flowtracer.rl.last_line_answer
@@ -206,3 +206,26 @@ def test_the_runner_shapes_verls_advantages_through_its_worker_group(tmp_path, m
     worker.actor = SimpleNamespace(engine=_Engine(model, ulysses=2))
     with pytest.raises(ValueError, match="Ulysses"):
         worker.compute_flow_gamma(DataProto.from_dict(tensors=answered))
+
+
+def test_verls_default_v1_trainer_is_refused_before_it_starts(tmp_path, monkeypatch, capsys):
+    """verl's `main` with its defaults (`trainer.use_v1=True`) would start the v1 trainer, which
+    makes its advantages elsewhere: after `install()` that run stops before anything starts, and
+    says to set `trainer.use_v1=False`, where it had run unshaped without a word."""
+    import sys
+
+    from verl.trainer import main_ppo, main_ppo_v0
+
+    monkeypatch.setattr(main_ppo, "run_ppo", main_ppo.run_ppo)
+    monkeypatch.setattr(main_ppo_v0, "TaskRunner", main_ppo_v0.TaskRunner)
+    flow_verl.install()
+    flow_verl.install()  # twice: still one wrapper around verl's own
+    assert main_ppo.run_ppo.__wrapped__.__module__ == "verl.trainer.main_ppo"
+    monkeypatch.setattr(sys, "argv", ["main_ppo", f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null",
+                                      "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+                                      "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2", "critic.ppo_micro_batch_size_per_gpu=2", "algorithm.adv_estimator=grpo"])
+    with pytest.raises(SystemExit):
+        main_ppo.main()
+    assert "would start TaskRunnerV1, which the flow does not shape" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"trainer\.use_v1=False"):
+        main_ppo.run_ppo(None, task_runner_class=main_ppo.TaskRunnerV1)

@@ -140,10 +140,29 @@ def _runner_class() -> type:
 
 def install() -> None:
     """Makes verl's `main_ppo` (with `trainer.use_v1=False`) run `FlowTaskRunner`: call it in
-    the launching script, then verl's `main()`."""
-    from verl.trainer import main_ppo_v0
+    the launching script, then verl's `main()`. Any other runner `main` would start (verl's v1
+    trainer, its default, which makes advantages elsewhere) is refused before it starts, so a
+    run is never unshaped without a word."""
+    from verl.trainer import main_ppo, main_ppo_v0
 
     main_ppo_v0.TaskRunner = _runner()
+    run_ppo = getattr(main_ppo.run_ppo, "__wrapped__", main_ppo.run_ppo)
+
+    def run_flow_ppo(config: Any, task_runner_class: Any, *args: Any, **kwargs: Any) -> Any:
+        if task_runner_class is not _runner():
+            raise ValueError(
+                f"flowtracer.verl: verl would start {_name(task_runner_class)}, which the flow "
+                "does not shape (verl's v1 trainer, `trainer.use_v1=True`, is verl's default): run with `trainer.use_v1=False`"
+            )
+        return run_ppo(config, task_runner_class, *args, **kwargs)
+
+    run_flow_ppo.__wrapped__ = run_ppo  # type: ignore[attr-defined]
+    main_ppo.run_ppo = run_flow_ppo
+
+
+def _name(cls: Any) -> str:
+    """A class's name, a Ray actor class's too (Ray's wrapper has none of its own)."""
+    return str(getattr(getattr(cls, "__ray_actor_class__", cls), "__name__", cls))
 
 
 def _runner() -> Any:
