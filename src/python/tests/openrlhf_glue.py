@@ -13,8 +13,8 @@ objects in this process), its `Actor` around the model, and its advantage estima
 the flow's classes are the ones OpenRLHF's CLI and trainers start (the asynchronous trainer's
 training actor too, which it starts in its own process by its module's name); each row's γ is
 `flow_gamma`'s on that row; the advantages are OpenRLHF's own made γ·A by the engine's rule,
-zero outside the actions; tensor-parallel copies of a chunk are counted once; ring attention is
-refused."""
+zero outside the actions; ring attention and tensor parallelism, which would leave a rank part
+of a row's attention, are refused."""
 
 from __future__ import annotations
 
@@ -142,6 +142,7 @@ def main(tmp: Path) -> None:
             base.__init__ = original
 
     def with_maker(self, *_args, **_kwargs):
+        self.args = args
         self.experience_maker = RemoteExperienceMaker(None, None, None, None, FixedKLController(0.0), strategy, tok)
 
     assert type(made(installed.trainer, with_maker).experience_maker) is installed.experience_maker
@@ -149,6 +150,20 @@ def main(tmp: Path) -> None:
     made(installed.async_trainer, lambda self, *_args, **_kwargs: None)
     assert ppo_trainer_async.TrainingActor.__ray_actor_class__ is installed.training_actor
     assert type(made(installed.training_actor, with_maker).experience_maker) is installed.experience_maker
+
+    # Ring attention splits each sequence across ranks, tensor parallelism each layer's heads:
+    # either would leave a rank part of a row's attention, so each trainer refuses them at its
+    # start, and the policy actor too.
+    for flag in ("ring_attn_size", "tensor_parallel_size"):
+        setattr(args.ds, flag, 2)
+        for trainer in (installed.trainer, installed.training_actor):
+            try:
+                made(trainer, with_maker)
+            except ValueError as e:
+                assert f"--ds.{flag} 2" in str(e) and "every head of whole rows" in str(e), str(e)
+            else:
+                raise AssertionError(f"{trainer.__name__} took --ds.{flag} 2")
+        setattr(args.ds, flag, 1)
 
     # Rollouts as OpenRLHF makes them from its engines' responses, split into its micro-batches.
     prompt_ids = tok(CORPUS[0])["input_ids"]
@@ -169,36 +184,34 @@ def main(tmp: Path) -> None:
     policy.strategy = strategy
     policy.actor = Actor(model)
 
-    for tensor_parallel in (1, 2):
-        args.ds.tensor_parallel_size = tensor_parallel
-        group = object.__new__(RayActorGroup)
-        group.duplicate_actors = tensor_parallel
-        group._actor_handlers = [_Handle(policy) for _ in range(2 * tensor_parallel)]
-        maker = installed.experience_maker(group, None, None, None, FixedKLController(0.0), strategy, tok)
-        experiences = maker.split_rollout_samples(copy.deepcopy(rollouts))
-        assert len(experiences) == 2
-        for e in experiences:
-            e.kl = torch.zeros_like(e.action_mask, dtype=torch.float32)
-        theirs = RemoteExperienceMaker.compute_advantages_and_returns(maker, copy.deepcopy(experiences))
-        ours = maker.compute_advantages_and_returns(experiences)
-        for b, (e, t) in enumerate(zip(ours, theirs)):
-            rows = answers[2 * b: 2 * b + 2]
-            gamma = flow_openrlhf.flow_gamma(model, e.sequences, e.attention_mask, e.action_mask, rows, params.to_json())
-            assert (gamma == 2.0).any() and torch.all(gamma[~e.action_mask.bool()] == 1)
-            acts = e.action_mask.bool()
-            want = torch.where(t.advantages >= 0, t.advantages * gamma, t.advantages) * acts
-            assert (t.advantages[acts] > 0).any() and (t.advantages[acts] < 0).any(), "both signs of A are tried"
-            assert torch.equal(e.advantages, want), f"micro-batch {b}, tensor parallel {tensor_parallel}"
-            assert torch.equal(e.returns, t.returns) and torch.equal(e.info["flow_gamma_mean"], gamma.mean(dim=-1))
+    group = object.__new__(RayActorGroup)
+    group.duplicate_actors = 1
+    group._actor_handlers = [_Handle(policy), _Handle(policy)]
+    maker = installed.experience_maker(group, None, None, None, FixedKLController(0.0), strategy, tok)
+    experiences = maker.split_rollout_samples(copy.deepcopy(rollouts))
+    assert len(experiences) == 2
+    for e in experiences:
+        e.kl = torch.zeros_like(e.action_mask, dtype=torch.float32)
+    theirs = RemoteExperienceMaker.compute_advantages_and_returns(maker, copy.deepcopy(experiences))
+    ours = maker.compute_advantages_and_returns(experiences)
+    for b, (e, t) in enumerate(zip(ours, theirs)):
+        rows = answers[2 * b: 2 * b + 2]
+        gamma = flow_openrlhf.flow_gamma(model, e.sequences, e.attention_mask, e.action_mask, rows, params.to_json())
+        assert (gamma == 2.0).any() and torch.all(gamma[~e.action_mask.bool()] == 1)
+        acts = e.action_mask.bool()
+        want = torch.where(t.advantages >= 0, t.advantages * gamma, t.advantages) * acts
+        assert (t.advantages[acts] > 0).any() and (t.advantages[acts] < 0).any(), "both signs of A are tried"
+        assert torch.equal(e.advantages, want), f"micro-batch {b}"
+        assert torch.equal(e.returns, t.returns) and torch.equal(e.info["flow_gamma_mean"], gamma.mean(dim=-1))
 
-    # Ring attention splits each sequence across actors: refused by name.
-    policy.strategy = SimpleNamespace(args=args, ring_attn_group=object(), is_rank_0=lambda: True)
+    args.ds.tensor_parallel_size = 2
     try:
         policy.flow_gamma(rollouts[0].sequences, rollouts[0].attention_mask, rollouts[0].action_mask, [answers[0]])
     except ValueError as e:
-        assert "ring attention" in str(e)
+        assert "--ds.tensor_parallel_size 2" in str(e)
     else:
-        raise AssertionError("ring attention was not refused")
+        raise AssertionError("the policy actor took tensor parallelism")
+    args.ds.tensor_parallel_size = 1
 
     # A caller that imported the CLI's module before `install()` gets the flow's actor there too.
     from openrlhf.cli import train_ppo_ray

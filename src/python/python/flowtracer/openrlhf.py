@@ -44,6 +44,19 @@ def shaped_advantages(advantages: Any, gamma: Any, action_mask: Any, params: Par
     return shape_advantages(advantages, gamma, params, action_mask)
 
 
+def _whole_rows(args: Any) -> None:
+    """Refuses the layouts that give a policy actor part of a row's attention: ring attention
+    splits each sequence across ranks, and tensor parallelism each layer's heads (capture on one
+    rank would average only its own heads, and the trainer would keep one rank's γ)."""
+    ring, tp = args.ds.ring_attn_size, args.ds.tensor_parallel_size
+    if ring > 1 or tp > 1:
+        raise ValueError(
+            f"flowtracer: --ds.ring_attn_size {ring} and --ds.tensor_parallel_size {tp}: ring attention splits each "
+            "sequence and tensor parallelism each layer's heads across ranks, and the flow needs every head of whole rows "
+            "on one rank; run with both at 1"
+        )
+
+
 def _generated(experience: Any) -> list[list[int]]:
     """Each row's generated tokens, from the first to the last (OpenRLHF's action columns + 1)."""
     rows = []
@@ -66,7 +79,6 @@ class Installed(NamedTuple):
 def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> Installed:
     """Makes OpenRLHF's PPO trainer use `FlowExperienceMaker` and `FlowPolicyActor` (imports
     OpenRLHF, which needs its GPU stack: DeepSpeed, flash-attn)."""
-    import itertools
     import sys
 
     import ray
@@ -80,8 +92,7 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
 
     class FlowPolicyActor(PolicyModelActor.__ray_actor_class__):
         def flow_gamma(self, sequences: Any, attention_mask: Any, action_mask: Any, answers: list[Span | None], params_json: str | None = None) -> Any:
-            if self.strategy.ring_attn_group is not None:
-                raise ValueError("flowtracer: ring attention splits each sequence; capture needs whole rows")
+            _whole_rows(self.strategy.args)
             device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
             self.actor.eval()
             try:
@@ -101,8 +112,7 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
                 answers=[find_answers(_generated(e), self.tokenizer, answer) for e in experiences],
                 params_json=[chosen.to_json()] * len(experiences),
             )
-            duplicate = self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size
-            gammas = list(itertools.chain.from_iterable(ray.get(refs)[::duplicate]))
+            gammas = self._flatten_results(refs, self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size)
             experiences = super().compute_advantages_and_returns(experiences)
             for e, gamma in zip(experiences, gammas):
                 e.advantages = shaped_advantages(e.advantages, gamma, e.action_mask, chosen)
@@ -115,6 +125,7 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
 
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
+            _whole_rows(self.args)
             self.experience_maker.__class__ = FlowExperienceMaker
 
     class FlowTrainingActor(ppo_trainer_async.TrainingActor.__ray_actor_class__):
@@ -123,6 +134,7 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
 
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
+            _whole_rows(self.args)
             self.experience_maker.__class__ = FlowExperienceMaker
 
     class FlowPPOTrainerAsync(ppo_trainer_async.PPOTrainerAsync.__ray_actor_class__):
