@@ -206,6 +206,9 @@ def test_the_runner_shapes_verls_advantages_through_its_worker_group(tmp_path, m
     worker.actor = SimpleNamespace(engine=_Engine(model, ulysses=2))
     with pytest.raises(ValueError, match="Ulysses"):
         worker.compute_flow_gamma(DataProto.from_dict(tensors=answered))
+    config.actor_rollout_ref.actor.strategy = "megatron"
+    with pytest.raises(ValueError, match="strategy=fsdp"):
+        runner.run(config)
 
 
 def test_verls_default_v1_trainer_is_refused_before_it_starts(tmp_path, monkeypatch, capsys):

@@ -111,6 +111,12 @@ def _runner_class() -> type:
             return cls, group
 
         def run(self, config: Any) -> Any:
+            # Found here, at the start, not at the first advantage after a rollout.
+            if config.actor_rollout_ref.actor.get("strategy", "fsdp") == "megatron":
+                raise ValueError(
+                    "flowtracer.verl: the actor's megatron engine holds a Megatron model, and the flow captures a Hugging Face "
+                    "transformers model's attention: use actor_rollout_ref.actor.strategy=fsdp (or fsdp2)"
+                )
             settings = config.get("flowtracer", None) or {}
             params = Params.load(settings["params"]) if settings.get("params") else Params()
             rule = answer_rule(settings.get("answer", "boxed"), "flowtracer.answer")
