@@ -14,22 +14,24 @@ from pathlib import Path
 from conftest import require
 
 
-def test_the_stubs_match_the_compiled_module():
+def test_the_stubs_match_the_compiled_module(tmp_path):
     require("mypy")
-    # PEP 800's @disjoint_base is newer than the typing the stub targets (Python 3.10).
+    # PEP 800's @disjoint_base is newer than the typing the stub targets (Python 3.10). Run in a
+    # folder of its own: mypy leaves its cache where it runs, not in the checkout.
     run = subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", "flowtracer._native", "--ignore-disjoint-bases"],
         capture_output=True,
         text=True,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_the_package_type_checks():
+def test_the_package_type_checks(tmp_path):
     require("mypy")
     package = Path(__file__).resolve().parent.parent
     run = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(package / "pyproject.toml"), str(package / "python" / "flowtracer")],
+        [sys.executable, "-m", "mypy", "--config-file", str(package / "pyproject.toml"), "--cache-dir", str(tmp_path / "mypy"), str(package / "python" / "flowtracer")],
         capture_output=True,
         text=True,
         cwd=package,
