@@ -223,7 +223,7 @@ def test_verls_default_v1_trainer_is_refused_before_it_starts(tmp_path, monkeypa
     monkeypatch.setattr(main_ppo_v0, "TaskRunner", main_ppo_v0.TaskRunner)
     flow_verl.install()
     flow_verl.install()  # twice: still one wrapper around verl's own
-    assert main_ppo.run_ppo.__wrapped__.__module__ == "verl.trainer.main_ppo"
+    assert main_ppo.run_ppo.flowtracer_wraps.__module__ == "verl.trainer.main_ppo"
     monkeypatch.setattr(sys, "argv", ["main_ppo", f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null",
                                       "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
                                       "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2", "critic.ppo_micro_batch_size_per_gpu=2", "algorithm.adv_estimator=grpo"])

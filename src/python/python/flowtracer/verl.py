@@ -152,7 +152,8 @@ def install() -> None:
     from verl.trainer import main_ppo, main_ppo_v0
 
     main_ppo_v0.TaskRunner = _runner()
-    run_ppo = getattr(main_ppo.run_ppo, "__wrapped__", main_ppo.run_ppo)
+    # verl's own function, also when `install()` has run before.
+    run_ppo = getattr(main_ppo.run_ppo, "flowtracer_wraps", main_ppo.run_ppo)
 
     def run_flow_ppo(config: Any, task_runner_class: Any, *args: Any, **kwargs: Any) -> Any:
         if task_runner_class is not _runner():
@@ -162,7 +163,7 @@ def install() -> None:
             )
         return run_ppo(config, task_runner_class, *args, **kwargs)
 
-    run_flow_ppo.__wrapped__ = run_ppo  # type: ignore[attr-defined]
+    run_flow_ppo.flowtracer_wraps = run_ppo  # type: ignore[attr-defined]
     main_ppo.run_ppo = run_flow_ppo
 
 
