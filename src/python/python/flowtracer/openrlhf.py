@@ -119,14 +119,19 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
                 e.info["flow_gamma_mean"] = gamma.mean(dim=-1)
             return experiences
 
+    def with_flow_maker(trainer: Any) -> None:
+        """A trainer whose experiences are made (sync: the trainer; async: its training actor)
+        made to use the flow's maker, once its layout is known to keep rows whole."""
+        _whole_rows(trainer.args)
+        trainer.experience_maker.__class__ = FlowExperienceMaker
+
     class FlowPPOTrainer(ppo_trainer.PPOTrainer.__ray_actor_class__):
         """OpenRLHF's PPOTrainer (a Ray actor of its own) with the flow's experience maker.
         Defined here, so Ray ships it by value and the actor process gets the flow too."""
 
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
-            _whole_rows(self.args)
-            self.experience_maker.__class__ = FlowExperienceMaker
+            with_flow_maker(self)
 
     class FlowTrainingActor(ppo_trainer_async.TrainingActor.__ray_actor_class__):
         """The async trainer's training actor (where its experiences are made), with the
@@ -134,8 +139,7 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
 
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
-            _whole_rows(self.args)
-            self.experience_maker.__class__ = FlowExperienceMaker
+            with_flow_maker(self)
 
     class FlowPPOTrainerAsync(ppo_trainer_async.PPOTrainerAsync.__ray_actor_class__):
         """OpenRLHF's async trainer (`--train.async_enable`), an actor that starts its training
