@@ -23,10 +23,15 @@ def require(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        message = f"needs `{module}` ({e}); .ci/run shows what to pip install"
-        if os.environ.get("FLOWTRACER_REQUIRE_TORCH") == "1":
-            pytest.fail(message + " — required here (FLOWTRACER_REQUIRE_TORCH=1)")
-        pytest.skip(message, allow_module_level=True)
+        missing(f"needs `{module}` ({e}); .ci/run shows what to pip install")
+
+
+def missing(message: str) -> None:
+    """Skips the test saying what it needs, or fails where CI requires it
+    (FLOWTRACER_REQUIRE_TORCH=1)."""
+    if os.environ.get("FLOWTRACER_REQUIRE_TORCH") == "1":
+        pytest.fail(message + " — required here (FLOWTRACER_REQUIRE_TORCH=1)")
+    pytest.skip(message, allow_module_level=True)
 
 
 def export(traces: list[Path], out: Path, formats: str = "json", params: dict | None = None) -> Path:

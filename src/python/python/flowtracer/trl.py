@@ -82,8 +82,11 @@ class FlowGRPOTrainer(GRPOTrainer):
         trace_dir = None
         if self.flow_trace_dir is not None:
             trace_dir = self.flow_trace_dir / f"step_{self.state.global_step:06d}"
+        # The model TRL's own forward passes run (`self.model`), not the module inside it: under
+        # FSDP1 that is the wrapper that gathers each layer's parameters, where the module
+        # inside holds this rank's shard only (its forward fails on the flattened weights).
         shaping = response_gamma(
-            self.accelerator.unwrap_model(self.model),
+            self.model,
             ids,
             mask,
             out["completion_mask"],
