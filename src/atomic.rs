@@ -12,6 +12,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.commit()
 }
 
+/// [`write_atomic`] for a file that must not replace one: where something is at `path` when
+/// the write lands, it fails with [`std::io::ErrorKind::AlreadyExists`] and leaves that alone
+/// (two writers racing to one name end with one file and one error; a check before the rename
+/// would leave the moment between them to the other writer).
+pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut f = AtomicFile::create(path)?;
+    f.write_all(bytes)?;
+    f.commit_new()
+}
+
 /// [`write_atomic`] without waiting for the disk: for a marker that is replaced soon and whose
 /// loss in a crash costs nothing (the export's summary while it runs).
 pub fn write_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -32,9 +44,17 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(path: &Path) -> std::io::Result<AtomicFile> {
-        let tmp = temp_path(path);
-        let file = std::fs::File::create(&tmp)?;
-        Ok(AtomicFile { path: path.to_path_buf(), tmp, file: Some(std::io::BufWriter::new(file)) })
+        // A temporary of its own even where another thread writes the same name in the same
+        // nanosecond: made only where no file is, its name drawn again where one is.
+        let mut tries = 0;
+        loop {
+            let tmp = temp_path(path);
+            match std::fs::File::create_new(&tmp) {
+                Ok(file) => return Ok(AtomicFile { path: path.to_path_buf(), tmp, file: Some(std::io::BufWriter::new(file)) }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 16 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Where the pieces are until the commit (to read back what was written so far).
@@ -43,9 +63,33 @@ impl AtomicFile {
     }
 
     pub fn commit(mut self) -> std::io::Result<()> {
-        let file = self.file.take().expect("committed once").into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
+        self.synced()?;
         std::fs::rename(&self.tmp, &self.path)
+    }
+
+    /// [`AtomicFile::commit`] where nothing may be at `path` (see [`write_new`]): the temporary
+    /// is linked there, which the file system refuses where a file is, and then let go. On a
+    /// file system without hard links (FAT, some network mounts) the check is made just before
+    /// the rename.
+    pub fn commit_new(mut self) -> std::io::Result<()> {
+        let placed = self.synced().and_then(|()| match std::fs::hard_link(&self.tmp, &self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => match std::fs::symlink_metadata(&self.path) {
+                Ok(_) => Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists)),
+                Err(_) => std::fs::rename(&self.tmp, &self.path),
+            },
+            linked => linked,
+        });
+        // Linked (or refused): the temporary goes. Renamed, it is gone already.
+        let _ = std::fs::remove_file(&self.tmp);
+        placed
+    }
+
+    /// The pieces on disk; from here the temporary is the caller's to place or remove.
+    fn synced(&mut self) -> std::io::Result<()> {
+        let file = self.file.take().expect("committed once").into_inner().map_err(|e| e.into_error());
+        file.and_then(|f| f.sync_all()).inspect_err(|_| {
+            let _ = std::fs::remove_file(&self.tmp);
+        })
     }
 }
 
@@ -102,10 +146,14 @@ fn writer_is_gone(name: &str) -> bool {
 
 fn temp_path(path: &Path) -> PathBuf {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let unique = std::time::SystemTime::now()
+    // The clock's nanoseconds, moved on by each name drawn in this process: two threads, or
+    // one clock too coarse to tell two calls apart, still draw different names.
+    static DRAWN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
+    let unique = nanos.wrapping_add(DRAWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed).wrapping_mul(2_654_435_761));
     path.with_file_name(format!(".{name}.{}.{unique}.tmp", std::process::id()))
 }
 
@@ -120,6 +168,30 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A file that must be new is written where nothing is, and refused (the file there kept)
+    /// where something is, also when writers race to one name: one of them wins, each other
+    /// one is told, and no temporary is left.
+    #[test]
+    fn a_new_file_never_replaces_one() {
+        let dir = std::env::temp_dir().join(format!("ft-atomic-new-{}", std::process::id()));
+        let p = dir.join("sample_0000.safetensors");
+        super::write_new(&p, b"first").unwrap();
+        let again = super::write_new(&p, b"second").unwrap_err();
+        assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&p).unwrap(), b"first");
+        let raced = dir.join("raced");
+        let results: Vec<(u8, std::io::Result<()>)> = std::thread::scope(|s| {
+            let writers: Vec<_> = (0..8u8).map(|i| (i, s.spawn({ let raced = &raced; move || super::write_new(raced, &[i; 4096]) }))).collect();
+            writers.into_iter().map(|(i, w)| (i, w.join().unwrap())).collect()
+        });
+        let won: Vec<u8> = results.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| *i).collect();
+        assert_eq!(won.len(), 1, "{results:?}");
+        assert!(results.iter().all(|(_, r)| r.as_ref().is_ok_and(|()| true) || r.as_ref().unwrap_err().kind() == std::io::ErrorKind::AlreadyExists));
+        assert_eq!(std::fs::read(&raced).unwrap(), vec![won[0]; 4096]);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "no temporary left");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -24,9 +24,14 @@ pub fn share(text: &str) -> Result<f64, String> {
 pub fn new_file(out: &std::path::Path, overwrite: bool) -> Result<(), String> {
     match std::fs::symlink_metadata(out) {
         Ok(m) if m.is_dir() => Err(format!("{}: is a folder, not the file to write", out.display())),
-        Ok(_) if !overwrite => Err(format!("{}: already exists (pass --overwrite to replace it)", out.display())),
+        Ok(_) if !overwrite => Err(already_exists(out)),
         _ => Ok(()),
     }
+}
+
+/// What a command says of a file it will not write over.
+pub fn already_exists(out: &std::path::Path) -> String {
+    format!("{}: already exists (pass --overwrite to replace it)", out.display())
 }
 
 #[cfg(test)]

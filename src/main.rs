@@ -337,10 +337,13 @@ fn main() -> ExitCode {
                 eprintln!("flowtracer: {e}");
                 return ExitCode::from(1);
             }
-            match synth::synth_trace(&spec).write(&out) {
+            let trace = synth::synth_trace(&spec);
+            match if overwrite { trace.write(&out) } else { trace.write_new(&out) } {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("flowtracer: {}: {e}", out.display());
+                    // A file that landed there while the trace was made is kept, and named.
+                    let what = if e.kind() == std::io::ErrorKind::AlreadyExists { cli_values::already_exists(&out) } else { format!("{}: {e}", out.display()) };
+                    eprintln!("flowtracer: {what}");
                     ExitCode::from(1)
                 }
             }

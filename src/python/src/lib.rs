@@ -379,8 +379,9 @@ fn write_trace(
     causal_effect: Option<Vec<f32>>,
 ) -> PyResult<()> {
     let target = Path::new(path);
+    let exists = || value_error(format!("{path}: already exists (pass overwrite=True to replace it)"));
     if !overwrite && target.exists() {
-        return Err(value_error(format!("{path}: already exists (pass overwrite=True to replace it)")));
+        return Err(exists());
     }
     let n = tokens.len();
     let shape = attention.shape().to_vec();
@@ -405,7 +406,10 @@ fn write_trace(
     let check = Trace::from_bytes(bytes.clone(), target).map_err(|e| trace_error(py, &e))?;
     pool::detached(py, || flowtracer::flow::aggregate::check_all(&check))?.map_err(|e| trace_error(py, &e.at(target)))?;
     drop(check);
-    pool::detached(py, || flowtracer::atomic::write_atomic(target, &bytes))?.map_err(|e| value_error(format!("{path}: {e}")))
+    // Checked above before the work, and again as the file lands: a writer that got there in
+    // between (another rank writing into the same folder) keeps its file.
+    let write = if overwrite { flowtracer::atomic::write_atomic } else { flowtracer::atomic::write_new };
+    pool::detached(py, || write(target, &bytes))?.map_err(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { exists() } else { value_error(format!("{path}: {e}")) })
 }
 
 /// `flowtracer.fidelity`: every credit score set against the `causal_effect` of trace files, as

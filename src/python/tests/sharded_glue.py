@@ -4,7 +4,8 @@ decoder layer and the whole, as accelerate's transformer wrap policy does, with 
 sharded model, each rank on its own batch, and `FlowGRPOTrainer`'s shaping step holding the
 sharded model as `transformers.Trainer` holds it under FSDP (`self.model` the wrapper), TRL's
 generation stood in for by the batch. Each rank writes its γ from the sharded model and from
-the same weights unsharded, and the trainer's advantages, to `OUT/<kind>.<rank>.json`.
+the same weights unsharded, and the trainer's advantages, to `OUT/<kind>.<rank>.json`; the
+trainers of both ranks write their traces into `OUT/traces/<kind>`.
 
 Run by `test_sharded.py` in a subprocess (`python sharded_glue.py OUT PORT`): the process group
 stays out of the test's interpreter, and a hang is a timeout there, not a stuck test run."""
@@ -69,9 +70,10 @@ def shard(model, kind: str):
     return FSDP(model, auto_wrap_policy=ModuleWrapPolicy({layer}), use_orig_params=kind == "fsdp1_orig_params", device_id=torch.device("cpu"))
 
 
-def trainer(model, tok, out: Path):
+def trainer(model, tok, out: Path, traces: Path):
     """A `FlowGRPOTrainer` around `model` whose generation (TRL's, stood in for) hands over the
-    rank's batch with group advantages A."""
+    rank's batch with group advantages A, writing its traces into `traces` (the ranks' one
+    folder)."""
     import datasets
     import trl
 
@@ -80,7 +82,7 @@ def trainer(model, tok, out: Path):
     args = trl.GRPOConfig(output_dir=str(out), use_cpu=True, report_to="none", per_device_train_batch_size=2, num_generations=2)
     data = datasets.Dataset.from_dict({"prompt": ["a b"]})
     return FlowGRPOTrainer(model=model, processing_class=tok, args=args, train_dataset=data, reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
-                           answer_span=last_tokens)
+                           answer_span=last_tokens, flow_trace_dir=traces)
 
 
 def generated(ids, mask, response, advantages):
@@ -98,16 +100,17 @@ def run(rank: int, world: int, out: str, port: int) -> None:
 
     hf = tiny.hf_tokenizer()
     tok = hf.backend_tokenizer
-    built = {}
+    models = {}
     for kind in KINDS:
         # Saved and loaded before the group exists (transformers saves from the main rank only
         # inside one); every rank builds the same weights from the same seed.
         folder = Path(out) / f"{kind}.{rank}"
         folder.mkdir()
-        model = tiny.tiny("qwen2", folder, tok.get_vocab_size(), "sdpa")
-        built[kind] = (model, trainer(model, hf, folder / "trainer"))
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        models[kind] = tiny.tiny("qwen2", folder, tok.get_vocab_size(), "sdpa")
+    # As a launcher starts each rank: accelerate then knows the processes (`process_index`).
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    built = {kind: (model, trainer(model, hf, Path(out) / f"{kind}.{rank}" / "trainer", Path(out) / "traces" / kind)) for kind, model in models.items()}
     ids, mask, response = batch(tok, rank)
     advantages = torch.tensor([1.0, -0.5]) * (rank + 1)
     for kind, (model, flow) in built.items():
@@ -121,7 +124,7 @@ def run(rank: int, world: int, out: str, port: int) -> None:
         shaped = flow._generate_and_score_completions([])
         want = flowtracer.token_advantages(whole.gamma, advantages, flow.flow_params.credit.apply_to_negative)
         record = dict(whole=whole.gamma.tolist(), sharded=sharded.gamma.tolist(), shaped=sharded.shaped,
-                      trainer=shaped["advantages"].tolist(), want=want.tolist())
+                      trainer=shaped["advantages"].tolist(), want=want.tolist(), process_index=flow.accelerator.process_index)
         (Path(out) / f"{kind}.{rank}.json").write_text(json.dumps(record))
     dist.destroy_process_group()
 

@@ -147,6 +147,36 @@ def test_files_load_and_credits_read_back(tmp_path):
         flowtracer.read_credits(tmp_path / "not_credits.safetensors")
 
 
+def test_dumps_racing_to_one_name_leave_one_file(tmp_path):
+    """Writers racing to one name (data-parallel ranks into one folder, threads): one file
+    lands, whole, and every other writer is told it exists; none replaces it (each passes the
+    check made before the work: the one made as the file lands decides)."""
+    import threading
+
+    n = 256
+    a = np.tril(np.ones((n, n), np.float32))
+    a /= a.sum(axis=1, keepdims=True)
+    path = tmp_path / "sample_0000.safetensors"
+    start, outcomes = threading.Barrier(8), {}
+
+    def write(i):
+        start.wait()
+        try:
+            flowtracer.dump(path, a, [f"w{i}"] * n, question=(0, 4), answer=(n - 2, n))
+            outcomes[i] = "written"
+        except ValueError as e:
+            outcomes[i] = str(e)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    won = [i for i, o in outcomes.items() if o == "written"]
+    assert len(won) == 1, outcomes
+    assert all(o == "written" or o == f"{path}: already exists (pass overwrite=True to replace it)" for o in outcomes.values()), outcomes
+    assert flowtracer.load_trace(path).tokens[0] == f"w{won[0]}"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name], "no temporary left"
+
+
 def test_params_are_the_engines(tmp_path):
     p = flowtracer.Params()
     assert p.credit.fraction == 0.4 and p.credit.gamma == 1.5 and p.answer.sink == "writers"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+import flowtracer
 from conftest import missing, require
 
 torch = require("torch")
@@ -37,7 +38,7 @@ def test_gamma_through_a_sharded_model_is_the_whole_models(tmp_path: Path):
     run = subprocess.run([sys.executable, str(glue), str(tmp_path), str(free_port())], capture_output=True, text=True, timeout=600,
                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, f"{run.stdout[-2000:]}\n{run.stderr[-6000:]}"
-    from sharded_glue import KINDS
+    from sharded_glue import COMPLETIONS, KINDS
 
     for kind in KINDS:
         ranks = [json.loads((tmp_path / f"{kind}.{rank}.json").read_text()) for rank in (0, 1)]
@@ -49,5 +50,15 @@ def test_gamma_through_a_sharded_model_is_the_whole_models(tmp_path: Path):
             # FlowGRPOTrainer's step, holding the sharded model as the Trainer does under FSDP,
             # hands TRL's loss γ·A of the whole model's γ.
             np.testing.assert_allclose(np.array(r["trainer"]), np.array(r["want"]), rtol=1e-5, atol=1e-6, err_msg=f"{kind} rank {rank}: the trainer's advantages")
+        # Both ranks' trainers wrote into one folder, each row named by its place in the
+        # generation batch across the processes (until 2026-12-03 both wrote sample_0000 and
+        # sample_0001, and the second to get there stopped: "already exists").
+        assert [r["process_index"] for r in ranks] == [0, 1]
+        written = sorted(p.name for p in (tmp_path / "traces" / kind / "step_000000").iterdir())
+        assert written == [f"sample_{i:04d}.safetensors" for i in range(4)], f"{kind}: {written}"
+        for rank in (0, 1):
+            for row in (0, 1):
+                trace = flowtracer.load_trace(tmp_path / "traces" / kind / "step_000000" / f"sample_{2 * rank + row:04d}.safetensors")
+                assert "".join(trace.text).endswith(COMPLETIONS[rank][row]), f"{kind}: rank {rank}'s row {row}"
         assert np.array(ranks[0]["whole"]).shape != np.array(ranks[1]["whole"]).shape or not np.allclose(ranks[0]["whole"], ranks[1]["whole"]), \
             f"{kind}: the two ranks ran different batches"

@@ -121,6 +121,35 @@ def test_two_grpo_steps_hand_the_loss_flow_shaped_advantages(tmp_path):
     assert len(logged) == 2 and all(h["flow/shaped_fraction"] > 0 for h in logged), "the shaping is logged each step"
 
 
+def test_two_generation_batches_in_one_step_keep_their_traces_apart(tmp_path):
+    """With `steps_per_generation` below `gradient_accumulation_steps` TRL generates twice in
+    one optimizer step: the second batch's traces go to a folder of their own (it had met the
+    first's names, "already exists", and stopped the run)."""
+    tok = hf_tokenizer()
+    model = tiny("qwen2", tmp_path, len(tok), "sdpa")
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    args = trl.GRPOConfig(
+        output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", save_strategy="no", per_device_train_batch_size=2,
+        num_generations=2, gradient_accumulation_steps=2, steps_per_generation=1, max_completion_length=8, max_steps=1, seed=0, beta=0.0,
+    )
+    trainer = Recording(
+        model=model, processing_class=tok, args=args, train_dataset=datasets.Dataset.from_dict({"prompt": ["Natalia sold clips.", "Weng earns 12 an hour."]}),
+        reward_funcs=[lambda completions, **_: [float(len(c)) for c in completions]], answer_span=last_tokens, flow_trace_dir=tmp_path / "traces",
+    )
+    trainer.train()
+    assert len(trainer.generations) == 2 and trainer.state.global_step == 1
+    folders = sorted(p.name for p in (tmp_path / "traces").iterdir())
+    assert folders == ["step_000000", "step_000000-1"], folders
+    for folder, gen in zip(folders, trainer.generations):
+        rows = [i for i, r in enumerate(gen["shaping"].results) if r is not None]
+        assert rows, "some row was traced"
+        assert sorted(p.name for p in (tmp_path / "traces" / folder).iterdir()) == [f"sample_{i:04d}.safetensors" for i in rows]
+        for i in rows:
+            ids = gen["out"]["completion_ids"][i][gen["out"]["completion_mask"][i].bool()].tolist()
+            assert "".join(flowtracer.load_trace(tmp_path / "traces" / folder / f"sample_{i:04d}.safetensors").text).endswith(tok.decode(ids))
+
+
 def test_the_trainer_refuses_what_it_cannot_honour(tmp_path):
     tok = hf_tokenizer()
     model = tiny("llama", tmp_path, len(tok), "sdpa")

@@ -159,6 +159,7 @@ def _gamma_rows(
     layers: tuple[int, int] | None,
     backend: str,
     trace_dir: str | PathLike[str] | None,
+    first_row: int,
 ) -> tuple[list[Any], list[Any]]:
     """Captures the batch once and runs the engine on every row that has an answer: per row,
     the engine's result (or error, or None) and the trace's spans."""
@@ -198,7 +199,7 @@ def _gamma_rows(
             folder = Path(fspath(trace_dir))
             folder.mkdir(parents=True, exist_ok=True)
             try:
-                dump(folder / f"sample_{i:04d}.safetensors", items[-1]["attention"], items[-1]["tokens"],
+                dump(folder / f"sample_{first_row + i:04d}.safetensors", items[-1]["attention"], items[-1]["tokens"],
                      token_ids=ids_host[i][row.start:row.end], source=cap, question=span["question"], answer=span["answer"], response=span["response"])
             except TraceError:
                 # Attention the engine refuses (a NaN from a diverging policy, say) is not kept
@@ -232,14 +233,17 @@ def response_gamma(
     layers: tuple[int, int] | None = None,
     backend: str = "auto",
     trace_dir: str | PathLike[str] | None = None,
+    first_row: int = 0,
 ) -> Shaping:
     """γ for every response token of a batch laid out `[left-padded prompt | right-padded
     response]` (TRL, verl): `input_ids`/`attention_mask` are `(B, P+T)`, `response_mask` is
     `(B, T)`. `answer_span` is a callback on each response's pieces, or the rows' answer spans
     found beforehand (inside the response; None for no answer). Runs `model` once without
     gradients under `capture`, then the engine on every row. `trace_dir`, when given, receives
-    each row as a trace file (`sample_NNNN.safetensors`) for the app or the export; an existing
-    file there is an error, never overwritten."""
+    each row as a trace file (`sample_NNNN.safetensors`, NNNN the row's index plus `first_row`:
+    a data-parallel rank's rows named by their place in the whole batch, so that ranks writing
+    into one folder do not meet) for the app or the export; an existing file there is an error,
+    never overwritten."""
     import torch
 
     b, width = input_ids.shape
@@ -252,7 +256,8 @@ def response_gamma(
             raise ValueError(f"row {i}: valid tokens [{v0}, {v1}) do not run from a left-padded prompt of width {p} through its {int(c)} response tokens")
         rows.append(_Row(v0, p, v1))
     results, spans = _gamma_rows(model, input_ids, attention_mask, rows, answer_span, tokenizer=tokenizer, question_span=question_span,
-                                 position_ids=position_ids, params=params, layers=layers, backend=backend, trace_dir=trace_dir)
+                                 position_ids=position_ids, params=params, layers=layers, backend=backend, trace_dir=trace_dir,
+                                 first_row=first_row)
     gamma = torch.ones((b, t), dtype=torch.float32, device=input_ids.device)
     for i, (row, r) in enumerate(zip(rows, results)):
         credit = _response_credit(r, row)
@@ -274,11 +279,13 @@ def action_gamma(
     layers: tuple[int, int] | None = None,
     backend: str = "auto",
     trace_dir: str | PathLike[str] | None = None,
+    first_row: int = 0,
 ) -> Shaping:
     """γ in the layout of OpenRLHF: `sequences`/`attention_mask` `(B, L)` right-padded, and
     `action_mask` `(B, L-1)` where column j marks token j+1 as generated. The response runs
     from the first generated token to the last (tool output between turns included, as the
-    policy read it); γ comes back `(B, L-1)` like `action_mask`, 1 where it is 0."""
+    policy read it); γ comes back `(B, L-1)` like `action_mask`, 1 where it is 0. `trace_dir`
+    and `first_row` as in `response_gamma`."""
     import torch
 
     b, width = sequences.shape
@@ -291,7 +298,8 @@ def action_gamma(
             raise ValueError(f"row {i}: generated tokens [{r0}, {r1}) are not inside the valid tokens [{v0}, {v1}) after a prompt")
         rows.append(_Row(v0, r0, r1))
     results, spans = _gamma_rows(model, sequences, attention_mask, rows, answer_span, tokenizer=tokenizer, question_span=question_span,
-                                 position_ids=None, params=params, layers=layers, backend=backend, trace_dir=trace_dir)
+                                 position_ids=None, params=params, layers=layers, backend=backend, trace_dir=trace_dir,
+                                 first_row=first_row)
     gamma = torch.ones(action_mask.shape, dtype=torch.float32, device=sequences.device)
     for i, (row, r) in enumerate(zip(rows, results)):
         credit = _response_credit(r, row)

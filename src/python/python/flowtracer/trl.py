@@ -38,7 +38,8 @@ class FlowGRPOTrainer(GRPOTrainer):
     the whole prompt). `flow_params` are the engine's parameters (layers, credit fraction and γ,
     ...); `flow_backend` the engine's backend. `flow_trace_dir`, when set, receives every
     row that has an answer as a trace file (`step_NNNNNN/sample_NNNN.safetensors`, one folder
-    per generation batch), a run folder the app and `flowtracer --export` open. `last_shaping` keeps the last batch's γ, base
+    per generation batch, NNNN the row's place in the batch across all processes), a run folder
+    the app and `flowtracer --export` open. `last_shaping` keeps the last batch's γ, base
     advantages and per-row results."""
 
     def __init__(
@@ -67,6 +68,16 @@ class FlowGRPOTrainer(GRPOTrainer):
             raise ValueError(f"FlowGRPOTrainer: flow_trace_dir {self.flow_trace_dir} is not empty; traces are never overwritten")
         self.last_shaping: Shaping | None = None
         self.last_base_advantages: Any = None
+        self._flow_batches: tuple[int, int] = (-1, 0)
+
+    def _flow_batch_folder(self) -> str:
+        """`step_NNNNNN` for a generation batch, `step_NNNNNN-K` for the K-th after it in the
+        same optimizer step (`steps_per_generation` below `gradient_accumulation_steps`). Every
+        rank generates the same batches in step, so their names agree."""
+        step, seen = self._flow_batches
+        k = seen if step == self.state.global_step else 0
+        self._flow_batches = (self.state.global_step, k + 1)
+        return f"step_{self.state.global_step:06d}" + (f"-{k}" if k else "")
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         out = super()._generate_and_score_completions(inputs)
@@ -81,7 +92,7 @@ class FlowGRPOTrainer(GRPOTrainer):
         mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
         trace_dir = None
         if self.flow_trace_dir is not None:
-            trace_dir = self.flow_trace_dir / f"step_{self.state.global_step:06d}"
+            trace_dir = self.flow_trace_dir / self._flow_batch_folder()
         # The model TRL's own forward passes run (`self.model`), not the module inside it: under
         # FSDP1 that is the wrapper that gathers each layer's parameters, where the module
         # inside holds this rank's shard only (its forward fails on the flattened weights).
@@ -96,6 +107,9 @@ class FlowGRPOTrainer(GRPOTrainer):
             params=self.flow_params,
             backend=self.flow_backend,
             trace_dir=trace_dir,
+            # Each process's rows are its slice of the generation batch (TRL's `process_slice`):
+            # named by their place in the whole batch, the ranks' files share one folder.
+            first_row=self.accelerator.process_index * len(ids),
         )
         self.last_base_advantages = out["advantages"]
         self.last_shaping = shaping
