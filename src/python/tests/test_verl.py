@@ -2,8 +2,9 @@
 `compute_advantage` (verl's GRPO estimator, then γ·A by the engine's rule), the workers' γ on a
 verl-shaped batch (left-padded prompts, right-padded responses, verl's position ids) equal to the
 engine on each row's attention computed alone, the worker and runner classes built from verl's,
-and the runner's `run` through verl's own dispatch to two in-process workers. Not run here: Ray
-actors on GPUs (the FSDP engine) and a whole `fit`, which need GPUs."""
+the runner's `run` through verl's own dispatch to two in-process workers, and the v1 trainer's
+advantage step on a TransferQueue of its own. Not run here: Ray actors on GPUs (the FSDP engine)
+and a whole `fit`, which need GPUs."""
 
 from __future__ import annotations
 
@@ -211,24 +212,68 @@ def test_the_runner_shapes_verls_advantages_through_its_worker_group(tmp_path, m
         runner.run(config)
 
 
-def test_verls_default_v1_trainer_is_refused_before_it_starts(tmp_path, monkeypatch, capsys):
-    """verl's `main` with its defaults (`trainer.use_v1=True`) would start the v1 trainer, which
-    makes its advantages elsewhere: after `install()` that run stops before anything starts, and
-    says to set `trainer.use_v1=False`, where it had run unshaped without a word."""
+def test_verls_main_starts_the_flows_runner_for_either_trainer(tmp_path, monkeypatch):
+    """verl's own `main` after `install()`: with its defaults (`trainer.use_v1=True`) it starts
+    `FlowTaskRunnerV1`, with `trainer.use_v1=False` `FlowTaskRunner`, each with the config verl
+    made (before 2026-12-03 the v1 trainer was refused); a runner the flow does not know is
+    refused before it starts."""
     import sys
 
     from verl.trainer import main_ppo, main_ppo_v0
 
-    monkeypatch.setattr(main_ppo, "run_ppo", main_ppo.run_ppo)
+    started = []
+    monkeypatch.setattr(main_ppo, "run_ppo", lambda config, task_runner_class: started.append((config, task_runner_class)))
     monkeypatch.setattr(main_ppo_v0, "TaskRunner", main_ppo_v0.TaskRunner)
     flow_verl.install()
     flow_verl.install()  # twice: still one wrapper around verl's own
-    assert main_ppo.run_ppo.flowtracer_wraps.__module__ == "verl.trainer.main_ppo"
-    monkeypatch.setattr(sys, "argv", ["main_ppo", f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null",
-                                      "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
-                                      "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2", "critic.ppo_micro_batch_size_per_gpu=2", "algorithm.adv_estimator=grpo"])
-    with pytest.raises(SystemExit):
+    assert main_ppo.run_ppo.flowtracer_wraps.__name__ == "<lambda>"
+    args = [f"hydra.run.dir={tmp_path}", "hydra.output_subdir=null", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+            "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2", "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2",
+            "critic.ppo_micro_batch_size_per_gpu=2", "algorithm.adv_estimator=grpo", "+flowtracer.answer=last_line"]
+    for extra, runner in [([], flow_verl.FlowTaskRunnerV1), (["trainer.use_v1=False"], flow_verl.FlowTaskRunner)]:
+        monkeypatch.setattr(sys, "argv", ["main_ppo", *args, *extra])
         main_ppo.main()
-    assert "would start TaskRunnerV1, which the flow does not shape" in capsys.readouterr().err
-    with pytest.raises(ValueError, match=r"trainer\.use_v1=False"):
-        main_ppo.run_ppo(None, task_runner_class=main_ppo.TaskRunnerV1)
+        config, started_runner = started.pop()
+        assert started_runner is runner and config.flowtracer.answer == "last_line"
+
+    class TheirRunner:
+        pass
+
+    with pytest.raises(ValueError, match="would start TheirRunner, which the flow does not shape"):
+        main_ppo.run_ppo(None, task_runner_class=TheirRunner)
+    assert not started
+
+
+def test_the_v1_trainer_shapes_its_advantages_in_transferqueue(tmp_path):
+    """verl's v1 trainer (its default) with the flow, on its own TransferQueue (a local Ray
+    instance; `verl_v1_glue.py`, in a process of its own): `FlowTaskRunnerV1.run` puts the flow's
+    worker classes (the base trainer's and the separate-async trainer's) and advantage step into
+    verl's v1 trainers; a v1 trainer's `_compute_advantage`
+    on rows put into the queue as verl's agent loop puts them (unpadded, a tool turn masked)
+    runs verl's own GRPO, finds the answers with the trainer's tokenizer, asks two in-process
+    actor workers for γ through verl's dispatch and queue bridge, and writes back γ·A by the
+    engine's rule. Each row's γ equals the flow's v0 worker function on the same rows in verl's
+    v0 layout, bit for bit."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    require("transfer_queue")
+    glue = Path(__file__).with_name("verl_v1_glue.py")
+    run = subprocess.run([sys.executable, str(glue), str(tmp_path)], capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, f"{run.stdout[-2000:]}\n{run.stderr[-6000:]}"
+    r = json.loads((tmp_path / "v1.json").read_text())
+    assert r["worker"] == "FlowActorRolloutRefWorker" and r["wrapped"], "the runner put the flow into verl's trainer_base"
+    assert r["detach"] == ["FlowDetachActorWorker", True, True], "and into the separate-async trainer's own worker class"
+    assert r["answers"] == r["answers_v0"] and r["answers"][1] == [-1, -1], "answers found by the trainer's tokenizer; one row has none"
+    assert r["metrics"]["flow/no_answer_fraction"] == 0.25
+    assert r["modes"] == [["eval"], ["eval"]], "each rank ran its rows, in eval mode"
+    assert r["gamma"] == r["gamma_v0"], "the v1 rows' γ is the v0 layout's, bit for bit"
+    assert any(2.0 in g for g in r["gamma"]) and all(v == 1.0 for v in r["gamma"][1]), "the file's parameters; the row without an answer unshaped"
+    verls = [a for row in r["verls"] for a in row]
+    assert min(verls) < 0 < max(verls), "both signs of A, so both branches of the rule"
+    assert 0 in r["response_mask"][2], "a tool turn's tokens are masked"
+    for a, g, m, got in zip(r["verls"], r["gamma"], r["response_mask"], r["advantages"]):
+        want = np.where(np.array(a) >= 0, np.float32(a) * np.float32(g), np.float32(a)) * np.array(m, dtype=np.float32)
+        np.testing.assert_array_equal(np.array(got, dtype=np.float32), want.astype(np.float32))

@@ -1,16 +1,18 @@
-"""verl: flow-shaped advantages for `RayPPOTrainer` (verl 0.9, `trainer.use_v1=False`).
+"""verl: flow-shaped advantages for verl 0.9's PPO trainers, the v1 trainer (its default) and
+the legacy `RayPPOTrainer` (`trainer.use_v1=False`).
 
-verl computes advantages on the driver (`ray_trainer.compute_advantage`, `(bs, response_length)`)
-while the policy's weights live in the actor workers, and a registered advantage estimator sees
-no batch. So the integration has three small parts, all installed by `FlowTaskRunner`:
+verl computes advantages on the driver while the policy's weights live in the actor workers, and
+a registered advantage estimator sees no batch. So the integration has three small parts, all
+installed by the flow's task runner (`FlowTaskRunnerV1`, `FlowTaskRunner`):
 
 - on the driver, the answer spans are found in each response with the trainer's tokenizer;
 - on the workers, `compute_flow_gamma` (a method added to verl's `ActorRolloutRefWorker`, dispatched
   like `compute_log_prob`) runs the policy once without gradients under `flowtracer.capture` and
-  the engine on each row, and returns γ `(bs, response_length)`;
-- on the driver, `compute_advantage` is wrapped: verl's own estimator runs, then each token's
-  advantage becomes γ·A by the engine's rule (`flowtracer.token_advantages`), still zero outside
-  the response mask.
+  the engine on each row, and returns γ for each response token;
+- on the driver, the advantage step is wrapped (v1: `PPOTrainer._compute_advantage`, whose rows
+  live in TransferQueue, see `_verl_v1`; legacy: `ray_trainer.compute_advantage`): verl's own
+  estimator runs, then each token's advantage becomes γ·A by the engine's rule
+  (`flowtracer.token_advantages`), still zero outside the response mask.
 
     # flow_ppo.py: verl's main_ppo with flow-shaped advantages
     import flowtracer.verl
@@ -18,32 +20,26 @@ no batch. So the integration has three small parts, all installed by `FlowTaskRu
     from verl.trainer.main_ppo import main
     main()
 
-run like `python -m verl.trainer.main_ppo` with `trainer.use_v1=False`,
-with the flow's settings under `flowtracer` in the config (`+flowtracer.answer=boxed`,
-`+flowtracer.params=/path/params.toml`; defaults: `boxed`, the engine's parameters).
+run like `python -m verl.trainer.main_ppo`, with the flow's settings under `flowtracer` in the
+config (`+flowtracer.answer=boxed`, `+flowtracer.params=/path/params.toml`; defaults: `boxed`,
+the engine's parameters).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from . import _verl_v1
+from ._verl_v1 import ANSWER, GAMMA, PARAMS, spans_tensor
 from .params import Params
 from .rl import AnswerSpan, Span, answer_rule, boxed_answer, find_answers, response_gamma, shape_advantages
 
-__all__ = ["FlowTaskRunner", "answer_rule", "answer_spans", "flow_gamma", "install", "shaped_compute_advantage", "worker_class"]
-
-GAMMA = "flow_gamma"
-ANSWER = "flow_answer"
-PARAMS = "flowtracer_params"
-
+__all__ = ["FlowTaskRunner", "FlowTaskRunnerV1", "answer_rule", "answer_spans", "flow_gamma", "install", "shaped_compute_advantage", "worker_class"]
 
 def answer_spans(responses: Any, response_mask: Any, tokenizer: Any, rule: AnswerSpan) -> Any:
     """`(bs, 2)` int64: each response's answer span (response token indices), -1 where none."""
-    import torch
-
     rows = [ids[: int(n)] for ids, n in zip(responses.tolist(), response_mask.sum(dim=1).tolist())]
-    found = find_answers(rows, tokenizer, rule)
-    return torch.tensor([[-1, -1] if f is None else [int(f[0]), int(f[1])] for f in found], dtype=torch.int64).reshape(-1, 2)
+    return spans_tensor(find_answers(rows, tokenizer, rule))
 
 
 def flow_gamma(module: Any, batch: Any, params: Params | None = None, backend: str = "auto") -> Any:
@@ -69,24 +65,38 @@ def shaped_compute_advantage(original: Callable[..., Any], gamma_of: Callable[[A
     return compute_advantage
 
 
-def worker_class() -> type:
-    """verl's `ActorRolloutRefWorker` with `compute_flow_gamma` (imports verl)."""
+def worker_class(base: type | None = None) -> type:
+    """verl's `ActorRolloutRefWorker` (or `base`, a worker class of verl's built on it) with
+    `compute_flow_gamma` (imports verl)."""
     from verl import DataProto
     from verl.single_controller.base.decorator import make_nd_compute_dataproto_dispatch_fn, register
     from verl.workers.engine_workers import ActorRolloutRefWorker
 
-    class FlowActorRolloutRefWorker(ActorRolloutRefWorker):
+    class FlowActorRolloutRefWorker(base or ActorRolloutRefWorker):  # type: ignore[misc]
         @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="actor"))
-        def compute_flow_gamma(self, data: DataProto) -> DataProto:
+        def compute_flow_gamma(self, data: Any) -> Any:
+            """γ for this rank's rows: a padded `DataProto` from the v0 trainer, or (v1) the
+            unpadded rows verl's `register` fetched from TransferQueue, whose γ goes back there."""
             engine = self.actor.engine
             if getattr(engine, "ulysses_sequence_parallel_size", 1) > 1:
                 raise ValueError("flowtracer: Ulysses sequence parallelism splits the sequence; capture needs whole rows")
-            params = Params.from_json(data.meta_info[PARAMS]) if PARAMS in data.meta_info else None
-            device = next(engine.module.parameters()).device
-            batch = data.batch.to(device)
+            if isinstance(data, DataProto):
+                params = Params.from_json(data.meta_info[PARAMS]) if PARAMS in data.meta_info else None
+                device = next(engine.module.parameters()).device
+                batch = data.batch.to(device)
+                with engine.eval_mode():
+                    gamma = flow_gamma(engine.module, batch, params)
+                return DataProto.from_dict(tensors={GAMMA: gamma.cpu()})
+            from tensordict import TensorDict
+            from verl.utils import tensordict_utils as tu
+
+            settings = tu.get(data, key=PARAMS, default=None)
             with engine.eval_mode():
-                gamma = flow_gamma(engine.module, batch, params)
-            return DataProto.from_dict(tensors={GAMMA: gamma.cpu()})
+                gamma = _verl_v1.flow_gamma_rows(engine.module, data, None if settings is None else Params.from_json(settings))
+            return TensorDict({GAMMA: gamma}, batch_size=len(gamma))
+
+    if base is not None:
+        FlowActorRolloutRefWorker.__name__ = FlowActorRolloutRefWorker.__qualname__ = f"Flow{base.__name__}"
 
     return FlowActorRolloutRefWorker
 
@@ -111,15 +121,7 @@ def _runner_class() -> type:
             return cls, group
 
         def run(self, config: Any) -> Any:
-            # Found here, at the start, not at the first advantage after a rollout.
-            if config.actor_rollout_ref.actor.get("strategy", "fsdp") == "megatron":
-                raise ValueError(
-                    "flowtracer.verl: the actor's megatron engine holds a Megatron model, and the flow captures a Hugging Face "
-                    "transformers model's attention: use actor_rollout_ref.actor.strategy=fsdp (or fsdp2)"
-                )
-            settings = config.get("flowtracer", None) or {}
-            params = Params.load(settings["params"]) if settings.get("params") else Params()
-            rule = answer_rule(settings.get("answer", "boxed"), "flowtracer.answer")
+            params, rule = _settings(config)
             trainers: list[Any] = []
             init_workers = ray_trainer.RayPPOTrainer.init_workers
 
@@ -144,11 +146,51 @@ def _runner_class() -> type:
     return ray.remote(FlowTaskRunner)
 
 
+def _settings(config: Any) -> tuple[Params, AnswerSpan]:
+    """The run's parameters and answer rule from `+flowtracer.*`, and what the flow cannot
+    honour, found when the run starts rather than at its first advantage after a rollout."""
+    if config.actor_rollout_ref.actor.get("strategy", "fsdp") == "megatron":
+        raise ValueError(
+            "flowtracer.verl: the actor's megatron engine holds a Megatron model, and the flow captures a Hugging Face "
+            "transformers model's attention: use actor_rollout_ref.actor.strategy=fsdp (or fsdp2)"
+        )
+    settings = config.get("flowtracer", None) or {}
+    params = Params.load(settings["params"]) if settings.get("params") else Params()
+    return params, answer_rule(settings.get("answer", "boxed"), "flowtracer.answer")
+
+
+def _runner_v1_class() -> type:
+    import ray
+    from verl.trainer import main_ppo
+
+    base = main_ppo.TaskRunnerV1.__ray_actor_class__
+
+    class FlowTaskRunnerV1(base):  # type: ignore[misc, valid-type]
+        """verl's v1 TaskRunner with the flow installed in its own process (the driver actor):
+        the actor workers are the flow's, and every v1 trainer's `_compute_advantage` shapes."""
+
+        def run(self, config: Any) -> Any:
+            from verl.trainer.ppo.v1 import trainer_base, trainer_separate_async
+
+            params, rule = _settings(config)
+            # The worker classes the v1 trainers start their actors from: the base trainer's,
+            # and the separate-async trainer's own (verl's, also when `run` ran before here).
+            trainer_base.ActorRolloutRefWorker = worker_class()
+            detach = getattr(trainer_separate_async.DetachActorWorker, "flowtracer_base", trainer_separate_async.DetachActorWorker)
+            trainer_separate_async.DetachActorWorker = worker_class(detach)
+            trainer_separate_async.DetachActorWorker.flowtracer_base = detach
+            advantage = getattr(trainer_base.PPOTrainer._compute_advantage, "__wrapped__", trainer_base.PPOTrainer._compute_advantage)
+            trainer_base.PPOTrainer._compute_advantage = _verl_v1.shaped_compute_advantage(advantage, params, rule)
+            return super().run(config)
+
+    return ray.remote(FlowTaskRunnerV1)
+
+
 def install() -> None:
-    """Makes verl's `main_ppo` (with `trainer.use_v1=False`) run `FlowTaskRunner`: call it in
-    the launching script, then verl's `main()`. Any other runner `main` would start (verl's v1
-    trainer, its default, which makes advantages elsewhere) is refused before it starts, so a
-    run is never unshaped without a word."""
+    """Makes verl's `main_ppo` run the flow's runners: `FlowTaskRunnerV1` for verl's v1 trainer
+    (`trainer.use_v1=True`, its default), `FlowTaskRunner` for the legacy one. Call it in the
+    launching script, then verl's `main()`. Any other runner `main` would start is refused
+    before it starts, so a run is never unshaped without a word."""
     from verl.trainer import main_ppo, main_ppo_v0
 
     main_ppo_v0.TaskRunner = _runner()
@@ -156,11 +198,10 @@ def install() -> None:
     run_ppo = getattr(main_ppo.run_ppo, "flowtracer_wraps", main_ppo.run_ppo)
 
     def run_flow_ppo(config: Any, task_runner_class: Any, *args: Any, **kwargs: Any) -> Any:
-        if task_runner_class is not _runner():
-            raise ValueError(
-                f"flowtracer.verl: verl would start {_name(task_runner_class)}, which the flow "
-                "does not shape (verl's v1 trainer, `trainer.use_v1=True`, is verl's default): run with `trainer.use_v1=False`"
-            )
+        if task_runner_class is main_ppo.TaskRunnerV1:
+            task_runner_class = _runner("FlowTaskRunnerV1")
+        elif task_runner_class is not _runner():
+            raise ValueError(f"flowtracer.verl: verl would start {_name(task_runner_class)}, which the flow does not shape")
         return run_ppo(config, task_runner_class, *args, **kwargs)
 
     run_flow_ppo.flowtracer_wraps = run_ppo  # type: ignore[attr-defined]
@@ -172,14 +213,14 @@ def _name(cls: Any) -> str:
     return str(getattr(getattr(cls, "__ray_actor_class__", cls), "__name__", cls))
 
 
-def _runner() -> Any:
-    if "FlowTaskRunner" not in globals():
-        globals()["FlowTaskRunner"] = _runner_class()
-    return globals()["FlowTaskRunner"]
+def _runner(name: str = "FlowTaskRunner") -> Any:
+    if name not in globals():
+        globals()[name] = _runner_class() if name == "FlowTaskRunner" else _runner_v1_class()
+    return globals()[name]
 
 
 def __getattr__(name: str) -> Any:
-    # `FlowTaskRunner` is a Ray actor built from verl's own TaskRunner: made on first use.
-    if name == "FlowTaskRunner":
-        return _runner()
+    # The runners are Ray actors built from verl's own TaskRunners: made on first use.
+    if name in ("FlowTaskRunner", "FlowTaskRunnerV1"):
+        return _runner(name)
     raise AttributeError(f"module 'flowtracer.verl' has no attribute {name!r}")
