@@ -8,7 +8,6 @@ and a whole `fit`, which need GPUs."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +24,7 @@ from verl import DataProto  # noqa: E402
 from verl.trainer.ppo import ray_trainer  # noqa: E402
 
 from flowtracer import verl as flow_verl  # noqa: E402
+from verl_stand_ins import Engine, Group  # noqa: E402
 
 
 def batch(tok, prompts, responses):
@@ -110,19 +110,6 @@ def test_the_worker_and_runner_are_verls_own_classes():
     assert flow_verl.answer_rule("flowtracer.rl:last_line_answer") is flowtracer.rl.last_line_answer
 
 
-class _Engine:
-    """What `compute_flow_gamma` reads of verl's training engine (`self.actor.engine`): the
-    module, `eval_mode()` and the Ulysses degree; the FSDP engine itself needs a process group."""
-
-    def __init__(self, module, ulysses=1):
-        self.module, self.ulysses_sequence_parallel_size, self.modes = module, ulysses, []
-
-    @contextlib.contextmanager
-    def eval_mode(self):
-        self.modes.append("eval")
-        yield
-
-
 def test_the_runner_shapes_verls_advantages_through_its_worker_group(tmp_path, monkeypatch):
     """`FlowTaskRunner.run` as verl's trainer meets it: the runner's worker class is the flow's,
     `init_workers` is remembered, and verl's `compute_advantage` (called as `fit` calls it) asks
@@ -133,8 +120,6 @@ def test_the_runner_shapes_verls_advantages_through_its_worker_group(tmp_path, m
     shaped by the rule with that γ, which is `flow_gamma` on the whole batch."""
     import ray
     from omegaconf import OmegaConf
-    from verl.single_controller.base.worker_group import WorkerGroup
-    from verl.single_controller.ray.base import func_generator
     from verl.trainer.ppo.ray_trainer import RayPPOTrainer, Role
 
     tok = hf_tokenizer()
@@ -158,25 +143,7 @@ def test_the_runner_shapes_verls_advantages_through_its_worker_group(tmp_path, m
     worker_cls = runner.role_worker_mapping[Role.ActorRollout].__ray_actor_class__
     assert worker_cls is returned and worker_cls.__name__ == "FlowActorRolloutRefWorker"
 
-    engines = [_Engine(model), _Engine(model)]
-
-    class Group(WorkerGroup):
-        def __init__(self):
-            super().__init__(resource_pool=None)
-            self._workers = []
-            for rank, engine in enumerate(engines):
-                worker = object.__new__(worker_cls)
-                worker._Worker__dispatch_dp_rank, worker._Worker__collect_dp_rank = {}, {}
-                worker._register_dispatch_collect_info("actor", dp_rank=rank, is_collect=True)  # as its init_model does
-                worker.actor = SimpleNamespace(engine=engine)
-                self._workers.append(worker)
-            self._bind_worker_method(worker_cls, func_generator)
-
-        def execute_all(self, method_name, *args, **kwargs):
-            return [getattr(w, method_name)(*(a[i] for a in args), **{k: v[i] for k, v in kwargs.items()}) for i, w in enumerate(self._workers)]
-
-        def execute_rank_zero(self, method_name, *args, **kwargs):
-            return getattr(self._workers[0], method_name)(*args, **kwargs)
+    engines = [Engine(model), Engine(model)]
 
     monkeypatch.setattr(ray, "put", lambda value: value)
     monkeypatch.setattr(ray, "get", lambda refs: refs)
@@ -187,7 +154,7 @@ def test_the_runner_shapes_verls_advantages_through_its_worker_group(tmp_path, m
 
     def fit(self, config):
         """verl's `run` up to `fit`: the trainer made, its workers started, then an advantage."""
-        trainer = SimpleNamespace(tokenizer=tok, actor_rollout_wg=Group())
+        trainer = SimpleNamespace(tokenizer=tok, actor_rollout_wg=Group(worker_cls, engines))
         RayPPOTrainer.init_workers(trainer)
         return ray_trainer.compute_advantage(data, adv_estimator="grpo", num_repeat=2)
 
@@ -204,7 +171,7 @@ def test_the_runner_shapes_verls_advantages_through_its_worker_group(tmp_path, m
     assert [e.modes for e in engines] == [["eval"], ["eval"]], "each rank ran its half, in eval mode"
 
     worker = object.__new__(worker_cls)
-    worker.actor = SimpleNamespace(engine=_Engine(model, ulysses=2))
+    worker.actor = SimpleNamespace(engine=Engine(model, ulysses=2))
     with pytest.raises(ValueError, match="Ulysses"):
         worker.compute_flow_gamma(DataProto.from_dict(tensors=answered))
     config.actor_rollout_ref.actor.strategy = "megatron"

@@ -11,11 +11,9 @@ queue's actors stay out of the test's interpreter, and a hang is a timeout there
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import ray
 import torch
@@ -23,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiny import CORPUS, hf_tokenizer, tiny  # noqa: E402
+from verl_stand_ins import Engine, Group  # noqa: E402
 
 ROWS = [
     # uid, prompt, response, tool tokens (a span of the response the policy did not write)
@@ -32,19 +31,6 @@ ROWS = [
     ("b", "How many clips?", "so \\boxed{70}", None),
 ]
 REWARDS = [1.0, 0.0, 1.0, 0.0]
-
-
-class Engine:
-    """What `compute_flow_gamma` reads of verl's training engine (the FSDP engine itself needs a
-    process group and a GPU)."""
-
-    def __init__(self, module):
-        self.module, self.ulysses_sequence_parallel_size, self.modes = module, 1, []
-
-    @contextlib.contextmanager
-    def eval_mode(self):
-        self.modes.append("eval")
-        yield
 
 
 def rows(tok):
@@ -77,8 +63,6 @@ def main(out: Path) -> None:
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
     import transfer_queue as tq
     from omegaconf import OmegaConf
-    from verl.single_controller.base.worker_group import WorkerGroup
-    from verl.single_controller.ray.base import func_generator
     from verl.trainer import main_ppo
     from verl.trainer.ppo.v1 import trainer_base
     from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
@@ -111,26 +95,8 @@ def main(out: Path) -> None:
         the trainer's actor workers are the flow's (two ranks in this process)."""
         worker_cls = trainer_base.ActorRolloutRefWorker
 
-        class Group(WorkerGroup):
-            def __init__(self):
-                super().__init__(resource_pool=None)
-                self._workers = []
-                for rank, engine in enumerate(engines):
-                    worker = object.__new__(worker_cls)
-                    worker._Worker__dispatch_dp_rank, worker._Worker__collect_dp_rank = {}, {}
-                    worker._register_dispatch_collect_info("actor", dp_rank=rank, is_collect=True)
-                    worker.actor = SimpleNamespace(engine=engine)
-                    self._workers.append(worker)
-                self._bind_worker_method(worker_cls, func_generator)
-
-            def execute_all(self, method_name, *args, **kwargs):
-                return [getattr(w, method_name)(*(a[i] for a in args), **{k: v[i] for k, v in kwargs.items()}) for i, w in enumerate(self._workers)]
-
-            def execute_rank_zero(self, method_name, *args, **kwargs):
-                return getattr(self._workers[0], method_name)(*args, **kwargs)
-
         trainer = object.__new__(PPOTrainerSync)
-        trainer.config, trainer.tokenizer, trainer.actor_rollout_wg = config, tok, Group()
+        trainer.config, trainer.tokenizer, trainer.actor_rollout_wg = config, tok, Group(worker_cls, engines)
         metrics: dict = {}
         trainer._compute_advantage(train, metrics=metrics)
         verls_own(trainer, plain, metrics={})
