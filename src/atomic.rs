@@ -5,11 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to a temporary file beside `path`, flushes it, then renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut f = AtomicFile::create(path)?;
-    f.write_all(bytes)?;
-    f.commit()
+    written(path, bytes)?.commit()
 }
 
 /// [`write_atomic`] for a file that must not replace one: where something is at `path` when
@@ -17,11 +13,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// (two writers racing to one name end with one file and one error; a check before the rename
 /// would leave the moment between them to the other writer).
 pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    written(path, bytes)?.commit_new()
+}
+
+/// `bytes` in a temporary beside `path` (its folder made where missing), to be put in place.
+fn written(path: &Path, bytes: &[u8]) -> std::io::Result<AtomicFile> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut f = AtomicFile::create(path)?;
     f.write_all(bytes)?;
-    f.commit_new()
+    Ok(f)
 }
 
 /// [`write_atomic`] without waiting for the disk: for a marker that is replaced soon and whose
