@@ -113,10 +113,17 @@ def run(rank: int, world: int, out: str, port: int) -> None:
     built = {kind: (model, trainer(model, hf, Path(out) / f"{kind}.{rank}" / "trainer", Path(out) / "traces" / kind)) for kind, model in models.items()}
     ids, mask, response = batch(tok, rank)
     advantages = torch.tensor([1.0, -0.5]) * (rank + 1)
+    # One row at a time, and rank 0's second row without an answer: every rank still runs as
+    # many passes (each gathers the weights with the other rank), or the ranks would wait on
+    # each other for ever.
+    lengths = response.sum(dim=1).tolist()
+    spans = [(n - 2, n) if rank or row == 0 else None for row, n in enumerate(lengths)]
     for kind, (model, flow) in built.items():
         whole = response_gamma(model, ids, mask, response, last_tokens)
+        whole_by_row = response_gamma(model, ids, mask, response, spans, rows_per_pass=1)
         sharded_model = shard(model, kind)
         sharded = response_gamma(sharded_model, ids, mask, response, last_tokens)
+        sharded_by_row = response_gamma(sharded_model, ids, mask, response, spans, rows_per_pass=1)
         # As transformers.Trainer holds a model under FSDP: `self.model` is the wrapper.
         flow.model = flow.model_wrapped = sharded_model
         flow.model.train()
@@ -124,6 +131,7 @@ def run(rank: int, world: int, out: str, port: int) -> None:
         shaped = flow._generate_and_score_completions([])
         want = flowtracer.token_advantages(whole.gamma, advantages, flow.flow_params.credit.apply_to_negative)
         record = dict(whole=whole.gamma.tolist(), sharded=sharded.gamma.tolist(), shaped=sharded.shaped,
+                      whole_by_row=whole_by_row.gamma.tolist(), sharded_by_row=sharded_by_row.gamma.tolist(), shaped_by_row=sharded_by_row.shaped,
                       trainer=shaped["advantages"].tolist(), want=want.tolist(), process_index=flow.accelerator.process_index)
         (Path(out) / f"{kind}.{rank}.json").write_text(json.dumps(record))
     dist.destroy_process_group()

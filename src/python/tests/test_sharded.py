@@ -47,6 +47,9 @@ def test_gamma_through_a_sharded_model_is_the_whole_models(tmp_path: Path):
             assert r["shaped"] == 2, f"{kind} rank {rank}: both rows shaped"
             assert (whole != 1).any(), f"{kind} rank {rank}: the flow shaped some token"
             np.testing.assert_allclose(sharded, whole, rtol=1e-5, atol=1e-6, err_msg=f"{kind} rank {rank}")
+            # A row a pass, rank 0 with a row fewer to shape: as many passes on both ranks.
+            assert r["shaped_by_row"] == (1 if rank == 0 else 2)
+            np.testing.assert_allclose(np.array(r["sharded_by_row"]), np.array(r["whole_by_row"]), rtol=1e-5, atol=1e-6, err_msg=f"{kind} rank {rank}, by row")
             # FlowGRPOTrainer's step, holding the sharded model as the Trainer does under FSDP,
             # hands TRL's loss γ·A of the whole model's γ.
             np.testing.assert_allclose(np.array(r["trainer"]), np.array(r["want"]), rtol=1e-5, atol=1e-6, err_msg=f"{kind} rank {rank}: the trainer's advantages")

@@ -88,6 +88,36 @@ def test_a_workers_gamma_is_the_engine_on_each_row_alone(tmp_path):
         assert (gamma[i] == 2.0).any()
 
 
+def test_the_capture_pass_runs_a_few_rows_at_a_time(tmp_path):
+    """`rows_per_pass` bounds what one forward holds (the capture's `[rows, n, n]` accumulator):
+    the model sees that many rows a pass, over the columns those rows use, also a pass whose rows
+    have no answer (under FSDP every rank runs as many); γ is the same however the rows are cut."""
+    tok = hf_tokenizer()
+    model = tiny("qwen2", tmp_path, len(tok), "sdpa")
+    prompts = [CORPUS[0], "How many clips?", CORPUS[2], "Weng earns 12 an hour."]
+    responses = ["She sold 24.\nSo \\boxed{72}", "No idea.", "48 + 24 = 72, \\boxed{72}", "Maybe 10 or so, I am not sure at all."]
+    b = batch(tok, prompts, responses)
+    t = b["responses"].shape[1]
+    r_mask = b["attention_mask"][:, -t:]
+    spans = [(0, 2), None, (1, 3), None]
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: seen.append((tuple(kwargs["input_ids"].shape), int(kwargs["attention_mask"][:, 0].sum()))), with_kwargs=True)
+    gammas = {}
+    for per_pass in (4, 1, 2, 3):
+        seen.clear()
+        gammas[per_pass] = flowtracer.rl.response_gamma(model, b["input_ids"], b["attention_mask"], r_mask, spans, position_ids=b["position_ids"], rows_per_pass=per_pass).gamma
+        assert [s[0][0] for s in seen] == [min(per_pass, 4 - k) for k in range(0, 4, per_pass)], f"{per_pass}: {seen}"
+        if per_pass == 1:
+            # Each row alone: its own columns, no padding before it.
+            assert [s[0][1] for s in seen] == b["attention_mask"].sum(1).tolist() and all(first == 1 for _, first in seen)
+    hook.remove()
+    for per_pass in (1, 2, 3):
+        torch.testing.assert_close(gammas[per_pass], gammas[4], rtol=0, atol=0)
+    assert (gammas[4] != 1).any() and torch.all(gammas[4][1] == 1) and torch.all(gammas[4][3] == 1)
+    with pytest.raises(ValueError, match="rows_per_pass must be at least 1"):
+        flowtracer.rl.response_gamma(model, b["input_ids"], b["attention_mask"], r_mask, spans, rows_per_pass=0)
+
+
 def test_the_worker_and_runner_are_verls_own_classes():
     from verl.single_controller.base.decorator import MAGIC_ATTR
     from verl.workers.engine_workers import ActorRolloutRefWorker

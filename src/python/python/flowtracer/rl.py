@@ -145,6 +145,12 @@ def _one_run(mask_row: Any, row: int) -> tuple[int, int]:
     return valid[0], valid[-1] + 1
 
 
+ROWS_PER_PASS = 4
+"""Rows the capture pass runs at a time by default: its accumulator holds `[rows, n, n]` float32
+(a quarter of a GB a row at 8k tokens), and a trainer's whole local batch at once (a verl rank's
+share of a step, say 128 rows) would not fit beside the model."""
+
+
 def _gamma_rows(
     model: Any,
     input_ids: Any,
@@ -160,55 +166,76 @@ def _gamma_rows(
     backend: str,
     trace_dir: str | PathLike[str] | None,
     first_row: int,
+    rows_per_pass: int,
 ) -> tuple[list[Any], list[Any]]:
-    """Captures the batch once and runs the engine on every row that has an answer: per row,
-    the engine's result (or error, or None) and the trace's spans."""
+    """Captures the batch `rows_per_pass` rows at a time (each pass over the columns its rows
+    use) and runs the engine on every row that has an answer: per row, the engine's result (or
+    error, or None) and the trace's spans. Every pass runs, also one whose rows have no answer:
+    under FSDP each forward gathers the weights with the other ranks, which run as many."""
     import torch
 
-    kwargs: dict[str, Any] = dict(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    if position_ids is not None:
-        kwargs["position_ids"] = position_ids
-    with torch.no_grad(), capture(model, layers=layers, params=params) as cap:
-        try:
-            model(**kwargs, logits_to_keep=1)
-        except TypeError:  # a model without logits_to_keep
-            model(**kwargs)
-
-    items: list[dict[str, Any]] = []
-    shaped: list[int] = []
-    results: list[Any] = [None] * len(rows)
-    spans: list[dict[str, tuple[int, int]] | None] = [None] * len(rows)
+    if rows_per_pass < 1:
+        raise ValueError(f"rows_per_pass must be at least 1, not {rows_per_pass}")
+    b = input_ids.shape[0]
+    if position_ids is not None and position_ids.shape[0] != b:
+        raise ValueError(f"position_ids {tuple(position_ids.shape)}: one row of positions per row of input_ids ({b}) expected")
     ids_host = input_ids.detach().cpu().tolist()
-    for i, row in enumerate(rows):
-        q_len, c = row.response - row.start, row.end - row.response
-        prompt = pieces_of(tokenizer, ids_host[i][row.start:row.response])
-        response = pieces_of(tokenizer, ids_host[i][row.response:row.end])
-        found = (answer_span(response) if callable(answer_span) else answer_span[i]) if c else None
-        if found is None:
-            continue
-        a0, a1 = int(found[0]), int(found[1])
-        if not 0 <= a0 < a1 <= c:
-            raise ValueError(f"row {i}: the answer span ({a0}, {a1}) is not inside the response's {c} tokens")
-        q = question_span(prompt) if question_span else None
-        q = (0, q_len) if q is None else (int(q[0]), int(q[1]))
-        span = spans[i] = {"question": q, "response": (q_len, q_len + c), "answer": (q_len + a0, q_len + a1)}
-        tokens = raw_tokens(tokenizer, ids_host[i][row.start:row.end]) if tokenizer is not None else prompt + response
-        items.append(dict(attention=cap.sample(i), tokens=tokens, name=f"row {i}", **span))
-        shaped.append(i)
-        if trace_dir is not None:
-            folder = Path(fspath(trace_dir))
-            folder.mkdir(parents=True, exist_ok=True)
+    found = [_row_spans(i, row, ids_host[i], answer_span, tokenizer, question_span) for i, row in enumerate(rows)]
+    results: list[Any] = [None] * len(rows)
+    for first in range(0, b, rows_per_pass):
+        chunk = list(range(first, min(b, first + rows_per_pass)))
+        lo, hi = min(rows[i].start for i in chunk), max(rows[i].end for i in chunk)
+        kwargs: dict[str, Any] = dict(input_ids=input_ids[first:first + len(chunk), lo:hi], attention_mask=attention_mask[first:first + len(chunk), lo:hi], use_cache=False)
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids[first:first + len(chunk)][..., lo:hi]
+        with torch.no_grad(), capture(model, layers=layers, params=params) as cap:
             try:
-                dump(folder / f"sample_{first_row + i:04d}.safetensors", items[-1]["attention"], items[-1]["tokens"],
-                     token_ids=ids_host[i][row.start:row.end], source=cap, question=span["question"], answer=span["answer"], response=span["response"])
-            except TraceError:
-                # Attention the engine refuses (a NaN from a diverging policy, say) is not kept
-                # as a file; the same check fails the row's analysis below, which leaves that
-                # row unshaped and counts it in `failed`, and the step goes on.
-                pass
-    for i, r in zip(shaped, analyze_batch(items, params=params, backend=backend, errors="return")):
-        results[i] = r
-    return results, spans
+                model(**kwargs, logits_to_keep=1)
+            except TypeError:  # a model without logits_to_keep
+                model(**kwargs)
+        items: list[dict[str, Any]] = []
+        shaped: list[int] = []
+        for j, i in enumerate(chunk):
+            row_spans = found[i]
+            if row_spans is None:
+                continue
+            span, tokens = row_spans
+            items.append(dict(attention=cap.sample(j), tokens=tokens, name=f"row {i}", **span))
+            shaped.append(i)
+            if trace_dir is not None:
+                folder = Path(fspath(trace_dir))
+                folder.mkdir(parents=True, exist_ok=True)
+                row = rows[i]
+                try:
+                    dump(folder / f"sample_{first_row + i:04d}.safetensors", items[-1]["attention"], tokens,
+                         token_ids=ids_host[i][row.start:row.end], source=cap, question=span["question"], answer=span["answer"], response=span["response"])
+                except TraceError:
+                    # Attention the engine refuses (a NaN from a diverging policy, say) is not kept
+                    # as a file; the same check fails the row's analysis below, which leaves that
+                    # row unshaped and counts it in `failed`, and the step goes on.
+                    pass
+        for i, r in zip(shaped, analyze_batch(items, params=params, backend=backend, errors="return")):
+            results[i] = r
+    return results, [None if f is None else f[0] for f in found]
+
+
+def _row_spans(i: int, row: _Row, ids: list[int], answer_span: AnswerSpan | Sequence[Span | None], tokenizer: Any,
+               question_span: QuestionSpan | None) -> tuple[dict[str, tuple[int, int]], list[str]] | None:
+    """Row `i`'s trace spans (over its valid tokens) and its tokens, or None where its response
+    has no answer."""
+    q_len, c = row.response - row.start, row.end - row.response
+    prompt = pieces_of(tokenizer, ids[row.start:row.response])
+    response = pieces_of(tokenizer, ids[row.response:row.end])
+    found = (answer_span(response) if callable(answer_span) else answer_span[i]) if c else None
+    if found is None:
+        return None
+    a0, a1 = int(found[0]), int(found[1])
+    if not 0 <= a0 < a1 <= c:
+        raise ValueError(f"row {i}: the answer span ({a0}, {a1}) is not inside the response's {c} tokens")
+    q = question_span(prompt) if question_span else None
+    q = (0, q_len) if q is None else (int(q[0]), int(q[1]))
+    tokens = raw_tokens(tokenizer, ids[row.start:row.end]) if tokenizer is not None else prompt + response
+    return {"question": q, "response": (q_len, q_len + c), "answer": (q_len + a0, q_len + a1)}, tokens
 
 
 def _response_credit(result: Any, row: _Row) -> Any:
@@ -234,13 +261,14 @@ def response_gamma(
     backend: str = "auto",
     trace_dir: str | PathLike[str] | None = None,
     first_row: int = 0,
+    rows_per_pass: int = ROWS_PER_PASS,
 ) -> Shaping:
     """γ for every response token of a batch laid out `[left-padded prompt | right-padded
     response]` (TRL, verl): `input_ids`/`attention_mask` are `(B, P+T)`, `response_mask` is
     `(B, T)`. `answer_span` is a callback on each response's pieces, or the rows' answer spans
-    found beforehand (inside the response; None for no answer). Runs `model` once without
-    gradients under `capture`, then the engine on every row. `trace_dir`, when given, receives
-    each row as a trace file (`sample_NNNN.safetensors`, NNNN the row's index plus `first_row`:
+    found beforehand (inside the response; None for no answer). Runs `model` without gradients
+    under `capture`, `rows_per_pass` rows at a time, then the engine on every row that has an
+    answer. `trace_dir`, when given, receives each row as a trace file (`sample_NNNN.safetensors`, NNNN the row's index plus `first_row`:
     a data-parallel rank's rows named by their place in the whole batch, so that ranks writing
     into one folder do not meet) for the app or the export; an existing file there is an error,
     never overwritten."""
@@ -257,7 +285,7 @@ def response_gamma(
         rows.append(_Row(v0, p, v1))
     results, spans = _gamma_rows(model, input_ids, attention_mask, rows, answer_span, tokenizer=tokenizer, question_span=question_span,
                                  position_ids=position_ids, params=params, layers=layers, backend=backend, trace_dir=trace_dir,
-                                 first_row=first_row)
+                                 first_row=first_row, rows_per_pass=rows_per_pass)
     gamma = torch.ones((b, t), dtype=torch.float32, device=input_ids.device)
     for i, (row, r) in enumerate(zip(rows, results)):
         credit = _response_credit(r, row)
@@ -280,12 +308,13 @@ def action_gamma(
     backend: str = "auto",
     trace_dir: str | PathLike[str] | None = None,
     first_row: int = 0,
+    rows_per_pass: int = ROWS_PER_PASS,
 ) -> Shaping:
     """γ in the layout of OpenRLHF: `sequences`/`attention_mask` `(B, L)` right-padded, and
     `action_mask` `(B, L-1)` where column j marks token j+1 as generated. The response runs
     from the first generated token to the last (tool output between turns included, as the
-    policy read it); γ comes back `(B, L-1)` like `action_mask`, 1 where it is 0. `trace_dir`
-    and `first_row` as in `response_gamma`."""
+    policy read it); γ comes back `(B, L-1)` like `action_mask`, 1 where it is 0. `trace_dir`,
+    `first_row` and `rows_per_pass` as in `response_gamma`."""
     import torch
 
     b, width = sequences.shape
@@ -299,7 +328,7 @@ def action_gamma(
         rows.append(_Row(v0, r0, r1))
     results, spans = _gamma_rows(model, sequences, attention_mask, rows, answer_span, tokenizer=tokenizer, question_span=question_span,
                                  position_ids=None, params=params, layers=layers, backend=backend, trace_dir=trace_dir,
-                                 first_row=first_row)
+                                 first_row=first_row, rows_per_pass=rows_per_pass)
     gamma = torch.ones(action_mask.shape, dtype=torch.float32, device=sequences.device)
     for i, (row, r) in enumerate(zip(rows, results)):
         credit = _response_credit(r, row)

@@ -110,6 +110,8 @@ class FlowGRPOTrainer(GRPOTrainer):
             # Each process's rows are its slice of the generation batch (TRL's `process_slice`):
             # named by their place in the whole batch, the ranks' files share one folder.
             first_row=self.accelerator.process_index * len(ids),
+            # As many rows a pass as TRL's own forward passes take.
+            rows_per_pass=self.args.per_device_train_batch_size,
         )
         self.last_base_advantages = out["advantages"]
         self.last_shaping = shaping
