@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .params import Params
-from .rl import AnswerSpan, Span, find_answers, response_gamma, shape_advantages
+from .rl import AnswerSpan, Span, find_answers, padded_rows, response_gamma, shape_advantages
 
 GAMMA = "flow_gamma"
 ANSWER = "flow_answer"
@@ -42,21 +42,10 @@ def flow_gamma_rows(module: Any, data: Any, params: Params | None = None, backen
     positions = _rows(data["position_ids"]) if "position_ids" in data.keys() else None
     if positions is not None and any(p.dim() != 1 for p in positions):
         raise ValueError("flowtracer.verl: position ids with more than one axis (a multimodal model's rope) are not supported: the capture pass runs text only")
-    b = len(prompts)
-    p = max((len(x) for x in prompts), default=0)
-    t = max((len(x) for x in responses), default=0)
-    ids = torch.zeros((b, p + t), dtype=torch.long)
-    mask = torch.zeros((b, p + t), dtype=torch.long)
-    pos = torch.zeros((b, p + t), dtype=torch.long)
-    for i, (q, r) in enumerate(zip(prompts, responses)):
-        lo, hi = p - len(q), p + len(r)
-        ids[i, lo:hi] = torch.cat([q, r]).to(torch.long)
-        mask[i, lo:hi] = 1
-        pos[i, lo:hi] = positions[i].to(torch.long) if positions is not None else torch.arange(hi - lo)
-    # (bs, 2) as put, or row by row as the queue may hand a field back.
+    ids, mask, pos, response_mask = padded_rows(prompts, responses, positions)
     spans: list[Span | None] = [None if a < 0 else (a, e) for a, e in (r.tolist() for r in _rows(data[ANSWER]))]
     device = next(module.parameters()).device
-    gamma = response_gamma(module, ids.to(device), mask.to(device), mask[:, p:].to(device), spans, position_ids=pos.to(device), params=params,
+    gamma = response_gamma(module, ids.to(device), mask.to(device), response_mask.to(device), spans, position_ids=pos.to(device), params=params,
                            backend=backend).gamma.cpu()
     return torch.nested.as_nested_tensor([gamma[i, : len(r)] for i, r in enumerate(responses)], layout=torch.jagged)
 

@@ -269,19 +269,9 @@ class RolloutScorer:
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def __call__(self, batch: dict[str, Any]) -> Any:
-        import torch
-
         prompts = [list(map(int, p)) for p in batch["prompt_ids"]]
         responses = [list(map(int, r)) for r in batch["response_ids"]]
-        p, t = max(map(len, prompts)), max(map(len, responses))
-        ids = torch.full((len(prompts), p + t), self.pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        rmask = torch.zeros((len(prompts), t), dtype=torch.long)
-        for i, (q, r) in enumerate(zip(prompts, responses)):
-            ids[i, p - len(q) : p] = torch.tensor(q)
-            ids[i, p : p + len(r)] = torch.tensor(r)
-            mask[i, p - len(q) : p + len(r)] = 1
-            rmask[i, : len(r)] = 1
+        ids, mask, _, rmask = rl.padded_rows(prompts, responses, pad=self.pad)
         shaped = rl.response_gamma(self.model, ids.to(self.device), mask.to(self.device), rmask.to(self.device), self.rule,
                                    tokenizer=self.tokenizer, params=self.params, layers=self.layers, backend="auto")
         gamma = shaped.gamma.cpu().numpy()

@@ -338,6 +338,27 @@ def action_gamma(
     return Shaping(gamma=gamma, results=results, spans=spans)
 
 
+def padded_rows(prompts: Sequence[Any], responses: Sequence[Any], positions: Sequence[Any] | None = None, pad: int = 0) -> tuple[Any, Any, Any, Any]:
+    """Unpadded rows (token ids of each prompt and response, as Ray Data and verl's v1 trainer
+    hold them) laid out as `response_gamma` takes them: `input_ids` and `attention_mask`
+    `(B, P+T)` with prompts left-padded and responses right-padded, `position_ids` (each row's
+    own `positions`, else counted from its first token), and the response mask `(B, T)`."""
+    import torch
+
+    p = max((len(x) for x in prompts), default=0)
+    t = max((len(x) for x in responses), default=0)
+    b = len(prompts)
+    ids = torch.full((b, p + t), pad, dtype=torch.long)
+    mask = torch.zeros((b, p + t), dtype=torch.long)
+    pos = torch.zeros((b, p + t), dtype=torch.long)
+    for i, (q, r) in enumerate(zip(prompts, responses)):
+        lo, hi = p - len(q), p + len(r)
+        ids[i, lo:hi] = torch.cat([torch.as_tensor(q), torch.as_tensor(r)]).to(torch.long)
+        mask[i, lo:hi] = 1
+        pos[i, lo:hi] = torch.as_tensor(positions[i]).to(torch.long) if positions is not None else torch.arange(hi - lo)
+    return ids, mask, pos, mask[:, p:]
+
+
 def shape_advantages(advantages: Any, gamma: Any, params: Params | None = None, mask: Any = None) -> Any:
     """Token advantages by the engine's rule from `(B,)` sequence advantages (TRL) or `(B, T)`
     token advantages (verl, OpenRLHF), on the advantages' device and dtype; zero where `mask`
