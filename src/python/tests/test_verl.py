@@ -167,7 +167,7 @@ def test_the_runner_shapes_verls_advantages_through_its_worker_group(tmp_path, m
     assert flowtracer.Params.load(tmp_path / "flow.toml") == params
 
     config = OmegaConf.load(Path(verl.__file__).parent / "trainer" / "config" / "_generated_ppo_trainer.yaml")
-    config.flowtracer = {"params": str(tmp_path / "flow.toml"), "answer": "boxed"}
+    config.flowtracer = {"params": str(tmp_path / "flow.toml"), "answer": "boxed", "rows_per_pass": 1}
     runner = flow_verl.FlowTaskRunner.__ray_actor_class__()
     returned, _ = runner.add_actor_rollout_worker(config)
     worker_cls = runner.role_worker_mapping[Role.ActorRollout].__ray_actor_class__
@@ -189,7 +189,11 @@ def test_the_runner_shapes_verls_advantages_through_its_worker_group(tmp_path, m
         return ray_trainer.compute_advantage(data, adv_estimator="grpo", num_repeat=2)
 
     monkeypatch.setattr(type(runner).__mro__[1], "run", fit)
+    passes = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: passes.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
     shaped = runner.run(config)
+    hook.remove()
+    assert passes == [1, 1, 1, 1], f"+flowtracer.rows_per_pass=1: a row a pass on each rank's two rows, not {passes}"
 
     answered = dict(b, flow_answer=flow_verl.answer_spans(b["responses"], r_mask, tok, flow_verl.answer_rule("boxed")))
     gamma = flow_verl.flow_gamma(model, DataProto.from_dict(tensors=answered).batch, params)
@@ -204,6 +208,10 @@ def test_the_runner_shapes_verls_advantages_through_its_worker_group(tmp_path, m
     worker.actor = SimpleNamespace(engine=Engine(model, ulysses=2))
     with pytest.raises(ValueError, match="Ulysses"):
         worker.compute_flow_gamma(DataProto.from_dict(tensors=answered))
+    for wrong in (0, "4", 2.5):
+        config.flowtracer.rows_per_pass = wrong
+        with pytest.raises(ValueError, match="flowtracer.rows_per_pass: a whole number of rows, at least 1"):
+            runner.run(config)
     config.actor_rollout_ref.actor.strategy = "megatron"
     with pytest.raises(ValueError, match="strategy=fsdp"):
         runner.run(config)
@@ -266,6 +274,7 @@ def test_the_v1_trainer_shapes_its_advantages_in_transferqueue(tmp_path):
     assert r["answers"] == r["answers_v0"] and r["answers"][1] == [-1, -1], "answers found by the trainer's tokenizer; one row has none"
     assert r["metrics"]["flow/no_answer_fraction"] == 0.25
     assert r["modes"] == [["eval"], ["eval"]], "each rank ran its rows, in eval mode"
+    assert r["passes"] == [1, 1, 1, 1], "+flowtracer.rows_per_pass=1: a row a pass"
     assert r["gamma"] == r["gamma_v0"], "the v1 rows' γ is the v0 layout's, bit for bit"
     assert any(2.0 in g for g in r["gamma"]) and all(v == 1.0 for v in r["gamma"][1]), "the file's parameters; the row without an answer unshaped"
     verls = [a for row in r["verls"] for a in row]

@@ -84,7 +84,7 @@ def main(out: Path) -> None:
     config.algorithm.adv_estimator = "grpo"
     config.actor_rollout_ref.rollout.n = 2
     (out / "flow.toml").write_text("[credit]\nfraction = 0.3\ngamma = 2.0\napply_to_negative = false\n")
-    config.flowtracer = {"params": str(out / "flow.toml"), "answer": "boxed"}
+    config.flowtracer = {"params": str(out / "flow.toml"), "answer": "boxed", "rows_per_pass": 1}
     params = flowtracer.Params.load(out / "flow.toml")
     verls_own = trainer_base.PPOTrainer._compute_advantage
     engines = [Engine(model), Engine(model)]
@@ -98,14 +98,17 @@ def main(out: Path) -> None:
         trainer = object.__new__(PPOTrainerSync)
         trainer.config, trainer.tokenizer, trainer.actor_rollout_wg = config, tok, Group(worker_cls, engines)
         metrics: dict = {}
+        passes: list = []
+        hook = model.register_forward_pre_hook(lambda m, args, kwargs: passes.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
         trainer._compute_advantage(train, metrics=metrics)
+        hook.remove()
         verls_own(trainer, plain, metrics={})
         from verl.experimental.separation.engine_workers import DetachActorWorker
         from verl.single_controller.base.decorator import MAGIC_ATTR
         from verl.trainer.ppo.v1 import trainer_separate_async
 
         detach = trainer_separate_async.DetachActorWorker
-        found.update(worker=worker_cls.__name__, metrics=metrics, wrapped=trainer_base.PPOTrainer._compute_advantage.__wrapped__ is verls_own,
+        found.update(passes=passes, worker=worker_cls.__name__, metrics=metrics, wrapped=trainer_base.PPOTrainer._compute_advantage.__wrapped__ is verls_own,
                      detach=[detach.__name__, issubclass(detach, DetachActorWorker), hasattr(detach.compute_flow_gamma, MAGIC_ATTR)])
 
     # Ray's put and get: what goes to and comes from the workers are objects in this process

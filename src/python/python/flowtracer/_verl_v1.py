@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .params import Params
-from .rl import AnswerSpan, Span, find_answers, padded_rows, response_gamma, shape_advantages
+from .rl import ROWS_PER_PASS, AnswerSpan, Span, find_answers, padded_rows, response_gamma, shape_advantages
 
 GAMMA = "flow_gamma"
 ANSWER = "flow_answer"
 PARAMS = "flowtracer_params"
+ROWS = "flowtracer_rows_per_pass"
 # What a worker reads of each row: the answers found on the driver beside verl's own fields.
 ROW_FIELDS = ["prompts", "responses", "position_ids", ANSWER]
 
@@ -31,7 +32,7 @@ def _rows(nested: Any) -> list[Any]:
     return list(nested.unbind()) if getattr(nested, "is_nested", False) else list(nested)
 
 
-def flow_gamma_rows(module: Any, data: Any, params: Params | None = None, backend: str = "auto") -> Any:
+def flow_gamma_rows(module: Any, data: Any, params: Params | None = None, backend: str = "auto", rows_per_pass: int = ROWS_PER_PASS) -> Any:
     """γ for v1's unpadded rows (`prompts`, `responses`, `position_ids` and `flow_answer`, as the
     worker receives them from TransferQueue): a jagged nested tensor, each row as long as its
     response. The rows are laid out as verl's v0 batches are (left-padded prompts, right-padded
@@ -46,11 +47,11 @@ def flow_gamma_rows(module: Any, data: Any, params: Params | None = None, backen
     spans: list[Span | None] = [None if a < 0 else (a, e) for a, e in (r.tolist() for r in _rows(data[ANSWER]))]
     device = next(module.parameters()).device
     gamma = response_gamma(module, ids.to(device), mask.to(device), response_mask.to(device), spans, position_ids=pos.to(device), params=params,
-                           backend=backend).gamma.cpu()
+                           backend=backend, rows_per_pass=rows_per_pass).gamma.cpu()
     return torch.nested.as_nested_tensor([gamma[i, : len(r)] for i, r in enumerate(responses)], layout=torch.jagged)
 
 
-def shaped_compute_advantage(original: Callable[..., Any], params: Params, rule: AnswerSpan) -> Callable[..., Any]:
+def shaped_compute_advantage(original: Callable[..., Any], params: Params, rule: AnswerSpan, rows_per_pass: int = ROWS_PER_PASS) -> Callable[..., Any]:
     """verl v1's `PPOTrainer._compute_advantage`, then each token's advantage γ·A by the engine's
     rule: the answers found with the trainer's tokenizer and put beside the rows, γ from the
     actor workers (`compute_flow_gamma`, each rank on its rows), the advantages read, shaped and
@@ -67,7 +68,7 @@ def shaped_compute_advantage(original: Callable[..., Any], params: Params, rule:
         responses = tq.kv_batch_get(keys=keys, partition_id=partition, select_fields=["responses"])["responses"]
         found = find_answers([r.tolist() for r in _rows(responses)], trainer.tokenizer, rule)
         tq.kv_batch_put(keys=keys, partition_id=partition, fields=TensorDict({ANSWER: spans_tensor(found)}, batch_size=len(keys)))
-        rows = KVBatchMeta(keys=list(keys), tags=[{} for _ in keys], partition_id=partition, fields=list(ROW_FIELDS), extra_info={PARAMS: params.to_json()})
+        rows = KVBatchMeta(keys=list(keys), tags=[{} for _ in keys], partition_id=partition, fields=list(ROW_FIELDS), extra_info={PARAMS: params.to_json(), ROWS: rows_per_pass})
         trainer.actor_rollout_wg.compute_flow_gamma(rows)
         data = tq.kv_batch_get(keys=keys, partition_id=partition, select_fields=["advantages", "response_mask", GAMMA])
         padded = data.to_padded_tensor()

@@ -21,8 +21,9 @@ installed by the flow's task runner (`FlowTaskRunnerV1`, `FlowTaskRunner`):
     main()
 
 run like `python -m verl.trainer.main_ppo`, with the flow's settings under `flowtracer` in the
-config (`+flowtracer.answer=boxed`, `+flowtracer.params=/path/params.toml`; defaults: `boxed`,
-the engine's parameters).
+config (`+flowtracer.answer=boxed`, `+flowtracer.params=/path/params.toml`,
+`+flowtracer.rows_per_pass=4`, the rows each capture pass runs; defaults: `boxed`, the engine's
+parameters, 4).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from . import _verl_v1
-from ._verl_v1 import ANSWER, GAMMA, PARAMS, spans_tensor
+from ._verl_v1 import ANSWER, GAMMA, PARAMS, ROWS, spans_tensor
 from .params import Params
-from .rl import AnswerSpan, Span, answer_rule, boxed_answer, find_answers, response_gamma, shape_advantages
+from .rl import ROWS_PER_PASS, AnswerSpan, Span, answer_rule, boxed_answer, find_answers, response_gamma, shape_advantages
 
 __all__ = ["FlowTaskRunner", "FlowTaskRunnerV1", "answer_rule", "answer_spans", "flow_gamma", "install", "shaped_compute_advantage", "worker_class"]
 
@@ -42,14 +43,15 @@ def answer_spans(responses: Any, response_mask: Any, tokenizer: Any, rule: Answe
     return spans_tensor(find_answers(rows, tokenizer, rule))
 
 
-def flow_gamma(module: Any, batch: Any, params: Params | None = None, backend: str = "auto") -> Any:
+def flow_gamma(module: Any, batch: Any, params: Params | None = None, backend: str = "auto", rows_per_pass: int = ROWS_PER_PASS) -> Any:
     """γ `(bs, response_length)` for a verl batch (`input_ids`, `attention_mask`, `responses`,
     optional `position_ids`, and `flow_answer` from `answer_spans`): what a worker computes."""
     t = batch["responses"].shape[1]
     mask = batch["attention_mask"]
     spans: list[Span | None] = [None if a < 0 else (a, b) for a, b in batch[ANSWER].tolist()]
     position_ids = batch["position_ids"] if "position_ids" in batch.keys() else None
-    return response_gamma(module, batch["input_ids"], mask, mask[:, -t:], spans, position_ids=position_ids, params=params, backend=backend).gamma
+    return response_gamma(module, batch["input_ids"], mask, mask[:, -t:], spans, position_ids=position_ids, params=params, backend=backend,
+                          rows_per_pass=rows_per_pass).gamma
 
 
 def shaped_compute_advantage(original: Callable[..., Any], gamma_of: Callable[[Any], Any], params: Params | None = None) -> Callable[..., Any]:
@@ -85,14 +87,15 @@ def worker_class(base: type | None = None) -> type:
                 device = next(engine.module.parameters()).device
                 batch = data.batch.to(device)
                 with engine.eval_mode():
-                    gamma = flow_gamma(engine.module, batch, params)
+                    gamma = flow_gamma(engine.module, batch, params, rows_per_pass=data.meta_info.get(ROWS, ROWS_PER_PASS))
                 return DataProto.from_dict(tensors={GAMMA: gamma.cpu()})
             from tensordict import TensorDict
             from verl.utils import tensordict_utils as tu
 
             settings = tu.get(data, key=PARAMS, default=None)
+            rows = tu.get(data, key=ROWS, default=ROWS_PER_PASS)
             with engine.eval_mode():
-                gamma = _verl_v1.flow_gamma_rows(engine.module, data, None if settings is None else Params.from_json(settings))
+                gamma = _verl_v1.flow_gamma_rows(engine.module, data, None if settings is None else Params.from_json(settings), rows_per_pass=rows)
             return TensorDict({GAMMA: gamma}, batch_size=len(gamma))
 
     if base is not None:
@@ -121,7 +124,7 @@ def _runner_class() -> type:
             return cls, group
 
         def run(self, config: Any) -> Any:
-            params, rule = _settings(config)
+            params, rule, rows = _settings(config)
             trainers: list[Any] = []
             init_workers = ray_trainer.RayPPOTrainer.init_workers
 
@@ -136,7 +139,7 @@ def _runner_class() -> type:
                 keys = ["input_ids", "attention_mask", "responses"] + (["position_ids"] if "position_ids" in data.batch.keys() else [])
                 tensors = {k: data.batch[k] for k in keys}
                 tensors[ANSWER] = answer_spans(data.batch["responses"], data.batch["response_mask"], trainer.tokenizer, rule)
-                out = trainer.actor_rollout_wg.compute_flow_gamma(DataProto.from_dict(tensors=tensors, meta_info={PARAMS: params.to_json()}))
+                out = trainer.actor_rollout_wg.compute_flow_gamma(DataProto.from_dict(tensors=tensors, meta_info={PARAMS: params.to_json(), ROWS: rows}))
                 return out.batch[GAMMA]
 
             ray_trainer.RayPPOTrainer.init_workers = init_and_remember
@@ -146,9 +149,10 @@ def _runner_class() -> type:
     return ray.remote(FlowTaskRunner)
 
 
-def _settings(config: Any) -> tuple[Params, AnswerSpan]:
-    """The run's parameters and answer rule from `+flowtracer.*`, and what the flow cannot
-    honour, found when the run starts rather than at its first advantage after a rollout."""
+def _settings(config: Any) -> tuple[Params, AnswerSpan, int]:
+    """The run's parameters, answer rule and rows a capture pass from `+flowtracer.*`, and what
+    the flow cannot honour, found when the run starts rather than at its first advantage after
+    a rollout."""
     if config.actor_rollout_ref.actor.get("strategy", "fsdp") == "megatron":
         raise ValueError(
             "flowtracer.verl: the actor's megatron engine holds a Megatron model, and the flow captures a Hugging Face "
@@ -156,7 +160,10 @@ def _settings(config: Any) -> tuple[Params, AnswerSpan]:
         )
     settings = config.get("flowtracer", None) or {}
     params = Params.load(settings["params"]) if settings.get("params") else Params()
-    return params, answer_rule(settings.get("answer", "boxed"), "flowtracer.answer")
+    rows = settings.get("rows_per_pass", ROWS_PER_PASS)
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+        raise ValueError(f"flowtracer.rows_per_pass: a whole number of rows, at least 1, not {rows!r}")
+    return params, answer_rule(settings.get("answer", "boxed"), "flowtracer.answer"), rows
 
 
 def _runner_v1_class() -> type:
@@ -172,7 +179,7 @@ def _runner_v1_class() -> type:
         def run(self, config: Any) -> Any:
             from verl.trainer.ppo.v1 import trainer_base, trainer_separate_async
 
-            params, rule = _settings(config)
+            params, rule, rows = _settings(config)
             # The worker classes the v1 trainers start their actors from: the base trainer's,
             # and the separate-async trainer's own (verl's, also when `run` ran before here).
             trainer_base.ActorRolloutRefWorker = worker_class()
@@ -180,7 +187,7 @@ def _runner_v1_class() -> type:
             trainer_separate_async.DetachActorWorker = worker_class(detach)
             trainer_separate_async.DetachActorWorker.flowtracer_base = detach
             advantage = getattr(trainer_base.PPOTrainer._compute_advantage, "__wrapped__", trainer_base.PPOTrainer._compute_advantage)
-            trainer_base.PPOTrainer._compute_advantage = _verl_v1.shaped_compute_advantage(advantage, params, rule)
+            trainer_base.PPOTrainer._compute_advantage = _verl_v1.shaped_compute_advantage(advantage, params, rule, rows)
             return super().run(config)
 
     return ray.remote(FlowTaskRunnerV1)
