@@ -106,7 +106,14 @@ class _Handle:
 
 def main(tmp: Path) -> None:
     params = flowtracer.Params(credit={"fraction": 0.3, "gamma": 2.0, "apply_to_negative": False})
-    installed = flow_openrlhf.install(params=params)
+    for wrong in (0, 1.5):
+        try:
+            flow_openrlhf.install(params=params, rows_per_pass=wrong)
+        except ValueError as e:
+            assert "rows_per_pass is a whole number of rows, at least 1" in str(e), str(e)
+        else:
+            raise AssertionError(f"install took rows_per_pass={wrong}")
+    installed = flow_openrlhf.install(params=params, rows_per_pass=1)
     assert "openrlhf.cli.train_ppo_ray" not in sys.modules, "install() leaves the CLI for runpy to run afresh"
 
     from openrlhf.models import Actor
@@ -193,7 +200,11 @@ def main(tmp: Path) -> None:
     for e in experiences:
         e.kl = torch.zeros_like(e.action_mask, dtype=torch.float32)
     theirs = RemoteExperienceMaker.compute_advantages_and_returns(maker, copy.deepcopy(experiences))
+    passes = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: passes.append(kw["input_ids"].shape[0]), with_kwargs=True)
     ours = maker.compute_advantages_and_returns(experiences)
+    hook.remove()
+    assert passes == [1] * sum(len(e.sequences) for e in experiences), f"install(rows_per_pass=1): a row a pass, not {passes}"
     for b, (e, t) in enumerate(zip(ours, theirs)):
         rows = answers[2 * b: 2 * b + 2]
         gamma = flow_openrlhf.flow_gamma(model, e.sequences, e.attention_mask, e.action_mask, rows, params.to_json())

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .params import Params
-from .rl import AnswerSpan, Span, action_gamma, boxed_answer, find_answers, shape_advantages
+from .rl import ROWS_PER_PASS, AnswerSpan, Span, action_gamma, boxed_answer, find_answers, shape_advantages
 
 __all__ = ["Installed", "flow_gamma", "install", "shaped_advantages"]
 
@@ -33,10 +33,11 @@ def _hf_model(actor: Any) -> Any:
     return getattr(model, "module", model)
 
 
-def flow_gamma(model: Any, sequences: Any, attention_mask: Any, action_mask: Any, answers: list[Span | None], params_json: str | None = None) -> Any:
+def flow_gamma(model: Any, sequences: Any, attention_mask: Any, action_mask: Any, answers: list[Span | None], params_json: str | None = None,
+               rows_per_pass: int = ROWS_PER_PASS) -> Any:
     """γ `(B, L-1)` like `action_mask`: what each actor computes for its share of a batch."""
     params = Params.from_json(params_json) if params_json else None
-    return action_gamma(model, sequences, attention_mask, action_mask, answers, params=params).gamma
+    return action_gamma(model, sequences, attention_mask, action_mask, answers, params=params, rows_per_pass=rows_per_pass).gamma
 
 
 def shaped_advantages(advantages: Any, gamma: Any, action_mask: Any, params: Params | None = None) -> Any:
@@ -76,9 +77,10 @@ class Installed(NamedTuple):
     training_actor: type
 
 
-def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> Installed:
+def install(params: Params | None = None, answer: AnswerSpan = boxed_answer, rows_per_pass: int = ROWS_PER_PASS) -> Installed:
     """Makes OpenRLHF's PPO trainer use `FlowExperienceMaker` and `FlowPolicyActor` (imports
-    OpenRLHF, which needs its GPU stack: DeepSpeed, flash-attn)."""
+    OpenRLHF, which needs its GPU stack: DeepSpeed, flash-attn). `rows_per_pass`: the rows
+    each actor's capture pass runs at a time."""
     import sys
 
     import ray
@@ -88,15 +90,19 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
     from openrlhf.trainer.ray import ppo_actor
     from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
 
+    if not isinstance(rows_per_pass, int) or isinstance(rows_per_pass, bool) or rows_per_pass < 1:
+        raise ValueError(f"flowtracer.openrlhf.install: rows_per_pass is a whole number of rows, at least 1, not {rows_per_pass!r}")
     chosen = params or Params()
 
     class FlowPolicyActor(PolicyModelActor.__ray_actor_class__):
-        def flow_gamma(self, sequences: Any, attention_mask: Any, action_mask: Any, answers: list[Span | None], params_json: str | None = None) -> Any:
+        def flow_gamma(self, sequences: Any, attention_mask: Any, action_mask: Any, answers: list[Span | None], params_json: str | None = None,
+                       rows_per_pass: int = ROWS_PER_PASS) -> Any:
             _whole_rows(self.strategy.args)
             device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
             self.actor.eval()
             try:
-                gamma = flow_gamma(_hf_model(self.actor), sequences.to(device), attention_mask.to(device), action_mask.to(device), answers, params_json)
+                gamma = flow_gamma(_hf_model(self.actor), sequences.to(device), attention_mask.to(device), action_mask.to(device), answers, params_json,
+                                   rows_per_pass)
             finally:
                 self.actor.train()
             return gamma.to("cpu")
@@ -111,6 +117,7 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer) -> 
                 action_mask=[e.action_mask for e in experiences],
                 answers=[find_answers(_generated(e), self.tokenizer, answer) for e in experiences],
                 params_json=[chosen.to_json()] * len(experiences),
+                rows_per_pass=[rows_per_pass] * len(experiences),
             )
             gammas = self._flatten_results(refs, self.args.ds.ring_attn_size * self.args.ds.tensor_parallel_size)
             experiences = super().compute_advantages_and_returns(experiences)
