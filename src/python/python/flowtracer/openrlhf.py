@@ -5,7 +5,7 @@ OpenRLHF lays each rollout out right-padded, `sequences`/`attention_mask` `(B, L
 `experience.advantages` in `RemoteExperienceMaker.compute_advantages_and_returns`. Here:
 
 - `FlowPolicyActor` is OpenRLHF's `PolicyModelActor` with one more method, `flow_gamma`, that
-  runs the policy once without gradients under `flowtracer.capture` and the engine on each row
+  runs the policy without gradients under `flowtracer.capture` and the engine on each row
   (`flowtracer.rl.action_gamma`), dispatched over the actor group like `forward`;
 - `FlowExperienceMaker` finds each response's answer with the tokenizer on the driver, asks the
   actors for γ, lets OpenRLHF compute its advantages, then makes them γ·A by the engine's rule

@@ -2,9 +2,10 @@
 
 All three lay a batch out the same way: a left-padded prompt of width P, then a right-padded
 response of width T (`[pad pad q q q | r r r pad]`). `response_gamma` captures the policy's
-attention in one no-grad pass over that batch, cuts each row's valid tokens into a trace (the
-prompt is the question, the response the response, the answer a callback finds in it), runs the
-engine on all of them at once, and lays each trace's credit back over the response columns:
+attention in no-grad passes over that batch, a few rows at a time (`rows_per_pass`), cuts each
+row's valid tokens into a trace (the prompt is the question, the response the response, the
+answer a callback finds in it), runs the engine on each pass's traces together, and lays each
+trace's credit back over the response columns:
 a `(B, T)` γ that is 1 on padding and on every row the engine could not shape. The trainer then
 multiplies its own per-sequence advantages with the engine's rule (`token_advantages`).
 

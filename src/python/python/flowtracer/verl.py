@@ -7,7 +7,7 @@ installed by the flow's task runner (`FlowTaskRunnerV1`, `FlowTaskRunner`):
 
 - on the driver, the answer spans are found in each response with the trainer's tokenizer;
 - on the workers, `compute_flow_gamma` (a method added to verl's `ActorRolloutRefWorker`, dispatched
-  like `compute_log_prob`) runs the policy once without gradients under `flowtracer.capture` and
+  like `compute_log_prob`) runs the policy without gradients under `flowtracer.capture` and
   the engine on each row, and returns γ for each response token;
 - on the driver, the advantage step is wrapped (v1: `PPOTrainer._compute_advantage`, whose rows
   live in TransferQueue, see `_verl_v1`; legacy: `ray_trainer.compute_advantage`): verl's own
