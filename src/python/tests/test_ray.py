@@ -193,8 +193,11 @@ def test_rollouts_recomputed_by_model_actors_give_the_engines_gamma(local_ray, t
     for i, r in enumerate(rows):
         assert list(got.loc[f"r{i}", "gamma"]) == want.gamma[i, : len(r["response_ids"])].tolist()
     assert any(g != 1.0 for g in got.loc["r0", "gamma"]), "the answered rollout is shaped"
+    by_row = flow_ray.score_rollouts(ray.data.from_items(rows), tmp_path / "model", batch_size=2, rows_per_pass=1).to_pandas().set_index("sample_id")
+    assert [list(g) for g in by_row.loc[["r0", "r1"], "gamma"]] == [list(g) for g in got.loc[["r0", "r1"], "gamma"]], "a row a pass: the same γ"
     # what the actors could only find out on the cluster is refused on the driver, before them
-    for kwargs, says in [({"answer": "bracketed"}, "answer: 'bracketed' is not boxed, last_line"), ({"batch_size": 0}, "batch_size must be at least 1"), ({"layers": (3, 1)}, "layers: span 3:1")]:
+    for kwargs, says in [({"answer": "bracketed"}, "answer: 'bracketed' is not boxed, last_line"), ({"batch_size": 0}, "batch_size must be at least 1"), ({"layers": (3, 1)}, "layers: span 3:1"),
+                         ({"rows_per_pass": 0}, "rows_per_pass must be at least 1")]:
         with pytest.raises(ValueError, match=says):
             flow_ray.score_rollouts(ray.data.from_items(rows), tmp_path / "model", **kwargs)
 

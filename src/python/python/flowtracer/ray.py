@@ -252,11 +252,12 @@ def score_files(
 class RolloutScorer:
     """The recompute pipeline's actor: loads a causal LM once (`model`: a folder
     `save_pretrained` wrote), then per batch of rows (`sample_id`, `prompt_ids`, `response_ids`)
-    captures its attention in one forward pass and returns γ for every response token
-    (`gamma`, as many as the response has; all ones where no answer was found, with `status`
-    saying why)."""
+    captures its attention (in one forward pass, or `rows_per_pass` rows at a time) and returns
+    γ for every response token (`gamma`, as many as the response has; all ones where no answer
+    was found, with `status` saying why)."""
 
-    def __init__(self, model: str, *, tokenizer: str | None = None, answer: str = "boxed", params: str | None = None, device: str = "cpu", layers: tuple[int, int] | None = None):
+    def __init__(self, model: str, *, tokenizer: str | None = None, answer: str = "boxed", params: str | None = None, device: str = "cpu", layers: tuple[int, int] | None = None,
+                 rows_per_pass: int | None = None):
         import torch
         import transformers
 
@@ -266,6 +267,7 @@ class RolloutScorer:
         self.rule = rl.answer_rule(answer)
         self.params = None if params is None else Params.from_json(params)
         self.layers = layers
+        self.rows_per_pass = rows_per_pass
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def __call__(self, batch: dict[str, Any]) -> Any:
@@ -273,7 +275,8 @@ class RolloutScorer:
         responses = [list(map(int, r)) for r in batch["response_ids"]]
         ids, mask, _, rmask = rl.padded_rows(prompts, responses, pad=self.pad)
         shaped = rl.response_gamma(self.model, ids.to(self.device), mask.to(self.device), rmask.to(self.device), self.rule,
-                                   tokenizer=self.tokenizer, params=self.params, layers=self.layers, backend="auto")
+                                   tokenizer=self.tokenizer, params=self.params, layers=self.layers, backend="auto",
+                                   rows_per_pass=self.rows_per_pass or len(prompts))
         gamma = shaped.gamma.cpu().numpy()
         status = ["no_answer" if r is None else ("failed" if isinstance(r, BaseException) else r.status) for r in shaped.results]
         import pyarrow as pa
@@ -296,15 +299,17 @@ def score_rollouts(
     num_gpus: float = 0,
     num_cpus: float = 1,
     layers: tuple[int, int] | None = None,
+    rows_per_pass: int | None = None,
 ) -> Any:
     """γ per response token for a dataset of rollouts (`sample_id`, `prompt_ids`,
     `response_ids`; e.g. `ray.data.read_parquet(...)` of what the trainer logged): `concurrency`
     actors, each with the model loaded once (on a GPU when `num_gpus` > 0). `answer` is `boxed`,
     `last_line` or `package.module:function` (importable on the workers), as verl's
-    `flowtracer.answer` is."""
+    `flowtracer.answer` is. Each batch is captured in one forward pass, or `rows_per_pass` rows
+    at a time (the capture holds `[rows, n, n]` float32: long rollouts in a large batch)."""
     # Checked here, on the driver, not in each actor after the cluster has started them.
     rl.answer_rule(answer)
-    for name, value in (("batch_size", batch_size), ("concurrency", concurrency)):
+    for name, value in (("batch_size", batch_size), ("concurrency", concurrency), ("rows_per_pass", 1 if rows_per_pass is None else rows_per_pass)):
         if int(value) < 1:
             raise ValueError(f"score_rollouts: {name} must be at least 1, not {value}")
     layers = None if layers is None else span("score_rollouts: layers", layers)
@@ -318,6 +323,7 @@ def score_rollouts(
             "params": None if params is None else params.to_json(),
             "device": device,
             "layers": layers,
+            "rows_per_pass": rows_per_pass,
         },
         batch_size=batch_size,
         batch_format="numpy",
