@@ -110,7 +110,7 @@ def main(tmp: Path) -> None:
         try:
             flow_openrlhf.install(params=params, rows_per_pass=wrong)
         except ValueError as e:
-            assert "rows_per_pass is a whole number of rows, at least 1" in str(e), str(e)
+            assert "install: rows_per_pass: a whole number of rows, at least 1" in str(e), str(e)
         else:
             raise AssertionError(f"install took rows_per_pass={wrong}")
     installed = flow_openrlhf.install(params=params, rows_per_pass=1)

@@ -114,7 +114,7 @@ def test_the_capture_pass_runs_a_few_rows_at_a_time(tmp_path):
     for per_pass in (1, 2, 3):
         torch.testing.assert_close(gammas[per_pass], gammas[4], rtol=0, atol=0)
     assert (gammas[4] != 1).any() and torch.all(gammas[4][1] == 1) and torch.all(gammas[4][3] == 1)
-    with pytest.raises(ValueError, match="rows_per_pass must be at least 1"):
+    with pytest.raises(ValueError, match="rows_per_pass: a whole number of rows, at least 1, not 0"):
         flowtracer.rl.response_gamma(model, b["input_ids"], b["attention_mask"], r_mask, spans, rows_per_pass=0)
 
 

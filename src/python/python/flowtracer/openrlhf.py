@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .params import Params
-from .rl import ROWS_PER_PASS, AnswerSpan, Span, action_gamma, boxed_answer, find_answers, shape_advantages
+from .rl import ROWS_PER_PASS, AnswerSpan, Span, action_gamma, boxed_answer, checked_rows_per_pass, find_answers, shape_advantages
 
 __all__ = ["Installed", "flow_gamma", "install", "shaped_advantages"]
 
@@ -90,8 +90,7 @@ def install(params: Params | None = None, answer: AnswerSpan = boxed_answer, row
     from openrlhf.trainer.ray import ppo_actor
     from openrlhf.trainer.ray.ppo_actor import PolicyModelActor
 
-    if not isinstance(rows_per_pass, int) or isinstance(rows_per_pass, bool) or rows_per_pass < 1:
-        raise ValueError(f"flowtracer.openrlhf.install: rows_per_pass is a whole number of rows, at least 1, not {rows_per_pass!r}")
+    checked_rows_per_pass(rows_per_pass, "flowtracer.openrlhf.install: rows_per_pass")
     chosen = params or Params()
 
     class FlowPolicyActor(PolicyModelActor.__ray_actor_class__):

@@ -152,6 +152,14 @@ ROWS_PER_PASS = 4
 share of a step, say 128 rows) would not fit beside the model."""
 
 
+def checked_rows_per_pass(value: Any, name: str) -> int:
+    """`value` as rows a capture pass, refused (naming `name`) unless a whole number ≥ 1: said
+    when a trainer starts, not on its workers after the first rollout."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}: a whole number of rows, at least 1, not {value!r}")
+    return value
+
+
 def _gamma_rows(
     model: Any,
     input_ids: Any,
@@ -175,8 +183,7 @@ def _gamma_rows(
     under FSDP each forward gathers the weights with the other ranks, which run as many."""
     import torch
 
-    if rows_per_pass < 1:
-        raise ValueError(f"rows_per_pass must be at least 1, not {rows_per_pass}")
+    checked_rows_per_pass(rows_per_pass, "rows_per_pass")
     b = input_ids.shape[0]
     if position_ids is not None and position_ids.shape[0] != b:
         raise ValueError(f"position_ids {tuple(position_ids.shape)}: one row of positions per row of input_ids ({b}) expected")

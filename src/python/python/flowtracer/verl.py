@@ -33,7 +33,7 @@ from typing import Any, Callable
 from . import _verl_v1
 from ._verl_v1 import ANSWER, GAMMA, PARAMS, ROWS, spans_tensor
 from .params import Params
-from .rl import ROWS_PER_PASS, AnswerSpan, Span, answer_rule, boxed_answer, find_answers, response_gamma, shape_advantages
+from .rl import ROWS_PER_PASS, AnswerSpan, Span, answer_rule, boxed_answer, checked_rows_per_pass, find_answers, response_gamma, shape_advantages
 
 __all__ = ["FlowTaskRunner", "FlowTaskRunnerV1", "answer_rule", "answer_spans", "flow_gamma", "install", "shaped_compute_advantage", "worker_class"]
 
@@ -160,9 +160,7 @@ def _settings(config: Any) -> tuple[Params, AnswerSpan, int]:
         )
     settings = config.get("flowtracer", None) or {}
     params = Params.load(settings["params"]) if settings.get("params") else Params()
-    rows = settings.get("rows_per_pass", ROWS_PER_PASS)
-    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
-        raise ValueError(f"flowtracer.rows_per_pass: a whole number of rows, at least 1, not {rows!r}")
+    rows = checked_rows_per_pass(settings.get("rows_per_pass", ROWS_PER_PASS), "flowtracer.rows_per_pass")
     return params, answer_rule(settings.get("answer", "boxed"), "flowtracer.answer"), rows
 
 
