@@ -28,6 +28,12 @@ def spans_tensor(found: list[Span | None]) -> Any:
     return torch.tensor([[-1, -1] if f is None else [int(f[0]), int(f[1])] for f in found], dtype=torch.int64).reshape(-1, 2)
 
 
+def spans_of(answers: Any) -> list[Span | None]:
+    """`spans_tensor`'s spans back: from `(bs, 2)` as put, or row by row as the queue may hand a
+    field back."""
+    return [None if a < 0 else (a, e) for a, e in (r.tolist() for r in _rows(answers))]
+
+
 def _rows(nested: Any) -> list[Any]:
     return list(nested.unbind()) if getattr(nested, "is_nested", False) else list(nested)
 
@@ -44,7 +50,7 @@ def flow_gamma_rows(module: Any, data: Any, params: Params | None = None, backen
     if positions is not None and any(p.dim() != 1 for p in positions):
         raise ValueError("flowtracer.verl: position ids with more than one axis (a multimodal model's rope) are not supported: the capture pass runs text only")
     ids, mask, pos, response_mask = padded_rows(prompts, responses, positions)
-    spans: list[Span | None] = [None if a < 0 else (a, e) for a, e in (r.tolist() for r in _rows(data[ANSWER]))]
+    spans = spans_of(data[ANSWER])
     device = next(module.parameters()).device
     gamma = response_gamma(module, ids.to(device), mask.to(device), response_mask.to(device), spans, position_ids=pos.to(device), params=params,
                            backend=backend, rows_per_pass=rows_per_pass).gamma.cpu()

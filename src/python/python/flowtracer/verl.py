@@ -31,11 +31,12 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from . import _verl_v1
-from ._verl_v1 import ANSWER, GAMMA, PARAMS, ROWS, spans_tensor
+from ._verl_v1 import ANSWER, GAMMA, PARAMS, ROWS, spans_of, spans_tensor
 from .params import Params
-from .rl import ROWS_PER_PASS, AnswerSpan, Span, answer_rule, boxed_answer, checked_rows_per_pass, find_answers, response_gamma, shape_advantages
+from .rl import ROWS_PER_PASS, AnswerSpan, answer_rule, boxed_answer, checked_rows_per_pass, find_answers, response_gamma, shape_advantages
 
 __all__ = ["FlowTaskRunner", "FlowTaskRunnerV1", "answer_rule", "answer_spans", "flow_gamma", "install", "shaped_compute_advantage", "worker_class"]
+
 
 def answer_spans(responses: Any, response_mask: Any, tokenizer: Any, rule: AnswerSpan) -> Any:
     """`(bs, 2)` int64: each response's answer span (response token indices), -1 where none."""
@@ -48,7 +49,7 @@ def flow_gamma(module: Any, batch: Any, params: Params | None = None, backend: s
     optional `position_ids`, and `flow_answer` from `answer_spans`): what a worker computes."""
     t = batch["responses"].shape[1]
     mask = batch["attention_mask"]
-    spans: list[Span | None] = [None if a < 0 else (a, b) for a, b in batch[ANSWER].tolist()]
+    spans = spans_of(batch[ANSWER])
     position_ids = batch["position_ids"] if "position_ids" in batch.keys() else None
     return response_gamma(module, batch["input_ids"], mask, mask[:, -t:], spans, position_ids=position_ids, params=params, backend=backend,
                           rows_per_pass=rows_per_pass).gamma
