@@ -131,7 +131,7 @@ pub fn run_train(a: TrainArgs) -> ExitCode {
     }
 }
 
-pub fn run_warmstart(task: Task, target: f64, max_steps: usize, seed: u64, eval_size: usize, out: &Path) -> ExitCode {
+pub fn run_warmstart(task: Task, target: f64, max_steps: usize, seed: u64, eval_size: usize, out: &Path, overwrite: bool) -> ExitCode {
     let cancel = interrupt();
     let policy = match Policy::new(Config::small()) {
         Ok(p) => p,
@@ -149,12 +149,19 @@ pub fn run_warmstart(task: Task, target: f64, max_steps: usize, seed: u64, eval_
         !cancel.is_cancelled()
     });
     bar.finish_and_clear();
-    match result.and_then(|w| policy.save(out).map(|()| w)) {
-        Ok(w) => {
+    let (w, bytes) = match result.and_then(|w| Ok((w, policy.to_safetensors()?))) {
+        Ok(done) => done,
+        Err(e) => return fail(e),
+    };
+    match crate::cli_values::write_out(out, &bytes, overwrite) {
+        Ok(()) => {
             eprintln!("flowtracer: {} after {} supervised steps: {:.1}% held-out → {}", task.name(), w.steps, w.accuracy * 100.0, out.display());
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(e) => {
+            eprintln!("flowtracer: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -29,6 +29,14 @@ pub fn new_file(out: &std::path::Path, overwrite: bool) -> Result<(), String> {
     }
 }
 
+/// Writes a command's `--out` file atomically: over what is there where `overwrite`, else only
+/// where nothing is when the write lands ([`flowtracer::atomic::write_new`]): a file that
+/// appeared there while the work ran (another run writing the same name) is kept, and named.
+pub fn write_out(out: &std::path::Path, bytes: &[u8], overwrite: bool) -> Result<(), String> {
+    let write = if overwrite { flowtracer::atomic::write_atomic } else { flowtracer::atomic::write_new };
+    write(out, bytes).map_err(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { already_exists(out) } else { format!("{}: {e}", out.display()) })
+}
+
 /// What a command says of a file it will not write over.
 pub fn already_exists(out: &std::path::Path) -> String {
     format!("{}: already exists (pass --overwrite to replace it)", out.display())
@@ -46,5 +54,23 @@ mod tests {
         for bad in ["0", "1.5", "-0.1", "NaN", "inf"] {
             assert!(super::share(bad).is_err(), "{bad}");
         }
+    }
+
+    /// What `synth` and `warmstart` write last, after minutes of work: a file that appeared at
+    /// `--out` since their check at the start is kept and named, unless `--overwrite`.
+    #[test]
+    fn an_out_file_that_appeared_meanwhile_is_kept() {
+        let dir = std::env::temp_dir().join(format!("ft-write-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("policy.safetensors");
+        assert_eq!(super::write_out(&out, b"ours", false), Ok(()));
+        assert_eq!(std::fs::read(&out).unwrap(), b"ours");
+        std::fs::write(&out, b"theirs").unwrap();
+        assert_eq!(super::write_out(&out, b"ours", false), Err(super::already_exists(&out)));
+        assert_eq!(std::fs::read(&out).unwrap(), b"theirs");
+        assert_eq!(super::write_out(&out, b"ours", true), Ok(()));
+        assert_eq!(std::fs::read(&out).unwrap(), b"ours");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary is left");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -312,7 +312,7 @@ fn main() -> ExitCode {
             cli_rl::run_train(cli_rl::TrainArgs { cfg, out, compare, seeds, target })
         }
         Some(Command::Warmstart { task, target, max_steps, seed, eval_size, out, overwrite }) => match cli_values::new_file(&out, overwrite) {
-            Ok(()) => cli_rl::run_warmstart(task, target, max_steps, seed, eval_size, &out),
+            Ok(()) => cli_rl::run_warmstart(task, target, max_steps, seed, eval_size, &out, overwrite),
             Err(e) => {
                 eprintln!("flowtracer: {e}");
                 ExitCode::from(1)
@@ -337,13 +337,10 @@ fn main() -> ExitCode {
                 eprintln!("flowtracer: {e}");
                 return ExitCode::from(1);
             }
-            let trace = synth::synth_trace(&spec);
-            match if overwrite { trace.write(&out) } else { trace.write_new(&out) } {
+            match cli_values::write_out(&out, &synth::synth_trace(&spec).to_bytes(), overwrite) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    // A file that landed there while the trace was made is kept, and named.
-                    let what = if e.kind() == std::io::ErrorKind::AlreadyExists { cli_values::already_exists(&out) } else { format!("{}: {e}", out.display()) };
-                    eprintln!("flowtracer: {what}");
+                    eprintln!("flowtracer: {e}");
                     ExitCode::from(1)
                 }
             }

@@ -197,14 +197,17 @@ impl Policy {
         self.varmap.all_vars().iter().map(|v| v.elem_count()).sum()
     }
 
-    /// Writes the weights (safetensors) atomically: a temporary file, then a rename.
+    /// Writes the weights (safetensors) atomically over what is at `path`: a run's own
+    /// checkpoints. (A file a user names goes through [`Policy::to_safetensors`] and
+    /// [`crate::atomic::write_new`], which never replaces one.)
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("safetensors.tmp");
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(at(dir))?;
-        }
-        self.varmap.save(&tmp).map_err(at(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(at(path))
+        crate::atomic::write_atomic(path, &self.to_safetensors()?).map_err(at(path))
+    }
+
+    /// The weights as a safetensors file's bytes.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>> {
+        let vars = self.varmap.data().lock().map_err(|_| Error::msg("the policy's parameters are poisoned"))?;
+        Ok(safetensors::serialize(vars.iter().map(|(name, var)| (name, var.as_tensor())), None)?)
     }
 
     pub fn load(&mut self, path: &Path) -> Result<()> {

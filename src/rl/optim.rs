@@ -82,9 +82,8 @@ impl Adam {
         }
         let steps = Tensor::new(&[self.steps], &Device::Cpu)?;
         tensors.insert("steps".into(), steps);
-        let tmp = path.with_extension("tmp");
-        candle_core::safetensors::save(&tensors, &tmp).map_err(at(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(at(path))
+        let bytes = safetensors::serialize(&tensors, None).map_err(at(path))?;
+        crate::atomic::write_atomic(path, &bytes).map_err(at(path))
     }
 
     /// Takes the state `save` wrote for these same parameters; anything missing or misshapen is

@@ -98,10 +98,4 @@ impl TraceBuilder {
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         crate::atomic::write_atomic(path, &self.to_bytes())
     }
-
-    /// [`TraceBuilder::write`] where no file may be replaced: `AlreadyExists` where one is at
-    /// `path` when the write lands (see [`crate::atomic::write_new`]).
-    pub fn write_new(&self, path: &Path) -> std::io::Result<()> {
-        crate::atomic::write_new(path, &self.to_bytes())
-    }
 }
