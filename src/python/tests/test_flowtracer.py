@@ -267,14 +267,15 @@ def test_reprs_are_summaries_not_every_token(tmp_path):
     r = flowtracer.analyze(chain(n), question=(0, 2), answer=(n - 1, n), name="long one")
     text = repr(r)
     assert len(text) < 400 and "'long one'" in text and f"n={n}" in text and "status='ok'" in text, text
+    assert r.n == n, "the n a summary shows is an attribute"
     path = tmp_path / "long.safetensors"
     flowtracer.dump(path, chain(n), [f"tok{i}" for i in range(n)], question=(0, 2), answer=(n - 1, n))
     t = flowtracer.load_trace(path)
-    assert len(repr(t)) < 400 and f"n={n}" in repr(t) and "tok1" not in repr(t), repr(t)
+    assert len(repr(t)) < 400 and f"n={n}" in repr(t) and "tok1" not in repr(t) and t.n == n, repr(t)
     from_file = flowtracer.analyze_files([path])[0]
-    assert len(repr(from_file)) < 400 and not {"tokens", "backbone"} & set(vars(from_file)), "a repr makes nothing unmade"
+    assert len(repr(from_file)) < 400 and from_file.n == n and not {"tokens", "backbone"} & set(vars(from_file)), "a repr makes nothing unmade"
     credits = flowtracer.read_credits(export([SAMPLE], tmp_path / "out", "credits") / "credits.safetensors")
-    assert repr(credits).startswith("Credits(1 rows") and "n=" in repr(credits.rows[0]) and len(repr(credits.rows[0])) < 400
+    assert repr(credits).startswith("Credits(1 rows") and f"n={credits.rows[0].n}" in repr(credits.rows[0]) and credits.rows[0].n == len(credits.rows[0].credit) > 0 and len(repr(credits.rows[0])) < 400
 
 
 def test_each_result_has_its_own_provenance():

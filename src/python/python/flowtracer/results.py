@@ -103,11 +103,16 @@ class FlowResult(_ComparedByValue):
         value = d[name] = unmade.make(name)
         return value
 
+    @property
+    def n(self) -> int:
+        """Tokens in the trace (what the one-line summary shows as `n`)."""
+        return len(self.reach)
+
     def __repr__(self) -> str:
         # What a notebook shows of a result: the figures, not 4 000 tokens and five arrays (the
         # dataclass's own repr printed every one). Counts only, so nothing unmade is made.
         return (
-            f"FlowResult(source={self.source!r}, status={self.status!r}, n={len(self.reach)}, "
+            f"FlowResult(source={self.source!r}, status={self.status!r}, n={self.n}, "
             f"question={self.question}, response={self.response}, answer={self.answer}, "
             f"backbone_flow={self.backbone_flow:.3g}, hubs={len(self.hubs)}, checkpoints={len(self.checkpoints)}, "
             f"credited={int((self.credit > 1.0).sum())})"
@@ -148,9 +153,14 @@ class Trace(_ComparedByValue):
     meta: dict[str, Any]
     """The format's optional metadata: layers, num_layers, model, reward, ..."""
 
+    @property
+    def n(self) -> int:
+        """Tokens in the trace."""
+        return len(self.tokens)
+
     def __repr__(self) -> str:
         return (
-            f"Trace(path={self.path!r}, n={len(self.tokens)}, shape={self.shape}, dtype={self.dtype!r}, "
+            f"Trace(path={self.path!r}, n={self.n}, shape={self.shape}, dtype={self.dtype!r}, "
             f"tokenizer={self.tokenizer!r}, question={self.question}, response={self.response}, answer={self.answer})"
         )
 
@@ -181,9 +191,14 @@ class CreditRow(_ComparedByValue):
     response: tuple[int, int]
     answer: tuple[int, int]
 
+    @property
+    def n(self) -> int:
+        """Tokens in the trace."""
+        return len(self.credit)
+
     def __repr__(self) -> str:
         return (
-            f"CreditRow(source={self.source!r}, sample_id={self.sample_id!r}, status={self.status!r}, n={len(self.credit)}, "
+            f"CreditRow(source={self.source!r}, sample_id={self.sample_id!r}, status={self.status!r}, n={self.n}, "
             f"question={self.question}, response={self.response}, answer={self.answer})"
         )
 
