@@ -135,6 +135,26 @@ fn an_interrupted_run_resumes_without_losing_or_doubling_metrics() {
     }
 }
 
+/// A resume that would take the next steps another way is refused and names what differs; its
+/// length and its checkpoints' cadence may change.
+#[test]
+fn a_run_resumes_only_with_the_settings_it_was_started_with() {
+    let dir = common::temp_dir("rl-resume-settings");
+    let out = dir.join("run");
+    train(&tiny(2), &out, &Default::default(), &mut |_| {}).unwrap();
+    let mut other = tiny(4);
+    other.credit_mode = CreditMode::Uniform;
+    other.params.credit.gamma = 2.0;
+    let e = train(&other, &out, &Default::default(), &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("run.json") && e.contains("credit_mode \"flow\" → \"uniform\"") && e.contains("params.credit.gamma 1.5 → 2.0"), "{e}");
+    assert!(!e.contains("steps"), "the length may change: {e}");
+    assert_eq!(metric_steps(&out), vec![0, 1, 2], "a refused resume writes nothing");
+    let mut longer = tiny(3);
+    longer.checkpoint_every = 1;
+    train(&longer, &out, &Default::default(), &mut |_| {}).unwrap();
+    assert_eq!(metric_steps(&out), vec![0, 1, 2, 3]);
+}
+
 /// A run stopped and resumed ends with the very weights of one that ran straight through: the
 /// checkpoint holds the optimizer's moments and step count beside the weights, and each step
 /// draws its problems and samples from its own seed.

@@ -9,6 +9,7 @@ pub mod grpo;
 pub mod model;
 pub mod optim;
 pub mod probe;
+pub mod resume;
 pub mod rollout;
 pub mod shipped;
 pub mod task;

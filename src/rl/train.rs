@@ -291,6 +291,9 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
         return Err(Error::msg(format!("{}: is a file, not a run folder", out.display())));
     }
     refuse_foreign_folder(out)?;
+    if latest_checkpoint(out).is_some() {
+        super::resume::check_settings(out, cfg)?;
+    }
     std::fs::create_dir_all(out).map_err(at(out))?;
     let mut policy = Policy::new(cfg.model.clone())?;
     let backend = crate::backend::select(crate::backend::Choice::Auto).map_err(Error::msg)?;
