@@ -3,7 +3,6 @@
 //! written costs only itself.
 
 use crate::atomic::{AtomicFile, write_atomic};
-use rayon::prelude::*;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -71,12 +70,13 @@ impl Outputs {
         Ok(())
     }
 
-    /// Writes a trace's files all or none, each on whichever core is free (most of a write is
-    /// waiting for the disk to have it): after a failure the ones written go again. None is
-    /// written when one of them is an input.
+    /// Writes a trace's files all or none, each on a thread of its own: most of a write is
+    /// waiting for the disk to have it (its fsync), and the waits overlap, where the pool's
+    /// threads (one a core) had taken them a core's worth at a time. After a failure the ones
+    /// written go again. None is written when one of them is an input.
     pub fn write_all(&self, files: &[(PathBuf, Vec<u8>)]) -> Result<(), String> {
         files.iter().try_for_each(|(path, _)| self.not_an_input(path))?;
-        let written: Vec<Result<(), String>> = files.par_iter().map(|(path, bytes)| self.write(path, bytes)).collect();
+        let written: Vec<Result<(), String>> = at_once(files.iter().map(|(path, bytes)| move || self.write(path, bytes)));
         let Some(failed) = written.iter().find_map(|w| w.as_ref().err()) else { return Ok(()) };
         for ((path, _), w) in files.iter().zip(&written) {
             if w.is_ok() {
@@ -84,5 +84,31 @@ impl Outputs {
             }
         }
         Err(failed.clone())
+    }
+}
+
+/// Runs each job on a thread of its own (the first on the caller's) and returns their results
+/// in order: for work that is mostly waiting on the disk, which a thread per core would queue.
+pub fn at_once<T: Send, F: FnOnce() -> T + Send>(jobs: impl IntoIterator<Item = F>) -> Vec<T> {
+    let mut jobs = jobs.into_iter();
+    let Some(first) = jobs.next() else { return Vec::new() };
+    std::thread::scope(|s| {
+        let others: Vec<_> = jobs.map(|job| s.spawn(job)).collect();
+        let mut done = vec![first()];
+        done.extend(others.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))));
+        done
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each job runs on a thread of its own, and the results come back in the jobs' order.
+    #[test]
+    fn jobs_run_at_once_and_answer_in_order() {
+        let got = super::at_once((0..5).map(|i| move || (i, std::thread::current().id())));
+        assert_eq!(got.iter().map(|&(i, _)| i).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        let threads: std::collections::HashSet<_> = got.iter().map(|&(_, t)| t).collect();
+        assert_eq!(threads.len(), 5, "one thread a job");
+        assert!(super::at_once(Vec::<fn() -> u8>::new()).is_empty());
     }
 }

@@ -188,15 +188,22 @@ impl RunFiles {
         }
     }
 
-    /// Puts every file in place, each on a core of its own (most of it is waiting for the
+    /// Puts every file in place, each on a thread of its own (most of it is waiting for the
     /// disk); the errors of those that could not be written.
     pub fn finish(self, outputs: &Outputs, summary: &Summary, params: &Params) -> Vec<String> {
         let RunFiles { csv, report, credits, mut errors, .. } = self;
-        let csv = || csv.map(Piecewise::commit).transpose();
-        let credits = || credits.map(|c| outputs.write(&outputs.dir.join(super::credits::CREDITS_FILE), &c.bytes(params))).transpose();
-        let report = || report.map(|r| page(outputs, summary, r)).transpose();
-        let (csv, (credits, report)) = rayon::join(csv, || rayon::join(credits, report));
-        errors.extend([csv, credits, report].into_iter().filter_map(Result::err));
+        type Put<'a> = Box<dyn FnOnce() -> Result<(), String> + Send + 'a>;
+        let mut puts: Vec<Put> = Vec::new();
+        if let Some(csv) = csv {
+            puts.push(Box::new(|| csv.commit()));
+        }
+        if let Some(c) = credits {
+            puts.push(Box::new(move || outputs.write(&outputs.dir.join(super::credits::CREDITS_FILE), &c.bytes(params))));
+        }
+        if let Some(r) = report {
+            puts.push(Box::new(move || page(outputs, summary, r)));
+        }
+        errors.extend(super::outputs::at_once(puts.into_iter().map(|put| move || put())).into_iter().filter_map(Result::err));
         errors
     }
 }
