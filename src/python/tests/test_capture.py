@@ -112,6 +112,11 @@ def test_torch_tensors_go_in_without_a_copy():
     np.testing.assert_array_equal(bf16.credit, f32.credit)  # 0.5 and 1 are exact in bf16
     adv = flowtracer.token_advantages(torch.tensor([[1.0, 1.5]]), torch.tensor([-2.0]), apply_to_negative=False)
     assert isinstance(adv, torch.Tensor) and adv.tolist() == [[-2.0, -2.0]]
+    # Tensors that hold no values to read, or hold them sparse, are refused by name, not by torch.
+    for tensor, says, problem in [(a.to_sparse(), r"rollout_3: a torch.sparse_coo tensor: .*to_dense", "shape"), (torch.empty(n, n, device="meta"), "rollout_3: a tensor on the meta device", "params")]:
+        with pytest.raises(flowtracer.TraceError, match=says) as e:
+            flowtracer.analyze(tensor, question=(0, 3), answer=(n - 2, n), name="rollout_3")
+        assert e.value.problem == problem
 
 
 @pytest.mark.parametrize("kind", ["bytelevel", "sentencepiece", "wordpiece"])

@@ -94,6 +94,9 @@ def test_bad_input_is_an_error_that_names_it(tmp_path):
     with pytest.raises(flowtracer.TraceError, match="dtype int32") as e:
         flowtracer.analyze(chain(n).astype(np.int32), question=(0, 1), answer=(n - 1, n))
     assert e.value.problem == "dtype"
+    with pytest.raises(flowtracer.TraceError, match="rollout_7: not an array of numbers") as e:
+        flowtracer.analyze([[1.0], [0.5, 0.5]], question=(0, 1), answer=(1, 2), name="rollout_7")
+    assert e.value.problem == "shape"
     # A span is read once, before the engine, and refused as what it is: reversed, negative or
     # not a whole number (it had been taken as an empty span, a type error, a truncated int).
     for question, answer, says in [((0, 1), (n, n - 1), "answer: span 8:7 ends before it starts"), ((-1, 1), (n - 1, n), "question: start -1 is negative"), ((0, 1.5), (n - 1, n), "question: end 1.5 is not a whole number"), ((0,), (n - 1, n), "question: a span is a .start, end. pair, not .0,.")]:

@@ -39,7 +39,10 @@ def address(x: Any) -> int | None:
     if isinstance(x, np.ndarray):
         return int(x.__array_interface__["data"][0])
     if _is_torch(x):
-        return int(x.data_ptr())
+        try:
+            return int(x.data_ptr())
+        except RuntimeError:  # a sparse tensor has no one place (and is refused)
+            return None
     cai = _cuda_interface(x)
     return None if cai is None else int(cai["data"][0])
 
@@ -52,6 +55,11 @@ def engine_array(x: Any, name: str, on_device: DeviceRun | None = None) -> tuple
         import torch
 
         t = x.detach()
+        # torch's own errors for these name neither the array nor what to do.
+        if t.layout != torch.strided:
+            raise refused(f"{name}: a {t.layout} tensor: attention is read dense, pass `{name}.to_dense()`", "shape")
+        if t.device.type == "meta":
+            raise refused(f"{name}: a tensor on the meta device holds no values", "params")
         if t.device.type == "cuda" and on_device is not None and on_device(t.device.index or 0):
             return _engine_tensor(t, name, torch)
         if t.device.type != "cpu":
@@ -65,7 +73,10 @@ def engine_array(x: Any, name: str, on_device: DeviceRun | None = None) -> tuple
             return x, False
         why = on_device.why_not(index) if on_device is not None else "this call takes host memory: copy it to the host first"
         raise refused(f"{name}: the array is in CUDA memory and {why}", "params")
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as e:  # ragged lists, objects NumPy cannot make an array of
+        raise refused(f"{name}: not an array of numbers: {e}", "shape") from None
     # The common case first: `dtype.name` alone costs 2 µs, most of this function's time.
     if a.dtype in (np.float32, np.float16) and a.dtype.isnative and a.flags.c_contiguous:
         return a, False
