@@ -278,7 +278,7 @@ fn the_credits_file_reads_back_to_the_pipelines_numbers() {
     let e = flowtracer::export::read_credits(&cut).unwrap_err();
     assert!(e.to_string().contains("cut.safetensors") && e.to_string().contains("truncated"), "{e}");
     let e = flowtracer::export::read_credits(Path::new("sample_traces/addition.safetensors")).unwrap_err();
-    assert!(e.to_string().contains("flowtracer.credits/1"), "{e}");
+    assert!(e.to_string().contains("metadata `format` is `flowtracer.trace/1`, expected `flowtracer.credits/1`"), "{e}");
 }
 
 /// FNV-1a, 64 bits: enough to notice any changed byte, and no dependency for it.

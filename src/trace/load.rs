@@ -67,7 +67,7 @@ fn parse_inner(storage: Arc<Storage>, path: &Path) -> Result<Trace, DataError> {
     let (header_len, header) = SafeTensors::read_metadata(bytes).map_err(|e| super::container::not_safetensors(bytes, &e))?;
     let data_start = 8 + header_len;
     let meta: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
-    check_format(&meta)?;
+    check_format(&meta, FORMAT)?;
     let tokens = read_tokens(&meta)?;
     let n = tokens.len();
     let attention = read_attention(&storage, &header, data_start, n)?;
@@ -83,11 +83,12 @@ fn parse_inner(storage: Arc<Storage>, path: &Path) -> Result<Trace, DataError> {
     Ok(Trace { path: path.to_path_buf(), tokens, spans, token_ids, entropy, logprob, causal_effect, meta, attention })
 }
 
-fn check_format(meta: &HashMap<String, String>) -> Result<(), DataError> {
+/// The file's metadata names the format it is read as (a trace, an export's credits).
+pub(crate) fn check_format(meta: &HashMap<String, String>, expected: &str) -> Result<(), DataError> {
     match meta.get("format").map(String::as_str) {
-        Some(FORMAT) => Ok(()),
-        Some(other) => Err(DataError::new(Problem::Metadata, format!("metadata `format` is `{other}`, expected `{FORMAT}`"))),
-        None => Err(DataError::new(Problem::Metadata, format!("metadata has no `format` key (expected `{FORMAT}`)"))),
+        Some(f) if f == expected => Ok(()),
+        Some(other) => Err(DataError::new(Problem::Metadata, format!("metadata `format` is `{other}`, expected `{expected}`"))),
+        None => Err(DataError::new(Problem::Metadata, format!("metadata has no `format` key (expected `{expected}`)"))),
     }
 }
 

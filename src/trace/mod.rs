@@ -9,6 +9,7 @@ mod container;
 mod load;
 mod memory;
 pub(crate) use container::not_safetensors;
+pub(crate) use load::check_format;
 pub mod st_write;
 pub mod run;
 mod write;
