@@ -602,6 +602,38 @@ fn the_step_view_shows_the_step_graph_and_a_step_selects_its_tokens() {
     assert_eq!(h.state().ui.marks.range, Some((step.start, step.end - 1)));
 }
 
+/// A trace whose `segments` metadata cannot be read keeps its analysis; the step view says which
+/// file and what is wrong with it, as the export does (it had shown the error's Rust debug form).
+#[test]
+fn the_step_view_names_a_trace_whose_segments_cannot_be_read() {
+    use flowtracer::trace::{AttentionInput, Dtype, TraceBuilder};
+    let mut h = harness();
+    let n = 8;
+    let mut values = vec![0f32; n * n];
+    values[0] = 1.0;
+    for k in 1..n {
+        values[k * n + k - 1] = 0.5;
+        values[k * n] += 0.5;
+    }
+    let dir = common::temp_dir("app-bad-segments");
+    let path = dir.join("bad_steps.safetensors");
+    let tokens: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+    let attention = AttentionInput { shape: vec![n, n], values, dtype: Dtype::F32 };
+    TraceBuilder::new(tokens, flowtracer::Span::new(0, 2), flowtracer::Span::new(2, n), flowtracer::Span::new(n - 1, n), attention).meta("segments", "3:5").write(&path).unwrap();
+    h.state_mut().apply(flowtracer::app::Command::Open(path));
+    h.state_mut().ui.view = View::Backbone;
+    h.run();
+    h.get_by_label("steps").click();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let said = "bad_steps.safetensors: metadata `segments` = `3:5` is not a JSON list";
+    while h.query_by_label_contains(said).is_none() {
+        assert!(std::time::Instant::now() < deadline, "the step view never named the trace's segments");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.step();
+    }
+    assert!(h.query_by_label_contains("DataError").is_none());
+}
+
 /// The sample's app as on a desktop without a native file dialog: File's actions open the in-app
 /// browser. (egui_file's path field has no accessible name: the check would fail on its widget.)
 fn harness_without_native_dialogs() -> Harness<'static, FlowApp> {

@@ -41,7 +41,7 @@ impl StepCache {
             return self.graph.as_ref();
         }
         let p = &a.plan.params;
-        let segments = steps::given_segments(trace).map_err(|e| format!("{e:?}")).map(|given| steps::segments(text, a.result.spans, &p.steps, given.as_deref()));
+        let segments = steps::given_segments(trace).map_err(|e| e.at(&trace.path).to_string()).map(|given| steps::segments(text, a.result.spans, &p.steps, given.as_deref()));
         let (matrix, result, backbone) = (a.matrix.clone(), a.result.clone(), p.backbone.clone());
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
