@@ -435,7 +435,15 @@ fn run_app(cli: &Cli) -> ExitCode {
         Ok(p) => p,
         Err(e) => return usage(e),
     };
-    match flowtracer::app::run(&cli.inputs, params) {
+    // The window lives as long as the process, and its backend with it.
+    let backend: &'static dyn backend::Backend = match cli.backend {
+        Choice::Auto => backend::auto(),
+        choice => match backend::select(choice) {
+            Ok(b) => Box::leak(b),
+            Err(e) => return usage(e),
+        },
+    };
+    match flowtracer::app::run(&cli.inputs, params, backend) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("flowtracer: {e}\n(or print the result on the terminal: flowtracer --print [TRACE|RUN])");
@@ -450,6 +458,10 @@ fn run_print(cli: &Cli) -> ExitCode {
         Ok(p) => p,
         Err(e) => return usage(e),
     };
+    let backend = match backend::select(cli.backend) {
+        Ok(b) => b,
+        Err(e) => return usage(e),
+    };
     let mut failed = 0;
     let traces: Vec<Result<Trace, String>> = if cli.inputs.is_empty() {
         vec![Ok(flowtracer::sample_trace())]
@@ -462,7 +474,11 @@ fn run_print(cli: &Cli) -> ExitCode {
         planned.jobs.iter().map(|j| Trace::open(&j.source).map_err(|e| e.to_string())).collect()
     };
     for t in traces {
-        match t.and_then(|t| flowtracer::analyze(&t, &params, &Cancel::default()).map(|r| (t, r)).map_err(|e| e.to_string())) {
+        let ran = t.and_then(|t| {
+            let r = backend.run_batch(&[&t], &params, &Cancel::default()).pop().expect("one result per trace");
+            r.map(|r| (t, r)).map_err(|e| e.to_string())
+        });
+        match ran {
             Ok((t, r)) => println!("{}", summary::describe(&t, &r)),
             Err(e) => {
                 eprintln!("flowtracer: {e}");

@@ -126,6 +126,21 @@ fn print_describes_the_bundled_sample() {
     assert!(text.contains("status ok") && text.contains("path 1"), "{text}");
 }
 
+/// `--print` runs on the backend asked for, as the export does: the CPU's result says so, and a
+/// backend this machine lacks is an error, not the CPU in its place (it had run on the CPU
+/// whatever was asked).
+#[test]
+fn print_runs_on_the_backend_asked_for() {
+    let o = flowtracer().args(["--print", "--backend", "cpu"]).output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("status ok, on cpu"));
+    let o = flowtracer().args(["--print", "--backend", "cuda"]).output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    match flowtracer::backend::select(flowtracer::backend::Choice::Cuda) {
+        Ok(_) => assert!(o.status.success() && out.contains("cuda"), "{out}{err}"),
+        Err(_) => assert!(o.status.code() == Some(2) && err.contains("--backend cuda:") && out.is_empty(), "{out}{err}"),
+    }
+}
+
 /// A fresh folder with a run folder `run` in it that holds the bundled sample as `trace`.
 fn run_holding_the_sample(name: &str, trace: &str) -> (common::TempDir, std::path::PathBuf) {
     let dir = temp_dir(name);

@@ -228,14 +228,15 @@ pub fn has_display() -> bool {
     }
 }
 
-/// Opens the window on `inputs` (the bundled sample when empty).
-pub fn run(inputs: &[PathBuf], params: Params) -> Result<(), String> {
+/// Opens the window on `inputs` (the bundled sample when empty), analysed on `backend`.
+pub fn run(inputs: &[PathBuf], params: Params, backend: &'static dyn crate::backend::Backend) -> Result<(), String> {
     if !has_display() {
         return Err("no display to open a window on (DISPLAY and WAYLAND_DISPLAY are unset).\n\
                     Use the headless mode instead: flowtracer --export OUT_DIR TRACE|RUN…"
             .into());
     }
     let mut app = FlowApp::new(vec![], params, Recent::load());
+    app.model.backend = backend;
     if inputs.is_empty() {
         app.model.add(Document::new(crate::sample_trace()));
     }
