@@ -52,8 +52,8 @@ struct Cli {
 enum Command {
     /// Time every pipeline step and the whole export on synthetic traces.
     Bench {
-        /// Token counts to measure.
-        #[arg(long, value_delimiter = ',', default_value = "1024,4096,8192")]
+        /// Token counts to measure (each at least 1; the synthetic text makes a trace of at least ~70).
+        #[arg(long, value_delimiter = ',', default_value = "1024,4096,8192", value_parser = cli_values::count)]
         sizes: Vec<usize>,
         /// The backend to time.
         #[arg(long, value_enum, default_value_t = Choice::Auto)]

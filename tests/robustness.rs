@@ -294,6 +294,7 @@ fn flag_values_that_cannot_be_meant_are_usage_errors() {
         (vec!["probe", "--problems", "0"], "--problems"),
         (vec!["warmstart", "--target", "2", "--out", o], "--target"),
         (vec!["bench", "--repeat", "0"], "--repeat"),
+        (vec!["bench", "--sizes", "1024,0"], "--sizes"),
         (vec!["synth", "--out", o, "--layers", "0"], "--layers"),
         (vec!["synth", "--out", o, "--tokens", "100000000", "--rank", "2"], "MiB to make, over the budget"),
         (vec!["synth", "--out", o, "--layers", "100000", "--heads", "100000"], "MiB to make, over the budget"),
