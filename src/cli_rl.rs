@@ -200,7 +200,7 @@ pub fn run_probe(a: ProbeArgs) -> ExitCode {
     };
     let backend = match backend::select(a.backend) {
         Ok(b) => b,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e.to_string()),
     };
     let bar = bar(a.problems as u64, "{bar:40} {pos}/{len} problems {elapsed_precise}");
     let result = flowtracer::rl::probe::probe(&policy, a.spec(), backend.as_ref(), &a.params, &cancel, &mut |done, _| {

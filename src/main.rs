@@ -376,7 +376,7 @@ fn run_export(out: PathBuf, cli: &Cli) -> ExitCode {
     let formats = Formats::of(&cli.format);
     let backend = match backend::select(cli.backend) {
         Ok(b) => b,
-        Err(e) => return usage(e),
+        Err(e) => return usage(e.to_string()),
     };
     if cli.params.is_some() && cli.inputs.iter().any(|i| export::scored::is_scored_run(i)) {
         return usage("--params does not apply to a scored run (Parquet): its rows hold the results of the parameters they were scored with".into());
@@ -440,7 +440,7 @@ fn run_app(cli: &Cli) -> ExitCode {
         Choice::Auto => backend::auto(),
         choice => match backend::select(choice) {
             Ok(b) => Box::leak(b),
-            Err(e) => return usage(e),
+            Err(e) => return usage(e.to_string()),
         },
     };
     match flowtracer::app::run(&cli.inputs, params, backend) {
@@ -460,7 +460,7 @@ fn run_print(cli: &Cli) -> ExitCode {
     };
     let backend = match backend::select(cli.backend) {
         Ok(b) => b,
-        Err(e) => return usage(e),
+        Err(e) => return usage(e.to_string()),
     };
     let mut failed = 0;
     let traces: Vec<Result<Trace, String>> = if cli.inputs.is_empty() {
@@ -532,7 +532,7 @@ fn run_fidelity(inputs: &[PathBuf], params: &Option<PathBuf>, seed: u64) -> Exit
 fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, cases: &dyn Fn(usize) -> Vec<bench::BenchCase>, dir: Option<PathBuf>, peer: Option<PathBuf>, batch: usize) -> ExitCode {
     let backend = match backend::select(choice) {
         Ok(b) => b,
-        Err(e) => return usage(e),
+        Err(e) => return usage(e.to_string()),
     };
     let scratch = match bench::Scratch::new(&dir.unwrap_or_else(std::env::temp_dir)) {
         Ok(s) => s,

@@ -47,7 +47,7 @@ fn choosing_cuda_without_a_device_is_a_clear_error() {
         return;
     }
     let e = backend::select(Choice::Cuda).err().expect("no CUDA here, so --backend cuda must fail");
-    assert!(e.starts_with("--backend cuda:"), "{e}");
+    assert!(e.to_string().starts_with("--backend cuda:"), "{e}");
     assert_ne!(backend::select(Choice::Auto).unwrap().name(), "cuda");
     let dir = common::temp_dir("no-cuda");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowtracer"))

@@ -106,8 +106,8 @@ pub fn auto() -> &'static dyn Backend {
 /// wgpu adapter, else the CPU (a software adapter such as lavapipe is correct but slower than the
 /// CPU backend). Asking for a backend this machine lacks is an error the user should see, not a
 /// fallback.
-pub fn select(choice: Choice) -> Result<Box<dyn Backend>, String> {
-    let asked = |name: &str, e: String| format!("--backend {name}: {e} (--backend auto takes what this machine has)");
+pub fn select(choice: Choice) -> Result<Box<dyn Backend>, Unavailable> {
+    let asked = |name: &'static str, reason: String| Unavailable { name, reason };
     match choice {
         Choice::Cpu => Ok(Box::new(Cpu)),
         Choice::Auto => {
@@ -123,6 +123,20 @@ pub fn select(choice: Choice) -> Result<Box<dyn Backend>, String> {
         }
         Choice::Wgpu => wgpu_backend().map_err(|e| asked("wgpu", e)),
         Choice::Cuda => cuda_backend().map_err(|e| asked("cuda", e)),
+    }
+}
+
+/// A backend asked for that this machine lacks, and why. It shows as the flag that asked for it;
+/// the Python package names its keyword instead.
+#[derive(Debug)]
+pub struct Unavailable {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "--backend {}: {} (--backend auto takes what this machine has)", self.name, self.reason)
     }
 }
 

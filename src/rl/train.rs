@@ -296,7 +296,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
     }
     std::fs::create_dir_all(out).map_err(at(out))?;
     let mut policy = Policy::new(cfg.model.clone())?;
-    let backend = crate::backend::select(crate::backend::Choice::Auto).map_err(Error::msg)?;
+    let backend = crate::backend::select(crate::backend::Choice::Auto).map_err(|e| Error::msg(e.to_string()))?;
     let metrics_path = out.join("metrics.jsonl");
     let mut opt = Adam::new(&policy.varmap, cfg.lr)?;
     let start = match latest_checkpoint(out) {

@@ -49,7 +49,7 @@ fn backend_of(name: &str) -> PyResult<Box<dyn Backend>> {
         "cuda" => Choice::Cuda,
         other => return Err(value_error(format!("backend {other:?}: expected \"auto\", \"cpu\", \"wgpu\" or \"cuda\""))),
     };
-    backend::select(choice).map_err(value_error)
+    backend::select(choice).map_err(|e| value_error(format!("backend {:?}: {} (\"auto\" takes what this machine has)", e.name, e.reason)))
 }
 
 type Opened = Vec<Result<Trace, flowtracer::TraceError>>;

@@ -94,6 +94,10 @@ def test_bad_input_is_an_error_that_names_it(tmp_path):
     with pytest.raises(flowtracer.TraceError, match="dtype int32") as e:
         flowtracer.analyze(chain(n).astype(np.int32), question=(0, 1), answer=(n - 1, n))
     assert e.value.problem == "dtype"
+    # A backend this engine lacks (the wheel is built without wgpu) is named by the keyword that
+    # asked for it, not by the binary's flag.
+    with pytest.raises(ValueError, match=r'^backend "wgpu": this build of flowtracer has no wgpu backend .*\("auto" takes what this machine has\)$'):
+        flowtracer.analyze(chain(n), question=(0, 1), answer=(n - 1, n), backend="wgpu")
     with pytest.raises(flowtracer.TraceError, match="rollout_7: not an array of numbers") as e:
         flowtracer.analyze([[1.0], [0.5, 0.5]], question=(0, 1), answer=(1, 2), name="rollout_7")
     assert e.value.problem == "shape"
