@@ -526,15 +526,10 @@ fn a_run_folder_is_analysed_in_the_background_with_the_current_parameters() {
     }
 }
 
-/// Byte-level BPE tokens show as their text (spaces, a line break, a character split across
-/// tokens); the View menu decodes them another way and back; search finds the text.
-#[test]
-fn subword_tokens_show_as_text_and_the_view_menu_switches_the_decoding() {
-    use flowtracer::subword::Tokenizer;
+/// A trace file of `tokens` in a temporary folder: each token attends to the one before it and to
+/// the first, the question its first two tokens, the answer its last.
+fn chain_trace(folder: &str, name: &str, tokens: &[String], meta: &[(&str, &str)]) -> (common::TempDir, std::path::PathBuf) {
     use flowtracer::trace::{AttentionInput, Dtype, TraceBuilder};
-    let mut h = harness();
-    // (é is C3 A9, split across two tokens as a trained byte-level BPE splits it)
-    let tokens: Vec<String> = ["Question", "Ġ:", "Ġa", "Ġtrain", "Ċ", "Let", "Ġcaf", "Ã", "©", "Ġ72"].iter().map(|s| s.to_string()).collect();
     let n = tokens.len();
     let mut values = vec![0f32; n * n];
     values[0] = 1.0;
@@ -542,10 +537,26 @@ fn subword_tokens_show_as_text_and_the_view_menu_switches_the_decoding() {
         values[k * n + k - 1] = 0.75;
         values[k * n] += 0.25;
     }
-    let dir = common::temp_dir("app-subword");
-    let path = dir.join("bpe.safetensors");
+    let dir = common::temp_dir(folder);
+    let path = dir.join(name);
     let attention = AttentionInput { shape: vec![n, n], values, dtype: Dtype::F32 };
-    TraceBuilder::new(tokens.clone(), flowtracer::Span::new(0, 2), flowtracer::Span::new(2, n), flowtracer::Span::new(n - 1, n), attention).write(&path).unwrap();
+    let mut b = TraceBuilder::new(tokens.to_vec(), flowtracer::Span::new(0, 2), flowtracer::Span::new(2, n), flowtracer::Span::new(n - 1, n), attention);
+    for (k, v) in meta {
+        b = b.meta(k, v);
+    }
+    b.write(&path).unwrap();
+    (dir, path)
+}
+
+/// Byte-level BPE tokens show as their text (spaces, a line break, a character split across
+/// tokens); the View menu decodes them another way and back; search finds the text.
+#[test]
+fn subword_tokens_show_as_text_and_the_view_menu_switches_the_decoding() {
+    use flowtracer::subword::Tokenizer;
+    let mut h = harness();
+    // (é is C3 A9, split across two tokens as a trained byte-level BPE splits it)
+    let tokens: Vec<String> = ["Question", "Ġ:", "Ġa", "Ġtrain", "Ċ", "Let", "Ġcaf", "Ã", "©", "Ġ72"].iter().map(|s| s.to_string()).collect();
+    let (_dir, path) = chain_trace("app-subword", "bpe.safetensors", &tokens, &[]);
     h.state_mut().apply(flowtracer::app::Command::Open(path));
     h.run();
     let d = &h.state().model.docs[h.state().model.current];
@@ -606,20 +617,9 @@ fn the_step_view_shows_the_step_graph_and_a_step_selects_its_tokens() {
 /// file and what is wrong with it, as the export does (it had shown the error's Rust debug form).
 #[test]
 fn the_step_view_names_a_trace_whose_segments_cannot_be_read() {
-    use flowtracer::trace::{AttentionInput, Dtype, TraceBuilder};
     let mut h = harness();
-    let n = 8;
-    let mut values = vec![0f32; n * n];
-    values[0] = 1.0;
-    for k in 1..n {
-        values[k * n + k - 1] = 0.5;
-        values[k * n] += 0.5;
-    }
-    let dir = common::temp_dir("app-bad-segments");
-    let path = dir.join("bad_steps.safetensors");
-    let tokens: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
-    let attention = AttentionInput { shape: vec![n, n], values, dtype: Dtype::F32 };
-    TraceBuilder::new(tokens, flowtracer::Span::new(0, 2), flowtracer::Span::new(2, n), flowtracer::Span::new(n - 1, n), attention).meta("segments", "3:5").write(&path).unwrap();
+    let tokens: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+    let (_dir, path) = chain_trace("app-bad-segments", "bad_steps.safetensors", &tokens, &[("segments", "3:5")]);
     h.state_mut().apply(flowtracer::app::Command::Open(path));
     h.state_mut().ui.view = View::Backbone;
     h.run();
