@@ -203,7 +203,7 @@ impl RunFiles {
         if let Some(r) = report {
             puts.push(Box::new(move || page(outputs, summary, r)));
         }
-        errors.extend(super::outputs::at_once(puts.into_iter().map(|put| move || put())).into_iter().filter_map(Result::err));
+        errors.extend(super::outputs::at_once(puts).into_iter().filter_map(Result::err));
         errors
     }
 }
