@@ -260,6 +260,10 @@ impl Offload for Answered<'_> {
         self.part(|d| d.solved.take().map(|(h, uf)| (h, uf, d.times.reach)))
     }
 
+    fn offers_backbone(&self) -> bool {
+        true
+    }
+
     fn backbone(&self, _: &Matrix, _: &[f64], _: &[f64], _: Spans, _: usize, _: &BackboneParams) -> Offered<Vec<FlowPath>> {
         self.part(|d| d.backbone.take())
     }

@@ -59,7 +59,7 @@ impl BatchRate {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let read = self.file_bytes / t.aggregate.as_secs_f64().max(1e-12);
         format!(
-            "on one thread a trace takes {:.2} ms in its steps: aggregate {:.2} (its {:.1} MB file at {:.1} GB/s, {:.0}% of one thread's read floor of {:.1} GB/s), reach {:.2}, flow {:.2}, backbone {:.2}, roles {:.2}, credit {:.2}",
+            "on one thread a trace takes {:.2} ms in its steps: aggregate {:.2} (its {:.1} MB file at {:.1} GB/s, {:.0}% of one thread's read floor of {:.1} GB/s), reach {:.2}, flow {:.2}{}, backbone {:.2}, roles {:.2}, credit {:.2}",
             ms(t.total()),
             ms(t.aggregate),
             self.file_bytes / 1e6,
@@ -68,6 +68,7 @@ impl BatchRate {
             self.one_thread_floor / 1e9,
             ms(t.reach),
             ms(t.flow),
+            if t.backbone_sweep_in_flow { " (with the backbone's first sweep)" } else { "" },
             ms(t.backbone),
             ms(t.roles),
             ms(t.credit)
@@ -85,8 +86,11 @@ pub fn format_floor_table(rows: &[BenchRow]) -> String {
         "| N | attention | read floor GB/s | aggregate: MB · GB/s · % of floor | fresh matrix: first-touch GB/s · aggregate % of read + first touch | reach | flow | backbone | pipeline: MB · ms at the floor · × floor | export × pipeline: all formats · without PNG |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
-        let b = StepBytes::of(r.attention_bytes, r.n);
+        let b = StepBytes::of(r.attention_bytes, r.n, &r.steps);
         let cell = |bytes: usize, t: Duration| {
+            if bytes == 0 {
+                return format!("in flow's pass (then {:.1} ms)", t.as_secs_f64() * 1e3);
+            }
             let rate = bytes as f64 / t.as_secs_f64().max(1e-9);
             format!("{:.0} · {:.2} · {:.0}%", bytes as f64 / 1e6, rate / 1e9, 100.0 * rate / r.floor)
         };
@@ -153,7 +157,7 @@ pub fn format_device_floor_table(rows: &[BenchRow]) -> Option<String> {
     for r in rows {
         let Some(d) = r.device else { continue };
         any = true;
-        let b = StepBytes::of(r.attention_bytes, r.n);
+        let b = StepBytes::of(r.attention_bytes, r.n, &r.steps);
         // Two significant digits where a figure is small: an emulated or tiny run's rates are
         // far below a GPU's, and "0.0" would say nothing.
         let cell = |bytes: usize, t: Duration| {
@@ -225,7 +229,7 @@ mod tests {
     fn the_batch_is_read_against_one_thread_and_its_files() {
         let ms = |x: f64| Duration::from_secs_f64(x * 1e-3);
         let one_thread_steps = StepTimes { aggregate: ms(0.8), reach: ms(0.2), flow: ms(0.15), backbone: ms(0.5), roles: ms(0.1), credit: ms(0.05), ..Default::default() };
-        let r = BatchRate { count: 64, n: 1024, backend: "cpu", threads: 2, rate: 1200.0, one_thread: 640.0, floor: 4000.0, one_thread_steps, file_bytes: 4.2e6, one_thread_floor: 10.5e9, export: 300.0, export_without_png: 800.0 };
+        let r = BatchRate { one_thread_steps, ..batch() };
         assert_eq!(
             r.line(),
             "batch of 64 different [N,N] F32 traces at N = 1024, one run_batch: 1200 traces/s (cpu; 640 on one thread, so 1.88× on 2); their files at the read floor: 4000 traces/s, so 30% of it"
@@ -235,6 +239,10 @@ mod tests {
             "on one thread a trace takes 1.80 ms in its steps: aggregate 0.80 (its 4.2 MB file at 5.2 GB/s, 50% of one thread's read floor of 10.5 GB/s), reach 0.20, flow 0.15, backbone 0.50, roles 0.10, credit 0.05"
         );
         assert_eq!(r.export_line(), "the same 64 traces exported as a run: 300 traces/s with every format (4.0× the run_batch), 800 without the PNG pictures (1.5×)");
+    }
+
+    fn batch() -> BatchRate {
+        BatchRate { count: 64, n: 1024, backend: "cpu", threads: 2, rate: 1200.0, one_thread: 640.0, floor: 4000.0, one_thread_steps: StepTimes::default(), file_bytes: 4.2e6, one_thread_floor: 10.5e9, export: 300.0, export_without_png: 800.0 }
     }
 
     fn row(first_touch: Option<f64>) -> BenchRow {
@@ -256,6 +264,28 @@ mod tests {
         assert_eq!(cells(lines[0])[4], format!("1.00 · {share:.0}%"), "{table}");
         assert_eq!(cells(lines[1])[4], "-", "{table}");
         assert_eq!(cells(lines[0]).len(), cells(table.lines().next().unwrap()).len(), "a cell per column");
+    }
+
+    /// Where the backbone's first sweep rode along with the flow solve, the flow's pass is the
+    /// one read of M the two make: the backbone has no bytes of its own, and the pipeline's floor
+    /// counts the matrix once less.
+    #[test]
+    fn a_sweep_in_the_flows_pass_is_counted_once() {
+        let matrix = crate::flow::Matrix::bytes_for(1000);
+        let mut fused = row(None);
+        fused.steps.backbone = Duration::from_micros(400);
+        fused.steps.backbone_sweep_in_flow = true;
+        let table = format_floor_table(&[row(None), fused]);
+        let lines: Vec<&str> = table.lines().skip(2).collect();
+        let cells = |l: &str| l.split(" | ").map(str::to_string).collect::<Vec<_>>();
+        let (apart, along) = (cells(lines[0]), cells(lines[1]));
+        assert_eq!(along[7], "in flow's pass (then 0.4 ms)", "{table}");
+        assert!(apart[7].starts_with(&format!("{:.0} · ", matrix as f64 / 1e6)), "{table}");
+        let mb = |c: &str| c.split(" · ").next().unwrap().parse::<f64>().unwrap();
+        assert_eq!(mb(&apart[8]) - mb(&along[8]), (matrix as f64 / 1e6).round(), "{table}");
+        let fused_steps = StepTimes { backbone_sweep_in_flow: true, ..Default::default() };
+        let r = BatchRate { one_thread_steps: fused_steps, ..batch() };
+        assert!(r.profile_line().contains("flow 0.00 (with the backbone's first sweep), backbone"), "{}", r.profile_line());
     }
 
     /// A device's rows are read against its own memory and link: the kernels' bytes (attention

@@ -28,48 +28,63 @@ pub const SOURCE: usize = usize::MAX - 1;
 /// Paths thinner than this are numerical dust, not structure.
 const MIN_PATH_FLOW: f64 = 1e-12;
 
-struct Widest<'a> {
+/// The widest-path programme's state: each token's widest width and the predecessor it came
+/// through. Its gathers take g = f/h as an argument so the flow solve, which makes g as it
+/// settles, can carry the first sweep along in its own pass over M ([`super::unit_flow`]).
+pub struct Widths<'a> {
     h: &'a [f64],
-    /// f(i)/h(i) for conserving tokens: φ(i,k) = g(i)·M[k,i]·h(k).
-    g: &'a [f64],
     spans: Spans,
     source_left: &'a [f64],
-    width: Vec<f64>,
-    pred: Vec<usize>,
+    pub width: Vec<f64>,
+    pub pred: Vec<usize>,
 }
 
-impl Sweep for Widest<'_> {
-    type Acc = (f64, usize);
+/// The first sweep's widths and predecessors, made beside the flow solve: the backbone then
+/// starts from them instead of reading M once more.
+pub struct FirstSweep {
+    pub width: Vec<f64>,
+    pub pred: Vec<usize>,
+}
 
-    fn gather(&self, k: usize, row: &[f32], sources: Range<usize>) -> (f64, usize) {
+impl<'a> Widths<'a> {
+    pub fn new(h: &'a [f64], spans: Spans, source_left: &'a [f64]) -> Self {
+        let n = h.len();
+        Widths { h, spans, source_left, width: vec![0.0; n], pred: vec![NONE; n] }
+    }
+
+    /// What each source of `sources` offers token `k` through row `row`: its widest candidate.
+    pub fn gather(&self, g: &[f64], k: usize, row: &[f32], sources: Range<usize>) -> (f64, usize) {
         let hk = self.h[k];
         if hk <= 0.0 || sources.is_empty() {
             return (0.0, NONE);
         }
-        let (g, width) = (&self.g[sources.clone()], &self.width[sources.clone()]);
+        let (g, width) = (&g[sources.clone()], &self.width[sources.clone()]);
         let [best] = widest(g, width, &[&row[sources.clone()]], &[hk], sources.start);
         best
     }
 
     /// Four rows at a time: each row's widest source is `gather`'s (`widest` in both), but the four
     /// share the loads of `width` and `g`, which are most of a row's reading.
-    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<(f64, usize)> {
+    pub fn gather_rows(&self, g: &[f64], ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<(f64, usize)> {
         if !ks.len().is_multiple_of(FOUR) || sources.is_empty() {
-            return ks.map(|k| self.gather(k, m.row(k), sources.clone())).collect();
+            return ks.map(|k| self.gather(g, k, m.row(k), sources.clone())).collect();
         }
-        ks.step_by(FOUR).flat_map(|k0| self.gather_four(k0, m, sources.clone())).collect()
+        ks.step_by(FOUR).flat_map(|k0| self.gather_four(g, k0, m, sources.clone())).collect()
     }
 
-    fn gather_onto(&self, acc: (f64, usize), k: usize, row: &[f32], sources: Range<usize>) -> (f64, usize) {
-        Self::combine(acc, self.gather(k, row, sources))
+    fn gather_four(&self, g: &[f64], k0: usize, m: &Matrix, sources: Range<usize>) -> [(f64, usize); FOUR] {
+        let (g, width) = (&g[sources.clone()], &self.width[sources.clone()]);
+        let hs: [f64; FOUR] = std::array::from_fn(|r| self.h[k0 + r].max(0.0));
+        let ws: [&[f32]; FOUR] = std::array::from_fn(|r| &m.row(k0 + r)[sources.clone()]);
+        widest(g, width, &ws, &hs, sources.start)
     }
 
-    fn combine(a: (f64, usize), b: (f64, usize)) -> (f64, usize) {
+    pub fn combine(a: (f64, usize), b: (f64, usize)) -> (f64, usize) {
         // Ties keep the earlier source: `a` covers earlier tokens than `b`.
         if b.0 > a.0 { b } else { a }
     }
 
-    fn settle(&mut self, k: usize, acc: (f64, usize)) {
+    pub fn settle(&mut self, k: usize, acc: (f64, usize)) {
         let mut best = acc;
         if self.spans.question.contains(k) && self.source_left[k] >= best.0 && self.source_left[k] > 0.0 {
             best = (self.source_left[k], SOURCE);
@@ -77,21 +92,46 @@ impl Sweep for Widest<'_> {
         self.width[k] = best.0;
         self.pred[k] = best.1;
     }
+
+    pub fn into_first(self) -> FirstSweep {
+        FirstSweep { width: self.width, pred: self.pred }
+    }
+}
+
+/// The widest-path sweep on its own: the widths, and the g they read.
+struct Widest<'a> {
+    w: Widths<'a>,
+    g: &'a [f64],
+}
+
+impl Sweep for Widest<'_> {
+    type Acc = (f64, usize);
+
+    fn gather(&self, k: usize, row: &[f32], sources: Range<usize>) -> (f64, usize) {
+        self.w.gather(self.g, k, row, sources)
+    }
+
+    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<(f64, usize)> {
+        self.w.gather_rows(self.g, ks, m, sources)
+    }
+
+    fn gather_onto(&self, acc: (f64, usize), k: usize, row: &[f32], sources: Range<usize>) -> (f64, usize) {
+        Self::combine(acc, self.gather(k, row, sources))
+    }
+
+    fn combine(a: (f64, usize), b: (f64, usize)) -> (f64, usize) {
+        Widths::combine(a, b)
+    }
+
+    fn settle(&mut self, k: usize, acc: (f64, usize)) {
+        self.w.settle(k, acc)
+    }
 }
 
 /// Rows whose candidates are taken side by side: four rows' lanes (their maxima and where each
 /// was met) are eight of AVX2's sixteen vector registers, with room left for the loads (eight
 /// rows gained 5–8% at 8k only, in AVX-512's thirty-two registers as in AVX2's sixteen).
 const FOUR: usize = 4;
-
-impl Widest<'_> {
-    fn gather_four(&self, k0: usize, m: &Matrix, sources: Range<usize>) -> [(f64, usize); FOUR] {
-        let (g, width) = (&self.g[sources.clone()], &self.width[sources.clone()]);
-        let hs: [f64; FOUR] = std::array::from_fn(|r| self.h[k0 + r].max(0.0));
-        let ws: [&[f32]; FOUR] = std::array::from_fn(|r| &m.row(k0 + r)[sources.clone()]);
-        widest(g, width, &ws, &hs, sources.start)
-    }
-}
 
 /// Each row's widest candidate and the first source giving it (numbered from `first`; (0, NONE)
 /// when none is wider than 0), the bulk of the widest-path sweep. The sources are taken in
@@ -270,7 +310,7 @@ fn capped(cap: f64, carried: f64) -> f64 {
 /// shrink, so a token whose chosen predecessor kept its width over an untouched edge keeps its
 /// width and predecessor (earlier candidates were strictly narrower and stay so): the result is
 /// the full sweep's, at a fraction of its cost.
-fn update_widths(m: &Matrix, cuts: &Residuals, w: &mut Widest, rows: Range<usize>, path: &[usize]) {
+fn update_widths(m: &Matrix, cuts: &Residuals, g: &[f64], w: &mut Widths, rows: Range<usize>, path: &[usize]) {
     let mut dirty = vec![false; m.n];
     let mut patched = Vec::new();
     let first = rows.start;
@@ -288,7 +328,7 @@ fn update_widths(m: &Matrix, cuts: &Residuals, w: &mut Widest, rows: Range<usize
         };
         if stale {
             let old = w.width[k];
-            let acc = w.gather(k, cuts.row(m, k, &mut patched), first..k);
+            let acc = w.gather(g, k, cuts.row(m, k, &mut patched), first..k);
             w.settle(k, acc);
             dirty[k] = w.width[k] != old;
         }
@@ -414,13 +454,23 @@ impl Residuals {
 
 /// `f` and `h` from the earlier steps; `m` is only read.
 pub fn backbone(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &BackboneParams) -> Vec<FlowPath> {
+    backbone_after(m, h, f, spans, sources, p, None)
+}
+
+/// [`backbone`], from the first sweep's widths where the flow solve made them alongside
+/// ([`super::unit_flow::unit_flow_and_widths`]): the same paths, one pass over M fewer.
+pub fn backbone_after(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, p: &BackboneParams, first: Option<FirstSweep>) -> Vec<FlowPath> {
     let Some(mut d) = Decomposition::new(h, f, spans, sources, p) else { return Vec::new() };
-    let n = m.n;
     let mut cuts = Residuals::default();
     let rows = spans.question.start..spans.answer.end;
-    let mut w = Widest { h, g: &d.g, spans, source_left: &d.source_left, width: vec![0.0; n], pred: vec![NONE; n] };
-    forward_sweep(m, spans.question.start, rows.clone(), &mut w);
-    let (mut width, mut pred) = (w.width, w.pred);
+    let (mut width, mut pred) = match first {
+        Some(first) => (first.width, first.pred),
+        None => {
+            let mut w = Widest { w: Widths::new(h, spans, &d.source_left), g: &d.g };
+            forward_sweep(m, spans.question.start, rows.clone(), &mut w);
+            (w.w.width, w.w.pred)
+        }
+    };
     while d.wants_more() {
         let taken = d.take(&width, &pred, |k, i, residual| {
             cuts.cut(m, k, i, residual);
@@ -430,8 +480,8 @@ pub fn backbone(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, sources: usize, 
         }
         if d.wants_more() {
             let tokens = &d.paths.last().expect("just taken").tokens;
-            let mut w = Widest { h, g: &d.g, spans, source_left: &d.source_left, width, pred };
-            update_widths(m, &cuts, &mut w, rows.clone(), tokens);
+            let mut w = Widths { width, pred, ..Widths::new(h, spans, &d.source_left) };
+            update_widths(m, &cuts, &d.g, &mut w, rows.clone(), tokens);
             (width, pred) = (w.width, w.pred);
         }
     }
@@ -449,7 +499,7 @@ mod tests {
     fn widest_in_order(w: &Widest, k: usize, row: &[f32], sources: Range<usize>) -> (f64, usize) {
         let mut best = (0.0, NONE);
         for i in sources {
-            let c = capped(w.width[i], w.g[i] * row[i] as f64 * w.h[k].max(0.0));
+            let c = capped(w.w.width[i], w.g[i] * row[i] as f64 * w.w.h[k].max(0.0));
             if c > best.0 {
                 best = (c, i);
             }
@@ -475,7 +525,7 @@ mod tests {
         let g: Vec<f64> = (0..n).map(|_| next() * 50.0).collect();
         let spans = Spans { question: Span::new(0, 10), response: Span::new(10, n), answer: Span::new(n - 5, n) };
         let width = (0..n).map(|_| next().min(0.3) * 0.01).collect();
-        let w = Widest { h: &h, g: &g, spans, source_left: &[], width, pred: vec![NONE; n] };
+        let w = Widest { w: Widths { width, ..Widths::new(&h, spans, &[]) }, g: &g };
         let mut ties = 0;
         // Long ranges (lanes, fold and tail) and short ones (a row carrying on inside its group,
         // one source at a time), on either side of where the one gives way to the other.
@@ -489,7 +539,7 @@ mod tests {
                 assert_eq!((got.0.to_bits(), got.1), (want.0.to_bits(), want.1), "row {k}");
                 let one = w.gather(k, m.row(k), sources.clone());
                 assert_eq!((one.0.to_bits(), one.1), (want.0.to_bits(), want.1), "row {k} alone");
-                ties += sources.clone().filter(|&i| w.width[i] == want.0 && i != want.1).count().min(1);
+                ties += sources.clone().filter(|&i| w.w.width[i] == want.0 && i != want.1).count().min(1);
             }
         }
         assert!(ties > 25, "the widths tie at the cap, so the first index is what is tested");
@@ -498,7 +548,7 @@ mod tests {
         for len in [696, 640, 641, 29] {
             let ws: [&[f32]; 4] = std::array::from_fn(|r| &m.row(n - 1 - r)[..len]);
             let hs = [0.7, 1.3, 0.0, 2.1];
-            let (g, width) = (&w.g[..len], &w.width[..len]);
+            let (g, width) = (&w.g[..len], &w.w.width[..len]);
             fn bits<const L: usize>(l: [Lanes<L>; 4]) -> [([u64; L], [u64; L]); 4] {
                 l.map(|(m, a)| (m.map(f64::to_bits), a.map(f64::to_bits)))
             }

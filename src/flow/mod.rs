@@ -73,6 +73,10 @@ pub struct StepTimes {
     pub backbone: Duration,
     pub roles: Duration,
     pub credit: Duration,
+    /// The backbone's first widest-path sweep ran inside the flow solve's pass over M (the CPU
+    /// running both, `unit_flow::unit_flow_and_widths`): `flow` holds it, and `backbone` only
+    /// the re-sweeps after each path.
+    pub backbone_sweep_in_flow: bool,
 }
 
 impl StepTimes {
@@ -85,6 +89,7 @@ impl StepTimes {
         for (a, b) in self.steps_mut().into_iter().zip(other.steps()) {
             *a += b;
         }
+        self.backbone_sweep_in_flow |= other.backbone_sweep_in_flow;
     }
 
     /// Each step's time times `factor` (a sum's mean).

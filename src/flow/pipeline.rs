@@ -53,6 +53,10 @@ pub trait Offload {
     fn solve(&self, _m: &Matrix, _spans: Spans) -> Offered<Solved> {
         None
     }
+    /// Whether `backbone` is offered at all (the CPU then leaves the widest-path sweep to it).
+    fn offers_backbone(&self) -> bool {
+        false
+    }
     /// Step 7.
     fn backbone(&self, _m: &Matrix, _h: &[f64], _f: &[f64], _spans: Spans, _sources: usize, _p: &BackboneParams) -> Offered<Vec<FlowPath>> {
         None
@@ -234,19 +238,25 @@ fn assemble(m: &Matrix, plan: &Plan, on: &dyn Offload, cancel: &Cancel, mut prov
     let (spans, params, n) = (plan.sink, &plan.params, m.n);
 
     let t = Instant::now();
-    let (h, uf) = match offered(&mut prov, &[Step::Reach, Step::Flow], on.solve(m, spans)) {
+    let (h, uf, first_sweep) = match offered(&mut prov, &[Step::Reach, Step::Flow], on.solve(m, spans)) {
         Some((h, uf, reach)) => {
             (times.reach, times.flow) = (reach, t.elapsed().saturating_sub(reach));
-            (h, uf)
+            (h, uf, None)
         }
         None => {
             let t = Instant::now();
             let h = reach::reach(m, spans.answer);
             times.reach = t.elapsed();
+            // The backbone's first sweep rides along with the flow solve where the CPU runs both.
             let t = Instant::now();
-            let uf = unit_flow::unit_flow(m, &h, spans);
+            let (uf, first) = if params.backbone.max_paths > 0 && !on.offers_backbone() {
+                unit_flow::unit_flow_and_widths(m, &h, spans)
+            } else {
+                (unit_flow::unit_flow(m, &h, spans), None)
+            };
             times.flow = t.elapsed();
-            (h, uf)
+            times.backbone_sweep_in_flow = first.is_some();
+            (h, uf, first)
         }
     };
     check(cancel)?;
@@ -254,7 +264,7 @@ fn assemble(m: &Matrix, plan: &Plan, on: &dyn Offload, cancel: &Cancel, mut prov
 
     let t = Instant::now();
     let paths = offered(&mut prov, &[Step::Backbone], on.backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone));
-    let backbone = paths.unwrap_or_else(|| backbone::backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone));
+    let backbone = paths.unwrap_or_else(|| backbone::backbone_after(m, &h, &uf.flow, spans, uf.sources, &params.backbone, first_sweep));
     times.backbone = t.elapsed();
     check(cancel)?;
 

@@ -305,6 +305,10 @@ impl crate::flow::Offload for OnDevice<'_> {
         }))
     }
 
+    fn offers_backbone(&self) -> bool {
+        true
+    }
+
     fn backbone(&self, m: &crate::flow::Matrix, h: &[f64], f: &[f64], spans: crate::span::Spans, sources: usize, p: &crate::params::BackboneParams) -> crate::flow::Offered<Vec<crate::flow::backbone::FlowPath>> {
         // No source reaches the answer: no paths, nothing to send to the device.
         let Some(d) = crate::flow::backbone::Decomposition::new(h, f, spans, sources, p) else { return Some(Ok(Vec::new())) };
