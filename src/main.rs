@@ -554,11 +554,13 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, cases: &dyn Fn(us
             if stop.is_cancelled() {
                 break 'sizes;
             }
-            eprintln!("bench: N = {n}, {} …", case.label());
+            // The synthetic text ends at a sentence: the trace is about `n` tokens, and the
+            // table gives its exact length.
+            eprintln!("bench: about {n} tokens, {} …", case.label());
             match bench::run_case(case, dir, backend.as_ref(), repeat, i == 0, peer.as_deref()) {
                 Ok(row) => rows.push(row),
                 Err(e) => {
-                    eprintln!("flowtracer: bench N = {n}: {e}");
+                    eprintln!("flowtracer: bench, about {n} tokens, {}: {e}", case.label());
                     return ExitCode::from(1);
                 }
             }
@@ -566,7 +568,7 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, cases: &dyn Fn(us
     }
     let batch_line = match (batch, sizes.first()) {
         (b, Some(&n)) if b > 0 && !stop.is_cancelled() => {
-            eprintln!("bench: a batch of {b} traces at N = {n} …");
+            eprintln!("bench: a batch of {b} traces of about {n} tokens …");
             match bench::batch_throughput(n, b, dir, backend.as_ref(), repeat) {
                 Ok(r) => Some(format!("\n{}\n{}\n{}\n", r.line(), r.profile_line(), r.export_line())),
                 Err(e) => {

@@ -315,9 +315,8 @@ fn gpu_credit_selection_matches_the_cpu() {
 fn the_status_bar_says_where_each_rescore_ran() {
     use flowtracer::app::{Command, FlowApp, document::Document, recent::Recent};
     let Some(g) = gpu() else { return };
-    let mut app = FlowApp::new(vec![], Params::default(), Recent::in_memory());
+    let mut app = FlowApp::on_backend(vec![], Params::default(), Recent::in_memory(), wgpu(g));
     app.model.rescoring.synchronous = true;
-    app.model.backend = wgpu(g);
     app.model.add(Document::new(flowtracer::sample_trace()));
     let status = app.model.status.clone();
     assert!(status.contains(" · re-scored in ") && status.contains(" ms on wgpu: "), "{status}");

@@ -44,9 +44,16 @@ pub struct FlowApp {
 }
 
 impl FlowApp {
+    /// The app on the backend `auto` picks.
     pub fn new(docs: Vec<Document>, params: Params, recent: Recent) -> Self {
+        Self::on_backend(docs, params, recent, crate::backend::auto())
+    }
+
+    /// The app on `backend`: a backend the user named is the only one probed (`auto` would
+    /// look for a CUDA device and a wgpu adapter first).
+    pub fn on_backend(docs: Vec<Document>, params: Params, recent: Recent, backend: &'static dyn crate::backend::Backend) -> Self {
         let (commands, inbox) = command_channel();
-        FlowApp { model: Model::new(docs, params, recent), ui: UiState::default(), commands, inbox, followed: None, fonts_set: false, waker_set: false }
+        FlowApp { model: Model::new(docs, params, recent, backend), ui: UiState::default(), commands, inbox, followed: None, fonts_set: false, waker_set: false }
     }
 
     /// The app on the bundled sample, analysed on the UI thread (what the tests start from).
@@ -235,8 +242,7 @@ pub fn run(inputs: &[PathBuf], params: Params, backend: &'static dyn crate::back
                     Use the headless mode instead: flowtracer --export OUT_DIR TRACE|RUN…"
             .into());
     }
-    let mut app = FlowApp::new(vec![], params, Recent::load());
-    app.model.backend = backend;
+    let mut app = FlowApp::on_backend(vec![], params, Recent::load(), backend);
     if inputs.is_empty() {
         app.model.add(Document::new(crate::sample_trace()));
     }

@@ -52,13 +52,13 @@ pub struct Ticked {
 }
 
 impl Model {
-    pub fn new(docs: Vec<Document>, params: Params, recent: Recent) -> Self {
+    pub fn new(docs: Vec<Document>, params: Params, recent: Recent, backend: &'static dyn crate::backend::Backend) -> Self {
         let dirty_since = (!docs.is_empty()).then(|| Instant::now() - DEBOUNCE);
         Model {
             docs,
             current: 0,
             params,
-            backend: crate::backend::auto(),
+            backend,
             baseline: None,
             run: None,
             train_form: Default::default(),
