@@ -101,6 +101,7 @@ impl<'a> Widths<'a> {
 /// The widest-path sweep on its own: the widths, and the g they read.
 struct Widest<'a> {
     w: Widths<'a>,
+    /// f(i)/h(i) for conserving tokens: φ(i,k) = g(i)·M[k,i]·h(k).
     g: &'a [f64],
 }
 
