@@ -10,6 +10,12 @@ use std::ops::Range;
 pub const BLOCK: usize = 128;
 /// Rows a `gather_rows` call takes at once.
 pub const ROWS: usize = 16;
+/// A block's rows are gathered across the cores only from this many sources on (512k products,
+/// about a quarter of a millisecond of one core): below it waking the other core for each block
+/// costs more than the half it takes. On two cores at 4k the flow's pass (with the backbone's
+/// sweep) took 3.8–4.0 ms on one core against 5.3–5.8 with every block across both; at 8k,
+/// where half the blocks still go across, as before.
+pub const PARALLEL_FROM: usize = 4096;
 
 pub trait Sweep: Sync {
     type Acc: Copy + Send;
@@ -124,7 +130,7 @@ pub fn forward_sweep<S: Sweep>(m: &Matrix, first_source: usize, rows: Range<usiz
         let partial: Vec<S::Acc> = {
             let s = &*state;
             let groups = (k0..k1).step_by(ROWS).map(|a| a..(a + ROWS).min(k1));
-            if before.len() * (k1 - k0) >= 1 << 15 {
+            if before.len() >= PARALLEL_FROM {
                 groups.collect::<Vec<_>>().into_par_iter().flat_map_iter(|ks| s.gather_rows(ks, m, before.clone())).collect()
             } else {
                 groups.flat_map(|ks| s.gather_rows(ks, m, before.clone())).collect()

@@ -160,23 +160,25 @@ mod tests {
     /// rows side by side and carrying chains on across sub-blocks leaves every bit as it was.
     #[test]
     fn the_blocked_sweep_gives_the_flow_of_one_token_at_a_time() {
-        use crate::flow::sweep::BLOCK;
-        let n = 1000;
-        let (m, mut rng) = crate::flow::test_rng::sparse_matrix(n, 0x51_7cc1_b727_220a, 3);
-        let h: Vec<f64> = (0..n).map(|i| if i % 11 == 0 { 0.0 } else { 0.5 + rng.unit() }).collect();
-        let spans = Spans { question: Span::new(5, 40), response: Span::new(40, n), answer: Span::new(n - 7, n) };
-        let got = unit_flow(&m, &h, spans);
-        let q = spans.question;
-        let mut s = Solve { h: &h, spans, share: 1.0 / got.sources as f64, f: vec![0.0; n], g: vec![0.0; n] };
-        for k in q.start..spans.answer.end {
-            let block = q.start + (k - q.start) / BLOCK * BLOCK;
-            let split = block.max(q.start);
-            let before = weighted_sum(m.row(k), &s.g, q.start..split);
-            let inside = weighted_sum(m.row(k), &s.g, split..k.max(split));
-            s.settle(k, before + inside);
+        use crate::flow::sweep::{BLOCK, PARALLEL_FROM};
+        // The second is long enough that its last blocks gather across the cores.
+        for n in [1000, PARALLEL_FROM + 2 * BLOCK] {
+            let (m, mut rng) = crate::flow::test_rng::sparse_matrix(n, 0x51_7cc1_b727_220a, 3);
+            let h: Vec<f64> = (0..n).map(|i| if i % 11 == 0 { 0.0 } else { 0.5 + rng.unit() }).collect();
+            let spans = Spans { question: Span::new(5, 40), response: Span::new(40, n), answer: Span::new(n - 7, n) };
+            let got = unit_flow(&m, &h, spans);
+            let q = spans.question;
+            let mut s = Solve { h: &h, spans, share: 1.0 / got.sources as f64, f: vec![0.0; n], g: vec![0.0; n] };
+            for k in q.start..spans.answer.end {
+                let block = q.start + (k - q.start) / BLOCK * BLOCK;
+                let split = block.max(q.start);
+                let before = weighted_sum(m.row(k), &s.g, q.start..split);
+                let inside = weighted_sum(m.row(k), &s.g, split..k.max(split));
+                s.settle(k, before + inside);
+            }
+            assert!(got.flow.iter().zip(&s.f).all(|(a, b)| a.to_bits() == b.to_bits()), "{n} tokens");
+            assert!(got.flow[600..n - 7].iter().filter(|&&f| f > 0.0).count() > 300, "the flow reaches far");
         }
-        assert!(got.flow.iter().zip(&s.f).all(|(a, b)| a.to_bits() == b.to_bits()));
-        assert!(got.flow[600..n - 7].iter().filter(|&&f| f > 0.0).count() > 300, "the flow reaches far");
     }
 
     /// The flow with the backbone's first sweep riding along: the flow's bits are the solve's
