@@ -15,10 +15,11 @@ use rayon::prelude::*;
 /// blocks, so each push is a long pass (on one core 25–35% quicker at 4k and 8k than a pass per
 /// block in chunks of 2 048 tokens, the rows read as longer streams).
 const SETTLED_TOGETHER: usize = 4 * BLOCK;
-/// A push across the cores only from this many earlier tokens on (2M row entries, about half a
-/// millisecond of one core): waking the other core costs more than it saves below that. On two
-/// cores at 4k reach took 2.1–2.5 ms this way against 2.9–3.3 with every push across them.
-const PARALLEL_FROM: usize = 4096;
+/// Pushes go across the cores only where the answer ends this far in or later, as the forward
+/// sweeps' blocks (`sweep::PARALLEL_FROM`): on two cores at 4k reach took 2.1–2.5 ms on one core
+/// against 2.9–3.3 with every push across both; at 8k 6.4–6.9 across both against 6.9–7.5 with
+/// only the pushes into 4 096 tokens or more across.
+const PARALLEL_FROM: usize = super::sweep::PARALLEL_FROM;
 /// Each core's share of the tokens a push goes into, from a cache line of f64.
 const CHUNK_ALIGN: usize = 8;
 /// Rows pushed in one pass over a chunk of earlier tokens: sixteen streams keep memory busy and
@@ -77,7 +78,7 @@ pub fn reach(m: &Matrix, answer: Span) -> Vec<f64> {
         // Every token before the span gathers the span's rows, block after block as above, in
         // parallel: one parallel pass per span, each core a long run of tokens.
         let before = &mut acc[..big0];
-        if big0 >= PARALLEL_FROM {
+        if answer.end >= PARALLEL_FROM && big0 * (big1 - big0) >= 1 << 15 {
             let share = big0.div_ceil(rayon::current_num_threads()).next_multiple_of(CHUNK_ALIGN);
             before.par_chunks_mut(share).enumerate().for_each(|(c, accs)| push(m, &pushing, c * share, accs));
         } else {
@@ -169,8 +170,8 @@ mod tests {
 
     #[test]
     fn rows_pushed_together_give_the_same_bits() {
-        // The second is long enough that its first span's push goes across the cores.
-        for n in [1500, PARALLEL_FROM + SETTLED_TOGETHER + 100] {
+        // The second is long enough that its pushes go across the cores.
+        for n in [1500, PARALLEL_FROM + 100] {
             let (m, _) = crate::flow::test_rng::sparse_matrix(n, 0x2545_f491_4f6c_dd1d, 5);
             let answer = Span::new(n - 10, n);
             let (got, want) = (reach(&m, answer), reach_row_by_row(&m, answer));

@@ -10,22 +10,22 @@ use std::ops::Range;
 pub const BLOCK: usize = 128;
 /// Rows a `gather_rows` call takes at once.
 pub const ROWS: usize = 16;
-/// A block's rows are gathered across the cores only from this many sources on (512k products,
-/// about a quarter of a millisecond of one core), unless a sweep says otherwise: in a pipeline
-/// run the other core has slept since the aggregation, and waking it for each block cost more
-/// than the half it took. On two cores at 4k the flow's pass (with the backbone's sweep) took
-/// 3.4–4.1 ms on one core against 5.3–5.8 with every block across both; at 8k, where half the
-/// blocks still go across, as before.
-pub const PARALLEL_FROM: usize = 4096;
+/// A sweep gathers its blocks across the cores only over a trace of this many tokens or more,
+/// unless it says otherwise: in a pipeline run the other core has slept since the aggregation,
+/// and below this waking it for each block cost more than the half of the block it took. On two
+/// cores the flow's pass (with the backbone's sweep) took 3.4–4.1 ms on one core at 4k against
+/// 5.3–5.8 with every block across both, while at 8k the blocks across both took 10.7–11.9 ms
+/// against 11.8–13.8 with only the longer half across.
+pub const PARALLEL_FROM: usize = 6144;
 /// `Sweep::PARALLEL_FROM` of a sweep that runs just after other parallel work, its cores awake
-/// (the app's backbone re-score and knock-out losses), as every sweep had it before
-/// `PARALLEL_FROM`: 256 sources, 32k products (at 8k the knock-out took 7.7 ms this way against
-/// 11.6 with `PARALLEL_FROM`).
-pub const AWAKE_FROM: usize = 256;
+/// (the app's backbone re-score and knock-out losses): across the cores at any length (at 8k the
+/// knock-out took 7.7 ms this way against 11.6 with the blocks of fewer than 4 096 sources on
+/// one core).
+pub const AWAKE_FROM: usize = 0;
 
 pub trait Sweep: Sync {
     type Acc: Copy + Send;
-    /// Sources from which a block's bulk is gathered across the cores.
+    /// Tokens from which the sweep gathers its blocks' bulk across the cores.
     const PARALLEL_FROM: usize = PARALLEL_FROM;
     /// What the settled sources `sources` send to token `k` (row `row` of M).
     fn gather(&self, k: usize, row: &[f32], sources: Range<usize>) -> Self::Acc;
@@ -138,7 +138,7 @@ pub fn forward_sweep<S: Sweep>(m: &Matrix, first_source: usize, rows: Range<usiz
         let partial: Vec<S::Acc> = {
             let s = &*state;
             let groups = (k0..k1).step_by(ROWS).map(|a| a..(a + ROWS).min(k1));
-            if before.len() >= S::PARALLEL_FROM {
+            if rows.end >= S::PARALLEL_FROM && before.len() * (k1 - k0) >= 1 << 15 {
                 groups.collect::<Vec<_>>().into_par_iter().flat_map_iter(|ks| s.gather_rows(ks, m, before.clone())).collect()
             } else {
                 groups.flat_map(|ks| s.gather_rows(ks, m, before.clone())).collect()
