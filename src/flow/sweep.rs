@@ -15,7 +15,7 @@ pub const ROWS: usize = 16;
 /// and below this waking it for each block cost more than the half of the block it took. On two
 /// cores the flow's pass (with the backbone's sweep) took 3.4–4.1 ms on one core at 4k against
 /// 5.3–5.8 with every block across both, while at 8k the blocks across both took 10.7–11.9 ms
-/// against 11.8–13.8 with only the longer half across.
+/// against 11.7–13.8 with only the longer half across.
 pub const PARALLEL_FROM: usize = 6144;
 /// `Sweep::PARALLEL_FROM` of a sweep that runs just after other parallel work, its cores awake
 /// (the app's backbone re-score and knock-out losses): across the cores at any length (at 8k the
