@@ -143,8 +143,11 @@ pub fn downsample(trace: &Trace, a: &Analysis, layer: Layer, s: usize) -> Vec<f3
 
 /// Downsampled values (row-major, s×s) of a window of the chosen matrix; block maxima. With
 /// `s == win.w` each value is one entry. Token t of the window belongs to block (t − start)·s/w;
-/// output rows are made in parallel, each block's columns reduced as one slice (the overview of
-/// a 32k-token trace reads half a billion entries).
+/// output rows are made in parallel (the overview of a 32k-token trace reads half a billion
+/// entries). A row of blocks first takes each column's largest entry over its rows, one row after
+/// another, and then each block's largest over its columns: the first is a vector max over
+/// contiguous memory, where a fold per block and row had been a chain of dependent maxima (at 8k
+/// tokens, blocks of 11 columns, 35 ms for the overview on two cores).
 pub fn downsample_window(trace: &Trace, a: &Analysis, layer: Layer, win: Window, s: usize) -> Vec<f32> {
     use rayon::prelude::*;
     let n = trace.n();
@@ -157,6 +160,9 @@ pub fn downsample_window(trace: &Trace, a: &Analysis, layer: Layer, win: Window,
     let mut out = vec![0f32; s * s];
     out.par_chunks_mut(s).enumerate().for_each(|(y, cells)| {
         let mut slab = if matches!(layer, Layer::Slab(..)) { vec![0f32; n] } else { Vec::new() };
+        // Each column's largest entry over the block row's rows, from 0 (a cell past a row's
+        // diagonal stays 0).
+        let mut top = vec![0f32; w];
         for k in y0 + starts[y]..(y0 + starts[y + 1]).min(n) {
             let (row, upto): (&[f32], usize) = match layer {
                 Layer::Slab(l, hd) => {
@@ -165,22 +171,34 @@ pub fn downsample_window(trace: &Trace, a: &Analysis, layer: Layer, win: Window,
                 }
                 _ => (a.matrix.row(k), k),
             };
-            for (x, cell) in cells.iter_mut().enumerate() {
-                let (i0, i1) = (x0 + starts[x], (x0 + starts[x + 1]).min(upto));
-                if i0 >= i1 {
-                    break;
-                }
-                let block = &row[i0..i1];
-                let scaled = |weight: &dyn Fn(usize) -> f64| block.iter().zip(i0..).map(|(&m, i)| if conserves(i, h, answer) { (weight(i) * (m as f64 * h[k] / h[i])) as f32 } else { 0.0 }).fold(*cell, f32::max);
-                *cell = match layer {
-                    Layer::Aggregated | Layer::Slab(..) => block.iter().copied().fold(*cell, f32::max),
-                    Layer::Conserved => scaled(&|_| 1.0),
-                    Layer::EdgeFlow => scaled(&|i| f[i]),
-                };
+            let end = upto.min(x0 + w);
+            if end <= x0 {
+                continue;
             }
+            let (top, entries) = (&mut top[..end - x0], &row[x0..end]);
+            let scaled = |top: &mut [f32], weight: &dyn Fn(usize) -> f64| {
+                for ((t, &m), i) in top.iter_mut().zip(entries).zip(x0..) {
+                    *t = larger(*t, if conserves(i, h, answer) { (weight(i) * (m as f64 * h[k] / h[i])) as f32 } else { 0.0 });
+                }
+            };
+            match layer {
+                Layer::Aggregated | Layer::Slab(..) => top.iter_mut().zip(entries).for_each(|(t, &m)| *t = larger(*t, m)),
+                Layer::Conserved => scaled(top, &|_| 1.0),
+                Layer::EdgeFlow => scaled(top, &|i| f[i]),
+            }
+        }
+        for (x, cell) in cells.iter_mut().enumerate() {
+            *cell = top[starts[x]..starts[x + 1]].iter().copied().fold(0.0, larger);
         }
     });
     out
+}
+
+/// The larger of the two, `a` where `b` is NaN (as `f32::max` has it against a number): written
+/// as x86's max instruction reads it, so that a loop of them over a slice becomes vector maxima.
+#[inline]
+fn larger(a: f32, b: f32) -> f32 {
+    if b > a { b } else { a }
 }
 
 pub fn show(ui: &mut Ui, trace: &Trace, a: &Analysis, marks: &Marks, state: &mut MatrixState) -> Option<Command> {
