@@ -66,10 +66,11 @@ const MATCH: u32 = 1 << 31;
 struct Match;
 
 impl Match {
-    fn token(length: usize, distance: usize) -> u32 {
+    /// The token, and the length's and the distance's symbol indexes (to count them).
+    fn token(length: usize, distance: usize) -> (u32, usize, usize) {
         let (l, d) = (length_code(length), distance_code(distance));
         let (length_extra, distance_extra) = (length - LENGTH_BASE[l] as usize, distance - DIST_BASE[d] as usize);
-        MATCH | (l as u32) << 23 | (length_extra as u32) << 18 | (d as u32) << 13 | distance_extra as u32
+        (MATCH | (l as u32) << 23 | (length_extra as u32) << 18 | (d as u32) << 13 | distance_extra as u32, l, d)
     }
 
     /// The length's symbol index, its extra bits, the distance's symbol, its extra bits.
@@ -115,8 +116,7 @@ impl Tokens {
                 }
             }
             if length >= MIN_MATCH {
-                let token = Match::token(length, distance);
-                let (l, _, d, _) = Match::parts(token);
+                let (token, l, d) = Match::token(length, distance);
                 t.list.push(token);
                 t.literal_length[257 + l] += 1;
                 t.distance[d] += 1;
@@ -179,27 +179,56 @@ fn common(data: &[u8], at: usize, from: usize) -> usize {
 }
 
 /// The length symbol's index (0 for 3 bytes … 28 for 258) in [`LENGTH_BASE`].
+#[inline]
 fn length_code(length: usize) -> usize {
-    let l = length - MIN_MATCH;
-    match l {
-        0..8 => l,
-        255 => 28,
-        _ => {
-            let e = l.ilog2() as usize;
-            4 * (e - 1) + (l >> (e - 2) & 3)
-        }
-    }
+    LENGTH_CODES[length - MIN_MATCH] as usize
 }
 
-/// The distance symbol's index in [`DIST_BASE`].
+/// The distance symbol's index in [`DIST_BASE`]: from a table for the first 256 distances, and
+/// for the longer ones (whose symbols each cover a multiple of 128) by their 128s, as zlib does.
+#[inline]
 fn distance_code(distance: usize) -> usize {
     let d = distance - 1;
-    if d < 4 {
-        return d;
-    }
-    let e = d.ilog2() as usize;
-    2 * e + (d >> (e - 1) & 1)
+    (if d < 256 { DIST_CODES[d] } else { DIST_CODES[256 + (d >> 7)] }) as usize
 }
+
+/// [`length_code`] of every length from [`MIN_MATCH`], made once when the program is compiled.
+const LENGTH_CODES: [u8; MAX_MATCH - MIN_MATCH + 1] = {
+    let mut codes = [0u8; MAX_MATCH - MIN_MATCH + 1];
+    let mut l = 0;
+    while l < 29 {
+        let mut length = LENGTH_BASE[l] as usize;
+        // 258 has a symbol of its own (28), though 227 + 31 would reach it with symbol 27's bits.
+        let end = if l == 28 { 259 } else if l == 27 { 258 } else { LENGTH_BASE[l + 1] as usize };
+        while length < end {
+            codes[length - MIN_MATCH] = l as u8;
+            length += 1;
+        }
+        l += 1;
+    }
+    codes
+};
+
+/// [`distance_code`]'s table: distance − 1 below 256, then 256 + (distance − 1) / 128.
+const DIST_CODES: [u8; 512] = {
+    let mut codes = [0u8; 512];
+    let mut d = 0;
+    while d < 30 {
+        let mut distance = DIST_BASE[d] as usize;
+        let end = if d == 29 { WINDOW + 1 } else { DIST_BASE[d + 1] as usize };
+        while distance < end {
+            let i = distance - 1;
+            if i < 256 {
+                codes[i] = d as u8;
+            } else {
+                codes[256 + (i >> 7)] = d as u8;
+            }
+            distance += 1;
+        }
+        d += 1;
+    }
+    codes
+};
 
 /// A canonical Huffman code: each symbol's length and its bits, reversed as deflate sends them.
 struct Code {
