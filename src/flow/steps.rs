@@ -18,6 +18,7 @@ use crate::span::{Span, Spans};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
+use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -137,24 +138,44 @@ pub fn step_graph(m: &Matrix, r: &FlowResult, steps: &[Span], p: &BackboneParams
         add(&mut graph, role, s);
     }
 
-    // φ summed between nodes, one target row at a time (the matrix is never copied).
-    let mut edges: HashMap<(u32, u32), f64> = HashMap::new();
-    for k in 0..m.n {
-        let b = node_of[k];
-        if b == u32::MAX || r.flow[k] == 0.0 && r.reach[k] == 0.0 {
-            continue;
+    // φ summed between nodes, one target row at a time (the matrix is never copied), the target
+    // nodes across the cores: each pair's φs are added by one task, in the order of k then i as
+    // one loop over the rows adds them, so the sums are the same to the bit.
+    let nodes = graph.node_count();
+    let mut rows_of: Vec<Vec<std::ops::Range<usize>>> = vec![Vec::new(); nodes];
+    let mut k = 0;
+    while k < m.n {
+        let (b, start) = (node_of[k], k);
+        while k < m.n && node_of[k] == b {
+            k += 1;
         }
-        for (i, &a) in node_of[..k].iter().enumerate() {
-            if a == u32::MAX || a == b || r.flow[i] == 0.0 {
-                continue;
-            }
-            let phi = edge_flow(m, &r.reach, &r.flow, spans.answer, i, k);
-            if phi > 0.0 {
-                *edges.entry((a, b)).or_default() += phi;
-            }
+        if b != u32::MAX {
+            rows_of[b as usize].push(start..k);
         }
     }
-    let mut sorted: Vec<_> = edges.into_iter().collect();
+    let mut sorted: Vec<((u32, u32), f64)> = rows_of
+        .par_iter()
+        .enumerate()
+        .flat_map_iter(|(b, runs)| {
+            let b = b as u32;
+            let mut into_b = vec![0.0f64; nodes];
+            for k in runs.iter().flat_map(|r| r.clone()) {
+                if r.flow[k] == 0.0 && r.reach[k] == 0.0 {
+                    continue;
+                }
+                for (i, &a) in node_of[..k].iter().enumerate() {
+                    if a == u32::MAX || a == b || r.flow[i] == 0.0 {
+                        continue;
+                    }
+                    let phi = edge_flow(m, &r.reach, &r.flow, spans.answer, i, k);
+                    if phi > 0.0 {
+                        into_b[a as usize] += phi;
+                    }
+                }
+            }
+            into_b.into_iter().enumerate().filter(|&(_, phi)| phi > 0.0).map(move |(a, phi)| ((a as u32, b), phi))
+        })
+        .collect();
     sorted.sort_by_key(|&((a, b), _)| (a, b));
     for ((a, b), phi) in sorted {
         graph.add_edge(NodeIndex::new(a as usize), NodeIndex::new(b as usize), phi);
