@@ -146,6 +146,35 @@ fn on_a_long_trace_the_steps_explain_more_of_the_flow_than_the_token_backbone() 
     let inflow = g.graph.node_weights().find(|n| n.role == Role::Answer).unwrap().inflow;
     let outside: f64 = r.spans.question.range().chain(r.spans.response.range()).filter(|&k| !g.graph.node_weights().any(|n| n.tokens.contains(k))).map(|k| r.flow[k]).sum();
     assert!(inflow <= 1.0 + 1e-9 && inflow > 0.5 && outside < 1e-9, "answer inflow {inflow}");
+
+    // Each edge is its pair's φs summed one by one, rows in order and sources in order in each,
+    // to the bit, though the target nodes' sums are made across the cores; and no pair with φ is
+    // missing.
+    let plan = Plan::for_trace(&t, &p).unwrap();
+    let m = aggregate::aggregate(&t.attention, &plan.selection, &p.aggregate, &Default::default()).unwrap();
+    let mut node_of = vec![usize::MAX; t.n()];
+    for v in g.graph.node_indices() {
+        g.graph[v].tokens.range().for_each(|k| node_of[k] = v.index());
+    }
+    let mut want = std::collections::BTreeMap::new();
+    for k in 0..t.n() {
+        for i in 0..k {
+            let (a, b) = (node_of[i], node_of[k]);
+            let phi = flowtracer::flow::conserve::edge_flow(&m, &r.reach, &r.flow, r.spans.answer, i, k);
+            if a != usize::MAX && b != usize::MAX && a != b && phi > 0.0 {
+                *want.entry((a, b)).or_insert(0.0) += phi;
+            }
+        }
+    }
+    assert!(want.len() > 20, "{} edges", want.len());
+    let got: std::collections::BTreeMap<(usize, usize), f64> = g.graph.edge_indices().map(|e| {
+        let (a, b) = g.graph.edge_endpoints(e).unwrap();
+        ((a.index(), b.index()), g.graph[e])
+    }).collect();
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>());
+    for (pair, phi) in &want {
+        assert_eq!(got[pair].to_bits(), phi.to_bits(), "edge {pair:?}");
+    }
 }
 
 #[test]
