@@ -159,7 +159,7 @@ pub fn step_graph(m: &Matrix, r: &FlowResult, steps: &[Span], p: &BackboneParams
         .flat_map_iter(|(b, runs)| {
             let b = b as u32;
             let mut into_b = vec![0.0f64; nodes];
-            for k in runs.iter().flat_map(|r| r.clone()) {
+            for k in runs.iter().flat_map(|run| run.clone()) {
                 if r.flow[k] == 0.0 && r.reach[k] == 0.0 {
                     continue;
                 }

@@ -198,8 +198,8 @@ const LENGTH_CODES: [u8; MAX_MATCH - MIN_MATCH + 1] = {
     let mut l = 0;
     while l < 29 {
         let mut length = LENGTH_BASE[l] as usize;
-        // 258 has a symbol of its own (28), though 227 + 31 would reach it with symbol 27's bits.
-        let end = if l == 28 { 259 } else if l == 27 { 258 } else { LENGTH_BASE[l + 1] as usize };
+        // (258 has a symbol of its own, 28, though 227 + 31 would reach it with symbol 27's bits.)
+        let end = if l == 28 { MAX_MATCH + 1 } else { LENGTH_BASE[l + 1] as usize };
         while length < end {
             codes[length - MIN_MATCH] = l as u8;
             length += 1;
