@@ -153,28 +153,37 @@ pub fn step_graph(m: &Matrix, r: &FlowResult, steps: &[Span], p: &BackboneParams
             rows_of[b as usize].push(start..k);
         }
     }
+    // Each task's totals by source node, kept between its targets: only the entries a target
+    // touched are handed on and cleared, so a graph of many small steps costs no nodes² clearing.
     let mut sorted: Vec<((u32, u32), f64)> = rows_of
         .par_iter()
         .enumerate()
-        .flat_map_iter(|(b, runs)| {
-            let b = b as u32;
-            let mut into_b = vec![0.0f64; nodes];
-            for k in runs.iter().flat_map(|run| run.clone()) {
-                if r.flow[k] == 0.0 && r.reach[k] == 0.0 {
-                    continue;
-                }
-                for (i, &a) in node_of[..k].iter().enumerate() {
-                    if a == u32::MAX || a == b || r.flow[i] == 0.0 {
+        .map_init(
+            || (vec![0.0f64; nodes], Vec::new()),
+            |(into_b, touched), (b, runs)| {
+                let b = b as u32;
+                for k in runs.iter().flat_map(|run| run.clone()) {
+                    if r.flow[k] == 0.0 && r.reach[k] == 0.0 {
                         continue;
                     }
-                    let phi = edge_flow(m, &r.reach, &r.flow, spans.answer, i, k);
-                    if phi > 0.0 {
-                        into_b[a as usize] += phi;
+                    for (i, &a) in node_of[..k].iter().enumerate() {
+                        if a == u32::MAX || a == b || r.flow[i] == 0.0 {
+                            continue;
+                        }
+                        let phi = edge_flow(m, &r.reach, &r.flow, spans.answer, i, k);
+                        if phi > 0.0 {
+                            // (a total of positive φs is 0 only until its first)
+                            if into_b[a as usize] == 0.0 {
+                                touched.push(a);
+                            }
+                            into_b[a as usize] += phi;
+                        }
                     }
                 }
-            }
-            into_b.into_iter().enumerate().filter(|&(_, phi)| phi > 0.0).map(move |(a, phi)| ((a as u32, b), phi))
-        })
+                touched.drain(..).map(|a| ((a, b), std::mem::take(&mut into_b[a as usize]))).collect::<Vec<_>>()
+            },
+        )
+        .flatten_iter()
         .collect();
     sorted.sort_by_key(|&((a, b), _)| (a, b));
     for ((a, b), phi) in sorted {
