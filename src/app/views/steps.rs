@@ -69,9 +69,13 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, cache: &m
         }
     };
     let steps = g.graph.node_weights().filter(|n| n.role == Role::Step).count();
+    let split = if a.plan.params.steps.split == crate::params::Split::Lines { "lines" } else { "sentences" };
+    let joined = match g.joined {
+        1 => String::new(),
+        j => format!(": {} segments, joined up to {j} at a time to keep to {} steps", g.segments, steps::MAX_STEPS),
+    };
     ui.label(format!(
-        "steps: {steps} (split at {}, at most {} tokens each); the step backbone carries {} of the unit flow in {} paths (the token backbone {})",
-        if a.plan.params.steps.split == crate::params::Split::Lines { "lines" } else { "sentences" },
+        "steps: {steps} (split at {split}, at most {} tokens each{joined}); the step backbone carries {} of the unit flow in {} paths (the token backbone {})",
         a.plan.params.steps.max_tokens,
         crate::render::percent(g.explained()),
         g.backbone.len(),
@@ -91,8 +95,14 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, cache: &m
         let t_max = g.graph.node_weights().filter(|n| n.role == Role::Step).map(|n| n.throughput).fold(1e-300, f64::max);
 
         // Arcs: the strongest edges faint, the backbone's on top in its colours.
+        // (the strongest `ARCS` picked out, not every edge sorted each frame)
         let mut edges: Vec<_> = g.graph.edge_references().collect();
-        edges.sort_by(|x, y| y.weight().total_cmp(x.weight()));
+        let stronger = |x: &petgraph::graph::EdgeReference<f64>, y: &petgraph::graph::EdgeReference<f64>| y.weight().total_cmp(x.weight());
+        if edges.len() > ARCS {
+            edges.select_nth_unstable_by(ARCS - 1, stronger);
+            edges.truncate(ARCS);
+        }
+        edges.sort_by(stronger);
         let mid = |v: petgraph::graph::NodeIndex| {
             let s = g.graph[v].tokens;
             (x_of(s.start) + x_of(s.end)) / 2.0
