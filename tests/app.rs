@@ -613,6 +613,30 @@ fn the_step_view_shows_the_step_graph_and_a_step_selects_its_tokens() {
     assert_eq!(h.state().ui.marks.range, Some((step.start, step.end - 1)));
 }
 
+/// A trace of more lines than a step graph takes: the steps view says how many segments it
+/// joined, and to how many steps.
+#[test]
+fn the_step_view_says_when_it_joined_lines_into_steps() {
+    let mut h = harness();
+    let lines = flowtracer::flow::steps::MAX_STEPS + 100;
+    let mut tokens: Vec<String> = vec!["Q".into(), "q".into()];
+    tokens.extend(std::iter::repeat_n("a\n".to_string(), lines));
+    tokens.push("=".into());
+    let (_dir, path) = chain_trace("app-many-lines", "lines.safetensors", &tokens, &[]);
+    h.state_mut().apply(flowtracer::app::Command::Open(path));
+    h.state_mut().ui.view = View::Backbone;
+    h.run();
+    h.get_by_label("steps").click();
+    h.step();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while h.query_by_label_contains("the step backbone carries").is_none() {
+        assert!(std::time::Instant::now() < deadline, "the step graph never arrived");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        h.step();
+    }
+    h.get_by_label_contains(&format!("segments, joined up to 2 at a time to keep to {} steps)", flowtracer::flow::steps::MAX_STEPS));
+}
+
 /// A trace whose `segments` metadata cannot be read keeps its analysis; the step view says which
 /// file and what is wrong with it, as the export does (it had shown the error's Rust debug form).
 #[test]

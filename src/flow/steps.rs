@@ -59,9 +59,9 @@ pub struct StepGraph {
 }
 
 /// The most steps a graph has. Its edges grow as the square of its steps: a 16k-token trace cut
-/// at sentences (2 100 of them) made 2.2 million edges, 1.4 GB and a 142 MB DOT file, and at 32k
-/// four times that; 512 steps keep a graph to ~130 000 edges, and a 32k-token trace's steps to
-/// ~64 tokens, still finer than the axis that shows them.
+/// at sentences (2 100 of them) made 2.2 million edges and a 142 MB DOT file, and at 32k four
+/// times that; 512 steps keep a graph to ~130 000 edges, and a 32k-token trace's steps to ~64
+/// tokens, still finer than the axis that shows them.
 pub const MAX_STEPS: usize = 512;
 
 /// `segments` (none holding a token of `sink`), in the order they start, joined `g` to a step,
