@@ -618,7 +618,8 @@ fn the_step_view_shows_the_step_graph_and_a_step_selects_its_tokens() {
 #[test]
 fn the_step_view_says_when_it_joined_lines_into_steps() {
     let mut h = harness();
-    let lines = flowtracer::flow::steps::MAX_STEPS + 100;
+    let max_steps = flowtracer::Params::default().steps.max_steps;
+    let lines = max_steps + 100;
     let mut tokens: Vec<String> = vec!["Q".into(), "q".into()];
     tokens.extend(std::iter::repeat_n("a\n".to_string(), lines));
     tokens.push("=".into());
@@ -634,7 +635,7 @@ fn the_step_view_says_when_it_joined_lines_into_steps() {
         std::thread::sleep(std::time::Duration::from_millis(20));
         h.step();
     }
-    h.get_by_label_contains(&format!("segments, joined up to 2 at a time to keep to {} steps)", flowtracer::flow::steps::MAX_STEPS));
+    h.get_by_label_contains(&format!("segments, joined up to 2 at a time to keep to {max_steps} steps)"));
 }
 
 /// A trace whose `segments` metadata cannot be read keeps its analysis; the step view says which

@@ -49,7 +49,7 @@ fn graph(t: &Trace, p: &Params) -> steps::StepGraph {
     let m = aggregate::aggregate(&t.attention, &plan.selection, &p.aggregate, &Default::default()).unwrap();
     let given = steps::given_segments(t).unwrap();
     let segs = steps::segments(&t.text(), r.spans, &p.steps, given.as_deref());
-    steps::step_graph(&m, &r, &segs, &p.backbone)
+    steps::step_graph(&m, &r, &segs, p.steps.max_steps, &p.backbone)
 }
 
 fn edge(g: &steps::StepGraph, a: usize, b: usize) -> f64 {
@@ -76,11 +76,13 @@ fn a_chain_of_lines_carries_all_the_flow_through_every_step() {
 }
 
 /// More lines than a graph takes steps: runs of adjacent lines are joined, equally, into at most
-/// `MAX_STEPS` steps that cover the same tokens, never across the answer; the flow still goes
-/// through every step to the answer, and the graph says how many lines each step joins.
+/// `steps.max_steps` steps that cover the same tokens, never across the answer; the flow still
+/// goes through every step to the answer, and the graph says how many lines each step joins.
 #[test]
 fn a_trace_of_more_lines_than_steps_gets_its_lines_joined() {
-    let lines = 2 * steps::MAX_STEPS + 100;
+    let mut p = params();
+    p.steps.max_steps = 100;
+    let lines = 2 * p.steps.max_steps + 24;
     let mut toks = vec!["Q", "q"];
     toks.extend(std::iter::repeat_n("a\n", lines));
     toks.push("=");
@@ -89,10 +91,10 @@ fn a_trace_of_more_lines_than_steps_gets_its_lines_joined() {
     let rows: Vec<Vec<(usize, f32)>> = (0..toks.len()).map(|k| if k == 0 { vec![(0, 1.0)] } else { vec![(k - 1, 1.0)] }).collect();
     let rows: Vec<&[(usize, f32)]> = rows.iter().map(|r| r.as_slice()).collect();
     let (t, _dir) = trace(&toks, &rows, (0, 2), (answer, answer + 1), &[]);
-    let g = graph(&t, &params());
+    let g = graph(&t, &p);
     let step_spans: Vec<Span> = g.graph.node_weights().filter(|n| n.role == Role::Step).map(|n| n.tokens).collect();
     assert_eq!((g.segments, g.joined), (lines + 1, 3), "{} segments", g.segments);
-    assert!(step_spans.len() <= steps::MAX_STEPS, "{} steps", step_spans.len());
+    assert!(step_spans.len() <= p.steps.max_steps, "{} steps", step_spans.len());
     assert!(step_spans.iter().all(|s| s.len() <= 3 && !s.contains(answer)), "joined three lines at most, never over the answer");
     let covered: usize = step_spans.iter().map(|s| s.len()).sum();
     assert_eq!(covered, lines + 1, "every line in one step");
@@ -102,9 +104,9 @@ fn a_trace_of_more_lines_than_steps_gets_its_lines_joined() {
 
     // A trace's own segments with gaps between them are joined over the gaps, never over the sink.
     let sink = Span::new(1000, 1001);
-    let apart: Vec<Span> = (0..2 * steps::MAX_STEPS + 10).map(|i| Span::new(2 * i, 2 * i + 1)).filter(|s| !s.contains(1000)).collect();
-    let (joined, g) = steps::join_steps(&apart, sink);
-    assert!(joined.len() <= steps::MAX_STEPS && g == 3, "{} steps of {g}", joined.len());
+    let apart: Vec<Span> = (0..1034).map(|i| Span::new(2 * i, 2 * i + 1)).filter(|s| !s.contains(1000)).collect();
+    let (joined, g) = steps::join_steps(&apart, sink, 512);
+    assert!(joined.len() <= 512 && g == 3, "{} steps of {g}", joined.len());
     assert!(joined.iter().all(|s| !s.contains(1000)) && joined.iter().any(|s| s.end == 999) && joined.iter().any(|s| s.start == 1002));
     assert!(joined.windows(2).all(|w| w[0].end <= w[1].start));
 }

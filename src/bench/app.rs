@@ -90,7 +90,7 @@ pub fn ui_bench(n: usize, repeat: usize) -> Result<UiBench, String> {
         let p = &a.plan.params;
         let given = crate::flow::steps::given_segments(&d.trace).expect("synthetic traces give no segments");
         let segments = crate::flow::steps::segments(&text, a.result.spans, &p.steps, given.as_deref());
-        std::hint::black_box(crate::flow::steps::step_graph(&a.matrix, &a.result, &segments, &p.backbone));
+        std::hint::black_box(crate::flow::steps::step_graph(&a.matrix, &a.result, &segments, p.steps.max_steps, &p.backbone));
     });
     use crate::app::views::matrix::{DETAIL_MAX, Layer, MAX_TEXTURE, Window, downsample, downsample_window};
     let overview = median_of(repeat, || {

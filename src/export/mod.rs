@@ -284,7 +284,7 @@ fn graphs(trace: &Trace, result: &FlowResult, params: &Params, text: &[String]) 
     let m = aggregate::aggregate(&trace.attention, &plan.selection, &params.aggregate, &std::sync::atomic::AtomicBool::new(false)).map_err(|e| e.at(&trace.path))?;
     let given = steps::given_segments(trace).map_err(|e| e.at(&trace.path))?;
     let segments = steps::segments(text, result.spans, &params.steps, given.as_deref());
-    Ok((steps::step_graph(&m, result, &segments, &params.backbone), steps::backbone_graph(&result.backbone)))
+    Ok((steps::step_graph(&m, result, &segments, params.steps.max_steps, &params.backbone), steps::backbone_graph(&result.backbone)))
 }
 
 fn failure(source: &Path, problem: Problem, message: String) -> Outcome {

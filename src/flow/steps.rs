@@ -52,23 +52,18 @@ pub struct StepGraph {
     pub graph: DiGraph<StepNode, f64>,
     pub backbone: Vec<StepPath>,
     /// How many of the given segments each step joins: 1, or more where there were more than
-    /// [`MAX_STEPS`] (see [`join_steps`]).
+    /// `steps.max_steps` (see [`join_steps`]).
     pub joined: usize,
     /// The segments the steps were made from.
     pub segments: usize,
 }
 
-/// The most steps a graph has. Its edges grow as the square of its steps: a 16k-token trace cut
-/// at sentences (2 100 of them) made 2.2 million edges and a 142 MB DOT file, and at 32k four
-/// times that; 512 steps keep a graph to ~130 000 edges, and a 32k-token trace's steps to ~64
-/// tokens, still finer than the axis that shows them.
-pub const MAX_STEPS: usize = 512;
-
 /// `segments` (none holding a token of `sink`), in the order they start, joined `g` to a step,
-/// the least `g` that leaves at most [`MAX_STEPS`], never across the sink: a step spans the
+/// the least `g` that leaves at most `max_steps` (≥ 2 where the sink parts them), never across
+/// the sink: a step spans the
 /// segments it joins, and the tokens between them where a trace's own segments leave gaps.
 /// Returns the steps and `g`.
-pub fn join_steps(segments: &[Span], sink: Span) -> (Vec<Span>, usize) {
+pub fn join_steps(segments: &[Span], sink: Span, max_steps: usize) -> (Vec<Span>, usize) {
     let mut segments = segments.to_vec();
     segments.sort_by_key(|s| (s.start, s.end));
     let join = |g: usize| {
@@ -90,10 +85,10 @@ pub fn join_steps(segments: &[Span], sink: Span) -> (Vec<Span>, usize) {
         out
     };
     // (the sink parts the steps in two at most, so a few steps of `g` reach the bound)
-    let mut g = segments.len().div_ceil(MAX_STEPS).max(1);
+    let mut g = segments.len().div_ceil(max_steps.max(1)).max(1);
     loop {
         let steps = join(g);
-        if steps.len() <= MAX_STEPS {
+        if steps.len() <= max_steps || g >= segments.len() {
             return (steps, g);
         }
         g += 1;
@@ -167,10 +162,10 @@ pub fn given_segments(trace: &crate::trace::Trace) -> Result<Option<Vec<Span>>, 
 
 /// The step graph of a result over its matrix: `sink` is the span the flow was conditioned on
 /// (`result.spans`), `segments` from [`segments`], a step each (joined where more than
-/// [`MAX_STEPS`]).
-pub fn step_graph(m: &Matrix, r: &FlowResult, segments: &[Span], p: &BackboneParams) -> StepGraph {
+/// `max_steps`).
+pub fn step_graph(m: &Matrix, r: &FlowResult, segments: &[Span], max_steps: usize, p: &BackboneParams) -> StepGraph {
     let spans = r.spans;
-    let (steps, joined) = if segments.len() > MAX_STEPS { join_steps(segments, spans.answer) } else { (segments.to_vec(), 1) };
+    let (steps, joined) = if segments.len() > max_steps { join_steps(segments, spans.answer, max_steps) } else { (segments.to_vec(), 1) };
     let mut graph = DiGraph::new();
     let mut node_of = vec![u32::MAX; m.n];
     let mut add = |graph: &mut DiGraph<StepNode, f64>, role: Role, tokens: Span| {

@@ -42,10 +42,10 @@ impl StepCache {
         }
         let p = &a.plan.params;
         let segments = steps::given_segments(trace).map_err(|e| e.at(&trace.path).to_string()).map(|given| steps::segments(text, a.result.spans, &p.steps, given.as_deref()));
-        let (matrix, result, backbone) = (a.matrix.clone(), a.result.clone(), p.backbone.clone());
+        let (matrix, result, backbone, max_steps) = (a.matrix.clone(), a.result.clone(), p.backbone.clone(), p.steps.max_steps);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(segments.map(|s| steps::step_graph(&matrix, &result, &s, &backbone)));
+            let _ = tx.send(segments.map(|s| steps::step_graph(&matrix, &result, &s, max_steps, &backbone)));
         });
         self.pending = Some((a.generation, rx));
         None
@@ -72,7 +72,7 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, cache: &m
     let split = if a.plan.params.steps.split == crate::params::Split::Lines { "lines" } else { "sentences" };
     let joined = match g.joined {
         1 => String::new(),
-        j => format!(": {} segments, joined up to {j} at a time to keep to {} steps", g.segments, steps::MAX_STEPS),
+        j => format!(": {} segments, joined up to {j} at a time to keep to {} steps", g.segments, a.plan.params.steps.max_steps),
     };
     ui.label(format!(
         "steps: {steps} (split at {split}, at most {} tokens each{joined}); the step backbone carries {} of the unit flow in {} paths (the token backbone {})",
