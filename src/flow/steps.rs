@@ -70,17 +70,16 @@ pub fn join_steps(segments: &[Span], sink: Span, max_steps: usize) -> (Vec<Span>
         let mut out: Vec<Span> = Vec::new();
         let mut in_last = 0;
         for &s in &segments {
-            let both = out.last().map(|last| Span::new(last.start.min(s.start), last.end.max(s.end)));
-            match (out.last_mut(), both) {
-                (Some(last), Some(both)) if in_last < g && !(both.start < sink.end && sink.start < both.end) => {
+            if let Some(last) = out.last_mut() {
+                let both = Span::new(last.start.min(s.start), last.end.max(s.end));
+                if in_last < g && !(both.start < sink.end && sink.start < both.end) {
                     *last = both;
                     in_last += 1;
-                }
-                _ => {
-                    out.push(s);
-                    in_last = 1;
+                    continue;
                 }
             }
+            out.push(s);
+            in_last = 1;
         }
         out
     };
