@@ -43,10 +43,13 @@ pub trait Backend: Send + Sync {
     /// The batch between each trace's own spans; a trace whose plan fails keeps its error and
     /// costs the others nothing.
     fn run_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
-        let plans: Vec<Result<Plan, TraceError>> = traces.iter().map(|t| Plan::for_trace(t, params)).collect();
-        let ready: Vec<(&Trace, &Plan)> = traces.iter().zip(&plans).filter_map(|(&t, p)| p.as_ref().ok().map(|p| (t, p))).collect();
-        let mut ran = self.execute_results(&ready, cancel).into_iter();
-        plans.into_iter().map(|p| p.and_then(|_| ran.next().expect("one result per planned trace"))).collect()
+        planned(traces, params, |ready| self.execute_results(ready, cancel))
+    }
+
+    /// [`Backend::run_batch`] with each result's aggregated matrix, for what reads it after the
+    /// pipeline (the export's step graphs), where a batch's matrices may all be held at once.
+    fn run_batch_with_matrices(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<(FlowResult, Matrix), TraceError>> {
+        planned(traces, params, |ready| self.execute(ready, cancel))
     }
 
     /// One trace between `spans`, keeping the aggregated matrix (the app's analyses).
@@ -54,6 +57,15 @@ pub trait Backend: Send + Sync {
         let plan = Plan::new(trace, spans, params)?;
         self.execute(&[(trace, &plan)], cancel).pop().expect("one result per planned trace")
     }
+}
+
+/// Each trace planned between its own spans and the planned ones executed together; a trace whose
+/// plan fails keeps its error and costs the others nothing.
+fn planned<R>(traces: &[&Trace], params: &Params, execute: impl FnOnce(&[(&Trace, &Plan)]) -> Vec<Result<R, TraceError>>) -> Vec<Result<R, TraceError>> {
+    let plans: Vec<Result<Plan, TraceError>> = traces.iter().map(|t| Plan::for_trace(t, params)).collect();
+    let ready: Vec<(&Trace, &Plan)> = traces.iter().zip(&plans).filter_map(|(&t, p)| p.as_ref().ok().map(|p| (t, p))).collect();
+    let mut ran = execute(&ready).into_iter();
+    plans.into_iter().map(|p| p.and_then(|_| ran.next().expect("one result per planned trace"))).collect()
 }
 
 /// A device's floor, bytes/s: the memory's rate for a kernel that streams (a device-to-device

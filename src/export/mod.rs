@@ -15,7 +15,7 @@ pub use credits::{CreditRow, Credits, read_credits};
 pub use plan::{Job, Planned, plan};
 
 use crate::backend::Backend;
-use crate::flow::{Cancel, FlowResult};
+use crate::flow::{Cancel, FlowResult, Matrix};
 use crate::params::Params;
 use crate::render;
 use crate::trace::{Problem, Trace, TraceError};
@@ -278,10 +278,19 @@ impl Done {
 
 /// The step graph and the token backbone of a result. The step graph needs the matrix, which
 /// the batch run does not keep: it is aggregated once more, here, one trace at a time.
-fn graphs(trace: &Trace, result: &FlowResult, params: &Params, text: &[String]) -> Result<(crate::flow::steps::StepGraph, petgraph::graph::DiGraph<usize, f64>), TraceError> {
+/// The step graph (from `m`, the matrix the pipeline aggregated, where it was kept; otherwise
+/// aggregated again from the trace) and the token backbone.
+fn graphs(trace: &Trace, m: Option<&Matrix>, result: &FlowResult, params: &Params, text: &[String]) -> Result<(crate::flow::steps::StepGraph, petgraph::graph::DiGraph<usize, f64>), TraceError> {
     use crate::flow::{aggregate, plan::Plan, steps};
-    let plan = Plan::for_trace(trace, params)?;
-    let m = aggregate::aggregate(&trace.attention, &plan.selection, &params.aggregate, &std::sync::atomic::AtomicBool::new(false)).map_err(|e| e.at(&trace.path))?;
+    let aggregated;
+    let m = match m {
+        Some(m) => m,
+        None => {
+            let plan = Plan::for_trace(trace, params)?;
+            aggregated = aggregate::aggregate(&trace.attention, &plan.selection, &params.aggregate, &std::sync::atomic::AtomicBool::new(false)).map_err(|e| e.at(&trace.path))?;
+            &aggregated
+        }
+    };
     let given = steps::given_segments(trace).map_err(|e| e.at(&trace.path))?;
     let segments = steps::segments(text, result.spans, &params.steps, given.as_deref());
     Ok((steps::step_graph(&m, result, &segments, params.steps.max_steps, &params.backbone), steps::backbone_graph(&result.backbone)))
@@ -409,8 +418,9 @@ fn export_in_windows(
     Ok(summary)
 }
 
-/// A trace opened and run through the pipeline, or why not.
-type Ran = Result<(Trace, FlowResult), TraceError>;
+/// A trace opened and run through the pipeline (with its matrix where the step graphs are to be
+/// made from it), or why not.
+type Ran = Result<(Trace, FlowResult, Option<Matrix>), TraceError>;
 
 /// One batch: open every trace (a broken file stays with its job), run the backend on the rest
 /// together, write each trace's files. Each outcome's time is its own opening and writing plus
@@ -431,19 +441,27 @@ fn export_batch(outputs: &outputs::Outputs, chunk: &[Job], params: &Params, form
         .collect();
     let ready: Vec<&Trace> = opened.iter().filter_map(|(t, _)| t.as_ref().ok()).collect();
     let t = Instant::now();
-    let mut results = backend.run_batch(&ready, params, &Cancel::default()).into_iter();
+    // The step graphs read the matrix the pipeline aggregated: kept where the backend runs a
+    // trace at a time (each writer then holds one, as it would have aggregated one again); a
+    // batch's writers aggregate their own, so a device's batch of matrices is not held at once.
+    let results: Vec<Result<(FlowResult, Option<Matrix>), TraceError>> = if (formats.dot || formats.graphml) && backend.batch_size() == 1 {
+        backend.run_batch_with_matrices(&ready, params, &Cancel::default()).into_iter().map(|r| r.map(|(r, m)| (r, Some(m)))).collect()
+    } else {
+        backend.run_batch(&ready, params, &Cancel::default()).into_iter().map(|r| r.map(|r| (r, None))).collect()
+    };
+    let mut results = results.into_iter();
     let share_ms = t.elapsed().as_secs_f64() * 1e3 / ready.len().max(1) as f64;
     // Each opened trace with its result, in the chunk's order; the files are written in parallel.
     let paired: Vec<(Ran, f64)> = opened
         .into_iter()
-        .map(|(trace, ms)| (trace.and_then(|t| results.next().expect("a backend answers once per trace").map(|r| (t, r))), ms))
+        .map(|(trace, ms)| (trace.and_then(|t| results.next().expect("a backend answers once per trace").map(|(r, m)| (t, r, m))), ms))
         .collect();
     chunk
         .par_iter()
         .zip(paired)
         .map(|(job, (ran, open_ms))| {
             let t = Instant::now();
-            let res = ran.and_then(|(trace, result)| write_one(outputs, job, &trace, result, params, formats));
+            let res = ran.and_then(|(trace, result, m)| write_one(outputs, job, &trace, m.as_ref(), result, params, formats));
             let elapsed_ms = open_ms + share_ms + t.elapsed().as_secs_f64() * 1e3;
             match res {
                 Ok(done) => (exported(&done, elapsed_ms), Some(done)),
@@ -490,15 +508,15 @@ fn exported(done: &Done, elapsed_ms: f64) -> Outcome {
 }
 
 /// A trace's files, made in memory first and then written all or none.
-fn write_one(outputs: &outputs::Outputs, job: &Job, trace: &Trace, result: FlowResult, params: &Params, f: Formats) -> Result<Done, TraceError> {
+fn write_one(outputs: &outputs::Outputs, job: &Job, trace: &Trace, m: Option<&Matrix>, result: FlowResult, params: &Params, f: Formats) -> Result<Done, TraceError> {
     let done = Done::of_trace(job.stem.clone(), trace, result);
-    write_files(outputs, &done, params, f, Some(trace))?;
+    write_files(outputs, &done, params, f, Some((trace, m)))?;
     Ok(done)
 }
 
-/// The files of one result. `trace` is the attention the step graphs need (`dot`, `graphml`); a
-/// scored row has none.
-fn write_files(outputs: &outputs::Outputs, d: &Done, params: &Params, f: Formats, trace: Option<&Trace>) -> Result<(), TraceError> {
+/// The files of one result. `trace` is the attention the step graphs need (`dot`, `graphml`), with
+/// the pipeline's matrix where it was kept; a scored row has none.
+fn write_files(outputs: &outputs::Outputs, d: &Done, params: &Params, f: Formats, trace: Option<(&Trace, Option<&Matrix>)>) -> Result<(), TraceError> {
     let source = Path::new(&d.source);
     let fail = |e: String| TraceError::new(source, Problem::Io, e);
     let file = |ext: &str| outputs.file(&d.stem, ext);
@@ -530,10 +548,10 @@ fn write_files(outputs: &outputs::Outputs, d: &Done, params: &Params, f: Formats
             files.push((file("backbone.svg"), render::backbone::backbone_svg(&title, &d.tokens, &d.text, d.spans, result).into_bytes()));
         }
         if f.dot || f.graphml {
-            let Some(trace) = trace else {
+            let Some((trace, m)) = trace else {
                 return Err(TraceError::new(source, Problem::Params, format!("{}: the step graphs (dot, graphml) need the attention, which a scored row does not hold: export the trace files for them", d.source)));
             };
-            let (steps, backbone) = graphs(trace, result, params, &d.text)?;
+            let (steps, backbone) = graphs(trace, m, result, params, &d.text)?;
             if f.dot {
                 files.push((file("steps.dot"), render::graph::steps_dot(&steps, &d.text).into_bytes()));
                 files.push((file("backbone.dot"), render::graph::backbone_dot(&backbone, &d.text).into_bytes()));
@@ -582,6 +600,26 @@ mod tests {
         assert_eq!(names(&one), names(&many), "the same files");
         assert!(!names(&many).iter().any(|n| n.to_string_lossy().starts_with('.')), "no temporaries left");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The step graphs made from the matrix the pipeline kept are the ones made from the trace's
+    /// attention aggregated again (no step after the aggregation changes M), and the CPU keeps it.
+    #[test]
+    fn the_step_graphs_from_the_kept_matrix_are_those_aggregated_again() {
+        use crate::synth::{SynthSpec, synth_trace};
+        let spec = SynthSpec { target_tokens: 700, layers: 4, heads: 2, dtype: crate::trace::Dtype::F16, rank: 4, ..Default::default() };
+        let trace = Trace::from_bytes(synth_trace(&spec).to_bytes(), Path::new("kept.safetensors")).unwrap();
+        let params = Params::default();
+        let (result, m) = crate::flow::Cpu.run_batch_with_matrices(&[&trace], &params, &Cancel::default()).pop().unwrap().unwrap();
+        assert_eq!(crate::flow::Cpu.batch_size(), 1, "the CPU's export keeps its matrices");
+        let text = trace.text();
+        let dots = |m: Option<&Matrix>| {
+            let (steps, backbone) = graphs(&trace, m, &result, &params, &text).unwrap();
+            (render::graph::steps_dot(&steps, &text), render::graph::steps_graphml(&steps, &text), render::graph::backbone_dot(&backbone, &text))
+        };
+        let (kept, again) = (dots(Some(&m)), dots(None));
+        assert!(kept.0.matches(" -> ").count() >= 3, "{}", kept.0);
+        assert_eq!(kept, again);
     }
 
     /// The names the export checks a folder for before it writes there are the ones it writes,
