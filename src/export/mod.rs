@@ -293,7 +293,7 @@ fn graphs(trace: &Trace, m: Option<&Matrix>, result: &FlowResult, params: &Param
     };
     let given = steps::given_segments(trace).map_err(|e| e.at(&trace.path))?;
     let segments = steps::segments(text, result.spans, &params.steps, given.as_deref());
-    Ok((steps::step_graph(&m, result, &segments, params.steps.max_steps, &params.backbone), steps::backbone_graph(&result.backbone)))
+    Ok((steps::step_graph(m, result, &segments, params.steps.max_steps, &params.backbone), steps::backbone_graph(&result.backbone)))
 }
 
 fn failure(source: &Path, problem: Problem, message: String) -> Outcome {
