@@ -107,7 +107,6 @@ struct Widest<'a> {
 
 impl Sweep for Widest<'_> {
     type Acc = (f64, usize);
-    const PARALLEL_FROM: usize = super::sweep::AWAKE_FROM;
 
     fn gather(&self, k: usize, row: &[f32], sources: Range<usize>) -> (f64, usize) {
         self.w.gather(self.g, k, row, sources)

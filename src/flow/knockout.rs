@@ -96,7 +96,6 @@ struct IntoToken<'a> {
 
 impl Sweep for IntoToken<'_> {
     type Acc = f64;
-    const PARALLEL_FROM: usize = super::sweep::AWAKE_FROM;
 
     fn gather(&self, _k: usize, row: &[f32], sources: Range<usize>) -> f64 {
         weighted_sum(row, &self.send, sources)

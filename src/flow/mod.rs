@@ -7,6 +7,7 @@ pub mod conserve;
 pub mod credit;
 pub mod knockout;
 pub mod matrix;
+mod paired;
 pub mod pipeline;
 pub mod plan;
 pub mod provenance;

@@ -15,11 +15,12 @@ use rayon::prelude::*;
 /// blocks, so each push is a long pass (on one core 2.2–2.4 ms against 3.2–4.8 at 4k, 9.0–9.2
 /// against 14.2–14.4 at 8k, than a pass per block in chunks of 2 048 tokens).
 const SETTLED_TOGETHER: usize = 4 * BLOCK;
-/// Pushes go across the cores only where the answer ends this far in or later, as the forward
-/// sweeps' blocks (`sweep::PARALLEL_FROM`): on two cores at 4k reach took 2.1–2.5 ms on one core
-/// against 2.9–3.3 with every push across both; at 8k 6.4–6.9 across both against 6.9–7.5 with
-/// only the pushes into 4 096 tokens or more across.
-const PARALLEL_FROM: usize = super::sweep::PARALLEL_FROM;
+/// Pushes go across the cores only where the answer ends this far in or later: in a pipeline run
+/// the other core has slept since the aggregation, and waking it for each push cost more than
+/// the half it took. On two cores at 4k reach took 2.1–2.5 ms on one core against 2.9–3.3 with
+/// every push across both; at 8k 6.4–6.9 across both against 6.9–7.5 with only the pushes into
+/// 4 096 tokens or more across.
+const PARALLEL_FROM: usize = 6144;
 /// Each core's share of the tokens a push goes into, from a cache line of f64.
 const CHUNK_ALIGN: usize = 8;
 /// Rows pushed in one pass over a chunk of earlier tokens: sixteen streams keep memory busy and

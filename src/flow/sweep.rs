@@ -1,32 +1,22 @@
 //! The blocked forward triangular sweep shared by the flow solve and the backbone's widest-path
 //! programme: value(k) depends on every earlier value through row k of M. Rows are taken in
-//! blocks; the bulk of each block (sources before the block) is gathered in parallel, the small
-//! triangle inside the block sequentially. The same structure maps onto GPU dispatches.
+//! blocks; the bulk of each block (sources before the block) is gathered on two cores on long
+//! traces ([`super::paired`]), the small triangle inside the block sequentially. The same
+//! structure maps onto GPU dispatches.
 
 use super::matrix::Matrix;
-use rayon::prelude::*;
 use std::ops::Range;
 
 pub const BLOCK: usize = 128;
 /// Rows a `gather_rows` call takes at once.
 pub const ROWS: usize = 16;
-/// A sweep gathers its blocks across the cores only over a trace of this many tokens or more,
-/// unless it says otherwise: in a pipeline run the other core has slept since the aggregation,
-/// and below this waking it for each block cost more than the half of the block it took. On two
-/// cores the flow's pass (with the backbone's sweep) took 3.4–4.1 ms on one core at 4k against
-/// 5.3–5.8 with every block across both, while at 8k the blocks across both took 10.7–11.9 ms
-/// against 11.7–13.8 with only the longer half across.
-pub const PARALLEL_FROM: usize = 6144;
-/// `Sweep::PARALLEL_FROM` of a sweep that runs just after other parallel work, its cores awake
-/// (the app's backbone re-score and knock-out losses): across the cores at any length (at 8k the
-/// knock-out took 7.7 ms this way against 11.6 with the blocks of fewer than 4 096 sources on
-/// one core).
-pub const AWAKE_FROM: usize = 0;
+/// A sweep over a trace of this many tokens or more gathers its blocks' bulk on two cores; below
+/// it, on one. At 1k a block's bulk is a few microseconds, and a 64-trace batch (whose traces
+/// already keep both cores busy) ran 3–4% slower with every sweep paired.
+pub const PAIRED_FROM: usize = 2048;
 
-pub trait Sweep: Sync {
+pub trait Sweep: Sync + Send {
     type Acc: Copy + Send;
-    /// Tokens from which the sweep gathers its blocks' bulk across the cores.
-    const PARALLEL_FROM: usize = PARALLEL_FROM;
     /// What the settled sources `sources` send to token `k` (row `row` of M).
     fn gather(&self, k: usize, row: &[f32], sources: Range<usize>) -> Self::Acc;
     /// `gather` of the consecutive rows `ks`, each from the same sources. A sweep whose gather
@@ -130,33 +120,34 @@ unsafe fn chains_avx2(rows: &[&[f32]; ROWS], x: &[f64]) -> [f64; ROWS] {
 
 /// Settles tokens `rows` in order; sources start at `first_source`.
 pub fn forward_sweep<S: Sweep>(m: &Matrix, first_source: usize, rows: Range<usize>, state: &mut S) {
+    if rows.end >= PAIRED_FROM && rayon::current_num_threads() > 1 {
+        super::paired::forward_sweep(m, first_source, rows, state);
+        return;
+    }
     let mut k0 = rows.start;
     while k0 < rows.end {
         let k1 = (k0 + BLOCK).min(rows.end);
         let split = k0.max(first_source);
-        let before = first_source..split;
-        let partial: Vec<S::Acc> = {
-            let s = &*state;
-            let groups = (k0..k1).step_by(ROWS).map(|a| a..(a + ROWS).min(k1));
-            if rows.end >= S::PARALLEL_FROM && before.len() * (k1 - k0) >= 1 << 15 {
-                groups.collect::<Vec<_>>().into_par_iter().flat_map_iter(|ks| s.gather_rows(ks, m, before.clone())).collect()
-            } else {
-                groups.flat_map(|ks| s.gather_rows(ks, m, before.clone())).collect()
-            }
-        };
-        // Inside the block, `ROWS` rows at a time: what the block's settled rows before them send
-        // is gathered side by side, then each row carries that on over the few rows just before
-        // it, one at a time as they settle.
-        for sub in (k0..k1).step_by(ROWS) {
-            let sub_end = (sub + ROWS).min(k1);
-            let settled = split..sub.max(split);
-            let firsts = state.gather_rows(sub..sub_end, m, settled.clone());
-            for k in sub..sub_end {
-                let inside = state.gather_onto(firsts[k - sub], k, m.row(k), settled.end..k.max(settled.end));
-                state.settle(k, S::combine(partial[k - k0], inside));
-            }
-        }
+        let partial: Vec<S::Acc> = (k0..k1).step_by(ROWS).flat_map(|a| state.gather_rows(a..(a + ROWS).min(k1), m, first_source..split)).collect();
+        settle_block(m, split, k0..k1, &partial, state);
         k0 = k1;
+    }
+}
+
+/// Settles the block `rows` in order, each row's `partial` (what the sources before `split`
+/// sent it) combined with what the block's own settled rows send. `ROWS` rows at a time: what the
+/// block's settled rows before them send is gathered side by side, then each row carries that on
+/// over the few rows just before it, one at a time as they settle.
+pub(super) fn settle_block<S: Sweep>(m: &Matrix, split: usize, rows: Range<usize>, partial: &[S::Acc], state: &mut S) {
+    let (k0, k1) = (rows.start, rows.end);
+    for sub in (k0..k1).step_by(ROWS) {
+        let sub_end = (sub + ROWS).min(k1);
+        let settled = split..sub.max(split);
+        let firsts = state.gather_rows(sub..sub_end, m, settled.clone());
+        for k in sub..sub_end {
+            let inside = state.gather_onto(firsts[k - sub], k, m.row(k), settled.end..k.max(settled.end));
+            state.settle(k, S::combine(partial[k - k0], inside));
+        }
     }
 }
 

@@ -160,9 +160,9 @@ mod tests {
     /// rows side by side and carrying chains on across sub-blocks leaves every bit as it was.
     #[test]
     fn the_blocked_sweep_gives_the_flow_of_one_token_at_a_time() {
-        use crate::flow::sweep::{BLOCK, PARALLEL_FROM};
-        // The second is long enough that its blocks gather across the cores.
-        for n in [1000, PARALLEL_FROM + 100] {
+        use crate::flow::sweep::{BLOCK, PAIRED_FROM};
+        // The second is long enough that its blocks gather on two cores.
+        for n in [1000, PAIRED_FROM + 100] {
             let (m, mut rng) = crate::flow::test_rng::sparse_matrix(n, 0x51_7cc1_b727_220a, 3);
             let h: Vec<f64> = (0..n).map(|i| if i % 11 == 0 { 0.0 } else { 0.5 + rng.unit() }).collect();
             let spans = Spans { question: Span::new(5, 40), response: Span::new(40, n), answer: Span::new(n - 7, n) };
