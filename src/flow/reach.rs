@@ -6,22 +6,20 @@
 //! walk from an answer token visits i at most once): f64 cannot overflow here.
 
 use super::matrix::Matrix;
-use super::sweep::BLOCK;
+use super::paired::{Pair, Parts, with_helper};
+use super::sweep::{BLOCK, PAIRED_FROM};
 use crate::params::{AnswerParams, Sink};
 use crate::span::{Span, Spans};
-use rayon::prelude::*;
+use std::ops::Range;
 
 /// Rows settled one after another before their pushes into every earlier token go out: four
 /// blocks, so each push is a long pass (on one core 2.2–2.4 ms against 3.2–4.8 at 4k, 9.0–9.2
 /// against 14.2–14.4 at 8k, than a pass per block in chunks of 2 048 tokens).
 const SETTLED_TOGETHER: usize = 4 * BLOCK;
-/// Pushes go across the cores only where the answer ends this far in or later: in a pipeline run
-/// the other core has slept since the aggregation, and waking it for each push cost more than
-/// the half it took. On two cores at 4k reach took 2.1–2.5 ms on one core against 2.9–3.3 with
-/// every push across both; at 8k 6.4–6.9 across both against 6.9–7.5 with only the pushes into
-/// 4 096 tokens or more across.
-const PARALLEL_FROM: usize = 6144;
-/// Each core's share of the tokens a push goes into, from a cache line of f64.
+/// A span's push into every earlier token is cut into this many parts for the two cores
+/// ([`super::paired`]), each a run of tokens starting on a cache line of f64: more than two, so
+/// that a helper that starts late still takes its share.
+const PARTS: usize = 8;
 const CHUNK_ALIGN: usize = 8;
 /// Rows pushed in one pass over a chunk of earlier tokens: sixteen streams keep memory busy and
 /// load and store each accumulator once per sixteen rows (20% quicker than eight at 4k, 10% at
@@ -49,6 +47,18 @@ pub fn conditioned(spans: Spans, p: &AnswerParams) -> Spans {
 /// span in one pass. Each token takes its additions in the order of one block after another, so
 /// the bits are those of the plain blocked sweep (`rows_pushed_together_give_the_same_bits`).
 pub fn reach(m: &Matrix, answer: Span) -> Vec<f64> {
+    reach_helped(m, answer).0
+}
+
+/// [`reach`], and how many runs of tokens the other core pushed into.
+fn reach_helped(m: &Matrix, answer: Span) -> (Vec<f64>, usize) {
+    if answer.end >= PAIRED_FROM && rayon::current_num_threads() > 1 {
+        return with_helper(&Pushes { m }, |pair| solve(m, answer, Some(pair)));
+    }
+    (solve(m, answer, None), 0)
+}
+
+fn solve(m: &Matrix, answer: Span, pair: Option<&Pair<Pushes>>) -> Vec<f64> {
     let n = m.n;
     let mut h = vec![0.0f64; n];
     if answer.is_empty() {
@@ -76,18 +86,51 @@ pub fn reach(m: &Matrix, answer: Span) -> Vec<f64> {
             pushing.extend(block);
             k1 = k0;
         }
-        // Every token before the span gathers the span's rows, block after block as above, in
-        // parallel: one parallel pass per span, each core a long run of tokens.
+        // Every token before the span gathers the span's rows, block after block as above: on two
+        // cores, each part a run of tokens, where the push is worth sharing.
         let before = &mut acc[..big0];
-        if answer.end >= PARALLEL_FROM && big0 * (big1 - big0) >= 1 << 15 {
-            let share = big0.div_ceil(rayon::current_num_threads()).next_multiple_of(CHUNK_ALIGN);
-            before.par_chunks_mut(share).enumerate().for_each(|(c, accs)| push(m, &pushing, c * share, accs));
-        } else {
-            push(m, &pushing, 0, before);
+        match pair {
+            Some(pair) if big0 * (big1 - big0) >= 1 << 15 => {
+                let share = big0.div_ceil(PARTS).next_multiple_of(CHUNK_ALIGN);
+                let runs: Vec<Range<usize>> = (0..big0).step_by(share).map(|c| c..(c + share).min(big0)).collect();
+                let accs = runs.iter().map(|r| before[r.clone()].to_vec()).collect();
+                for (run, pushed) in runs.iter().zip(pair.run(SpanPush { pushing, runs: runs.clone(), accs })) {
+                    before[run.clone()].copy_from_slice(&pushed);
+                }
+            }
+            _ => push(m, &pushing, 0, before),
         }
         big1 = big0;
     }
     h
+}
+
+/// A span's push into the tokens before it, a run of tokens a part.
+struct Pushes<'a> {
+    m: &'a Matrix,
+}
+
+struct SpanPush {
+    pushing: Vec<(usize, f64)>,
+    runs: Vec<Range<usize>>,
+    /// Each run's accumulators before the push.
+    accs: Vec<Vec<f64>>,
+}
+
+impl Parts for Pushes<'_> {
+    type Round = SpanPush;
+    /// The run's accumulators after it.
+    type Out = Vec<f64>;
+
+    fn count(&self, round: &SpanPush) -> usize {
+        round.runs.len()
+    }
+
+    fn part(&self, round: &SpanPush, g: usize) -> Vec<f64> {
+        let mut accs = round.accs[g].clone();
+        push(self.m, &round.pushing, round.runs[g].start, &mut accs);
+        accs
+    }
 }
 
 /// The settled rows `pushing` (token, h), in order, add into the tokens from `col0` (`accs` their
@@ -171,13 +214,37 @@ mod tests {
 
     #[test]
     fn rows_pushed_together_give_the_same_bits() {
-        // The second is long enough that its pushes go across the cores.
-        for n in [1500, PARALLEL_FROM + 100] {
+        // The second is long enough that its pushes go across two cores.
+        for n in [1500, PAIRED_FROM + 100] {
             let (m, _) = crate::flow::test_rng::sparse_matrix(n, 0x2545_f491_4f6c_dd1d, 5);
             let answer = Span::new(n - 10, n);
             let (got, want) = (reach(&m, answer), reach_row_by_row(&m, answer));
             assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{n} tokens");
             assert!(got[..1000].iter().filter(|&&v| v > 0.0).count() > 100, "the test reaches far back");
         }
+    }
+
+    /// On a pool of two threads the other core pushes some of the spans' runs and every value is
+    /// the one-core solve's, bit for bit (run until it has helped, at most 200 times: it may start
+    /// late, or not at all while other tests keep the cores busy).
+    #[test]
+    fn two_cores_push_the_bits_of_one() {
+        let n = PAIRED_FROM + 1500;
+        let (m, _) = crate::flow::test_rng::sparse_matrix(n, 0x7f4a_7c15_9e37_79b9, 4);
+        let answer = Span::new(n - 10, n);
+        let on = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| reach_helped(&m, answer));
+        let (want, none) = on(1);
+        assert_eq!(none, 0);
+        assert!(want[..n / 2].iter().filter(|&&v| v > 0.0).count() > 100, "the test reaches far back");
+        let mut helped = 0;
+        for _ in 0..200 {
+            let (got, h) = on(2);
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "two cores changed the bits");
+            helped += h;
+            if helped > 0 {
+                break;
+            }
+        }
+        assert!(helped > 0, "the other core never pushed in 200 solves");
     }
 }

@@ -5,15 +5,19 @@
 //! structure maps onto GPU dispatches.
 
 use super::matrix::Matrix;
+use super::paired::{Pair, Parts, with_helper};
 use std::ops::Range;
+use std::sync::{PoisonError, RwLock};
 
 pub const BLOCK: usize = 128;
 /// Rows a `gather_rows` call takes at once.
 pub const ROWS: usize = 16;
-/// A sweep over a trace of this many tokens or more gathers its blocks' bulk on two cores; below
-/// it, on one. At 1k a block's bulk is a few microseconds, and a 64-trace batch (whose traces
-/// already keep both cores busy) ran 3–4% slower with every sweep paired.
-pub const PAIRED_FROM: usize = 2048;
+/// A sweep over a trace of this many tokens or more gathers its blocks' bulk on two cores
+/// ([`super::paired`]), and reach pushes on two; below it, on one. Below it the other core's
+/// start is a good part of the step: at 2k the flow's pass took 0.9 ms on one core and 1.0 on
+/// two, at 3k 1.8–2.0 against 1.4–1.6; and a 64-trace 1k batch (whose traces keep both cores
+/// busy already) ran 3–4% slower with every sweep on two.
+pub const PAIRED_FROM: usize = 3072;
 
 pub trait Sweep: Sync + Send {
     type Acc: Copy + Send;
@@ -120,17 +124,61 @@ unsafe fn chains_avx2(rows: &[&[f32]; ROWS], x: &[f64]) -> [f64; ROWS] {
 
 /// Settles tokens `rows` in order; sources start at `first_source`.
 pub fn forward_sweep<S: Sweep>(m: &Matrix, first_source: usize, rows: Range<usize>, state: &mut S) {
-    if rows.end >= PAIRED_FROM && rayon::current_num_threads() > 1 {
-        super::paired::forward_sweep(m, first_source, rows, state);
-        return;
+    sweep(m, first_source, rows, state);
+}
+
+/// [`forward_sweep`], answering how many groups of rows the other core gathered.
+fn sweep<S: Sweep>(m: &Matrix, first_source: usize, rows: Range<usize>, state: &mut S) -> usize {
+    let paired = rows.end >= PAIRED_FROM && rayon::current_num_threads() > 1;
+    let gathers = Gathers { m, state: RwLock::new(state) };
+    let blocks = |pair: Option<&Pair<Gathers<S>>>| {
+        let mut k0 = rows.start;
+        while k0 < rows.end {
+            let k1 = (k0 + BLOCK).min(rows.end);
+            let split = k0.max(first_source);
+            let (groups, sources): (Vec<Range<usize>>, _) = ((k0..k1).step_by(ROWS).map(|a| a..(a + ROWS).min(k1)).collect(), first_source..split);
+            let partial: Vec<S::Acc> = match pair {
+                // A bulk worth sharing: its groups taken by both cores.
+                Some(pair) if sources.len() * (k1 - k0) >= 1 << 15 => pair.run(Bulk { groups, sources }).concat(),
+                _ => {
+                    let st = gathers.state.read().unwrap_or_else(PoisonError::into_inner);
+                    groups.into_iter().flat_map(|ks| st.gather_rows(ks, m, sources.clone())).collect()
+                }
+            };
+            settle_block(m, split, k0..k1, &partial, &mut **gathers.state.write().unwrap_or_else(PoisonError::into_inner));
+            k0 = k1;
+        }
+    };
+    if !paired {
+        blocks(None);
+        return 0;
     }
-    let mut k0 = rows.start;
-    while k0 < rows.end {
-        let k1 = (k0 + BLOCK).min(rows.end);
-        let split = k0.max(first_source);
-        let partial: Vec<S::Acc> = (k0..k1).step_by(ROWS).flat_map(|a| state.gather_rows(a..(a + ROWS).min(k1), m, first_source..split)).collect();
-        settle_block(m, split, k0..k1, &partial, state);
-        k0 = k1;
+    with_helper(&gathers, |pair| blocks(Some(pair))).1
+}
+
+/// A sweep's state while both cores read it for a block's bulk and the caller settles the block
+/// between bulks.
+struct Gathers<'a, S> {
+    m: &'a Matrix,
+    state: RwLock<&'a mut S>,
+}
+
+/// A block's bulk: its groups of `ROWS` rows, each gathered from `sources`.
+struct Bulk {
+    groups: Vec<Range<usize>>,
+    sources: Range<usize>,
+}
+
+impl<S: Sweep> Parts for Gathers<'_, S> {
+    type Round = Bulk;
+    type Out = Vec<S::Acc>;
+
+    fn count(&self, bulk: &Bulk) -> usize {
+        bulk.groups.len()
+    }
+
+    fn part(&self, bulk: &Bulk, g: usize) -> Vec<S::Acc> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner).gather_rows(bulk.groups[g].clone(), self.m, bulk.sources.clone())
     }
 }
 
@@ -155,6 +203,63 @@ pub(super) fn settle_block<S: Sweep>(m: &Matrix, split: usize, rows: Range<usize
 mod tests {
     use super::*;
     use crate::flow::test_rng::XorShift;
+
+    /// A sweep whose value is one plus the sum of its sources' values through its row: the
+    /// chains of additions the flow solve makes.
+    struct Sums(Vec<f64>);
+
+    impl Sweep for Sums {
+        type Acc = f64;
+
+        fn gather(&self, _k: usize, row: &[f32], sources: Range<usize>) -> f64 {
+            weighted_sum(row, &self.0, sources)
+        }
+
+        fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<f64> {
+            weighted_sums(ks, m, &self.0, sources)
+        }
+
+        fn gather_onto(&self, acc: f64, _k: usize, row: &[f32], sources: Range<usize>) -> f64 {
+            weighted_sum_onto(acc, row, &self.0, sources)
+        }
+
+        fn combine(a: f64, b: f64) -> f64 {
+            a + b
+        }
+
+        fn settle(&mut self, k: usize, acc: f64) {
+            self.0[k] = 1.0 + acc;
+        }
+    }
+
+    /// On a pool of two threads the other core gathers some of the blocks' groups and every value
+    /// is the one-core sweep's, bit for bit. The helper may start late, or not at all while the
+    /// other tests keep the cores busy, so the sweep is run until it has helped (at most 200
+    /// times), each run checked.
+    #[test]
+    fn two_cores_settle_the_bits_of_one() {
+        let n = PAIRED_FROM + 900;
+        let (m, _) = crate::flow::test_rng::sparse_matrix(n, 0x0dd_ba11_cafe_f00d, 6);
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut s = Sums(vec![0.0; n]);
+            let helped = pool.install(|| sweep(&m, 7, 7..n, &mut s));
+            (s.0, helped)
+        };
+        let (want, none) = on(1);
+        assert_eq!(none, 0, "one thread, no helper");
+        assert!(want[n - 1] > 1.0 && want.iter().all(|v| v.is_finite()));
+        let mut helped = 0;
+        for _ in 0..200 {
+            let (got, h) = on(2);
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "two cores changed the bits");
+            helped += h;
+            if helped > 0 {
+                break;
+            }
+        }
+        assert!(helped > 0, "the other core never gathered a group in 200 sweeps");
+    }
 
     /// The vector kernel this CPU takes gives the chains of one source at a time, bit for bit,
     /// for every length of the tail after the last vector of four.
