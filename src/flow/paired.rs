@@ -160,6 +160,22 @@ fn pause(spins: &mut u32) {
     }
 }
 
+/// For the tests of the solves that use a helper: runs `solve` on a pool of two threads until the
+/// helper has made a part (at most 200 times: it may start late, or not at all while other tests
+/// keep the cores busy), each run's values checked against `want` bit for bit.
+#[cfg(test)]
+pub(crate) fn same_bits_on_two_cores(want: &[f64], solve: impl Fn() -> (Vec<f64>, usize) + Send + Sync) {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for _ in 0..200 {
+        let (got, helped) = pool.install(&solve);
+        assert!(got.len() == want.len() && got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits()), "two cores changed the bits");
+        if helped > 0 {
+            return;
+        }
+    }
+    panic!("the other core never helped in 200 runs");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,27 +224,16 @@ mod tests {
         }
     }
 
-    /// On a pool of two threads the other core pushes some of the spans' runs and every value is
-    /// the one-core solve's, bit for bit (run until it has helped, at most 200 times: it may start
-    /// late, or not at all while other tests keep the cores busy).
+    /// On two cores the other one pushes some of the spans' runs and every value is the one-core
+    /// solve's, bit for bit.
     #[test]
     fn two_cores_push_the_bits_of_one() {
         let n = PAIRED_FROM + 1500;
         let (m, _) = crate::flow::test_rng::sparse_matrix(n, 0x7f4a_7c15_9e37_79b9, 4);
         let answer = Span::new(n - 10, n);
-        let on = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| reach_helped(&m, answer));
-        let (want, none) = on(1);
-        assert_eq!(none, 0);
+        let (want, none) = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| reach_helped(&m, answer));
+        assert_eq!(none, 0, "one thread, no helper");
         assert!(want[..n / 2].iter().filter(|&&v| v > 0.0).count() > 100, "the test reaches far back");
-        let mut helped = 0;
-        for _ in 0..200 {
-            let (got, h) = on(2);
-            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "two cores changed the bits");
-            helped += h;
-            if helped > 0 {
-                break;
-            }
-        }
-        assert!(helped > 0, "the other core never pushed in 200 solves");
+        crate::flow::paired::same_bits_on_two_cores(&want, || reach_helped(&m, answer));
     }
 }

@@ -232,33 +232,21 @@ mod tests {
         }
     }
 
-    /// On a pool of two threads the other core gathers some of the blocks' groups and every value
-    /// is the one-core sweep's, bit for bit. The helper may start late, or not at all while the
-    /// other tests keep the cores busy, so the sweep is run until it has helped (at most 200
-    /// times), each run checked.
+    /// On two cores the other one gathers some of the blocks' groups and every value is the
+    /// one-core sweep's, bit for bit.
     #[test]
     fn two_cores_settle_the_bits_of_one() {
         let n = PAIRED_FROM + 900;
         let (m, _) = crate::flow::test_rng::sparse_matrix(n, 0x0dd_ba11_cafe_f00d, 6);
-        let on = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let solve = || {
             let mut s = Sums(vec![0.0; n]);
-            let helped = pool.install(|| sweep(&m, 7, 7..n, &mut s));
+            let helped = sweep(&m, 7, 7..n, &mut s);
             (s.0, helped)
         };
-        let (want, none) = on(1);
+        let (want, none) = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(solve);
         assert_eq!(none, 0, "one thread, no helper");
         assert!(want[n - 1] > 1.0 && want.iter().all(|v| v.is_finite()));
-        let mut helped = 0;
-        for _ in 0..200 {
-            let (got, h) = on(2);
-            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "two cores changed the bits");
-            helped += h;
-            if helped > 0 {
-                break;
-            }
-        }
-        assert!(helped > 0, "the other core never gathered a group in 200 sweeps");
+        crate::flow::paired::same_bits_on_two_cores(&want, solve);
     }
 
     /// The vector kernel this CPU takes gives the chains of one source at a time, bit for bit,
