@@ -276,8 +276,6 @@ impl Done {
     }
 }
 
-/// The step graph and the token backbone of a result. The step graph needs the matrix, which
-/// the batch run does not keep: it is aggregated once more, here, one trace at a time.
 /// The step graph (from `m`, the matrix the pipeline aggregated, where it was kept; otherwise
 /// aggregated again from the trace) and the token backbone.
 fn graphs(trace: &Trace, m: Option<&Matrix>, result: &FlowResult, params: &Params, text: &[String]) -> Result<(crate::flow::steps::StepGraph, petgraph::graph::DiGraph<usize, f64>), TraceError> {

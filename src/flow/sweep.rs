@@ -186,7 +186,7 @@ impl<S: Sweep> Parts for Gathers<'_, S> {
 /// sent it) combined with what the block's own settled rows send. `ROWS` rows at a time: what the
 /// block's settled rows before them send is gathered side by side, then each row carries that on
 /// over the few rows just before it, one at a time as they settle.
-pub(super) fn settle_block<S: Sweep>(m: &Matrix, split: usize, rows: Range<usize>, partial: &[S::Acc], state: &mut S) {
+fn settle_block<S: Sweep>(m: &Matrix, split: usize, rows: Range<usize>, partial: &[S::Acc], state: &mut S) {
     let (k0, k1) = (rows.start, rows.end);
     for sub in (k0..k1).step_by(ROWS) {
         let sub_end = (sub + ROWS).min(k1);
