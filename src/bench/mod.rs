@@ -106,9 +106,10 @@ const WARM_UP_ROUNDS: usize = 2;
 /// still warming, and been read against the floor of a warm one (at 4k, 10.0 ms against
 /// 7.0–7.4 now).
 fn time_pipeline(path: &Path, params: &Params, repeat: usize, backend: &dyn Backend) -> Result<Timed, String> {
+    let open = || Trace::open(path).map_err(|e| e.to_string());
+    let run = |trace: &Trace| backend.run_batch(&[trace], params, &Cancel::default()).pop().expect("one result").map_err(|e| e.to_string());
     for _ in 0..WARM_UP_ROUNDS {
-        let trace = Trace::open(path).map_err(|e| e.to_string())?;
-        backend.run_batch(&[&trace], params, &Cancel::default()).pop().expect("one result").map_err(|e| e.to_string())?;
+        run(&open()?)?;
         read_floor(path, 1)?;
     }
     let mut runs: Vec<(StepTimes, Duration, usize)> = Vec::new();
@@ -116,14 +117,13 @@ fn time_pipeline(path: &Path, params: &Params, repeat: usize, backend: &dyn Back
     let mut slabs = 1;
     let mut fresh = true;
     for _ in 0..repeat.max(1) {
-        let trace = Trace::open(path).map_err(|e| e.to_string())?;
-        let trace = &trace;
+        let trace = open()?;
         let heap = crate::alloc::measure();
         // A dropped matrix's storage the pipeline writes over (`Matrix::for_overwrite`) was heap
         // before the run: it counts in the peak, as the fresh allocation it replaces would.
         let reused = crate::flow::matrix::reused_bytes();
         let t = Instant::now();
-        let r = backend.run_batch(&[trace], params, &Cancel::default()).pop().expect("one result").map_err(|e| e.to_string())?;
+        let r = run(&trace)?;
         let total = t.elapsed();
         slabs = r.layers.len().max(1) * r.heads.len().max(1);
         let taken_over = crate::flow::matrix::reused_bytes() - reused;
