@@ -70,8 +70,13 @@ fn changing_a_parameter_rescores_and_changes_credit() {
     let before = h.state().model.docs[0].analysis.clone().unwrap();
     let credited = |a: &flowtracer::app::document::Analysis| a.result.credit.iter().filter(|&&g| g > 1.0).count();
     assert_eq!(credited(&before), flowtracer::flow::roles::share_count(0.4, before.plan.spans.response.len()));
+    // The status bar names what happened: the document's first result is its analysis.
+    let status = h.state().model.status.clone();
+    assert!(status.contains(" · analysed in ") && !status.contains("re-scored"), "{status}");
     h.get_by_role_and_label(Role::Slider, "fraction").set_value_accesskit(0.1);
     h.run();
+    let status = h.state().model.status.clone();
+    assert!(status.contains(" · re-scored in ") && status.contains("(credit only;"), "{status}");
     let after = h.state().model.docs[0].analysis.clone().unwrap();
     assert_eq!(h.state().model.params.credit.fraction, 0.1);
     assert_eq!(credited(&after), flowtracer::flow::roles::share_count(0.1, after.plan.spans.response.len()));
@@ -173,7 +178,7 @@ fn views_render_like_their_snapshots() {
     h.run();
     // The status bar shows a timing: mask its row so snapshots do not depend on the machine's speed.
     fn snapshot(h: &mut Harness<'static, FlowApp>, name: &str) {
-        let status = h.get_by_label_contains("re-scored in").rect();
+        let status = h.get_by_label_contains(" · analysed in ").rect();
         h.mask(egui::Rect::from_min_max(egui::pos2(0.0, status.top() - 2.0), egui::pos2(1280.0, status.bottom() + 2.0)));
         h.snapshot(name);
     }

@@ -319,12 +319,12 @@ fn the_status_bar_says_where_each_rescore_ran() {
     app.model.rescoring.synchronous = true;
     app.model.add(Document::new(flowtracer::sample_trace()));
     let status = app.model.status.clone();
-    assert!(status.contains(" · re-scored in ") && status.contains(" ms on wgpu: "), "{status}");
+    assert!(status.contains(" · analysed in ") && status.contains(" ms on wgpu: "), "{status}");
     let mut p = Params::default();
     p.credit.fraction = 0.2;
     app.apply(Command::SetParams(p.clone()));
     let status = app.model.status.clone();
-    assert!(status.contains(" ms on cpu (credit only; the solution reused from wgpu: "), "{status}");
+    assert!(status.contains(" · re-scored in ") && status.contains(" ms on cpu (credit only; the solution reused from wgpu: "), "{status}");
     p.backbone.max_paths = 3;
     app.apply(Command::SetParams(p.clone()));
     let status = app.model.status.clone();

@@ -201,8 +201,10 @@ impl Model {
         let Some(d) = self.docs.get_mut(done.doc) else { return };
         match done.outcome {
             Ok(a) => {
+                // A document's first result is its analysis; every later one re-scores it.
+                let how = if d.analysis.is_some() { "re-scored" } else { "analysed" };
                 self.status = format!(
-                    "{} · {} · re-scored in {:.1} ms on {}",
+                    "{} · {} · {how} in {:.1} ms on {}",
                     d.title(),
                     a.result.status.name(),
                     a.elapsed.as_secs_f64() * 1e3,
