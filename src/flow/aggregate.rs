@@ -242,18 +242,8 @@ fn first_bad_value(row: &[f32], att: &Attention, l: usize, h: usize, k: usize) -
 /// at the hardware prefetcher's pace: half of a `[4,8,N,N]` F16 aggregation's time, and the
 /// prefetch took it 10–20% faster at 4k). A lone slab's row is prefetched whole beforehand.
 fn check_causal<const AHEAD: bool>(upper: &[u8], att: &Attention, l: usize, h: usize, k: usize) -> Result<(), DataError> {
-    // Fast path: whole words of zero bytes (what every causal dump holds above the diagonal).
-    // SAFETY: every bit pattern is a valid u64; align_to only reinterprets the aligned middle.
-    // The words are OR-ed in blocks of 64 (vectorised, no branch per word) and the answer looked
-    // at once per block, so a non-zero block still stops the scan early.
-    let (head, words, tail) = unsafe { upper.align_to::<u64>() };
-    let zero_block = |c: &[u64]| {
-        if AHEAD {
-            (0..c.len()).step_by(8).for_each(|w| slab_row::prefetch_ahead(c, w));
-        }
-        c.iter().fold(0u64, |a, &w| a | w) == 0
-    };
-    if head.iter().all(|&b| b == 0) && words.chunks(64).all(zero_block) && tail.iter().all(|&b| b == 0) {
+    // Fast path: zero bytes (what every causal dump holds above the diagonal).
+    if slab_row::all_zero::<AHEAD>(upper) {
         return Ok(());
     }
     let mut vals = vec![0f32; upper.len() / att.dtype.size()];

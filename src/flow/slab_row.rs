@@ -308,6 +308,53 @@ pub(crate) fn prefetch_ahead<T>(values: &[T], at: usize) {
     let _ = (values, at);
 }
 
+/// Whether every byte is zero. `AHEAD`: each cache line asked for a kilobyte before it is read.
+/// Compiled for the widest vectors this CPU has, as the rest of a row's pass is: built for the
+/// baseline it OR-ed 16 bytes an instruction, and a 64-trace batch of 1k-token `[N,N]` F32 traces
+/// (half of whose bytes are this check's) ran 2–4% faster with AVX-512 (alternated runs, one
+/// thread and two).
+pub(crate) fn all_zero<const AHEAD: bool>(bytes: &[u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { zero_avx512::<AHEAD>(bytes) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { zero_avx2::<AHEAD>(bytes) };
+        }
+    }
+    zero_words::<AHEAD>(bytes)
+}
+
+/// [`all_zero`] as whole words OR-ed in blocks of 64 (vectorised, no branch per word), the
+/// answer looked at once per block, so a non-zero block still stops the scan early.
+#[inline(always)]
+fn zero_words<const AHEAD: bool>(bytes: &[u8]) -> bool {
+    // SAFETY: every bit pattern is a valid u64; align_to only reinterprets the aligned middle.
+    let (head, words, tail) = unsafe { bytes.align_to::<u64>() };
+    let zero_block = |c: &[u64]| {
+        if AHEAD {
+            (0..c.len()).step_by(8).for_each(|w| prefetch_ahead(c, w));
+        }
+        c.iter().fold(0u64, |a, &w| a | w) == 0
+    };
+    head.iter().all(|&b| b == 0) && words.chunks(64).all(zero_block) && tail.iter().all(|&b| b == 0)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn zero_avx512<const AHEAD: bool>(bytes: &[u8]) -> bool {
+    zero_words::<AHEAD>(bytes)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn zero_avx2<const AHEAD: bool>(bytes: &[u8]) -> bool {
+    zero_words::<AHEAD>(bytes)
+}
+
 /// Asks for every cache line of `bytes` (a hint: nothing is read, nothing can fault).
 #[inline]
 pub(crate) fn prefetch_all(bytes: &[u8]) {
@@ -429,6 +476,39 @@ unsafe fn mean_eight<const R: usize, const WIDE: bool, const FRESH: bool>(dtype:
 mod tests {
     use super::*;
     use crate::flow::test_rng::XorShift;
+
+    /// Every build of the zero check this CPU can run answers as a byte-by-byte check does: for
+    /// each start and length, all zero, and one byte set at each place.
+    #[test]
+    fn every_zero_check_finds_any_byte_set() {
+        let mut bytes = vec![0u8; 1200];
+        for start in 0..9 {
+            for len in [0, 1, 7, 8, 9, 63, 64, 65, 511, 512, 513, 1100] {
+                let checks = |b: &[u8]| {
+                    let mut got = vec![zero_words::<false>(b), zero_words::<true>(b), all_zero::<true>(b)];
+                    #[cfg(target_arch = "x86_64")]
+                    {
+                        if std::arch::is_x86_feature_detected!("avx2") {
+                            // SAFETY: the CPU has AVX2, checked just above.
+                            got.push(unsafe { zero_avx2::<true>(b) });
+                        }
+                        if std::arch::is_x86_feature_detected!("avx512f") {
+                            // SAFETY: the CPU has AVX-512F, checked just above.
+                            got.push(unsafe { zero_avx512::<false>(b) });
+                        }
+                    }
+                    got
+                };
+                let span = start..start + len;
+                assert!(checks(&bytes[span.clone()]).iter().all(|&z| z), "zeros from {start}, {len} bytes");
+                for at in span.clone() {
+                    bytes[at] = 0x80;
+                    assert!(checks(&bytes[span.clone()]).iter().all(|&z| !z), "byte {at} set, from {start}, {len} bytes");
+                    bytes[at] = 0;
+                }
+            }
+        }
+    }
 
     /// For each storage type and row length (every length mod 8), six rows of values below one:
     /// one ordinary, and one each with a subnormal, a negative zero, a negative, an infinity and
