@@ -311,8 +311,8 @@ pub(crate) fn prefetch_ahead<T>(values: &[T], at: usize) {
 /// Whether every byte is zero. `AHEAD`: each cache line asked for a kilobyte before it is read.
 /// Compiled for the widest vectors this CPU has, as the rest of a row's pass is: built for the
 /// baseline it OR-ed 16 bytes an instruction, and a 64-trace batch of 1k-token `[N,N]` F32 traces
-/// (half of whose bytes are this check's) ran 2–4% faster with AVX-512 (alternated runs, one
-/// thread and two).
+/// (half of whose bytes are this check's) ran 2–4% faster with AVX-512 on one thread and 1–8% on
+/// two (alternated runs).
 pub(crate) fn all_zero<const AHEAD: bool>(bytes: &[u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
