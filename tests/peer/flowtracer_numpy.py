@@ -5,7 +5,11 @@ It reads trace format v1 with no package beyond NumPy (a safetensors file is an 
 a JSON header and raw little-endian data), follows FLOWTRACER.md step by step with the
 project's default parameters, and prints the result as JSON (and step times with --bench).
 
-    python3 tests/peer/flowtracer_numpy.py TRACE.safetensors [--bench REPEAT]
+    python3 tests/peer/flowtracer_numpy.py TRACE.safetensors [--bench REPEAT] [--f32-matrix]
+
+--f32-matrix rounds the aggregated M to float32, as the engine keeps it (its strict lower
+triangle in f32): where a mean over layers and heads is not exact in f32, that rounding moves
+every figure by some 1e-8 of its value, and with it the peer follows the engine to 1e-13.
 
 The Rust test `tests/peer.rs` compares its output with the CPU backend on the sample traces;
 `flowtracer bench --peer tests/peer/flowtracer_numpy.py` times both on the same files.
@@ -44,7 +48,7 @@ def span(text, n):
     return int(a), (int(b) if b.strip() else n)
 
 
-def pipeline(att, meta, timings):
+def pipeline(att, meta, timings, f32_matrix=False):
     tokens = json.loads(meta["tokens"])
     n = len(tokens)
     q0, q1 = span(meta["question"], n)
@@ -70,6 +74,8 @@ def pipeline(att, meta, timings):
             hi = total
         sel = [j for j, l in enumerate(kept) if lo <= l < hi] or list(range(att.shape[0]))
         m = att[sel].astype(np.float64).mean(axis=(0, 1))
+    if f32_matrix:
+        m = m.astype(np.float32).astype(np.float64)
     m = np.tril(m, -1)
     timings["aggregate"] = time.perf_counter() - t
 
@@ -184,19 +190,20 @@ def main():
     if not args:
         sys.exit(__doc__)
     repeat = int(args[args.index("--bench") + 1]) if "--bench" in args else 0
+    f32_matrix = "--f32-matrix" in args
     tensors, meta = read_trace(args[0])
     if repeat:
         runs = []
         for _ in range(repeat):
             timings = {}
             t = time.perf_counter()
-            pipeline(tensors["attention"], meta, timings)
+            pipeline(tensors["attention"], meta, timings, f32_matrix)
             timings["pipeline"] = time.perf_counter() - t
             runs.append(timings)
         med = {k: sorted(r[k] for r in runs)[len(runs) // 2] * 1e3 for k in runs[0]}
         print(json.dumps({"ms": med}))
     else:
-        print(json.dumps(pipeline(tensors["attention"], meta, {})))
+        print(json.dumps(pipeline(tensors["attention"], meta, {}, f32_matrix)))
 
 
 if __name__ == "__main__":
