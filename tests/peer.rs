@@ -14,7 +14,7 @@ use flowtracer::{Cancel, FlowResult, Params, Trace};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// On the same M: the solves' float64 arithmetic in another order (up to 7e-13 seen, on the
+/// On the same M: the solves' float64 arithmetic in another order (up to 6e-13 seen, on the
 /// 3 200-token trace).
 const SAME_M: f64 = 1e-10;
 /// Against the float64 mean: M's rounding to f32 (a relative error up to 6e-8 in each weight).
