@@ -9,10 +9,11 @@ project's default parameters, and prints the result as JSON (and step times with
 
 --f32-matrix rounds the aggregated M to float32, as the engine keeps it (its strict lower
 triangle in f32): where a mean over layers and heads is not exact in f32, that rounding moves
-every figure by some 1e-8 of its value, and with it the peer follows the engine to 1e-13.
+every figure by some 1e-8 of its value, and with it the peer follows the engine to 1e-12.
 
-The Rust test `tests/peer.rs` compares its output with the CPU backend on the sample traces;
-`flowtracer bench --peer tests/peer/flowtracer_numpy.py` times both on the same files.
+The Rust test `tests/peer.rs` compares its output, with M rounded so and without, with the CPU
+backend's on the sample traces and on synthetic ones; `flowtracer bench --peer
+tests/peer/flowtracer_numpy.py` times both on the same files.
 """
 import json
 import math
