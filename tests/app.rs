@@ -98,10 +98,10 @@ fn search_finds_tokens_and_jumps_to_them() {
     h.run();
     assert_eq!(h.state().ui.marks.hits.len(), expected.len());
     h.get_by_label(&format!("{} matches", expected.len()));
-    h.get_by_label("next match").click();
+    h.get_by_role_and_label(Role::Button, "match").click();
     h.run();
     assert_eq!(h.state().ui.marks.selected, Some(expected[0]));
-    h.get_by_label("next hub").click();
+    h.get_by_role_and_label(Role::Button, "hub").click();
     h.run();
     let hubs = &h.state().model.docs[0].analysis.as_ref().unwrap().result.hubs;
     assert!(hubs.contains(&h.state().ui.marks.selected.unwrap()));
@@ -1001,7 +1001,7 @@ fn the_trace_map_and_the_jumps_reach_every_part_of_a_long_trace() {
     let checkpoints = h.state().model.docs[0].analysis.as_ref().unwrap().result.checkpoints.clone();
     assert!(checkpoints.len() >= 3 && checkpoints[0] < n / 2, "{checkpoints:?}");
     for &c in &checkpoints {
-        h.get_by_label("next checkpoint").click();
+        h.get_by_role_and_label(Role::Button, "checkpoint").click();
         h.run();
         assert_eq!(h.state().ui.marks.selected, Some(c));
         assert!(h.state().ui.text.rect_of(c).is_some(), "checkpoint {c} is on screen after the jump");

@@ -64,11 +64,14 @@ impl FlowApp {
         ui.horizontal_wrapped(|ui| {
             if m.docs.len() > 1 {
                 let mut current = m.current;
-                egui::ComboBox::from_label("trace").selected_text(m.docs[current].title()).show_ui(ui, |ui| {
+                // Named for screen readers, not on screen: the toolbar then fits one row at
+                // 1280 px with two traces open.
+                let picked = egui::ComboBox::from_id_salt("trace").selected_text(m.docs[current].title()).truncate().width(140.0).show_ui(ui, |ui| {
                     for (i, d) in m.docs.iter().enumerate() {
                         ui.selectable_value(&mut current, i, d.title());
                     }
                 });
+                picked.response.on_hover_text(m.docs[m.current].title()).widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, true, "trace"));
                 if current != m.current {
                     self.commands.send(Command::ShowDocument(current));
                 }
@@ -92,18 +95,24 @@ impl FlowApp {
                 self.commands.send(Command::Search(q));
             }
             let enter = resp.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-            if ui.button("next match").clicked() || enter {
-                self.commands.send(Command::JumpNext(self.ui.marks.hits.iter().copied().collect()));
-            }
             ui.small(format!("{} matches", self.ui.marks.hits.len()));
-            if let Some(a) = m.doc().and_then(|d| d.analysis.as_ref()) {
-                if ui.button("next hub").clicked() {
-                    self.commands.send(Command::JumpNext(a.result.hubs.clone()));
+            ui.add_space(6.0);
+            // The jumps wrap as one group, "next" with its buttons.
+            wrapped_together(ui, "jumps", |ui| {
+                ui.label("next");
+                if ui.button("match").on_hover_text("the next token the search matches (or Enter in the search box)").clicked() || enter {
+                    self.commands.send(Command::JumpNext(self.ui.marks.hits.iter().copied().collect()));
                 }
-                if ui.button("next checkpoint").clicked() {
-                    self.commands.send(Command::JumpNext(a.result.checkpoints.clone()));
+                if let Some(a) = m.doc().and_then(|d| d.analysis.as_ref()) {
+                    if ui.button("hub").on_hover_text("the next hub token").clicked() {
+                        self.commands.send(Command::JumpNext(a.result.hubs.clone()));
+                    }
+                    if ui.button("checkpoint").on_hover_text("the next aggregation checkpoint").clicked() {
+                        self.commands.send(Command::JumpNext(a.result.checkpoints.clone()));
+                    }
                 }
-            }
+            });
+            ui.add_space(6.0);
             ui.toggle_value(&mut self.ui.marks.show_changes, format!("diff ({})", self.ui.marks.changed.len()))
                 .on_hover_text("outline the tokens whose credit changed at the last re-score");
         });
@@ -242,4 +251,23 @@ fn causal_fidelity(ui: &mut egui::Ui, d: &crate::app::document::Document, a: &cr
         None => ui.weak(format!("(ρ: nothing to rank over tokens {probed})")),
     }
     .on_hover_text("Spearman correlation of flow throughput with the nats the answer loses when each token is hidden, over the response before the answer: 1 ranks them as the measurement does, 0 not at all. `flowtracer fidelity` sets every score against it over many traces.");
+}
+
+/// Widgets that a wrapping row keeps on one line: the row ends before them when they did not fit
+/// in what is left of it at the last frame (a nested layout cannot be measured before it is
+/// drawn, and egui would otherwise draw it past the window's edge).
+fn wrapped_together(ui: &mut egui::Ui, name: &str, add: impl FnOnce(&mut egui::Ui)) {
+    let id = ui.scope_id().with(name);
+    let width = ui.data(|d| d.get_temp::<f32>(id)).unwrap_or(0.0);
+    // In a wrapping layout the available width is the whole row's.
+    if width > ui.max_rect().right() - ui.cursor().left() {
+        ui.end_row();
+    }
+    let drawn = ui
+        .horizontal(|ui| {
+            add(ui);
+            ui.min_rect().width()
+        })
+        .inner;
+    ui.data_mut(|d| d.insert_temp(id, drawn));
 }
