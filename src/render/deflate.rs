@@ -44,38 +44,62 @@ pub fn rows(data: &[u8], stride: usize, pixel: usize, last: bool) -> Vec<u8> {
     if !last {
         // An empty stored block: three header bits, then LEN 0 and NLEN 0xffff from a byte boundary.
         out.put(0, 3);
-        out.align();
-        out.bytes.extend_from_slice(&[0, 0, 0xff, 0xff]);
+        out.extend(&[0, 0, 0xff, 0xff]);
     }
-    out.align();
-    out.bytes
+    out.finish()
 }
 
 /// A band as literals and matches, with the symbols' counts.
 struct Tokens {
-    /// A literal byte, or a match as its two symbols and their extra bits (see [`Match`]).
+    /// Literals and matches, each packed as a [`Token`].
     list: Vec<u32>,
     literal_length: [u32; 286],
     distance: [u32; 30],
 }
 
-const MATCH: u32 = 1 << 31;
+/// The distance symbol a literal carries: none, coded in no bits.
+const NO_DISTANCE: usize = 30;
 
-/// A match packed into a token: the length's symbol (5 bits) and extra bits (5), the
-/// distance's symbol (5) and extra bits (13), so that the coding pass does no arithmetic.
-struct Match;
+/// A token packed so that the coding pass neither branches nor does arithmetic: the
+/// literal/length symbol (9 bits) and its extra bits (5), the distance symbol (5; a literal's is
+/// [`NO_DISTANCE`]) and its extra bits (13).
+struct Token;
 
-impl Match {
-    /// The token, and the length's and the distance's symbol indexes (to count them).
-    fn token(length: usize, distance: usize) -> (u32, usize, usize) {
-        let (l, d) = (length_code(length), distance_code(distance));
-        let (length_extra, distance_extra) = (length - LENGTH_BASE[l] as usize, distance - DIST_BASE[d] as usize);
-        (MATCH | (l as u32) << 23 | (length_extra as u32) << 18 | (d as u32) << 13 | distance_extra as u32, l, d)
+impl Token {
+    fn literal(byte: u8) -> u32 {
+        byte as u32 | (NO_DISTANCE as u32) << 14
     }
 
-    /// The length's symbol index, its extra bits, the distance's symbol, its extra bits.
-    fn parts(token: u32) -> (usize, u32, usize, u32) {
-        ((token >> 23 & 31) as usize, token >> 18 & 31, (token >> 13 & 31) as usize, token & 0x1fff)
+    /// The match's token, and its length's and its distance's symbols (to count them).
+    fn matched(length: usize, distance: usize) -> (u32, usize, usize) {
+        let (l, d) = (length_code(length), distance_code(distance));
+        let (length_extra, distance_extra) = (length - LENGTH_BASE[l] as usize, distance - DIST_BASE[d] as usize);
+        ((257 + l) as u32 | (length_extra as u32) << 9 | (d as u32) << 14 | (distance_extra as u32) << 19, 257 + l, d)
+    }
+}
+
+/// Each symbol's code, its extra bits' count added to its length, so that a token is coded by
+/// table lookups alone.
+struct Coder {
+    bits: Vec<u16>,
+    lengths: Vec<u8>,
+    /// The code's length and then the extra bits'.
+    total: Vec<u8>,
+}
+
+impl Coder {
+    fn new(code: &Code, extra: impl Fn(usize) -> u8, symbols: usize) -> Coder {
+        let at = |v: &[u8], s: usize| v.get(s).copied().unwrap_or(0);
+        let lengths: Vec<u8> = (0..symbols).map(|s| at(&code.lengths, s)).collect();
+        let bits = (0..symbols).map(|s| code.bits.get(s).copied().unwrap_or(0)).collect();
+        let total = (0..symbols).map(|s| lengths[s] + if lengths[s] > 0 { extra(s) } else { 0 }).collect();
+        Coder { bits, lengths, total }
+    }
+
+    /// The symbol's code with `extra` after it, and how many bits the two take.
+    #[inline(always)]
+    fn code(&self, symbol: usize, extra: u32) -> (u64, u32) {
+        (self.bits[symbol] as u64 | (extra as u64) << self.lengths[symbol], self.total[symbol] as u32)
     }
 }
 
@@ -116,13 +140,13 @@ impl Tokens {
                 }
             }
             if length >= MIN_MATCH {
-                let (token, l, d) = Match::token(length, distance);
+                let (token, l, d) = Token::matched(length, distance);
                 t.list.push(token);
-                t.literal_length[257 + l] += 1;
+                t.literal_length[l] += 1;
                 t.distance[d] += 1;
                 at += length;
             } else {
-                t.list.push(data[at] as u32);
+                t.list.push(Token::literal(data[at]));
                 t.literal_length[data[at] as usize] += 1;
                 at += 1;
             }
@@ -141,18 +165,18 @@ impl Tokens {
     fn write_block(&self, out: &mut BitWriter, last: bool) {
         let literal_length = Code::new(&self.literal_length, MAX_BITS);
         let distance = Code::new(&self.distance, MAX_BITS);
-        out.put(last as u32, 1);
+        out.put(last as u64, 1);
         out.put(2, 2);
         write_code_lengths(out, &literal_length.lengths, &distance.lengths);
+        let lengths = Coder::new(&literal_length, |s| if s > END_OF_BLOCK { LENGTH_EXTRA[s - 257] } else { 0 }, 286);
+        let distances = Coder::new(&distance, |d| DIST_EXTRA.get(d).copied().unwrap_or(0), NO_DISTANCE + 1);
+        // Each token in one write of at most 48 bits, the same for a literal as for a match
+        // (whose distance part is then empty): no branch a picture's mix of the two mispredicts.
         for &token in &self.list {
-            if token & MATCH == 0 {
-                literal_length.put(out, token as usize);
-                continue;
-            }
-            // Each symbol with its extra bits in one call (at most 20 and 28 bits).
-            let (l, length_extra, d, distance_extra) = Match::parts(token);
-            literal_length.put_with(out, 257 + l, length_extra, LENGTH_EXTRA[l] as u32);
-            distance.put_with(out, d, distance_extra, DIST_EXTRA[d] as u32);
+            let (symbol, extra, d, distance_extra) = ((token & 0x1ff) as usize, token >> 9 & 31, (token >> 14 & 31) as usize, token >> 19);
+            let (first, first_bits) = lengths.code(symbol, extra);
+            let (second, second_bits) = distances.code(d, distance_extra);
+            out.put(first | second << first_bits, first_bits + second_bits);
         }
         literal_length.put(out, END_OF_BLOCK);
     }
@@ -260,13 +284,7 @@ impl Code {
     }
 
     fn put(&self, out: &mut BitWriter, symbol: usize) {
-        out.put(self.bits[symbol] as u32, self.lengths[symbol] as u32);
-    }
-
-    /// `symbol`'s code followed by `extra` in `extra_bits` bits.
-    fn put_with(&self, out: &mut BitWriter, symbol: usize, extra: u32, extra_bits: u32) {
-        let length = self.lengths[symbol] as u32;
-        out.put(self.bits[symbol] as u32 | extra << length, length + extra_bits);
+        out.put(self.bits[symbol] as u64, self.lengths[symbol] as u32);
     }
 }
 
@@ -355,45 +373,70 @@ fn write_code_lengths(out: &mut BitWriter, literal_length: &[u8], distance: &[u8
     runs.iter().for_each(|&(s, _, _)| counts[s as usize] += 1);
     let code = Code::new(&counts, MAX_CODE_LENGTH_BITS);
     let hclen = CODE_LENGTH_ORDER.iter().rposition(|&s| code.lengths[s] > 0).map_or(4, |i| (i + 1).max(4));
-    out.put((hlit - 257) as u32, 5);
-    out.put((hdist - 1) as u32, 5);
-    out.put((hclen - 4) as u32, 4);
-    CODE_LENGTH_ORDER[..hclen].iter().for_each(|&s| out.put(code.lengths[s] as u32, 3));
+    out.put((hlit - 257) as u64, 5);
+    out.put((hdist - 1) as u64, 5);
+    out.put((hclen - 4) as u64, 4);
+    CODE_LENGTH_ORDER[..hclen].iter().for_each(|&s| out.put(code.lengths[s] as u64, 3));
     for (symbol, extra, bits) in runs {
         code.put(out, symbol as usize);
-        out.put(extra as u32, bits as u32);
+        out.put(extra as u64, bits as u32);
     }
 }
 
-/// Bits least significant first, as deflate packs them.
+/// Bits least significant first, as deflate packs them. Each write stores the eight bytes of
+/// the pending bits where the next byte goes and moves on by the whole bytes among them, so that
+/// it does not branch on how full the pending bits are.
 struct BitWriter {
+    /// The bytes written so far are `bytes[..at]`; past them lies room for a write.
     bytes: Vec<u8>,
+    at: usize,
+    /// Fewer than 8 bits not yet in a whole byte (they are also in `bytes[at]` already).
     pending: u64,
     count: u32,
 }
 
 impl BitWriter {
     fn with_capacity(bytes: usize) -> Self {
-        BitWriter { bytes: Vec::with_capacity(bytes), pending: 0, count: 0 }
+        BitWriter { bytes: vec![0; bytes.max(64)], at: 0, pending: 0, count: 0 }
     }
 
-    fn put(&mut self, value: u32, bits: u32) {
-        self.pending |= (value as u64) << self.count;
+    /// The low `bits` of `value` (at most 56; nothing set above them).
+    #[inline(always)]
+    fn put(&mut self, value: u64, bits: u32) {
+        debug_assert!(bits <= 56 && value >> bits == 0);
+        self.pending |= value << self.count;
         self.count += bits;
-        if self.count >= 32 {
-            self.bytes.extend_from_slice(&(self.pending as u32).to_le_bytes());
-            self.pending >>= 32;
-            self.count -= 32;
+        if self.at + 8 > self.bytes.len() {
+            self.bytes.resize(2 * self.bytes.len() + 8, 0);
+        }
+        self.bytes[self.at..self.at + 8].copy_from_slice(&self.pending.to_le_bytes());
+        let whole = self.count / 8;
+        self.at += whole as usize;
+        self.pending >>= 8 * whole;
+        self.count &= 7;
+    }
+
+    /// Pads the last byte with zeros: what is written is whole bytes.
+    fn align(&mut self) {
+        if self.count > 0 {
+            self.at += 1;
+            (self.pending, self.count) = (0, 0);
         }
     }
 
-    /// Pads the last byte with zeros.
-    fn align(&mut self) {
-        while self.count > 0 {
-            self.bytes.push(self.pending as u8);
-            self.pending >>= 8;
-            self.count = self.count.saturating_sub(8);
-        }
+    /// Whole bytes after those written (aligned first).
+    fn extend(&mut self, bytes: &[u8]) {
+        self.align();
+        self.bytes.truncate(self.at);
+        self.bytes.extend_from_slice(bytes);
+        self.at = self.bytes.len();
+    }
+
+    /// The bytes written, aligned.
+    fn finish(mut self) -> Vec<u8> {
+        self.align();
+        self.bytes.truncate(self.at);
+        self.bytes
     }
 }
 
@@ -522,3 +565,4 @@ mod tests {
         }
     }
 }
+
