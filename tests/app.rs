@@ -64,6 +64,37 @@ fn in_a_small_window_the_text_stays_left_of_the_side_panel() {
     assert!(widest < panel, "a token reaches x = {widest}, the side panel starts at {panel}");
 }
 
+/// At 1280 px the toolbar is one row with a rollout's long file name open beside the sample (the
+/// name cut short to fit, whole on hover), and at 1024 px the jumps wrap to the next row as a
+/// group, "next" with its buttons.
+#[test]
+fn the_toolbar_keeps_its_row_with_long_trace_names() {
+    let dir = common::temp_dir("app-long-name");
+    let long = dir.join("rollout_step_000120_sample_0042_rank3_policy_v2_long_name.safetensors");
+    std::fs::copy("sample_traces/addition.safetensors", &long).unwrap();
+    for (width, one_row) in [(1280.0, true), (1024.0, false)] {
+        let mut h = Harness::builder()
+            .with_size(egui::vec2(width, 800.0))
+            .build_ui_state(|ui, app: &mut FlowApp| app.draw(ui), FlowApp::sample_synchronous());
+        h.run();
+        h.state().sender().send(flowtracer::app::Command::Open(long.clone()));
+        h.run_steps(4);
+        assert_eq!(h.state().model.docs.len(), 2);
+        // Rows by their middles: a label sits lower than a button in the same row.
+        let middle = |r: egui::Rect| r.center().y;
+        let same_row = |a: f32, b: f32| (a - b).abs() < 6.0;
+        let row = middle(h.get_by_label("Text").rect());
+        let picker = h.get_by_label("trace").rect();
+        assert!(picker.width() <= 200.0, "the trace picker is {} px wide", picker.width());
+        let (next, checkpoint) = (middle(h.get_by_label("next").rect()), middle(h.get_by_role_and_label(Role::Button, "checkpoint").rect()));
+        assert!(same_row(next, checkpoint), "at {width} px: \"next\" at y = {next} and its buttons at y = {checkpoint} share a row");
+        let end = h.get_by_role_and_label(Role::Button, "checkpoint").rect().right();
+        assert!(end <= width, "at {width} px the jumps run out of the window, to x = {end}");
+        let diff = middle(h.get_by_label_contains("diff (").rect());
+        assert_eq!(same_row(diff, row), one_row, "at {width} px: the diff toggle at y = {diff}, the views at y = {row}");
+    }
+}
+
 #[test]
 fn changing_a_parameter_rescores_and_changes_credit() {
     let mut h = harness();

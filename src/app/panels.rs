@@ -9,6 +9,9 @@ use crate::subword::Tokenizer;
 use super::ui_state::View;
 use super::{FlowApp, theme, views};
 
+/// The widest the open trace's name is drawn in the toolbar, in points.
+const TITLE_WIDTH: f32 = 180.0;
+
 impl FlowApp {
     pub(super) fn menu(&mut self, ui: &mut egui::Ui) {
         egui::MenuBar::new().ui(ui, |ui| {
@@ -62,21 +65,25 @@ impl FlowApp {
     pub(super) fn toolbar(&mut self, ui: &mut egui::Ui) {
         let m = &self.model;
         ui.horizontal_wrapped(|ui| {
+            // The trace's name at most TITLE_WIDTH wide (cut short with "…", whole on hover):
+            // rollouts' file names are long, and the rest of the toolbar then keeps its row.
+            let title_size = egui::vec2(TITLE_WIDTH, ui.spacing().interact_size.y);
             if m.docs.len() > 1 {
                 let mut current = m.current;
-                // Named for screen readers, not on screen: the toolbar then fits one row at
-                // 1280 px with two traces open.
-                let picked = egui::ComboBox::from_id_salt("trace").selected_text(m.docs[current].title()).truncate().width(140.0).show_ui(ui, |ui| {
-                    for (i, d) in m.docs.iter().enumerate() {
-                        ui.selectable_value(&mut current, i, d.title());
-                    }
+                ui.allocate_ui(title_size, |ui| {
+                    // Named for screen readers, not on screen.
+                    let picked = egui::ComboBox::from_id_salt("trace").selected_text(m.docs[current].title()).truncate().show_ui(ui, |ui| {
+                        for (i, d) in m.docs.iter().enumerate() {
+                            ui.selectable_value(&mut current, i, d.title());
+                        }
+                    });
+                    picked.response.on_hover_text(m.docs[m.current].title()).widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, true, "trace"));
                 });
-                picked.response.on_hover_text(m.docs[m.current].title()).widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, true, "trace"));
                 if current != m.current {
                     self.commands.send(Command::ShowDocument(current));
                 }
             } else if let Some(d) = m.doc() {
-                ui.strong(d.title());
+                ui.allocate_ui(title_size, |ui| ui.add(egui::Label::new(egui::RichText::new(d.title()).strong()).truncate()));
             }
             ui.separator();
             for v in View::ALL {
