@@ -66,7 +66,7 @@ impl Formats {
     pub const NONE: Formats = Formats { json: false, csv: false, png: false, svg: false, html: false, credits: false, dot: false, graphml: false };
 
     /// What each trace's files are called after its stem (`STEM.credit.png`): the names
-    /// `write_files` gives them, which a folder is checked for before an export writes there.
+    /// `files_of` gives them, which a folder is checked for before an export writes there.
     pub fn trace_files(self) -> Vec<&'static str> {
         let sets: [(bool, &[&'static str]); 5] = [
             (self.json, &["json"]),
@@ -459,7 +459,7 @@ fn export_batch(outputs: &outputs::Outputs, chunk: &[Job], params: &Params, form
         .zip(paired)
         .map(|(job, (ran, open_ms))| {
             let t = Instant::now();
-            let res = ran.and_then(|(trace, result, m)| write_one(outputs, job, &trace, m.as_ref(), result, params, formats));
+            let res = ran.and_then(|(trace, result, m)| write_one(outputs, job, trace, m.as_ref(), result, params, formats));
             let elapsed_ms = open_ms + share_ms + t.elapsed().as_secs_f64() * 1e3;
             match res {
                 Ok(done) => (exported(&done, elapsed_ms), Some(done)),
@@ -486,7 +486,7 @@ fn export_scored(outputs: &outputs::Outputs, job: Job, formats: Formats, stop: &
     let s = *job.scored.expect("a scored job");
     let params = s.params.clone();
     let done = Done::of_scored(job.stem, s);
-    let res = write_files(outputs, &done, &params, formats, None);
+    let res = files_of(outputs, &done, &params, formats, None).and_then(|files| outputs.write_all(&files).map_err(|e| TraceError::new(Path::new(&done.source), Problem::Io, e)));
     let elapsed_ms = t.elapsed().as_secs_f64() * 1e3;
     match res {
         Ok(()) => (exported(&done, elapsed_ms), Some(done)),
@@ -505,16 +505,35 @@ fn exported(done: &Done, elapsed_ms: f64) -> Outcome {
     }
 }
 
-/// A trace's files, made in memory first and then written all or none.
-fn write_one(outputs: &outputs::Outputs, job: &Job, trace: &Trace, m: Option<&Matrix>, result: FlowResult, params: &Params, f: Formats) -> Result<Done, TraceError> {
-    let done = Done::of_trace(job.stem.clone(), trace, result);
-    write_files(outputs, &done, params, f, Some((trace, m)))?;
+/// A trace's files, made in memory first and then written all or none, the trace let go while
+/// they are written.
+fn write_one(outputs: &outputs::Outputs, job: &Job, trace: Trace, m: Option<&Matrix>, result: FlowResult, params: &Params, f: Formats) -> Result<Done, TraceError> {
+    let done = Done::of_trace(job.stem.clone(), &trace, result);
+    let files = files_of(outputs, &done, params, f, Some((&trace, m)))?;
+    writing_while_letting_go(outputs, &files, trace).map_err(|e| TraceError::new(Path::new(&done.source), Problem::Io, e))?;
     Ok(done)
 }
 
-/// The files of one result. `trace` is the attention the step graphs need (`dot`, `graphml`), with
-/// the pipeline's matrix where it was kept; a scored row has none.
-fn write_files(outputs: &outputs::Outputs, d: &Done, params: &Params, f: Formats, trace: Option<(&Trace, Option<&Matrix>)>) -> Result<(), TraceError> {
+/// Traces whose attention takes at least this many bytes are let go on a thread of their own.
+const LET_GO_APART_FROM: usize = 16 << 20;
+
+/// Writes `files` while `trace` is let go: unmapping a long trace is milliseconds of the
+/// kernel's work (3.7 ms for the 256 MB of an 8k-token `[N,N]` F32 file), for which the writes,
+/// most of them waiting for the disk, leave a core. It had come after them, on the export's path.
+/// A small trace goes after the writes, on this thread (a thread of its own costs more).
+fn writing_while_letting_go(outputs: &outputs::Outputs, files: &[(PathBuf, Vec<u8>)], trace: Trace) -> Result<(), String> {
+    if trace.attention.byte_len() < LET_GO_APART_FROM {
+        return outputs.write_all(files);
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || drop(trace));
+        outputs.write_all(files)
+    })
+}
+
+/// The files of one result, made in memory. `trace` is the attention the step graphs need
+/// (`dot`, `graphml`), with the pipeline's matrix where it was kept; a scored row has none.
+fn files_of(outputs: &outputs::Outputs, d: &Done, params: &Params, f: Formats, trace: Option<(&Trace, Option<&Matrix>)>) -> Result<Vec<(PathBuf, Vec<u8>)>, TraceError> {
     let source = Path::new(&d.source);
     let fail = |e: String| TraceError::new(source, Problem::Io, e);
     let file = |ext: &str| outputs.file(&d.stem, ext);
@@ -564,7 +583,7 @@ fn write_files(outputs: &outputs::Outputs, d: &Done, params: &Params, f: Formats
     let (credit, rest) = rayon::join(credit_png, the_rest);
     let mut files = credit?;
     files.extend(rest?);
-    outputs.write_all(&files).map_err(fail)
+    Ok(files)
 }
 
 #[cfg(test)]
