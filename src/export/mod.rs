@@ -486,7 +486,7 @@ fn export_scored(outputs: &outputs::Outputs, job: Job, formats: Formats, stop: &
     let s = *job.scored.expect("a scored job");
     let params = s.params.clone();
     let done = Done::of_scored(job.stem, s);
-    let res = files_of(outputs, &done, &params, formats, None).and_then(|files| outputs.write_all(&files).map_err(|e| TraceError::new(Path::new(&done.source), Problem::Io, e)));
+    let res = files_of(outputs, &done, &params, formats, None).and_then(|files| write(outputs, &done, &files, None));
     let elapsed_ms = t.elapsed().as_secs_f64() * 1e3;
     match res {
         Ok(()) => (exported(&done, elapsed_ms), Some(done)),
@@ -510,25 +510,27 @@ fn exported(done: &Done, elapsed_ms: f64) -> Outcome {
 fn write_one(outputs: &outputs::Outputs, job: &Job, trace: Trace, m: Option<&Matrix>, result: FlowResult, params: &Params, f: Formats) -> Result<Done, TraceError> {
     let done = Done::of_trace(job.stem.clone(), &trace, result);
     let files = files_of(outputs, &done, params, f, Some((&trace, m)))?;
-    writing_while_letting_go(outputs, &files, trace).map_err(|e| TraceError::new(Path::new(&done.source), Problem::Io, e))?;
+    write(outputs, &done, &files, Some(trace))?;
     Ok(done)
 }
 
 /// Traces whose attention takes at least this many bytes are let go on a thread of their own.
 const LET_GO_APART_FROM: usize = 16 << 20;
 
-/// Writes `files` while `trace` is let go: unmapping a long trace is milliseconds of the
-/// kernel's work (3.7 ms for the 256 MB of an 8k-token `[N,N]` F32 file), for which the writes,
-/// most of them waiting for the disk, leave a core. It had come after them, on the export's path.
-/// A small trace goes after the writes, on this thread (a thread of its own costs more).
-fn writing_while_letting_go(outputs: &outputs::Outputs, files: &[(PathBuf, Vec<u8>)], trace: Trace) -> Result<(), String> {
-    if trace.attention.byte_len() < LET_GO_APART_FROM {
-        return outputs.write_all(files);
-    }
-    std::thread::scope(|s| {
-        s.spawn(move || drop(trace));
-        outputs.write_all(files)
-    })
+/// Writes a result's `files` all or none, letting its `trace` go meanwhile: unmapping a long
+/// trace is milliseconds of the kernel's work (3.7 ms for the 256 MB of an 8k-token `[N,N]` F32
+/// file), for which the writes, most of them waiting for the disk, leave a core; it had come
+/// after them, on the export's path. A small trace goes after the writes, on this thread (a
+/// thread of its own would cost more).
+fn write(outputs: &outputs::Outputs, d: &Done, files: &[(PathBuf, Vec<u8>)], trace: Option<Trace>) -> Result<(), TraceError> {
+    let written = match trace {
+        Some(trace) if trace.attention.byte_len() >= LET_GO_APART_FROM => std::thread::scope(|s| {
+            s.spawn(move || drop(trace));
+            outputs.write_all(files)
+        }),
+        _ => outputs.write_all(files),
+    };
+    written.map_err(|e| TraceError::new(Path::new(&d.source), Problem::Io, e))
 }
 
 /// The files of one result, made in memory. `trace` is the attention the step graphs need
