@@ -89,8 +89,8 @@ struct Coder {
 
 impl Coder {
     fn new(code: &Code, extra: impl Fn(usize) -> u8, symbols: usize) -> Coder {
-        let at = |v: &[u8], s: usize| v.get(s).copied().unwrap_or(0);
-        let lengths: Vec<u8> = (0..symbols).map(|s| at(&code.lengths, s)).collect();
+        // A symbol past the code's alphabet (a literal's empty distance) has no code and no bits.
+        let lengths: Vec<u8> = (0..symbols).map(|s| code.lengths.get(s).copied().unwrap_or(0)).collect();
         let bits = (0..symbols).map(|s| code.bits.get(s).copied().unwrap_or(0)).collect();
         let total = (0..symbols).map(|s| lengths[s] + if lengths[s] > 0 { extra(s) } else { 0 }).collect();
         Coder { bits, lengths, total }
