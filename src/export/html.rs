@@ -150,7 +150,9 @@ pub fn section(s: &mut String, i: usize, d: &Done, tokens: Range<usize>) {
         }
         quoted.clear();
         let _ = write!(quoted, "{:?}", d.tokens[k]);
-        let _ = write!(s, " title=\"#{k} ");
+        s.push_str(" title=\"#");
+        decimal::integer(s, k as u64, 0);
+        s.push(' ');
         escape_into(s, &quoted);
         s.push_str(" · reach ");
         decimal::scientific(s, r.reach[k], 3);
