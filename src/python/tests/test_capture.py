@@ -4,6 +4,8 @@ of a left-padded batch, and it leaves the model's own output alone."""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -43,6 +45,48 @@ def test_capture_equals_eager_attention_on_a_left_padded_batch(arch, implementat
         assert got.shape == (len(keep), len(keep)) and got.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=f"{arch}/{implementation} sample {i}")
         np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [5, None])
+def test_capture_equals_eager_attention_without_a_mask(chunk, tmp_path, monkeypatch):
+    """Unpadded, the model passes no mask and only the keys after each query are hidden: the
+    capture hides them on each chunk's diagonal block alone, never through the mask path."""
+    tok = tokenizer()
+    ids = torch.tensor([tok.encode(CORPUS[0] + " " + CORPUS[3]).ids])
+    model = tiny("qwen2", tmp_path, tok.get_vocab_size(), "sdpa")
+    masked = []
+    monkeypatch.setattr(importlib.import_module("flowtracer._capture"), "_masked", lambda *a: masked.append(1))
+    with flowtracer.capture(model, chunk=chunk) as cap, torch.no_grad():
+        model(input_ids=ids)
+    assert not masked, "no mask reached the capture"
+    reference, _ = eager_mean(model, ids, torch.ones_like(ids), cap.layers)
+    np.testing.assert_allclose(cap.attention(0), reference[0].numpy(), rtol=0, atol=1e-5)
+
+
+def test_two_models_captured_at_once_each_record_their_own_and_are_let_go(tmp_path):
+    """A policy and its reference model under capture together: each capture records its own
+    model's attention, and once left and dropped nothing in transformers keeps it alive."""
+    import gc
+    import weakref
+
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    tok = tokenizer()
+    ids = torch.tensor([tok.encode(CORPUS[2]).ids])
+    policy = tiny("llama", tmp_path, tok.get_vocab_size(), "sdpa")
+    reference = tiny("qwen2", tmp_path, tok.get_vocab_size(), "eager")
+    with flowtracer.capture(policy) as a, flowtracer.capture(reference) as b, torch.no_grad():
+        policy(input_ids=ids)
+        reference(input_ids=ids)
+    for cap, model, name in [(a, policy, "sdpa"), (b, reference, "eager")]:
+        assert model.config._attn_implementation == name
+        want, _ = eager_mean(model, ids, torch.ones_like(ids), cap.layers)
+        np.testing.assert_allclose(cap.attention(0), want[0].numpy(), rtol=0, atol=1e-5)
+    assert not [k for k in ALL_ATTENTION_FUNCTIONS if k.startswith("flowtracer")], "the names are taken out on leaving"
+    gone = weakref.ref(a)
+    del a, cap
+    gc.collect()
+    assert gone() is None, "a capture left and dropped is freed with its accumulator"
 
 
 def test_a_capture_analyzes_and_dumps_with_its_layers(tmp_path):

@@ -7,14 +7,22 @@ computes the model's output, and for the layers the engine would aggregate the w
 recomputes the probabilities softmax(q·kᵀ·scale + mask) from the exact q and k it receives, in
 chunks of query rows, GQA by broadcasting, and adds them into one float32 `[N,N]` per sample.
 The extra memory is that accumulator plus one chunk of scores (softmax runs in place on it), and
-a chunk holds as many query rows as fit in `CHUNK_BYTES` (32 MiB), so it does not grow with N.
+a chunk holds as many query rows as fit in `CHUNK_BYTES` (32 MiB) on the CPU, where a chunk that
+stays small stays below the forward pass's own peak, or `DEVICE_CHUNK_BYTES` (256 MiB) on a GPU,
+where each step of a chunk is a kernel launch whose fixed cost a small chunk cannot hide (at
+N = 8192 with 28 heads, 36 rows a chunk made capture 12× the forward pass on an H200); neither
+grows with N.
 
 The padding mask is kept: transformers hands a custom implementation no mask unless a mask
-function is registered under its name, so the wrapper registers the one the model used.
+function is registered under its name, so the wrapper registers the one the model used. Each
+capture registers under a name of its own and removes it on leaving: two models captured at once
+(a policy and its reference) each record their own, and the registry keeps no capture (nor its
+accumulator, 256 MiB at 8k) alive once the caller lets it go.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
@@ -28,8 +36,11 @@ from ._spans import span
 from .params import Params, params_json
 
 _NAME = "flowtracer_capture"
+_SERIAL = itertools.count()
 CHUNK_BYTES = 32 << 20
-"""The default size of one chunk of float32 scores, all heads of a batch's rows together."""
+"""The default size of one chunk of float32 scores on the CPU, all heads of a batch's rows together."""
+DEVICE_CHUNK_BYTES = 256 << 20
+"""The same on a GPU, where every step of a chunk is a kernel launch."""
 
 
 def _text_config(model: Any) -> Any:
@@ -90,7 +101,7 @@ class capture:
         cfg = _text_config(self.model)
         self._previous = cfg._attn_implementation
         prev = self._previous
-        if prev == _NAME:
+        if prev.startswith(_NAME):
             raise RuntimeError("capture: this model is already being captured")
         base = None if prev == "eager" else ALL_ATTENTION_FUNCTIONS.get(prev)
         if prev != "eager" and base is None:
@@ -103,10 +114,15 @@ class capture:
             me._record(module, query, key, attention_mask, kwargs)
             return out
 
-        AttentionInterface.register(_NAME, wrapped)
+        self._name = f"{_NAME}_{next(_SERIAL)}"
+        AttentionInterface.register(self._name, wrapped)
         mask_fn = ALL_MASK_ATTENTION_FUNCTIONS.get(prev) or ALL_MASK_ATTENTION_FUNCTIONS.get("sdpa")
-        AttentionMaskInterface.register(_NAME, mask_fn)
-        self.model.set_attn_implementation(_NAME)
+        AttentionMaskInterface.register(self._name, mask_fn)
+        try:
+            self.model.set_attn_implementation(self._name)
+        except BaseException:
+            self._unregister()
+            raise
         self._hooks.append(self.model.register_forward_pre_hook(self._start_pass, with_kwargs=True))
         return self
 
@@ -114,7 +130,21 @@ class capture:
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
-        self.model.set_attn_implementation(self._previous)
+        try:
+            self.model.set_attn_implementation(self._previous)
+        finally:
+            self._unregister()
+
+    def _unregister(self) -> None:
+        """Takes this capture's name out of transformers' registries, whose entries would
+        otherwise keep it (through the wrapper) alive for the life of the process.
+        `register` writes the class-wide mapping; transformers has no public way to take an entry
+        out of it."""
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface
+
+        for interface in (AttentionInterface, AttentionMaskInterface):
+            getattr(interface, "_global_mapping", {}).pop(self._name, None)
 
     def _start_pass(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         self._acc = None
@@ -152,21 +182,38 @@ class capture:
                 fill = 0.0 if self.reduce == "mean" else -math.inf
                 self._acc = torch.full((b, n, n), fill, dtype=torch.float32, device=query.device)
             self._heads += h
-            q = query.detach().view(b, hkv, h // hkv, n, d)
-            k = key.detach().unsqueeze(2)
+            g = h // hkv
+            q = query.detach().view(b, hkv, g, n, d)
+            # The keys in float32 once a layer; each chunk's queries are multiplied by all of
+            # them as one product per KV head (its G query heads' rows stacked), not a broadcast
+            # that would copy the keys G times a chunk.
+            kt = key.detach().float().transpose(-1, -2)
             scale = kwargs.get("scaling") or 1.0 / math.sqrt(d)
             softcap = kwargs.get("softcap")
             sinks = kwargs.get("s_aux")
-            rows = self.chunk or max(1, CHUNK_BYTES // (4 * b * h * n))
+            budget = CHUNK_BYTES if query.device.type == "cpu" else DEVICE_CHUNK_BYTES
+            rows = min(n, self.chunk or max(1, budget // (4 * b * h * n)))
+            # Plain causal attention (no mask given) hides only the keys after each query: in a
+            # chunk, the upper triangle of its diagonal block.
+            later = None if mask is not None else torch.ones(rows, rows, dtype=torch.bool, device=query.device).triu_(1)
             for q0 in range(0, n, rows):
                 q1 = min(n, q0 + rows)
-                s = (q[:, :, :, q0:q1].float() @ k[..., :q1, :].float().transpose(-1, -2)).mul_(scale)
+                c = q1 - q0
+                # Scaled before the product (a chunk of queries, not of scores): eager's order,
+                # (q·kᵀ)·scale, is the same to a rounding of the scores.
+                qs = q[:, :, :, q0:q1].reshape(b, hkv, g * c, d).float() * scale
+                s = torch.matmul(qs, kt[..., :q1]).view(b, hkv, g, c, q1)
                 if softcap:
                     s = s.div_(softcap).tanh_().mul_(softcap)
-                s = _masked(s, mask, q0, q1)
+                if later is None:
+                    s = _masked(s, mask, q0, q1)
+                else:
+                    s[..., q0:q1].masked_fill_(later[:c, :c], -math.inf)
                 if sinks is not None:
-                    sink = sinks.detach().float().view(1, hkv, h // hkv, 1, 1).expand(b, -1, -1, q1 - q0, 1)
+                    sink = sinks.detach().float().view(1, hkv, g, 1, 1).expand(b, -1, -1, c, 1)
                     p = torch.softmax(torch.cat([s, sink], dim=-1), dim=-1)[..., :-1]
+                elif later is not None:
+                    p = _softmax_(s)  # every query sees itself: no row is masked whole
                 else:
                     # A row masked whole (a padding query) has no probabilities: zero, not the
                     # NaN softmax makes of it. A NaN score (a diverging model) stays NaN, for the
@@ -268,15 +315,10 @@ def _dense_mask(mask: Any, b: int, n: int, device: Any) -> Any:
 
 def _masked(s: Any, mask: Any, q0: int, q1: int) -> Any:
     """Scores `[B,Hkv,G,C,K]` of query rows q0..q1 with the model's mask applied, in place (one
-    chunk of scores is the capture's largest buffer): boolean (True attends), additive float, or
-    none at all (plain causal)."""
+    chunk of scores is the capture's largest buffer): boolean (True attends) or additive float."""
     import torch
 
     k = s.shape[-1]
-    if mask is None:
-        rows = torch.arange(q0, q1, device=s.device)[:, None]
-        cols = torch.arange(k, device=s.device)[None, :]
-        return s.masked_fill_(cols > rows, -math.inf)
     m = mask[:, :, q0:q1, :k]
     if m.shape[-2] == 1 and q1 - q0 > 1:  # a mask broadcast over query rows
         m = m.expand(-1, -1, q1 - q0, -1)
