@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks, as one script for the lent machine with an NVIDIA GPU: the CUDA parity tests
-# with nothing allowed to skip, the wgpu tests on the real adapter, the bench on every backend,
-# then the Python package on CUDA tensors (where the image has torch). That machine has no Rust and no network: .ci/device-kit.sh builds everything here
-# first, and the call carries it:
+# with nothing allowed to skip, the wgpu tests on the real adapter, the Python package on CUDA
+# tensors (where the image has torch), then the bench on every backend. That machine has no Rust
+# and no network: .ci/device-kit.sh builds everything here first, and the call carries it:
 #
 #   .ci/device-kit.sh                                   # here
 #   run: bash .ci/device-check.sh, carry target/device-kit   # there, ~5 min on an H200
@@ -58,12 +58,6 @@ for t in "$bin"/tests/*; do
     log "tests: $(basename "$t")"
     "$t" 2>&1 | tee -a "$out/tests.txt" | grep -E "^test |test result|SKIPPED|panicked" | tee -a "$out/summary.txt"
 done
-for backend in cuda wgpu cpu; do
-    log "bench --backend $backend"
-    "$exe" bench --backend "$backend" --sizes "${SIZES:-1024,4096,8192}" --batch 64 --repeat 5 >"$out/bench-$backend.md" 2>"$out/bench-$backend.err"
-    echo "exit $?" | tee -a "$out/summary.txt"
-    tee -a "$out/summary.txt" <"$out/bench-$backend.md"
-done
 # The Python package: torch CUDA tensors read in place by the CUDA backend, and capture + analyze
 # at N = 8192 (.ci/device_python.py), where the image has Python with torch and the kit a wheel.
 py="$(command -v python3 || true)"
@@ -78,4 +72,11 @@ else
     PYTHONPATH=/tmp/flowtracer-py OUT="$out" timeout 300 "$py" .ci/device_python.py 2>&1 | tee -a "$out/summary.txt"
     echo "exit ${PIPESTATUS[0]}" | tee -a "$out/summary.txt"
 fi
+# The bench last, each backend bounded, so a slow one cannot cost the checks above.
+for backend in cuda cpu wgpu; do
+    log "bench --backend $backend"
+    timeout 150 "$exe" bench --backend "$backend" --sizes "${SIZES:-1024,4096,8192}" --batch 64 --repeat 5 >"$out/bench-$backend.md" 2>"$out/bench-$backend.err"
+    echo "exit $?" | tee -a "$out/summary.txt"
+    tee -a "$out/summary.txt" <"$out/bench-$backend.md"
+done
 log "done $(date -u +%FT%TZ)"

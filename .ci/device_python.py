@@ -3,9 +3,11 @@
 1. torch CUDA tensors (F32, F16, BF16; [N,N] and [L,H,N,N]) go to the CUDA backend where they lie:
    the result's `zero_copy` is true, its aggregation ran on CUDA without a fallback, and its numbers
    match the CPU's on the same values (flow to 1e-4 relative; credit the same but for ties);
-2. capture + analyze at N = 8192 on a random-weight model with 28 layers of 28 heads: the forward
-   pass's time and peak device memory without and with capture, and the engine's time on the
-   captured tensor, as JSON and a Markdown table in $OUT;
+2. capture + analyze at N = 8192 on a random-weight model with 28 layers of 28 heads, side by side
+   in one run: the forward pass's time and peak device memory plain, with capture, with capture in
+   the 36-row chunks it used before 2026-12-04, and with `output_attentions` (what a user would do
+   without capture; where it fits), the engine's time on the captured tensor where it lies and
+   copied to the CPU backend, as JSON and a Markdown table in $OUT;
 3. causal_effect on the same architecture in float32 at N = 2048: batches started from the unhidden
    prefix against whole passes, the same effects and the speed-up;
 4. capture on a small model split across the GPU and the CPU (as `device_map` splits one): the same
@@ -17,6 +19,7 @@ the script.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import statistics
@@ -99,55 +102,97 @@ if transformers is not None:
             torch.cuda.synchronize()
 
     def peak_reset() -> int:
+        gc.collect()  # what the last run left (its capture, its results) is gone before the base is read
         if not gpu:
             return 0
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         return torch.cuda.memory_allocated()
 
-    def timed(with_capture: bool, repeat: int = 3) -> dict:
-        times, analyze_s, peaks = [], [], []
-        for run in range(repeat + 1):  # the first run warms up
+    layers = flowtracer.capture(model).layers
+    old_rows = (32 << 20) // (4 * cfg.num_attention_heads * n)  # the chunk before 2026-12-04 (36 rows at 8k)
+
+    def timed(way: str, repeat: int = 3) -> dict:
+        """One way of getting the averaged attention (or none: the plain pass), its forward's
+        median time and peak device memory over the pass's base; the first run warms up."""
+        times, analyze_s, peaks, extra = [], [], [], {}
+        for run in range(repeat + 1):
             base = peak_reset()
             sync()
             t = time.perf_counter()
+            a = None
             with torch.no_grad():
-                if with_capture:
-                    with flowtracer.capture(model) as cap:
-                        model(input_ids=ids, logits_to_keep=1)
-                        a = cap.sample(0)
-                else:
+                if way == "plain":
                     model(input_ids=ids, logits_to_keep=1)
+                elif way == "output_attentions":
+                    out = model(input_ids=ids, logits_to_keep=1, output_attentions=True)
+                    # Layer by layer, in float32 while reducing (a stack of the layers, or each
+                    # made float32 first, would not fit beside the 105 GB returned).
+                    a = sum(out.attentions[i][0].mean(dim=0, dtype=torch.float32) for i in range(*layers)) / (layers[1] - layers[0])
+                    del out
+                else:
+                    with flowtracer.capture(model, chunk=old_rows if way == "capture, 36-row chunks" else None) as cap:
+                        model(input_ids=ids, logits_to_keep=1)
+                    a = cap.sample(0)
+                    del cap
             sync()
             elapsed = time.perf_counter() - t
             peak = (torch.cuda.max_memory_allocated() - base) if gpu else 0
-            if with_capture:
+            if a is not None and run == repeat:
                 t = time.perf_counter()
                 r = flowtracer.analyze(a, question=(0, 64), answer=(n - 8, n), backend=backend)
-                analyze_s.append(time.perf_counter() - t)
-                zero_copy, ran = r.zero_copy, r.provenance["steps"]["aggregate"]
-                del a, cap
+                extra.update(analyze_s=time.perf_counter() - t, zero_copy=r.zero_copy, aggregate_on=r.provenance["steps"]["aggregate"])
+                t = time.perf_counter()
+                on_host = flowtracer.analyze(a.cpu(), question=(0, 64), answer=(n - 8, n), backend="cpu")
+                extra.update(copy_and_cpu_analyze_s=time.perf_counter() - t, same_credit_as_host=int((on_host.credit == r.credit).sum()))
+                extra["attention"] = a.float().cpu().numpy() if way == "capture" or way == "output_attentions" else None
+                del r, on_host
+            del a
             if run:
                 times.append(elapsed)
                 peaks.append(peak)
-        d = {"forward_s": statistics.median(times), "peak_bytes": max(peaks)}
-        if with_capture:
-            d.update(analyze_s=statistics.median(analyze_s[1:]), zero_copy=zero_copy, aggregate_on=ran)
-        return d
+        return {"forward_s": statistics.median(times), "peak_bytes": max(peaks), **extra}
 
-    plain, captured = timed(False), timed(True)
+    ways = {}
+    for way in ("plain", "capture", "capture, 36-row chunks", "output_attentions"):
+        if way == "output_attentions":
+            model.set_attn_implementation("eager")
+        try:
+            ways[way] = timed(way, repeat=1 if way == "output_attentions" else 3)
+        except torch.OutOfMemoryError as e:
+            ways[way] = {"error": str(e).splitlines()[0]}
+        finally:
+            model.set_attn_implementation("sdpa")
+        print(way, {k: v for k, v in ways[way].items() if k != "attention"}, flush=True)
+    plain, captured = ways["plain"], ways["capture"]
+    if "attention" in ways["output_attentions"]:
+        diff = float(np.abs(captured["attention"] - ways["output_attentions"]["attention"]).max())
+        captured["max_diff_from_output_attentions"] = diff
+        if dtype == torch.float32:
+            check(diff <= 1e-5, f"capture equals output_attentions' mean at N = {n} (max {diff:.1e})")
+        else:  # the eager pass rounds its scores and probabilities to bfloat16; capture's are float32
+            print(f"capture against output_attentions' mean at N = {n} in {dtype}: max {diff:.1e}")
+    for w in ways.values():
+        w.pop("attention", None)
     extra = captured["peak_bytes"] - plain["peak_bytes"]
-    fig = {"n": n, "layers": 28, "heads": 28, "dtype": str(dtype), "plain": plain, "capture": captured, "extra_bytes": extra}
+    fig = {"n": n, "layers": 28, "heads": 28, "recorded_layers": list(range(*layers)), "dtype": str(dtype), "ways": ways, "extra_bytes": extra, "accumulator_bytes": 4 * n * n}
     print(json.dumps(fig))
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "capture.json"), "w") as f:
         json.dump(fig, f, indent=1)
     with open(os.path.join(out_dir, "capture.md"), "w") as f:
-        f.write("| N | forward | forward + capture | capture's extra time | peak extra memory | analyze (engine) |\n|---|---|---|---|---|---|\n")
-        f.write(
-            f"| {n} | {plain['forward_s'] * 1e3:.1f} ms | {captured['forward_s'] * 1e3:.1f} ms | "
-            f"{(captured['forward_s'] / plain['forward_s'] - 1) * 100:.0f}% | {extra / 2**20:.0f} MiB | {captured['analyze_s'] * 1e3:.1f} ms |\n"
-        )
+        f.write(f"N = {n}, {dtype}, 28 layers × 28 heads (4 KV heads), layers {layers[0]}..{layers[1] - 1} recorded\n\n")
+        f.write("| way | forward | × plain | peak memory over the base | more than plain | analyze on the device | copy + analyze on the CPU |\n|---|---|---|---|---|---|---|\n")
+        for way, w in ways.items():
+            if "error" in w:
+                f.write(f"| {way} | {w['error']} | | | | | |\n")
+                continue
+            an = f"{w['analyze_s'] * 1e3:.1f} ms" if "analyze_s" in w else "-"
+            host = f"{w['copy_and_cpu_analyze_s'] * 1e3:.1f} ms" if "copy_and_cpu_analyze_s" in w else "-"
+            f.write(
+                f"| {way} | {w['forward_s'] * 1e3:.1f} ms | {w['forward_s'] / plain['forward_s']:.2f}× | {w['peak_bytes'] / 2**20:.0f} MiB | "
+                f"{(w['peak_bytes'] - plain['peak_bytes']) / 2**20:+.0f} MiB | {an} | {host} |\n"
+            )
     if gpu:
         check(extra <= 1 << 30, f"capture's extra device memory at N = {n}, 28 × 28: {extra / 2**20:.0f} MiB (target ≤ 1 GiB)")
         check(captured["zero_copy"] is True and captured["aggregate_on"] == "cuda", "the captured tensor is analysed on the device, in place")
