@@ -1,21 +1,24 @@
 //! The CUDA backend: a batch of traces (the rollouts of one RL step, a folder being exported)
 //! goes to the device together. Step 1 folds each trace's slabs into one shared buffer of
-//! matrices; the solves (3, 5), the throughput (6), the credit's selection (9) and the backbone's
-//! widest paths (7) then run for every trace in the same launches. Each trace is then put
-//! together by the same assembly as every backend (`flow::execute`), which takes the batch's
-//! answers as its device's: the roles (step 8: hubs are a selection like the credit's,
-//! checkpoints read a few backbone rows) and γ from the selection run on the host, in parallel.
+//! matrices; the solves (3, 5), the throughput (6) and the credit's selection (9) then run for
+//! every trace in the same launches. Each trace is then put together by the same assembly as
+//! every backend (`flow::execute`), which takes the batch's answers as its device's: the backbone
+//! (step 7), the roles (step 8: hubs are a selection like the credit's, checkpoints read a few
+//! backbone rows) and γ from the selection run on the host, in parallel, on the matrix that comes
+//! down for them anyway. The backbone is a chain of up to `max_paths` dependent widest-path
+//! sweeps; on the device each was a full sweep and a host round trip (50.6 ms at N = 8200 on an
+//! H200, 2026-12-04), where the CPU sweeps once and then updates only what each path changed
+//! (10 ms at 8k on two cores, 0.8 ms on that machine's sixteen).
 //!
 //! A device failure anywhere in a batch sends that batch to the CPU, losing nothing and recorded
 //! in each result's provenance; a bad file gets the CPU's error, which names the exact layer,
 //! head and row.
 
 use super::Backend;
-use crate::cuda::{Aggregated, Cuda, Decomposing, Fold, Job, driver_err, guard};
-use crate::flow::backbone::{Decomposition, FlowPath};
+use crate::cuda::{Aggregated, Cuda, Fold, Job, driver_err, guard};
 use crate::flow::unit_flow::UnitFlow;
 use crate::flow::{self, AggregateError, Cancel, Executor, FlowResult, Matrix, Offered, Offload, Plan, Selected, Solved, StepTimes, aggregate, roles};
-use crate::params::{AggregateParams, BackboneParams, Params};
+use crate::params::AggregateParams;
 use crate::span::Spans;
 use crate::trace::{Attention, Trace, TraceError};
 use cudarc::driver::CudaSlice;
@@ -98,7 +101,7 @@ fn groups<'a, 't>(items: &'a [Item<'t>], budget: usize) -> Vec<&'a [Item<'t>]> {
 }
 
 impl CudaBackend {
-    /// Steps 1, 3, 5, 6, 7 and 9 on the device for the whole group, one answer per trace for the
+    /// Steps 1, 3, 5, 6 and 9 on the device for the whole group, one answer per trace for the
     /// assembly to take.
     fn batch(&self, group: &[Item], cancel: &Cancel) -> Result<Vec<FromBatch>, String> {
         let cuda = self.cuda;
@@ -123,16 +126,15 @@ impl CudaBackend {
         let agg_share = t.elapsed() / group.len().max(1) as u32;
 
         // The later steps for every trace whose values passed, together.
-        let (mut jobs, mut spans) = (Vec::new(), Vec::new());
+        let mut jobs = Vec::new();
         let mut v = 0u32;
         for ((it, &off), (a, _)) in group.iter().zip(&offsets).zip(&aggregated) {
             if *a == Aggregated::Ok {
                 jobs.push(job(it, off, v));
-                spans.push(it.plan.sink);
                 v += it.trace.n() as u32;
             }
         }
-        let mut done = if jobs.is_empty() { Vec::new() } else { self.on_device(&mut m, &jobs, &spans, params)? }.into_iter();
+        let mut done = if jobs.is_empty() { Vec::new() } else { self.on_device(&mut m, &jobs)? }.into_iter();
         if cancel.is_cancelled() {
             return Ok(group.iter().map(|_| FromBatch::Cancelled).collect());
         }
@@ -149,14 +151,13 @@ impl CudaBackend {
             .collect())
     }
 
-    /// Steps 3, 5, 6, 9 and 7 for `jobs` (the group's traces that aggregated, between `spans`),
-    /// in their order.
-    fn on_device(&self, m: &mut CudaSlice<f32>, jobs: &[Job], spans: &[Spans], params: &Params) -> Result<Vec<OnDevice>, String> {
+    /// Steps 3, 5, 6 and 9 for `jobs` (the group's traces that aggregated), in their order, and
+    /// each trace's matrix brought down.
+    fn on_device(&self, m: &mut CudaSlice<f32>, jobs: &[Job]) -> Result<Vec<OnDevice>, String> {
         let cuda = self.cuda;
         let solved = cuda.solve_batch(m, jobs)?;
         let (credit, credit_time) = cuda.credit_batch(jobs, &solved)?;
-        // The host keeps each matrix as aggregated (the roles read it, the app draws it), copied
-        // before the backbone writes residuals into the device's.
+        // The host keeps each matrix (the backbone and the roles read it, the app draws it).
         let mut matrices = Vec::with_capacity(jobs.len());
         let mut staging = cuda.staging();
         for j in jobs {
@@ -167,28 +168,15 @@ impl CudaBackend {
             matrices.push(matrix);
         }
         drop(staging);
-        let mut decomposing = Vec::new();
-        let mut wants = Vec::with_capacity(jobs.len());
-        for (((j, &s), (h, uf)), matrix) in jobs.iter().zip(spans).zip(&solved.host).zip(&matrices) {
-            let d = Decomposition::new(h, &uf.flow, s, uf.sources, &params.backbone);
-            wants.push(d.is_some());
-            decomposing.extend(d.map(|d| Decomposing { job: *j, d, m: matrix }));
-        }
-        let (paths, backbone_time) = if decomposing.is_empty() { (Vec::new(), Duration::ZERO) } else { cuda.backbone_batch(m, &solved, decomposing)? };
-        let mut paths = paths.into_iter();
         // The traces share the launches; each is charged its part of their time.
         let per_trace = jobs.len() as u32;
         let [reach, flow] = solved.times.map(|t| t / per_trace);
-        let times = StepTimes { reach, flow, credit: credit_time / per_trace, backbone: backbone_time / per_trace, ..Default::default() };
+        let times = StepTimes { reach, flow, credit: credit_time / per_trace, ..Default::default() };
         Ok(matrices
             .into_iter()
             .zip(solved.host)
             .zip(credit)
-            .zip(wants)
-            .map(|(((matrix, (h, uf)), (tau, chosen)), wanted)| {
-                let backbone = if wanted { paths.next().expect("one backbone per decomposition") } else { Vec::new() };
-                OnDevice { matrix: Some(matrix), solved: Some((h, uf)), backbone: Some(backbone), credit: Some((tau, chosen)), times: times.clone() }
-            })
+            .map(|((matrix, (h, uf)), (tau, chosen))| OnDevice { matrix: Some(matrix), solved: Some((h, uf)), credit: Some((tau, chosen)), times: times.clone() })
             .collect())
     }
 }
@@ -197,7 +185,6 @@ impl CudaBackend {
 struct OnDevice {
     matrix: Option<Matrix>,
     solved: Option<(Vec<f64>, UnitFlow)>,
-    backbone: Option<Vec<FlowPath>>,
     credit: Option<(Vec<f64>, Vec<usize>)>,
     /// Its share of the batch's launches.
     times: StepTimes,
@@ -258,14 +245,6 @@ impl Offload for Answered<'_> {
 
     fn solve(&self, _: &Matrix, _: Spans) -> Offered<Solved> {
         self.part(|d| d.solved.take().map(|(h, uf)| (h, uf, d.times.reach)))
-    }
-
-    fn offers_backbone(&self) -> bool {
-        true
-    }
-
-    fn backbone(&self, _: &Matrix, _: &[f64], _: &[f64], _: Spans, _: usize, _: &BackboneParams) -> Offered<Vec<FlowPath>> {
-        self.part(|d| d.backbone.take())
     }
 
     fn credit(&self, _: usize, _: Spans, _: usize) -> Offered<Selected> {

@@ -147,11 +147,12 @@ pub fn format_png_lines(rows: &[BenchRow]) -> String {
 
 /// The rows a device ran, each step against that device's own floor: the aggregation's kernels
 /// (events around each launch) and the solves against its memory, the aggregation end to end
-/// against the link its attention must cross, the pipeline against its bytes at both. None when
-/// no row ran on a device that measured one.
+/// against the link its attention must cross, the pipeline against its bytes at both; the
+/// backbone, which every backend runs on the host, as its time there. None when no row ran on a
+/// device that measured one.
 pub fn format_device_floor_table(rows: &[BenchRow]) -> Option<String> {
     let mut s = String::from(
-        "| N | attention | memory floor GB/s (device copy) | link floor GB/s (host → device) · from pageable memory | aggregate kernels: MB · GB/s · % of memory | aggregate end to end: GB/s · % of link | reach | flow | backbone | pipeline: ms at the floor · × floor |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| N | attention | memory floor GB/s (device copy) | link floor GB/s (host → device) · from pageable memory | aggregate kernels: MB · GB/s · % of memory | aggregate end to end: GB/s · % of link | reach | flow | backbone on the host: ms | pipeline: ms at the floor · × floor |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut any = false;
     for r in rows {
@@ -182,7 +183,7 @@ pub fn format_device_floor_table(rows: &[BenchRow]) -> Option<String> {
             share(100.0 * end_to_end / d.link, 0),
             cell(b.reach, r.steps.reach),
             cell(b.flow, r.steps.flow),
-            cell(b.backbone, r.steps.backbone),
+            share(r.steps.backbone.as_secs_f64() * 1e3, 1),
             share(at_floor * 1e3, 2),
             share(r.pipeline.as_secs_f64() / at_floor, 1),
         ));
@@ -291,7 +292,8 @@ mod tests {
     /// A device's rows are read against its own memory and link: the kernels' bytes (attention
     /// read, matrix written) over their event time against the copy rate, the aggregation end to
     /// end against the link, the pipeline against its attention going up plus every step's
-    /// bytes at the memory's rate. Kernels without a timer get no figure; a CPU run no table.
+    /// bytes at the memory's rate; the backbone as its time on the host. Kernels without a timer
+    /// get no figure; a CPU run no table.
     #[test]
     fn a_device_row_is_read_against_its_own_floor() {
         assert!(format_device_floor_table(&[row(None)]).is_none());
@@ -299,6 +301,7 @@ mod tests {
         let mut timed = BenchRow { device, ..row(None) };
         timed.steps.aggregate_on_device = Duration::from_millis(1);
         timed.steps.reach = Duration::from_millis(2);
+        timed.steps.backbone = Duration::from_micros(1500);
         let untimed = BenchRow { device, ..row(None) };
         let table = format_device_floor_table(&[timed, untimed]).expect("rows on a device");
         let lines: Vec<&str> = table.lines().collect();
@@ -312,6 +315,7 @@ mod tests {
         assert_eq!(a[3], "4.0 · 2.0", "the link, and from pageable memory: {table}");
         assert_eq!(a[5], "0.4 · 10%", "{table}");
         assert_eq!(a[6], "2 · 1.0 · 1.00%", "{table}");
+        assert_eq!(a[8], "1.5", "the backbone, run on the host, as its time there: {table}");
         let at_floor = 4e6 / 4e9 + (4e6 + 4.0 * matrix) / 100e9;
         assert_eq!(a[9].trim_end_matches(" |"), format!("{:.2} · {:.1}×", at_floor * 1e3, 20e-3 / at_floor), "{table}");
         assert_eq!(b[4], "-", "{table}");

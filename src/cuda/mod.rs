@@ -8,7 +8,6 @@
 //! [`guard`], which turns a panic into an error (and `--backend auto` moves on to wgpu or the CPU).
 
 mod aggregate;
-mod backbone;
 mod credit;
 mod floor;
 mod nvrtc;
@@ -25,14 +24,13 @@ pub fn source() -> String {
         include_str!("../../kernels/common.cuh"),
         include_str!("../../kernels/aggregate.cu"),
         include_str!("../../kernels/solve.cu"),
-        include_str!("../../kernels/backbone.cu"),
         include_str!("../../kernels/credit.cu"),
     ]
     .join("\n")
 }
 
 /// The kernel entry points, in the order [`Cuda`] loads them.
-pub const KERNELS: [&str; 10] = [
+pub const KERNELS: [&str; 7] = [
     "aggregate",
     "reach_block",
     "reach_push",
@@ -40,9 +38,6 @@ pub const KERNELS: [&str; 10] = [
     "flow_block",
     "throughput",
     "credit_select",
-    "widest_gather",
-    "widest_block",
-    "take_paths",
 ];
 
 /// Runs `f`, turning a panic inside cudarc (a library or symbol it could not load) into an error.
@@ -97,9 +92,6 @@ pub(crate) struct Kernels {
     pub flow_block: CudaFunction,
     pub throughput: CudaFunction,
     pub credit_select: CudaFunction,
-    pub widest_gather: CudaFunction,
-    pub widest_block: CudaFunction,
-    pub take_paths: CudaFunction,
 }
 
 /// The device a process's CUDA backend runs on, when not the first: one GPU of several a process
@@ -137,9 +129,6 @@ impl Cuda {
                 flow_block: load(KERNELS[4])?,
                 throughput: load(KERNELS[5])?,
                 credit_select: load(KERNELS[6])?,
-                widest_gather: load(KERNELS[7])?,
-                widest_block: load(KERNELS[8])?,
-                take_paths: load(KERNELS[9])?,
             };
             Ok(Cuda { stream: ctx.default_stream(), name, f, staging: Mutex::default() })
         })
@@ -210,7 +199,6 @@ pub use aggregate::Aggregated;
 pub use nvrtc::NVRTC_ENV;
 pub use resident::DeviceBytes;
 pub(crate) use aggregate::Fold;
-pub(crate) use backbone::Decomposing;
 pub(crate) use solve::Solved;
 
 /// Threads of a block that settles one 64-row block of a sweep (`ROWS` in kernels/common.cuh,

@@ -8,8 +8,8 @@ use crate::grid::{blocks_down, blocks_up};
 use cudarc::driver::{CudaSlice, PushKernelArg};
 use std::time::{Duration, Instant};
 
-/// The solves of a batch: on the host for the results, and left on the device, where the
-/// throughput, the credit's selection and the backbone read them.
+/// The solves of a batch: on the host for the results (and the backbone), and left on the
+/// device, where the throughput and the credit's selection read them.
 pub(crate) struct Solved {
     /// Per job: its reach and unit flow.
     pub host: Vec<(Vec<f64>, UnitFlow)>,
@@ -17,8 +17,6 @@ pub(crate) struct Solved {
     pub times: [Duration; 2],
     pub h: CudaSlice<f64>,
     pub f: CudaSlice<f64>,
-    /// f/h of conserving tokens, 0 elsewhere: φ(i,k) = g(i)·M[k,i]·h(k).
-    pub g: CudaSlice<f64>,
 }
 
 impl Cuda {
@@ -86,7 +84,7 @@ impl Cuda {
                     (reach[v.clone()].to_vec(), UnitFlow { flow: flow[v].to_vec(), sources })
                 })
                 .collect();
-            Ok(Solved { host, times: [reach_time, flow_time], h, f, g })
+            Ok(Solved { host, times: [reach_time, flow_time], h, f })
         })
     }
 }

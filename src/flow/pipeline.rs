@@ -5,7 +5,7 @@
 
 use super::provenance::{Executor, Provenance, Step};
 use super::{Cancel, FlowPath, FlowResult, Matrix, Plan, Status, StepTimes, aggregate, backbone, credit, reach, roles, throughput, unit_flow};
-use crate::params::{AggregateParams, BackboneParams};
+use crate::params::AggregateParams;
 use crate::span::Spans;
 use crate::trace::{Attention, DataError, Problem, Trace, TraceError};
 use std::time::{Duration, Instant};
@@ -51,14 +51,6 @@ pub trait Offload {
     }
     /// Steps 3 and 5, and how long step 3 took of the whole.
     fn solve(&self, _m: &Matrix, _spans: Spans) -> Offered<Solved> {
-        None
-    }
-    /// Whether `backbone` is offered at all (the CPU then leaves the widest-path sweep to it).
-    fn offers_backbone(&self) -> bool {
-        false
-    }
-    /// Step 7.
-    fn backbone(&self, _m: &Matrix, _h: &[f64], _f: &[f64], _spans: Spans, _sources: usize, _p: &BackboneParams) -> Offered<Vec<FlowPath>> {
         None
     }
     /// Steps 6 and 9 on the h and f of the last `solve`: every one of the `n` tokens'
@@ -249,7 +241,7 @@ fn assemble(m: &Matrix, plan: &Plan, on: &dyn Offload, cancel: &Cancel, mut prov
             times.reach = t.elapsed();
             // The backbone's first sweep rides along with the flow solve where the CPU runs both.
             let t = Instant::now();
-            let (uf, first) = if params.backbone.max_paths > 0 && !on.offers_backbone() {
+            let (uf, first) = if params.backbone.max_paths > 0 {
                 unit_flow::unit_flow_and_widths(m, &h, spans)
             } else {
                 (unit_flow::unit_flow(m, &h, spans), None)
@@ -263,8 +255,10 @@ fn assemble(m: &Matrix, plan: &Plan, on: &dyn Offload, cancel: &Cancel, mut prov
     let status = status(spans, &uf);
 
     let t = Instant::now();
-    let paths = offered(&mut prov, &[Step::Backbone], on.backbone(m, &h, &uf.flow, spans, uf.sources, &params.backbone));
-    let backbone = paths.unwrap_or_else(|| backbone::backbone_after(m, &h, &uf.flow, spans, uf.sources, &params.backbone, first_sweep));
+    // On the host for every executor: a chain of dependent sweeps, which the CPU updates path by
+    // path where a device sweeps whole each time (README, "Why the backbone runs on the host").
+    let backbone = backbone::backbone_after(m, &h, &uf.flow, spans, uf.sources, &params.backbone, first_sweep);
+    prov.ran(Step::Backbone, Executor::Cpu);
     times.backbone = t.elapsed();
     check(cancel)?;
 
@@ -318,9 +312,6 @@ fn charge(times: &mut StepTimes, c: &StepTimes, prov: &Provenance) {
     }
     if on_device(Step::Reach) {
         (times.reach, times.flow) = (c.reach, c.flow);
-    }
-    if on_device(Step::Backbone) {
-        times.backbone = c.backbone;
     }
     if on_device(Step::Credit) {
         times.credit = c.credit;

@@ -1,7 +1,7 @@
 //! Step 1 on the GPU (`shaders/aggregate.wgsl`): the attention's raw words go up as they are in
 //! the file, the shader decodes them and folds every selected slab into the packed matrix.
-//! The matrix is written straight into the device matrix the solves and the backbone use, buffer
-//! by buffer; rows are sent in chunks that fit the adapter's binding limit, so no trace is refused
+//! The matrix is written straight into the device matrix the solves use, buffer by buffer; rows
+//! are sent in chunks that fit the adapter's binding limit, so no trace is refused
 //! for size. The host gets one copy back for the steps that run on the CPU.
 
 use super::Gpu;
@@ -39,7 +39,7 @@ struct Params {
 }
 
 
-/// Step 1's matrix: on the device for the solves and the backbone, and its host copy (the CPU's
+/// Step 1's matrix: on the device for the solves, and its host copy (the CPU's
 /// steps and the app read M by rows).
 pub struct Aggregated {
     pub on_device: DeviceMatrix,

@@ -1,9 +1,8 @@
-//! M on the device, uploaded once per trace and shared by the solves and the backbone. Whole
-//! 64-row blocks of the packed triangle go into one buffer while it stays within the adapter's
-//! binding limit, and the next block starts the next buffer: every dispatch reads only the rows
-//! of its own block, so it binds the one buffer that holds them, and no matrix is refused for
-//! size alone. Blocks sit on a global grid (rows 64j..64j+64), so the backward and the forward
-//! sweeps cut the same blocks.
+//! M on the device, uploaded once per trace for the solves. Whole 64-row blocks of the packed
+//! triangle go into one buffer while it stays within the adapter's binding limit, and the next
+//! block starts the next buffer: every dispatch reads only the rows of its own block, so it binds
+//! the one buffer that holds them, and no matrix is refused for size alone. Blocks sit on a global
+//! grid (rows 64j..64j+64), so the backward and the forward sweeps cut the same blocks.
 
 use super::Gpu;
 use crate::flow::Matrix;
@@ -24,12 +23,6 @@ impl DeviceMatrix {
     pub fn holding(&self, rows: &Range<usize>) -> (&wgpu::Buffer, u32) {
         let (r, buf) = self.chunks.iter().find(|(r, _)| r.start <= rows.start && rows.end <= r.end).expect("a block lies within one chunk");
         (buf, row_offset(r.start) as u32)
-    }
-
-    /// Overwrites M[k,i] (the backbone's residuals).
-    pub fn write(&self, queue: &wgpu::Queue, k: usize, i: usize, value: f32) {
-        let (buf, base) = self.holding(&(k..k + 1));
-        queue.write_buffer(buf, ((row_offset(k) + i - base as usize) * 4) as u64, bytemuck::bytes_of(&value));
     }
 
     pub fn chunks(&self) -> usize {
@@ -91,7 +84,7 @@ impl Gpu {
     }
 }
 
-/// Read by the shaders, written by the aggregation and the backbone's residuals, read back once.
+/// Read by the shaders, written by the aggregation, read back once.
 const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST).union(wgpu::BufferUsages::COPY_SRC);
 
 /// Rows of each buffer: whole grid blocks while the buffer stays within `limit` bytes.

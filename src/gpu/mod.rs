@@ -3,7 +3,6 @@
 //! lavapipe and a machine without either says why instead of panicking.
 
 pub mod aggregate;
-pub mod backbone;
 mod credit;
 pub mod matrix;
 mod downsample;
@@ -27,7 +26,6 @@ pub struct Gpu {
     downsample: wgpu::ComputePipeline,
     aggregate: wgpu::ComputePipeline,
     solve: solve::SolvePipelines,
-    backbone: backbone::BackbonePipelines,
     credit: credit::CreditPipelines,
 }
 
@@ -97,7 +95,6 @@ impl Gpu {
         let downsample = compute_pipeline(&device, "downsample.wgsl", include_str!("../../shaders/downsample.wgsl"));
         let aggregate = compute_pipeline(&device, "aggregate.wgsl", include_str!("../../shaders/aggregate.wgsl"));
         let solve = solve::pipelines(&device);
-        let backbone = backbone::pipelines(&device);
         let credit = credit::pipelines(&device);
         Ok(Gpu {
             device,
@@ -108,7 +105,6 @@ impl Gpu {
             downsample,
             aggregate,
             solve,
-            backbone,
             credit,
         })
     }
@@ -155,7 +151,7 @@ pub fn compute_pipeline(device: &wgpu::Device, label: &str, source: &str) -> wgp
     })
 }
 
-/// The uniform of the blocked sweeps (`solve.wgsl`, `backbone.wgsl` declare the same struct):
+/// The uniform of the blocked sweeps (`solve.wgsl`):
 /// the block of rows and the spans.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -239,9 +235,12 @@ pub fn shared() -> Result<&'static Gpu, String> {
     Ok(gpu)
 }
 
-/// The device's side of one trace's analysis: M, aggregated on the device or uploaded for the
-/// solves, is kept for the backbone, which writes its residuals into that copy; the solves' h and
-/// f are kept for the throughput and the credit's selection.
+/// The device's side of one trace's analysis: M, aggregated on the device, is kept for the
+/// solves (or uploaded for them); the solves' h and f are kept for the throughput and the
+/// credit's selection. The backbone (step 7) runs on the host, on the matrix that came back for
+/// it and the roles: a chain of up to `max_paths` widest-path sweeps, each a full sweep and a
+/// read-back on the device (112 ms at N = 8200 on an H200, 2026-12-04), where the CPU sweeps once
+/// and then updates only what each path changed (10 ms at 8k on two cores).
 pub struct OnDevice<'g> {
     pub gpu: &'g Gpu,
     matrix: std::cell::RefCell<Option<matrix::DeviceMatrix>>,
@@ -297,22 +296,10 @@ impl crate::flow::Offload for OnDevice<'_> {
     fn solve(&self, m: &crate::flow::Matrix, spans: crate::span::Spans) -> crate::flow::Offered<crate::flow::Solved> {
         Some(self.gpu.scoped("wgpu solve", || {
             let on_device = self.take_or_upload(m)?;
-            let r = self.gpu.solve_keeping(&on_device, spans);
-            *self.matrix.borrow_mut() = Some(on_device);
-            let kept = r?;
+            let kept = self.gpu.solve_keeping(&on_device, spans)?;
             *self.solved.borrow_mut() = kept.buffers;
             Ok((kept.h, kept.uf, kept.reach_time))
         }))
-    }
-
-    fn offers_backbone(&self) -> bool {
-        true
-    }
-
-    fn backbone(&self, m: &crate::flow::Matrix, h: &[f64], f: &[f64], spans: crate::span::Spans, sources: usize, p: &crate::params::BackboneParams) -> crate::flow::Offered<Vec<crate::flow::backbone::FlowPath>> {
-        // No source reaches the answer: no paths, nothing to send to the device.
-        let Some(d) = crate::flow::backbone::Decomposition::new(h, f, spans, sources, p) else { return Some(Ok(Vec::new())) };
-        Some(self.gpu.scoped("wgpu backbone", || self.take_or_upload(m).and_then(|on_device| self.gpu.backbone(m, &on_device, h, d, spans))))
     }
 
     fn credit(&self, n: usize, spans: crate::span::Spans, count: usize) -> crate::flow::Offered<crate::flow::Selected> {

@@ -23,7 +23,6 @@
 #include "../../kernels/common.cuh"
 #include "../../kernels/aggregate.cu"
 #include "../../kernels/solve.cu"
-#include "../../kernels/backbone.cu"
 #include "../../kernels/credit.cu"
 
 typedef int CUresult;
@@ -56,26 +55,13 @@ static void t_throughput(void** a, dim3 g, dim3 b) {
 static void t_credit_select(void** a, dim3 g, dim3 b) {
     launch(credit_select, g, b, arg<const Job*>(a, 0), arg<const double*>(a, 1), arg<unsigned*>(a, 2));
 }
-static void t_widest_gather(void** a, dim3 g, dim3 b) {
-    launch(widest_gather, g, b, arg<const Job*>(a, 0), arg<const float*>(a, 1), arg<const double*>(a, 2), arg<const double*>(a, 3), arg<const double*>(a, 4), arg<double*>(a, 5),
-           arg<unsigned*>(a, 6), arg<unsigned>(a, 7), arg<unsigned>(a, 8));
-}
-static void t_widest_block(void** a, dim3 g, dim3 b) {
-    launch(widest_block, g, b, arg<const Job*>(a, 0), arg<const float*>(a, 1), arg<const double*>(a, 2), arg<const double*>(a, 3), arg<const double*>(a, 4),
-           arg<const double*>(a, 5), arg<const unsigned*>(a, 6), arg<double*>(a, 7), arg<unsigned*>(a, 8), arg<unsigned>(a, 9), arg<unsigned>(a, 10));
-}
-static void t_take_paths(void** a, dim3 g, dim3 b) {
-    launch(take_paths, g, b, arg<float*>(a, 0), arg<const unsigned long long*>(a, 1), arg<const float*>(a, 2), arg<unsigned>(a, 3), arg<double*>(a, 4),
-           arg<const unsigned*>(a, 5), arg<const double*>(a, 6), arg<unsigned>(a, 7));
-}
 
 struct Kernel {
     const char* name;
     Trampoline run;
 };
 static Kernel kernels[] = {{"aggregate", t_aggregate}, {"reach_block", t_reach_block}, {"reach_push", t_reach_push}, {"flow_gather", t_flow_gather}, {"flow_block", t_flow_block},
-                          {"throughput", t_throughput}, {"credit_select", t_credit_select}, {"widest_gather", t_widest_gather},
-                          {"widest_block", t_widest_block}, {"take_paths", t_take_paths}};
+                          {"throughput", t_throughput}, {"credit_select", t_credit_select}};
 
 static int context_token;
 static thread_local void* current = nullptr;
