@@ -8,7 +8,7 @@
 //! down for them anyway. The backbone is a chain of up to `max_paths` dependent widest-path
 //! sweeps; on the device each was a full sweep and a host round trip (50.6 ms at N = 8200 on an
 //! H200, 2026-12-04), where the CPU sweeps once and then updates only what each path changed
-//! (10 ms at 8k on two cores, 0.8 ms on that machine's sixteen).
+//! (9.8 ms at 8k beside that H200, 10 ms on two cores).
 //!
 //! A device failure anywhere in a batch sends that batch to the CPU, losing nothing and recorded
 //! in each result's provenance; a bad file gets the CPU's error, which names the exact layer,
@@ -134,7 +134,7 @@ impl CudaBackend {
                 v += it.trace.n() as u32;
             }
         }
-        let mut done = if jobs.is_empty() { Vec::new() } else { self.on_device(&mut m, &jobs)? }.into_iter();
+        let mut done = if jobs.is_empty() { Vec::new() } else { self.on_device(&m, &jobs)? }.into_iter();
         if cancel.is_cancelled() {
             return Ok(group.iter().map(|_| FromBatch::Cancelled).collect());
         }
@@ -153,7 +153,7 @@ impl CudaBackend {
 
     /// Steps 3, 5, 6 and 9 for `jobs` (the group's traces that aggregated), in their order, and
     /// each trace's matrix brought down.
-    fn on_device(&self, m: &mut CudaSlice<f32>, jobs: &[Job]) -> Result<Vec<OnDevice>, String> {
+    fn on_device(&self, m: &CudaSlice<f32>, jobs: &[Job]) -> Result<Vec<OnDevice>, String> {
         let cuda = self.cuda;
         let solved = cuda.solve_batch(m, jobs)?;
         let (credit, credit_time) = cuda.credit_batch(jobs, &solved)?;
