@@ -9,8 +9,10 @@ use crate::subword::Tokenizer;
 use super::ui_state::View;
 use super::{FlowApp, theme, views};
 
-/// The widest the open trace's name is drawn in the toolbar, in points.
-const TITLE_WIDTH: f32 = 180.0;
+/// The widest the open trace's name is drawn in the toolbar, in points: a run's
+/// `sample_0002.safetensors` whole in the picker beside its arrow (at 180 it was cut), and the
+/// toolbar still one row at 1280 px (tests/app.rs).
+const TITLE_WIDTH: f32 = 190.0;
 
 impl FlowApp {
     pub(super) fn menu(&mut self, ui: &mut egui::Ui) {
