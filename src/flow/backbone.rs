@@ -3,7 +3,7 @@
 //! over the DAG, the same blocked sweep as the flow solve), subtract its bottleneck, until
 //! `max_paths` paths or `coverage` of the unit flow is explained. (The extraction rule is ours.)
 //!
-//! The residual of an edge lives beside M ([`Residuals`], one entry per edge a path took), so M
+//! The residual of an edge lives beside M (`Residuals`, one entry per edge a path took), so M
 //! is only read: no second N×N matrix, and a re-score can run on a matrix others read too.
 
 use super::matrix::Matrix;
@@ -23,8 +23,8 @@ pub struct FlowPath {
 }
 
 /// `pred` of a token no path reaches, and of a question token fed by the super-source.
-pub const NONE: usize = usize::MAX;
-pub const SOURCE: usize = usize::MAX - 1;
+const NONE: usize = usize::MAX;
+const SOURCE: usize = usize::MAX - 1;
 /// Paths thinner than this are numerical dust, not structure.
 const MIN_PATH_FLOW: f64 = 1e-12;
 
@@ -338,7 +338,7 @@ fn update_widths(m: &Matrix, cuts: &Residuals, g: &[f64], w: &mut Widths, rows: 
 
 /// The widest path left: the answer token whose width (capped by what it still absorbs) is
 /// largest, followed back through `pred` to the super-source. `None` when what is left is dust.
-pub fn next_path(width: &[f64], pred: &[usize], sink_left: &[f64], spans: Spans) -> Option<(Vec<usize>, f64)> {
+fn next_path(width: &[f64], pred: &[usize], sink_left: &[f64], spans: Spans) -> Option<(Vec<usize>, f64)> {
     let (a, flow) = spans.answer.range().map(|a| (a, width[a].min(sink_left[a]))).fold(None, |best: Option<(usize, f64)>, c| match best {
         Some(b) if b.1 >= c.1 => Some(b),
         _ => Some(c),
@@ -361,15 +361,14 @@ pub fn next_path(width: &[f64], pred: &[usize], sink_left: &[f64], spans: Spans)
 
 /// M's entry for edge i → k once `flow` more of its φ = g(i)·M[k,i]·h(k) is explained; the
 /// path's tightest edges drop to exactly zero.
-pub fn residual(g_i: f64, h_k: f64, old: f32, flow: f64) -> f32 {
+fn residual(g_i: f64, h_k: f64, old: f32, flow: f64) -> f32 {
     let left = g_i * old as f64 * h_k - flow;
     if left <= flow * 1e-9 { 0.0 } else { (left / (g_i * h_k)) as f32 }
 }
 
-/// The decomposition's bookkeeping, the same whoever computes the widths (the CPU here, a GPU
-/// sweep in `gpu::backbone`): what each source and answer token has left, what is explained,
-/// and the paths taken.
-pub struct Decomposition<'a> {
+/// The decomposition's bookkeeping: what each source and answer token has left, what is
+/// explained, and the paths taken.
+struct Decomposition<'a> {
     h: &'a [f64],
     pub g: Vec<f64>,
     pub source_left: Vec<f64>,
@@ -423,11 +422,11 @@ impl<'a> Decomposition<'a> {
     }
 }
 
-/// The residuals of the edges paths have taken, kept beside an M that stays as aggregated (a
-/// device backend also writes them into its own copy of M), keyed by (row k, column i) so a
-/// row's cuts are found together. An edge a second path takes starts from what the first left.
+/// The residuals of the edges paths have taken, kept beside an M that stays as aggregated, keyed
+/// by (row k, column i) so a row's cuts are found together. An edge a second path takes starts
+/// from what the first left.
 #[derive(Default)]
-pub struct Residuals(std::collections::BTreeMap<(usize, usize), f32>);
+struct Residuals(std::collections::BTreeMap<(usize, usize), f32>);
 
 impl Residuals {
     /// Edge i → k's new entry, from its current one (`m`'s if no path took it yet).
