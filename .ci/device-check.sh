@@ -79,4 +79,17 @@ for backend in cuda cpu wgpu; do
     echo "exit $?" | tee -a "$out/summary.txt"
     tee -a "$out/summary.txt" <"$out/bench-$backend.md"
 done
+# A kit made with BEFORE= holds an earlier build: the CUDA aggregation in every layout, the two
+# builds alternated, so a change's effect is read side by side on the same device.
+if [ -x "$bin/flowtracer-before" ]; then
+    for round in 1 2; do
+        for build in before after; do
+            b="$exe"; [ "$build" = before ] && b="$bin/flowtracer-before"
+            log "bench --layouts --backend cuda, build $build, round $round"
+            timeout 120 "$b" bench --backend cuda --sizes "${SIZES:-4096,8192}" --layouts --batch 0 --repeat 3 >"$out/layouts-$build-$round.md" 2>&1
+            echo "exit $?" | tee -a "$out/summary.txt"
+            grep -E "^\| [0-9]" "$out/layouts-$build-$round.md" >>"$out/summary.txt"
+        done
+    done
+fi
 log "done $(date -u +%FT%TZ)"

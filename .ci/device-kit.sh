@@ -5,7 +5,7 @@
 # into target/device-kit (about 30 MB), with the Vulkan loader's packages for the wgpu tests and
 # the Python package's wheel.
 #
-#   .ci/device-kit.sh        # then: run `bash .ci/device-check.sh` there, carrying target/device-kit
+#   [BEFORE=old-binary] .ci/device-kit.sh        # then: run `bash .ci/device-check.sh` there, carrying target/device-kit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kit=target/device-kit
@@ -22,6 +22,9 @@ for line in sys.stdin:
         print(m["target"]["name"], m["executable"])' \
     | while read -r name exe; do strip -o "$kit/bin/tests/$name" "$exe"; done
 strip -o "$kit/bin/flowtracer" target/release/flowtracer
+# BEFORE=path/to/an/earlier/flowtracer: the device benches it beside this build, in the same call
+# (the kit is then ~50 MB, within the 64 MiB a device call carries).
+if [ -n "${BEFORE:-}" ]; then strip -o "$kit/bin/flowtracer-before" "$BEFORE"; fi
 # The tests start the binary by the absolute path cargo compiled into them.
 echo "$PWD/target/release/flowtracer" >"$kit/bin-path"
 tar -C "$kit/bin" -czf "$kit/bin.tgz" . && rm -rf "$kit/bin"

@@ -30,8 +30,9 @@ pub fn source() -> String {
 }
 
 /// The kernel entry points, in the order [`Cuda`] loads them.
-pub const KERNELS: [&str; 7] = [
+pub const KERNELS: [&str; 8] = [
     "aggregate",
+    "aggregate_group",
     "reach_block",
     "reach_push",
     "flow_gather",
@@ -86,6 +87,7 @@ pub struct Cuda {
 
 pub(crate) struct Kernels {
     pub aggregate: CudaFunction,
+    pub aggregate_group: CudaFunction,
     pub reach_block: CudaFunction,
     pub reach_push: CudaFunction,
     pub flow_gather: CudaFunction,
@@ -123,12 +125,13 @@ impl Cuda {
             let load = |k: &str| module.load_function(k).map_err(|err| format!("CUDA: kernel {k}: {err}"));
             let f = Kernels {
                 aggregate: load(KERNELS[0])?,
-                reach_block: load(KERNELS[1])?,
-                reach_push: load(KERNELS[2])?,
-                flow_gather: load(KERNELS[3])?,
-                flow_block: load(KERNELS[4])?,
-                throughput: load(KERNELS[5])?,
-                credit_select: load(KERNELS[6])?,
+                aggregate_group: load(KERNELS[1])?,
+                reach_block: load(KERNELS[2])?,
+                reach_push: load(KERNELS[3])?,
+                flow_gather: load(KERNELS[4])?,
+                flow_block: load(KERNELS[5])?,
+                throughput: load(KERNELS[6])?,
+                credit_select: load(KERNELS[7])?,
             };
             Ok(Cuda { stream: ctx.default_stream(), name, f, staging: Mutex::default() })
         })

@@ -32,8 +32,12 @@ typedef void (*Trampoline)(void** a, dim3 g, dim3 b);
 template <class T> T arg(void** a, int i) { return *(T*)a[i]; }
 
 static void t_aggregate(void** a, dim3 g, dim3 b) {
-    launch(aggregate, g, b, arg<const void*>(a, 0), arg<float*>(a, 1), arg<float*>(a, 2), arg<unsigned>(a, 3), arg<unsigned>(a, 4), arg<unsigned>(a, 5), arg<float>(a, 6),
-           arg<float>(a, 7));
+    launch(aggregate, g, b, arg<const void*>(a, 0), arg<unsigned>(a, 1), arg<float*>(a, 2), arg<float*>(a, 3), arg<unsigned>(a, 4), arg<unsigned>(a, 5), arg<unsigned>(a, 6),
+           arg<float>(a, 7), arg<float>(a, 8));
+}
+static void t_aggregate_group(void** a, dim3 g, dim3 b) {
+    launch(aggregate_group, g, b, arg<const void*>(a, 0), arg<unsigned>(a, 1), arg<float*>(a, 2), arg<float*>(a, 3), arg<unsigned>(a, 4), arg<unsigned>(a, 5),
+           arg<unsigned>(a, 6), arg<float>(a, 7), arg<float>(a, 8));
 }
 static void t_reach_block(void** a, dim3 g, dim3 b) {
     launch(reach_block, g, b, arg<const Job*>(a, 0), arg<const float*>(a, 1), arg<double*>(a, 2), arg<double*>(a, 3), arg<unsigned>(a, 4), arg<unsigned>(a, 5));
@@ -60,7 +64,7 @@ struct Kernel {
     const char* name;
     Trampoline run;
 };
-static Kernel kernels[] = {{"aggregate", t_aggregate}, {"reach_block", t_reach_block}, {"reach_push", t_reach_push}, {"flow_gather", t_flow_gather}, {"flow_block", t_flow_block},
+static Kernel kernels[] = {{"aggregate", t_aggregate}, {"aggregate_group", t_aggregate_group}, {"reach_block", t_reach_block}, {"reach_push", t_reach_push}, {"flow_gather", t_flow_gather}, {"flow_block", t_flow_block},
                           {"throughput", t_throughput}, {"credit_select", t_credit_select}};
 
 static int context_token;
