@@ -38,6 +38,15 @@ __device__ __forceinline__ float decode(unsigned int bits, unsigned int dtype, b
     return __int_as_float((int)(bits << 16));
 }
 
+// Element e of each of a group's `count` slabs (`slab` elements apart), every load asked for
+// before any value is looked at.
+__device__ __forceinline__ void group_bits(unsigned int* w, const void* att, unsigned int dtype, unsigned int count, unsigned long long slab,
+                                           unsigned long long e) {
+#pragma unroll
+    for (unsigned int g = 0u; g < GROUP; ++g)
+        if (g < count) w[g] = bits_at(att, dtype, g * slab + e);
+}
+
 // One slab: `att` its n·n elements. flags: bit 0 the trace's first slab (overwrite M), bit 1
 // its last (the mean's scale and the threshold), bit 2 reduce by max instead of mean. stats: four
 // floats per row. (`count` is 1: the group kernel's arguments.)
@@ -112,9 +121,7 @@ extern "C" __global__ void aggregate_group(const void* att, unsigned int count, 
     // the larger); a bad value leaves the weight as it was (the file is refused anyway).
     for (unsigned int i = t; i <= k; i += blockDim.x) {
         unsigned int w[GROUP];
-#pragma unroll
-        for (unsigned int g = 0u; g < GROUP; ++g)
-            if (g < count) w[g] = bits_at(att, dtype, g * slab + at + i);
+        group_bits(w, att, dtype, count, slab, at + i);
         const bool below = i < k;
         float acc = !first && below ? row[i] : 0.0f;
         bool have = !first;
@@ -142,9 +149,7 @@ extern "C" __global__ void aggregate_group(const void* att, unsigned int count, 
     // Above the diagonal: only checked (a causal row has nothing there).
     for (unsigned int i = k + 1u + t; i < n; i += blockDim.x) {
         unsigned int w[GROUP];
-#pragma unroll
-        for (unsigned int g = 0u; g < GROUP; ++g)
-            if (g < count) w[g] = bits_at(att, dtype, g * slab + at + i);
+        group_bits(w, att, dtype, count, slab, at + i);
 #pragma unroll
         for (unsigned int g = 0u; g < GROUP; ++g) {
             if (g < count) {
