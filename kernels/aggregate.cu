@@ -104,8 +104,9 @@ extern "C" __global__ void aggregate(const void* att, unsigned int count, float*
 // Each thread asks for its element of every slab before it looks at any (a branch on a value
 // would wait for that load before the next one is asked for), and the lower triangle and the
 // part above the diagonal are separate loops, so nothing branches on the values. Its sums take
-// registers (64 a thread, against the one-slab kernel's 25): a slab alone, or two, go to
-// `aggregate` (on an H200 the group kernel ran them 10–15% slower).
+// registers (64 a thread, against the one-slab kernel's 26, so fewer threads in flight): a slab
+// alone, or two, go to `aggregate` (on an H200 this kernel ran two slabs up to 12% slower, and
+// single ones, compiled for one, 11–15%).
 extern "C" __global__ void aggregate_group(const void* att, unsigned int count, float* m, float* stats, unsigned int n, unsigned int dtype,
                                            unsigned int flags, float scale, float threshold) {
     const unsigned int k = blockIdx.x, t = threadIdx.x;

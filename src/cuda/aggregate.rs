@@ -36,7 +36,7 @@ pub(crate) struct Fold<'a> {
 /// `[4,8,N,N]` fold at 4k ran at 424 GB/s so, 1 044 GB/s in groups).
 const GROUP: usize = 8;
 /// Fewer slabs than this go one at a time, to `aggregate`: a group's sums hold registers that
-/// two slabs' loads do not pay for (on the H200, 10–15% slower).
+/// two slabs' loads do not pay for (on an H200, two slabs in a group up to 12% slower).
 const FEWEST: usize = 3;
 /// The share of the device's free memory the uploaded slabs of one group may take (one buffer
 /// serves every group; the batch's matrices take up to half).
