@@ -38,6 +38,13 @@ __device__ __forceinline__ float decode(unsigned int bits, unsigned int dtype, b
     return __int_as_float((int)(bits << 16));
 }
 
+// `decode`, a bad value also counted into `bad`.
+__device__ __forceinline__ float counted(unsigned int bits, unsigned int dtype, bool* b, float* bad) {
+    const float x = decode(bits, dtype, b);
+    *bad += *b ? 1.0f : 0.0f;
+    return x;
+}
+
 // Element e of each of a group's `count` slabs (`slab` elements apart), every load asked for
 // before any value is looked at.
 __device__ __forceinline__ void group_bits(unsigned int* w, const void* att, unsigned int dtype, unsigned int count, unsigned long long slab,
@@ -130,8 +137,7 @@ extern "C" __global__ void aggregate_group(const void* att, unsigned int count, 
         for (unsigned int g = 0u; g < GROUP; ++g) {
             if (g < count) {
                 bool b;
-                const float x = decode(w[g], dtype, &b);
-                bad += b ? 1.0f : 0.0f;
+                const float x = counted(w[g], dtype, &b, &bad);
                 sum[g] += b ? 0.0 : (double)x;
                 lo = b ? lo : fminf(lo, x);
                 const float folded = !have ? x : use_max ? fmaxf(acc, x) : acc + x;
@@ -155,8 +161,7 @@ extern "C" __global__ void aggregate_group(const void* att, unsigned int count, 
         for (unsigned int g = 0u; g < GROUP; ++g) {
             if (g < count) {
                 bool b;
-                const float x = decode(w[g], dtype, &b);
-                bad += b ? 1.0f : 0.0f;
+                const float x = counted(w[g], dtype, &b, &bad);
                 up = b ? up : fmaxf(up, fabsf(x));
             }
         }
