@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod spread;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 
@@ -87,15 +88,19 @@ impl Backend for Cpu {
         Executor::Cpu
     }
 
+    /// A batch of short traces goes one trace a core ([`spread`]), a long trace or a short batch
+    /// across the pool, its steps split there.
     fn execute(&self, batch: &[(&Trace, &Plan)], cancel: &Cancel) -> Vec<Result<(FlowResult, Matrix), TraceError>> {
-        batch.par_iter().map(|&(t, p)| flow::execute(t, p, &Cpu, cancel)).collect()
+        let run = |t: &Trace, p: &Plan| flow::execute(t, p, &Cpu, cancel);
+        spread::one_trace_a_core(batch, run).unwrap_or_else(|| batch.par_iter().map(|&(t, p)| run(t, p)).collect())
     }
 
     /// Each matrix goes back to `Matrix::for_overwrite`'s spares as its trace ends: a batch of
     /// 64 traces at N = 1024 had kept all 64 (128 MiB) to the end, each one fresh memory whose
     /// every page was faulted in and zeroed by the kernel, on every batch.
     fn execute_results(&self, batch: &[(&Trace, &Plan)], cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
-        batch.par_iter().map(|&(t, p)| flow::execute(t, p, &Cpu, cancel).map(|(r, _)| r)).collect()
+        let run = |t: &Trace, p: &Plan| flow::execute(t, p, &Cpu, cancel).map(|(r, _)| r);
+        spread::one_trace_a_core(batch, run).unwrap_or_else(|| batch.par_iter().map(|&(t, p)| run(t, p)).collect())
     }
 }
 
