@@ -47,10 +47,17 @@ pub(super) fn one_trace_a_core<R: Send>(batch: &[(&Trace, &Plan)], run: impl Fn(
 }
 
 /// `cores` pools of one thread, made as batches first ask for them and kept (their threads
-/// sleep between batches); None where one could not be made.
+/// sleep between batches); None where one could not be made. A forked child (Python forks: a
+/// `multiprocessing` pool, a DataLoader's workers) inherits the parent's pools without their
+/// threads, where a batch would wait forever: it makes its own.
 fn pools(cores: usize) -> Option<Vec<&'static rayon::ThreadPool>> {
-    static POOLS: Mutex<Vec<&'static rayon::ThreadPool>> = Mutex::new(Vec::new());
-    let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
+    static POOLS: Mutex<(u32, Vec<&'static rayon::ThreadPool>)> = Mutex::new((0, Vec::new()));
+    let mut held = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
+    let (owner, pools) = &mut *held;
+    if *owner != std::process::id() {
+        // The parent's are leaked, never dropped: a drop would signal threads this process lacks.
+        (*owner, *pools) = (std::process::id(), Vec::new());
+    }
     while pools.len() < cores {
         let i = pools.len();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(move |_| format!("flowtracer-trace-{i}")).build().ok()?;

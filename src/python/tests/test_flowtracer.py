@@ -377,19 +377,24 @@ def test_a_long_batch_reports_its_progress_as_windows_finish(capsys):
 
 
 FORKED = r"""
-import multiprocessing as mp, sys
+import multiprocessing as mp, os, sys
 import numpy as np
 import flowtracer
 
 n = 256
 a = np.tril(np.random.default_rng(0).random((n, n), dtype=np.float32)); a /= a.sum(-1, keepdims=True)
 parent = flowtracer.analyze(a, question=(0, 8), answer=(n - 4, n))
+# Two traces a core or more: the batch runs one trace a core, each in a pool of one thread of
+# its own, which a forked child must make again too.
+many = [dict(attention=a, question=(0, 8), answer=(n - 4, n))] * (2 * os.cpu_count() + 2)
+assert all((b.credit == parent.credit).all() for b in flowtracer.analyze_batch(many))
 
 def child(i):
     one = flowtracer.analyze(a, question=(0, 8), answer=(n - 4, n))
     batch = flowtracer.analyze_batch([dict(attention=a, question=(0, 8), answer=(n - 4, n))] * 3)
+    spread = flowtracer.analyze_batch(many)
     trace = flowtracer.load_trace(sys.argv[1])
-    return (one.credit == parent.credit).all() and all((b.credit == parent.credit).all() for b in batch) and len(trace.tokens) > 0
+    return (one.credit == parent.credit).all() and all((b.credit == parent.credit).all() for b in batch + spread) and len(trace.tokens) > 0
 
 with mp.get_context("fork").Pool(2) as pool:
     print("children", pool.map_async(child, range(2)).get(timeout=60), flush=True)
