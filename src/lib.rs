@@ -22,6 +22,7 @@ pub mod flow;
 pub mod gpu;
 pub mod grid;
 pub mod params;
+pub mod per_process;
 pub mod render;
 #[cfg(feature = "rl")]
 pub mod rl;

@@ -10,7 +10,8 @@
 use crate::flow::Plan;
 use crate::flow::sweep::PAIRED_FROM;
 use crate::trace::Trace;
-use std::sync::{Mutex, PoisonError};
+use crate::per_process::PerProcess;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `run` over every planned trace, one trace at a time on each of the pool's cores, the results
@@ -38,7 +39,7 @@ pub(super) fn one_trace_a_core<R: Send>(batch: &[(&Trace, &Plan)], run: impl Fn(
     // started, the caller runs the batch itself.
     std::thread::scope(|s| {
         let work = &work;
-        let started = pools.into_iter().filter(|&pool| std::thread::Builder::new().spawn_scoped(s, move || pool.install(work)).is_ok()).count();
+        let started = pools.iter().filter(|&pool| std::thread::Builder::new().spawn_scoped(s, move || pool.install(work)).is_ok()).count();
         if started == 0 {
             work();
         }
@@ -47,23 +48,17 @@ pub(super) fn one_trace_a_core<R: Send>(batch: &[(&Trace, &Plan)], run: impl Fn(
 }
 
 /// `cores` pools of one thread, made as batches first ask for them and kept (their threads
-/// sleep between batches); None where one could not be made. A forked child (Python forks: a
-/// `multiprocessing` pool, a DataLoader's workers) inherits the parent's pools without their
-/// threads, where a batch would wait forever: it makes its own.
-fn pools(cores: usize) -> Option<Vec<&'static rayon::ThreadPool>> {
-    static POOLS: Mutex<(u32, Vec<&'static rayon::ThreadPool>)> = Mutex::new((0, Vec::new()));
-    let mut held = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
-    let (owner, pools) = &mut *held;
-    if *owner != std::process::id() {
-        // The parent's are leaked, never dropped: a drop would signal threads this process lacks.
-        (*owner, *pools) = (std::process::id(), Vec::new());
-    }
-    while pools.len() < cores {
-        let i = pools.len();
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(move |_| format!("flowtracer-trace-{i}")).build().ok()?;
-        pools.push(Box::leak(Box::new(pool)));
-    }
-    Some(pools[..cores].to_vec())
+/// sleep between batches), and made again in a forked child ([`PerProcess`]); None where one
+/// could not be made.
+fn pools(cores: usize) -> Option<Vec<Arc<rayon::ThreadPool>>> {
+    static POOLS: PerProcess<Vec<Arc<rayon::ThreadPool>>> = PerProcess::new();
+    POOLS.with(|pools| {
+        while pools.len() < cores {
+            let i = pools.len();
+            pools.push(Arc::new(rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(move |_| format!("flowtracer-trace-{i}")).build().ok()?));
+        }
+        Some(pools[..cores].to_vec())
+    })
 }
 
 #[cfg(test)]

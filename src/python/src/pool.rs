@@ -6,11 +6,12 @@
 //! parent had analysed one trace, a forked child's `analyze` hung. So the binding never uses the
 //! global pool; each call runs in the pool of the process it finds itself in.
 
+use flowtracer::per_process::PerProcess;
 use rayon::ThreadPool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-/// The process that made the pool, and the pool.
-static POOL: Mutex<Option<(u32, Arc<ThreadPool>)>> = Mutex::new(None);
+/// This process's pool ([`PerProcess`]: made again in a forked child).
+static POOL: PerProcess<Option<Arc<ThreadPool>>> = PerProcess::new();
 
 /// Runs `work` in this process's pool (its parallel steps on the pool's threads), without the GIL.
 pub fn detached<T: Send>(py: pyo3::Python<'_>, work: impl FnOnce() -> T + Send) -> pyo3::PyResult<T> {
@@ -20,23 +21,14 @@ pub fn detached<T: Send>(py: pyo3::Python<'_>, work: impl FnOnce() -> T + Send) 
 
 /// This process's pool, made on first use and again after a fork.
 pub fn pool() -> pyo3::PyResult<Arc<ThreadPool>> {
-    let pid = std::process::id();
-    let mut held = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some((owner, pool)) = held.as_ref()
-        && *owner == pid
-    {
-        return Ok(pool.clone());
-    }
-    // A parent's pool, copied by the fork without its threads: let go of it without dropping it,
-    // whose drop would signal threads that are not in this process.
-    if let Some(parents) = held.take() {
-        std::mem::forget(parents);
-    }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .thread_name(|i| format!("flowtracer-{i}"))
-        .build()
-        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("the engine's threads could not start: {e}")))?;
-    let pool = Arc::new(pool);
-    *held = Some((pid, pool.clone()));
-    Ok(pool)
+    POOL.with(|held| {
+        if let Some(pool) = held {
+            return Ok(pool.clone());
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("flowtracer-{i}"))
+            .build()
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("the engine's threads could not start: {e}")))?;
+        Ok(held.insert(Arc::new(pool)).clone())
+    })
 }
