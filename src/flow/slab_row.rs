@@ -355,18 +355,6 @@ fn zero_avx2<const AHEAD: bool>(bytes: &[u8]) -> bool {
     zero_words::<AHEAD>(bytes)
 }
 
-/// Asks for every cache line of `bytes` (a hint: nothing is read, nothing can fault).
-#[inline]
-pub(crate) fn prefetch_all(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for at in (0..bytes.len()).step_by(64) {
-        // SAFETY: a prefetch does not fault, whatever the address; SSE is part of x86_64.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(bytes.as_ptr().wrapping_add(at).cast::<i8>()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
-}
-
 /// M's row from the accumulated one: each entry times `scale` (the mean's 1/slabs; None under
 /// the max), 0 below `threshold`, as f32. Compiled for the widest vectors this CPU has: built for
 /// the baseline x86-64 it took two f64 at a time, a quarter of a 3-slab `[L,N,N]` aggregation's
