@@ -122,6 +122,15 @@ pub fn default_layers(total: usize, deep_from: usize) -> (usize, usize) {
     if total >= deep_from { (lo, hi) } else { (lo, total) }
 }
 
+/// A lone slab's row of at most this many bytes has the next one asked for while it is read,
+/// where the CPU's prefetcher stops at a page's end (4 KiB) and so starts over at every such row
+/// ([`slab_row::prefetcher_stops_at_pages`]). On an Intel Xeon (2026-12-02, a batch of 64
+/// 1k-token `[N,N]` F32 traces, rows of one page): 8% more traces/s on one thread, 6% on two;
+/// rows of 8 KiB gained nothing, and at 16 KiB asking for the whole next row cost 8%. On AMD's
+/// Zen 4 (2026-12-04, each trace of the batch on a core of its own) the same hint cost 8–10% on
+/// one thread and 4–9% on two: its prefetcher follows the rows unasked.
+const PREFETCH_ROWS_UP_TO: usize = 4096;
+
 pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: &AtomicBool) -> Result<Matrix, DataError> {
     let n = att.n;
     // Every entry is written below (each row in full), or the matrix is dropped with the error.
@@ -184,6 +193,9 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
 fn one_slab_row(att: &Attention, l: usize, h: usize, k: usize, check_upper: bool, out: &mut [f32], buf: &mut [f32]) -> Result<(), DataError> {
     let es = att.dtype.size();
     let bytes = att.row_bytes(l, h, k);
+    if k + 1 < att.n && bytes.len() <= PREFETCH_ROWS_UP_TO && slab_row::prefetcher_stops_at_pages() {
+        slab_row::prefetch_all(att.row_bytes(l, h, k + 1));
+    }
     let (sum, min) = slab_row::decode_row(att.dtype, &bytes[..k * es], out);
     let mut diag = [0f32];
     att.dtype.decode(&bytes[k * es..(k + 1) * es], &mut diag);
@@ -230,9 +242,8 @@ fn first_bad_value(row: &[f32], att: &Attention, l: usize, h: usize, k: usize) -
 /// `AHEAD`: each cache line asked for a kilobyte before it is read, where several slabs' rows
 /// are read in turn (the upper parts of a group's rows, each after the group's lower parts, went
 /// at the hardware prefetcher's pace: half of a `[4,8,N,N]` F16 aggregation's time, and the
-/// prefetch took it 10–20% faster at 4k). A lone slab's row is one forward stream, left to the
-/// hardware: asking for the next row too, once 6–8% faster for the 1k batch, had become 4–9%
-/// slower by the time each trace of a batch ran on a core of its own.
+/// prefetch took it 10–20% faster at 4k). A lone slab's row is one forward stream, its next row
+/// asked for where that helps ([`PREFETCH_ROWS_UP_TO`]).
 fn check_causal<const AHEAD: bool>(upper: &[u8], att: &Attention, l: usize, h: usize, k: usize) -> Result<(), DataError> {
     // Fast path: zero bytes (what every causal dump holds above the diagonal).
     if slab_row::all_zero::<AHEAD>(upper) {
