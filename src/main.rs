@@ -258,6 +258,7 @@ fn main() -> ExitCode {
         // SAFETY: first thing in main, before any thread exists.
         unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
+    flowtracer::alloc::keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bench { sizes, repeat, ui: true, run, dir, .. }) => {
