@@ -78,7 +78,7 @@ pub const KEEP_FREED: usize = 64 << 20;
 /// pictures (the credit picture's bands, the backbone's pixmap: 1–3 MiB each) back after the
 /// trace, to be faulted in and zeroed again for the next one: about a thousand page faults a
 /// 1k-token trace, 72 000 of the 73 800 a run of 64 such traces took. Kept, the run took 10 500
-/// and 8% less time, for 2 MB more resident at its peak (README, *What makes it fast*). Larger
+/// and 6% less time, for 2 MB more resident at its peak (README, *What makes it fast*). Larger
 /// blocks (a 4k-token trace's 32 MiB matrix) still come from the kernel, zeroed for free. Only
 /// the binary asks for this: the Python module is loaded into a process whose allocator is not
 /// ours to set. Elsewhere than glibc, nothing to do.
