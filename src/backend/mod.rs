@@ -162,6 +162,7 @@ impl std::fmt::Display for Unavailable {
 /// not touch CUDA its parent started (its calls fail or hang), and Vulkan drivers are no
 /// different. Python forks all the time (`multiprocessing`, `datasets.map(num_proc=…)`), so a
 /// child is told so by name, and `auto` takes the CPU there.
+#[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))]
 pub(crate) fn not_forked(device: &str, owner: u32) -> Result<(), String> {
     match std::process::id() {
         pid if pid == owner => Ok(()),
