@@ -198,6 +198,23 @@ mod tests {
         assert!(differ.is_empty(), "rows {differ:?} differ");
     }
 
+    /// A picture's file is the same bytes on any number of cores: its bands (each a deflate
+    /// block) are cut by its height, not by the threads drawing them.
+    #[test]
+    fn a_tall_picture_is_the_same_bytes_on_any_number_of_cores() {
+        let spec = SynthSpec { target_tokens: 3000, layers: 1, heads: 1, dtype: Dtype::F32, rank: 2, ..Default::default() };
+        let trace = Trace::from_bytes(synth_trace(&spec).to_bytes(), std::path::Path::new("tall.safetensors")).unwrap();
+        let r = analyze(&trace, &Params::default(), &Cancel::default()).unwrap();
+        let picture = credit_picture("tall", &trace.tokens, &trace.text(), trace.spans, &r, &TextStyle::raster());
+        let on = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| picture.png().unwrap());
+        let one = on(1);
+        let h = u32::from_be_bytes(one[20..24].try_into().unwrap());
+        assert!(super::super::bands(h).len() >= 8, "{h} rows: cut in bands");
+        for threads in [2, 3, 16] {
+            assert!(on(threads) == one, "{threads} threads wrote other bytes than one");
+        }
+    }
+
     /// The token text blended from the glyph cache is usvg's text to within anti-aliasing: a
     /// glyph a pixel off, missing or drawn twice would change hundreds of bytes by far more.
     /// (usvg fills a line's glyphs as one path, whose coverage where two glyphs meet in a pixel
