@@ -370,11 +370,12 @@ fn export_in_windows(
         exported += done.len();
         outcomes.extend(results.into_iter().map(|(o, _)| o));
     };
+    let writing = Slots::new(2 * rayon::current_num_threads());
     for window in jobs.chunks(window) {
         // The window's files are written on threads of their own (see `Written`), all of them
         // on disk before its results are handed over.
         let results = std::thread::scope(|writers| {
-            let written: Vec<Written> = window.par_chunks(backend.batch_size().max(1)).with_max_len(1).flat_map_iter(|chunk| export_batch(writers, &outputs, chunk, params, formats, backend, stop, tick)).collect();
+            let written: Vec<Written> = window.par_chunks(backend.batch_size().max(1)).with_max_len(1).flat_map_iter(|chunk| export_batch((writers, &writing), &outputs, chunk, params, formats, backend, stop, tick)).collect();
             written.into_iter().map(Written::settled).collect()
         });
         take(results, &mut outcomes);
@@ -434,14 +435,45 @@ impl Written<'_> {
     }
 }
 
+/// A count of things under way, at most a set number: a pool's thread takes a slot before it
+/// hands a trace's files to a writer, which gives it back when they are on disk, so a slow disk
+/// holds the pool back instead of letting a window's files pile up in memory.
+struct Slots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Slots {
+    fn new(count: usize) -> Slots {
+        Slots { free: std::sync::Mutex::new(count.max(1)), freed: std::sync::Condvar::new() }
+    }
+
+    /// Waits for a slot; it is given back when the guard goes (also on a panic).
+    fn take(&self) -> Slot<'_> {
+        let mut free = self.freed.wait_while(self.free.lock().unwrap_or_else(|e| e.into_inner()), |free| *free == 0).unwrap_or_else(|e| e.into_inner());
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+struct Slot<'a>(&'a Slots);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// One batch: open every trace (a broken file stays with its job), run the backend on the rest
-/// together, make each trace's files and hand them to a thread of `writers`. Each outcome's time
+/// together, make each trace's files and hand them to a thread of `writers` once one of its slots
+/// is free. Each outcome's time
 /// is its own opening and writing plus its share of the batch's pipeline run; `tick` is called
 /// as each is settled. A trace not yet opened when `stop` is set is not done; the ones opened
 /// finish (the pipeline gets no cancel).
 #[allow(clippy::too_many_arguments)]
 fn export_batch<'scope, 'env>(
-    writers: &'scope std::thread::Scope<'scope, 'env>,
+    (writers, writing): (&'scope std::thread::Scope<'scope, 'env>, &'env Slots),
     outputs: &'env outputs::Outputs,
     chunk: &[Job],
     params: &'env Params,
@@ -499,7 +531,9 @@ fn export_batch<'scope, 'env>(
                 }
             };
             let source = job.source.clone();
+            let slot = writing.take();
             Written::Writing(writers.spawn(move || {
+                let _slot = slot;
                 let t = Instant::now();
                 let res = write(outputs, &done, &files, Some(trace));
                 let elapsed_ms = made_ms + t.elapsed().as_secs_f64() * 1e3;
@@ -655,6 +689,29 @@ mod tests {
         assert_eq!(names(&one), names(&many), "the same files");
         assert!(!names(&many).iter().any(|n| n.to_string_lossy().starts_with('.')), "no temporaries left");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// No more slots are out at once than there are, and one given back (here by a guard
+    /// dropped) lets a waiting taker through.
+    #[test]
+    fn slots_hold_back_a_taker_until_one_is_given_back() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let slots = Slots::new(2);
+        let through = AtomicBool::new(false);
+        let (a, b) = (slots.take(), slots.take());
+        std::thread::scope(|s| {
+            let taker = s.spawn(|| {
+                let _c = slots.take();
+                through.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!through.load(Ordering::SeqCst), "a third slot was taken while two were out");
+            drop(a);
+            taker.join().unwrap();
+        });
+        assert!(through.load(Ordering::SeqCst));
+        drop(b);
+        let _all: Vec<Slot> = (0..2).map(|_| slots.take()).collect();
     }
 
     /// The step graphs made from the matrix the pipeline kept are the ones made from the trace's
