@@ -467,10 +467,9 @@ impl Drop for Slot<'_> {
 
 /// One batch: open every trace (a broken file stays with its job), run the backend on the rest
 /// together, make each trace's files and hand them to a thread of `writers` once one of its slots
-/// is free. Each outcome's time
-/// is its own opening and writing plus its share of the batch's pipeline run; `tick` is called
-/// as each is settled. A trace not yet opened when `stop` is set is not done; the ones opened
-/// finish (the pipeline gets no cancel).
+/// is free. Each outcome's time is its own opening and writing plus its share of the batch's
+/// pipeline run; `tick` is called as each is settled. A trace not yet opened when `stop` is set
+/// is not done; the ones opened finish (the pipeline gets no cancel).
 #[allow(clippy::too_many_arguments)]
 fn export_batch<'scope, 'env>(
     (writers, writing): (&'scope std::thread::Scope<'scope, 'env>, &'env Slots),
