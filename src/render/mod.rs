@@ -61,6 +61,13 @@ fn pixmap(w: u32, h: u32) -> Result<Pixmap, String> {
     Pixmap::new(w, h).ok_or_else(|| format!("image of {w}×{h} pixels cannot be allocated"))
 }
 
+/// A pixmap of the opaque colour `ground`, written once: a new pixmap is zeroed and filling it
+/// wrote every pixel again (the two were a twentieth of drawing a credit picture's bands).
+fn grounded_pixmap(w: u32, h: u32, [red, green, blue]: [u8; 3]) -> Result<Pixmap, String> {
+    let size = resvg::tiny_skia::IntSize::from_wh(w, h).ok_or_else(|| format!("image of {w}×{h} pixels cannot be allocated"))?;
+    Pixmap::from_vec([red, green, blue, 255].repeat(w as usize * h as usize), size).ok_or_else(|| format!("image of {w}×{h} pixels cannot be allocated"))
+}
+
 /// Rows per band when a picture is cut for the cores: enough that a band's overlap with its
 /// neighbours (a line of text either side) stays a small part of it, few enough that a 4k
 /// trace's picture (3 600 rows) makes a dozen bands: at 512 its seven left one core a band

@@ -8,7 +8,7 @@
 //! from [`glyphs`]' cache. The SVG is the same either way.
 
 use super::colormap::hex;
-use super::{BAND_MARGIN, MAX_RASTER_PIXELS, bands, encode_pieces, escape, fill, glyphs, parse, pixmap, png, scanlines, svg_to_png};
+use super::{BAND_MARGIN, MAX_RASTER_PIXELS, bands, encode_pieces, escape, fill, glyphs, grounded_pixmap, parse, pixmap, png, scanlines, svg_to_png};
 use rayon::prelude::*;
 use resvg::tiny_skia::{self, FillRule, Paint, PathBuilder, Pixmap, Stroke, StrokeDash, Transform};
 use std::ops::Range;
@@ -209,10 +209,10 @@ impl Picture {
             // The rasteriser's anti-aliasing differs on the rows next to a pixmap's edge, so
             // a band is drawn with a margin and cut out of it.
             let (top, bottom) = (r.start.saturating_sub(BAND_MARGIN), (r.end + BAND_MARGIN).min(h));
-            let mut band = pixmap(w, bottom - top)?;
-            if let Some([red, green, blue]) = self.ground {
-                band.fill(tiny_skia::Color::from_rgba8(red, green, blue, 255));
-            }
+            let mut band = match self.ground {
+                Some(ground) => grounded_pixmap(w, bottom - top, ground)?,
+                None => pixmap(w, bottom - top)?,
+            };
             let usvg = |band: &mut Pixmap, fragments: &mut dyn Iterator<Item = &str>| -> Result<(), String> {
                 let mut fragments = fragments.peekable();
                 if fragments.peek().is_none() {
