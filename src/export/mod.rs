@@ -370,12 +370,14 @@ fn export_in_windows(
         exported += done.len();
         outcomes.extend(results.into_iter().map(|(o, _)| o));
     };
-    let writing = Slots::new(2 * rayon::current_num_threads());
+    let run = Run { outputs: &outputs, params, formats, backend, stop, tick };
+    let slots = Slots::new(2 * rayon::current_num_threads());
     for window in jobs.chunks(window) {
         // The window's files are written on threads of their own (see `Written`), all of them
         // on disk before its results are handed over.
-        let results = std::thread::scope(|writers| {
-            let written: Vec<Written> = window.par_chunks(backend.batch_size().max(1)).with_max_len(1).flat_map_iter(|chunk| export_batch((writers, &writing), &outputs, chunk, params, formats, backend, stop, tick)).collect();
+        let results = std::thread::scope(|scope| {
+            let writers = Writers { scope, slots: &slots };
+            let written: Vec<Written> = window.par_chunks(backend.batch_size().max(1)).with_max_len(1).flat_map_iter(|chunk| export_batch(&run, writers, chunk)).collect();
             written.into_iter().map(Written::settled).collect()
         });
         take(results, &mut outcomes);
@@ -410,6 +412,24 @@ fn export_in_windows(
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     outputs.write(&out.join("summary.json"), &json)?;
     Ok(summary)
+}
+
+/// What every trace of an export is exported with.
+struct Run<'env> {
+    outputs: &'env outputs::Outputs,
+    params: &'env Params,
+    formats: Formats,
+    backend: &'env dyn Backend,
+    stop: &'env Cancel,
+    tick: &'env (dyn Fn(&Outcome) + Sync),
+}
+
+/// Where a window's traces' files are written: threads of the window's scope, as many at once
+/// as `slots` has free.
+#[derive(Clone, Copy)]
+struct Writers<'scope, 'env> {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    slots: &'env Slots,
 }
 
 /// A trace opened and run through the pipeline (with its matrix where the step graphs are to be
@@ -470,17 +490,8 @@ impl Drop for Slot<'_> {
 /// is free. Each outcome's time is its own opening and writing plus its share of the batch's
 /// pipeline run; `tick` is called as each is settled. A trace not yet opened when `stop` is set
 /// is not done; the ones opened finish (the pipeline gets no cancel).
-#[allow(clippy::too_many_arguments)]
-fn export_batch<'scope, 'env>(
-    (writers, writing): (&'scope std::thread::Scope<'scope, 'env>, &'env Slots),
-    outputs: &'env outputs::Outputs,
-    chunk: &[Job],
-    params: &'env Params,
-    formats: Formats,
-    backend: &dyn Backend,
-    stop: &Cancel,
-    tick: &'env (dyn Fn(&Outcome) + Sync),
-) -> Vec<Written<'scope>> {
+fn export_batch<'scope, 'env>(run: &Run<'env>, writers: Writers<'scope, 'env>, chunk: &[Job]) -> Vec<Written<'scope>> {
+    let &Run { outputs, params, formats, backend, stop, tick } = run;
     let opened: Vec<(Result<Trace, TraceError>, f64)> = chunk
         .iter()
         .map(|job| {
@@ -530,8 +541,8 @@ fn export_batch<'scope, 'env>(
                 }
             };
             let source = job.source.clone();
-            let slot = writing.take();
-            Written::Writing(writers.spawn(move || {
+            let slot = writers.slots.take();
+            Written::Writing(writers.scope.spawn(move || {
                 let _slot = slot;
                 let t = Instant::now();
                 let res = write(outputs, &done, &files, Some(trace));
