@@ -13,6 +13,7 @@ pub mod alloc;
 pub mod atomic;
 pub mod backend;
 pub mod bench;
+pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod export;

@@ -262,7 +262,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bench { sizes, repeat, ui: true, run, dir, .. }) => {
-            println!("the app on {} · {} threads · median of {repeat}\n", bench::cpu(), rayon::current_num_threads());
+            println!("the app on {} · {} threads · median of {repeat}\n", flowtracer::cpu::describe(), rayon::current_num_threads());
             println!("| N | re-score ms: credit change | backbone change | role change | re-score ms: aggregation change ([4,8,N,N] F16; from 16k [N,N] F16) | knock-out loss of every token ms (in each re-score) | text view frame ms (CPU: layout + tessellation) | step graph ms | matrix overview ms (CPU) | matrix detail ms (2048² window) |\n|---|---|---|---|---|---|---|---|---|---|");
             for n in sizes {
                 let b = match bench::ui_bench(n, repeat) {
@@ -548,7 +548,7 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, cases: &dyn Fn(us
         d if d.is_empty() => d,
         d => format!(" on {d}"),
     };
-    println!("backend {}{device} · {} threads of {} · median of {repeat}", backend.name(), rayon::current_num_threads(), bench::cpu());
+    println!("backend {}{device} · {} threads of {} · median of {repeat}", backend.name(), rayon::current_num_threads(), flowtracer::cpu::describe());
     let mut rows = Vec::new();
     'sizes: for &n in &sizes {
         let cases = cases(n);

@@ -5,14 +5,12 @@
 #[cfg(feature = "app")]
 mod app;
 mod floor;
-mod machine;
 mod scratch;
 mod tables;
 
 #[cfg(feature = "app")]
 pub use app::{RunOpenBench, UiBench, run_open_bench, ui_bench};
 pub use floor::{files_read_floor, first_touch_floor, read_floor};
-pub use machine::cpu;
 pub use scratch::Scratch;
 pub use tables::{format_device_floor_table, format_floor_table, format_png_lines, format_table};
 

@@ -372,16 +372,7 @@ pub(crate) fn prefetch_all(bytes: &[u8]) {
 /// no other, unmeasured). Asked once a process.
 pub(crate) fn prefetcher_stops_at_pages() -> bool {
     static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *INTEL.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let id = std::arch::x86_64::__cpuid(0);
-            let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
-            vendor == b"GenuineIntel"
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    })
+    *INTEL.get_or_init(crate::cpu::is_intel)
 }
 
 /// M's row from the accumulated one: each entry times `scale` (the mean's 1/slabs; None under
@@ -684,14 +675,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// The next row is asked for on Intel's CPUs alone: the vendor the kernel reports.
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    #[test]
-    fn the_next_row_is_asked_for_on_intel_alone() {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
-        let vendor = cpuinfo.lines().find_map(|l| l.strip_prefix("vendor_id")).map(|v| v.trim_start_matches([' ', '\t', ':'])).unwrap();
-        assert_eq!(prefetcher_stops_at_pages(), vendor == "GenuineIntel", "vendor {vendor}");
     }
 }
