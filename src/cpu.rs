@@ -5,7 +5,7 @@
 //! (`flow::slab_row::prefetcher_stops_at_pages`). Read from CPUID, as the kernel reads it.
 
 /// The processor's name as it reports it, and the widest vectors the pipeline's kernels take on
-/// it: "AMD EPYC · AVX-512F".
+/// it: "AMD EPYC · AVX2".
 pub fn describe() -> String {
     format!("{} · {}", brand().unwrap_or_else(|| std::env::consts::ARCH.to_string()), vectors())
 }
