@@ -42,7 +42,9 @@ fn vendor() -> Option<[u8; 12]> {
     {
         let id = std::arch::x86_64::__cpuid(0);
         let mut vendor = [0; 12];
-        vendor.iter_mut().zip([id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes())).for_each(|(v, b)| *v = b);
+        for (bytes, register) in vendor.chunks_exact_mut(4).zip([id.ebx, id.edx, id.ecx]) {
+            bytes.copy_from_slice(&register.to_le_bytes());
+        }
         Some(vendor)
     }
     #[cfg(not(target_arch = "x86_64"))]
