@@ -58,14 +58,18 @@ fn parse(svg: &str) -> Result<resvg::usvg::Tree, String> {
 }
 
 fn pixmap(w: u32, h: u32) -> Result<Pixmap, String> {
-    Pixmap::new(w, h).ok_or_else(|| format!("image of {w}×{h} pixels cannot be allocated"))
+    Pixmap::new(w, h).ok_or_else(|| unallocatable(w, h))
 }
 
 /// A pixmap of the opaque colour `ground`, written once: a new pixmap is zeroed and filling it
 /// wrote every pixel again (the two were a twentieth of drawing a credit picture's bands).
 fn grounded_pixmap(w: u32, h: u32, [red, green, blue]: [u8; 3]) -> Result<Pixmap, String> {
-    let size = resvg::tiny_skia::IntSize::from_wh(w, h).ok_or_else(|| format!("image of {w}×{h} pixels cannot be allocated"))?;
-    Pixmap::from_vec([red, green, blue, 255].repeat(w as usize * h as usize), size).ok_or_else(|| format!("image of {w}×{h} pixels cannot be allocated"))
+    let size = resvg::tiny_skia::IntSize::from_wh(w, h).ok_or_else(|| unallocatable(w, h))?;
+    Pixmap::from_vec([red, green, blue, 255].repeat(w as usize * h as usize), size).ok_or_else(|| unallocatable(w, h))
+}
+
+fn unallocatable(w: u32, h: u32) -> String {
+    format!("image of {w}×{h} pixels cannot be allocated")
 }
 
 /// Rows per band when a picture is cut for the cores: enough that a band's overlap with its
