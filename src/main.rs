@@ -572,7 +572,7 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, cases: &dyn Fn(us
         (b, Some(&n)) if b > 0 && !stop.is_cancelled() => {
             eprintln!("bench: a batch of {b} traces of about {n} tokens …");
             match bench::batch_throughput(n, b, dir, backend.as_ref(), repeat) {
-                Ok(r) => Some(format!("\n{}\n{}\n{}\n", r.line(), r.profile_line(), r.export_line())),
+                Ok(r) => Some(format!("\n{}\n{}\n{}\n{}\n", r.line(), r.credit_line(), r.profile_line(), r.export_line())),
                 Err(e) => {
                     eprintln!("flowtracer: bench batch: {e}");
                     return ExitCode::from(1);

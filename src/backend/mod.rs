@@ -1,7 +1,7 @@
 //! The seam between the pipeline's steps and what executes them. A backend runs a batch of
 //! traces and answers one result per trace; an error stays with its trace.
 
-use crate::flow::{self, Cancel, Executor, FlowResult, Matrix, Plan};
+use crate::flow::{self, Cancel, Executor, FlowResult, Matrix, Plan, Scope};
 use crate::span::Spans;
 use crate::params::Params;
 use crate::trace::{Trace, TraceError};
@@ -44,13 +44,19 @@ pub trait Backend: Send + Sync {
     /// The batch between each trace's own spans; a trace whose plan fails keeps its error and
     /// costs the others nothing.
     fn run_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
-        planned(traces, params, |ready| self.execute_results(ready, cancel))
+        planned(traces, params, Scope::Everything, |ready| self.execute_results(ready, cancel))
+    }
+
+    /// [`Backend::run_batch`] making only the credit and what it is made from ([`Scope::Credit`]):
+    /// an RL step's rollouts, whose backbone and roles nobody reads.
+    fn credit_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
+        planned(traces, params, Scope::Credit, |ready| self.execute_results(ready, cancel))
     }
 
     /// [`Backend::run_batch`] with each result's aggregated matrix, for what reads it after the
     /// pipeline (the export's step graphs), where a batch's matrices may all be held at once.
     fn run_batch_with_matrices(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<(FlowResult, Matrix), TraceError>> {
-        planned(traces, params, |ready| self.execute(ready, cancel))
+        planned(traces, params, Scope::Everything, |ready| self.execute(ready, cancel))
     }
 
     /// One trace between `spans`, keeping the aggregated matrix (the app's analyses).
@@ -62,8 +68,8 @@ pub trait Backend: Send + Sync {
 
 /// Each trace planned between its own spans and the planned ones executed together; a trace whose
 /// plan fails keeps its error and costs the others nothing.
-fn planned<R>(traces: &[&Trace], params: &Params, execute: impl FnOnce(&[(&Trace, &Plan)]) -> Vec<Result<R, TraceError>>) -> Vec<Result<R, TraceError>> {
-    let plans: Vec<Result<Plan, TraceError>> = traces.iter().map(|t| Plan::for_trace(t, params)).collect();
+fn planned<R>(traces: &[&Trace], params: &Params, scope: Scope, execute: impl FnOnce(&[(&Trace, &Plan)]) -> Vec<Result<R, TraceError>>) -> Vec<Result<R, TraceError>> {
+    let plans: Vec<Result<Plan, TraceError>> = traces.iter().map(|t| Plan::for_trace(t, params).map(|p| Plan { scope, ..p })).collect();
     let ready: Vec<(&Trace, &Plan)> = traces.iter().zip(&plans).filter_map(|(&t, p)| p.as_ref().ok().map(|p| (t, p))).collect();
     let mut ran = execute(&ready).into_iter();
     plans.into_iter().map(|p| p.and_then(|_| ran.next().expect("one result per planned trace"))).collect()
@@ -248,6 +254,45 @@ pub fn availability_report() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::flow::Step;
+
+    /// A batch making only the credit gives the whole analysis' credit, throughput, reach, flow
+    /// and status to the bit, without the backbone's sweep riding in the flow solve; its backbone
+    /// and roles are unmade, and its provenance says so.
+    #[test]
+    fn a_credit_batch_makes_the_credit_of_the_whole_analysis() {
+        let traces: Vec<Trace> = (0..3)
+            .map(|seed| {
+                let spec = crate::synth::SynthSpec { seed, target_tokens: 300, layers: 2, heads: 2, dtype: crate::trace::Dtype::F16, rank: 2, no_answer: seed == 2 };
+                Trace::from_bytes(crate::synth::synth_trace(&spec).to_bytes(), std::path::Path::new("t.safetensors")).unwrap()
+            })
+            .collect();
+        let refs: Vec<&Trace> = traces.iter().collect();
+        let params = Params::default();
+        let (all, credit) = (Cpu.run_batch(&refs, &params, &Cancel::default()), Cpu.credit_batch(&refs, &params, &Cancel::default()));
+        assert_eq!(all.len(), credit.len());
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut ok = 0;
+        for (a, c) in all.iter().zip(&credit) {
+            let (a, c) = (a.as_ref().unwrap(), c.as_ref().unwrap());
+            assert_eq!(a.status, c.status);
+            for (x, y) in [(&a.credit, &c.credit), (&a.throughput, &c.throughput), (&a.reach, &c.reach), (&a.flow, &c.flow)] {
+                assert_eq!(bits(x), bits(y));
+            }
+            assert!(c.backbone.is_empty() && c.hubs.is_empty() && c.checkpoints.is_empty() && c.far_sources.is_empty());
+            assert!(!c.times.backbone_sweep_in_flow);
+            assert_eq!((c.provenance.on(Step::Backbone), c.provenance.on(Step::Roles)), (None, None));
+            assert_eq!(c.provenance.on(Step::Credit), a.provenance.on(Step::Credit));
+            if a.status == crate::Status::Ok {
+                ok += 1;
+                assert!(!a.backbone.is_empty() && a.provenance.on(Step::Backbone).is_some());
+                assert!(c.credit.iter().any(|&g| g > 1.0));
+            }
+        }
+        assert_eq!(ok, 2, "two traces with flow, one without an answer");
+    }
+
     /// A device serves the process that set it up; another process is told it is a fork of that one.
     #[test]
     fn a_device_serves_only_the_process_that_set_it_up() {

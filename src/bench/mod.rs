@@ -313,6 +313,10 @@ pub struct BatchRate {
     /// The same batch on a pool of one thread: `rate` over this is what the batch gains from
     /// the pool's threads.
     pub one_thread: f64,
+    /// The same batch as an RL step runs it, making only the credit (`Backend::credit_batch`),
+    /// on the pool and on one thread.
+    pub credit_rate: f64,
+    pub credit_one_thread: f64,
     /// Each trace's file read once, at the read floor measured over the batch's own files: the
     /// bytes that must come from memory. A 1k-token trace's matrix (2 MiB) is not counted: the
     /// steps that read it after the aggregation read it back from the caches, not from memory.
@@ -348,12 +352,13 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
     let file_bytes: u64 = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).map_err(|e| format!("{}: {e}", p.display()))).sum::<Result<u64, String>>()?;
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(|e| format!("a pool of one thread: {e}"))?;
     let params = Params::default();
-    // The rate, and the steps' times summed over the batch's traces.
-    let run = || -> Result<(f64, StepTimes), String> {
+    // The rate, and the steps' times summed over the batch's traces: of `run_batch`, or of
+    // `credit_batch` where `credit_only`.
+    let run = |credit_only: bool| -> Result<(f64, StepTimes), String> {
         let traces: Vec<Trace> = paths.iter().map(|p| Trace::open(p).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
         let refs: Vec<&Trace> = traces.iter().collect();
         let t = Instant::now();
-        let results = backend.run_batch(&refs, &params, &Cancel::default());
+        let results = if credit_only { backend.credit_batch(&refs, &params, &Cancel::default()) } else { backend.run_batch(&refs, &params, &Cancel::default()) };
         let secs = t.elapsed().as_secs_f64();
         let mut steps = StepTimes::default();
         for r in results {
@@ -362,17 +367,20 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
         Ok((count as f64 / secs.max(1e-9), steps))
     };
     let (mut rates, mut one_rates, mut floors, mut one_floors) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut credit_rates, mut credit_one_rates) = (Vec::new(), Vec::new());
     let mut one_steps = StepTimes::default();
     // The files were just written: see `WARM_UP_ROUNDS`.
     for _ in 0..WARM_UP_ROUNDS {
-        run()?;
+        run(false)?;
         files_read_floor(&paths, 1)?;
     }
     for _ in 0..repeat.max(1) {
-        rates.push(run()?.0);
-        let (rate, steps) = one.install(run)?;
+        rates.push(run(false)?.0);
+        let (rate, steps) = one.install(|| run(false))?;
         one_rates.push(rate);
         one_steps.add(&steps);
+        credit_rates.push(run(true)?.0);
+        credit_one_rates.push(one.install(|| run(true))?.0);
         floors.push(files_read_floor(&paths, 1)?);
         one_floors.push(one.install(|| files_read_floor(&paths, 1))?);
     }
@@ -404,6 +412,8 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
         threads: rayon::current_num_threads(),
         rate: median(rates),
         one_thread: median(one_rates),
+        credit_rate: median(credit_rates),
+        credit_one_thread: median(credit_one_rates),
         floor: median(floors) * count as f64 / file_bytes as f64,
         one_thread_steps: one_steps.scaled(1.0 / (count * repeat.max(1)) as f64),
         file_bytes: file_bytes as f64 / count as f64,

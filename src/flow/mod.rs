@@ -24,7 +24,7 @@ pub mod unit_flow;
 pub use backbone::FlowPath;
 pub use matrix::Matrix;
 pub use pipeline::{AggregateError, Cpu, Offered, Offload, Selected, Solved, execute, rescore, resume, solve_graph};
-pub use plan::Plan;
+pub use plan::{Plan, Scope};
 pub use provenance::{Executor, Fallback, Provenance, Step};
 
 use crate::params::Params;
@@ -128,7 +128,8 @@ pub struct FlowResult {
     pub throughput: Vec<f64>,
     pub credit: Vec<f64>,
     /// Effective number of far sources feeding each backbone token (the checkpoint score; 0 off
-    /// the backbone).
+    /// the backbone). This, the backbone, the hubs and the checkpoints are empty from a run of
+    /// [`Scope::Credit`], whose provenance has no backbone or roles step.
     pub far_sources: Vec<f64>,
     pub backbone: Vec<FlowPath>,
     pub hubs: Vec<usize>,

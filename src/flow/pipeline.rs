@@ -4,7 +4,7 @@
 //! through [`execute`]; a re-score on an earlier run's matrix comes through [`rescore`].
 
 use super::provenance::{Executor, Provenance, Step};
-use super::{Cancel, FlowPath, FlowResult, Matrix, Plan, Status, StepTimes, aggregate, backbone, credit, reach, roles, throughput, unit_flow};
+use super::{Cancel, FlowPath, FlowResult, Matrix, Plan, Scope, Status, StepTimes, aggregate, backbone, credit, reach, roles, throughput, unit_flow};
 use crate::params::AggregateParams;
 use crate::span::Spans;
 use crate::trace::{Attention, DataError, Problem, Trace, TraceError};
@@ -181,7 +181,7 @@ fn roles_of(m: &Matrix, h: &[f64], f: &[f64], tau: &[f64], spans: Spans, backbon
 /// Steps 3–9 on a hand-made graph between `spans` as they are (no sink conditioning): the
 /// tests' and the knock-out's way in.
 pub fn solve_graph(m: &Matrix, spans: Spans, params: &crate::params::Params) -> FlowResult {
-    let plan = Plan { spans, sink: spans, params: params.clone(), selection: aggregate::Selection::default(), n: m.n };
+    let plan = Plan { spans, sink: spans, params: params.clone(), selection: aggregate::Selection::default(), n: m.n, scope: Scope::Everything };
     let prov = Provenance::new(Executor::Cpu, String::new());
     assemble(m, &plan, &Cpu, &Cancel::default(), prov, StepTimes::default()).expect("nothing cancels it")
 }
@@ -228,6 +228,7 @@ fn status(spans: Spans, uf: &unit_flow::UnitFlow) -> Status {
 /// Steps 3–9 between the plan's sink spans; `times` holds the aggregation's already.
 fn assemble(m: &Matrix, plan: &Plan, on: &dyn Offload, cancel: &Cancel, mut prov: Provenance, mut times: StepTimes) -> Result<FlowResult, DataError> {
     let (spans, params, n) = (plan.sink, &plan.params, m.n);
+    let everything = plan.scope == Scope::Everything;
 
     let t = Instant::now();
     let (h, uf, first_sweep) = match offered(&mut prov, &[Step::Reach, Step::Flow], on.solve(m, spans)) {
@@ -241,7 +242,7 @@ fn assemble(m: &Matrix, plan: &Plan, on: &dyn Offload, cancel: &Cancel, mut prov
             times.reach = t.elapsed();
             // The backbone's first sweep rides along with the flow solve where the CPU runs both.
             let t = Instant::now();
-            let (uf, first) = if params.backbone.max_paths > 0 {
+            let (uf, first) = if everything && params.backbone.max_paths > 0 {
                 unit_flow::unit_flow_and_widths(m, &h, spans)
             } else {
                 (unit_flow::unit_flow(m, &h, spans), None)
@@ -257,8 +258,12 @@ fn assemble(m: &Matrix, plan: &Plan, on: &dyn Offload, cancel: &Cancel, mut prov
     let t = Instant::now();
     // On the host for every executor: a chain of dependent sweeps, which the CPU updates path by
     // path where a device sweeps whole each time (README, "Why the backbone runs on the host").
-    let backbone = backbone::backbone_after(m, &h, &uf.flow, spans, uf.sources, &params.backbone, first_sweep);
-    prov.ran(Step::Backbone, Executor::Cpu);
+    let backbone = if everything {
+        prov.ran(Step::Backbone, Executor::Cpu);
+        backbone::backbone_after(m, &h, &uf.flow, spans, uf.sources, &params.backbone, first_sweep)
+    } else {
+        Vec::new()
+    };
     times.backbone = t.elapsed();
     check(cancel)?;
 
@@ -278,8 +283,12 @@ fn assemble(m: &Matrix, plan: &Plan, on: &dyn Offload, cancel: &Cancel, mut prov
     times.credit = t.elapsed();
 
     let t = Instant::now();
-    let (far, hubs, checkpoints) = roles_of(m, &h, &uf.flow, &tau, spans, &backbone, status, params);
-    prov.ran(Step::Roles, Executor::Cpu);
+    let (far, hubs, checkpoints) = if everything {
+        prov.ran(Step::Roles, Executor::Cpu);
+        roles_of(m, &h, &uf.flow, &tau, spans, &backbone, status, params)
+    } else {
+        (Vec::new(), Vec::new(), Vec::new())
+    };
     times.roles = t.elapsed();
 
     if let Some(c) = on.charged() {

@@ -20,6 +20,20 @@ pub struct Plan {
     pub selection: Selection,
     /// The number of tokens.
     pub n: usize,
+    pub scope: Scope,
+}
+
+/// What a run makes of a trace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every step: what the app, the export and `--print` show.
+    #[default]
+    Everything,
+    /// The credit and what it is made from (reach, flow, throughput, status): what an RL step
+    /// takes from its rollouts. The backbone and the roles (far sources, hubs, checkpoints) are
+    /// left unmade, and the backbone's first sweep no longer rides in the flow solve: together a
+    /// third of a 1k-token trace's time. The provenance lists the steps that ran.
+    Credit,
 }
 
 impl Plan {
@@ -37,7 +51,7 @@ impl Plan {
         params.validate().map_err(|e| DataError::new(Problem::Params, e))?;
         spans.validate(trace.n()).map_err(|e| DataError::new(Problem::Span, e))?;
         let selection = aggregate::select(trace, &params.aggregate)?;
-        Ok(Plan { spans, sink: reach::conditioned(spans, &params.answer), params: params.clone(), selection, n: trace.n() })
+        Ok(Plan { spans, sink: reach::conditioned(spans, &params.answer), params: params.clone(), selection, n: trace.n(), scope: Scope::Everything })
     }
 
     /// Where a run between `spans` with `params` can take up this plan's result (see
@@ -71,6 +85,7 @@ impl Plan {
             .validate()
             .map_err(|e| DataError::new(Problem::Params, e))
             .and_then(|()| spans.validate(self.n).map_err(|e| DataError::new(Problem::Span, e)));
-        Some(checked.map(|()| Plan { spans, sink: reach::conditioned(spans, &params.answer), params: params.clone(), selection: self.selection.clone(), n: self.n }))
+        let scope = self.scope;
+        Some(checked.map(|()| Plan { spans, sink: reach::conditioned(spans, &params.answer), params: params.clone(), selection: self.selection.clone(), n: self.n, scope }))
     }
 }

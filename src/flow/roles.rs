@@ -46,11 +46,9 @@ pub fn hubs(tau: &[f64], spans: Spans, p: &RoleParams) -> Vec<usize> {
 pub fn far_sources(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, paths: &[FlowPath], min_distance: usize) -> Vec<f64> {
     let n = m.n;
     let mut out = vec![0.0; n];
+    let g = unit_outflow(h, f, spans);
     let tokens: BTreeSet<usize> = paths.iter().flat_map(|p| p.tokens.iter().copied()).filter(|&k| k >= spans.question.end).collect();
-    let values: Vec<(usize, f64)> = tokens
-        .into_par_iter()
-        .map(|k| (k, far_sources_of(m, h, f, spans, k, min_distance)))
-        .collect();
+    let values: Vec<(usize, f64)> = tokens.into_par_iter().map(|k| (k, far_sources_from(m, &g, h, f, k, min_distance))).collect();
     for (k, v) in values {
         out[k] = v;
     }
@@ -59,26 +57,35 @@ pub fn far_sources(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, paths: &[Flow
 
 /// The far-source score of one token (the app's inspector asks for any token).
 pub fn far_sources_of(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, k: usize, min_distance: usize) -> f64 {
+    far_sources_from(m, &unit_outflow(h, f, spans), h, f, k, min_distance)
+}
+
+/// g(i) = f(i)/h(i) for conserving tokens, 0 for the rest, so that φ(i,k) = g(i)·M[k,i]·h(k):
+/// the division made once a token rather than once an edge of every backbone token's row (the
+/// same φ to the bit: it was `f[i] / h[i] * M[k,i] * h[k]`, left to right).
+fn unit_outflow(h: &[f64], f: &[f64], spans: Spans) -> Vec<f64> {
+    (0..h.len()).map(|i| if conserves(i, h, spans.answer) { f[i] / h[i] } else { 0.0 }).collect()
+}
+
+/// [`far_sources_of`] with `g` made: the far sources (before `far_end`) and the near ones in two
+/// loops, each adding to the inflow in the tokens' order as one loop did.
+fn far_sources_from(m: &Matrix, g: &[f64], h: &[f64], f: &[f64], k: usize, min_distance: usize) -> f64 {
     if f[k] <= 0.0 {
         return 0.0;
     }
-    let row = m.row(k);
+    let (row, hk) = (m.row(k), h[k]);
     let d = min_distance.max(1);
     let far_end = if k >= d { k - d + 1 } else { 0 };
+    // A token that does not conserve has g = 0, so φ = 0 and it is passed over as before.
+    let phi = |i: usize| g[i] * row[i] as f64 * hk;
     let (mut total, mut far, mut far_plogp) = (0.0f64, 0.0f64, 0.0f64);
-    for i in 0..k {
-        if !conserves(i, h, spans.answer) {
-            continue;
-        }
-        let phi = f[i] / h[i] * row[i] as f64 * h[k];
-        if phi <= 0.0 {
-            continue;
-        }
+    for phi in (0..far_end).map(phi).filter(|&p| p > 0.0) {
         total += phi;
-        if i < far_end {
-            far += phi;
-            far_plogp += phi * phi.ln();
-        }
+        far += phi;
+        far_plogp += phi * phi.ln();
+    }
+    for phi in (far_end..k).map(phi).filter(|&p| p > 0.0) {
+        total += phi;
     }
     if far <= 0.0 || total <= 0.0 {
         return 0.0;

@@ -7,7 +7,7 @@ use crate::flow::{self, Cancel, FlowResult};
 use crate::params::{CreditParams, Params};
 use crate::span::Spans;
 use crate::synth::Rng;
-use crate::trace::{AttentionInput, Dtype, Trace, TraceBuilder};
+use crate::trace::{AttentionInput, Dtype, Trace, TraceBuilder, TraceError};
 use serde::{Deserialize, Serialize};
 
 /// A_i = (r_i − mean r) / (std r + 1e-6), std with Bessel's correction; a group whose rewards
@@ -116,10 +116,11 @@ pub fn attention_received(s: &Scored) -> Vec<f64> {
 }
 
 /// Flow credit for many sequences at once: the engine runs them as one batch through the backend
-/// seam (the GPU when there is one). A sequence the engine refuses (say, no answer stated) gets
-/// γ = 1: it is still trained on, just not shaped.
+/// seam (the GPU when there is one), making only the credit ([`crate::flow::Scope::Credit`]). A
+/// sequence the engine refuses (say, no answer stated) gets γ = 1: it is still trained on, just
+/// not shaped.
 pub fn flow_credits(backend: &dyn Backend, seqs: &[Scored], params: &Params) -> Vec<Vec<f64>> {
-    flow_results(backend, seqs, params)
+    batch(seqs, |present| backend.credit_batch(present, params, &Cancel::default()))
         .into_iter()
         .zip(seqs)
         .map(|(r, s)| r.map_or_else(|| vec![1.0; s.tokens.len()], |r| r.credit))
@@ -129,9 +130,14 @@ pub fn flow_credits(backend: &dyn Backend, seqs: &[Scored], params: &Params) -> 
 /// The whole flow analysis of each sequence, one batch through the backend; `None` where the
 /// engine refused the sequence.
 pub fn flow_results(backend: &dyn Backend, seqs: &[Scored], params: &Params) -> Vec<Option<FlowResult>> {
+    batch(seqs, |present| backend.run_batch(present, params, &Cancel::default()))
+}
+
+/// `run` over the sequences as traces, its results back in the sequences' places.
+fn batch(seqs: &[Scored], run: impl FnOnce(&[&Trace]) -> Vec<Result<FlowResult, TraceError>>) -> Vec<Option<FlowResult>> {
     let traces: Vec<Option<Trace>> = seqs.iter().map(rollout_trace).collect();
     let present: Vec<&Trace> = traces.iter().flatten().collect();
-    let mut results = backend.run_batch(&present, params, &Cancel::default()).into_iter();
+    let mut results = run(&present).into_iter();
     traces.iter().map(|t| t.as_ref().and_then(|_| results.next()).and_then(Result::ok)).collect()
 }
 

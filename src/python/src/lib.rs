@@ -10,7 +10,7 @@ mod output;
 mod pool;
 
 use flowtracer::backend::{self, Backend, Choice};
-use flowtracer::flow::Cancel;
+use flowtracer::flow::{Cancel, Scope};
 use flowtracer::params::CreditParams;
 use flowtracer::trace::ArrayInput;
 use output::ResultTokens;
@@ -108,7 +108,7 @@ fn interruptible<T: Send>(py: Python<'_>, progress: Option<&Bound<'_, PyAny>>, t
 /// Opens the inputs and runs every trace that opened, a window of traces at a time (the
 /// backend's batch, at least 64) so that `done` counts them as they finish; stops between
 /// windows once cancelled (the caller then discards what it has).
-fn open_and_run_windows<T: Send>(inputs: Vec<T>, open: impl Fn(T) -> Result<Trace, flowtracer::TraceError> + Sync + Send, params: &Params, backend: &dyn Backend, cancel: &Cancel, done: &AtomicUsize) -> (Opened, Ran) {
+fn open_and_run_windows<T: Send>(inputs: Vec<T>, open: impl Fn(T) -> Result<Trace, flowtracer::TraceError> + Sync + Send, params: &Params, scope: Scope, backend: &dyn Backend, cancel: &Cancel, done: &AtomicUsize) -> (Opened, Ran) {
     let window = backend.batch_size().max(64);
     let (mut opened, mut ran) = (Vec::with_capacity(inputs.len()), Vec::with_capacity(inputs.len()));
     let mut inputs = inputs.into_iter();
@@ -119,7 +119,10 @@ fn open_and_run_windows<T: Send>(inputs: Vec<T>, open: impl Fn(T) -> Result<Trac
         }
         let these = open_all(part, &open);
         let ready: Vec<&Trace> = these.iter().filter_map(|t| t.as_ref().ok()).collect();
-        ran.extend(backend.run_batch(&ready, params, cancel));
+        ran.extend(match scope {
+            Scope::Everything => backend.run_batch(&ready, params, cancel),
+            Scope::Credit => backend.credit_batch(&ready, params, cancel),
+        });
         done.fetch_add(these.len(), Ordering::Relaxed);
         opened.extend(these);
     }
@@ -127,9 +130,9 @@ fn open_and_run_windows<T: Send>(inputs: Vec<T>, open: impl Fn(T) -> Result<Trac
 }
 
 /// Opens the inputs and runs every trace that opened, interruptibly, reporting to `progress`.
-fn open_and_run<T: Send>(py: Python<'_>, inputs: Vec<T>, open: impl Fn(T) -> Result<Trace, flowtracer::TraceError> + Sync + Send, params: &Params, backend: &dyn Backend, progress: Option<&Bound<'_, PyAny>>) -> PyResult<(Opened, Ran)> {
+fn open_and_run<T: Send>(py: Python<'_>, inputs: Vec<T>, open: impl Fn(T) -> Result<Trace, flowtracer::TraceError> + Sync + Send, params: &Params, scope: Scope, backend: &dyn Backend, progress: Option<&Bound<'_, PyAny>>) -> PyResult<(Opened, Ran)> {
     let total = inputs.len();
-    interruptible(py, progress, total, |cancel, done| open_and_run_windows(inputs, open, params, backend, cancel, done))
+    interruptible(py, progress, total, |cancel, done| open_and_run_windows(inputs, open, params, scope, backend, cancel, done))
 }
 
 /// Each item of the answer is a result dict or the error of its trace (one bad trace costs the
@@ -215,13 +218,15 @@ fn open_array((array, rest): (ArrayInput, ArrayItemRest)) -> Result<Trace, flowt
 
 /// Analyses attention arrays (dicts: `attention`, `bf16`, `tokens`, `question`, `answer`,
 /// `response`, `name`), read in place; a result dict or a `TraceError` per item, in order.
-/// `progress(done, total)` is called as traces finish.
+/// `progress(done, total)` is called as traces finish. `credit_only`: make only the credit and
+/// what it is made from (`Scope::Credit`), as an RL step's shaping does.
 #[pyfunction]
-#[pyo3(signature = (items, params_json=None, backend="auto", progress=None))]
-fn analyze_arrays(py: Python<'_>, items: Vec<ArrayItem<'_>>, params_json: Option<&str>, backend: &str, progress: Option<Bound<'_, PyAny>>) -> PyResult<Vec<Py<PyAny>>> {
+#[pyo3(signature = (items, params_json=None, backend="auto", progress=None, credit_only=false))]
+fn analyze_arrays(py: Python<'_>, items: Vec<ArrayItem<'_>>, params_json: Option<&str>, backend: &str, progress: Option<Bound<'_, PyAny>>, credit_only: bool) -> PyResult<Vec<Py<PyAny>>> {
     let (params, backend) = (params_of(params_json)?, backend_of(backend)?);
     let (inputs, tokens) = borrowed(items)?;
-    let ran = open_and_run(py, inputs, open_array, &params, backend.as_ref(), progress.as_ref())?;
+    let scope = if credit_only { Scope::Credit } else { Scope::Everything };
+    let ran = open_and_run(py, inputs, open_array, &params, scope, backend.as_ref(), progress.as_ref())?;
     results(py, ran, tokens)
 }
 
@@ -232,7 +237,7 @@ fn analyze_arrays(py: Python<'_>, items: Vec<ArrayItem<'_>>, params_json: Option
 fn analyze_files(py: Python<'_>, paths: Vec<String>, params_json: Option<&str>, backend: &str, progress: Option<Bound<'_, PyAny>>) -> PyResult<Vec<Py<PyAny>>> {
     let (params, backend) = (params_of(params_json)?, backend_of(backend)?);
     let tokens = paths.iter().map(|_| ResultTokens::Trace).collect();
-    let ran = open_and_run(py, paths, |p| Trace::open(Path::new(&p)), &params, backend.as_ref(), progress.as_ref())?;
+    let ran = open_and_run(py, paths, |p| Trace::open(Path::new(&p)), &params, Scope::Everything, backend.as_ref(), progress.as_ref())?;
     results(py, ran, tokens)
 }
 
@@ -241,7 +246,7 @@ fn analyze_files(py: Python<'_>, paths: Vec<String>, params_json: Option<&str>, 
 #[pyo3(signature = (paths, params_json=None, backend="auto"))]
 fn file_columns<'py>(py: Python<'py>, paths: Vec<String>, params_json: Option<&str>, backend: &str) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     let (params, backend) = (params_of(params_json)?, backend_of(backend)?);
-    let (opened, ran) = open_and_run(py, paths.clone(), |p| Trace::open(Path::new(&p)), &params, backend.as_ref(), None)?;
+    let (opened, ran) = open_and_run(py, paths.clone(), |p| Trace::open(Path::new(&p)), &params, Scope::Everything, backend.as_ref(), None)?;
     output::file_columns(py, &paths, &opened, ran, &params)
 }
 
@@ -258,8 +263,8 @@ fn engine_seconds(py: Python<'_>, items: Option<Vec<ArrayItem<'_>>>, paths: Opti
         let start = std::time::Instant::now();
         let (cancel, done) = (Cancel::default(), AtomicUsize::new(0));
         let (opened, ran) = match inputs {
-            Some(inputs) => open_and_run_windows(inputs, open_array, &params, backend.as_ref(), &cancel, &done),
-            None => open_and_run_windows(paths.unwrap_or_default(), |p| Trace::open(Path::new(&p)), &params, backend.as_ref(), &cancel, &done),
+            Some(inputs) => open_and_run_windows(inputs, open_array, &params, Scope::Everything, backend.as_ref(), &cancel, &done),
+            None => open_and_run_windows(paths.unwrap_or_default(), |p| Trace::open(Path::new(&p)), &params, Scope::Everything, backend.as_ref(), &cancel, &done),
         };
         // Letting go of the results and the inputs (unmapping the files) is the engine's work too,
         // as it is in every call that hands results back.

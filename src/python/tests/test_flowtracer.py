@@ -57,6 +57,23 @@ def test_attention_in_memory_runs_the_same_pipeline():
     np.testing.assert_allclose(r4.flow, r.flow, rtol=1e-12)
 
 
+def test_a_credit_only_batch_makes_the_whole_analysis_credit():
+    """`credit_only=True` (an RL step's shaping) gives the same credit, throughput, reach and
+    flow as the whole analysis, to the bit, and leaves the backbone and roles unmade: empty, and
+    absent from the provenance's steps."""
+    items = [dict(attention=chain(n), question=(0, 3), answer=(n - 2, n)) for n in (24, 40, 65)]
+    whole = flowtracer.analyze_batch(items, backend="cpu")
+    credit = flowtracer.analyze_batch(items, backend="cpu", credit_only=True)
+    for a, c in zip(whole, credit):
+        assert a.status == c.status == "ok"
+        for key in ["credit", "throughput", "reach", "flow"]:
+            np.testing.assert_array_equal(getattr(a, key), getattr(c, key), err_msg=key)
+        assert len(a.backbone) > 0 and "backbone" in a.provenance["steps"] and "roles" in a.provenance["steps"]
+        assert c.backbone == [] and len(c.hubs) == len(c.checkpoints) == len(c.far_sources) == 0
+        assert "backbone" not in c.provenance["steps"] and "roles" not in c.provenance["steps"]
+        assert c.provenance["steps"]["credit"] == "cpu"
+
+
 def test_an_array_is_read_where_it_lies():
     n = 32
     for dtype in (np.float32, np.float16):

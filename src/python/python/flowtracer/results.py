@@ -62,6 +62,8 @@ class FlowResult(_ComparedByValue):
     credit: np.ndarray
     """γ per token: what RL multiplies each token's advantage by."""
     far_sources: np.ndarray
+    """Per token; empty, as are the backbone, hubs and checkpoints, from a run that made only the
+    credit (`analyze_batch(..., credit_only=True)`, an RL step's shaping)."""
     backbone: list[tuple[list[int], float]]
     """Widest question→answer paths, widest first: `(token indices, flow)`."""
     hubs: np.ndarray

@@ -115,8 +115,9 @@ class Shaping:
     gamma: Any
     """`(B, T)` float32 on the batch's device: each response token's γ, 1 on padding."""
     results: list[FlowResult | Exception | None]
-    """Per row: the engine's result, the error that kept the row unshaped, or None when the
-    answer callback found no answer."""
+    """Per row: the engine's result (the credit and what it is made from: no backbone or roles,
+    `analyze_batch(..., credit_only=True)`), the error that kept the row unshaped, or None when
+    the answer callback found no answer."""
     spans: list[dict[str, Span] | None] = field(default_factory=list)
     """Per row: the trace's question, response and answer spans (over its valid tokens)."""
 
@@ -222,7 +223,7 @@ def _gamma_rows(
                     # as a file; the same check fails the row's analysis below, which leaves that
                     # row unshaped and counts it in `failed`, and the step goes on.
                     pass
-        for i, r in zip(shaped, analyze_batch(items, params=params, backend=backend, errors="return")):
+        for i, r in zip(shaped, analyze_batch(items, params=params, backend=backend, errors="return", credit_only=True)):
             results[i] = r
     return results, [None if f is None else f[0] for f in found]
 
