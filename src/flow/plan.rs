@@ -31,8 +31,8 @@ pub enum Scope {
     Everything,
     /// The credit and what it is made from (reach, flow, throughput, status): what an RL step
     /// takes from its rollouts. The backbone and the roles (far sources, hubs, checkpoints) are
-    /// left unmade, and the backbone's first sweep no longer rides in the flow solve: together a
-    /// third of a 1k-token trace's time. The provenance lists the steps that ran.
+    /// left unmade, and the backbone's first sweep no longer rides in the flow solve: together over
+    /// a third of a 1k-token trace's time. The provenance lists the steps that ran.
     Credit,
 }
 

@@ -133,7 +133,7 @@ def analyze_batch(items: Sequence[Mapping[str, Any]], *, params: ParamsLike = No
     thread as traces finish (a tqdm bar: `lambda done, total: bar.update(done - bar.n)`).
     `credit_only=True` makes only the credit and what it is made from (reach, flow, throughput,
     status), as an RL step's shaping needs: the backbone, far sources, hubs and checkpoints come
-    back empty, and a 1k-token trace takes about two thirds of the time."""
+    back empty, and a 1k-token trace takes about three fifths of the time."""
     on_device = DeviceRun(backend, _native.cuda_device)
     # An item refused before the engine sees it (a reversed span, an integer array) keeps its
     # place as its error, as one the engine refuses does: it costs the other items nothing.
