@@ -44,13 +44,18 @@ pub trait Backend: Send + Sync {
     /// The batch between each trace's own spans; a trace whose plan fails keeps its error and
     /// costs the others nothing.
     fn run_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
-        planned(traces, params, Scope::Everything, |ready| self.execute_results(ready, cancel))
+        self.batch_in(Scope::Everything, traces, params, cancel)
     }
 
     /// [`Backend::run_batch`] making only the credit and what it is made from ([`Scope::Credit`]):
     /// an RL step's rollouts, whose backbone and roles nobody reads.
     fn credit_batch(&self, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
-        planned(traces, params, Scope::Credit, |ready| self.execute_results(ready, cancel))
+        self.batch_in(Scope::Credit, traces, params, cancel)
+    }
+
+    /// The batch making what `scope` asks for: where the caller holds the scope as data.
+    fn batch_in(&self, scope: Scope, traces: &[&Trace], params: &Params, cancel: &Cancel) -> Vec<Result<FlowResult, TraceError>> {
+        planned(traces, params, scope, |ready| self.execute_results(ready, cancel))
     }
 
     /// [`Backend::run_batch`] with each result's aggregated matrix, for what reads it after the

@@ -15,7 +15,7 @@ pub use scratch::Scratch;
 pub use tables::{format_device_floor_table, format_floor_table, format_png_lines, format_table};
 
 use crate::backend::Backend;
-use crate::flow::{Cancel, StepTimes};
+use crate::flow::{Cancel, Scope, StepTimes};
 use crate::params::Params;
 use crate::synth::{SynthSpec, synth_trace};
 use crate::trace::{Dtype, Trace};
@@ -352,13 +352,12 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
     let file_bytes: u64 = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).map_err(|e| format!("{}: {e}", p.display()))).sum::<Result<u64, String>>()?;
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(|e| format!("a pool of one thread: {e}"))?;
     let params = Params::default();
-    // The rate, and the steps' times summed over the batch's traces: of `run_batch`, or of
-    // `credit_batch` where `credit_only`.
-    let run = |credit_only: bool| -> Result<(f64, StepTimes), String> {
+    // The rate, and the steps' times summed over the batch's traces, making what `scope` asks.
+    let run = |scope: Scope| -> Result<(f64, StepTimes), String> {
         let traces: Vec<Trace> = paths.iter().map(|p| Trace::open(p).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
         let refs: Vec<&Trace> = traces.iter().collect();
         let t = Instant::now();
-        let results = if credit_only { backend.credit_batch(&refs, &params, &Cancel::default()) } else { backend.run_batch(&refs, &params, &Cancel::default()) };
+        let results = backend.batch_in(scope, &refs, &params, &Cancel::default());
         let secs = t.elapsed().as_secs_f64();
         let mut steps = StepTimes::default();
         for r in results {
@@ -371,16 +370,16 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
     let mut one_steps = StepTimes::default();
     // The files were just written: see `WARM_UP_ROUNDS`.
     for _ in 0..WARM_UP_ROUNDS {
-        run(false)?;
+        run(Scope::Everything)?;
         files_read_floor(&paths, 1)?;
     }
     for _ in 0..repeat.max(1) {
-        rates.push(run(false)?.0);
-        let (rate, steps) = one.install(|| run(false))?;
+        rates.push(run(Scope::Everything)?.0);
+        let (rate, steps) = one.install(|| run(Scope::Everything))?;
         one_rates.push(rate);
         one_steps.add(&steps);
-        credit_rates.push(run(true)?.0);
-        credit_one_rates.push(one.install(|| run(true))?.0);
+        credit_rates.push(run(Scope::Credit)?.0);
+        credit_one_rates.push(one.install(|| run(Scope::Credit))?.0);
         floors.push(files_read_floor(&paths, 1)?);
         one_floors.push(one.install(|| files_read_floor(&paths, 1))?);
     }

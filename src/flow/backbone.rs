@@ -388,7 +388,7 @@ impl<'a> Decomposition<'a> {
         let n = h.len();
         let share = 1.0 / sources as f64;
         Some(Decomposition {
-            g: (0..n).map(|i| if h[i] > 0.0 && !spans.answer.contains(i) { f[i] / h[i] } else { 0.0 }).collect(),
+            g: super::conserve::unit_outflow(h, f, spans.answer),
             source_left: (0..n).map(|i| if spans.question.contains(i) && h[i] > 0.0 { share } else { 0.0 }).collect(),
             sink_left: (0..n).map(|i| if spans.answer.contains(i) { f[i] } else { 0.0 }).collect(),
             explained: 0.0,

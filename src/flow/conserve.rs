@@ -11,6 +11,13 @@ pub fn conserves(i: usize, h: &[f64], answer: Span) -> bool {
     h[i] > 0.0 && !answer.contains(i)
 }
 
+/// g(i) = f(i)/h(i) for conserving tokens, 0 for the rest, so that φ(i,k) = g(i)·M[k,i]·h(k)
+/// (`f[i] / h[i] * M[k,i] * h[k]` left to right, to the bit): the division made once a token,
+/// not once an edge, by the backbone's decomposition and the far-source score alike.
+pub fn unit_outflow(h: &[f64], f: &[f64], answer: Span) -> Vec<f64> {
+    (0..h.len()).map(|i| if conserves(i, h, answer) { f[i] / h[i] } else { 0.0 }).collect()
+}
+
 /// W'[i,k] for i < k (0 for answer tokens, which absorb, and for tokens that never reach it).
 #[inline]
 pub fn conserved(m: &Matrix, h: &[f64], answer: Span, i: usize, k: usize) -> f64 {

@@ -3,7 +3,7 @@
 //! backbone paths merge, or whose inflow comes from many far-apart sources.
 
 use super::backbone::FlowPath;
-use super::conserve::conserves;
+use super::conserve::unit_outflow;
 use super::matrix::Matrix;
 use crate::params::RoleParams;
 use crate::span::Spans;
@@ -46,7 +46,7 @@ pub fn hubs(tau: &[f64], spans: Spans, p: &RoleParams) -> Vec<usize> {
 pub fn far_sources(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, paths: &[FlowPath], min_distance: usize) -> Vec<f64> {
     let n = m.n;
     let mut out = vec![0.0; n];
-    let g = unit_outflow(h, f, spans);
+    let g = unit_outflow(h, f, spans.answer);
     let tokens: BTreeSet<usize> = paths.iter().flat_map(|p| p.tokens.iter().copied()).filter(|&k| k >= spans.question.end).collect();
     let values: Vec<(usize, f64)> = tokens.into_par_iter().map(|k| (k, far_sources_from(m, &g, h, f, k, min_distance))).collect();
     for (k, v) in values {
@@ -57,14 +57,7 @@ pub fn far_sources(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, paths: &[Flow
 
 /// The far-source score of one token (the app's inspector asks for any token).
 pub fn far_sources_of(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, k: usize, min_distance: usize) -> f64 {
-    far_sources_from(m, &unit_outflow(h, f, spans), h, f, k, min_distance)
-}
-
-/// g(i) = f(i)/h(i) for conserving tokens, 0 for the rest, so that φ(i,k) = g(i)·M[k,i]·h(k):
-/// the division made once a token rather than once an edge of every backbone token's row (the
-/// same φ to the bit: it was `f[i] / h[i] * M[k,i] * h[k]`, left to right).
-fn unit_outflow(h: &[f64], f: &[f64], spans: Spans) -> Vec<f64> {
-    (0..h.len()).map(|i| if conserves(i, h, spans.answer) { f[i] / h[i] } else { 0.0 }).collect()
+    far_sources_from(m, &unit_outflow(h, f, spans.answer), h, f, k, min_distance)
 }
 
 /// [`far_sources_of`] with `g` made: the far sources (before `far_end`) and the near ones in two

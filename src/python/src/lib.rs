@@ -119,10 +119,7 @@ fn open_and_run_windows<T: Send>(inputs: Vec<T>, open: impl Fn(T) -> Result<Trac
         }
         let these = open_all(part, &open);
         let ready: Vec<&Trace> = these.iter().filter_map(|t| t.as_ref().ok()).collect();
-        ran.extend(match scope {
-            Scope::Everything => backend.run_batch(&ready, params, cancel),
-            Scope::Credit => backend.credit_batch(&ready, params, cancel),
-        });
+        ran.extend(backend.batch_in(scope, &ready, params, cancel));
         done.fetch_add(these.len(), Ordering::Relaxed);
         opened.extend(these);
     }
