@@ -311,7 +311,17 @@ pub fn export(
     stop: &Cancel,
     tick: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Summary, String> {
-    export_in_windows(out, planned, params, formats, backend, stop, tick, WINDOW)
+    export_in_windows(out, planned, Asked { params, formats, backend, stop, tick }, WINDOW)
+}
+
+/// What an export is asked for, beside where it writes and what it reads.
+#[derive(Clone, Copy)]
+struct Asked<'a> {
+    params: &'a Params,
+    formats: Formats,
+    backend: &'a dyn Backend,
+    stop: &'a Cancel,
+    tick: &'a (dyn Fn(&Outcome) + Sync),
 }
 
 /// Traces an export holds the results of at once (at least; a device backend's window is
@@ -320,17 +330,8 @@ pub fn export(
 const WINDOW: usize = 64;
 const WINDOW_BATCHES: usize = 4;
 
-#[allow(clippy::too_many_arguments)]
-fn export_in_windows(
-    out: &Path,
-    planned: plan::Planned,
-    params: &Params,
-    formats: Formats,
-    backend: &dyn Backend,
-    stop: &Cancel,
-    tick: &(dyn Fn(&Outcome) + Sync),
-    window: usize,
-) -> Result<Summary, String> {
+fn export_in_windows(out: &Path, planned: plan::Planned, asked: Asked, window: usize) -> Result<Summary, String> {
+    let Asked { params, formats, backend, stop, tick } = asked;
     if out.exists() && !out.is_dir() {
         return Err(format!("{}: is a file, not a folder: --export takes the folder to write into", out.display()));
     }
@@ -682,7 +683,8 @@ mod tests {
             let out = dir.join(name);
             let inputs = [PathBuf::from("sample_traces")];
             let f = Formats { png: false, ..Formats::ALL };
-            let s = export_in_windows(&out, plan(&inputs, Some(&out), false), &Params::default(), f, &crate::flow::Cpu, &Cancel::default(), &|_| {}, window).unwrap();
+            let asked = Asked { params: &Params::default(), formats: f, backend: &crate::flow::Cpu, stop: &Cancel::default(), tick: &|_| {} };
+            let s = export_in_windows(&out, plan(&inputs, Some(&out), false), asked, window).unwrap();
             assert_eq!(s.exported, 17);
             out
         };
