@@ -117,6 +117,18 @@ def test_a_capture_analyzes_and_dumps_with_its_layers(tmp_path):
     np.testing.assert_array_equal(from_file.credit, r.credit)
     with pytest.raises(ValueError, match="already exists"):
         flowtracer.dump(path, a, enc.tokens, question=(0, q_end), answer=(n - 3, n))
+    # The capture itself in the matrix's place says which to pass instead.
+    with pytest.raises(TypeError, match=r"dump: attention is a capture.*cap\.attention\(i\)"):
+        flowtracer.dump(tmp_path / "whole.safetensors", cap, enc.tokens, question=(0, q_end), answer=(n - 3, n), source=cap)
+    assert not (tmp_path / "whole.safetensors").exists()
+    # A bfloat16 tensor is stored widened exactly: the file analyses as the tensor does.
+    half = torch.from_numpy(a).to(torch.bfloat16)
+    flowtracer.dump(tmp_path / "bf16.safetensors", half, enc.tokens, question=(0, q_end), answer=(n - 3, n))
+    direct = flowtracer.analyze(half, question=(0, q_end), answer=(n - 3, n))
+    stored = flowtracer.analyze(tmp_path / "bf16.safetensors")
+    assert direct.status == "ok"
+    for field in ("reach", "flow", "credit"):
+        np.testing.assert_array_equal(getattr(stored, field), getattr(direct, field))
 
 
 def test_capture_refuses_what_it_cannot_honour(tmp_path):

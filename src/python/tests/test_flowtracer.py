@@ -132,6 +132,12 @@ def test_bad_input_is_an_error_that_names_it(tmp_path):
     with pytest.raises(flowtracer.TraceError, match=r"later\.safetensors.*row 2.*later token 5") as e:
         flowtracer.dump(tmp_path / "later.safetensors", a, [str(i) for i in range(n)], question=(0, 2), answer=(n - 1, n))
     assert e.value.problem == "non_causal" and not (tmp_path / "later.safetensors").exists()
+    # What is not attention is refused by the array's name, as an analysis refuses it (NumPy's
+    # own errors had named neither), and nothing is written.
+    for bad, says, problem in [([[1.0], [0.5, 0.5]], "dump: attention: not an array of numbers", "shape"), (chain(n).astype(np.int32), "dump: attention: dtype int32 is not floating point", "dtype")]:
+        with pytest.raises(flowtracer.TraceError, match=says) as e:
+            flowtracer.dump(tmp_path / "bad.safetensors", bad, [str(i) for i in range(n)], question=(0, 1), answer=(n - 1, n))
+        assert e.value.problem == problem and not (tmp_path / "bad.safetensors").exists()
 
 
 def test_a_batch_keeps_each_traces_error_to_itself():

@@ -87,6 +87,16 @@ def engine_array(x: Any, name: str, on_device: DeviceRun | None = None) -> tuple
     return np.ascontiguousarray(a, dtype=np.float32), False
 
 
+def host_float32(x: Any, name: str) -> np.ndarray:
+    """`x` as a C-contiguous float32 NumPy array in host memory (what a trace file stores), refused
+    as `engine_array` refuses it (`name` says which array): a torch tensor anywhere is copied to
+    the host, bfloat16 widened exactly."""
+    a, bf16 = engine_array(x, name, None)
+    if bf16:
+        return (np.ascontiguousarray(a).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
 def _engine_tensor(t: Any, name: str, torch: Any) -> tuple[Any, bool]:
     """A tensor, where it is, in a dtype and layout the engine reads: bf16 as int16 bit patterns."""
     if t.dtype == torch.bfloat16:

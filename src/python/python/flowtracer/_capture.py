@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _native
+from ._arrays import host_float32
 from ._spans import span
 from .params import Params, params_json
 
@@ -352,7 +353,9 @@ def dump(
     `causal_effect` (`[n]`, from `flowtracer.causal_effect`) is written beside it, and
     `answer_changed` (bool `[n]`, its `return_changed=True`) as the metadata's
     `causal_answer_changed`, the tokens whose hiding changed the answer."""
-    a = np.ascontiguousarray(_numpy(attention), dtype=np.float32)
+    if isinstance(attention, capture):
+        raise TypeError("dump: attention is a capture, which holds every sample of the batch: pass one sample's matrix, `cap.attention(i)`, and `source=cap`")
+    a = host_float32(attention, "dump: attention")
     m = {} if source is None else source.meta()
     m.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in (meta or {}).items()})
     if answer_changed is not None:
