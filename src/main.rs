@@ -588,6 +588,11 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, cases: &dyn Fn(us
         println!("\nAgainst the device's own floor (its memory: a device-to-device copy, each byte read and written; its link: the same file copied up, from page-locked memory where the API has it):\n");
         print!("{table}");
     }
+    let phases = bench::format_export_phases(&rows);
+    if !phases.is_empty() {
+        println!("\nWhere an export's time goes (each phase's end less the one before: the trace's files are made and written on both cores):\n");
+        print!("{phases}");
+    }
     let png = bench::format_png_lines(&rows);
     if !png.is_empty() {
         println!("\nThe PNG's deflate beside the alternative (zlib-rs at level 2), the same rows:\n");

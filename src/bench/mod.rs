@@ -12,7 +12,7 @@ mod tables;
 pub use app::{RunOpenBench, UiBench, run_open_bench, ui_bench};
 pub use floor::{files_read_floor, first_touch_floor, read_floor};
 pub use scratch::Scratch;
-pub use tables::{format_device_floor_table, format_floor_table, format_png_lines, format_table};
+pub use tables::{format_device_floor_table, format_export_phases, format_floor_table, format_png_lines, format_table};
 
 use crate::backend::Backend;
 use crate::flow::{Cancel, Scope, StepTimes};
@@ -33,6 +33,8 @@ pub struct BenchRow {
     pub export_without_png: Option<Duration>,
     /// The export's credit picture compressed by our deflate and by zlib-rs, side by side.
     pub png: Option<crate::render::DeflateComparison>,
+    /// When each of the export's phases last finished (the medians over its runs).
+    pub export_phases: Option<crate::export::phases::Phases>,
     /// Peak heap above the baseline during the pipeline, bytes (None: allocator not installed).
     pub peak_heap: Option<usize>,
     /// The NumPy/SciPy peer's pipeline time on the same file, when asked for.
@@ -252,6 +254,7 @@ pub fn run_case(
     // removed after it unless it was there before. The first one's credit picture is kept.
     // Where the pipeline's matrix was fresh memory in every run, so is each export's.
     let mut credit_png = None;
+    let mut phases = Vec::new();
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let mut export = |formats: crate::export::Formats, name: &str| -> Result<Duration, String> {
         let times = (0..repeat.max(1))
@@ -262,8 +265,11 @@ pub fn run_case(
                     crate::flow::matrix::drop_spares();
                 }
                 let t = Instant::now();
-                crate::export::export(&out, crate::export::plan(std::slice::from_ref(&path), Some(&out), false), &params, formats, backend, &Cancel::default(), &|_| {})?;
+                let (_, phased) = crate::export::export_phased(&out, crate::export::plan(std::slice::from_ref(&path), Some(&out), false), &params, formats, backend)?;
                 let elapsed = t.elapsed();
+                if formats == crate::export::Formats::ALL {
+                    phases.push(phased);
+                }
                 if formats.png && credit_png.is_none() {
                     let file = out.join(format!("{stem}.credit.png"));
                     credit_png = Some(std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?);
@@ -293,6 +299,7 @@ pub fn run_case(
         export,
         export_without_png,
         png,
+        export_phases: crate::export::phases::Phases::median(&phases),
         peak_heap,
         peer,
         floor,

@@ -159,6 +159,20 @@ pub fn format_png_lines(rows: &[BenchRow]) -> String {
         .collect()
 }
 
+/// A line per exported row: the export's time, then each phase's share of it (one trace, so
+/// the phases follow one another: [`crate::export::phases`]).
+pub fn format_export_phases(rows: &[BenchRow]) -> String {
+    rows.iter()
+        .filter_map(|r| {
+            let (phases, export) = (r.export_phases?, r.export?);
+            let ms = |t: Duration| t.as_secs_f64() * 1e3;
+            let total = phases.0[5].as_secs_f64().max(1e-12);
+            let parts: Vec<String> = phases.spans().iter().map(|(p, t)| format!("{} {:.1} ({:.0}%)", p.name(), ms(*t), 100.0 * t.as_secs_f64() / total)).collect();
+            Some(format!("N = {}: the export's {:.1} ms (median): {}\n", r.n, ms(export), parts.join(", ")))
+        })
+        .collect()
+}
+
 /// The rows a device ran, each step against that device's own floor: the aggregation's kernels
 /// (events around each launch) and the solves against its memory, the aggregation end to end
 /// against the link its attention must cross, the pipeline against its bytes at both; the
@@ -267,7 +281,7 @@ mod tests {
     fn row(first_touch: Option<f64>) -> BenchRow {
         let n = 1000;
         let steps = StepTimes { aggregate: Duration::from_millis(10), ..Default::default() };
-        BenchRow { n, layout: "[N,N] F32".into(), attention_bytes: 4_000_000, steps, pipeline: Duration::from_millis(20), export: None, export_without_png: None, png: None, peak_heap: None, peer: None, floor: 4e9, first_touch, device: None }
+        BenchRow { n, layout: "[N,N] F32".into(), attention_bytes: 4_000_000, steps, pipeline: Duration::from_millis(20), export: None, export_without_png: None, png: None, export_phases: None, peak_heap: None, peer: None, floor: 4e9, first_touch, device: None }
     }
 
     /// A fresh matrix's aggregation is set against reading the attention at the read floor plus

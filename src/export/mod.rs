@@ -5,6 +5,7 @@
 pub(crate) mod credits;
 mod html;
 mod outputs;
+pub mod phases;
 mod run_files;
 pub mod plan;
 pub mod record;
@@ -311,7 +312,13 @@ pub fn export(
     stop: &Cancel,
     tick: &(dyn Fn(&Outcome) + Sync),
 ) -> Result<Summary, String> {
-    export_in_windows(out, planned, Asked { params, formats, backend, stop, tick }, WINDOW)
+    export_in_windows(out, planned, Asked { params, formats, backend, stop, tick }, WINDOW).map(|(summary, _)| summary)
+}
+
+/// [`export`] with when each of its phases last finished (`flowtracer bench`: where an
+/// export's time goes).
+pub(crate) fn export_phased(out: &Path, planned: plan::Planned, params: &Params, formats: Formats, backend: &dyn Backend) -> Result<(Summary, phases::Phases), String> {
+    export_in_windows(out, planned, Asked { params, formats, backend, stop: &Cancel::default(), tick: &|_| {} }, WINDOW)
 }
 
 /// What an export is asked for, beside where it writes and what it reads.
@@ -330,8 +337,9 @@ struct Asked<'a> {
 const WINDOW: usize = 64;
 const WINDOW_BATCHES: usize = 4;
 
-fn export_in_windows(out: &Path, planned: plan::Planned, asked: Asked, window: usize) -> Result<Summary, String> {
+fn export_in_windows(out: &Path, planned: plan::Planned, asked: Asked, window: usize) -> Result<(Summary, phases::Phases), String> {
     let Asked { params, formats, backend, stop, tick } = asked;
+    let clock = phases::Clock::start();
     if out.exists() && !out.is_dir() {
         return Err(format!("{}: is a file, not a folder: --export takes the folder to write into", out.display()));
     }
@@ -368,10 +376,11 @@ fn export_in_windows(out: &Path, planned: plan::Planned, asked: Asked, window: u
     let mut take = |results: Vec<(Outcome, Option<Done>)>, outcomes: &mut Vec<Outcome>| {
         let done: Vec<&Done> = results.iter().filter_map(|(_, d)| d.as_ref()).collect();
         run_files.add(&done);
+        clock.reached(phases::Phase::Rows);
         exported += done.len();
         outcomes.extend(results.into_iter().map(|(o, _)| o));
     };
-    let run = Run { outputs: &outputs, params, formats, backend, stop, tick };
+    let run = Run { outputs: &outputs, params, formats, backend, stop, tick, clock: &clock };
     let slots = Slots::new(2 * rayon::current_num_threads());
     for window in jobs.chunks(window) {
         // The window's files are written on threads of their own (see `Written`), all of them
@@ -409,10 +418,12 @@ fn export_in_windows(out: &Path, planned: plan::Planned, asked: Asked, window: u
     };
     // Run-wide files: one that cannot be written is reported, and costs the others nothing.
     let errors = run_files.finish(&outputs, &summary, params);
+    clock.reached(phases::Phase::RunFiles);
     summary.errors = errors;
     let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
     outputs.write(&out.join("summary.json"), &json)?;
-    Ok(summary)
+    clock.reached(phases::Phase::Summary);
+    Ok((summary, clock.phases()))
 }
 
 /// What every trace of an export is exported with.
@@ -423,6 +434,7 @@ struct Run<'env> {
     backend: &'env dyn Backend,
     stop: &'env Cancel,
     tick: &'env (dyn Fn(&Outcome) + Sync),
+    clock: &'env phases::Clock,
 }
 
 /// Where a window's traces' files are written: threads of the window's scope, as many at once
@@ -492,7 +504,7 @@ impl Drop for Slot<'_> {
 /// pipeline run; `tick` is called as each is settled. A trace not yet opened when `stop` is set
 /// is not done; the ones opened finish (the pipeline gets no cancel).
 fn export_batch<'scope, 'env>(run: &Run<'env>, writers: Writers<'scope, 'env>, chunk: &[Job]) -> Vec<Written<'scope>> {
-    let &Run { outputs, params, formats, backend, stop, tick } = run;
+    let &Run { outputs, params, formats, backend, stop, tick, clock } = run;
     let opened: Vec<(Result<Trace, TraceError>, f64)> = chunk
         .iter()
         .map(|job| {
@@ -517,6 +529,7 @@ fn export_batch<'scope, 'env>(run: &Run<'env>, writers: Writers<'scope, 'env>, c
     };
     let mut results = results.into_iter();
     let share_ms = t.elapsed().as_secs_f64() * 1e3 / ready.len().max(1) as f64;
+    clock.reached(phases::Phase::Pipeline);
     // Each opened trace with its result, in the chunk's order; the files are written in parallel.
     let paired: Vec<(Ran, f64)> = opened
         .into_iter()
@@ -533,6 +546,7 @@ fn export_batch<'scope, 'env>(run: &Run<'env>, writers: Writers<'scope, 'env>, c
                 Ok((done, files, trace))
             });
             let made_ms = open_ms + share_ms + t.elapsed().as_secs_f64() * 1e3;
+            clock.reached(phases::Phase::Files);
             let (done, files, trace) = match made {
                 Ok(made) => made,
                 Err(e) => {
@@ -547,6 +561,7 @@ fn export_batch<'scope, 'env>(run: &Run<'env>, writers: Writers<'scope, 'env>, c
                 let _slot = slot;
                 let t = Instant::now();
                 let res = write(outputs, &done, &files, Some(trace));
+                clock.reached(phases::Phase::Written);
                 let elapsed_ms = made_ms + t.elapsed().as_secs_f64() * 1e3;
                 let settled = match res {
                     Ok(()) => (exported(&done, elapsed_ms), Some(done)),
@@ -672,6 +687,24 @@ fn files_of(outputs: &outputs::Outputs, d: &Done, params: &Params, f: Formats, t
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// One trace goes through the phases in turn: each finishes after the one before, within the
+    /// export's own time, and their times add up to it.
+    #[test]
+    fn one_trace_goes_through_the_phases_in_turn() {
+        let out = std::env::temp_dir().join(format!("ft-export-phases-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let input = PathBuf::from("sample_traces/addition.safetensors");
+        let t = Instant::now();
+        let (s, p) = export_phased(&out, plan(std::slice::from_ref(&input), Some(&out), false), &Params::default(), Formats::ALL, &crate::flow::Cpu).unwrap();
+        let wall = t.elapsed();
+        assert_eq!(s.exported, 1);
+        assert!(p.0.windows(2).all(|w| w[0] < w[1]) && p.0[0] > Duration::ZERO, "in turn: {p:?}");
+        assert!(p.0[5] <= wall, "{p:?} within {wall:?}");
+        assert_eq!(p.spans().iter().map(|s| s.1).sum::<Duration>(), p.0[5]);
+        let _ = std::fs::remove_dir_all(&out);
+    }
 
     /// The run-wide files are the same bytes whether the traces go through in one window or in
     /// many (each window's results handed over and let go before the next): the bundled
@@ -684,7 +717,7 @@ mod tests {
             let inputs = [PathBuf::from("sample_traces")];
             let f = Formats { png: false, ..Formats::ALL };
             let asked = Asked { params: &Params::default(), formats: f, backend: &crate::flow::Cpu, stop: &Cancel::default(), tick: &|_| {} };
-            let s = export_in_windows(&out, plan(&inputs, Some(&out), false), asked, window).unwrap();
+            let (s, _) = export_in_windows(&out, plan(&inputs, Some(&out), false), asked, window).unwrap();
             assert_eq!(s.exported, 17);
             out
         };
