@@ -166,7 +166,7 @@ pub fn format_export_phases(rows: &[BenchRow]) -> String {
         .filter_map(|r| {
             let (phases, export) = (r.export_phases?, r.export?);
             let ms = |t: Duration| t.as_secs_f64() * 1e3;
-            let total = phases.0[5].as_secs_f64().max(1e-12);
+            let total = phases.end().as_secs_f64().max(1e-12);
             let parts: Vec<String> = phases.spans().iter().map(|(p, t)| format!("{} {:.1} ({:.0}%)", p.name(), ms(*t), 100.0 * t.as_secs_f64() / total)).collect();
             Some(format!("N = {}: the export's {:.1} ms (median): {}\n", r.n, ms(export), parts.join(", ")))
         })

@@ -23,8 +23,11 @@ pub enum Phase {
     Summary,
 }
 
+/// How many phases an export has.
+const COUNT: usize = 6;
+
 impl Phase {
-    pub const ALL: [Phase; 6] = [Phase::Pipeline, Phase::Files, Phase::Written, Phase::Rows, Phase::RunFiles, Phase::Summary];
+    pub const ALL: [Phase; COUNT] = [Phase::Pipeline, Phase::Files, Phase::Written, Phase::Rows, Phase::RunFiles, Phase::Summary];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -41,7 +44,7 @@ impl Phase {
 /// The export's clock: the latest finish of each phase, whichever thread reached it.
 pub(super) struct Clock {
     start: Instant,
-    last: [AtomicU64; 6],
+    last: [AtomicU64; COUNT],
 }
 
 impl Clock {
@@ -62,17 +65,22 @@ impl Clock {
 /// Each phase's latest finish from the export's start, in [`Phase::ALL`]'s order (zero for a
 /// phase the export did not go through: the pipeline of a scored run's rows).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Phases(pub [Duration; 6]);
+pub struct Phases(pub [Duration; COUNT]);
 
 impl Phases {
     /// Each phase's own time: its finish less the latest finish before it.
-    pub fn spans(&self) -> [(Phase, Duration); 6] {
+    pub fn spans(&self) -> [(Phase, Duration); COUNT] {
         let mut before = Duration::ZERO;
         std::array::from_fn(|i| {
             let span = self.0[i].saturating_sub(before);
             before = before.max(self.0[i]);
             (Phase::ALL[i], span)
         })
+    }
+
+    /// The export's end: the latest finish of any phase.
+    pub fn end(&self) -> Duration {
+        self.0.iter().copied().max().unwrap_or_default()
     }
 
     /// The finishes' median over runs, phase by phase (the bench's repeats).
@@ -94,6 +102,7 @@ mod tests {
         let spans: Vec<Duration> = p.spans().iter().map(|s| s.1).collect();
         assert_eq!(spans, [ms(10), ms(16), ms(0), ms(7), ms(4), ms(1)]);
         assert_eq!(spans.iter().sum::<Duration>(), ms(38));
+        assert_eq!(p.end(), ms(38));
         let runs = [p, Phases([ms(12); 6]), Phases([ms(2); 6])];
         assert_eq!(Phases::median(&runs).unwrap().0[1], ms(12));
     }
