@@ -20,7 +20,7 @@ pub fn describe(trace: &Trace, r: &FlowResult) -> String {
         r.provenance.summary(),
         sp.question,
         sp.response,
-        sp.answer,
+        crate::render::answer_and_sink(sp.answer, r.spans.answer),
         r.question_sources
     );
     if !r.layers.is_empty() {

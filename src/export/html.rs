@@ -183,7 +183,7 @@ fn head(s: &mut String, i: usize, d: &Done) {
         d.tokens.len(),
         d.spans.question,
         d.spans.response,
-        d.spans.answer,
+        crate::render::answer_and_sink(d.spans.answer, r.spans.answer),
         r.question_sources,
         escape(&r.provenance.summary())
     );

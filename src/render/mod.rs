@@ -161,7 +161,6 @@ pub fn matrix_png(vals: &[f32], s: usize) -> Result<Vec<u8>, String> {
     Ok(encode(pixmap))
 }
 
-/// Escapes text for SVG/HTML content and attribute values.
 /// A share of the unit flow as it is shown: `decimals` places, as it always was, where those
 /// show it; a share too small for them (a long trace's paths and tokens carry 10⁻⁵ of it) with
 /// two significant digits, where `0.000` on every path of a 4k-token trace had hidden which
@@ -191,6 +190,14 @@ pub fn percent(v: f64) -> String {
     format!("{}%", share(100.0 * v, 1))
 }
 
+/// The answer span as a result's heading shows it, with the positions the flow was conditioned
+/// on where they are not the answer itself (by default the positions that wrote it, one
+/// earlier): a path ends there, and a reader seeing it end before the answer should know why.
+pub fn answer_and_sink(answer: crate::span::Span, sink: crate::span::Span) -> String {
+    if sink == answer { answer.to_string() } else { format!("{answer}, written at {sink} (the flow's sink)") }
+}
+
+/// Escapes text for SVG/HTML content and attribute values.
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     escape_into(&mut out, s);
@@ -221,6 +228,15 @@ mod tests {
         use super::{percent, share};
         assert_eq!([share(0.25, 3), share(0.001, 3), share(0.0, 3), share(4.26e-4, 3), share(0.00042, 3), share(3.14e-7, 3)], ["0.250", "0.001", "0.000", "0.00043", "0.00042", "3.1e-7"]);
         assert_eq!([percent(0.5), percent(0.0), percent(1.234e-5), percent(2e-9), percent(-0.0)], ["50.0%", "0.0%", "0.0012%", "2.0e-7%", "0.0%"]);
+    }
+
+    /// A heading names the sink only where the flow ran into other positions than the answer.
+    #[test]
+    fn the_sink_is_named_where_it_is_not_the_answer() {
+        use crate::span::Span;
+        let answer = Span { start: 48, end: 52 };
+        assert_eq!(super::answer_and_sink(answer, answer), "48:52");
+        assert_eq!(super::answer_and_sink(answer, Span { start: 47, end: 51 }), "48:52, written at 47:51 (the flow's sink)");
     }
 
     use super::*;
