@@ -48,7 +48,7 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, marks: &M
         // Hovering an arc lights its path, like hovering its legend row.
         hovered_path = canvas.arcs(&painter, a, state.hovered_path, resp.hover_pos());
         if let Some(k) = canvas.markers(ui, &painter, text, a, marks, resp.hover_pos()) {
-            let resp = resp.clone().on_hover_ui_at_pointer(|ui| super::text::tooltip(ui, trace, a, k));
+            let resp = resp.clone().on_hover_ui_at_pointer(|ui| super::text::tooltip(ui, trace, text, a, k));
             if resp.clicked() {
                 command = Some(Command::Select { token: k, extend: false });
             }

@@ -64,7 +64,7 @@ pub fn what_if(ui: &mut Ui, a: &Analysis, selection: &[usize], d: &Document) -> 
 }
 
 /// `text`: each token as the views show it (the document's decoded tokens); the heading keeps
-/// the raw token, the text beside it when they differ.
+/// the raw token, what it reads as beside it when they differ ([`super::text::reads_as`]).
 pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, selected: Option<usize>) -> Option<Command> {
     let Some(k) = selected.filter(|&k| k < trace.n()) else {
         ui.weak("Click a token to inspect it.");
@@ -73,8 +73,8 @@ pub fn show(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, selected:
     let r = &a.result;
     let mut action = None;
     ui.heading(format!("#{k} {:?}", trace.tokens[k]));
-    if text[k] != trace.tokens[k] {
-        ui.label(format!("text {:?}", text[k]));
+    if let Some(reads) = super::text::reads_as(&trace.tokens, text, k) {
+        ui.label(format!("text {reads}"));
     }
     let on_backbone = r.backbone.iter().filter(|p| p.tokens.contains(&k)).count();
     let mut roles = vec![segment(a.plan.spans, k).to_string()];

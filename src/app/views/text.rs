@@ -167,7 +167,7 @@ pub fn show(
                 painter.text(at, Align2::LEFT_CENTER, text, font.clone(), ink);
             }
             if let Some(k) = hovered {
-                let resp = resp.clone().on_hover_ui_at_pointer(|ui| tooltip(ui, trace, a, k));
+                let resp = resp.clone().on_hover_ui_at_pointer(|ui| tooltip(ui, trace, &doc.text, a, k));
                 if resp.clicked() {
                     let extend = ui.input(|i| i.modifiers.shift);
                     action = Some(Command::Select { token: k, extend });
@@ -197,15 +197,41 @@ pub fn show(
     action
 }
 
+/// What token `k` reads as, where that is not what the trace holds: a byte-level piece's text
+/// (`"Ġthe"` reads `" the"`), or, for a byte of a character whose first byte another token
+/// holds (which shows nothing of its own), that character and where it is shown: a raw `"½"`
+/// alone had said nothing of the character it is part of.
+pub(crate) fn reads_as(tokens: &[String], text: &[String], k: usize) -> Option<String> {
+    let (raw, shown) = (&tokens[k], text.get(k)?);
+    if shown == raw {
+        return None;
+    }
+    if shown.is_empty() {
+        return Some(match (0..k).rev().find(|&j| !text[j].is_empty()) {
+            Some(j) => format!("part of {:?} on #{j}", text[j]),
+            None => "nothing".to_owned(),
+        });
+    }
+    Some(format!("{shown:?}"))
+}
+
+/// A hovered token's first line: its number, the token the trace holds and what it reads as.
+fn token_heading(tokens: &[String], text: &[String], k: usize) -> String {
+    match reads_as(tokens, text, k) {
+        Some(reads) => format!("#{k} {:?} → {reads}", tokens[k]),
+        None => format!("#{k} {:?}", tokens[k]),
+    }
+}
+
 /// A token of the prompt around the question (a system prompt, a chat template's markers): shown
 /// faint, as it is not what the flow is about.
 pub(super) fn in_prompt(spans: crate::span::Spans, k: usize) -> bool {
     k < spans.response.start && !spans.question.contains(k)
 }
 
-pub fn tooltip(ui: &mut Ui, trace: &Trace, a: &Analysis, k: usize) {
+pub fn tooltip(ui: &mut Ui, trace: &Trace, text: &[String], a: &Analysis, k: usize) {
     let r = &a.result;
-    ui.label(format!("#{k} {:?}", trace.tokens[k]));
+    ui.label(token_heading(&trace.tokens, text, k));
     ui.small(format!(
         "reach {:.3e}\nflow {}\nthroughput {}\ncredit {:.2}",
         r.reach[k],
@@ -213,4 +239,28 @@ pub fn tooltip(ui: &mut Ui, trace: &Trace, a: &Analysis, k: usize) {
         crate::render::share(r.throughput[k], 4),
         r.credit[k]
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_heading;
+    use crate::subword::Tokenizer;
+
+    /// A byte-level trace's pieces read as their text; the bytes after a character's first say
+    /// which character they belong to and where it is shown; a token that reads as it is stored
+    /// is shown once.
+    #[test]
+    fn a_tokens_heading_says_what_it_reads_as() {
+        // 中 is E4 B8 AD: three byte-level pieces, the character shown on the first.
+        let tokens: Vec<String> = ["Ġ", "ä", "¸", "Ń", "Ġthe", "x"].map(String::from).to_vec();
+        let text = crate::trace::text_of(&tokens, Some(Tokenizer::ByteLevel));
+        assert_eq!(text, [" ", "中", "", "", " the", "x"]);
+        let heading = |k| token_heading(&tokens, &text, k);
+        assert_eq!(heading(1), "#1 \"ä\" → \"中\"");
+        assert_eq!(heading(3), "#3 \"Ń\" → part of \"中\" on #1");
+        assert_eq!(heading(4), "#4 \"Ġthe\" → \" the\"");
+        assert_eq!(heading(5), "#5 \"x\"");
+        let orphan = [String::from("¸")];
+        assert_eq!(token_heading(&orphan, &[String::new()], 0), "#0 \"¸\" → nothing");
+    }
 }
