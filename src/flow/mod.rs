@@ -6,6 +6,7 @@ pub mod backbone;
 pub mod conserve;
 pub mod credit;
 pub mod knockout;
+pub mod logarithm;
 pub mod matrix;
 mod paired;
 pub mod pipeline;
