@@ -227,6 +227,35 @@ fn a_trace_whose_files_cannot_all_be_written_leaves_none() {
     }
 }
 
+/// A trace whose files fail to be written (after its pipeline, at the disk) is left out of the
+/// run-wide files: they hold the next trace alone, numbered first, as an export of it alone does.
+#[test]
+fn a_trace_whose_files_cannot_be_written_is_not_in_the_run_wide_files() {
+    let d = temp_dir("robust-run-wide");
+    let runf = d.join("run");
+    std::fs::create_dir_all(&runf).unwrap();
+    for name in ["a_first", "b_second"] {
+        std::fs::copy(SAMPLE, runf.join(format!("{name}.safetensors"))).unwrap();
+    }
+    let out = d.join("out");
+    std::fs::create_dir_all(out.join("a_first.backbone.svg")).unwrap();
+    let o = run(&["--export", s(&out), s(&runf)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("a_first.backbone.svg"), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+    assert!(!csv.contains("a_first") && csv.contains("b_second"), "{csv}");
+    let report = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(report.contains("<a href=\"#t0\">b_second</a>") && report.matches("<h2 id=").count() == 1, "{report}");
+    // The same as the second trace's export alone, but for the folder it is named from.
+    let alone = d.join("alone");
+    std::fs::create_dir_all(alone.join("run")).unwrap();
+    std::fs::copy(SAMPLE, alone.join("run/b_second.safetensors")).unwrap();
+    let out_alone = d.join("out_alone");
+    let o = run(&["--export", s(&out_alone), s(&alone.join("run"))]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(csv, std::fs::read_to_string(out_alone.join("scores.csv")).unwrap());
+}
+
 #[test]
 fn tokens_that_xml_cannot_hold_and_formulas_are_written_safely() {
     let d = temp_dir("robust-tokens");
