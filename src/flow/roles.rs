@@ -46,7 +46,9 @@ pub fn far_sources(m: &Matrix, h: &[f64], f: &[f64], spans: Spans, paths: &[Flow
     let n = m.n;
     let mut out = vec![0.0; n];
     let g = unit_outflow(h, f, spans.answer);
-    let tokens: Vec<usize> = paths.iter().flat_map(|p| p.tokens.iter().copied()).filter(|&k| k >= spans.question.end).collect::<BTreeSet<usize>>().into_iter().collect();
+    let mut tokens: Vec<usize> = paths.iter().flat_map(|p| p.tokens.iter().copied()).filter(|&k| k >= spans.question.end).collect();
+    tokens.sort_unstable();
+    tokens.dedup();
     let values: Vec<[f64; LANES]> = tokens.par_chunks(LANES).map(|ks| far_sources_side_by_side(m, &g, h, f, ks, min_distance)).collect();
     for (ks, v) in tokens.chunks(LANES).zip(values) {
         for (&k, v) in ks.iter().zip(v) {
