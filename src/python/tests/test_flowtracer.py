@@ -227,6 +227,22 @@ def test_params_are_the_engines(tmp_path):
         p.credit.gamma = 3
 
 
+def test_params_may_be_a_params_files_path(tmp_path):
+    """`params=` takes what `--params` takes: a file's path, as a str or a Path, with the file's
+    own errors; anything else that is not a mapping is refused by type, not by a confusing
+    failure of `dict(...)` inside."""
+    (tmp_path / "p.toml").write_text("[credit]\nfraction = 0.2\ngamma = 2.0\n")
+    want = flowtracer.analyze(SAMPLE, params={"credit": {"fraction": 0.2, "gamma": 2.0}})
+    for path in [tmp_path / "p.toml", str(tmp_path / "p.toml")]:
+        got = flowtracer.analyze(SAMPLE, params=path)
+        np.testing.assert_array_equal(got.credit, want.credit)
+    assert not np.array_equal(want.credit, flowtracer.analyze(SAMPLE).credit), "the file's γ = 2 is used"
+    with pytest.raises(ValueError, match=r"missing\.toml: cannot read parameters"):
+        flowtracer.analyze(SAMPLE, params=tmp_path / "missing.toml")
+    with pytest.raises(TypeError, match=r"params: a Params, a mapping of sections .* not int"):
+        flowtracer.analyze(chain(8), question=(0, 1), answer=(7, 8), params=5)
+
+
 def test_token_advantages_follow_the_engines_rule():
     gamma = np.array([[1.0, 1.5, 1.0], [1.5, 1.5, 1.0]])
     adv = np.array([2.0, -1.0])

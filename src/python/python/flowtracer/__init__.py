@@ -62,7 +62,7 @@ __version__: str = _native.__version__
 TraceError = _native.TraceError
 
 Span = tuple[int, int]
-ParamsLike = Params | Mapping[str, Any] | None
+ParamsLike = Params | Mapping[str, Any] | str | PathLike[str] | None
 Errors = Literal["raise", "return"]
 
 
@@ -112,7 +112,8 @@ def analyze(
     and `answer` spans (`response` defaults to everything after the question); or a trace file's
     path, between the spans it records. `tokens` (N of them) become the result's: a list of str
     is kept as it is, not copied; without them the result numbers the tokens `<0>`, `<1>`, ...
-    `name` is what errors call the array. A CUDA tensor on the engine's device is read there by
+    `name` is what errors call the array. `params`: a `Params`, a mapping of sections, or the
+    path of a `--params` file (TOML or JSON, as the binary reads it). A CUDA tensor on the engine's device is read there by
     the CUDA backend (`backend` "auto" or "cuda"); with another backend a torch tensor is copied
     to the host first."""
     if isinstance(attention, (str, PathLike)):

@@ -97,13 +97,20 @@ class Params:
         return f"Params({self._data!r})"
 
 
-def params_json(params: "Params | Mapping[str, Any] | None") -> str | None:
-    """What the native calls take: the engine's JSON, or None for the defaults."""
+def params_json(params: "Params | Mapping[str, Any] | str | PathLike[str] | None") -> str | None:
+    """What the native calls take: the engine's JSON, or None for the defaults. A path is a
+    `--params` file, read as `Params.load` reads it (what a user of the binary reaches for)."""
     if params is None:
         return None
     if isinstance(params, Params):
         return params.to_json()
-    return _sections_json(dict(params))
+    if isinstance(params, (str, PathLike)):
+        return Params.load(params).to_json()
+    if isinstance(params, Mapping):
+        return _sections_json(dict(params))
+    raise TypeError(
+        f"params: a Params, a mapping of sections (e.g. {{'credit': {{'fraction': 0.2}}}}), a --params file's path or None, not {type(params).__name__}"
+    )
 
 
 def _sections_json(sections: Mapping[str, Any]) -> str:
