@@ -162,6 +162,29 @@ def test_a_batch_keeps_each_traces_error_to_itself():
         flowtracer.analyze_batch([dict(attention=chain(n), question=(0, 2))])
 
 
+def test_a_batch_refuses_what_it_would_otherwise_misread():
+    """A misspelt key would leave its span at the default, an array given as an item would read
+    as one with no keys, and an unknown `errors` would act as "raise": each is refused by name."""
+    n = 16
+    item = dict(attention=chain(n), question=(0, 2), answer=(n - 1, n))
+    with pytest.raises(KeyError, match=r"item 1 has 'reponse', which analyze does not take \(the keys: attention, question, answer, response, tokens, name\)"):
+        flowtracer.analyze_batch([item, dict(item, reponse=(2, n))])
+    with pytest.raises(TypeError, match=r"item 0 is a ndarray, not a dict"):
+        flowtracer.analyze_batch([chain(n)])
+    for run in (lambda: flowtracer.analyze_batch([item], errors="ignore"), lambda: flowtracer.analyze_files([SAMPLE], errors="ignore")):
+        with pytest.raises(ValueError, match=r"errors='ignore': expected \"raise\" or \"return\""):
+            run()
+
+
+def test_one_path_is_one_file_not_its_characters(tmp_path):
+    """`analyze_files("x.safetensors")` had read each character as a path (`/` a folder, refused),
+    and `fidelity("runs/x")` would have walked `/` for traces."""
+    (one,) = flowtracer.analyze_files(SAMPLE)
+    assert one.status == "ok" and one.source.endswith("addition.safetensors")
+    with pytest.raises(ValueError, match=r"no trace among the inputs carries causal_effect \(1 without it\)"):
+        flowtracer.fidelity(SAMPLE)
+
+
 def test_files_load_and_credits_read_back(tmp_path):
     t = flowtracer.load_trace(SAMPLE)
     assert len(t.tokens) == t.shape[-1] and t.question[1] <= t.response[0] and t.dtype in ("f32", "f16", "bf16")

@@ -87,6 +87,22 @@ def _item(attention: Any, question: Span, answer: Span, response: Span | None, t
     }
 
 
+# What an item of `analyze_batch` may hold: `analyze`'s arguments. A key outside them (a
+# misspelt `reponse`) would otherwise be a span silently left at its default.
+_ITEM_KEYS = ("attention", "question", "answer", "response", "tokens", "name")
+
+
+def _checked_errors(errors: str) -> None:
+    if errors not in ("raise", "return"):
+        raise ValueError(f'errors={errors!r}: expected "raise" or "return"')
+
+
+def _paths(paths: str | PathLike[str] | Iterable[str | PathLike[str]]) -> list[str]:
+    """Paths as str; one path is a list of one (iterated, a str would be its characters, and
+    `/` among them a folder to walk)."""
+    return [fspath(paths)] if isinstance(paths, (str, PathLike)) else [fspath(p) for p in paths]
+
+
 def _finish(answers: list[Any], addresses: Iterable[int | None], errors: Errors) -> list[Any]:
     out = [a if isinstance(a, BaseException) else FlowResult._of(a, addr) for a, addr in zip(answers, addresses)]
     if errors == "raise":
@@ -135,15 +151,21 @@ def analyze_batch(items: Sequence[Mapping[str, Any]], *, params: ParamsLike = No
     `credit_only=True` makes only the credit and what it is made from (reach, flow, throughput,
     status), as an RL step's shaping needs: the backbone, far sources, hubs and checkpoints come
     back empty, and a 1k-token trace takes about three fifths of the time."""
+    _checked_errors(errors)
     on_device = DeviceRun(backend, _native.cuda_device)
     # An item refused before the engine sees it (a reversed span, an integer array) keeps its
     # place as its error, as one the engine refuses does: it costs the other items nothing.
     answers: list[Any] = []
     prepared = []
     for i, it in enumerate(items):
+        if not isinstance(it, Mapping):
+            raise TypeError(f"analyze_batch: item {i} is a {type(it).__name__}, not a dict (each item is a dict with attention, question and answer)")
         missing = [k for k in ("attention", "question", "answer") if k not in it]
         if missing:
             raise KeyError(f"analyze_batch: item {i} has no {', '.join(missing)} (each item is a dict with attention, question and answer)")
+        unknown = [repr(k) for k in it if k not in _ITEM_KEYS]
+        if unknown:
+            raise KeyError(f"analyze_batch: item {i} has {', '.join(unknown)}, which analyze does not take (the keys: {', '.join(_ITEM_KEYS)})")
         try:
             prepared.append(_item(it["attention"], it["question"], it["answer"], it.get("response"), it.get("tokens"), it.get("name") or f"attention[{i}]", on_device))
             answers.append(None)
@@ -156,10 +178,11 @@ def analyze_batch(items: Sequence[Mapping[str, Any]], *, params: ParamsLike = No
     return _finish(answers, (address(it["attention"]) for it in items), errors)
 
 
-def analyze_files(paths: Iterable[str | PathLike[str]], *, params: ParamsLike = None, backend: str = "auto", errors: Errors = "raise", progress: Progress = None) -> list[Any]:
-    """Runs trace files (format v1), each between the spans it records; errors and progress as in
-    `analyze_batch`."""
-    names = [fspath(p) for p in paths]
+def analyze_files(paths: str | PathLike[str] | Iterable[str | PathLike[str]], *, params: ParamsLike = None, backend: str = "auto", errors: Errors = "raise", progress: Progress = None) -> list[Any]:
+    """Runs trace files (format v1), each between the spans it records (one path: a list of one
+    result); errors and progress as in `analyze_batch`."""
+    _checked_errors(errors)
+    names = _paths(paths)
     choose_device()
     answers = _native.analyze_files(names, params_json(params), backend, reporter(progress))
     return _finish(answers, (None for _ in names), errors)
@@ -193,7 +216,7 @@ def token_advantages(gamma: Any, advantages: Any, apply_to_negative: bool = True
     return out
 
 
-def fidelity(paths: Iterable[str | PathLike[str]], *, params: ParamsLike = None, seed: int = 0, errors: Errors = "raise", progress: Progress = None) -> dict[str, Any]:
+def fidelity(paths: str | PathLike[str] | Iterable[str | PathLike[str]], *, params: ParamsLike = None, seed: int = 0, errors: Errors = "raise", progress: Progress = None) -> dict[str, Any]:
     """How well each credit score ranks tokens by what hiding them costs the answer, over trace
     files (or run folders) that carry `causal_effect` (`causal_effect` + `dump`): the binary's
     `flowtracer fidelity`. Returns `table` (its Markdown), `rows` (per score: `score`,
@@ -201,7 +224,8 @@ def fidelity(paths: Iterable[str | PathLike[str]], *, params: ParamsLike = None,
     traces without effects) and `failed`. A file that cannot be read raises its `TraceError`;
     with `errors="return"` it is left out of the table and its error is listed in `failed`, as
     the binary names it and goes on."""
-    files = [t for p in paths for t in (_native.discover(fspath(p)) if Path(p).is_dir() else [fspath(p)])]
+    _checked_errors(errors)
+    files = [t for p in _paths(paths) for t in (_native.discover(p) if Path(p).is_dir() else [p])]
     return _native.fidelity(files, params_json(params), seed, errors == "return", reporter(progress))
 
 
