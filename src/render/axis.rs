@@ -34,14 +34,30 @@ pub struct Gap {
     /// The knots on either side.
     pub after: usize,
     pub before: usize,
-    /// Where its middle lies, as a fraction of the axis.
+    /// Where its middle lies, and how much of the axis it takes, as fractions of the axis.
     pub at: f64,
+    pub width: f64,
 }
+
+/// Room a gap's label leaves on either side for the arcs that rise from its two ends.
+const LABEL_MARGIN_PX: f64 = 8.0;
 
 impl Gap {
     /// How many tokens the stretch holds.
     pub fn hidden(&self) -> usize {
         self.before - self.after - 1
+    }
+
+    /// What the picture writes over the break.
+    pub fn label(&self) -> String {
+        format!("{} tokens", self.hidden())
+    }
+
+    /// Whether a label `label_px` wide fits over the stretch drawn on an axis `length_px` long,
+    /// clear of the arcs at its ends: a short stretch among the question's tokens gets the break
+    /// alone, where its label had been drawn under the arcs and cut by them.
+    pub fn label_fits(&self, label_px: f64, length_px: f64) -> bool {
+        label_px + 2.0 * LABEL_MARGIN_PX <= self.width * length_px
     }
 }
 
@@ -102,7 +118,7 @@ impl TokenAxis {
 
     /// The shortened stretches, left to right.
     pub fn gaps(&self) -> impl Iterator<Item = Gap> + '_ {
-        self.knots.windows(2).filter(|w| (w[1].0 - w[0].0) as f64 > KEPT).map(|w| Gap { after: w[0].0, before: w[1].0, at: (w[0].1 + w[1].1) / 2.0 / self.units })
+        self.knots.windows(2).filter(|w| (w[1].0 - w[0].0) as f64 > KEPT).map(|w| Gap { after: w[0].0, before: w[1].0, at: (w[0].1 + w[1].1) / 2.0 / self.units, width: (w[1].1 - w[0].1) / self.units })
     }
 
     fn units_at(&self, k: usize) -> f64 {
@@ -178,6 +194,26 @@ mod tests {
         let unit = axis.x(2991, 20.0, length) - axis.x(2990, 20.0, length);
         assert!((axis.x(2990, 20.0, length) - axis.x(29, 20.0, length)) > 10.0 * unit);
         assert!((2.0 * axis.half_token(20.0, length) - unit).abs() < 1e-9);
+    }
+
+    /// A short shortened stretch among the question's path tokens has no room for its label
+    /// (it had been drawn under the arcs rising from its ends); the long jump to the answer has.
+    #[test]
+    fn a_gap_is_labelled_only_where_its_label_fits() {
+        let s = spans(8000, (0, 30), (7990, 8000));
+        let paths = [path(&[0, 2000, 4000, 6000, 7990]), path(&[11, 2000, 7991])];
+        let length = 660.0;
+        let axis = TokenAxis::new(s, &paths, length);
+        let gaps: Vec<Gap> = axis.gaps().collect();
+        assert_eq!(gaps.iter().map(|g| (g.after, g.before)).collect::<Vec<_>>(), [(0, 11), (11, 29), (29, 2000), (2000, 4000), (4000, 6000), (6000, 7990)]);
+        for g in &gaps {
+            let drawn = axis.x(g.before, 20.0, length) - axis.x(g.after, 20.0, length);
+            assert!((g.width * length - drawn).abs() < 1e-9, "a gap's width is the stretch it is drawn over");
+        }
+        let label_px = |g: &Gap| g.label().len() as f64 * 10.0 * crate::render::CHAR_WIDTH_EM;
+        assert_eq!(gaps[0].label(), "10 tokens");
+        assert!(!gaps[0].label_fits(label_px(&gaps[0]), length), "{:.1} px for {:.1}", gaps[0].width * length, label_px(&gaps[0]));
+        assert!(gaps[2..].iter().all(|g| g.label_fits(label_px(g), length)));
     }
 
     #[test]

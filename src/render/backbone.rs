@@ -117,18 +117,17 @@ fn draw(title: &str, tokens: &[String], text: &[String], spans: Spans, r: &FlowR
     d.shape(&format!(r##"<line x1="{left}" y1="{axis_y}" x2="{:.1}" y2="{axis_y}" stroke="#999" stroke-width="1"/>"##, width - right));
     band(&mut d, spans.question.start, spans.question.end, colormap::QUESTION, "question");
     band(&mut d, spans.answer.start, spans.answer.end, colormap::ANSWER, "answer");
-    // Where the axis is shortened, a break across it and how many tokens it leaves out.
+    // Where the axis is shortened, a break across it and, where it fits, how many tokens it
+    // leaves out.
     for gap in axis.gaps() {
         let x = left + gap.at * (width - left - right);
-        d.shape(&format!(
-            r##"<path d="M{:.1},{:.1} l4,-8 M{:.1},{:.1} l4,-8" stroke="#999" stroke-width="1"/><text x="{x:.1}" y="{:.1}" font-size="10" fill="#777" text-anchor="middle">{} tokens</text>"##,
-            x - 5.0,
-            axis_y + 4.0,
-            x + 1.0,
-            axis_y + 4.0,
-            axis_y - 8.0,
-            gap.hidden()
-        ));
+        let label = gap.label();
+        let text = if gap.label_fits(label.len() as f64 * 10.0 * super::CHAR_WIDTH_EM, width - left - right) {
+            format!(r##"<text x="{x:.1}" y="{:.1}" font-size="10" fill="#777" text-anchor="middle">{label}</text>"##, axis_y - 8.0)
+        } else {
+            String::new()
+        };
+        d.shape(&format!(r##"<path d="M{:.1},{:.1} l4,-8 M{:.1},{:.1} l4,-8" stroke="#999" stroke-width="1"/>{text}"##, x - 5.0, axis_y + 4.0, x + 1.0, axis_y + 4.0));
     }
 
     if r.backbone.is_empty() {

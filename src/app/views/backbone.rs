@@ -100,7 +100,10 @@ impl Canvas {
             for dx in [-5.0, 1.0] {
                 painter.line_segment([pos2(x + dx, axis_y + 4.0), pos2(x + dx + 4.0, axis_y - 4.0)], Stroke::new(1.0, weak));
             }
-            painter.text(pos2(x, axis_y - 8.0), Align2::CENTER_BOTTOM, format!("{} tokens", gap.hidden()), FontId::proportional(11.0), weak);
+            let label = painter.layout_no_wrap(gap.label(), FontId::proportional(11.0), weak);
+            if gap.label_fits(label.size().x as f64, Self::length(rect)) {
+                painter.galley(pos2(x - label.size().x / 2.0, axis_y - 8.0 - label.size().y), label, weak);
+            }
         }
         if a.result.backbone.is_empty() {
             painter.text(rect.center(), Align2::CENTER_CENTER, format!("no backbone (status {})", a.result.status.name()), FontId::proportional(14.0), weak);
