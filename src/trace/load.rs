@@ -112,11 +112,13 @@ fn read_attention(storage: &Arc<Storage>, header: &safetensors::tensor::Metadata
         safetensors::Dtype::BF16 => Dtype::BF16,
         other => return Err(DataError::new(Problem::Dtype, format!("`attention` has dtype {other:?}; supported: F32, F16, BF16"))),
     };
-    attention_over(storage, data_start + info.data_offsets.0, dtype, &info.shape, n)
+    attention_over(storage, data_start + info.data_offsets.0, dtype, &info.shape, n, &|n| format!("metadata `tokens` lists {n}"))
 }
 
-/// The layout checks every attention tensor passes, wherever its bytes live.
-fn attention_over(storage: &Arc<Storage>, offset: usize, dtype: Dtype, shape: &[usize], n: usize) -> Result<Attention, DataError> {
+/// The layout checks every attention tensor passes, wherever its bytes live. `tokens_from` says
+/// where the N tokens came from, for the error when the tensor covers another count (a file's
+/// metadata, or the tokens a caller passed with an array).
+fn attention_over(storage: &Arc<Storage>, offset: usize, dtype: Dtype, shape: &[usize], n: usize, tokens_from: &dyn Fn(usize) -> String) -> Result<Attention, DataError> {
     let (layers, heads, has_layer_axis, has_head_axis) = match shape.len() {
         4 => (shape[0], shape[1], true, true),
         3 => (shape[0], 1, true, false),
@@ -131,7 +133,7 @@ fn attention_over(storage: &Arc<Storage>, offset: usize, dtype: Dtype, shape: &[
         return Err(DataError::new(Problem::Shape, format!("`attention` shape {shape:?} has an empty axis")));
     }
     if nq != n {
-        return Err(DataError::new(Problem::TokenCount, format!("`attention` covers {nq} tokens but metadata `tokens` lists {n}")));
+        return Err(DataError::new(Problem::TokenCount, format!("`attention` covers {nq} tokens but {}", tokens_from(n))));
     }
     check_budget(n)?;
     Ok(Attention { storage: storage.clone(), offset, dtype, layers, heads, has_layer_axis, has_head_axis, n, causal_checked: Default::default() })
@@ -152,7 +154,7 @@ pub(super) fn from_array(array: ArrayInput, tokens: Vec<String>, question: Span,
         ));
     }
     let storage = Arc::new(bytes);
-    let attention = attention_over(&storage, 0, dtype, &shape, n)?;
+    let attention = attention_over(&storage, 0, dtype, &shape, n, &|n| format!("{n} tokens were passed with it"))?;
     let spans = Spans { question, response: response.unwrap_or(Span::new(question.end, n)), answer };
     spans.validate(n).map_err(|e| DataError::new(Problem::Span, e))?;
     Ok(Trace { path: name.to_path_buf(), tokens, spans, token_ids: None, entropy: None, logprob: None, causal_effect: None, meta: TraceMeta::default(), attention })

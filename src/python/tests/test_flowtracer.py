@@ -171,6 +171,9 @@ def test_a_batch_refuses_what_it_would_otherwise_misread():
         flowtracer.analyze_batch([item, dict(item, reponse=(2, n))])
     with pytest.raises(TypeError, match=r"item 0 is a ndarray, not a dict"):
         flowtracer.analyze_batch([chain(n)])
+    with pytest.raises(flowtracer.TraceError, match=r"covers 16 tokens but 3 tokens were passed with it") as e:
+        flowtracer.analyze_batch([dict(item, tokens=["a", "b", "c"])])
+    assert e.value.problem == "token_count"
     for run in (lambda: flowtracer.analyze_batch([item], errors="ignore"), lambda: flowtracer.analyze_files([SAMPLE], errors="ignore")):
         with pytest.raises(ValueError, match=r"errors='ignore': expected \"raise\" or \"return\""):
             run()
