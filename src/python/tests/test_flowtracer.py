@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import flowtracer
-from conftest import SAMPLE, export, exported
+from conftest import SAMPLE, export, exported, require
 
 
 @pytest.mark.parametrize("params", [None, {"credit": {"fraction": 0.2, "gamma": 2.0}, "answer": {"sink": "tokens"}}])
@@ -177,6 +177,17 @@ def test_a_batch_refuses_what_it_would_otherwise_misread():
     for run in (lambda: flowtracer.analyze_batch([item], errors="ignore"), lambda: flowtracer.analyze_files([SAMPLE], errors="ignore")):
         with pytest.raises(ValueError, match=r"errors='ignore': expected \"raise\" or \"return\""):
             run()
+
+
+def test_a_batch_item_may_be_a_pandas_row():
+    """Items are read by key: a DataFrame's rows (what `iterrows` gives) work as their dicts do."""
+    pd = require("pandas")
+    n = 16
+    frame = pd.DataFrame([dict(attention=chain(n), question=(0, 2), answer=(n - 1, n), name="row")])
+    (got,) = flowtracer.analyze_batch([row for _, row in frame.iterrows()])
+    (want,) = flowtracer.analyze_batch(frame.to_dict("records"))
+    np.testing.assert_array_equal(got.credit, want.credit)
+    assert got.source == "row"
 
 
 def test_one_path_is_one_file_not_its_characters(tmp_path):

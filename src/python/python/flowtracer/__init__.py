@@ -158,12 +158,13 @@ def analyze_batch(items: Sequence[Mapping[str, Any]], *, params: ParamsLike = No
     answers: list[Any] = []
     prepared = []
     for i, it in enumerate(items):
-        if not isinstance(it, Mapping):
+        # (duck-typed: a pandas row, with keys and items, reads as its dict would)
+        if not (hasattr(it, "keys") and hasattr(it, "__getitem__")):
             raise TypeError(f"analyze_batch: item {i} is a {type(it).__name__}, not a dict (each item is a dict with attention, question and answer)")
         missing = [k for k in ("attention", "question", "answer") if k not in it]
         if missing:
             raise KeyError(f"analyze_batch: item {i} has no {', '.join(missing)} (each item is a dict with attention, question and answer)")
-        unknown = [repr(k) for k in it if k not in _ITEM_KEYS]
+        unknown = [repr(k) for k in it.keys() if k not in _ITEM_KEYS]
         if unknown:
             raise KeyError(f"analyze_batch: item {i} has {', '.join(unknown)}, which analyze does not take (the keys: {', '.join(_ITEM_KEYS)})")
         try:
