@@ -174,6 +174,8 @@ def test_a_batch_refuses_what_it_would_otherwise_misread():
     with pytest.raises(flowtracer.TraceError, match=r"covers 16 tokens but 3 tokens were passed with it") as e:
         flowtracer.analyze_batch([dict(item, tokens=["a", "b", "c"])])
     assert e.value.problem == "token_count"
+    with pytest.raises(TypeError, match=r"row: tokens: a sequence of the N tokens' strings, not one str"):
+        flowtracer.analyze_batch([dict(item, tokens="a" * n, name="row")])
     for run in (lambda: flowtracer.analyze_batch([item], errors="ignore"), lambda: flowtracer.analyze_files([SAMPLE], errors="ignore")):
         with pytest.raises(ValueError, match=r"errors='ignore': expected \"raise\" or \"return\""):
             run()
