@@ -132,9 +132,9 @@ def analyze(
     path, between the spans it records. `tokens` (N of them) become the result's: a list of str
     is kept as it is, not copied; without them the result numbers the tokens `<0>`, `<1>`, ...
     `name` is what errors call the array. `params`: a `Params`, a mapping of sections, or the
-    path of a `--params` file (TOML or JSON, as the binary reads it). A CUDA tensor on the engine's device is read there by
-    the CUDA backend (`backend` "auto" or "cuda"); with another backend a torch tensor is copied
-    to the host first."""
+    path of a `--params` file (TOML or JSON, as the binary reads it). A CUDA tensor on the
+    engine's device is read there by the CUDA backend (`backend` "auto" or "cuda"); with another
+    backend a torch tensor is copied to the host first."""
     if isinstance(attention, (str, PathLike)):
         if question is not None or answer is not None or response is not None:
             raise TypeError("a trace file records its own spans: pass question/answer only with an array")
