@@ -63,9 +63,13 @@ impl AtomicFile {
         &self.tmp
     }
 
+    /// Where the rename is refused (a folder in the file's place, a read-only folder), the
+    /// temporary goes too: a failed write leaves the folder as it found it.
     pub fn commit(mut self) -> std::io::Result<()> {
         self.synced()?;
-        std::fs::rename(&self.tmp, &self.path)
+        std::fs::rename(&self.tmp, &self.path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&self.tmp);
+        })
     }
 
     /// [`AtomicFile::commit`] where nothing may be at `path` (see [`write_new`]): the temporary
@@ -215,6 +219,23 @@ mod tests {
         drop(g);
         assert_eq!(std::fs::read(&p).unwrap(), b"a,b\n1,2\n");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A write whose rename is refused (here a folder stands in the file's place) fails, and
+    /// leaves no temporary behind, pieces or whole.
+    #[test]
+    fn a_refused_rename_leaves_no_temporary() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("ft-atomic-refused-{}", std::process::id()));
+        let p = dir.join("a.svg");
+        std::fs::create_dir_all(p.join("inside")).unwrap();
+        assert!(super::write_atomic(&p, b"<svg/>").is_err());
+        let mut f = super::AtomicFile::create(&p).unwrap();
+        f.write_all(b"<svg/>").unwrap();
+        assert!(f.commit().is_err());
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["a.svg"], "only the folder that was there");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

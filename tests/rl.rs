@@ -355,7 +355,8 @@ fn per_token_probe_hides_exactly_one_key_position_per_regeneration() {
 
     // Written as `probe --per-token --out` writes them: one trace a probe, each with its
     // measured effects; a second set is not written beside the first.
-    let dir = common::temp_dir("probe-out").join("traces");
+    let scratch = common::temp_dir("probe-out");
+    let dir = scratch.join("traces");
     causal::write_probes(&dir, &probes, &policy, Task::Addition).unwrap();
     let t = flowtracer::Trace::open(&dir.join("addition-0000.safetensors")).unwrap();
     assert_eq!(t.causal_effect.unwrap(), probes[0].causal_effect());

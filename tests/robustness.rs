@@ -242,6 +242,9 @@ fn a_trace_whose_files_cannot_be_written_is_not_in_the_run_wide_files() {
     let o = run(&["--export", s(&out), s(&runf)]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("a_first.backbone.svg"), "{}", stderr(&o));
+    // None of the failed trace's files is left, nor the temporary the refused one was written to.
+    let names: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.starts_with("a_first") || n == "a_first.backbone.svg") && !names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
     let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
     assert!(!csv.contains("a_first") && csv.contains("b_second"), "{csv}");
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
