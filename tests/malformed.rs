@@ -157,6 +157,8 @@ fn value_problems() {
     expect("negative", &edited(n, |v| v[4 * n] = -0.25), Problem::Negative, "negative");
     expect("non_causal", &edited(n, |v| v[n + 3] = 0.2), Problem::NonCausal, "causal");
     expect("row_sum", &edited(n, |v| v[3 * n] = 0.9), Problem::RowSum, "sums to");
+    // Logits stored by mistake: a sum far from 1 is written short.
+    expect("row_sum_far", &edited(n, |v| v[3 * n] = 3.0e7), Problem::RowSum, "sums to 3.000e7 > 1");
     // The message says where: layer/head/row.
     let (_, e) = error_of("where", &edited(n, |v| v[2 * n + 4] = 0.5));
     assert!(e.message.contains("query row 2") && e.message.contains("later token 4"), "{e}");

@@ -219,7 +219,11 @@ fn check_row_sum(sum: f64, att: &Attention, l: usize, h: usize, k: usize) -> Res
             l,
             h,
             k,
-            format!("sums to {sum:.4} > 1: not attention probabilities (softmax rows sum to 1)"),
+            // Far from 1 (logits or counts stored by mistake) in scientific notation, not 40 digits.
+            match sum < 1e4 {
+                true => format!("sums to {sum:.4} > 1: not attention probabilities (softmax rows sum to 1)"),
+                false => format!("sums to {sum:.3e} > 1: not attention probabilities (softmax rows sum to 1)"),
+            },
         ));
     }
     Ok(())
