@@ -19,10 +19,27 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// `bytes` in a temporary beside `path` (its folder made where missing), to be put in place.
 fn written(path: &Path, bytes: &[u8]) -> std::io::Result<AtomicFile> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir).map_err(|e| match e.kind() {
+        // A file where a folder of the path would be: said as that, not as the file being
+        // there already (which the callers answer with "pass --overwrite").
+        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => std::io::Error::new(std::io::ErrorKind::NotADirectory, format!("its folder {} cannot be made: a file is in the way", dir.display())),
+        _ => e,
+    })?;
     let mut f = AtomicFile::create(path)?;
     f.write_all(bytes)?;
     Ok(f)
+}
+
+/// What stands where a file is to be written at `path`, said before the work that makes it: a
+/// folder at `path`, or a file where one of its folders would be. A file at `path` itself is the
+/// caller's to weigh (replaced where the user asked to overwrite).
+pub fn in_the_way(path: &Path) -> Option<String> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Some(format!("{}: is a folder, not the file to write", path.display()));
+    }
+    // The nearest folder of the path that is there: a file (or a link to none) cannot hold it.
+    let nearest = path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()).find(|a| std::fs::symlink_metadata(a).is_ok())?;
+    (!nearest.is_dir()).then(|| format!("{}: cannot be written: {} is a file, not a folder", path.display(), nearest.display()))
 }
 
 /// [`write_atomic`] without waiting for the disk: for a marker that is replaced soon and whose
@@ -236,6 +253,32 @@ mod tests {
         assert!(f.commit().is_err());
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["a.svg"], "only the folder that was there");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A file where the path's folder would be is named as what it is, with either writer: not
+    /// taken for the file being there already.
+    #[test]
+    fn a_file_in_the_folders_place_is_named() {
+        let dir = std::env::temp_dir().join(format!("ft-atomic-in-the-way-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"theirs").unwrap();
+        for folder in ["notes.txt", "notes.txt/deeper"] {
+            let p = dir.join(folder).join("t.safetensors");
+            for e in [super::write_atomic(&p, b"x").unwrap_err(), super::write_new(&p, b"x").unwrap_err()] {
+                assert_eq!(e.kind(), std::io::ErrorKind::NotADirectory, "{e}");
+                assert!(e.to_string().contains(&format!("{folder} cannot be made: a file is in the way")), "{e}");
+            }
+        }
+        assert_eq!(std::fs::read(dir.join("notes.txt")).unwrap(), b"theirs");
+        // Said before the work too, naming the file in the way; a folder at the path itself is
+        // named as that; a path whose folders are missing, or are folders, is free.
+        let e = super::in_the_way(&dir.join("notes.txt/deeper/t.safetensors")).unwrap();
+        assert!(e.ends_with(&format!("cannot be written: {} is a file, not a folder", dir.join("notes.txt").display())), "{e}");
+        assert!(super::in_the_way(&dir).unwrap().ends_with("is a folder, not the file to write"));
+        assert_eq!(super::in_the_way(&dir.join("new/deeper/t.safetensors")), None);
+        assert_eq!(super::in_the_way(&dir.join("notes.txt")), None, "a file at the path is the caller's to weigh");
+        assert_eq!(super::in_the_way(std::path::Path::new("t.safetensors")), None);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -20,10 +20,13 @@ pub fn share(text: &str) -> Result<f64, String> {
 }
 
 /// A file a command is to write (`--out`): refused where something is there already, a file of
-/// the user's perhaps, unless `overwrite`; said before the work, not after its minutes.
+/// the user's perhaps, unless `overwrite`, or where a folder or file stands in its way; said
+/// before the work, not after its minutes.
 pub fn new_file(out: &std::path::Path, overwrite: bool) -> Result<(), String> {
+    if let Some(why) = flowtracer::atomic::in_the_way(out) {
+        return Err(why);
+    }
     match std::fs::symlink_metadata(out) {
-        Ok(m) if m.is_dir() => Err(format!("{}: is a folder, not the file to write", out.display())),
         Ok(_) if !overwrite => Err(already_exists(out)),
         _ => Ok(()),
     }

@@ -191,12 +191,38 @@ fn byte_of(c: char) -> Option<u8> {
     SHIFTED.get(code.checked_sub(256)? as usize).copied()
 }
 
+/// A token given as its bytes (tiktoken's pieces) spelled as byte-level BPE spells it: `byte_of`
+/// read backwards. Nothing of the bytes is lost, and a character split across tokens is joined
+/// again by [`decode`], where a piece decoded alone as UTF-8 would show U+FFFD.
+pub fn byte_level(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| match SHIFTED.iter().position(|&s| s == b) {
+            Some(i) => char::from_u32(256 + i as u32).expect("U+0100 onwards are characters"),
+            None => char::from(b),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn toks(s: &[&str]) -> Vec<String> {
         s.iter().map(|t| t.to_string()).collect()
+    }
+
+    /// Every byte spelled and read back, and bytes split mid-character joined by the decoder.
+    #[test]
+    fn bytes_are_spelled_as_byte_level_bpe_spells_them() {
+        let all: Vec<u8> = (0..=255).collect();
+        let spelled = byte_level(&all);
+        assert_eq!(spelled.chars().map(|c| byte_of(c).unwrap()).collect::<Vec<u8>>(), all);
+        assert_eq!(byte_level(b" 48\n"), "Ġ48Ċ");
+        // "→" (e2 86 92) cut after its first byte, as tiktoken's pieces can be.
+        let pieces = vec![byte_level(b" a \xe2"), byte_level(b"\x86\x92 b")];
+        assert_eq!(Tokenizer::detect(&pieces), Tokenizer::ByteLevel);
+        assert_eq!(decode(&pieces, Tokenizer::ByteLevel), toks(&[" a →", " b"]));
     }
 
     #[test]

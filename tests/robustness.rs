@@ -360,6 +360,15 @@ fn flag_values_that_cannot_be_meant_are_usage_errors() {
     assert_eq!(r.status.code(), Some(1));
     assert!(stderr(&r).contains("a_file: already exists (pass --overwrite to replace it)"), "{}", stderr(&r));
     assert_eq!(std::fs::read(&file).unwrap(), b"mine");
+    // A file where the output's folder would be is named, also with --overwrite (it had been
+    // "already exists (pass --overwrite to replace it)" either way).
+    let inside = file.join("t.safetensors");
+    for overwrite in [false, true] {
+        let r = run(&[&["synth", "--out", s(&inside), "--tokens", "40"][..], if overwrite { &["--overwrite"] } else { &[] }].concat());
+        assert_eq!(r.status.code(), Some(1));
+        assert!(stderr(&r).contains("t.safetensors: cannot be written: ") && stderr(&r).contains("a_file is a file, not a folder"), "{}", stderr(&r));
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
     let replaced = dir.join("replaced.safetensors");
     std::fs::write(&replaced, b"old").unwrap();
     assert_eq!(run(&["synth", "--out", s(&replaced), "--tokens", "40", "--overwrite"]).status.code(), Some(0));

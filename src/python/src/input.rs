@@ -8,7 +8,7 @@
 use flowtracer::trace::{ArrayInput, Dtype, Storage};
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::output::ResultTokens;
 use crate::value_error;
@@ -152,9 +152,30 @@ pub fn strings(tokens: &Bound<'_, PyAny>, n: usize, name: &str) -> PyResult<(Vec
     {
         return Ok((blank(list.len()), ResultTokens::Given(list.clone().unbind())));
     }
+    Ok((token_texts(tokens, name)?, ResultTokens::Trace))
+}
+
+/// The tokens' texts, item by item (`dump`'s, and an analysis' given other than as a list of
+/// str): a `str` as it is; `bytes` (tiktoken's pieces) spelled in byte-level BPE's alphabet, so
+/// that the app and the export join a character split across tokens (its `str()` had been
+/// `"b'...'"`); anything else its `str()`. A token that is not text (a lone surrogate) is named.
+pub fn token_texts(tokens: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<String>> {
+    if tokens.is_instance_of::<PyString>() || tokens.is_instance_of::<PyBytes>() {
+        // (a str is a sequence of str: its characters would be taken for the tokens)
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!("{name}: tokens: a sequence of the N tokens' strings, not one {}", tokens.get_type().name()?)));
+    }
     let items = tokens.try_iter().map_err(|_| value_error(format!("{name}: tokens must be a sequence of strings")))?;
-    let out = items.map(|t| Ok(t?.str()?.to_str()?.to_owned())).collect::<PyResult<Vec<String>>>()?;
-    Ok((out, ResultTokens::Trace))
+    items
+        .enumerate()
+        .map(|(i, t)| {
+            let t = t?;
+            if let Ok(b) = t.cast::<PyBytes>() {
+                return Ok(flowtracer::subword::byte_level(b.as_bytes()));
+            }
+            let text = t.str()?;
+            text.to_str().map(str::to_owned).map_err(|e| value_error(format!("{name}: tokens[{i}] is not text that UTF-8 can hold ({e})")))
+        })
+        .collect()
 }
 
 /// Whether every item of `list` is exactly a `str`: read in place, as borrowed references (the

@@ -371,7 +371,7 @@ fn write_trace(
     py: Python<'_>,
     path: &str,
     attention: PyReadonlyArrayDyn<'_, f32>,
-    tokens: Vec<String>,
+    tokens: Bound<'_, PyAny>,
     question: (usize, usize),
     answer: (usize, usize),
     response: Option<(usize, usize)>,
@@ -382,9 +382,13 @@ fn write_trace(
 ) -> PyResult<()> {
     let target = Path::new(path);
     let exists = || value_error(format!("{path}: already exists (pass overwrite=True to replace it)"));
+    if let Some(why) = flowtracer::atomic::in_the_way(target) {
+        return Err(value_error(why));
+    }
     if !overwrite && target.exists() {
         return Err(exists());
     }
+    let tokens = input::token_texts(&tokens, "dump")?;
     let n = tokens.len();
     let shape = attention.shape().to_vec();
     let values: Vec<f32> = attention.as_array().iter().copied().collect();

@@ -246,6 +246,47 @@ def test_dumps_racing_to_one_name_leave_one_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [path.name], "no temporary left"
 
 
+def test_dump_names_what_stands_in_its_way(tmp_path):
+    """A folder at the path, or a file where its folder would be, is named as what it is, with
+    or without overwrite (the second had been "already exists (pass overwrite=True ...)", which
+    overwrite=True did not help); what was there is left as it was."""
+    n = 8
+    a = np.tril(np.ones((n, n), np.float32))
+    a /= a.sum(axis=1, keepdims=True)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match=r"t\.safetensors: cannot be written: .*notes\.txt is a file, not a folder"):
+            flowtracer.dump(notes / "t.safetensors", a, list("abcdefgh"), question=(0, 2), answer=(6, 8), overwrite=overwrite)
+        with pytest.raises(ValueError, match="is a folder, not the file to write"):
+            flowtracer.dump(tmp_path, a, list("abcdefgh"), question=(0, 2), answer=(6, 8), overwrite=overwrite)
+    assert notes.read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_tokens_given_as_bytes_are_byte_level_pieces(tmp_path):
+    """Token pieces as bytes (tiktoken's `decode_single_token_bytes`) are spelled as byte-level
+    BPE spells them, in the result and in a dumped file (their str() had been "b'...'"), and the
+    file's tokens decode to the text, a character cut between two pieces joined; a token that
+    is not text is named by its place."""
+    n = 6
+    a = np.tril(np.ones((n, n), np.float32))
+    a /= a.sum(axis=1, keepdims=True)
+    pieces = [b"Q", b" two", b" \xe2", b"\x86\x92", b" 2", b"\n"]
+    r = flowtracer.analyze(a, tokens=pieces, question=(0, 2), answer=(4, 6))
+    assert r.tokens == ["Q", "Ġtwo", "Ġâ", "ĨĴ", "Ġ2", "Ċ"]  # GPT-2's table: 0x86 → U+0128, 0x92 → U+0134
+    assert flowtracer.analyze(a, tokens=np.array(pieces), question=(0, 2), answer=(4, 6)).tokens == r.tokens
+    path = tmp_path / "t.safetensors"
+    flowtracer.dump(path, a, pieces, question=(0, 2), answer=(4, 6))
+    assert flowtracer.load_trace(path).tokens == r.tokens
+    with pytest.raises(ValueError, match=r"tokens\[2\] is not text that UTF-8 can hold"):
+        flowtracer.analyze(a, tokens=("a", "b", "\ud800", "c", "d", "e"), question=(0, 2), answer=(4, 6))
+    with pytest.raises(ValueError, match=r"dump: tokens\[2\] is not text that UTF-8 can hold"):
+        flowtracer.dump(tmp_path / "u.safetensors", a, ["a", "b", "\ud800", "c", "d", "e"], question=(0, 2), answer=(4, 6))
+    with pytest.raises(TypeError, match="not one str"):
+        flowtracer.dump(tmp_path / "v.safetensors", a, "abcdef", question=(0, 2), answer=(4, 6))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]
+
+
 def test_params_are_the_engines(tmp_path):
     p = flowtracer.Params()
     assert p.credit.fraction == 0.4 and p.credit.gamma == 1.5 and p.answer.sink == "writers"

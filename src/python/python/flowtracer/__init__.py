@@ -66,7 +66,7 @@ ParamsLike = Params | Mapping[str, Any] | str | PathLike[str] | None
 Errors = Literal["raise", "return"]
 
 
-def _item(attention: Any, question: Span, answer: Span, response: Span | None, tokens: Sequence[str] | None, name: str, on_device: DeviceRun) -> dict[str, Any]:
+def _item(attention: Any, question: Span, answer: Span, response: Span | None, tokens: Sequence[str | bytes] | None, name: str, on_device: DeviceRun) -> dict[str, Any]:
     """What the engine reads of one item, or the `TraceError` that refuses it (the checks made
     here, before the engine's, are errors of the same kind)."""
     try:
@@ -121,7 +121,7 @@ def analyze(
     question: Span | None = None,
     answer: Span | None = None,
     response: Span | None = None,
-    tokens: Sequence[str] | None = None,
+    tokens: Sequence[str | bytes] | None = None,
     params: ParamsLike = None,
     backend: str = "auto",
     name: str = "attention",
@@ -130,7 +130,9 @@ def analyze(
     NumPy array or torch tensor shaped `[N,N]`, `[L,N,N]` or `[L,H,N,N]`, between the `question`
     and `answer` spans (`response` defaults to everything after the question); or a trace file's
     path, between the spans it records. `tokens` (N of them) become the result's: a list of str
-    is kept as it is, not copied; without them the result numbers the tokens `<0>`, `<1>`, ...
+    is kept as it is, not copied; bytes (tiktoken's pieces) are spelled as byte-level BPE spells
+    them (`Ġ` for a space), which the app and the export decode, a character split across pieces
+    included; without them the result numbers the tokens `<0>`, `<1>`, ...
     `name` is what errors call the array. `params`: a `Params`, a mapping of sections, or the
     path of a `--params` file (TOML or JSON, as the binary reads it). A CUDA tensor on the
     engine's device is read there by the CUDA backend (`backend` "auto" or "cuda"); with another

@@ -332,7 +332,7 @@ def _masked(s: Any, mask: Any, q0: int, q1: int) -> Any:
 def dump(
     path: str | PathLike[str],
     attention: Any,
-    tokens: Sequence[str],
+    tokens: Sequence[str | bytes],
     *,
     question: tuple[int, int],
     answer: tuple[int, int],
@@ -348,7 +348,8 @@ def dump(
     engine checks every value first, as an analysis would (NaN, negative, above the diagonal,
     rows over one unit): a trace that could not be analysed is refused, with a `TraceError`
     naming the file and the row, and not written.
-    `attention` is one sample's `[n,n]` (e.g. `cap.attention(i)`); with `source=cap` the file
+    `attention` is one sample's `[n,n]` (e.g. `cap.attention(i)`); `tokens` as `analyze` takes
+    them (bytes spelled as byte-level BPE spells them); with `source=cap` the file
     records the layers it averaged and the model's depth, so the app and the export show them.
     `causal_effect` (`[n]`, from `flowtracer.causal_effect`) is written beside it, and
     `answer_changed` (bool `[n]`, its `return_changed=True`) as the metadata's
@@ -366,7 +367,7 @@ def dump(
     ids = None if token_ids is None else [int(t) for t in token_ids]
     spans = span("dump: question", question), span("dump: answer", answer), None if response is None else span("dump: response", response)
     effect = None if causal_effect is None else np.asarray(_numpy(causal_effect), dtype=np.float32).reshape(-1).tolist()
-    _native.write_trace(fspath(path), a, [str(t) for t in tokens], *spans, ids, m, overwrite, causal_effect=effect)
+    _native.write_trace(fspath(path), a, tokens, *spans, ids, m, overwrite, causal_effect=effect)
 
 
 def _numpy(x: Any) -> Any:

@@ -56,7 +56,7 @@ def default_layers(total: int, params_json: str | None = None) -> tuple[int, int
 def write_trace(
     path: str,
     attention: np.ndarray,
-    tokens: Sequence[str],
+    tokens: Sequence[str | bytes],
     question: tuple[int, int],
     answer: tuple[int, int],
     response: tuple[int, int] | None = None,
