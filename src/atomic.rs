@@ -19,12 +19,7 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// `bytes` in a temporary beside `path` (its folder made where missing), to be put in place.
 fn written(path: &Path, bytes: &[u8]) -> std::io::Result<AtomicFile> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| match e.kind() {
-        // A file where a folder of the path would be: said as that, not as the file being
-        // there already (which the callers answer with "pass --overwrite").
-        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory => std::io::Error::new(std::io::ErrorKind::NotADirectory, format!("its folder {} cannot be made: a file is in the way", dir.display())),
-        _ => e,
-    })?;
+    make_folder(dir)?;
     let mut f = AtomicFile::create(path)?;
     f.write_all(bytes)?;
     Ok(f)
@@ -37,9 +32,25 @@ pub fn in_the_way(path: &Path) -> Option<String> {
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
         return Some(format!("{}: is a folder, not the file to write", path.display()));
     }
-    // The nearest folder of the path that is there: a file (or a link to none) cannot hold it.
-    let nearest = path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()).find(|a| std::fs::symlink_metadata(a).is_ok())?;
-    (!nearest.is_dir()).then(|| format!("{}: cannot be written: {} is a file, not a folder", path.display(), nearest.display()))
+    let parent = path.parent()?;
+    file_in_the_way(parent).map(|file| format!("{}: cannot be written: {} is a file, not a folder", path.display(), file.display()))
+}
+
+/// `create_dir_all`, failing as what it is where a file stands where one of the folders would
+/// be: named, where the system's "Not a directory" named none, and not the "File exists" that
+/// callers would answer with "pass --overwrite".
+pub fn make_folder(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| match file_in_the_way(dir) {
+        Some(file) => std::io::Error::new(std::io::ErrorKind::NotADirectory, format!("{} is a file, not a folder", file.display())),
+        None => e,
+    })
+}
+
+/// Where a folder `dir` is to be made: the nearest of it and the folders above it that is there,
+/// if that is a file (or a link to nothing), which no folder can be made under.
+pub fn file_in_the_way(dir: &Path) -> Option<&Path> {
+    let nearest = dir.ancestors().filter(|a| !a.as_os_str().is_empty()).find(|a| std::fs::symlink_metadata(a).is_ok())?;
+    (!nearest.is_dir()).then_some(nearest)
 }
 
 /// [`write_atomic`] without waiting for the disk: for a marker that is replaced soon and whose
@@ -267,7 +278,7 @@ mod tests {
             let p = dir.join(folder).join("t.safetensors");
             for e in [super::write_atomic(&p, b"x").unwrap_err(), super::write_new(&p, b"x").unwrap_err()] {
                 assert_eq!(e.kind(), std::io::ErrorKind::NotADirectory, "{e}");
-                assert!(e.to_string().contains(&format!("{folder} cannot be made: a file is in the way")), "{e}");
+                assert!(e.to_string().ends_with("notes.txt is a file, not a folder"), "{e}");
             }
         }
         assert_eq!(std::fs::read(dir.join("notes.txt")).unwrap(), b"theirs");

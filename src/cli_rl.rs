@@ -4,7 +4,7 @@
 use flowtracer::backend::{self, Choice};
 use flowtracer::flow::Cancel;
 use flowtracer::params::Params;
-use flowtracer::rl::compare;
+use flowtracer::rl::{compare, said};
 use flowtracer::rl::grpo::CreditMode;
 use flowtracer::rl::model::{Config, Policy};
 use flowtracer::rl::task::Task;
@@ -82,7 +82,7 @@ pub fn run_train(a: TrainArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("flowtracer: train: {e}");
+                eprintln!("flowtracer: train: {}", said(&e));
                 ExitCode::from(1)
             }
         };
@@ -93,7 +93,7 @@ pub fn run_train(a: TrainArgs) -> ExitCode {
     let result = compare::compare(&a.cfg, &a.compare, &seeds, &a.out, &cancel, &mut |mode, seed, p| show(&bar, &format!("{} seed {seed}: ", mode.name()), p));
     bar.finish_and_clear();
     if let Err(e) = result {
-        eprintln!("flowtracer: train --compare: {e}");
+        eprintln!("flowtracer: train --compare: {}", said(&e));
         return ExitCode::from(1);
     }
     if cancel.is_cancelled() {
@@ -118,16 +118,10 @@ pub fn run_train(a: TrainArgs) -> ExitCode {
             );
             match compare::write_table(&a.out, &t) {
                 Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("flowtracer: {e}");
-                    ExitCode::from(1)
-                }
+                Err(e) => failed(&e),
             }
         }
-        Err(e) => {
-            eprintln!("flowtracer: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => failed(&e),
     }
 }
 
@@ -135,7 +129,7 @@ pub fn run_warmstart(task: Task, target: f64, max_steps: usize, seed: u64, eval_
     let cancel = interrupt();
     let policy = match Policy::new(Config::small()) {
         Ok(p) => p,
-        Err(e) => return fail(e),
+        Err(e) => return failed(&e),
     };
     let bar = bar(max_steps as u64, "{bar:40} {pos}/{len} supervised steps {elapsed_precise} {msg}");
     let mut rng = Rng::new(seed);
@@ -151,7 +145,7 @@ pub fn run_warmstart(task: Task, target: f64, max_steps: usize, seed: u64, eval_
     bar.finish_and_clear();
     let (w, bytes) = match result.and_then(|w| Ok((w, policy.to_safetensors()?))) {
         Ok(done) => done,
-        Err(e) => return fail(e),
+        Err(e) => return failed(&e),
     };
     match crate::cli_values::write_out(out, &bytes, overwrite) {
         Ok(()) => {
@@ -196,7 +190,7 @@ pub fn run_probe(a: ProbeArgs) -> ExitCode {
     let cancel = interrupt();
     let policy = match probe_policy(a.task, &a.policy) {
         Ok(p) => p,
-        Err(e) => return fail(e),
+        Err(e) => return failed(&e),
     };
     let backend = match backend::select(a.backend) {
         Ok(b) => b,
@@ -212,13 +206,18 @@ pub fn run_probe(a: ProbeArgs) -> ExitCode {
             println!("{}", r.table());
             ExitCode::SUCCESS
         }
-        Err(e) => fail(e),
+        Err(e) => failed(&e),
     }
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("flowtracer: {e}");
     ExitCode::from(1)
+}
+
+/// [`fail`] with an RL error, said without the backtrace candle may carry in it.
+fn failed(e: &flowtracer::rl::Error) -> ExitCode {
+    fail(said(e))
 }
 
 pub struct TokenProbeArgs {
@@ -236,30 +235,30 @@ pub struct TokenProbeArgs {
 pub fn run_token_probe(a: TokenProbeArgs) -> ExitCode {
     use flowtracer::rl::{causal, fidelity};
     if let Some(Err(e)) = a.out.as_deref().map(causal::check_probe_folder) {
-        return fail(format!("--out {e}"));
+        return fail(format!("--out {}", said(&e)));
     }
     let cancel = interrupt();
     let policy = match probe_policy(a.task, &a.policy) {
         Ok(p) => p,
-        Err(e) => return fail(e),
+        Err(e) => return failed(&e),
     };
     let bar = bar(a.problems as u64, "{bar:40} {pos}/{len} problems {elapsed_precise} eta {eta}");
     let probes = causal::probe_tokens(&policy, a.task, a.problems, a.seed, &cancel, &mut |done, _| bar.set_position(done as u64));
     bar.finish_and_clear();
     let probes = match probes {
         Ok(p) => p,
-        Err(e) => return fail(e),
+        Err(e) => return failed(&e),
     };
     let (layers, heads) = (policy.cfg.layers, policy.cfg.heads);
     if let Some(dir) = &a.out {
         if let Err(e) = causal::write_probes(dir, &probes, &policy, a.task) {
-            return fail(e);
+            return failed(&e);
         }
         eprintln!("flowtracer: {} traces with causal_effect in {}", probes.len(), dir.display());
     }
     let sets = match fidelity::score_sets(&probes, layers, heads, a.task, &a.params, a.seed) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(e) => return failed(&e),
     };
     let rows = fidelity::rows(&probes, &sets, a.seed);
     let table = fidelity::table(a.task.name(), &probes, &rows);

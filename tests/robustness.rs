@@ -60,6 +60,11 @@ fn an_output_path_that_is_a_file_is_refused_and_left_alone() {
     let o = run(&["--export", s(&trace), SAMPLE]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains(&format!("{}: is a file, not a folder", trace.display())), "{}", stderr(&o));
+    // A file where a folder above it would be is named (it had been "Not a directory (os error 20)").
+    let below = trace.join("out/run");
+    let o = run(&["--export", s(&below), SAMPLE]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("cannot create output folder: {} is a file, not a folder", trace.display())), "{}", stderr(&o));
     assert_eq!(std::fs::read(&trace).unwrap(), std::fs::read(SAMPLE).unwrap());
 }
 
@@ -342,13 +347,17 @@ fn flag_values_that_cannot_be_meant_are_usage_errors() {
     // and the probe said it after its work); the file is left as it was.
     let file = dir.join("a_file");
     std::fs::write(&file, b"mine").unwrap();
+    let below = file.join("run");
     for (args, says) in [
         (vec!["train", "--steps", "1", "--tiny", "--out", s(&file)], "a_file: is a file, not a run folder"),
         (vec!["probe", "--per-token", "--problems", "2", "--out", s(&file)], "a_file: is a file, not the folder"),
+        (vec!["train", "--steps", "1", "--tiny", "--out", s(&below)], "a_file is a file, not a folder"),
     ] {
-        let r = run(&args);
+        // Said as one line, also where the user's shell sets RUST_BACKTRACE (candle had put a
+        // backtrace of twenty-odd frames into the message).
+        let r = flowtracer().args(&args).env("RUST_BACKTRACE", "1").output().unwrap();
         assert_eq!(r.status.code(), Some(1), "{args:?}");
-        assert!(stderr(&r).contains(says), "{args:?}: {}", stderr(&r));
+        assert!(stderr(&r).contains(says) && stderr(&r).lines().count() == 1, "{args:?}: {}", stderr(&r));
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"mine");
     // A synthetic trace is not written over a file there (as Python's `dump`), unless asked.

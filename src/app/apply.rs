@@ -66,7 +66,7 @@ impl FlowApp {
             Command::WhatIf => {
                 let selection = ui.marks.selection();
                 if let Some(d) = m.doc_mut() {
-                    d.what_if = Some(crate::rl::causal::what_if(&d.trace, &selection).map_err(|e| e.to_string()));
+                    d.what_if = Some(crate::rl::causal::what_if(&d.trace, &selection).map_err(|e| crate::rl::said(&e)));
                 }
             }
             Command::KeepWhatIf => self.keep_what_if(),

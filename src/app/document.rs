@@ -76,7 +76,7 @@ pub struct Document {
 impl Document {
     pub fn new(trace: Trace) -> Self {
         let spans = trace.spans;
-        let checkpoint = crate::rl::causal::checkpoint_for(&trace).map_err(|e| e.to_string());
+        let checkpoint = crate::rl::causal::checkpoint_for(&trace).map_err(|e| crate::rl::said(&e));
         let tokenizer = trace.tokenizer();
         let text = crate::subword::decode(&trace.tokens, tokenizer);
         Document { trace: Arc::new(trace), spans, analysis: None, previous: None, error: None, knock_out: None, what_if: None, checkpoint, tokenizer, text }

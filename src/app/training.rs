@@ -142,7 +142,7 @@ fn spawn(i: usize, cfg: TrainConfig, dir: PathBuf, cancel: Cancel, tx: Sender<(u
                 traces_written: m.step % every == 0 || m.step == steps,
             }),
         });
-        send(Event::Finished(result.map_err(|e| e.to_string())));
+        send(Event::Finished(result.map_err(|e| crate::rl::said(&e))));
     });
 }
 

@@ -345,7 +345,7 @@ fn export_in_windows(out: &Path, planned: plan::Planned, asked: Asked, window: u
     if out.exists() && !out.is_dir() {
         return Err(format!("{}: is a file, not a folder: --export takes the folder to write into", out.display()));
     }
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create output folder: {e}", out.display()))?;
+    crate::atomic::make_folder(out).map_err(|e| format!("{}: cannot create output folder: {e}", out.display()))?;
     crate::atomic::remove_stale_temporaries(out);
     let plan::Planned { inputs, jobs, runs, failed: mut outcomes } = planned;
     let outputs = outputs::Outputs::new(out, jobs.iter().map(|j| j.source.clone()).chain(inputs));

@@ -176,7 +176,7 @@ pub fn check_probe_folder(dir: &Path) -> Result<()> {
 /// Writes each probe as a trace, `TASK-NNNN.safetensors` (atomically), into `dir`, made if new.
 pub fn write_probes(dir: &Path, probes: &[TokenProbe], policy: &Policy, task: Task) -> Result<()> {
     check_probe_folder(dir)?;
-    std::fs::create_dir_all(dir).map_err(super::at(dir))?;
+    crate::atomic::make_folder(dir).map_err(super::at(dir))?;
     let (layers, heads) = (policy.cfg.layers, policy.cfg.heads);
     for (i, p) in probes.iter().enumerate() {
         let label = format!("{}-{i:04}", task.name());

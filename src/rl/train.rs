@@ -294,7 +294,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, cancel: &Cancel, tick: &mut dyn FnMu
     if latest_checkpoint(out).is_some() {
         super::resume::check_settings(out, cfg)?;
     }
-    std::fs::create_dir_all(out).map_err(at(out))?;
+    crate::atomic::make_folder(out).map_err(at(out))?;
     let mut policy = Policy::new(cfg.model.clone())?;
     let backend = crate::backend::select(crate::backend::Choice::Auto).map_err(|e| Error::msg(e.to_string()))?;
     let metrics_path = out.join("metrics.jsonl");
