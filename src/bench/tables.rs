@@ -144,10 +144,11 @@ pub fn format_png_lines(rows: &[BenchRow]) -> String {
             let p = r.png?;
             let ms = |t: Duration| t.as_secs_f64() * 1e3;
             Some(format!(
-                "N = {}: the credit picture's rows ({:.1} MB, {} bands) on one core: our deflate {:.1} ms → {} KB, zlib-rs level 2 {:.1} ms → {} KB: {:.2} of its time, {:.2} of its size\n",
+                "N = {}: the credit picture's rows ({:.1} MB, {} band{}) on one core: our deflate {:.1} ms → {} KB, zlib-rs level 2 {:.1} ms → {} KB: {:.2} of its time, {:.2} of its size\n",
                 r.n,
                 p.rows_bytes as f64 / 1e6,
                 p.bands,
+                if p.bands == 1 { "" } else { "s" },
                 ms(p.ours),
                 p.ours_bytes / 1000,
                 ms(p.zlib),
