@@ -80,6 +80,14 @@ fn container_problems() {
     expect("truncated", &good[..good.len() - 10], Problem::Container, "truncated");
     expect("header_only", &good[..6], Problem::Container, "too short");
     expect("not_safetensors", b"PK\x03\x04 this is a zip file, not a trace at all", Problem::Container, "not a valid safetensors");
+    // What a file mistaken for a trace is, where its first bytes say.
+    expect("zipped", b"PK\x03\x04 this is a zip file, not a trace at all", Problem::Container, "it is a zip archive (torch.save's .pt");
+    expect("npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False}", Problem::Container, "it is a numpy .npy array; trace files are safetensors");
+    expect("pickled", b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x05numpy", Problem::Container, "it is a python pickle");
+    expect("text", b"import flowtracer\nprint(flowtracer.analyze)\n", Problem::Container, "it is text (it begins `import flowtracer`)");
+    // Eight bytes of a safetensors length that points past the end stay a truncated file.
+    expect("short_header", &[&1000u64.to_le_bytes()[..], b"{}"].concat(), Problem::Container, "points past the end of the file");
+    expect("short_header_of_pickles_bytes", &[&0x0280u64.to_le_bytes()[..], b"{\"__metadata__\""].concat(), Problem::Container, "points past the end of the file");
     let mut padded = good.clone();
     padded.extend([0u8; 16]);
     expect("padded", &padded, Problem::Container, "does not match the file size");

@@ -12,8 +12,44 @@ pub(crate) fn not_safetensors(bytes: &[u8], e: &safetensors::SafeTensorError) ->
         safetensors::SafeTensorError::InvalidHeaderDeserialization(_) => malformed_entry(bytes),
         _ => None,
     };
-    let why = why.unwrap_or_else(|| describe(e));
+    let why = why.or_else(|| other_format(bytes)).unwrap_or_else(|| describe(e));
     DataError::new(Problem::Container, format!("not a valid safetensors file: {why}"))
+}
+
+/// What a file that does not begin as safetensors does begin as, where it is a format a trace is
+/// often mistaken for (attention saved with `torch.save` or `np.save`, a picture of the export)
+/// or text: said instead of "header length is implausibly large", which its first eight bytes,
+/// read as a length, mostly give.
+fn other_format(bytes: &[u8]) -> Option<String> {
+    const KNOWN: [(&[u8], &str); 6] = [
+        (b"\x93NUMPY", "a NumPy .npy array"),
+        (b"PK\x03\x04", "a zip archive (torch.save's .pt, or NumPy's .npz)"),
+        (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+        (b"\x89PNG\r\n\x1a\n", "a PNG picture"),
+        (b"%PDF", "a PDF document"),
+        (b"\x80\x02", "a Python pickle (torch.save's legacy format)"),
+    ];
+    // A safetensors file's header starts after its eight bytes of length: one that does (a
+    // truncated trace, whose length can read as any of the bytes below) is not guessed at.
+    if bytes.get(8) == Some(&b'{') {
+        return None;
+    }
+    let safetensors = "; trace files are safetensors as `flowtracer.dump` writes them (the README's trace format v1)";
+    if let Some((_, what)) = KNOWN.iter().find(|(magic, _)| bytes.starts_with(magic)) {
+        return Some(format!("it is {what}{safetensors}"));
+    }
+    // A pickle of protocol 3 to 5 (torch.save with `_use_new_zipfile_serialization=False`).
+    if bytes.len() >= 2 && bytes[0] == 0x80 && (3..=5).contains(&bytes[1]) {
+        return Some(format!("it is a Python pickle{safetensors}"));
+    }
+    // Text: a safetensors header's length is eight bytes whose high ones are zero.
+    let head = &bytes[..bytes.len().min(64)];
+    let text = String::from_utf8_lossy(head);
+    let printable = |c: char| !c.is_control() || c.is_whitespace();
+    (head.len() >= 8 && head[..8].iter().all(|b| !b.is_ascii_control() || b.is_ascii_whitespace()) && text.chars().all(printable)).then(|| {
+        let start: String = text.lines().next().unwrap_or("").chars().take(40).collect();
+        format!("it is text (it begins `{start}`){safetensors}")
+    })
 }
 
 /// The header's entries (read again where `safetensors` refused them: its length is within the
