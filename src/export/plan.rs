@@ -45,12 +45,8 @@ pub fn plan(inputs: &[PathBuf], out: Option<&Path>, allow_empty: bool) -> Planne
                         p.failed.push(failure(dir, Problem::Io, why.clone()));
                     }
                     if r.traces.is_empty() && !allow_empty {
-                        let why = if run::is_export_output(input) {
-                            format!("{}: an export's output (its summary.json), which holds no traces: export the traces or run folder it was made from", input.display())
-                        } else {
-                            format!("{}: no trace files (*.safetensors) in this folder (pass --allow-empty if that is expected)", input.display())
-                        };
-                        p.failed.push(failure(input, Problem::Empty, why));
+                        let flag = if run::is_export_output(input) { "" } else { " (pass --allow-empty if that is expected)" };
+                        p.failed.push(failure(input, Problem::Empty, format!("{}: {}{flag}", input.display(), run::why_no_traces(input))));
                     }
                     for t in &r.traces {
                         p.jobs.push(Job { source: t.clone(), stem: r.relative(t).with_extension(""), scored: None });

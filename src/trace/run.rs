@@ -65,6 +65,16 @@ pub fn is_export_output(dir: &Path) -> bool {
     String::from_utf8_lossy(&head[..n]).contains("\"flowtracer.summary/")
 }
 
+/// Why a folder given as input has no traces to read (after its path): an export's output
+/// holds none by design, and says where to look instead.
+pub fn why_no_traces(dir: &Path) -> &'static str {
+    if is_export_output(dir) {
+        "an export's output (its summary.json), which holds no traces: export the traces or run folder it was made from"
+    } else {
+        "no trace files (*.safetensors) in this folder"
+    }
+}
+
 /// [`discover`], passing over `skip` (the export's own output folder) and every folder that holds
 /// an export's output.
 pub fn discover_except(root: &Path, skip: Option<&Path>) -> Result<Run, String> {

@@ -285,6 +285,27 @@ fn discover(py: Python<'_>, root: &str) -> PyResult<Vec<String>> {
     Ok(run.traces.iter().map(|p| p.display().to_string()).collect())
 }
 
+/// `paths` with each run folder among them replaced by its trace files (`discover`), as the
+/// binary takes its inputs; a folder without any is a `TraceError` (problem `empty`), as there.
+#[pyfunction]
+fn trace_files(py: Python<'_>, paths: Vec<String>) -> PyResult<Vec<String>> {
+    let mut files = Vec::with_capacity(paths.len());
+    for p in paths {
+        let root = Path::new(&p);
+        if !root.is_dir() {
+            files.push(p);
+            continue;
+        }
+        let found = discover(py, &p)?;
+        if found.is_empty() {
+            let why = flowtracer::trace::run::why_no_traces(root);
+            return Err(trace_error(py, &flowtracer::TraceError::new(root, flowtracer::trace::Problem::Empty, why)));
+        }
+        files.extend(found);
+    }
+    Ok(files)
+}
+
 /// A `credits.safetensors` read back and checked.
 #[pyfunction]
 fn read_credits<'py>(py: Python<'py>, path: &str) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
@@ -318,7 +339,9 @@ fn token_advantages<'py>(
     use numpy::ndarray::Dimension;
     for (name, values) in [("gamma", &gamma), ("advantages", &advantages)] {
         if let Some((i, v)) = values.as_array().indexed_iter().find(|(_, v)| !v.is_finite()) {
-            return Err(value_error(format!("{name}{:?} is {v}: token advantages take finite numbers", i.slice())));
+            // (a scalar has no index to name)
+            let at = if i.slice().is_empty() { String::new() } else { format!("{:?}", i.slice()) };
+            return Err(value_error(format!("{name}{at} is {v}: token advantages take finite numbers")));
         }
     }
     let p = CreditParams { apply_to_negative, ..CreditParams::default() };
@@ -483,6 +506,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_trace, m)?)?;
     m.add_function(wrap_pyfunction!(read_credits, m)?)?;
     m.add_function(wrap_pyfunction!(discover, m)?)?;
+    m.add_function(wrap_pyfunction!(trace_files, m)?)?;
     m.add_function(wrap_pyfunction!(file_columns, m)?)?;
     m.add_function(wrap_pyfunction!(token_advantages, m)?)?;
     m.add_function(wrap_pyfunction!(params_default, m)?)?;

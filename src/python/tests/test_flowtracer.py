@@ -3,6 +3,7 @@
 import dataclasses
 import gc
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,6 +202,27 @@ def test_one_path_is_one_file_not_its_characters(tmp_path):
         flowtracer.fidelity(SAMPLE)
 
 
+def test_a_run_folder_stands_for_its_trace_files(tmp_path):
+    """`analyze_files` takes run folders as the binary does (its traces, sorted, a nested run's
+    too); a folder without traces is refused by name, where it had been "not a regular file"."""
+    run = tmp_path / "run"
+    (run / "step_2").mkdir(parents=True)
+    for name in ("b.safetensors", "a.safetensors", "step_2/c.safetensors"):
+        (run / name).write_bytes(SAMPLE.read_bytes())
+    got = flowtracer.analyze_files([run, SAMPLE])
+    assert [Path(r.source).relative_to(tmp_path).as_posix() if tmp_path in Path(r.source).parents else Path(r.source).name for r in got] == [
+        "run/a.safetensors",
+        "run/b.safetensors",
+        "run/step_2/c.safetensors",
+        "addition.safetensors",
+    ]
+    assert all(r.credit.tolist() == got[-1].credit.tolist() for r in got)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(flowtracer.TraceError, match=r"empty: no trace files \(\*\.safetensors\) in this folder") as e:
+        flowtracer.analyze_files(tmp_path / "empty")
+    assert e.value.problem == "empty"
+
+
 def test_files_load_and_credits_read_back(tmp_path):
     t = flowtracer.load_trace(SAMPLE)
     assert len(t.tokens) == t.shape[-1] and t.question[1] <= t.response[0] and t.dtype in ("f32", "f16", "bf16")
@@ -335,6 +357,8 @@ def test_token_advantages_follow_the_engines_rule():
         flowtracer.token_advantages(np.array([[1.0, np.nan]]), np.array([1.0]))
     with pytest.raises(ValueError, match=r"advantages\[1\] is inf"):
         flowtracer.token_advantages(np.ones((2, 3)), np.array([1.0, np.inf]))
+    with pytest.raises(ValueError, match=r"^advantages is NaN"):
+        flowtracer.token_advantages(gamma[0], float("nan"))
     with pytest.raises(ValueError, match="do not match"):
         flowtracer.token_advantages(gamma, np.ones(3))
 

@@ -21,7 +21,6 @@ memory or, for the CUDA backend, on the GPU (a torch CUDA tensor, anything with
 from __future__ import annotations
 
 from os import PathLike, fspath
-from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
@@ -186,9 +185,10 @@ def analyze_batch(items: Sequence[Mapping[str, Any]], *, params: ParamsLike = No
 
 def analyze_files(paths: str | PathLike[str] | Iterable[str | PathLike[str]], *, params: ParamsLike = None, backend: str = "auto", errors: Errors = "raise", progress: Progress = None) -> list[Any]:
     """Runs trace files (format v1), each between the spans it records (one path: a list of one
-    result); errors and progress as in `analyze_batch`."""
+    result); a run folder among the paths stands for its trace files, found as the binary finds
+    them (a folder without any is a `TraceError`); errors and progress as in `analyze_batch`."""
     _checked_errors(errors)
-    names = _paths(paths)
+    names = _native.trace_files(_paths(paths))
     choose_device()
     answers = _native.analyze_files(names, params_json(params), backend, reporter(progress))
     return _finish(answers, (None for _ in names), errors)
@@ -231,7 +231,7 @@ def fidelity(paths: str | PathLike[str] | Iterable[str | PathLike[str]], *, para
     with `errors="return"` it is left out of the table and its error is listed in `failed`, as
     the binary names it and goes on."""
     _checked_errors(errors)
-    files = [t for p in _paths(paths) for t in (_native.discover(p) if Path(p).is_dir() else [p])]
+    files = _native.trace_files(_paths(paths))
     return _native.fidelity(files, params_json(params), seed, errors == "return", reporter(progress))
 
 
