@@ -21,13 +21,12 @@ pub(crate) fn not_safetensors(bytes: &[u8], e: &safetensors::SafeTensorError) ->
 /// or text: said instead of "header length is implausibly large", which its first eight bytes,
 /// read as a length, mostly give.
 fn other_format(bytes: &[u8]) -> Option<String> {
-    const KNOWN: [(&[u8], &str); 6] = [
+    const KNOWN: [(&[u8], &str); 5] = [
         (b"\x93NUMPY", "a NumPy .npy array"),
         (b"PK\x03\x04", "a zip archive (torch.save's .pt, or NumPy's .npz)"),
         (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
         (b"\x89PNG\r\n\x1a\n", "a PNG picture"),
         (b"%PDF", "a PDF document"),
-        (b"\x80\x02", "a Python pickle (torch.save's legacy format)"),
     ];
     // A safetensors file's header starts after its eight bytes of length: one that does (a
     // truncated trace, whose length can read as any of the bytes below) is not guessed at.
@@ -38,9 +37,9 @@ fn other_format(bytes: &[u8]) -> Option<String> {
     if let Some((_, what)) = KNOWN.iter().find(|(magic, _)| bytes.starts_with(magic)) {
         return Some(format!("it is {what}{safetensors}"));
     }
-    // A pickle of protocol 3 to 5 (torch.save with `_use_new_zipfile_serialization=False`).
-    if bytes.len() >= 2 && bytes[0] == 0x80 && (3..=5).contains(&bytes[1]) {
-        return Some(format!("it is a Python pickle{safetensors}"));
+    // A pickle of protocol 2 to 5: `pickle.dump`, or torch.save's legacy format.
+    if bytes.len() >= 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
+        return Some(format!("it is a Python pickle (pickle.dump, or torch.save's legacy format){safetensors}"));
     }
     // Text: a safetensors header's length is eight bytes whose high ones are zero.
     let head = &bytes[..bytes.len().min(64)];
