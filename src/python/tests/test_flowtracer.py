@@ -323,8 +323,13 @@ def test_params_are_the_engines(tmp_path):
         flowtracer.Params(credit={"gamma": float("nan")})
     with pytest.raises(ValueError, match=r"params: aggregate\.threshold is inf"):
         flowtracer.analyze(SAMPLE, params={"aggregate": {"threshold": float("inf")}})
-    with pytest.raises(ValueError, match="unknown field"):
+    # (the JSON the sections were sent as is not the caller's: no line and column of it)
+    with pytest.raises(ValueError, match=r"unknown field `fracton`, expected one of `fraction`, .*`apply_to_negative`$"):
         flowtracer.Params(credit={"fracton": 0.2})
+    with pytest.raises(ValueError, match=r"unknown field `fracton`.*`apply_to_negative`$"):
+        flowtracer.analyze(SAMPLE, params={"credit": {"fracton": 0.2}})
+    with pytest.raises(ValueError, match=r"at line 1 column \d+$"):
+        flowtracer.Params.from_json('{"credit": {"fracton": 0.2}}')  # the caller's JSON: where in it
     with pytest.raises(AttributeError, match="immutable"):
         p.credit.gamma = 3
 

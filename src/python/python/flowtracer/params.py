@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from os import PathLike
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -45,7 +46,12 @@ class Params:
     __slots__ = ("_data",)
 
     def __init__(self, **sections: Mapping[str, Any]):
-        self._data: dict[str, Any] = json.loads(_native.params_parse(_sections_json(sections), True))
+        try:
+            checked = _native.params_parse(_sections_json(sections), True)
+        except ValueError as e:
+            # The JSON is ours, made from the sections: its line and column say nothing here.
+            raise ValueError(re.sub(r" at line \d+ column \d+$", "", str(e))) from None
+        self._data: dict[str, Any] = json.loads(checked)
 
     @classmethod
     def _checked(cls, text: str) -> "Params":
@@ -107,7 +113,7 @@ def params_json(params: "Params | Mapping[str, Any] | str | PathLike[str] | None
     if isinstance(params, (str, PathLike)):
         return Params.load(params).to_json()
     if isinstance(params, Mapping):
-        return _sections_json(dict(params))
+        return Params(**params).to_json()
     raise TypeError(
         f"params: a Params, a mapping of sections (e.g. {{'credit': {{'fraction': 0.2}}}}), a --params file's path or None, not {type(params).__name__}"
     )
