@@ -72,9 +72,6 @@ def _item(attention: Any, question: Span, answer: Span, response: Span | None, t
         spans = span(f"{name}: question", question), span(f"{name}: answer", answer), None if response is None else span(f"{name}: response", response)
     except ValueError as e:
         raise refused(str(e), "span") from None
-    if isinstance(tokens, (str, bytes)):
-        # (a str is a sequence of str: its characters would be taken for the tokens)
-        raise TypeError(f"{name}: tokens: a sequence of the N tokens' strings, not one {type(tokens).__name__}")
     array, bf16 = engine_array(attention, name, on_device)
     return {
         "attention": array,
