@@ -179,7 +179,7 @@ fn in_order(g: &[f64], width: &[f64], w: &[f32], h: f64, first: usize) -> (f64, 
 
 /// A row's lanes folded into its widest candidate: the lanes' maximum, then the least source
 /// (numbered from the lanes' first) among the lanes that hold it; (0, NONE) when none is wider
-/// than 0. No branch that depends on the data.
+/// than 0, the one answer whose source is NONE.
 fn lanes_best<const L: usize>((maxima, at): &Lanes<L>) -> (f64, usize) {
     let top = maxima.iter().fold(0.0, |a, &m| if m > a { m } else { a });
     let j = (0..L).map(|l| if maxima[l] == top { L * at[l] as usize + l } else { NONE }).min().unwrap_or(NONE);
@@ -227,14 +227,15 @@ fn lanes_best_avx2((maxima, at): &Lanes<4>) -> (f64, usize) {
     (_mm256_cvtsd_f64(top), _mm256_cvtsd_f64(least) as usize)
 }
 
-/// Each row's lanes' widest candidate (`best`, its source numbered from the lanes' first), then
-/// the tail the `lanes` lanes left (later sources: it wins only where strictly wider).
+/// Each row's lanes' widest candidate (`best`, as [`lanes_best`] gives it: its source numbered
+/// from the lanes' first), then the tail the `lanes` lanes left (later sources: it wins only
+/// where strictly wider).
 fn with_tail<const R: usize>(best: [(f64, usize); R], lanes: usize, g: &[f64], width: &[f64], ws: &[&[f32]; R], hs: &[f64; R], first: usize) -> [(f64, usize); R] {
     let split = g.len() / lanes * lanes;
     std::array::from_fn(|r| {
         let lanes = match best[r] {
-            (top, j) if top > 0.0 => (top, first + j),
-            _ => (0.0, NONE),
+            (_, NONE) => (0.0, NONE),
+            (top, j) => (top, first + j),
         };
         let tail = in_order(&g[split..], &width[split..], &ws[r][split..], hs[r], first + split);
         if tail.0 > lanes.0 { tail } else { lanes }
