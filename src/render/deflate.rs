@@ -41,6 +41,7 @@ pub fn rows(data: &[u8], stride: usize, pixel: usize, last: bool) -> Vec<u8> {
     let tokens = Tokens::of(data, stride, pixel);
     let mut out = BitWriter::with_capacity(data.len() / 8 + 1024);
     tokens.write_block(&mut out, last);
+    super::spare::keep_words(tokens.list);
     if !last {
         // An empty stored block: three header bits, then LEN 0 and NLEN 0xffff from a byte boundary.
         out.put(0, 3);
@@ -105,7 +106,9 @@ impl Coder {
 
 impl Tokens {
     fn of(data: &[u8], stride: usize, pixel: usize) -> Tokens {
-        let mut t = Tokens { list: Vec::with_capacity(data.len() / 4), literal_length: [0; 286], distance: [0; 30] };
+        let mut list = super::spare::words();
+        list.reserve(data.len() / 4);
+        let mut t = Tokens { list, literal_length: [0; 286], distance: [0; 30] };
         let above = if stride <= WINDOW { stride } else { usize::MAX };
         let mut recent = vec![0u32; 1 << HASH_BITS];
         let mut at = 0;

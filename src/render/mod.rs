@@ -14,6 +14,7 @@ pub mod graph;
 pub mod layout;
 mod picture;
 mod png;
+mod spare;
 pub mod text;
 
 pub use picture::{Ink, Picture, Rect};
@@ -63,9 +64,22 @@ fn pixmap(w: u32, h: u32) -> Result<Pixmap, String> {
 
 /// A pixmap of the opaque colour `ground`, written once: a new pixmap is zeroed and filling it
 /// wrote every pixel again (the two were a twentieth of drawing a credit picture's bands).
+/// Its memory is this thread's spare ([`spare`]): give it back with [`let_go`].
 fn grounded_pixmap(w: u32, h: u32, [red, green, blue]: [u8; 3]) -> Result<Pixmap, String> {
     let size = resvg::tiny_skia::IntSize::from_wh(w, h).ok_or_else(|| unallocatable(w, h))?;
-    Pixmap::from_vec([red, green, blue, 255].repeat(w as usize * h as usize), size).ok_or_else(|| unallocatable(w, h))
+    let total = w as usize * h as usize * 4;
+    let mut pixels = spare::bytes();
+    pixels.try_reserve_exact(total).map_err(|_| unallocatable(w, h))?;
+    pixels.extend_from_slice(&[red, green, blue, 255]);
+    while pixels.len() < total {
+        pixels.extend_from_within(..pixels.len().min(total - pixels.len()));
+    }
+    Pixmap::from_vec(pixels, size).ok_or_else(|| unallocatable(w, h))
+}
+
+/// A band's pixels done with: their memory kept for the thread's next band.
+fn let_go(pixmap: Pixmap) {
+    spare::keep_bytes(pixmap.take());
 }
 
 fn unallocatable(w: u32, h: u32) -> String {
@@ -129,16 +143,7 @@ fn scanlines(p: &Pixmap, r: &Range<u32>, channels: png::Channels) -> png::Scanli
     for row in rows(p, r).chunks_exact(width * 4) {
         let out = scan.row();
         if channels == png::Channels::Rgb {
-            // Four pixels at a time, as one 16-byte load and a 12-byte store: a pixel at a time
-            // the copy was a tenth of compressing a band.
-            let (out4, out_rest) = out.split_at_mut(out.len() / 12 * 12);
-            let (row4, row_rest) = row.split_at(out4.len() / 3 * 4);
-            for (o, px) in out4.chunks_exact_mut(12).zip(row4.chunks_exact(16)) {
-                let px: &[u8; 16] = px.try_into().expect("16 bytes");
-                let rgb: [u8; 12] = std::array::from_fn(|i| px[i / 3 * 4 + i % 3]);
-                o.copy_from_slice(&rgb);
-            }
-            out_rest.chunks_exact_mut(3).zip(row_rest.chunks_exact(4)).for_each(|(o, px)| o.copy_from_slice(&px[..3]));
+            rgb_of_rgba(row, out);
         } else {
             for (o, px) in out.chunks_exact_mut(4).zip(row.chunks_exact(4)) {
                 let c = resvg::tiny_skia::PremultipliedColorU8::from_rgba(px[0], px[1], px[2], px[3]).expect("premultiplied pixels").demultiply();
@@ -147,6 +152,51 @@ fn scanlines(p: &Pixmap, r: &Range<u32>, channels: png::Channels) -> png::Scanli
         }
     }
     scan
+}
+
+/// The red, green and blue of each pixel of `rgba` (opaque: the same premultiplied or not).
+/// Four pixels at a time: as one byte shuffle of a 16-byte load where the CPU has SSSE3's (all
+/// but the first x86-64s), where the compiler's own code for the same gather was a twentieth of
+/// an 8k-token credit picture's PNG; otherwise as a 12-byte array (a pixel at a time the copy
+/// had been a tenth of compressing a band).
+fn rgb_of_rgba(rgba: &[u8], rgb: &mut [u8]) {
+    #[inline(always)]
+    fn portable(rgba: &[u8], rgb: &mut [u8]) {
+        let (out4, out_rest) = rgb.split_at_mut(rgb.len() / 12 * 12);
+        let (row4, row_rest) = rgba.split_at(out4.len() / 3 * 4);
+        for (o, px) in out4.chunks_exact_mut(12).zip(row4.chunks_exact(16)) {
+            let px: &[u8; 16] = px.try_into().expect("16 bytes");
+            let rgb: [u8; 12] = std::array::from_fn(|i| px[i / 3 * 4 + i % 3]);
+            o.copy_from_slice(&rgb);
+        }
+        out_rest.chunks_exact_mut(3).zip(row_rest.chunks_exact(4)).for_each(|(o, px)| o.copy_from_slice(&px[..3]));
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "ssse3")]
+        fn shuffled(rgba: &[u8], rgb: &mut [u8]) {
+            use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_setr_epi8, _mm_shuffle_epi8, _mm_storeu_si128};
+            let order = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+            // Each store writes 16 bytes, the last 4 of them the next store's: the final four
+            // pixels go the portable way, so no store reaches past the row.
+            let pixels = (rgb.len() / 3).min(rgba.len() / 4);
+            let vectors = pixels.saturating_sub(4) / 4;
+            for v in 0..vectors {
+                // SAFETY: vector v reads pixels 4v..4v+4 of `rgba` and writes bytes 12v..12v+16
+                // of `rgb`, which holds 3·pixels ≥ 12v + 24 bytes.
+                unsafe {
+                    let px = _mm_loadu_si128(rgba.as_ptr().add(16 * v).cast::<__m128i>());
+                    _mm_storeu_si128(rgb.as_mut_ptr().add(12 * v).cast::<__m128i>(), _mm_shuffle_epi8(px, order));
+                }
+            }
+            portable(&rgba[16 * vectors..], &mut rgb[12 * vectors..]);
+        }
+        if std::arch::is_x86_feature_detected!("ssse3") {
+            // SAFETY: the CPU has SSSE3, checked just above.
+            return unsafe { shuffled(rgba, rgb) };
+        }
+    }
+    portable(rgba, rgb)
 }
 
 /// A square heat map (row-major `s`×`s` values, scaled to their maximum) as PNG bytes: the
@@ -223,6 +273,22 @@ pub fn escape_into(out: &mut String, s: &str) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Each pixel's first three bytes, in order, whatever the row's width: the shuffled vectors,
+    /// the row's last pixels after them, and rows too short for a vector.
+    #[test]
+    fn rgb_is_each_pixels_first_three_bytes() {
+        let mut rng = crate::flow::test_rng::XorShift(0x853c_49e6_748f_ea9b);
+        for width in 0..=41 {
+            let rgba: Vec<u8> = (0..4 * width).map(|_| (rng.unit() * 256.0) as u8).collect();
+            let mut rgb = vec![0xa5; 3 * width];
+            rgb_of_rgba(&rgba, &mut rgb);
+            let want: Vec<u8> = rgba.chunks_exact(4).flat_map(|px| px[..3].to_vec()).collect();
+            assert_eq!(rgb, want, "{width} pixels");
+        }
+    }
+
     #[test]
     fn small_shares_keep_two_significant_digits() {
         use super::{percent, share};
@@ -238,8 +304,6 @@ mod tests {
         assert_eq!(super::answer_and_sink(answer, answer), "48:52");
         assert_eq!(super::answer_and_sink(answer, Span { start: 47, end: 51 }), "48:52, written at 47:51 (the flow's sink)");
     }
-
-    use super::*;
 
     /// A picture with see-through pixels is stored as RGBA and decodes to what tiny-skia's own
     /// PNG encoder stores; an opaque one as RGB, to the same pixels.

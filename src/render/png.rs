@@ -46,7 +46,9 @@ pub struct Scanlines {
 
 impl Scanlines {
     pub fn new(rows: usize, width: usize, channels: Channels) -> Self {
-        Scanlines { bytes: Vec::with_capacity(rows * (width * channels.bytes() + 1)), width, channels }
+        let mut bytes = super::spare::bytes();
+        bytes.reserve_exact(rows * (width * channels.bytes() + 1));
+        Scanlines { bytes, width, channels }
     }
 
     /// Bytes a row takes, its filter byte included.
@@ -60,6 +62,13 @@ impl Scanlines {
         let start = self.bytes.len();
         self.bytes.resize(start + self.width * self.channels.bytes(), 0);
         &mut self.bytes[start..]
+    }
+}
+
+/// The rows' memory is kept for the thread's next band ([`super::spare`]).
+impl Drop for Scanlines {
+    fn drop(&mut self) {
+        super::spare::keep_bytes(std::mem::take(&mut self.bytes));
     }
 }
 
