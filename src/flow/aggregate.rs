@@ -124,11 +124,16 @@ pub fn default_layers(total: usize, deep_from: usize) -> (usize, usize) {
 
 /// A lone slab's row of at most this many bytes has the next one asked for while it is read,
 /// where the CPU's prefetcher stops at a page's end (4 KiB) and so starts over at every such row
-/// ([`slab_row::prefetcher_stops_at_pages`]). On an Intel Xeon (2026-12-02, a batch of 64
-/// 1k-token `[N,N]` F32 traces, rows of one page): 8% more traces/s on one thread, 6% on two;
-/// rows of 8 KiB gained nothing, and at 16 KiB asking for the whole next row cost 8%. On AMD's
-/// Zen 4 (2026-12-04, each trace of the batch on a core of its own) the same hint cost 8–10% on
-/// one thread and 4–9% on two: its prefetcher follows the rows unasked.
+/// ([`slab_row::prefetcher_stops_at_pages`]): each cache line read asks for the one at the same
+/// place in the next row, so the asking is spread over the row as its reading is. On an Intel
+/// Xeon (2026-12-02, a batch of 64 1k-token `[N,N]` F32 traces, rows of one page) asking for the
+/// whole next row at once before each row gained 8% traces/s on one thread, 6% on two; rows of
+/// 8 KiB gained nothing, and at 16 KiB it cost 8%. Spread (2026-12-05, an Intel Xeon with
+/// AVX-512, where a fifth of the batch's time had been spent waiting on those requests at each
+/// row's start): 8–9% more than asking all at once on one thread, 8–11% on two; asking two or
+/// three rows ahead, no more. On AMD's Zen 4 (2026-12-04, each trace of the batch on a core of
+/// its own) asking at all cost 8–10% on one thread and 4–9% on two: its prefetcher follows the
+/// rows unasked.
 const PREFETCH_ROWS_UP_TO: usize = 4096;
 
 pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: &AtomicBool) -> Result<Matrix, DataError> {
@@ -167,7 +172,7 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
                 let stats = slab_row::accumulate_rows(att.dtype, lowers, &mut acc[..=k], p.reduce, buf, g == 0);
                 for ((&(l, h), &upper), (&(sum, min), lower)) in group.iter().zip(uppers).zip(stats.iter().zip(lowers)) {
                     if upper {
-                        check_causal::<true>(&att.row_bytes(l, h, k)[(k + 1) * es..], att, l, h, k)?;
+                        check_causal(&att.row_bytes(l, h, k)[(k + 1) * es..], slab_row::AHEAD, att, l, h, k)?;
                     }
                     if !sum.is_finite() || min < 0.0 {
                         let row = &mut buf[..=k];
@@ -193,15 +198,16 @@ pub fn aggregate(att: &Attention, sel: &Selection, p: &AggregateParams, cancel: 
 fn one_slab_row(att: &Attention, l: usize, h: usize, k: usize, check_upper: bool, out: &mut [f32], buf: &mut [f32]) -> Result<(), DataError> {
     let es = att.dtype.size();
     let bytes = att.row_bytes(l, h, k);
-    if k + 1 < att.n && bytes.len() <= PREFETCH_ROWS_UP_TO && slab_row::prefetcher_stops_at_pages() {
-        slab_row::prefetch_all(att.row_bytes(l, h, k + 1));
-    }
-    let (sum, min) = slab_row::decode_row(att.dtype, &bytes[..k * es], out);
+    let ahead = match k + 1 < att.n && bytes.len() <= PREFETCH_ROWS_UP_TO && slab_row::prefetcher_stops_at_pages() {
+        true => (att.row_bytes(l, h, k + 1).as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize),
+        false => 0,
+    };
+    let (sum, min) = slab_row::decode_row(att.dtype, &bytes[..k * es], out, ahead);
     let mut diag = [0f32];
     att.dtype.decode(&bytes[k * es..(k + 1) * es], &mut diag);
     let (sum, min) = (sum + diag[0] as f64, min.min(diag[0]));
     if check_upper {
-        check_causal::<false>(&bytes[(k + 1) * es..], att, l, h, k)?;
+        check_causal(&bytes[(k + 1) * es..], ahead, att, l, h, k)?;
     }
     if !sum.is_finite() || min < 0.0 {
         buf[..k].copy_from_slice(out);
@@ -243,14 +249,15 @@ fn first_bad_value(row: &[f32], att: &Attention, l: usize, h: usize, k: usize) -
     bad(Problem::NonFinite, att, l, h, k, "sums to infinity".into())
 }
 
-/// `AHEAD`: each cache line asked for a kilobyte before it is read, where several slabs' rows
-/// are read in turn (the upper parts of a group's rows, each after the group's lower parts, went
-/// at the hardware prefetcher's pace: half of a `[4,8,N,N]` F16 aggregation's time, and the
-/// prefetch took it 10–20% faster at 4k). A lone slab's row is one forward stream, its next row
-/// asked for where that helps ([`PREFETCH_ROWS_UP_TO`]).
-fn check_causal<const AHEAD: bool>(upper: &[u8], att: &Attention, l: usize, h: usize, k: usize) -> Result<(), DataError> {
+/// `ahead`: each cache line read asks for the one that many bytes on (0: none). A kilobyte
+/// ([`slab_row::AHEAD`]) where several slabs' rows are read in turn (the upper parts of a
+/// group's rows, each after the group's lower parts, went at the hardware prefetcher's pace:
+/// half of a `[4,8,N,N]` F16 aggregation's time, and the prefetch took it 10–20% faster at 4k).
+/// A lone slab's row is one forward stream, its next row asked for where that helps
+/// ([`PREFETCH_ROWS_UP_TO`]).
+fn check_causal(upper: &[u8], ahead: usize, att: &Attention, l: usize, h: usize, k: usize) -> Result<(), DataError> {
     // Fast path: zero bytes (what every causal dump holds above the diagonal).
-    if slab_row::all_zero::<AHEAD>(upper) {
+    if slab_row::all_zero(upper, ahead) {
         return Ok(());
     }
     let mut vals = vec![0f32; upper.len() / att.dtype.size()];

@@ -105,9 +105,10 @@ pub fn accumulate(dtype: Dtype, bytes: &[u8], acc: &mut [f64], reduce: Reduce, b
 /// M's own. On a CPU with AVX it takes one pass, eight values decoded, stored, summed and
 /// minimised at a time, where decoding and then reading the row again had cost as much as
 /// copying it (a batch of 64 `[N,N]` F32 traces at 1k spent 10% of its time in `row_stats`).
-pub fn decode_row(dtype: Dtype, bytes: &[u8], out: &mut [f32]) -> (f64, f32) {
+/// `ahead`: where not 0, each cache line read has the one `ahead` bytes on asked for ([`ask_for`]).
+pub fn decode_row(dtype: Dtype, bytes: &[u8], out: &mut [f32], ahead: usize) -> (f64, f32) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(stats) = with_eight(dtype, Decode { row: bytes, out }) {
+    if let Some(stats) = with_eight(dtype, Decode { row: bytes, out, ahead }) {
         return stats;
     }
     dtype.decode(bytes, out);
@@ -117,10 +118,10 @@ pub fn decode_row(dtype: Dtype, bytes: &[u8], out: &mut [f32]) -> (f64, f32) {
 /// `decode_row` eight values at a time as `load` decodes them: the lanes, the minimum and the
 /// tail as in `mean_eight`, so the stats are `row_stats`'s to the bit. A single slab's rows lie
 /// one after another in the file, so the hardware's prefetcher follows them unasked, within a
-/// page (rows of a page or less have the next asked for: `aggregate`).
+/// page (rows of a page or less have the next asked for, `ahead`: `aggregate`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn decode_eight(dtype: Dtype, row: &[u8], out: &mut [f32], load: impl Fn(*const u8) -> std::arch::x86_64::__m256) -> (f64, f32) {
+unsafe fn decode_eight(dtype: Dtype, row: &[u8], out: &mut [f32], ahead: usize, load: impl Fn(*const u8) -> std::arch::x86_64::__m256) -> (f64, f32) {
     use std::arch::x86_64::*;
     let (n, es) = (out.len(), dtype.size());
     assert_eq!(row.len(), es * n, "a row of {n} values");
@@ -131,6 +132,9 @@ unsafe fn decode_eight(dtype: Dtype, row: &[u8], out: &mut [f32], load: impl Fn(
     unsafe {
         let (mut sums, mut mins) = (_mm256_setzero_ps(), _mm256_set1_ps(f32::INFINITY));
         for j in (0..whole).step_by(8) {
+            if ahead != 0 && j % (64 / es) == 0 {
+                ask_for(row.as_ptr().wrapping_add(es * j + ahead));
+            }
             let v = load(row.as_ptr().add(es * j));
             _mm256_storeu_ps(dst.add(j), v);
             sums = _mm256_add_ps(sums, v);
@@ -278,6 +282,7 @@ impl<const R: usize> Eight for Mean<'_, R> {
 struct Decode<'a> {
     row: &'a [u8],
     out: &'a mut [f32],
+    ahead: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -286,57 +291,65 @@ impl Eight for Decode<'_> {
     #[inline(always)]
     unsafe fn run(self, dtype: Dtype, load: impl Fn(*const u8) -> std::arch::x86_64::__m256) -> Self::Out {
         // SAFETY: as `run`'s.
-        unsafe { decode_eight(dtype, self.row, self.out, load) }
+        unsafe { decode_eight(dtype, self.row, self.out, self.ahead, load) }
     }
 }
 
 /// How far ahead of the values in use a row is asked for (bytes). A row of one slab is followed
 /// in the pass by the same row of the next slab, far away in the file, so the hardware's own
 /// prefetcher starts over at every row; asking a kilobyte ahead gained 5–10%.
-const AHEAD: usize = 1024;
+pub(crate) const AHEAD: usize = 1024;
 
 /// Asks for the cache line `AHEAD` bytes past `values[at]` (a hint: any address is allowed).
 #[inline(always)]
 pub(crate) fn prefetch_ahead<T>(values: &[T], at: usize) {
+    ask_for(values.as_ptr().cast::<u8>().wrapping_add(at * size_of::<T>() + AHEAD));
+}
+
+/// Asks for the cache line at `address` (a hint: nothing is read, nothing can fault, any
+/// address is allowed).
+#[inline(always)]
+pub(crate) fn ask_for(address: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch does not fault, whatever the address; SSE is part of x86_64.
     unsafe {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>(values.as_ptr().cast::<i8>().wrapping_add(at * size_of::<T>() + AHEAD));
+        _mm_prefetch::<_MM_HINT_T0>(address.cast::<i8>());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (values, at);
+    let _ = address;
 }
 
-/// Whether every byte is zero. `AHEAD`: each cache line asked for a kilobyte before it is read.
+/// Whether every byte is zero. `ahead`: where not 0, each cache line read has the one `ahead`
+/// bytes on asked for ([`AHEAD`], or the same place in a lone slab's next row).
 /// Compiled for the widest vectors this CPU has, as the rest of a row's pass is: built for the
 /// baseline it OR-ed 16 bytes an instruction, and a 64-trace batch of 1k-token `[N,N]` F32 traces
 /// (half of whose bytes are this check's) ran 2–4% faster with AVX-512 on one thread and 1–8% on
 /// two (alternated runs).
-pub(crate) fn all_zero<const AHEAD: bool>(bytes: &[u8]) -> bool {
+pub(crate) fn all_zero(bytes: &[u8], ahead: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { zero_avx512::<AHEAD>(bytes) };
+            return unsafe { zero_avx512(bytes, ahead) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { zero_avx2::<AHEAD>(bytes) };
+            return unsafe { zero_avx2(bytes, ahead) };
         }
     }
-    zero_words::<AHEAD>(bytes)
+    zero_words(bytes, ahead)
 }
 
 /// [`all_zero`] as whole words OR-ed in blocks of 64 (vectorised, no branch per word), the
 /// answer looked at once per block, so a non-zero block still stops the scan early.
 #[inline(always)]
-fn zero_words<const AHEAD: bool>(bytes: &[u8]) -> bool {
+fn zero_words(bytes: &[u8], ahead: usize) -> bool {
     // SAFETY: every bit pattern is a valid u64; align_to only reinterprets the aligned middle.
     let (head, words, tail) = unsafe { bytes.align_to::<u64>() };
     let zero_block = |c: &[u64]| {
-        if AHEAD {
-            (0..c.len()).step_by(8).for_each(|w| prefetch_ahead(c, w));
+        if ahead != 0 {
+            (0..c.len()).step_by(8).for_each(|w| ask_for(c.as_ptr().wrapping_add(w).cast::<u8>().wrapping_add(ahead)));
         }
         c.iter().fold(0u64, |a, &w| a | w) == 0
     };
@@ -345,31 +358,19 @@ fn zero_words<const AHEAD: bool>(bytes: &[u8]) -> bool {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn zero_avx512<const AHEAD: bool>(bytes: &[u8]) -> bool {
-    zero_words::<AHEAD>(bytes)
+fn zero_avx512(bytes: &[u8], ahead: usize) -> bool {
+    zero_words(bytes, ahead)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn zero_avx2<const AHEAD: bool>(bytes: &[u8]) -> bool {
-    zero_words::<AHEAD>(bytes)
-}
-
-/// Asks for every cache line of `bytes` (a hint: nothing is read, nothing can fault).
-#[inline]
-pub(crate) fn prefetch_all(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for at in (0..bytes.len()).step_by(64) {
-        // SAFETY: a prefetch does not fault, whatever the address; SSE is part of x86_64.
-        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(bytes.as_ptr().wrapping_add(at).cast::<i8>()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
+fn zero_avx2(bytes: &[u8], ahead: usize) -> bool {
+    zero_words(bytes, ahead)
 }
 
 /// Whether this CPU's hardware prefetcher is one that stops at a page's end, so that a stream of
-/// rows a page long gains from [`prefetch_all`] of the next: Intel's, as measured; not AMD's (and
-/// no other, unmeasured). Asked once a process.
+/// rows a page long gains from asking for the next row as the row before is read: Intel's, as
+/// measured; not AMD's (and no other, unmeasured). Asked once a process.
 pub(crate) fn prefetcher_stops_at_pages() -> bool {
     static INTEL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *INTEL.get_or_init(crate::cpu::is_intel)
@@ -493,16 +494,16 @@ mod tests {
         for start in 0..9 {
             for len in [0, 1, 7, 8, 9, 63, 64, 65, 511, 512, 513, 1100] {
                 let checks = |b: &[u8]| {
-                    let mut got = vec![zero_words::<false>(b), zero_words::<true>(b), all_zero::<true>(b)];
+                    let mut got = vec![zero_words(b, 0), zero_words(b, AHEAD), all_zero(b, AHEAD), all_zero(b, 4096)];
                     #[cfg(target_arch = "x86_64")]
                     {
                         if std::arch::is_x86_feature_detected!("avx2") {
                             // SAFETY: the CPU has AVX2, checked just above.
-                            got.push(unsafe { zero_avx2::<true>(b) });
+                            got.push(unsafe { zero_avx2(b, AHEAD) });
                         }
                         if std::arch::is_x86_feature_detected!("avx512f") {
                             // SAFETY: the CPU has AVX-512F, checked just above.
-                            got.push(unsafe { zero_avx512::<false>(b) });
+                            got.push(unsafe { zero_avx512(b, 0) });
                         }
                     }
                     got
@@ -604,7 +605,7 @@ mod tests {
         for (dtype, n, rows) in rows() {
             for (i, row) in rows.iter().enumerate() {
                 let (mut got, mut want) = (vec![0f32; n], vec![0f32; n]);
-                let stats = decode_row(dtype, row, &mut got);
+                let stats = decode_row(dtype, row, &mut got, if i % 2 == 0 { 0 } else { 4096 });
                 dtype.decode(row, &mut want);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 let case = format!("{dtype:?}, n = {n}, row {i}");
