@@ -5,15 +5,17 @@
 //! a tenth of drawing a 1k-token trace's two pictures on one core. Taken from here, a band
 //! writes into the memory the thread's previous band used.
 //!
-//! Bounded: a few buffers a thread, none over [`LARGEST`] bytes (a picture drawn in one piece
-//! at the raster's limit is let go as before).
+//! Bounded: two byte buffers and one of words a thread, none over [`LARGEST`] bytes, so a
+//! thread keeps at most 12 MiB (a picture's band is 1–2 MiB of pixels; a picture drawn in one
+//! piece near the raster's limit is let go as before).
 
 use std::cell::Cell;
 
 /// Buffers kept a thread: a band's pixels and its rows are in use at once.
 const KEPT: usize = 2;
-/// The largest buffer kept, in bytes (a band of the widest picture is a few megabytes).
-const LARGEST: usize = 16 << 20;
+/// The largest buffer kept, in bytes: the credit picture's bands (893 pixels by 272 rows) and
+/// the backbone picture whole (1200 by 440) fit.
+const LARGEST: usize = 4 << 20;
 
 thread_local! {
     static BYTES: Cell<Vec<Vec<u8>>> = const { Cell::new(Vec::new()) };
