@@ -8,7 +8,7 @@
 
 use super::matrix::Matrix;
 use super::slab_row::prefetch_ahead;
-use super::sweep::{Sweep, forward_sweep};
+use super::sweep::{ROWS, Rows, Sweep, forward_sweep};
 use crate::params::BackboneParams;
 use crate::span::Spans;
 use serde::{Deserialize, Serialize};
@@ -65,11 +65,15 @@ impl<'a> Widths<'a> {
 
     /// Four rows at a time: each row's widest source is `gather`'s (`widest` in both), but the four
     /// share the loads of `width` and `g`, which are most of a row's reading.
-    pub fn gather_rows(&self, g: &[f64], ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<(f64, usize)> {
+    pub fn gather_rows(&self, g: &[f64], ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Rows<(f64, usize)> {
         if !ks.len().is_multiple_of(FOUR) || sources.is_empty() {
-            return ks.map(|k| self.gather(g, k, m.row(k), sources.clone())).collect();
+            return Rows::from_fn(ks.len(), |j| self.gather(g, ks.start + j, m.row(ks.start + j), sources.clone()));
         }
-        ks.step_by(FOUR).flat_map(|k0| self.gather_four(g, k0, m, sources.clone())).collect()
+        let mut values = [(0.0, NONE); ROWS];
+        for (four, k0) in values.chunks_exact_mut(FOUR).zip(ks.clone().step_by(FOUR)) {
+            four.copy_from_slice(&self.gather_four(g, k0, m, sources.clone()));
+        }
+        Rows::new(values, ks.len())
     }
 
     fn gather_four(&self, g: &[f64], k0: usize, m: &Matrix, sources: Range<usize>) -> [(f64, usize); FOUR] {
@@ -112,7 +116,7 @@ impl Sweep for Widest<'_> {
         self.w.gather(self.g, k, row, sources)
     }
 
-    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<(f64, usize)> {
+    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Rows<(f64, usize)> {
         self.w.gather_rows(self.g, ks, m, sources)
     }
 

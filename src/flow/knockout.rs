@@ -17,7 +17,7 @@
 
 use super::backbone::FlowPath;
 use super::matrix::{Matrix, row_offset};
-use super::sweep::{Sweep, forward_sweep, weighted_sum, weighted_sum_onto, weighted_sums};
+use super::sweep::{Rows, Sweep, forward_sweep, weighted_sum, weighted_sum_onto, weighted_sums};
 use super::{FlowResult, solve_graph};
 use crate::params::Params;
 use crate::span::Spans;
@@ -101,7 +101,7 @@ impl Sweep for IntoToken<'_> {
         weighted_sum(row, &self.send, sources)
     }
 
-    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<f64> {
+    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Rows<f64> {
         weighted_sums(ks, m, &self.send, sources)
     }
 

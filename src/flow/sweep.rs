@@ -19,15 +19,50 @@ pub const ROWS: usize = 16;
 /// busy already) ran 3–4% slower with every sweep on two.
 pub const PAIRED_FROM: usize = 3072;
 
+/// What a group of at most [`ROWS`] consecutive rows gathered, held on the stack: a sweep's
+/// gathers give one per group of rows, hundreds of times a trace (as a `Vec` each they were half
+/// of a 1k-token trace's 600 allocations).
+#[derive(Clone, Copy, Debug)]
+pub struct Rows<T> {
+    values: [T; ROWS],
+    len: usize,
+}
+
+impl<T: Copy + Default> Rows<T> {
+    /// The first `len` (≤ [`ROWS`]) of `values`.
+    pub fn new(values: [T; ROWS], len: usize) -> Self {
+        assert!(len <= ROWS, "a group of at most {ROWS} rows, not {len}");
+        Rows { values, len }
+    }
+
+    /// `len` values, the j-th `value(j)`.
+    pub fn from_fn(len: usize, mut value: impl FnMut(usize) -> T) -> Self {
+        assert!(len <= ROWS, "a group of at most {ROWS} rows, not {len}");
+        let mut values = [T::default(); ROWS];
+        for (j, v) in values[..len].iter_mut().enumerate() {
+            *v = value(j);
+        }
+        Rows { values, len }
+    }
+}
+
+impl<T> std::ops::Deref for Rows<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.values[..self.len]
+    }
+}
+
 pub trait Sweep: Sync + Send {
-    type Acc: Copy + Send;
+    type Acc: Copy + Send + Default;
     /// What the settled sources `sources` send to token `k` (row `row` of M).
     fn gather(&self, k: usize, row: &[f32], sources: Range<usize>) -> Self::Acc;
-    /// `gather` of the consecutive rows `ks`, each from the same sources. A sweep whose gather
-    /// is a chain of dependent additions overrides it to run several rows' chains side by side,
-    /// each in its own order (the same answer bit for bit, at a few times the speed).
-    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<Self::Acc> {
-        ks.map(|k| self.gather(k, m.row(k), sources.clone())).collect()
+    /// `gather` of the consecutive rows `ks` (at most [`ROWS`]), each from the same sources. A
+    /// sweep whose gather is a chain of dependent additions overrides it to run several rows'
+    /// chains side by side, each in its own order (the same answer bit for bit, at a few times
+    /// the speed).
+    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Rows<Self::Acc> {
+        Rows::from_fn(ks.len(), |j| self.gather(ks.start + j, m.row(ks.start + j), sources.clone()))
     }
     /// `gather` of `sources` carried on from `acc`, what the sources just before them gathered:
     /// for a chain of additions the chain goes on (so splitting a row's sources where a block
@@ -53,18 +88,18 @@ pub fn weighted_sum_onto(acc: f64, row: &[f32], weights: &[f64], sources: Range<
 /// `weighted_sum` of the consecutive rows `ks`, `ROWS` side by side: each row's chain of
 /// additions in `weighted_sum`'s order, but sixteen independent chains keep the adders busy where
 /// one waits on each addition.
-pub fn weighted_sums(ks: Range<usize>, m: &Matrix, weights: &[f64], sources: Range<usize>) -> Vec<f64> {
+pub fn weighted_sums(ks: Range<usize>, m: &Matrix, weights: &[f64], sources: Range<usize>) -> Rows<f64> {
     let x = &weights[sources.clone()];
     if ks.len() != ROWS {
-        return ks.map(|k| weighted_sum(m.row(k), weights, sources.clone())).collect();
+        return Rows::from_fn(ks.len(), |j| weighted_sum(m.row(ks.start + j), weights, sources.clone()));
     }
     let rows: [&[f32]; ROWS] = std::array::from_fn(|j| &m.row(ks.start + j)[sources.clone()]);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above; every row is as long as `x`.
-        return unsafe { chains_avx2(&rows, x) }.to_vec();
+        return Rows::new(unsafe { chains_avx2(&rows, x) }, ROWS);
     }
-    chains_plain(&rows, x).to_vec()
+    Rows::new(chains_plain(&rows, x), ROWS)
 }
 
 /// Sixteen rows' chains one source at a time: where the CPU has no AVX2, and the reference the
@@ -142,7 +177,9 @@ fn sweep<S: Sweep>(m: &Matrix, first_source: usize, rows: Range<usize>, state: &
                 Some(pair) if sources.len() * (k1 - k0) >= 1 << 15 => pair.run(Bulk { groups, sources }).concat(),
                 _ => {
                     let st = gathers.state.read().unwrap_or_else(PoisonError::into_inner);
-                    groups.into_iter().flat_map(|ks| st.gather_rows(ks, m, sources.clone())).collect()
+                    let mut partial = Vec::with_capacity(k1 - k0);
+                    groups.into_iter().for_each(|ks| partial.extend_from_slice(&st.gather_rows(ks, m, sources.clone())));
+                    partial
                 }
             };
             settle_block(m, split, k0..k1, &partial, &mut **gathers.state.write().unwrap_or_else(PoisonError::into_inner));
@@ -178,7 +215,7 @@ impl<S: Sweep> Parts for Gathers<'_, S> {
     }
 
     fn part(&self, bulk: &Bulk, g: usize) -> Vec<S::Acc> {
-        self.state.read().unwrap_or_else(PoisonError::into_inner).gather_rows(bulk.groups[g].clone(), self.m, bulk.sources.clone())
+        self.state.read().unwrap_or_else(PoisonError::into_inner).gather_rows(bulk.groups[g].clone(), self.m, bulk.sources.clone()).to_vec()
     }
 }
 
@@ -215,7 +252,7 @@ mod tests {
             weighted_sum(row, &self.0, sources)
         }
 
-        fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<f64> {
+        fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Rows<f64> {
             weighted_sums(ks, m, &self.0, sources)
         }
 

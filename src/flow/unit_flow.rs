@@ -4,7 +4,7 @@
 
 use super::backbone::{FirstSweep, Widths};
 use super::matrix::Matrix;
-use super::sweep::{Sweep, forward_sweep, weighted_sum, weighted_sum_onto, weighted_sums};
+use super::sweep::{Rows, Sweep, forward_sweep, weighted_sum, weighted_sum_onto, weighted_sums};
 use crate::span::Spans;
 use std::ops::Range;
 
@@ -30,7 +30,7 @@ impl Sweep for Solve<'_> {
         weighted_sum(row, &self.g, sources)
     }
 
-    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<f64> {
+    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Rows<f64> {
         weighted_sums(ks, m, &self.g, sources)
     }
 
@@ -104,9 +104,10 @@ impl Sweep for WithWidths<'_> {
         (self.solve.gather(k, row, sources.clone()), self.widths.gather(&self.solve.g, k, row, sources))
     }
 
-    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Vec<Self::Acc> {
+    fn gather_rows(&self, ks: Range<usize>, m: &Matrix, sources: Range<usize>) -> Rows<Self::Acc> {
         let sums = self.solve.gather_rows(ks.clone(), m, sources.clone());
-        sums.into_iter().zip(self.widths.gather_rows(&self.solve.g, ks, m, sources)).collect()
+        let widths = self.widths.gather_rows(&self.solve.g, ks, m, sources);
+        Rows::from_fn(sums.len(), |j| (sums[j], widths[j]))
     }
 
     fn gather_onto(&self, acc: Self::Acc, k: usize, row: &[f32], sources: Range<usize>) -> Self::Acc {
