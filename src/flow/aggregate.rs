@@ -130,8 +130,10 @@ pub fn default_layers(total: usize, deep_from: usize) -> (usize, usize) {
 /// whole next row at once before each row gained 8% traces/s on one thread, 6% on two; rows of
 /// 8 KiB gained nothing, and at 16 KiB it cost 8%. Spread (2026-12-05, an Intel Xeon with
 /// AVX-512, where a fifth of the batch's time had been spent waiting on those requests at each
-/// row's start): 8–9% more than asking all at once on one thread, 8–11% on two; asking two or
-/// three rows ahead, no more. On AMD's Zen 4 (2026-12-04, each trace of the batch on a core of
+/// row's start): on traces already checked (the app's re-aggregation, which reads only below the
+/// diagonal) 8–9% more than asking all at once on one thread, 8–11% on two, and asking two or
+/// three rows ahead no more; on fresh traces (the whole file read, the mapping first touched)
+/// no different. On AMD's Zen 4 (2026-12-04, each trace of the batch on a core of
 /// its own) asking at all cost 8–10% on one thread and 4–9% on two: its prefetcher follows the
 /// rows unasked.
 const PREFETCH_ROWS_UP_TO: usize = 4096;

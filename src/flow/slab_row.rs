@@ -133,7 +133,7 @@ unsafe fn decode_eight(dtype: Dtype, row: &[u8], out: &mut [f32], ahead: usize, 
         let (mut sums, mut mins) = (_mm256_setzero_ps(), _mm256_set1_ps(f32::INFINITY));
         for j in (0..whole).step_by(8) {
             if ahead != 0 && j % (64 / es) == 0 {
-                ask_for(row.as_ptr().wrapping_add(es * j + ahead));
+                ask_for(row.as_ptr().wrapping_add(es * j).wrapping_add(ahead));
             }
             let v = load(row.as_ptr().add(es * j));
             _mm256_storeu_ps(dst.add(j), v);
