@@ -73,7 +73,8 @@ enum Command {
         /// and exports, and removes that when it ends (the system's temporary folder by default).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Also time this peer script on the same files (`tests/peer/flowtracer_numpy.py`).
+        /// Also time this peer script on the same files (`tests/peer/flowtracer_numpy.py`), below
+        /// 16384 tokens (at 16k NumPy's float64 pipeline takes minutes and 9 GB a run).
         #[arg(long)]
         peer: Option<PathBuf>,
         /// Time the app instead: a re-score and a frame of the text view, per size.

@@ -37,7 +37,7 @@ pub struct UiBench {
 pub fn ui_bench(n: usize, repeat: usize) -> Result<UiBench, String> {
     use crate::app::{Command, FlowApp, document::Document, recent::Recent};
     // ([4,8,N,N] would be a 34 GB synthetic trace from 16k tokens: long traces come as [N,N] F16)
-    let (layers, heads) = if n >= 16384 { (1, 1) } else { (4, 8) };
+    let (layers, heads) = if n >= super::LONG { (1, 1) } else { (4, 8) };
     let spec = SynthSpec { seed: n as u64, target_tokens: n, layers, heads, dtype: Dtype::F16, rank: 4, no_answer: false };
     spec.check()?;
     let bytes = synth_trace(&spec).to_bytes();

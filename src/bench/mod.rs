@@ -184,13 +184,18 @@ impl BenchCase {
     }
 }
 
+/// From this many tokens a bench trace is `[N,N]` F16 (as long traces are stored; its
+/// `[L,H,N,N]` F16 would be 34 GB at 16k) and the peer is not run: NumPy's float64 pipeline took
+/// 110 s and 9 GB at 16k (2026-12-06), and at 32k its copies of the matrix alone would outgrow a
+/// 24 GiB machine.
+pub const LONG: usize = 16384;
+
 /// The cases at `n` tokens, the first one exported: `[N,N]` F32, as a short trace is stored (from
 /// 16k tokens F16, as long ones are), then unless `no_heads` the `[L,H,N,N]` F16 a model's capture
 /// writes; with `layouts` every element type in every layout below 16k, for the aggregation (the
 /// one step that reads the attention, so the one its layout and type change).
 pub fn cases(n: usize, no_heads: bool, layouts: bool) -> Vec<BenchCase> {
-    let long = n >= 16384;
-    // (the [L,H,N,N] case would be a 16 GB file at 32k)
+    let long = n >= LONG;
     let (l, h) = if n >= 8192 { (2, 4) } else { (4, 8) };
     let case = |rank: usize, dtype: Dtype| match rank {
         2 => BenchCase { n, rank, layers: 1, heads: 1, dtype },
@@ -248,7 +253,7 @@ pub fn run_case(
         backend.memory_floor(&map, repeat).transpose().map_err(|e| format!("the device's floor: {e}"))?
     };
     let first_touch = fresh.then(|| first_touch_floor(crate::flow::Matrix::bytes_for(trace.n()), repeat));
-    let peer = peer.map(|script| run_peer(script, &path, repeat)).transpose()?;
+    let peer = peer.filter(|_| case.n < LONG).map(|script| run_peer(script, &path, repeat)).transpose()?;
     // The median of `repeat` exports, each into a folder of its own (an export never writes over
     // an earlier one's files, so a second run into the same folder would time the renaming),
     // removed after it unless it was there before. The first one's credit picture is kept.
