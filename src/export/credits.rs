@@ -104,8 +104,7 @@ pub fn read_credits(path: &Path) -> Result<Credits, TraceError> {
 fn parse_credits(bytes: &[u8]) -> Result<Credits, DataError> {
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| crate::trace::not_safetensors(bytes, &e))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| crate::trace::not_safetensors(bytes, &e))?;
-    let none = std::collections::HashMap::new();
-    let meta = header.metadata().as_ref().unwrap_or(&none);
+    let meta = crate::trace::metadata(&header);
     crate::trace::check_format(meta, CREDITS_FORMAT)?;
     let tensor = |name: &str, dtype: Dtype, axes: usize| -> Result<(Vec<usize>, Vec<u8>), DataError> {
         let t = st.tensor(name).map_err(|_| DataError::new(Problem::Shape, format!("no `{name}` tensor")))?;

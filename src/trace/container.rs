@@ -16,6 +16,13 @@ pub(crate) fn not_safetensors(bytes: &[u8], e: &safetensors::SafeTensorError) ->
     DataError::new(Problem::Container, format!("not a valid safetensors file: {why}"))
 }
 
+/// The header's `__metadata__` where the header holds it (none: an empty map): not copied, since
+/// a trace's tokens are most of it and the copy had been a sixth of opening a 1k-token trace.
+pub(crate) fn metadata(header: &safetensors::tensor::Metadata) -> &HashMap<String, String> {
+    static NONE: std::sync::LazyLock<HashMap<String, String>> = std::sync::LazyLock::new(HashMap::new);
+    header.metadata().as_ref().unwrap_or(&NONE)
+}
+
 /// What a file that does not begin as safetensors does begin as, where it is a format a trace is
 /// often mistaken for (attention saved with `torch.save` or `np.save`, a picture of the export)
 /// or text: said instead of "header length is implausibly large", which its first eight bytes,

@@ -66,10 +66,7 @@ fn parse_inner(storage: Arc<Storage>, path: &Path) -> Result<Trace, DataError> {
     let bytes = storage.bytes();
     let (header_len, header) = SafeTensors::read_metadata(bytes).map_err(|e| super::container::not_safetensors(bytes, &e))?;
     let data_start = 8 + header_len;
-    // Read where the header holds it: a copy of the metadata (the tokens' JSON is most of it) had
-    // been a sixth of opening a 1k-token trace.
-    let none = HashMap::new();
-    let meta = header.metadata().as_ref().unwrap_or(&none);
+    let meta = super::container::metadata(&header);
     check_format(meta, FORMAT)?;
     let tokens = read_tokens(meta)?;
     let n = tokens.len();

@@ -8,7 +8,7 @@ mod error;
 mod container;
 mod load;
 mod memory;
-pub(crate) use container::not_safetensors;
+pub(crate) use container::{metadata, not_safetensors};
 pub(crate) use load::check_format;
 pub mod st_write;
 pub mod run;
