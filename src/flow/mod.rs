@@ -16,6 +16,7 @@ pub mod reach;
 pub mod roles;
 pub mod slab_row;
 pub mod steps;
+mod step_totals;
 pub mod sweep;
 #[cfg(test)]
 pub mod test_rng;

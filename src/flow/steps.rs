@@ -10,7 +10,6 @@
 //! users already have.
 
 use super::backbone::FlowPath;
-use super::conserve::edge_flow;
 use super::matrix::Matrix;
 use super::FlowResult;
 use crate::params::{BackboneParams, Split, StepParams};
@@ -18,7 +17,6 @@ use crate::span::{Span, Spans};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
-use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -181,53 +179,9 @@ pub fn step_graph(m: &Matrix, r: &FlowResult, segments: &[Span], max_steps: usiz
         add(&mut graph, role, s);
     }
 
-    // φ summed between nodes, one target row at a time (the matrix is never copied), the target
-    // nodes across the cores: each pair's φs are added by one task, in the order of k then i as
-    // one loop over the rows adds them, so the sums are the same to the bit.
-    let nodes = graph.node_count();
-    let mut rows_of: Vec<Vec<std::ops::Range<usize>>> = vec![Vec::new(); nodes];
-    let mut k = 0;
-    while k < m.n {
-        let (b, start) = (node_of[k], k);
-        while k < m.n && node_of[k] == b {
-            k += 1;
-        }
-        if b != u32::MAX {
-            rows_of[b as usize].push(start..k);
-        }
-    }
-    // Each task's totals by source node, kept between its targets: only the entries a target
-    // touched are handed on and cleared, so a graph of many small steps costs no nodes² clearing.
-    let mut sorted: Vec<((u32, u32), f64)> = rows_of
-        .par_iter()
-        .enumerate()
-        .map_init(
-            || (vec![0.0f64; nodes], Vec::new()),
-            |(into_b, touched), (b, runs)| {
-                let b = b as u32;
-                for k in runs.iter().flat_map(|run| run.clone()) {
-                    if r.flow[k] == 0.0 && r.reach[k] == 0.0 {
-                        continue;
-                    }
-                    for (i, &a) in node_of[..k].iter().enumerate() {
-                        if a == u32::MAX || a == b || r.flow[i] == 0.0 {
-                            continue;
-                        }
-                        let phi = edge_flow(m, &r.reach, &r.flow, spans.answer, i, k);
-                        if phi > 0.0 {
-                            // (a total of positive φs is 0 only until its first)
-                            if into_b[a as usize] == 0.0 {
-                                touched.push(a);
-                            }
-                            into_b[a as usize] += phi;
-                        }
-                    }
-                }
-                touched.drain(..).map(|a| ((a, b), std::mem::take(&mut into_b[a as usize]))).collect::<Vec<_>>()
-            },
-        )
-        .flatten_iter()
-        .collect();
+    // φ summed between nodes (`step_totals`: the same sums, to the bit, as one loop over the
+    // rows would add them), then put in the graph in the order of their nodes.
+    let mut sorted = super::step_totals::pair_totals(m, &r.reach, &r.flow, spans.answer, &node_of, graph.node_count());
     sorted.sort_by_key(|&((a, b), _)| (a, b));
     for ((a, b), phi) in sorted {
         graph.add_edge(NodeIndex::new(a as usize), NodeIndex::new(b as usize), phi);
