@@ -15,7 +15,8 @@ use crate::span::Span;
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// Chains of additions run side by side: enough to cover an addition's latency twice over.
+/// Chains of additions run side by side: an addition's latency (four cycles) times the two a
+/// core starts each cycle.
 const LANES: usize = 8;
 
 /// For every pair of nodes `(a, b)` whose total of φ from a's tokens into b's is above zero,
@@ -101,11 +102,10 @@ fn sending(runs: &[Vec<Range<usize>>], gate: &[f64]) -> Vec<Vec<Range<usize>>> {
         .collect()
 }
 
-/// The sources of target node `b`'s rows from `start` (the start of one of its runs): every
-/// other node's runs (of `runs`, its sending tokens') before it (which end before it: a token is
-/// one node's), as (node, run), a
-/// node's runs together and in order; and `items`, the ranges of `sources` that are one node's,
-/// longest first (so that the lanes finish together).
+/// The sources of the rows of one of target node `b`'s runs, the one starting at `start`: every
+/// other node's runs of sending tokens (`runs`) before it, which all end before it (a token is
+/// one node's), as (node, run), each node's together and in order; and `items`, the ranges of
+/// `sources` that are one node's, longest first (so that the lanes finish together).
 fn sources_before(runs: &[Vec<Range<usize>>], b: usize, start: usize, sources: &mut Vec<(usize, Range<usize>)>, items: &mut Vec<Range<usize>>) {
     sources.clear();
     items.clear();
