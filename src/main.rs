@@ -74,7 +74,8 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Also time this peer script on the same files (`tests/peer/flowtracer_numpy.py`), below
-        /// 16384 tokens (at 16k NumPy's float64 pipeline takes minutes and 9 GB a run).
+        /// 16384 tokens (at 16k NumPy's float64 pipeline takes minutes and 9 GB a run). It runs
+        /// under `python3`, which must import NumPy and SciPy (checked before the first case).
         #[arg(long)]
         peer: Option<PathBuf>,
         /// Time the app instead: a re-score and a frame of the text view, per size.
@@ -541,6 +542,10 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, cases: &dyn Fn(us
         Ok(s) => s,
         Err(e) => return usage(e),
     };
+    if let Some(Err(e)) = peer.as_deref().map(bench::check_peer) {
+        eprintln!("flowtracer: bench: {e}");
+        return ExitCode::from(1);
+    }
     let dir = scratch.path();
     // Ctrl-C: the case in flight finishes, the tables so far are printed, the bench's files go;
     // a second Ctrl-C ends the process at once.

@@ -158,11 +158,39 @@ pub fn run_peer(script: &Path, file: &Path, repeat: usize) -> Result<Duration, S
         .output()
         .map_err(|e| format!("python3 {}: {e}", script.display()))?;
     if !out.status.success() {
-        return Err(format!("peer failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(peer_failure(script, &out));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("peer output: {e}"))?;
     let ms = v["ms"]["pipeline"].as_f64().ok_or("peer output has no ms.pipeline")?;
     Ok(Duration::from_secs_f64(ms / 1e3))
+}
+
+/// Whether the peer can run at all, asked once before the first case: the script is a file and
+/// `python3` imports what it needs. A missing SciPy is then said at once, not after the first
+/// case's timing.
+pub fn check_peer(script: &Path) -> Result<(), String> {
+    if !script.is_file() {
+        return Err(format!("peer {}: no such file", script.display()));
+    }
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import numpy, scipy.linalg"])
+        .output()
+        .map_err(|e| format!("peer {}: python3: {e}", script.display()))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(peer_failure(script, &out)),
+    }
+}
+
+/// What a failed peer says: a missing module as Python's one line and what to install (the
+/// traceback above it says no more); anything else with Python's whole message.
+fn peer_failure(script: &Path, out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no message");
+    match last.starts_with("ModuleNotFoundError") {
+        true => format!("peer {}: {last}: it needs NumPy and SciPy where `python3` runs (pip install numpy scipy)", script.display()),
+        false => format!("peer {} failed ({}): {}", script.display(), out.status, stderr.trim_end()),
+    }
 }
 
 pub struct BenchCase {
@@ -437,6 +465,25 @@ pub fn batch_throughput(n: usize, count: usize, dir: &Path, backend: &dyn Backen
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A peer that cannot run is said before any case: a missing script by its path, a missing
+    /// module in one line with what to install, any other failure with Python's whole message.
+    #[cfg(unix)]
+    #[test]
+    fn a_peer_that_cannot_run_says_why() {
+        use std::os::unix::process::ExitStatusExt;
+        let script = Path::new("no/such/peer.py");
+        assert_eq!(check_peer(script).unwrap_err(), "peer no/such/peer.py: no such file");
+        let failed = |stderr: &str| std::process::Output { status: std::process::ExitStatus::from_raw(1 << 8), stdout: vec![], stderr: stderr.as_bytes().to_vec() };
+        let missing = "Traceback (most recent call last):\n  File \"peer.py\", line 24, in <module>\n    from scipy.linalg import solve_triangular\nModuleNotFoundError: No module named 'scipy'\n";
+        assert_eq!(
+            peer_failure(Path::new("peer.py"), &failed(missing)),
+            "peer peer.py: ModuleNotFoundError: No module named 'scipy': it needs NumPy and SciPy where `python3` runs (pip install numpy scipy)"
+        );
+        let other = "Traceback (most recent call last):\n  File \"peer.py\", line 90\nValueError: bad header\n";
+        let said = peer_failure(Path::new("peer.py"), &failed(other));
+        assert!(said.starts_with("peer peer.py failed (exit status: 1): Traceback") && said.ends_with("ValueError: bad header"), "{said}");
+    }
 
     /// The batch runs on the pool and on one thread and reads its files at the floor, all
     /// measured (positive, finite), and leaves no file behind.
