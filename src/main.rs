@@ -538,14 +538,14 @@ fn run_bench(sizes: Vec<usize>, choice: Choice, repeat: usize, cases: &dyn Fn(us
         Ok(b) => b,
         Err(e) => return usage(e.to_string()),
     };
-    let scratch = match bench::Scratch::new(&dir.unwrap_or_else(std::env::temp_dir)) {
-        Ok(s) => s,
-        Err(e) => return usage(e),
-    };
     if let Some(Err(e)) = peer.as_deref().map(bench::check_peer) {
         eprintln!("flowtracer: bench: {e}");
         return ExitCode::from(1);
     }
+    let scratch = match bench::Scratch::new(&dir.unwrap_or_else(std::env::temp_dir)) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
     let dir = scratch.path();
     // Ctrl-C: the case in flight finishes, the tables so far are printed, the bench's files go;
     // a second Ctrl-C ends the process at once.

@@ -151,15 +151,7 @@ fn time_pipeline(path: &Path, params: &Params, repeat: usize, backend: &dyn Back
 
 /// Runs the peer script (`python3 SCRIPT FILE --bench REPEAT`) and reads its median pipeline time.
 pub fn run_peer(script: &Path, file: &Path, repeat: usize) -> Result<Duration, String> {
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(file)
-        .args(["--bench", &repeat.max(1).to_string()])
-        .output()
-        .map_err(|e| format!("python3 {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(peer_failure(script, &out));
-    }
+    let out = python3(script, &[script.as_os_str(), file.as_os_str(), "--bench".as_ref(), repeat.max(1).to_string().as_ref()])?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("peer output: {e}"))?;
     let ms = v["ms"]["pipeline"].as_f64().ok_or("peer output has no ms.pipeline")?;
     Ok(Duration::from_secs_f64(ms / 1e3))
@@ -172,12 +164,14 @@ pub fn check_peer(script: &Path) -> Result<(), String> {
     if !script.is_file() {
         return Err(format!("peer {}: no such file", script.display()));
     }
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import numpy, scipy.linalg"])
-        .output()
-        .map_err(|e| format!("peer {}: python3: {e}", script.display()))?;
+    python3(script, &["-c".as_ref(), "import numpy, scipy.linalg".as_ref()]).map(|_| ())
+}
+
+/// `python3 ARGS` on the peer's behalf: its output where it succeeded, or what went wrong.
+fn python3(script: &Path, args: &[&std::ffi::OsStr]) -> Result<std::process::Output, String> {
+    let out = std::process::Command::new("python3").args(args).output().map_err(|e| format!("peer {}: python3: {e}", script.display()))?;
     match out.status.success() {
-        true => Ok(()),
+        true => Ok(out),
         false => Err(peer_failure(script, &out)),
     }
 }
